@@ -1,1 +1,12 @@
-//! TODO
+//! Dev-only test kit: real `redis-server` processes on free loopback ports, clusters formed by
+//! `cinnabar-cluster`, faults (SIGKILL, SIGSTOP/SIGCONT) and workloads that remember every
+//! acknowledged write so a test can prove none was lost.
+//!
+//! Never mocks Redis. Everything it starts is stopped and deleted on drop, even when a test
+//! panics, and a panicking test prints the server logs it needs to be understood.
+
+pub mod ports;
+pub mod server;
+
+pub use ports::{PortReservation, reserve_node_port, reserve_port};
+pub use server::{ServerOptions, TestServer, server_binary};
