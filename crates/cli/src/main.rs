@@ -1,1 +1,217 @@
-fn main() {}
+//! `cinnabar`: Redis Cluster as a Service. This binary only parses flags and wires the crates
+//! together; every behaviour lives in a library crate where it can be tested.
+
+mod detach;
+mod output;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+use cinnabar_local::{SpecOverrides, Supervisor, UpOptions};
+
+/// Redis Cluster as a Service: real Redis Cluster, one endpoint, self-healing.
+///
+/// Start a local cluster with `cinnabar up`, look at it with `cinnabar status`, stop it with
+/// `cinnabar down`. Everything a cluster needs lives in one directory (default `.cinnabar`),
+/// so any later `cinnabar` invocation from the same place finds it.
+#[derive(Debug, Parser)]
+#[command(name = "cinnabar", version, propagate_version = true, max_term_width = 100)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Start a local Redis Cluster (3 masters, 3 replicas by default) and print its endpoint.
+    ///
+    /// Nodes are real redis-server (or valkey-server) processes on consecutive loopback ports
+    /// starting at --port; each cluster bus port is its client port + 10000. Data (AOF, everysec)
+    /// lives in --dir, so `cinnabar up` on a stopped directory resumes the same cluster with its
+    /// data. In the foreground it supervises until Ctrl-C, restarting any node that dies; with
+    /// --detach it returns once the cluster is ready and a background supervisor keeps watch.
+    ///
+    /// Examples:
+    ///   cinnabar up                         # 3 masters + 3 replicas on 127.0.0.1:6380-6385
+    ///   cinnabar up --detach --masters 6    # 6 shards, in the background
+    ///   redis-cli -c -p 6380 set foo bar    # use it
+    #[command(verbatim_doc_comment)]
+    Up(UpArgs),
+    /// Show the endpoint, every node (role, slots, health, pid, memory) and a verdict.
+    ///
+    /// Exits 0 when healthy, 1 otherwise. `--json` prints a stable document for scripts: top-level
+    /// "endpoint" and "nodes" (each with "address", "role", "master", "slots", "pid", "health");
+    /// fields are added over time, never renamed.
+    Status(StatusArgs),
+    /// Stop every process started from a directory (data is kept unless --purge).
+    Down(DownArgs),
+    /// Internal: the background supervisor started by `up --detach`.
+    #[command(name = "__supervise", hide = true)]
+    Supervise(UpArgs),
+}
+
+/// Flags of `cinnabar up`.
+#[derive(Debug, Clone, Args)]
+struct UpArgs {
+    /// Number of shards, each with one master [default: 3]
+    #[arg(long, value_name = "N")]
+    masters: Option<u16>,
+    /// Replicas per master [default: 1]
+    #[arg(long, value_name = "N")]
+    replicas: Option<u16>,
+    /// Client port of the first node; the others follow consecutively [default: 6380]
+    #[arg(long, value_name = "PORT")]
+    port: Option<u16>,
+    /// Directory holding the cluster's state and data
+    #[arg(long, value_name = "DIR", default_value = ".cinnabar")]
+    dir: PathBuf,
+    /// Return once the cluster is ready; a background supervisor keeps it running
+    #[arg(long)]
+    detach: bool,
+    /// Memory limit per node, so Redis evicts instead of being OOM-killed (0 = none) [default: 256mb]
+    #[arg(long, value_name = "SIZE")]
+    maxmemory: Option<String>,
+    /// What Redis evicts when a node reaches --maxmemory [default: allkeys-lru]
+    #[arg(long, value_name = "POLICY")]
+    maxmemory_policy: Option<String>,
+    /// cluster-node-timeout: how long a node may be unreachable before failover [default: 5000]
+    #[arg(long, value_name = "MS")]
+    node_timeout_ms: Option<u64>,
+    /// redis-server or valkey-server binary to run [default: first found on PATH]
+    #[arg(long, value_name = "PATH")]
+    redis_server: Option<PathBuf>,
+    /// How long the cluster may take to form before `up` gives up and cleans up
+    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    timeout: u64,
+}
+
+impl UpArgs {
+    fn options(&self) -> UpOptions {
+        UpOptions {
+            spec: SpecOverrides {
+                masters: self.masters,
+                replicas: self.replicas,
+                first_port: self.port,
+                maxmemory: self.maxmemory.clone(),
+                maxmemory_policy: self.maxmemory_policy.clone(),
+                node_timeout_ms: self.node_timeout_ms,
+            },
+            dir: self.dir.clone(),
+            redis_server: self.redis_server.clone(),
+            form_timeout: Duration::from_secs(self.timeout),
+        }
+    }
+}
+
+/// Flags of `cinnabar status`.
+#[derive(Debug, Args)]
+struct StatusArgs {
+    /// Directory the cluster was started from
+    #[arg(long, value_name = "DIR", default_value = ".cinnabar")]
+    dir: PathBuf,
+    /// Print the report as JSON (a stable contract for scripts)
+    #[arg(long)]
+    json: bool,
+}
+
+/// Flags of `cinnabar down`.
+#[derive(Debug, Args)]
+struct DownArgs {
+    /// Directory the cluster was started from
+    #[arg(long, value_name = "DIR", default_value = ".cinnabar")]
+    dir: PathBuf,
+    /// Also delete all data (AOF, RDB, node configs) and the directory's state
+    #[arg(long)]
+    purge: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    let outcome = match cli.command {
+        Command::Up(args) if args.detach => detach::up_detached(&args).map(|()| ExitCode::SUCCESS),
+        Command::Up(args) => supervise(&args, true).map(|()| ExitCode::SUCCESS),
+        Command::Supervise(args) => supervise(&args, false).map(|()| ExitCode::SUCCESS),
+        Command::Status(args) => status(&args),
+        Command::Down(args) => down(&args).map(|()| ExitCode::SUCCESS),
+    };
+    outcome.unwrap_or_else(|e| {
+        eprintln!("error: {e:#}");
+        ExitCode::FAILURE
+    })
+}
+
+/// Logs go to stderr (a detached supervisor's stderr is its log file); `RUST_LOG` overrides.
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the async runtime")
+}
+
+/// Brings the cluster up and supervises it until Ctrl-C / SIGTERM. `print_endpoint` puts the
+/// endpoint alone on stdout (the foreground contract); the detached supervisor only logs it.
+fn supervise(args: &UpArgs, print_endpoint: bool) -> Result<()> {
+    runtime()?.block_on(async {
+        let supervisor = Supervisor::up(&args.options(), &mut |event| output::progress(&event))
+            .await
+            .with_context(|| format!("starting the cluster in {}", args.dir.display()))?;
+        if print_endpoint {
+            println!("{}", supervisor.endpoint());
+            eprintln!("supervising; press Ctrl-C to stop (data stays in {})", args.dir.display());
+        }
+        supervisor.run_until(shutdown_signal()).await.context("supervising the cluster")?;
+        eprintln!("stopped; data kept in {}", args.dir.display());
+        Ok(())
+    })
+}
+
+/// Resolves on SIGINT or SIGTERM; SIGHUP is ignored so a closed terminal does not stop a
+/// detached supervisor.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut int), Ok(mut term), Ok(mut hup)) =
+        (signal(SignalKind::interrupt()), signal(SignalKind::terminate()), signal(SignalKind::hangup()))
+    else {
+        tracing::error!("cannot install signal handlers; stop with `cinnabar down`");
+        return std::future::pending().await;
+    };
+    loop {
+        tokio::select! {
+            _ = int.recv() => return,
+            _ = term.recv() => return,
+            _ = hup.recv() => tracing::info!("ignoring SIGHUP"),
+        }
+    }
+}
+
+fn status(args: &StatusArgs) -> Result<ExitCode> {
+    let report = runtime()?.block_on(cinnabar_local::status(&args.dir))?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report).context("encoding the report")?);
+    } else {
+        print!("{}", output::status_table(&report));
+    }
+    Ok(if report.healthy { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+fn down(args: &DownArgs) -> Result<()> {
+    match cinnabar_local::down(&args.dir, args.purge) {
+        Ok(report) => {
+            eprintln!("{}", output::down_summary(&report, &args.dir));
+            Ok(())
+        }
+        // Stopping what is not running is not a failure: scripts can call `down` unconditionally.
+        Err(cinnabar_local::LocalError::NotRunning { dir }) => {
+            eprintln!("nothing to stop: no cluster in {}", dir.display());
+            Ok(())
+        }
+        Err(e) => Err(e.into()),
+    }
+}

@@ -3,14 +3,31 @@
 //!
 //! This crate provides and removes nodes; all Redis Cluster logic (meet, slots, replicas,
 //! checks) comes from `cinnabar-cluster`. It must never re-implement that logic.
+//!
+//! Layout of a state directory (default `.cinnabar`):
+//! ```text
+//! .cinnabar/
+//!   cinnabar.json        state: spec, endpoint, phase, pids (see `state`)
+//!   cinnabar.lock        flock held by the live supervisor
+//!   supervisor.log       a detached supervisor's output
+//!   nodes/<port>/        one data dir per node: redis.conf, nodes.conf, appendonlydir/, redis.log
+//! ```
 
 pub mod binary;
 pub mod config;
 pub mod error;
+pub mod ops;
 pub mod ports;
 pub mod process;
+pub mod spec;
+pub mod state;
+pub mod supervisor;
 
 pub use binary::{Flavor, ServerBinary};
 pub use config::NodeConfig;
 pub use error::{LocalError, Result};
+pub use ops::{DownReport, NodeStatus, StatusReport, down, status};
 pub use process::NodeProcess;
+pub use spec::{LocalSpec, SpecOverrides};
+pub use state::{Phase, StateDir};
+pub use supervisor::{Supervisor, UpEvent, UpOptions};

@@ -7,6 +7,8 @@
 
 pub mod ports;
 pub mod server;
+pub mod workload;
 
 pub use ports::{PortReservation, reserve_node_port, reserve_port};
 pub use server::{ServerOptions, TestServer, server_binary};
+pub use workload::{Target, Workload, WorkloadLog};

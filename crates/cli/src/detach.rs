@@ -1,0 +1,88 @@
+//! `cinnabar up --detach`: start the supervisor as a background process and follow its log
+//! until the cluster is ready (or the supervisor fails), then return.
+//!
+//! The background process is this same binary running `__supervise` with the same flags, in
+//! its own process group so a Ctrl-C in this terminal does not reach it.
+
+use std::fs::OpenOptions;
+use std::io::{Read, Seek, SeekFrom};
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use cinnabar_local::{Phase, StateDir};
+
+use crate::UpArgs;
+
+/// Extra time beyond the formation timeout for starting nodes and writing state.
+const START_SLACK: Duration = Duration::from_secs(90);
+
+pub(crate) fn up_detached(args: &UpArgs) -> Result<()> {
+    // Refuse bad flags here, with one clear message, before any background process exists.
+    cinnabar_local::Supervisor::preflight(&args.options())?;
+    let created_dir = !args.dir.exists();
+    let dir = StateDir::create(&args.dir)?;
+    let log_path = dir.supervisor_log();
+    let log = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .with_context(|| format!("opening {}", log_path.display()))?;
+    let mut offset = log.metadata().map(|m| m.len()).unwrap_or(0);
+    let exe = std::env::current_exe().context("finding the cinnabar binary")?;
+    let forwarded = std::env::args_os()
+        .skip(1)
+        .filter(|a| a != "--detach")
+        .map(|a| if a == "up" { "__supervise".into() } else { a });
+    let mut child = Command::new(exe)
+        .args(forwarded)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().context("duplicating the log handle")?)
+        .stderr(log)
+        .process_group(0)
+        .spawn()
+        .context("starting the background supervisor")?;
+
+    let deadline = Instant::now() + Duration::from_secs(args.timeout) + START_SLACK;
+    loop {
+        offset = echo_new_lines(&log_path, offset);
+        if let Some(status) = child.try_wait().context("watching the background supervisor")? {
+            echo_new_lines(&log_path, offset);
+            if created_dir {
+                let _ = std::fs::remove_dir_all(&args.dir);
+            }
+            bail!("the background supervisor exited ({status}) before the cluster was ready");
+        }
+        let ready = dir.load().ok().flatten().filter(|s| s.phase == Phase::Ready && s.supervisor_pid == Some(child.id()));
+        if let Some(state) = ready {
+            println!("{}", state.endpoint);
+            eprintln!(
+                "running in the background (supervisor pid {}, log {}); stop with `cinnabar down --dir {}`",
+                child.id(),
+                log_path.display(),
+                args.dir.display()
+            );
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM);
+            bail!("the cluster was not ready in time; see {}", log_path.display());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Prints what the supervisor logged since `offset`; returns the new offset.
+fn echo_new_lines(path: &std::path::Path, offset: u64) -> u64 {
+    let Ok(mut file) = std::fs::File::open(path) else { return offset };
+    if file.seek(SeekFrom::Start(offset)).is_err() {
+        return offset;
+    }
+    let mut new = Vec::new();
+    let read = file.read_to_end(&mut new).unwrap_or(0);
+    if read > 0 {
+        eprint!("{}", String::from_utf8_lossy(&new));
+    }
+    offset + read as u64
+}

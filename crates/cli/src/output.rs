@@ -1,0 +1,66 @@
+//! What a person sees: progress lines, the status table, the `down` summary.
+//! Formatting only; no decisions are made here.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use cinnabar_local::{DownReport, StatusReport, UpEvent};
+
+/// One progress line on stderr.
+pub(crate) fn progress(event: &UpEvent<'_>) {
+    eprintln!("  {event}");
+}
+
+/// The human form of `cinnabar status`.
+pub(crate) fn status_table(report: &StatusReport) -> String {
+    let mut out = String::new();
+    let supervisor = report.supervisor_pid.map_or_else(|| "no supervisor".to_owned(), |p| format!("supervisor pid {p}"));
+    let _ = writeln!(out, "endpoint  {}", report.endpoint);
+    let _ = writeln!(out, "dir       {} ({}, {}, {})", report.dir.display(), report.phase, report.server, supervisor);
+    let _ = writeln!(
+        out,
+        "\n{:<16} {:<8} {:<16} {:<12} {:<12} {:>8} {:>9} {:>8}",
+        "ADDRESS", "ROLE", "FOLLOWS", "SLOTS", "HEALTH", "PID", "MEMORY", "RESTARTS"
+    );
+    for node in &report.nodes {
+        let slots = if node.slots.is_empty() { "-".to_owned() } else { node.slots.join(",") };
+        let _ = writeln!(
+            out,
+            "{:<16} {:<8} {:<16} {:<12} {:<12} {:>8} {:>9} {:>8}",
+            node.address,
+            node.role,
+            node.master.as_deref().unwrap_or("-"),
+            slots,
+            node.health,
+            node.pid.map_or_else(|| "-".to_owned(), |p| p.to_string()),
+            node.memory.as_deref().unwrap_or("-"),
+            node.restarts
+        );
+    }
+    out.push('\n');
+    for problem in &report.problems {
+        let _ = writeln!(out, "problem: {problem}");
+    }
+    let _ = writeln!(out, "{}", report.verdict);
+    out
+}
+
+/// The one-paragraph summary `cinnabar down` prints.
+pub(crate) fn down_summary(report: &DownReport, dir: &Path) -> String {
+    let mut parts = Vec::new();
+    if let Some(pid) = report.supervisor_pid {
+        parts.push(format!("stopped supervisor (pid {pid}) and its nodes"));
+    }
+    if !report.orphans_stopped.is_empty() {
+        parts.push(format!("stopped {} unsupervised node process(es)", report.orphans_stopped.len()));
+    }
+    if parts.is_empty() {
+        parts.push("nothing was running".into());
+    }
+    if report.purged {
+        parts.push(format!("removed all data in {}", dir.display()));
+    } else {
+        parts.push(format!("data kept in {} (`cinnabar down --purge` removes it)", dir.display()));
+    }
+    parts.join("; ")
+}

@@ -1,0 +1,267 @@
+//! `status` and `down` for a cluster started from a state directory, by any later invocation.
+//!
+//! These read the state file and ask the nodes themselves; they never trust a pid without checking
+//! that the process really is the node we started (its working directory is the node's data dir).
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use cinnabar_cluster::{CheckReport, NodeAddr, NodeReport};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use serde::Serialize;
+
+use crate::error::{LocalError, Result};
+use crate::spec::human_bytes;
+use crate::state::{NODES_DIR, Phase, State, StateDir};
+
+/// How long `down` waits for the supervisor to stop the nodes.
+const SUPERVISOR_STOP_WAIT: Duration = Duration::from_secs(60);
+/// How long `down` waits for an orphaned node after SIGTERM.
+const ORPHAN_STOP_WAIT: Duration = Duration::from_secs(15);
+
+/// The `cinnabar status` report. Its JSON form is a contract for scripts: fields are added,
+/// never renamed (`endpoint`, `nodes[].address/role/master/slots/pid/health`).
+#[derive(Debug, Clone, Serialize)]
+pub struct StatusReport {
+    /// `host:port` clients use.
+    pub endpoint: String,
+    /// The state directory.
+    pub dir: PathBuf,
+    /// `starting`, `ready`, `stopping` or `stopped`.
+    pub phase: String,
+    /// The live supervisor, if any.
+    pub supervisor_pid: Option<u32>,
+    /// Overall verdict: every node ok, all slots covered, supervised.
+    pub healthy: bool,
+    /// The verdict as one sentence.
+    pub verdict: String,
+    /// Slots with an owner, of 16384.
+    pub slots_covered: usize,
+    /// Server in use, e.g. `redis 7.0.15`.
+    pub server: String,
+    /// Every node, in port order.
+    pub nodes: Vec<NodeStatus>,
+    /// Problems found, one sentence each.
+    pub problems: Vec<String>,
+}
+
+/// One node in [`StatusReport`].
+#[derive(Debug, Clone, Serialize)]
+pub struct NodeStatus {
+    /// `127.0.0.1:port`.
+    pub address: String,
+    /// Cluster node id, when known.
+    pub id: Option<String>,
+    /// `master`, `replica`, or `unknown` when nobody can tell.
+    pub role: String,
+    /// For a replica, the address of the master it follows.
+    pub master: Option<String>,
+    /// Owned slot ranges, `start-end` (or a single `slot`).
+    pub slots: Vec<String>,
+    /// Process id of the running node.
+    pub pid: Option<u32>,
+    /// `ok`, `unreachable`, or `degraded`.
+    pub health: String,
+    /// `used_memory` in bytes.
+    pub memory_bytes: Option<u64>,
+    /// `used_memory`, human readable.
+    pub memory: Option<String>,
+    /// Supervisor restarts since `up`.
+    pub restarts: u32,
+    /// Cluster flags as the node reports them.
+    pub flags: Vec<String>,
+}
+
+/// Reads the state of `dir` and asks the nodes how they are.
+///
+/// # Errors
+/// [`LocalError::NotRunning`] when the directory holds no cluster.
+pub async fn status(dir: &Path) -> Result<StatusReport> {
+    let (dir, state) = load_state(dir)?;
+    let supervised = dir.is_supervised();
+    let seeds: Vec<NodeAddr> =
+        state.nodes.iter().map(|n| NodeAddr { host: "127.0.0.1".into(), port: n.port }).collect();
+    let check = if state.phase == Phase::Stopped { None } else { cinnabar_cluster::check(&seeds).await.ok() };
+    Ok(build_report(&dir, &state, supervised, check.as_ref()))
+}
+
+fn build_report(dir: &StateDir, state: &State, supervised: bool, check: Option<&CheckReport>) -> StatusReport {
+    let find = |port: u16| check.and_then(|c| c.nodes.iter().find(|n| n.addr.port == port));
+    let nodes: Vec<NodeStatus> = state
+        .nodes
+        .iter()
+        .map(|node| {
+            let address = format!("127.0.0.1:{}", node.port);
+            let pid = if supervised { node.pid } else { None };
+            match find(node.port) {
+                Some(report) => node_status(address, report, pid, node.restarts),
+                None => NodeStatus {
+                    address,
+                    id: None,
+                    role: "unknown".into(),
+                    master: None,
+                    slots: Vec::new(),
+                    pid,
+                    health: "unreachable".into(),
+                    memory_bytes: None,
+                    memory: None,
+                    restarts: node.restarts,
+                    flags: Vec::new(),
+                },
+            }
+        })
+        .collect();
+    let mut problems: Vec<String> =
+        check.map(|c| c.problems.iter().map(ToString::to_string).collect()).unwrap_or_default();
+    if !supervised && state.phase != Phase::Stopped {
+        problems.push("no supervisor is running: crashed nodes will not be restarted".into());
+    }
+    let ok_nodes = nodes.iter().filter(|n| n.health == "ok").count();
+    let slots_covered = check.map_or(0, |c| c.slots_covered);
+    let phase = match state.phase {
+        Phase::Starting => "starting",
+        Phase::Ready => "ready",
+        Phase::Stopping => "stopping",
+        Phase::Stopped => "stopped",
+    };
+    let healthy = state.phase == Phase::Ready
+        && supervised
+        && check.is_some_and(CheckReport::is_healthy)
+        && ok_nodes == nodes.len();
+    let verdict = if state.phase == Phase::Stopped {
+        format!("stopped: data kept in {}; `cinnabar up --dir {0}` resumes it", dir.root().display())
+    } else if healthy {
+        format!("healthy: {ok_nodes}/{} nodes ok, {slots_covered}/16384 slots covered", nodes.len())
+    } else {
+        format!(
+            "degraded: {ok_nodes}/{} nodes ok, {slots_covered}/16384 slots covered, {} problem(s)",
+            nodes.len(),
+            problems.len()
+        )
+    };
+    StatusReport {
+        endpoint: state.endpoint.clone(),
+        dir: dir.root().to_path_buf(),
+        phase: phase.into(),
+        supervisor_pid: if supervised { state.supervisor_pid } else { None },
+        healthy,
+        verdict,
+        slots_covered,
+        server: format!("{:?} {}", state.server_flavor, state.server_version).to_lowercase(),
+        nodes,
+        problems,
+    }
+}
+
+fn node_status(address: String, report: &NodeReport, pid: Option<u32>, restarts: u32) -> NodeStatus {
+    let role = match report.role {
+        cinnabar_cluster::Role::Master => "master",
+        cinnabar_cluster::Role::Replica => "replica",
+    };
+    let health = if report.healthy {
+        "ok"
+    } else if !report.reachable {
+        "unreachable"
+    } else {
+        "degraded"
+    };
+    NodeStatus {
+        address,
+        id: Some(report.id.clone()),
+        role: role.into(),
+        master: report.master_addr.as_ref().map(ToString::to_string),
+        slots: report.slots.iter().map(ToString::to_string).collect(),
+        pid,
+        health: health.into(),
+        memory_bytes: report.used_memory,
+        memory: report.used_memory.map(human_bytes),
+        restarts,
+        flags: report.flags.clone(),
+    }
+}
+
+/// What `down` did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct DownReport {
+    /// The supervisor we asked to stop.
+    pub supervisor_pid: Option<u32>,
+    /// Node processes we had to stop ourselves (no supervisor was alive to do it).
+    pub orphans_stopped: Vec<u32>,
+    /// Whether data was removed.
+    pub purged: bool,
+}
+
+/// Stops everything started from `dir`; with `purge`, deletes its data too.
+///
+/// # Errors
+/// [`LocalError::NotRunning`] when the directory holds no cluster; I/O errors while purging.
+pub fn down(dir: &Path, purge: bool) -> Result<DownReport> {
+    let (dir, state) = load_state(dir)?;
+    let mut report = DownReport::default();
+    if dir.is_supervised() {
+        if let Some(pid) = state.supervisor_pid {
+            report.supervisor_pid = Some(pid);
+            let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
+            let deadline = Instant::now() + SUPERVISOR_STOP_WAIT;
+            while dir.is_supervised() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            if dir.is_supervised() {
+                let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+            }
+        }
+    }
+    // Nodes whose supervisor died (or was killed above) are still ours to stop.
+    for node in &state.nodes {
+        if let Some(pid) = node.pid.filter(|pid| runs_in(*pid, &node.dir)) {
+            stop_pid(pid);
+            report.orphans_stopped.push(pid);
+        }
+    }
+    if purge {
+        remove_if_exists(&dir.root().join(NODES_DIR))?;
+        for file in [crate::state::STATE_FILE, crate::state::LOCK_FILE, crate::state::SUPERVISOR_LOG] {
+            let _ = std::fs::remove_file(dir.root().join(file));
+        }
+        // Leave the directory itself only if someone else put files there.
+        let _ = std::fs::remove_dir(dir.root());
+        report.purged = true;
+    }
+    Ok(report)
+}
+
+fn load_state(dir: &Path) -> Result<(StateDir, State)> {
+    let state_dir = StateDir::open(dir)?;
+    let state = state_dir.load()?.ok_or_else(|| LocalError::NotRunning { dir: dir.to_path_buf() })?;
+    Ok((state_dir, state))
+}
+
+/// True when `pid` is alive and its working directory is `dir` (so it is our node, not a
+/// process that inherited a recycled pid).
+fn runs_in(pid: u32, dir: &Path) -> bool {
+    std::fs::read_link(format!("/proc/{pid}/cwd")).is_ok_and(|cwd| cwd == dir)
+}
+
+/// SIGTERM, wait, SIGKILL.
+fn stop_pid(pid: u32) {
+    let target = Pid::from_raw(pid as i32);
+    let _ = kill(target, Signal::SIGCONT);
+    let _ = kill(target, Signal::SIGTERM);
+    let deadline = Instant::now() + ORPHAN_STOP_WAIT;
+    while Instant::now() < deadline {
+        if kill(target, None).is_err() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = kill(target, Signal::SIGKILL);
+}
+
+fn remove_if_exists(path: &Path) -> Result<()> {
+    match std::fs::remove_dir_all(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(LocalError::io(format!("removing {}", path.display()), e)),
+    }
+}

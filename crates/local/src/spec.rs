@@ -1,0 +1,350 @@
+//! What the user asked for (`cinnabar up` flags), validated before anything is started.
+//!
+//! Validation happens here, up front, so an impossible request never leaves half a cluster
+//! behind. It must never touch the file system or the network.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{LocalError, Result};
+use crate::ports::BUS_PORT_OFFSET;
+
+/// Upper bound on masters: far beyond any sensible single-machine cluster, low enough to catch
+/// a typo (`--masters 3000`).
+pub const MAX_MASTERS: u16 = 100;
+/// Upper bound on replicas per master; more adds memory and replication traffic, no safety.
+pub const MAX_REPLICAS: u16 = 5;
+
+/// The eviction policies Redis accepts for `maxmemory-policy`.
+pub const EVICTION_POLICIES: [&str; 8] = [
+    "noeviction",
+    "allkeys-lru",
+    "allkeys-lfu",
+    "allkeys-random",
+    "volatile-lru",
+    "volatile-lfu",
+    "volatile-random",
+    "volatile-ttl",
+];
+
+/// The shape and settings of a local cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LocalSpec {
+    /// Number of shards (each with one master).
+    pub masters: u16,
+    /// Replicas per master.
+    pub replicas: u16,
+    /// Client port of the first node; nodes take consecutive ports, each with a bus port +10000.
+    pub first_port: u16,
+    /// `maxmemory` per node, as given (`256mb`); `0` means no limit.
+    pub maxmemory: String,
+    /// `maxmemory-policy`.
+    pub maxmemory_policy: String,
+    /// `cluster-node-timeout` in ms.
+    pub node_timeout_ms: u64,
+}
+
+impl Default for LocalSpec {
+    fn default() -> Self {
+        Self {
+            masters: 3,
+            replicas: 1,
+            first_port: 6380,
+            maxmemory: "256mb".into(),
+            maxmemory_policy: "allkeys-lru".into(),
+            node_timeout_ms: crate::config::DEFAULT_NODE_TIMEOUT_MS,
+        }
+    }
+}
+
+impl LocalSpec {
+    /// Total number of nodes.
+    pub fn node_count(&self) -> usize {
+        usize::from(self.masters) * (usize::from(self.replicas) + 1)
+    }
+
+    /// Client ports of all nodes, in order.
+    pub fn ports(&self) -> impl Iterator<Item = u16> + '_ {
+        (0..self.node_count()).map(|i| self.first_port + i as u16)
+    }
+
+    /// `maxmemory` in bytes (0 = unlimited).
+    ///
+    /// # Errors
+    /// [`LocalError::InvalidTopology`] when the size does not parse.
+    pub fn maxmemory_bytes(&self) -> Result<u64> {
+        parse_memory(&self.maxmemory)
+    }
+
+    /// Checks every rule that does not need the machine: counts, ports, sizes, policy names.
+    ///
+    /// # Errors
+    /// [`LocalError::InvalidTopology`] naming the rule that is broken and what to do instead.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |msg: String| Err(LocalError::InvalidTopology(msg));
+        if self.masters == 0 {
+            return bad("--masters 0: a cluster needs at least one master to hold the 16384 slots".into());
+        }
+        if self.masters > MAX_MASTERS {
+            return bad(format!("--masters {}: at most {MAX_MASTERS} masters on one machine", self.masters));
+        }
+        if self.replicas > MAX_REPLICAS {
+            return bad(format!(
+                "--replicas {}: at most {MAX_REPLICAS} replicas per master; more adds memory and \
+                 replication load without making one machine any safer",
+                self.replicas
+            ));
+        }
+        let last = u32::from(self.first_port) + self.node_count() as u32 - 1;
+        if self.first_port < 1024 {
+            return bad(format!("--port {}: use a port of 1024 or above", self.first_port));
+        }
+        if last + u32::from(BUS_PORT_OFFSET) > 65_535 {
+            return bad(format!(
+                "--port {}: {} nodes need ports {}-{last} and bus ports {}-{}, past 65535",
+                self.first_port,
+                self.node_count(),
+                self.first_port,
+                u32::from(self.first_port) + 10_000,
+                last + 10_000
+            ));
+        }
+        if !EVICTION_POLICIES.contains(&self.maxmemory_policy.as_str()) {
+            return bad(format!(
+                "--maxmemory-policy {}: not a Redis eviction policy; use one of {}",
+                self.maxmemory_policy,
+                EVICTION_POLICIES.join(", ")
+            ));
+        }
+        self.maxmemory_bytes()?;
+        Ok(())
+    }
+
+    /// Refuses a total `maxmemory` above 80% of this machine's RAM: Redis must evict, not be
+    /// OOM-killed or swap (MISSION T4).
+    ///
+    /// # Errors
+    /// [`LocalError::InvalidTopology`] with the arithmetic.
+    pub fn check_fits_memory(&self, machine_bytes: u64) -> Result<()> {
+        let per_node = self.maxmemory_bytes()?;
+        let total = per_node.saturating_mul(self.node_count() as u64);
+        let budget = machine_bytes / 10 * 8;
+        if per_node == 0 || total <= budget {
+            return Ok(());
+        }
+        Err(LocalError::InvalidTopology(format!(
+            "{} nodes × maxmemory {} = {} exceeds 80% of this machine's {} memory; lower --maxmemory or the node count",
+            self.node_count(),
+            self.maxmemory,
+            human_bytes(total),
+            human_bytes(machine_bytes)
+        )))
+    }
+}
+
+/// Parses Redis memory sizes: `1024`, `100k`, `100kb`, `256mb`, `1g`, `1gb` (case-insensitive;
+/// `k`=1000, `kb`=1024 as in redis.conf).
+///
+/// # Errors
+/// [`LocalError::InvalidTopology`] when the text is not such a size.
+pub fn parse_memory(text: &str) -> Result<u64> {
+    let lower = text.trim().to_ascii_lowercase();
+    let split = lower.find(|c: char| !c.is_ascii_digit()).unwrap_or(lower.len());
+    let (digits, unit) = lower.split_at(split);
+    let factor: u64 = match unit {
+        "" | "b" => 1,
+        "k" => 1_000,
+        "kb" => 1 << 10,
+        "m" => 1_000_000,
+        "mb" => 1 << 20,
+        "g" => 1_000_000_000,
+        "gb" => 1 << 30,
+        _ => 0,
+    };
+    digits
+        .parse::<u64>()
+        .ok()
+        .filter(|_| factor != 0)
+        .and_then(|n| n.checked_mul(factor))
+        .ok_or_else(|| {
+            LocalError::InvalidTopology(format!(
+                "--maxmemory {text}: not a memory size; write e.g. 256mb, 1gb, or 0 for no limit"
+            ))
+        })
+}
+
+/// `1.5gb`-style rendering for messages.
+pub fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["b", "kb", "mb", "gb"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 { format!("{bytes}b") } else { format!("{value:.1}{}", UNITS[unit]) }
+}
+
+/// Total RAM of this machine from `/proc/meminfo`, if readable.
+pub fn machine_memory() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> LocalSpec {
+        LocalSpec::default()
+    }
+
+    #[test]
+    fn default_spec_is_three_masters_three_replicas_on_6380() {
+        let s = spec();
+        s.validate().unwrap();
+        assert_eq!(s.node_count(), 6);
+        assert_eq!(s.ports().collect::<Vec<_>>(), vec![6380, 6381, 6382, 6383, 6384, 6385]);
+    }
+
+    #[test]
+    fn zero_masters_is_rejected_with_the_reason() {
+        let err = LocalSpec { masters: 0, ..spec() }.validate().unwrap_err().to_string();
+        assert!(err.contains("--masters 0"), "{err}");
+    }
+
+    #[test]
+    fn too_many_replicas_is_rejected() {
+        let err = LocalSpec { replicas: 9, ..spec() }.validate().unwrap_err().to_string();
+        assert!(err.contains("--replicas 9"), "{err}");
+    }
+
+    #[test]
+    fn ports_running_past_65535_with_bus_offset_are_rejected() {
+        let err = LocalSpec { first_port: 55_530, ..spec() }.validate().unwrap_err().to_string();
+        assert!(err.contains("past 65535"), "{err}");
+    }
+
+    #[test]
+    fn unknown_eviction_policy_lists_the_valid_ones() {
+        let err =
+            LocalSpec { maxmemory_policy: "lru".into(), ..spec() }.validate().unwrap_err().to_string();
+        assert!(err.contains("allkeys-lru"), "{err}");
+    }
+
+    #[test]
+    fn memory_sizes_parse_like_redis_conf() {
+        assert_eq!(parse_memory("256mb").unwrap(), 256 << 20);
+        assert_eq!(parse_memory("1GB").unwrap(), 1 << 30);
+        assert_eq!(parse_memory("100k").unwrap(), 100_000);
+        assert_eq!(parse_memory("0").unwrap(), 0);
+        assert!(parse_memory("lots").is_err());
+        assert!(parse_memory("12tb").is_err());
+        assert!(parse_memory("99999999999999999999gb").is_err());
+    }
+
+    #[test]
+    fn total_maxmemory_beyond_the_machine_is_refused() {
+        let s = LocalSpec { maxmemory: "8gb".into(), ..spec() };
+        let err = s.check_fits_memory(24 << 30).unwrap_err().to_string();
+        assert!(err.contains("6 nodes × maxmemory 8gb = 48.0gb"), "{err}");
+        s.check_fits_memory(64 << 30).unwrap();
+        LocalSpec { maxmemory: "0".into(), ..spec() }.check_fits_memory(1).unwrap();
+    }
+}
+
+/// Flags given on the command line; `None` means "not given".
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SpecOverrides {
+    /// `--masters`.
+    pub masters: Option<u16>,
+    /// `--replicas`.
+    pub replicas: Option<u16>,
+    /// `--port`.
+    pub first_port: Option<u16>,
+    /// `--maxmemory`.
+    pub maxmemory: Option<String>,
+    /// `--maxmemory-policy`.
+    pub maxmemory_policy: Option<String>,
+    /// `--node-timeout-ms`.
+    pub node_timeout_ms: Option<u64>,
+}
+
+impl SpecOverrides {
+    /// The spec to run: the stored one (a directory that already holds a cluster) or the
+    /// defaults, with the given flags applied. Settings may change between runs; the shape
+    /// (masters, replicas, ports) of an existing cluster may not.
+    ///
+    /// # Errors
+    /// [`LocalError::InvalidTopology`] when a flag contradicts the stored shape.
+    pub fn resolve(&self, stored: Option<&LocalSpec>) -> Result<LocalSpec> {
+        let mut spec = stored.cloned().unwrap_or_default();
+        if let Some(stored) = stored {
+            let conflicts: Vec<String> = [
+                ("--masters", self.masters, stored.masters),
+                ("--replicas", self.replicas, stored.replicas),
+                ("--port", self.first_port, stored.first_port),
+            ]
+            .into_iter()
+            .filter_map(|(flag, given, had)| {
+                given.filter(|g| *g != had).map(|g| format!("{flag} {g} (it has {had})"))
+            })
+            .collect();
+            if !conflicts.is_empty() {
+                return Err(LocalError::InvalidTopology(format!(
+                    "this directory already holds a cluster of {} masters × {} replicas on port {}; \
+                     cannot reshape it with {}. Use another --dir, or `cinnabar down --purge` first",
+                    stored.masters,
+                    stored.replicas,
+                    stored.first_port,
+                    conflicts.join(", ")
+                )));
+            }
+        }
+        if let Some(v) = self.masters {
+            spec.masters = v;
+        }
+        if let Some(v) = self.replicas {
+            spec.replicas = v;
+        }
+        if let Some(v) = self.first_port {
+            spec.first_port = v;
+        }
+        if let Some(v) = &self.maxmemory {
+            spec.maxmemory.clone_from(v);
+        }
+        if let Some(v) = &self.maxmemory_policy {
+            spec.maxmemory_policy.clone_from(v);
+        }
+        if let Some(v) = self.node_timeout_ms {
+            spec.node_timeout_ms = v;
+        }
+        Ok(spec)
+    }
+}
+
+#[cfg(test)]
+mod override_tests {
+    use super::*;
+
+    #[test]
+    fn flags_apply_over_defaults() {
+        let o = SpecOverrides { masters: Some(5), maxmemory: Some("1gb".into()), ..Default::default() };
+        let spec = o.resolve(None).unwrap();
+        assert_eq!((spec.masters, spec.replicas, spec.maxmemory.as_str()), (5, 1, "1gb"));
+    }
+
+    #[test]
+    fn a_stored_cluster_keeps_its_shape_and_refuses_a_new_one() {
+        let stored = LocalSpec { masters: 4, ..LocalSpec::default() };
+        assert_eq!(SpecOverrides::default().resolve(Some(&stored)).unwrap().masters, 4);
+        let settings = SpecOverrides { maxmemory_policy: Some("noeviction".into()), ..Default::default() };
+        assert_eq!(settings.resolve(Some(&stored)).unwrap().maxmemory_policy, "noeviction");
+        let err = SpecOverrides { masters: Some(3), ..Default::default() }
+            .resolve(Some(&stored))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--masters 3 (it has 4)"), "{err}");
+    }
+}

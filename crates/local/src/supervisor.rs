@@ -1,0 +1,407 @@
+//! Bringing a local cluster up and keeping it up: start nodes, form (or resume) the cluster,
+//! then restart any node that dies, on its own data directory, so it rejoins by itself.
+//!
+//! The supervisor owns the node processes (they are its children) and the directory's lock. It
+//! never changes cluster topology on its own: a restarted node rejoins from its `nodes.conf`.
+
+use std::fmt;
+use std::future::Future;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use cinnabar_cluster::{CreateProgress, CreateSpec, NewNode, NodeAddr};
+
+use crate::binary::ServerBinary;
+use crate::config::NodeConfig;
+use crate::error::{LocalError, Result};
+use crate::ports;
+use crate::process::NodeProcess;
+use crate::spec::{LocalSpec, SpecOverrides, machine_memory};
+use crate::state::{NodeState, Phase, State, StateDir, SupervisorLock};
+
+/// How often children are checked for exit.
+const POLL_INTERVAL: Duration = Duration::from_millis(100);
+/// A node that ran at least this long before dying is restarted at once.
+const STABLE_UPTIME: Duration = Duration::from_secs(10);
+/// Longest wait between restarts of a node that keeps crashing.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// How long each node may take to answer PING after start (AOF load included).
+const NODE_READY_TIMEOUT: Duration = Duration::from_secs(60);
+/// Grace period for a node to exit after SIGTERM before SIGKILL.
+const STOP_GRACE: Duration = Duration::from_secs(15);
+
+/// What `up` needs.
+#[derive(Debug, Clone)]
+pub struct UpOptions {
+    /// Shape and settings given as flags; the rest comes from the directory or the defaults.
+    pub spec: SpecOverrides,
+    /// State directory.
+    pub dir: PathBuf,
+    /// Explicit server binary, else found on PATH.
+    pub redis_server: Option<PathBuf>,
+    /// Limit for the cluster to form or resume.
+    pub form_timeout: Duration,
+}
+
+/// Progress of `up`, for the person watching.
+#[derive(Debug)]
+pub enum UpEvent<'a> {
+    /// The server binary in use.
+    Server(&'a ServerBinary),
+    /// Nodes are being started.
+    StartingNodes {
+        /// How many.
+        count: usize,
+        /// First client port.
+        first_port: u16,
+    },
+    /// Every node answers PING.
+    NodesUp(usize),
+    /// The directory held a stopped cluster: it is restarted on its data, not re-created.
+    Resuming,
+    /// A step of cluster creation.
+    Cluster(&'a CreateProgress),
+    /// Ready to serve.
+    Ready(&'a str),
+}
+
+impl fmt::Display for UpEvent<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Server(b) => write!(f, "using {:?} {} at {}", b.flavor, b.version, b.path.display()),
+            Self::StartingNodes { count, first_port } => write!(
+                f,
+                "starting {count} nodes on ports {first_port}-{} (bus ports +10000)",
+                u32::from(*first_port) + *count as u32 - 1
+            ),
+            Self::NodesUp(n) => write!(f, "{n}/{n} nodes answer PING"),
+            Self::Resuming => write!(f, "found a stopped cluster in this directory: restarting it on its data"),
+            Self::Cluster(p) => write!(f, "{p}"),
+            Self::Ready(endpoint) => write!(f, "cluster ready at {endpoint}"),
+        }
+    }
+}
+
+/// One supervised node.
+#[derive(Debug)]
+struct Child {
+    process: NodeProcess,
+    started: Instant,
+    restarts: u32,
+    backoff: Duration,
+    restart_at: Option<Instant>,
+}
+
+/// A running local cluster and the loop that keeps it running.
+#[derive(Debug)]
+pub struct Supervisor {
+    dir: StateDir,
+    binary: ServerBinary,
+    state: State,
+    children: Vec<Child>,
+    _lock: SupervisorLock,
+}
+
+impl Supervisor {
+    /// Starts (or resumes) the cluster described by `options` and returns once it is ready.
+    ///
+    /// On any error every process started here is stopped again, and a cluster that was being
+    /// created fresh leaves no data behind, so the same command can simply be run again.
+    ///
+    /// # Errors
+    /// Invalid spec, missing binary, busy ports, a running supervisor, a node that does not start,
+    /// or a cluster that does not form in time.
+    pub async fn up(options: &UpOptions, on_event: &mut (dyn FnMut(UpEvent<'_>) + Send)) -> Result<Self> {
+        let (spec, binary) = &Self::preflight(options)?;
+        on_event(UpEvent::Server(binary));
+        if let Ok(existing) = StateDir::open(&options.dir) {
+            // Say "already running" rather than "port in use" when it is our own cluster.
+            drop(existing.lock()?);
+        }
+        ports::ensure_node_ports_free(spec.first_port, spec.node_count())?;
+        let created_dir = !options.dir.exists();
+        let dir = StateDir::create(&options.dir)?;
+        let lock = dir.lock()?;
+        let fresh = is_fresh(&dir, spec)?;
+
+        let mut state = State {
+            spec: spec.clone(),
+            endpoint: format!("127.0.0.1:{}", spec.first_port),
+            phase: Phase::Starting,
+            supervisor_pid: Some(std::process::id()),
+            server_path: binary.path.clone(),
+            server_flavor: binary.flavor,
+            server_version: binary.version.clone(),
+            nodes: spec
+                .ports()
+                .map(|port| NodeState { port, dir: dir.node_dir(port), pid: None, restarts: 0 })
+                .collect(),
+            updated_ms: 0,
+        };
+        dir.save(&mut state)?;
+        let mut supervisor = Self { dir, binary: binary.clone(), state, children: Vec::new(), _lock: lock };
+        match supervisor.bring_up(options, fresh, on_event).await {
+            Ok(()) => Ok(supervisor),
+            Err(e) => {
+                supervisor.abandon(fresh, created_dir);
+                Err(e)
+            }
+        }
+    }
+
+    /// Everything that can be refused without touching the machine: flags against a stored
+    /// cluster, shape, sizes, memory budget, and the server binary. Nothing is created.
+    ///
+    /// # Errors
+    /// The first rule broken, as [`LocalError::InvalidTopology`] or a missing binary.
+    pub fn preflight(options: &UpOptions) -> Result<(LocalSpec, ServerBinary)> {
+        let stored = StateDir::open(&options.dir).ok().and_then(|d| d.load().ok().flatten());
+        let spec = options.spec.resolve(stored.as_ref().map(|s| &s.spec))?;
+        spec.validate()?;
+        if let Some(total) = machine_memory() {
+            spec.check_fits_memory(total)?;
+        }
+        let binary = ServerBinary::locate(options.redis_server.as_deref())?;
+        Ok((spec, binary))
+    }
+
+    async fn bring_up(
+        &mut self,
+        options: &UpOptions,
+        fresh: bool,
+        on_event: &mut (dyn FnMut(UpEvent<'_>) + Send),
+    ) -> Result<()> {
+        let spec = self.state.spec.clone();
+        on_event(UpEvent::StartingNodes { count: spec.node_count(), first_port: spec.first_port });
+        for port in spec.ports() {
+            let config = self.node_config(port);
+            let process = NodeProcess::spawn(&self.binary, &config)?;
+            self.children.push(Child {
+                process,
+                started: Instant::now(),
+                restarts: 0,
+                backoff: Duration::ZERO,
+                restart_at: None,
+            });
+        }
+        for child in &mut self.children {
+            child.process.wait_ready(NODE_READY_TIMEOUT)?;
+        }
+        self.record_pids()?;
+        on_event(UpEvent::NodesUp(self.children.len()));
+
+        if fresh {
+            let create = CreateSpec {
+                nodes: spec.ports().map(|port| NewNode { addr: local_addr(port), host_label: None }).collect(),
+                replicas_per_master: usize::from(spec.replicas),
+                timeout: options.form_timeout,
+            };
+            cinnabar_cluster::create_cluster(&create, &mut |p| on_event(UpEvent::Cluster(p))).await?;
+        } else {
+            on_event(UpEvent::Resuming);
+            self.wait_healthy(options.form_timeout).await?;
+        }
+        self.state.phase = Phase::Ready;
+        self.dir.save(&mut self.state)?;
+        on_event(UpEvent::Ready(&self.state.endpoint));
+        Ok(())
+    }
+
+    /// Polls `check` until the cluster is healthy.
+    async fn wait_healthy(&self, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        let seeds = self.seeds();
+        loop {
+            let report = cinnabar_cluster::check(&seeds).await?;
+            if report.is_healthy() {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                let problems = report.problems.iter().map(ToString::to_string).collect::<Vec<_>>();
+                return Err(LocalError::InvalidTopology(format!(
+                    "the cluster in {} did not become healthy within {timeout:?}: {}",
+                    self.dir.root().display(),
+                    problems.join("; ")
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// The endpoint clients should use.
+    pub fn endpoint(&self) -> &str {
+        &self.state.endpoint
+    }
+
+    /// Addresses of all nodes.
+    pub fn seeds(&self) -> Vec<NodeAddr> {
+        self.state.spec.ports().map(local_addr).collect()
+    }
+
+    /// Supervises until `shutdown` completes, then stops every node cleanly.
+    ///
+    /// # Errors
+    /// Only when the state file cannot be written.
+    pub async fn run_until(mut self, shutdown: impl Future<Output = ()>) -> Result<()> {
+        tokio::pin!(shutdown);
+        let mut tick = tokio::time::interval(POLL_INTERVAL);
+        loop {
+            tokio::select! {
+                () = &mut shutdown => break,
+                _ = tick.tick() => self.tend()?,
+            }
+        }
+        self.stop_all()
+    }
+
+    /// One supervision round: notice exits, restart what is due.
+    fn tend(&mut self) -> Result<()> {
+        let now = Instant::now();
+        let mut changed = false;
+        for child in &mut self.children {
+            if let Some(due) = child.restart_at {
+                if now < due {
+                    continue;
+                }
+                let config = child.process.config().clone();
+                match NodeProcess::spawn(&self.binary, &config) {
+                    Ok(process) => {
+                        child.process = process;
+                        child.started = now;
+                        child.restarts += 1;
+                        child.restart_at = None;
+                        changed = true;
+                        tracing::info!(
+                            node = %child.process.addr(),
+                            pid = child.process.pid(),
+                            restarts = child.restarts,
+                            "restarted node on its data directory"
+                        );
+                    }
+                    Err(e) => {
+                        child.backoff = next_backoff(child.backoff);
+                        child.restart_at = Some(now + child.backoff);
+                        tracing::error!(node = %child.process.addr(), error = %e, "restart failed; retrying in {:?}", child.backoff);
+                    }
+                }
+            } else if let Some(status) = child.process.try_exit() {
+                let uptime = now - child.started;
+                child.backoff = if uptime >= STABLE_UPTIME { Duration::ZERO } else { next_backoff(child.backoff) };
+                child.restart_at = Some(now + child.backoff);
+                changed = true;
+                tracing::warn!(
+                    node = %child.process.addr(),
+                    %status,
+                    uptime = ?uptime,
+                    "node exited; restarting in {:?}",
+                    child.backoff
+                );
+            }
+        }
+        if changed { self.record_pids() } else { Ok(()) }
+    }
+
+    /// Writes current pids and restart counts to the state file.
+    fn record_pids(&mut self) -> Result<()> {
+        for (node, child) in self.state.nodes.iter_mut().zip(&mut self.children) {
+            node.pid = child.restart_at.is_none().then(|| child.process.pid());
+            node.restarts = child.restarts;
+        }
+        self.dir.save(&mut self.state)
+    }
+
+    /// Stops every node (SIGTERM, then SIGKILL after a grace period) and marks the state stopped.
+    fn stop_all(&mut self) -> Result<()> {
+        self.state.phase = Phase::Stopping;
+        self.dir.save(&mut self.state)?;
+        // Signal all first so nodes shut down in parallel, then wait for each.
+        for child in &self.children {
+            child.process.signal(nix::sys::signal::Signal::SIGTERM);
+        }
+        for child in &mut self.children {
+            child.process.stop(STOP_GRACE);
+        }
+        for node in &mut self.state.nodes {
+            node.pid = None;
+        }
+        self.state.phase = Phase::Stopped;
+        self.state.supervisor_pid = None;
+        self.dir.save(&mut self.state)
+    }
+
+    /// After a failed `up`: stop what we started; a fresh cluster leaves nothing behind.
+    fn abandon(&mut self, fresh: bool, created_dir: bool) {
+        for child in &mut self.children {
+            child.process.stop(STOP_GRACE);
+        }
+        self.children.clear();
+        if created_dir {
+            let _ = std::fs::remove_dir_all(self.dir.root());
+        } else if fresh {
+            let _ = std::fs::remove_dir_all(self.dir.root().join(crate::state::NODES_DIR));
+            self.dir.remove_state();
+        } else {
+            self.state.phase = Phase::Stopped;
+            self.state.supervisor_pid = None;
+            for node in &mut self.state.nodes {
+                node.pid = None;
+            }
+            let _ = self.dir.save(&mut self.state);
+        }
+    }
+
+    fn node_config(&self, port: u16) -> NodeConfig {
+        let spec = &self.state.spec;
+        let mut config = NodeConfig::cluster_node(port, self.dir.node_dir(port));
+        config.maxmemory = (spec.maxmemory_bytes().unwrap_or(0) > 0).then(|| spec.maxmemory.clone());
+        config.maxmemory_policy = spec.maxmemory_policy.clone();
+        config.node_timeout_ms = spec.node_timeout_ms;
+        config
+    }
+}
+
+/// `127.0.0.1:<port>` as a cluster address.
+fn local_addr(port: u16) -> NodeAddr {
+    NodeAddr { host: "127.0.0.1".into(), port }
+}
+
+/// Doubles the wait, from 250 ms up to [`MAX_BACKOFF`].
+fn next_backoff(current: Duration) -> Duration {
+    (current * 2).clamp(Duration::from_millis(250), MAX_BACKOFF)
+}
+
+/// True when no node directory holds cluster state yet; an error when only some do.
+fn is_fresh(dir: &StateDir, spec: &LocalSpec) -> Result<bool> {
+    let initialised: Vec<u16> = spec.ports().filter(|p| dir.node_dir(*p).join("nodes.conf").exists()).collect();
+    if initialised.is_empty() {
+        return Ok(true);
+    }
+    if initialised.len() == spec.node_count() {
+        return Ok(false);
+    }
+    Err(LocalError::InvalidTopology(format!(
+        "{} holds cluster data for ports {initialised:?} but not for all {} nodes of the requested \
+         shape; start it with the flags it was created with, or run `cinnabar down --purge --dir {}`",
+        dir.root().display(),
+        spec.node_count(),
+        dir.root().display()
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_from_a_quarter_second_and_caps() {
+        let mut b = Duration::ZERO;
+        let mut seen = Vec::new();
+        for _ in 0..10 {
+            b = next_backoff(b);
+            seen.push(b);
+        }
+        assert_eq!(seen[0], Duration::from_millis(250));
+        assert_eq!(seen[1], Duration::from_millis(500));
+        assert_eq!(*seen.last().unwrap(), MAX_BACKOFF);
+    }
+}
