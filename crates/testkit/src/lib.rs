@@ -9,6 +9,6 @@ pub mod ports;
 pub mod server;
 pub mod workload;
 
-pub use ports::{PortReservation, reserve_node_port, reserve_port};
+pub use ports::{PortBlock, PortReservation, reserve_node_port, reserve_port, reserve_port_block};
 pub use server::{ServerOptions, TestServer, server_binary};
 pub use workload::{Target, Workload, WorkloadLog};

@@ -60,6 +60,48 @@ pub fn reserve_node_port() -> PortReservation {
     panic!("no free loopback port pair found in {PORT_RANGE:?}");
 }
 
+/// `count` consecutive client ports (each with its bus port), reserved together: what
+/// `cinnabar up --port <first>` needs.
+#[derive(Debug)]
+pub struct PortBlock {
+    first: u16,
+    _locks: Vec<Flock<File>>,
+}
+
+impl PortBlock {
+    /// The first port of the block.
+    pub fn first(&self) -> u16 {
+        self.first
+    }
+}
+
+/// Reserves `count` consecutive node ports.
+///
+/// # Panics
+/// When no such block can be found after many tries.
+pub fn reserve_port_block(count: u16) -> PortBlock {
+    let dir = lock_dir();
+    std::fs::create_dir_all(&dir).expect("create port lock dir");
+    let mut rng = rand::rng();
+    'attempt: for _ in 0..10_000 {
+        let first = rng.random_range(PORT_RANGE.start..PORT_RANGE.end - count);
+        let mut locks = Vec::with_capacity(usize::from(count));
+        for port in first..first + count {
+            let Some(lock) = try_lock(&dir, port) else { continue 'attempt };
+            locks.push(lock);
+        }
+        if cinnabar_local::ports::ensure_node_ports_free(first, usize::from(count)).is_ok() {
+            return PortBlock { first, _locks: locks };
+        }
+    }
+    panic!("no block of {count} free loopback port pairs found in {PORT_RANGE:?}");
+}
+
+fn try_lock(dir: &std::path::Path, port: u16) -> Option<Flock<File>> {
+    let file = OpenOptions::new().create(true).truncate(false).write(true).open(dir.join(port.to_string())).ok()?;
+    Flock::lock(file, FlockArg::LockExclusiveNonblock).ok()
+}
+
 /// Reserves a plain port (no bus port) for a non-Redis listener such as a proxy under test.
 pub fn reserve_port() -> PortReservation {
     reserve_node_port()
