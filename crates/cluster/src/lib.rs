@@ -1,9 +1,35 @@
-//! Redis Cluster control over the Redis protocol: topology model, creation, checks.
+//! Redis Cluster control over the Redis protocol: the topology model, cluster creation and
+//! health checks, shared by every platform (local processes, Kubernetes).
+//!
+//! This crate speaks only the Redis protocol to nodes it is given; it never starts, stops or
+//! places processes (platforms do), and never waits on a node without a timeout.
+//!
+//! Layout, in the observe → plan → execute shape the planner grows into:
+//! - observe: [`topology`] (`CLUSTER NODES`), [`shards`] (`CLUSTER SHARDS`), [`info`], [`mod@check`];
+//! - plan: [`placement`] (pure: who is master, who replicates whom, which slots), [`slots`];
+//! - execute: [`create`], over [`client`] connections;
+//! - [`addr`], [`error`]: shared vocabulary.
 
-/// Errors of cluster operations.
-#[derive(Debug, thiserror::Error)]
-pub enum ClusterError {
-    /// Placeholder while the crate is being written.
-    #[error("{0}")]
-    Other(String),
-}
+pub mod addr;
+pub mod check;
+pub mod client;
+pub mod create;
+pub mod error;
+pub mod info;
+pub mod placement;
+pub mod shards;
+pub mod slots;
+pub mod topology;
+
+pub use addr::NodeAddr;
+pub use check::{CheckOptions, CheckReport, NodeReport, OpenSlotState, Problem, check, check_with};
+pub use client::{NodeClient, Timeouts};
+pub use create::{CreateProgress, CreateSpec, create_cluster};
+pub use error::ClusterError;
+pub use info::{ClusterInfo, ReplicationInfo};
+pub use placement::{Layout, NewNode, ShardPlan, plan_layout};
+pub use shards::{NodeHealth, Shard, ShardNode, parse_cluster_shards};
+pub use slots::{SLOT_COUNT, SlotRange, SlotSet};
+pub use topology::{
+    ClusterNode, LinkState, NodeFlags, Role, SlotMigration, Topology, parse_cluster_nodes,
+};

@@ -5,10 +5,12 @@
 //! Never mocks Redis. Everything it starts is stopped and deleted on drop, even when a test
 //! panics, and a panicking test prints the server logs it needs to be understood.
 
+pub mod cluster;
 pub mod ports;
 pub mod server;
 pub mod workload;
 
+pub use cluster::TestCluster;
 pub use ports::{PortBlock, PortReservation, reserve_node_port, reserve_port, reserve_port_block};
 pub use server::{ServerOptions, TestServer, server_binary};
 pub use workload::{Target, Workload, WorkloadLog};

@@ -1,0 +1,87 @@
+//! Errors of cluster operations: each one names the node, the command and what it answered.
+//!
+//! Messages are written for a person at a terminal who must decide what to fix. Never drop the
+//! underlying client error, and never report a node without its address.
+
+use crate::addr::NodeAddr;
+
+/// Everything that can go wrong while reading or changing a Redis Cluster.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClusterError {
+    /// A node could not be connected to, or stopped answering within the timeout.
+    #[error("cannot reach {addr}: {source}")]
+    Unreachable {
+        /// The node we tried.
+        addr: NodeAddr,
+        /// What the client reported (refused, timed out, reset, …).
+        source: redis::RedisError,
+    },
+    /// A node answered a command with an error.
+    #[error("{addr} refused `{command}`: {message}")]
+    Command {
+        /// The node that answered.
+        addr: NodeAddr,
+        /// The command, with its arguments when they help.
+        command: String,
+        /// The error text the node sent.
+        message: String,
+    },
+    /// A node runs without `cluster-enabled yes`.
+    #[error("{addr} is not a cluster node (cluster support is disabled in its configuration)")]
+    NotClusterEnabled {
+        /// The node.
+        addr: NodeAddr,
+    },
+    /// The requested shape is impossible or inconsistent (for example zero masters).
+    #[error("invalid topology: {0}")]
+    InvalidTopology(String),
+    /// Nodes cannot be arranged into shards that satisfy the placement rules.
+    #[error("impossible placement: {0}")]
+    Placement(String),
+    /// Creation was asked to use a node that already holds state.
+    #[error("{addr} is not empty: {reason}; refusing to use it for a new cluster")]
+    NodeNotEmpty {
+        /// The node.
+        addr: NodeAddr,
+        /// What it holds (other nodes, slots, keys).
+        reason: String,
+    },
+    /// Something we wait for did not happen in time.
+    #[error("timed out waiting for {what}; still pending: {}", pending.join("; "))]
+    Timeout {
+        /// What we were waiting for.
+        what: String,
+        /// One line per node that was not there yet, with what it reported.
+        pending: Vec<String>,
+    },
+    /// A reply or input text could not be parsed.
+    #[error("cannot parse {what} ({reason}): {line:?}")]
+    Parse {
+        /// What was being parsed (`CLUSTER NODES`, `node address`, …).
+        what: String,
+        /// The offending line or value.
+        line: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+impl ClusterError {
+    /// A parse error for `what`, quoting `line`.
+    pub(crate) fn parse(what: &str, line: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self::Parse {
+            what: what.to_owned(),
+            line: line.into(),
+            reason: reason.into(),
+        }
+    }
+
+    /// Whether the error says the node could not be reached (as opposed to a refusal).
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, Self::Unreachable { .. })
+    }
+}
+
+/// Results of this crate.
+pub type Result<T, E = ClusterError> = std::result::Result<T, E>;
