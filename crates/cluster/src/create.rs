@@ -20,7 +20,7 @@ use crate::client::{NodeClient, Timeouts, resolve_ip};
 use crate::error::ClusterError;
 use crate::placement::{Layout, NewNode, plan_layout, plural};
 use crate::slots::{SLOT_COUNT, SlotRange};
-use crate::topology::{Role, Topology, short_id};
+use crate::topology::{LinkState, Role, Topology, short_id};
 
 /// How often we re-read nodes while waiting for gossip to settle.
 const POLL_INTERVAL: Duration = Duration::from_millis(100);
@@ -450,13 +450,42 @@ async fn wait_joined(
             return Ok(());
         }
         if Instant::now() >= deadline {
+            let mut lines = not_joined(members, &views);
+            lines.extend(pending);
             return Err(ClusterError::Timeout {
                 what: "every node to learn every other node after CLUSTER MEET".into(),
-                pending,
+                pending: lines,
             });
         }
         tokio::time::sleep(POLL_INTERVAL).await;
     }
+}
+
+/// "127.0.0.1:7002 has not joined: unknown to 127.0.0.1:7001" for each member some reachable
+/// member does not fully know yet, so a timeout names the node that never joined first.
+fn not_joined(members: &[Member], views: &[Result<Topology, ClusterError>]) -> Vec<String> {
+    members
+        .iter()
+        .filter_map(|m| {
+            let unaware: Vec<String> = members
+                .iter()
+                .zip(views)
+                .filter_map(|(viewer, view)| view.as_ref().ok().map(|v| (viewer, v)))
+                .filter(|(_, v)| {
+                    v.node(&m.id)
+                        .is_none_or(|n| n.flags.handshake || n.flags.noaddr)
+                })
+                .map(|(viewer, _)| viewer.addr().to_string())
+                .collect();
+            (!unaware.is_empty()).then(|| {
+                format!(
+                    "{} has not joined: unknown to {}",
+                    m.addr(),
+                    unaware.join(", ")
+                )
+            })
+        })
+        .collect()
 }
 
 /// `CLUSTER REPLICATE` for every replica, retrying while it has not learnt its master yet.
@@ -566,8 +595,8 @@ async fn wait_ready(
 }
 
 /// Why `member` is not ready yet, or `None`: state ok, its view lists exactly the planned
-/// nodes with the planned roles, masters and slots and no failure flags, and (for replicas)
-/// the replication link is up.
+/// nodes with connected bus links, the planned roles, masters and slots and no failure flags,
+/// and (for replicas) the replication link is up.
 fn not_ready_reason(member: &Member, report: &Readiness, members: &[Member]) -> Option<String> {
     let view = &report.view;
     if let Some(why) = missing_members(view, members) {
@@ -582,6 +611,12 @@ fn not_ready_reason(member: &Member, report: &Readiness, members: &[Member]) -> 
             continue;
         };
         let label = expected.addr();
+        if !seen.flags.myself && seen.link == LinkState::Disconnected {
+            return Some(format!(
+                "cannot reach {label} over the cluster bus (it is known at {}, link disconnected)",
+                seen.label()
+            ));
+        }
         if seen.flags.is_failing() {
             return Some(format!(
                 "sees {label} as failing ({})",

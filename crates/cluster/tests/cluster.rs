@@ -212,6 +212,42 @@ async fn zero_masters_is_rejected_before_touching_any_node() {
 }
 
 #[tokio::test]
+async fn a_node_that_never_joins_is_named_with_what_the_others_report() {
+    let mut nodes = start_nodes(2);
+    // A node announcing an address nobody can reach: the first node meets it on loopback,
+    // but the others only hear of it at 192.0.2.1 (TEST-NET) and never complete a handshake.
+    nodes.push(TestServer::start_with(ServerOptions {
+        cluster: true,
+        extra: vec![("cluster-announce-ip".into(), "192.0.2.1".into())],
+        ..ServerOptions::default()
+    }));
+    let addrs: Vec<NodeAddr> = nodes.iter().map(node_addr).collect();
+    let mut spec = spec(&[&nodes[0], &nodes[1], &nodes[2]], 0);
+    spec.timeout = Duration::from_secs(3);
+    let started = Instant::now();
+    let err = create_cluster(&spec, &mut |_| {}).await.unwrap_err();
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        started.elapsed()
+    );
+    let ClusterError::Timeout { pending, .. } = &err else {
+        panic!("expected a timeout, got {err}");
+    };
+    // Depending on gossip timing the others never learn it, or learn it at the announced
+    // address and cannot connect: either way the error names it.
+    let bad = addrs[2].to_string();
+    assert!(pending.iter().any(|p| p.contains(&bad)), "{err}");
+    assert!(
+        pending
+            .iter()
+            .all(|p| !p.starts_with(&addrs[0].to_string()) || p.contains(&bad)),
+        "{err}"
+    );
+    eprintln!("{err}");
+}
+
+#[tokio::test]
 async fn check_reports_uncovered_slots_and_open_slots() {
     let cluster = TestCluster::start(3, 0).await;
     let seeds = cluster.seeds();
