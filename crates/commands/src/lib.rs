@@ -1,1 +1,41 @@
-//! TODO
+//! Cinnabar's command table: every command and subcommand of Redis 7.0 and Valkey 8.0 with its
+//! arity, flags, ACL categories, tips (fan-out policies), key specifications, docs and the
+//! servers that have it, plus key extraction and Redis Cluster key hashing.
+//!
+//! The table is generated from the servers' own `COMMAND INFO` / `COMMAND DOCS` (see
+//! `examples/generate_table.rs`) into `static` data; a drift test compares it with live servers.
+//! This crate must never parse, allocate or lock on the hot path: [`lookup`], [`resolve`],
+//! [`Command::keys`] and [`key_slot`] work on borrowed bytes and stack buffers only.
+//!
+//! ```
+//! use cinnabar_commands::{key_slot, resolve};
+//!
+//! let args: [&[u8]; 5] = [b"MSET", b"{u1}.a", b"1", b"{u1}.b", b"2"];
+//! let command = resolve(&args)?;
+//! assert!(command.is_write());
+//! let keys: Vec<usize> = command.keys(&args).collect();
+//! assert_eq!(keys, [1, 3]);
+//! assert_eq!(key_slot(args[1]), key_slot(args[3]));
+//! # Ok::<(), cinnabar_commands::CommandError>(())
+//! ```
+
+mod docs;
+mod error;
+mod flags;
+mod generated;
+mod keys;
+mod lookup;
+mod server;
+mod slot;
+mod table;
+mod tips;
+
+pub use docs::{Arg, ArgType, Docs, Group};
+pub use error::{CommandError, Quoted};
+pub use flags::{AclCategories, ArgFlags, CommandFlags, DocFlags, KeySpecFlags, Servers};
+pub use keys::{FlaggedKeyIter, KeyIter};
+pub use lookup::{commands, lookup, lookup_for, resolve, resolve_for};
+pub use server::Server;
+pub use slot::{SLOT_COUNT, crc16, hash_tag, key_slot};
+pub use table::{BeginSearch, Command, FindKeys, KeyProc, KeySpec};
+pub use tips::{RequestPolicy, ResponsePolicy, Tips};
