@@ -47,14 +47,21 @@ pub(crate) fn up_detached(args: &UpArgs) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(args.timeout) + START_SLACK;
     loop {
         offset = echo_new_lines(&log_path, offset);
-        if let Some(status) = child.try_wait().context("watching the background supervisor")? {
+        if let Some(status) = child
+            .try_wait()
+            .context("watching the background supervisor")?
+        {
             echo_new_lines(&log_path, offset);
             if created_dir {
                 let _ = std::fs::remove_dir_all(&args.dir);
             }
             bail!("the background supervisor exited ({status}) before the cluster was ready");
         }
-        let ready = dir.load().ok().flatten().filter(|s| s.phase == Phase::Ready && s.supervisor_pid == Some(child.id()));
+        let ready = dir
+            .load()
+            .ok()
+            .flatten()
+            .filter(|s| s.phase == Phase::Ready && s.supervisor_pid == Some(child.id()));
         if let Some(state) = ready {
             println!("{}", state.endpoint);
             eprintln!(
@@ -66,8 +73,14 @@ pub(crate) fn up_detached(args: &UpArgs) -> Result<()> {
             return Ok(());
         }
         if Instant::now() >= deadline {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM);
-            bail!("the cluster was not ready in time; see {}", log_path.display());
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(child.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+            bail!(
+                "the cluster was not ready in time; see {}",
+                log_path.display()
+            );
         }
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -75,7 +88,9 @@ pub(crate) fn up_detached(args: &UpArgs) -> Result<()> {
 
 /// Prints what the supervisor logged since `offset`; returns the new offset.
 fn echo_new_lines(path: &std::path::Path, offset: u64) -> u64 {
-    let Ok(mut file) = std::fs::File::open(path) else { return offset };
+    let Ok(mut file) = std::fs::File::open(path) else {
+        return offset;
+    };
     if file.seek(SeekFrom::Start(offset)).is_err() {
         return offset;
     }

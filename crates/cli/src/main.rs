@@ -4,13 +4,14 @@
 mod detach;
 mod output;
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use clap::{Args, Parser, Subcommand};
 use cinnabar_local::{SpecOverrides, Supervisor, UpOptions};
+use clap::{Args, Parser, Subcommand};
 
 /// Redis Cluster as a Service: real Redis Cluster, one endpoint, self-healing.
 ///
@@ -18,7 +19,12 @@ use cinnabar_local::{SpecOverrides, Supervisor, UpOptions};
 /// `cinnabar down`. Everything a cluster needs lives in one directory (default `.cinnabar`),
 /// so any later `cinnabar` invocation from the same place finds it.
 #[derive(Debug, Parser)]
-#[command(name = "cinnabar", version, propagate_version = true, max_term_width = 100)]
+#[command(
+    name = "cinnabar",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -148,11 +154,19 @@ fn main() -> ExitCode {
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_target(false)
+        .init();
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the async runtime")
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
 }
 
 /// Brings the cluster up and supervises it until Ctrl-C / SIGTERM. `print_endpoint` puts the
@@ -164,9 +178,15 @@ fn supervise(args: &UpArgs, print_endpoint: bool) -> Result<()> {
             .with_context(|| format!("starting the cluster in {}", args.dir.display()))?;
         if print_endpoint {
             println!("{}", supervisor.endpoint());
-            eprintln!("supervising; press Ctrl-C to stop (data stays in {})", args.dir.display());
+            eprintln!(
+                "supervising; press Ctrl-C to stop (data stays in {})",
+                args.dir.display()
+            );
         }
-        supervisor.run_until(shutdown_signal()).await.context("supervising the cluster")?;
+        supervisor
+            .run_until(shutdown_signal())
+            .await
+            .context("supervising the cluster")?;
         eprintln!("stopped; data kept in {}", args.dir.display());
         Ok(())
     })
@@ -176,9 +196,11 @@ fn supervise(args: &UpArgs, print_endpoint: bool) -> Result<()> {
 /// detached supervisor.
 async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut int), Ok(mut term), Ok(mut hup)) =
-        (signal(SignalKind::interrupt()), signal(SignalKind::terminate()), signal(SignalKind::hangup()))
-    else {
+    let (Ok(mut int), Ok(mut term), Ok(mut hup)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+        signal(SignalKind::hangup()),
+    ) else {
         tracing::error!("cannot install signal handlers; stop with `cinnabar down`");
         return std::future::pending().await;
     };
@@ -194,11 +216,18 @@ async fn shutdown_signal() {
 fn status(args: &StatusArgs) -> Result<ExitCode> {
     let report = runtime()?.block_on(cinnabar_local::status(&args.dir))?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report).context("encoding the report")?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).context("encoding the report")?
+        );
     } else {
         print!("{}", output::status_table(&report));
     }
-    Ok(if report.healthy { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if report.healthy {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 fn down(args: &DownArgs) -> Result<()> {

@@ -14,16 +14,30 @@ pub(crate) fn progress(event: &UpEvent<'_>) {
 /// The human form of `cinnabar status`.
 pub(crate) fn status_table(report: &StatusReport) -> String {
     let mut out = String::new();
-    let supervisor = report.supervisor_pid.map_or_else(|| "no supervisor".to_owned(), |p| format!("supervisor pid {p}"));
+    let supervisor = report.supervisor_pid.map_or_else(
+        || "no supervisor".to_owned(),
+        |p| format!("supervisor pid {p}"),
+    );
     let _ = writeln!(out, "endpoint  {}", report.endpoint);
-    let _ = writeln!(out, "dir       {} ({}, {}, {})", report.dir.display(), report.phase, report.server, supervisor);
+    let _ = writeln!(
+        out,
+        "dir       {} ({}, {}, {})",
+        report.dir.display(),
+        report.phase,
+        report.server,
+        supervisor
+    );
     let _ = writeln!(
         out,
         "\n{:<16} {:<8} {:<16} {:<12} {:<12} {:>8} {:>9} {:>8}",
         "ADDRESS", "ROLE", "FOLLOWS", "SLOTS", "HEALTH", "PID", "MEMORY", "RESTARTS"
     );
     for node in &report.nodes {
-        let slots = if node.slots.is_empty() { "-".to_owned() } else { node.slots.join(",") };
+        let slots = if node.slots.is_empty() {
+            "-".to_owned()
+        } else {
+            node.slots.join(",")
+        };
         let _ = writeln!(
             out,
             "{:<16} {:<8} {:<16} {:<12} {:<12} {:>8} {:>9} {:>8}",
@@ -52,7 +66,10 @@ pub(crate) fn down_summary(report: &DownReport, dir: &Path) -> String {
         parts.push(format!("stopped supervisor (pid {pid}) and its nodes"));
     }
     if !report.orphans_stopped.is_empty() {
-        parts.push(format!("stopped {} unsupervised node process(es)", report.orphans_stopped.len()));
+        parts.push(format!(
+            "stopped {} unsupervised node process(es)",
+            report.orphans_stopped.len()
+        ));
     }
     if parts.is_empty() {
         parts.push("nothing was running".into());
@@ -60,7 +77,10 @@ pub(crate) fn down_summary(report: &DownReport, dir: &Path) -> String {
     if report.purged {
         parts.push(format!("removed all data in {}", dir.display()));
     } else {
-        parts.push(format!("data kept in {} (`cinnabar down --purge` removes it)", dir.display()));
+        parts.push(format!(
+            "data kept in {} (`cinnabar down --purge` removes it)",
+            dir.display()
+        ));
     }
     parts.join("; ")
 }

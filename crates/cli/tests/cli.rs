@@ -20,8 +20,15 @@ struct Cinnabar {
 impl Cinnabar {
     fn new(masters: u16, replicas: u16) -> Self {
         let nodes = masters * (replicas + 1);
-        let tmp = tempfile::Builder::new().prefix("cinnabar-cli-").tempdir().unwrap();
-        Self { tmp, ports: reserve_port_block(nodes), nodes }
+        let tmp = tempfile::Builder::new()
+            .prefix("cinnabar-cli-")
+            .tempdir()
+            .unwrap();
+        Self {
+            tmp,
+            ports: reserve_port_block(nodes),
+            nodes,
+        }
     }
 
     fn dir(&self) -> PathBuf {
@@ -33,7 +40,12 @@ impl Cinnabar {
     }
 
     fn run(&self, args: &[&str]) -> Output {
-        cinnabar().args(args).arg("--dir").arg(self.dir()).output().expect("run cinnabar")
+        cinnabar()
+            .args(args)
+            .arg("--dir")
+            .arg(self.dir())
+            .output()
+            .expect("run cinnabar")
     }
 
     /// `up --detach` with this cluster's ports and shape; returns the printed endpoint.
@@ -48,14 +60,22 @@ impl Cinnabar {
             "--port",
             &self.port().to_string(),
         ]);
-        assert!(out.status.success(), "up failed:\n{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "up failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8(out.stdout).unwrap().trim().to_owned()
     }
 
     fn status(&self) -> (bool, Value) {
         let out = self.run(&["status", "--json"]);
-        let json: Value = serde_json::from_slice(&out.stdout)
-            .unwrap_or_else(|e| panic!("status --json is not JSON ({e}): {}", String::from_utf8_lossy(&out.stderr)));
+        let json: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "status --json is not JSON ({e}): {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
         (out.status.success(), json)
     }
 
@@ -67,20 +87,29 @@ impl Cinnabar {
             if healthy {
                 return started.elapsed();
             }
-            assert!(started.elapsed() < timeout, "not healthy after {timeout:?}: {json:#}");
+            assert!(
+                started.elapsed() < timeout,
+                "not healthy after {timeout:?}: {json:#}"
+            );
             std::thread::sleep(Duration::from_millis(200));
         }
     }
 
     fn seeds(&self) -> Vec<NodeAddr> {
-        (0..self.nodes).map(|i| NodeAddr { host: "127.0.0.1".into(), port: self.port() + i }).collect()
+        (0..self.nodes)
+            .map(|i| NodeAddr {
+                host: "127.0.0.1".into(),
+                port: self.port() + i,
+            })
+            .collect()
     }
 }
 
 impl Drop for Cinnabar {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            let log = std::fs::read_to_string(self.dir().join("supervisor.log")).unwrap_or_default();
+            let log =
+                std::fs::read_to_string(self.dir().join("supervisor.log")).unwrap_or_default();
             eprintln!("--- supervisor.log ---\n{log}\n---");
         }
         let _ = self.run(&["down", "--purge"]);
@@ -103,22 +132,38 @@ fn alive(pid: u64) -> bool {
 }
 
 fn pids(status: &Value) -> Vec<u64> {
-    status["nodes"].as_array().unwrap().iter().filter_map(|n| n["pid"].as_u64()).collect()
+    status["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|n| n["pid"].as_u64())
+        .collect()
 }
 
 fn cluster_connection(seeds: &[NodeAddr]) -> redis::cluster::ClusterConnection {
     let urls: Vec<String> = seeds.iter().map(|s| format!("redis://{s}/")).collect();
-    redis::cluster::ClusterClient::new(urls).unwrap().get_connection().unwrap()
+    redis::cluster::ClusterClient::new(urls)
+        .unwrap()
+        .get_connection()
+        .unwrap()
 }
 
 #[test]
 fn up_detached_serves_status_reports_six_healthy_nodes_and_down_leaves_no_process() {
     let c = Cinnabar::new(3, 1);
     let endpoint = c.up_detached(3, 1);
-    assert_eq!(endpoint, format!("127.0.0.1:{}", c.port()), "exactly one endpoint on stdout");
+    assert_eq!(
+        endpoint,
+        format!("127.0.0.1:{}", c.port()),
+        "exactly one endpoint on stdout"
+    );
 
     let mut conn = cluster_connection(&c.seeds());
-    redis::cmd("SET").arg("foo").arg("bar").exec(&mut conn).unwrap();
+    redis::cmd("SET")
+        .arg("foo")
+        .arg("bar")
+        .exec(&mut conn)
+        .unwrap();
     let got: String = redis::cmd("GET").arg("foo").query(&mut conn).unwrap();
     assert_eq!(got, "bar");
 
@@ -138,12 +183,18 @@ fn up_detached_serves_status_reports_six_healthy_nodes_and_down_leaves_no_proces
     }
     for replica in &replicas {
         let followed = replica["master"].as_str().unwrap();
-        assert!(masters.iter().any(|m| m["address"] == followed), "replica follows a master: {replica:#}");
+        assert!(
+            masters.iter().any(|m| m["address"] == followed),
+            "replica follows a master: {replica:#}"
+        );
         assert!(replica["slots"].as_array().unwrap().is_empty());
     }
     let human = c.run(&["status"]);
     assert!(human.status.success());
-    assert!(String::from_utf8_lossy(&human.stdout).contains("healthy: 6/6 nodes ok, 16384/16384 slots covered"));
+    assert!(
+        String::from_utf8_lossy(&human.stdout)
+            .contains("healthy: 6/6 nodes ok, 16384/16384 slots covered")
+    );
 
     let node_pids = pids(&status);
     let supervisor = status["supervisor_pid"].as_u64().unwrap();
@@ -153,7 +204,10 @@ fn up_detached_serves_status_reports_six_healthy_nodes_and_down_leaves_no_proces
     for pid in node_pids {
         assert!(!alive(pid), "node pid {pid} still running after down");
     }
-    assert!(c.dir().join("nodes").exists(), "down without --purge keeps data");
+    assert!(
+        c.dir().join("nodes").exists(),
+        "down without --purge keeps data"
+    );
 }
 
 #[test]
@@ -167,15 +221,34 @@ fn kill_9_of_any_node_is_healed_and_no_acknowledged_write_is_lost() {
     // One master, then one replica: each must come back healthy within 30 s.
     for role in ["master", "replica"] {
         let (_, status) = c.status();
-        let victim = status["nodes"].as_array().unwrap().iter().find(|n| n["role"] == role).unwrap().clone();
+        let victim = status["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["role"] == role)
+            .unwrap()
+            .clone();
         let pid = victim["pid"].as_u64().unwrap();
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL)
-            .unwrap();
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
         let before = workload.acknowledged();
         let healed = c.wait_healthy(Duration::from_secs(30));
         let (_, after) = c.status();
-        let restarted = after["nodes"].as_array().unwrap().iter().find(|n| n["address"] == victim["address"]).unwrap();
-        assert_ne!(restarted["pid"].as_u64().unwrap(), pid, "a new process serves {}", victim["address"]);
+        let restarted = after["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["address"] == victim["address"])
+            .unwrap();
+        assert_ne!(
+            restarted["pid"].as_u64().unwrap(),
+            pid,
+            "a new process serves {}",
+            victim["address"]
+        );
         assert!(restarted["restarts"].as_u64().unwrap() >= 1);
         eprintln!("{role} {} healed in {healed:?}", victim["address"]);
         workload.wait_for_acknowledged(before + 200, Duration::from_secs(30));
@@ -190,13 +263,21 @@ fn down_then_up_resumes_the_same_cluster_with_its_data() {
     let c = Cinnabar::new(1, 1);
     c.up_detached(1, 1);
     let mut conn = cluster_connection(&c.seeds());
-    redis::cmd("SET").arg("kept").arg("yes").exec(&mut conn).unwrap();
+    redis::cmd("SET")
+        .arg("kept")
+        .arg("yes")
+        .exec(&mut conn)
+        .unwrap();
     drop(conn);
     assert!(c.run(&["down"]).status.success());
     // Default flags: the stored shape and port are used.
     let out = c.run(&["up", "--detach"]);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(stderr(&out).contains("restarting it on its data"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("restarting it on its data"),
+        "{}",
+        stderr(&out)
+    );
     let mut conn = cluster_connection(&c.seeds());
     let got: String = redis::cmd("GET").arg("kept").query(&mut conn).unwrap();
     assert_eq!(got, "yes");
@@ -208,7 +289,16 @@ fn down_then_up_resumes_the_same_cluster_with_its_data() {
 fn foreground_up_prints_the_endpoint_and_ctrl_c_stops_every_node() {
     let c = Cinnabar::new(1, 0);
     let mut child = cinnabar()
-        .args(["up", "--masters", "1", "--replicas", "0", "--port", &c.port().to_string(), "--dir"])
+        .args([
+            "up",
+            "--masters",
+            "1",
+            "--replicas",
+            "0",
+            "--port",
+            &c.port().to_string(),
+            "--dir",
+        ])
         .arg(c.dir())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -221,7 +311,11 @@ fn foreground_up_prints_the_endpoint_and_ctrl_c_stops_every_node() {
     let (_, status) = c.status();
     let node_pids = pids(&status);
     assert_eq!(node_pids.len(), 1);
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGINT).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
     let exit = child.wait().unwrap();
     assert!(exit.success(), "{exit}");
     assert!(!alive(node_pids[0]), "node survived Ctrl-C");
@@ -233,17 +327,46 @@ fn impossible_requests_are_refused_before_anything_is_created() {
     let port = c.port().to_string();
     for (args, expected) in [
         (vec!["up", "--masters", "0", "--port", &port], "--masters 0"),
-        (vec!["up", "--replicas", "40", "--port", &port], "--replicas 40"),
+        (
+            vec!["up", "--replicas", "40", "--port", &port],
+            "--replicas 40",
+        ),
         (vec!["up", "--port", "65000"], "past 65535"),
-        (vec!["up", "--maxmemory", "lots", "--port", &port], "not a memory size"),
-        (vec!["up", "--maxmemory-policy", "lru", "--port", &port], "allkeys-lru"),
-        (vec!["up", "--redis-server", "/nonexistent/redis-server", "--port", &port], "apt-get install redis-server"),
-        (vec!["up", "--detach", "--masters", "0", "--port", &port], "--masters 0"),
+        (
+            vec!["up", "--maxmemory", "lots", "--port", &port],
+            "not a memory size",
+        ),
+        (
+            vec!["up", "--maxmemory-policy", "lru", "--port", &port],
+            "allkeys-lru",
+        ),
+        (
+            vec![
+                "up",
+                "--redis-server",
+                "/nonexistent/redis-server",
+                "--port",
+                &port,
+            ],
+            "apt-get install redis-server",
+        ),
+        (
+            vec!["up", "--detach", "--masters", "0", "--port", &port],
+            "--masters 0",
+        ),
     ] {
         let out = c.run(&args);
         assert!(!out.status.success(), "{args:?} succeeded");
-        assert!(stderr(&out).contains(expected), "{args:?}: {}", stderr(&out));
-        assert!(!c.dir().exists(), "{args:?} left {} behind", c.dir().display());
+        assert!(
+            stderr(&out).contains(expected),
+            "{args:?}: {}",
+            stderr(&out)
+        );
+        assert!(
+            !c.dir().exists(),
+            "{args:?} left {} behind",
+            c.dir().display()
+        );
     }
 }
 
@@ -251,11 +374,22 @@ fn impossible_requests_are_refused_before_anything_is_created() {
 fn a_busy_port_is_named_with_its_holder_and_nothing_is_left_behind() {
     let c = Cinnabar::new(1, 0);
     let listener = TcpListener::bind(("127.0.0.1", c.port())).unwrap();
-    let out = c.run(&["up", "--masters", "1", "--replicas", "0", "--port", &c.port().to_string()]);
+    let out = c.run(&[
+        "up",
+        "--masters",
+        "1",
+        "--replicas",
+        "0",
+        "--port",
+        &c.port().to_string(),
+    ]);
     drop(listener);
     assert!(!out.status.success());
     let err = stderr(&out);
-    assert!(err.contains(&format!("port {} is already in use", c.port())), "{err}");
+    assert!(
+        err.contains(&format!("port {} is already in use", c.port())),
+        "{err}"
+    );
     assert!(err.contains("held by pid"), "{err}");
     assert!(!c.dir().exists());
 }
@@ -264,9 +398,21 @@ fn a_busy_port_is_named_with_its_holder_and_nothing_is_left_behind() {
 fn a_second_up_on_a_running_directory_is_refused() {
     let c = Cinnabar::new(1, 0);
     c.up_detached(1, 0);
-    let out = c.run(&["up", "--masters", "1", "--replicas", "0", "--port", &c.port().to_string()]);
+    let out = c.run(&[
+        "up",
+        "--masters",
+        "1",
+        "--replicas",
+        "0",
+        "--port",
+        &c.port().to_string(),
+    ]);
     assert!(!out.status.success());
-    assert!(stderr(&out).contains("already runs a cluster"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("already runs a cluster"),
+        "{}",
+        stderr(&out)
+    );
     assert!(c.status().0, "the running cluster is untouched");
 }
 
@@ -294,9 +440,19 @@ fn a_node_that_never_starts_is_named_with_its_log_and_nothing_is_left_behind() {
     ]);
     assert!(!out.status.success());
     let err = stderr(&out);
-    assert!(err.contains(&format!("node 127.0.0.1:{} did not become ready", c.port())), "{err}");
-    assert!(err.contains("FATAL: cannot load module"), "log tail shown: {err}");
-    assert!(!c.dir().exists(), "failed up left {} behind", c.dir().display());
+    assert!(
+        err.contains(&format!("node 127.0.0.1:{} did not become ready", c.port())),
+        "{err}"
+    );
+    assert!(
+        err.contains("FATAL: cannot load module"),
+        "log tail shown: {err}"
+    );
+    assert!(
+        !c.dir().exists(),
+        "failed up left {} behind",
+        c.dir().display()
+    );
 }
 
 #[test]
@@ -304,7 +460,11 @@ fn status_and_down_on_an_empty_directory_explain_themselves() {
     let c = Cinnabar::new(1, 0);
     let status = c.run(&["status"]);
     assert!(!status.status.success());
-    assert!(stderr(&status).contains("no cluster found"), "{}", stderr(&status));
+    assert!(
+        stderr(&status).contains("no cluster found"),
+        "{}",
+        stderr(&status)
+    );
     let down = c.run(&["down"]);
     assert!(down.status.success(), "down is idempotent");
     assert!(stderr(&down).contains("nothing to stop"));

@@ -6,6 +6,8 @@
 //! - `cluster-node-timeout` defaults to 5000 ms: a dead master is failed over in ~5–7 s, while
 //!   the supervisor restarts a crashed process well within that, so a crash does not cause a
 //!   needless failover (which could drop writes not yet replicated).
+//! - `repl-diskless-sync-delay 0`: Redis waits 5 s by default hoping more replicas join one
+//!   transfer; with a replica or two per shard that wait only delays healing after a restart.
 //! - Nodes bind loopback only; they are reached through the endpoint we print.
 
 use std::fmt::Write as _;
@@ -78,6 +80,7 @@ impl NodeConfig {
         line("appendonly", "yes");
         line("appendfsync", "everysec");
         line("appendfilename", "\"appendonly.aof\"");
+        line("repl-diskless-sync-delay", "0");
         if let Some(max) = &self.maxmemory {
             line("maxmemory", max);
         }

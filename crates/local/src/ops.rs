@@ -80,13 +80,28 @@ pub struct NodeStatus {
 pub async fn status(dir: &Path) -> Result<StatusReport> {
     let (dir, state) = load_state(dir)?;
     let supervised = dir.is_supervised();
-    let seeds: Vec<NodeAddr> =
-        state.nodes.iter().map(|n| NodeAddr { host: "127.0.0.1".into(), port: n.port }).collect();
-    let check = if state.phase == Phase::Stopped { None } else { cinnabar_cluster::check(&seeds).await.ok() };
+    let seeds: Vec<NodeAddr> = state
+        .nodes
+        .iter()
+        .map(|n| NodeAddr {
+            host: "127.0.0.1".into(),
+            port: n.port,
+        })
+        .collect();
+    let check = if state.phase == Phase::Stopped {
+        None
+    } else {
+        cinnabar_cluster::check(&seeds).await.ok()
+    };
     Ok(build_report(&dir, &state, supervised, check.as_ref()))
 }
 
-fn build_report(dir: &StateDir, state: &State, supervised: bool, check: Option<&CheckReport>) -> StatusReport {
+fn build_report(
+    dir: &StateDir,
+    state: &State,
+    supervised: bool,
+    check: Option<&CheckReport>,
+) -> StatusReport {
     let find = |port: u16| check.and_then(|c| c.nodes.iter().find(|n| n.addr.port == port));
     let nodes: Vec<NodeStatus> = state
         .nodes
@@ -112,8 +127,9 @@ fn build_report(dir: &StateDir, state: &State, supervised: bool, check: Option<&
             }
         })
         .collect();
-    let mut problems: Vec<String> =
-        check.map(|c| c.problems.iter().map(ToString::to_string).collect()).unwrap_or_default();
+    let mut problems: Vec<String> = check
+        .map(|c| c.problems.iter().map(ToString::to_string).collect())
+        .unwrap_or_default();
     if !supervised && state.phase != Phase::Stopped {
         problems.push("no supervisor is running: crashed nodes will not be restarted".into());
     }
@@ -130,9 +146,15 @@ fn build_report(dir: &StateDir, state: &State, supervised: bool, check: Option<&
         && check.is_some_and(CheckReport::is_healthy)
         && ok_nodes == nodes.len();
     let verdict = if state.phase == Phase::Stopped {
-        format!("stopped: data kept in {}; `cinnabar up --dir {0}` resumes it", dir.root().display())
+        format!(
+            "stopped: data kept in {}; `cinnabar up --dir {0}` resumes it",
+            dir.root().display()
+        )
     } else if healthy {
-        format!("healthy: {ok_nodes}/{} nodes ok, {slots_covered}/16384 slots covered", nodes.len())
+        format!(
+            "healthy: {ok_nodes}/{} nodes ok, {slots_covered}/16384 slots covered",
+            nodes.len()
+        )
     } else {
         format!(
             "degraded: {ok_nodes}/{} nodes ok, {slots_covered}/16384 slots covered, {} problem(s)",
@@ -144,7 +166,11 @@ fn build_report(dir: &StateDir, state: &State, supervised: bool, check: Option<&
         endpoint: state.endpoint.clone(),
         dir: dir.root().to_path_buf(),
         phase: phase.into(),
-        supervisor_pid: if supervised { state.supervisor_pid } else { None },
+        supervisor_pid: if supervised {
+            state.supervisor_pid
+        } else {
+            None
+        },
         healthy,
         verdict,
         slots_covered,
@@ -154,7 +180,12 @@ fn build_report(dir: &StateDir, state: &State, supervised: bool, check: Option<&
     }
 }
 
-fn node_status(address: String, report: &NodeReport, pid: Option<u32>, restarts: u32) -> NodeStatus {
+fn node_status(
+    address: String,
+    report: &NodeReport,
+    pid: Option<u32>,
+    restarts: u32,
+) -> NodeStatus {
     let role = match report.role {
         cinnabar_cluster::Role::Master => "master",
         cinnabar_cluster::Role::Replica => "replica",
@@ -221,7 +252,11 @@ pub fn down(dir: &Path, purge: bool) -> Result<DownReport> {
     }
     if purge {
         remove_if_exists(&dir.root().join(NODES_DIR))?;
-        for file in [crate::state::STATE_FILE, crate::state::LOCK_FILE, crate::state::SUPERVISOR_LOG] {
+        for file in [
+            crate::state::STATE_FILE,
+            crate::state::LOCK_FILE,
+            crate::state::SUPERVISOR_LOG,
+        ] {
             let _ = std::fs::remove_file(dir.root().join(file));
         }
         // Leave the directory itself only if someone else put files there.
@@ -233,7 +268,9 @@ pub fn down(dir: &Path, purge: bool) -> Result<DownReport> {
 
 fn load_state(dir: &Path) -> Result<(StateDir, State)> {
     let state_dir = StateDir::open(dir)?;
-    let state = state_dir.load()?.ok_or_else(|| LocalError::NotRunning { dir: dir.to_path_buf() })?;
+    let state = state_dir.load()?.ok_or_else(|| LocalError::NotRunning {
+        dir: dir.to_path_buf(),
+    })?;
     Ok((state_dir, state))
 }
 

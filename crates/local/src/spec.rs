@@ -82,10 +82,15 @@ impl LocalSpec {
     pub fn validate(&self) -> Result<()> {
         let bad = |msg: String| Err(LocalError::InvalidTopology(msg));
         if self.masters == 0 {
-            return bad("--masters 0: a cluster needs at least one master to hold the 16384 slots".into());
+            return bad(
+                "--masters 0: a cluster needs at least one master to hold the 16384 slots".into(),
+            );
         }
         if self.masters > MAX_MASTERS {
-            return bad(format!("--masters {}: at most {MAX_MASTERS} masters on one machine", self.masters));
+            return bad(format!(
+                "--masters {}: at most {MAX_MASTERS} masters on one machine",
+                self.masters
+            ));
         }
         if self.replicas > MAX_REPLICAS {
             return bad(format!(
@@ -96,7 +101,10 @@ impl LocalSpec {
         }
         let last = u32::from(self.first_port) + self.node_count() as u32 - 1;
         if self.first_port < 1024 {
-            return bad(format!("--port {}: use a port of 1024 or above", self.first_port));
+            return bad(format!(
+                "--port {}: use a port of 1024 or above",
+                self.first_port
+            ));
         }
         if last + u32::from(BUS_PORT_OFFSET) > 65_535 {
             return bad(format!(
@@ -148,7 +156,9 @@ impl LocalSpec {
 /// [`LocalError::InvalidTopology`] when the text is not such a size.
 pub fn parse_memory(text: &str) -> Result<u64> {
     let lower = text.trim().to_ascii_lowercase();
-    let split = lower.find(|c: char| !c.is_ascii_digit()).unwrap_or(lower.len());
+    let split = lower
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(lower.len());
     let (digits, unit) = lower.split_at(split);
     let factor: u64 = match unit {
         "" | "b" => 1,
@@ -181,7 +191,11 @@ pub fn human_bytes(bytes: u64) -> String {
         value /= 1024.0;
         unit += 1;
     }
-    if unit == 0 { format!("{bytes}b") } else { format!("{value:.1}{}", UNITS[unit]) }
+    if unit == 0 {
+        format!("{bytes}b")
+    } else {
+        format!("{value:.1}{}", UNITS[unit])
+    }
 }
 
 /// Total RAM of this machine from `/proc/meminfo`, if readable.
@@ -205,31 +219,57 @@ mod tests {
         let s = spec();
         s.validate().unwrap();
         assert_eq!(s.node_count(), 6);
-        assert_eq!(s.ports().collect::<Vec<_>>(), vec![6380, 6381, 6382, 6383, 6384, 6385]);
+        assert_eq!(
+            s.ports().collect::<Vec<_>>(),
+            vec![6380, 6381, 6382, 6383, 6384, 6385]
+        );
     }
 
     #[test]
     fn zero_masters_is_rejected_with_the_reason() {
-        let err = LocalSpec { masters: 0, ..spec() }.validate().unwrap_err().to_string();
+        let err = LocalSpec {
+            masters: 0,
+            ..spec()
+        }
+        .validate()
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("--masters 0"), "{err}");
     }
 
     #[test]
     fn too_many_replicas_is_rejected() {
-        let err = LocalSpec { replicas: 9, ..spec() }.validate().unwrap_err().to_string();
+        let err = LocalSpec {
+            replicas: 9,
+            ..spec()
+        }
+        .validate()
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("--replicas 9"), "{err}");
     }
 
     #[test]
     fn ports_running_past_65535_with_bus_offset_are_rejected() {
-        let err = LocalSpec { first_port: 55_530, ..spec() }.validate().unwrap_err().to_string();
+        let err = LocalSpec {
+            first_port: 55_530,
+            ..spec()
+        }
+        .validate()
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("past 65535"), "{err}");
     }
 
     #[test]
     fn unknown_eviction_policy_lists_the_valid_ones() {
-        let err =
-            LocalSpec { maxmemory_policy: "lru".into(), ..spec() }.validate().unwrap_err().to_string();
+        let err = LocalSpec {
+            maxmemory_policy: "lru".into(),
+            ..spec()
+        }
+        .validate()
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("allkeys-lru"), "{err}");
     }
 
@@ -246,11 +286,19 @@ mod tests {
 
     #[test]
     fn total_maxmemory_beyond_the_machine_is_refused() {
-        let s = LocalSpec { maxmemory: "8gb".into(), ..spec() };
+        let s = LocalSpec {
+            maxmemory: "8gb".into(),
+            ..spec()
+        };
         let err = s.check_fits_memory(24 << 30).unwrap_err().to_string();
         assert!(err.contains("6 nodes × maxmemory 8gb = 48.0gb"), "{err}");
         s.check_fits_memory(64 << 30).unwrap();
-        LocalSpec { maxmemory: "0".into(), ..spec() }.check_fits_memory(1).unwrap();
+        LocalSpec {
+            maxmemory: "0".into(),
+            ..spec()
+        }
+        .check_fits_memory(1)
+        .unwrap();
     }
 }
 
@@ -288,7 +336,9 @@ impl SpecOverrides {
             ]
             .into_iter()
             .filter_map(|(flag, given, had)| {
-                given.filter(|g| *g != had).map(|g| format!("{flag} {g} (it has {had})"))
+                given
+                    .filter(|g| *g != had)
+                    .map(|g| format!("{flag} {g} (it has {had})"))
             })
             .collect();
             if !conflicts.is_empty() {
@@ -330,21 +380,46 @@ mod override_tests {
 
     #[test]
     fn flags_apply_over_defaults() {
-        let o = SpecOverrides { masters: Some(5), maxmemory: Some("1gb".into()), ..Default::default() };
+        let o = SpecOverrides {
+            masters: Some(5),
+            maxmemory: Some("1gb".into()),
+            ..Default::default()
+        };
         let spec = o.resolve(None).unwrap();
-        assert_eq!((spec.masters, spec.replicas, spec.maxmemory.as_str()), (5, 1, "1gb"));
+        assert_eq!(
+            (spec.masters, spec.replicas, spec.maxmemory.as_str()),
+            (5, 1, "1gb")
+        );
     }
 
     #[test]
     fn a_stored_cluster_keeps_its_shape_and_refuses_a_new_one() {
-        let stored = LocalSpec { masters: 4, ..LocalSpec::default() };
-        assert_eq!(SpecOverrides::default().resolve(Some(&stored)).unwrap().masters, 4);
-        let settings = SpecOverrides { maxmemory_policy: Some("noeviction".into()), ..Default::default() };
-        assert_eq!(settings.resolve(Some(&stored)).unwrap().maxmemory_policy, "noeviction");
-        let err = SpecOverrides { masters: Some(3), ..Default::default() }
-            .resolve(Some(&stored))
-            .unwrap_err()
-            .to_string();
+        let stored = LocalSpec {
+            masters: 4,
+            ..LocalSpec::default()
+        };
+        assert_eq!(
+            SpecOverrides::default()
+                .resolve(Some(&stored))
+                .unwrap()
+                .masters,
+            4
+        );
+        let settings = SpecOverrides {
+            maxmemory_policy: Some("noeviction".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            settings.resolve(Some(&stored)).unwrap().maxmemory_policy,
+            "noeviction"
+        );
+        let err = SpecOverrides {
+            masters: Some(3),
+            ..Default::default()
+        }
+        .resolve(Some(&stored))
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("--masters 3 (it has 4)"), "{err}");
     }
 }

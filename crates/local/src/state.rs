@@ -97,7 +97,9 @@ impl StateDir {
     /// # Errors
     /// [`LocalError::NotRunning`] when it does not exist.
     pub fn open(root: &Path) -> Result<Self> {
-        let root = root.canonicalize().map_err(|_| LocalError::NotRunning { dir: root.to_path_buf() })?;
+        let root = root.canonicalize().map_err(|_| LocalError::NotRunning {
+            dir: root.to_path_buf(),
+        })?;
         Ok(Self { root })
     }
 
@@ -133,7 +135,10 @@ impl StateDir {
         };
         serde_json::from_str(&text)
             .map(Some)
-            .map_err(|e| LocalError::BadState { path, reason: e.to_string() })
+            .map_err(|e| LocalError::BadState {
+                path,
+                reason: e.to_string(),
+            })
     }
 
     /// Atomically replaces the state file.
@@ -141,15 +146,19 @@ impl StateDir {
     /// # Errors
     /// I/O errors writing or renaming.
     pub fn save(&self, state: &mut State) -> Result<()> {
-        state.updated_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        state.updated_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
         let path = self.state_path();
         let tmp = path.with_extension("json.tmp");
         let text = serde_json::to_string_pretty(state).map_err(|e| LocalError::BadState {
             path: path.clone(),
             reason: e.to_string(),
         })?;
-        std::fs::write(&tmp, text).map_err(|e| LocalError::io(format!("writing {}", tmp.display()), e))?;
-        std::fs::rename(&tmp, &path).map_err(|e| LocalError::io(format!("replacing {}", path.display()), e))
+        std::fs::write(&tmp, text)
+            .map_err(|e| LocalError::io(format!("writing {}", tmp.display()), e))?;
+        std::fs::rename(&tmp, &path)
+            .map_err(|e| LocalError::io(format!("replacing {}", path.display()), e))
     }
 
     /// Deletes the state file (ignoring a missing one).
@@ -172,8 +181,16 @@ impl StateDir {
         match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
             Ok(lock) => Ok(SupervisorLock { _lock: lock }),
             Err(_) => {
-                let pid = self.load().ok().flatten().and_then(|s| s.supervisor_pid).unwrap_or(0);
-                Err(LocalError::AlreadyRunning { dir: self.root.clone(), pid })
+                let pid = self
+                    .load()
+                    .ok()
+                    .flatten()
+                    .and_then(|s| s.supervisor_pid)
+                    .unwrap_or(0);
+                Err(LocalError::AlreadyRunning {
+                    dir: self.root.clone(),
+                    pid,
+                })
             }
         }
     }
@@ -203,7 +220,12 @@ mod tests {
             server_path: "/usr/bin/redis-server".into(),
             server_flavor: Flavor::Redis,
             server_version: "7.0.15".into(),
-            nodes: vec![NodeState { port: 6380, dir: dir.node_dir(6380), pid: Some(1), restarts: 0 }],
+            nodes: vec![NodeState {
+                port: 6380,
+                dir: dir.node_dir(6380),
+                pid: Some(1),
+                restarts: 0,
+            }],
             updated_ms: 0,
         }
     }

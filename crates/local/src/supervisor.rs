@@ -68,14 +68,23 @@ pub enum UpEvent<'a> {
 impl fmt::Display for UpEvent<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::Server(b) => write!(f, "using {:?} {} at {}", b.flavor, b.version, b.path.display()),
+            Self::Server(b) => write!(
+                f,
+                "using {:?} {} at {}",
+                b.flavor,
+                b.version,
+                b.path.display()
+            ),
             Self::StartingNodes { count, first_port } => write!(
                 f,
                 "starting {count} nodes on ports {first_port}-{} (bus ports +10000)",
                 u32::from(*first_port) + *count as u32 - 1
             ),
             Self::NodesUp(n) => write!(f, "{n}/{n} nodes answer PING"),
-            Self::Resuming => write!(f, "found a stopped cluster in this directory: restarting it on its data"),
+            Self::Resuming => write!(
+                f,
+                "found a stopped cluster in this directory: restarting it on its data"
+            ),
             Self::Cluster(p) => write!(f, "{p}"),
             Self::Ready(endpoint) => write!(f, "cluster ready at {endpoint}"),
         }
@@ -111,7 +120,10 @@ impl Supervisor {
     /// # Errors
     /// Invalid spec, missing binary, busy ports, a running supervisor, a node that does not start,
     /// or a cluster that does not form in time.
-    pub async fn up(options: &UpOptions, on_event: &mut (dyn FnMut(UpEvent<'_>) + Send)) -> Result<Self> {
+    pub async fn up(
+        options: &UpOptions,
+        on_event: &mut (dyn FnMut(UpEvent<'_>) + Send),
+    ) -> Result<Self> {
         let (spec, binary) = &Self::preflight(options)?;
         on_event(UpEvent::Server(binary));
         if let Ok(existing) = StateDir::open(&options.dir) {
@@ -134,12 +146,23 @@ impl Supervisor {
             server_version: binary.version.clone(),
             nodes: spec
                 .ports()
-                .map(|port| NodeState { port, dir: dir.node_dir(port), pid: None, restarts: 0 })
+                .map(|port| NodeState {
+                    port,
+                    dir: dir.node_dir(port),
+                    pid: None,
+                    restarts: 0,
+                })
                 .collect(),
             updated_ms: 0,
         };
         dir.save(&mut state)?;
-        let mut supervisor = Self { dir, binary: binary.clone(), state, children: Vec::new(), _lock: lock };
+        let mut supervisor = Self {
+            dir,
+            binary: binary.clone(),
+            state,
+            children: Vec::new(),
+            _lock: lock,
+        };
         match supervisor.bring_up(options, fresh, on_event).await {
             Ok(()) => Ok(supervisor),
             Err(e) => {
@@ -155,7 +178,9 @@ impl Supervisor {
     /// # Errors
     /// The first rule broken, as [`LocalError::InvalidTopology`] or a missing binary.
     pub fn preflight(options: &UpOptions) -> Result<(LocalSpec, ServerBinary)> {
-        let stored = StateDir::open(&options.dir).ok().and_then(|d| d.load().ok().flatten());
+        let stored = StateDir::open(&options.dir)
+            .ok()
+            .and_then(|d| d.load().ok().flatten());
         let spec = options.spec.resolve(stored.as_ref().map(|s| &s.spec))?;
         spec.validate()?;
         if let Some(total) = machine_memory() {
@@ -172,7 +197,10 @@ impl Supervisor {
         on_event: &mut (dyn FnMut(UpEvent<'_>) + Send),
     ) -> Result<()> {
         let spec = self.state.spec.clone();
-        on_event(UpEvent::StartingNodes { count: spec.node_count(), first_port: spec.first_port });
+        on_event(UpEvent::StartingNodes {
+            count: spec.node_count(),
+            first_port: spec.first_port,
+        });
         for port in spec.ports() {
             let config = self.node_config(port);
             let process = NodeProcess::spawn(&self.binary, &config)?;
@@ -192,11 +220,18 @@ impl Supervisor {
 
         if fresh {
             let create = CreateSpec {
-                nodes: spec.ports().map(|port| NewNode { addr: local_addr(port), host_label: None }).collect(),
+                nodes: spec
+                    .ports()
+                    .map(|port| NewNode {
+                        addr: local_addr(port),
+                        host_label: None,
+                    })
+                    .collect(),
                 replicas_per_master: usize::from(spec.replicas),
                 timeout: options.form_timeout,
             };
-            cinnabar_cluster::create_cluster(&create, &mut |p| on_event(UpEvent::Cluster(p))).await?;
+            cinnabar_cluster::create_cluster(&create, &mut |p| on_event(UpEvent::Cluster(p)))
+                .await?;
         } else {
             on_event(UpEvent::Resuming);
             self.wait_healthy(options.form_timeout).await?;
@@ -217,7 +252,11 @@ impl Supervisor {
                 return Ok(());
             }
             if Instant::now() >= deadline {
-                let problems = report.problems.iter().map(ToString::to_string).collect::<Vec<_>>();
+                let problems = report
+                    .problems
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>();
                 return Err(LocalError::InvalidTopology(format!(
                     "the cluster in {} did not become healthy within {timeout:?}: {}",
                     self.dir.root().display(),
@@ -286,7 +325,11 @@ impl Supervisor {
                 }
             } else if let Some(status) = child.process.try_exit() {
                 let uptime = now - child.started;
-                child.backoff = if uptime >= STABLE_UPTIME { Duration::ZERO } else { next_backoff(child.backoff) };
+                child.backoff = if uptime >= STABLE_UPTIME {
+                    Duration::ZERO
+                } else {
+                    next_backoff(child.backoff)
+                };
                 child.restart_at = Some(now + child.backoff);
                 changed = true;
                 tracing::warn!(
@@ -353,7 +396,8 @@ impl Supervisor {
     fn node_config(&self, port: u16) -> NodeConfig {
         let spec = &self.state.spec;
         let mut config = NodeConfig::cluster_node(port, self.dir.node_dir(port));
-        config.maxmemory = (spec.maxmemory_bytes().unwrap_or(0) > 0).then(|| spec.maxmemory.clone());
+        config.maxmemory =
+            (spec.maxmemory_bytes().unwrap_or(0) > 0).then(|| spec.maxmemory.clone());
         config.maxmemory_policy = spec.maxmemory_policy.clone();
         config.node_timeout_ms = spec.node_timeout_ms;
         config
@@ -362,7 +406,10 @@ impl Supervisor {
 
 /// `127.0.0.1:<port>` as a cluster address.
 fn local_addr(port: u16) -> NodeAddr {
-    NodeAddr { host: "127.0.0.1".into(), port }
+    NodeAddr {
+        host: "127.0.0.1".into(),
+        port,
+    }
 }
 
 /// Doubles the wait, from 250 ms up to [`MAX_BACKOFF`].
@@ -372,7 +419,10 @@ fn next_backoff(current: Duration) -> Duration {
 
 /// True when no node directory holds cluster state yet; an error when only some do.
 fn is_fresh(dir: &StateDir, spec: &LocalSpec) -> Result<bool> {
-    let initialised: Vec<u16> = spec.ports().filter(|p| dir.node_dir(*p).join("nodes.conf").exists()).collect();
+    let initialised: Vec<u16> = spec
+        .ports()
+        .filter(|p| dir.node_dir(*p).join("nodes.conf").exists())
+        .collect();
     if initialised.is_empty() {
         return Ok(true);
     }

@@ -11,7 +11,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use cinnabar_cluster::NodeAddr;
-use redis::{Commands, ConnectionLike};
+use redis::ConnectionLike;
 
 /// Where a workload sends its commands.
 #[derive(Debug, Clone)]
@@ -76,8 +76,13 @@ impl Workload {
         let acknowledged = Arc::new(AtomicU64::new(0));
         let run = format!("{:x}", rand::random::<u32>());
         let (stop_flag, counter) = (Arc::clone(&stop), Arc::clone(&acknowledged));
-        let thread = std::thread::spawn(move || write_loop(target, run, pause, &stop_flag, &counter));
-        Self { stop, acknowledged, thread: Some(thread) }
+        let thread =
+            std::thread::spawn(move || write_loop(target, run, pause, &stop_flag, &counter));
+        Self {
+            stop,
+            acknowledged,
+            thread: Some(thread),
+        }
     }
 
     /// Acknowledged writes so far.
@@ -89,7 +94,11 @@ impl Workload {
     pub fn wait_for_acknowledged(&self, n: u64, timeout: Duration) {
         let deadline = Instant::now() + timeout;
         while self.acknowledged() < n {
-            assert!(Instant::now() < deadline, "workload reached only {} of {n} acknowledged writes", self.acknowledged());
+            assert!(
+                Instant::now() < deadline,
+                "workload reached only {} of {n} acknowledged writes",
+                self.acknowledged()
+            );
             std::thread::sleep(Duration::from_millis(10));
         }
     }
@@ -100,7 +109,11 @@ impl Workload {
     /// If the writer thread panicked.
     pub fn stop(mut self) -> WorkloadLog {
         self.stop.store(true, Ordering::Relaxed);
-        self.thread.take().expect("workload already stopped").join().expect("workload thread panicked")
+        self.thread
+            .take()
+            .expect("workload already stopped")
+            .join()
+            .expect("workload thread panicked")
     }
 }
 
@@ -110,7 +123,13 @@ impl Drop for Workload {
     }
 }
 
-fn write_loop(target: Target, run: String, pause: Duration, stop: &AtomicBool, counter: &AtomicU64) -> WorkloadLog {
+fn write_loop(
+    target: Target,
+    run: String,
+    pause: Duration,
+    stop: &AtomicBool,
+    counter: &AtomicU64,
+) -> WorkloadLog {
     let started = Instant::now();
     let mut log = WorkloadLog {
         target: target.clone(),
@@ -178,7 +197,7 @@ impl WorkloadLog {
         let mut lost = Vec::new();
         for seq in &self.acknowledged {
             let key = self.key(*seq);
-            let value: Option<u64> = conn.as_mut().get(&key)?;
+            let value: Option<u64> = redis::cmd("GET").arg(&key).query(conn.as_mut())?;
             if value != Some(*seq) {
                 lost.push(key);
             }
@@ -191,7 +210,9 @@ impl WorkloadLog {
     /// # Panics
     /// When writes were lost or the target cannot be read.
     pub fn assert_nothing_lost(&self) {
-        let lost = self.lost_writes().unwrap_or_else(|e| panic!("cannot verify the workload: {e}"));
+        let lost = self
+            .lost_writes()
+            .unwrap_or_else(|e| panic!("cannot verify the workload: {e}"));
         assert!(
             lost.is_empty(),
             "{} of {} acknowledged writes were lost (first: {:?}); {} writes failed, errors: {:?}",
