@@ -1,6 +1,9 @@
 //! The `cinnabar` binary end to end: up, status, down, supervision and bad input, against real
 //! redis-server processes on reserved loopback ports.
 
+// Test helpers outside #[test] functions panic on purpose: a panic is the failure report.
+#![allow(clippy::unwrap_used)]
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};

@@ -230,17 +230,15 @@ pub struct DownReport {
 pub fn down(dir: &Path, purge: bool) -> Result<DownReport> {
     let (dir, state) = load_state(dir)?;
     let mut report = DownReport::default();
-    if dir.is_supervised() {
-        if let Some(pid) = state.supervisor_pid {
-            report.supervisor_pid = Some(pid);
-            let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
-            let deadline = Instant::now() + SUPERVISOR_STOP_WAIT;
-            while dir.is_supervised() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            if dir.is_supervised() {
-                let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
-            }
+    if let Some(pid) = state.supervisor_pid.filter(|_| dir.is_supervised()) {
+        report.supervisor_pid = Some(pid);
+        let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
+        let deadline = Instant::now() + SUPERVISOR_STOP_WAIT;
+        while dir.is_supervised() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        if dir.is_supervised() {
+            let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
         }
     }
     // Nodes whose supervisor died (or was killed above) are still ours to stop.
