@@ -20,7 +20,7 @@ use crate::client::{NodeClient, Timeouts, resolve_ip};
 use crate::error::ClusterError;
 use crate::placement::{Layout, NewNode, plan_layout, plural};
 use crate::slots::{SLOT_COUNT, SlotRange};
-use crate::topology::{LinkState, Role, Topology, short_id};
+use crate::topology::{LinkState, Role, Topology};
 
 /// How often we re-read nodes while waiting for gossip to settle.
 const POLL_INTERVAL: Duration = Duration::from_millis(100);
@@ -344,17 +344,27 @@ async fn assign_epochs(members: &mut [Member]) -> Result<(), ClusterError> {
     Ok(())
 }
 
-/// `CLUSTER MEET` every other node from the first one.
+/// Up to this many nodes, every pair is introduced directly; above it, everyone meets the first
+/// node only and gossip does the rest (n² handshakes would cost more than they save).
+const FULL_MESH_MEET_LIMIT: usize = 24;
+
+/// `CLUSTER MEET` so everyone learns everyone: all pairs for small clusters (no waiting for
+/// gossip to spread introductions), else every node from the first one.
 async fn meet_all(members: &mut [Member], timeouts: Timeouts) -> Result<(), ClusterError> {
-    let Some((first, others)) = members.split_first_mut() else {
-        return Ok(());
+    let mut ips = Vec::with_capacity(members.len());
+    for member in members.iter() {
+        ips.push(resolve_ip(member.addr(), timeouts.connect).await?);
+    }
+    let introducers = if members.len() <= FULL_MESH_MEET_LIMIT {
+        members.len()
+    } else {
+        1
     };
-    for other in others.iter() {
-        let ip = resolve_ip(other.addr(), timeouts.connect).await?;
-        first
-            .client
-            .meet(ip, other.addr().port, other.bus_port)
-            .await?;
+    for i in 0..introducers {
+        for j in i + 1..members.len() {
+            let (port, bus) = (members[j].addr().port, members[j].bus_port);
+            members[i].client.meet(ips[j], port, bus).await?;
+        }
     }
     Ok(())
 }
@@ -623,13 +633,14 @@ fn not_ready_reason(member: &Member, report: &Readiness, members: &[Member]) -> 
                 seen.flags.names().join(",")
             ));
         }
-        let expected_master = expected.master.map(|i| members[i].id.as_str());
-        if seen.role() != expected.role || seen.master_id.as_deref() != expected_master {
+        let expected_master = expected.master.map(|i| &members[i]);
+        if seen.role() != expected.role
+            || seen.master_id.as_deref() != expected_master.map(|m| m.id.as_str())
+        {
             return Some(match expected_master {
-                Some(master) => format!(
-                    "does not yet see {label} as a replica of {}",
-                    short_id(master)
-                ),
+                Some(master) => {
+                    format!("does not yet see {label} as a replica of {}", master.addr())
+                }
                 None => format!("does not yet see {label} as a master"),
             });
         }

@@ -12,7 +12,7 @@ use cinnabar_cluster::{
 
 use crate::server::{ServerOptions, TestServer};
 
-/// Upper bound for forming a test cluster (it takes 1–3 s on two cores).
+/// Upper bound for forming a test cluster (it takes about 3 s on two cores).
 const CREATE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Short per-node timeouts for checks: test nodes are local, and a paused node should cost
@@ -46,7 +46,8 @@ impl TestCluster {
         Self::start_with(masters, replicas_per_master, ServerOptions::default()).await
     }
 
-    /// Like [`start`](Self::start), with `options` for every server (`cluster` is forced on).
+    /// Like [`start`](Self::start), with `options` for every server (`cluster` is forced on,
+    /// and `repl-diskless-sync-delay` defaults to 0 unless `options.extra` sets it).
     ///
     /// # Panics
     /// As [`start`](Self::start).
@@ -56,10 +57,21 @@ impl TestCluster {
         options: ServerOptions,
     ) -> Self {
         assert!(masters > 0, "a test cluster needs at least one master");
-        let options = ServerOptions {
+        let mut options = ServerOptions {
             cluster: true,
             ..options
         };
+        // Redis waits 5 s for more replicas before a diskless full sync; a test cluster's
+        // replicas all attach at once, so that wait only slows every test down.
+        if !options
+            .extra
+            .iter()
+            .any(|(k, _)| k == "repl-diskless-sync-delay")
+        {
+            options
+                .extra
+                .push(("repl-diskless-sync-delay".into(), "0".into()));
+        }
         let servers = start_servers(masters * (1 + replicas_per_master), &options);
         let spec = CreateSpec {
             nodes: servers.iter().map(|s| NewNode::new(node_addr(s))).collect(),
