@@ -19,8 +19,10 @@ pub enum Protocol {
 /// Appends a command: an array of bulk strings, `*N\r\n` then `$len\r\narg\r\n` per argument.
 /// Reserves the exact size first, so it grows `out` at most once.
 pub fn command(out: &mut Vec<u8>, args: &[&[u8]]) {
-    let size: usize = args.iter().map(|arg| arg.len() + 25).sum();
-    out.reserve(size + 23);
+    let size = args.iter().fold(23usize, |size, arg| {
+        size.saturating_add(arg.len()).saturating_add(25)
+    });
+    out.reserve(size);
     array_header(out, args.len());
     for arg in args {
         bulk(out, arg);

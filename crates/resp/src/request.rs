@@ -187,6 +187,10 @@ impl RequestParser {
     /// checks while the `\n` is missing), so the outcome never depends on how the bytes were
     /// split into reads. Like Redis, an inline line ends at its first NUL byte.
     ///
+    /// Redis's "too big mbulk count string" and "too big bulk count string" cannot happen
+    /// here: header digits are checked as they arrive, so a header that would grow past 64 KiB
+    /// fails far earlier as an invalid multibulk or bulk length.
+    ///
     /// # Errors
     ///
     /// A [`ProtocolError`] when the bytes cannot be a valid command or exceed the limits:
@@ -349,5 +353,63 @@ impl RequestParser {
     fn suspend(&self, req: &mut Request, resume: Resume) -> Parsed {
         req.resume = resume;
         Parsed::Incomplete
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parsing_allocates_nothing_after_warm_up() {
+        let parser = RequestParser::default();
+        let mut req = Request::new();
+        let buf = b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nv\r\nSET \"k\" v\r\n";
+        let (first, rest) = buf.split_at(27);
+        assert_eq!(
+            parser.parse(first, &mut req),
+            Ok(Parsed::Complete { consumed: 27 })
+        );
+        assert_eq!(
+            parser.parse(rest, &mut req),
+            Ok(Parsed::Complete {
+                consumed: rest.len()
+            })
+        );
+        let warm = (
+            req.spans.as_ptr(),
+            req.spans.capacity(),
+            req.scratch.as_ptr(),
+        );
+        for _ in 0..1000 {
+            assert!(matches!(
+                parser.parse(first, &mut req),
+                Ok(Parsed::Complete { .. })
+            ));
+            assert!(matches!(
+                parser.parse(rest, &mut req),
+                Ok(Parsed::Complete { .. })
+            ));
+        }
+        assert_eq!(
+            warm,
+            (
+                req.spans.as_ptr(),
+                req.spans.capacity(),
+                req.scratch.as_ptr()
+            )
+        );
+    }
+
+    #[test]
+    fn a_declared_argument_count_is_never_preallocated() {
+        let parser = RequestParser::default();
+        let mut req = Request::new();
+        assert_eq!(
+            parser.parse(b"*1048576\r\n$1\r\na\r\n", &mut req),
+            Ok(Parsed::Incomplete)
+        );
+        assert_eq!(req.len(), 1);
+        assert!(req.spans.capacity() < 16);
     }
 }

@@ -138,3 +138,27 @@ pub(crate) fn first_line(buf: &[u8], max_len: usize) -> Option<&[u8]> {
         _ => None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scanning_allocates_nothing_after_warm_up() {
+        let mut scanner = ReplyScanner::new(Limits::DEFAULT);
+        let reply = b"*2\r\n*1\r\n:1\r\n%1\r\n+k\r\n$1\r\nv\r\n";
+        assert_eq!(scanner.scan(reply), Ok(Some(reply.len())));
+        let warm = (scanner.stack.as_ptr(), scanner.stack.capacity());
+        for _ in 0..1000 {
+            assert_eq!(scanner.scan(reply), Ok(Some(reply.len())));
+        }
+        assert_eq!(warm, (scanner.stack.as_ptr(), scanner.stack.capacity()));
+    }
+
+    #[test]
+    fn a_declared_element_count_is_never_preallocated() {
+        let mut scanner = ReplyScanner::new(Limits::DEFAULT);
+        assert_eq!(scanner.scan(b"*4000000000\r\n:1\r\n"), Ok(None));
+        assert!(scanner.stack.capacity() < 16);
+    }
+}
