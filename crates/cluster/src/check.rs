@@ -1043,6 +1043,36 @@ mod tests {
     }
 
     #[test]
+    fn with_nothing_reachable_only_unreachable_nodes_are_reported() {
+        let observed: Vec<Observed> = vec![
+            (addr(7000), Err("Connection refused (os error 111)".into())),
+            (addr(7001), Err("no answer within 2000 ms".into())),
+        ];
+        let report = analyse(&observed, &CheckOptions::default());
+        assert!(!report.is_healthy());
+        assert_eq!(report.slots_covered, 0);
+        let lines: Vec<String> = report.problems.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            lines,
+            [
+                "127.0.0.1:7000 is unreachable: Connection refused (os error 111)",
+                "127.0.0.1:7001 is unreachable: no answer within 2000 ms",
+            ]
+        );
+        assert!(report.nodes.iter().all(|n| !n.reachable && n.id.is_empty()));
+        assert_eq!(
+            report.nodes[1].error.as_deref(),
+            Some("no answer within 2000 ms")
+        );
+    }
+
+    #[tokio::test]
+    async fn checking_without_seeds_is_an_error() {
+        let err = check(&[]).await.unwrap_err();
+        assert!(err.to_string().contains("at least one seed"), "{err}");
+    }
+
+    #[test]
     fn problems_serialise_with_their_kind() {
         let problem = Problem::SlotsUncovered {
             ranges: vec![SlotRange::new(0, 99)],
