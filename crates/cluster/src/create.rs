@@ -3,7 +3,8 @@
 //!
 //! Steps: plan the layout (pure, before any node is touched) → connect and refuse any node that
 //! is not empty → `ADDSLOTSRANGE` on masters → distinct `SET-CONFIG-EPOCH` per node → `MEET`
-//! everyone from the first node → wait until every node knows every other → `REPLICATE` →
+//! (every pair in small clusters, else everyone from the first node) → wait until every node
+//! knows every other → `REPLICATE` (retried while a replica has not learnt its master) →
 //! wait until every node reports `cluster_state:ok`, agrees on every node's role and slots, and
 //! every replica's link is up. It must never touch a node that holds data or belongs elsewhere.
 
