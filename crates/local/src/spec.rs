@@ -251,8 +251,15 @@ mod tests {
 
     #[test]
     fn ports_running_past_65535_with_bus_offset_are_rejected() {
-        let err = LocalSpec {
+        // 6 nodes from 55530: bus ports end exactly at 65535, which fits; one more port does not.
+        LocalSpec {
             first_port: 55_530,
+            ..spec()
+        }
+        .validate()
+        .unwrap();
+        let err = LocalSpec {
+            first_port: 55_531,
             ..spec()
         }
         .validate()

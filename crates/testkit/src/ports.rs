@@ -87,18 +87,28 @@ pub fn reserve_port_block(count: u16) -> PortBlock {
         let first = rng.random_range(PORT_RANGE.start..PORT_RANGE.end - count);
         let mut locks = Vec::with_capacity(usize::from(count));
         for port in first..first + count {
-            let Some(lock) = try_lock(&dir, port) else { continue 'attempt };
+            let Some(lock) = try_lock(&dir, port) else {
+                continue 'attempt;
+            };
             locks.push(lock);
         }
         if cinnabar_local::ports::ensure_node_ports_free(first, usize::from(count)).is_ok() {
-            return PortBlock { first, _locks: locks };
+            return PortBlock {
+                first,
+                _locks: locks,
+            };
         }
     }
     panic!("no block of {count} free loopback port pairs found in {PORT_RANGE:?}");
 }
 
 fn try_lock(dir: &std::path::Path, port: u16) -> Option<Flock<File>> {
-    let file = OpenOptions::new().create(true).truncate(false).write(true).open(dir.join(port.to_string())).ok()?;
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join(port.to_string()))
+        .ok()?;
     Flock::lock(file, FlockArg::LockExclusiveNonblock).ok()
 }
 
