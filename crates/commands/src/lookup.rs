@@ -1,101 +1,244 @@
 //! Finding a command by name: a case-insensitive open-addressing hash index over the generated
 //! table, built at compile time, and the Redis resolution rules (subcommands, arity, errors).
 //!
-//! Must never allocate or take a lock: a lookup lowercases the name into a stack buffer, hashes
-//! it and compares one or two candidates.
+//! Must never allocate or take a lock: a lookup packs the lowercased name into a few words in
+//! registers, hashes them and compares one or two candidates word by word.
 
 use crate::error::CommandError;
 use crate::generated::COMMANDS;
 use crate::server::Server;
 use crate::table::Command;
 
-/// The longest command or subcommand name the index accepts (checked at compile time).
-const MAX_NAME_LEN: usize = 32;
+/// A name packed into three little-endian words: lowercase, zero-padded, with its length in
+/// the last byte (so names up to 23 bytes fit). Equal keys mean equal names, so lookups
+/// compare words, never bytes.
+type Key = [u64; KEY_WORDS];
+const KEY_WORDS: usize = 3;
+const MAX_KEY_LEN: usize = 8 * KEY_WORDS - 1;
 
-/// Slots of the index: a power of two, at least four times the number of names.
-const INDEX_SLOTS: usize = 1024;
-const INDEX_MASK: usize = INDEX_SLOTS - 1;
+/// Slots of each index: a power of two, at least four times the number of names.
+const INDEX_BITS: u32 = 10;
+const INDEX_SLOTS: usize = 1 << INDEX_BITS;
 
-/// Slot → 1 + the row of the first table entry with that name (0 = empty).
-static INDEX: [u16; INDEX_SLOTS] = build_index(&COMMANDS);
+/// The key of every top-level row's name.
+static TOP_KEYS: [Key; COMMANDS.len()] = top_keys(&COMMANDS);
+/// Slot → 1 + the first top-level row with that name (0 = empty).
+static TOP_INDEX: [u16; INDEX_SLOTS] = top_index(&TOP_KEYS);
 
-/// FNV-1a over already-lowercased bytes, folded so the low bits mix in the high ones.
-const fn name_hash(name: &[u8]) -> usize {
-    let mut hash: u32 = 0x811c_9dc5;
+/// For each top-level row, the row owning its subcommand slice (variants of one container
+/// share the slice of its first row).
+static SUB_OWNER: [u16; COMMANDS.len()] = sub_owners(&COMMANDS);
+/// The number of subcommand rows, each shared slice counted once.
+const SUB_COUNT: usize = count_subcommands(&COMMANDS, &SUB_OWNER);
+/// Every subcommand row as (owning container row, index in its slice).
+static SUB_ROWS: [(u16, u16); SUB_COUNT] = sub_rows(&COMMANDS, &SUB_OWNER);
+/// The key of every subcommand row's own name (`get` of `config|get`).
+static SUB_KEYS: [Key; SUB_COUNT] = sub_keys(&COMMANDS, &SUB_ROWS);
+/// Slot (of name and owner) → 1 + the first position in `SUB_ROWS` with that name and owner.
+static SUB_INDEX: [u16; INDEX_SLOTS] = sub_index(&SUB_KEYS, &SUB_ROWS);
+
+/// The key of `name` (already lowercase); fails compilation when it is too long or has
+/// uppercase letters.
+const fn const_key(name: &[u8]) -> Key {
+    assert!(
+        name.len() <= MAX_KEY_LEN,
+        "command name too long for the index"
+    );
+    let mut key = [0u64; KEY_WORDS];
     let mut i = 0;
     while i < name.len() {
-        hash ^= name[i] as u32;
-        hash = hash.wrapping_mul(0x0100_0193);
+        assert!(!name[i].is_ascii_uppercase(), "command names are lowercase");
+        key[i / 8] |= (name[i] as u64) << (8 * (i % 8));
         i += 1;
     }
-    (hash ^ (hash >> 15)) as usize
+    key[KEY_WORDS - 1] |= (name.len() as u64) << 56;
+    key
 }
 
-const fn bytes_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    let mut i = 0;
-    while i < a.len() {
-        if a[i] != b[i] {
-            return false;
-        }
-        i += 1;
-    }
-    true
+/// Whether two keys are equal (`==` is not `const`).
+const fn same_key(a: &Key, b: &Key) -> bool {
+    a[0] == b[0] && a[1] == b[1] && a[2] == b[2]
 }
 
-/// Builds the index; fails compilation when a name is too long, not lowercase, or the table
-/// does not fit.
-const fn build_index(commands: &[Command]) -> [u16; INDEX_SLOTS] {
-    assert!(commands.len() * 4 <= INDEX_SLOTS, "command index too small");
+/// Mixes a key and a salt (0 for top-level names, the owner row for subcommands) into a slot.
+const fn slot_of(key: &Key, salt: u16) -> usize {
+    let mixed = key[0] ^ key[1].rotate_left(21) ^ key[2].rotate_left(42) ^ ((salt as u64) << 40);
+    (mixed.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - INDEX_BITS)) as usize
+}
+
+/// Puts `value` into the first free slot from `slot_of(key, salt)`.
+const fn insert(slots: &mut [u16; INDEX_SLOTS], key: &Key, salt: u16, value: usize) {
+    let mut slot = slot_of(key, salt);
+    while slots[slot] != 0 {
+        slot = (slot + 1) % INDEX_SLOTS;
+    }
+    slots[slot] = (value + 1) as u16;
+}
+
+const fn top_keys<const N: usize>(commands: &[Command; N]) -> [Key; N] {
+    let mut keys = [[0u64; KEY_WORDS]; N];
+    let mut row = 0;
+    while row < N {
+        keys[row] = const_key(commands[row].name.as_bytes());
+        row += 1;
+    }
+    keys
+}
+
+const fn top_index<const N: usize>(keys: &[Key; N]) -> [u16; INDEX_SLOTS] {
+    assert!(N * 4 <= INDEX_SLOTS, "command index too small");
     let mut slots = [0u16; INDEX_SLOTS];
     let mut row = 0;
-    while row < commands.len() {
-        let name = commands[row].name.as_bytes();
-        assert!(name.len() <= MAX_NAME_LEN, "command name too long");
-        let mut i = 0;
-        while i < name.len() {
-            assert!(!name[i].is_ascii_uppercase(), "command names are lowercase");
-            i += 1;
-        }
-        let first_of_name = row == 0 || !bytes_eq(commands[row - 1].name.as_bytes(), name);
-        if first_of_name {
-            let mut slot = name_hash(name) & INDEX_MASK;
-            while slots[slot] != 0 {
-                slot = (slot + 1) & INDEX_MASK;
-            }
-            slots[slot] = (row + 1) as u16;
+    while row < N {
+        if row == 0 || !same_key(&keys[row - 1], &keys[row]) {
+            insert(&mut slots, &keys[row], 0, row);
         }
         row += 1;
     }
     slots
 }
 
-/// `name` lowercased into `buf`, or `None` when it is empty or longer than any command name.
-fn lowercase<'b>(name: &[u8], buf: &'b mut [u8; MAX_NAME_LEN]) -> Option<&'b [u8]> {
-    if name.is_empty() || name.len() > MAX_NAME_LEN {
-        return None;
+const fn sub_owners<const N: usize>(commands: &[Command; N]) -> [u16; N] {
+    let mut owners = [0u16; N];
+    let mut row = 0;
+    while row < N {
+        let previous_same = row > 0
+            && same_key(
+                &const_key(commands[row - 1].name.as_bytes()),
+                &const_key(commands[row].name.as_bytes()),
+            );
+        owners[row] = if previous_same {
+            owners[row - 1]
+        } else {
+            row as u16
+        };
+        row += 1;
     }
-    let lower = &mut buf[..name.len()];
-    for (dst, src) in lower.iter_mut().zip(name) {
-        *dst = src.to_ascii_lowercase();
-    }
-    Some(lower)
+    owners
 }
 
-/// The row of the first entry named `name` (ASCII case-insensitive).
-fn first_row(name: &[u8]) -> Option<usize> {
-    let mut buf = [0u8; MAX_NAME_LEN];
-    let lower = lowercase(name, &mut buf)?;
-    let mut slot = name_hash(lower) & INDEX_MASK;
+const fn count_subcommands(commands: &[Command], owners: &[u16]) -> usize {
+    let mut count = 0;
+    let mut row = 0;
+    while row < commands.len() {
+        if owners[row] as usize == row {
+            count += commands[row].subcommands.len();
+        }
+        row += 1;
+    }
+    count
+}
+
+const fn sub_rows<const N: usize>(commands: &[Command], owners: &[u16]) -> [(u16, u16); N] {
+    let mut rows = [(0u16, 0u16); N];
+    let mut next = 0;
+    let mut row = 0;
+    while row < commands.len() {
+        if owners[row] as usize == row {
+            let mut sub = 0;
+            while sub < commands[row].subcommands.len() {
+                rows[next] = (row as u16, sub as u16);
+                next += 1;
+                sub += 1;
+            }
+        }
+        row += 1;
+    }
+    rows
+}
+
+/// The key of each subcommand's own name: `config|get` → `get`.
+const fn sub_keys<const N: usize>(commands: &[Command], rows: &[(u16, u16); N]) -> [Key; N] {
+    let mut keys = [[0u64; KEY_WORDS]; N];
+    let mut i = 0;
+    while i < N {
+        let (row, sub) = rows[i];
+        let container = commands[row as usize].name.as_bytes();
+        let full = commands[row as usize].subcommands[sub as usize]
+            .name
+            .as_bytes();
+        let (_, own) = full.split_at(container.len() + 1);
+        keys[i] = const_key(own);
+        i += 1;
+    }
+    keys
+}
+
+const fn sub_index<const N: usize>(keys: &[Key; N], rows: &[(u16, u16); N]) -> [u16; INDEX_SLOTS] {
+    assert!(N * 4 <= INDEX_SLOTS, "subcommand index too small");
+    let mut slots = [0u16; INDEX_SLOTS];
+    let mut i = 0;
+    while i < N {
+        let first_of_run =
+            i == 0 || rows[i - 1].0 != rows[i].0 || !same_key(&keys[i - 1], &keys[i]);
+        if first_of_run {
+            insert(&mut slots, &keys[i], rows[i].0, i);
+        }
+        i += 1;
+    }
+    slots
+}
+
+/// ASCII-lowercases the eight bytes of `word` at once (non-ASCII bytes are left alone).
+const fn lowercase_word(word: u64) -> u64 {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    // Clearing the high bits keeps the additions below from carrying between bytes.
+    let low7 = word & (0x7F * ONES);
+    let at_least_a = low7 + (0x80 - b'A' as u64) * ONES;
+    let above_z = low7 + (0x80 - b'Z' as u64 - 1) * ONES;
+    let upper = at_least_a & !above_z & !word & (0x80 * ONES);
+    word | (upper >> 2)
+}
+
+/// The key of `name` from a client: gathered into three words, lowercased eight bytes at a
+/// time; `None` when empty or too long to name anything.
+#[inline]
+fn key_of(name: &[u8]) -> Option<Key> {
+    if name.is_empty() || name.len() > MAX_KEY_LEN {
+        return None;
+    }
+    let mut key = [0u64; KEY_WORDS];
+    for (i, &byte) in name.iter().enumerate() {
+        key[i / 8] |= u64::from(byte) << (8 * (i % 8));
+    }
+    for word in &mut key {
+        *word = lowercase_word(*word);
+    }
+    key[KEY_WORDS - 1] |= (name.len() as u64) << 56;
+    Some(key)
+}
+
+/// The row of the first top-level entry whose key is `key`.
+#[inline]
+fn first_row(key: &Key) -> Option<usize> {
+    let mut slot = slot_of(key, 0);
     loop {
-        let row = usize::from(INDEX[slot]).checked_sub(1)?;
-        if COMMANDS[row].name.as_bytes() == lower {
+        let row = usize::from(TOP_INDEX[slot]).checked_sub(1)?;
+        if TOP_KEYS[row] == *key {
             return Some(row);
         }
-        slot = (slot + 1) & INDEX_MASK;
+        slot = (slot + 1) % INDEX_SLOTS;
     }
+}
+
+/// The position in `SUB_ROWS` of the first subcommand of container `owner` whose key is `key`.
+fn first_sub(owner: u16, key: &Key) -> Option<usize> {
+    let mut slot = slot_of(key, owner);
+    loop {
+        let position = usize::from(SUB_INDEX[slot]).checked_sub(1)?;
+        if SUB_KEYS[position] == *key && SUB_ROWS[position].0 == owner {
+            return Some(position);
+        }
+        slot = (slot + 1) % INDEX_SLOTS;
+    }
+}
+
+/// The table row of `command` when it is a top-level entry (found by address: every
+/// `Command` lives in the generated statics).
+fn row_of(command: &Command) -> Option<usize> {
+    let offset = (command as *const Command as usize).checked_sub(COMMANDS.as_ptr() as usize)?;
+    let row = offset / size_of::<Command>();
+    (row < COMMANDS.len() && std::ptr::eq(&COMMANDS[row], command)).then_some(row)
 }
 
 /// The command named `name` (ASCII case-insensitive), zero-allocation.
@@ -104,16 +247,16 @@ fn first_row(name: &[u8]) -> Option<usize> {
 /// entry; commands only Valkey has return their Valkey entry. Use [`lookup_for`] to get the
 /// entry of a known backend.
 pub fn lookup(name: &[u8]) -> Option<&'static Command> {
-    first_row(name).map(|row| &COMMANDS[row])
+    first_row(&key_of(name)?).map(|row| &COMMANDS[row])
 }
 
 /// The command named `name` as `server` has it; `None` when that server lacks it.
 pub fn lookup_for(server: Server, name: &[u8]) -> Option<&'static Command> {
-    let first = first_row(name)?;
-    let name = COMMANDS[first].name;
-    COMMANDS[first..]
-        .iter()
-        .take_while(|command| command.name == name)
+    let key = key_of(name)?;
+    let first = first_row(&key)?;
+    (first..COMMANDS.len())
+        .take_while(|&row| TOP_KEYS[row] == key)
+        .map(|row| &COMMANDS[row])
         .find(|command| command.is_available_on(server))
 }
 
@@ -122,23 +265,19 @@ pub fn commands() -> &'static [Command] {
     &COMMANDS
 }
 
-/// The subcommand `name` among `subcommands` (sorted by name), optionally for one server.
+/// The subcommand `name` of `container`, optionally for one server.
 pub(crate) fn find_subcommand(
-    subcommands: &'static [Command],
+    container: &Command,
     name: &[u8],
     server: Option<Server>,
 ) -> Option<&'static Command> {
-    let mut buf = [0u8; MAX_NAME_LEN];
-    let lower = lowercase(name, &mut buf)?;
-    let short = |command: &Command| -> &'static [u8] {
-        command
-            .subcommand_name()
-            .map_or(b"".as_slice(), str::as_bytes)
-    };
-    let start = subcommands.partition_point(|command| short(command) < lower);
-    subcommands[start..]
-        .iter()
-        .take_while(|command| short(command) == lower)
+    let owner = SUB_OWNER[row_of(container)?];
+    let key = key_of(name)?;
+    let first = first_sub(owner, &key)?;
+    let candidates = &COMMANDS[usize::from(owner)].subcommands;
+    (first..SUB_COUNT)
+        .take_while(|&position| SUB_KEYS[position] == key && SUB_ROWS[position].0 == owner)
+        .map(|position| &candidates[usize::from(SUB_ROWS[position].1)])
         .find(|command| server.is_none_or(|server| command.is_available_on(server)))
 }
 
@@ -171,7 +310,7 @@ fn resolve_in(server: Option<Server>, args: &[&[u8]]) -> Result<&'static Command
     .ok_or_else(|| CommandError::unknown_command(args))?;
     // Redis: a container called without a subcommand is checked as itself (arity -2 fails).
     let command = match args.get(1) {
-        Some(sub) if command.is_container() => find_subcommand(command.subcommands, sub, server)
+        Some(sub) if command.is_container() => find_subcommand(command, sub, server)
             .ok_or_else(|| CommandError::unknown_subcommand(name, sub))?,
         _ => command,
     };
@@ -197,6 +336,29 @@ mod tests {
         assert_eq!(lower.arity(), 2);
         assert!(lower.is_readonly() && !lower.is_write());
         assert!(lookup(b"SET").expect("SET").is_write());
+    }
+
+    #[test]
+    fn word_lowercasing_matches_bytewise_lowercasing() {
+        let samples: [&[u8; 8]; 4] = [
+            b"GeTzZaA@",
+            b"[`{_-|09",
+            b"\xff\xc1ABC\x80Z\x00",
+            b"ZZZZZZZZ",
+        ];
+        for bytes in samples
+            .into_iter()
+            .chain([&[0xDB; 8], &[0x5A; 8], &[0xC1; 8]])
+        {
+            let word = u64::from_le_bytes(*bytes);
+            let expected = u64::from_le_bytes(bytes.map(|b| b.to_ascii_lowercase()));
+            assert_eq!(lowercase_word(word), expected, "{bytes:?}");
+        }
+        for b in 0..=255u8 {
+            let word = u64::from_le_bytes([b; 8]);
+            let expected = u64::from_le_bytes([b.to_ascii_lowercase(); 8]);
+            assert_eq!(lowercase_word(word), expected, "{b:#x}");
+        }
     }
 
     #[test]

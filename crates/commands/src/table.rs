@@ -185,12 +185,12 @@ impl Command {
     /// The subcommand `name` (ASCII case-insensitive) of this container: the entry listed first
     /// when servers differ (Redis 7.0's).
     pub fn subcommand(&self, name: &[u8]) -> Option<&'static Command> {
-        lookup::find_subcommand(self.subcommands, name, None)
+        lookup::find_subcommand(self, name, None)
     }
 
     /// The subcommand `name` as `server` has it; `None` when that server lacks it.
     pub fn subcommand_for(&self, server: Server, name: &[u8]) -> Option<&'static Command> {
-        lookup::find_subcommand(self.subcommands, name, Some(server))
+        lookup::find_subcommand(self, name, Some(server))
     }
 
     /// The argument indices of the keys in `args` (the whole request, `args[0]` being the
