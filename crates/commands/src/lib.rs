@@ -2,10 +2,16 @@
 //! arity, flags, ACL categories, tips (fan-out policies), key specifications, docs and the
 //! servers that have it, plus key extraction and Redis Cluster key hashing.
 //!
-//! The table is generated from the servers' own `COMMAND INFO` / `COMMAND DOCS` (see
-//! `examples/generate_table.rs`) into `static` data; a drift test compares it with live servers.
-//! This crate must never parse, allocate or lock on the hot path: [`lookup`], [`resolve`],
-//! [`Command::keys`] and [`key_slot`] work on borrowed bytes and stack buffers only.
+//! The table is generated from the servers' own `COMMAND INFO` / `COMMAND DOCS` into `static`
+//! data (`src/generated/`): with `redis-server` 7.0 and `valkey-server` 8.0 on `PATH`, run
+//! `cargo run -p cinnabar-commands --example generate_table`. Entries the two servers describe
+//! identically appear once; entries they describe differently appear once per server
+//! ([`lookup_for`], [`resolve_for`]). `tests/drift.rs` compares the table with live servers,
+//! with `COMMAND GETKEYS` as the oracle for key positions and `CLUSTER KEYSLOT` for slots.
+//!
+//! This crate must never parse, allocate or lock on the hot path: [`lookup`] (~8 ns),
+//! [`resolve`], [`Command::keys`] and [`key_slot`] work on borrowed bytes, registers and stack
+//! buffers only.
 //!
 //! ```
 //! use cinnabar_commands::{key_slot, resolve};

@@ -322,6 +322,81 @@ fn resolve_in(server: Option<Server>, args: &[&[u8]]) -> Result<&'static Command
 mod tests {
     use super::*;
     use crate::flags::Servers;
+    use proptest::prelude::*;
+
+    /// The obvious lookup: a linear scan comparing ASCII case-insensitively.
+    fn reference_lookup(name: &[u8]) -> Option<&'static Command> {
+        COMMANDS
+            .iter()
+            .find(|command| command.name.as_bytes().eq_ignore_ascii_case(name))
+    }
+
+    /// Command names with random case changes and random edits.
+    fn name_like() -> impl Strategy<Value = Vec<u8>> {
+        let known = prop::sample::select(COMMANDS.iter().map(|c| c.name).collect::<Vec<_>>());
+        prop_oneof![
+            (known.clone(), any::<u64>()).prop_map(|(name, flips)| {
+                name.bytes()
+                    .enumerate()
+                    .map(|(i, b)| {
+                        if flips >> (i % 64) & 1 == 1 {
+                            b.to_ascii_uppercase()
+                        } else {
+                            b
+                        }
+                    })
+                    .collect()
+            }),
+            (known, any::<u8>(), any::<prop::sample::Index>()).prop_map(|(name, byte, at)| {
+                let mut name = name.as_bytes().to_vec();
+                let at = at.index(name.len());
+                name[at] = byte;
+                name
+            }),
+            prop::collection::vec(any::<u8>(), 0..30),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn lookup_agrees_with_a_linear_case_insensitive_scan(name in name_like()) {
+            let found = lookup(&name).map(Command::name);
+            prop_assert_eq!(found, reference_lookup(&name).map(Command::name));
+        }
+
+        #[test]
+        fn subcommand_lookup_agrees_with_a_linear_scan(
+            container in any::<prop::sample::Index>(),
+            name in name_like(),
+            sub in any::<prop::sample::Index>(),
+            upper in any::<bool>(),
+        ) {
+            let containers: Vec<&Command> = COMMANDS.iter().filter(|c| c.is_container()).collect();
+            let container = *container.get(&containers);
+            // Half the time a real subcommand name of this container, else anything.
+            let real = sub.get(container.subcommands).subcommand_name().unwrap_or_default();
+            let mut wanted = if upper { real.as_bytes().to_ascii_uppercase() } else { name };
+            if wanted.is_empty() {
+                wanted.push(b'x');
+            }
+            let expected = container.subcommands.iter().find(|c| {
+                c.subcommand_name().is_some_and(|n| n.as_bytes().eq_ignore_ascii_case(&wanted))
+            });
+            prop_assert_eq!(container.subcommand(&wanted).map(Command::name), expected.map(Command::name));
+        }
+
+        #[test]
+        fn resolve_never_panics_and_errors_stay_on_one_line(
+            args in prop::collection::vec(name_like(), 0..5),
+        ) {
+            let args: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
+            if let Err(e) = resolve(&args) {
+                let line = e.to_bytes();
+                prop_assert!(!line.contains(&b'\r') && !line.contains(&b'\n'));
+                prop_assert!(line.starts_with(b"ERR "));
+            }
+        }
+    }
 
     fn message(result: Result<&'static Command, CommandError>) -> String {
         result.expect_err("an error").to_string()
