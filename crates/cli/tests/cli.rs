@@ -472,3 +472,57 @@ fn status_and_down_on_an_empty_directory_explain_themselves() {
     assert!(down.status.success(), "down is idempotent");
     assert!(stderr(&down).contains("nothing to stop"));
 }
+
+#[test]
+fn a_node_that_never_joins_is_named_with_its_log_tail_and_nothing_is_left_behind() {
+    let c = Cinnabar::new(2, 0);
+    let stray = c.port() + 1;
+    // A loopback port we hold with no listener: the stray node announces it as its cluster bus,
+    // so every MEET towards it is refused and it never joins.
+    let dead_bus = cinnabar_testkit::reserve_port();
+    let real = cinnabar_testkit::server_binary().path.display().to_string();
+    let wrapper = c.tmp.path().join("redis-server");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\n[ \"$1\" = --version ] && exec {real} --version\n\
+             if grep -qx 'port {stray}' \"$1\"; then exec {real} \"$1\" --cluster-announce-bus-port {}; fi\n\
+             exec {real} \"$1\"\n",
+            dead_bus.port()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        &wrapper,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let out = c.run(&[
+        "up",
+        "--masters",
+        "2",
+        "--replicas",
+        "0",
+        "--port",
+        &c.port().to_string(),
+        "--timeout",
+        "3",
+        "--redis-server",
+        wrapper.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!("127.0.0.1:{stray} has not joined")),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("nodes/{stray}/redis.log ---")),
+        "its log tail is shown: {err}"
+    );
+    assert!(
+        !c.dir().exists(),
+        "failed up left {} behind",
+        c.dir().display()
+    );
+}

@@ -78,6 +78,14 @@ pub enum LocalError {
     /// Forming or checking the cluster failed.
     #[error(transparent)]
     Cluster(#[from] cinnabar_cluster::ClusterError),
+    /// The cluster did not form in time; the logs of the nodes that were still pending follow.
+    #[error("{source}{logs}")]
+    FormationStalled {
+        /// What the cluster library saw.
+        source: cinnabar_cluster::ClusterError,
+        /// `\n--- last lines of <log> ---\n…` for each pending node.
+        logs: String,
+    },
     /// A file-system or process operation failed.
     #[error("{context}: {source}")]
     Io {

@@ -15,7 +15,7 @@ use crate::binary::ServerBinary;
 use crate::config::NodeConfig;
 use crate::error::{LocalError, Result};
 use crate::ports;
-use crate::process::NodeProcess;
+use crate::process::{NodeProcess, log_tail};
 use crate::spec::{LocalSpec, SpecOverrides, machine_memory};
 use crate::state::{NodeState, Phase, State, StateDir, SupervisorLock};
 
@@ -231,7 +231,8 @@ impl Supervisor {
                 timeout: options.form_timeout,
             };
             cinnabar_cluster::create_cluster(&create, &mut |p| on_event(UpEvent::Cluster(p)))
-                .await?;
+                .await
+                .map_err(|e| self.with_pending_logs(e))?;
         } else {
             on_event(UpEvent::Resuming);
             self.wait_healthy(options.form_timeout).await?;
@@ -240,6 +241,42 @@ impl Supervisor {
         self.dir.save(&mut self.state)?;
         on_event(UpEvent::Ready(&self.state.endpoint));
         Ok(())
+    }
+
+    /// Attaches the log tails of the nodes a creation timeout names as not joined (or of every
+    /// node it names), so the person sees why a node stayed out, not just which.
+    fn with_pending_logs(&self, error: cinnabar_cluster::ClusterError) -> LocalError {
+        let cinnabar_cluster::ClusterError::Timeout { pending, .. } = &error else {
+            return error.into();
+        };
+        let named = |suffix: &str| -> Vec<&Child> {
+            self.children
+                .iter()
+                .filter(|c| {
+                    let needle = format!("{}{suffix}", c.process.addr());
+                    pending.iter().any(|p| p.contains(&needle))
+                })
+                .collect()
+        };
+        let mut culprits = named(" has not joined");
+        if culprits.is_empty() {
+            culprits = named("");
+        }
+        let logs: String = culprits
+            .iter()
+            .map(|c| {
+                let log = c.process.config().log_path();
+                format!(
+                    "\n--- last lines of {} ---\n{}",
+                    log.display(),
+                    log_tail(&log, 10)
+                )
+            })
+            .collect();
+        LocalError::FormationStalled {
+            source: error,
+            logs,
+        }
     }
 
     /// Polls `check` until the cluster is healthy.
