@@ -52,15 +52,7 @@ impl FromStr for NodeAddr {
     /// colon, as Redis does).
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let bad = |reason: &str| ClusterError::parse("node address", s, reason);
-        let (host, port) = if let Some(rest) = s.strip_prefix('[') {
-            let (host, port) = rest
-                .split_once("]:")
-                .ok_or_else(|| bad("expected [ipv6]:port"))?;
-            (host, port)
-        } else {
-            s.rsplit_once(':')
-                .ok_or_else(|| bad("expected host:port"))?
-        };
+        let (host, port) = split_host_port(s).map_err(bad)?;
         if host.is_empty() {
             return Err(bad("the host is empty"));
         }
@@ -71,6 +63,22 @@ impl FromStr for NodeAddr {
             return Err(bad("port 0 is not a listening port"));
         }
         Ok(Self::new(host, port))
+    }
+}
+
+/// Splits `host:port`, `[v6]:port` or Redis's unbracketed `v6:port` (on the last colon, as
+/// Redis does) into the host (without brackets) and the port text.
+///
+/// Only splits: the host may be empty and the port is not parsed, because callers differ on
+/// what they accept (`CLUSTER NODES` prints `:0` for a node without an address).
+///
+/// # Errors
+/// What is missing, as a phrase: `expected [ipv6]:port` or `expected host:port`.
+pub(crate) fn split_host_port(s: &str) -> Result<(&str, &str), &'static str> {
+    if let Some(rest) = s.strip_prefix('[') {
+        rest.split_once("]:").ok_or("expected [ipv6]:port")
+    } else {
+        s.rsplit_once(':').ok_or("expected host:port")
     }
 }
 
@@ -108,6 +116,16 @@ mod tests {
     fn redis_style_ipv6_splits_on_the_last_colon() {
         let addr: NodeAddr = "fe80::1:6379".parse().unwrap();
         assert_eq!(addr, NodeAddr::new("fe80::1", 6379));
+    }
+
+    #[test]
+    fn host_and_port_split_without_judging_them() {
+        assert_eq!(split_host_port("h:7000"), Ok(("h", "7000")));
+        assert_eq!(split_host_port("[::1]:7000"), Ok(("::1", "7000")));
+        assert_eq!(split_host_port("fe80::1:7000"), Ok(("fe80::1", "7000")));
+        assert_eq!(split_host_port(":0"), Ok(("", "0")));
+        assert_eq!(split_host_port("h"), Err("expected host:port"));
+        assert_eq!(split_host_port("[::1]7000"), Err("expected [ipv6]:port"));
     }
 
     #[test]

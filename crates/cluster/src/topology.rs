@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::addr::NodeAddr;
+use crate::addr::{NodeAddr, split_host_port};
 use crate::error::ClusterError;
 use crate::slots::SlotRange;
 
@@ -359,9 +359,8 @@ fn parse_address(field: &str) -> Result<ParsedAddress, String> {
         Some((hp, bus)) => (hp, Some(bus)),
         None => (endpoint, None),
     };
-    let (host, port) = host_port
-        .rsplit_once(':')
-        .ok_or_else(|| format!("address {field:?} has no port"))?;
+    let (host, port) =
+        split_host_port(host_port).map_err(|_| format!("address {field:?} has no port"))?;
     let port = port
         .parse::<u16>()
         .map_err(|_| format!("port in {field:?} is not a number"))?;
