@@ -9,7 +9,7 @@ use redis::Value;
 use serde::{Deserialize, Serialize};
 
 use crate::error::ClusterError;
-use crate::slots::SlotRange;
+use crate::slots::{SLOT_COUNT, SlotRange};
 use crate::topology::Role;
 
 const WHAT: &str = "CLUSTER SHARDS";
@@ -111,7 +111,7 @@ fn parse_slots(value: &Value) -> Result<Vec<SlotRange>, ClusterError> {
             let slot = |v: &Value| {
                 as_int(v)
                     .and_then(|n| u16::try_from(n).ok())
-                    .filter(|&n| n < 16384)
+                    .filter(|&n| usize::from(n) < SLOT_COUNT)
                     .ok_or_else(|| bad(v, "a slot must be 0 to 16383"))
             };
             let range = SlotRange::new(slot(&pair[0])?, slot(&pair[1])?);
