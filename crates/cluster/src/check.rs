@@ -1,7 +1,8 @@
 //! `check`: reads every node reachable from some seeds and reports what is wrong, in sentences.
 //!
 //! Read-only: it must never change a node. Every node is queried with bounded timeouts and at
-//! the same time, so one dead or paused node costs one timeout and becomes a report entry.
+//! the same time (up to 64 at once), so one dead or paused node costs one timeout and becomes a
+//! report entry. Discovery queries at most 2000 nodes, however many a corrupt view lists.
 //!
 //! Whose word counts: a reachable node is the authority on itself (role, master, slots, open
 //! slots); a node we cannot reach is described by the first reachable node that knows it.
@@ -9,6 +10,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
+use std::future::Future;
 
 use serde::Serialize;
 use tokio::task::JoinSet;
@@ -21,8 +23,12 @@ use crate::placement::plural;
 use crate::slots::{SLOT_COUNT, SlotRange, SlotSet, format_ranges};
 use crate::topology::{ClusterNode, Role, SlotMigration, SlotSignature, Topology, short_id};
 
-/// Discovery stops after this many nodes, so a corrupt view cannot make us scan forever.
+/// Discovery queries at most this many nodes in all, so a corrupt view cannot make us scan
+/// forever or open thousands of connections at once.
 const MAX_NODES: usize = 2000;
+
+/// At most this many nodes are queried at the same time.
+const MAX_CONCURRENT_QUERIES: usize = 64;
 
 /// How `check` reads the cluster.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -364,8 +370,9 @@ pub async fn check(seeds: &[NodeAddr]) -> Result<CheckReport, ClusterError> {
 }
 
 /// Checks the cluster reachable from `seeds`: discovers every node through `CLUSTER NODES`,
-/// queries all of them at once (`CLUSTER NODES`, `CLUSTER INFO`, `INFO replication`,
-/// `INFO memory`) and lists the problems found.
+/// queries them concurrently, up to 64 at once (`CLUSTER NODES`, `CLUSTER INFO`,
+/// `INFO replication`, `INFO memory`) and lists the problems found. At most 2000 nodes are
+/// queried; addresses found beyond that are left out of the report.
 ///
 /// # Errors
 /// [`ClusterError::InvalidTopology`] when `seeds` is empty.
@@ -395,27 +402,73 @@ type Observed = (NodeAddr, Result<Observation, String>);
 
 /// Queries the seeds, then every node they know, until no new node appears.
 async fn observe(seeds: &[NodeAddr], timeouts: Timeouts) -> Vec<Observed> {
+    let limits = DiscoveryLimits {
+        max_nodes: MAX_NODES,
+        concurrency: MAX_CONCURRENT_QUERIES,
+    };
+    discover(seeds, limits, move |addr| async move {
+        let result = query_node(&addr, timeouts).await.map_err(|e| match e {
+            ClusterError::Unreachable { source, .. } => source.to_string(),
+            other => other.to_string(),
+        });
+        (addr, result)
+    })
+    .await
+}
+
+/// Bounds on one discovery.
+#[derive(Debug, Clone, Copy)]
+struct DiscoveryLimits {
+    /// Nodes queried in total, seeds included.
+    max_nodes: usize,
+    /// Queries in flight at once.
+    concurrency: usize,
+}
+
+/// Breadth-first discovery from `seeds` through `query`, in rounds: each round queries the
+/// addresses the previous one revealed. No more than `limits.max_nodes` addresses are ever
+/// queried (a round's frontier is cut to what is left of that budget, lowest addresses first)
+/// and no more than `limits.concurrency` queries run at once.
+async fn discover<F, Fut>(seeds: &[NodeAddr], limits: DiscoveryLimits, query: F) -> Vec<Observed>
+where
+    F: Fn(NodeAddr) -> Fut,
+    Fut: Future<Output = Observed> + Send + 'static,
+{
+    let concurrency = limits.concurrency.max(1);
     let mut queued: BTreeSet<NodeAddr> = seeds.iter().cloned().collect();
     let mut frontier: Vec<NodeAddr> = queued.iter().cloned().collect();
     let mut known_ids: BTreeSet<String> = BTreeSet::new();
     let mut out: Vec<Observed> = Vec::new();
-    while !frontier.is_empty() && out.len() < MAX_NODES {
-        let mut set = JoinSet::new();
-        for addr in frontier.drain(..) {
-            set.spawn(async move {
-                let result = query_node(&addr, timeouts).await.map_err(|e| match e {
-                    ClusterError::Unreachable { source, .. } => source.to_string(),
-                    other => other.to_string(),
-                });
-                (addr, result)
-            });
+    let mut queried = 0;
+    while !frontier.is_empty() && queried < limits.max_nodes {
+        let budget = limits.max_nodes - queried;
+        if frontier.len() > budget {
+            tracing::warn!(
+                found = frontier.len(),
+                budget,
+                max_nodes = limits.max_nodes,
+                "discovery found more nodes than it may query; ignoring the rest"
+            );
+            frontier.sort_unstable();
+            frontier.truncate(budget);
         }
+        queried += frontier.len();
+        let mut addrs = frontier.drain(..);
+        let mut set = JoinSet::new();
         let mut round = Vec::new();
-        while let Some(joined) = set.join_next().await {
+        loop {
+            while set.len() < concurrency {
+                let Some(addr) = addrs.next() else { break };
+                set.spawn(query(addr));
+            }
+            let Some(joined) = set.join_next().await else {
+                break;
+            };
             if let Ok(observed) = joined {
                 round.push(observed);
             }
         }
+        drop(addrs);
         for (_, result) in &round {
             if let Ok(obs) = result
                 && let Some(me) = obs.view.myself()
@@ -1064,6 +1117,104 @@ mod tests {
             report.nodes[1].error.as_deref(),
             Some("no answer within 2000 ms")
         );
+    }
+
+    /// A `CLUSTER NODES` text of masters on `ports`, as the node on `me` prints it.
+    fn listing(me: u16, ports: impl IntoIterator<Item = u16>) -> String {
+        ports
+            .into_iter()
+            .map(|port| {
+                let flags = if port == me {
+                    "myself,master"
+                } else {
+                    "master"
+                };
+                format!(
+                    "{port:040x} 127.0.0.1:{port}@{} {flags} - 0 0 1 connected",
+                    u32::from(port) + 10000
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// Runs discovery against fake nodes: those in `views` answer with that listing, every other
+    /// address is unreachable. Returns what was observed, every address queried and the most
+    /// queries seen in flight at once.
+    async fn discover_fakes(
+        seed: u16,
+        views: Vec<(u16, String)>,
+        limits: DiscoveryLimits,
+    ) -> (Vec<Observed>, Vec<NodeAddr>, usize) {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::sync::{Arc, Mutex};
+
+        let views: Arc<BTreeMap<NodeAddr, Observation>> = Arc::new(
+            views
+                .into_iter()
+                .map(|(port, text)| (addr(port), observation(&text, "ok", None)))
+                .collect(),
+        );
+        let queried = Arc::new(Mutex::new(Vec::new()));
+        let (in_flight, peak) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let observed = discover(&[addr(seed)], limits, |a| {
+            let (views, queried) = (Arc::clone(&views), Arc::clone(&queried));
+            let (in_flight, peak) = (Arc::clone(&in_flight), Arc::clone(&peak));
+            async move {
+                let now = in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+                peak.fetch_max(now, Ordering::SeqCst);
+                queried.lock().unwrap().push(a.clone());
+                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+                in_flight.fetch_sub(1, Ordering::SeqCst);
+                let result = views.get(&a).cloned().ok_or_else(|| "refused".to_owned());
+                (a, result)
+            }
+        })
+        .await;
+        let queried = queried.lock().unwrap().clone();
+        (observed, queried, peak.load(Ordering::SeqCst))
+    }
+
+    #[tokio::test]
+    async fn one_corrupt_view_cannot_start_more_queries_than_the_bounds_allow() {
+        // The seed claims 5000 members: only MAX_NODES are queried, 64 at a time.
+        let view = listing(10_000, 10_000..=15_000);
+        let limits = DiscoveryLimits {
+            max_nodes: MAX_NODES,
+            concurrency: MAX_CONCURRENT_QUERIES,
+        };
+        let (observed, queried, peak) = discover_fakes(10_000, vec![(10_000, view)], limits).await;
+        assert_eq!(queried.len(), MAX_NODES);
+        assert_eq!(observed.len(), MAX_NODES);
+        assert_eq!(
+            queried.iter().collect::<BTreeSet<_>>().len(),
+            MAX_NODES,
+            "no address is queried twice"
+        );
+        assert!(peak <= MAX_CONCURRENT_QUERIES, "{peak} queries at once");
+        assert!(peak > 1, "queries run concurrently");
+    }
+
+    #[tokio::test]
+    async fn the_node_budget_spans_rounds_and_keeps_the_lowest_addresses() {
+        // Round 1: the seed. Round 2: the 10 nodes it lists. Round 3: 100 more that 10001
+        // lists, cut to the 39 lowest so that 50 nodes are queried in all.
+        let views = vec![
+            (10_000, listing(10_000, 10_000..=10_010)),
+            (10_001, listing(10_001, 10_011..=10_110)),
+        ];
+        let limits = DiscoveryLimits {
+            max_nodes: 50,
+            concurrency: 4,
+        };
+        let (observed, queried, peak) = discover_fakes(10_000, views, limits).await;
+        assert_eq!(queried.len(), 50);
+        let expected: Vec<NodeAddr> = (10_000..10_050).map(addr).collect();
+        assert_eq!(
+            observed.iter().map(|(a, _)| a.clone()).collect::<Vec<_>>(),
+            expected
+        );
+        assert!(peak <= 4, "{peak} queries at once");
     }
 
     #[tokio::test]
