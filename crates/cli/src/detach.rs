@@ -31,11 +31,10 @@ pub(crate) fn up_detached(args: &UpArgs) -> Result<()> {
         .with_context(|| format!("opening {}", log_path.display()))?;
     let mut offset = log.metadata().map(|m| m.len()).unwrap_or(0);
     let exe = std::env::current_exe().context("finding the cinnabar binary")?;
-    let forwarded = std::env::args_os()
-        .skip(1)
-        .filter(|a| a != "--detach")
-        .map(|a| if a == "up" { "__supervise".into() } else { a });
+    // The supervisor resolves --dir against the same working directory as we do.
+    let forwarded = args.to_args();
     let mut child = Command::new(exe)
+        .arg("__supervise")
         .args(forwarded)
         .stdin(Stdio::null())
         .stdout(log.try_clone().context("duplicating the log handle")?)

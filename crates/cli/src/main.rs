@@ -95,6 +95,33 @@ struct UpArgs {
 }
 
 impl UpArgs {
+    /// The same flags as command-line arguments (without `--detach`), for the background
+    /// supervisor. Rebuilt from the parsed values, so no user value is ever mistaken for a flag.
+    fn to_args(&self) -> Vec<std::ffi::OsString> {
+        let mut args: Vec<std::ffi::OsString> = vec!["--dir".into(), self.dir.clone().into()];
+        let mut flag = |name: &str, value: Option<String>| {
+            if let Some(value) = value {
+                args.push(name.into());
+                args.push(value.into());
+            }
+        };
+        flag("--masters", self.masters.map(|v| v.to_string()));
+        flag("--replicas", self.replicas.map(|v| v.to_string()));
+        flag("--port", self.port.map(|v| v.to_string()));
+        flag("--maxmemory", self.maxmemory.clone());
+        flag("--maxmemory-policy", self.maxmemory_policy.clone());
+        flag(
+            "--node-timeout-ms",
+            self.node_timeout_ms.map(|v| v.to_string()),
+        );
+        flag("--timeout", Some(self.timeout.to_string()));
+        if let Some(path) = &self.redis_server {
+            args.push("--redis-server".into());
+            args.push(path.clone().into());
+        }
+        args
+    }
+
     fn options(&self) -> UpOptions {
         UpOptions {
             spec: SpecOverrides {

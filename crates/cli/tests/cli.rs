@@ -526,3 +526,59 @@ fn a_node_that_never_joins_is_named_with_its_log_tail_and_nothing_is_left_behind
         c.dir().display()
     );
 }
+
+#[test]
+fn detach_passes_a_dir_named_like_a_subcommand_through_unchanged() {
+    let c = Cinnabar::new(1, 0);
+    let in_tmp = |args: &[&str]| {
+        cinnabar()
+            .current_dir(c.tmp.path())
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let port = c.port().to_string();
+    let up = in_tmp(&[
+        "up",
+        "--detach",
+        "--dir",
+        "up",
+        "--masters",
+        "1",
+        "--replicas",
+        "0",
+        "--port",
+        &port,
+    ]);
+    let state_written = c.tmp.path().join("up").join("cinnabar.json").exists();
+    let down = in_tmp(&["down", "--purge", "--dir", "up"]);
+    assert!(up.status.success(), "{}", stderr(&up));
+    assert!(state_written, "the supervisor used another directory");
+    assert!(down.status.success(), "{}", stderr(&down));
+}
+
+#[test]
+fn down_never_signals_a_stranger_whose_pid_is_in_a_stale_state_file() {
+    let c = Cinnabar::new(1, 0);
+    c.up_detached(1, 0);
+    assert!(c.run(&["down"]).status.success());
+    // A process that merely reused the recorded pids, sitting in the node's own data directory
+    // (a shell or `tail -f` would): it must survive `down`.
+    let node_dir = c.dir().join("nodes").join(c.port().to_string());
+    let mut stranger = Command::new("sleep")
+        .arg("60")
+        .current_dir(&node_dir)
+        .spawn()
+        .unwrap();
+    let state_path = c.dir().join("cinnabar.json");
+    let mut state: Value =
+        serde_json::from_str(&std::fs::read_to_string(&state_path).unwrap()).unwrap();
+    state["supervisor_pid"] = stranger.id().into();
+    state["nodes"][0]["pid"] = stranger.id().into();
+    std::fs::write(&state_path, state.to_string()).unwrap();
+    let down = c.run(&["down"]);
+    let survived = stranger.try_wait().unwrap().is_none();
+    let _ = stranger.kill();
+    assert!(down.status.success(), "{}", stderr(&down));
+    assert!(survived, "down signalled a process that was not ours");
+}

@@ -48,14 +48,15 @@ pub enum LocalError {
     InvalidTopology(String),
     /// The directory already runs a cluster.
     #[error(
-        "{dir} already runs a cluster (supervisor pid {pid}); use `cinnabar status --dir {dir}` \
-         to see it or `cinnabar down --dir {dir}` to stop it"
+        "{dir} already runs a cluster{}; use `cinnabar status --dir {dir}` to see it or \
+         `cinnabar down --dir {dir}` to stop it",
+        pid.map(|p| format!(" (supervisor pid {p})")).unwrap_or_default()
     )]
     AlreadyRunning {
         /// The state directory.
         dir: PathBuf,
-        /// The live supervisor.
-        pid: u32,
+        /// The live supervisor, when `/proc/locks` tells.
+        pid: Option<u32>,
     },
     /// Nothing runs from this directory.
     #[error("no cluster found in {dir}: start one with `cinnabar up --dir {dir}`")]

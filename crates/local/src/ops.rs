@@ -79,7 +79,8 @@ pub struct NodeStatus {
 /// [`LocalError::NotRunning`] when the directory holds no cluster.
 pub async fn status(dir: &Path) -> Result<StatusReport> {
     let (dir, state) = load_state(dir)?;
-    let supervised = dir.is_supervised();
+    let supervisor = dir.supervisor_pid();
+
     let seeds: Vec<NodeAddr> = state
         .nodes
         .iter()
@@ -93,15 +94,16 @@ pub async fn status(dir: &Path) -> Result<StatusReport> {
     } else {
         cinnabar_cluster::check(&seeds).await.ok()
     };
-    Ok(build_report(&dir, &state, supervised, check.as_ref()))
+    Ok(build_report(&dir, &state, supervisor, check.as_ref()))
 }
 
 fn build_report(
     dir: &StateDir,
     state: &State,
-    supervised: bool,
+    supervisor: Option<u32>,
     check: Option<&CheckReport>,
 ) -> StatusReport {
+    let supervised = supervisor.is_some();
     let find = |port: u16| check.and_then(|c| c.nodes.iter().find(|n| n.addr.port == port));
     let nodes: Vec<NodeStatus> = state
         .nodes
@@ -166,11 +168,7 @@ fn build_report(
         endpoint: state.endpoint.clone(),
         dir: dir.root().to_path_buf(),
         phase: phase.into(),
-        supervisor_pid: if supervised {
-            state.supervisor_pid
-        } else {
-            None
-        },
+        supervisor_pid: supervisor,
         healthy,
         verdict,
         slots_covered,
@@ -230,30 +228,31 @@ pub struct DownReport {
 pub fn down(dir: &Path, purge: bool) -> Result<DownReport> {
     let (dir, state) = load_state(dir)?;
     let mut report = DownReport::default();
-    if let Some(pid) = state.supervisor_pid.filter(|_| dir.is_supervised()) {
+    // Only the process actually holding the lock is signalled, never a pid from the file.
+    if let Some(pid) = dir.supervisor_pid() {
         report.supervisor_pid = Some(pid);
-        let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
-        let deadline = Instant::now() + SUPERVISOR_STOP_WAIT;
-        while dir.is_supervised() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        if dir.is_supervised() {
-            let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
-        }
+        stop_process(pid, SUPERVISOR_STOP_WAIT, || {
+            dir.supervisor_pid() == Some(pid)
+        });
     }
-    // Nodes whose supervisor died (or was killed above) are still ours to stop.
+    // The supervisor rewrote the state on its way out; nodes it could not stop (or whose
+    // supervisor had died earlier) are listed there with their pids.
+    let state = dir.load()?.unwrap_or(state);
     for node in &state.nodes {
-        if let Some(pid) = node.pid.filter(|pid| runs_in(*pid, &node.dir)) {
-            stop_pid(pid);
+        if let Some(pid) = node.pid.filter(|pid| is_our_node(*pid, node)) {
+            stop_process(pid, ORPHAN_STOP_WAIT, || is_our_node(pid, node));
             report.orphans_stopped.push(pid);
         }
     }
     if purge {
+        // Holding the lock while deleting guarantees no supervisor is using the data, and that
+        // no new `up` starts on it halfway through.
+        let _lock = dir.lock()?;
         remove_if_exists(&dir.root().join(NODES_DIR))?;
         for file in [
             crate::state::STATE_FILE,
-            crate::state::LOCK_FILE,
             crate::state::SUPERVISOR_LOG,
+            crate::state::LOCK_FILE,
         ] {
             let _ = std::fs::remove_file(dir.root().join(file));
         }
@@ -272,25 +271,45 @@ fn load_state(dir: &Path) -> Result<(StateDir, State)> {
     Ok((state_dir, state))
 }
 
-/// True when `pid` is alive and its working directory is `dir` (so it is our node, not a
-/// process that inherited a recycled pid).
-fn runs_in(pid: u32, dir: &Path) -> bool {
-    std::fs::read_link(format!("/proc/{pid}/cwd")).is_ok_and(|cwd| cwd == dir)
+/// True when `pid` is the node we started: its working directory is the node's data
+/// directory and its process title (Redis sets `redis-server 127.0.0.1:<port> [cluster]`)
+/// names the node's port. A shell that happens to sit in that directory does not qualify.
+fn is_our_node(pid: u32, node: &crate::state::NodeState) -> bool {
+    let in_dir = std::fs::read_link(format!("/proc/{pid}/cwd")).is_ok_and(|cwd| cwd == node.dir);
+    let title = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    let port = format!(":{}", node.port);
+    in_dir && String::from_utf8_lossy(&title).contains(&port)
 }
 
-/// SIGTERM, wait, SIGKILL.
-fn stop_pid(pid: u32) {
-    let target = Pid::from_raw(pid as i32);
+/// A pid we may signal: one that fits in `pid_t` and is not 0 or 1 (`kill(0)` would hit our
+/// own process group, `kill(-1)` everything).
+fn signal_target(pid: u32) -> Option<Pid> {
+    i32::try_from(pid)
+        .ok()
+        .filter(|p| *p > 1)
+        .map(Pid::from_raw)
+}
+
+/// SIGTERM, wait up to `grace` while `still_ours()`, then SIGKILL if it is still ours.
+fn stop_process(pid: u32, grace: Duration, still_ours: impl Fn() -> bool) {
+    let Some(target) = signal_target(pid) else {
+        return;
+    };
     let _ = kill(target, Signal::SIGCONT);
     let _ = kill(target, Signal::SIGTERM);
-    let deadline = Instant::now() + ORPHAN_STOP_WAIT;
-    while Instant::now() < deadline {
-        if kill(target, None).is_err() {
-            return;
+    let deadline = Instant::now() + grace;
+    while still_ours() {
+        if Instant::now() >= deadline {
+            let _ = kill(target, Signal::SIGKILL);
+            break;
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    let _ = kill(target, Signal::SIGKILL);
+    // A SIGKILLed process needs a moment to release its locks and ports.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while still_ours() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 fn remove_if_exists(path: &Path) -> Result<()> {

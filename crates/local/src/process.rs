@@ -23,6 +23,8 @@ use crate::error::{LocalError, Result};
 pub struct NodeProcess {
     config: NodeConfig,
     child: Child,
+    /// Set once the exit was collected: from then on the pid may belong to someone else.
+    reaped: bool,
 }
 
 impl NodeProcess {
@@ -57,6 +59,7 @@ impl NodeProcess {
         Ok(Self {
             config: config.clone(),
             child,
+            reaped: false,
         })
     }
 
@@ -77,7 +80,9 @@ impl NodeProcess {
 
     /// `Some(status)` once the process has exited (reaps it), `None` while it runs.
     pub fn try_exit(&mut self) -> Option<ExitStatus> {
-        self.child.try_wait().ok().flatten()
+        let status = self.child.try_wait().ok().flatten();
+        self.reaped |= status.is_some();
+        status
     }
 
     /// Waits until the node answers `PING` with `PONG` (not `-LOADING`).
@@ -112,8 +117,16 @@ impl NodeProcess {
     }
 
     /// Sends `signal` to the process (ignoring a process that is already gone).
+    ///
+    /// A process whose exit was already collected is never signalled: its pid may have been
+    /// reused. Until we collect it, it stays a zombie, so the pid cannot be reused under us.
     pub fn signal(&self, signal: Signal) {
-        let _ = kill(Pid::from_raw(self.pid() as i32), signal);
+        if self.reaped {
+            return;
+        }
+        if let Ok(pid) = i32::try_from(self.pid()) {
+            let _ = kill(Pid::from_raw(pid), signal);
+        }
     }
 
     /// Stops the node: SIGTERM (Redis flushes its AOF and exits), then SIGKILL after `grace`.
@@ -131,8 +144,11 @@ impl NodeProcess {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+        // `Child::kill` knows whether the exit was collected, so it cannot hit a reused pid.
         let _ = self.child.kill();
-        self.child.wait().ok()
+        let status = self.child.wait().ok();
+        self.reaped = true;
+        status
     }
 }
 

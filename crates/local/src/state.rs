@@ -8,6 +8,9 @@ use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use std::os::unix::fs::MetadataExt;
+
+use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 
@@ -97,8 +100,11 @@ impl StateDir {
     /// # Errors
     /// [`LocalError::NotRunning`] when it does not exist.
     pub fn open(root: &Path) -> Result<Self> {
-        let root = root.canonicalize().map_err(|_| LocalError::NotRunning {
-            dir: root.to_path_buf(),
+        let root = root.canonicalize().map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => LocalError::NotRunning {
+                dir: root.to_path_buf(),
+            },
+            _ => LocalError::io(format!("opening {}", root.display()), e),
         })?;
         Ok(Self { root })
     }
@@ -180,25 +186,53 @@ impl StateDir {
             .map_err(|e| LocalError::io(format!("opening {}", path.display()), e))?;
         match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
             Ok(lock) => Ok(SupervisorLock { _lock: lock }),
-            Err(_) => {
-                let pid = self
-                    .load()
-                    .ok()
-                    .flatten()
-                    .and_then(|s| s.supervisor_pid)
-                    .unwrap_or(0);
-                Err(LocalError::AlreadyRunning {
-                    dir: self.root.clone(),
-                    pid,
-                })
-            }
+            Err((_, Errno::EWOULDBLOCK)) => Err(LocalError::AlreadyRunning {
+                dir: self.root.clone(),
+                pid: self.supervisor_pid(),
+            }),
+            Err((_, errno)) => Err(LocalError::io(
+                format!("locking {}", path.display()),
+                std::io::Error::from(errno),
+            )),
         }
+    }
+
+    /// The pid of the live supervisor: whoever holds the lock on `cinnabar.lock`, read from
+    /// `/proc/locks`. Unlike probing with [`lock`](Self::lock), this never takes the lock
+    /// itself (so it cannot make a concurrent `up` fail), and unlike the pid in the state file,
+    /// it cannot name a process that merely reused a dead supervisor's pid.
+    pub fn supervisor_pid(&self) -> Option<u32> {
+        let meta = std::fs::metadata(self.root.join(LOCK_FILE)).ok()?;
+        let locks = std::fs::read_to_string("/proc/locks").ok()?;
+        lock_holder(&locks, meta.dev(), meta.ino())
     }
 
     /// Whether a live supervisor holds the lock right now.
     pub fn is_supervised(&self) -> bool {
-        matches!(self.lock(), Err(LocalError::AlreadyRunning { .. }))
+        self.supervisor_pid().is_some()
     }
+}
+
+/// Finds the pid holding a `FLOCK` on the file with device `dev` and inode `ino` in the text
+/// of `/proc/locks` (lines like `3: FLOCK  ADVISORY  WRITE 4242 fd:01:1234 0 EOF`; waiters,
+/// marked `->`, are skipped).
+fn lock_holder(locks: &str, dev: u64, ino: u64) -> Option<u32> {
+    let (major, minor) = (nix::sys::stat::major(dev), nix::sys::stat::minor(dev));
+    locks
+        .lines()
+        .filter(|l| !l.contains("->"))
+        .find_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            if fields.get(1) != Some(&"FLOCK") {
+                return None;
+            }
+            let pid: u32 = fields.get(4)?.parse().ok()?;
+            let mut id = fields.get(5)?.split(':');
+            let file_major = u64::from_str_radix(id.next()?, 16).ok()?;
+            let file_minor = u64::from_str_radix(id.next()?, 16).ok()?;
+            let file_ino: u64 = id.next()?.parse().ok()?;
+            (file_major == major && file_minor == minor && file_ino == ino).then_some(pid)
+        })
 }
 
 /// Proof that this process is the directory's one supervisor; released on drop or exit.
@@ -251,6 +285,9 @@ mod tests {
         let err = dir.lock().unwrap_err().to_string();
         assert!(err.contains("already runs a cluster"), "{err}");
         assert!(err.contains(&std::process::id().to_string()), "{err}");
+        assert_eq!(dir.supervisor_pid(), Some(std::process::id()));
+        drop(_held);
+        assert_eq!(dir.supervisor_pid(), None, "a released lock names nobody");
     }
 
     #[test]

@@ -324,7 +324,10 @@ impl Supervisor {
         loop {
             tokio::select! {
                 () = &mut shutdown => break,
-                _ = tick.tick() => self.tend()?,
+                // A state file we cannot write must not end supervision: the nodes matter more.
+                _ = tick.tick() => if let Err(e) = self.tend() {
+                    tracing::error!(error = %e, "cannot record node state; still supervising");
+                },
             }
         }
         self.stop_all()
@@ -393,7 +396,8 @@ impl Supervisor {
     /// Stops every node (SIGTERM, then SIGKILL after a grace period) and marks the state stopped.
     fn stop_all(&mut self) -> Result<()> {
         self.state.phase = Phase::Stopping;
-        self.dir.save(&mut self.state)?;
+        // Best effort: stopping the nodes must not depend on the state file being writable.
+        let _ = self.dir.save(&mut self.state);
         // Signal all first so nodes shut down in parallel, then wait for each.
         for child in &self.children {
             child.process.signal(nix::sys::signal::Signal::SIGTERM);
