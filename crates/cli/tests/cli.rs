@@ -144,7 +144,7 @@ fn pids(status: &Value) -> Vec<u64> {
 }
 
 fn cluster_connection(seeds: &[NodeAddr]) -> redis::cluster::ClusterConnection {
-    let urls: Vec<String> = seeds.iter().map(|s| format!("redis://{s}/")).collect();
+    let urls: Vec<String> = seeds.iter().map(NodeAddr::redis_url).collect();
     redis::cluster::ClusterClient::new(urls)
         .unwrap()
         .get_connection()

@@ -84,10 +84,7 @@ pub async fn status(dir: &Path) -> Result<StatusReport> {
     let seeds: Vec<NodeAddr> = state
         .nodes
         .iter()
-        .map(|n| NodeAddr {
-            host: "127.0.0.1".into(),
-            port: n.port,
-        })
+        .map(|n| crate::supervisor::local_addr(n.port))
         .collect();
     let check = if state.phase == Phase::Stopped {
         None

@@ -4,7 +4,7 @@
 //! we stop the nodes in order; this module never decides *when* to restart (the supervisor does).
 
 use std::fs::OpenOptions;
-use std::io::{Read, Write};
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
@@ -172,12 +172,37 @@ pub fn ping(addr: SocketAddr) -> Result<(), String> {
 
 /// The last `lines` lines of a log file, or a note saying why there is none.
 pub fn log_tail(path: &Path, lines: usize) -> String {
-    match std::fs::read(path) {
+    // Logs only grow; the last lines are always within the last few KiB.
+    const WINDOW: u64 = 64 * 1024;
+    let read_end = || -> std::io::Result<Vec<u8>> {
+        let mut file = std::fs::File::open(path)?;
+        let len = file.metadata()?.len();
+        file.seek(SeekFrom::Start(len.saturating_sub(WINDOW)))?;
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes)?;
+        Ok(bytes)
+    };
+    match read_end() {
         Ok(bytes) => {
             let text = String::from_utf8_lossy(&bytes);
             let all: Vec<&str> = text.lines().collect();
             all[all.len().saturating_sub(lines)..].join("\n")
         }
         Err(e) => format!("(no log at {}: {e})", path.display()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_tail_returns_the_last_lines_of_a_large_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("redis.log");
+        let text: String = (0..20_000).map(|i| format!("line {i}\n")).collect();
+        std::fs::write(&path, text).unwrap();
+        assert_eq!(log_tail(&path, 2), "line 19998\nline 19999");
+        assert!(log_tail(&dir.path().join("missing"), 2).starts_with("(no log at"));
     }
 }

@@ -446,7 +446,7 @@ impl Supervisor {
 }
 
 /// `127.0.0.1:<port>` as a cluster address.
-fn local_addr(port: u16) -> NodeAddr {
+pub(crate) fn local_addr(port: u16) -> NodeAddr {
     NodeAddr {
         host: "127.0.0.1".into(),
         port,

@@ -27,7 +27,7 @@ impl Target {
         let timeout = Duration::from_secs(2);
         match self {
             Self::Cluster(seeds) => {
-                let urls: Vec<String> = seeds.iter().map(|s| format!("redis://{s}/")).collect();
+                let urls: Vec<String> = seeds.iter().map(NodeAddr::redis_url).collect();
                 let client = redis::cluster::ClusterClientBuilder::new(urls)
                     .connection_timeout(timeout)
                     .response_timeout(timeout)
@@ -36,7 +36,7 @@ impl Target {
                 Ok(Box::new(client.get_connection()?))
             }
             Self::Standalone(addr) => {
-                let client = redis::Client::open(format!("redis://{addr}/"))?;
+                let client = redis::Client::open(addr.redis_url())?;
                 let conn = client.get_connection_with_timeout(timeout)?;
                 conn.set_read_timeout(Some(timeout))?;
                 conn.set_write_timeout(Some(timeout))?;
