@@ -197,7 +197,11 @@ impl Member {
 /// - [`ClusterError::NodeNotEmpty`]: a node knows other nodes, serves slots or holds keys;
 /// - [`ClusterError::Command`]: a node refused a step;
 /// - [`ClusterError::Timeout`]: `spec.timeout` passed; names each node not ready and what it
-///   reports.
+///   reports. Its `pending_nodes` are the nodes to look at first: every node that could not be
+///   read or is not ready for a reason of its own (cluster state, replication link, stray
+///   entries in its view), and of the nodes that others do not yet see as planned, those the
+///   most nodes complain about — a node that never joins is unknown to all the others, while
+///   the others are each unknown only to it.
 pub async fn create_cluster(
     spec: &CreateSpec,
     on_progress: &mut (dyn FnMut(&CreateProgress) + Send),
@@ -228,9 +232,9 @@ pub async fn create_cluster(
     });
 
     meet_all(&mut members, timeouts).await?;
-    wait_joined(&members, deadline, on_progress).await?;
+    wait_for::<Joined>(&members, deadline, on_progress).await?;
     attach_replicas(&mut members, deadline, on_progress).await?;
-    wait_ready(&members, deadline, on_progress).await?;
+    wait_for::<Ready>(&members, deadline, on_progress).await?;
 
     let topology = members[0].client.cluster_nodes().await?;
     on_progress(&CreateProgress::Ready {
@@ -399,76 +403,224 @@ where
         .collect()
 }
 
-/// Why `view` does not yet list every member as a full (non-handshake) node, or `None`.
-fn missing_members(view: &Topology, members: &[Member]) -> Option<String> {
-    let missing: Vec<String> = members
+/// Why a member is not there yet while we wait, and whom that points at.
+#[derive(Debug)]
+struct NotYet {
+    /// What the member reports, for progress and for [`ClusterError::Timeout`]'s `pending`.
+    line: String,
+    /// Whom the line points at, for [`ClusterError::Timeout`]'s `pending_nodes`.
+    blame: Blame,
+}
+
+/// Whom a member's "not yet" points at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Blame {
+    /// We could not read the member.
+    Unreadable,
+    /// The member itself: its cluster state, its replication link, stray entries in its view.
+    Itself,
+    /// Members (by index) it does not yet see as planned.
+    Others(Vec<usize>),
+}
+
+/// Something to wait for on every member: what to read from each, and how to judge it.
+trait Condition {
+    /// What one member reports.
+    type Report: Send + 'static;
+    /// What we wait for, completing "timed out waiting for …".
+    const WHAT: &'static str;
+    /// Reads one member.
+    fn read(
+        member: Member,
+    ) -> impl Future<Output = Result<Self::Report, ClusterError>> + Send + 'static;
+    /// Why `member` is not there yet, or `None`.
+    fn judge(
+        member: &Member,
+        report: &Result<Self::Report, ClusterError>,
+        members: &[Member],
+    ) -> Option<NotYet>;
+    /// The progress event for a poll in which `settled` of `total` members were there.
+    fn progress(settled: usize, total: usize, first_pending: Option<&str>) -> CreateProgress;
+    /// Lines a timeout lists before the pending members' own lines.
+    fn timeout_preamble(
+        _members: &[Member],
+        _reports: &[Result<Self::Report, ClusterError>],
+    ) -> Vec<String> {
+        Vec::new()
+    }
+}
+
+/// Polls every member until `C` holds for all of them, reporting progress whenever it changes,
+/// and fails with [`ClusterError::Timeout`] once `deadline` passes.
+async fn wait_for<C: Condition>(
+    members: &[Member],
+    deadline: Instant,
+    on_progress: &mut (dyn FnMut(&CreateProgress) + Send),
+) -> Result<(), ClusterError> {
+    let total = members.len();
+    let mut last: Option<CreateProgress> = None;
+    loop {
+        let reports = poll_all(members, C::read).await;
+        let pending: Vec<(usize, NotYet)> = members
+            .iter()
+            .zip(&reports)
+            .enumerate()
+            .filter_map(|(i, (m, report))| C::judge(m, report, members).map(|n| (i, n)))
+            .collect();
+        let event = C::progress(
+            total - pending.len(),
+            total,
+            pending.first().map(|(_, n)| n.line.as_str()),
+        );
+        if last.as_ref() != Some(&event) {
+            on_progress(&event);
+            last = Some(event);
+        }
+        if pending.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            let pending_nodes = culprits(total, &pending)
+                .into_iter()
+                .map(|i| members[i].addr().clone())
+                .collect();
+            let mut lines = C::timeout_preamble(members, &reports);
+            lines.extend(pending.into_iter().map(|(_, n)| n.line));
+            return Err(ClusterError::Timeout {
+                what: C::WHAT.into(),
+                pending: lines,
+                pending_nodes,
+            });
+        }
+        tokio::time::sleep(POLL_INTERVAL).await;
+    }
+}
+
+/// The members a timeout names in `pending_nodes` (indices, in member order):
+/// - every member we could not read, and every member pending for a reason of its own;
+/// - of the members that others do not yet see as planned, the ones the most members complain
+///   about. Complaints point both ways when a node never joins (the others do not know it, and
+///   it knows none of them), so naming every member complained about would name every node;
+///   the node nobody knows collects the most complaints.
+///
+/// If that names nobody, every pending member.
+fn culprits(total: usize, pending: &[(usize, NotYet)]) -> Vec<usize> {
+    let mut named = vec![false; total];
+    let mut complaints = vec![0usize; total];
+    for (i, not_yet) in pending {
+        match &not_yet.blame {
+            Blame::Unreadable | Blame::Itself => named[*i] = true,
+            Blame::Others(others) => {
+                for &j in others {
+                    if j == *i {
+                        named[j] = true;
+                    } else {
+                        complaints[j] += 1;
+                    }
+                }
+            }
+        }
+    }
+    let most = complaints.iter().copied().max().unwrap_or(0);
+    if most > 0 {
+        for (j, &count) in complaints.iter().enumerate() {
+            if count == most {
+                named[j] = true;
+            }
+        }
+    }
+    if !named.contains(&true) {
+        for (i, _) in pending {
+            named[*i] = true;
+        }
+    }
+    (0..total).filter(|&i| named[i]).collect()
+}
+
+/// Why `view` does not yet list every member as a full (non-handshake) node, or `None`; blames
+/// the members it lacks, else (only handshakes left) the viewer itself.
+fn missing_members(view: &Topology, members: &[Member]) -> Option<NotYet> {
+    let missing: Vec<usize> = members
         .iter()
-        .filter(|m| {
+        .enumerate()
+        .filter(|(_, m)| {
             view.node(&m.id)
                 .is_none_or(|n| n.flags.handshake || n.flags.noaddr)
         })
-        .map(|m| m.addr().to_string())
+        .map(|(i, _)| i)
         .collect();
     let handshakes = view.nodes.iter().filter(|n| n.flags.handshake).count();
     if missing.is_empty() && handshakes == 0 {
         return None;
     }
-    Some(format!(
+    let names: Vec<String> = missing
+        .iter()
+        .map(|&i| members[i].addr().to_string())
+        .collect();
+    let line = format!(
         "knows {} of {} nodes{}{}",
         members.len() - missing.len(),
         members.len(),
-        if missing.is_empty() {
+        if names.is_empty() {
             String::new()
         } else {
-            format!(", not yet {}", missing.join(", "))
+            format!(", not yet {}", names.join(", "))
         },
         if handshakes > 0 {
             format!(", {handshakes} in handshake")
         } else {
             String::new()
         }
-    ))
+    );
+    let blame = if missing.is_empty() {
+        Blame::Itself
+    } else {
+        Blame::Others(missing)
+    };
+    Some(NotYet { line, blame })
 }
 
-/// Waits until every member knows every other member (handshakes done).
-async fn wait_joined(
-    members: &[Member],
-    deadline: Instant,
-    on_progress: &mut (dyn FnMut(&CreateProgress) + Send),
-) -> Result<(), ClusterError> {
-    let total = members.len();
-    let mut last = None;
-    loop {
-        let views = poll_all(
-            members,
-            |mut m| async move { m.client.cluster_nodes().await },
-        )
-        .await;
-        let pending: Vec<String> = members
-            .iter()
-            .zip(&views)
-            .filter_map(|(m, view)| match view {
-                Ok(view) => missing_members(view, members).map(|why| format!("{} {why}", m.addr())),
-                Err(e) => Some(format!("{}: {e}", m.addr())),
-            })
-            .collect();
-        let joined = total - pending.len();
-        if last != Some(joined) {
-            on_progress(&CreateProgress::Met { joined, total });
-            last = Some(joined);
+/// Every member knows every other member (handshakes done).
+struct Joined;
+
+impl Condition for Joined {
+    type Report = Topology;
+    const WHAT: &'static str = "every node to learn every other node after CLUSTER MEET";
+
+    async fn read(mut member: Member) -> Result<Topology, ClusterError> {
+        member.client.cluster_nodes().await
+    }
+
+    fn judge(
+        member: &Member,
+        report: &Result<Topology, ClusterError>,
+        members: &[Member],
+    ) -> Option<NotYet> {
+        match report {
+            Ok(view) => missing_members(view, members).map(|n| NotYet {
+                line: format!("{} {}", member.addr(), n.line),
+                blame: n.blame,
+            }),
+            Err(e) => Some(NotYet {
+                line: format!("{}: {e}", member.addr()),
+                blame: Blame::Unreadable,
+            }),
         }
-        if pending.is_empty() {
-            return Ok(());
+    }
+
+    fn progress(settled: usize, total: usize, _first_pending: Option<&str>) -> CreateProgress {
+        CreateProgress::Met {
+            joined: settled,
+            total,
         }
-        if Instant::now() >= deadline {
-            let mut lines = not_joined(members, &views);
-            lines.extend(pending);
-            return Err(ClusterError::Timeout {
-                what: "every node to learn every other node after CLUSTER MEET".into(),
-                pending: lines,
-            });
-        }
-        tokio::time::sleep(POLL_INTERVAL).await;
+    }
+
+    /// Names the node that never joined first.
+    fn timeout_preamble(
+        members: &[Member],
+        reports: &[Result<Topology, ClusterError>],
+    ) -> Vec<String> {
+        not_joined(members, reports)
     }
 }
 
@@ -525,6 +677,7 @@ async fn attach_replicas(
                     return Err(ClusterError::Timeout {
                         what: format!("{} to learn its master {master_addr}", replica.addr()),
                         pending: vec![format!("{}: {message}", replica.addr())],
+                        pending_nodes: vec![replica.addr().clone()],
                     });
                 }
                 Err(e) => return Err(e),
@@ -549,87 +702,92 @@ struct Readiness {
     link_up: Option<bool>,
 }
 
-/// Waits until every member is ready (see [`not_ready_reason`]).
-async fn wait_ready(
-    members: &[Member],
-    deadline: Instant,
-    on_progress: &mut (dyn FnMut(&CreateProgress) + Send),
-) -> Result<(), ClusterError> {
-    let total = members.len();
-    let mut last: Option<(usize, Option<String>)> = None;
-    loop {
-        let reports = poll_all(members, |mut m| async move {
-            let info = m.client.cluster_info().await?;
-            let view = m.client.cluster_nodes().await?;
-            let link_up = if m.role == Role::Replica {
-                m.client.replication_info().await?.master_link_up
-            } else {
-                None
-            };
-            Ok(Readiness {
-                view,
-                state_ok: info.is_ok(),
-                state: info.state,
-                link_up,
-            })
+/// Every member is ready (see [`not_ready_reason`]).
+struct Ready;
+
+impl Condition for Ready {
+    type Report = Readiness;
+    const WHAT: &'static str = "every node to agree on the layout and report cluster_state:ok";
+
+    async fn read(mut member: Member) -> Result<Readiness, ClusterError> {
+        let info = member.client.cluster_info().await?;
+        let view = member.client.cluster_nodes().await?;
+        let link_up = if member.role == Role::Replica {
+            member.client.replication_info().await?.master_link_up
+        } else {
+            None
+        };
+        Ok(Readiness {
+            view,
+            state_ok: info.is_ok(),
+            state: info.state,
+            link_up,
         })
-        .await;
-        let pending: Vec<String> = members
-            .iter()
-            .zip(&reports)
-            .filter_map(|(m, report)| match report {
-                Ok(r) => not_ready_reason(m, r, members).map(|why| format!("{}: {why}", m.addr())),
-                Err(e) => Some(e.to_string()),
-            })
-            .collect();
-        let ready = total - pending.len();
-        let now = (ready, pending.first().cloned());
-        if last.as_ref() != Some(&now) {
-            on_progress(&CreateProgress::Waiting {
-                ready,
-                total,
-                pending: now.1.clone(),
-            });
-            last = Some(now);
+    }
+
+    fn judge(
+        member: &Member,
+        report: &Result<Readiness, ClusterError>,
+        members: &[Member],
+    ) -> Option<NotYet> {
+        match report {
+            Ok(r) => not_ready_reason(member, r, members).map(|n| NotYet {
+                line: format!("{}: {}", member.addr(), n.line),
+                blame: n.blame,
+            }),
+            Err(e) => Some(NotYet {
+                line: e.to_string(),
+                blame: Blame::Unreadable,
+            }),
         }
-        if pending.is_empty() {
-            return Ok(());
+    }
+
+    fn progress(settled: usize, total: usize, first_pending: Option<&str>) -> CreateProgress {
+        CreateProgress::Waiting {
+            ready: settled,
+            total,
+            pending: first_pending.map(str::to_owned),
         }
-        if Instant::now() >= deadline {
-            return Err(ClusterError::Timeout {
-                what: "every node to agree on the layout and report cluster_state:ok".into(),
-                pending,
-            });
-        }
-        tokio::time::sleep(POLL_INTERVAL).await;
     }
 }
 
 /// Why `member` is not ready yet, or `None`: state ok, its view lists exactly the planned
 /// nodes with connected bus links, the planned roles, masters and slots and no failure flags,
 /// and (for replicas) the replication link is up.
-fn not_ready_reason(member: &Member, report: &Readiness, members: &[Member]) -> Option<String> {
+fn not_ready_reason(member: &Member, report: &Readiness, members: &[Member]) -> Option<NotYet> {
+    let itself = |line: String| {
+        Some(NotYet {
+            line,
+            blame: Blame::Itself,
+        })
+    };
     let view = &report.view;
-    if let Some(why) = missing_members(view, members) {
-        return Some(why);
+    if let Some(missing) = missing_members(view, members) {
+        return Some(missing);
     }
     let ids: BTreeSet<&str> = members.iter().map(|m| m.id.as_str()).collect();
     if let Some(stranger) = view.nodes.iter().find(|n| !ids.contains(n.id.as_str())) {
-        return Some(format!("knows an unexpected node {}", stranger.label()));
+        return itself(format!("knows an unexpected node {}", stranger.label()));
     }
-    for expected in members {
+    for (i, expected) in members.iter().enumerate() {
         let Some(seen) = view.node(&expected.id) else {
             continue;
         };
+        let about = |line: String| {
+            Some(NotYet {
+                line,
+                blame: Blame::Others(vec![i]),
+            })
+        };
         let label = expected.addr();
         if !seen.flags.myself && seen.link == LinkState::Disconnected {
-            return Some(format!(
+            return about(format!(
                 "cannot reach {label} over the cluster bus (it is known at {}, link disconnected)",
                 seen.label()
             ));
         }
         if seen.flags.is_failing() {
-            return Some(format!(
+            return about(format!(
                 "sees {label} as failing ({})",
                 seen.flags.names().join(",")
             ));
@@ -638,7 +796,7 @@ fn not_ready_reason(member: &Member, report: &Readiness, members: &[Member]) -> 
         if seen.role() != expected.role
             || seen.master_id.as_deref() != expected_master.map(|m| m.id.as_str())
         {
-            return Some(match expected_master {
+            return about(match expected_master {
                 Some(master) => {
                     format!("does not yet see {label} as a replica of {}", master.addr())
                 }
@@ -648,7 +806,7 @@ fn not_ready_reason(member: &Member, report: &Readiness, members: &[Member]) -> 
         let mut slots = seen.slots.clone();
         slots.sort_unstable();
         if slots != expected.slots {
-            return Some(format!(
+            return about(format!(
                 "sees {label} serving [{}] instead of [{}]",
                 crate::slots::format_ranges(&slots),
                 crate::slots::format_ranges(&expected.slots)
@@ -656,10 +814,10 @@ fn not_ready_reason(member: &Member, report: &Readiness, members: &[Member]) -> 
         }
     }
     if !report.state_ok {
-        return Some(format!("cluster_state:{}", report.state));
+        return itself(format!("cluster_state:{}", report.state));
     }
     if member.role == Role::Replica && report.link_up != Some(true) {
-        return Some("master_link_status is not up yet".into());
+        return itself("master_link_status is not up yet".into());
     }
     None
 }
@@ -741,6 +899,53 @@ mod tests {
         }
     }
 
+    fn not_yet(blame: Blame) -> NotYet {
+        NotYet {
+            line: String::new(),
+            blame,
+        }
+    }
+
+    #[test]
+    fn a_timeout_blames_the_node_the_most_others_complain_about() {
+        // Node 2 never joined: 0 and 1 do not know it, and it knows neither of them.
+        let pending = [
+            (0, not_yet(Blame::Others(vec![2]))),
+            (1, not_yet(Blame::Others(vec![2]))),
+            (2, not_yet(Blame::Others(vec![0, 1]))),
+        ];
+        assert_eq!(culprits(3, &pending), [2]);
+        // Two nodes never joined: each is unknown to four nodes, the others to two.
+        let pending: Vec<(usize, NotYet)> = (0..6)
+            .map(|i| {
+                let unknown = if i < 4 {
+                    vec![4, 5]
+                } else {
+                    (0..6).filter(|&j| j != i).collect()
+                };
+                (i, not_yet(Blame::Others(unknown)))
+            })
+            .collect();
+        assert_eq!(culprits(6, &pending), [4, 5]);
+    }
+
+    #[test]
+    fn a_timeout_blames_unreadable_nodes_and_nodes_with_their_own_problems() {
+        let pending = [
+            (0, not_yet(Blame::Others(vec![3]))),
+            (1, not_yet(Blame::Unreadable)),
+            (2, not_yet(Blame::Itself)),
+            // A replica that still sees itself as a master is its own problem.
+            (4, not_yet(Blame::Others(vec![4]))),
+        ];
+        assert_eq!(culprits(5, &pending), [1, 2, 3, 4]);
+        // A node complained about is named even when it is ready by its own account.
+        assert_eq!(culprits(4, &[(0, not_yet(Blame::Others(vec![3])))]), [3]);
+        // Nothing points anywhere: every pending node.
+        let pending = [(1, not_yet(Blame::Others(Vec::new())))];
+        assert_eq!(culprits(3, &pending), [1]);
+    }
+
     #[test]
     fn errors_name_the_node_and_what_it_reports() {
         let timeout = ClusterError::Timeout {
@@ -748,6 +953,7 @@ mod tests {
             pending: vec![
                 "127.0.0.1:7002 knows 1 of 3 nodes, not yet 127.0.0.1:7000, 127.0.0.1:7001".into(),
             ],
+            pending_nodes: vec![addr(7002)],
         };
         assert_eq!(
             timeout.to_string(),

@@ -54,6 +54,11 @@ pub enum ClusterError {
         what: String,
         /// One line per node that was not there yet, with what it reported.
         pending: Vec<String>,
+        /// The nodes to look at first, in the order they were given: those that had not joined
+        /// or were not ready. When every node is waiting on another, it names the ones the
+        /// others complain about (see [`create_cluster`](crate::create::create_cluster)), not
+        /// every node that complains.
+        pending_nodes: Vec<NodeAddr>,
     },
     /// A reply or input text could not be parsed.
     #[error("cannot parse {what} ({reason}): {line:?}")]

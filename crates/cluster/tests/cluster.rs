@@ -236,9 +236,16 @@ async fn a_node_that_never_joins_is_named_with_what_the_others_report() {
         "{:?}",
         started.elapsed()
     );
-    let ClusterError::Timeout { pending, .. } = &err else {
+    let ClusterError::Timeout {
+        pending,
+        pending_nodes,
+        ..
+    } = &err
+    else {
         panic!("expected a timeout, got {err}");
     };
+    // It is the one node blamed, although the others cannot complete their view either.
+    assert_eq!(pending_nodes, &addrs[2..], "{err}");
     // The others may never learn of it, or learn of it and fail to reach its bus: either way
     // the error names it.
     let bad = addrs[2].to_string();
