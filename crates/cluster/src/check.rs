@@ -11,6 +11,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::future::Future;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use tokio::task::JoinSet;
@@ -387,6 +388,47 @@ pub async fn check_with(
     }
     let observations = observe(seeds, options.timeouts).await;
     Ok(analyse(&observations, options))
+}
+
+/// How often [`wait_healthy`] checks again.
+const HEALTH_POLL: Duration = Duration::from_millis(200);
+
+/// Checks the cluster reachable from `seeds` (as [`check_with`]) every 200 ms until it is
+/// healthy ([`CheckReport::is_healthy`]) and returns that report. Checks at least once; a check
+/// under way when `timeout` passes is finished, so the wait may exceed `timeout` by up to one
+/// check (bounded by `options.timeouts`).
+///
+/// # Errors
+/// - [`ClusterError::InvalidTopology`] when `seeds` is empty;
+/// - [`ClusterError::NotHealthy`] when `timeout` passes first, with the last check's problems.
+pub async fn wait_healthy(
+    seeds: &[NodeAddr],
+    options: &CheckOptions,
+    timeout: Duration,
+) -> Result<CheckReport, ClusterError> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let report = check_with(seeds, options).await?;
+        if report.is_healthy() {
+            return Ok(report);
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            let mut problems: Vec<String> =
+                report.problems.iter().map(ToString::to_string).collect();
+            if problems.is_empty() {
+                problems.push(format!(
+                    "only {} of {SLOT_COUNT} slots are served",
+                    report.slots_covered
+                ));
+            }
+            return Err(ClusterError::NotHealthy {
+                after: timeout,
+                problems,
+            });
+        }
+        tokio::time::sleep(HEALTH_POLL.min(deadline - now)).await;
+    }
 }
 
 /// What one node told us about itself and the cluster.
@@ -1221,6 +1263,46 @@ mod tests {
     async fn checking_without_seeds_is_an_error() {
         let err = check(&[]).await.unwrap_err();
         assert!(err.to_string().contains("at least one seed"), "{err}");
+        let err = wait_healthy(&[], &CheckOptions::default(), Duration::from_secs(1))
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("at least one seed"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn waiting_for_health_gives_up_with_the_last_problems() {
+        // A port the OS just handed out and that nobody listens on any more: it refuses.
+        let port = {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            listener.local_addr().unwrap().port()
+        };
+        let seed = addr(port);
+        let started = Instant::now();
+        let err = wait_healthy(
+            std::slice::from_ref(&seed),
+            &CheckOptions::default(),
+            Duration::from_millis(500),
+        )
+        .await
+        .unwrap_err();
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
+        let ClusterError::NotHealthy { after, problems } = &err else {
+            panic!("expected NotHealthy, got {err}");
+        };
+        assert_eq!(*after, Duration::from_millis(500));
+        assert_eq!(problems.len(), 1, "{err}");
+        let text = err.to_string();
+        assert!(
+            text.starts_with(&format!(
+                "cluster not healthy after 500ms: {seed} is unreachable: "
+            )),
+            "{text}"
+        );
+        assert!(!text.contains('\n'), "{text}");
     }
 
     #[test]

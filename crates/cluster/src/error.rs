@@ -3,6 +3,8 @@
 //! Messages are written for a person at a terminal who must decide what to fix. Never drop the
 //! underlying client error, and never report a node without its address.
 
+use std::time::Duration;
+
 use crate::addr::NodeAddr;
 
 /// Everything that can go wrong while reading or changing a Redis Cluster.
@@ -60,6 +62,18 @@ pub enum ClusterError {
         /// every node that complains.
         pending_nodes: Vec<NodeAddr>,
     },
+    /// The cluster did not become healthy in time (see [`wait_healthy`](crate::check::wait_healthy)).
+    #[error(
+        "cluster not healthy after {}: {}",
+        duration_text(*after),
+        problems.join("; ")
+    )]
+    NotHealthy {
+        /// How long we waited.
+        after: Duration,
+        /// The problems of the last check, one sentence each.
+        problems: Vec<String>,
+    },
     /// A reply or input text could not be parsed.
     #[error("cannot parse {what} ({reason}): {line:?}")]
     Parse {
@@ -88,5 +102,43 @@ impl ClusterError {
     }
 }
 
+/// `30s` for whole seconds, else `1500ms`.
+fn duration_text(d: Duration) -> String {
+    if d.subsec_nanos() == 0 {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{}ms", d.as_millis())
+    }
+}
+
 /// Results of this crate.
 pub type Result<T, E = ClusterError> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn not_healthy_is_one_sentence_listing_the_problems() {
+        let err = ClusterError::NotHealthy {
+            after: Duration::from_secs(30),
+            problems: vec![
+                "127.0.0.1:7000 is unreachable: Connection refused (os error 111)".into(),
+                "1 slot is served by no master: 5".into(),
+            ],
+        };
+        assert_eq!(
+            err.to_string(),
+            "cluster not healthy after 30s: 127.0.0.1:7000 is unreachable: Connection refused \
+             (os error 111); 1 slot is served by no master: 5"
+        );
+        let err = ClusterError::NotHealthy {
+            after: Duration::from_millis(1500),
+            problems: vec!["127.0.0.1:7000 reports cluster_state:fail".into()],
+        };
+        assert_eq!(
+            err.to_string(),
+            "cluster not healthy after 1500ms: 127.0.0.1:7000 reports cluster_state:fail"
+        );
+    }
+}

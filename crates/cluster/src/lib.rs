@@ -22,7 +22,9 @@ pub mod slots;
 pub mod topology;
 
 pub use addr::NodeAddr;
-pub use check::{CheckOptions, CheckReport, NodeReport, OpenSlotState, Problem, check, check_with};
+pub use check::{
+    CheckOptions, CheckReport, NodeReport, OpenSlotState, Problem, check, check_with, wait_healthy,
+};
 pub use client::{NodeClient, Timeouts};
 pub use create::{CreateProgress, CreateSpec, create_cluster};
 pub use error::ClusterError;

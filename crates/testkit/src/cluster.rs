@@ -4,10 +4,11 @@
 //! Never forms clusters any other way (no redis-cli), so every test that uses it also tests our
 //! creation path. Servers stop and their directories go when the cluster is dropped.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use cinnabar_cluster::{
     CheckOptions, CheckReport, CreateSpec, NewNode, NodeAddr, Timeouts, check_with, create_cluster,
+    wait_healthy,
 };
 
 use crate::server::{ServerOptions, TestServer};
@@ -21,9 +22,6 @@ const CHECK_TIMEOUTS: Timeouts = Timeouts {
     connect: Duration::from_millis(500),
     response: Duration::from_millis(1000),
 };
-
-/// How often [`TestCluster::wait_healthy`] re-checks.
-const POLL: Duration = Duration::from_millis(200);
 
 /// A running cluster of test servers. Servers `0..masters` were created as masters; server
 /// `masters + i * replicas + j` as replica `j` of master `i`.
@@ -148,25 +146,15 @@ impl TestCluster {
     }
 
     /// Polls [`check`](Self::check) until the cluster is healthy (all slots served, no
-    /// problem, every master with its replicas) and returns that report.
+    /// problem, every master with its replicas) and returns that report; see
+    /// [`cinnabar_cluster::wait_healthy`].
     ///
     /// # Panics
-    /// When `timeout` passes first, with the last report's problems.
+    /// When `timeout` passes first, with the last check's problems.
     pub async fn wait_healthy(&self, timeout: Duration) -> CheckReport {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let report = self.check().await;
-            if report.is_healthy() {
-                return report;
-            }
-            if Instant::now() >= deadline {
-                panic!(
-                    "cluster not healthy after {} ms: {report}",
-                    timeout.as_millis()
-                );
-            }
-            tokio::time::sleep(POLL).await;
-        }
+        wait_healthy(&self.seeds(), &self.check_options(), timeout)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
     }
 
     fn check_options(&self) -> CheckOptions {
