@@ -24,16 +24,13 @@ async fn run(addr: &NodeAddr, args: &[&str]) -> redis::Value {
         .unwrap_or_else(|e| panic!("{e}"))
 }
 
+/// `n` empty cluster nodes, started in parallel.
 fn start_nodes(n: usize) -> Vec<TestServer> {
-    std::thread::scope(|s| {
-        let handles: Vec<_> = (0..n)
-            .map(|_| s.spawn(TestServer::start_cluster_node))
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
-            .collect()
-    })
+    let options = ServerOptions {
+        cluster: true,
+        ..ServerOptions::default()
+    };
+    TestServer::start_many(n, &options)
 }
 
 fn spec(servers: &[&TestServer], replicas_per_master: usize) -> CreateSpec {
@@ -250,7 +247,6 @@ async fn a_node_that_never_joins_is_named_with_what_the_others_report() {
     // the error names it.
     let bad = addrs[2].to_string();
     assert!(pending.iter().any(|p| p.contains(&bad)), "{err}");
-    eprintln!("{err}");
     assert!(
         pending
             .iter()

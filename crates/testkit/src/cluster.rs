@@ -70,7 +70,7 @@ impl TestCluster {
                 .extra
                 .push(("repl-diskless-sync-delay".into(), "0".into()));
         }
-        let servers = start_servers(masters * (1 + replicas_per_master), &options);
+        let servers = TestServer::start_many(masters * (1 + replicas_per_master), &options);
         let spec = CreateSpec {
             nodes: servers.iter().map(|s| NewNode::new(node_addr(s))).collect(),
             replicas_per_master,
@@ -169,17 +169,4 @@ impl TestCluster {
 pub fn node_addr(server: &TestServer) -> NodeAddr {
     let addr = server.addr();
     NodeAddr::new(addr.ip().to_string(), addr.port())
-}
-
-/// Starts `n` servers in parallel (each waits for its own readiness).
-fn start_servers(n: usize, options: &ServerOptions) -> Vec<TestServer> {
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..n)
-            .map(|_| scope.spawn(|| TestServer::start_with(options.clone())))
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
-            .collect()
-    })
 }

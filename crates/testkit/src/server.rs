@@ -97,6 +97,23 @@ impl TestServer {
         }
     }
 
+    /// Starts `n` servers with `options` in parallel, one thread each (each waits for its own
+    /// readiness), in a stable order.
+    ///
+    /// # Panics
+    /// As [`start_with`](Self::start_with), when any server does not start.
+    pub fn start_many(n: usize, options: &ServerOptions) -> Vec<Self> {
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..n)
+                .map(|_| scope.spawn(|| Self::start_with(options.clone())))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+                .collect()
+        })
+    }
+
     /// The client port.
     pub fn port(&self) -> u16 {
         self.process.config().port
