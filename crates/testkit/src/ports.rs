@@ -42,15 +42,7 @@ pub fn reserve_node_port() -> PortReservation {
     let mut rng = rand::rng();
     for _ in 0..10_000 {
         let port = rng.random_range(PORT_RANGE);
-        let Ok(file) = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(dir.join(port.to_string()))
-        else {
-            continue;
-        };
-        let Ok(lock) = Flock::lock(file, FlockArg::LockExclusiveNonblock) else {
+        let Some(lock) = try_lock(&dir, port) else {
             continue;
         };
         if cinnabar_local::ports::ensure_node_ports_free(port, 1).is_ok() {
@@ -102,6 +94,8 @@ pub fn reserve_port_block(count: u16) -> PortBlock {
     panic!("no block of {count} free loopback port pairs found in {PORT_RANGE:?}");
 }
 
+/// An exclusive, non-blocking lock on `port`'s lock file, or `None` if another process holds it
+/// (or the file cannot be opened).
 fn try_lock(dir: &std::path::Path, port: u16) -> Option<Flock<File>> {
     let file = OpenOptions::new()
         .create(true)
