@@ -44,8 +44,7 @@ impl TestCluster {
         Self::start_with(masters, replicas_per_master, ServerOptions::default()).await
     }
 
-    /// Like [`start`](Self::start), with `options` for every server (`cluster` is forced on,
-    /// and `repl-diskless-sync-delay` defaults to 0 unless `options.extra` sets it).
+    /// Like [`start`](Self::start), with `options` for every server (`cluster` is forced on).
     ///
     /// # Panics
     /// As [`start`](Self::start).
@@ -55,21 +54,10 @@ impl TestCluster {
         options: ServerOptions,
     ) -> Self {
         assert!(masters > 0, "a test cluster needs at least one master");
-        let mut options = ServerOptions {
+        let options = ServerOptions {
             cluster: true,
             ..options
         };
-        // Redis waits 5 s for more replicas before a diskless full sync; a test cluster's
-        // replicas all attach at once, so that wait only slows every test down.
-        if !options
-            .extra
-            .iter()
-            .any(|(k, _)| k == "repl-diskless-sync-delay")
-        {
-            options
-                .extra
-                .push(("repl-diskless-sync-delay".into(), "0".into()));
-        }
         let servers = TestServer::start_many(masters * (1 + replicas_per_master), &options);
         let spec = CreateSpec {
             nodes: servers.iter().map(|s| NewNode::new(node_addr(s))).collect(),
