@@ -243,27 +243,20 @@ impl Supervisor {
         Ok(())
     }
 
-    /// Attaches the log tails of the nodes a creation timeout names as not joined (or of every
-    /// node it names), so the person sees why a node stayed out, not just which.
+    /// Attaches the log tails of the nodes a creation timeout names as the ones holding it up,
+    /// so the person sees why a node stayed out, not just which.
     fn with_pending_logs(&self, error: cinnabar_cluster::ClusterError) -> LocalError {
-        let cinnabar_cluster::ClusterError::Timeout { pending, .. } = &error else {
+        let cinnabar_cluster::ClusterError::Timeout { pending_nodes, .. } = &error else {
             return error.into();
         };
-        let named = |suffix: &str| -> Vec<&Child> {
-            self.children
-                .iter()
-                .filter(|c| {
-                    let needle = format!("{}{suffix}", c.process.addr());
-                    pending.iter().any(|p| p.contains(&needle))
-                })
-                .collect()
-        };
-        let mut culprits = named(" has not joined");
-        if culprits.is_empty() {
-            culprits = named("");
-        }
-        let logs: String = culprits
+        let logs: String = self
+            .children
             .iter()
+            .filter(|c| {
+                pending_nodes
+                    .iter()
+                    .any(|p| p.port == c.process.config().port)
+            })
             .map(|c| {
                 let log = c.process.config().log_path();
                 format!(
@@ -279,29 +272,11 @@ impl Supervisor {
         }
     }
 
-    /// Polls `check` until the cluster is healthy.
+    /// Waits until the cluster (resumed from its data) is healthy again.
     async fn wait_healthy(&self, timeout: Duration) -> Result<()> {
-        let deadline = Instant::now() + timeout;
-        let seeds = self.seeds();
-        loop {
-            let report = cinnabar_cluster::check(&seeds).await?;
-            if report.is_healthy() {
-                return Ok(());
-            }
-            if Instant::now() >= deadline {
-                let problems = report
-                    .problems
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>();
-                return Err(LocalError::InvalidTopology(format!(
-                    "the cluster in {} did not become healthy within {timeout:?}: {}",
-                    self.dir.root().display(),
-                    problems.join("; ")
-                )));
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        let options = cinnabar_cluster::CheckOptions::default();
+        cinnabar_cluster::wait_healthy(&self.seeds(), &options, timeout).await?;
+        Ok(())
     }
 
     /// The endpoint clients should use.
