@@ -6,6 +6,8 @@
 
 use std::fmt;
 
+use crate::args::Args;
+
 /// How many bytes of a client-supplied name or argument list Redis quotes in an error.
 const QUOTE_LIMIT: usize = 128;
 
@@ -44,10 +46,10 @@ pub enum CommandError {
 
 impl CommandError {
     /// The unknown-command error for the request `args` (`args[0]` is the name).
-    pub(crate) fn unknown_command(args: &[&[u8]]) -> CommandError {
-        let name = args.first().copied().unwrap_or_default();
+    pub(crate) fn unknown_command<A: Args + ?Sized>(args: &A) -> CommandError {
+        let name = args.get(0).unwrap_or_default();
         let mut preview = Vec::new();
-        for arg in args.iter().skip(1) {
+        for arg in (1..args.len()).map_while(|i| args.get(i)) {
             if preview.len() >= QUOTE_LIMIT {
                 break;
             }

@@ -6,51 +6,89 @@
 //! client sent: a malformed request yields a subset of plausible positions and the server
 //! reports the error.
 
+use std::fmt;
+
+use crate::args::Args;
 use crate::flags::KeySpecFlags;
 use crate::table::{BeginSearch, Command, FindKeys, KeyProc, KeySpec};
 
 /// Iterator over the argument indices of a request's keys; see [`Command::keys`].
-#[derive(Debug, Clone)]
-pub struct KeyIter<'a> {
-    cursor: Cursor<'a>,
+///
+/// Borrows the request's [`Args`] (`A`, by default a slice of byte slices) and nothing else:
+/// the command's key specs are `'static`.
+pub struct KeyIter<'a, A: ?Sized = [&'a [u8]]> {
+    cursor: Cursor<'a, A>,
 }
 
-impl<'a> KeyIter<'a> {
-    pub(crate) fn new(command: &Command, args: &'a [&'a [u8]]) -> Self {
+impl<'a, A: Args + ?Sized> KeyIter<'a, A> {
+    pub(crate) fn new(command: &Command, args: &'a A) -> Self {
         Self {
             cursor: Cursor::new(command, args),
         }
     }
 }
 
-impl Iterator for KeyIter<'_> {
+impl<A: Args + ?Sized> Iterator for KeyIter<'_, A> {
     type Item = usize;
 
+    #[inline]
     fn next(&mut self) -> Option<usize> {
         self.cursor.next_key().map(|(index, _)| index)
     }
 }
 
-/// Iterator over `(argument index, key-spec flags)` of a request's keys; see
-/// [`Command::keys_with_flags`].
-#[derive(Debug, Clone)]
-pub struct FlaggedKeyIter<'a> {
-    cursor: Cursor<'a>,
+impl<A: ?Sized> Clone for KeyIter<'_, A> {
+    fn clone(&self) -> Self {
+        Self {
+            cursor: self.cursor.clone(),
+        }
+    }
 }
 
-impl<'a> FlaggedKeyIter<'a> {
-    pub(crate) fn new(command: &Command, args: &'a [&'a [u8]]) -> Self {
+impl<A: Args + ?Sized> fmt::Debug for KeyIter<'_, A> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyIter")
+            .field("cursor", &self.cursor)
+            .finish()
+    }
+}
+
+/// Iterator over `(argument index, key-spec flags)` of a request's keys; see
+/// [`Command::keys_with_flags`].
+pub struct FlaggedKeyIter<'a, A: ?Sized = [&'a [u8]]> {
+    cursor: Cursor<'a, A>,
+}
+
+impl<'a, A: Args + ?Sized> FlaggedKeyIter<'a, A> {
+    pub(crate) fn new(command: &Command, args: &'a A) -> Self {
         Self {
             cursor: Cursor::new(command, args),
         }
     }
 }
 
-impl Iterator for FlaggedKeyIter<'_> {
+impl<A: Args + ?Sized> Iterator for FlaggedKeyIter<'_, A> {
     type Item = (usize, KeySpecFlags);
 
+    #[inline]
     fn next(&mut self) -> Option<(usize, KeySpecFlags)> {
         self.cursor.next_key()
+    }
+}
+
+impl<A: ?Sized> Clone for FlaggedKeyIter<'_, A> {
+    fn clone(&self) -> Self {
+        Self {
+            cursor: self.cursor.clone(),
+        }
+    }
+}
+
+impl<A: Args + ?Sized> fmt::Debug for FlaggedKeyIter<'_, A> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FlaggedKeyIter")
+            .field("cursor", &self.cursor)
+            .finish()
     }
 }
 
@@ -93,17 +131,16 @@ impl Run {
 
 /// The state shared by both iterators: the current run, a queued extra key, and the key specs
 /// still to evaluate.
-#[derive(Debug, Clone)]
-struct Cursor<'a> {
-    args: &'a [&'a [u8]],
+struct Cursor<'a, A: ?Sized> {
+    args: &'a A,
     specs: &'static [KeySpec],
     next_spec: usize,
     run: Run,
     extra: Run,
 }
 
-impl<'a> Cursor<'a> {
-    fn new(command: &Command, args: &'a [&'a [u8]]) -> Self {
+impl<'a, A: Args + ?Sized> Cursor<'a, A> {
+    fn new(command: &Command, args: &'a A) -> Self {
         let mut cursor = Cursor {
             args,
             specs: command.key_specs,
@@ -133,6 +170,32 @@ impl<'a> Cursor<'a> {
     }
 }
 
+// By hand: a derive would require `A: Clone` (a slice is not) where only `&A` is copied.
+impl<A: ?Sized> Clone for Cursor<'_, A> {
+    fn clone(&self) -> Self {
+        Self {
+            args: self.args,
+            specs: self.specs,
+            next_spec: self.next_spec,
+            run: self.run,
+            extra: self.extra,
+        }
+    }
+}
+
+// By hand: shows the argument count rather than requiring `A: Debug`.
+impl<A: Args + ?Sized> fmt::Debug for Cursor<'_, A> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Cursor")
+            .field("argc", &self.args.len())
+            .field("specs", &self.specs)
+            .field("next_spec", &self.next_spec)
+            .field("run", &self.run)
+            .field("extra", &self.extra)
+            .finish()
+    }
+}
+
 /// The next position of `run`, advancing it.
 fn take(run: &mut Run) -> Option<(usize, KeySpecFlags)> {
     if run.next > run.last {
@@ -150,7 +213,7 @@ fn take(run: &mut Run) -> Option<(usize, KeySpecFlags)> {
 
 /// The keys one key spec finds in `args`, as Redis's key-spec walk defines them. A spec whose
 /// search fails (keyword absent, `numkeys` not a number, positions past the end) finds nothing.
-fn spec_run(spec: &KeySpec, args: &[&[u8]]) -> Run {
+fn spec_run<A: Args + ?Sized>(spec: &KeySpec, args: &A) -> Run {
     let argc = args.len();
     let Some(first) = begin_search(spec.begin_search, args) else {
         return Run::EMPTY;
@@ -181,7 +244,7 @@ fn spec_run(spec: &KeySpec, args: &[&[u8]]) -> Run {
             let Some(count) = usize::try_from(num_index)
                 .ok()
                 .and_then(|i| args.get(i))
-                .and_then(|arg| parse_count(arg))
+                .and_then(parse_count)
             else {
                 return Run::EMPTY;
             };
@@ -201,7 +264,7 @@ fn spec_run(spec: &KeySpec, args: &[&[u8]]) -> Run {
 }
 
 /// Where a key spec's search begins, or `None` when it finds no place.
-fn begin_search(begin: BeginSearch, args: &[&[u8]]) -> Option<i64> {
+fn begin_search<A: Args + ?Sized>(begin: BeginSearch, args: &A) -> Option<i64> {
     let argc = args.len() as i64;
     match begin {
         BeginSearch::Index { pos } => Some(i64::from(pos)),
@@ -247,7 +310,7 @@ fn parse_count(arg: &[u8]) -> Option<i64> {
 }
 
 /// The runs of a command with its own key procedure: (main run, one extra key).
-fn proc_runs(proc: KeyProc, specs: &'static [KeySpec], args: &[&[u8]]) -> (Run, Run) {
+fn proc_runs<A: Args + ?Sized>(proc: KeyProc, specs: &'static [KeySpec], args: &A) -> (Run, Run) {
     let argc = args.len();
     let flags_of = |i: usize| specs.get(i).map_or(KeySpecFlags::EMPTY, |s| s.flags);
     match proc {
@@ -270,11 +333,11 @@ fn proc_runs(proc: KeyProc, specs: &'static [KeySpec], args: &[&[u8]]) -> (Run, 
 /// `SORT key [BY pattern] [LIMIT offset count] [GET pattern …] [ASC|DESC] [ALPHA] [STORE dest]`:
 /// the destination of the last `STORE`. `BY`, `GET` and `LIMIT` arguments are skipped so a
 /// pattern spelled `store` is not taken for the keyword.
-fn sort_store_key(args: &[&[u8]]) -> Option<usize> {
+fn sort_store_key<A: Args + ?Sized>(args: &A) -> Option<usize> {
     let mut store = None;
     let mut i = 2;
     while i < args.len() {
-        let arg = args[i];
+        let arg = args.get(i).unwrap_or_default();
         if arg.eq_ignore_ascii_case(b"limit") {
             i += 2;
         } else if arg.eq_ignore_ascii_case(b"get") || arg.eq_ignore_ascii_case(b"by") {
@@ -289,11 +352,11 @@ fn sort_store_key(args: &[&[u8]]) -> Option<usize> {
 
 /// `GEORADIUS key lon lat radius unit …` / `GEORADIUSBYMEMBER key member radius unit …`: the
 /// destination of the last `STORE` or `STOREDIST` (the command keeps only the last one).
-fn georadius_store_key(args: &[&[u8]]) -> Option<usize> {
+fn georadius_store_key<A: Args + ?Sized>(args: &A) -> Option<usize> {
     let mut store = None;
     let mut i = 5;
     while i < args.len() {
-        let arg = args[i];
+        let arg = args.get(i).unwrap_or_default();
         if (arg.eq_ignore_ascii_case(b"store") || arg.eq_ignore_ascii_case(b"storedist"))
             && i + 1 < args.len()
         {
@@ -307,7 +370,7 @@ fn georadius_store_key(args: &[&[u8]]) -> Option<usize> {
 
 /// `MIGRATE host port key|"" db timeout [COPY] [REPLACE] [AUTH pw | AUTH2 user pw] [KEYS k …]`:
 /// the single key at 3, or — when it is the empty string — every argument after `KEYS`.
-fn migrate_keys(args: &[&[u8]], flags: KeySpecFlags) -> Run {
+fn migrate_keys<A: Args + ?Sized>(args: &A, flags: KeySpecFlags) -> Run {
     let argc = args.len();
     match args.get(3) {
         None => Run::EMPTY,
@@ -315,7 +378,7 @@ fn migrate_keys(args: &[&[u8]], flags: KeySpecFlags) -> Run {
         Some(_) => {
             let mut i = 6;
             while i < argc {
-                let arg = args[i];
+                let arg = args.get(i).unwrap_or_default();
                 if arg.eq_ignore_ascii_case(b"keys") {
                     return Run::checked(i as i64 + 1, argc as i64 - 1, 1, argc, flags);
                 } else if arg.eq_ignore_ascii_case(b"auth") {

@@ -10,8 +10,13 @@
 //! with `COMMAND GETKEYS` as the oracle for key positions and `CLUSTER KEYSLOT` for slots.
 //!
 //! This crate must never parse, allocate or lock on the hot path: [`lookup`] (~8 ns),
-//! [`resolve`], [`Command::keys`] and [`key_slot`] work on borrowed bytes, registers and stack
-//! buffers only.
+//! [`resolve`], [`Command::keys`], [`Command::slot`] and [`key_slot`] work on borrowed bytes,
+//! registers and stack buffers only.
+//!
+//! Requests are read through the [`Args`] trait (a length and the argument at an index), so
+//! the caller keeps its own storage: a `&[&[u8]]`, an array, a `Vec<Vec<u8>>`, or a parser's
+//! argument ranges into its read buffer — no `Vec<&[u8]>` has to be built per request. See
+//! [`Args`] for implementing it over ranges.
 //!
 //! ```
 //! use cinnabar_commands::{key_slot, resolve};
@@ -25,6 +30,7 @@
 //! # Ok::<(), cinnabar_commands::CommandError>(())
 //! ```
 
+mod args;
 mod docs;
 mod error;
 mod flags;
@@ -36,6 +42,7 @@ mod slot;
 mod table;
 mod tips;
 
+pub use args::Args;
 pub use docs::{Arg, ArgType, Docs, Group};
 pub use error::{CommandError, Quoted};
 pub use flags::{AclCategories, ArgFlags, CommandFlags, DocFlags, KeySpecFlags, Servers};

@@ -4,6 +4,7 @@
 //! Must never allocate or take a lock: a lookup packs the lowercased name into a few words in
 //! registers, hashes them and compares one or two candidates word by word.
 
+use crate::args::Args;
 use crate::error::CommandError;
 use crate::generated::COMMANDS;
 use crate::server::Server;
@@ -285,11 +286,14 @@ pub(crate) fn find_subcommand(
 /// for a container with a subcommand argument (`CONFIG GET …`) the subcommand's entry, after
 /// checking the argument count. Uses the same default entries as [`lookup`].
 ///
+/// `args` is anything implementing [`Args`]: a `&[&[u8]]`, an array, a `Vec<Vec<u8>>`, or the
+/// caller's own view of a parsed request. Reads at most the first two arguments and the count.
+///
 /// # Errors
 /// [`CommandError::Empty`] for no arguments, [`CommandError::UnknownCommand`],
 /// [`CommandError::UnknownSubcommand`] and [`CommandError::WrongArity`], worded as Redis words
 /// them.
-pub fn resolve(args: &[&[u8]]) -> Result<&'static Command, CommandError> {
+pub fn resolve<A: Args + ?Sized>(args: &A) -> Result<&'static Command, CommandError> {
     resolve_in(None, args)
 }
 
@@ -297,12 +301,18 @@ pub fn resolve(args: &[&[u8]]) -> Result<&'static Command, CommandError> {
 ///
 /// # Errors
 /// As [`resolve`]; a command the server lacks is unknown.
-pub fn resolve_for(server: Server, args: &[&[u8]]) -> Result<&'static Command, CommandError> {
+pub fn resolve_for<A: Args + ?Sized>(
+    server: Server,
+    args: &A,
+) -> Result<&'static Command, CommandError> {
     resolve_in(Some(server), args)
 }
 
-fn resolve_in(server: Option<Server>, args: &[&[u8]]) -> Result<&'static Command, CommandError> {
-    let name = args.first().ok_or(CommandError::Empty)?;
+fn resolve_in<A: Args + ?Sized>(
+    server: Option<Server>,
+    args: &A,
+) -> Result<&'static Command, CommandError> {
+    let name = args.get(0).ok_or(CommandError::Empty)?;
     let command = match server {
         None => lookup(name),
         Some(server) => lookup_for(server, name),
@@ -545,7 +555,10 @@ mod tests {
             "client|capa"
         );
         assert_eq!(
-            message(resolve_for(Server::Redis7, &[b"waitaof", b"0", b"0", b"0"])),
+            message(resolve_for::<[&[u8]]>(
+                Server::Redis7,
+                &[b"waitaof", b"0", b"0", b"0"]
+            )),
             "ERR unknown command 'waitaof', with args beginning with: '0' '0' '0' "
         );
     }
@@ -576,7 +589,7 @@ mod tests {
             "ERR wrong number of arguments for 'get' command"
         );
         assert_eq!(
-            message(resolve(&[b"GET", b"a", b"b"])),
+            message(resolve::<[&[u8]]>(&[b"GET", b"a", b"b"])),
             "ERR wrong number of arguments for 'get' command"
         );
         assert_eq!(
@@ -584,11 +597,11 @@ mod tests {
             "ERR wrong number of arguments for 'config' command"
         );
         assert_eq!(
-            message(resolve(&[b"config", b"get"])),
+            message(resolve::<[&[u8]]>(&[b"config", b"get"])),
             "ERR wrong number of arguments for 'config|get' command"
         );
-        assert!(resolve(&[b"mset", b"a", b"1", b"b", b"2"]).is_ok());
-        assert!(resolve(&[b"mset", b"a"]).is_err());
+        assert!(resolve::<[&[u8]]>(&[b"mset", b"a", b"1", b"b", b"2"]).is_ok());
+        assert!(resolve::<[&[u8]]>(&[b"mset", b"a"]).is_err());
         let get = lookup(b"get").expect("get");
         assert!(get.check_arity(2).is_ok());
         assert!(get.check_arity(1).is_err() && get.check_arity(3).is_err());
@@ -597,7 +610,7 @@ mod tests {
     #[test]
     fn unknown_commands_and_subcommands_are_worded_like_redis() {
         assert_eq!(
-            message(resolve(&[b"FOO", b"a", b"b"])),
+            message(resolve::<[&[u8]]>(&[b"FOO", b"a", b"b"])),
             "ERR unknown command 'FOO', with args beginning with: 'a' 'b' "
         );
         assert_eq!(
@@ -605,27 +618,27 @@ mod tests {
             "ERR unknown command 'foo', with args beginning with: "
         );
         assert_eq!(
-            message(resolve(&[b"config", b"X"])),
+            message(resolve::<[&[u8]]>(&[b"config", b"X"])),
             "ERR unknown subcommand 'X'. Try CONFIG HELP."
         );
         assert_eq!(
-            message(resolve(&[b"object", b"nope", b"k"])),
+            message(resolve::<[&[u8]]>(&[b"object", b"nope", b"k"])),
             "ERR unknown subcommand 'nope'. Try OBJECT HELP."
         );
-        assert_eq!(resolve(&[]), Err(CommandError::Empty));
+        assert_eq!(resolve::<[&[u8]]>(&[]), Err(CommandError::Empty));
     }
 
     #[test]
     fn error_quotes_are_cut_and_kept_on_one_line() {
         let long = [b'x'; 300];
-        let err = resolve(&[b"no\r\nsuch", &long, b"next"]).expect_err("unknown");
+        let err = resolve::<[&[u8]]>(&[b"no\r\nsuch", &long, b"next"]).expect_err("unknown");
         let bytes = err.to_bytes();
         let text = String::from_utf8(bytes).expect("ascii");
         assert!(text.starts_with("ERR unknown command 'no  such', with args beginning with: 'x"));
         // Redis quotes at most 128 bytes of arguments, then stops.
         assert_eq!(text.matches('x').count(), 128);
         assert!(!text.contains("next"));
-        let err = resolve(&[b"config", &[0xff, b'\n']]).expect_err("unknown");
+        let err = resolve::<[&[u8]]>(&[b"config", &[0xff, b'\n']]).expect_err("unknown");
         assert_eq!(
             err.to_bytes(),
             b"ERR unknown subcommand '\xff '. Try CONFIG HELP."

@@ -4,6 +4,7 @@
 //! Must never hold anything but `'static` data: entries live in the generated table and are
 //! handed out as `&'static Command`; nothing here allocates.
 
+use crate::args::Args;
 use crate::docs::Docs;
 use crate::error::CommandError;
 use crate::flags::{AclCategories, CommandFlags, KeySpecFlags, Servers};
@@ -196,15 +197,17 @@ impl Command {
     /// The argument indices of the keys in `args` (the whole request, `args[0]` being the
     /// command name), in the order the key specs list them; zero-allocation.
     ///
+    /// `args` is anything implementing [`Args`]; the iterator borrows it and reads only the
+    /// arguments it must inspect (keywords, `numkeys`), not every argument.
     /// Sharded Pub/Sub channels (`SPUBLISH`, `SSUBSCRIBE` …) are yielded too because they route
     /// by slot like keys; [`keys_with_flags`](Self::keys_with_flags) marks them `NOT_KEY`.
     /// Malformed requests yield a subset of plausible positions, never an index out of bounds.
-    pub fn keys<'a>(&self, args: &'a [&'a [u8]]) -> KeyIter<'a> {
+    pub fn keys<'a, A: Args + ?Sized>(&self, args: &'a A) -> KeyIter<'a, A> {
         KeyIter::new(self, args)
     }
 
     /// Like [`keys`](Self::keys), with the flags of the key spec that found each key.
-    pub fn keys_with_flags<'a>(&self, args: &'a [&'a [u8]]) -> FlaggedKeyIter<'a> {
+    pub fn keys_with_flags<'a, A: Args + ?Sized>(&self, args: &'a A) -> FlaggedKeyIter<'a, A> {
         FlaggedKeyIter::new(self, args)
     }
 
@@ -213,10 +216,11 @@ impl Command {
     ///
     /// # Errors
     /// [`CommandError::CrossSlot`] when the keys map to different slots.
-    pub fn slot(&self, args: &[&[u8]]) -> Result<Option<u16>, CommandError> {
+    pub fn slot<A: Args + ?Sized>(&self, args: &A) -> Result<Option<u16>, CommandError> {
         let mut slot = None;
-        for index in self.keys(args) {
-            let this = crate::slot::key_slot(args[index]);
+        // `keys` yields only indices below `args.len()`, which a consistent `Args` has.
+        for key in self.keys(args).filter_map(|index| args.get(index)) {
+            let this = crate::slot::key_slot(key);
             match slot {
                 None => slot = Some(this),
                 Some(first) if first != this => return Err(CommandError::CrossSlot),
