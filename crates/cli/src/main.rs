@@ -54,6 +54,18 @@ enum Command {
     Status(StatusArgs),
     /// Stop every process started from a directory (data is kept unless --purge).
     Down(DownArgs),
+    /// Run the proxy: one standalone-looking Redis endpoint in front of a Redis Cluster.
+    ///
+    /// Plain Redis clients connect to --listen; the proxy routes each command by hash slot,
+    /// follows MOVED/ASK, retries TRYAGAIN/CLUSTERDOWN within --retry-window-ms (so failovers
+    /// stay invisible), and splits MGET/MSET/DEL/EXISTS/UNLINK/TOUCH across slots. Runs until
+    /// Ctrl-C.
+    ///
+    /// Example:
+    ///   cinnabar proxy --listen 127.0.0.1:7000 --seed 127.0.0.1:6380
+    ///   redis-cli -p 7000 set foo bar
+    #[command(verbatim_doc_comment)]
+    Proxy(ProxyArgs),
     /// Internal: the background supervisor started by `up --detach`.
     #[command(name = "__supervise", hide = true)]
     Supervise(UpArgs),
@@ -150,6 +162,23 @@ struct StatusArgs {
     json: bool,
 }
 
+/// Flags of `cinnabar proxy`.
+#[derive(Debug, Args)]
+struct ProxyArgs {
+    /// Address clients connect to
+    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:7000")]
+    listen: std::net::SocketAddr,
+    /// A node of the backend cluster (repeat for more; one reachable seed is enough)
+    #[arg(long = "seed", value_name = "HOST:PORT", required = true)]
+    seeds: Vec<cinnabar_cluster::NodeAddr>,
+    /// Worker threads, each with its own listener and backend connections
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    workers: usize,
+    /// How long transient cluster errors are retried before a client sees them
+    #[arg(long, value_name = "MS", default_value_t = 10_000)]
+    retry_window_ms: u64,
+}
+
 /// Flags of `cinnabar down`.
 #[derive(Debug, Args)]
 struct DownArgs {
@@ -170,6 +199,7 @@ fn main() -> ExitCode {
         Command::Supervise(args) => supervise(&args, false).map(|()| ExitCode::SUCCESS),
         Command::Status(args) => status(&args),
         Command::Down(args) => down(&args).map(|()| ExitCode::SUCCESS),
+        Command::Proxy(args) => proxy(&args).map(|()| ExitCode::SUCCESS),
     };
     outcome.unwrap_or_else(|e| {
         eprintln!("error: {e:#}");
@@ -255,6 +285,21 @@ fn status(args: &StatusArgs) -> Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+fn proxy(args: &ProxyArgs) -> Result<()> {
+    let mut config = cinnabar_proxy::ProxyConfig::new(args.listen, args.seeds.clone());
+    config.workers = args.workers;
+    config.retry_window = Duration::from_millis(args.retry_window_ms);
+    let handle = cinnabar_proxy::start(config).context("starting the proxy")?;
+    println!("{}", handle.local_addr());
+    eprintln!(
+        "proxy serving on {}; press Ctrl-C to stop",
+        handle.local_addr()
+    );
+    runtime()?.block_on(shutdown_signal());
+    handle.shutdown();
+    Ok(())
 }
 
 fn down(args: &DownArgs) -> Result<()> {

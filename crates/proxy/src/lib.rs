@@ -1,0 +1,234 @@
+//! Cinnabar's data plane: one address that behaves like a standalone Redis, in front of a
+//! Redis Cluster. Clients send ordinary commands; the proxy routes each by hash slot, follows
+//! MOVED/ASK, retries TRYAGAIN/CLUSTERDOWN within a window so failovers stay invisible, splits
+//! multi-key commands per key and merges the replies, and multiplexes every client of a worker
+//! onto one pipelined connection per backend node.
+//!
+//! Shape (see `docs/architecture.md`): one worker thread per core, each a single-threaded
+//! runtime with its own `SO_REUSEPORT` listener, backend connections and tickets; a control
+//! thread refreshes the routing table and publishes immutable snapshots. The hot path takes no
+//! lock and, after warm-up, allocates nothing per request.
+//!
+//! Not yet carried (clear `-ERR`, never a wrong answer): transactions, blocking commands,
+//! pub/sub subscriptions, SCAN/KEYS/DBSIZE fan-out, smart-client `CLUSTER` replies, HELLO/AUTH.
+
+mod backend;
+pub mod config;
+mod refresh;
+mod session;
+pub mod slotmap;
+mod ticket;
+mod worker;
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+pub use config::ProxyConfig;
+use tokio::net::{TcpListener, TcpSocket};
+use tokio::sync::{Notify, watch};
+
+use crate::slotmap::SlotMap;
+
+/// Why the proxy could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// No seed answered with a usable topology.
+    #[error("cannot learn the cluster topology: {0}")]
+    Topology(String),
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A thread or runtime could not be created.
+    #[error("cannot start the proxy runtime: {0}")]
+    Runtime(#[source] std::io::Error),
+}
+
+/// A running proxy. Dropping it stops accepting and closes every connection.
+#[derive(Debug)]
+pub struct ProxyHandle {
+    addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl ProxyHandle {
+    /// The address clients connect to (the real port when the config said port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops the proxy and waits for its threads.
+    pub fn shutdown(mut self) {
+        self.stop_threads();
+    }
+
+    fn stop_threads(&mut self) {
+        let _ = self.stop.send(true);
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for ProxyHandle {
+    fn drop(&mut self) {
+        self.stop_threads();
+    }
+}
+
+/// Starts the proxy: learns the topology, binds the listeners, starts workers.
+///
+/// # Errors
+/// [`ProxyError`] when no seed answers, the address cannot be bound, or threads cannot start.
+pub fn start(config: ProxyConfig) -> Result<ProxyHandle, ProxyError> {
+    let config = Arc::new(config);
+    let (stop, stop_rx) = watch::channel(false);
+    let refresh = Arc::new(Notify::new());
+
+    // The control thread learns the first topology before anything listens, and keeps it
+    // current afterwards. Waiting on a channel (not `block_on`) lets callers that already run
+    // inside a runtime start a proxy too.
+    let (first_tx, first_rx) = std::sync::mpsc::channel();
+    let mut threads = Vec::new();
+    {
+        let (config, refresh, mut stop_rx) =
+            (Arc::clone(&config), Arc::clone(&refresh), stop_rx.clone());
+        threads.push(
+            std::thread::Builder::new()
+                .name("cinnabar-control".into())
+                .spawn(move || {
+                    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                        Ok(runtime) => runtime,
+                        Err(e) => return drop(first_tx.send(Err(ProxyError::Runtime(e)))),
+                    };
+                    runtime.block_on(async {
+                        let first = refresh::fetch(&config.seeds, config.connect_timeout, 1).await;
+                        let routes_tx = match first {
+                            Ok(map) => {
+                                let (routes_tx, routes_rx) = watch::channel(Arc::new(map));
+                                if first_tx.send(Ok(routes_rx)).is_err() {
+                                    return;
+                                }
+                                routes_tx
+                            }
+                            Err(e) => return drop(first_tx.send(Err(ProxyError::Topology(e)))),
+                        };
+                        let seeds = config.seeds.clone();
+                        tokio::select! {
+                            () = refresh::run(seeds, routes_tx, refresh, config.refresh_interval, config.connect_timeout) => {}
+                            _ = stop_rx.wait_for(|stop| *stop) => {}
+                        }
+                    });
+                })
+                .map_err(ProxyError::Runtime)?,
+        );
+    }
+    let routes_rx = first_rx.recv().map_err(|_| {
+        ProxyError::Topology("the control thread ended before learning the topology".into())
+    })??;
+
+    let bound = bind(config.listen, config.workers.max(1)).and_then(|sockets| {
+        let addr = sockets[0].local_addr().map_err(|source| ProxyError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+        Ok((sockets, addr))
+    });
+    let (sockets, addr) = match bound {
+        Ok(bound) => bound,
+        Err(e) => {
+            let _ = stop.send(true);
+            threads.into_iter().for_each(|t| drop(t.join()));
+            return Err(e);
+        }
+    };
+
+    for (i, socket) in sockets.into_iter().enumerate() {
+        // Listen before returning, so a client connecting right after `start` is accepted.
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(ProxyError::Runtime)?;
+        let listener = {
+            let _entered = runtime.enter();
+            socket
+                .listen(1024)
+                .map_err(|source| ProxyError::Bind { addr, source })?
+        };
+        let (config, routes_rx, refresh, stop_rx) = (
+            Arc::clone(&config),
+            routes_rx.clone(),
+            Arc::clone(&refresh),
+            stop_rx.clone(),
+        );
+        threads.push(
+            std::thread::Builder::new()
+                .name(format!("cinnabar-worker-{i}"))
+                .spawn(move || run_worker(config, runtime, listener, routes_rx, refresh, stop_rx))
+                .map_err(ProxyError::Runtime)?,
+        );
+    }
+    Ok(ProxyHandle {
+        addr,
+        stop,
+        threads,
+    })
+}
+
+/// One socket per worker on the same address (`SO_REUSEPORT`: the kernel spreads connections).
+fn bind(listen: SocketAddr, workers: usize) -> Result<Vec<TcpSocket>, ProxyError> {
+    let err = |source| ProxyError::Bind {
+        addr: listen,
+        source,
+    };
+    let mut sockets = Vec::with_capacity(workers);
+    let mut addr = listen;
+    for _ in 0..workers {
+        let socket = if addr.is_ipv4() {
+            TcpSocket::new_v4()
+        } else {
+            TcpSocket::new_v6()
+        }
+        .map_err(err)?;
+        socket.set_reuseaddr(true).map_err(err)?;
+        socket.set_reuseport(true).map_err(err)?;
+        socket.bind(addr).map_err(err)?;
+        // With port 0 the first bind picks the port; the other workers join it.
+        addr = socket.local_addr().map_err(err)?;
+        sockets.push(socket);
+    }
+    Ok(sockets)
+}
+
+fn run_worker(
+    config: Arc<ProxyConfig>,
+    runtime: tokio::runtime::Runtime,
+    listener: TcpListener,
+    routes: watch::Receiver<Arc<SlotMap>>,
+    refresh: Arc<Notify>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&runtime, async move {
+        let worker = worker::Worker::new(config, routes, refresh);
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, _)) => {
+                        tokio::task::spawn_local(session::serve(Rc::clone(&worker), stream));
+                    }
+                    Err(e) => tracing::warn!(error = %e, "accept failed"),
+                },
+                _ = stop.wait_for(|stop| *stop) => return,
+            }
+        }
+    });
+}

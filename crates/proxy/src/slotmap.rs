@@ -1,0 +1,72 @@
+//! The routing table: which master serves each of the 16384 slots. An immutable snapshot;
+//! a refresh builds a new one and swaps it in, so readers never see half an update.
+
+use cinnabar_cluster::{NodeAddr, Role, SlotRange, Topology};
+
+/// Number of hash slots.
+const SLOTS: usize = 16384;
+/// Marker for a slot nobody serves.
+const UNOWNED: u16 = u16::MAX;
+
+/// Masters and the slots they own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlotMap {
+    masters: Vec<NodeAddr>,
+    owner: Box<[u16]>,
+    /// Increases with every refresh that changed something.
+    pub version: u64,
+}
+
+impl SlotMap {
+    /// A map with no owners (before the first refresh).
+    pub fn empty() -> Self {
+        Self {
+            masters: Vec::new(),
+            owner: vec![UNOWNED; SLOTS].into_boxed_slice(),
+            version: 0,
+        }
+    }
+
+    /// Builds the map from a `CLUSTER NODES` view (masters that are not failed).
+    pub fn from_topology(topology: &Topology, version: u64) -> Self {
+        let mut map = Self::empty();
+        map.version = version;
+        for node in &topology.nodes {
+            let (Some(addr), Role::Master) = (&node.addr, node.role()) else {
+                continue;
+            };
+            if node.flags.fail || node.slots.is_empty() {
+                continue;
+            }
+            let index = map.masters.len() as u16;
+            map.masters.push(addr.clone());
+            for SlotRange { start, end } in &node.slots {
+                for slot in *start..=*end {
+                    if let Some(owner) = map.owner.get_mut(usize::from(slot)) {
+                        *owner = index;
+                    }
+                }
+            }
+        }
+        map
+    }
+
+    /// The master serving `slot`, as an index into [`masters`](Self::masters).
+    pub fn owner(&self, slot: u16) -> Option<usize> {
+        self.owner
+            .get(usize::from(slot))
+            .copied()
+            .filter(|o| *o != UNOWNED)
+            .map(usize::from)
+    }
+
+    /// All masters that own at least one slot.
+    pub fn masters(&self) -> &[NodeAddr] {
+        &self.masters
+    }
+
+    /// Whether the maps route every slot identically.
+    pub fn same_routes(&self, other: &Self) -> bool {
+        self.masters == other.masters && self.owner == other.owner
+    }
+}

@@ -1,0 +1,88 @@
+//! Tickets: one per request in flight, recycled through a per-worker slab so that, after
+//! warm-up, a request allocates nothing. A ticket carries the request bytes (for retries and
+//! redirects) and receives the reply bytes; the client session waits on it in request order.
+
+use std::task::Waker;
+use std::time::Instant;
+
+/// One request in flight.
+#[derive(Debug, Default)]
+pub(crate) struct Ticket {
+    /// The request as RESP multibulk, kept for redirects and retries.
+    pub(crate) request: Vec<u8>,
+    /// The reply bytes, exactly as the backend sent them.
+    pub(crate) reply: Vec<u8>,
+    /// The slot the request routes by, if it has keys.
+    pub(crate) slot: Option<u16>,
+    /// The reply is complete.
+    pub(crate) done: bool,
+    /// The session waiting for this ticket.
+    pub(crate) waker: Option<Waker>,
+    /// MOVED/ASK redirects followed so far.
+    pub(crate) redirects: u8,
+    /// When the first retryable failure happened (start of the retry window).
+    pub(crate) failing_since: Option<Instant>,
+    /// The client went away: release the ticket as soon as the backend is done with it.
+    pub(crate) abandoned: bool,
+}
+
+/// A slab of tickets with a free list.
+#[derive(Debug, Default)]
+pub(crate) struct Tickets {
+    slots: Vec<Ticket>,
+    free: Vec<usize>,
+}
+
+impl Tickets {
+    /// A clean ticket (buffers keep their capacity from earlier use).
+    pub(crate) fn take(&mut self) -> usize {
+        if let Some(id) = self.free.pop() {
+            return id;
+        }
+        self.slots.push(Ticket::default());
+        self.slots.len() - 1
+    }
+
+    /// Returns a ticket to the free list, keeping its buffers' capacity.
+    pub(crate) fn release(&mut self, id: usize) {
+        if let Some(t) = self.slots.get_mut(id) {
+            t.request.clear();
+            t.reply.clear();
+            t.slot = None;
+            t.done = false;
+            t.waker = None;
+            t.redirects = 0;
+            t.failing_since = None;
+            t.abandoned = false;
+            self.free.push(id);
+        }
+    }
+
+    /// The ticket `id`.
+    ///
+    /// # Panics
+    /// Never for ids handed out by [`take`](Self::take); ids are never shrunk away.
+    pub(crate) fn get(&mut self, id: usize) -> &mut Ticket {
+        &mut self.slots[id]
+    }
+
+    /// The ticket `id`, read-only.
+    pub(crate) fn peek(&self, id: usize) -> &Ticket {
+        &self.slots[id]
+    }
+
+    /// Completes `id` with `reply` and wakes its session; releases it if the client is gone.
+    pub(crate) fn complete(&mut self, id: usize, reply: &[u8]) {
+        let ticket = self.get(id);
+        if ticket.abandoned {
+            self.release(id);
+            return;
+        }
+        ticket.reply.clear();
+        ticket.reply.extend_from_slice(reply);
+        ticket.done = true;
+        if let Some(waker) = ticket.waker.take() {
+            waker.wake();
+        }
+    }
+}

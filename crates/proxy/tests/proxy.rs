@@ -1,0 +1,318 @@
+//! The proxy against a real Redis Cluster: plain clients see one standalone Redis.
+
+// Helpers outside #[test] functions panic on purpose: a panic is the failure report.
+#![allow(clippy::unwrap_used)]
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use cinnabar_proxy::{ProxyConfig, ProxyHandle};
+use cinnabar_testkit::TestCluster;
+
+async fn cluster_and_proxy(masters: usize) -> (TestCluster, ProxyHandle) {
+    let cluster = TestCluster::start(masters, 0).await;
+    let config = ProxyConfig::new("127.0.0.1:0".parse().unwrap(), cluster.seeds());
+    let proxy = cinnabar_proxy::start(config).unwrap();
+    (cluster, proxy)
+}
+
+fn client(proxy: &ProxyHandle) -> redis::Connection {
+    let client = redis::Client::open(format!("redis://{}/", proxy.local_addr())).unwrap();
+    let conn = client
+        .get_connection_with_timeout(Duration::from_secs(2))
+        .unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    conn
+}
+
+/// Sends raw bytes and reads until `expected_len` bytes arrived (or the peer closed).
+fn raw(proxy: &ProxyHandle, request: &[u8], expected_len: usize) -> Vec<u8> {
+    let mut stream = TcpStream::connect(proxy.local_addr()).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    stream.write_all(request).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 65536];
+    while got.len() < expected_len {
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+    got
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_plain_client_reads_and_writes_keys_of_every_shard() {
+    let (cluster, proxy) = cluster_and_proxy(3).await;
+    let mut conn = client(&proxy);
+    for i in 0..300 {
+        redis::cmd("SET")
+            .arg(format!("key:{i}"))
+            .arg(i)
+            .exec(&mut conn)
+            .unwrap();
+    }
+    for i in 0..300 {
+        let v: i64 = redis::cmd("GET")
+            .arg(format!("key:{i}"))
+            .query(&mut conn)
+            .unwrap();
+        assert_eq!(v, i);
+    }
+    // The data really is spread over the cluster, not kept by the proxy.
+    let urls: Vec<String> = cluster.seeds().iter().map(|s| s.redis_url()).collect();
+    let mut direct = redis::cluster::ClusterClient::new(urls)
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let v: i64 = redis::cmd("GET").arg("key:299").query(&mut direct).unwrap();
+    assert_eq!(v, 299);
+    let mut owners = std::collections::HashSet::new();
+    for i in 0..300 {
+        owners.insert(cinnabar_commands::key_slot(format!("key:{i}").as_bytes()) / 5462);
+    }
+    assert_eq!(owners.len(), 3, "keys of all three shards were used");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pipelined_requests_are_answered_in_order() {
+    let (_cluster, proxy) = cluster_and_proxy(3).await;
+    let mut request = Vec::new();
+    let mut expected = Vec::new();
+    for i in 0..2000 {
+        request.extend_from_slice(
+            format!(
+                "*3\r\n$3\r\nSET\r\n$6\r\np{i:05}\r\n${}\r\n{i}\r\n",
+                i.to_string().len()
+            )
+            .as_bytes(),
+        );
+        expected.extend_from_slice(b"+OK\r\n");
+        request.extend_from_slice(format!("*2\r\n$3\r\nGET\r\n$6\r\np{i:05}\r\n").as_bytes());
+        expected.extend_from_slice(format!("${}\r\n{i}\r\n", i.to_string().len()).as_bytes());
+    }
+    let got = raw(&proxy, &request, expected.len());
+    assert_eq!(
+        String::from_utf8_lossy(&got),
+        String::from_utf8_lossy(&expected)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn multi_key_commands_are_split_across_slots_and_merged_in_order() {
+    let (_cluster, proxy) = cluster_and_proxy(3).await;
+    let mut conn = client(&proxy);
+    let keys: Vec<String> = (0..20).map(|i| format!("mk:{i}")).collect();
+    let mut mset = redis::cmd("MSET");
+    for (i, k) in keys.iter().enumerate() {
+        mset.arg(k).arg(i);
+    }
+    mset.exec(&mut conn).unwrap();
+    let mut mget = redis::cmd("MGET");
+    mget.arg(&keys).arg("mk:missing");
+    let values: Vec<Option<i64>> = mget.query(&mut conn).unwrap();
+    let mut expected: Vec<Option<i64>> = (0..20).map(Some).collect();
+    expected.push(None);
+    assert_eq!(values, expected);
+    let exists: i64 = redis::cmd("EXISTS")
+        .arg(&keys)
+        .arg("mk:missing")
+        .query(&mut conn)
+        .unwrap();
+    assert_eq!(exists, 20);
+    let deleted: i64 = redis::cmd("DEL").arg(&keys[..10]).query(&mut conn).unwrap();
+    assert_eq!(deleted, 10);
+    let left: i64 = redis::cmd("EXISTS").arg(&keys).query(&mut conn).unwrap();
+    assert_eq!(left, 10);
+    // MGET keeps its semantics per key: a non-string key is nil, not an error.
+    redis::cmd("LPUSH")
+        .arg("mk:list")
+        .arg("x")
+        .exec(&mut conn)
+        .unwrap();
+    let values: Vec<Option<i64>> = redis::cmd("MGET")
+        .arg("mk:list")
+        .arg("mk:19")
+        .query(&mut conn)
+        .unwrap();
+    assert_eq!(values, vec![None, Some(19)]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn other_multi_key_commands_across_slots_get_crossslot_never_a_partial_answer() {
+    let (_cluster, proxy) = cluster_and_proxy(3).await;
+    let mut conn = client(&proxy);
+    let err = redis::cmd("SUNIONSTORE")
+        .arg("a")
+        .arg("b")
+        .arg("c")
+        .exec(&mut conn)
+        .unwrap_err();
+    assert_eq!(err.code(), Some("CROSSSLOT"), "{err}");
+    // Same slot through a hash tag works.
+    redis::cmd("SADD")
+        .arg("{t}a")
+        .arg("1")
+        .exec(&mut conn)
+        .unwrap();
+    let n: i64 = redis::cmd("SUNIONSTORE")
+        .arg("{t}b")
+        .arg("{t}a")
+        .query(&mut conn)
+        .unwrap();
+    assert_eq!(n, 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn inline_commands_and_connection_commands_are_answered() {
+    let (_cluster, proxy) = cluster_and_proxy(3).await;
+    let expected =
+        b"+PONG\r\n+OK\r\n$5\r\nhello\r\n$3\r\na b\r\n+OK\r\n-ERR DB index is out of range\r\n";
+    let full = raw(
+        &proxy,
+        b"PING\r\nSET inline hello\r\nGET inline\r\nECHO \"a b\"\r\nSELECT 0\r\nSELECT 1\r\n",
+        expected.len(),
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&full),
+        String::from_utf8_lossy(expected)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_input_gets_a_clear_error_and_other_clients_keep_working() {
+    let (_cluster, proxy) = cluster_and_proxy(3).await;
+    let mut healthy = client(&proxy);
+    redis::cmd("SET")
+        .arg("stable")
+        .arg("1")
+        .exec(&mut healthy)
+        .unwrap();
+
+    let garbage = raw(&proxy, b"*1\r\n$-5\r\n", 1);
+    assert!(
+        String::from_utf8_lossy(&garbage).starts_with("-ERR Protocol error"),
+        "{}",
+        String::from_utf8_lossy(&garbage)
+    );
+    let huge = raw(&proxy, b"*1\r\n$1099511627776\r\n", 1);
+    assert!(
+        String::from_utf8_lossy(&huge).starts_with("-ERR Protocol error"),
+        "{}",
+        String::from_utf8_lossy(&huge)
+    );
+    let unknown = raw(&proxy, b"*2\r\n$6\r\nNOSUCH\r\n$1\r\na\r\n", 1);
+    assert!(
+        String::from_utf8_lossy(&unknown).starts_with("-ERR unknown command 'NOSUCH'"),
+        "{}",
+        String::from_utf8_lossy(&unknown)
+    );
+    let arity = raw(&proxy, b"*1\r\n$3\r\nGET\r\n", 1);
+    assert!(
+        String::from_utf8_lossy(&arity)
+            .starts_with("-ERR wrong number of arguments for 'get' command"),
+        "{}",
+        String::from_utf8_lossy(&arity)
+    );
+    let unsupported = raw(&proxy, b"*1\r\n$5\r\nMULTI\r\n", 1);
+    assert!(
+        String::from_utf8_lossy(&unsupported).contains("'multi' is not supported"),
+        "{}",
+        String::from_utf8_lossy(&unsupported)
+    );
+
+    let v: i64 = redis::cmd("GET").arg("stable").query(&mut healthy).unwrap();
+    assert_eq!(v, 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_slot_moved_behind_the_proxys_back_is_followed() {
+    let (cluster, proxy) = cluster_and_proxy(2).await;
+    let mut conn = client(&proxy);
+    redis::cmd("SET")
+        .arg("wanderer")
+        .arg("before")
+        .exec(&mut conn)
+        .unwrap();
+    let slot = cinnabar_commands::key_slot(b"wanderer");
+
+    // Move the slot (and its key) to the other master by hand, as a resharding tool would.
+    let report = cluster.check().await;
+    let owner = report
+        .nodes
+        .iter()
+        .find(|n| n.slots.iter().any(|r| r.start <= slot && slot <= r.end))
+        .unwrap();
+    let target = report.nodes.iter().find(|n| n.id != owner.id).unwrap();
+    let conn_to = |addr: &cinnabar_cluster::NodeAddr| {
+        redis::Client::open(addr.redis_url())
+            .unwrap()
+            .get_connection()
+            .unwrap()
+    };
+    let (mut src, mut dst) = (conn_to(&owner.addr), conn_to(&target.addr));
+    redis::cmd("CLUSTER")
+        .arg("SETSLOT")
+        .arg(slot)
+        .arg("IMPORTING")
+        .arg(&owner.id)
+        .exec(&mut dst)
+        .unwrap();
+    redis::cmd("CLUSTER")
+        .arg("SETSLOT")
+        .arg(slot)
+        .arg("MIGRATING")
+        .arg(&target.id)
+        .exec(&mut src)
+        .unwrap();
+    redis::cmd("MIGRATE")
+        .arg(&target.addr.host)
+        .arg(target.addr.port)
+        .arg("wanderer")
+        .arg(0)
+        .arg(5000)
+        .exec(&mut src)
+        .unwrap();
+    // Mid-migration the source answers ASK for the moved key: the proxy must follow it.
+    let v: String = redis::cmd("GET").arg("wanderer").query(&mut conn).unwrap();
+    assert_eq!(v, "before");
+    for node in [&mut dst, &mut src] {
+        redis::cmd("CLUSTER")
+            .arg("SETSLOT")
+            .arg(slot)
+            .arg("NODE")
+            .arg(&target.id)
+            .exec(node)
+            .unwrap();
+    }
+    // Now the proxy's table is stale: the source answers MOVED, and the proxy follows it.
+    redis::cmd("SET")
+        .arg("wanderer")
+        .arg("after")
+        .exec(&mut conn)
+        .unwrap();
+    let v: String = redis::cmd("GET").arg("wanderer").query(&mut conn).unwrap();
+    assert_eq!(v, "after");
+    let direct: String = redis::cmd("GET").arg("wanderer").query(&mut dst).unwrap();
+    assert_eq!(direct, "after", "the write landed on the new owner");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn redis_cli_works_through_the_proxy() {
+    let (_cluster, proxy) = cluster_and_proxy(3).await;
+    let port = proxy.local_addr().port().to_string();
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new("redis-cli")
+            .args(["-p", &port])
+            .args(args)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    assert_eq!(cli(&["set", "foo", "bar"]), "OK");
+    assert_eq!(cli(&["get", "foo"]), "bar");
+    assert_eq!(cli(&["mget", "foo", "nothing", "foo"]), "bar\n\nbar");
+}
