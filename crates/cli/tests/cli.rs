@@ -582,3 +582,64 @@ fn down_never_signals_a_stranger_whose_pid_is_in_a_stale_state_file() {
     assert!(down.status.success(), "{}", stderr(&down));
     assert!(survived, "down signalled a process that was not ours");
 }
+
+#[test]
+fn proxy_subcommand_serves_a_plain_client_and_stops_on_ctrl_c() {
+    let c = Cinnabar::new(3, 0);
+    c.up_detached(3, 0);
+    let listen = cinnabar_testkit::reserve_port();
+    let mut proxy = cinnabar()
+        .args([
+            "proxy",
+            "--listen",
+            &format!("127.0.0.1:{}", listen.port()),
+            "--seed",
+            &format!("127.0.0.1:{}", c.port()),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = std::io::BufReader::new(proxy.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
+    assert_eq!(line.trim(), format!("127.0.0.1:{}", listen.port()));
+    let mut conn = redis::Client::open(format!("redis://127.0.0.1:{}/", listen.port()))
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let keys: Vec<String> = (0..30).map(|i| format!("through:{i}")).collect();
+    for k in &keys {
+        redis::cmd("SET").arg(k).arg(k).exec(&mut conn).unwrap();
+    }
+    let values: Vec<String> = redis::cmd("MGET").arg(&keys).query(&mut conn).unwrap();
+    assert_eq!(values, keys);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(proxy.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    assert!(proxy.wait().unwrap().success());
+}
+
+#[test]
+fn proxy_with_no_reachable_seed_says_so() {
+    let nobody = cinnabar_testkit::reserve_port();
+    let out = cinnabar()
+        .args([
+            "proxy",
+            "--listen",
+            "127.0.0.1:0",
+            "--seed",
+            &format!("127.0.0.1:{}", nobody.port()),
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("cannot learn the cluster topology"), "{err}");
+    assert!(
+        err.contains(&format!("127.0.0.1:{}", nobody.port())),
+        "names the seed: {err}"
+    );
+}
