@@ -10,10 +10,11 @@
 //! lock and, after warm-up, allocates nothing per request.
 //!
 //! Not yet carried (clear `-ERR`, never a wrong answer): transactions, blocking commands,
-//! pub/sub subscriptions, SCAN/KEYS/DBSIZE fan-out, smart-client `CLUSTER` replies, HELLO/AUTH.
+//! pub/sub subscriptions, RESP3 (`HELLO 3`), AUTH, reads from replicas.
 
 mod backend;
 pub mod config;
+mod local;
 mod refresh;
 mod session;
 pub mod slotmap;
@@ -172,7 +173,9 @@ pub fn start(config: ProxyConfig) -> Result<ProxyHandle, ProxyError> {
         threads.push(
             std::thread::Builder::new()
                 .name(format!("cinnabar-worker-{i}"))
-                .spawn(move || run_worker(config, runtime, listener, routes_rx, refresh, stop_rx))
+                .spawn(move || {
+                    run_worker(config, runtime, listener, addr, routes_rx, refresh, stop_rx)
+                })
                 .map_err(ProxyError::Runtime)?,
         );
     }
@@ -212,13 +215,14 @@ fn run_worker(
     config: Arc<ProxyConfig>,
     runtime: tokio::runtime::Runtime,
     listener: TcpListener,
+    announce: SocketAddr,
     routes: watch::Receiver<Arc<SlotMap>>,
     refresh: Arc<Notify>,
     mut stop: watch::Receiver<bool>,
 ) {
     let local = tokio::task::LocalSet::new();
     local.block_on(&runtime, async move {
-        let worker = worker::Worker::new(config, routes, refresh);
+        let worker = worker::Worker::new(config, routes, refresh, announce);
         loop {
             tokio::select! {
                 accepted = listener.accept() => match accepted {

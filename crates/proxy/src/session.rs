@@ -15,7 +15,15 @@ use cinnabar_resp::{Parsed, Request, encode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use crate::local;
 use crate::worker::Worker;
+
+/// Client ids, unique across workers (taken once per connection, not per request).
+static NEXT_CLIENT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+/// Bits of a proxy SCAN cursor that say which master it is on (up to 1024 masters).
+const SCAN_MASTER_BITS: u32 = 10;
+/// What Redis answers to AUTH when no password is configured.
+const NO_PASSWORD: &[u8] = b"ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?";
 
 /// Initial size of a client's buffers; they grow with the client's traffic and stay grown.
 const BUFFER: usize = 16 * 1024;
@@ -29,6 +37,14 @@ enum Merge {
     Sum,
     /// `MSET`: `+OK` when every part said `+OK`.
     AllOk,
+    /// `KEYS`: the arrays of every master, concatenated.
+    Concat,
+    /// `SCRIPT LOAD`: every master answers the same; pass the first.
+    First,
+    /// `RANDOMKEY`: the first master that has a key.
+    FirstNonNil,
+    /// `INFO`: the proxy's own sections plus the keyspace summed over masters.
+    Keyspace,
 }
 
 /// A request waiting for its reply, in request order.
@@ -38,12 +54,14 @@ enum Pending {
     One,
     /// `parts` tickets whose replies merge into one.
     Split { merge: Merge, parts: usize },
+    /// One `SCAN` step on master `master` of `masters`; its cursor is rewritten.
+    Scan { master: usize, masters: usize },
 }
 
 impl Pending {
     fn parts(self) -> usize {
         match self {
-            Self::One => 1,
+            Self::One | Self::Scan { .. } => 1,
             Self::Split { parts, .. } => parts,
         }
     }
@@ -68,6 +86,11 @@ impl Args for RequestArgs<'_> {
 /// The per-connection state.
 struct Session {
     worker: Rc<Worker>,
+    /// `CLIENT ID`.
+    id: u64,
+    /// `CLIENT SETNAME`.
+    name: Vec<u8>,
+    peer: Option<std::net::SocketAddr>,
     out: Vec<u8>,
     pending: VecDeque<Pending>,
     /// Ticket ids of all pending requests, in order (a split request owns `parts` of them).
@@ -80,6 +103,9 @@ pub(crate) async fn serve(worker: Rc<Worker>, mut stream: TcpStream) {
     let _ = stream.set_nodelay(true);
     let mut session = Session {
         worker,
+        id: NEXT_CLIENT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        name: Vec::new(),
+        peer: stream.peer_addr().ok(),
         out: Vec::with_capacity(BUFFER),
         pending: VecDeque::new(),
         ids: VecDeque::new(),
@@ -177,6 +203,50 @@ impl Session {
                 self.local(b"+OK\r\n");
                 self.closing = true;
             }
+            "hello" => self.hello(args),
+            "auth" => self.local_error(NO_PASSWORD),
+            "readonly" | "readwrite" | "client|setinfo" => self.local(b"+OK\r\n"),
+            "client|id" => self.local_integer(i64::try_from(self.id).unwrap_or(i64::MAX)),
+            "client|setname" => self.set_name(args.get(2).unwrap_or_default()),
+            "client|getname" => {
+                if self.name.is_empty() {
+                    self.local(b"$-1\r\n");
+                } else {
+                    let name = std::mem::take(&mut self.name);
+                    self.local_bulk(&name);
+                    self.name = name;
+                }
+            }
+            "client|info" | "client|list" => {
+                let line = local::client_line(self.id, self.peer, self.worker.announce, &self.name);
+                self.local_bulk(line.as_bytes());
+            }
+            "cluster|slots" => self.local_with(local::cluster_slots),
+            "cluster|shards" => self.local_with(local::cluster_shards),
+            "cluster|nodes" => self.local_with(local::cluster_nodes),
+            "cluster|info" => self.local_with(|out, _| local::cluster_info(out)),
+            "cluster|myid" => self.local_bulk(local::node_id(self.worker.announce).as_bytes()),
+            "cluster|keyslot" => {
+                let slot = cinnabar_commands::key_slot(args.get(2).unwrap_or_default());
+                self.local_integer(i64::from(slot));
+            }
+            "cluster|countkeysinslot" | "cluster|getkeysinslot" => {
+                let slot = std::str::from_utf8(args.get(2).unwrap_or_default())
+                    .ok()
+                    .and_then(|s| s.parse::<u16>().ok())
+                    .filter(|slot| *slot < 16384);
+                match slot {
+                    Some(slot) => self.forward(Some(slot), args),
+                    None => self.local_error(b"ERR Invalid or out of range slot"),
+                }
+            }
+            "dbsize" => self.fan_out(args, None, Merge::Sum),
+            "keys" => self.fan_out(args, None, Merge::Concat),
+            "flushdb" | "flushall" | "script|flush" => self.fan_out(args, None, Merge::AllOk),
+            "script|load" => self.fan_out(args, None, Merge::First),
+            "randomkey" => self.fan_out(args, None, Merge::FirstNonNil),
+            "info" => self.fan_out(args, Some(&[b"INFO", b"keyspace"]), Merge::Keyspace),
+            "scan" => self.scan(args),
             "mget" => self.split(command, args, Merge::Array, 1),
             "del" | "unlink" | "exists" | "touch" => self.split(command, args, Merge::Sum, 1),
             "mset" => self.split(command, args, Merge::AllOk, 2),
@@ -201,11 +271,7 @@ impl Session {
             let id = tickets.take();
             let ticket = tickets.get(id);
             ticket.slot = slot;
-            if args.request.is_inline() {
-                args.request.write_multibulk(args.buf, &mut ticket.request);
-            } else {
-                ticket.request.extend_from_slice(args.buf);
-            }
+            write_request(args, &mut ticket.request);
             id
         };
         self.worker.dispatch(id);
@@ -246,6 +312,119 @@ impl Session {
             index += step;
         }
         self.pending.push_back(Pending::Split { merge, parts });
+    }
+
+    /// Sends the request (or `replacement`) to every master; `merge` combines the replies.
+    fn fan_out(&mut self, args: &RequestArgs<'_>, replacement: Option<&[&[u8]]>, merge: Merge) {
+        let routes = self.worker.routes();
+        let masters = routes.masters().len();
+        if masters == 0 {
+            return self.local_error(b"CLUSTERDOWN cinnabar: no master is known");
+        }
+        for master in 0..masters {
+            let id = {
+                let mut tickets = self.worker.tickets.borrow_mut();
+                let id = tickets.take();
+                let ticket = tickets.get(id);
+                ticket.slot = routes.representative_slot(master);
+                match replacement {
+                    Some(parts) => encode::command(&mut ticket.request, parts),
+                    None => write_request(args, &mut ticket.request),
+                }
+                id
+            };
+            self.worker.dispatch(id);
+            self.ids.push_back(id);
+        }
+        self.pending.push_back(Pending::Split {
+            merge,
+            parts: masters,
+        });
+    }
+
+    /// `SCAN cursor [MATCH p] [COUNT n] [TYPE t]` over all masters, one after the other; the
+    /// proxy's cursor is `(backend cursor << 10) | master index`.
+    fn scan(&mut self, args: &RequestArgs<'_>) {
+        let routes = self.worker.routes();
+        let masters = routes.masters().len();
+        let cursor = std::str::from_utf8(args.get(1).unwrap_or_default())
+            .ok()
+            .and_then(|c| c.parse::<u64>().ok());
+        let master = cursor.map(|c| (c & ((1 << SCAN_MASTER_BITS) - 1)) as usize);
+        let (Some(cursor), Some(master)) = (cursor, master.filter(|m| *m < masters)) else {
+            return self.local_error(b"ERR invalid cursor");
+        };
+        let backend_cursor = (cursor >> SCAN_MASTER_BITS).to_string();
+        let id = {
+            let mut tickets = self.worker.tickets.borrow_mut();
+            let id = tickets.take();
+            let ticket = tickets.get(id);
+            ticket.slot = routes.representative_slot(master);
+            encode::array_header(&mut ticket.request, args.len());
+            encode::bulk(&mut ticket.request, b"SCAN");
+            encode::bulk(&mut ticket.request, backend_cursor.as_bytes());
+            for i in 2..args.len() {
+                encode::bulk(&mut ticket.request, args.get(i).unwrap_or_default());
+            }
+            id
+        };
+        self.worker.dispatch(id);
+        self.ids.push_back(id);
+        self.pending.push_back(Pending::Scan { master, masters });
+    }
+
+    /// `HELLO [2 [SETNAME name]]`; RESP3 and AUTH are refused the way Redis refuses them.
+    fn hello(&mut self, args: &RequestArgs<'_>) {
+        match args.get(1) {
+            None | Some(b"2") => {}
+            Some(b"3") => {
+                return self.local_error(b"NOPROTO sorry, this protocol version is not supported");
+            }
+            Some(_) => {
+                return self.local_error(b"ERR Protocol version is not an integer or out of range");
+            }
+        }
+        let mut i = 2;
+        while let Some(option) = args.get(i) {
+            if option.eq_ignore_ascii_case(b"SETNAME") && i + 1 < args.len() {
+                let name = args.get(i + 1).unwrap_or_default();
+                if !valid_client_name(name) {
+                    return self.local_error(BAD_NAME);
+                }
+                self.name = name.to_vec();
+                i += 2;
+            } else if option.eq_ignore_ascii_case(b"AUTH") {
+                return self.local_error(NO_PASSWORD);
+            } else {
+                return self.local_error(b"ERR Syntax error in HELLO option");
+            }
+        }
+        let id = self.id;
+        self.local_with(|out, _| local::hello(out, id));
+    }
+
+    fn set_name(&mut self, name: &[u8]) {
+        if !valid_client_name(name) {
+            return self.local_error(BAD_NAME);
+        }
+        self.name = name.to_vec();
+        self.local(b"+OK\r\n");
+    }
+
+    /// Queues a reply written by `write`, given the proxy's announced address.
+    fn local_with(&mut self, write: impl FnOnce(&mut Vec<u8>, std::net::SocketAddr)) {
+        let announce = self.worker.announce;
+        let mut tickets = self.worker.tickets.borrow_mut();
+        let id = tickets.take();
+        let ticket = tickets.get(id);
+        write(&mut ticket.reply, announce);
+        ticket.done = true;
+        self.ids.push_back(id);
+        self.pending.push_back(Pending::One);
+    }
+
+    fn local_integer(&mut self, n: i64) {
+        self.local_with(|out, _| encode::integer(out, n));
     }
 
     /// Queues a reply produced by the proxy itself, in order with the others.
@@ -296,14 +475,18 @@ impl Session {
                 }
                 Pending::Split { merge, parts } => {
                     let tickets = &*tickets;
-                    merge_into(
-                        &mut self.out,
-                        merge,
-                        self.ids
-                            .iter()
-                            .take(parts)
-                            .map(|id| &*tickets.peek(*id).reply),
-                    );
+                    let replies = self
+                        .ids
+                        .iter()
+                        .take(parts)
+                        .map(|id| &*tickets.peek(*id).reply);
+                    merge_into(&mut self.out, merge, replies, self.worker.announce);
+                }
+                Pending::Scan { master, masters } => {
+                    if let Some(id) = self.ids.front() {
+                        let reply = &tickets.peek(*id).reply;
+                        rewrite_scan_reply(&mut self.out, reply, master, masters);
+                    }
                 }
             }
             for _ in 0..parts {
@@ -362,6 +545,8 @@ fn supported(command: &Command) -> bool {
     ) {
         return false;
     }
+    // Containers whose other subcommands are handled above; transactions and connection
+    // state that needs a private backend connection.
     !matches!(
         command.command_name(),
         "multi"
@@ -369,31 +554,25 @@ fn supported(command: &Command) -> bool {
             | "discard"
             | "watch"
             | "unwatch"
-            | "hello"
-            | "auth"
             | "client"
             | "cluster"
-            | "readonly"
-            | "readwrite"
             | "reset"
-            | "scan"
-            | "keys"
-            | "dbsize"
-            | "randomkey"
             | "wait"
             | "waitaof"
             | "swapdb"
             | "move"
             | "function"
             | "script"
-            | "info"
-            | "flushdb"
-            | "flushall"
     )
 }
 
 /// Writes the one reply a split request owes, from its parts' replies.
-fn merge_into<'a>(out: &mut Vec<u8>, merge: Merge, parts: impl Iterator<Item = &'a [u8]> + Clone) {
+fn merge_into<'a>(
+    out: &mut Vec<u8>,
+    merge: Merge,
+    parts: impl Iterator<Item = &'a [u8]> + Clone,
+    announce: std::net::SocketAddr,
+) {
     if let Some(error) = parts.clone().find(|r| r.first() == Some(&b'-')) {
         out.extend_from_slice(error);
         return;
@@ -414,8 +593,84 @@ fn merge_into<'a>(out: &mut Vec<u8>, merge: Merge, parts: impl Iterator<Item = &
             Some(odd) => out.extend_from_slice(odd),
             None => out.extend_from_slice(b"+OK\r\n"),
         },
+        Merge::Concat => {
+            let total: i64 = parts
+                .clone()
+                .map(|r| parse_integer(&r[..header_len(r)]))
+                .sum();
+            encode::array_header(out, usize::try_from(total).unwrap_or(0));
+            for reply in parts {
+                out.extend_from_slice(&reply[header_len(reply)..]);
+            }
+        }
+        Merge::First => out.extend_from_slice(parts.clone().next().unwrap_or(b"$-1\r\n")),
+        Merge::FirstNonNil => {
+            let found = parts.clone().find(|r| *r != b"$-1\r\n");
+            out.extend_from_slice(found.unwrap_or(b"$-1\r\n"));
+        }
+        Merge::Keyspace => {
+            let masters = parts.clone().count();
+            let (keys, expires) = local::sum_keyspace(parts.map(|r| &r[header_len(r)..]));
+            local::info(out, announce, masters, keys, expires);
+        }
     }
 }
+
+/// Length of a reply's first line including its CRLF (`*3\r\n` → 4).
+fn header_len(reply: &[u8]) -> usize {
+    reply
+        .windows(2)
+        .position(|w| w == b"\r\n")
+        .map_or(reply.len(), |p| p + 2)
+}
+
+/// Turns one master's `SCAN` reply into the proxy's: the cursor says which master comes next.
+fn rewrite_scan_reply(out: &mut Vec<u8>, reply: &[u8], master: usize, masters: usize) {
+    // `*2\r\n$<n>\r\n<cursor>\r\n<array>`; anything else (an error) passes through.
+    let Some(rest) = reply.strip_prefix(b"*2\r\n") else {
+        return out.extend_from_slice(reply);
+    };
+    let bulk_header = header_len(rest);
+    let cursor_end = bulk_header + header_len(&rest[bulk_header..]);
+    let digits = rest
+        .get(bulk_header..cursor_end.saturating_sub(2))
+        .unwrap_or_default();
+    let backend = std::str::from_utf8(digits)
+        .ok()
+        .and_then(|c| c.parse::<u64>().ok());
+    let Some(backend) = backend.filter(|c| *c < 1 << (64 - SCAN_MASTER_BITS)) else {
+        return out.extend_from_slice(
+            b"-ERR cinnabar: a backend returned a SCAN cursor the proxy cannot carry\r\n",
+        );
+    };
+    let next = if backend != 0 {
+        (backend << SCAN_MASTER_BITS) | master as u64
+    } else if master + 1 < masters {
+        (master + 1) as u64
+    } else {
+        0
+    };
+    out.extend_from_slice(b"*2\r\n");
+    encode::bulk(out, next.to_string().as_bytes());
+    out.extend_from_slice(&rest[cursor_end..]);
+}
+
+/// Copies a request for a backend as multibulk (inline requests are re-encoded).
+fn write_request(args: &RequestArgs<'_>, out: &mut Vec<u8>) {
+    if args.request.is_inline() {
+        args.request.write_multibulk(args.buf, out);
+    } else {
+        out.extend_from_slice(args.buf);
+    }
+}
+
+/// Redis refuses client names with spaces or control characters.
+fn valid_client_name(name: &[u8]) -> bool {
+    name.iter().all(|b| (b'!'..=b'~').contains(b))
+}
+
+/// Redis's answer to such a name.
+const BAD_NAME: &[u8] = b"ERR Client names cannot contain spaces, newlines or special characters.";
 
 /// `:42\r\n` → 42 (0 for anything else; error replies were handled before).
 fn parse_integer(reply: &[u8]) -> i64 {

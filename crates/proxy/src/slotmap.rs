@@ -12,6 +12,8 @@ const UNOWNED: u16 = u16::MAX;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SlotMap {
     masters: Vec<NodeAddr>,
+    /// One slot owned by each master (same index), to address a master by routing.
+    representative: Vec<u16>,
     owner: Box<[u16]>,
     /// Increases with every refresh that changed something.
     pub version: u64,
@@ -22,6 +24,7 @@ impl SlotMap {
     pub fn empty() -> Self {
         Self {
             masters: Vec::new(),
+            representative: Vec::new(),
             owner: vec![UNOWNED; SLOTS].into_boxed_slice(),
             version: 0,
         }
@@ -40,6 +43,7 @@ impl SlotMap {
             }
             let index = map.masters.len() as u16;
             map.masters.push(addr.clone());
+            map.representative.push(node.slots[0].start);
             for SlotRange { start, end } in &node.slots {
                 for slot in *start..=*end {
                     if let Some(owner) = map.owner.get_mut(usize::from(slot)) {
@@ -58,6 +62,11 @@ impl SlotMap {
             .copied()
             .filter(|o| *o != UNOWNED)
             .map(usize::from)
+    }
+
+    /// A slot owned by master `index`: routing a request by it reaches that master.
+    pub fn representative_slot(&self, index: usize) -> Option<u16> {
+        self.representative.get(index).copied()
     }
 
     /// All masters that own at least one slot.

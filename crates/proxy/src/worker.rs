@@ -36,6 +36,8 @@ pub(crate) struct Worker {
     backends: RefCell<HashMap<NodeAddr, Rc<Backend>>>,
     by_master: RefCell<Vec<Rc<Backend>>>,
     refresh: Arc<Notify>,
+    /// The address clients reach this proxy at (announced in CLUSTER replies).
+    pub(crate) announce: std::net::SocketAddr,
 }
 
 impl Worker {
@@ -43,6 +45,7 @@ impl Worker {
         config: Arc<ProxyConfig>,
         routes_rx: watch::Receiver<Arc<SlotMap>>,
         refresh: Arc<Notify>,
+        announce: std::net::SocketAddr,
     ) -> Rc<Self> {
         let routes = routes_rx.borrow().clone();
         let worker = Rc::new(Self {
@@ -54,6 +57,7 @@ impl Worker {
             backends: RefCell::new(HashMap::new()),
             by_master: RefCell::new(Vec::new()),
             refresh,
+            announce,
         });
         worker.install_routes(routes);
         worker
@@ -90,6 +94,12 @@ impl Worker {
             .insert(addr.clone(), Rc::clone(&backend));
         tokio::task::spawn_local(backend::run(Rc::clone(&backend), Rc::clone(self)));
         backend
+    }
+
+    /// The current routing table (after picking up any newer one).
+    pub(crate) fn routes(self: &Rc<Self>) -> Arc<SlotMap> {
+        self.sync_routes();
+        Arc::clone(&self.routes.borrow())
     }
 
     /// Sends ticket `id` to the master of its slot (any master for keyless commands).

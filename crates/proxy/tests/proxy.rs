@@ -316,3 +316,143 @@ async fn redis_cli_works_through_the_proxy() {
     assert_eq!(cli(&["get", "foo"]), "bar");
     assert_eq!(cli(&["mget", "foo", "nothing", "foo"]), "bar\n\nbar");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cluster_mode_client_sees_the_proxy_as_a_one_node_cluster() {
+    let (_cluster, proxy) = cluster_and_proxy(3).await;
+    let addr = proxy.local_addr();
+    let mut conn = redis::cluster::ClusterClient::new(vec![format!("redis://{addr}/")])
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    for i in 0..100 {
+        redis::cmd("SET")
+            .arg(format!("smart:{i}"))
+            .arg(i)
+            .exec(&mut conn)
+            .unwrap();
+    }
+    let v: i64 = redis::cmd("GET").arg("smart:77").query(&mut conn).unwrap();
+    assert_eq!(v, 77);
+    let mut plain = client(&proxy);
+    let slots: redis::Value = redis::cmd("CLUSTER")
+        .arg("SLOTS")
+        .query(&mut plain)
+        .unwrap();
+    let text = format!("{slots:?}");
+    assert!(
+        text.contains(&addr.port().to_string()) && text.contains("16383"),
+        "{text}"
+    );
+    let nodes: String = redis::cmd("CLUSTER")
+        .arg("NODES")
+        .query(&mut plain)
+        .unwrap();
+    assert!(
+        nodes.contains(&format!("{addr}@"))
+            && nodes.contains("myself,master")
+            && nodes.contains("0-16383"),
+        "{nodes}"
+    );
+    let info: String = redis::cmd("CLUSTER").arg("INFO").query(&mut plain).unwrap();
+    assert!(info.contains("cluster_state:ok"));
+    let slot: i64 = redis::cmd("CLUSTER")
+        .arg("KEYSLOT")
+        .arg("foo{}{bar}")
+        .query(&mut plain)
+        .unwrap();
+    assert_eq!(slot, 8363);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn keyspace_commands_fan_out_to_every_master() {
+    let (_cluster, proxy) = cluster_and_proxy(3).await;
+    let mut conn = client(&proxy);
+    for i in 0..250 {
+        redis::cmd("SET")
+            .arg(format!("fan:{i}"))
+            .arg(i)
+            .exec(&mut conn)
+            .unwrap();
+    }
+    let size: i64 = redis::cmd("DBSIZE").query(&mut conn).unwrap();
+    assert_eq!(size, 250);
+    let mut keys: Vec<String> = redis::cmd("KEYS").arg("fan:*").query(&mut conn).unwrap();
+    keys.sort();
+    assert_eq!(keys.len(), 250);
+    let info: String = redis::cmd("INFO").query(&mut conn).unwrap();
+    assert!(info.contains("db0:keys=250,"), "{info}");
+    let random: Option<String> = redis::cmd("RANDOMKEY").query(&mut conn).unwrap();
+    assert!(random.unwrap().starts_with("fan:"));
+
+    // SCAN visits every key exactly once across all masters.
+    let mut seen = Vec::new();
+    let mut cursor = 0u64;
+    loop {
+        let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("COUNT")
+            .arg(20)
+            .query(&mut conn)
+            .unwrap();
+        seen.extend(batch);
+        cursor = next;
+        if cursor == 0 {
+            break;
+        }
+    }
+    seen.sort();
+    assert_eq!(seen, keys, "SCAN returned each key exactly once");
+    let bad = redis::cmd("SCAN").arg(1023).exec(&mut conn).unwrap_err();
+    assert!(bad.to_string().contains("invalid cursor"), "{bad}");
+
+    redis::cmd("FLUSHALL").exec(&mut conn).unwrap();
+    let size: i64 = redis::cmd("DBSIZE").query(&mut conn).unwrap();
+    assert_eq!(size, 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn connection_commands_are_answered_by_the_proxy() {
+    let (_cluster, proxy) = cluster_and_proxy(3).await;
+    let mut conn = client(&proxy);
+    let hello: Vec<redis::Value> = redis::cmd("HELLO")
+        .arg(2)
+        .arg("SETNAME")
+        .arg("app-1")
+        .query(&mut conn)
+        .unwrap();
+    assert_eq!(hello.len(), 14);
+    let name: String = redis::cmd("CLIENT")
+        .arg("GETNAME")
+        .query(&mut conn)
+        .unwrap();
+    assert_eq!(name, "app-1");
+    redis::cmd("CLIENT")
+        .arg("SETNAME")
+        .arg("app-2")
+        .exec(&mut conn)
+        .unwrap();
+    let line: String = redis::cmd("CLIENT").arg("INFO").query(&mut conn).unwrap();
+    assert!(line.contains("name=app-2"), "{line}");
+    let id: i64 = redis::cmd("CLIENT").arg("ID").query(&mut conn).unwrap();
+    assert!(id > 0);
+    let resp3 = redis::cmd("HELLO").arg(3).exec(&mut conn).unwrap_err();
+    assert_eq!(resp3.code(), Some("NOPROTO"), "{resp3}");
+    let auth = redis::cmd("AUTH")
+        .arg("secret")
+        .exec(&mut conn)
+        .unwrap_err();
+    assert!(
+        auth.to_string().contains("without any password configured"),
+        "{auth}"
+    );
+    let spaced = redis::cmd("CLIENT")
+        .arg("SETNAME")
+        .arg("a b")
+        .exec(&mut conn)
+        .unwrap_err();
+    assert!(
+        spaced.to_string().contains("cannot contain spaces"),
+        "{spaced}"
+    );
+}
