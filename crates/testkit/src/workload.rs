@@ -25,6 +25,10 @@ pub enum Target {
 impl Target {
     fn connect(&self) -> redis::RedisResult<Box<dyn ConnectionLike + Send>> {
         let timeout = Duration::from_secs(2);
+        // A proxy holds a request across a failover for up to its retry window (10 s by
+        // default): the client must wait longer than that, or it counts its own timeout as
+        // a failure the proxy never reported.
+        let standalone_timeout = Duration::from_secs(15);
         match self {
             Self::Cluster(seeds) => {
                 let urls: Vec<String> = seeds.iter().map(NodeAddr::redis_url).collect();
@@ -37,9 +41,9 @@ impl Target {
             }
             Self::Standalone(addr) => {
                 let client = redis::Client::open(addr.redis_url())?;
-                let conn = client.get_connection_with_timeout(timeout)?;
-                conn.set_read_timeout(Some(timeout))?;
-                conn.set_write_timeout(Some(timeout))?;
+                let conn = client.get_connection_with_timeout(standalone_timeout)?;
+                conn.set_read_timeout(Some(standalone_timeout))?;
+                conn.set_write_timeout(Some(standalone_timeout))?;
                 Ok(Box::new(conn))
             }
         }
