@@ -60,7 +60,10 @@ impl Backend {
     }
 
     /// Queues `request` for ticket `id`, preceded by `ASKING` when following an ASK redirect.
-    pub(crate) fn enqueue(&self, request: &[u8], id: usize, asking: bool) {
+    /// `request` may hold several commands (a transaction: `MULTI … EXEC`); the replies of all
+    /// but the last (`discard` of them) are dropped. Appending it in one piece keeps it
+    /// contiguous on the shared connection: nothing of another client can land in between.
+    pub(crate) fn enqueue(&self, request: &[u8], id: usize, asking: bool, discard: u16) {
         let mut st = self.state.borrow_mut();
         if asking {
             st.out.extend_from_slice(ASKING);
@@ -68,8 +71,11 @@ impl Backend {
             st.unsent += 1;
         }
         st.out.extend_from_slice(request);
+        for _ in 0..discard {
+            st.inflight.push_back(Inflight::Discard);
+        }
         st.inflight.push_back(Inflight::Ticket(id));
-        st.unsent += 1;
+        st.unsent += 1 + usize::from(discard);
         drop(st);
         self.wake.notify_one();
     }
@@ -198,4 +204,45 @@ fn deliver(
     }
     buf.drain(..pos);
     Ok(())
+}
+
+/// Runs one request on a connection of its own and returns its reply (for blocking commands,
+/// which must not hold up the shared connection). The connection is closed afterwards.
+///
+/// # Errors
+/// A sentence saying what failed: connecting, writing, reading, or a malformed reply.
+pub(crate) async fn private_request(
+    addr: &NodeAddr,
+    request: &[u8],
+    connect_timeout: std::time::Duration,
+) -> Result<Vec<u8>, String> {
+    let connect = TcpStream::connect((addr.host.as_str(), addr.port));
+    let mut stream = match tokio::time::timeout(connect_timeout, connect).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(e)) => return Err(format!("cannot connect: {e}")),
+        Err(_) => return Err("connect timed out".into()),
+    };
+    stream
+        .write_all(request)
+        .await
+        .map_err(|e| format!("write failed: {e}"))?;
+    let mut scanner = ReplyScanner::new(Limits::default());
+    let mut reply = Vec::with_capacity(256);
+    loop {
+        if stream
+            .read_buf(&mut reply)
+            .await
+            .map_err(|e| format!("read failed: {e}"))?
+            == 0
+        {
+            return Err("closed by the node".into());
+        }
+        if let Some(len) = scanner
+            .scan(&reply)
+            .map_err(|e| format!("bad reply: {e}"))?
+        {
+            reply.truncate(len);
+            return Ok(reply);
+        }
+    }
 }

@@ -9,8 +9,11 @@
 //! thread refreshes the routing table and publishes immutable snapshots. The hot path takes no
 //! lock and, after warm-up, allocates nothing per request.
 //!
-//! Not yet carried (clear `-ERR`, never a wrong answer): transactions, blocking commands,
-//! pub/sub subscriptions, RESP3 (`HELLO 3`), AUTH, reads from replicas.
+//! Transactions (MULTI/EXEC in one slot) run as one contiguous `MULTI … EXEC` chunk on the
+//! shared connection; blocking commands get a private connection each.
+//!
+//! Not yet carried (clear `-ERR`, never a wrong answer): WATCH, pub/sub subscriptions, RESP3
+//! (`HELLO 3`), AUTH, reads from replicas, WAIT.
 
 mod backend;
 pub mod config;

@@ -96,6 +96,23 @@ struct Session {
     /// Ticket ids of all pending requests, in order (a split request owns `parts` of them).
     ids: VecDeque<usize>,
     closing: bool,
+    /// Between MULTI and EXEC/DISCARD.
+    transaction: Option<Transaction>,
+    /// Blocking commands running on private connections; cancelled when the client leaves.
+    blocking: Vec<tokio::task::AbortHandle>,
+}
+
+/// A transaction being queued by the proxy. At EXEC it goes to the slot's master as one
+/// contiguous `MULTI … EXEC` chunk, so it runs atomically there.
+#[derive(Debug, Default)]
+struct Transaction {
+    /// The one slot all keyed commands must share.
+    slot: Option<u16>,
+    /// `MULTI` followed by the queued commands, as multibulk.
+    request: Vec<u8>,
+    queued: u16,
+    /// A queued command was refused: EXEC answers EXECABORT, as Redis does.
+    aborted: bool,
 }
 
 /// Serves one client until it disconnects, sends garbage, or says QUIT.
@@ -110,6 +127,8 @@ pub(crate) async fn serve(worker: Rc<Worker>, mut stream: TcpStream) {
         pending: VecDeque::new(),
         ids: VecDeque::new(),
         closing: false,
+        transaction: None,
+        blocking: Vec::new(),
     };
     let mut input = Vec::with_capacity(BUFFER);
     let mut request = Request::new();
@@ -187,9 +206,35 @@ impl Session {
     fn handle(&mut self, args: &RequestArgs<'_>) {
         let command = match cinnabar_commands::resolve(args) {
             Ok(command) => command,
-            Err(e) => return self.local_error(&e.to_bytes()),
+            Err(e) => {
+                if let Some(tx) = &mut self.transaction {
+                    tx.aborted = true;
+                }
+                return self.local_error(&e.to_bytes());
+            }
         };
+        if self.transaction.is_some()
+            && !matches!(command.name(), "exec" | "discard" | "multi" | "watch")
+        {
+            return self.queue(command, args);
+        }
         match command.name() {
+            "multi" => self.multi(),
+            "exec" => self.exec(),
+            "discard" => match self.transaction.take() {
+                Some(_) => self.local(b"+OK\r\n"),
+                None => self.local_error(b"ERR DISCARD without MULTI"),
+            },
+            "watch" => {
+                self.local_error(b"ERR cinnabar: WATCH is not supported through the proxy yet")
+            }
+            "unwatch" => self.local(b"+OK\r\n"),
+            _ if command.is_blocking() && !matches!(command.name(), "wait" | "waitaof") => {
+                match command.slot(args) {
+                    Ok(slot) => self.blocking(slot, args),
+                    Err(e) => self.local_error(&e.to_bytes()),
+                }
+            }
             "ping" => match args.get(1) {
                 None => self.local(b"+PONG\r\n"),
                 Some(message) => self.local_bulk(message),
@@ -312,6 +357,107 @@ impl Session {
             index += step;
         }
         self.pending.push_back(Pending::Split { merge, parts });
+    }
+
+    fn multi(&mut self) {
+        if self.transaction.is_some() {
+            return self.local_error(b"ERR MULTI calls can not be nested");
+        }
+        let mut tx = Transaction::default();
+        encode::command(&mut tx.request, &[b"MULTI"]);
+        self.transaction = Some(tx);
+        self.local(b"+OK\r\n");
+    }
+
+    /// Queues one command of a transaction, refusing (and dooming the transaction) what cannot
+    /// run atomically on one master.
+    fn queue(&mut self, command: &Command, args: &RequestArgs<'_>) {
+        let slot = if supported(command) || command.is_blocking() {
+            command.slot(args).map_err(|e| e.to_bytes())
+        } else {
+            Err(format!(
+                "ERR cinnabar: '{}' cannot run inside a transaction through the proxy",
+                command.name()
+            )
+            .into_bytes())
+        };
+        let Some(tx) = self.transaction.as_mut() else {
+            return;
+        };
+        let accepted = match slot {
+            Ok(Some(slot)) if tx.slot.is_some_and(|s| s != slot) => {
+                Err(b"CROSSSLOT Keys in request don't hash to the same slot".to_vec())
+            }
+            Ok(slot) => {
+                tx.slot = tx.slot.or(slot);
+                Ok(())
+            }
+            Err(e) => Err(e),
+        };
+        match accepted {
+            Ok(()) => {
+                write_request(args, &mut tx.request);
+                tx.queued += 1;
+                self.local(b"+QUEUED\r\n");
+            }
+            Err(line) => {
+                tx.aborted = true;
+                self.local_error(&line);
+            }
+        }
+    }
+
+    fn exec(&mut self) {
+        let Some(mut tx) = self.transaction.take() else {
+            return self.local_error(b"ERR EXEC without MULTI");
+        };
+        if tx.aborted {
+            return self
+                .local_error(b"EXECABORT Transaction discarded because of previous errors.");
+        }
+        encode::command(&mut tx.request, &[b"EXEC"]);
+        let id = {
+            let mut tickets = self.worker.tickets.borrow_mut();
+            let id = tickets.take();
+            let ticket = tickets.get(id);
+            ticket.slot = tx.slot;
+            ticket.request.extend_from_slice(&tx.request);
+            // The replies of MULTI and of every queued command; only EXEC's goes to the client.
+            ticket.discard = tx.queued + 1;
+            id
+        };
+        self.worker.dispatch(id);
+        self.ids.push_back(id);
+        self.pending.push_back(Pending::One);
+    }
+
+    /// A blocking command (BLPOP, BRPOP, BLMOVE, BZPOPMIN, XREAD BLOCK, …) on a connection of
+    /// its own, so it never stalls the shared one; cancelled if the client goes away.
+    fn blocking(&mut self, slot: Option<u16>, args: &RequestArgs<'_>) {
+        let routes = self.worker.routes();
+        let master = slot
+            .and_then(|s| routes.owner(s))
+            .or((!routes.masters().is_empty()).then_some(0));
+        let Some(addr) = master.and_then(|m| routes.masters().get(m)).cloned() else {
+            return self.local_error(b"CLUSTERDOWN cinnabar: no master serves this slot");
+        };
+        let id = self.worker.tickets.borrow_mut().take();
+        let mut request = Vec::new();
+        write_request(args, &mut request);
+        let worker = Rc::clone(&self.worker);
+        let task = tokio::task::spawn_local(async move {
+            let reply =
+                crate::backend::private_request(&addr, &request, worker.config.connect_timeout)
+                    .await;
+            let reply = reply.unwrap_or_else(|why| {
+                format!("-ERR cinnabar: blocking command on {addr} failed: {why}\r\n").into_bytes()
+            });
+            worker.tickets.borrow_mut().complete(id, &reply);
+        });
+        self.blocking.retain(|t| !t.is_finished());
+        self.blocking.push(task.abort_handle());
+        self.ids.push_back(id);
+        self.pending.push_back(Pending::One);
     }
 
     /// Sends the request (or `replacement`) to every master; `merge` combines the replies.
@@ -518,6 +664,9 @@ impl Session {
     /// The client is gone: finished tickets are released now, the others when their replies
     /// arrive.
     fn abandon(&mut self) {
+        for task in self.blocking.drain(..) {
+            task.abort();
+        }
         let mut tickets = self.worker.tickets.borrow_mut();
         for id in self.ids.drain(..) {
             if tickets.get(id).done {
@@ -545,16 +694,11 @@ fn supported(command: &Command) -> bool {
     ) {
         return false;
     }
-    // Containers whose other subcommands are handled above; transactions and connection
-    // state that needs a private backend connection.
+    // Containers whose other subcommands are handled above, and commands that need connection
+    // state the proxy does not keep yet.
     !matches!(
         command.command_name(),
-        "multi"
-            | "exec"
-            | "discard"
-            | "watch"
-            | "unwatch"
-            | "client"
+        "client"
             | "cluster"
             | "reset"
             | "wait"

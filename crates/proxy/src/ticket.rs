@@ -24,6 +24,8 @@ pub(crate) struct Ticket {
     pub(crate) failing_since: Option<Instant>,
     /// The client went away: release the ticket as soon as the backend is done with it.
     pub(crate) abandoned: bool,
+    /// Replies before the one this ticket wants (a transaction's `+OK` and `+QUEUED`s).
+    pub(crate) discard: u16,
 }
 
 /// A slab of tickets with a free list.
@@ -54,6 +56,7 @@ impl Tickets {
             t.redirects = 0;
             t.failing_since = None;
             t.abandoned = false;
+            t.discard = 0;
             self.free.push(id);
         }
     }

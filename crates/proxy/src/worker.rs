@@ -133,7 +133,8 @@ impl Worker {
 
     fn send(&self, backend: &Backend, id: usize, asking: bool) {
         let mut tickets = self.tickets.borrow_mut();
-        backend.enqueue(&tickets.get(id).request, id, asking);
+        let ticket = tickets.get(id);
+        backend.enqueue(&ticket.request, id, asking, ticket.discard);
     }
 
     /// A backend answered ticket `id` with `reply`.

@@ -217,9 +217,9 @@ async fn bad_input_gets_a_clear_error_and_other_clients_keep_working() {
         "{}",
         String::from_utf8_lossy(&arity)
     );
-    let unsupported = raw(&proxy, b"*1\r\n$5\r\nMULTI\r\n", 1);
+    let unsupported = raw(&proxy, b"*2\r\n$9\r\nSUBSCRIBE\r\n$2\r\nch\r\n", 1);
     assert!(
-        String::from_utf8_lossy(&unsupported).contains("'multi' is not supported"),
+        String::from_utf8_lossy(&unsupported).contains("'subscribe' is not supported"),
         "{}",
         String::from_utf8_lossy(&unsupported)
     );
@@ -536,4 +536,108 @@ async fn a_killed_master_is_invisible_to_clients_when_promotion_beats_the_retry_
         promoted < Duration::from_secs(10),
         "promotion {promoted:?} should fit the retry window"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn transactions_in_one_slot_run_atomically_and_cross_slot_ones_abort() {
+    let (_cluster, proxy) = cluster_and_proxy(3).await;
+    let mut conn = client(&proxy);
+    let (ok, n, v): (String, i64, String) = redis::pipe()
+        .atomic()
+        .set("{tx}a", 1)
+        .incr("{tx}a", 1)
+        .get("{tx}a")
+        .query(&mut conn)
+        .unwrap();
+    assert_eq!((ok.as_str(), n, v.as_str()), ("OK", 2, "2"));
+
+    // A command in another slot is refused where it is queued, and EXEC then aborts: nothing
+    // of the transaction ran (the value is still 2).
+    let expected = "+OK\r\n+QUEUED\r\n-CROSSSLOT Keys in request don't hash to the same slot\r\n\
+                    -EXECABORT Transaction discarded because of previous errors.\r\n$1\r\n2\r\n";
+    let got = raw(
+        &proxy,
+        b"MULTI\r\nSET {tx}a 5\r\nSET other 5\r\nEXEC\r\nGET {tx}a\r\n",
+        expected.len(),
+    );
+    assert_eq!(String::from_utf8_lossy(&got), expected);
+
+    let discard = raw(
+        &proxy,
+        b"MULTI\r\nSET {tx}a 9\r\nDISCARD\r\nGET {tx}a\r\nEXEC\r\n",
+        57,
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&discard),
+        "+OK\r\n+QUEUED\r\n+OK\r\n$1\r\n2\r\n-ERR EXEC without MULTI\r\n"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_blocking_command_stalls_nobody_and_is_cancelled_with_its_client() {
+    let (cluster, proxy) = cluster_and_proxy(3).await;
+    let addr = proxy.local_addr();
+    let waiter = std::thread::spawn(move || {
+        let mut conn = redis::Client::open(format!("redis://{addr}/"))
+            .unwrap()
+            .get_connection()
+            .unwrap();
+        let got: (String, String) = redis::cmd("BLPOP")
+            .arg("queue")
+            .arg(10)
+            .query(&mut conn)
+            .unwrap();
+        got
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    // The shared connections keep serving everyone else meanwhile.
+    let mut other = client(&proxy);
+    for i in 0..50 {
+        redis::cmd("SET")
+            .arg(format!("free:{i}"))
+            .arg(i)
+            .exec(&mut other)
+            .unwrap();
+    }
+    redis::cmd("LPUSH")
+        .arg("queue")
+        .arg("job-1")
+        .exec(&mut other)
+        .unwrap();
+    assert_eq!(
+        waiter.join().unwrap(),
+        ("queue".to_owned(), "job-1".to_owned())
+    );
+
+    // A client that leaves mid-BLPOP leaves no blocked connection behind on the master.
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.write_all(b"BLPOP nothing-here 0\r\n").unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let blocked = |cluster: &TestCluster| -> i64 {
+        cluster
+            .servers()
+            .iter()
+            .map(|s| {
+                let mut c = redis::Client::open(s.url())
+                    .unwrap()
+                    .get_connection()
+                    .unwrap();
+                let info: String = redis::cmd("INFO").arg("clients").query(&mut c).unwrap();
+                info.lines()
+                    .find_map(|l| l.strip_prefix("blocked_clients:"))
+                    .and_then(|n| n.trim().parse::<i64>().ok())
+                    .unwrap_or(0)
+            })
+            .sum()
+    };
+    assert_eq!(blocked(&cluster), 1);
+    drop(stream);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while blocked(&cluster) != 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the private connection outlived its client"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
