@@ -12,12 +12,15 @@
 //! Transactions (MULTI/EXEC in one slot) run as one contiguous `MULTI … EXEC` chunk on the
 //! shared connection; blocking commands get a private connection each.
 //!
-//! Not yet carried (clear `-ERR`, never a wrong answer): WATCH, pub/sub subscriptions, RESP3
-//! (`HELLO 3`), AUTH, reads from replicas, WAIT.
+//! Pub/sub subscriptions switch the client to a private connection relayed by the proxy.
+//!
+//! Not yet carried (clear `-ERR`, never a wrong answer): WATCH, RESP3 (`HELLO 3`), AUTH,
+//! reads from replicas, WAIT.
 
 mod backend;
 pub mod config;
 mod local;
+mod pubsub;
 mod refresh;
 mod session;
 pub mod slotmap;

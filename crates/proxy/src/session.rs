@@ -16,7 +16,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::local;
+use crate::pubsub;
 use crate::worker::Worker;
+use cinnabar_cluster::NodeAddr;
 
 /// Client ids, unique across workers (taken once per connection, not per request).
 static NEXT_CLIENT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
@@ -98,6 +100,9 @@ struct Session {
     closing: bool,
     /// Between MULTI and EXEC/DISCARD.
     transaction: Option<Transaction>,
+    /// A SUBSCRIBE-family request waiting for earlier replies to flush: then the connection
+    /// enters subscribed mode with this node.
+    subscribe: Option<(NodeAddr, Vec<u8>)>,
     /// Blocking commands running on private connections; cancelled when the client leaves.
     blocking: Vec<tokio::task::AbortHandle>,
 }
@@ -128,6 +133,7 @@ pub(crate) async fn serve(worker: Rc<Worker>, mut stream: TcpStream) {
         ids: VecDeque::new(),
         closing: false,
         transaction: None,
+        subscribe: None,
         blocking: Vec::new(),
     };
     let mut input = Vec::with_capacity(BUFFER);
@@ -157,7 +163,26 @@ impl Session {
             if self.closing && self.pending.is_empty() {
                 return Ok(());
             }
-            let can_read = !self.closing && self.pending.len() < max_pending;
+            // Subscribed mode starts once every earlier reply went out, keeping replies in order.
+            let subscribe = if self.pending.is_empty() {
+                self.subscribe.take()
+            } else {
+                None
+            };
+            if let Some((node, first)) = subscribe {
+                let timeout = self.worker.config.connect_timeout;
+                let parser = &self.worker.parser;
+                let ended = pubsub::relay(
+                    &mut rd, &mut wr, input, request, parser, &node, &first, timeout,
+                )
+                .await?;
+                if ended == pubsub::Ended::Closed {
+                    return Ok(());
+                }
+                continue;
+            }
+            let can_read =
+                !self.closing && self.subscribe.is_none() && self.pending.len() < max_pending;
             tokio::select! {
                 biased;
                 () = self.head_ready(), if !self.pending.is_empty() => {}
@@ -174,7 +199,7 @@ impl Session {
     fn parse_all(&mut self, input: &mut Vec<u8>, request: &mut Request) {
         let max_pending = self.worker.config.max_pending_per_client;
         let mut start = 0;
-        while !self.closing && self.pending.len() < max_pending {
+        while !self.closing && self.subscribe.is_none() && self.pending.len() < max_pending {
             let buf = &input[start..];
             match self.worker.parser.parse(buf, request) {
                 Ok(Parsed::Complete { consumed }) => {
@@ -219,6 +244,24 @@ impl Session {
             return self.queue(command, args);
         }
         match command.name() {
+            "subscribe" | "psubscribe" | "ssubscribe" => self.enter_pubsub(command, args),
+            "unsubscribe" | "punsubscribe" | "sunsubscribe" => {
+                // Not subscribed: Redis confirms with a count of 0 for each channel (or none).
+                let kind = command.name().as_bytes();
+                let channels = args.len().saturating_sub(1);
+                for i in 0..channels.max(1) {
+                    let channel = args.get(i + 1);
+                    self.local_with(|out, _| {
+                        encode::array_header(out, 3);
+                        encode::bulk(out, kind);
+                        match channel {
+                            Some(c) => encode::bulk(out, c),
+                            None => out.extend_from_slice(b"$-1\r\n"),
+                        }
+                        encode::integer(out, 0);
+                    });
+                }
+            }
             "multi" => self.multi(),
             "exec" => self.exec(),
             "discard" => match self.transaction.take() {
@@ -357,6 +400,22 @@ impl Session {
             index += step;
         }
         self.pending.push_back(Pending::Split { merge, parts });
+    }
+
+    /// Arranges subscribed mode: classic pub/sub on any master, sharded on the channel's owner.
+    fn enter_pubsub(&mut self, command: &Command, args: &RequestArgs<'_>) {
+        let routes = self.worker.routes();
+        let master = match command.slot(args) {
+            Ok(Some(slot)) if command.name() == "ssubscribe" => routes.owner(slot),
+            Ok(_) => (!routes.masters().is_empty()).then_some(0),
+            Err(e) => return self.local_error(&e.to_bytes()),
+        };
+        let Some(node) = master.and_then(|m| routes.masters().get(m)).cloned() else {
+            return self.local_error(b"CLUSTERDOWN cinnabar: no master is known");
+        };
+        let mut first = Vec::new();
+        write_request(args, &mut first);
+        self.subscribe = Some((node, first));
     }
 
     fn multi(&mut self) {

@@ -217,9 +217,9 @@ async fn bad_input_gets_a_clear_error_and_other_clients_keep_working() {
         "{}",
         String::from_utf8_lossy(&arity)
     );
-    let unsupported = raw(&proxy, b"*2\r\n$9\r\nSUBSCRIBE\r\n$2\r\nch\r\n", 1);
+    let unsupported = raw(&proxy, b"*3\r\n$6\r\nSWAPDB\r\n$1\r\n0\r\n$1\r\n1\r\n", 1);
     assert!(
-        String::from_utf8_lossy(&unsupported).contains("'subscribe' is not supported"),
+        String::from_utf8_lossy(&unsupported).contains("'swapdb' is not supported"),
         "{}",
         String::from_utf8_lossy(&unsupported)
     );
@@ -640,4 +640,103 @@ async fn a_blocking_command_stalls_nobody_and_is_cancelled_with_its_client() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// Reads exactly `count` complete replies from `stream`.
+fn read_replies(stream: &mut TcpStream, count: usize) -> Vec<String> {
+    let limits = cinnabar_resp::Limits::default();
+    let mut buf = Vec::new();
+    let mut replies = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while replies.len() < count {
+        match cinnabar_resp::scan_reply(&buf, &limits).unwrap() {
+            Some(len) => {
+                replies.push(String::from_utf8_lossy(&buf[..len]).into_owned());
+                buf.drain(..len);
+            }
+            None => {
+                let n = stream.read(&mut chunk).unwrap();
+                assert!(n > 0, "connection closed after {replies:?}");
+                buf.extend_from_slice(&chunk[..n]);
+            }
+        }
+    }
+    replies
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn subscribers_receive_publishes_and_return_to_normal_mode() {
+    let (_cluster, proxy) = cluster_and_proxy(3).await;
+    let mut sub = TcpStream::connect(proxy.local_addr()).unwrap();
+    sub.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    sub.write_all(b"SET before 1\r\nSUBSCRIBE news\r\nPSUBSCRIBE n*\r\n")
+        .unwrap();
+    let confirmations = read_replies(&mut sub, 3);
+    assert_eq!(confirmations[0], "+OK\r\n");
+    assert_eq!(
+        confirmations[1],
+        "*3\r\n$9\r\nsubscribe\r\n$4\r\nnews\r\n:1\r\n"
+    );
+    assert_eq!(
+        confirmations[2],
+        "*3\r\n$10\r\npsubscribe\r\n$2\r\nn*\r\n:2\r\n"
+    );
+
+    let mut publisher = client(&proxy);
+    let receivers: i64 = redis::cmd("PUBLISH")
+        .arg("news")
+        .arg("hello")
+        .query(&mut publisher)
+        .unwrap();
+    assert!(receivers >= 1);
+    let messages = read_replies(&mut sub, 2);
+    assert!(
+        messages.contains(&"*3\r\n$7\r\nmessage\r\n$4\r\nnews\r\n$5\r\nhello\r\n".to_owned()),
+        "{messages:?}"
+    );
+    assert!(
+        messages
+            .iter()
+            .any(|m| m.starts_with("*4\r\n$8\r\npmessage\r\n")),
+        "{messages:?}"
+    );
+
+    sub.write_all(b"GET before\r\n").unwrap();
+    let refused = read_replies(&mut sub, 1);
+    assert!(
+        refused[0].starts_with("-ERR Can't execute 'get'"),
+        "{refused:?}"
+    );
+
+    sub.write_all(b"UNSUBSCRIBE news\r\nPUNSUBSCRIBE n*\r\nGET before\r\n")
+        .unwrap();
+    let back = read_replies(&mut sub, 3);
+    assert_eq!(back[1], "*3\r\n$12\r\npunsubscribe\r\n$2\r\nn*\r\n:0\r\n");
+    assert_eq!(
+        back[2], "$1\r\n1\r\n",
+        "normal routing again on the same connection"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sharded_subscribers_receive_sharded_publishes() {
+    let (_cluster, proxy) = cluster_and_proxy(3).await;
+    let mut sub = TcpStream::connect(proxy.local_addr()).unwrap();
+    sub.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    sub.write_all(b"SSUBSCRIBE orders\r\n").unwrap();
+    assert_eq!(
+        read_replies(&mut sub, 1)[0],
+        "*3\r\n$10\r\nssubscribe\r\n$6\r\norders\r\n:1\r\n"
+    );
+    let mut publisher = client(&proxy);
+    let receivers: i64 = redis::cmd("SPUBLISH")
+        .arg("orders")
+        .arg("o-1")
+        .query(&mut publisher)
+        .unwrap();
+    assert_eq!(receivers, 1);
+    assert_eq!(
+        read_replies(&mut sub, 1)[0],
+        "*3\r\n$8\r\nsmessage\r\n$6\r\norders\r\n$3\r\no-1\r\n"
+    );
 }
