@@ -23,6 +23,8 @@ fn client(proxy: &ProxyHandle) -> redis::Connection {
         .get_connection_with_timeout(Duration::from_secs(2))
         .unwrap();
     conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    conn.set_write_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
     conn
 }
 
@@ -739,4 +741,169 @@ async fn sharded_subscribers_receive_sharded_publishes() {
         read_replies(&mut sub, 1)[0],
         "*3\r\n$8\r\nsmessage\r\n$6\r\norders\r\n$3\r\no-1\r\n"
     );
+}
+
+/// A workload through the proxy; returns the proxy handle and workload.
+fn workload_through(proxy: &ProxyHandle) -> cinnabar_testkit::Workload {
+    let addr = cinnabar_cluster::NodeAddr::new("127.0.0.1", proxy.local_addr().port());
+    let workload = cinnabar_testkit::Workload::start(
+        cinnabar_testkit::Target::Standalone(addr),
+        Duration::from_millis(1),
+    );
+    workload.wait_for_acknowledged(200, Duration::from_secs(20));
+    workload
+}
+
+fn node_connection(addr: &cinnabar_cluster::NodeAddr) -> redis::Connection {
+    let conn = redis::Client::open(addr.redis_url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    // A stuck step must fail the test with a message, never hang it.
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    conn.set_write_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    conn
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_planned_failover_is_invisible_to_clients() {
+    let cluster = TestCluster::start(3, 1).await;
+    let config = ProxyConfig::new("127.0.0.1:0".parse().unwrap(), cluster.seeds());
+    let proxy = cinnabar_proxy::start(config).unwrap();
+    let workload = workload_through(&proxy);
+
+    let report = cluster.check().await;
+    let replica = report
+        .nodes
+        .iter()
+        .find(|n| n.slots.is_empty())
+        .unwrap()
+        .addr
+        .clone();
+    redis::cmd("CLUSTER")
+        .arg("FAILOVER")
+        .exec(&mut node_connection(&replica))
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let role: Vec<redis::Value> = redis::cmd("ROLE")
+            .query(&mut node_connection(&replica))
+            .unwrap();
+        if matches!(role.first(), Some(redis::Value::BulkString(r)) if r == b"master") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the replica never took over"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let before = workload.acknowledged();
+    workload.wait_for_acknowledged(before + 300, Duration::from_secs(20));
+    let log = workload.stop();
+    assert_eq!(
+        log.failed, 0,
+        "a planned failover leaked errors: {:?}",
+        log.errors
+    );
+    log.assert_nothing_lost();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn migrating_slots_under_load_is_invisible_to_clients() {
+    let cluster = TestCluster::start(2, 0).await;
+    let config = ProxyConfig::new("127.0.0.1:0".parse().unwrap(), cluster.seeds());
+    let proxy = cinnabar_proxy::start(config).unwrap();
+    let mut conn = client(&proxy);
+    let mut preload = redis::pipe();
+    for i in 0..3000 {
+        preload.set(format!("preload:{i}"), i).ignore();
+    }
+    preload.exec(&mut conn).unwrap();
+    let workload = workload_through(&proxy);
+
+    // Move slots 0..=1999 (and every key in them) from their owner to the other master, slot by
+    // slot, the way a resharding tool does, while the workload keeps writing.
+    let report = cluster.check().await;
+    let source = report
+        .nodes
+        .iter()
+        .find(|n| n.slots.iter().any(|r| r.start == 0))
+        .unwrap();
+    let target = report.nodes.iter().find(|n| n.id != source.id).unwrap();
+    let (mut src, mut dst) = (node_connection(&source.addr), node_connection(&target.addr));
+    let mut moved_keys = 0;
+    for slot in 0..2000u16 {
+        redis::cmd("CLUSTER")
+            .arg("SETSLOT")
+            .arg(slot)
+            .arg("IMPORTING")
+            .arg(&source.id)
+            .exec(&mut dst)
+            .unwrap();
+        redis::cmd("CLUSTER")
+            .arg("SETSLOT")
+            .arg(slot)
+            .arg("MIGRATING")
+            .arg(&target.id)
+            .exec(&mut src)
+            .unwrap();
+        loop {
+            let keys: Vec<String> = redis::cmd("CLUSTER")
+                .arg("GETKEYSINSLOT")
+                .arg(slot)
+                .arg(100)
+                .query(&mut src)
+                .unwrap();
+            if keys.is_empty() {
+                break;
+            }
+            moved_keys += keys.len();
+            redis::cmd("MIGRATE")
+                .arg(&target.addr.host)
+                .arg(target.addr.port)
+                .arg("")
+                .arg(0)
+                .arg(5000)
+                .arg("KEYS")
+                .arg(&keys)
+                .exec(&mut src)
+                .unwrap();
+        }
+        for node in [&mut dst, &mut src] {
+            redis::cmd("CLUSTER")
+                .arg("SETSLOT")
+                .arg(slot)
+                .arg("NODE")
+                .arg(&target.id)
+                .exec(node)
+                .unwrap();
+        }
+    }
+    let before = workload.acknowledged();
+    workload.wait_for_acknowledged(before + 300, Duration::from_secs(20));
+    let log = workload.stop();
+    eprintln!(
+        "moved {moved_keys} keys in 2000 slots under load; {} writes acknowledged",
+        log.acknowledged.len()
+    );
+    assert_eq!(
+        log.failed, 0,
+        "slot migration leaked errors: {:?}",
+        log.errors
+    );
+    assert!(
+        moved_keys > 200,
+        "the migration must move real data, moved {moved_keys}"
+    );
+    log.assert_nothing_lost();
+    for i in (0..3000).step_by(7) {
+        let v: i64 = redis::cmd("GET")
+            .arg(format!("preload:{i}"))
+            .query(&mut conn)
+            .unwrap();
+        assert_eq!(v, i);
+    }
 }
