@@ -616,7 +616,8 @@ impl Session {
         self.local(b"+OK\r\n");
     }
 
-    /// Queues a reply written by `write`, given the proxy's announced address.
+    /// Queues a reply the proxy writes itself (`write` gets the proxy's announced address), in
+    /// order with the replies coming from backends. Every local reply goes through here.
     fn local_with(&mut self, write: impl FnOnce(&mut Vec<u8>, std::net::SocketAddr)) {
         let announce = self.worker.announce;
         let mut tickets = self.worker.tickets.borrow_mut();
@@ -628,40 +629,26 @@ impl Session {
         self.pending.push_back(Pending::One);
     }
 
-    fn local_integer(&mut self, n: i64) {
-        self.local_with(|out, _| encode::integer(out, n));
-    }
-
-    /// Queues a reply produced by the proxy itself, in order with the others.
+    /// Queues a complete reply, as bytes.
     fn local(&mut self, reply: &[u8]) {
-        let mut tickets = self.worker.tickets.borrow_mut();
-        let id = tickets.take();
-        tickets.complete(id, reply);
-        self.ids.push_back(id);
-        self.pending.push_back(Pending::One);
+        self.local_with(|out, _| out.extend_from_slice(reply));
     }
 
     /// Queues an error reply from a bare error line (`ERR ...`, no `-`, no CRLF).
     fn local_error(&mut self, line: &[u8]) {
-        let mut tickets = self.worker.tickets.borrow_mut();
-        let id = tickets.take();
-        let ticket = tickets.get(id);
-        ticket.reply.push(b'-');
-        ticket.reply.extend_from_slice(line);
-        ticket.reply.extend_from_slice(b"\r\n");
-        ticket.done = true;
-        self.ids.push_back(id);
-        self.pending.push_back(Pending::One);
+        self.local_with(|out, _| {
+            out.push(b'-');
+            out.extend_from_slice(line);
+            out.extend_from_slice(b"\r\n");
+        });
     }
 
     fn local_bulk(&mut self, data: &[u8]) {
-        let mut tickets = self.worker.tickets.borrow_mut();
-        let id = tickets.take();
-        let ticket = tickets.get(id);
-        encode::bulk(&mut ticket.reply, data);
-        ticket.done = true;
-        self.ids.push_back(id);
-        self.pending.push_back(Pending::One);
+        self.local_with(|out, _| encode::bulk(out, data));
+    }
+
+    fn local_integer(&mut self, n: i64) {
+        self.local_with(|out, _| encode::integer(out, n));
     }
 
     /// Moves every finished reply at the head of the queue to the output buffer.
