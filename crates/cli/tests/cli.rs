@@ -98,6 +98,16 @@ impl Cinnabar {
         }
     }
 
+    /// Writes an executable `redis-server` stand-in (a shell script with `body`) into the temp
+    /// dir and returns its path: it fakes a broken install, or wraps the real server.
+    fn stand_in_server(&self, body: &str) -> PathBuf {
+        let path = self.tmp.path().join("redis-server");
+        std::fs::write(&path, format!("#!/bin/sh\n{body}")).unwrap();
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        path
+    }
+
     fn seeds(&self) -> Vec<NodeAddr> {
         (0..self.nodes)
             .map(|i| NodeAddr {
@@ -423,13 +433,10 @@ fn a_second_up_on_a_running_directory_is_refused() {
 fn a_node_that_never_starts_is_named_with_its_log_and_nothing_is_left_behind() {
     let c = Cinnabar::new(1, 0);
     // Claims to be Redis, then fails like a broken install would.
-    let fake = c.tmp.path().join("redis-server");
-    std::fs::write(
-        &fake,
-        "#!/bin/sh\nif [ \"$1\" = --version ]; then echo 'Redis server v=7.0.15 sha=0'; exit 0; fi\necho 'FATAL: cannot load module' >&2\nexit 1\n",
-    )
-    .unwrap();
-    std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let fake = c.stand_in_server(
+        "if [ \"$1\" = --version ]; then echo 'Redis server v=7.0.15 sha=0'; exit 0; fi\n\
+         echo 'FATAL: cannot load module' >&2\nexit 1\n",
+    );
     let out = c.run(&[
         "up",
         "--masters",
@@ -481,22 +488,12 @@ fn a_node_that_never_joins_is_named_with_its_log_tail_and_nothing_is_left_behind
     // so every MEET towards it is refused and it never joins.
     let dead_bus = cinnabar_testkit::reserve_port();
     let real = cinnabar_testkit::server_binary().path.display().to_string();
-    let wrapper = c.tmp.path().join("redis-server");
-    std::fs::write(
-        &wrapper,
-        format!(
-            "#!/bin/sh\n[ \"$1\" = --version ] && exec {real} --version\n\
-             if grep -qx 'port {stray}' \"$1\"; then exec {real} \"$1\" --cluster-announce-bus-port {}; fi\n\
-             exec {real} \"$1\"\n",
-            dead_bus.port()
-        ),
-    )
-    .unwrap();
-    std::fs::set_permissions(
-        &wrapper,
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
+    let wrapper = c.stand_in_server(&format!(
+        "[ \"$1\" = --version ] && exec {real} --version\n\
+         if grep -qx 'port {stray}' \"$1\"; then exec {real} \"$1\" --cluster-announce-bus-port {}; fi\n\
+         exec {real} \"$1\"\n",
+        dead_bus.port()
+    ));
     let out = c.run(&[
         "up",
         "--masters",
