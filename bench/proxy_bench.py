@@ -1,0 +1,725 @@
+#!/usr/bin/env python3
+"""The measuring half of bench/proxy.sh (standard library only, Python 3.8+).
+
+proxy.sh builds cinnabar, starts a cluster and the proxy, and calls `run`; this file drives
+redis-benchmark against the cluster directly (--cluster) and through the proxy, interleaved,
+reads the proxy's CPU and memory from /proc, and prints the table and the target verdicts.
+
+Subcommands:
+  free-ports N           print a base port B such that B..B+N-1 and their bus ports (+10000)
+                         are free on 127.0.0.1, and then one more free port (for the proxy)
+  run [options]          the benchmark (see --help)
+"""
+
+import argparse
+import csv
+import os
+import platform
+import re
+import resource
+import socket
+import statistics
+import subprocess
+import sys
+import time
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+VALUE = "x" * 100  # -d 100
+KEYSPACE = 10000  # -r, the same on both sides
+DISTURBED = 0.15  # share of one CPU others (processes, steal) may take before a pair is rerun
+RETRIES = 2
+# redis-benchmark --cluster replaces "{tag}" with a hash tag of one slot of the node a client
+# is connected to (one slot per node, fixed for the run), so direct keys are
+# "key:{06S}:000000001234": KEYSPACE keys on each master. Through the proxy "_tag_" stays
+# literal and the whole key is hashed, so KEYSPACE keys spread over every slot. The keys have
+# the same length on both sides.
+DIRECT_KEY = "key:{tag}:__rand_int__"
+PROXY_KEY = "key:_tag_:__rand_int__"
+
+
+def log(msg=""):
+    print(msg, flush=True)
+
+
+# ---------------------------------------------------------------- /proc
+
+
+def cpu_split(pid):
+    """(utime, stime) of every thread of pid, in clock ticks (/proc/<pid>/stat fields 14, 15)."""
+    with open(f"/proc/{pid}/stat") as f:
+        stat = f.read()
+    fields = stat[stat.rindex(")") + 2 :].split()  # fields after "pid (comm) "; field 3 first
+    return int(fields[11]), int(fields[12])
+
+
+def cpu_ticks(pid):
+    return sum(cpu_split(pid))
+
+
+def status_kib(pid, key):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"{key} not in /proc/{pid}/status")
+
+
+def steal_ticks():
+    """CPU time the hypervisor gave to others while this machine wanted it (/proc/stat)."""
+    with open("/proc/stat") as f:
+        return int(f.readline().split()[8])
+
+
+def open_fds(pid):
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def nofile_limit(pid):
+    with open(f"/proc/{pid}/limits") as f:
+        for line in f:
+            if line.startswith("Max open files"):
+                return int(line.split()[3])
+    return 0
+
+
+def alive(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+# ---------------------------------------------------------------- redis-benchmark
+
+
+class Counter:
+    """Commands processed by the cluster's masters (INFO stats total_commands_processed, summed),
+    read over one open connection per master."""
+
+    def __init__(self, seed):
+        self.issued = 0
+        self.socks = []
+        for line in command(seed, "CLUSTER", "NODES").decode().splitlines():
+            f = line.split()
+            if "master" in f[2].split(","):
+                self.socks.append(connect(f[1].split("@")[0]))
+
+    def read(self):
+        """(time, commands processed so far, not counting our own earlier INFO calls)."""
+        total = 0
+        for s in self.socks:
+            s.sendall(resp("INFO", "stats"))
+            info = read_reply(s)[0].decode()
+            total += int(re.search(r"total_commands_processed:(\d+)", info).group(1))
+        total -= self.issued
+        self.issued += len(self.socks)
+        return time.monotonic(), total
+
+    def close(self):
+        for s in self.socks:
+            s.close()
+
+
+def redis_benchmark(args, n, counter=None):
+    """Runs redis-benchmark --csv. Returns its rps, p50 and p99 (microseconds) and, when a
+    Counter is given, the throughput seen by the cluster in the steady part of the run.
+
+    Why the second number: with --cluster, redis-benchmark runs one thread per master and
+    each thread only notices the end of the run on a 250 ms timer, so its elapsed time (and
+    rps) is rounded up to 250 ms steps; without --cluster it stops exactly. Counting the
+    commands the masters processed between 10% and 90% of the run, every 50 ms, measures both
+    sides the same way and leaves out connection set-up and the tail. Commands per request
+    (masters' commands / n over the whole run) converts backend commands to requests (10-key
+    MSET through the proxy fans out) and shows retries or extra traffic."""
+    cmd = ["redis-benchmark", "--csv"] + args
+    samples = []
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as p:
+        if counter:
+            samples.append(counter.read())
+            while p.poll() is None:
+                time.sleep(0.05)
+                samples.append(counter.read())
+        try:
+            out, err = p.communicate(timeout=600)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            raise
+        if counter:
+            samples.append(counter.read())
+    lines = out.splitlines()
+    head = [i for i, line in enumerate(lines) if line.startswith('"test"')]
+    rows = list(csv.reader(lines[head[-1] + 1 :])) if head else []
+    rows = [r for r in rows if len(r) == 8]
+    if p.returncode != 0 or not rows:
+        shown = " ".join(a if len(a) < 40 else a[:37] + "..." for a in cmd)
+        raise RuntimeError(
+            f"redis-benchmark failed (exit {p.returncode}): {shown}\n"
+            f"stdout: {out[-800:]}\nstderr: {err[-800:]}"
+        )
+    r = rows[-1]
+    res = {"rb_rps": float(r[1]), "p50": float(r[4]) * 1000, "p99": float(r[6]) * 1000}
+    res["rps"] = res["rb_rps"]
+    if counter:
+        t0, c0 = samples[0]
+        total = samples[-1][1] - c0
+        res["fanout"] = total / n
+        window = [(t, c - c0) for t, c in samples if 0.1 * total <= c - c0 <= 0.9 * total]
+        if len(window) >= 3 and window[-1][0] > window[0][0]:
+            (ta, ca), (tb, cb) = window[0], window[-1]
+            res["rps"] = (cb - ca) / (tb - ta) / res["fanout"]
+            res["window"] = tb - ta
+        else:
+            res["window"] = 0.0  # too short to have a steady part: redis-benchmark's number
+    return res
+
+
+class Case:
+    def __init__(self, name, clients, pipeline, n_full, direct_cmd, proxy_cmd, cpu_max, ratio_min):
+        self.name = name
+        self.clients = clients
+        self.pipeline = pipeline
+        self.n_full = n_full
+        self.direct_cmd = direct_cmd
+        self.proxy_cmd = proxy_cmd
+        self.cpu_max = cpu_max  # target CPU microseconds per request, or None
+        self.ratio_min = ratio_min  # target proxy/direct throughput, or None
+        self.runs = {"direct": [], "proxy": []}
+
+
+def mset(key):
+    args = ["MSET"]
+    for i in range(10):
+        args += [key.replace("key:", f"k{i}:"), VALUE]
+    return args
+
+
+def cases():
+    set_d, set_p = ["SET", DIRECT_KEY, VALUE], ["SET", PROXY_KEY, VALUE]
+    get_d, get_p = ["GET", DIRECT_KEY], ["GET", PROXY_KEY]
+    return [
+        Case("SET -c 50", 50, 1, 200_000, set_d, set_p, 6.0, 0.95),
+        Case("GET -c 50", 50, 1, 200_000, get_d, get_p, 6.0, 0.95),
+        Case("SET -c 50 -P 16", 50, 16, 2_000_000, set_d, set_p, 1.0, 0.85),
+        Case("GET -c 50 -P 16", 50, 16, 2_000_000, get_d, get_p, 1.0, 0.85),
+        Case("MSET 10 keys -c 50", 50, 1, 100_000, mset(DIRECT_KEY), mset(PROXY_KEY), 10.0, None),
+        Case("GET -c 500", 500, 1, 200_000, get_d, get_p, 6.0, 0.95),
+        Case("GET -c 1", 1, 1, 50_000, get_d, get_p, None, None),
+    ]
+
+
+# ---------------------------------------------------------------- single-client probe
+
+
+def resp(*args):
+    out = [b"*%d\r\n" % len(args)]
+    for a in args:
+        a = a.encode() if isinstance(a, str) else a
+        out.append(b"$%d\r\n%s\r\n" % (len(a), a))
+    return b"".join(out)
+
+
+def read_reply(sock, buf=b""):
+    """Reads one simple/error/bulk reply; returns (reply bytes, leftover)."""
+    while True:
+        if b"\r\n" in buf:
+            line, rest = buf.split(b"\r\n", 1)
+            if line[:1] != b"$" or line == b"$-1":
+                return line, rest
+            size = int(line[1:])
+            if len(rest) >= size + 2:
+                return rest[:size], rest[size + 2 :]
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise RuntimeError("connection closed")
+        buf += chunk
+
+
+def connect(addr):
+    host, port = addr.rsplit(":", 1)
+    s = socket.create_connection((host, int(port)), timeout=10)
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return s
+
+
+def connect_owner(seed, key):
+    """A connection to the master that owns key (follows one -MOVED)."""
+    s = connect(seed)
+    s.sendall(resp("GET", key))
+    reply, _ = read_reply(s)
+    if reply.startswith(b"-MOVED"):
+        s.close()
+        s = connect(reply.split()[2].decode())
+    return s
+
+
+def command(addr, *args):
+    s = connect(addr)
+    try:
+        s.sendall(resp(*args))
+        return read_reply(s)[0]
+    finally:
+        s.close()
+
+
+def node_pids(seed):
+    """pids of every redis-server of the cluster (CLUSTER NODES, then INFO server)."""
+    pids = []
+    for line in command(seed, "CLUSTER", "NODES").decode().splitlines():
+        addr = line.split()[1].split("@")[0]
+        info = command(addr, "INFO", "server").decode()
+        pids.append(int(re.search(r"process_id:(\d+)", info).group(1)))
+    return pids
+
+
+class CpuMeter:
+    """CPU used during an interval by the proxy, and CPU taken from the benchmark: hypervisor
+    steal and user processes outside the benchmark (all but the proxy, the cluster's
+    redis-servers, their forks and their supervisor, this script and its redis-benchmark
+    children). Kernel threads are left out: kworkers writing the AOF or freeing sockets work for
+    the benchmark. All in clock ticks (USER_HZ)."""
+
+    PF_KTHREAD = 0x00200000
+
+    def __init__(self, proxy_pid, node_pids):
+        self.proxy_pid = proxy_pid
+        self.ours = {proxy_pid, os.getpid(), *node_pids}
+        for p in node_pids:
+            ppid = self.stat(p)[1]
+            if ppid > 1:
+                self.ours.add(ppid)  # the cinnabar supervisor
+
+    @staticmethod
+    def stat(pid):
+        """(name, ppid, flags, utime + stime + reaped children's time) of pid."""
+        with open(f"/proc/{pid}/stat") as f:
+            stat = f.read()
+        fields = stat[stat.rindex(")") + 2 :].split()
+        ticks = int(fields[11]) + int(fields[12]) + int(fields[13]) + int(fields[14])
+        return stat[stat.index("(") + 1 : stat.rindex(")")], int(fields[1]), int(fields[6]), ticks
+
+    def sample(self):
+        utime, stime = cpu_split(self.proxy_pid)
+        return time.monotonic(), utime, stime, self.others(), steal_ticks()
+
+    def others(self):
+        """{pid: (name, ticks)} of the user processes outside the benchmark."""
+        table = {}
+        me = os.getpid()
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit() or int(entry) in self.ours:
+                continue
+            try:
+                name, ppid, flags, ticks = self.stat(entry)
+            except (OSError, ValueError, IndexError):
+                continue  # gone meanwhile
+            # Skipped too: redis-benchmark (our child) and forks of the redis-servers (AOF
+            # rewrites are part of the cluster's work).
+            if ppid != me and ppid not in self.ours and ppid != 2 and not flags & self.PF_KTHREAD:
+                table[int(entry)] = (name, ticks)
+        return table
+
+    @staticmethod
+    def delta(a, b):
+        """seconds, proxy ticks (all, system), ticks taken by processes outside the benchmark and
+        by the hypervisor (steal), and the names of the biggest of those. A process that started
+        meanwhile counts in full, one that exited counts through its parent (reaped children)."""
+        used = {}
+        for pid, (name, ticks) in b[3].items():
+            d = ticks - a[3].get(pid, (name, 0))[1]
+            if d > 0:
+                used[name] = used.get(name, 0) + d
+        steal = b[4] - a[4]
+        if steal > 0:
+            used["steal (hypervisor)"] = steal
+        top = sorted(used.items(), key=lambda kv: -kv[1])[:3]
+        return b[0] - a[0], (b[1] + b[2] - a[1] - a[2], b[2] - a[2]), sum(used.values()), top
+
+
+PROBE_KEY = "lat:probe"
+
+
+def probe(sock, n):
+    """n sequential GETs on one connection; per-request latency in microseconds (p50, p99)."""
+    req = resp("GET", PROBE_KEY)
+    times = []
+    clock = time.perf_counter_ns
+    for _ in range(n):
+        t0 = clock()
+        sock.sendall(req)
+        reply, rest = read_reply(sock)
+        times.append(clock() - t0)
+        if rest or len(reply) != len(VALUE):
+            raise RuntimeError(f"probe: unexpected reply {reply[:60]!r}")
+    times.sort()
+    return times[len(times) // 2] / 1000, times[int(len(times) * 0.99)] / 1000
+
+
+# ---------------------------------------------------------------- idle connections
+
+
+def idle_connections(proxy, pid, count):
+    host, port = proxy.rsplit(":", 1)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < count + 64:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, count + 64), hard))
+        soft = min(hard, count + 64)
+    usable = min(soft, nofile_limit(pid)) - 64
+    if usable < count:
+        log(f"  open-file limits (this process {soft}, proxy {nofile_limit(pid)}) allow "
+            f"{usable} connections, not {count}; measuring with {usable}")
+        count = usable
+    fds0 = open_fds(pid)
+    time.sleep(0.5)
+    rss0 = status_kib(pid, "VmRSS")
+    socks = []
+    t0 = time.monotonic()
+    try:
+        for _ in range(count):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.settimeout(30)
+            s.connect((host, int(port)))
+            socks.append(s)
+        deadline = time.monotonic() + 60
+        while open_fds(pid) < fds0 + count and time.monotonic() < deadline:
+            time.sleep(0.1)
+        accepted = open_fds(pid) - fds0
+        connect_s = time.monotonic() - t0
+        time.sleep(1.0)
+        rss1 = status_kib(pid, "VmRSS")
+        ping = resp("PING")
+        for s in socks:
+            s.sendall(ping)
+        for s in socks:
+            buf = b""
+            while not buf.endswith(b"\r\n"):
+                chunk = s.recv(64)
+                if not chunk:
+                    raise RuntimeError("idle connection closed by the proxy")
+                buf += chunk
+            if buf != b"+PONG\r\n":
+                raise RuntimeError(f"PING on an idle connection returned {buf!r}")
+        time.sleep(1.0)
+        rss2 = status_kib(pid, "VmRSS")
+    finally:
+        for s in socks:
+            s.close()
+    deadline = time.monotonic() + 30
+    while open_fds(pid) > fds0 + 16 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(1.0)
+    rss3 = status_kib(pid, "VmRSS")
+    return {
+        "count": count, "accepted": accepted, "connect_s": connect_s,
+        "rss0": rss0, "rss1": rss1, "rss2": rss2, "rss3": rss3,
+    }
+
+
+# ---------------------------------------------------------------- run
+
+
+def fmt_int(x):
+    return f"{x:,.0f}"
+
+
+def verdict(ok):
+    return "PASS" if ok else "MISS"
+
+
+def run(a):
+    pid = a.pid
+    quick = a.quick
+    rounds = a.rounds if a.rounds else (1 if quick else 3)
+    scale = 0.4 if quick else 1.0
+    all_cases = cases()
+    ncpu = os.cpu_count() or 1
+    model = ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next((l.split(":", 1)[1].strip() for l in f if l.startswith("model name")), "")
+    except OSError:
+        pass
+    rb_version = subprocess.run(["redis-benchmark", "--version"], capture_output=True,
+                                text=True).stdout.strip()
+    nodes = a.masters * (1 + a.replicas)
+    log(f"machine: {ncpu} CPUs ({model}), Linux {platform.release()}; {rb_version}; "
+        f"CLK_TCK {CLK_TCK}")
+    log(f"cluster: {a.masters} masters x {a.replicas} replicas = {nodes} redis-server "
+        f"processes at {a.direct}; proxy: {a.workers} worker(s) at {a.proxy}, pid {pid}")
+    if ncpu <= 2:
+        log(f"note: only {ncpu} CPUs: redis-benchmark, the {nodes} redis-server processes and "
+            "(in proxy runs) the proxy all compete for them, so every extra process -- the proxy "
+            "itself" + (", the replicas" if a.replicas else "") + " -- takes CPU from the "
+            "others; on a machine where the proxy has a core of its own the ratios may be higher")
+    log(f"rounds: {rounds}, direct and proxy alternating (order flips every round); "
+        f"requests per run: " + ", ".join(f"{c.name} {fmt_int(c.n_full * scale)}"
+                                         for c in all_cases))
+    log("keys: direct " + DIRECT_KEY + " (redis-benchmark --cluster: one slot per master), "
+        f"proxy {PROXY_KEY} (all slots); -r {KEYSPACE} on both sides, values 100 bytes")
+    log("MSET: through the proxy 10 keys in different slots (the proxy splits it; cmds/req in "
+        "the log shows into how many backend commands); directly, redis-benchmark --cluster can "
+        "only send an MSET whose keys share a hash tag, so "
+        "the direct side is a same-slot 10-key MSET: the cheapest thing a cluster client can "
+        "do. The ratio compares unlike work and has no target.")
+    log()
+
+    def base(side, c):
+        args = ["-c", str(c.clients), "-n", str(int(c.n_full * scale)), "-r", str(KEYSPACE)]
+        if c.pipeline > 1:
+            args += ["-P", str(c.pipeline)]
+        if side == "direct":
+            host, port = a.direct.rsplit(":", 1)
+            return ["-h", host, "-p", port, "--cluster"] + args + c.direct_cmd
+        host, port = a.proxy.rsplit(":", 1)
+        return ["-h", host, "-p", port] + args + c.proxy_cmd
+
+    # Warm-up: fill both keyspaces (so GETs hit on both sides) and wake everything up.
+    log("warm-up: SET -P 16 over the whole keyspace, directly and through the proxy")
+    warm = Case("warm-up", 50, 16, 0, ["SET", DIRECT_KEY, VALUE], ["SET", PROXY_KEY, VALUE],
+                None, None)
+    for side in ("direct", "proxy"):
+        args = base(side, warm)
+        args[args.index("-n") + 1] = str(40 * KEYSPACE)
+        redis_benchmark(args, 40 * KEYSPACE)
+    # The single-client probe key: the same key (same master) on both sides.
+    pconn = connect(a.proxy)
+    pconn.sendall(resp("SET", PROBE_KEY, VALUE))
+    if read_reply(pconn)[0] != b"+OK":
+        raise RuntimeError("SET through the proxy failed")
+    dconn = connect_owner(a.direct, PROBE_KEY)
+    probe(dconn, 2000)
+    probe(pconn, 2000)
+    log()
+
+    probe_n = int(20_000 * scale)
+    probes = {"direct": [], "proxy": []}
+    meter = CpuMeter(pid, node_pids(a.direct))
+    counter = Counter(a.direct)
+    idle_ticks, idle_secs = 0, 0.0  # the proxy's CPU while direct runs go on
+    foreign_ticks, total_secs = 0, 0.0  # CPU of processes outside the benchmark
+    disturbed = []  # (case, round, worst share) of pairs that stayed disturbed
+
+    def one_run(label, side, c):
+        """One redis-benchmark run; returns its result and the CPU share others took."""
+        nonlocal foreign_ticks, total_secs, idle_ticks, idle_secs
+        n = int(c.n_full * scale)
+        before = meter.sample()
+        res = redis_benchmark(base(side, c), n, counter)
+        secs, (ticks, sys_ticks), others, top = meter.delta(before, meter.sample())
+        if not alive(pid):
+            raise RuntimeError("the proxy exited during the benchmark")
+        res.update(ticks=ticks, sys_ticks=sys_ticks, n=n)
+        foreign_ticks += others
+        total_secs += secs
+        extra = ""
+        if side == "proxy":
+            extra = (f"  proxy CPU {ticks * 1e6 / CLK_TCK / n:6.2f} us/req ({ticks} ticks, "
+                     f"{sys_ticks} system)")
+        else:
+            idle_ticks += ticks
+            idle_secs += secs
+        busy = others / CLK_TCK / secs
+        if busy > 0.05:
+            names = ", ".join(f"{name} {t}" for name, t in top)
+            extra += (f"  [others took {busy * 100:.0f}% of a CPU: "
+                      f"{names or 'exited'}]")
+        log(f"{label}  {c.name:<19} {side:<6} {res['rps']:>9,.0f} rps "
+            f"(redis-benchmark {res['rb_rps']:>9,.0f}; {res['fanout']:5.2f} cmds/req, "
+            f"{res['window']:.1f} s window)  p50 {res['p50']:5.0f} us  "
+            f"p99 {res['p99']:5.0f} us{extra}")
+        return res, busy
+
+    for r in range(rounds):
+        order = ("direct", "proxy") if r % 2 == 0 else ("proxy", "direct")
+        label = f"round {r + 1}/{rounds}"
+        for c in all_cases:
+            # A pair during which other processes or the hypervisor took more than DISTURBED of a
+            # CPU is run again (at most RETRIES times); the least disturbed pair is kept.
+            best = None
+            for attempt in range(1 + RETRIES):
+                pair, worst = {}, 0.0
+                for side in order:
+                    pair[side], busy = one_run(label + ("" if attempt == 0 else " again"), side, c)
+                    worst = max(worst, busy)
+                if best is None or worst < best[1]:
+                    best = (pair, worst)
+                if worst <= DISTURBED:
+                    break
+            if best[1] > DISTURBED:
+                disturbed.append((c.name, r + 1, best[1]))
+            for side in order:
+                c.runs[side].append(best[0][side])
+        for side in order:
+            sock = dconn if side == "direct" else pconn
+            before = meter.sample()
+            p50, p99 = probe(sock, probe_n)
+            secs, _, others, top = meter.delta(before, meter.sample())
+            probes[side].append((p50, p99))
+            busy = others / CLK_TCK / secs
+            extra = ""
+            if busy > 0.05:
+                names = ", ".join(f"{name} {t}" for name, t in top)
+                extra = f"  [others took {busy * 100:.0f}% of a CPU: {names}]"
+            log(f"{label}  {'probe GET (python)':<19} {side:<6} "
+                f"{probe_n:>7} GETs      p50 {p50:6.1f} us  p99 {p99:6.1f} us{extra}")
+    dconn.close()
+    pconn.close()
+    counter.close()
+    hwm_load = status_kib(pid, "VmHWM")
+    log()
+    log(f"idle connections: opening {a.idle:,} to the proxy")
+    idle = idle_connections(a.proxy, pid, a.idle)
+    hwm_end = status_kib(pid, "VmHWM")
+    rss_end = status_kib(pid, "VmRSS")
+
+    # ------------------------------------------------------------ table
+    med = statistics.median
+    rows = []
+    for c in all_cases:
+        d, p = c.runs["direct"], c.runs["proxy"]
+        ratios = [pp["rps"] / dd["rps"] for dd, pp in zip(d, p)]
+        rows.append({
+            "case": c,
+            "drps": med([x["rps"] for x in d]), "prps": med([x["rps"] for x in p]),
+            "ratio": med(ratios), "rmin": min(ratios), "rmax": max(ratios),
+            "rb_ratio": med([pp["rb_rps"] / dd["rb_rps"] for dd, pp in zip(d, p)]),
+            "d50": med([x["p50"] for x in d]), "d99": med([x["p99"] for x in d]),
+            "p50": med([x["p50"] for x in p]), "p99": med([x["p99"] for x in p]),
+            "cpu": sum(x["ticks"] for x in p) * 1e6 / CLK_TCK / sum(x["n"] for x in p),
+            "sys": sum(x["sys_ticks"] for x in p) / max(sum(x["ticks"] for x in p), 1),
+        })
+    log()
+    log(f"Results: medians over {rounds} round(s). rps = requests per second the masters served "
+        "in the steady part (10%-90%) of each run; ratio = proxy rps / direct rps, median of the "
+        "per-round ratios with their range; rb = the same ratio from redis-benchmark's own rps "
+        "(its --cluster runs end on a 250 ms timer, which understates direct throughput); "
+        "p50/p99 from redis-benchmark in microseconds (8 us buckets below 256 us); CPU = proxy "
+        "utime+stime per request over all rounds (sys = the stime share; on loopback the kernel "
+        "mostly charges the receiving side's TCP work to the sender, so it includes delivering the "
+        "proxy's writes).")
+    log()
+    hdr = (f"{'case':<20}{'direct rps':>11}{'proxy rps':>11}{'ratio':>7}{'range':>12}{'rb':>6}"
+           f"{'direct p50/p99':>16}{'proxy p50/p99':>15}{'CPU us/req':>12}{'sys':>5}")
+    log(hdr)
+    log("-" * len(hdr))
+    for row in rows:
+        rng = f"{row['rmin']:.2f}-{row['rmax']:.2f}" if rounds > 1 else "-"
+        log(f"{row['case'].name:<20}{fmt_int(row['drps']):>11}{fmt_int(row['prps']):>11}"
+            f"{row['ratio']:>7.2f}{rng:>12}{row['rb_ratio']:>6.2f}"
+            f"{row['d50']:>9.0f}/{row['d99']:<6.0f}{row['p50']:>8.0f}/{row['p99']:<6.0f}"
+            f"{row['cpu']:>12.2f}{row['sys'] * 100:>4.0f}%")
+    log()
+    dp50 = med([x[0] for x in probes["direct"]])
+    pp50 = med([x[0] for x in probes["proxy"]])
+    dp99 = med([x[1] for x in probes["direct"]])
+    pp99 = med([x[1] for x in probes["proxy"]])
+    c1 = next(r for r in rows if r["case"].clients == 1)
+    added_rb = c1["p50"] - c1["d50"]
+    added_probe = pp50 - dp50
+    log("Single client, unpipelined GET (added latency = proxy - direct):")
+    log(f"  redis-benchmark -c 1: p50 {c1['d50']:.0f} -> {c1['p50']:.0f} us (+{added_rb:.0f}; "
+        "8 us buckets, so +-8 us)")
+    log(f"  python probe, same key both sides, 1 us resolution: p50 {dp50:.1f} -> {pp50:.1f} us "
+        f"(+{added_probe:.1f}); p99 {dp99:.1f} -> {pp99:.1f} us (+{pp99 - dp99:.1f})")
+    log()
+    n_idle = idle["count"]
+    per_fresh = (idle["rss1"] - idle["rss0"]) / n_idle
+    per_used = (idle["rss2"] - idle["rss0"]) / n_idle
+    log(f"Idle connections ({n_idle:,} opened in {idle['connect_s']:.1f} s, {idle['accepted']:,} "
+        f"accepted by the proxy; VmRSS, excludes kernel socket buffers):")
+    log(f"  VmRSS before {idle['rss0']:,} KiB; connected {idle['rss1']:,} KiB "
+        f"({per_fresh:.2f} KiB/conn); after one PING each {idle['rss2']:,} KiB "
+        f"({per_used:.2f} KiB/conn); after closing them {idle['rss3']:,} KiB")
+    log(f"Peak RSS (VmHWM): {hwm_load:,} KiB after the load cases, {hwm_end:,} KiB at the end "
+        f"(VmRSS now {rss_end:,} KiB)")
+    log(f"Proxy CPU while the direct runs went on (should be ~0): {idle_ticks} ticks in "
+        f"{idle_secs:.0f} s")
+    if disturbed:
+        log(f"Disturbed even after {RETRIES} repeats (other processes and steal took over "
+            f"{DISTURBED * 100:.0f}% of a CPU): " + ", ".join(
+                f"{name} round {rnd} ({share * 100:.0f}%)" for name, rnd, share in disturbed))
+    foreign = foreign_ticks / CLK_TCK / max(total_secs, 1e-9)
+    log(f"User processes outside the benchmark and hypervisor steal took {foreign * 100:.1f}% of "
+        f"one CPU on average over all runs, repeated ones included ({total_secs:.0f} s); "
+        + (f"{len(disturbed)} kept pair(s) above {DISTURBED * 100:.0f}%, see above"
+           if disturbed else f"every kept pair below {DISTURBED * 100:.0f}%"))
+    log()
+
+    # ------------------------------------------------------------ targets
+    log(f"Targets (issue; they are stated for one worker thread, this run used {a.workers}):")
+    checks = []
+    for row in rows:
+        c = row["case"]
+        if c.cpu_max is not None:
+            what = "per 10-key MSET" if c.name.startswith("MSET") else "per request"
+            checks.append((row["cpu"] <= c.cpu_max,
+                           f"{c.name:<20} CPU {row['cpu']:.2f} us {what} <= {c.cpu_max:g}"))
+        if c.ratio_min is not None:
+            checks.append((row["ratio"] >= c.ratio_min,
+                           f"{c.name:<20} throughput {row['ratio'] * 100:.0f}% of direct "
+                           f">= {c.ratio_min * 100:.0f}%"))
+    checks.append((added_probe <= 30, f"{'GET -c 1':<20} added p50 latency {added_probe:.1f} us "
+                   f"<= 30 (python probe; redis-benchmark says +{added_rb:.0f})"))
+    checks.append((per_fresh <= 10, f"{'idle connections':<20} {per_fresh:.2f} KiB each "
+                   f"(connected, never used) <= 10"))
+    checks.append((per_used <= 10, f"{'idle connections':<20} {per_used:.2f} KiB each "
+                   f"(idle after one PING) <= 10"))
+    for ok, text in checks:
+        log(f"  [{verdict(ok)}] {text}")
+    met = sum(ok for ok, _ in checks)
+    log(f"  {met} of {len(checks)} targets met. Not held to a target: the CPU of the single-client "
+        f"case ({c1['cpu']:.2f} us/req; the per-request CPU targets are applied to the loaded "
+        "cases, -c 50 and -c 500) and the MSET throughput ratio (unlike work, see above).")
+    return 0
+
+
+def free_ports(n):
+    def free(port):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+                return True
+            except OSError:
+                return False
+
+    base = 20000 + (os.getpid() % 200) * 100
+    for _ in range(400):
+        if base + n + 1 < 55000 and all(free(p) and free(p + 10000) for p in range(base, base + n)):
+            extra = next((p for p in range(base + n, base + n + 100)
+                          if free(p) and free(p + 10000)), None)
+            if extra:
+                print(base, extra)
+                return 0
+        base = 20000 + (base + 100 - 20000) % 35000
+    print("no free port range found", file=sys.stderr)
+    return 1
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    fp = sub.add_parser("free-ports")
+    fp.add_argument("n", type=int)
+    r = sub.add_parser("run")
+    r.add_argument("--direct", required=True, help="a cluster node, host:port")
+    r.add_argument("--proxy", required=True, help="the proxy, host:port")
+    r.add_argument("--pid", type=int, required=True, help="the proxy's pid")
+    r.add_argument("--masters", type=int, default=3)
+    r.add_argument("--replicas", type=int, default=0)
+    r.add_argument("--workers", type=int, default=1)
+    r.add_argument("--rounds", type=int, default=0, help="default 3, or 1 with --quick")
+    r.add_argument("--idle", type=int, default=10_000, help="idle connections to open")
+    r.add_argument("--quick", action="store_true", help="one round, 40%% of the requests")
+    a = ap.parse_args()
+    if a.cmd == "free-ports":
+        return free_ports(a.n)
+    try:
+        return run(a)
+    except (RuntimeError, OSError, subprocess.TimeoutExpired) as e:
+        print(f"benchmark failed: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
