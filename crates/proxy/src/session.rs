@@ -238,6 +238,12 @@ impl Session {
                 return self.local_error(&e.to_bytes());
             }
         };
+        // QUIT acts at once, even inside a transaction (as in Redis): never queued, never sent.
+        if command.name() == "quit" {
+            self.local(b"+OK\r\n");
+            self.closing = true;
+            return;
+        }
         if self.transaction.is_some()
             && !matches!(command.name(), "exec" | "discard" | "multi" | "watch")
         {
@@ -287,10 +293,9 @@ impl Session {
                 Some(b"0") => self.local(b"+OK\r\n"),
                 _ => self.local(b"-ERR DB index is out of range\r\n"),
             },
-            "quit" => {
-                self.local(b"+OK\r\n");
-                self.closing = true;
-            }
+            // Redirects are the proxy's business; a client's ASKING must never reach a shared
+            // connection, where it would apply to someone else's next command.
+            "asking" => self.local(b"+OK\r\n"),
             "hello" => self.hello(args),
             "auth" => self.local_error(NO_PASSWORD),
             "readonly" | "readwrite" | "client|setinfo" => self.local(b"+OK\r\n"),
@@ -431,7 +436,28 @@ impl Session {
     /// Queues one command of a transaction, refusing (and dooming the transaction) what cannot
     /// run atomically on one master.
     fn queue(&mut self, command: &Command, args: &RequestArgs<'_>) {
-        let slot = if supported(command) || command.is_blocking() {
+        // EXEC runs on a shared backend connection: nothing that changes connection state may
+        // ride along (SELECT 1 would move every other client to db 1).
+        let changes_connection = matches!(
+            command.command_name(),
+            "select"
+                | "hello"
+                | "auth"
+                | "client"
+                | "readonly"
+                | "readwrite"
+                | "reset"
+                | "asking"
+                | "watch"
+                | "unwatch"
+                | "subscribe"
+                | "psubscribe"
+                | "ssubscribe"
+                | "unsubscribe"
+                | "punsubscribe"
+                | "sunsubscribe"
+        );
+        let slot = if !changes_connection && (supported(command) || command.is_blocking()) {
             command.slot(args).map_err(|e| e.to_bytes())
         } else {
             Err(format!(

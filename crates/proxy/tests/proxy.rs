@@ -907,3 +907,24 @@ async fn migrating_slots_under_load_is_invisible_to_clients() {
         assert_eq!(v, i);
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn connection_state_never_reaches_a_shared_backend_connection() {
+    let (_cluster, proxy) = cluster_and_proxy(3).await;
+    // SELECT 1 inside a transaction would run on the shared connection and move every other
+    // client to db 1: it is refused where it is queued, and the transaction aborts.
+    let expected = "+OK\r\n-ERR cinnabar: 'select' cannot run inside a transaction through the proxy\r\n\
+                    -EXECABORT Transaction discarded because of previous errors.\r\n+OK\r\n+OK\r\n$2\r\nv0\r\n";
+    let got = raw(
+        &proxy,
+        b"MULTI\r\nSELECT 1\r\nEXEC\r\nASKING\r\nSET shared v0\r\nGET shared\r\n",
+        expected.len(),
+    );
+    assert_eq!(String::from_utf8_lossy(&got), expected);
+    // QUIT inside MULTI closes only this client, at once.
+    let quit = raw(&proxy, b"MULTI\r\nQUIT\r\nPING\r\n", 100);
+    assert_eq!(String::from_utf8_lossy(&quit), "+OK\r\n+OK\r\n");
+    let mut other = client(&proxy);
+    let v: String = redis::cmd("GET").arg("shared").query(&mut other).unwrap();
+    assert_eq!(v, "v0", "other clients still see db 0");
+}
