@@ -64,12 +64,6 @@ def status_kib(pid, key):
     raise RuntimeError(f"{key} not in /proc/{pid}/status")
 
 
-def steal_ticks():
-    """CPU time the hypervisor gave to others while this machine wanted it (/proc/stat)."""
-    with open("/proc/stat") as f:
-        return int(f.readline().split()[8])
-
-
 def open_fds(pid):
     return len(os.listdir(f"/proc/{pid}/fd"))
 
@@ -273,16 +267,18 @@ def node_pids(seed):
 
 
 class CpuMeter:
-    """CPU used during an interval by the proxy, and CPU taken from the benchmark: hypervisor
-    steal and user processes outside the benchmark (all but the proxy, the cluster's
-    redis-servers, their forks and their supervisor, this script and its redis-benchmark
-    children). Kernel threads are left out: kworkers writing the AOF or freeing sockets work for
-    the benchmark. All in clock ticks (USER_HZ)."""
+    """CPU used during an interval by the proxy, and CPU taken from the benchmark by others:
+    hypervisor steal plus the machine's busy time (/proc/stat) minus what the benchmark used
+    (the proxy, the cluster's redis-servers with their forks and supervisor, this script and its
+    redis-benchmark children) minus kernel threads (kworkers writing the AOF or freeing sockets
+    work for the benchmark). Counting from the machine's total catches short-lived processes;
+    the names shown are those of the live processes that used the most. All in clock ticks."""
 
     PF_KTHREAD = 0x00200000
 
     def __init__(self, proxy_pid, node_pids):
         self.proxy_pid = proxy_pid
+        self.nodes = set(node_pids)
         self.ours = {proxy_pid, os.getpid(), *node_pids}
         for p in node_pids:
             ppid = self.stat(p)[1]
@@ -291,49 +287,61 @@ class CpuMeter:
 
     @staticmethod
     def stat(pid):
-        """(name, ppid, flags, utime + stime + reaped children's time) of pid."""
+        """(name, ppid, flags, own ticks, reaped children's ticks) of pid."""
         with open(f"/proc/{pid}/stat") as f:
             stat = f.read()
-        fields = stat[stat.rindex(")") + 2 :].split()
-        ticks = int(fields[11]) + int(fields[12]) + int(fields[13]) + int(fields[14])
-        return stat[stat.index("(") + 1 : stat.rindex(")")], int(fields[1]), int(fields[6]), ticks
+        f = stat[stat.rindex(")") + 2 :].split()
+        return (stat[stat.index("(") + 1 : stat.rindex(")")], int(f[1]), int(f[6]),
+                int(f[11]) + int(f[12]), int(f[13]) + int(f[14]))
 
     def sample(self):
-        utime, stime = cpu_split(self.proxy_pid)
-        return time.monotonic(), utime, stime, self.others(), steal_ticks()
-
-    def others(self):
-        """{pid: (name, ticks)} of the user processes outside the benchmark."""
-        table = {}
+        """(time, proxy utime, proxy stime, machine busy, ours, kernel threads, {pid: (name,
+        ticks)} of other live user processes, steal)."""
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:9]]
+        busy = v[0] + v[1] + v[2] + v[5] + v[6]  # user nice system irq softirq
         me = os.getpid()
+        ours = kernel = 0
+        others = {}
         for entry in os.listdir("/proc"):
-            if not entry.isdigit() or int(entry) in self.ours:
+            if not entry.isdigit():
                 continue
+            pid = int(entry)
             try:
-                name, ppid, flags, ticks = self.stat(entry)
+                name, ppid, flags, own, children = self.stat(pid)
             except (OSError, ValueError, IndexError):
                 continue  # gone meanwhile
-            # Skipped too: redis-benchmark (our child) and forks of the redis-servers (AOF
-            # rewrites are part of the cluster's work).
-            if ppid != me and ppid not in self.ours and ppid != 2 and not flags & self.PF_KTHREAD:
-                table[int(entry)] = (name, ticks)
-        return table
+            if pid in (me, self.proxy_pid):
+                continue  # counted below (getrusage) and on their own
+            if pid in self.ours:
+                ours += own + children  # children: the redis-servers' reaped AOF-rewrite forks
+            elif ppid in self.nodes:
+                ours += own  # a live fork of a redis-server
+            elif flags & self.PF_KTHREAD or ppid == 2 or pid == 2:
+                kernel += own
+            elif ppid != me:
+                others[pid] = (name, own)
+        ru = [resource.getrusage(w) for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
+        ours += sum(r.ru_utime + r.ru_stime for r in ru) * CLK_TCK
+        utime, stime = cpu_split(self.proxy_pid)
+        return time.monotonic(), utime, stime, busy, ours, kernel, others, v[7]
 
     @staticmethod
     def delta(a, b):
-        """seconds, proxy ticks (all, system), ticks taken by processes outside the benchmark and
-        by the hypervisor (steal), and the names of the biggest of those. A process that started
-        meanwhile counts in full, one that exited counts through its parent (reaped children)."""
+        """seconds, proxy ticks (all, system), ticks taken by others (processes outside the
+        benchmark and the hypervisor), and the biggest of those by name."""
+        proxy = b[1] + b[2] - a[1] - a[2]
+        steal = b[7] - a[7]
+        others = max((b[3] - a[3]) - (b[4] - a[4]) - (b[5] - a[5]) - proxy, 0) + steal
         used = {}
-        for pid, (name, ticks) in b[3].items():
-            d = ticks - a[3].get(pid, (name, 0))[1]
+        for pid, (name, ticks) in b[6].items():
+            d = ticks - a[6].get(pid, (name, 0))[1]
             if d > 0:
                 used[name] = used.get(name, 0) + d
-        steal = b[4] - a[4]
         if steal > 0:
             used["steal (hypervisor)"] = steal
         top = sorted(used.items(), key=lambda kv: -kv[1])[:3]
-        return b[0] - a[0], (b[1] + b[2] - a[1] - a[2], b[2] - a[2]), sum(used.values()), top
+        return b[0] - a[0], (proxy, b[2] - a[2]), round(others), top
 
 
 PROBE_KEY = "lat:probe"
@@ -522,7 +530,7 @@ def run(a):
         if busy > 0.05:
             names = ", ".join(f"{name} {t}" for name, t in top)
             extra += (f"  [others took {busy * 100:.0f}% of a CPU: "
-                      f"{names or 'exited'}]")
+                      f"{names or 'short-lived processes'}]")
         log(f"{label}  {c.name:<19} {side:<6} {res['rps']:>9,.0f} rps "
             f"(redis-benchmark {res['rb_rps']:>9,.0f}; {res['fanout']:5.2f} cmds/req, "
             f"{res['window']:.1f} s window)  p50 {res['p50']:5.0f} us  "
