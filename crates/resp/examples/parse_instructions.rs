@@ -16,41 +16,12 @@
 
 use std::hint::black_box;
 
-use cinnabar_resp::{Limits, Parsed, ReplyScanner, Request, RequestParser, encode};
+use cinnabar_resp::{Limits, Parsed, ReplyScanner, Request, RequestParser};
 
-const COMMANDS: usize = 10_000;
+#[path = "../benches/support/workload.rs"]
+mod workload;
 
-/// `SET key:NNNNNN <64-byte value>`, `COMMANDS` times, as a client pipeline.
-fn set_pipeline() -> Vec<u8> {
-    let value = [b'v'; 64];
-    let mut buf = Vec::new();
-    for i in 0..COMMANDS {
-        let key = format!("key:{i:06}");
-        encode::command(&mut buf, &[b"SET", key.as_bytes(), &value]);
-    }
-    buf
-}
-
-/// A mix of what backends answer: `+OK`, a 64-byte bulk, an integer, a null, a 3-element
-/// array of bulks, `COMMANDS` replies in all.
-fn reply_pipeline() -> Vec<u8> {
-    let mut buf = Vec::new();
-    for i in 0..COMMANDS {
-        match i % 5 {
-            0 => encode::simple(&mut buf, b"OK"),
-            1 => encode::bulk(&mut buf, &[b'v'; 64]),
-            2 => encode::integer(&mut buf, i as i64),
-            3 => encode::null(&mut buf, encode::Protocol::Resp2),
-            _ => {
-                encode::array_header(&mut buf, 3);
-                for field in [&b"field"[..], b"value", b"another"] {
-                    encode::bulk(&mut buf, field);
-                }
-            }
-        }
-    }
-    buf
-}
+use workload::{COMMANDS, reply_pipeline, set_pipeline};
 
 fn parse_requests(buf: &[u8], rounds: usize) -> usize {
     let parser = RequestParser::new(Limits::default());
