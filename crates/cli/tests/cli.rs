@@ -98,6 +98,15 @@ impl Cinnabar {
         }
     }
 
+    /// Fails unless the state directory is absent: a refused or failed `up` must leave nothing.
+    fn assert_nothing_left(&self, what: &str) {
+        assert!(
+            !self.dir().exists(),
+            "{what} left {} behind",
+            self.dir().display()
+        );
+    }
+
     /// Writes an executable `redis-server` stand-in (a shell script with `body`) into the temp
     /// dir and returns its path: it fakes a broken install, or wraps the real server.
     fn stand_in_server(&self, body: &str) -> PathBuf {
@@ -375,11 +384,7 @@ fn impossible_requests_are_refused_before_anything_is_created() {
             "{args:?}: {}",
             stderr(&out)
         );
-        assert!(
-            !c.dir().exists(),
-            "{args:?} left {} behind",
-            c.dir().display()
-        );
+        c.assert_nothing_left(&format!("{args:?}"));
     }
 }
 
@@ -404,7 +409,7 @@ fn a_busy_port_is_named_with_its_holder_and_nothing_is_left_behind() {
         "{err}"
     );
     assert!(err.contains("held by pid"), "{err}");
-    assert!(!c.dir().exists());
+    c.assert_nothing_left("a refused up");
 }
 
 #[test]
@@ -458,11 +463,7 @@ fn a_node_that_never_starts_is_named_with_its_log_and_nothing_is_left_behind() {
         err.contains("FATAL: cannot load module"),
         "log tail shown: {err}"
     );
-    assert!(
-        !c.dir().exists(),
-        "failed up left {} behind",
-        c.dir().display()
-    );
+    c.assert_nothing_left("a failed up");
 }
 
 #[test]
@@ -517,11 +518,7 @@ fn a_node_that_never_joins_is_named_with_its_log_tail_and_nothing_is_left_behind
         err.contains(&format!("nodes/{stray}/redis.log ---")),
         "its log tail is shown: {err}"
     );
-    assert!(
-        !c.dir().exists(),
-        "failed up left {} behind",
-        c.dir().display()
-    );
+    c.assert_nothing_left("a failed up");
 }
 
 #[test]
