@@ -31,7 +31,7 @@ const NO_PASSWORD: &[u8] = b"ERR AUTH <password> called without any password con
 const BUFFER: usize = 16 * 1024;
 
 /// How the replies of a split request become the one reply the client expects.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Merge {
     /// `MGET`: each part answered `*1` + element; the client gets one array in key order.
     Array,
@@ -238,52 +238,88 @@ impl Session {
                 return self.local_error(&e.to_bytes());
             }
         };
+        let route = route(command);
         // QUIT acts at once, even inside a transaction (as in Redis): never queued, never sent.
-        if command.name() == "quit" {
+        if route == Route::Quit {
             self.local(b"+OK\r\n");
             self.closing = true;
             return;
         }
-        if self.transaction.is_some()
-            && !matches!(command.name(), "exec" | "discard" | "multi" | "watch")
-        {
-            return self.queue(command, args);
+        if self.transaction.is_some() && route != Route::Transaction {
+            return self.queue(command, route, args);
         }
-        match command.name() {
-            "subscribe" | "psubscribe" | "ssubscribe" => self.enter_pubsub(command, args),
-            "unsubscribe" | "punsubscribe" | "sunsubscribe" => {
-                // Not subscribed: Redis confirms with a count of 0 for each channel (or none).
-                let kind = command.name().as_bytes();
-                let channels = args.len().saturating_sub(1);
-                for i in 0..channels.max(1) {
-                    let channel = args.get(i + 1);
-                    self.local_with(|out, _| {
-                        encode::array_header(out, 3);
-                        encode::bulk(out, kind);
-                        match channel {
-                            Some(c) => encode::bulk(out, c),
-                            None => out.extend_from_slice(b"$-1\r\n"),
-                        }
-                        encode::integer(out, 0);
-                    });
-                }
+        match route {
+            Route::Quit => {}
+            Route::Local => self.answer_locally(command, args),
+            Route::Keyed => match command.slot(args) {
+                Ok(slot) => self.forward(slot, args),
+                Err(e) => self.local_error(&e.to_bytes()),
+            },
+            Route::Split { merge, step } => self.split(command, args, merge, step),
+            Route::FanOut(Merge::Keyspace) => {
+                self.fan_out(args, Some(&[b"INFO", b"keyspace"]), Merge::Keyspace);
             }
+            Route::FanOut(merge) => self.fan_out(args, None, merge),
+            Route::Scan => self.scan(args),
+            Route::Blocking => match command.slot(args) {
+                Ok(slot) => self.blocking(slot, args),
+                Err(e) => self.local_error(&e.to_bytes()),
+            },
+            Route::Transaction => self.transaction_command(command, args),
+            Route::Subscribe => self.enter_pubsub(command, args),
+            Route::Unsubscribe => self.unsubscribe_unsubscribed(command, args),
+            Route::Unsupported => {
+                let msg = format!(
+                    "-ERR cinnabar: '{}' is not supported through the proxy\r\n",
+                    command.name().replace('|', " ")
+                );
+                self.local(msg.as_bytes());
+            }
+        }
+    }
+
+    /// MULTI, EXEC, DISCARD, WATCH, UNWATCH.
+    fn transaction_command(&mut self, command: &Command, _args: &RequestArgs<'_>) {
+        match command.name() {
             "multi" => self.multi(),
             "exec" => self.exec(),
             "discard" => match self.transaction.take() {
                 Some(_) => self.local(b"+OK\r\n"),
                 None => self.local_error(b"ERR DISCARD without MULTI"),
             },
+            "watch" if self.transaction.is_some() => {
+                self.local_error(b"ERR WATCH inside MULTI is not allowed");
+            }
             "watch" => {
-                self.local_error(b"ERR cinnabar: WATCH is not supported through the proxy yet")
+                self.local_error(b"ERR cinnabar: WATCH is not supported through the proxy yet");
             }
-            "unwatch" => self.local(b"+OK\r\n"),
-            _ if command.is_blocking() && !matches!(command.name(), "wait" | "waitaof") => {
-                match command.slot(args) {
-                    Ok(slot) => self.blocking(slot, args),
-                    Err(e) => self.local_error(&e.to_bytes()),
+            _ => self.local(b"+OK\r\n"),
+        }
+    }
+
+    /// UNSUBSCRIBE & co. outside subscribed mode: Redis confirms with a count of 0 for each
+    /// channel (or once, with a nil channel, when none is named).
+    fn unsubscribe_unsubscribed(&mut self, command: &Command, args: &RequestArgs<'_>) {
+        let kind = command.name().as_bytes();
+        let channels = args.len().saturating_sub(1);
+        for i in 0..channels.max(1) {
+            let channel = args.get(i + 1);
+            self.local_with(|out, _| {
+                encode::array_header(out, 3);
+                encode::bulk(out, kind);
+                match channel {
+                    Some(c) => encode::bulk(out, c),
+                    None => out.extend_from_slice(b"$-1\r\n"),
                 }
-            }
+                encode::integer(out, 0);
+            });
+        }
+    }
+
+    /// The commands of [`Route::Local`]: the proxy's own view of the connection and the
+    /// cluster.
+    fn answer_locally(&mut self, command: &Command, args: &RequestArgs<'_>) {
+        match command.name() {
             "ping" => match args.get(1) {
                 None => self.local(b"+PONG\r\n"),
                 Some(message) => self.local_bulk(message),
@@ -293,12 +329,8 @@ impl Session {
                 Some(b"0") => self.local(b"+OK\r\n"),
                 _ => self.local(b"-ERR DB index is out of range\r\n"),
             },
-            // Redirects are the proxy's business; a client's ASKING must never reach a shared
-            // connection, where it would apply to someone else's next command.
-            "asking" => self.local(b"+OK\r\n"),
             "hello" => self.hello(args),
             "auth" => self.local_error(NO_PASSWORD),
-            "readonly" | "readwrite" | "client|setinfo" => self.local(b"+OK\r\n"),
             "client|id" => self.local_integer(i64::try_from(self.id).unwrap_or(i64::MAX)),
             "client|setname" => self.set_name(args.get(2).unwrap_or_default()),
             "client|getname" => {
@@ -333,27 +365,11 @@ impl Session {
                     None => self.local_error(b"ERR Invalid or out of range slot"),
                 }
             }
-            "dbsize" => self.fan_out(args, None, Merge::Sum),
-            "keys" => self.fan_out(args, None, Merge::Concat),
-            "flushdb" | "flushall" | "script|flush" => self.fan_out(args, None, Merge::AllOk),
-            "script|load" => self.fan_out(args, None, Merge::First),
-            "randomkey" => self.fan_out(args, None, Merge::FirstNonNil),
-            "info" => self.fan_out(args, Some(&[b"INFO", b"keyspace"]), Merge::Keyspace),
-            "scan" => self.scan(args),
-            "mget" => self.split(command, args, Merge::Array, 1),
-            "del" | "unlink" | "exists" | "touch" => self.split(command, args, Merge::Sum, 1),
-            "mset" => self.split(command, args, Merge::AllOk, 2),
-            _ if !supported(command) => {
-                let msg = format!(
-                    "-ERR cinnabar: '{}' is not supported through the proxy yet\r\n",
-                    command.name().replace('|', " ")
-                );
-                self.local(msg.as_bytes());
-            }
-            _ => match command.slot(args) {
-                Ok(slot) => self.forward(slot, args),
-                Err(e) => self.local_error(&e.to_bytes()),
-            },
+            // ASKING: redirects are the proxy's business; a client's ASKING must never reach a
+            // shared connection, where it would apply to someone else's next command.
+            // READONLY/READWRITE: where reads go is the proxy's read policy.
+            // CLIENT SETINFO: library name and version, nothing to act on.
+            _ => self.local(b"+OK\r\n"),
         }
     }
 
@@ -435,29 +451,13 @@ impl Session {
 
     /// Queues one command of a transaction, refusing (and dooming the transaction) what cannot
     /// run atomically on one master.
-    fn queue(&mut self, command: &Command, args: &RequestArgs<'_>) {
+    fn queue(&mut self, command: &Command, route: Route, args: &RequestArgs<'_>) {
         // EXEC runs on a shared backend connection: nothing that changes connection state may
-        // ride along (SELECT 1 would move every other client to db 1).
-        let changes_connection = matches!(
-            command.command_name(),
-            "select"
-                | "hello"
-                | "auth"
-                | "client"
-                | "readonly"
-                | "readwrite"
-                | "reset"
-                | "asking"
-                | "watch"
-                | "unwatch"
-                | "subscribe"
-                | "psubscribe"
-                | "ssubscribe"
-                | "unsubscribe"
-                | "punsubscribe"
-                | "sunsubscribe"
-        );
-        let slot = if !changes_connection && (supported(command) || command.is_blocking()) {
+        // ride along (SELECT 1 would move every other client to db 1). Inside MULTI a blocking
+        // command does not block, so it may ride along too.
+        let carried = matches!(route, Route::Keyed | Route::Split { .. } | Route::Blocking)
+            || matches!(command.name(), "ping" | "echo");
+        let slot = if carried {
             command.slot(args).map_err(|e| e.to_bytes())
         } else {
             Err(format!(
@@ -750,36 +750,93 @@ impl Session {
     }
 }
 
-/// Commands this proxy version does not carry yet: connection state, transactions, blocking,
-/// pub/sub, fan-out to every node, and administration. They get a clear error, never a wrong
-/// answer.
-fn supported(command: &Command) -> bool {
-    if command.is_blocking() || command.is_admin() {
-        return false;
+/// How the proxy carries a command. The one place that classifies commands: `handle` acts on
+/// it, and `queue` uses it to decide what may run inside a transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Route {
+    /// QUIT: answered, then the connection closes.
+    Quit,
+    /// Answered by the proxy itself (PING, ECHO, SELECT, HELLO, CLIENT …, CLUSTER …).
+    Local,
+    /// Sent whole to the master of its slot (any master when it has no keys).
+    Keyed,
+    /// Multi-key: sent whole when the keys share a slot, else one request per key (`step`
+    /// arguments per key) with the replies merged.
+    Split { merge: Merge, step: usize },
+    /// Sent to every master, the replies merged.
+    FanOut(Merge),
+    /// `SCAN`, one master after the other.
+    Scan,
+    /// BLPOP & co.: a private connection each, so they never stall the shared one.
+    Blocking,
+    /// MULTI, EXEC, DISCARD, WATCH, UNWATCH.
+    Transaction,
+    /// SUBSCRIBE, PSUBSCRIBE, SSUBSCRIBE: the connection enters subscribed mode.
+    Subscribe,
+    /// UNSUBSCRIBE & co. while not subscribed.
+    Unsubscribe,
+    /// Not carried: a clear error naming the command, never a wrong answer.
+    Unsupported,
+}
+
+fn route(command: &Command) -> Route {
+    match command.name() {
+        "quit" => Route::Quit,
+        "ping" | "echo" | "select" | "hello" | "auth" | "asking" | "readonly" | "readwrite" => {
+            Route::Local
+        }
+        "client|id" | "client|setname" | "client|getname" | "client|info" | "client|list"
+        | "client|setinfo" => Route::Local,
+        "cluster|slots"
+        | "cluster|shards"
+        | "cluster|nodes"
+        | "cluster|info"
+        | "cluster|myid"
+        | "cluster|keyslot"
+        | "cluster|countkeysinslot"
+        | "cluster|getkeysinslot" => Route::Local,
+        "multi" | "exec" | "discard" | "watch" | "unwatch" => Route::Transaction,
+        "subscribe" | "psubscribe" | "ssubscribe" => Route::Subscribe,
+        "unsubscribe" | "punsubscribe" | "sunsubscribe" => Route::Unsubscribe,
+        "mget" => Route::Split {
+            merge: Merge::Array,
+            step: 1,
+        },
+        "del" | "unlink" | "exists" | "touch" => Route::Split {
+            merge: Merge::Sum,
+            step: 1,
+        },
+        "mset" => Route::Split {
+            merge: Merge::AllOk,
+            step: 2,
+        },
+        "dbsize" => Route::FanOut(Merge::Sum),
+        "keys" => Route::FanOut(Merge::Concat),
+        "flushdb" | "flushall" | "script|flush" => Route::FanOut(Merge::AllOk),
+        "script|load" => Route::FanOut(Merge::First),
+        "randomkey" => Route::FanOut(Merge::FirstNonNil),
+        "info" => Route::FanOut(Merge::Keyspace),
+        "scan" => Route::Scan,
+        "wait" | "waitaof" => Route::Unsupported,
+        _ if command.is_blocking() => Route::Blocking,
+        // Containers whose carried subcommands are listed above, administration, commands that
+        // need per-node or per-connection state the proxy does not keep, and the rest of
+        // pub/sub (PUBLISH and SPUBLISH are plain keyed commands).
+        _ if command.is_admin()
+            || (command.is_pubsub() && !matches!(command.name(), "publish" | "spublish"))
+            || matches!(
+                command.request_policy(),
+                RequestPolicy::AllNodes | RequestPolicy::AllShards
+            )
+            || matches!(
+                command.command_name(),
+                "client" | "cluster" | "reset" | "swapdb" | "move" | "function" | "script"
+            ) =>
+        {
+            Route::Unsupported
+        }
+        _ => Route::Keyed,
     }
-    if command.is_pubsub() && !matches!(command.name(), "publish" | "spublish") {
-        return false;
-    }
-    if matches!(
-        command.request_policy(),
-        RequestPolicy::AllNodes | RequestPolicy::AllShards
-    ) {
-        return false;
-    }
-    // Containers whose other subcommands are handled above, and commands that need connection
-    // state the proxy does not keep yet.
-    !matches!(
-        command.command_name(),
-        "client"
-            | "cluster"
-            | "reset"
-            | "wait"
-            | "waitaof"
-            | "swapdb"
-            | "move"
-            | "function"
-            | "script"
-    )
 }
 
 /// Writes the one reply a split request owes, from its parts' replies.
