@@ -8,9 +8,12 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, ErrorKind, FromRedisValue, RedisError, Value};
+use redis::{
+    AsyncConnectionConfig, ErrorKind, FromRedisValue, IntoConnectionInfo, RedisError, Value,
+};
 
 use crate::addr::NodeAddr;
+use crate::credentials::Credentials;
 use crate::error::ClusterError;
 use crate::info::{ClusterInfo, InfoFields, ReplicationInfo};
 use crate::shards::{Shard, parse_cluster_shards};
@@ -58,11 +61,39 @@ impl NodeClient {
     /// [`ClusterError::Unreachable`] when the node does not accept and set up a connection
     /// within `timeouts.connect` (plus one response timeout for the client's hand-shake).
     pub async fn connect(addr: &NodeAddr, timeouts: Timeouts) -> Result<Self, ClusterError> {
+        Self::connect_as(addr, timeouts, None).await
+    }
+
+    /// Connects to `addr` and authenticates with `credentials` (when given) as part of the
+    /// connection set-up.
+    ///
+    /// # Errors
+    /// As [`connect`](Self::connect); a refused login is [`ClusterError::Unreachable`] too,
+    /// with the server's reason (never the password).
+    pub async fn connect_as(
+        addr: &NodeAddr,
+        timeouts: Timeouts,
+        credentials: Option<&Credentials>,
+    ) -> Result<Self, ClusterError> {
         let unreachable = |source: RedisError| ClusterError::Unreachable {
             addr: addr.clone(),
             source,
         };
-        let client = redis::Client::open(addr.redis_url()).map_err(unreachable)?;
+        let mut info = addr
+            .redis_url()
+            .into_connection_info()
+            .map_err(unreachable)?;
+        if let Some(credentials) = credentials {
+            let mut settings = info
+                .redis_settings()
+                .clone()
+                .set_password(&credentials.password);
+            if let Some(user) = &credentials.user {
+                settings = settings.set_username(user);
+            }
+            info = info.set_redis_settings(settings);
+        }
+        let client = redis::Client::open(info).map_err(unreachable)?;
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(timeouts.connect))
             .set_response_timeout(Some(timeouts.response));

@@ -14,6 +14,7 @@ pub mod addr;
 pub mod check;
 pub mod client;
 pub mod create;
+pub mod credentials;
 pub mod error;
 pub mod info;
 pub mod placement;
@@ -27,6 +28,7 @@ pub use check::{
 };
 pub use client::{NodeClient, Timeouts};
 pub use create::{CreateProgress, CreateSpec, create_cluster};
+pub use credentials::Credentials;
 pub use error::ClusterError;
 pub use info::{ClusterInfo, ReplicationInfo};
 pub use placement::{Layout, NewNode, ShardPlan, plan_layout};

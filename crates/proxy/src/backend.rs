@@ -5,13 +5,18 @@
 //!
 //! Must never block the worker: reading and writing progress together in one task, so a node
 //! that stops reading while it still has replies to send cannot deadlock us.
+//!
+//! Every new connection starts with a prelude (`HELLO 3` for RESP3 clients, `AUTH` with the
+//! backend credentials, `READONLY` on replicas) whose replies must all be positive; otherwise
+//! the connection counts as failed.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::rc::Rc;
+use std::time::{Duration, Instant};
 
-use cinnabar_cluster::NodeAddr;
-use cinnabar_resp::{Limits, ReplyScanner};
+use cinnabar_cluster::{Credentials, NodeAddr};
+use cinnabar_resp::{Limits, ReplyScanner, encode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
@@ -22,6 +27,57 @@ use crate::worker::Worker;
 const ASKING: &[u8] = b"*1\r\n$6\r\nASKING\r\n";
 /// Initial buffer sizes; buffers grow with load and keep their capacity.
 const BUFFER: usize = 16 * 1024;
+/// A buffer that grew beyond this (a huge reply went through) is given back once empty.
+const RETAINED: usize = 1024 * 1024;
+/// After a connection failure a replica is avoided by reads for this long.
+const DOWN_FOR: Duration = Duration::from_secs(1);
+
+/// What kind of connection: the client protocol it speaks and whether it reads from a replica.
+/// Replies are forwarded as they are, so a RESP3 client needs a RESP3 backend connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub(crate) struct Flavor {
+    pub(crate) resp3: bool,
+    pub(crate) replica: bool,
+}
+
+impl Flavor {
+    /// A dense index, for per-address arrays of connections.
+    pub(crate) const fn index(self) -> usize {
+        (self.resp3 as usize) | ((self.replica as usize) << 1)
+    }
+
+    /// The commands that open every connection of this flavor, and how many replies they get.
+    pub(crate) fn prelude(self, credentials: Option<&Credentials>) -> (Vec<u8>, usize) {
+        let mut out = Vec::new();
+        let mut replies = 0;
+        match (self.resp3, credentials) {
+            (true, Some(c)) => {
+                let user = c.user_or_default().as_bytes();
+                encode::command(
+                    &mut out,
+                    &[b"HELLO", b"3", b"AUTH", user, c.password.as_bytes()],
+                );
+                replies += 1;
+            }
+            (true, None) => {
+                encode::command(&mut out, &[b"HELLO", b"3"]);
+                replies += 1;
+            }
+            (false, Some(c)) => {
+                let mut args: Vec<&[u8]> = vec![b"AUTH"];
+                args.extend(c.auth_args());
+                encode::command(&mut out, &args);
+                replies += 1;
+            }
+            (false, None) => {}
+        }
+        if self.replica {
+            encode::command(&mut out, &[b"READONLY"]);
+            replies += 1;
+        }
+        (out, replies)
+    }
+}
 
 /// What the next reply on the connection belongs to.
 #[derive(Debug, Clone, Copy)]
@@ -30,6 +86,8 @@ enum Inflight {
     Ticket(usize),
     /// A reply nobody waits for (the `+OK` of `ASKING`).
     Discard,
+    /// The reply to a prelude command: anything but an error is fine.
+    Prelude,
 }
 
 #[derive(Debug, Default)]
@@ -46,17 +104,27 @@ struct State {
 #[derive(Debug)]
 pub(crate) struct Backend {
     pub(crate) addr: NodeAddr,
+    pub(crate) flavor: Flavor,
     state: RefCell<State>,
     wake: Notify,
+    /// Set when a connection fails; reads avoid a replica until then.
+    down_until: Cell<Option<Instant>>,
 }
 
 impl Backend {
-    pub(crate) fn new(addr: NodeAddr) -> Self {
+    pub(crate) fn new(addr: NodeAddr, flavor: Flavor) -> Self {
         Self {
             addr,
+            flavor,
             state: RefCell::new(State::default()),
             wake: Notify::new(),
+            down_until: Cell::new(None),
         }
+    }
+
+    /// Whether the last connection attempt failed recently.
+    pub(crate) fn is_down(&self, now: Instant) -> bool {
+        self.down_until.get().is_some_and(|until| now < until)
     }
 
     /// Queues `request` for ticket `id`, preceded by `ASKING` when following an ASK redirect.
@@ -83,6 +151,7 @@ impl Backend {
     /// Hands every request in flight back to the worker after the connection failed: those
     /// never written may be retried; those written may have run, so they fail.
     fn fail_all(&self, worker: &Rc<Worker>, why: &str) {
+        self.down_until.set(Some(Instant::now() + DOWN_FOR));
         let (entries, unsent) = {
             let mut st = self.state.borrow_mut();
             st.out.clear();
@@ -104,6 +173,9 @@ pub(crate) async fn run(backend: Rc<Backend>, worker: Rc<Worker>) {
     let mut read_buf = Vec::with_capacity(BUFFER);
     let mut write_buf = Vec::with_capacity(BUFFER);
     let mut scanner = ReplyScanner::new(Limits::default());
+    let prelude = backend
+        .flavor
+        .prelude(worker.config.backend_credentials.as_ref());
     loop {
         while backend.state.borrow().out.is_empty() {
             backend.wake.notified().await;
@@ -123,6 +195,15 @@ pub(crate) async fn run(backend: Rc<Backend>, worker: Rc<Worker>) {
             }
         };
         let _ = stream.set_nodelay(true);
+        {
+            // The prelude goes first, ahead of requests queued while we were connecting.
+            write_buf.clear();
+            write_buf.extend_from_slice(&prelude.0);
+            let mut st = backend.state.borrow_mut();
+            for _ in 0..prelude.1 {
+                st.inflight.push_front(Inflight::Prelude);
+            }
+        }
         let why = serve(
             &backend,
             &worker,
@@ -151,12 +232,20 @@ async fn serve(
 ) -> String {
     let (mut rd, mut wr) = stream.split();
     let mut written = 0;
+    let read_timeout = worker.config.backend_read_timeout;
+    let mut watchdog = tokio::time::interval((read_timeout / 4).max(Duration::from_millis(50)));
+    watchdog.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // When the node last showed progress: a read, or the moment we started waiting on it.
+    let mut last_progress = Instant::now();
     loop {
         if written == write_buf.len() {
             write_buf.clear();
             written = 0;
             let mut st = backend.state.borrow_mut();
             if !st.out.is_empty() {
+                if st.inflight.len() == st.unsent {
+                    last_progress = Instant::now();
+                }
                 std::mem::swap(&mut st.out, write_buf);
                 st.unsent = 0;
             }
@@ -165,6 +254,7 @@ async fn serve(
             read = rd.read_buf(read_buf) => match read {
                 Ok(0) => return "closed by the node".into(),
                 Ok(_) => {
+                    last_progress = Instant::now();
                     if let Err(why) = deliver(backend, worker, read_buf, scanner) {
                         return why;
                     }
@@ -177,6 +267,13 @@ async fn serve(
                 Err(e) => return format!("write failed: {e}"),
             },
             () = backend.wake.notified(), if written == write_buf.len() => {}
+            _ = watchdog.tick() => {
+                let st = backend.state.borrow();
+                let awaiting = st.inflight.len() > st.unsent;
+                if awaiting && last_progress.elapsed() > read_timeout {
+                    return format!("no reply within {} ms", read_timeout.as_millis());
+                }
+            }
         }
     }
 }
@@ -195,37 +292,95 @@ fn deliver(
     {
         let reply = &buf[pos..pos + len];
         pos += len;
+        // RESP3 push data (only CLIENT TRACKING or pub/sub produce it, and neither runs on
+        // a shared connection) is not the reply to anything.
+        if reply.first() == Some(&b'>') {
+            continue;
+        }
         let entry = backend.state.borrow_mut().inflight.pop_front();
         match entry {
             Some(Inflight::Ticket(id)) => worker.on_reply(id, reply, &backend.addr),
             Some(Inflight::Discard) => {}
+            Some(Inflight::Prelude) => {
+                if reply.first() == Some(&b'-') {
+                    let line = reply.split(|b| *b == b'\r').next().unwrap_or_default();
+                    return Err(format!(
+                        "the node refused the connection set-up: {}",
+                        String::from_utf8_lossy(line.get(1..).unwrap_or_default())
+                    ));
+                }
+                backend.down_until.set(None);
+            }
             None => return Err("a reply arrived that no request asked for".into()),
         }
     }
     buf.drain(..pos);
+    if buf.is_empty() && buf.capacity() > RETAINED {
+        *buf = Vec::with_capacity(BUFFER);
+    }
     Ok(())
 }
 
-/// Runs one request on a connection of its own and returns its reply (for blocking commands,
-/// which must not hold up the shared connection). The connection is closed afterwards.
+/// Opens a connection of its own to `addr` and runs the `prelude` on it (as from
+/// [`Flavor::prelude`]); for blocking commands, pub/sub, WATCH and WAIT, which must not share a
+/// connection with other clients.
 ///
 /// # Errors
-/// A sentence saying what failed: connecting, writing, reading, or a malformed reply.
-pub(crate) async fn private_request(
+/// A sentence saying what failed: connecting, the prelude (the node's own reason), I/O.
+pub(crate) async fn connect_private(
     addr: &NodeAddr,
-    request: &[u8],
-    connect_timeout: std::time::Duration,
-) -> Result<Vec<u8>, String> {
+    prelude: &(Vec<u8>, usize),
+    connect_timeout: Duration,
+) -> Result<TcpStream, String> {
     let connect = TcpStream::connect((addr.host.as_str(), addr.port));
     let mut stream = match tokio::time::timeout(connect_timeout, connect).await {
         Ok(Ok(stream)) => stream,
         Ok(Err(e)) => return Err(format!("cannot connect: {e}")),
         Err(_) => return Err("connect timed out".into()),
     };
-    stream
-        .write_all(request)
-        .await
-        .map_err(|e| format!("write failed: {e}"))?;
+    let _ = stream.set_nodelay(true);
+    if prelude.1 > 0 {
+        stream
+            .write_all(&prelude.0)
+            .await
+            .map_err(|e| format!("write failed: {e}"))?;
+        let mut buf = Vec::with_capacity(256);
+        let mut scanner = ReplyScanner::new(Limits::default());
+        let mut answered = 0;
+        let mut pos = 0;
+        while answered < prelude.1 {
+            let more = tokio::time::timeout(connect_timeout, stream.read_buf(&mut buf))
+                .await
+                .map_err(|_| "no answer to the connection set-up".to_owned())?
+                .map_err(|e| format!("read failed: {e}"))?;
+            if more == 0 {
+                return Err("closed by the node".into());
+            }
+            while let Some(len) = scanner
+                .scan(&buf[pos..])
+                .map_err(|e| format!("bad reply: {e}"))?
+            {
+                let reply = &buf[pos..pos + len];
+                if reply.first() == Some(&b'-') {
+                    let line = reply.split(|b| *b == b'\r').next().unwrap_or_default();
+                    return Err(format!(
+                        "the node refused the connection set-up: {}",
+                        String::from_utf8_lossy(line.get(1..).unwrap_or_default())
+                    ));
+                }
+                pos += len;
+                answered += 1;
+            }
+        }
+    }
+    Ok(stream)
+}
+
+/// Reads exactly one reply from `stream`.
+///
+/// # Errors
+/// A sentence saying what failed: reading, the node closing, a malformed reply.
+pub(crate) async fn read_reply(stream: &mut TcpStream) -> Result<Vec<u8>, String> {
     let mut scanner = ReplyScanner::new(Limits::default());
     let mut reply = Vec::with_capacity(256);
     loop {
@@ -245,4 +400,23 @@ pub(crate) async fn private_request(
             return Ok(reply);
         }
     }
+}
+
+/// Runs one request on a connection of its own and returns its reply (for blocking commands,
+/// which must not hold up the shared connection). The connection is closed afterwards.
+///
+/// # Errors
+/// A sentence saying what failed: connecting, writing, reading, or a malformed reply.
+pub(crate) async fn private_request(
+    addr: &NodeAddr,
+    prelude: &(Vec<u8>, usize),
+    request: &[u8],
+    connect_timeout: Duration,
+) -> Result<Vec<u8>, String> {
+    let mut stream = connect_private(addr, prelude, connect_timeout).await?;
+    stream
+        .write_all(request)
+        .await
+        .map_err(|e| format!("write failed: {e}"))?;
+    read_reply(&mut stream).await
 }

@@ -3,7 +3,46 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use cinnabar_cluster::NodeAddr;
+use cinnabar_cluster::{Credentials, NodeAddr};
+
+/// Where keyed read-only commands go.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ReadFrom {
+    /// Every command goes to the slot's master: reads see every acknowledged write.
+    #[default]
+    Master,
+    /// Read-only commands go to a replica of the slot's master when one is reachable, else to
+    /// the master. Reads may be slightly stale (replication is asynchronous).
+    PreferReplica,
+    /// Read-only commands go only to replicas; with no reachable replica they fail rather than
+    /// load the master.
+    ReplicaOnly,
+}
+
+impl std::str::FromStr for ReadFrom {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "master" => Ok(Self::Master),
+            "prefer-replica" => Ok(Self::PreferReplica),
+            "replica-only" => Ok(Self::ReplicaOnly),
+            other => Err(format!(
+                "unknown read policy '{other}' (expected master, prefer-replica or replica-only)"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for ReadFrom {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Master => "master",
+            Self::PreferReplica => "prefer-replica",
+            Self::ReplicaOnly => "replica-only",
+        })
+    }
+}
 
 /// Everything the proxy needs to run.
 #[derive(Debug, Clone)]
@@ -25,6 +64,19 @@ pub struct ProxyConfig {
     pub refresh_interval: Duration,
     /// Requests one client may have in flight before the proxy stops reading from it.
     pub max_pending_per_client: usize,
+    /// Reply bytes the proxy may hold for one client (received, not yet written to it) before
+    /// it stops reading that client's requests. Replies already requested still arrive, so a
+    /// client can exceed this by its requests in flight; it cannot grow without end.
+    pub max_reply_bytes_per_client: usize,
+    /// How long a backend connection may leave a request unanswered before the proxy gives up
+    /// on it, fails its requests in flight (retrying the read-only ones) and reconnects. Must
+    /// exceed the slowest legitimate command (blocking commands have their own connections).
+    pub backend_read_timeout: Duration,
+    /// The login for backend connections (Redis `requirepass` or an ACL user). Only the proxy
+    /// knows it; clients never see it.
+    pub backend_credentials: Option<Credentials>,
+    /// Where read-only commands go.
+    pub read_from: ReadFrom,
 }
 
 impl ProxyConfig {
@@ -39,6 +91,10 @@ impl ProxyConfig {
             retry_window: Duration::from_secs(10),
             refresh_interval: Duration::from_secs(5),
             max_pending_per_client: 1024,
+            max_reply_bytes_per_client: 64 * 1024 * 1024,
+            backend_read_timeout: Duration::from_secs(5),
+            backend_credentials: None,
+            read_from: ReadFrom::Master,
         }
     }
 }

@@ -32,7 +32,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-pub use config::ProxyConfig;
+pub use config::{ProxyConfig, ReadFrom};
 use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::{Notify, watch};
 
@@ -117,7 +117,8 @@ pub fn start(config: ProxyConfig) -> Result<ProxyHandle, ProxyError> {
                         Err(e) => return drop(first_tx.send(Err(ProxyError::Runtime(e)))),
                     };
                     runtime.block_on(async {
-                        let first = refresh::fetch(&config.seeds, config.connect_timeout, 1).await;
+                        let credentials = config.backend_credentials.as_ref();
+                        let first = refresh::fetch(&config.seeds, credentials, config.connect_timeout, 1).await;
                         let routes_tx = match first {
                             Ok(map) => {
                                 let (routes_tx, routes_rx) = watch::channel(Arc::new(map));
@@ -130,7 +131,7 @@ pub fn start(config: ProxyConfig) -> Result<ProxyHandle, ProxyError> {
                         };
                         let seeds = config.seeds.clone();
                         tokio::select! {
-                            () = refresh::run(seeds, routes_tx, refresh, config.refresh_interval, config.connect_timeout) => {}
+                            () = refresh::run(seeds, config.backend_credentials.clone(), routes_tx, refresh, config.refresh_interval, config.connect_timeout) => {}
                             _ = stop_rx.wait_for(|stop| *stop) => {}
                         }
                     });

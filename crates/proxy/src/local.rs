@@ -4,7 +4,7 @@
 
 use std::net::SocketAddr;
 
-use cinnabar_resp::encode;
+use cinnabar_resp::{Protocol, encode};
 
 /// The version the proxy reports in `HELLO` and `INFO`: the Redis command set it speaks.
 pub(crate) const REPORTED_REDIS_VERSION: &str = "7.0.0";
@@ -37,18 +37,19 @@ pub(crate) fn cluster_slots(out: &mut Vec<u8>, announce: SocketAddr) {
     encode::bulk(out, node_id(announce).as_bytes());
 }
 
-/// `CLUSTER SHARDS`: one shard with all slots and the proxy as its only (master) node.
-pub(crate) fn cluster_shards(out: &mut Vec<u8>, announce: SocketAddr) {
+/// `CLUSTER SHARDS`: one shard with all slots and the proxy as its only (master) node (maps
+/// under RESP3, flat key/value arrays under RESP2, as Redis answers).
+pub(crate) fn cluster_shards(out: &mut Vec<u8>, announce: SocketAddr, protocol: Protocol) {
     let ip = announce.ip().to_string();
     encode::array_header(out, 1);
-    encode::array_header(out, 4);
+    encode::map_header(out, 2, protocol);
     encode::bulk(out, b"slots");
     encode::array_header(out, 2);
     encode::integer(out, 0);
     encode::integer(out, 16383);
     encode::bulk(out, b"nodes");
     encode::array_header(out, 1);
-    encode::array_header(out, 14);
+    encode::map_header(out, 7, protocol);
     for (key, value) in [
         ("id", node_id(announce)),
         ("ip", ip.clone()),
@@ -88,15 +89,15 @@ pub(crate) fn cluster_info(out: &mut Vec<u8>) {
     encode::bulk(out, text.as_bytes());
 }
 
-/// The `HELLO 2` reply (a flat key/value array, as Redis sends under RESP2).
-pub(crate) fn hello(out: &mut Vec<u8>, client_id: u64) {
-    encode::array_header(out, 14);
+/// The `HELLO` reply: a map under RESP3, a flat key/value array under RESP2.
+pub(crate) fn hello(out: &mut Vec<u8>, client_id: u64, protocol: Protocol) {
+    encode::map_header(out, 7, protocol);
     for (key, value) in [("server", "redis"), ("version", REPORTED_REDIS_VERSION)] {
         encode::bulk(out, key.as_bytes());
         encode::bulk(out, value.as_bytes());
     }
     encode::bulk(out, b"proto");
-    encode::integer(out, 2);
+    encode::integer(out, if protocol == Protocol::Resp3 { 3 } else { 2 });
     encode::bulk(out, b"id");
     encode::integer(out, i64::try_from(client_id).unwrap_or(i64::MAX));
     for (key, value) in [("mode", "standalone"), ("role", "master")] {
@@ -113,10 +114,12 @@ pub(crate) fn client_line(
     peer: Option<SocketAddr>,
     local: SocketAddr,
     name: &[u8],
+    protocol: Protocol,
 ) -> String {
     let peer = peer.map_or_else(|| "?".to_owned(), |p| p.to_string());
+    let resp = if protocol == Protocol::Resp3 { 3 } else { 2 };
     format!(
-        "id={id} addr={peer} laddr={local} name={} db=0 resp=2\n",
+        "id={id} addr={peer} laddr={local} name={} db=0 resp={resp}\n",
         String::from_utf8_lossy(name)
     )
 }
@@ -191,12 +194,14 @@ mod tests {
     #[test]
     fn replies_are_well_formed_resp() {
         let limits = cinnabar_resp::Limits::default();
-        let replies: [Vec<u8>; 6] = [
+        let replies: [Vec<u8>; 8] = [
             written(|o| cluster_slots(o, addr())),
-            written(|o| cluster_shards(o, addr())),
+            written(|o| cluster_shards(o, addr(), Protocol::Resp2)),
+            written(|o| cluster_shards(o, addr(), Protocol::Resp3)),
             written(|o| cluster_nodes(o, addr())),
             written(cluster_info),
-            written(|o| hello(o, 7)),
+            written(|o| hello(o, 7, Protocol::Resp2)),
+            written(|o| hello(o, 7, Protocol::Resp3)),
             written(|o| info(o, addr(), 3, 10, 2)),
         ];
         for out in replies {

@@ -10,7 +10,6 @@
 use cinnabar_cluster::NodeAddr;
 use cinnabar_resp::{Limits, Parsed, ReplyScanner, Request, RequestParser, Value, parse_value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::net::tcp::{ReadHalf, WriteHalf};
 
 /// Commands Redis accepts from a subscribed RESP2 client.
@@ -42,6 +41,9 @@ fn is_barrier_reply(reply: &[u8]) -> bool {
 pub(crate) enum Ended {
     /// No subscription is left: continue serving the client normally.
     Unsubscribed,
+    /// The client sent RESET: as `Unsubscribed`, and the connection's state (protocol, name)
+    /// is back to a fresh connection's.
+    Reset,
     /// The client left, sent QUIT or garbage, or the node connection broke.
     Closed,
 }
@@ -59,13 +61,14 @@ pub(crate) async fn relay(
     parser: &RequestParser,
     node: &NodeAddr,
     first: &[u8],
+    prelude: &(Vec<u8>, usize),
     connect_timeout: std::time::Duration,
 ) -> std::io::Result<Ended> {
-    let connect = TcpStream::connect((node.host.as_str(), node.port));
-    let mut stream = match tokio::time::timeout(connect_timeout, connect).await {
-        Ok(Ok(stream)) => stream,
-        _ => {
-            let msg = format!("-ERR cinnabar: cannot open a pub/sub connection to {node}\r\n");
+    let mut stream = match crate::backend::connect_private(node, prelude, connect_timeout).await {
+        Ok(stream) => stream,
+        Err(why) => {
+            let msg =
+                format!("-ERR cinnabar: cannot open a pub/sub connection to {node}: {why}\r\n");
             client_wr.write_all(msg.as_bytes()).await?;
             return Ok(Ended::Unsubscribed);
         }
@@ -77,6 +80,7 @@ pub(crate) async fn relay(
     let mut scanner = ReplyScanner::new(Limits::default());
     let mut awaiting_barrier = false;
     let mut ended = false;
+    let mut reset = false;
     loop {
         let mut quit = false;
         if !awaiting_barrier {
@@ -117,6 +121,7 @@ pub(crate) async fn relay(
                         }
                         continue;
                     }
+                    reset |= reply == b"+RESET\r\n";
                     ended |= ends_subscribed_mode(reply);
                     to_client.extend_from_slice(reply);
                 }
@@ -124,7 +129,7 @@ pub(crate) async fn relay(
                 client_wr.write_all(&to_client).await?;
                 to_client.clear();
                 if leave {
-                    return Ok(Ended::Unsubscribed);
+                    return Ok(if reset { Ended::Reset } else { Ended::Unsubscribed });
                 }
             }
         }
@@ -193,8 +198,9 @@ fn ends_subscribed_mode(reply: &[u8]) -> bool {
     if reply == b"+RESET\r\n" {
         return true;
     }
-    let Ok(Some((Value::Array(items), _))) = parse_value(reply, &Limits::default()) else {
-        return false;
+    let items = match parse_value(reply, &Limits::default()) {
+        Ok(Some((Value::Array(items) | Value::Push(items), _))) => items,
+        _ => return false,
     };
     match items.as_slice() {
         [Value::Bulk(kind), _, Value::Integer(0)] => {

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use cinnabar_cluster::{NodeAddr, NodeClient, Timeouts};
+use cinnabar_cluster::{Credentials, NodeAddr, NodeClient, Timeouts};
 use tokio::sync::{Notify, watch};
 
 use crate::slotmap::SlotMap;
@@ -19,6 +19,7 @@ const DEBOUNCE: Duration = Duration::from_millis(50);
 /// A sentence naming every node tried and why it failed.
 pub(crate) async fn fetch(
     candidates: &[NodeAddr],
+    credentials: Option<&Credentials>,
     timeout: Duration,
     version: u64,
 ) -> Result<SlotMap, String> {
@@ -29,7 +30,7 @@ pub(crate) async fn fetch(
     let mut failures = Vec::new();
     for addr in candidates {
         let view = async {
-            let mut client = NodeClient::connect(addr, timeouts).await?;
+            let mut client = NodeClient::connect_as(addr, timeouts, credentials).await?;
             client.cluster_nodes().await
         };
         match view.await {
@@ -52,6 +53,7 @@ pub(crate) async fn fetch(
 /// Refresh loop: wakes on `wake` or every `interval`, publishes changes on `tx`.
 pub(crate) async fn run(
     seeds: Vec<NodeAddr>,
+    credentials: Option<Credentials>,
     tx: watch::Sender<Arc<SlotMap>>,
     wake: Arc<Notify>,
     interval: Duration,
@@ -70,7 +72,14 @@ pub(crate) async fn run(
                 .filter(|s| !current.masters().contains(s))
                 .cloned(),
         );
-        match fetch(&candidates, timeout, current.version + 1).await {
+        match fetch(
+            &candidates,
+            credentials.as_ref(),
+            timeout,
+            current.version + 1,
+        )
+        .await
+        {
             Ok(map) if !map.same_routes(&current) => {
                 tracing::info!(
                     version = map.version,

@@ -11,12 +11,14 @@ use std::rc::Rc;
 use std::task::Poll;
 
 use cinnabar_commands::{Args, Command, RequestPolicy};
-use cinnabar_resp::{Parsed, Request, encode};
+use cinnabar_resp::{Parsed, Protocol, Request, encode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use crate::backend::Flavor;
 use crate::local;
 use crate::pubsub;
+use crate::ticket::Tickets;
 use crate::worker::Worker;
 use cinnabar_cluster::NodeAddr;
 
@@ -27,8 +29,10 @@ const SCAN_MASTER_BITS: u32 = 10;
 /// What Redis answers to AUTH when no password is configured.
 const NO_PASSWORD: &[u8] = b"ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?";
 
-/// Initial size of a client's buffers; they grow with the client's traffic and stay grown.
+/// Initial size of a client's buffers; they grow with the client's traffic and stay grown up
+/// to `RETAINED`, beyond which (after a huge request or reply) they are given back.
 const BUFFER: usize = 16 * 1024;
+const RETAINED: usize = 1024 * 1024;
 
 /// How the replies of a split request become the one reply the client expects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,6 +96,9 @@ struct Session {
     id: u64,
     /// `CLIENT SETNAME`.
     name: Vec<u8>,
+    /// The client said `HELLO 3`: replies come from RESP3 backend connections, and the proxy's
+    /// own replies use RESP3 types.
+    resp3: bool,
     peer: Option<std::net::SocketAddr>,
     out: Vec<u8>,
     pending: VecDeque<Pending>,
@@ -127,6 +134,7 @@ pub(crate) async fn serve(worker: Rc<Worker>, mut stream: TcpStream) {
         worker,
         id: NEXT_CLIENT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         name: Vec::new(),
+        resp3: false,
         peer: stream.peer_addr().ok(),
         out: Vec::with_capacity(BUFFER),
         pending: VecDeque::new(),
@@ -153,12 +161,19 @@ impl Session {
     ) -> std::io::Result<()> {
         let (mut rd, mut wr) = stream.split();
         let max_pending = self.worker.config.max_pending_per_client;
+        let max_reply_bytes = self.worker.config.max_reply_bytes_per_client;
         loop {
             self.parse_all(input, request);
             self.collect_ready();
             if !self.out.is_empty() {
                 wr.write_all(&self.out).await?;
                 self.out.clear();
+                if self.out.capacity() > RETAINED {
+                    self.out = Vec::with_capacity(BUFFER);
+                }
+            }
+            if input.is_empty() && input.capacity() > RETAINED {
+                *input = Vec::with_capacity(BUFFER);
             }
             if self.closing && self.pending.is_empty() {
                 return Ok(());
@@ -172,17 +187,25 @@ impl Session {
             if let Some((node, first)) = subscribe {
                 let timeout = self.worker.config.connect_timeout;
                 let parser = &self.worker.parser;
+                let prelude = self.worker.prelude(self.flavor());
                 let ended = pubsub::relay(
-                    &mut rd, &mut wr, input, request, parser, &node, &first, timeout,
+                    &mut rd, &mut wr, input, request, parser, &node, &first, &prelude, timeout,
                 )
                 .await?;
-                if ended == pubsub::Ended::Closed {
-                    return Ok(());
+                match ended {
+                    pubsub::Ended::Closed => return Ok(()),
+                    pubsub::Ended::Reset => {
+                        self.name.clear();
+                        self.resp3 = false;
+                    }
+                    pubsub::Ended::Unsubscribed => {}
                 }
                 continue;
             }
-            let can_read =
-                !self.closing && self.subscribe.is_none() && self.pending.len() < max_pending;
+            let can_read = !self.closing
+                && self.subscribe.is_none()
+                && self.pending.len() < max_pending
+                && (self.pending.len() < 2 || self.held_reply_bytes() < max_reply_bytes);
             tokio::select! {
                 biased;
                 () = self.head_ready(), if !self.pending.is_empty() => {}
@@ -252,7 +275,7 @@ impl Session {
             Route::Quit => {}
             Route::Local => self.answer_locally(command, args),
             Route::Keyed => match command.slot(args) {
-                Ok(slot) => self.forward(slot, args),
+                Ok(slot) => self.forward(slot, command.is_readonly(), args),
                 Err(e) => self.local_error(&e.to_bytes()),
             },
             Route::Split { merge, step } => self.split(command, args, merge, step),
@@ -302,14 +325,15 @@ impl Session {
     fn unsubscribe_unsubscribed(&mut self, command: &Command, args: &RequestArgs<'_>) {
         let kind = command.name().as_bytes();
         let channels = args.len().saturating_sub(1);
+        let protocol = self.protocol();
         for i in 0..channels.max(1) {
             let channel = args.get(i + 1);
             self.local_with(|out, _| {
-                encode::array_header(out, 3);
+                encode::push_header(out, 3, protocol);
                 encode::bulk(out, kind);
                 match channel {
                     Some(c) => encode::bulk(out, c),
-                    None => out.extend_from_slice(b"$-1\r\n"),
+                    None => encode::null(out, protocol),
                 }
                 encode::integer(out, 0);
             });
@@ -333,9 +357,11 @@ impl Session {
             "auth" => self.local_error(NO_PASSWORD),
             "client|id" => self.local_integer(i64::try_from(self.id).unwrap_or(i64::MAX)),
             "client|setname" => self.set_name(args.get(2).unwrap_or_default()),
+            "reset" => self.reset(),
             "client|getname" => {
                 if self.name.is_empty() {
-                    self.local(b"$-1\r\n");
+                    let protocol = self.protocol();
+                    self.local_with(|out, _| encode::null(out, protocol));
                 } else {
                     let name = std::mem::take(&mut self.name);
                     self.local_bulk(&name);
@@ -343,11 +369,20 @@ impl Session {
                 }
             }
             "client|info" | "client|list" => {
-                let line = local::client_line(self.id, self.peer, self.worker.announce, &self.name);
+                let line = local::client_line(
+                    self.id,
+                    self.peer,
+                    self.worker.announce,
+                    &self.name,
+                    self.protocol(),
+                );
                 self.local_bulk(line.as_bytes());
             }
             "cluster|slots" => self.local_with(local::cluster_slots),
-            "cluster|shards" => self.local_with(local::cluster_shards),
+            "cluster|shards" => {
+                let protocol = self.protocol();
+                self.local_with(|out, announce| local::cluster_shards(out, announce, protocol));
+            }
             "cluster|nodes" => self.local_with(local::cluster_nodes),
             "cluster|info" => self.local_with(|out, _| local::cluster_info(out)),
             "cluster|myid" => self.local_bulk(local::node_id(self.worker.announce).as_bytes()),
@@ -361,7 +396,7 @@ impl Session {
                     .and_then(|s| s.parse::<u16>().ok())
                     .filter(|slot| *slot < 16384);
                 match slot {
-                    Some(slot) => self.forward(Some(slot), args),
+                    Some(slot) => self.forward(Some(slot), true, args),
                     None => self.local_error(b"ERR Invalid or out of range slot"),
                 }
             }
@@ -373,13 +408,31 @@ impl Session {
         }
     }
 
+    /// A fresh ticket for one of this client's requests, routed by `slot`.
+    fn new_ticket(&self, tickets: &mut Tickets, slot: Option<u16>, read_only: bool) -> usize {
+        let id = tickets.take();
+        let ticket = tickets.get(id);
+        ticket.slot = slot;
+        ticket.resp3 = self.resp3;
+        ticket.read_only = read_only;
+        ticket.affinity = self.id as u32;
+        id
+    }
+
+    /// The kind of master connection this client's requests need.
+    fn flavor(&self) -> Flavor {
+        Flavor {
+            resp3: self.resp3,
+            replica: false,
+        }
+    }
+
     /// Sends the request as it is to the master of `slot`.
-    fn forward(&mut self, slot: Option<u16>, args: &RequestArgs<'_>) {
+    fn forward(&mut self, slot: Option<u16>, read_only: bool, args: &RequestArgs<'_>) {
         let id = {
             let mut tickets = self.worker.tickets.borrow_mut();
-            let id = tickets.take();
+            let id = self.new_ticket(&mut tickets, slot, read_only);
             let ticket = tickets.get(id);
-            ticket.slot = slot;
             write_request(args, &mut ticket.request);
             id
         };
@@ -391,9 +444,10 @@ impl Session {
     /// A multi-key command: sent whole when all keys share a slot, else one request per key
     /// (`step` arguments per key: 1 for keys, 2 for key-value pairs) merged back in order.
     fn split(&mut self, command: &Command, args: &RequestArgs<'_>, merge: Merge, step: usize) {
+        let read_only = command.is_readonly();
         let slot = command.slot(args);
         if let Ok(slot) = slot {
-            return self.forward(slot, args);
+            return self.forward(slot, read_only, args);
         }
         let name = args.get(0).unwrap_or_default();
         let mut parts = 0;
@@ -401,10 +455,10 @@ impl Session {
         while index + step <= args.len() {
             let id = {
                 let mut tickets = self.worker.tickets.borrow_mut();
-                let id = tickets.take();
-                let ticket = tickets.get(id);
                 let key = args.get(index).unwrap_or_default();
-                ticket.slot = Some(cinnabar_commands::key_slot(key));
+                let slot = Some(cinnabar_commands::key_slot(key));
+                let id = self.new_ticket(&mut tickets, slot, read_only);
+                let ticket = tickets.get(id);
                 encode::array_header(&mut ticket.request, 1 + step);
                 encode::bulk(&mut ticket.request, name);
                 for offset in 0..step {
@@ -503,9 +557,8 @@ impl Session {
         encode::command(&mut tx.request, &[b"EXEC"]);
         let id = {
             let mut tickets = self.worker.tickets.borrow_mut();
-            let id = tickets.take();
+            let id = self.new_ticket(&mut tickets, tx.slot, false);
             let ticket = tickets.get(id);
-            ticket.slot = tx.slot;
             ticket.request.extend_from_slice(&tx.request);
             // The replies of MULTI and of every queued command; only EXEC's goes to the client.
             ticket.discard = tx.queued + 1;
@@ -530,10 +583,10 @@ impl Session {
         let mut request = Vec::new();
         write_request(args, &mut request);
         let worker = Rc::clone(&self.worker);
+        let prelude = worker.prelude(self.flavor());
         let task = tokio::task::spawn_local(async move {
-            let reply =
-                crate::backend::private_request(&addr, &request, worker.config.connect_timeout)
-                    .await;
+            let timeout = worker.config.connect_timeout;
+            let reply = crate::backend::private_request(&addr, &prelude, &request, timeout).await;
             let reply = reply.unwrap_or_else(|why| {
                 format!("-ERR cinnabar: blocking command on {addr} failed: {why}\r\n").into_bytes()
             });
@@ -555,9 +608,9 @@ impl Session {
         for master in 0..masters {
             let id = {
                 let mut tickets = self.worker.tickets.borrow_mut();
-                let id = tickets.take();
+                let slot = routes.representative_slot(master);
+                let id = self.new_ticket(&mut tickets, slot, false);
                 let ticket = tickets.get(id);
-                ticket.slot = routes.representative_slot(master);
                 match replacement {
                     Some(parts) => encode::command(&mut ticket.request, parts),
                     None => write_request(args, &mut ticket.request),
@@ -588,9 +641,9 @@ impl Session {
         let backend_cursor = (cursor >> SCAN_MASTER_BITS).to_string();
         let id = {
             let mut tickets = self.worker.tickets.borrow_mut();
-            let id = tickets.take();
+            let slot = routes.representative_slot(master);
+            let id = self.new_ticket(&mut tickets, slot, false);
             let ticket = tickets.get(id);
-            ticket.slot = routes.representative_slot(master);
             encode::array_header(&mut ticket.request, args.len());
             encode::bulk(&mut ticket.request, b"SCAN");
             encode::bulk(&mut ticket.request, backend_cursor.as_bytes());
@@ -604,25 +657,31 @@ impl Session {
         self.pending.push_back(Pending::Scan { master, masters });
     }
 
-    /// `HELLO [2 [SETNAME name]]`; RESP3 and AUTH are refused the way Redis refuses them.
+    /// `HELLO [2|3 [SETNAME name]]`; AUTH is refused the way Redis refuses it with no password
+    /// configured. The protocol switches only when the whole command is valid.
     fn hello(&mut self, args: &RequestArgs<'_>) {
-        match args.get(1) {
-            None | Some(b"2") => {}
-            Some(b"3") => {
-                return self.local_error(b"NOPROTO sorry, this protocol version is not supported");
+        let resp3 = match args.get(1) {
+            None => self.resp3,
+            Some(b"2") => false,
+            Some(b"3") => true,
+            Some(version)
+                if std::str::from_utf8(version).is_ok_and(|v| v.parse::<i64>().is_ok()) =>
+            {
+                return self.local_error(b"NOPROTO unsupported protocol version");
             }
             Some(_) => {
                 return self.local_error(b"ERR Protocol version is not an integer or out of range");
             }
-        }
+        };
+        let mut name = None;
         let mut i = 2;
         while let Some(option) = args.get(i) {
             if option.eq_ignore_ascii_case(b"SETNAME") && i + 1 < args.len() {
-                let name = args.get(i + 1).unwrap_or_default();
-                if !valid_client_name(name) {
+                let candidate = args.get(i + 1).unwrap_or_default();
+                if !valid_client_name(candidate) {
                     return self.local_error(BAD_NAME);
                 }
-                self.name = name.to_vec();
+                name = Some(candidate);
                 i += 2;
             } else if option.eq_ignore_ascii_case(b"AUTH") {
                 return self.local_error(NO_PASSWORD);
@@ -630,8 +689,29 @@ impl Session {
                 return self.local_error(b"ERR Syntax error in HELLO option");
             }
         }
-        let id = self.id;
-        self.local_with(|out, _| local::hello(out, id));
+        if let Some(name) = name {
+            self.name = name.to_vec();
+        }
+        self.resp3 = resp3;
+        let (id, protocol) = (self.id, self.protocol());
+        self.local_with(|out, _| local::hello(out, id, protocol));
+    }
+
+    /// `RESET`: back to a fresh connection's state (RESP2, no name, no transaction).
+    fn reset(&mut self) {
+        self.transaction = None;
+        self.name.clear();
+        self.resp3 = false;
+        self.local(b"+RESET\r\n");
+    }
+
+    /// The protocol the proxy's own replies use.
+    fn protocol(&self) -> Protocol {
+        if self.resp3 {
+            Protocol::Resp3
+        } else {
+            Protocol::Resp2
+        }
     }
 
     fn set_name(&mut self, name: &[u8]) {
@@ -716,6 +796,15 @@ impl Session {
         }
     }
 
+    /// Reply bytes received for this client and not yet written to it.
+    fn held_reply_bytes(&self) -> usize {
+        let tickets = self.worker.tickets.borrow();
+        self.ids
+            .iter()
+            .map(|id| tickets.peek(*id).reply.len())
+            .sum()
+    }
+
     /// Resolves when the oldest pending request has all its replies.
     async fn head_ready(&self) {
         let parts = self.pending.front().map_or(0, |p| p.parts());
@@ -782,9 +871,8 @@ enum Route {
 fn route(command: &Command) -> Route {
     match command.name() {
         "quit" => Route::Quit,
-        "ping" | "echo" | "select" | "hello" | "auth" | "asking" | "readonly" | "readwrite" => {
-            Route::Local
-        }
+        "ping" | "echo" | "select" | "hello" | "auth" | "asking" | "readonly" | "readwrite"
+        | "reset" => Route::Local,
         "client|id" | "client|setname" | "client|getname" | "client|info" | "client|list"
         | "client|setinfo" => Route::Local,
         "cluster|slots"
@@ -878,7 +966,7 @@ fn merge_into<'a>(
         }
         Merge::First => out.extend_from_slice(parts.clone().next().unwrap_or(b"$-1\r\n")),
         Merge::FirstNonNil => {
-            let found = parts.clone().find(|r| *r != b"$-1\r\n");
+            let found = parts.clone().find(|r| *r != b"$-1\r\n" && *r != b"_\r\n");
             out.extend_from_slice(found.unwrap_or(b"$-1\r\n"));
         }
         Merge::Keyspace => {

@@ -1,4 +1,5 @@
-//! The routing table: which master serves each of the 16384 slots. An immutable snapshot;
+//! The routing table: which master serves each of the 16384 slots, and which replicas follow
+//! each master. An immutable snapshot;
 //! a refresh builds a new one and swaps it in, so readers never see half an update.
 
 use cinnabar_cluster::{NodeAddr, Role, SlotRange, Topology};
@@ -12,6 +13,8 @@ const UNOWNED: u16 = u16::MAX;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SlotMap {
     masters: Vec<NodeAddr>,
+    /// Replicas of each master (same index) that are not marked failing, for replica reads.
+    replicas: Vec<Vec<NodeAddr>>,
     /// One slot owned by each master (same index), to address a master by routing.
     representative: Vec<u16>,
     owner: Box<[u16]>,
@@ -24,6 +27,7 @@ impl SlotMap {
     pub fn empty() -> Self {
         Self {
             masters: Vec::new(),
+            replicas: Vec::new(),
             representative: Vec::new(),
             owner: vec![UNOWNED; SLOTS].into_boxed_slice(),
             version: 0,
@@ -43,6 +47,15 @@ impl SlotMap {
             }
             let index = map.masters.len() as u16;
             map.masters.push(addr.clone());
+            map.replicas.push(
+                topology
+                    .nodes
+                    .iter()
+                    .filter(|r| r.master_id.as_deref() == Some(node.id.as_str()))
+                    .filter(|r| !(r.flags.fail || r.flags.pfail || r.flags.handshake))
+                    .filter_map(|r| r.addr.clone())
+                    .collect(),
+            );
             map.representative.push(node.slots[0].start);
             for SlotRange { start, end } in &node.slots {
                 for slot in *start..=*end {
@@ -74,8 +87,15 @@ impl SlotMap {
         &self.masters
     }
 
-    /// Whether the maps route every slot identically.
+    /// The replicas of master `index` that can serve reads.
+    pub fn replicas(&self, index: usize) -> &[NodeAddr] {
+        self.replicas.get(index).map_or(&[], Vec::as_slice)
+    }
+
+    /// Whether the maps route every slot identically (replica reads included).
     pub fn same_routes(&self, other: &Self) -> bool {
-        self.masters == other.masters && self.owner == other.owner
+        self.masters == other.masters
+            && self.replicas == other.replicas
+            && self.owner == other.owner
     }
 }

@@ -5,6 +5,9 @@
 use std::task::Waker;
 use std::time::Instant;
 
+/// A ticket buffer that grew beyond this is freed on release rather than kept for reuse.
+const RETAINED: usize = 256 * 1024;
+
 /// One request in flight.
 #[derive(Debug, Default)]
 pub(crate) struct Ticket {
@@ -26,6 +29,13 @@ pub(crate) struct Ticket {
     pub(crate) abandoned: bool,
     /// Replies before the one this ticket wants (a transaction's `+OK` and `+QUEUED`s).
     pub(crate) discard: u16,
+    /// The client speaks RESP3: the request needs a RESP3 backend connection.
+    pub(crate) resp3: bool,
+    /// A read-only command: may go to a replica (per read policy), and may be sent again
+    /// after a connection broke with it in flight.
+    pub(crate) read_only: bool,
+    /// Spreads a client's replica reads: the same client keeps reading from the same replica.
+    pub(crate) affinity: u32,
 }
 
 /// A slab of tickets with a free list.
@@ -57,6 +67,16 @@ impl Tickets {
             t.failing_since = None;
             t.abandoned = false;
             t.discard = 0;
+            t.resp3 = false;
+            t.read_only = false;
+            t.affinity = 0;
+            // A huge request or reply went through: give its memory back.
+            if t.reply.capacity() > RETAINED {
+                t.reply = Vec::new();
+            }
+            if t.request.capacity() > RETAINED {
+                t.request = Vec::new();
+            }
             self.free.push(id);
         }
     }

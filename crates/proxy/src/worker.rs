@@ -15,8 +15,8 @@ use cinnabar_cluster::NodeAddr;
 use cinnabar_resp::{ErrorClass, RedirectKind, RequestParser, error_class, parse_redirect};
 use tokio::sync::{Notify, watch};
 
-use crate::backend::{self, Backend};
-use crate::config::ProxyConfig;
+use crate::backend::{self, Backend, Flavor};
+use crate::config::{ProxyConfig, ReadFrom};
 use crate::slotmap::SlotMap;
 use crate::ticket::Tickets;
 
@@ -31,9 +31,10 @@ pub(crate) struct Worker {
     pub(crate) tickets: RefCell<Tickets>,
     routes_rx: RefCell<watch::Receiver<Arc<SlotMap>>>,
     routes: RefCell<Arc<SlotMap>>,
-    /// Backends by address (for redirects); `by_master` is the same set indexed like the
-    /// routing table's masters (for the hot path).
-    backends: RefCell<HashMap<NodeAddr, Rc<Backend>>>,
+    /// Backends by address, one per [`Flavor`] (indexed by `Flavor::index`), created on first
+    /// use. `by_master` holds the plain RESP2 master connections indexed like the routing
+    /// table's masters, for the hot path.
+    backends: RefCell<HashMap<NodeAddr, [Option<Rc<Backend>>; 4]>>,
     by_master: RefCell<Vec<Rc<Backend>>>,
     refresh: Arc<Notify>,
     /// The address clients reach this proxy at (announced in CLUSTER replies).
@@ -77,23 +78,32 @@ impl Worker {
         let by_master: Vec<Rc<Backend>> = routes
             .masters()
             .iter()
-            .map(|addr| self.backend_for(addr))
+            .map(|addr| self.backend_for(addr, Flavor::default()))
             .collect();
         *self.by_master.borrow_mut() = by_master;
         *self.routes.borrow_mut() = routes;
     }
 
-    /// The backend for `addr`, connecting lazily on first use.
-    fn backend_for(self: &Rc<Self>, addr: &NodeAddr) -> Rc<Backend> {
-        if let Some(b) = self.backends.borrow().get(addr) {
+    /// The backend for `addr` of `flavor`, connecting lazily on first use.
+    pub(crate) fn backend_for(self: &Rc<Self>, addr: &NodeAddr, flavor: Flavor) -> Rc<Backend> {
+        if let Some(b) = self
+            .backends
+            .borrow()
+            .get(addr)
+            .and_then(|all| all[flavor.index()].as_ref())
+        {
             return Rc::clone(b);
         }
-        let backend = Rc::new(Backend::new(addr.clone()));
-        self.backends
-            .borrow_mut()
-            .insert(addr.clone(), Rc::clone(&backend));
+        let backend = Rc::new(Backend::new(addr.clone(), flavor));
+        self.backends.borrow_mut().entry(addr.clone()).or_default()[flavor.index()] =
+            Some(Rc::clone(&backend));
         tokio::task::spawn_local(backend::run(Rc::clone(&backend), Rc::clone(self)));
         backend
+    }
+
+    /// The connection prelude for private connections of `flavor`.
+    pub(crate) fn prelude(&self, flavor: Flavor) -> (Vec<u8>, usize) {
+        flavor.prelude(self.config.backend_credentials.as_ref())
     }
 
     /// The current routing table (after picking up any newer one).
@@ -102,33 +112,83 @@ impl Worker {
         Arc::clone(&self.routes.borrow())
     }
 
-    /// Sends ticket `id` to the master of its slot (any master for keyless commands).
+    /// Sends ticket `id` to the master of its slot (any master for keyless commands), or to
+    /// one of its replicas when the read policy allows it.
     pub(crate) fn dispatch(self: &Rc<Self>, id: usize) {
         self.sync_routes();
-        let slot = self.tickets.borrow_mut().get(id).slot;
-        let target = {
-            let routes = self.routes.borrow();
-            let index = match slot {
-                Some(slot) => routes.owner(slot),
-                None => (!routes.masters().is_empty()).then_some(0),
-            };
-            index.and_then(|i| self.by_master.borrow().get(i).cloned())
+        let (slot, resp3, read_only, affinity) = {
+            let mut tickets = self.tickets.borrow_mut();
+            let t = tickets.get(id);
+            (t.slot, t.resp3, t.read_only, t.affinity)
         };
-        match target {
-            Some(backend) => self.send(&backend, id, false),
-            None => {
-                self.refresh.notify_one();
-                if !self.retry_later(id) {
-                    let msg = match slot {
-                        Some(slot) => {
-                            format!("-CLUSTERDOWN Hash slot {slot} is not served by any node\r\n")
-                        }
-                        None => "-CLUSTERDOWN cinnabar: no master is known\r\n".to_owned(),
-                    };
-                    self.tickets.borrow_mut().complete(id, msg.as_bytes());
+        let routes = Arc::clone(&self.routes.borrow());
+        let index = match slot {
+            Some(slot) => routes.owner(slot),
+            None => (!routes.masters().is_empty()).then_some(0),
+        };
+        let Some(index) = index else {
+            self.refresh.notify_one();
+            if !self.retry_later(id) {
+                let msg = match slot {
+                    Some(slot) => {
+                        format!("-CLUSTERDOWN Hash slot {slot} is not served by any node\r\n")
+                    }
+                    None => "-CLUSTERDOWN cinnabar: no master is known\r\n".to_owned(),
+                };
+                self.tickets.borrow_mut().complete(id, msg.as_bytes());
+            }
+            return;
+        };
+        let policy = self.config.read_from;
+        if read_only && slot.is_some() && policy != ReadFrom::Master {
+            match self.pick_replica(&routes, index, resp3, affinity) {
+                Some(replica) => return self.send(&replica, id, false),
+                None if policy == ReadFrom::ReplicaOnly => {
+                    let msg = format!(
+                        "-ERR cinnabar: no replica of {} can serve reads (read policy replica-only)\r\n",
+                        routes.masters()[index]
+                    );
+                    return self.tickets.borrow_mut().complete(id, msg.as_bytes());
                 }
+                None => {}
             }
         }
+        let backend = if resp3 {
+            let flavor = Flavor {
+                resp3,
+                replica: false,
+            };
+            Some(self.backend_for(&routes.masters()[index], flavor))
+        } else {
+            self.by_master.borrow().get(index).cloned()
+        };
+        if let Some(backend) = backend {
+            self.send(&backend, id, false);
+        }
+    }
+
+    /// A replica of master `index` for a read: the client's own (by `affinity`) unless its
+    /// connection failed recently, then the next one. `None` when no replica is usable.
+    fn pick_replica(
+        self: &Rc<Self>,
+        routes: &SlotMap,
+        index: usize,
+        resp3: bool,
+        affinity: u32,
+    ) -> Option<Rc<Backend>> {
+        let replicas = routes.replicas(index);
+        if replicas.is_empty() {
+            return None;
+        }
+        let now = Instant::now();
+        let flavor = Flavor {
+            resp3,
+            replica: true,
+        };
+        let first = affinity as usize % replicas.len();
+        (0..replicas.len())
+            .map(|i| self.backend_for(&replicas[(first + i) % replicas.len()], flavor))
+            .find(|b| !b.is_down(now))
     }
 
     fn send(&self, backend: &Backend, id: usize, asking: bool) {
@@ -172,7 +232,11 @@ impl Worker {
                 if !asking {
                     self.refresh.notify_one();
                 }
-                let backend = self.backend_for(&NodeAddr { host, port });
+                let flavor = Flavor {
+                    resp3: self.tickets.borrow_mut().get(id).resp3,
+                    replica: false,
+                };
+                let backend = self.backend_for(&NodeAddr { host, port }, flavor);
                 self.send(&backend, id, asking);
                 true
             }
@@ -198,7 +262,9 @@ impl Worker {
         why: &str,
     ) {
         self.refresh.notify_one();
-        if never_sent && self.retry_later(id) {
+        // A read that was sent may be sent again: running it twice changes nothing.
+        let read_only = self.tickets.borrow_mut().get(id).read_only;
+        if (never_sent || read_only) && self.retry_later(id) {
             return;
         }
         let msg = if never_sent {

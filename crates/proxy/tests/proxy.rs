@@ -438,8 +438,8 @@ async fn connection_commands_are_answered_by_the_proxy() {
     assert!(line.contains("name=app-2"), "{line}");
     let id: i64 = redis::cmd("CLIENT").arg("ID").query(&mut conn).unwrap();
     assert!(id > 0);
-    let resp3 = redis::cmd("HELLO").arg(3).exec(&mut conn).unwrap_err();
-    assert_eq!(resp3.code(), Some("NOPROTO"), "{resp3}");
+    let resp4 = redis::cmd("HELLO").arg(4).exec(&mut conn).unwrap_err();
+    assert_eq!(resp4.code(), Some("NOPROTO"), "{resp4}");
     let auth = redis::cmd("AUTH")
         .arg("secret")
         .exec(&mut conn)

@@ -1,0 +1,363 @@
+//! How the proxy talks to its backends: RESP3 clients get RESP3 replies (their own backend
+//! connections), reads follow the read policy to replicas, backend credentials are used on
+//! every kind of connection and never shown, and a node that stops answering costs its
+//! requests a timely error instead of a hang.
+
+// Helpers outside #[test] functions panic on purpose: a panic is the failure report.
+#![allow(clippy::unwrap_used)]
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use cinnabar_cluster::{Credentials, NodeAddr};
+use cinnabar_proxy::{ProxyConfig, ProxyHandle, ReadFrom};
+use cinnabar_testkit::TestCluster;
+use cinnabar_testkit::cluster::node_addr;
+
+fn config(cluster: &TestCluster) -> ProxyConfig {
+    ProxyConfig::new("127.0.0.1:0".parse().unwrap(), cluster.seeds())
+}
+
+/// A raw connection with timeouts, so a missing reply fails the test instead of hanging it.
+fn connect(proxy: &ProxyHandle) -> TcpStream {
+    let stream = TcpStream::connect(proxy.local_addr()).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream
+}
+
+/// Sends `request` and returns the next `count` complete replies, as text.
+fn exchange(stream: &mut TcpStream, request: &[u8], count: usize) -> Vec<String> {
+    stream.write_all(request).unwrap();
+    let limits = cinnabar_resp::Limits::default();
+    let mut buf = Vec::new();
+    let mut replies = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while replies.len() < count {
+        match cinnabar_resp::scan_reply(&buf, &limits).unwrap() {
+            Some(len) => {
+                replies.push(String::from_utf8_lossy(&buf[..len]).into_owned());
+                buf.drain(..len);
+            }
+            None => {
+                let n = stream.read(&mut chunk).unwrap();
+                assert!(n > 0, "connection closed after {replies:?}");
+                buf.extend_from_slice(&chunk[..n]);
+            }
+        }
+    }
+    assert!(buf.is_empty(), "more replies than requests: {buf:?}");
+    replies
+}
+
+fn command(args: &[&str]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
+    cinnabar_resp::encode::command(&mut out, &args);
+    out
+}
+
+fn node_connection(addr: &NodeAddr, password: Option<&str>) -> redis::Connection {
+    let url = match password {
+        Some(p) => format!("redis://:{p}@{addr}/"),
+        None => addr.redis_url(),
+    };
+    let conn = redis::Client::open(url)
+        .unwrap()
+        .get_connection_with_timeout(Duration::from_secs(2))
+        .unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    conn
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn resp3_clients_get_resp3_replies_while_resp2_clients_keep_resp2() {
+    let cluster = TestCluster::start(2, 0).await;
+    let proxy = cinnabar_proxy::start(config(&cluster)).unwrap();
+    let mut resp2 = connect(&proxy);
+    let mut resp3 = connect(&proxy);
+
+    let hello = exchange(&mut resp3, &command(&["HELLO", "3"]), 1);
+    assert!(hello[0].starts_with("%7\r\n"), "{hello:?}");
+    assert!(hello[0].contains("$5\r\nproto\r\n:3\r\n"), "{hello:?}");
+
+    // Same commands, both protocols, on one worker: each gets its own reply types.
+    let mut script = command(&["HSET", "h{x}", "f", "v"]);
+    script.extend(command(&["HGETALL", "h{x}"]));
+    script.extend(command(&["GET", "missing{x}"]));
+    script.extend(command(&["MGET", "h{x}", "missing{y}", "also-missing"]));
+    script.extend(command(&["CLIENT", "GETNAME"]));
+    script.extend(command(&["BLPOP", "empty-list", "0.05"]));
+    script.extend(command(&["ZADD", "z", "1.5", "m"]));
+    script.extend(command(&["ZSCORE", "z", "m"]));
+    let got3 = exchange(&mut resp3, &script, 8);
+    let got2 = exchange(&mut resp2, &script, 8);
+    assert_eq!(got3[1], "%1\r\n$1\r\nf\r\n$1\r\nv\r\n");
+    assert_eq!(got2[1], "*2\r\n$1\r\nf\r\n$1\r\nv\r\n");
+    assert_eq!(got3[2], "_\r\n");
+    assert_eq!(got2[2], "$-1\r\n");
+    // MGET answers nil for a key of another type; split across slots, nils stay RESP3 nils.
+    assert_eq!(got3[3], "*3\r\n_\r\n_\r\n_\r\n");
+    assert_eq!(got2[3], "*3\r\n$-1\r\n$-1\r\n$-1\r\n");
+    assert_eq!(got3[4], "_\r\n");
+    assert_eq!(got2[4], "$-1\r\n");
+    assert_eq!(
+        got3[5], "_\r\n",
+        "a timed-out BLPOP on a private connection"
+    );
+    assert_eq!(got2[5], "*-1\r\n");
+    assert_eq!(
+        got3[7], ",1.5\r\n",
+        "RESP3 doubles come from a RESP3 backend connection"
+    );
+    assert_eq!(got2[7], "$3\r\n1.5\r\n");
+
+    // Split commands merge RESP3 parts; nulls stay RESP3 nulls.
+    let mut split = command(&["SET", "k1", "a"]);
+    split.extend(command(&["MGET", "k1", "nope-1", "nope-2"]));
+    let got = exchange(&mut resp3, &split, 2);
+    assert_eq!(got[1], "*3\r\n$1\r\na\r\n_\r\n_\r\n");
+
+    // HELLO 2 and RESET both return to RESP2.
+    let mut back = command(&["HELLO", "2"]);
+    back.extend(command(&["HGETALL", "h{x}"]));
+    back.extend(command(&["HELLO", "3"]));
+    back.extend(command(&["RESET"]));
+    back.extend(command(&["HGETALL", "h{x}"]));
+    let got = exchange(&mut resp3, &back, 5);
+    assert!(got[0].starts_with("*14\r\n"), "{got:?}");
+    assert_eq!(got[1], "*2\r\n$1\r\nf\r\n$1\r\nv\r\n");
+    assert_eq!(got[3], "+RESET\r\n");
+    assert_eq!(got[4], "*2\r\n$1\r\nf\r\n$1\r\nv\r\n");
+
+    // A version that does not exist is refused and changes nothing.
+    let got = exchange(&mut resp2, &command(&["HELLO", "4"]), 1);
+    assert!(got[0].starts_with("-NOPROTO"), "{got:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reads_go_to_replicas_only_when_the_read_policy_says_so() {
+    let mut cluster = TestCluster::start(1, 1).await;
+    let (master, replica) = {
+        let mut roles = cluster.servers().iter().map(|s| {
+            let mut conn = node_connection(&node_addr(s), None);
+            let role: Vec<redis::Value> = redis::cmd("ROLE").query(&mut conn).unwrap();
+            let is_master = matches!(&role[0], redis::Value::BulkString(r) if r == b"master");
+            (is_master, node_addr(s))
+        });
+        let (a, b) = (roles.next().unwrap(), roles.next().unwrap());
+        if a.0 { (a.1, b.1) } else { (b.1, a.1) }
+    };
+    let get_calls = |addr: &NodeAddr| -> u64 {
+        let mut conn = node_connection(addr, None);
+        let info: String = redis::cmd("INFO")
+            .arg("commandstats")
+            .query(&mut conn)
+            .unwrap();
+        info.lines()
+            .find_map(|l| l.strip_prefix("cmdstat_get:calls="))
+            .and_then(|rest| rest.split(',').next())
+            .map_or(0, |n| n.parse().unwrap())
+    };
+
+    let mut prefer = config(&cluster);
+    prefer.read_from = ReadFrom::PreferReplica;
+    let prefer = cinnabar_proxy::start(prefer).unwrap();
+    let mut client = connect(&prefer);
+    let got = exchange(&mut client, &command(&["SET", "k", "v"]), 1);
+    assert_eq!(got[0], "+OK\r\n", "writes go to the master");
+    let mut wait = node_connection(&master, None);
+    let acked: i64 = redis::cmd("WAIT")
+        .arg(1)
+        .arg(5000)
+        .query(&mut wait)
+        .unwrap();
+    assert_eq!(acked, 1);
+
+    let (master_before, replica_before) = (get_calls(&master), get_calls(&replica));
+    let mut gets = Vec::new();
+    for _ in 0..20 {
+        gets.extend(command(&["GET", "k"]));
+    }
+    let got = exchange(&mut client, &gets, 20);
+    assert!(got.iter().all(|r| r == "$1\r\nv\r\n"), "{got:?}");
+    assert_eq!(
+        get_calls(&replica) - replica_before,
+        20,
+        "reads went to the replica"
+    );
+    assert_eq!(
+        get_calls(&master),
+        master_before,
+        "the master served no read"
+    );
+
+    // The default policy reads from the master.
+    let plain = cinnabar_proxy::start(config(&cluster)).unwrap();
+    let mut plain_client = connect(&plain);
+    let got = exchange(&mut plain_client, &command(&["GET", "k"]), 1);
+    assert_eq!(got[0], "$1\r\nv\r\n");
+    assert_eq!(get_calls(&master), master_before + 1);
+
+    // Without its replica, prefer-replica falls back to the master; replica-only says why not.
+    let mut only = config(&cluster);
+    only.read_from = ReadFrom::ReplicaOnly;
+    only.retry_window = Duration::from_millis(300);
+    let only = cinnabar_proxy::start(only).unwrap();
+    let mut only_client = connect(&only);
+    assert_eq!(
+        exchange(&mut only_client, &command(&["GET", "k"]), 1)[0],
+        "$1\r\nv\r\n"
+    );
+    cluster.server_by_addr_mut(&replica).unwrap().kill();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let fallback = loop {
+        let got = exchange(&mut client, &command(&["GET", "k"]), 1);
+        if got[0] == "$1\r\nv\r\n" || Instant::now() > deadline {
+            break got;
+        }
+    };
+    assert_eq!(
+        fallback[0], "$1\r\nv\r\n",
+        "prefer-replica fell back to the master"
+    );
+    let mut refused = String::new();
+    for _ in 0..50 {
+        refused = exchange(&mut only_client, &command(&["GET", "k"]), 1).remove(0);
+        if refused.contains("replica") {
+            break;
+        }
+    }
+    assert!(
+        refused.starts_with("-ERR") && refused.contains("replica"),
+        "{refused}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn backend_credentials_are_used_everywhere_and_never_shown() {
+    const SECRET: &str = "s3cret-backend-pass";
+    let cluster = TestCluster::start(2, 0).await;
+    for server in cluster.servers() {
+        let mut conn = node_connection(&node_addr(server), None);
+        redis::cmd("CONFIG")
+            .arg("SET")
+            .arg("requirepass")
+            .arg(SECRET)
+            .exec(&mut conn)
+            .unwrap();
+    }
+
+    let refused = cinnabar_proxy::start(config(&cluster)).unwrap_err();
+    assert!(
+        refused.to_string().to_lowercase().contains("auth"),
+        "{refused}"
+    );
+
+    let mut with_password = config(&cluster);
+    with_password.backend_credentials = Some(Credentials {
+        user: None,
+        password: SECRET.into(),
+    });
+    assert!(!format!("{with_password:?}").contains(SECRET));
+    let proxy = cinnabar_proxy::start(with_password).unwrap();
+    let mut client = connect(&proxy);
+    let mut script = Vec::new();
+    for (k, v) in [("a", "1"), ("b", "2"), ("c", "3"), ("d", "4")] {
+        script.extend(command(&["SET", k, v]));
+    }
+    script.extend(command(&["MGET", "a", "b", "c", "d"]));
+    script.extend(command(&["BLPOP", "nothing", "0.05"]));
+    script.extend(command(&["HELLO", "3"]));
+    script.extend(command(&["GET", "a"]));
+    script.extend(command(&["CLIENT", "INFO"]));
+    script.extend(command(&["INFO"]));
+    script.extend(command(&["AUTH", "guess"]));
+    let got = exchange(&mut client, &script, 11);
+    assert_eq!(got[4], "*4\r\n$1\r\n1\r\n$1\r\n2\r\n$1\r\n3\r\n$1\r\n4\r\n");
+    assert_eq!(
+        got[5], "*-1\r\n",
+        "the private blocking connection logged in"
+    );
+    assert_eq!(got[7], "$1\r\n1\r\n", "the RESP3 connection logged in");
+    for reply in &got {
+        assert!(!reply.contains(SECRET), "the password leaked: {reply}");
+    }
+
+    // Pub/sub connections log in too.
+    let mut subscriber = connect(&proxy);
+    let got = exchange(&mut subscriber, &command(&["SUBSCRIBE", "news"]), 1);
+    assert!(got[0].contains("subscribe"), "{got:?}");
+    let got = exchange(&mut client, &command(&["PUBLISH", "news", "hi"]), 1);
+    assert_eq!(got[0], ":1\r\n");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_that_stops_answering_costs_its_requests_an_error_not_a_hang() {
+    let cluster = TestCluster::start(2, 0).await;
+    let mut config = config(&cluster);
+    config.backend_read_timeout = Duration::from_millis(400);
+    config.retry_window = Duration::from_millis(600);
+    let proxy = cinnabar_proxy::start(config).unwrap();
+    let mut client = connect(&proxy);
+    // One key on each master.
+    let topology = {
+        let mut conn = node_connection(&cluster.seeds()[0], None);
+        let text: String = redis::cmd("CLUSTER").arg("NODES").query(&mut conn).unwrap();
+        cinnabar_cluster::parse_cluster_nodes(&text).unwrap()
+    };
+    let owner = |key: &str| {
+        let slot = cinnabar_commands::key_slot(key.as_bytes());
+        topology
+            .nodes
+            .iter()
+            .find(|n| n.slots.iter().any(|r| r.contains(slot)))
+            .and_then(|n| n.addr.as_ref())
+            .unwrap()
+            .port
+    };
+    let mut keys: Vec<(&str, u16)> = ["k0", "k1", "k2", "k3", "k4", "k5"]
+        .into_iter()
+        .map(|k| (k, owner(k)))
+        .collect();
+    keys.dedup_by_key(|(_, port)| *port);
+    let paused_port = keys[0].1;
+    let (paused_key, live_key) = (
+        keys[0].0,
+        keys.iter().find(|(_, p)| *p != paused_port).unwrap().0,
+    );
+    exchange(&mut client, &command(&["SET", paused_key, "x"]), 1);
+    exchange(&mut client, &command(&["SET", live_key, "y"]), 1);
+
+    let paused = cluster
+        .servers()
+        .iter()
+        .find(|s| s.port() == paused_port)
+        .unwrap();
+    paused.pause();
+    let started = Instant::now();
+    let got = exchange(&mut client, &command(&["GET", paused_key]), 1);
+    let waited = started.elapsed();
+    let mut other = connect(&proxy);
+    let live = exchange(&mut other, &command(&["GET", live_key]), 1);
+    paused.resume();
+    assert!(got[0].starts_with("-"), "{got:?}");
+    assert!(
+        waited < Duration::from_secs(5),
+        "the error took {waited:?}: {got:?}"
+    );
+    assert_eq!(live[0], "$1\r\ny\r\n", "the other master kept serving");
+    // Once the node answers again, so does the proxy.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let got = exchange(&mut client, &command(&["GET", paused_key]), 1);
+        if got[0] == "$1\r\nx\r\n" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{got:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
