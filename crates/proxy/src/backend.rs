@@ -109,6 +109,14 @@ pub(crate) struct Backend {
     wake: Notify,
     /// Set when a connection fails; reads avoid a replica until then.
     down_until: Cell<Option<Instant>>,
+    /// One client's own connection (WATCH … EXEC): replies skip redirect handling, nothing is
+    /// retried elsewhere, and it never reconnects, because a new connection would silently
+    /// have lost the client's WATCH.
+    pinned: bool,
+    /// A pinned connection that is done: it closes once nothing is in flight.
+    retired: Cell<bool>,
+    /// A pinned connection that ended; requests given to it now would never be answered.
+    closed: Cell<bool>,
 }
 
 impl Backend {
@@ -119,7 +127,35 @@ impl Backend {
             state: RefCell::new(State::default()),
             wake: Notify::new(),
             down_until: Cell::new(None),
+            pinned: false,
+            retired: Cell::new(false),
+            closed: Cell::new(false),
         }
+    }
+
+    /// A connection for one client only (see `pinned`).
+    pub(crate) fn new_pinned(addr: NodeAddr, flavor: Flavor) -> Self {
+        Self {
+            pinned: true,
+            ..Self::new(addr, flavor)
+        }
+    }
+
+    /// Closes a pinned connection once its requests in flight are answered.
+    pub(crate) fn retire(&self) {
+        self.retired.set(true);
+        self.wake.notify_one();
+    }
+
+    /// Whether a pinned connection has ended (its WATCH, if any, is gone).
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.get()
+    }
+
+    /// Nothing queued, nothing awaiting a reply.
+    fn idle(&self) -> bool {
+        let st = self.state.borrow();
+        st.out.is_empty() && st.inflight.is_empty()
     }
 
     /// Whether the last connection attempt failed recently.
@@ -161,7 +197,15 @@ impl Backend {
         let written = entries.len() - unsent;
         for (i, entry) in entries.into_iter().enumerate() {
             if let Inflight::Ticket(id) = entry {
-                worker.on_backend_failure(id, i >= written, &self.addr, why);
+                if self.pinned {
+                    let msg = format!(
+                        "-ERR cinnabar: the connection to {} ended ({why}); the transaction may or may not have run\r\n",
+                        self.addr
+                    );
+                    worker.tickets.borrow_mut().complete(id, msg.as_bytes());
+                } else {
+                    worker.on_backend_failure(id, i >= written, &self.addr, why);
+                }
             }
         }
     }
@@ -178,19 +222,28 @@ pub(crate) async fn run(backend: Rc<Backend>, worker: Rc<Worker>) {
         .prelude(worker.config.backend_credentials.as_ref());
     loop {
         while backend.state.borrow().out.is_empty() {
+            if backend.retired.get() {
+                backend.closed.set(true);
+                return;
+            }
             backend.wake.notified().await;
         }
         let addr = (backend.addr.host.as_str(), backend.addr.port);
         let connected =
             tokio::time::timeout(worker.config.connect_timeout, TcpStream::connect(addr)).await;
-        let stream = match connected {
-            Ok(Ok(stream)) => stream,
-            Ok(Err(e)) => {
-                backend.fail_all(&worker, &format!("cannot connect: {e}"));
-                continue;
-            }
-            Err(_) => {
-                backend.fail_all(&worker, "connect timed out");
+        let failed = match connected {
+            Ok(Ok(stream)) => Ok(stream),
+            Ok(Err(e)) => Err(format!("cannot connect: {e}")),
+            Err(_) => Err("connect timed out".to_owned()),
+        };
+        let stream = match failed {
+            Ok(stream) => stream,
+            Err(why) => {
+                backend.fail_all(&worker, &why);
+                if backend.pinned {
+                    backend.closed.set(true);
+                    return;
+                }
                 continue;
             }
         };
@@ -213,6 +266,11 @@ pub(crate) async fn run(backend: Rc<Backend>, worker: Rc<Worker>) {
             &mut scanner,
         )
         .await;
+        if backend.pinned {
+            backend.closed.set(true);
+            backend.fail_all(&worker, &why);
+            return;
+        }
         tracing::warn!(node = %backend.addr, reason = %why, "backend connection lost");
         read_buf.clear();
         write_buf.clear();
@@ -238,6 +296,9 @@ async fn serve(
     // When the node last showed progress: a read, or the moment we started waiting on it.
     let mut last_progress = Instant::now();
     loop {
+        if backend.retired.get() && written == write_buf.len() && backend.idle() {
+            return "closed after its last request".into();
+        }
         if written == write_buf.len() {
             write_buf.clear();
             written = 0;
@@ -299,6 +360,9 @@ fn deliver(
         }
         let entry = backend.state.borrow_mut().inflight.pop_front();
         match entry {
+            Some(Inflight::Ticket(id)) if backend.pinned => {
+                worker.tickets.borrow_mut().complete(id, reply);
+            }
             Some(Inflight::Ticket(id)) => worker.on_reply(id, reply, &backend.addr),
             Some(Inflight::Discard) => {}
             Some(Inflight::Prelude) => {

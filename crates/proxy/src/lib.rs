@@ -14,8 +14,15 @@
 //!
 //! Pub/sub subscriptions switch the client to a private connection relayed by the proxy.
 //!
-//! Not yet carried (clear `-ERR`, never a wrong answer): WATCH, RESP3 (`HELLO 3`), AUTH,
-//! reads from replicas, WAIT.
+//! WATCH gives the client a connection of its own to the watched slot's master, where EXEC
+//! then runs. RESP3 clients (`HELLO 3`) get RESP3 backend connections, so replies are still
+//! forwarded untouched. Reads go to replicas only when the read policy says so. WAIT is
+//! answered over every master (see the `wait` module).
+//!
+//! Not carried (a clear `-ERR`, never a wrong answer): client AUTH (the governance issue),
+//! WAITAOF, SELECT of another database, MOVE/SWAPDB, and administration commands. A RESP3
+//! client in subscribed mode may send only pub/sub commands, PING, QUIT and RESET, as under
+//! RESP2.
 
 mod backend;
 pub mod config;
@@ -25,6 +32,7 @@ mod refresh;
 mod session;
 pub mod slotmap;
 mod ticket;
+mod wait;
 mod worker;
 
 use std::net::SocketAddr;

@@ -11,11 +11,11 @@ use std::rc::Rc;
 use std::task::Poll;
 
 use cinnabar_commands::{Args, Command, RequestPolicy};
-use cinnabar_resp::{Parsed, Protocol, Request, encode};
+use cinnabar_resp::{Parsed, Protocol, Request, Value, encode, parse_value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::backend::Flavor;
+use crate::backend::{Backend, Flavor};
 use crate::local;
 use crate::pubsub;
 use crate::ticket::Tickets;
@@ -51,6 +51,10 @@ enum Merge {
     FirstNonNil,
     /// `INFO`: the proxy's own sections plus the keyspace summed over masters.
     Keyspace,
+    /// `SCRIPT EXISTS`: a script exists when every master has it.
+    AllExist,
+    /// `CONFIG GET`: the first master's answer without the parameters that hold secrets.
+    ConfigGet,
 }
 
 /// A request waiting for its reply, in request order.
@@ -107,11 +111,21 @@ struct Session {
     closing: bool,
     /// Between MULTI and EXEC/DISCARD.
     transaction: Option<Transaction>,
+    /// After WATCH: this client's own connection to the watched slot's master, where the
+    /// WATCH ran and where EXEC must run.
+    watch: Option<Watch>,
     /// A SUBSCRIBE-family request waiting for earlier replies to flush: then the connection
     /// enters subscribed mode with this node.
     subscribe: Option<(NodeAddr, Vec<u8>)>,
     /// Blocking commands running on private connections; cancelled when the client leaves.
     blocking: Vec<tokio::task::AbortHandle>,
+}
+
+/// WATCHed keys: one slot, one private connection.
+#[derive(Debug)]
+struct Watch {
+    slot: u16,
+    backend: Rc<Backend>,
 }
 
 /// A transaction being queued by the proxy. At EXEC it goes to the slot's master as one
@@ -141,6 +155,7 @@ pub(crate) async fn serve(worker: Rc<Worker>, mut stream: TcpStream) {
         ids: VecDeque::new(),
         closing: false,
         transaction: None,
+        watch: None,
         subscribe: None,
         blocking: Vec::new(),
     };
@@ -291,6 +306,7 @@ impl Session {
             Route::Transaction => self.transaction_command(command, args),
             Route::Subscribe => self.enter_pubsub(command, args),
             Route::Unsubscribe => self.unsubscribe_unsubscribed(command, args),
+            Route::Wait => self.wait(args),
             Route::Unsupported => {
                 let msg = format!(
                     "-ERR cinnabar: '{}' is not supported through the proxy\r\n",
@@ -302,21 +318,72 @@ impl Session {
     }
 
     /// MULTI, EXEC, DISCARD, WATCH, UNWATCH.
-    fn transaction_command(&mut self, command: &Command, _args: &RequestArgs<'_>) {
+    fn transaction_command(&mut self, command: &Command, args: &RequestArgs<'_>) {
         match command.name() {
             "multi" => self.multi(),
             "exec" => self.exec(),
             "discard" => match self.transaction.take() {
-                Some(_) => self.local(b"+OK\r\n"),
+                Some(_) => {
+                    self.unwatch();
+                    self.local(b"+OK\r\n");
+                }
                 None => self.local_error(b"ERR DISCARD without MULTI"),
             },
             "watch" if self.transaction.is_some() => {
                 self.local_error(b"ERR WATCH inside MULTI is not allowed");
             }
-            "watch" => {
-                self.local_error(b"ERR cinnabar: WATCH is not supported through the proxy yet");
+            "watch" => self.watch(command, args),
+            _ => {
+                self.unwatch();
+                self.local(b"+OK\r\n");
             }
-            _ => self.local(b"+OK\r\n"),
+        }
+    }
+
+    /// `WATCH key…`: runs on a connection of this client's own to the slot's master, which
+    /// the following EXEC uses too. All watched keys (and the transaction's) share one slot.
+    fn watch(&mut self, command: &Command, args: &RequestArgs<'_>) {
+        let slot = match command.slot(args) {
+            Ok(Some(slot)) => slot,
+            Ok(None) => {
+                return self.local_error(b"ERR wrong number of arguments for 'watch' command");
+            }
+            Err(e) => return self.local_error(&e.to_bytes()),
+        };
+        if self.watch.as_ref().is_some_and(|w| w.slot != slot) {
+            return self.local_error(
+                b"CROSSSLOT Keys in request don't hash to the same slot (cinnabar: all WATCHed keys must share one slot)",
+            );
+        }
+        if self.watch.is_none() {
+            let routes = self.worker.routes();
+            let Some(addr) = routes.owner(slot).map(|m| routes.masters()[m].clone()) else {
+                return self.local_error(b"CLUSTERDOWN Hash slot not served");
+            };
+            let backend = Rc::new(Backend::new_pinned(addr, self.flavor()));
+            tokio::task::spawn_local(crate::backend::run(
+                Rc::clone(&backend),
+                Rc::clone(&self.worker),
+            ));
+            self.watch = Some(Watch { slot, backend });
+        }
+        let Some(watch) = &self.watch else { return };
+        let id = {
+            let mut tickets = self.worker.tickets.borrow_mut();
+            let id = self.new_ticket(&mut tickets, Some(slot), false);
+            let ticket = tickets.get(id);
+            write_request(args, &mut ticket.request);
+            watch.backend.enqueue(&ticket.request, id, false, 0);
+            id
+        };
+        self.ids.push_back(id);
+        self.pending.push_back(Pending::One);
+    }
+
+    /// Forgets WATCHed keys: their connection closes once idle.
+    fn unwatch(&mut self) {
+        if let Some(watch) = self.watch.take() {
+            watch.backend.retire();
         }
     }
 
@@ -497,7 +564,10 @@ impl Session {
         if self.transaction.is_some() {
             return self.local_error(b"ERR MULTI calls can not be nested");
         }
-        let mut tx = Transaction::default();
+        let mut tx = Transaction {
+            slot: self.watch.as_ref().map(|w| w.slot),
+            ..Transaction::default()
+        };
         encode::command(&mut tx.request, &[b"MULTI"]);
         self.transaction = Some(tx);
         self.local(b"+OK\r\n");
@@ -550,9 +620,21 @@ impl Session {
         let Some(mut tx) = self.transaction.take() else {
             return self.local_error(b"ERR EXEC without MULTI");
         };
+        let watch = self.watch.take();
         if tx.aborted {
+            if let Some(watch) = watch {
+                watch.backend.retire();
+            }
             return self
                 .local_error(b"EXECABORT Transaction discarded because of previous errors.");
+        }
+        if let Some(watch) = &watch
+            && watch.backend.is_closed()
+        {
+            // The connection that held the WATCH is gone, so a watched key may have changed
+            // unseen: answer as Redis does when one did (the transaction did not run).
+            let protocol = self.protocol();
+            return self.local_with(|out, _| encode::null_array(out, protocol));
         }
         encode::command(&mut tx.request, &[b"EXEC"]);
         let id = {
@@ -562,9 +644,17 @@ impl Session {
             ticket.request.extend_from_slice(&tx.request);
             // The replies of MULTI and of every queued command; only EXEC's goes to the client.
             ticket.discard = tx.queued + 1;
+            if let Some(watch) = &watch {
+                watch
+                    .backend
+                    .enqueue(&ticket.request, id, false, ticket.discard);
+            }
             id
         };
-        self.worker.dispatch(id);
+        match watch {
+            Some(watch) => watch.backend.retire(),
+            None => self.worker.dispatch(id),
+        }
         self.ids.push_back(id);
         self.pending.push_back(Pending::One);
     }
@@ -590,6 +680,55 @@ impl Session {
             let reply = reply.unwrap_or_else(|why| {
                 format!("-ERR cinnabar: blocking command on {addr} failed: {why}\r\n").into_bytes()
             });
+            worker.tickets.borrow_mut().complete(id, &reply);
+        });
+        self.blocking.retain(|t| !t.is_finished());
+        self.blocking.push(task.abort_handle());
+        self.ids.push_back(id);
+        self.pending.push_back(Pending::One);
+    }
+
+    /// `WAIT numreplicas timeout`: see the `wait` module. Runs as a task of its own so the
+    /// client's later requests keep flowing; cancelled if the client goes away.
+    fn wait(&mut self, args: &RequestArgs<'_>) {
+        let number = |i: usize| {
+            std::str::from_utf8(args.get(i).unwrap_or_default())
+                .ok()
+                .and_then(|n| n.parse::<i64>().ok())
+        };
+        let (Some(numreplicas), Some(timeout)) = (number(1), number(2)) else {
+            return self.local_error(b"ERR value is not an integer or out of range");
+        };
+        if timeout < 0 {
+            return self.local_error(b"ERR timeout is negative");
+        }
+        let routes = self.worker.routes();
+        let masters = routes.masters().to_vec();
+        if masters.is_empty() {
+            return self.local_error(b"CLUSTERDOWN cinnabar: no master is known");
+        }
+        let mut offsets = Vec::with_capacity(masters.len());
+        for master in 0..masters.len() {
+            let id = {
+                let mut tickets = self.worker.tickets.borrow_mut();
+                let slot = routes.representative_slot(master);
+                let id = self.new_ticket(&mut tickets, slot, false);
+                encode::command(&mut tickets.get(id).request, &[b"INFO", b"replication"]);
+                id
+            };
+            self.worker.dispatch(id);
+            offsets.push(id);
+        }
+        let id = self.worker.tickets.borrow_mut().take();
+        let worker = Rc::clone(&self.worker);
+        let numreplicas = u64::try_from(numreplicas).unwrap_or(0);
+        let timeout = u64::try_from(timeout)
+            .ok()
+            .filter(|t| *t > 0)
+            .map(std::time::Duration::from_millis);
+        let task = tokio::task::spawn_local(async move {
+            let reply =
+                crate::wait::run(Rc::clone(&worker), masters, offsets, numreplicas, timeout).await;
             worker.tickets.borrow_mut().complete(id, &reply);
         });
         self.blocking.retain(|t| !t.is_finished());
@@ -700,6 +839,7 @@ impl Session {
     /// `RESET`: back to a fresh connection's state (RESP2, no name, no transaction).
     fn reset(&mut self) {
         self.transaction = None;
+        self.unwatch();
         self.name.clear();
         self.resp3 = false;
         self.local(b"+RESET\r\n");
@@ -828,6 +968,7 @@ impl Session {
         for task in self.blocking.drain(..) {
             task.abort();
         }
+        self.unwatch();
         let mut tickets = self.worker.tickets.borrow_mut();
         for id in self.ids.drain(..) {
             if tickets.get(id).done {
@@ -864,6 +1005,8 @@ enum Route {
     Subscribe,
     /// UNSUBSCRIBE & co. while not subscribed.
     Unsubscribe,
+    /// `WAIT numreplicas timeout`, over every master.
+    Wait,
     /// Not carried: a clear error naming the command, never a wrong answer.
     Unsupported,
 }
@@ -901,11 +1044,16 @@ fn route(command: &Command) -> Route {
         "dbsize" => Route::FanOut(Merge::Sum),
         "keys" => Route::FanOut(Merge::Concat),
         "flushdb" | "flushall" | "script|flush" => Route::FanOut(Merge::AllOk),
-        "script|load" => Route::FanOut(Merge::First),
+        "script|load" | "function|load" => Route::FanOut(Merge::First),
+        "script|exists" => Route::FanOut(Merge::AllExist),
+        "function|delete" | "function|flush" | "function|restore" => Route::FanOut(Merge::AllOk),
+        "function|list" | "function|dump" => Route::Keyed,
+        "config|get" => Route::FanOut(Merge::ConfigGet),
         "randomkey" => Route::FanOut(Merge::FirstNonNil),
         "info" => Route::FanOut(Merge::Keyspace),
         "scan" => Route::Scan,
-        "wait" | "waitaof" => Route::Unsupported,
+        "wait" => Route::Wait,
+        "waitaof" => Route::Unsupported,
         _ if command.is_blocking() => Route::Blocking,
         // Containers whose carried subcommands are listed above, administration, commands that
         // need per-node or per-connection state the proxy does not keep, and the rest of
@@ -969,12 +1117,71 @@ fn merge_into<'a>(
             let found = parts.clone().find(|r| *r != b"$-1\r\n" && *r != b"_\r\n");
             out.extend_from_slice(found.unwrap_or(b"$-1\r\n"));
         }
+        Merge::AllExist => {
+            let limits = cinnabar_resp::Limits::default();
+            let mut all: Option<Vec<bool>> = None;
+            for reply in parts {
+                let Ok(Some((Value::Array(items), _))) = parse_value(reply, &limits) else {
+                    return out.extend_from_slice(reply);
+                };
+                let here = items.iter().map(|v| matches!(v, Value::Integer(1)));
+                all = Some(match all {
+                    None => here.collect(),
+                    Some(before) => before.iter().zip(here).map(|(a, b)| *a && b).collect(),
+                });
+            }
+            let all = all.unwrap_or_default();
+            encode::array_header(out, all.len());
+            for exists in all {
+                encode::integer(out, i64::from(exists));
+            }
+        }
+        Merge::ConfigGet => {
+            let first = parts.clone().next().unwrap_or_default();
+            let limits = cinnabar_resp::Limits::default();
+            let Ok(Some((value, _))) = parse_value(first, &limits) else {
+                return out.extend_from_slice(first);
+            };
+            let kept: Vec<(&Value, &Value)> = match &value {
+                Value::Array(items) => items
+                    .chunks(2)
+                    .filter_map(|p| Some((p.first()?, p.get(1)?)))
+                    .collect(),
+                Value::Map(pairs) => pairs.iter().map(|(k, v)| (k, v)).collect(),
+                _ => return out.extend_from_slice(first),
+            };
+            let kept: Vec<_> = kept
+                .into_iter()
+                .filter(|(name, _)| !matches!(name, Value::Bulk(n) if is_secret_parameter(n)))
+                .collect();
+            if matches!(value, Value::Map(_)) {
+                out.extend_from_slice(format!("%{}\r\n", kept.len()).as_bytes());
+            } else {
+                encode::array_header(out, kept.len() * 2);
+            }
+            for (name, v) in kept {
+                name.encode(out);
+                v.encode(out);
+            }
+        }
         Merge::Keyspace => {
             let masters = parts.clone().count();
             let (keys, expires) = local::sum_keyspace(parts.map(|r| &r[header_len(r)..]));
             local::info(out, announce, masters, keys, expires);
         }
     }
+}
+
+/// Configuration parameters whose values are secrets of the backend, never shown to clients.
+fn is_secret_parameter(name: &[u8]) -> bool {
+    const SECRETS: [&[u8]; 5] = [
+        b"requirepass",
+        b"masterauth",
+        b"masteruser",
+        b"tls-key-file-pass",
+        b"tls-client-key-file-pass",
+    ];
+    SECRETS.iter().any(|s| name.eq_ignore_ascii_case(s))
 }
 
 /// Length of a reply's first line including its CRLF (`*3\r\n` → 4).

@@ -177,6 +177,19 @@ async fn reads_go_to_replicas_only_when_the_read_policy_says_so() {
         .unwrap();
     assert_eq!(acked, 1);
 
+    // WAIT counts replicas that acknowledged this client's writes, over every master.
+    let mut waits = command(&["SET", "w", "1"]);
+    waits.extend(command(&["WAIT", "1", "5000"]));
+    waits.extend(command(&["WAIT", "2", "100"]));
+    waits.extend(command(&["WAIT", "1", "0"]));
+    let started = Instant::now();
+    let got = exchange(&mut client, &waits, 4);
+    assert_eq!(got[1..], [":1\r\n", ":1\r\n", ":1\r\n"], "{got:?}");
+    assert!(
+        started.elapsed() >= Duration::from_millis(100),
+        "WAIT 2 100 waited"
+    );
+
     let (master_before, replica_before) = (get_calls(&master), get_calls(&replica));
     let mut gets = Vec::new();
     for _ in 0..20 {
@@ -287,6 +300,21 @@ async fn backend_credentials_are_used_everywhere_and_never_shown() {
         assert!(!reply.contains(SECRET), "the password leaked: {reply}");
     }
 
+    // CONFIG GET never shows the backend's secrets; SCRIPT EXISTS asks every master.
+    let mut admin = command(&["CONFIG", "GET", "requirepass"]);
+    admin.extend(command(&["CONFIG", "GET", "maxmemory-policy"]));
+    admin.extend(command(&["SCRIPT", "LOAD", "return 1"]));
+    let got = exchange(&mut client, &admin, 3);
+    assert!(got[0] == "*0\r\n" || got[0] == "%0\r\n", "{got:?}");
+    assert!(got[1].contains("maxmemory-policy"), "{got:?}");
+    let sha = got[2].lines().nth(1).unwrap().to_owned();
+    let got = exchange(
+        &mut client,
+        &command(&["SCRIPT", "EXISTS", &sha, "0000"]),
+        1,
+    );
+    assert_eq!(got[0], "*2\r\n:1\r\n:0\r\n");
+
     // Pub/sub connections log in too.
     let mut subscriber = connect(&proxy);
     let got = exchange(&mut subscriber, &command(&["SUBSCRIBE", "news"]), 1);
@@ -360,4 +388,91 @@ async fn a_node_that_stops_answering_costs_its_requests_an_error_not_a_hang() {
         assert!(Instant::now() < deadline, "{got:?}");
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn watch_guards_a_transaction_on_a_connection_of_its_own() {
+    let cluster = TestCluster::start(2, 0).await;
+    let proxy = cinnabar_proxy::start(config(&cluster)).unwrap();
+    let mut client = connect(&proxy);
+    let mut other = connect(&proxy);
+
+    // Nobody touches the watched key: the transaction runs.
+    let mut script = command(&["SET", "{acct}:balance", "10"]);
+    script.extend(command(&["WATCH", "{acct}:balance"]));
+    script.extend(command(&["GET", "{acct}:balance"]));
+    script.extend(command(&["MULTI"]));
+    script.extend(command(&["INCRBY", "{acct}:balance", "5"]));
+    script.extend(command(&["SET", "{acct}:log", "+5"]));
+    script.extend(command(&["EXEC"]));
+    let got = exchange(&mut client, &script, 7);
+    assert_eq!(got[1], "+OK\r\n");
+    assert_eq!(got[6], "*2\r\n:15\r\n+OK\r\n", "{got:?}");
+
+    // Another client changes it between WATCH and EXEC: the transaction does not run.
+    exchange(&mut client, &command(&["WATCH", "{acct}:balance"]), 1);
+    exchange(&mut other, &command(&["SET", "{acct}:balance", "100"]), 1);
+    let mut tx = command(&["MULTI"]);
+    tx.extend(command(&["INCRBY", "{acct}:balance", "5"]));
+    tx.extend(command(&["EXEC"]));
+    tx.extend(command(&["GET", "{acct}:balance"]));
+    let got = exchange(&mut client, &tx, 4);
+    assert_eq!(got[2], "*-1\r\n", "{got:?}");
+    assert_eq!(got[3], "$3\r\n100\r\n");
+
+    // UNWATCH and DISCARD forget the keys; the next transaction runs.
+    let mut forget = command(&["WATCH", "{acct}:balance"]);
+    forget.extend(command(&["UNWATCH"]));
+    forget.extend(command(&["SET", "{acct}:balance", "1"]));
+    forget.extend(command(&["MULTI"]));
+    forget.extend(command(&["INCR", "{acct}:balance"]));
+    forget.extend(command(&["EXEC"]));
+    let got = exchange(&mut client, &forget, 6);
+    assert_eq!(got[1], "+OK\r\n");
+    assert_eq!(got[5], "*1\r\n:2\r\n", "{got:?}");
+
+    // Watched keys and the transaction share one slot, else the offending command fails.
+    let mut cross = command(&["WATCH", "a", "b"]);
+    cross.extend(command(&["WATCH", "{acct}:balance"]));
+    cross.extend(command(&["WATCH", "{other}:x"]));
+    cross.extend(command(&["MULTI"]));
+    cross.extend(command(&["SET", "{other}:x", "1"]));
+    cross.extend(command(&["EXEC"]));
+    cross.extend(command(&["MULTI"]));
+    cross.extend(command(&["WATCH", "{acct}:balance"]));
+    cross.extend(command(&["DISCARD"]));
+    let got = exchange(&mut client, &cross, 9);
+    assert!(got[0].starts_with("-CROSSSLOT"), "{got:?}");
+    assert_eq!(got[1], "+OK\r\n");
+    assert!(got[2].starts_with("-CROSSSLOT"), "{got:?}");
+    assert!(got[4].starts_with("-CROSSSLOT"), "{got:?}");
+    assert!(got[5].starts_with("-EXECABORT"), "{got:?}");
+    assert_eq!(got[7], "-ERR WATCH inside MULTI is not allowed\r\n");
+    assert_eq!(got[8], "+OK\r\n");
+
+    // A WATCH whose connection died makes EXEC report that the transaction did not run.
+    let mut lost = connect(&proxy);
+    exchange(&mut lost, &command(&["WATCH", "{acct}:balance"]), 1);
+    // Kill every client connection on every node (the proxy's included).
+    let mut killed = 0;
+    for node in cluster.seeds() {
+        let mut conn = node_connection(&node, None);
+        let n: i64 = redis::cmd("CLIENT")
+            .arg("KILL")
+            .arg("TYPE")
+            .arg("normal")
+            .arg("SKIPME")
+            .arg("yes")
+            .query(&mut conn)
+            .unwrap();
+        killed += n;
+    }
+    assert!(killed > 0);
+    let mut tx = command(&["MULTI"]);
+    tx.extend(command(&["INCR", "{acct}:balance"]));
+    tx.extend(command(&["EXEC"]));
+    let got = exchange(&mut lost, &tx, 3);
+    assert_eq!(got[2], "*-1\r\n", "{got:?}");
+    let got = exchange(&mut client, &command(&["GET", "{acct}:balance"]), 1);
+    assert_eq!(got[0], "$1\r\n2\r\n", "the doomed transaction did not run");
 }
