@@ -34,23 +34,30 @@ struct Cli {
 enum Command {
     /// Start a local Redis Cluster (3 masters, 3 replicas by default) and print its endpoint.
     ///
-    /// Nodes are real redis-server (or valkey-server) processes on consecutive loopback ports
-    /// starting at --port; each cluster bus port is its client port + 10000. Data (AOF, everysec)
-    /// lives in --dir, so `cinnabar up` on a stopped directory resumes the same cluster with its
-    /// data. In the foreground it supervises until Ctrl-C, restarting any node that dies; with
-    /// --detach it returns once the cluster is ready and a background supervisor keeps watch.
+    /// The endpoint is a proxy on 127.0.0.1:--port that any plain Redis client can use: it routes
+    /// each command to the node owning its key. Nodes are real redis-server (or valkey-server)
+    /// processes on the consecutive loopback ports after it (--port+1 ...); each cluster bus port
+    /// is its client port + 10000. With --no-proxy there is no proxy: the first node listens on
+    /// --port and clients must speak cluster mode (redis-cli -c). Data (AOF, everysec) lives in
+    /// --dir, so `cinnabar up` on a stopped directory resumes the same cluster with its data (and
+    /// its proxy choice). In the foreground it supervises until Ctrl-C, restarting any node that
+    /// dies; with --detach it returns once the proxy answers and a background supervisor keeps
+    /// watch.
     ///
     /// Examples:
-    ///   cinnabar up                         # 3 masters + 3 replicas on 127.0.0.1:6380-6385
+    ///   cinnabar up                         # proxy on 127.0.0.1:6380, 3 masters + 3 replicas on 6381-6386
     ///   cinnabar up --detach --masters 6    # 6 shards, in the background
-    ///   redis-cli -c -p 6380 set foo bar    # use it
+    ///   redis-cli -p 6380 set foo bar       # use it: any key, a plain client
+    ///   cinnabar up --no-proxy              # nodes on 6380-6385; use redis-cli -c -p 6380
     #[command(verbatim_doc_comment)]
     Up(UpArgs),
-    /// Show the endpoint, every node (role, slots, health, pid, memory) and a verdict.
+    /// Show the endpoint, the proxy, every node (role, slots, health, pid, memory) and a verdict.
     ///
-    /// Exits 0 when healthy, 1 otherwise. `--json` prints a stable document for scripts: top-level
-    /// "endpoint" and "nodes" (each with "address", "role", "master", "slots", "pid", "health");
-    /// fields are added over time, never renamed.
+    /// Exits 0 when healthy (every node ok, all slots covered, the proxy answering PING), 1
+    /// otherwise. `--json` prints a stable document for scripts: top-level "endpoint", "proxy"
+    /// ("address", "pid" (the supervisor's), "workers", "up", "error"; null with --no-proxy) and
+    /// "nodes" (each with "address", "role", "master", "slots", "pid", "health"); fields are added
+    /// over time, never renamed.
     Status(StatusArgs),
     /// Stop every process started from a directory (data is kept unless --purge).
     Down(DownArgs),
@@ -80,9 +87,17 @@ struct UpArgs {
     /// Replicas per master [default: 1]
     #[arg(long, value_name = "N")]
     replicas: Option<u16>,
-    /// Client port of the first node; the others follow consecutively [default: 6380]
+    /// The endpoint's port: the proxy listens here and the nodes take the following ports (with
+    /// --no-proxy the first node listens here) [default: 6380]
     #[arg(long, value_name = "PORT")]
     port: Option<u16>,
+    /// No proxy: expose the nodes directly (endpoint = first node, cluster-mode clients only).
+    /// Fixed when the cluster is created; a resumed `up` keeps the choice
+    #[arg(long, conflicts_with = "proxy_workers")]
+    no_proxy: bool,
+    /// Proxy worker threads; one serves far more than local development needs [default: 1]
+    #[arg(long, value_name = "N")]
+    proxy_workers: Option<u16>,
     /// Directory holding the cluster's state and data
     #[arg(long, value_name = "DIR", default_value = ".cinnabar")]
     dir: PathBuf,
@@ -127,6 +142,10 @@ impl UpArgs {
             self.node_timeout_ms.map(|v| v.to_string()),
         );
         flag("--timeout", Some(self.timeout.to_string()));
+        flag("--proxy-workers", self.proxy_workers.map(|v| v.to_string()));
+        if self.no_proxy {
+            args.push("--no-proxy".into());
+        }
         if let Some(path) = &self.redis_server {
             args.push("--redis-server".into());
             args.push(path.clone().into());
@@ -139,10 +158,12 @@ impl UpArgs {
             spec: SpecOverrides {
                 masters: self.masters,
                 replicas: self.replicas,
-                first_port: self.port,
+                port: self.port,
                 maxmemory: self.maxmemory.clone(),
                 maxmemory_policy: self.maxmemory_policy.clone(),
                 node_timeout_ms: self.node_timeout_ms,
+                proxy: self.no_proxy.then_some(false),
+                proxy_workers: self.proxy_workers,
             },
             dir: self.dir.clone(),
             redis_server: self.redis_server.clone(),
