@@ -101,7 +101,8 @@ struct UpArgs {
     /// Directory holding the cluster's state and data
     #[arg(long, value_name = "DIR", default_value = ".cinnabar")]
     dir: PathBuf,
-    /// Return once the cluster is ready; a background supervisor keeps it running
+    /// Return once the cluster is ready and its endpoint answers; a background supervisor keeps
+    /// it running
     #[arg(long)]
     detach: bool,
     /// Memory limit per node, so Redis evicts instead of being OOM-killed (0 = none) [default: 256mb]
