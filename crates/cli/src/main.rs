@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use cinnabar_local::{SpecOverrides, Supervisor, UpOptions};
 use clap::{Args, Parser, Subcommand};
 
@@ -66,11 +66,14 @@ enum Command {
     /// Plain Redis clients connect to --listen; the proxy routes each command by hash slot,
     /// follows MOVED/ASK, retries TRYAGAIN/CLUSTERDOWN within --retry-window-ms (so failovers
     /// stay invisible), and splits MGET/MSET/DEL/EXISTS/UNLINK/TOUCH across slots. Runs until
-    /// Ctrl-C.
+    /// Ctrl-C. Settings come from the defaults, then --config FILE (TOML; every key is shown in
+    /// examples/cinnabar.toml), then the flags.
     ///
-    /// Example:
+    /// Examples:
+    ///   cinnabar up --no-proxy              # a cluster with its first node on 6380
     ///   cinnabar proxy --listen 127.0.0.1:7000 --seed 127.0.0.1:6380
     ///   redis-cli -p 7000 set foo bar
+    ///   cinnabar proxy --config cinnabar.toml --workers 2
     #[command(verbatim_doc_comment)]
     Proxy(ProxyArgs),
     /// Internal: the background supervisor started by `up --detach`.
@@ -184,21 +187,57 @@ struct StatusArgs {
     json: bool,
 }
 
-/// Flags of `cinnabar proxy`.
+/// Where `cinnabar proxy` listens when neither a flag nor its file says.
+const DEFAULT_PROXY_LISTEN: std::net::SocketAddr =
+    std::net::SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 7000);
+
+/// Flags of `cinnabar proxy`. Each is optional so a flag not given leaves the file's value.
 #[derive(Debug, Args)]
 struct ProxyArgs {
-    /// Address clients connect to
-    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:7000")]
-    listen: std::net::SocketAddr,
-    /// A node of the backend cluster (repeat for more; one reachable seed is enough)
-    #[arg(long = "seed", value_name = "HOST:PORT", required = true)]
+    /// Settings file (TOML); flags override it
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Address clients connect to [default: 127.0.0.1:7000]
+    #[arg(long, value_name = "HOST:PORT")]
+    listen: Option<std::net::SocketAddr>,
+    /// A node of the backend cluster (repeat for more; one reachable seed is enough). Required
+    /// unless the file has `seeds`; given here, it replaces the file's list
+    #[arg(long = "seed", value_name = "HOST:PORT")]
     seeds: Vec<cinnabar_cluster::NodeAddr>,
-    /// Worker threads, each with its own listener and backend connections
-    #[arg(long, value_name = "N", default_value_t = 1)]
-    workers: usize,
-    /// How long transient cluster errors are retried before a client sees them
-    #[arg(long, value_name = "MS", default_value_t = 10_000)]
-    retry_window_ms: u64,
+    /// Worker threads, each with its own listener and backend connections [default: 1]
+    #[arg(long, value_name = "N")]
+    workers: Option<usize>,
+    /// How long transient cluster errors are retried before a client sees them [default: 10000]
+    #[arg(long, value_name = "MS")]
+    retry_window_ms: Option<u64>,
+}
+
+impl ProxyArgs {
+    /// Defaults, then the file, then the flags.
+    fn config(&self) -> Result<cinnabar_proxy::ProxyConfig> {
+        let mut config = cinnabar_proxy::ProxyConfig::new(DEFAULT_PROXY_LISTEN, Vec::new());
+        if let Some(path) = &self.config {
+            cinnabar_proxy::file::ProxyFile::read(path)?.apply_to(&mut config);
+        }
+        if let Some(listen) = self.listen {
+            config.listen = listen;
+        }
+        if !self.seeds.is_empty() {
+            config.seeds.clone_from(&self.seeds);
+        }
+        if let Some(workers) = self.workers {
+            config.workers = workers;
+        }
+        if let Some(ms) = self.retry_window_ms {
+            config.retry_window = Duration::from_millis(ms);
+        }
+        if config.seeds.is_empty() {
+            bail!(
+                "no seed: give --seed HOST:PORT (a node of the cluster), or `seeds` in a --config file"
+            );
+        }
+        Ok(config)
+    }
 }
 
 /// Flags of `cinnabar down`.
@@ -310,9 +349,7 @@ fn status(args: &StatusArgs) -> Result<ExitCode> {
 }
 
 fn proxy(args: &ProxyArgs) -> Result<()> {
-    let mut config = cinnabar_proxy::ProxyConfig::new(args.listen, args.seeds.clone());
-    config.workers = args.workers;
-    config.retry_window = Duration::from_millis(args.retry_window_ms);
+    let config = args.config()?;
     let handle = cinnabar_proxy::start(config).context("starting the proxy")?;
     println!("{}", handle.local_addr());
     eprintln!(

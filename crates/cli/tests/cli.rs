@@ -779,17 +779,29 @@ fn a_proxy_that_cannot_listen_fails_up_with_its_reason_and_nothing_is_left_behin
 }
 
 #[test]
-fn proxy_subcommand_serves_a_plain_client_and_stops_on_ctrl_c() {
+fn proxy_subcommand_with_a_config_file_serves_a_plain_client_and_stops_on_ctrl_c() {
     let c = Cinnabar::without_proxy(3, 0);
     c.up_detached(3, 0);
     let listen = cinnabar_testkit::reserve_port();
+    let overridden = cinnabar_testkit::reserve_port();
+    // The file gives the seeds; its listen address is overridden by the flag.
+    let config = c.tmp.path().join("cinnabar.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:{}\"\nseeds = [\"{}\"]\nworkers = 2\nretry_window_ms = 2000\n",
+            overridden.port(),
+            c.endpoint()
+        ),
+    )
+    .unwrap();
     let mut proxy = cinnabar()
         .args([
             "proxy",
+            "--config",
+            config.to_str().unwrap(),
             "--listen",
             &format!("127.0.0.1:{}", listen.port()),
-            "--seed",
-            &format!("127.0.0.1:{}", c.port()),
         ])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -812,6 +824,38 @@ fn proxy_subcommand_serves_a_plain_client_and_stops_on_ctrl_c() {
     )
     .unwrap();
     assert!(proxy.wait().unwrap().success());
+}
+
+#[test]
+fn proxy_config_mistakes_are_named_with_the_file_and_key() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("cinnabar.toml");
+    for (text, expected) in [
+        (
+            "seeds = [\"127.0.0.1:7001\"]\nworkerz = 2\n",
+            "line 2: unknown key `workerz`",
+        ),
+        ("workers = 0\n", "line 1: bad value for `workers`"),
+        (
+            "listen = \"127.0.0.1:0\"\n",
+            "no seed: give --seed HOST:PORT",
+        ),
+    ] {
+        std::fs::write(&file, text).unwrap();
+        let out = cinnabar()
+            .args(["proxy", "--config", file.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{text:?} was accepted");
+        let err = stderr(&out);
+        assert!(err.contains(expected), "{text:?}: {err}");
+        if !expected.starts_with("no seed") {
+            assert!(
+                err.contains(&file.display().to_string()),
+                "names the file: {err}"
+            );
+        }
+    }
 }
 
 #[test]
