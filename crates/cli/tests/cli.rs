@@ -711,9 +711,27 @@ fn no_proxy_exposes_the_first_node_and_a_resumed_up_keeps_that_choice() {
 #[test]
 fn a_proxy_that_stops_answering_makes_status_unhealthy_until_it_answers_again() {
     let c = Cinnabar::new(1, 0);
-    c.up_detached(1, 0);
+    let port = c.port().to_string();
+    let up = c.run(&[
+        "up",
+        "--detach",
+        "--masters",
+        "1",
+        "--replicas",
+        "0",
+        "--port",
+        &port,
+        "--proxy-workers",
+        "2",
+    ]);
+    assert!(up.status.success(), "{}", stderr(&up));
     c.wait_healthy(Duration::from_secs(20));
-    let supervisor = c.status().1["supervisor_pid"].as_u64().unwrap();
+    let (_, status) = c.status();
+    assert_eq!(
+        status["proxy"]["workers"], 2,
+        "--proxy-workers reaches the detached supervisor"
+    );
+    let supervisor = status["supervisor_pid"].as_u64().unwrap();
     let pid = nix::unistd::Pid::from_raw(supervisor as i32);
     // Freezing the supervisor freezes the proxy's threads: it accepts nothing, answers nothing.
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
