@@ -9,7 +9,7 @@
 //! refused, so a typo is an error and not a silently ignored setting. `examples/cinnabar.toml`
 //! at the repository root shows every key.
 //!
-//! Adding a key: one line in the [`proxy_keys!`] table below, and a test.
+//! Adding a key: one line in the `proxy_keys!` table below, and a test.
 
 use std::net::SocketAddr;
 use std::num::{NonZeroU64, NonZeroUsize};
