@@ -84,7 +84,9 @@ read -r port proxy_port <<<"$ports"
 
 echo "starting the cluster: $masters masters x $replicas replicas on 127.0.0.1:$port.."
 mkdir -p "$work/cluster"
-endpoint=$("$bin" up --detach --dir "$work/cluster" --port "$port" --masters "$masters" \
+# --no-proxy: the benchmark compares the nodes themselves with a proxy process of its own (whose
+# CPU it reads from /proc), so `up` must not put its built-in proxy on the endpoint.
+endpoint=$("$bin" up --detach --no-proxy --dir "$work/cluster" --port "$port" --masters "$masters" \
   --replicas "$replicas" 2>"$work/up.err") || { cat "$work/up.err" >&2; exit 1; }
 
 "$bin" proxy --listen "127.0.0.1:$proxy_port" --seed "$endpoint" --workers "$workers" \

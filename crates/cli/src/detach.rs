@@ -1,5 +1,6 @@
 //! `cinnabar up --detach`: start the supervisor as a background process and follow its log
-//! until the cluster is ready (or the supervisor fails), then return.
+//! until the cluster is ready and its endpoint answers PING (or the supervisor fails), then
+//! return.
 //!
 //! The background process is this same binary running `__supervise` with the same flags, in
 //! its own process group so a Ctrl-C in this terminal does not reach it.
@@ -17,6 +18,8 @@ use crate::UpArgs;
 
 /// Extra time beyond the formation timeout for starting nodes and writing state.
 const START_SLACK: Duration = Duration::from_secs(90);
+/// How long a ready supervisor's proxy may take to answer this process.
+const PROXY_ANSWER_WAIT: Duration = Duration::from_secs(5);
 
 pub(crate) fn up_detached(args: &UpArgs) -> Result<()> {
     // Refuse bad flags here, with one clear message, before any background process exists.
@@ -62,6 +65,23 @@ pub(crate) fn up_detached(args: &UpArgs) -> Result<()> {
             .flatten()
             .filter(|s| s.phase == Phase::Ready && s.supervisor_pid == Some(child.id()));
         if let Some(state) = ready {
+            // The supervisor marks the cluster ready only once its proxy answered; asking again
+            // from here proves the printed endpoint serves this process too.
+            if let Some(port) = state.spec.proxy_port() {
+                let addr = std::net::SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, port));
+                let answer = crate::runtime()?.block_on(cinnabar_local::probe::wait_for_pong(
+                    addr,
+                    PROXY_ANSWER_WAIT,
+                ));
+                if let Err(reason) = answer {
+                    stop(&child);
+                    bail!(
+                        "the proxy on {addr} does not answer PING ({reason}); stopped the \
+                         background supervisor, see {}",
+                        log_path.display()
+                    );
+                }
+            }
             println!("{}", state.endpoint);
             eprintln!(
                 "running in the background (supervisor pid {}, log {}); stop with `cinnabar down --dir {}`",
@@ -72,10 +92,7 @@ pub(crate) fn up_detached(args: &UpArgs) -> Result<()> {
             return Ok(());
         }
         if Instant::now() >= deadline {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(child.id() as i32),
-                nix::sys::signal::Signal::SIGTERM,
-            );
+            stop(&child);
             bail!(
                 "the cluster was not ready in time; see {}",
                 log_path.display()
@@ -83,6 +100,14 @@ pub(crate) fn up_detached(args: &UpArgs) -> Result<()> {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// Asks the background supervisor to stop its nodes (and proxy) and exit.
+fn stop(child: &std::process::Child) {
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
 }
 
 /// Prints what the supervisor logged since `offset`; returns the new offset.

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use cinnabar_local::{SpecOverrides, Supervisor, UpOptions};
 use clap::{Args, Parser, Subcommand};
 
@@ -34,23 +34,30 @@ struct Cli {
 enum Command {
     /// Start a local Redis Cluster (3 masters, 3 replicas by default) and print its endpoint.
     ///
-    /// Nodes are real redis-server (or valkey-server) processes on consecutive loopback ports
-    /// starting at --port; each cluster bus port is its client port + 10000. Data (AOF, everysec)
-    /// lives in --dir, so `cinnabar up` on a stopped directory resumes the same cluster with its
-    /// data. In the foreground it supervises until Ctrl-C, restarting any node that dies; with
-    /// --detach it returns once the cluster is ready and a background supervisor keeps watch.
+    /// The endpoint is a proxy on 127.0.0.1:--port that any plain Redis client can use: it routes
+    /// each command to the node owning its key. Nodes are real redis-server (or valkey-server)
+    /// processes on the consecutive loopback ports after it (--port+1 ...); each cluster bus port
+    /// is its client port + 10000. With --no-proxy there is no proxy: the first node listens on
+    /// --port and clients must speak cluster mode (redis-cli -c). Data (AOF, everysec) lives in
+    /// --dir, so `cinnabar up` on a stopped directory resumes the same cluster with its data (and
+    /// its proxy choice). In the foreground it supervises until Ctrl-C, restarting any node that
+    /// dies; with --detach it returns once the proxy answers and a background supervisor keeps
+    /// watch.
     ///
     /// Examples:
-    ///   cinnabar up                         # 3 masters + 3 replicas on 127.0.0.1:6380-6385
+    ///   cinnabar up                         # proxy on 127.0.0.1:6380, 3 masters + 3 replicas on 6381-6386
     ///   cinnabar up --detach --masters 6    # 6 shards, in the background
-    ///   redis-cli -c -p 6380 set foo bar    # use it
+    ///   redis-cli -p 6380 set foo bar       # use it: any key, a plain client
+    ///   cinnabar up --no-proxy              # nodes on 6380-6385; use redis-cli -c -p 6380
     #[command(verbatim_doc_comment)]
     Up(UpArgs),
-    /// Show the endpoint, every node (role, slots, health, pid, memory) and a verdict.
+    /// Show the endpoint, the proxy, every node (role, slots, health, pid, memory) and a verdict.
     ///
-    /// Exits 0 when healthy, 1 otherwise. `--json` prints a stable document for scripts: top-level
-    /// "endpoint" and "nodes" (each with "address", "role", "master", "slots", "pid", "health");
-    /// fields are added over time, never renamed.
+    /// Exits 0 when healthy (every node ok, all slots covered, the proxy answering PING), 1
+    /// otherwise. `--json` prints a stable document for scripts: top-level "endpoint", "proxy"
+    /// ("address", "pid" (the supervisor's), "workers", "up", "error"; null with --no-proxy) and
+    /// "nodes" (each with "address", "role", "master", "slots", "pid", "health"); fields are added
+    /// over time, never renamed.
     Status(StatusArgs),
     /// Stop every process started from a directory (data is kept unless --purge).
     Down(DownArgs),
@@ -59,11 +66,14 @@ enum Command {
     /// Plain Redis clients connect to --listen; the proxy routes each command by hash slot,
     /// follows MOVED/ASK, retries TRYAGAIN/CLUSTERDOWN within --retry-window-ms (so failovers
     /// stay invisible), and splits MGET/MSET/DEL/EXISTS/UNLINK/TOUCH across slots. Runs until
-    /// Ctrl-C.
+    /// Ctrl-C. Settings come from the defaults, then --config FILE (TOML; every key is shown in
+    /// examples/cinnabar.toml), then the flags.
     ///
-    /// Example:
+    /// Examples:
+    ///   cinnabar up --no-proxy              # a cluster with its first node on 6380
     ///   cinnabar proxy --listen 127.0.0.1:7000 --seed 127.0.0.1:6380
     ///   redis-cli -p 7000 set foo bar
+    ///   cinnabar proxy --config cinnabar.toml --workers 2
     #[command(verbatim_doc_comment)]
     Proxy(ProxyArgs),
     /// Internal: the background supervisor started by `up --detach`.
@@ -80,13 +90,22 @@ struct UpArgs {
     /// Replicas per master [default: 1]
     #[arg(long, value_name = "N")]
     replicas: Option<u16>,
-    /// Client port of the first node; the others follow consecutively [default: 6380]
+    /// The endpoint's port: the proxy listens here and the nodes take the following ports (with
+    /// --no-proxy the first node listens here) [default: 6380]
     #[arg(long, value_name = "PORT")]
     port: Option<u16>,
+    /// No proxy: expose the nodes directly (endpoint = first node, cluster-mode clients only).
+    /// Fixed when the cluster is created; a resumed `up` keeps the choice
+    #[arg(long, conflicts_with = "proxy_workers")]
+    no_proxy: bool,
+    /// Proxy worker threads; one serves far more than local development needs [default: 1]
+    #[arg(long, value_name = "N")]
+    proxy_workers: Option<u16>,
     /// Directory holding the cluster's state and data
     #[arg(long, value_name = "DIR", default_value = ".cinnabar")]
     dir: PathBuf,
-    /// Return once the cluster is ready; a background supervisor keeps it running
+    /// Return once the cluster is ready and its endpoint answers; a background supervisor keeps
+    /// it running
     #[arg(long)]
     detach: bool,
     /// Memory limit per node, so Redis evicts instead of being OOM-killed (0 = none) [default: 256mb]
@@ -127,6 +146,10 @@ impl UpArgs {
             self.node_timeout_ms.map(|v| v.to_string()),
         );
         flag("--timeout", Some(self.timeout.to_string()));
+        flag("--proxy-workers", self.proxy_workers.map(|v| v.to_string()));
+        if self.no_proxy {
+            args.push("--no-proxy".into());
+        }
         if let Some(path) = &self.redis_server {
             args.push("--redis-server".into());
             args.push(path.clone().into());
@@ -139,10 +162,12 @@ impl UpArgs {
             spec: SpecOverrides {
                 masters: self.masters,
                 replicas: self.replicas,
-                first_port: self.port,
+                port: self.port,
                 maxmemory: self.maxmemory.clone(),
                 maxmemory_policy: self.maxmemory_policy.clone(),
                 node_timeout_ms: self.node_timeout_ms,
+                proxy: self.no_proxy.then_some(false),
+                proxy_workers: self.proxy_workers,
             },
             dir: self.dir.clone(),
             redis_server: self.redis_server.clone(),
@@ -162,21 +187,57 @@ struct StatusArgs {
     json: bool,
 }
 
-/// Flags of `cinnabar proxy`.
+/// Where `cinnabar proxy` listens when neither a flag nor its file says.
+const DEFAULT_PROXY_LISTEN: std::net::SocketAddr =
+    std::net::SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 7000);
+
+/// Flags of `cinnabar proxy`. Each is optional so a flag not given leaves the file's value.
 #[derive(Debug, Args)]
 struct ProxyArgs {
-    /// Address clients connect to
-    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:7000")]
-    listen: std::net::SocketAddr,
-    /// A node of the backend cluster (repeat for more; one reachable seed is enough)
-    #[arg(long = "seed", value_name = "HOST:PORT", required = true)]
+    /// Settings file (TOML); flags override it
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Address clients connect to [default: 127.0.0.1:7000]
+    #[arg(long, value_name = "HOST:PORT")]
+    listen: Option<std::net::SocketAddr>,
+    /// A node of the backend cluster (repeat for more; one reachable seed is enough). Required
+    /// unless the file has `seeds`; given here, it replaces the file's list
+    #[arg(long = "seed", value_name = "HOST:PORT")]
     seeds: Vec<cinnabar_cluster::NodeAddr>,
-    /// Worker threads, each with its own listener and backend connections
-    #[arg(long, value_name = "N", default_value_t = 1)]
-    workers: usize,
-    /// How long transient cluster errors are retried before a client sees them
-    #[arg(long, value_name = "MS", default_value_t = 10_000)]
-    retry_window_ms: u64,
+    /// Worker threads, each with its own listener and backend connections [default: 1]
+    #[arg(long, value_name = "N")]
+    workers: Option<usize>,
+    /// How long transient cluster errors are retried before a client sees them [default: 10000]
+    #[arg(long, value_name = "MS")]
+    retry_window_ms: Option<u64>,
+}
+
+impl ProxyArgs {
+    /// Defaults, then the file, then the flags.
+    fn config(&self) -> Result<cinnabar_proxy::ProxyConfig> {
+        let mut config = cinnabar_proxy::ProxyConfig::new(DEFAULT_PROXY_LISTEN, Vec::new());
+        if let Some(path) = &self.config {
+            cinnabar_proxy::file::ProxyFile::read(path)?.apply_to(&mut config);
+        }
+        if let Some(listen) = self.listen {
+            config.listen = listen;
+        }
+        if !self.seeds.is_empty() {
+            config.seeds.clone_from(&self.seeds);
+        }
+        if let Some(workers) = self.workers {
+            config.workers = workers;
+        }
+        if let Some(ms) = self.retry_window_ms {
+            config.retry_window = Duration::from_millis(ms);
+        }
+        if config.seeds.is_empty() {
+            bail!(
+                "no seed: give --seed HOST:PORT (a node of the cluster), or `seeds` in a --config file"
+            );
+        }
+        Ok(config)
+    }
 }
 
 /// Flags of `cinnabar down`.
@@ -288,9 +349,7 @@ fn status(args: &StatusArgs) -> Result<ExitCode> {
 }
 
 fn proxy(args: &ProxyArgs) -> Result<()> {
-    let mut config = cinnabar_proxy::ProxyConfig::new(args.listen, args.seeds.clone());
-    config.workers = args.workers;
-    config.retry_window = Duration::from_millis(args.retry_window_ms);
+    let config = args.config()?;
     let handle = cinnabar_proxy::start(config).context("starting the proxy")?;
     println!("{}", handle.local_addr());
     eprintln!(

@@ -19,6 +19,7 @@ pub(crate) fn status_table(report: &StatusReport) -> String {
         |p| format!("supervisor pid {p}"),
     );
     let _ = writeln!(out, "endpoint  {}", report.endpoint);
+    let _ = writeln!(out, "proxy     {}", proxy_line(report));
     let _ = writeln!(
         out,
         "dir       {} ({}, {}, {})",
@@ -59,11 +60,35 @@ pub(crate) fn status_table(report: &StatusReport) -> String {
     out
 }
 
+/// `127.0.0.1:6380 up (in supervisor pid 42, 1 worker)`, or why there is none.
+fn proxy_line(report: &StatusReport) -> String {
+    let Some(proxy) = &report.proxy else {
+        return "none (--no-proxy: the endpoint is the first node; use cluster mode, redis-cli -c)"
+            .into();
+    };
+    let workers = match proxy.workers {
+        1 => "1 worker".to_owned(),
+        n => format!("{n} workers"),
+    };
+    let host = proxy
+        .pid
+        .map_or_else(String::new, |p| format!("in supervisor pid {p}, "));
+    match &proxy.error {
+        None => format!("{} up ({host}{workers})", proxy.address),
+        Some(error) => format!("{} DOWN: {error} ({host}{workers})", proxy.address),
+    }
+}
+
 /// The one-paragraph summary `cinnabar down` prints.
 pub(crate) fn down_summary(report: &DownReport, dir: &Path) -> String {
     let mut parts = Vec::new();
     if let Some(pid) = report.supervisor_pid {
-        parts.push(format!("stopped supervisor (pid {pid}) and its nodes"));
+        parts.push(match &report.proxy_stopped {
+            Some(proxy) => {
+                format!("stopped supervisor (pid {pid}), its proxy on {proxy} and its nodes")
+            }
+            None => format!("stopped supervisor (pid {pid}) and its nodes"),
+        });
     }
     if !report.orphans_stopped.is_empty() {
         parts.push(format!(

@@ -1,10 +1,13 @@
-//! The `cinnabar` binary end to end: up, status, down, supervision and bad input, against real
-//! redis-server processes on reserved loopback ports.
+//! The `cinnabar` binary end to end: up (with its proxy, or without), status, down, supervision
+//! and bad input, against real redis-server processes on reserved loopback ports.
+//!
+//! Port layout under test: `--port P` puts the proxy on P and the nodes on P+1 …; with
+//! `--no-proxy` the nodes start at P.
 
 // Test helpers outside #[test] functions panic on purpose: a panic is the failure report.
 #![allow(clippy::unwrap_used)]
 
-use std::net::TcpListener;
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -13,15 +16,29 @@ use cinnabar_cluster::NodeAddr;
 use cinnabar_testkit::{PortBlock, Target, Workload, reserve_port_block};
 use serde_json::Value;
 
+/// Timeout of every connection a test makes, so a stuck step fails instead of hanging.
+const TEST_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// One cluster directory driven through the binary; `down --purge` on drop, even after a panic.
 struct Cinnabar {
     tmp: tempfile::TempDir,
     ports: PortBlock,
     nodes: u16,
+    proxy: bool,
 }
 
 impl Cinnabar {
+    /// A cluster with the proxy (the default): ports for the proxy and each node.
     fn new(masters: u16, replicas: u16) -> Self {
+        Self::with(masters, replicas, true)
+    }
+
+    /// A cluster made with `--no-proxy`.
+    fn without_proxy(masters: u16, replicas: u16) -> Self {
+        Self::with(masters, replicas, false)
+    }
+
+    fn with(masters: u16, replicas: u16, proxy: bool) -> Self {
         let nodes = masters * (replicas + 1);
         let tmp = tempfile::Builder::new()
             .prefix("cinnabar-cli-")
@@ -29,8 +46,9 @@ impl Cinnabar {
             .unwrap();
         Self {
             tmp,
-            ports: reserve_port_block(nodes),
+            ports: reserve_port_block(nodes + u16::from(proxy)),
             nodes,
+            proxy,
         }
     }
 
@@ -38,8 +56,17 @@ impl Cinnabar {
         self.tmp.path().join("state")
     }
 
+    /// `--port`: the proxy's port, or the first node's without a proxy.
     fn port(&self) -> u16 {
         self.ports.first()
+    }
+
+    fn endpoint(&self) -> String {
+        format!("127.0.0.1:{}", self.port())
+    }
+
+    fn first_node_port(&self) -> u16 {
+        self.port() + u16::from(self.proxy)
     }
 
     fn run(&self, args: &[&str]) -> Output {
@@ -53,16 +80,25 @@ impl Cinnabar {
 
     /// `up --detach` with this cluster's ports and shape; returns the printed endpoint.
     fn up_detached(&self, masters: u16, replicas: u16) -> String {
-        let out = self.run(&[
+        let (masters, replicas, port) = (
+            masters.to_string(),
+            replicas.to_string(),
+            self.port().to_string(),
+        );
+        let mut args = vec![
             "up",
             "--detach",
             "--masters",
-            &masters.to_string(),
+            &masters,
             "--replicas",
-            &replicas.to_string(),
+            &replicas,
             "--port",
-            &self.port().to_string(),
-        ]);
+            &port,
+        ];
+        if !self.proxy {
+            args.push("--no-proxy");
+        }
+        let out = self.run(&args);
         assert!(
             out.status.success(),
             "up failed:\n{}",
@@ -121,7 +157,7 @@ impl Cinnabar {
         (0..self.nodes)
             .map(|i| NodeAddr {
                 host: "127.0.0.1".into(),
-                port: self.port() + i,
+                port: self.first_node_port() + i,
             })
             .collect()
     }
@@ -164,34 +200,59 @@ fn pids(status: &Value) -> Vec<u64> {
 
 fn cluster_connection(seeds: &[NodeAddr]) -> redis::cluster::ClusterConnection {
     let urls: Vec<String> = seeds.iter().map(NodeAddr::redis_url).collect();
-    redis::cluster::ClusterClient::new(urls)
+    redis::cluster::ClusterClientBuilder::new(urls)
+        .connection_timeout(TEST_TIMEOUT)
+        .response_timeout(TEST_TIMEOUT)
+        .build()
         .unwrap()
         .get_connection()
         .unwrap()
 }
 
+/// A plain (non-cluster) client, as `redis-cli -p` without `-c` is.
+fn plain_connection(addr: &str) -> redis::Connection {
+    let conn = redis::Client::open(format!("redis://{addr}/"))
+        .unwrap()
+        .get_connection_with_timeout(TEST_TIMEOUT)
+        .unwrap();
+    conn.set_read_timeout(Some(TEST_TIMEOUT)).unwrap();
+    conn.set_write_timeout(Some(TEST_TIMEOUT)).unwrap();
+    conn
+}
+
+/// True when nothing accepts connections on `addr` (the proxy is gone).
+fn refuses_connections(addr: &str) -> bool {
+    let addr: SocketAddr = addr.parse().unwrap();
+    TcpStream::connect_timeout(&addr, TEST_TIMEOUT).is_err()
+}
+
 #[test]
-fn up_detached_serves_status_reports_six_healthy_nodes_and_down_leaves_no_process() {
+fn up_detached_serves_a_plain_client_through_the_proxy_reports_it_healthy_and_down_leaves_no_process()
+ {
     let c = Cinnabar::new(3, 1);
     let endpoint = c.up_detached(3, 1);
-    assert_eq!(
-        endpoint,
-        format!("127.0.0.1:{}", c.port()),
-        "exactly one endpoint on stdout"
-    );
+    assert_eq!(endpoint, c.endpoint(), "exactly one endpoint on stdout");
 
-    let mut conn = cluster_connection(&c.seeds());
-    redis::cmd("SET")
-        .arg("foo")
-        .arg("bar")
-        .exec(&mut conn)
-        .unwrap();
-    let got: String = redis::cmd("GET").arg("foo").query(&mut conn).unwrap();
-    assert_eq!(got, "bar");
+    // A plain client, as `redis-cli -p` without `-c`: keys of every shard through one address.
+    let mut conn = plain_connection(&endpoint);
+    let keys: Vec<String> = (0..30).map(|i| format!("key:{i}")).collect();
+    for key in &keys {
+        redis::cmd("SET").arg(key).arg(key).exec(&mut conn).unwrap();
+    }
+    for key in &keys {
+        let got: String = redis::cmd("GET").arg(key).query(&mut conn).unwrap();
+        assert_eq!(&got, key);
+    }
 
     c.wait_healthy(Duration::from_secs(20));
     let (_, status) = c.status();
     assert_eq!(status["endpoint"], endpoint.as_str());
+    let supervisor = status["supervisor_pid"].as_u64().unwrap();
+    let proxy = &status["proxy"];
+    assert_eq!(proxy["address"], endpoint.as_str(), "{proxy:#}");
+    assert_eq!(proxy["pid"], supervisor, "the proxy runs in the supervisor");
+    assert_eq!(proxy["up"], true, "{proxy:#}");
+    assert_eq!(proxy["workers"], 1, "{proxy:#}");
     assert_eq!(status["slots_covered"], 16384);
     let nodes = status["nodes"].as_array().unwrap();
     assert_eq!(nodes.len(), 6);
@@ -211,21 +272,32 @@ fn up_detached_serves_status_reports_six_healthy_nodes_and_down_leaves_no_proces
         );
         assert!(replica["slots"].as_array().unwrap().is_empty());
     }
+    // The keys really were spread: every master holds some of them.
+    for master in &masters {
+        let mut direct = plain_connection(master["address"].as_str().unwrap());
+        let held: u64 = redis::cmd("DBSIZE").query(&mut direct).unwrap();
+        assert!(held > 0, "no key reached {}", master["address"]);
+    }
     let human = c.run(&["status"]);
     assert!(human.status.success());
+    let human = String::from_utf8_lossy(&human.stdout);
     assert!(
-        String::from_utf8_lossy(&human.stdout)
-            .contains("healthy: 6/6 nodes ok, 16384/16384 slots covered")
+        human.contains("healthy: 6/6 nodes ok, 16384/16384 slots covered"),
+        "{human}"
+    );
+    assert!(
+        human.contains(&format!("proxy     {endpoint} up")),
+        "{human}"
     );
 
     let node_pids = pids(&status);
-    let supervisor = status["supervisor_pid"].as_u64().unwrap();
     let down = c.run(&["down"]);
     assert!(down.status.success(), "{}", stderr(&down));
     assert!(!alive(supervisor), "supervisor still running after down");
     for pid in node_pids {
         assert!(!alive(pid), "node pid {pid} still running after down");
     }
+    assert!(refuses_connections(&endpoint), "the proxy outlived down");
     assert!(
         c.dir().join("nodes").exists(),
         "down without --purge keeps data"
@@ -235,9 +307,13 @@ fn up_detached_serves_status_reports_six_healthy_nodes_and_down_leaves_no_proces
 #[test]
 fn kill_9_of_any_node_is_healed_and_no_acknowledged_write_is_lost() {
     let c = Cinnabar::new(3, 1);
-    c.up_detached(3, 1);
+    let endpoint = c.up_detached(3, 1);
     c.wait_healthy(Duration::from_secs(20));
-    let workload = Workload::start(Target::Cluster(c.seeds()), Duration::from_millis(1));
+    // Through the endpoint, as a user's plain client would: the proxy rides out the restarts.
+    let workload = Workload::start(
+        Target::Standalone(endpoint.parse().unwrap()),
+        Duration::from_millis(1),
+    );
     workload.wait_for_acknowledged(200, Duration::from_secs(20));
 
     // One master, then one replica: each must come back healthy within 30 s.
@@ -281,10 +357,10 @@ fn kill_9_of_any_node_is_healed_and_no_acknowledged_write_is_lost() {
 }
 
 #[test]
-fn down_then_up_resumes_the_same_cluster_with_its_data() {
+fn down_then_up_resumes_the_same_cluster_with_its_data_behind_the_same_endpoint() {
     let c = Cinnabar::new(1, 1);
-    c.up_detached(1, 1);
-    let mut conn = cluster_connection(&c.seeds());
+    let endpoint = c.up_detached(1, 1);
+    let mut conn = plain_connection(&endpoint);
     redis::cmd("SET")
         .arg("kept")
         .arg("yes")
@@ -292,7 +368,7 @@ fn down_then_up_resumes_the_same_cluster_with_its_data() {
         .unwrap();
     drop(conn);
     assert!(c.run(&["down"]).status.success());
-    // Default flags: the stored shape and port are used.
+    // Default flags: the stored shape, port and proxy are used.
     let out = c.run(&["up", "--detach"]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(
@@ -300,11 +376,17 @@ fn down_then_up_resumes_the_same_cluster_with_its_data() {
         "{}",
         stderr(&out)
     );
-    let mut conn = cluster_connection(&c.seeds());
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), endpoint);
+    let mut conn = plain_connection(&endpoint);
     let got: String = redis::cmd("GET").arg("kept").query(&mut conn).unwrap();
     assert_eq!(got, "yes");
-    let reshape = c.run(&["up", "--masters", "5"]);
-    assert!(!reshape.status.success());
+    for reshape in [&["up", "--masters", "5"][..], &["up", "--no-proxy"]] {
+        let out = c.run(reshape);
+        assert!(
+            !out.status.success(),
+            "{reshape:?} reshaped a running cluster"
+        );
+    }
 }
 
 #[test]
@@ -329,7 +411,11 @@ fn foreground_up_prints_the_endpoint_and_ctrl_c_stops_every_node() {
     let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
     let mut line = String::new();
     std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
-    assert_eq!(line.trim(), format!("127.0.0.1:{}", c.port()));
+    assert_eq!(line.trim(), c.endpoint());
+    let mut conn = plain_connection(&c.endpoint());
+    let pong: String = redis::cmd("PING").query(&mut conn).unwrap();
+    assert_eq!(pong, "PONG", "the printed endpoint serves at once");
+    drop(conn);
     let (_, status) = c.status();
     let node_pids = pids(&status);
     assert_eq!(node_pids.len(), 1);
@@ -340,7 +426,11 @@ fn foreground_up_prints_the_endpoint_and_ctrl_c_stops_every_node() {
     .unwrap();
     let exit = child.wait().unwrap();
     assert!(exit.success(), "{exit}");
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
+    assert_eq!(rest, "", "stdout holds the endpoint line only");
     assert!(!alive(node_pids[0]), "node survived Ctrl-C");
+    assert!(refuses_connections(&c.endpoint()), "proxy survived Ctrl-C");
 }
 
 #[test]
@@ -376,6 +466,14 @@ fn impossible_requests_are_refused_before_anything_is_created() {
             vec!["up", "--detach", "--masters", "0", "--port", &port],
             "--masters 0",
         ),
+        (
+            vec!["up", "--proxy-workers", "0", "--port", &port],
+            "--proxy-workers 0",
+        ),
+        (
+            vec!["up", "--no-proxy", "--proxy-workers", "2", "--port", &port],
+            "cannot be used with",
+        ),
     ] {
         let out = c.run(&args);
         assert!(!out.status.success(), "{args:?} succeeded");
@@ -389,27 +487,32 @@ fn impossible_requests_are_refused_before_anything_is_created() {
 }
 
 #[test]
-fn a_busy_port_is_named_with_its_holder_and_nothing_is_left_behind() {
+fn a_busy_proxy_or_node_port_is_named_with_its_holder_and_nothing_is_left_behind() {
     let c = Cinnabar::new(1, 0);
-    let listener = TcpListener::bind(("127.0.0.1", c.port())).unwrap();
-    let out = c.run(&[
-        "up",
-        "--masters",
-        "1",
-        "--replicas",
-        "0",
-        "--port",
-        &c.port().to_string(),
-    ]);
-    drop(listener);
-    assert!(!out.status.success());
-    let err = stderr(&out);
-    assert!(
-        err.contains(&format!("port {} is already in use", c.port())),
-        "{err}"
-    );
-    assert!(err.contains("held by pid"), "{err}");
-    c.assert_nothing_left("a refused up");
+    for busy in [c.port(), c.first_node_port()] {
+        let listener = TcpListener::bind(("127.0.0.1", busy)).unwrap();
+        let out = c.run(&[
+            "up",
+            "--masters",
+            "1",
+            "--replicas",
+            "0",
+            "--port",
+            &c.port().to_string(),
+        ]);
+        drop(listener);
+        assert!(!out.status.success());
+        let err = stderr(&out);
+        assert!(
+            err.contains(&format!("port {busy} is already in use")),
+            "{err}"
+        );
+        assert!(
+            err.contains(&format!("held by pid {}", std::process::id())),
+            "{err}"
+        );
+        c.assert_nothing_left("a refused up");
+    }
 }
 
 #[test]
@@ -456,7 +559,10 @@ fn a_node_that_never_starts_is_named_with_its_log_and_nothing_is_left_behind() {
     assert!(!out.status.success());
     let err = stderr(&out);
     assert!(
-        err.contains(&format!("node 127.0.0.1:{} did not become ready", c.port())),
+        err.contains(&format!(
+            "node 127.0.0.1:{} did not become ready",
+            c.first_node_port()
+        )),
         "{err}"
     );
     assert!(
@@ -484,7 +590,7 @@ fn status_and_down_on_an_empty_directory_explain_themselves() {
 #[test]
 fn a_node_that_never_joins_is_named_with_its_log_tail_and_nothing_is_left_behind() {
     let c = Cinnabar::new(2, 0);
-    let stray = c.port() + 1;
+    let stray = c.first_node_port() + 1;
     // A loopback port we hold with no listener: the stray node announces it as its cluster bus,
     // so every MEET towards it is refused and it never joins.
     let dead_bus = cinnabar_testkit::reserve_port();
@@ -558,7 +664,7 @@ fn down_never_signals_a_stranger_whose_pid_is_in_a_stale_state_file() {
     assert!(c.run(&["down"]).status.success());
     // A process that merely reused the recorded pids, sitting in the node's own data directory
     // (a shell or `tail -f` would): it must survive `down`.
-    let node_dir = c.dir().join("nodes").join(c.port().to_string());
+    let node_dir = c.dir().join("nodes").join(c.first_node_port().to_string());
     let mut stranger = Command::new("sleep")
         .arg("60")
         .current_dir(&node_dir)
@@ -578,17 +684,142 @@ fn down_never_signals_a_stranger_whose_pid_is_in_a_stale_state_file() {
 }
 
 #[test]
-fn proxy_subcommand_serves_a_plain_client_and_stops_on_ctrl_c() {
-    let c = Cinnabar::new(3, 0);
+fn no_proxy_exposes_the_first_node_and_a_resumed_up_keeps_that_choice() {
+    let c = Cinnabar::without_proxy(1, 0);
+    assert_eq!(c.up_detached(1, 0), c.endpoint(), "the first node");
+    let (healthy, status) = c.status();
+    assert!(healthy, "{status:#}");
+    assert_eq!(status["proxy"], Value::Null, "{status:#}");
+    assert_eq!(status["nodes"][0]["address"], c.endpoint().as_str());
+    let mut conn = cluster_connection(&c.seeds());
+    redis::cmd("SET")
+        .arg("direct")
+        .arg("1")
+        .exec(&mut conn)
+        .unwrap();
+    drop(conn);
+    assert!(c.run(&["down"]).status.success());
+    let out = c.run(&["up", "--detach"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), c.endpoint());
+    assert_eq!(c.status().1["proxy"], Value::Null, "still no proxy");
+    let mut conn = cluster_connection(&c.seeds());
+    let got: String = redis::cmd("GET").arg("direct").query(&mut conn).unwrap();
+    assert_eq!(got, "1");
+}
+
+#[test]
+fn a_proxy_that_stops_answering_makes_status_unhealthy_until_it_answers_again() {
+    let c = Cinnabar::new(1, 0);
+    let port = c.port().to_string();
+    let up = c.run(&[
+        "up",
+        "--detach",
+        "--masters",
+        "1",
+        "--replicas",
+        "0",
+        "--port",
+        &port,
+        "--proxy-workers",
+        "2",
+    ]);
+    assert!(up.status.success(), "{}", stderr(&up));
+    c.wait_healthy(Duration::from_secs(20));
+    let (_, status) = c.status();
+    assert_eq!(
+        status["proxy"]["workers"], 2,
+        "--proxy-workers reaches the detached supervisor"
+    );
+    let supervisor = status["supervisor_pid"].as_u64().unwrap();
+    let pid = nix::unistd::Pid::from_raw(supervisor as i32);
+    // Freezing the supervisor freezes the proxy's threads: it accepts nothing, answers nothing.
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    let (healthy, status) = c.status();
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).unwrap();
+    assert!(!healthy, "healthy with the proxy down: {status:#}");
+    assert_eq!(status["proxy"]["up"], false, "{status:#}");
+    assert!(
+        status["problems"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p.as_str().unwrap().contains("does not answer PING")),
+        "{status:#}"
+    );
+    c.wait_healthy(Duration::from_secs(20));
+}
+
+#[test]
+fn a_proxy_that_cannot_listen_fails_up_with_its_reason_and_nothing_is_left_behind() {
+    let c = Cinnabar::new(1, 0);
+    let real = cinnabar_testkit::server_binary().path.display().to_string();
+    let tmp = c.tmp.path().display().to_string();
+    // The node's start takes the proxy's port after the port check passed: a plain Redis
+    // without SO_REUSEPORT, so the proxy's bind fails.
+    let wrapper = c.stand_in_server(&format!(
+        "[ \"$1\" = --version ] && exec {real} --version\n\
+         {real} --port {} --bind 127.0.0.1 --save '' --appendonly no --daemonize yes \
+           --dir {tmp} --pidfile {tmp}/squatter.pid --logfile {tmp}/squatter.log\n\
+         exec {real} \"$1\"\n",
+        c.port()
+    ));
+    let out = c.run(&[
+        "up",
+        "--masters",
+        "1",
+        "--replicas",
+        "0",
+        "--port",
+        &c.port().to_string(),
+        "--redis-server",
+        wrapper.to_str().unwrap(),
+    ]);
+    let squatter = std::fs::read_to_string(c.tmp.path().join("squatter.pid")).unwrap_or_default();
+    if let Ok(pid) = squatter.trim().parse::<i32>() {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!("the proxy on {} did not start", c.endpoint())),
+        "{err}"
+    );
+    assert!(err.contains("cannot listen on"), "{err}");
+    c.assert_nothing_left("a failed up");
+    assert!(
+        refuses_connections(&format!("127.0.0.1:{}", c.first_node_port())),
+        "the node outlived the failed up"
+    );
+}
+
+#[test]
+fn proxy_subcommand_with_a_config_file_serves_a_plain_client_and_stops_on_ctrl_c() {
+    let c = Cinnabar::without_proxy(3, 0);
     c.up_detached(3, 0);
     let listen = cinnabar_testkit::reserve_port();
+    let overridden = cinnabar_testkit::reserve_port();
+    // The file gives the seeds; its listen address is overridden by the flag.
+    let config = c.tmp.path().join("cinnabar.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:{}\"\nseeds = [\"{}\"]\nworkers = 2\nretry_window_ms = 2000\n",
+            overridden.port(),
+            c.endpoint()
+        ),
+    )
+    .unwrap();
     let mut proxy = cinnabar()
         .args([
             "proxy",
+            "--config",
+            config.to_str().unwrap(),
             "--listen",
             &format!("127.0.0.1:{}", listen.port()),
-            "--seed",
-            &format!("127.0.0.1:{}", c.port()),
         ])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -598,10 +829,7 @@ fn proxy_subcommand_serves_a_plain_client_and_stops_on_ctrl_c() {
     let mut line = String::new();
     std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
     assert_eq!(line.trim(), format!("127.0.0.1:{}", listen.port()));
-    let mut conn = redis::Client::open(format!("redis://127.0.0.1:{}/", listen.port()))
-        .unwrap()
-        .get_connection()
-        .unwrap();
+    let mut conn = plain_connection(&format!("127.0.0.1:{}", listen.port()));
     let keys: Vec<String> = (0..30).map(|i| format!("through:{i}")).collect();
     for k in &keys {
         redis::cmd("SET").arg(k).arg(k).exec(&mut conn).unwrap();
@@ -614,6 +842,38 @@ fn proxy_subcommand_serves_a_plain_client_and_stops_on_ctrl_c() {
     )
     .unwrap();
     assert!(proxy.wait().unwrap().success());
+}
+
+#[test]
+fn proxy_config_mistakes_are_named_with_the_file_and_key() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("cinnabar.toml");
+    for (text, expected) in [
+        (
+            "seeds = [\"127.0.0.1:7001\"]\nworkerz = 2\n",
+            "line 2: unknown key `workerz`",
+        ),
+        ("workers = 0\n", "line 1: bad value for `workers`"),
+        (
+            "listen = \"127.0.0.1:0\"\n",
+            "no seed: give --seed HOST:PORT",
+        ),
+    ] {
+        std::fs::write(&file, text).unwrap();
+        let out = cinnabar()
+            .args(["proxy", "--config", file.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{text:?} was accepted");
+        let err = stderr(&out);
+        assert!(err.contains(expected), "{text:?}: {err}");
+        if !expected.starts_with("no seed") {
+            assert!(
+                err.contains(&file.display().to_string()),
+                "names the file: {err}"
+            );
+        }
+    }
 }
 
 #[test]

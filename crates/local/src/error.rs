@@ -87,6 +87,24 @@ pub enum LocalError {
         /// `\n--- last lines of <log> ---\n…` for each pending node.
         logs: String,
     },
+    /// The proxy in front of the cluster could not start.
+    #[error("the proxy on {addr} did not start: {source}")]
+    ProxyStart {
+        /// Where it was to listen.
+        addr: std::net::SocketAddr,
+        /// Why it did not.
+        #[source]
+        source: cinnabar_proxy::ProxyError,
+    },
+    /// The proxy started but does not serve: a dead worker thread, or a listener that never
+    /// answers.
+    #[error("the proxy on {addr} does not answer PING: {reason}")]
+    ProxyNotServing {
+        /// Its address.
+        addr: std::net::SocketAddr,
+        /// What the probe saw.
+        reason: String,
+    },
     /// A file-system or process operation failed.
     #[error("{context}: {source}")]
     Io {

@@ -1,8 +1,10 @@
 //! The local platform: real `redis-server` processes on this machine, formed into a Redis
-//! Cluster and supervised so a crashed node restarts on its own data and rejoins.
+//! Cluster and supervised so a crashed node restarts on its own data and rejoins, with the
+//! proxy (`cinnabar-proxy`, run inside the supervisor) as the one endpoint clients use.
 //!
 //! This crate provides and removes nodes; all Redis Cluster logic (meet, slots, replicas,
-//! checks) comes from `cinnabar-cluster`. It must never re-implement that logic.
+//! checks) comes from `cinnabar-cluster`, and all data-plane logic from `cinnabar-proxy`. It
+//! must never re-implement either.
 //!
 //! Layout of a state directory (default `.cinnabar`):
 //! ```text
@@ -18,6 +20,7 @@ pub mod config;
 pub mod error;
 pub mod ops;
 pub mod ports;
+pub mod probe;
 pub mod process;
 pub mod spec;
 pub mod state;
@@ -26,7 +29,7 @@ pub mod supervisor;
 pub use binary::{Flavor, ServerBinary};
 pub use config::NodeConfig;
 pub use error::{LocalError, Result};
-pub use ops::{DownReport, NodeStatus, StatusReport, down, status};
+pub use ops::{DownReport, NodeStatus, ProxyStatus, StatusReport, down, status};
 pub use process::NodeProcess;
 pub use spec::{LocalSpec, SpecOverrides};
 pub use state::{Phase, StateDir};

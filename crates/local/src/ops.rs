@@ -1,8 +1,10 @@
 //! `status` and `down` for a cluster started from a state directory, by any later invocation.
 //!
-//! These read the state file and ask the nodes themselves; they never trust a pid without checking
-//! that the process really is the node we started (its working directory is the node's data dir).
+//! These read the state file and ask the nodes and the proxy themselves; they never trust a pid
+//! without checking that the process really is the node we started (its working directory is the
+//! node's data dir).
 
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -21,11 +23,15 @@ const SUPERVISOR_STOP_WAIT: Duration = Duration::from_secs(60);
 const ORPHAN_STOP_WAIT: Duration = Duration::from_secs(15);
 
 /// The `cinnabar status` report. Its JSON form is a contract for scripts: fields are added,
-/// never renamed (`endpoint`, `nodes[].address/role/master/slots/pid/health`).
+/// never renamed (`endpoint`, `nodes[].address/role/master/slots/pid/health`,
+/// `proxy.address/pid/workers/up`).
 #[derive(Debug, Clone, Serialize)]
 pub struct StatusReport {
-    /// `host:port` clients use.
+    /// `host:port` clients use: the proxy, or the first node of a cluster without one.
     pub endpoint: String,
+    /// The proxy in front of the nodes; `None` (JSON `null`) for a cluster made with
+    /// `--no-proxy`.
+    pub proxy: Option<ProxyStatus>,
     /// The state directory.
     pub dir: PathBuf,
     /// `starting`, `ready`, `stopping` or `stopped`.
@@ -45,6 +51,24 @@ pub struct StatusReport {
     /// Problems found, one sentence each.
     pub problems: Vec<String>,
 }
+
+/// The proxy in [`StatusReport`].
+#[derive(Debug, Clone, Serialize)]
+pub struct ProxyStatus {
+    /// `127.0.0.1:port`, the endpoint.
+    pub address: String,
+    /// The process it runs in: the supervisor's pid (the proxy is threads of the supervisor).
+    pub pid: Option<u32>,
+    /// Worker threads.
+    pub workers: u16,
+    /// Whether it answered a PING just now.
+    pub up: bool,
+    /// Why it is not up, when it is not.
+    pub error: Option<String>,
+}
+
+/// How long `status` waits for the proxy's PONG.
+const PROXY_PING_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// One node in [`StatusReport`].
 #[derive(Debug, Clone, Serialize)]
@@ -91,7 +115,34 @@ pub async fn status(dir: &Path) -> Result<StatusReport> {
     } else {
         cinnabar_cluster::check(&seeds).await.ok()
     };
-    Ok(build_report(&dir, &state, supervisor, check.as_ref()))
+    let proxy = match state.spec.proxy_port() {
+        Some(port) => Some(proxy_status(&state, port, supervisor).await),
+        None => None,
+    };
+    Ok(build_report(
+        &dir,
+        &state,
+        supervisor,
+        check.as_ref(),
+        proxy,
+    ))
+}
+
+/// Asks the proxy for a PONG, unless the cluster is stopped (then it is down by definition).
+async fn proxy_status(state: &State, port: u16, supervisor: Option<u32>) -> ProxyStatus {
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    let outcome = if state.phase == Phase::Stopped {
+        Err("the cluster is stopped".to_owned())
+    } else {
+        crate::probe::ping(addr, PROXY_PING_TIMEOUT).await
+    };
+    ProxyStatus {
+        address: addr.to_string(),
+        pid: supervisor,
+        workers: state.spec.proxy_workers,
+        up: outcome.is_ok(),
+        error: outcome.err(),
+    }
 }
 
 fn build_report(
@@ -99,6 +150,7 @@ fn build_report(
     state: &State,
     supervisor: Option<u32>,
     check: Option<&CheckReport>,
+    proxy: Option<ProxyStatus>,
 ) -> StatusReport {
     let supervised = supervisor.is_some();
     let find = |port: u16| check.and_then(|c| c.nodes.iter().find(|n| n.addr.port == port));
@@ -132,6 +184,14 @@ fn build_report(
     if !supervised && state.phase != Phase::Stopped {
         problems.push("no supervisor is running: crashed nodes will not be restarted".into());
     }
+    let proxy_down = proxy.as_ref().filter(|p| !p.up);
+    if let Some(p) = proxy_down.filter(|_| state.phase != Phase::Stopped) {
+        problems.push(format!(
+            "the proxy on {} does not answer PING ({}): clients cannot use the endpoint",
+            p.address,
+            p.error.as_deref().unwrap_or("no reason")
+        ));
+    }
     let ok_nodes = nodes.iter().filter(|n| n.health == "ok").count();
     let slots_covered = check.map_or(0, |c| c.slots_covered);
     let phase = match state.phase {
@@ -143,15 +203,19 @@ fn build_report(
     let healthy = state.phase == Phase::Ready
         && supervised
         && check.is_some_and(CheckReport::is_healthy)
-        && ok_nodes == nodes.len();
+        && ok_nodes == nodes.len()
+        && proxy_down.is_none();
     let verdict = if state.phase == Phase::Stopped {
         format!(
             "stopped: data kept in {}; `cinnabar up --dir {0}` resumes it",
             dir.root().display()
         )
     } else if healthy {
+        let proxy = proxy.as_ref().map_or(String::new(), |p| {
+            format!(", proxy serving on {}", p.address)
+        });
         format!(
-            "healthy: {ok_nodes}/{} nodes ok, {slots_covered}/16384 slots covered",
+            "healthy: {ok_nodes}/{} nodes ok, {slots_covered}/16384 slots covered{proxy}",
             nodes.len()
         )
     } else {
@@ -163,6 +227,7 @@ fn build_report(
     };
     StatusReport {
         endpoint: state.endpoint.clone(),
+        proxy,
         dir: dir.root().to_path_buf(),
         phase: phase.into(),
         supervisor_pid: supervisor,
@@ -212,6 +277,8 @@ fn node_status(
 pub struct DownReport {
     /// The supervisor we asked to stop.
     pub supervisor_pid: Option<u32>,
+    /// The proxy's address, when it stopped with that supervisor.
+    pub proxy_stopped: Option<String>,
     /// Node processes we had to stop ourselves (no supervisor was alive to do it).
     pub orphans_stopped: Vec<u32>,
     /// Whether data was removed.
@@ -228,6 +295,8 @@ pub fn down(dir: &Path, purge: bool) -> Result<DownReport> {
     // Only the process actually holding the lock is signalled, never a pid from the file.
     if let Some(pid) = dir.supervisor_pid() {
         report.supervisor_pid = Some(pid);
+        // The proxy is threads of the supervisor: stopping one stops the other.
+        report.proxy_stopped = state.spec.proxy.then(|| state.spec.endpoint());
         stop_process(pid, SUPERVISOR_STOP_WAIT, || {
             dir.supervisor_pid() == Some(pid)
         });

@@ -13,6 +13,12 @@ use crate::ports::BUS_PORT_OFFSET;
 pub const MAX_MASTERS: u16 = 100;
 /// Upper bound on replicas per master; more adds memory and replication traffic, no safety.
 pub const MAX_REPLICAS: u16 = 5;
+/// Upper bound on proxy worker threads: one per core is the most that helps; this only catches
+/// a typo.
+pub const MAX_PROXY_WORKERS: u16 = 64;
+/// Proxy workers when not given: one worker serves far more than local development sends, and
+/// leaves the machine's other cores to the nodes.
+pub const DEFAULT_PROXY_WORKERS: u16 = 1;
 
 /// The eviction policies Redis accepts for `maxmemory-policy`.
 pub const EVICTION_POLICIES: [&str; 8] = [
@@ -27,20 +33,40 @@ pub const EVICTION_POLICIES: [&str; 8] = [
 ];
 
 /// The shape and settings of a local cluster.
+///
+/// Port layout, from `port` (`--port`, default 6380): with the proxy (the default) the proxy
+/// listens on `port` and the nodes take the following ports (`port+1` …), so the endpoint a
+/// person types is the same whether or not the proxy runs. Without it (`--no-proxy`) the first
+/// node listens on `port` and the others follow. Every node also uses its port + 10000 as its
+/// cluster bus port; the proxy needs no bus port.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LocalSpec {
     /// Number of shards (each with one master).
     pub masters: u16,
     /// Replicas per master.
     pub replicas: u16,
-    /// Client port of the first node; nodes take consecutive ports, each with a bus port +10000.
-    pub first_port: u16,
+    /// The endpoint's port (`--port`); see the type's docs for the layout. Stored under its
+    /// first name, from before the proxy, when it was always the first node's port.
+    #[serde(rename = "first_port")]
+    pub port: u16,
     /// `maxmemory` per node, as given (`256mb`); `0` means no limit.
     pub maxmemory: String,
     /// `maxmemory-policy`.
     pub maxmemory_policy: String,
     /// `cluster-node-timeout` in ms.
     pub node_timeout_ms: u64,
+    /// Whether a proxy in the supervisor is the endpoint. Fixed when the cluster is created,
+    /// since it decides the node ports. State files from before the proxy lack it: those
+    /// clusters had none (`false`), so they resume on the ports their data was made on.
+    #[serde(default)]
+    pub proxy: bool,
+    /// Proxy worker threads (ignored without the proxy).
+    #[serde(default = "default_proxy_workers")]
+    pub proxy_workers: u16,
+}
+
+fn default_proxy_workers() -> u16 {
+    DEFAULT_PROXY_WORKERS
 }
 
 impl Default for LocalSpec {
@@ -48,10 +74,12 @@ impl Default for LocalSpec {
         Self {
             masters: 3,
             replicas: 1,
-            first_port: 6380,
+            port: 6380,
             maxmemory: "256mb".into(),
             maxmemory_policy: "allkeys-lru".into(),
             node_timeout_ms: crate::config::DEFAULT_NODE_TIMEOUT_MS,
+            proxy: true,
+            proxy_workers: DEFAULT_PROXY_WORKERS,
         }
     }
 }
@@ -62,9 +90,25 @@ impl LocalSpec {
         usize::from(self.masters) * (usize::from(self.replicas) + 1)
     }
 
+    /// The proxy's port, when the cluster has a proxy.
+    pub fn proxy_port(&self) -> Option<u16> {
+        self.proxy.then_some(self.port)
+    }
+
+    /// Client port of the first node: right after the proxy's, or `port` itself without one.
+    pub fn first_node_port(&self) -> u16 {
+        self.port + u16::from(self.proxy)
+    }
+
     /// Client ports of all nodes, in order.
     pub fn ports(&self) -> impl Iterator<Item = u16> + '_ {
-        (0..self.node_count()).map(|i| self.first_port + i as u16)
+        let first = self.first_node_port();
+        (0..self.node_count()).map(move |i| first + i as u16)
+    }
+
+    /// `127.0.0.1:<port>`: what clients use, the proxy or (without one) the first node.
+    pub fn endpoint(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
     }
 
     /// `maxmemory` in bytes (0 = unlimited).
@@ -99,21 +143,29 @@ impl LocalSpec {
                 self.replicas
             ));
         }
-        let last = u32::from(self.first_port) + self.node_count() as u32 - 1;
-        if self.first_port < 1024 {
+        if self.port < 1024 {
+            return bad(format!("--port {}: use a port of 1024 or above", self.port));
+        }
+        let first = u32::from(self.port) + u32::from(self.proxy);
+        let last = first + self.node_count() as u32 - 1;
+        if last + u32::from(BUS_PORT_OFFSET) > 65_535 {
+            let proxy = if self.proxy {
+                format!("the proxy port {} and ", self.port)
+            } else {
+                String::new()
+            };
             return bad(format!(
-                "--port {}: use a port of 1024 or above",
-                self.first_port
+                "--port {}: {proxy}{} nodes need ports {first}-{last} and bus ports {}-{}, past 65535",
+                self.port,
+                self.node_count(),
+                first + 10_000,
+                last + 10_000
             ));
         }
-        if last + u32::from(BUS_PORT_OFFSET) > 65_535 {
+        if self.proxy && !(1..=MAX_PROXY_WORKERS).contains(&self.proxy_workers) {
             return bad(format!(
-                "--port {}: {} nodes need ports {}-{last} and bus ports {}-{}, past 65535",
-                self.first_port,
-                self.node_count(),
-                self.first_port,
-                u32::from(self.first_port) + 10_000,
-                last + 10_000
+                "--proxy-workers {}: use 1 to {MAX_PROXY_WORKERS} (one per core at most helps)",
+                self.proxy_workers
             ));
         }
         if !EVICTION_POLICIES.contains(&self.maxmemory_policy.as_str()) {
@@ -215,14 +267,51 @@ mod tests {
     }
 
     #[test]
-    fn default_spec_is_three_masters_three_replicas_on_6380() {
+    fn default_spec_is_a_proxy_on_6380_in_front_of_six_nodes_on_the_next_ports() {
         let s = spec();
         s.validate().unwrap();
         assert_eq!(s.node_count(), 6);
+        assert_eq!(s.proxy_port(), Some(6380));
+        assert_eq!(s.endpoint(), "127.0.0.1:6380");
         assert_eq!(
             s.ports().collect::<Vec<_>>(),
-            vec![6380, 6381, 6382, 6383, 6384, 6385]
+            vec![6381, 6382, 6383, 6384, 6385, 6386]
         );
+    }
+
+    #[test]
+    fn without_the_proxy_the_first_node_is_the_endpoint() {
+        let s = LocalSpec {
+            proxy: false,
+            ..spec()
+        };
+        assert_eq!(s.proxy_port(), None);
+        assert_eq!(s.endpoint(), "127.0.0.1:6380");
+        assert_eq!(s.ports().next(), Some(6380));
+    }
+
+    #[test]
+    fn a_state_file_from_before_the_proxy_resumes_without_one_on_its_ports() {
+        let stored = r#"{"masters":3,"replicas":1,"first_port":7000,"maxmemory":"256mb",
+            "maxmemory_policy":"allkeys-lru","node_timeout_ms":5000}"#;
+        let s: LocalSpec = serde_json::from_str(stored).unwrap();
+        assert!(!s.proxy);
+        assert_eq!(s.ports().next(), Some(7000));
+        assert_eq!(s.proxy_workers, DEFAULT_PROXY_WORKERS);
+    }
+
+    #[test]
+    fn proxy_workers_out_of_range_are_rejected() {
+        for workers in [0, MAX_PROXY_WORKERS + 1] {
+            let err = LocalSpec {
+                proxy_workers: workers,
+                ..spec()
+            }
+            .validate()
+            .unwrap_err()
+            .to_string();
+            assert!(err.contains(&format!("--proxy-workers {workers}")), "{err}");
+        }
     }
 
     #[test]
@@ -251,21 +340,26 @@ mod tests {
 
     #[test]
     fn ports_running_past_65535_with_bus_offset_are_rejected() {
-        // 6 nodes from 55530: bus ports end exactly at 65535, which fits; one more port does not.
-        LocalSpec {
-            first_port: 55_530,
-            ..spec()
+        // The proxy on 55529 and 6 nodes from 55530: bus ports end exactly at 65535, which
+        // fits; one more port does not. Without the proxy the nodes start one port earlier.
+        for (proxy, fits) in [(true, 55_529), (false, 55_530)] {
+            LocalSpec {
+                port: fits,
+                proxy,
+                ..spec()
+            }
+            .validate()
+            .unwrap();
+            let err = LocalSpec {
+                port: fits + 1,
+                proxy,
+                ..spec()
+            }
+            .validate()
+            .unwrap_err()
+            .to_string();
+            assert!(err.contains("past 65535"), "{err}");
         }
-        .validate()
-        .unwrap();
-        let err = LocalSpec {
-            first_port: 55_531,
-            ..spec()
-        }
-        .validate()
-        .unwrap_err()
-        .to_string();
-        assert!(err.contains("past 65535"), "{err}");
     }
 
     #[test]
@@ -317,29 +411,34 @@ pub struct SpecOverrides {
     /// `--replicas`.
     pub replicas: Option<u16>,
     /// `--port`.
-    pub first_port: Option<u16>,
+    pub port: Option<u16>,
     /// `--maxmemory`.
     pub maxmemory: Option<String>,
     /// `--maxmemory-policy`.
     pub maxmemory_policy: Option<String>,
     /// `--node-timeout-ms`.
     pub node_timeout_ms: Option<u64>,
+    /// `Some(false)` for `--no-proxy`.
+    pub proxy: Option<bool>,
+    /// `--proxy-workers`.
+    pub proxy_workers: Option<u16>,
 }
 
 impl SpecOverrides {
     /// The spec to run: the stored one (a directory that already holds a cluster) or the
     /// defaults, with the given flags applied. Settings may change between runs; the shape
-    /// (masters, replicas, ports) of an existing cluster may not.
+    /// (masters, replicas, ports, with or without the proxy) of an existing cluster may not.
     ///
     /// # Errors
-    /// [`LocalError::InvalidTopology`] when a flag contradicts the stored shape.
+    /// [`LocalError::InvalidTopology`] when a flag contradicts the stored shape, or sets the
+    /// proxy's workers of a cluster without a proxy.
     pub fn resolve(&self, stored: Option<&LocalSpec>) -> Result<LocalSpec> {
         let mut spec = stored.cloned().unwrap_or_default();
         if let Some(stored) = stored {
-            let conflicts: Vec<String> = [
+            let mut conflicts: Vec<String> = [
                 ("--masters", self.masters, stored.masters),
                 ("--replicas", self.replicas, stored.replicas),
-                ("--port", self.first_port, stored.first_port),
+                ("--port", self.port, stored.port),
             ]
             .into_iter()
             .filter_map(|(flag, given, had)| {
@@ -348,13 +447,21 @@ impl SpecOverrides {
                     .map(|g| format!("{flag} {g} (it has {had})"))
             })
             .collect();
+            if self.proxy.is_some_and(|p| p != stored.proxy) {
+                conflicts.push("--no-proxy (it has a proxy)".into());
+            }
             if !conflicts.is_empty() {
+                let proxy = if stored.proxy {
+                    "with a proxy"
+                } else {
+                    "without a proxy"
+                };
                 return Err(LocalError::InvalidTopology(format!(
-                    "this directory already holds a cluster of {} masters × {} replicas on port {}; \
+                    "this directory already holds a cluster of {} masters × {} replicas on port {} {proxy}; \
                      cannot reshape it with {}. Use another --dir, or `cinnabar down --purge` first",
                     stored.masters,
                     stored.replicas,
-                    stored.first_port,
+                    stored.port,
                     conflicts.join(", ")
                 )));
             }
@@ -365,8 +472,8 @@ impl SpecOverrides {
         if let Some(v) = self.replicas {
             spec.replicas = v;
         }
-        if let Some(v) = self.first_port {
-            spec.first_port = v;
+        if let Some(v) = self.port {
+            spec.port = v;
         }
         if let Some(v) = &self.maxmemory {
             spec.maxmemory.clone_from(v);
@@ -376,6 +483,18 @@ impl SpecOverrides {
         }
         if let Some(v) = self.node_timeout_ms {
             spec.node_timeout_ms = v;
+        }
+        if let Some(v) = self.proxy {
+            spec.proxy = v;
+        }
+        if let Some(v) = self.proxy_workers {
+            if !spec.proxy {
+                return Err(LocalError::InvalidTopology(format!(
+                    "--proxy-workers {v}: this cluster runs without a proxy (it was created with \
+                     --no-proxy), so there are no proxy workers to set"
+                )));
+            }
+            spec.proxy_workers = v;
         }
         Ok(spec)
     }
@@ -428,5 +547,38 @@ mod override_tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("--masters 3 (it has 4)"), "{err}");
+    }
+
+    #[test]
+    fn a_resumed_cluster_keeps_its_proxy_choice() {
+        let without = LocalSpec {
+            proxy: false,
+            ..LocalSpec::default()
+        };
+        let resumed = SpecOverrides::default().resolve(Some(&without)).unwrap();
+        assert!(!resumed.proxy, "no flag keeps --no-proxy");
+        let err = SpecOverrides {
+            proxy_workers: Some(2),
+            ..Default::default()
+        }
+        .resolve(Some(&without))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("runs without a proxy"), "{err}");
+
+        let with = LocalSpec::default();
+        let err = SpecOverrides {
+            proxy: Some(false),
+            ..Default::default()
+        }
+        .resolve(Some(&with))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("--no-proxy (it has a proxy)"), "{err}");
+        let more_workers = SpecOverrides {
+            proxy_workers: Some(2),
+            ..Default::default()
+        };
+        assert_eq!(more_workers.resolve(Some(&with)).unwrap().proxy_workers, 2);
     }
 }

@@ -1,20 +1,25 @@
 //! Bringing a local cluster up and keeping it up: start nodes, form (or resume) the cluster,
-//! then restart any node that dies, on its own data directory, so it rejoins by itself.
+//! start the proxy in front of it, then restart any node that dies, on its own data directory,
+//! so it rejoins by itself.
 //!
-//! The supervisor owns the node processes (they are its children) and the directory's lock. It
-//! never changes cluster topology on its own: a restarted node rejoins from its `nodes.conf`.
+//! The supervisor owns the node processes (they are its children), the proxy (threads of this
+//! process, so it lives and dies with the supervisor) and the directory's lock. It never changes
+//! cluster topology on its own: a restarted node rejoins from its `nodes.conf`.
 
 use std::fmt;
 use std::future::Future;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use cinnabar_cluster::{CreateProgress, CreateSpec, NewNode, NodeAddr};
+use cinnabar_proxy::{ProxyConfig, ProxyHandle};
 
 use crate::binary::ServerBinary;
 use crate::config::NodeConfig;
 use crate::error::{LocalError, Result};
 use crate::ports;
+use crate::probe;
 use crate::process::{NodeProcess, log_tail};
 use crate::spec::{LocalSpec, SpecOverrides, machine_memory};
 use crate::state::{NodeState, Phase, State, StateDir, SupervisorLock};
@@ -29,6 +34,10 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 const NODE_READY_TIMEOUT: Duration = Duration::from_secs(60);
 /// Grace period for a node to exit after SIGTERM before SIGKILL.
 const STOP_GRACE: Duration = Duration::from_secs(15);
+/// How long the proxy may take to answer its first PING once started.
+const PROXY_READY_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often a running proxy is asked whether it still serves.
+const PROXY_CHECK_INTERVAL: Duration = Duration::from_secs(2);
 
 /// What `up` needs.
 #[derive(Debug, Clone)]
@@ -57,6 +66,13 @@ pub enum UpEvent<'a> {
     },
     /// Every node answers PING.
     NodesUp(usize),
+    /// The proxy answers PING.
+    ProxyUp {
+        /// Where it listens.
+        addr: SocketAddr,
+        /// Its worker threads.
+        workers: u16,
+    },
     /// The directory held a stopped cluster: it is restarted on its data, not re-created.
     Resuming,
     /// A step of cluster creation.
@@ -85,6 +101,11 @@ impl fmt::Display for UpEvent<'_> {
                 f,
                 "found a stopped cluster in this directory: restarting it on its data"
             ),
+            Self::ProxyUp { addr, workers } => write!(
+                f,
+                "proxy serving on {addr} ({workers} worker{})",
+                if *workers == 1 { "" } else { "s" }
+            ),
             Self::Cluster(p) => write!(f, "{p}"),
             Self::Ready(endpoint) => write!(f, "cluster ready at {endpoint}"),
         }
@@ -108,6 +129,10 @@ pub struct Supervisor {
     binary: ServerBinary,
     state: State,
     children: Vec<Child>,
+    /// The running proxy; `None` with `--no-proxy` and until the cluster is ready.
+    proxy: Option<ProxyHandle>,
+    /// What the last check of the proxy saw, so only changes are logged.
+    proxy_serving: bool,
     _lock: SupervisorLock,
 }
 
@@ -119,7 +144,7 @@ impl Supervisor {
     ///
     /// # Errors
     /// Invalid spec, missing binary, busy ports, a running supervisor, a node that does not start,
-    /// or a cluster that does not form in time.
+    /// a cluster that does not form in time, or a proxy that does not start or serve.
     pub async fn up(
         options: &UpOptions,
         on_event: &mut (dyn FnMut(UpEvent<'_>) + Send),
@@ -130,7 +155,10 @@ impl Supervisor {
             // Say "already running" rather than "port in use" when it is our own cluster.
             drop(existing.lock()?);
         }
-        ports::ensure_node_ports_free(spec.first_port, spec.node_count())?;
+        if let Some(port) = spec.proxy_port() {
+            ports::ensure_free(port)?;
+        }
+        ports::ensure_node_ports_free(spec.first_node_port(), spec.node_count())?;
         let created_dir = !options.dir.exists();
         let dir = StateDir::create(&options.dir)?;
         let lock = dir.lock()?;
@@ -138,7 +166,7 @@ impl Supervisor {
 
         let mut state = State {
             spec: spec.clone(),
-            endpoint: format!("127.0.0.1:{}", spec.first_port),
+            endpoint: spec.endpoint(),
             phase: Phase::Starting,
             supervisor_pid: Some(std::process::id()),
             server_path: binary.path.clone(),
@@ -161,6 +189,8 @@ impl Supervisor {
             binary: binary.clone(),
             state,
             children: Vec::new(),
+            proxy: None,
+            proxy_serving: false,
             _lock: lock,
         };
         match supervisor.bring_up(options, fresh, on_event).await {
@@ -199,7 +229,7 @@ impl Supervisor {
         let spec = self.state.spec.clone();
         on_event(UpEvent::StartingNodes {
             count: spec.node_count(),
-            first_port: spec.first_port,
+            first_port: spec.first_node_port(),
         });
         for port in spec.ports() {
             let config = self.node_config(port);
@@ -237,10 +267,58 @@ impl Supervisor {
             on_event(UpEvent::Resuming);
             self.wait_healthy(options.form_timeout).await?;
         }
+        if let Some(port) = spec.proxy_port() {
+            let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+            self.start_proxy(addr).await?;
+            on_event(UpEvent::ProxyUp {
+                addr,
+                workers: spec.proxy_workers,
+            });
+        }
         self.state.phase = Phase::Ready;
         self.dir.save(&mut self.state)?;
         on_event(UpEvent::Ready(&self.state.endpoint));
         Ok(())
+    }
+
+    /// Starts the proxy in front of every node and waits until it answers PING, so the endpoint
+    /// we print serves at once.
+    async fn start_proxy(&mut self, addr: SocketAddr) -> Result<()> {
+        let mut config = ProxyConfig::new(addr, self.seeds());
+        config.workers = usize::from(self.state.spec.proxy_workers);
+        // `start` blocks while it learns the topology; keep that off the supervision thread.
+        let started = tokio::task::spawn_blocking(move || cinnabar_proxy::start(config))
+            .await
+            .map_err(|e| LocalError::ProxyNotServing {
+                addr,
+                reason: format!("its start-up thread ended: {e}"),
+            })?;
+        self.proxy = Some(started.map_err(|source| LocalError::ProxyStart { addr, source })?);
+        probe::wait_for_pong(addr, PROXY_READY_TIMEOUT)
+            .await
+            .map_err(|reason| LocalError::ProxyNotServing { addr, reason })?;
+        self.proxy_serving = true;
+        Ok(())
+    }
+
+    /// Asks the proxy whether it still serves and logs when that changes. The proxy is not
+    /// restarted: its threads are part of this process, and one that hangs could not be
+    /// stopped safely; `status` reports it down and `cinnabar down` + `up` start a new one.
+    async fn check_proxy(&mut self) {
+        let Some(addr) = self.proxy.as_ref().map(ProxyHandle::local_addr) else {
+            return;
+        };
+        let outcome = probe::ping(addr, probe::PING_TIMEOUT).await;
+        match (&outcome, self.proxy_serving) {
+            (Err(reason), true) => tracing::error!(
+                proxy = %addr,
+                %reason,
+                "the proxy does not answer PING; `cinnabar down` then `cinnabar up` restarts it"
+            ),
+            (Ok(()), false) => tracing::info!(proxy = %addr, "the proxy answers PING again"),
+            _ => {}
+        }
+        self.proxy_serving = outcome.is_ok();
     }
 
     /// Attaches the log tails of the nodes a creation timeout names as the ones holding it up,
@@ -296,6 +374,7 @@ impl Supervisor {
     pub async fn run_until(mut self, shutdown: impl Future<Output = ()>) -> Result<()> {
         tokio::pin!(shutdown);
         let mut tick = tokio::time::interval(POLL_INTERVAL);
+        let mut proxy_tick = tokio::time::interval(PROXY_CHECK_INTERVAL);
         loop {
             tokio::select! {
                 () = &mut shutdown => break,
@@ -303,6 +382,7 @@ impl Supervisor {
                 _ = tick.tick() => if let Err(e) = self.tend() {
                     tracing::error!(error = %e, "cannot record node state; still supervising");
                 },
+                _ = proxy_tick.tick(), if self.proxy.is_some() => self.check_proxy().await,
             }
         }
         self.stop_all()
@@ -373,6 +453,10 @@ impl Supervisor {
         self.state.phase = Phase::Stopping;
         // Best effort: stopping the nodes must not depend on the state file being writable.
         let _ = self.dir.save(&mut self.state);
+        // The proxy first: clients see their connections close, not errors from dying nodes.
+        if let Some(proxy) = self.proxy.take() {
+            proxy.shutdown();
+        }
         // Signal all first so nodes shut down in parallel, then wait for each.
         for child in &self.children {
             child.process.signal(nix::sys::signal::Signal::SIGTERM);
@@ -390,6 +474,9 @@ impl Supervisor {
 
     /// After a failed `up`: stop what we started; a fresh cluster leaves nothing behind.
     fn abandon(&mut self, fresh: bool, created_dir: bool) {
+        if let Some(proxy) = self.proxy.take() {
+            proxy.shutdown();
+        }
         for child in &mut self.children {
             child.process.stop(STOP_GRACE);
         }

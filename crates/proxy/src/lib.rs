@@ -26,6 +26,7 @@
 
 mod backend;
 pub mod config;
+pub mod file;
 mod local;
 mod pubsub;
 mod refresh;

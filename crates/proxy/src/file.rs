@@ -1,0 +1,316 @@
+//! `cinnabar.toml`: the proxy's settings as a file, mapped onto [`ProxyConfig`] in one table.
+//! Parsing only: it never opens a socket or starts anything, and every error names the file
+//! and the key.
+//!
+//! Keys are the [`ProxyConfig`] field names. Durations are whole milliseconds with the unit in
+//! the key's name (`retry_window_ms = 10000`), so a value never needs a unit parser and a key
+//! never hides its unit. Every key is optional: a file sets what it names, and the caller's
+//! [`ProxyConfig`] keeps the rest (its defaults, or flags applied afterwards). Unknown keys are
+//! refused, so a typo is an error and not a silently ignored setting. `examples/cinnabar.toml`
+//! at the repository root shows every key.
+//!
+//! Adding a key: one line in the `proxy_keys!` table below, and a test.
+
+use std::net::SocketAddr;
+use std::num::{NonZeroU64, NonZeroUsize};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use cinnabar_cluster::NodeAddr;
+use serde::{Deserialize, Deserializer};
+
+use crate::config::ProxyConfig;
+
+/// Why a proxy file could not be used. Every variant names the file; the last two the key.
+#[derive(Debug, thiserror::Error)]
+pub enum FileError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The text is not TOML, or not a table of settings.
+    #[error("{path} is not a valid proxy configuration: {reason}")]
+    Syntax {
+        /// The file.
+        path: PathBuf,
+        /// The parser's report, with line and column.
+        reason: String,
+    },
+    /// A key the proxy does not know (often a typo).
+    #[error("{path}, line {line}: unknown key `{key}`; the keys are {}", ProxyFile::KEYS.join(", "))]
+    UnknownKey {
+        /// The file.
+        path: PathBuf,
+        /// Where the key is, counted from 1.
+        line: usize,
+        /// The key as written.
+        key: String,
+    },
+    /// A known key with a value of the wrong type or out of range.
+    #[error("{path}, line {line}: bad value for `{key}`: {reason}")]
+    BadValue {
+        /// The file.
+        path: PathBuf,
+        /// Where the value is, counted from 1.
+        line: usize,
+        /// The key.
+        key: String,
+        /// What is wrong with the value.
+        reason: String,
+    },
+}
+
+/// Declares [`ProxyFile`] from one table: each line is a key, the type its value must have, and
+/// how it is written into [`ProxyConfig`].
+macro_rules! proxy_keys {
+    ($( $(#[doc = $doc:literal])+ $key:ident: $ty:ty => |$config:ident, $value:ident| $apply:expr, )+) => {
+        /// The settings a proxy file may hold, each optional (see the module docs for the format).
+        #[derive(Debug, Default, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        pub struct ProxyFile {
+            $( $(#[doc = $doc])+ $key: Option<$ty>, )+
+        }
+
+        impl ProxyFile {
+            /// Every key a file may hold.
+            pub const KEYS: &'static [&'static str] = &[$(stringify!($key)),+];
+
+            /// Writes every setting the file holds into `config`; the others keep their values.
+            pub fn apply_to(self, config: &mut ProxyConfig) {
+                $( if let Some($value) = self.$key {
+                    let $config = &mut *config;
+                    $apply;
+                } )+
+            }
+        }
+    };
+}
+
+proxy_keys! {
+    /// Address clients connect to, `"ip:port"`.
+    listen: SocketAddr => |c, v| c.listen = v,
+    /// Nodes of the backend cluster, `["host:port", …]`; one reachable seed is enough.
+    seeds: Seeds => |c, v| c.seeds = v.0,
+    /// Worker threads, each with its own listener and backend connections (1 or more).
+    workers: NonZeroUsize => |c, v| c.workers = v.get(),
+    /// Connect timeout for backend connections, in milliseconds (1 or more).
+    connect_timeout_ms: NonZeroU64 => |c, v| c.connect_timeout = Duration::from_millis(v.get()),
+    /// MOVED/ASK redirects one request may follow before the error goes to the client.
+    max_redirects: u8 => |c, v| c.max_redirects = v,
+    /// How long transient cluster errors are retried before a client sees them, in milliseconds
+    /// (0 passes them on at once).
+    retry_window_ms: u64 => |c, v| c.retry_window = Duration::from_millis(v),
+    /// Periodic topology refresh, in milliseconds (1 or more).
+    refresh_interval_ms: NonZeroU64 => |c, v| c.refresh_interval = Duration::from_millis(v.get()),
+    /// Requests one client may have in flight before the proxy stops reading from it (1 or more).
+    max_pending_per_client: NonZeroUsize => |c, v| c.max_pending_per_client = v.get(),
+}
+
+impl ProxyFile {
+    /// Reads and checks the file at `path`.
+    ///
+    /// # Errors
+    /// [`FileError`] naming the file, and the key when one is at fault.
+    pub fn read(path: &Path) -> Result<Self, FileError> {
+        let text = std::fs::read_to_string(path).map_err(|source| FileError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Checks `text`, the contents of the file at `path` (only used in messages).
+    ///
+    /// # Errors
+    /// As [`read`](Self::read), less the I/O.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, FileError> {
+        toml::from_str(text).map_err(|e| locate(text, path, &e))
+    }
+}
+
+/// Seed addresses: a list of `host:port` strings, never empty (a proxy with no seed cannot
+/// learn the cluster).
+#[derive(Debug)]
+struct Seeds(Vec<NodeAddr>);
+
+impl<'de> Deserialize<'de> for Seeds {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let seeds = Vec::<NodeAddr>::deserialize(deserializer)?;
+        if seeds.is_empty() {
+            return Err(serde::de::Error::invalid_length(0, &"at least one seed"));
+        }
+        Ok(Self(seeds))
+    }
+}
+
+/// Turns the TOML library's error into one naming the key: the top-level entry whose key or
+/// value holds the error's position. Serde reports positions, not key names, and a value inside
+/// a multi-line array sits on a line of its own, so the line alone would not say which key.
+fn locate(text: &str, path: &Path, error: &toml::de::Error) -> FileError {
+    let syntax = || FileError::Syntax {
+        path: path.to_path_buf(),
+        reason: error.to_string().trim_end().to_owned(),
+    };
+    let (Some(span), Ok(table)) = (error.span(), toml::de::DeTable::parse(text)) else {
+        return syntax();
+    };
+    let within = |range: Range<usize>| {
+        range.start <= span.start && span.start < range.end.max(range.start + 1)
+    };
+    let Some(key) = table
+        .get_ref()
+        .iter()
+        .find(|(key, value)| within(key.span()) || within(value.span()))
+        .map(|(key, _)| key.get_ref().to_string())
+    else {
+        return syntax();
+    };
+    let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
+    if ProxyFile::KEYS.contains(&key.as_str()) {
+        FileError::BadValue {
+            path: path.to_path_buf(),
+            line,
+            key,
+            reason: error.message().to_owned(),
+        }
+    } else {
+        FileError::UnknownKey {
+            path: path.to_path_buf(),
+            line,
+            key,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config_from(text: &str) -> Result<ProxyConfig, FileError> {
+        let mut config = ProxyConfig::new(([127, 0, 0, 1], 7000).into(), Vec::new());
+        ProxyFile::parse(text, Path::new("cinnabar.toml"))?.apply_to(&mut config);
+        Ok(config)
+    }
+
+    fn error_from(text: &str) -> String {
+        config_from(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn the_example_file_parses_and_sets_every_key() {
+        let text = include_str!("../../../examples/cinnabar.toml");
+        let config = config_from(text).unwrap();
+        assert_eq!(config.listen, ([127, 0, 0, 1], 7000).into());
+        assert_eq!(
+            config.seeds,
+            vec![
+                NodeAddr::new("127.0.0.1", 6381),
+                NodeAddr::new("127.0.0.1", 6382)
+            ]
+        );
+        assert_eq!(config.workers, 1);
+        assert_eq!(config.connect_timeout, Duration::from_secs(1));
+        assert_eq!(config.max_redirects, 5);
+        assert_eq!(config.retry_window, Duration::from_secs(10));
+        assert_eq!(config.refresh_interval, Duration::from_secs(5));
+        assert_eq!(config.max_pending_per_client, 1024);
+        for key in ProxyFile::KEYS {
+            assert!(
+                text.lines().any(|l| l.starts_with(&format!("{key} ="))),
+                "the example does not show `{key}`"
+            );
+        }
+    }
+
+    #[test]
+    fn an_empty_file_changes_nothing() {
+        let config = config_from("# nothing set\n").unwrap();
+        let defaults = ProxyConfig::new(([127, 0, 0, 1], 7000).into(), Vec::new());
+        assert_eq!(format!("{config:?}"), format!("{defaults:?}"));
+    }
+
+    #[test]
+    fn each_key_lands_in_its_field() {
+        let config = config_from(
+            "listen = \"127.0.0.1:7100\"\nseeds = [\"[::1]:7001\"]\nworkers = 3\n\
+             connect_timeout_ms = 250\nmax_redirects = 2\nretry_window_ms = 0\n\
+             refresh_interval_ms = 1500\nmax_pending_per_client = 64\n",
+        )
+        .unwrap();
+        assert_eq!(config.listen, ([127, 0, 0, 1], 7100).into());
+        assert_eq!(config.seeds, vec![NodeAddr::new("::1", 7001)]);
+        assert_eq!(config.workers, 3);
+        assert_eq!(config.connect_timeout, Duration::from_millis(250));
+        assert_eq!(config.max_redirects, 2);
+        assert_eq!(config.retry_window, Duration::ZERO);
+        assert_eq!(config.refresh_interval, Duration::from_millis(1500));
+        assert_eq!(config.max_pending_per_client, 64);
+    }
+
+    #[test]
+    fn an_unknown_key_is_named_with_its_line_and_the_known_keys() {
+        let err = error_from("listen = \"127.0.0.1:7000\"\nretry_window = 10\n");
+        assert!(
+            err.starts_with("cinnabar.toml, line 2: unknown key `retry_window`"),
+            "{err}"
+        );
+        assert!(err.contains("retry_window_ms"), "lists the keys: {err}");
+    }
+
+    #[test]
+    fn a_bad_value_names_its_key_and_line() {
+        for (text, key, line, says) in [
+            ("workers = 0\n", "workers", 1, "nonzero"),
+            ("workers = \"two\"\n", "workers", 1, "invalid type"),
+            ("\nmax_redirects = 300\n", "max_redirects", 2, "300"),
+            ("retry_window_ms = -1\n", "retry_window_ms", 1, "-1"),
+            (
+                "refresh_interval_ms = 0\n",
+                "refresh_interval_ms",
+                1,
+                "nonzero",
+            ),
+            ("listen = \"localhost\"\n", "listen", 1, "address"),
+            ("seeds = []\n", "seeds", 1, "at least one seed"),
+            // A value the parser cannot place more precisely is reported at its key's line.
+            (
+                "seeds = [\n  \"127.0.0.1:1\",\n  \"nowhere\",\n]\n",
+                "seeds",
+                1,
+                "nowhere",
+            ),
+        ] {
+            let err = error_from(text);
+            let head = format!("cinnabar.toml, line {line}: bad value for `{key}`: ");
+            assert!(err.starts_with(&head), "{text:?}: {err}");
+            assert!(err.contains(says), "{text:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn text_that_is_not_toml_is_a_syntax_error_with_its_position() {
+        let err = error_from("workers = \n");
+        assert!(
+            err.starts_with("cinnabar.toml is not a valid proxy configuration"),
+            "{err}"
+        );
+        assert!(err.contains("line 1"), "{err}");
+    }
+
+    #[test]
+    fn a_missing_file_is_named() {
+        let err = ProxyFile::read(Path::new("/nonexistent/cinnabar.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("cannot read /nonexistent/cinnabar.toml"),
+            "{err}"
+        );
+    }
+}
