@@ -210,6 +210,9 @@ struct ProxyArgs {
     /// How long transient cluster errors are retried before a client sees them [default: 10000]
     #[arg(long, value_name = "MS")]
     retry_window_ms: Option<u64>,
+    /// Where read-only commands go: master, prefer-replica or replica-only [default: master]
+    #[arg(long, value_name = "POLICY")]
+    read_from: Option<cinnabar_proxy::ReadFrom>,
 }
 
 impl ProxyArgs {
@@ -230,6 +233,9 @@ impl ProxyArgs {
         }
         if let Some(ms) = self.retry_window_ms {
             config.retry_window = Duration::from_millis(ms);
+        }
+        if let Some(policy) = self.read_from {
+            config.read_from = policy;
         }
         if config.seeds.is_empty() {
             bail!(

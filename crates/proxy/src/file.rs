@@ -17,10 +17,10 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use cinnabar_cluster::NodeAddr;
+use cinnabar_cluster::{Credentials, NodeAddr};
 use serde::{Deserialize, Deserializer};
 
-use crate::config::ProxyConfig;
+use crate::config::{ProxyConfig, ReadFrom};
 
 /// Why a proxy file could not be used. Every variant names the file; the last two the key.
 #[derive(Debug, thiserror::Error)]
@@ -110,6 +110,65 @@ proxy_keys! {
     refresh_interval_ms: NonZeroU64 => |c, v| c.refresh_interval = Duration::from_millis(v.get()),
     /// Requests one client may have in flight before the proxy stops reading from it (1 or more).
     max_pending_per_client: NonZeroUsize => |c, v| c.max_pending_per_client = v.get(),
+    /// Reply bytes held for one client before the proxy stops reading its requests (1 or more).
+    max_reply_bytes_per_client: NonZeroUsize => |c, v| c.max_reply_bytes_per_client = v.get(),
+    /// How long a backend may leave a request unanswered before its connection is given up,
+    /// in milliseconds (1 or more).
+    backend_read_timeout_ms: NonZeroU64 => |c, v| c.backend_read_timeout = Duration::from_millis(v.get()),
+    /// Where read-only commands go: `"master"`, `"prefer-replica"` or `"replica-only"`.
+    read_from: ReadPolicy => |c, v| c.read_from = v.0,
+    /// ACL user of the backend connections (needs a password).
+    backend_user: String => |c, v| credentials(c).user = Some(v),
+    /// File holding the backend password (its first line), e.g. a mounted Kubernetes Secret.
+    backend_password_file: SecretFile => |c, v| credentials(c).password = v.0,
+}
+
+/// The credentials being filled in (a user and a password file are separate keys).
+fn credentials(config: &mut ProxyConfig) -> &mut Credentials {
+    config
+        .backend_credentials
+        .get_or_insert_with(|| Credentials {
+            user: None,
+            password: String::new(),
+        })
+}
+
+/// A read policy, written as `ReadFrom` prints it.
+#[derive(Debug)]
+struct ReadPolicy(ReadFrom);
+
+impl<'de> Deserialize<'de> for ReadPolicy {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map(Self).map_err(serde::de::Error::custom)
+    }
+}
+
+/// A secret read from the file a path names, so the secret itself never sits in the config
+/// file. Only the first line counts (a trailing newline is not part of a password).
+struct SecretFile(String);
+
+impl std::fmt::Debug for SecretFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SecretFile(***)")
+    }
+}
+
+impl<'de> Deserialize<'de> for SecretFile {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let path = PathBuf::deserialize(deserializer)?;
+        let text = std::fs::read_to_string(&path).map_err(|e| {
+            serde::de::Error::custom(format!("cannot read {}: {e}", path.display()))
+        })?;
+        let secret = text.lines().next().unwrap_or_default().to_owned();
+        if secret.is_empty() {
+            return Err(serde::de::Error::custom(format!(
+                "{} is empty",
+                path.display()
+            )));
+        }
+        Ok(Self(secret))
+    }
 }
 
 impl ProxyFile {
@@ -220,12 +279,44 @@ mod tests {
         assert_eq!(config.retry_window, Duration::from_secs(10));
         assert_eq!(config.refresh_interval, Duration::from_secs(5));
         assert_eq!(config.max_pending_per_client, 1024);
+        assert_eq!(config.max_reply_bytes_per_client, 64 * 1024 * 1024);
+        assert_eq!(config.backend_read_timeout, Duration::from_secs(5));
+        assert_eq!(config.read_from, ReadFrom::Master);
         for key in ProxyFile::KEYS {
             assert!(
-                text.lines().any(|l| l.starts_with(&format!("{key} ="))),
+                text.lines()
+                    .any(|l| l.trim_start_matches("# ").starts_with(&format!("{key} ="))),
                 "the example does not show `{key}`"
             );
         }
+    }
+
+    #[test]
+    fn backend_login_comes_from_a_user_and_a_password_file() {
+        let dir = std::env::temp_dir().join(format!("cinnabar-file-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let secret = dir.join("password");
+        std::fs::write(&secret, "p4ss\n").unwrap();
+        let text = format!(
+            "backend_user = \"svc\"\nbackend_password_file = \"{}\"\nread_from = \"prefer-replica\"\n",
+            secret.display()
+        );
+        let config = config_from(&text).unwrap();
+        let credentials = config.backend_credentials.unwrap();
+        assert_eq!(credentials.user.as_deref(), Some("svc"));
+        assert_eq!(credentials.password, "p4ss");
+        assert_eq!(config.read_from, ReadFrom::PreferReplica);
+
+        std::fs::write(&secret, "").unwrap();
+        let err = error_from(&text);
+        assert!(
+            err.contains("bad value for `backend_password_file`"),
+            "{err}"
+        );
+        assert!(err.contains("is empty"), "{err}");
+        let err = error_from("read_from = \"nearest\"\n");
+        assert!(err.contains("unknown read policy 'nearest'"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
