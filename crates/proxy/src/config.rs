@@ -77,6 +77,11 @@ pub struct ProxyConfig {
     pub backend_credentials: Option<Credentials>,
     /// Where read-only commands go.
     pub read_from: ReadFrom,
+    /// Pipelined connections from each worker to each backend node. One carries a worker's
+    /// whole load with the fewest syscalls; more spread a node's replies over several sockets
+    /// when single large replies would otherwise queue behind each other. Each client stays on
+    /// one of them, so its requests to a node keep their order.
+    pub backend_connections: usize,
 }
 
 impl ProxyConfig {
@@ -95,6 +100,7 @@ impl ProxyConfig {
             backend_read_timeout: Duration::from_secs(5),
             backend_credentials: None,
             read_from: ReadFrom::Master,
+            backend_connections: 1,
         }
     }
 }

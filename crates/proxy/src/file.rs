@@ -115,6 +115,8 @@ proxy_keys! {
     /// How long a backend may leave a request unanswered before its connection is given up,
     /// in milliseconds (1 or more).
     backend_read_timeout_ms: NonZeroU64 => |c, v| c.backend_read_timeout = Duration::from_millis(v.get()),
+    /// Pipelined connections from each worker to each backend node (1 or more).
+    backend_connections: NonZeroUsize => |c, v| c.backend_connections = v.get(),
     /// Where read-only commands go: `"master"`, `"prefer-replica"` or `"replica-only"`.
     read_from: ReadPolicy => |c, v| c.read_from = v.0,
     /// ACL user of the backend connections (needs a password).
@@ -282,6 +284,7 @@ mod tests {
         assert_eq!(config.max_reply_bytes_per_client, 64 * 1024 * 1024);
         assert_eq!(config.backend_read_timeout, Duration::from_secs(5));
         assert_eq!(config.read_from, ReadFrom::Master);
+        assert_eq!(config.backend_connections, 1);
         for key in ProxyFile::KEYS {
             assert!(
                 text.lines()

@@ -31,11 +31,13 @@ pub(crate) struct Worker {
     pub(crate) tickets: RefCell<Tickets>,
     routes_rx: RefCell<watch::Receiver<Arc<SlotMap>>>,
     routes: RefCell<Arc<SlotMap>>,
-    /// Backends by address, one per [`Flavor`] (indexed by `Flavor::index`), created on first
-    /// use. `by_master` holds the plain RESP2 master connections indexed like the routing
-    /// table's masters, for the hot path.
-    backends: RefCell<HashMap<NodeAddr, [Option<Rc<Backend>>; 4]>>,
+    /// Backends by address: `backend_connections` lanes per [`Flavor`] (slot
+    /// `flavor.index() * lanes + lane`), created on first use. `by_master` holds the plain
+    /// RESP2 master connections (`master * lanes + lane`), for the hot path. A client always
+    /// uses the same lane, so its requests to one node keep their order.
+    backends: RefCell<HashMap<NodeAddr, Vec<Option<Rc<Backend>>>>>,
     by_master: RefCell<Vec<Rc<Backend>>>,
+    lanes: usize,
     refresh: Arc<Notify>,
     /// The address clients reach this proxy at (announced in CLUSTER replies).
     pub(crate) announce: std::net::SocketAddr,
@@ -50,6 +52,7 @@ impl Worker {
     ) -> Rc<Self> {
         let routes = routes_rx.borrow().clone();
         let worker = Rc::new(Self {
+            lanes: config.backend_connections.max(1),
             config,
             parser: RequestParser::new(cinnabar_resp::Limits::default()),
             tickets: RefCell::new(Tickets::default()),
@@ -78,27 +81,46 @@ impl Worker {
         let by_master: Vec<Rc<Backend>> = routes
             .masters()
             .iter()
-            .map(|addr| self.backend_for(addr, Flavor::default()))
+            .flat_map(|addr| {
+                (0..self.lanes).map(|lane| self.backend_for(addr, Flavor::default(), lane))
+            })
             .collect();
         *self.by_master.borrow_mut() = by_master;
         *self.routes.borrow_mut() = routes;
     }
 
-    /// The backend for `addr` of `flavor`, connecting lazily on first use.
-    pub(crate) fn backend_for(self: &Rc<Self>, addr: &NodeAddr, flavor: Flavor) -> Rc<Backend> {
+    /// The backend for `addr` of `flavor` on `lane`, connecting lazily on first use.
+    pub(crate) fn backend_for(
+        self: &Rc<Self>,
+        addr: &NodeAddr,
+        flavor: Flavor,
+        lane: usize,
+    ) -> Rc<Backend> {
+        let index = flavor.index() * self.lanes + lane % self.lanes;
         if let Some(b) = self
             .backends
             .borrow()
             .get(addr)
-            .and_then(|all| all[flavor.index()].as_ref())
+            .and_then(|all| all.get(index))
+            .and_then(Option::as_ref)
         {
             return Rc::clone(b);
         }
         let backend = Rc::new(Backend::new(addr.clone(), flavor));
-        self.backends.borrow_mut().entry(addr.clone()).or_default()[flavor.index()] =
-            Some(Rc::clone(&backend));
+        {
+            let mut backends = self.backends.borrow_mut();
+            let all = backends
+                .entry(addr.clone())
+                .or_insert_with(|| vec![None; 4 * self.lanes]);
+            all[index] = Some(Rc::clone(&backend));
+        }
         tokio::task::spawn_local(backend::run(Rc::clone(&backend), Rc::clone(self)));
         backend
+    }
+
+    /// The lane a client's requests use (see `backends`).
+    fn lane(&self, affinity: u32) -> usize {
+        affinity as usize % self.lanes
     }
 
     /// The connection prelude for private connections of `flavor`.
@@ -158,9 +180,10 @@ impl Worker {
                 resp3,
                 replica: false,
             };
-            Some(self.backend_for(&routes.masters()[index], flavor))
+            Some(self.backend_for(&routes.masters()[index], flavor, self.lane(affinity)))
         } else {
-            self.by_master.borrow().get(index).cloned()
+            let slot = index * self.lanes + self.lane(affinity);
+            self.by_master.borrow().get(slot).cloned()
         };
         if let Some(backend) = backend {
             self.send(&backend, id, false);
@@ -187,7 +210,10 @@ impl Worker {
         };
         let first = affinity as usize % replicas.len();
         (0..replicas.len())
-            .map(|i| self.backend_for(&replicas[(first + i) % replicas.len()], flavor))
+            .map(|i| {
+                let addr = &replicas[(first + i) % replicas.len()];
+                self.backend_for(addr, flavor, self.lane(affinity))
+            })
             .find(|b| !b.is_down(now))
     }
 
@@ -232,11 +258,17 @@ impl Worker {
                 if !asking {
                     self.refresh.notify_one();
                 }
+                let (resp3, affinity) = {
+                    let mut tickets = self.tickets.borrow_mut();
+                    let ticket = tickets.get(id);
+                    (ticket.resp3, ticket.affinity)
+                };
                 let flavor = Flavor {
-                    resp3: self.tickets.borrow_mut().get(id).resp3,
+                    resp3,
                     replica: false,
                 };
-                let backend = self.backend_for(&NodeAddr { host, port }, flavor);
+                let lane = self.lane(affinity);
+                let backend = self.backend_for(&NodeAddr { host, port }, flavor, lane);
                 self.send(&backend, id, asking);
                 true
             }
