@@ -143,7 +143,9 @@ impl Worker {
             let t = tickets.get(id);
             (t.slot, t.resp3, t.read_only, t.affinity)
         };
-        let routes = Arc::clone(&self.routes.borrow());
+        // Borrowed, not cloned: no atomic reference count on the hot path. Nothing below
+        // installs new routes.
+        let routes = self.routes.borrow();
         let index = match slot {
             Some(slot) => routes.owner(slot),
             None => (!routes.masters().is_empty()).then_some(0),

@@ -133,6 +133,17 @@ async fn resp3_clients_get_resp3_replies_while_resp2_clients_keep_resp2() {
     assert_eq!(got[3], "+RESET\r\n");
     assert_eq!(got[4], "*2\r\n$1\r\nf\r\n$1\r\nv\r\n");
 
+    // A RESP3 subscriber gets its messages as RESP3 push data.
+    let mut subscriber = connect(&proxy);
+    let mut subscribe = command(&["HELLO", "3"]);
+    subscribe.extend(command(&["SUBSCRIBE", "news"]));
+    let got = exchange(&mut subscriber, &subscribe, 2);
+    assert_eq!(got[1], ">3\r\n$9\r\nsubscribe\r\n$4\r\nnews\r\n:1\r\n");
+    let got = exchange(&mut resp2, &command(&["PUBLISH", "news", "hi"]), 1);
+    assert_eq!(got[0], ":1\r\n");
+    let got = exchange(&mut subscriber, b"", 1);
+    assert_eq!(got[0], ">3\r\n$7\r\nmessage\r\n$4\r\nnews\r\n$2\r\nhi\r\n");
+
     // A version that does not exist is refused and changes nothing.
     let got = exchange(&mut resp2, &command(&["HELLO", "4"]), 1);
     assert!(got[0].starts_with("-NOPROTO"), "{got:?}");
