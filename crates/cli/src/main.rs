@@ -213,6 +213,10 @@ struct ProxyArgs {
     /// Where read-only commands go: master, prefer-replica or replica-only [default: master]
     #[arg(long, value_name = "POLICY")]
     read_from: Option<cinnabar_proxy::ReadFrom>,
+    /// Admin HTTP listener (/metrics, /healthz, /readyz, /topology, /config); unauthenticated,
+    /// so keep it on loopback or a private network [default: none]
+    #[arg(long, value_name = "HOST:PORT")]
+    admin_listen: Option<std::net::SocketAddr>,
 }
 
 impl ProxyArgs {
@@ -236,6 +240,9 @@ impl ProxyArgs {
         }
         if let Some(policy) = self.read_from {
             config.read_from = policy;
+        }
+        if let Some(admin) = self.admin_listen {
+            config.admin_listen = Some(admin);
         }
         if config.seeds.is_empty() {
             bail!(

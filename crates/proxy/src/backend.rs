@@ -237,8 +237,12 @@ pub(crate) async fn run(backend: Rc<Backend>, worker: Rc<Worker>) {
             Err(_) => Err("connect timed out".to_owned()),
         };
         let stream = match failed {
-            Ok(stream) => stream,
+            Ok(stream) => {
+                worker.stats.backend_connects.inc();
+                stream
+            }
             Err(why) => {
+                worker.stats.backend_connect_failures.inc();
                 backend.fail_all(&worker, &why);
                 if backend.pinned {
                     backend.closed.set(true);
@@ -266,6 +270,7 @@ pub(crate) async fn run(backend: Rc<Backend>, worker: Rc<Worker>) {
             &mut scanner,
         )
         .await;
+        worker.stats.backend_disconnects.inc();
         if backend.pinned {
             backend.closed.set(true);
             backend.fail_all(&worker, &why);

@@ -82,6 +82,9 @@ pub struct ProxyConfig {
     /// when single large replies would otherwise queue behind each other. Each client stays on
     /// one of them, so its requests to a node keep their order.
     pub backend_connections: usize,
+    /// The admin HTTP listener (`/metrics`, `/healthz`, `/readyz`, `/topology`); `None` runs
+    /// without one. Keep it on loopback or a private network: it is not authenticated.
+    pub admin_listen: Option<SocketAddr>,
 }
 
 impl ProxyConfig {
@@ -101,6 +104,7 @@ impl ProxyConfig {
             backend_credentials: None,
             read_from: ReadFrom::Master,
             backend_connections: 1,
+            admin_listen: None,
         }
     }
 }

@@ -24,6 +24,7 @@
 //! client in subscribed mode may send only pub/sub commands, PING, QUIT and RESET, as under
 //! RESP2.
 
+mod admin;
 mod backend;
 pub mod config;
 pub mod file;
@@ -32,6 +33,7 @@ mod pubsub;
 mod refresh;
 mod session;
 pub mod slotmap;
+pub mod stats;
 mod ticket;
 mod wait;
 mod worker;
@@ -71,14 +73,29 @@ pub enum ProxyError {
 #[derive(Debug)]
 pub struct ProxyHandle {
     addr: SocketAddr,
+    admin_addr: Option<SocketAddr>,
     stop: watch::Sender<bool>,
     threads: Vec<JoinHandle<()>>,
+    stats: Arc<stats::Stats>,
+    routes: watch::Receiver<Arc<SlotMap>>,
 }
 
 impl ProxyHandle {
     /// The address clients connect to (the real port when the config said port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The admin HTTP listener's address (`/metrics`, `/healthz`, `/readyz`, `/topology`), if
+    /// one was configured.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
+    }
+
+    /// Every counter, in the Prometheus text format (what `/metrics` serves).
+    pub fn metrics(&self) -> String {
+        let routes = self.routes.borrow().clone();
+        self.stats.render(gauges(&routes))
     }
 
     /// Stops the proxy and waits for its threads.
@@ -106,6 +123,9 @@ impl Drop for ProxyHandle {
 /// [`ProxyError`] when no seed answers, the address cannot be bound, or threads cannot start.
 pub fn start(config: ProxyConfig) -> Result<ProxyHandle, ProxyError> {
     let config = Arc::new(config);
+    let control_stats = Arc::new(stats::ControlStats::default());
+    let worker_stats: Vec<Arc<stats::WorkerStats>> =
+        (0..config.workers.max(1)).map(|_| Arc::default()).collect();
     let (stop, stop_rx) = watch::channel(false);
     let refresh = Arc::new(Notify::new());
 
@@ -117,6 +137,7 @@ pub fn start(config: ProxyConfig) -> Result<ProxyHandle, ProxyError> {
     {
         let (config, refresh, mut stop_rx) =
             (Arc::clone(&config), Arc::clone(&refresh), stop_rx.clone());
+        let control_stats = Arc::clone(&control_stats);
         threads.push(
             std::thread::Builder::new()
                 .name("cinnabar-control".into())
@@ -140,7 +161,7 @@ pub fn start(config: ProxyConfig) -> Result<ProxyHandle, ProxyError> {
                         };
                         let seeds = config.seeds.clone();
                         tokio::select! {
-                            () = refresh::run(seeds, config.backend_credentials.clone(), routes_tx, refresh, config.refresh_interval, config.connect_timeout) => {}
+                            () = refresh::run(seeds, config.backend_credentials.clone(), routes_tx, refresh, config.refresh_interval, config.connect_timeout, control_stats) => {}
                             _ = stop_rx.wait_for(|stop| *stop) => {}
                         }
                     });
@@ -186,20 +207,67 @@ pub fn start(config: ProxyConfig) -> Result<ProxyHandle, ProxyError> {
             Arc::clone(&refresh),
             stop_rx.clone(),
         );
+        let stats = Arc::clone(&worker_stats[i]);
         threads.push(
             std::thread::Builder::new()
                 .name(format!("cinnabar-worker-{i}"))
                 .spawn(move || {
-                    run_worker(config, runtime, listener, addr, routes_rx, refresh, stop_rx)
+                    let setup = WorkerSetup {
+                        config,
+                        announce: addr,
+                        routes: routes_rx,
+                        refresh,
+                        stats,
+                    };
+                    run_worker(setup, runtime, listener, stop_rx)
                 })
                 .map_err(ProxyError::Runtime)?,
         );
     }
+    let stats = Arc::new(stats::Stats {
+        workers: worker_stats,
+        control: control_stats,
+    });
+    let admin_addr = match config.admin_listen {
+        Some(listen) => {
+            let started = admin::start(
+                listen,
+                Arc::clone(&config),
+                Arc::clone(&stats),
+                routes_rx.clone(),
+                stop_rx,
+            );
+            match started {
+                Ok((admin_addr, thread)) => {
+                    threads.push(thread);
+                    Some(admin_addr)
+                }
+                Err(e) => {
+                    let _ = stop.send(true);
+                    threads.into_iter().for_each(|t| drop(t.join()));
+                    return Err(e);
+                }
+            }
+        }
+        None => None,
+    };
     Ok(ProxyHandle {
         addr,
+        admin_addr,
         stop,
         threads,
+        stats,
+        routes: routes_rx,
     })
+}
+
+/// What the routing table says, for the metrics.
+pub(crate) fn gauges(routes: &SlotMap) -> stats::Gauges {
+    stats::Gauges {
+        masters: routes.masters().len(),
+        slots_covered: routes.covered_slots(),
+        topology_version: routes.version,
+    }
 }
 
 /// One socket per worker on the same address (`SO_REUSEPORT`: the kernel spreads connections).
@@ -227,18 +295,31 @@ fn bind(listen: SocketAddr, workers: usize) -> Result<Vec<TcpSocket>, ProxyError
     Ok(sockets)
 }
 
-fn run_worker(
+/// What a worker thread starts from.
+struct WorkerSetup {
     config: Arc<ProxyConfig>,
-    runtime: tokio::runtime::Runtime,
-    listener: TcpListener,
     announce: SocketAddr,
     routes: watch::Receiver<Arc<SlotMap>>,
     refresh: Arc<Notify>,
+    stats: Arc<stats::WorkerStats>,
+}
+
+fn run_worker(
+    setup: WorkerSetup,
+    runtime: tokio::runtime::Runtime,
+    listener: TcpListener,
     mut stop: watch::Receiver<bool>,
 ) {
     let local = tokio::task::LocalSet::new();
     local.block_on(&runtime, async move {
-        let worker = worker::Worker::new(config, routes, refresh, announce);
+        let WorkerSetup {
+            config,
+            announce,
+            routes,
+            refresh,
+            stats,
+        } = setup;
+        let worker = worker::Worker::new(config, routes, refresh, announce, stats);
         loop {
             tokio::select! {
                 accepted = listener.accept() => match accepted {

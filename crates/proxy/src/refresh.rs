@@ -9,6 +9,7 @@ use cinnabar_cluster::{Credentials, NodeAddr, NodeClient, Timeouts};
 use tokio::sync::{Notify, watch};
 
 use crate::slotmap::SlotMap;
+use crate::stats::ControlStats;
 
 /// Minimum gap between two refreshes, so a burst of MOVED replies costs one refresh.
 const DEBOUNCE: Duration = Duration::from_millis(50);
@@ -58,6 +59,7 @@ pub(crate) async fn run(
     wake: Arc<Notify>,
     interval: Duration,
     timeout: Duration,
+    stats: Arc<ControlStats>,
 ) {
     loop {
         tokio::select! {
@@ -72,6 +74,7 @@ pub(crate) async fn run(
                 .filter(|s| !current.masters().contains(s))
                 .cloned(),
         );
+        stats.refreshes.inc();
         match fetch(
             &candidates,
             credentials.as_ref(),
@@ -81,6 +84,7 @@ pub(crate) async fn run(
         .await
         {
             Ok(map) if !map.same_routes(&current) => {
+                stats.topology_changes.inc();
                 tracing::info!(
                     version = map.version,
                     masters = map.masters().len(),
@@ -90,7 +94,8 @@ pub(crate) async fn run(
             }
             Ok(_) => {}
             Err(e) => {
-                tracing::warn!(error = %e, "topology refresh failed; keeping the current routes")
+                stats.refresh_failures.inc();
+                tracing::warn!(error = %e, "topology refresh failed; keeping the current routes");
             }
         }
         tokio::time::sleep(DEBOUNCE).await;

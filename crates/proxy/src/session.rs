@@ -9,6 +9,7 @@ use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::rc::Rc;
 use std::task::Poll;
+use std::time::Instant;
 
 use cinnabar_commands::{Args, Command, RequestPolicy};
 use cinnabar_resp::{Parsed, Protocol, Request, Value, encode, parse_value};
@@ -18,6 +19,7 @@ use tokio::net::TcpStream;
 use crate::backend::{Backend, Flavor};
 use crate::local;
 use crate::pubsub;
+use crate::stats::Category;
 use crate::ticket::Tickets;
 use crate::worker::Worker;
 use cinnabar_cluster::NodeAddr;
@@ -77,6 +79,15 @@ impl Pending {
     }
 }
 
+/// A pending request with what its metrics need.
+#[derive(Debug, Clone, Copy)]
+struct Queued {
+    reply: Pending,
+    category: Category,
+    /// When the batch of input holding the request was read.
+    started: Instant,
+}
+
 /// A request's arguments, read through the parser's ranges: no copy, no allocation.
 struct RequestArgs<'a> {
     request: &'a Request,
@@ -105,10 +116,14 @@ struct Session {
     resp3: bool,
     peer: Option<std::net::SocketAddr>,
     out: Vec<u8>,
-    pending: VecDeque<Pending>,
+    pending: VecDeque<Queued>,
     /// Ticket ids of all pending requests, in order (a split request owns `parts` of them).
     ids: VecDeque<usize>,
     closing: bool,
+    /// The command being handled, for the metrics of the replies it queues.
+    category: Category,
+    /// When the input being parsed was read (one clock reading per batch, not per request).
+    batch_started: Instant,
     /// Between MULTI and EXEC/DISCARD.
     transaction: Option<Transaction>,
     /// After WATCH: this client's own connection to the watched slot's master, where the
@@ -154,17 +169,21 @@ pub(crate) async fn serve(worker: Rc<Worker>, mut stream: TcpStream) {
         pending: VecDeque::new(),
         ids: VecDeque::new(),
         closing: false,
+        category: Category::Other,
+        batch_started: Instant::now(),
         transaction: None,
         watch: None,
         subscribe: None,
         blocking: Vec::new(),
     };
+    session.worker.stats.clients_accepted.inc();
     let mut input = Vec::with_capacity(BUFFER);
     let mut request = Request::new();
     if let Err(e) = session.run(&mut stream, &mut input, &mut request).await {
         tracing::debug!(error = %e, "client connection ended");
     }
     session.abandon();
+    session.worker.stats.clients_closed.inc();
 }
 
 impl Session {
@@ -237,6 +256,9 @@ impl Session {
     fn parse_all(&mut self, input: &mut Vec<u8>, request: &mut Request) {
         let max_pending = self.worker.config.max_pending_per_client;
         let mut start = 0;
+        if !input.is_empty() {
+            self.batch_started = Instant::now();
+        }
         while !self.closing && self.subscribe.is_none() && self.pending.len() < max_pending {
             let buf = &input[start..];
             match self.worker.parser.parse(buf, request) {
@@ -255,7 +277,9 @@ impl Session {
                     reply.extend_from_slice(b"-ERR ");
                     reply.extend_from_slice(e.to_string().as_bytes());
                     reply.extend_from_slice(b"\r\n");
+                    self.category = Category::Other;
                     self.local(&reply);
+                    self.worker.stats.protocol_errors.inc();
                     self.closing = true;
                     input.clear();
                     return;
@@ -273,9 +297,11 @@ impl Session {
                 if let Some(tx) = &mut self.transaction {
                     tx.aborted = true;
                 }
+                self.category = Category::Other;
                 return self.local_error(&e.to_bytes());
             }
         };
+        self.category = Category::of(command);
         let route = route(command);
         // QUIT acts at once, even inside a transaction (as in Redis): never queued, never sent.
         if route == Route::Quit {
@@ -377,7 +403,7 @@ impl Session {
             id
         };
         self.ids.push_back(id);
-        self.pending.push_back(Pending::One);
+        self.push_pending(Pending::One);
     }
 
     /// Forgets WATCHed keys: their connection closes once idle.
@@ -475,6 +501,15 @@ impl Session {
         }
     }
 
+    /// Queues the reply slot of the request being handled.
+    fn push_pending(&mut self, reply: Pending) {
+        self.pending.push_back(Queued {
+            reply,
+            category: self.category,
+            started: self.batch_started,
+        });
+    }
+
     /// A fresh ticket for one of this client's requests, routed by `slot`.
     fn new_ticket(&self, tickets: &mut Tickets, slot: Option<u16>, read_only: bool) -> usize {
         let id = tickets.take();
@@ -505,7 +540,7 @@ impl Session {
         };
         self.worker.dispatch(id);
         self.ids.push_back(id);
-        self.pending.push_back(Pending::One);
+        self.push_pending(Pending::One);
     }
 
     /// A multi-key command: sent whole when all keys share a slot, else one request per key
@@ -541,7 +576,7 @@ impl Session {
             parts += 1;
             index += step;
         }
-        self.pending.push_back(Pending::Split { merge, parts });
+        self.push_pending(Pending::Split { merge, parts });
     }
 
     /// Arranges subscribed mode: classic pub/sub on any master, sharded on the channel's owner.
@@ -656,7 +691,7 @@ impl Session {
             None => self.worker.dispatch(id),
         }
         self.ids.push_back(id);
-        self.pending.push_back(Pending::One);
+        self.push_pending(Pending::One);
     }
 
     /// A blocking command (BLPOP, BRPOP, BLMOVE, BZPOPMIN, XREAD BLOCK, …) on a connection of
@@ -685,7 +720,7 @@ impl Session {
         self.blocking.retain(|t| !t.is_finished());
         self.blocking.push(task.abort_handle());
         self.ids.push_back(id);
-        self.pending.push_back(Pending::One);
+        self.push_pending(Pending::One);
     }
 
     /// `WAIT numreplicas timeout`: see the `wait` module. Runs as a task of its own so the
@@ -734,7 +769,7 @@ impl Session {
         self.blocking.retain(|t| !t.is_finished());
         self.blocking.push(task.abort_handle());
         self.ids.push_back(id);
-        self.pending.push_back(Pending::One);
+        self.push_pending(Pending::One);
     }
 
     /// Sends the request (or `replacement`) to every master; `merge` combines the replies.
@@ -759,7 +794,7 @@ impl Session {
             self.worker.dispatch(id);
             self.ids.push_back(id);
         }
-        self.pending.push_back(Pending::Split {
+        self.push_pending(Pending::Split {
             merge,
             parts: masters,
         });
@@ -793,7 +828,7 @@ impl Session {
         };
         self.worker.dispatch(id);
         self.ids.push_back(id);
-        self.pending.push_back(Pending::Scan { master, masters });
+        self.push_pending(Pending::Scan { master, masters });
     }
 
     /// `HELLO [2|3 [SETNAME name]]`; AUTH is refused the way Redis refuses it with no password
@@ -866,13 +901,16 @@ impl Session {
     /// order with the replies coming from backends. Every local reply goes through here.
     fn local_with(&mut self, write: impl FnOnce(&mut Vec<u8>, std::net::SocketAddr)) {
         let announce = self.worker.announce;
-        let mut tickets = self.worker.tickets.borrow_mut();
-        let id = tickets.take();
-        let ticket = tickets.get(id);
-        write(&mut ticket.reply, announce);
-        ticket.done = true;
+        let id = {
+            let mut tickets = self.worker.tickets.borrow_mut();
+            let id = tickets.take();
+            let ticket = tickets.get(id);
+            write(&mut ticket.reply, announce);
+            ticket.done = true;
+            id
+        };
         self.ids.push_back(id);
-        self.pending.push_back(Pending::One);
+        self.push_pending(Pending::One);
     }
 
     /// Queues a complete reply, as bytes.
@@ -900,11 +938,14 @@ impl Session {
     /// Moves every finished reply at the head of the queue to the output buffer.
     fn collect_ready(&mut self) {
         let mut tickets = self.worker.tickets.borrow_mut();
-        while let Some(&head) = self.pending.front() {
+        let mut now = None;
+        while let Some(&queued) = self.pending.front() {
+            let head = queued.reply;
             let parts = head.parts();
             if !self.ids.iter().take(parts).all(|id| tickets.peek(*id).done) {
                 break;
             }
+            let written_from = self.out.len();
             match head {
                 Pending::One => {
                     if let Some(id) = self.ids.front() {
@@ -933,6 +974,11 @@ impl Session {
                 }
             }
             self.pending.pop_front();
+            let now = *now.get_or_insert_with(Instant::now);
+            let error = self.out.get(written_from) == Some(&b'-');
+            let stats = &self.worker.stats;
+            stats.request(queued.category, error);
+            stats.latency.observe(now.duration_since(queued.started));
         }
     }
 
@@ -947,7 +993,7 @@ impl Session {
 
     /// Resolves when the oldest pending request has all its replies.
     async fn head_ready(&self) {
-        let parts = self.pending.front().map_or(0, |p| p.parts());
+        let parts = self.pending.front().map_or(0, |p| p.reply.parts());
         poll_fn(|cx| {
             let mut tickets = self.worker.tickets.borrow_mut();
             for id in self.ids.iter().take(parts) {

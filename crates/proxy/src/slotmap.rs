@@ -87,6 +87,27 @@ impl SlotMap {
         &self.masters
     }
 
+    /// The slot ranges master `index` owns, in order, as inclusive `(first, last)` pairs.
+    pub fn ranges(&self, index: usize) -> Vec<(u16, u16)> {
+        let mut ranges: Vec<(u16, u16)> = Vec::new();
+        for (slot, owner) in self.owner.iter().enumerate() {
+            if usize::from(*owner) != index || *owner == UNOWNED {
+                continue;
+            }
+            let slot = slot as u16;
+            match ranges.last_mut() {
+                Some((_, last)) if *last + 1 == slot => *last = slot,
+                _ => ranges.push((slot, slot)),
+            }
+        }
+        ranges
+    }
+
+    /// How many slots have a master (16384 when the cluster is fully served).
+    pub fn covered_slots(&self) -> usize {
+        self.owner.iter().filter(|o| **o != UNOWNED).count()
+    }
+
     /// The replicas of master `index` that can serve reads.
     pub fn replicas(&self, index: usize) -> &[NodeAddr] {
         self.replicas.get(index).map_or(&[], Vec::as_slice)

@@ -18,6 +18,7 @@ use tokio::sync::{Notify, watch};
 use crate::backend::{self, Backend, Flavor};
 use crate::config::{ProxyConfig, ReadFrom};
 use crate::slotmap::SlotMap;
+use crate::stats::WorkerStats;
 use crate::ticket::Tickets;
 
 /// Pause before re-sending a request that hit a transient cluster error.
@@ -41,6 +42,8 @@ pub(crate) struct Worker {
     refresh: Arc<Notify>,
     /// The address clients reach this proxy at (announced in CLUSTER replies).
     pub(crate) announce: std::net::SocketAddr,
+    /// This worker's counters (it is their only writer).
+    pub(crate) stats: Arc<WorkerStats>,
 }
 
 impl Worker {
@@ -49,6 +52,7 @@ impl Worker {
         routes_rx: watch::Receiver<Arc<SlotMap>>,
         refresh: Arc<Notify>,
         announce: std::net::SocketAddr,
+        stats: Arc<WorkerStats>,
     ) -> Rc<Self> {
         let routes = routes_rx.borrow().clone();
         let worker = Rc::new(Self {
@@ -62,6 +66,7 @@ impl Worker {
             by_master: RefCell::new(Vec::new()),
             refresh,
             announce,
+            stats,
         });
         worker.install_routes(routes);
         worker
@@ -235,7 +240,15 @@ impl Worker {
 
     /// Follows redirects and retries transient errors; `false` means: give the error to the client.
     fn handle_cluster_error(self: &Rc<Self>, id: usize, reply: &[u8], from: &NodeAddr) -> bool {
-        match error_class(reply) {
+        let class = error_class(reply);
+        match class {
+            Some(ErrorClass::Moved) => self.stats.moved.inc(),
+            Some(ErrorClass::Ask) => self.stats.ask.inc(),
+            Some(ErrorClass::TryAgain) => self.stats.tryagain.inc(),
+            Some(ErrorClass::ClusterDown) => self.stats.clusterdown.inc(),
+            _ => {}
+        }
+        match class {
             Some(ErrorClass::Moved | ErrorClass::Ask) => {
                 let Some(redirect) = parse_redirect(reply) else {
                     return false;
@@ -320,6 +333,7 @@ impl Worker {
             now.duration_since(since) < self.config.retry_window
         };
         if within {
+            self.stats.retries.inc();
             let worker = Rc::clone(self);
             tokio::task::spawn_local(async move {
                 tokio::time::sleep(RETRY_PAUSE).await;

@@ -1,0 +1,441 @@
+//! The proxy's counters, and their Prometheus text rendering.
+//!
+//! Each worker owns one [`WorkerStats`] and is its only writer; the admin listener reads every
+//! worker's counters at scrape time and adds them up. A single-writer counter needs no atomic
+//! read-modify-write: `add` is a relaxed load and a relaxed store (plain moves on x86 and ARM),
+//! so the hot path never takes a lock, never contends on a cache line with another worker, and
+//! never pays for a `lock`-prefixed instruction. Readers may see a value a few increments old,
+//! which is what a scrape means anyway.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use cinnabar_commands::{AclCategories, Command};
+
+/// A counter with one writer (see the module docs).
+#[derive(Debug, Default)]
+pub(crate) struct Counter(AtomicU64);
+
+impl Counter {
+    /// Adds `n`. Only the owning worker calls this.
+    pub(crate) fn add(&self, n: u64) {
+        let value = self.0.load(Ordering::Relaxed);
+        self.0.store(value.wrapping_add(n), Ordering::Relaxed);
+    }
+
+    pub(crate) fn inc(&self) {
+        self.add(1);
+    }
+
+    pub(crate) fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// What kind of work a command is, for request and error counts: the first of the command's ACL
+/// categories in this order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Category {
+    Admin,
+    Pubsub,
+    Scripting,
+    Transaction,
+    Connection,
+    Write,
+    Read,
+    Other,
+}
+
+impl Category {
+    const ALL: [Self; 8] = [
+        Self::Admin,
+        Self::Pubsub,
+        Self::Scripting,
+        Self::Transaction,
+        Self::Connection,
+        Self::Write,
+        Self::Read,
+        Self::Other,
+    ];
+
+    pub(crate) fn of(command: &Command) -> Self {
+        let categories = command.acl_categories();
+        let has = |c: AclCategories| categories.intersects(c);
+        if has(AclCategories::of(&[
+            AclCategories::ADMIN,
+            AclCategories::DANGEROUS,
+        ])) {
+            Self::Admin
+        } else if has(AclCategories::PUBSUB) {
+            Self::Pubsub
+        } else if has(AclCategories::SCRIPTING) {
+            Self::Scripting
+        } else if has(AclCategories::TRANSACTION) {
+            Self::Transaction
+        } else if has(AclCategories::CONNECTION) {
+            Self::Connection
+        } else if has(AclCategories::WRITE) {
+            Self::Write
+        } else if has(AclCategories::READ) {
+            Self::Read
+        } else {
+            Self::Other
+        }
+    }
+
+    const fn label(self) -> &'static str {
+        match self {
+            Self::Admin => "admin",
+            Self::Pubsub => "pubsub",
+            Self::Scripting => "scripting",
+            Self::Transaction => "transaction",
+            Self::Connection => "connection",
+            Self::Write => "write",
+            Self::Read => "read",
+            Self::Other => "other",
+        }
+    }
+}
+
+/// Upper bounds of the latency histogram, in microseconds (Prometheus `le`), roughly ×2 apart
+/// from 50 µs to 10 s: fine where a healthy proxy lives, coarse where only outages go.
+const LATENCY_BOUNDS_US: [u64; 18] = [
+    50, 100, 200, 400, 800, 1_600, 3_200, 6_400, 12_800, 25_600, 51_200, 102_400, 204_800, 409_600,
+    819_200, 1_638_400, 5_000_000, 10_000_000,
+];
+
+/// Request latency (first byte parsed → reply queued for the client).
+#[derive(Debug, Default)]
+pub(crate) struct Histogram {
+    /// Per bucket (not cumulative; made cumulative when rendered), plus one for +Inf.
+    buckets: [Counter; LATENCY_BOUNDS_US.len() + 1],
+    sum_us: Counter,
+}
+
+impl Histogram {
+    pub(crate) fn observe(&self, elapsed: Duration) {
+        let us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+        let bucket = LATENCY_BOUNDS_US
+            .iter()
+            .position(|bound| us <= *bound)
+            .unwrap_or(LATENCY_BOUNDS_US.len());
+        self.buckets[bucket].inc();
+        self.sum_us.add(us);
+    }
+}
+
+/// One worker's counters (its only writer is that worker).
+#[derive(Debug, Default)]
+pub struct WorkerStats {
+    pub(crate) requests: [Counter; Category::ALL.len()],
+    pub(crate) errors: [Counter; Category::ALL.len()],
+    pub(crate) latency: Histogram,
+    pub(crate) clients_accepted: Counter,
+    pub(crate) clients_closed: Counter,
+    pub(crate) clients_rejected: Counter,
+    pub(crate) protocol_errors: Counter,
+    pub(crate) moved: Counter,
+    pub(crate) ask: Counter,
+    pub(crate) tryagain: Counter,
+    pub(crate) clusterdown: Counter,
+    pub(crate) retries: Counter,
+    pub(crate) backend_connects: Counter,
+    pub(crate) backend_connect_failures: Counter,
+    pub(crate) backend_disconnects: Counter,
+}
+
+impl WorkerStats {
+    /// Counts one request of `category`, and its error when the reply is one.
+    pub(crate) fn request(&self, category: Category, error: bool) {
+        let i = category as usize;
+        self.requests[i].inc();
+        if error {
+            self.errors[i].inc();
+        }
+    }
+}
+
+/// Counters of the control thread (its only writer).
+#[derive(Debug, Default)]
+pub struct ControlStats {
+    pub(crate) refreshes: Counter,
+    pub(crate) refresh_failures: Counter,
+    pub(crate) topology_changes: Counter,
+}
+
+/// Every counter of one proxy: what `/metrics` renders.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub(crate) workers: Vec<Arc<WorkerStats>>,
+    pub(crate) control: Arc<ControlStats>,
+}
+
+/// Facts that are read, not counted, at scrape time.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Gauges {
+    /// Masters in the routing table.
+    pub masters: usize,
+    /// Slots with an owner (16384 when the cluster is fully covered).
+    pub slots_covered: usize,
+    /// The routing table's version.
+    pub topology_version: u64,
+}
+
+impl Stats {
+    /// Renders every counter in the Prometheus text format (version 0.0.4).
+    pub fn render(&self, gauges: Gauges) -> String {
+        let mut out = String::with_capacity(8 * 1024);
+        let sum = |f: &dyn Fn(&WorkerStats) -> u64| self.workers.iter().map(|w| f(w)).sum::<u64>();
+
+        metric(
+            &mut out,
+            "cinnabar_requests_total",
+            "counter",
+            "Requests answered, by command category.",
+        );
+        for c in Category::ALL {
+            let v = sum(&|w| w.requests[c as usize].get());
+            let _ = writeln!(
+                out,
+                "cinnabar_requests_total{{category=\"{}\"}} {v}",
+                c.label()
+            );
+        }
+        metric(
+            &mut out,
+            "cinnabar_request_errors_total",
+            "counter",
+            "Requests answered with an error reply, by command category.",
+        );
+        for c in Category::ALL {
+            let v = sum(&|w| w.errors[c as usize].get());
+            let _ = writeln!(
+                out,
+                "cinnabar_request_errors_total{{category=\"{}\"}} {v}",
+                c.label()
+            );
+        }
+
+        metric(
+            &mut out,
+            "cinnabar_request_duration_seconds",
+            "histogram",
+            "Time from a request's arrival to its reply being queued for the client.",
+        );
+        let mut cumulative = 0;
+        for (i, bound) in LATENCY_BOUNDS_US.iter().enumerate() {
+            cumulative += sum(&|w| w.latency.buckets[i].get());
+            let le = *bound as f64 / 1e6;
+            let _ = writeln!(
+                out,
+                "cinnabar_request_duration_seconds_bucket{{le=\"{le}\"}} {cumulative}"
+            );
+        }
+        cumulative += sum(&|w| w.latency.buckets[LATENCY_BOUNDS_US.len()].get());
+        let _ = writeln!(
+            out,
+            "cinnabar_request_duration_seconds_bucket{{le=\"+Inf\"}} {cumulative}"
+        );
+        let seconds = sum(&|w| w.latency.sum_us.get()) as f64 / 1e6;
+        let _ = writeln!(out, "cinnabar_request_duration_seconds_sum {seconds}");
+        let _ = writeln!(out, "cinnabar_request_duration_seconds_count {cumulative}");
+
+        let accepted = sum(&|w| w.clients_accepted.get());
+        let closed = sum(&|w| w.clients_closed.get());
+        metric(
+            &mut out,
+            "cinnabar_client_connections",
+            "gauge",
+            "Client connections open now.",
+        );
+        let _ = writeln!(
+            out,
+            "cinnabar_client_connections {}",
+            accepted.saturating_sub(closed)
+        );
+        for (name, help, value) in [
+            (
+                "cinnabar_client_connections_total",
+                "Client connections accepted.",
+                accepted,
+            ),
+            (
+                "cinnabar_client_connections_rejected_total",
+                "Client connections refused (limits, draining).",
+                sum(&|w| w.clients_rejected.get()),
+            ),
+            (
+                "cinnabar_client_protocol_errors_total",
+                "Client connections closed for malformed protocol.",
+                sum(&|w| w.protocol_errors.get()),
+            ),
+            (
+                "cinnabar_backend_connects_total",
+                "Backend connections established.",
+                sum(&|w| w.backend_connects.get()),
+            ),
+            (
+                "cinnabar_backend_connect_failures_total",
+                "Backend connection attempts that failed.",
+                sum(&|w| w.backend_connect_failures.get()),
+            ),
+            (
+                "cinnabar_backend_disconnects_total",
+                "Backend connections lost after being established.",
+                sum(&|w| w.backend_disconnects.get()),
+            ),
+            (
+                "cinnabar_retries_total",
+                "Requests re-sent after a transient cluster error or a lost backend.",
+                sum(&|w| w.retries.get()),
+            ),
+            (
+                "cinnabar_topology_refreshes_total",
+                "Topology refreshes attempted.",
+                self.control.refreshes.get(),
+            ),
+            (
+                "cinnabar_topology_refresh_failures_total",
+                "Topology refreshes that reached no node.",
+                self.control.refresh_failures.get(),
+            ),
+            (
+                "cinnabar_topology_changes_total",
+                "Refreshes that changed the routing table.",
+                self.control.topology_changes.get(),
+            ),
+        ] {
+            metric(&mut out, name, "counter", help);
+            let _ = writeln!(out, "{name} {value}");
+        }
+        metric(
+            &mut out,
+            "cinnabar_backend_connections",
+            "gauge",
+            "Backend connections open now.",
+        );
+        let connects = sum(&|w| w.backend_connects.get());
+        let lost = sum(&|w| w.backend_disconnects.get());
+        let _ = writeln!(
+            out,
+            "cinnabar_backend_connections {}",
+            connects.saturating_sub(lost)
+        );
+        metric(
+            &mut out,
+            "cinnabar_redirects_total",
+            "counter",
+            "Cluster redirects and transient errors followed inside the proxy, by kind.",
+        );
+        for (kind, value) in [
+            ("moved", sum(&|w| w.moved.get())),
+            ("ask", sum(&|w| w.ask.get())),
+            ("tryagain", sum(&|w| w.tryagain.get())),
+            ("clusterdown", sum(&|w| w.clusterdown.get())),
+        ] {
+            let _ = writeln!(out, "cinnabar_redirects_total{{kind=\"{kind}\"}} {value}");
+        }
+        for (name, help, value) in [
+            (
+                "cinnabar_backend_masters",
+                "Masters in the routing table.",
+                gauges.masters as u64,
+            ),
+            (
+                "cinnabar_slots_covered",
+                "Hash slots with a master (16384 when the cluster is fully served).",
+                gauges.slots_covered as u64,
+            ),
+            (
+                "cinnabar_topology_version",
+                "Version of the routing table in use.",
+                gauges.topology_version,
+            ),
+            (
+                "cinnabar_workers",
+                "Worker threads.",
+                self.workers.len() as u64,
+            ),
+        ] {
+            metric(&mut out, name, "gauge", help);
+            let _ = writeln!(out, "{name} {value}");
+        }
+        out
+    }
+}
+
+fn metric(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_add_up_across_workers_and_render_as_prometheus_text() {
+        let a = Arc::new(WorkerStats::default());
+        let b = Arc::new(WorkerStats::default());
+        a.request(Category::Read, false);
+        a.request(Category::Read, true);
+        b.request(Category::Write, false);
+        a.latency.observe(Duration::from_micros(30));
+        b.latency.observe(Duration::from_micros(150));
+        b.latency.observe(Duration::from_secs(60));
+        a.moved.inc();
+        let stats = Stats {
+            workers: vec![a, b],
+            control: Arc::default(),
+        };
+        let text = stats.render(Gauges {
+            masters: 3,
+            slots_covered: 16384,
+            topology_version: 7,
+        });
+        for line in [
+            "cinnabar_requests_total{category=\"read\"} 2",
+            "cinnabar_requests_total{category=\"write\"} 1",
+            "cinnabar_request_errors_total{category=\"read\"} 1",
+            "cinnabar_request_duration_seconds_bucket{le=\"0.00005\"} 1",
+            "cinnabar_request_duration_seconds_bucket{le=\"0.0002\"} 2",
+            "cinnabar_request_duration_seconds_bucket{le=\"10\"} 2",
+            "cinnabar_request_duration_seconds_bucket{le=\"+Inf\"} 3",
+            "cinnabar_request_duration_seconds_count 3",
+            "cinnabar_redirects_total{kind=\"moved\"} 1",
+            "cinnabar_slots_covered 16384",
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line}:\n{text}");
+        }
+        // Every sample line names a metric announced by HELP and TYPE.
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let name = line.split(['{', ' ']).next().unwrap();
+            let family = name
+                .trim_end_matches("_bucket")
+                .trim_end_matches("_sum")
+                .trim_end_matches("_count");
+            assert!(
+                text.contains(&format!("# TYPE {family} "))
+                    || text.contains(&format!("# TYPE {name} ")),
+                "{line}"
+            );
+        }
+    }
+
+    #[test]
+    fn categories_follow_the_command_table() {
+        let category = |name: &str| {
+            let args: Vec<&[u8]> = name.split(' ').map(str::as_bytes).collect();
+            Category::of(cinnabar_commands::resolve(&args).unwrap())
+        };
+        assert_eq!(category("get k"), Category::Read);
+        assert_eq!(category("set k v"), Category::Write);
+        assert_eq!(category("flushall"), Category::Admin);
+        assert_eq!(category("publish c m"), Category::Pubsub);
+        assert_eq!(category("eval s 0"), Category::Scripting);
+        assert_eq!(category("multi"), Category::Transaction);
+        assert_eq!(category("ping"), Category::Connection);
+    }
+}

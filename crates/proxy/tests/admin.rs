@@ -1,0 +1,143 @@
+//! The admin HTTP listener against a real cluster: metrics count what clients did, readiness
+//! follows slot coverage, the topology and config documents are well-formed JSON, and the
+//! backend password never appears.
+
+// Helpers outside #[test] functions panic on purpose: a panic is the failure report.
+#![allow(clippy::unwrap_used)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+use cinnabar_proxy::ProxyConfig;
+use cinnabar_testkit::TestCluster;
+
+/// `GET path` → (status, body).
+fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: test\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response[9..12].parse().unwrap();
+    let body = response.split_once("\r\n\r\n").unwrap().1.to_owned();
+    (status, body)
+}
+
+/// The value of one sample line, `name{labels} value`.
+fn sample(metrics: &str, series: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("no {series} in\n{metrics}"))
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_health_readiness_topology_and_config_are_served() {
+    let cluster = TestCluster::start(2, 0).await;
+    let mut config = ProxyConfig::new("127.0.0.1:0".parse().unwrap(), cluster.seeds());
+    config.admin_listen = Some("127.0.0.1:0".parse().unwrap());
+    let proxy = cinnabar_proxy::start(config).unwrap();
+    let admin = proxy.admin_addr().unwrap();
+
+    let client = redis::Client::open(format!("redis://{}/", proxy.local_addr())).unwrap();
+    let mut conn = client
+        .get_connection_with_timeout(Duration::from_secs(2))
+        .unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    for i in 0..20 {
+        redis::cmd("SET")
+            .arg(format!("k{i}"))
+            .arg(i)
+            .exec(&mut conn)
+            .unwrap();
+        let _: i64 = redis::cmd("GET")
+            .arg(format!("k{i}"))
+            .query(&mut conn)
+            .unwrap();
+    }
+    let _ = redis::cmd("NOSUCHCOMMAND").exec(&mut conn);
+    let _ = redis::cmd("INCR").arg("k1").arg("extra").exec(&mut conn);
+
+    let (status, metrics) = get(admin, "/metrics");
+    assert_eq!(status, 200);
+    assert!(sample(&metrics, "cinnabar_requests_total{category=\"write\"}") >= 20.0);
+    assert!(sample(&metrics, "cinnabar_requests_total{category=\"read\"}") >= 20.0);
+    assert!(
+        sample(
+            &metrics,
+            "cinnabar_request_errors_total{category=\"other\"}"
+        ) >= 1.0
+    );
+    assert!(sample(&metrics, "cinnabar_request_duration_seconds_count") >= 42.0);
+    assert_eq!(sample(&metrics, "cinnabar_client_connections"), 1.0);
+    assert_eq!(sample(&metrics, "cinnabar_slots_covered"), 16384.0);
+    assert_eq!(sample(&metrics, "cinnabar_backend_masters"), 2.0);
+    assert!(sample(&metrics, "cinnabar_backend_connections") >= 1.0);
+
+    assert_eq!(get(admin, "/healthz"), (200, "ok\n".to_owned()));
+    assert_eq!(get(admin, "/readyz"), (200, "ready\n".to_owned()));
+    assert_eq!(get(admin, "/nothing-here").0, 404);
+
+    let (status, topology) = get(admin, "/topology");
+    assert_eq!(status, 200);
+    let topology: serde_json::Value = serde_json::from_str(&topology).unwrap();
+    assert_eq!(topology["slots_covered"], 16384);
+    let masters = topology["masters"].as_array().unwrap();
+    assert_eq!(masters.len(), 2);
+    let slots: u64 = masters
+        .iter()
+        .flat_map(|m| m["slots"].as_array().unwrap().clone())
+        .map(|r| r[1].as_u64().unwrap() - r[0].as_u64().unwrap() + 1)
+        .sum();
+    assert_eq!(slots, 16384);
+
+    let (status, config) = get(admin, "/config");
+    assert_eq!(status, 200);
+    let config: serde_json::Value = serde_json::from_str(&config).unwrap();
+    assert_eq!(config["read_from"], "master");
+    assert_eq!(config["backend_password"], serde_json::Value::Null);
+
+    // A method other than GET is refused.
+    let mut stream = TcpStream::connect(admin).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    stream.write_all(b"POST /metrics HTTP/1.1\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    assert!(response.starts_with("HTTP/1.1 405"), "{response}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn readiness_fails_while_slots_have_no_master() {
+    let cluster = TestCluster::start(2, 0).await;
+    // Take a slot range away from its owner: the cluster no longer covers every slot.
+    let seed = &cluster.seeds()[0];
+    let mut node = redis::Client::open(seed.redis_url())
+        .unwrap()
+        .get_connection_with_timeout(Duration::from_secs(2))
+        .unwrap();
+    node.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let nodes: String = redis::cmd("CLUSTER").arg("NODES").query(&mut node).unwrap();
+    let topology = cinnabar_cluster::parse_cluster_nodes(&nodes).unwrap();
+    let mine = topology.myself().unwrap();
+    let range = mine.slots[0];
+    redis::cmd("CLUSTER")
+        .arg("DELSLOTSRANGE")
+        .arg(range.start)
+        .arg(range.start + 9)
+        .exec(&mut node)
+        .unwrap();
+
+    let mut config = ProxyConfig::new("127.0.0.1:0".parse().unwrap(), vec![seed.clone()]);
+    config.admin_listen = Some("127.0.0.1:0".parse().unwrap());
+    let proxy = cinnabar_proxy::start(config).unwrap();
+    let (status, body) = get(proxy.admin_addr().unwrap(), "/readyz");
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body, "not ready: 10 slots have no master\n");
+}
