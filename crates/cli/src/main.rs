@@ -217,6 +217,10 @@ struct ProxyArgs {
     /// so keep it on loopback or a private network [default: none]
     #[arg(long, value_name = "HOST:PORT")]
     admin_listen: Option<std::net::SocketAddr>,
+    /// On SIGTERM or Ctrl-C, how long clients may take to get their replies before they are
+    /// cut off [default: 30000]
+    #[arg(long, value_name = "MS")]
+    drain_timeout_ms: Option<u64>,
 }
 
 impl ProxyArgs {
@@ -243,6 +247,9 @@ impl ProxyArgs {
         }
         if let Some(admin) = self.admin_listen {
             config.admin_listen = Some(admin);
+        }
+        if let Some(ms) = self.drain_timeout_ms {
+            config.drain_timeout = Duration::from_millis(ms);
         }
         if config.seeds.is_empty() {
             bail!(
@@ -370,7 +377,16 @@ fn proxy(args: &ProxyArgs) -> Result<()> {
         handle.local_addr()
     );
     runtime()?.block_on(shutdown_signal());
-    handle.shutdown();
+    eprintln!(
+        "draining: no new clients; {} connected client(s) get their replies, then close",
+        handle.open_clients()
+    );
+    let cut_off = handle.drain();
+    if cut_off > 0 {
+        eprintln!("drain timeout: {cut_off} client(s) were still connected and were closed");
+    } else {
+        eprintln!("drained; stopped");
+    }
     Ok(())
 }
 

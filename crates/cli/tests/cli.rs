@@ -797,7 +797,7 @@ fn a_proxy_that_cannot_listen_fails_up_with_its_reason_and_nothing_is_left_behin
 }
 
 #[test]
-fn proxy_subcommand_with_a_config_file_serves_a_plain_client_and_stops_on_ctrl_c() {
+fn proxy_subcommand_with_a_config_file_serves_a_plain_client_and_drains_on_sigterm() {
     let c = Cinnabar::without_proxy(3, 0);
     c.up_detached(3, 0);
     let listen = cinnabar_testkit::reserve_port();
@@ -836,12 +836,24 @@ fn proxy_subcommand_with_a_config_file_serves_a_plain_client_and_stops_on_ctrl_c
     }
     let values: Vec<String> = redis::cmd("MGET").arg(&keys).query(&mut conn).unwrap();
     assert_eq!(values, keys);
+    // SIGTERM drains: the idle client is closed at once, and the proxy exits cleanly.
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(proxy.id() as i32),
-        nix::sys::signal::Signal::SIGINT,
+        nix::sys::signal::Signal::SIGTERM,
     )
     .unwrap();
-    assert!(proxy.wait().unwrap().success());
+    let out = proxy.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("draining: no new clients; 1 connected"),
+        "{err}"
+    );
+    assert!(err.contains("drained; stopped"), "{err}");
+    assert!(
+        redis::cmd("PING").exec(&mut conn).is_err(),
+        "the client was closed"
+    );
 }
 
 #[test]

@@ -29,6 +29,7 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 struct Shared {
     stats: Arc<Stats>,
     routes: watch::Receiver<Arc<SlotMap>>,
+    drain: watch::Receiver<bool>,
     config: Arc<ProxyConfig>,
 }
 
@@ -42,6 +43,7 @@ pub(crate) fn start(
     config: Arc<ProxyConfig>,
     stats: Arc<Stats>,
     routes: watch::Receiver<Arc<SlotMap>>,
+    drain: watch::Receiver<bool>,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(SocketAddr, JoinHandle<()>), ProxyError> {
     let bind_err = |source| ProxyError::Bind {
@@ -58,6 +60,7 @@ pub(crate) fn start(
     let shared = Arc::new(Shared {
         stats,
         routes,
+        drain,
         config,
     });
     let thread = std::thread::Builder::new()
@@ -126,7 +129,7 @@ fn respond(head: &[u8], shared: &Shared) -> Vec<u8> {
             shared.stats.render(gauges(&routes)),
         ),
         "/healthz" => reply(200, "text/plain", "ok\n".into()),
-        "/readyz" => match not_ready(&routes) {
+        "/readyz" => match not_ready(&routes, *shared.drain.borrow()) {
             None => reply(200, "text/plain", "ready\n".into()),
             Some(why) => reply(503, "text/plain", format!("not ready: {why}\n")),
         },
@@ -141,7 +144,10 @@ fn respond(head: &[u8], shared: &Shared) -> Vec<u8> {
 }
 
 /// Why the proxy should not get traffic yet, if it should not.
-fn not_ready(routes: &SlotMap) -> Option<String> {
+fn not_ready(routes: &SlotMap, draining: bool) -> Option<String> {
+    if draining {
+        return Some("draining".into());
+    }
     if routes.masters().is_empty() {
         return Some("no master known".into());
     }

@@ -85,6 +85,8 @@ pub struct ProxyConfig {
     /// The admin HTTP listener (`/metrics`, `/healthz`, `/readyz`, `/topology`); `None` runs
     /// without one. Keep it on loopback or a private network: it is not authenticated.
     pub admin_listen: Option<SocketAddr>,
+    /// How long a drain (SIGTERM) waits for clients to finish before cutting them off.
+    pub drain_timeout: Duration,
 }
 
 impl ProxyConfig {
@@ -105,6 +107,7 @@ impl ProxyConfig {
             read_from: ReadFrom::Master,
             backend_connections: 1,
             admin_listen: None,
+            drain_timeout: Duration::from_secs(30),
         }
     }
 }

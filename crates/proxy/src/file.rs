@@ -117,6 +117,8 @@ proxy_keys! {
     backend_read_timeout_ms: NonZeroU64 => |c, v| c.backend_read_timeout = Duration::from_millis(v.get()),
     /// Admin HTTP listener (`/metrics`, `/healthz`, `/readyz`, …), `"ip:port"`; unauthenticated.
     admin_listen: SocketAddr => |c, v| c.admin_listen = Some(v),
+    /// How long a drain (SIGTERM) waits for clients before cutting them off, in milliseconds.
+    drain_timeout_ms: u64 => |c, v| c.drain_timeout = Duration::from_millis(v),
     /// Pipelined connections from each worker to each backend node (1 or more).
     backend_connections: NonZeroUsize => |c, v| c.backend_connections = v.get(),
     /// Where read-only commands go: `"master"`, `"prefer-replica"` or `"replica-only"`.
@@ -287,6 +289,7 @@ mod tests {
         assert_eq!(config.backend_read_timeout, Duration::from_secs(5));
         assert_eq!(config.read_from, ReadFrom::Master);
         assert_eq!(config.backend_connections, 1);
+        assert_eq!(config.drain_timeout, Duration::from_secs(30));
         assert_eq!(config.admin_listen, Some(([127, 0, 0, 1], 17000).into()));
         for key in ProxyFile::KEYS {
             assert!(

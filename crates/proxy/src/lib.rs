@@ -75,6 +75,8 @@ pub struct ProxyHandle {
     addr: SocketAddr,
     admin_addr: Option<SocketAddr>,
     stop: watch::Sender<bool>,
+    drain: watch::Sender<bool>,
+    drain_timeout: std::time::Duration,
     threads: Vec<JoinHandle<()>>,
     stats: Arc<stats::Stats>,
     routes: watch::Receiver<Arc<SlotMap>>,
@@ -96,6 +98,28 @@ impl ProxyHandle {
     pub fn metrics(&self) -> String {
         let routes = self.routes.borrow().clone();
         self.stats.render(gauges(&routes))
+    }
+
+    /// Drains the proxy, then stops it: `/readyz` turns false, the listeners close, clients
+    /// with nothing in flight are closed at once, and the others get every reply to what they
+    /// sent (nothing more is read from them) before their connection closes. Returns when every
+    /// client is gone or after the configured `drain_timeout`, with the number of clients that
+    /// were still connected (cut off) at that point.
+    pub fn drain(mut self) -> usize {
+        let _ = self.drain.send(true);
+        let deadline = std::time::Instant::now() + self.drain_timeout;
+        let mut remaining = self.stats.open_clients();
+        while remaining > 0 && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            remaining = self.stats.open_clients();
+        }
+        self.stop_threads();
+        remaining
+    }
+
+    /// Client connections open now (across all workers).
+    pub fn open_clients(&self) -> usize {
+        self.stats.open_clients()
     }
 
     /// Stops the proxy and waits for its threads.
@@ -127,6 +151,7 @@ pub fn start(config: ProxyConfig) -> Result<ProxyHandle, ProxyError> {
     let worker_stats: Vec<Arc<stats::WorkerStats>> =
         (0..config.workers.max(1)).map(|_| Arc::default()).collect();
     let (stop, stop_rx) = watch::channel(false);
+    let (drain, drain_rx) = watch::channel(false);
     let refresh = Arc::new(Notify::new());
 
     // The control thread learns the first topology before anything listens, and keeps it
@@ -201,11 +226,12 @@ pub fn start(config: ProxyConfig) -> Result<ProxyHandle, ProxyError> {
                 .listen(1024)
                 .map_err(|source| ProxyError::Bind { addr, source })?
         };
-        let (config, routes_rx, refresh, stop_rx) = (
+        let (config, routes_rx, refresh, stop_rx, drain_rx) = (
             Arc::clone(&config),
             routes_rx.clone(),
             Arc::clone(&refresh),
             stop_rx.clone(),
+            drain_rx.clone(),
         );
         let stats = Arc::clone(&worker_stats[i]);
         threads.push(
@@ -218,6 +244,7 @@ pub fn start(config: ProxyConfig) -> Result<ProxyHandle, ProxyError> {
                         routes: routes_rx,
                         refresh,
                         stats,
+                        drain: drain_rx,
                     };
                     run_worker(setup, runtime, listener, stop_rx)
                 })
@@ -235,6 +262,7 @@ pub fn start(config: ProxyConfig) -> Result<ProxyHandle, ProxyError> {
                 Arc::clone(&config),
                 Arc::clone(&stats),
                 routes_rx.clone(),
+                drain_rx,
                 stop_rx,
             );
             match started {
@@ -255,6 +283,8 @@ pub fn start(config: ProxyConfig) -> Result<ProxyHandle, ProxyError> {
         addr,
         admin_addr,
         stop,
+        drain,
+        drain_timeout: config.drain_timeout,
         threads,
         stats,
         routes: routes_rx,
@@ -302,6 +332,7 @@ struct WorkerSetup {
     routes: watch::Receiver<Arc<SlotMap>>,
     refresh: Arc<Notify>,
     stats: Arc<stats::WorkerStats>,
+    drain: watch::Receiver<bool>,
 }
 
 fn run_worker(
@@ -318,8 +349,9 @@ fn run_worker(
             routes,
             refresh,
             stats,
+            mut drain,
         } = setup;
-        let worker = worker::Worker::new(config, routes, refresh, announce, stats);
+        let worker = worker::Worker::new(config, routes, refresh, announce, stats, drain.clone());
         loop {
             tokio::select! {
                 accepted = listener.accept() => match accepted {
@@ -328,8 +360,12 @@ fn run_worker(
                     }
                     Err(e) => tracing::warn!(error = %e, "accept failed"),
                 },
+                _ = drain.wait_for(|draining| *draining) => break,
                 _ = stop.wait_for(|stop| *stop) => return,
             }
         }
+        // Draining: no new clients; the sessions finish what they accepted and close.
+        drop(listener);
+        let _ = stop.wait_for(|stop| *stop).await;
     });
 }

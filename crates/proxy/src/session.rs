@@ -194,6 +194,7 @@ impl Session {
         request: &mut Request,
     ) -> std::io::Result<()> {
         let (mut rd, mut wr) = stream.split();
+        let mut drain = self.worker.drain.clone();
         let max_pending = self.worker.config.max_pending_per_client;
         let max_reply_bytes = self.worker.config.max_reply_bytes_per_client;
         loop {
@@ -247,6 +248,10 @@ impl Session {
                     if read? == 0 {
                         return Ok(());
                     }
+                }
+                // Draining: answer what was accepted, read nothing more, then close.
+                _ = drain.wait_for(|draining| *draining), if !self.closing => {
+                    self.closing = true;
                 }
             }
         }

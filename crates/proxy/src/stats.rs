@@ -184,6 +184,13 @@ pub struct Gauges {
 }
 
 impl Stats {
+    /// Client connections open now, across all workers.
+    pub fn open_clients(&self) -> usize {
+        let accepted: u64 = self.workers.iter().map(|w| w.clients_accepted.get()).sum();
+        let closed: u64 = self.workers.iter().map(|w| w.clients_closed.get()).sum();
+        usize::try_from(accepted.saturating_sub(closed)).unwrap_or(usize::MAX)
+    }
+
     /// Renders every counter in the Prometheus text format (version 0.0.4).
     pub fn render(&self, gauges: Gauges) -> String {
         let mut out = String::with_capacity(8 * 1024);

@@ -44,6 +44,8 @@ pub(crate) struct Worker {
     pub(crate) announce: std::net::SocketAddr,
     /// This worker's counters (it is their only writer).
     pub(crate) stats: Arc<WorkerStats>,
+    /// Turns true when the proxy drains: sessions finish what they accepted and close.
+    pub(crate) drain: watch::Receiver<bool>,
 }
 
 impl Worker {
@@ -53,6 +55,7 @@ impl Worker {
         refresh: Arc<Notify>,
         announce: std::net::SocketAddr,
         stats: Arc<WorkerStats>,
+        drain: watch::Receiver<bool>,
     ) -> Rc<Self> {
         let routes = routes_rx.borrow().clone();
         let worker = Rc::new(Self {
@@ -67,6 +70,7 @@ impl Worker {
             refresh,
             announce,
             stats,
+            drain,
         });
         worker.install_routes(routes);
         worker

@@ -141,3 +141,103 @@ async fn readiness_fails_while_slots_have_no_master() {
     assert_eq!(status, 503, "{body}");
     assert_eq!(body, "not ready: 10 slots have no master\n");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_drain_under_load_answers_every_accepted_request_then_closes() {
+    let cluster = TestCluster::start(2, 0).await;
+    let mut config = ProxyConfig::new("127.0.0.1:0".parse().unwrap(), cluster.seeds());
+    config.admin_listen = Some("127.0.0.1:0".parse().unwrap());
+    config.drain_timeout = Duration::from_secs(20);
+    let proxy = cinnabar_proxy::start(config.clone()).unwrap();
+    let (addr, admin) = (proxy.local_addr(), proxy.admin_addr().unwrap());
+
+    // Writers pipeline INCRs as fast as the proxy answers, counting acknowledgements, until
+    // their connection closes.
+    let writers: Vec<_> = (0..4)
+        .map(|w| {
+            std::thread::spawn(move || {
+                let key = format!("drained:{w}");
+                let mut stream = TcpStream::connect(addr).unwrap();
+                stream
+                    .set_read_timeout(Some(Duration::from_secs(10)))
+                    .unwrap();
+                let incr = format!("*2\r\n$4\r\nINCR\r\n${}\r\n{key}\r\n", key.len());
+                let mut acknowledged = 0u64;
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                'outer: loop {
+                    if stream.write_all(incr.repeat(8).as_bytes()).is_err() {
+                        break;
+                    }
+                    let mut replies = 0;
+                    while replies < 8 {
+                        match stream.read(&mut chunk) {
+                            Ok(0) | Err(_) => break 'outer,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                        while let Some(end) = buf.windows(2).position(|w| w == b"\r\n") {
+                            assert_eq!(buf[0], b':', "{}", String::from_utf8_lossy(&buf));
+                            acknowledged = String::from_utf8_lossy(&buf[1..end]).parse().unwrap();
+                            buf.drain(..end + 2);
+                            replies += 1;
+                        }
+                    }
+                }
+                (key, acknowledged)
+            })
+        })
+        .collect();
+    // A client waiting on a blocking command keeps the drain open until its reply.
+    let blocked = std::thread::spawn(move || {
+        let mut stream = TcpStream::connect(addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        stream
+            .write_all(b"*3\r\n$5\r\nBLPOP\r\n$5\r\nempty\r\n$1\r\n2\r\n")
+            .unwrap();
+        let mut reply = Vec::new();
+        stream.read_to_end(&mut reply).unwrap();
+        String::from_utf8(reply).unwrap()
+    });
+    std::thread::sleep(Duration::from_millis(500));
+
+    let draining = std::thread::spawn(move || proxy.drain());
+    std::thread::sleep(Duration::from_millis(300));
+    let (status, body) = get(admin, "/readyz");
+    assert_eq!((status, body.as_str()), (503, "not ready: draining\n"));
+    assert!(
+        TcpStream::connect(addr)
+            .and_then(|mut s| {
+                s.set_read_timeout(Some(Duration::from_secs(2)))?;
+                s.write_all(b"PING\r\n")?;
+                let mut buf = [0u8; 16];
+                s.read(&mut buf)
+            })
+            .map_or(true, |n| n == 0),
+        "a new client was served during the drain"
+    );
+    assert_eq!(draining.join().unwrap(), 0, "every client finished in time");
+    assert_eq!(
+        blocked.join().unwrap(),
+        "*-1\r\n",
+        "the blocked client got its reply"
+    );
+
+    // Every acknowledged INCR is in the cluster, and nothing beyond what was acknowledged.
+    let after = cinnabar_proxy::start(ProxyConfig::new(
+        "127.0.0.1:0".parse().unwrap(),
+        cluster.seeds(),
+    ))
+    .unwrap();
+    let client = redis::Client::open(format!("redis://{}/", after.local_addr())).unwrap();
+    let mut conn = client
+        .get_connection_with_timeout(Duration::from_secs(2))
+        .unwrap();
+    for writer in writers {
+        let (key, acknowledged) = writer.join().unwrap();
+        assert!(acknowledged > 0, "{key} made no progress before the drain");
+        let stored: u64 = redis::cmd("GET").arg(&key).query(&mut conn).unwrap();
+        assert_eq!(stored, acknowledged, "{key}");
+    }
+}
