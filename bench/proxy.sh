@@ -2,11 +2,12 @@
 # Proxy benchmark: redis-benchmark against a local Redis Cluster directly (--cluster) and
 # through `cinnabar proxy` (one worker), interleaved; prints throughput ratios, p50/p99, the
 # proxy's CPU microseconds per request, its peak RSS and the memory of 10,000 idle connections,
-# and which of the proxy's targets are met. A benchmark, not a test: exits 0 unless something
-# failed to run.
+# and which of the proxy's targets are met. With --predixy, Predixy (one worker thread) runs in
+# the same rotation and gets columns and a cinnabar-vs-predixy line per case. A benchmark, not a
+# test: exits 0 unless something failed to run.
 #
 #   bash bench/proxy.sh [--quick] [--rounds N] [--masters N] [--replicas N] [--workers N]
-#                       [--idle N] [--cinnabar PATH]
+#                       [--idle N] [--cinnabar PATH] [--predixy PATH]
 #
 #   --quick          one round with 40% of the requests (under a minute after the build)
 #   --rounds N       rounds of every case (default 3: 3 to 5 minutes on 2 CPUs)
@@ -15,13 +16,16 @@
 #   --workers N      proxy worker threads (default 1, which is what the targets assume)
 #   --idle N         idle client connections to open against the proxy (default 10000)
 #   --cinnabar PATH  use this cinnabar binary instead of building one (cargo build --release)
+#   --predixy PATH   also benchmark this Predixy binary (or set PREDIXY=PATH); it is not part of
+#                    the repository, see README.md for building one
 #
-# Everything listens on 127.0.0.1, on free ports; the cluster lives in a temporary directory
-# that is deleted on exit. Needs redis-server, redis-benchmark (redis-tools) and python3.
+# Everything listens on 127.0.0.1, on free ports; the cluster (and Predixy's config and log) lives
+# in a temporary directory that is deleted on exit. Needs redis-server, redis-benchmark
+# (redis-tools) and python3.
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
-quick=0 rounds=0 masters=3 replicas=0 workers=1 idle=10000 bin=""
+quick=0 rounds=0 masters=3 replicas=0 workers=1 idle=10000 bin="" predixy=${PREDIXY:-}
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) quick=1 ;;
@@ -31,16 +35,22 @@ while [ $# -gt 0 ]; do
     --workers) workers=$2; shift ;;
     --idle) idle=$2; shift ;;
     --cinnabar) bin=$2; shift ;;
-    -h|--help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --predixy) predixy=$2; shift ;;
+    -h|--help) sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
 done
 
-for tool in redis-server redis-benchmark python3 getconf; do
+for tool in redis-server redis-benchmark python3 getconf setsid; do
   command -v "$tool" >/dev/null ||
     { echo "bench: $tool not found (bash .ci/setup installs redis)" >&2; exit 1; }
 done
+if [ -n "$predixy" ]; then
+  [ -f "$predixy" ] && [ -x "$predixy" ] ||
+    { echo "bench: no predixy binary at $predixy (README.md says how to build one)" >&2; exit 1; }
+  predixy=$(cd "$(dirname "$predixy")" && pwd)/$(basename "$predixy")
+fi
 
 # 10,000 idle connections need that many descriptors in the proxy and in the Python client;
 # both inherit this shell's limit.
@@ -57,16 +67,37 @@ fi
 [ -x "$bin" ] || { echo "bench: no cinnabar binary at $bin" >&2; exit 1; }
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/cinnabar-bench.XXXXXX")
-proxy_pid=""
+proxy_pid="" predixy_pid="" bench_pid=""
+# stop PID SIGNAL: sends SIGNAL to a process this script started, waits up to 5 s, then SIGKILL.
+stop() {
+  [ -n "$1" ] && kill -0 "$1" 2>/dev/null || return 0
+  kill "-$2" "$1" 2>/dev/null || true
+  for _ in $(seq 50); do kill -0 "$1" 2>/dev/null || break; sleep 0.1; done
+  kill -KILL "$1" 2>/dev/null || true
+  wait "$1" 2>/dev/null || true
+}
 cleanup() {
   local rc=$?
-  if [ -n "$proxy_pid" ] && kill -0 "$proxy_pid" 2>/dev/null; then
-    kill -INT "$proxy_pid" 2>/dev/null || true
-    for _ in $(seq 50); do kill -0 "$proxy_pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$proxy_pid" 2>/dev/null || true
+  trap '' INT TERM  # a second Ctrl-C must not cut the clean-up short
+  if [ -n "$bench_pid" ] && kill -0 "$bench_pid" 2>/dev/null; then
+    # The measuring script leads a process group of its own (setsid): end it with its
+    # redis-benchmark children.
+    kill -TERM -- "-$bench_pid" 2>/dev/null || kill -TERM "$bench_pid" 2>/dev/null || true
+    for _ in $(seq 30); do kill -0 "$bench_pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL -- "-$bench_pid" 2>/dev/null || true
+    wait "$bench_pid" 2>/dev/null || true
   fi
+  stop "$proxy_pid" INT
+  stop "$predixy_pid" TERM  # predixy quits within about a second of SIGTERM
   if [ $rc -ne 0 ] && [ -s "$work/proxy.err" ]; then
     echo "--- proxy stderr (last lines)" >&2; tail -n 20 "$work/proxy.err" >&2
+  fi
+  if [ $rc -ne 0 ] && [ -n "$predixy" ]; then
+    for f in predixy.out predixy.log; do
+      if [ -s "$work/$f" ]; then
+        echo "--- predixy $f (last lines)" >&2; tail -n 20 "$work/$f" >&2
+      fi
+    done
   fi
   if [ -d "$work/cluster" ] && ! "$bin" down --dir "$work/cluster" --purge >/dev/null 2>&1; then
     echo "bench: cinnabar down --dir $work/cluster --purge failed; left $work for a look" >&2
@@ -79,8 +110,10 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 nodes=$((masters * (1 + replicas)))
-ports=$(python3 "$repo/bench/proxy_bench.py" free-ports "$nodes")
-read -r port proxy_port <<<"$ports"
+extra=1
+[ -n "$predixy" ] && extra=2
+ports=$(python3 "$repo/bench/proxy_bench.py" free-ports "$nodes" --extra "$extra")
+read -r port proxy_port predixy_port <<<"$ports"
 
 echo "starting the cluster: $masters masters x $replicas replicas on 127.0.0.1:$port.."
 mkdir -p "$work/cluster"
@@ -100,9 +133,57 @@ done
 proxy_addr=$(head -n 1 "$work/proxy.out")
 [ -n "$proxy_addr" ] || { echo "bench: the proxy printed no address" >&2; exit 1; }
 echo "proxy: $proxy_addr (pid $proxy_pid, $workers worker(s)); cluster: $endpoint"
+
+if [ -n "$predixy" ]; then
+  # One worker thread (a one-thread against one-thread comparison with the default --workers 1),
+  # reads from masters only (as cinnabar by default), no client or server timeouts, only warnings
+  # and errors logged.
+  cat >"$work/predixy.conf" <<CONF
+Name CinnabarBench
+Bind 127.0.0.1:$predixy_port
+WorkerThreads 1
+ClientTimeout 0
+Log $work/predixy.log
+LogVerbSample 0
+LogDebugSample 0
+LogInfoSample 0
+LogNoticeSample 0
+LogWarnSample 1
+LogErrorSample 1
+Authority {
+    Auth {
+        Mode write
+    }
+}
+ClusterServerPool {
+    MasterReadPriority 100
+    StaticSlaveReadPriority 0
+    DynamicSlaveReadPriority 0
+    Servers {
+        + $endpoint
+    }
+}
+CONF
+  "$predixy" "$work/predixy.conf" >"$work/predixy.out" 2>&1 &
+  predixy_pid=$!
+  for i in $(seq 100); do
+    kill -0 "$predixy_pid" 2>/dev/null || { echo "bench: predixy exited" >&2; exit 1; }
+    (exec 3<>"/dev/tcp/127.0.0.1/$predixy_port") 2>/dev/null && break
+    [ "$i" = 100 ] && { echo "bench: predixy is not listening on $predixy_port" >&2; exit 1; }
+    sleep 0.1
+  done
+  echo "predixy: 127.0.0.1:$predixy_port (pid $predixy_pid, 1 worker thread): $predixy"
+fi
 echo
 
 args=(--direct "$endpoint" --proxy "$proxy_addr" --pid "$proxy_pid" --masters "$masters"
       --replicas "$replicas" --workers "$workers" --rounds "$rounds" --idle "$idle")
 [ "$quick" = 1 ] && args+=(--quick)
-python3 "$repo/bench/proxy_bench.py" run "${args[@]}"
+[ -n "$predixy" ] && args+=(--predixy "127.0.0.1:$predixy_port" --predixy-pid "$predixy_pid")
+# In the background and in a session of its own, so that a signal to this script runs the trap at
+# once (bash defers traps while a foreground command runs) and the clean-up can end the
+# measuring script and its redis-benchmark children as one process group. A background child
+# of a non-interactive shell leads no group, so setsid runs python3 in place ($! is its pid).
+setsid python3 "$repo/bench/proxy_bench.py" run "${args[@]}" &
+bench_pid=$!
+wait "$bench_pid"

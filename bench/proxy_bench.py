@@ -1,13 +1,15 @@
 #!/usr/bin/env python3
 """The measuring half of bench/proxy.sh (standard library only, Python 3.8+).
 
-proxy.sh builds cinnabar, starts a cluster and the proxy, and calls `run`; this file drives
-redis-benchmark against the cluster directly (--cluster) and through the proxy, interleaved,
-reads the proxy's CPU and memory from /proc, and prints the table and the target verdicts.
+proxy.sh builds cinnabar, starts a cluster and the proxy (and, with --predixy, Predixy), and
+calls `run`; this file drives redis-benchmark against the cluster directly (--cluster), through
+the proxy and through Predixy, interleaved, reads the proxies' CPU and memory from /proc, and
+prints the table and the target verdicts.
 
 Subcommands:
-  free-ports N           print a base port B such that B..B+N-1 and their bus ports (+10000)
-                         are free on 127.0.0.1, and then one more free port (for the proxy)
+  free-ports N [--extra K]
+                         print a base port B such that B..B+N-1 and their bus ports (+10000)
+                         are free on 127.0.0.1, and then K more free ports (default 1: the proxy)
   run [options]          the benchmark (see --help)
 """
 
@@ -178,7 +180,7 @@ class Case:
         self.proxy_cmd = proxy_cmd
         self.cpu_max = cpu_max  # target CPU microseconds per request, or None
         self.ratio_min = ratio_min  # target proxy/direct throughput, or None
-        self.runs = {"direct": [], "proxy": []}
+        self.runs = {"direct": [], "proxy": [], "predixy": []}
 
 
 def mset(key):
@@ -267,19 +269,20 @@ def node_pids(seed):
 
 
 class CpuMeter:
-    """CPU used during an interval by the proxy, and CPU taken from the benchmark by others:
-    hypervisor steal plus the machine's busy time (/proc/stat) minus what the benchmark used
-    (the proxy, the cluster's redis-servers with their forks and supervisor, this script and its
-    redis-benchmark children) minus kernel threads (kworkers writing the AOF or freeing sockets
-    work for the benchmark). Counting from the machine's total catches short-lived processes;
-    the names shown are those of the live processes that used the most. All in clock ticks."""
+    """CPU used during an interval by each proxy (cinnabar, and Predixy when compared), and CPU
+    taken from the benchmark by others: hypervisor steal plus the machine's busy time
+    (/proc/stat) minus what the benchmark used (the proxies, the cluster's redis-servers with
+    their forks and supervisor, this script and its redis-benchmark children) minus kernel
+    threads (kworkers writing the AOF or freeing sockets work for the benchmark). Counting from
+    the machine's total catches short-lived processes; the names shown are those of the live
+    processes that used the most. All in clock ticks."""
 
     PF_KTHREAD = 0x00200000
 
-    def __init__(self, proxy_pid, node_pids):
-        self.proxy_pid = proxy_pid
+    def __init__(self, proxy_pids, node_pids):
+        self.proxy_pids = list(proxy_pids)
         self.nodes = set(node_pids)
-        self.ours = {proxy_pid, os.getpid(), *node_pids}
+        self.ours = {*self.proxy_pids, os.getpid(), *node_pids}
         for p in node_pids:
             ppid = self.stat(p)[1]
             if ppid > 1:
@@ -295,7 +298,7 @@ class CpuMeter:
                 int(f[11]) + int(f[12]), int(f[13]) + int(f[14]))
 
     def sample(self):
-        """(time, proxy utime, proxy stime, machine busy, ours, kernel threads, {pid: (name,
+        """(time, {proxy pid: (utime, stime)}, machine busy, ours, kernel threads, {pid: (name,
         ticks)} of other live user processes, steal)."""
         with open("/proc/stat") as f:
             v = [int(x) for x in f.readline().split()[1:9]]
@@ -311,7 +314,7 @@ class CpuMeter:
                 name, ppid, flags, own, children = self.stat(pid)
             except (OSError, ValueError, IndexError):
                 continue  # gone meanwhile
-            if pid in (me, self.proxy_pid):
+            if pid == me or pid in self.proxy_pids:
                 continue  # counted below (getrusage) and on their own
             if pid in self.ours:
                 ours += own + children  # children: the redis-servers' reaped AOF-rewrite forks
@@ -323,25 +326,26 @@ class CpuMeter:
                 others[pid] = (name, own)
         ru = [resource.getrusage(w) for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
         ours += sum(r.ru_utime + r.ru_stime for r in ru) * CLK_TCK
-        utime, stime = cpu_split(self.proxy_pid)
-        return time.monotonic(), utime, stime, busy, ours, kernel, others, v[7]
+        proxies = {p: cpu_split(p) for p in self.proxy_pids}
+        return time.monotonic(), proxies, busy, ours, kernel, others, v[7]
 
     @staticmethod
     def delta(a, b):
-        """seconds, proxy ticks (all, system), ticks taken by others (processes outside the
-        benchmark and the hypervisor), and the biggest of those by name."""
-        proxy = b[1] + b[2] - a[1] - a[2]
-        steal = b[7] - a[7]
-        others = max((b[3] - a[3]) - (b[4] - a[4]) - (b[5] - a[5]) - proxy, 0) + steal
+        """seconds, {proxy pid: (ticks, system ticks)}, ticks taken by others (processes outside
+        the benchmark and the hypervisor), and the biggest of those by name."""
+        proxies = {p: (sum(b[1][p]) - sum(a[1][p]), b[1][p][1] - a[1][p][1]) for p in b[1]}
+        proxy = sum(t for t, _ in proxies.values())
+        steal = b[6] - a[6]
+        others = max((b[2] - a[2]) - (b[3] - a[3]) - (b[4] - a[4]) - proxy, 0) + steal
         used = {}
-        for pid, (name, ticks) in b[6].items():
-            d = ticks - a[6].get(pid, (name, 0))[1]
+        for pid, (name, ticks) in b[5].items():
+            d = ticks - a[5].get(pid, (name, 0))[1]
             if d > 0:
                 used[name] = used.get(name, 0) + d
         if steal > 0:
             used["steal (hypervisor)"] = steal
         top = sorted(used.items(), key=lambda kv: -kv[1])[:3]
-        return b[0] - a[0], (proxy, b[2] - a[2]), round(others), top
+        return b[0] - a[0], proxies, round(others), top
 
 
 PROBE_KEY = "lat:probe"
@@ -434,9 +438,39 @@ def verdict(ok):
     return "PASS" if ok else "MISS"
 
 
+def wait_routable(addr, timeout=30):
+    """Waits until a SET through a proxy at addr answers +OK (Predixy listens before it has
+    read the cluster's slots)."""
+    deadline = time.monotonic() + timeout
+    last = b""
+    while time.monotonic() < deadline:
+        try:
+            s = connect(addr)
+            try:
+                for i in range(16):  # keys in different slots, so on every master
+                    s.sendall(resp("SET", f"ready:{i}", "1"))
+                    last = read_reply(s)[0]
+                    if last != b"+OK":
+                        break
+                else:
+                    return
+            finally:
+                s.close()
+        except (OSError, RuntimeError) as e:
+            last = str(e).encode()
+        time.sleep(0.2)
+    raise RuntimeError(f"{addr} did not route a SET within {timeout} s: {last[:200]!r}")
+
+
 def run(a):
     pid = a.pid
     quick = a.quick
+    # Sides of every case: "proxy" is the cinnabar proxy; "predixy" only with --predixy.
+    sides = ["direct", "proxy"] + (["predixy"] if a.predixy else [])
+    pids = {"proxy": pid, "predixy": a.predixy_pid}
+    addrs = {"direct": a.direct, "proxy": a.proxy, "predixy": a.predixy}
+    cmp = "predixy" in sides
+    w = max(len(x) for x in sides)  # width of the side column in the log
     rounds = a.rounds if a.rounds else (1 if quick else 3)
     scale = 0.4 if quick else 1.0
     all_cases = cases()
@@ -454,21 +488,31 @@ def run(a):
         f"CLK_TCK {CLK_TCK}")
     log(f"cluster: {a.masters} masters x {a.replicas} replicas = {nodes} redis-server "
         f"processes at {a.direct}; proxy: {a.workers} worker(s) at {a.proxy}, pid {pid}")
+    if cmp:
+        log(f"predixy: 1 worker thread at {a.predixy}, pid {a.predixy_pid}; same keys and "
+            "commands as the proxy; its CPU is read from /proc the same way")
     if ncpu <= 2:
         log(f"note: only {ncpu} CPUs: redis-benchmark, the {nodes} redis-server processes and "
             "(in proxy runs) the proxy all compete for them, so every extra process -- the proxy "
             "itself" + (", the replicas" if a.replicas else "") + " -- takes CPU from the "
             "others; on a machine where the proxy has a core of its own the ratios may be higher")
-    log(f"rounds: {rounds}, direct and proxy alternating (order flips every round); "
-        f"requests per run: " + ", ".join(f"{c.name} {fmt_int(c.n_full * scale)}"
-                                         for c in all_cases))
+    if cmp:
+        log(f"rounds: {rounds}, direct, proxy and predixy in turn (the order rotates every "
+            "round); requests per run: " + ", ".join(f"{c.name} {fmt_int(c.n_full * scale)}"
+                                                     for c in all_cases))
+    else:
+        log(f"rounds: {rounds}, direct and proxy alternating (order flips every round); "
+            f"requests per run: " + ", ".join(f"{c.name} {fmt_int(c.n_full * scale)}"
+                                             for c in all_cases))
     log("keys: direct " + DIRECT_KEY + " (redis-benchmark --cluster: one slot per master), "
-        f"proxy {PROXY_KEY} (all slots); -r {KEYSPACE} on both sides, values 100 bytes")
+        f"proxy{' and predixy' if cmp else ''} {PROXY_KEY} (all slots); -r {KEYSPACE} on "
+        f"{'every side' if cmp else 'both sides'}, values 100 bytes")
     log("MSET: through the proxy 10 keys in different slots (the proxy splits it; cmds/req in "
         "the log shows into how many backend commands); directly, redis-benchmark --cluster can "
         "only send an MSET whose keys share a hash tag, so "
         "the direct side is a same-slot 10-key MSET: the cheapest thing a cluster client can "
-        "do. The ratio compares unlike work and has no target.")
+        "do. The ratio compares unlike work and has no target."
+        + (" Predixy splits the same cross-slot MSET as the proxy: like work." if cmp else ""))
     log()
 
     def base(side, c):
@@ -478,32 +522,39 @@ def run(a):
         if side == "direct":
             host, port = a.direct.rsplit(":", 1)
             return ["-h", host, "-p", port, "--cluster"] + args + c.direct_cmd
-        host, port = a.proxy.rsplit(":", 1)
+        host, port = addrs[side].rsplit(":", 1)
         return ["-h", host, "-p", port] + args + c.proxy_cmd
 
-    # Warm-up: fill both keyspaces (so GETs hit on both sides) and wake everything up.
-    log("warm-up: SET -P 16 over the whole keyspace, directly and through the proxy")
+    if cmp:
+        wait_routable(a.predixy)
+    # Warm-up: fill both keyspaces (so GETs hit on every side) and wake everything up.
+    log("warm-up: SET -P 16 over the whole keyspace, directly and through the proxy"
+        + (" and predixy" if cmp else ""))
     warm = Case("warm-up", 50, 16, 0, ["SET", DIRECT_KEY, VALUE], ["SET", PROXY_KEY, VALUE],
                 None, None)
-    for side in ("direct", "proxy"):
+    for side in sides:
         args = base(side, warm)
         args[args.index("-n") + 1] = str(40 * KEYSPACE)
         redis_benchmark(args, 40 * KEYSPACE)
-    # The single-client probe key: the same key (same master) on both sides.
-    pconn = connect(a.proxy)
-    pconn.sendall(resp("SET", PROBE_KEY, VALUE))
-    if read_reply(pconn)[0] != b"+OK":
-        raise RuntimeError("SET through the proxy failed")
-    dconn = connect_owner(a.direct, PROBE_KEY)
-    probe(dconn, 2000)
-    probe(pconn, 2000)
+    # The single-client probe key: the same key (same master) on every side.
+    conns = {}
+    for side in sides[1:]:
+        conns[side] = connect(addrs[side])
+        conns[side].sendall(resp("SET", PROBE_KEY, VALUE))
+        if read_reply(conns[side])[0] != b"+OK":
+            raise RuntimeError(f"SET through the {side} failed")
+    conns["direct"] = connect_owner(a.direct, PROBE_KEY)
+    for side in sides:
+        probe(conns[side], 2000)
     log()
 
     probe_n = int(20_000 * scale)
-    probes = {"direct": [], "proxy": []}
-    meter = CpuMeter(pid, node_pids(a.direct))
+    probes = {side: [] for side in sides}
+    proxy_sides = sides[1:]
+    meter = CpuMeter([pids[x] for x in proxy_sides], node_pids(a.direct))
     counter = Counter(a.direct)
-    idle_ticks, idle_secs = 0, 0.0  # the proxy's CPU while direct runs go on
+    idle_ticks = {x: 0 for x in proxy_sides}  # each proxy's CPU while direct runs go on
+    idle_secs = 0.0
     foreign_ticks, total_secs = 0, 0.0  # CPU of processes outside the benchmark
     disturbed = []  # (case, round, worst share) of pairs that stayed disturbed
 
@@ -513,36 +564,41 @@ def run(a):
         n = int(c.n_full * scale)
         before = meter.sample()
         res = redis_benchmark(base(side, c), n, counter)
-        secs, (ticks, sys_ticks), others, top = meter.delta(before, meter.sample())
-        if not alive(pid):
-            raise RuntimeError("the proxy exited during the benchmark")
-        res.update(ticks=ticks, sys_ticks=sys_ticks, n=n)
+        secs, proxies, others, top = meter.delta(before, meter.sample())
+        for x in proxy_sides:
+            if not alive(pids[x]):
+                raise RuntimeError(f"the {x} exited during the benchmark")
         foreign_ticks += others
         total_secs += secs
         extra = ""
-        if side == "proxy":
-            extra = (f"  proxy CPU {ticks * 1e6 / CLK_TCK / n:6.2f} us/req ({ticks} ticks, "
+        if side != "direct":
+            ticks, sys_ticks = proxies[pids[side]]
+            res.update(ticks=ticks, sys_ticks=sys_ticks, n=n)
+            extra = (f"  {side} CPU {ticks * 1e6 / CLK_TCK / n:6.2f} us/req ({ticks} ticks, "
                      f"{sys_ticks} system)")
         else:
-            idle_ticks += ticks
+            res.update(n=n)
+            for x in proxy_sides:
+                idle_ticks[x] += proxies[pids[x]][0]
             idle_secs += secs
         busy = others / CLK_TCK / secs
         if busy > 0.05:
             names = ", ".join(f"{name} {t}" for name, t in top)
             extra += (f"  [others took {busy * 100:.0f}% of a CPU: "
                       f"{names or 'short-lived processes'}]")
-        log(f"{label}  {c.name:<19} {side:<6} {res['rps']:>9,.0f} rps "
+        log(f"{label}  {c.name:<19} {side:<{w}} {res['rps']:>9,.0f} rps "
             f"(redis-benchmark {res['rb_rps']:>9,.0f}; {res['fanout']:5.2f} cmds/req, "
             f"{res['window']:.1f} s window)  p50 {res['p50']:5.0f} us  "
             f"p99 {res['p99']:5.0f} us{extra}")
         return res, busy
 
     for r in range(rounds):
-        order = ("direct", "proxy") if r % 2 == 0 else ("proxy", "direct")
+        order = sides[r % len(sides):] + sides[:r % len(sides)]  # two sides: flips every round
         label = f"round {r + 1}/{rounds}"
         for c in all_cases:
-            # A pair during which other processes or the hypervisor took more than DISTURBED of a
-            # CPU is run again (at most RETRIES times); the least disturbed pair is kept.
+            # A pair (with predixy: a trio) during which other processes or the hypervisor took
+            # more than DISTURBED of a CPU is run again (at most RETRIES times); the least
+            # disturbed one is kept.
             best = None
             for attempt in range(1 + RETRIES):
                 pair, worst = {}, 0.0
@@ -558,7 +614,7 @@ def run(a):
             for side in order:
                 c.runs[side].append(best[0][side])
         for side in order:
-            sock = dconn if side == "direct" else pconn
+            sock = conns[side]
             before = meter.sample()
             p50, p99 = probe(sock, probe_n)
             secs, _, others, top = meter.delta(before, meter.sample())
@@ -568,12 +624,15 @@ def run(a):
             if busy > 0.05:
                 names = ", ".join(f"{name} {t}" for name, t in top)
                 extra = f"  [others took {busy * 100:.0f}% of a CPU: {names}]"
-            log(f"{label}  {'probe GET (python)':<19} {side:<6} "
+            log(f"{label}  {'probe GET (python)':<19} {side:<{w}} "
                 f"{probe_n:>7} GETs      p50 {p50:6.1f} us  p99 {p99:6.1f} us{extra}")
-    dconn.close()
-    pconn.close()
+    for sock in conns.values():
+        sock.close()
     counter.close()
     hwm_load = status_kib(pid, "VmHWM")
+    if cmp:
+        x_hwm = status_kib(a.predixy_pid, "VmHWM")
+        x_rss = status_kib(a.predixy_pid, "VmRSS")
     log()
     log(f"idle connections: opening {a.idle:,} to the proxy")
     idle = idle_connections(a.proxy, pid, a.idle)
@@ -596,6 +655,17 @@ def run(a):
             "cpu": sum(x["ticks"] for x in p) * 1e6 / CLK_TCK / sum(x["n"] for x in p),
             "sys": sum(x["sys_ticks"] for x in p) / max(sum(x["ticks"] for x in p), 1),
         })
+        if cmp:
+            x = c.runs["predixy"]
+            xratios = [xx["rps"] / dd["rps"] for dd, xx in zip(d, x)]
+            vs = [pp["rps"] / xx["rps"] for pp, xx in zip(p, x)]  # cinnabar / predixy
+            rows[-1].update({
+                "xrps": med([r["rps"] for r in x]), "xratio": med(xratios),
+                "x50": med([r["p50"] for r in x]), "x99": med([r["p99"] for r in x]),
+                "xcpu": sum(r["ticks"] for r in x) * 1e6 / CLK_TCK / sum(r["n"] for r in x),
+                "xticks": sum(r["ticks"] for r in x), "pticks": sum(r["ticks"] for r in p),
+                "vs": med(vs), "vsmin": min(vs), "vsmax": max(vs),
+            })
     log()
     log(f"Results: medians over {rounds} round(s). rps = requests per second the masters served "
         "in the steady part (10%-90%) of each run; ratio = proxy rps / direct rps, median of the "
@@ -604,19 +674,46 @@ def run(a):
         "p50/p99 from redis-benchmark in microseconds (8 us buckets below 256 us); CPU = proxy "
         "utime+stime per request over all rounds (sys = the stime share; on loopback the kernel "
         "mostly charges the receiving side's TCP work to the sender, so it includes delivering the "
-        "proxy's writes).")
+        "proxy's writes)."
+        + (" predixy rps, predixy ratio (predixy rps / direct rps, median of the per-round "
+           "ratios) and predixy CPU (utime+stime of the whole Predixy process per request) are "
+           "measured the same way." if cmp else ""))
     log()
     hdr = (f"{'case':<20}{'direct rps':>11}{'proxy rps':>11}{'ratio':>7}{'range':>12}{'rb':>6}"
            f"{'direct p50/p99':>16}{'proxy p50/p99':>15}{'CPU us/req':>12}{'sys':>5}")
+    if cmp:
+        hdr += f"{'predixy rps':>13}{'predixy ratio':>15}{'predixy CPU':>13}"
     log(hdr)
     log("-" * len(hdr))
     for row in rows:
         rng = f"{row['rmin']:.2f}-{row['rmax']:.2f}" if rounds > 1 else "-"
-        log(f"{row['case'].name:<20}{fmt_int(row['drps']):>11}{fmt_int(row['prps']):>11}"
-            f"{row['ratio']:>7.2f}{rng:>12}{row['rb_ratio']:>6.2f}"
-            f"{row['d50']:>9.0f}/{row['d99']:<6.0f}{row['p50']:>8.0f}/{row['p99']:<6.0f}"
-            f"{row['cpu']:>12.2f}{row['sys'] * 100:>4.0f}%")
+        line = (f"{row['case'].name:<20}{fmt_int(row['drps']):>11}{fmt_int(row['prps']):>11}"
+                f"{row['ratio']:>7.2f}{rng:>12}{row['rb_ratio']:>6.2f}"
+                f"{row['d50']:>9.0f}/{row['d99']:<6.0f}{row['p50']:>8.0f}/{row['p99']:<6.0f}"
+                f"{row['cpu']:>12.2f}{row['sys'] * 100:>4.0f}%")
+        if cmp:
+            line += f"{fmt_int(row['xrps']):>13}{row['xratio']:>15.2f}{row['xcpu']:>13.2f}"
+        log(line)
     log()
+    if cmp:
+        log("Cinnabar proxy vs Predixy, one worker thread each. CPU = cinnabar CPU/req / predixy "
+            "CPU/req (below 1: cinnabar spends less CPU per request); throughput = cinnabar rps "
+            "/ predixy rps, median of the per-round ratios (above 1: cinnabar is faster)"
+            + ("" if rounds > 1 else "; one round, and CPU is counted in 10 ms ticks, so small "
+               "differences are noise") + ":")
+        less_cpu = faster = 0
+        for row in rows:
+            cpu_vs = row["cpu"] / row["xcpu"] if row["xcpu"] else float("inf")
+            less_cpu += cpu_vs < 1
+            faster += row["vs"] > 1
+            rng = f" ({row['vsmin']:.2f}-{row['vsmax']:.2f})" if rounds > 1 else ""
+            log(f"  {row['case'].name:<20} CPU/req {row['cpu']:5.2f} / {row['xcpu']:5.2f} us = "
+                f"{cpu_vs:4.2f} ({row['pticks']} / {row['xticks']} ticks); throughput "
+                f"{row['vs']:4.2f}{rng}; p50/p99 {row['p50']:.0f}/{row['p99']:.0f} vs "
+                f"{row['x50']:.0f}/{row['x99']:.0f} us")
+        log(f"  cinnabar used less CPU per request than Predixy in {less_cpu} of {len(rows)} "
+            f"cases and had the higher throughput in {faster} of {len(rows)}")
+        log()
     dp50 = med([x[0] for x in probes["direct"]])
     pp50 = med([x[0] for x in probes["proxy"]])
     dp99 = med([x[1] for x in probes["direct"]])
@@ -629,6 +726,12 @@ def run(a):
         "8 us buckets, so +-8 us)")
     log(f"  python probe, same key both sides, 1 us resolution: p50 {dp50:.1f} -> {pp50:.1f} us "
         f"(+{added_probe:.1f}); p99 {dp99:.1f} -> {pp99:.1f} us (+{pp99 - dp99:.1f})")
+    if cmp:
+        xp50 = med([x[0] for x in probes["predixy"]])
+        xp99 = med([x[1] for x in probes["predixy"]])
+        log(f"  predixy: redis-benchmark -c 1 p50 {c1['d50']:.0f} -> {c1['x50']:.0f} us "
+            f"(+{c1['x50'] - c1['d50']:.0f}); python probe p50 {dp50:.1f} -> {xp50:.1f} us "
+            f"(+{xp50 - dp50:.1f}); p99 {dp99:.1f} -> {xp99:.1f} us (+{xp99 - dp99:.1f})")
     log()
     n_idle = idle["count"]
     per_fresh = (idle["rss1"] - idle["rss0"]) / n_idle
@@ -640,17 +743,24 @@ def run(a):
         f"({per_used:.2f} KiB/conn); after closing them {idle['rss3']:,} KiB")
     log(f"Peak RSS (VmHWM): {hwm_load:,} KiB after the load cases, {hwm_end:,} KiB at the end "
         f"(VmRSS now {rss_end:,} KiB)")
-    log(f"Proxy CPU while the direct runs went on (should be ~0): {idle_ticks} ticks in "
-        f"{idle_secs:.0f} s")
+    if cmp:
+        log(f"Predixy peak RSS (VmHWM) after the load cases: {x_hwm:,} KiB (VmRSS then "
+            f"{x_rss:,} KiB; the idle connections are opened to the cinnabar proxy only)")
+        log(f"Proxy CPU while the direct runs went on (should be ~0): {idle_ticks['proxy']} "
+            f"ticks, predixy {idle_ticks['predixy']} ticks, in {idle_secs:.0f} s")
+    else:
+        log(f"Proxy CPU while the direct runs went on (should be ~0): {idle_ticks['proxy']} "
+            f"ticks in {idle_secs:.0f} s")
     if disturbed:
         log(f"Disturbed even after {RETRIES} repeats (other processes and steal took over "
             f"{DISTURBED * 100:.0f}% of a CPU): " + ", ".join(
                 f"{name} round {rnd} ({share * 100:.0f}%)" for name, rnd, share in disturbed))
     foreign = foreign_ticks / CLK_TCK / max(total_secs, 1e-9)
+    group = "trio" if cmp else "pair"
     log(f"User processes outside the benchmark and hypervisor steal took {foreign * 100:.1f}% of "
         f"one CPU on average over all runs, repeated ones included ({total_secs:.0f} s); "
-        + (f"{len(disturbed)} kept pair(s) above {DISTURBED * 100:.0f}%, see above"
-           if disturbed else f"every kept pair below {DISTURBED * 100:.0f}%"))
+        + (f"{len(disturbed)} kept {group}(s) above {DISTURBED * 100:.0f}%, see above"
+           if disturbed else f"every kept {group} below {DISTURBED * 100:.0f}%"))
     log()
 
     # ------------------------------------------------------------ targets
@@ -681,7 +791,7 @@ def run(a):
     return 0
 
 
-def free_ports(n):
+def free_ports(n, extra=1):
     def free(port):
         with socket.socket() as s:
             try:
@@ -693,10 +803,9 @@ def free_ports(n):
     base = 20000 + (os.getpid() % 200) * 100
     for _ in range(400):
         if base + n + 1 < 55000 and all(free(p) and free(p + 10000) for p in range(base, base + n)):
-            extra = next((p for p in range(base + n, base + n + 100)
-                          if free(p) and free(p + 10000)), None)
-            if extra:
-                print(base, extra)
+            more = [p for p in range(base + n, base + n + 100) if free(p) and free(p + 10000)]
+            if len(more) >= extra:
+                print(base, *more[:extra])
                 return 0
         base = 20000 + (base + 100 - 20000) % 35000
     print("no free port range found", file=sys.stderr)
@@ -709,10 +818,13 @@ def main():
     sub = ap.add_subparsers(dest="cmd", required=True)
     fp = sub.add_parser("free-ports")
     fp.add_argument("n", type=int)
+    fp.add_argument("--extra", type=int, default=1, help="free ports to print after the base")
     r = sub.add_parser("run")
     r.add_argument("--direct", required=True, help="a cluster node, host:port")
     r.add_argument("--proxy", required=True, help="the proxy, host:port")
     r.add_argument("--pid", type=int, required=True, help="the proxy's pid")
+    r.add_argument("--predixy", help="also benchmark Predixy at host:port (one worker thread)")
+    r.add_argument("--predixy-pid", type=int, help="Predixy's pid (with --predixy)")
     r.add_argument("--masters", type=int, default=3)
     r.add_argument("--replicas", type=int, default=0)
     r.add_argument("--workers", type=int, default=1)
@@ -721,7 +833,9 @@ def main():
     r.add_argument("--quick", action="store_true", help="one round, 40%% of the requests")
     a = ap.parse_args()
     if a.cmd == "free-ports":
-        return free_ports(a.n)
+        return free_ports(a.n, a.extra)
+    if a.predixy and not a.predixy_pid:
+        ap.error("--predixy needs --predixy-pid")
     try:
         return run(a)
     except (RuntimeError, OSError, subprocess.TimeoutExpired) as e:
