@@ -87,6 +87,14 @@ pub struct ProxyConfig {
     pub admin_listen: Option<SocketAddr>,
     /// How long a drain (SIGTERM) waits for clients to finish before cutting them off.
     pub drain_timeout: Duration,
+    /// Client connections the proxy serves at once (all workers together); more are answered
+    /// `-ERR max number of clients reached` and closed, as Redis does.
+    pub max_clients: usize,
+    /// A client that sends nothing for this long, with nothing in flight, is closed (`None`:
+    /// never, Redis's `timeout 0`). Subscribed and blocked clients are never idle.
+    pub idle_timeout: Option<Duration>,
+    /// Client addresses allowed to connect; empty allows every address.
+    pub allow_from: Vec<crate::cidr::Cidr>,
 }
 
 impl ProxyConfig {
@@ -108,6 +116,9 @@ impl ProxyConfig {
             backend_connections: 1,
             admin_listen: None,
             drain_timeout: Duration::from_secs(30),
+            max_clients: 10_000,
+            idle_timeout: None,
+            allow_from: Vec::new(),
         }
     }
 }

@@ -20,6 +20,7 @@ use std::time::Duration;
 use cinnabar_cluster::{Credentials, NodeAddr};
 use serde::{Deserialize, Deserializer};
 
+use crate::cidr::Cidr;
 use crate::config::{ProxyConfig, ReadFrom};
 
 /// Why a proxy file could not be used. Every variant names the file; the last two the key.
@@ -119,6 +120,12 @@ proxy_keys! {
     admin_listen: SocketAddr => |c, v| c.admin_listen = Some(v),
     /// How long a drain (SIGTERM) waits for clients before cutting them off, in milliseconds.
     drain_timeout_ms: u64 => |c, v| c.drain_timeout = Duration::from_millis(v),
+    /// Client connections served at once; more are refused as Redis refuses them (1 or more).
+    max_clients: NonZeroUsize => |c, v| c.max_clients = v.get(),
+    /// Close a client idle this long, in milliseconds (0: never).
+    idle_timeout_ms: u64 => |c, v| c.idle_timeout = (v > 0).then(|| Duration::from_millis(v)),
+    /// Client address ranges allowed to connect (`["10.0.0.0/8", "::1"]`); empty: everyone.
+    allow_from: AddressRanges => |c, v| c.allow_from = v.0,
     /// Pipelined connections from each worker to each backend node (1 or more).
     backend_connections: NonZeroUsize => |c, v| c.backend_connections = v.get(),
     /// Where read-only commands go: `"master"`, `"prefer-replica"` or `"replica-only"`.
@@ -137,6 +144,21 @@ fn credentials(config: &mut ProxyConfig) -> &mut Credentials {
             user: None,
             password: String::new(),
         })
+}
+
+/// Client address ranges, each parsed as a [`Cidr`].
+#[derive(Debug)]
+struct AddressRanges(Vec<Cidr>);
+
+impl<'de> Deserialize<'de> for AddressRanges {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let texts = Vec::<String>::deserialize(deserializer)?;
+        texts
+            .iter()
+            .map(|t| t.parse().map_err(serde::de::Error::custom))
+            .collect::<Result<_, _>>()
+            .map(Self)
+    }
 }
 
 /// A read policy, written as `ReadFrom` prints it.
@@ -290,6 +312,9 @@ mod tests {
         assert_eq!(config.read_from, ReadFrom::Master);
         assert_eq!(config.backend_connections, 1);
         assert_eq!(config.drain_timeout, Duration::from_secs(30));
+        assert_eq!(config.max_clients, 10_000);
+        assert_eq!(config.idle_timeout, None);
+        assert_eq!(config.allow_from, Vec::new());
         assert_eq!(config.admin_listen, Some(([127, 0, 0, 1], 17000).into()));
         for key in ProxyFile::KEYS {
             assert!(
@@ -323,6 +348,9 @@ mod tests {
             "{err}"
         );
         assert!(err.contains("is empty"), "{err}");
+        let err = error_from("allow_from = [\"10.0.0.0/40\"]\n");
+        assert!(err.contains("bad value for `allow_from`"), "{err}");
+        assert!(err.contains("0 to 32"), "{err}");
         let err = error_from("read_from = \"nearest\"\n");
         assert!(err.contains("unknown read policy 'nearest'"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();

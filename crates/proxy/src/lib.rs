@@ -26,6 +26,7 @@
 
 mod admin;
 mod backend;
+pub mod cidr;
 pub mod config;
 pub mod file;
 mod local;
@@ -150,6 +151,10 @@ pub fn start(config: ProxyConfig) -> Result<ProxyHandle, ProxyError> {
     let control_stats = Arc::new(stats::ControlStats::default());
     let worker_stats: Vec<Arc<stats::WorkerStats>> =
         (0..config.workers.max(1)).map(|_| Arc::default()).collect();
+    let stats = Arc::new(stats::Stats {
+        workers: worker_stats.clone(),
+        control: Arc::clone(&control_stats),
+    });
     let (stop, stop_rx) = watch::channel(false);
     let (drain, drain_rx) = watch::channel(false);
     let refresh = Arc::new(Notify::new());
@@ -233,7 +238,7 @@ pub fn start(config: ProxyConfig) -> Result<ProxyHandle, ProxyError> {
             stop_rx.clone(),
             drain_rx.clone(),
         );
-        let stats = Arc::clone(&worker_stats[i]);
+        let (own_stats, all_stats) = (Arc::clone(&worker_stats[i]), Arc::clone(&stats));
         threads.push(
             std::thread::Builder::new()
                 .name(format!("cinnabar-worker-{i}"))
@@ -243,7 +248,8 @@ pub fn start(config: ProxyConfig) -> Result<ProxyHandle, ProxyError> {
                         announce: addr,
                         routes: routes_rx,
                         refresh,
-                        stats,
+                        stats: own_stats,
+                        all_stats,
                         drain: drain_rx,
                     };
                     run_worker(setup, runtime, listener, stop_rx)
@@ -251,10 +257,6 @@ pub fn start(config: ProxyConfig) -> Result<ProxyHandle, ProxyError> {
                 .map_err(ProxyError::Runtime)?,
         );
     }
-    let stats = Arc::new(stats::Stats {
-        workers: worker_stats,
-        control: control_stats,
-    });
     let admin_addr = match config.admin_listen {
         Some(listen) => {
             let started = admin::start(
@@ -325,6 +327,20 @@ fn bind(listen: SocketAddr, workers: usize) -> Result<Vec<TcpSocket>, ProxyError
     Ok(sockets)
 }
 
+/// Why a new client is refused, if it is: not on the allow-list, or too many clients. The
+/// client count is read from every worker's counters: a few atomic loads per connection, never
+/// per request.
+fn admission(config: &ProxyConfig, stats: &stats::Stats, peer: SocketAddr) -> Option<String> {
+    if !config.allow_from.is_empty() && !config.allow_from.iter().any(|c| c.contains(peer.ip())) {
+        return Some(format!(
+            "-ERR cinnabar: connections from {} are not allowed\r\n",
+            peer.ip()
+        ));
+    }
+    (stats.open_clients() >= config.max_clients)
+        .then(|| "-ERR max number of clients reached\r\n".to_owned())
+}
+
 /// What a worker thread starts from.
 struct WorkerSetup {
     config: Arc<ProxyConfig>,
@@ -332,6 +348,8 @@ struct WorkerSetup {
     routes: watch::Receiver<Arc<SlotMap>>,
     refresh: Arc<Notify>,
     stats: Arc<stats::WorkerStats>,
+    /// Every worker's counters, for the client limit.
+    all_stats: Arc<stats::Stats>,
     drain: watch::Receiver<bool>,
 }
 
@@ -349,15 +367,22 @@ fn run_worker(
             routes,
             refresh,
             stats,
+            all_stats,
             mut drain,
         } = setup;
         let worker = worker::Worker::new(config, routes, refresh, announce, stats, drain.clone());
         loop {
             tokio::select! {
                 accepted = listener.accept() => match accepted {
-                    Ok((stream, _)) => {
-                        tokio::task::spawn_local(session::serve(Rc::clone(&worker), stream));
-                    }
+                    Ok((stream, peer)) => match admission(&worker.config, &all_stats, peer) {
+                        None => {
+                            tokio::task::spawn_local(session::serve(Rc::clone(&worker), stream));
+                        }
+                        Some(refusal) => {
+                            worker.stats.clients_rejected.inc();
+                            tokio::task::spawn_local(session::refuse(stream, refusal));
+                        }
+                    },
                     Err(e) => tracing::warn!(error = %e, "accept failed"),
                 },
                 _ = drain.wait_for(|draining| *draining) => break,

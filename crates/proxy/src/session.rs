@@ -156,6 +156,15 @@ struct Transaction {
     aborted: bool,
 }
 
+/// Answers a client the proxy will not serve with `refusal` (an error reply) and closes it.
+pub(crate) async fn refuse(mut stream: TcpStream, refusal: String) {
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(1),
+        stream.write_all(refusal.as_bytes()),
+    )
+    .await;
+}
+
 /// Serves one client until it disconnects, sends garbage, or says QUIT.
 pub(crate) async fn serve(worker: Rc<Worker>, mut stream: TcpStream) {
     let _ = stream.set_nodelay(true);
@@ -195,6 +204,12 @@ impl Session {
     ) -> std::io::Result<()> {
         let (mut rd, mut wr) = stream.split();
         let mut drain = self.worker.drain.clone();
+        // One timer per client, moved only when it fires: reads just note the time, so
+        // requests never touch the timer wheel.
+        let idle_timeout = self.worker.config.idle_timeout;
+        let idle = tokio::time::sleep(idle_timeout.unwrap_or(std::time::Duration::from_secs(3600)));
+        tokio::pin!(idle);
+        let mut last_read = Instant::now();
         let max_pending = self.worker.config.max_pending_per_client;
         let max_reply_bytes = self.worker.config.max_reply_bytes_per_client;
         loop {
@@ -248,6 +263,18 @@ impl Session {
                     if read? == 0 {
                         return Ok(());
                     }
+                    if idle_timeout.is_some() {
+                        last_read = Instant::now();
+                    }
+                }
+                () = &mut idle, if idle_timeout.is_some() => {
+                    let timeout = idle_timeout.unwrap_or_default();
+                    let quiet = last_read.elapsed();
+                    if quiet >= timeout && self.pending.is_empty() {
+                        return Ok(());
+                    }
+                    let rest = timeout.saturating_sub(quiet).max(std::time::Duration::from_millis(10));
+                    idle.as_mut().reset(tokio::time::Instant::now() + rest);
                 }
                 // Draining: answer what was accepted, read nothing more, then close.
                 _ = drain.wait_for(|draining| *draining), if !self.closing => {
