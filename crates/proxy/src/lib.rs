@@ -154,6 +154,7 @@ pub fn start(config: ProxyConfig) -> Result<ProxyHandle, ProxyError> {
     let stats = Arc::new(stats::Stats {
         workers: worker_stats.clone(),
         control: Arc::clone(&control_stats),
+        started: std::time::Instant::now(),
     });
     let (stop, stop_rx) = watch::channel(false);
     let (drain, drain_rx) = watch::channel(false);
@@ -370,7 +371,15 @@ fn run_worker(
             all_stats,
             mut drain,
         } = setup;
-        let worker = worker::Worker::new(config, routes, refresh, announce, stats, drain.clone());
+        let worker = worker::Worker::new(
+            config,
+            routes,
+            refresh,
+            announce,
+            stats,
+            Arc::clone(&all_stats),
+            drain.clone(),
+        );
         loop {
             tokio::select! {
                 accepted = listener.accept() => match accepted {

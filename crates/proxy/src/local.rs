@@ -124,23 +124,102 @@ pub(crate) fn client_line(
     )
 }
 
-/// The proxy's `INFO`: server facts plus the keyspace summed over all masters.
-pub(crate) fn info(
-    out: &mut Vec<u8>,
-    announce: SocketAddr,
-    masters: usize,
-    keys: u64,
-    expires: u64,
-) {
-    let mut text = format!(
-        "# Server\r\nredis_version:{REPORTED_REDIS_VERSION}\r\nredis_mode:standalone\r\n\
-         cinnabar_version:{}\r\nprocess_id:{}\r\ntcp_port:{}\r\nbackend_masters:{masters}\r\n\r\n# Keyspace\r\n",
-        env!("CARGO_PKG_VERSION"),
-        std::process::id(),
-        announce.port()
-    );
-    if keys > 0 {
-        text.push_str(&format!("db0:keys={keys},expires={expires},avg_ttl=0\r\n"));
+/// `INFO` sections the proxy answers, as bits of a mask.
+const SERVER: u8 = 1;
+const CLIENTS: u8 = 2;
+const STATS: u8 = 4;
+const LATENCYSTATS: u8 = 8;
+const KEYSPACE: u8 = 16;
+const ALL: u8 = SERVER | CLIENTS | STATS | LATENCYSTATS | KEYSPACE;
+
+/// The sections `INFO` asked for (none named: the default set, which here is all of them;
+/// unknown names select nothing, as in Redis).
+pub(crate) fn info_sections<'a>(names: impl Iterator<Item = &'a [u8]>) -> u8 {
+    let mut mask = 0;
+    let mut named = false;
+    for name in names {
+        named = true;
+        let lower = name.to_ascii_lowercase();
+        mask |= match lower.as_slice() {
+            b"server" => SERVER,
+            b"clients" => CLIENTS,
+            b"stats" => STATS,
+            b"latencystats" => LATENCYSTATS,
+            b"keyspace" => KEYSPACE,
+            b"all" | b"default" | b"everything" => ALL,
+            _ => 0,
+        };
+    }
+    if named { mask } else { ALL }
+}
+
+/// What `INFO` reports.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct InfoFacts {
+    pub(crate) announce: SocketAddr,
+    pub(crate) masters: usize,
+    pub(crate) keys: u64,
+    pub(crate) expires: u64,
+    pub(crate) totals: crate::stats::Totals,
+    pub(crate) max_clients: usize,
+    pub(crate) workers: usize,
+}
+
+/// The proxy's `INFO`: its own sections (server, clients, stats, latency) plus the keyspace
+/// summed over all masters, limited to the sections in `mask`.
+pub(crate) fn info(out: &mut Vec<u8>, facts: &InfoFacts, mask: u8) {
+    use std::fmt::Write as _;
+    let t = &facts.totals;
+    let mut text = String::with_capacity(1024);
+    if mask & SERVER != 0 {
+        let _ = write!(
+            text,
+            "# Server\r\nredis_version:{REPORTED_REDIS_VERSION}\r\nredis_mode:standalone\r\n\
+             cinnabar_version:{}\r\nprocess_id:{}\r\ntcp_port:{}\r\nuptime_in_seconds:{}\r\n\
+             cinnabar_workers:{}\r\nbackend_masters:{}\r\n\r\n",
+            env!("CARGO_PKG_VERSION"),
+            std::process::id(),
+            facts.announce.port(),
+            t.uptime.as_secs(),
+            facts.workers,
+            facts.masters,
+        );
+    }
+    if mask & CLIENTS != 0 {
+        let _ = write!(
+            text,
+            "# Clients\r\nconnected_clients:{}\r\nmaxclients:{}\r\n\r\n",
+            t.open, facts.max_clients
+        );
+    }
+    if mask & STATS != 0 {
+        let _ = write!(
+            text,
+            "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\n\
+             rejected_connections:{}\r\ntotal_error_replies:{}\r\ncinnabar_redirects_moved:{}\r\n\
+             cinnabar_redirects_ask:{}\r\ncinnabar_retries:{}\r\ncinnabar_topology_refreshes:{}\r\n\r\n",
+            t.connections, t.commands, t.rejected, t.errors, t.moved, t.ask, t.retries, t.refreshes
+        );
+    }
+    if mask & LATENCYSTATS != 0 {
+        text.push_str("# Latencystats\r\n");
+        if let Some([p50, p99, p999]) = t.latency_us {
+            let _ = write!(
+                text,
+                "latency_percentiles_usec_all:p50={p50:.3},p99={p99:.3},p99.9={p999:.3}\r\n"
+            );
+        }
+        text.push_str("\r\n");
+    }
+    if mask & KEYSPACE != 0 {
+        text.push_str("# Keyspace\r\n");
+        if facts.keys > 0 {
+            let _ = write!(
+                text,
+                "db0:keys={},expires={},avg_ttl=0\r\n",
+                facts.keys, facts.expires
+            );
+        }
     }
     encode::bulk(out, text.as_bytes());
 }
@@ -202,7 +281,18 @@ mod tests {
             written(cluster_info),
             written(|o| hello(o, 7, Protocol::Resp2)),
             written(|o| hello(o, 7, Protocol::Resp3)),
-            written(|o| info(o, addr(), 3, 10, 2)),
+            written(|o| {
+                let facts = InfoFacts {
+                    announce: addr(),
+                    masters: 3,
+                    keys: 10,
+                    expires: 2,
+                    totals: crate::stats::Totals::default(),
+                    max_clients: 10,
+                    workers: 1,
+                };
+                info(o, &facts, info_sections(std::iter::empty()));
+            }),
         ];
         for out in replies {
             let scanned = cinnabar_resp::scan_reply(&out, &limits).unwrap();
@@ -219,6 +309,20 @@ mod tests {
         let mut out = Vec::new();
         write(&mut out);
         out
+    }
+
+    #[test]
+    fn info_sections_follow_the_names_asked_for() {
+        assert_eq!(info_sections(std::iter::empty()), ALL);
+        assert_eq!(
+            info_sections([b"KEYSPACE".as_slice()].into_iter()),
+            KEYSPACE
+        );
+        assert_eq!(
+            info_sections([b"clients".as_slice(), b"stats"].into_iter()),
+            CLIENTS | STATS
+        );
+        assert_eq!(info_sections([b"nonsense".as_slice()].into_iter()), 0);
     }
 
     #[test]

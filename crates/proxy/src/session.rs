@@ -51,8 +51,9 @@ enum Merge {
     First,
     /// `RANDOMKEY`: the first master that has a key.
     FirstNonNil,
-    /// `INFO`: the proxy's own sections plus the keyspace summed over masters.
-    Keyspace,
+    /// `INFO [section…]`: the proxy's own sections plus the keyspace summed over masters; the
+    /// mask says which sections were asked for (`local::info_sections`).
+    Info(u8),
     /// `SCRIPT EXISTS`: a script exists when every master has it.
     AllExist,
     /// `CONFIG GET`: the first master's answer without the parameters that hold secrets.
@@ -352,8 +353,9 @@ impl Session {
                 Err(e) => self.local_error(&e.to_bytes()),
             },
             Route::Split { merge, step } => self.split(command, args, merge, step),
-            Route::FanOut(Merge::Keyspace) => {
-                self.fan_out(args, Some(&[b"INFO", b"keyspace"]), Merge::Keyspace);
+            Route::FanOut(Merge::Info(_)) => {
+                let sections = local::info_sections((1..args.len()).filter_map(|i| args.get(i)));
+                self.fan_out(args, Some(&[b"INFO", b"keyspace"]), Merge::Info(sections));
             }
             Route::FanOut(merge) => self.fan_out(args, None, merge),
             Route::Scan => self.scan(args),
@@ -991,7 +993,7 @@ impl Session {
                         .iter()
                         .take(parts)
                         .map(|id| &*tickets.peek(*id).reply);
-                    merge_into(&mut self.out, merge, replies, self.worker.announce);
+                    merge_into(&mut self.out, merge, replies, &self.worker);
                 }
                 Pending::Scan { master, masters } => {
                     if let Some(id) = self.ids.front() {
@@ -1128,7 +1130,7 @@ fn route(command: &Command) -> Route {
         "function|list" | "function|dump" => Route::Keyed,
         "config|get" => Route::FanOut(Merge::ConfigGet),
         "randomkey" => Route::FanOut(Merge::FirstNonNil),
-        "info" => Route::FanOut(Merge::Keyspace),
+        "info" => Route::FanOut(Merge::Info(0)),
         "scan" => Route::Scan,
         "wait" => Route::Wait,
         "waitaof" => Route::Unsupported,
@@ -1158,7 +1160,7 @@ fn merge_into<'a>(
     out: &mut Vec<u8>,
     merge: Merge,
     parts: impl Iterator<Item = &'a [u8]> + Clone,
-    announce: std::net::SocketAddr,
+    worker: &Worker,
 ) {
     if let Some(error) = parts.clone().find(|r| r.first() == Some(&b'-')) {
         out.extend_from_slice(error);
@@ -1242,10 +1244,19 @@ fn merge_into<'a>(
                 v.encode(out);
             }
         }
-        Merge::Keyspace => {
+        Merge::Info(sections) => {
             let masters = parts.clone().count();
             let (keys, expires) = local::sum_keyspace(parts.map(|r| &r[header_len(r)..]));
-            local::info(out, announce, masters, keys, expires);
+            let facts = local::InfoFacts {
+                announce: worker.announce,
+                masters,
+                keys,
+                expires,
+                totals: worker.all_stats.totals(),
+                max_clients: worker.config.max_clients,
+                workers: worker.config.workers,
+            };
+            local::info(out, &facts, sections);
         }
     }
 }

@@ -106,6 +106,8 @@ const LATENCY_BOUNDS_US: [u64; 18] = [
     819_200, 1_638_400, 5_000_000, 10_000_000,
 ];
 
+const LAST_BOUND_US: u64 = LATENCY_BOUNDS_US[LATENCY_BOUNDS_US.len() - 1];
+
 /// Request latency (first byte parsed → reply queued for the client).
 #[derive(Debug, Default)]
 pub(crate) struct Histogram {
@@ -166,10 +168,40 @@ pub struct ControlStats {
 }
 
 /// Every counter of one proxy: what `/metrics` renders.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Stats {
     pub(crate) workers: Vec<Arc<WorkerStats>>,
     pub(crate) control: Arc<ControlStats>,
+    /// When the proxy started (`uptime_in_seconds`).
+    pub(crate) started: std::time::Instant,
+}
+
+impl Default for Stats {
+    fn default() -> Self {
+        Self {
+            workers: Vec::new(),
+            control: Arc::default(),
+            started: std::time::Instant::now(),
+        }
+    }
+}
+
+/// Totals over all workers, for `INFO`.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Totals {
+    pub(crate) commands: u64,
+    pub(crate) errors: u64,
+    pub(crate) connections: u64,
+    pub(crate) rejected: u64,
+    pub(crate) open: u64,
+    pub(crate) moved: u64,
+    pub(crate) ask: u64,
+    pub(crate) retries: u64,
+    pub(crate) refreshes: u64,
+    pub(crate) uptime: Duration,
+    /// Request latency percentiles (p50, p99, p99.9) in µs: the upper bound of the histogram
+    /// bucket holding each, so "at most" (the largest bound, 10 s, meaning "10 s or more").
+    pub(crate) latency_us: Option<[u64; 3]>,
 }
 
 /// Facts that are read, not counted, at scrape time.
@@ -184,6 +216,43 @@ pub struct Gauges {
 }
 
 impl Stats {
+    /// Totals over all workers (what `INFO` reports).
+    pub(crate) fn totals(&self) -> Totals {
+        let sum = |f: &dyn Fn(&WorkerStats) -> u64| self.workers.iter().map(|w| f(w)).sum::<u64>();
+        let mut buckets = [0u64; LATENCY_BOUNDS_US.len() + 1];
+        for w in &self.workers {
+            for (total, counter) in buckets.iter_mut().zip(&w.latency.buckets) {
+                *total += counter.get();
+            }
+        }
+        let count: u64 = buckets.iter().sum();
+        let quantile = |q: f64| {
+            let rank = (q * count as f64).ceil() as u64;
+            let mut seen = 0;
+            for (i, n) in buckets.iter().enumerate() {
+                seen += n;
+                if seen >= rank.max(1) {
+                    return LATENCY_BOUNDS_US.get(i).copied().unwrap_or(LAST_BOUND_US);
+                }
+            }
+            LAST_BOUND_US
+        };
+        let accepted = sum(&|w| w.clients_accepted.get());
+        Totals {
+            commands: sum(&|w| w.requests.iter().map(Counter::get).sum()),
+            errors: sum(&|w| w.errors.iter().map(Counter::get).sum()),
+            connections: accepted,
+            rejected: sum(&|w| w.clients_rejected.get()),
+            open: accepted.saturating_sub(sum(&|w| w.clients_closed.get())),
+            moved: sum(&|w| w.moved.get()),
+            ask: sum(&|w| w.ask.get()),
+            retries: sum(&|w| w.retries.get()),
+            refreshes: self.control.refreshes.get(),
+            uptime: self.started.elapsed(),
+            latency_us: (count > 0).then(|| [quantile(0.5), quantile(0.99), quantile(0.999)]),
+        }
+    }
+
     /// Client connections open now, across all workers.
     pub fn open_clients(&self) -> usize {
         let accepted: u64 = self.workers.iter().map(|w| w.clients_accepted.get()).sum();
@@ -395,7 +464,7 @@ mod tests {
         a.moved.inc();
         let stats = Stats {
             workers: vec![a, b],
-            control: Arc::default(),
+            ..Stats::default()
         };
         let text = stats.render(Gauges {
             masters: 3,
@@ -416,6 +485,9 @@ mod tests {
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line}:\n{text}");
         }
+        let totals = stats.totals();
+        assert_eq!((totals.commands, totals.errors, totals.moved), (3, 1, 1));
+        assert_eq!(totals.latency_us, Some([200, 10_000_000, 10_000_000]));
         // Every sample line names a metric announced by HELP and TYPE.
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             let name = line.split(['{', ' ']).next().unwrap();

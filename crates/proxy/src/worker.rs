@@ -18,7 +18,7 @@ use tokio::sync::{Notify, watch};
 use crate::backend::{self, Backend, Flavor};
 use crate::config::{ProxyConfig, ReadFrom};
 use crate::slotmap::SlotMap;
-use crate::stats::WorkerStats;
+use crate::stats::{Stats, WorkerStats};
 use crate::ticket::Tickets;
 
 /// Pause before re-sending a request that hit a transient cluster error.
@@ -44,6 +44,8 @@ pub(crate) struct Worker {
     pub(crate) announce: std::net::SocketAddr,
     /// This worker's counters (it is their only writer).
     pub(crate) stats: Arc<WorkerStats>,
+    /// Every worker's counters (read for INFO and the client limit).
+    pub(crate) all_stats: Arc<Stats>,
     /// Turns true when the proxy drains: sessions finish what they accepted and close.
     pub(crate) drain: watch::Receiver<bool>,
 }
@@ -55,6 +57,7 @@ impl Worker {
         refresh: Arc<Notify>,
         announce: std::net::SocketAddr,
         stats: Arc<WorkerStats>,
+        all_stats: Arc<Stats>,
         drain: watch::Receiver<bool>,
     ) -> Rc<Self> {
         let routes = routes_rx.borrow().clone();
@@ -70,6 +73,7 @@ impl Worker {
             refresh,
             announce,
             stats,
+            all_stats,
             drain,
         });
         worker.install_routes(routes);
