@@ -311,7 +311,7 @@ fn compile_role(
             let overridden = set.intersection(deny_list);
             if !overridden.is_empty() && allowed.lacks_some_of(&overridden) {
                 warnings.push(format!(
-                    "[access.roles] role {:?}: `commands` rule {text:?} is overridden by the \
+                    "[access.roles]: role {:?}: `commands` rule {text:?} is overridden by the \
                      default deny list; name it in `allow` to grant it",
                     role.name
                 ));
@@ -341,7 +341,7 @@ fn compile_role(
         let runnable: Vec<_> = scripts.intersection(&compiled.commands).names().collect();
         if !runnable.is_empty() {
             warnings.push(format!(
-                "[access.roles] role {:?}: keys are limited but scripts may run ({}); a \
+                "[access.roles]: role {:?}: keys are limited but scripts may run ({}); a \
                  script can reach keys it does not declare; add `deny = [\"@scripting\"]` \
                  unless the scripts are trusted",
                 role.name,

@@ -81,7 +81,7 @@ pub enum AccessError {
         second: Origin,
     },
     /// A role's field is wrong.
-    #[error("[access.roles] role {role:?}: `{field}`: {problem}")]
+    #[error("[access.roles]: role {role:?}: `{field}`: {problem}")]
     Role {
         /// The role's name as written.
         role: String,
@@ -91,7 +91,7 @@ pub enum AccessError {
         problem: Box<Problem>,
     },
     /// Two roles have the same name.
-    #[error("[access.roles] role {name:?} is defined twice")]
+    #[error("[access.roles]: role {name:?} is defined twice")]
     DuplicateRole {
         /// The name.
         name: String,
