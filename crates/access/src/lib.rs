@@ -77,6 +77,7 @@
 //!     name = "orders"
 //!     base = "readwrite"
 //!     keys = ["orders:*"]
+//!     deny = ["@scripting"]   # scripts could reach keys outside orders:*
 //! "#)?;
 //! // Once at start-up and on every reload; warnings go to the log. An error leaves the old
 //! // `Arc<Access>` in force.
@@ -113,7 +114,7 @@
 //!   first refusal wins. Messages are the backend's own: [`Denied::message`] with
 //!   [`Server::Redis7`] gives Redis 7.0's wording (`NOPERM this user has no permissions …`),
 //!   `Display` and [`Server::Valkey8`] that of Redis 7.2+ and Valkey (`NOPERM User app has no
-//!   permissions to run the 'flushall' command`). `tests/redis_wording.rs` compares both with
+//!   permissions to run the 'flushall' command`). `tests/real_servers.rs` compares both with
 //!   real servers, and checks that glob patterns decide keys as the servers do.
 //! - **Keys are every key the command table finds** ([`Command::keys_with_flags`]), including
 //!   `MSET`, `EVAL … numkeys`, `SORT … STORE`, `MIGRATE … KEYS`. Sharded channels, which the
