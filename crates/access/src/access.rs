@@ -89,11 +89,19 @@ impl Access {
         }
 
         if declared.is_empty() {
-            let readwrite = Arc::clone(&roles[READWRITE]);
+            let name = config.default_role.as_deref().unwrap_or(READWRITE);
+            let Some(role) = roles.get(name) else {
+                let mut known: Vec<&str> = roles.keys().map(String::as_str).collect();
+                known.sort_unstable();
+                return Err(AccessError::DefaultRole(Box::new(Problem::UnknownRole {
+                    role: name.to_owned(),
+                    known: known.join(", "),
+                })));
+            };
             return Ok((
                 Access {
                     auth_required: false,
-                    default_principal: Some(Principal::new(DEFAULT_USER, readwrite)),
+                    default_principal: Some(Principal::new(DEFAULT_USER, Arc::clone(role))),
                     users: HashMap::new(),
                 },
                 warnings,

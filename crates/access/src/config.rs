@@ -45,6 +45,10 @@ pub struct AccessConfig {
     /// Whether `KEYS` is on the default deny list (default `true`).
     #[serde(default = "yes")]
     pub deny_keys_command: bool,
+    /// The role of every client while no user is configured (default `readwrite`, so the
+    /// guards apply out of the box; `admin` suits a private development cluster).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_role: Option<String>,
     /// `[[access.users]]`.
     #[serde(default)]
     pub users: Vec<UserConfig>,
@@ -61,6 +65,7 @@ impl Default for AccessConfig {
         AccessConfig {
             users_file: None,
             deny_keys_command: true,
+            default_role: None,
             users: Vec::new(),
             roles: Vec::new(),
         }

@@ -90,6 +90,9 @@ pub enum AccessError {
         /// What is wrong (boxed: it keeps `Result<_, AccessError>` small).
         problem: Box<Problem>,
     },
+    /// `default_role` names no role.
+    #[error("[access]: `default_role`: {0}")]
+    DefaultRole(Box<Problem>),
     /// Two roles have the same name.
     #[error("[access.roles]: role {name:?} is defined twice")]
     DuplicateRole {

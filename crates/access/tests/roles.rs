@@ -848,3 +848,22 @@ fn access_and_principals_can_be_shared_between_threads() {
     shared::<Denied>();
     shared::<AccessError>();
 }
+
+#[test]
+fn with_no_users_the_default_role_is_readwrite_unless_configured() {
+    let (access, _) = compile("");
+    let anyone = access.default_principal().unwrap();
+    assert_eq!(anyone.role(), "readwrite");
+    assert!(!allowed(&anyone, "FLUSHALL"));
+
+    let (access, _) = compile("default_role = \"admin\"\n");
+    let anyone = access.default_principal().unwrap();
+    assert_eq!(anyone.role(), "admin");
+    assert!(allowed(&anyone, "FLUSHALL"));
+
+    let err = compile_error("default_role = \"superuser\"\n").to_string();
+    assert!(
+        err.starts_with("[access]: `default_role`: unknown role \"superuser\""),
+        "{err}"
+    );
+}
