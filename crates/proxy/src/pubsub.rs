@@ -75,27 +75,22 @@ pub(crate) async fn relay(
     let mut to_client = Vec::new();
     let mut from_node = Vec::new();
     let mut scanner = ReplyScanner::new(Limits::default());
-    let mut awaiting_barrier = false;
+    // Set while a barrier is out: what the proxy answers itself once every earlier reply has
+    // arrived, and whether the connection closes then.
+    let mut awaiting_barrier: Option<Held> = None;
     let mut ended = false;
     loop {
-        let mut quit = false;
-        if !awaiting_barrier {
-            (quit, awaiting_barrier) =
-                take_client_commands(input, request, parser, &mut to_node, &mut to_client);
+        if awaiting_barrier.is_none() {
+            awaiting_barrier = take_client_commands(input, request, parser, &mut to_node);
         }
         if !to_node.is_empty() && node_wr.write_all(&to_node).await.is_err() {
             return lost(client_wr, node).await;
         }
         to_node.clear();
-        if !to_client.is_empty() {
-            client_wr.write_all(&to_client).await?;
-            to_client.clear();
-        }
-        if quit {
-            return Ok(Ended::Closed);
-        }
+        // After QUIT or garbage nothing more is read from the client.
+        let closing = awaiting_barrier.as_ref().is_some_and(|held| held.close);
         tokio::select! {
-            read = client_rd.read_buf(input) => {
+            read = client_rd.read_buf(input), if !closing => {
                 if read? == 0 {
                     return Ok(Ended::Closed);
                 }
@@ -105,14 +100,19 @@ pub(crate) async fn relay(
                     return lost(client_wr, node).await;
                 }
                 let mut pos = 0;
-                let mut leave = false;
+                let mut leave = None;
                 while let Ok(Some(len)) = scanner.scan(&from_node[pos..]) {
                     let reply = &from_node[pos..pos + len];
                     pos += len;
                     if is_barrier_reply(reply) {
-                        awaiting_barrier = false;
+                        let held = awaiting_barrier.take().unwrap_or_default();
+                        to_client.extend_from_slice(&held.reply);
+                        if held.close {
+                            leave = Some(Ended::Closed);
+                            break;
+                        }
                         if ended {
-                            leave = true;
+                            leave = Some(Ended::Unsubscribed);
                             break;
                         }
                         continue;
@@ -123,36 +123,46 @@ pub(crate) async fn relay(
                 from_node.drain(..pos);
                 client_wr.write_all(&to_client).await?;
                 to_client.clear();
-                if leave {
-                    return Ok(Ended::Unsubscribed);
+                if let Some(ended) = leave {
+                    return Ok(ended);
                 }
             }
         }
     }
 }
 
-/// Forwards allowed commands to the node and answers the others. Returns (quit: after QUIT or
-/// garbage, barrier: a command that may end subscribed mode was sent, followed by the barrier,
-/// and the rest of the input waits for its reply).
+/// A reply the proxy gives itself in subscribed mode (to QUIT, a refused command, or garbage).
+/// It is held until a barrier's reply shows that every earlier reply from the node arrived, so
+/// the client gets its replies in request order, as from Redis.
+#[derive(Debug, Default)]
+struct Held {
+    reply: Vec<u8>,
+    /// QUIT or garbage: the connection closes after the reply.
+    close: bool,
+}
+
+/// Forwards allowed commands to the node, up to the first command that may end subscribed
+/// mode or that the proxy answers itself: then a barrier follows, the rest of the input waits
+/// for its reply, and the returned [`Held`] says what to do then.
 fn take_client_commands(
     input: &mut Vec<u8>,
     request: &mut Request,
     parser: &RequestParser,
     to_node: &mut Vec<u8>,
-    to_client: &mut Vec<u8>,
-) -> (bool, bool) {
+) -> Option<Held> {
     let mut start = 0;
-    let mut quit = false;
-    let mut barrier = false;
-    while !quit && !barrier {
+    let mut barrier = None;
+    while barrier.is_none() {
         let buf = &input[start..];
         match parser.parse(buf, request) {
             Ok(Parsed::Complete { consumed }) => {
                 let name = String::from_utf8_lossy(request.arg(0, buf).unwrap_or_default())
                     .to_ascii_lowercase();
                 if name == "quit" {
-                    to_client.extend_from_slice(b"+OK\r\n");
-                    quit = true;
+                    barrier = Some(Held {
+                        reply: b"+OK\r\n".to_vec(),
+                        close: true,
+                    });
                 } else if ALLOWED.contains(&name.as_str()) {
                     if request.is_inline() {
                         request.write_multibulk(buf, to_node);
@@ -163,29 +173,36 @@ fn take_client_commands(
                         name.as_str(),
                         "unsubscribe" | "punsubscribe" | "sunsubscribe" | "reset"
                     ) {
-                        to_node.extend_from_slice(BARRIER);
-                        barrier = true;
+                        barrier = Some(Held::default());
                     }
                 } else {
-                    to_client.extend_from_slice(
-                        format!(
-                            "-ERR Can't execute '{name}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context\r\n"
-                        )
-                        .as_bytes(),
+                    let reply = format!(
+                        "-ERR Can't execute '{name}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context\r\n"
                     );
+                    barrier = Some(Held {
+                        reply: reply.into_bytes(),
+                        close: false,
+                    });
                 }
                 start += consumed;
             }
             Ok(Parsed::Skipped { consumed }) => start += consumed,
             Ok(Parsed::Incomplete) => break,
             Err(e) => {
-                to_client.extend_from_slice(format!("-ERR {e}\r\n").as_bytes());
-                quit = true;
+                barrier = Some(Held {
+                    reply: format!("-ERR {e}\r\n").into_bytes(),
+                    close: true,
+                });
+                // Nothing after garbage is ever read.
+                start = input.len();
             }
         }
     }
+    if barrier.is_some() {
+        to_node.extend_from_slice(BARRIER);
+    }
     input.drain(..start.min(input.len()));
-    (quit, barrier)
+    barrier
 }
 
 /// `+RESET`, or an unsubscribe confirmation whose remaining count is 0.

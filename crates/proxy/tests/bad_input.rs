@@ -234,10 +234,21 @@ async fn garbage_bytes_get_the_protocol_error_and_only_that_connection_closes() 
         control.check();
     }
 
-    // Inside a transaction, too.
+    // Inside a transaction and in subscribed mode (where the pub/sub relay parses), too.
     assert_eq!(
         answer_then_close(addr, b"MULTI\r\nSET garbage:tx 1\r\n*1\r\n$1\r\n\r\n\r\n"),
         "+OK\r\n+QUEUED\r\n-ERR Protocol error: bulk string not terminated by CRLF\r\n"
+    );
+    let mut stream = connect(addr);
+    stream.write_all(b"SUBSCRIBE garbage:ch\r\n").unwrap();
+    assert_eq!(
+        read_replies(&mut stream, 1),
+        [b"*3\r\n$9\r\nsubscribe\r\n$10\r\ngarbage:ch\r\n:1\r\n".to_vec()]
+    );
+    stream.write_all(b"PING\r\n*1\r\n$z\r\n").unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&read_to_close(&mut stream)),
+        "*2\r\n$4\r\npong\r\n$0\r\n\r\n-ERR Protocol error: invalid bulk length\r\n"
     );
     // The aborted transaction never ran.
     let exists: i64 = redis::cmd("EXISTS")
@@ -246,6 +257,62 @@ async fn garbage_bytes_get_the_protocol_error_and_only_that_connection_closes() 
         .unwrap();
     assert_eq!(exists, 0);
 
+    control.check();
+    assert_alive(addr);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn in_subscribed_mode_refused_commands_quit_and_garbage_are_answered_in_request_order() {
+    let shared = shared().await;
+    let _serial = SERIAL.lock().await;
+    let addr = shared.proxy.local_addr();
+    let mut control = Control::new(addr, "suborder");
+
+    // All pipelined at once: the replies the proxy gives itself (the refusal of GET, QUIT's
+    // +OK) must come after the node's replies to the requests sent before them.
+    let subscribe = |ch: &str| format!("*3\r\n$9\r\nsubscribe\r\n${}\r\n{ch}\r\n:", ch.len());
+    let expected = format!(
+        "{}1\r\n{}2\r\n-ERR Can't execute 'get': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context\r\n*2\r\n$4\r\npong\r\n$0\r\n\r\n+OK\r\n",
+        subscribe("so:a"),
+        subscribe("so:b")
+    );
+    assert_eq!(
+        answer_then_close(
+            addr,
+            b"SUBSCRIBE so:a\r\nSUBSCRIBE so:b\r\nGET k\r\nPING\r\nQUIT\r\nPING\r\n"
+        ),
+        expected
+    );
+    assert_eq!(
+        answer_then_close(
+            addr,
+            b"SUBSCRIBE so:a\r\nSUBSCRIBE so:b\r\nPING\r\n*1\r\n$z\r\nPING\r\n"
+        ),
+        format!(
+            "{}1\r\n{}2\r\n*2\r\n$4\r\npong\r\n$0\r\n\r\n-ERR Protocol error: invalid bulk length\r\n",
+            subscribe("so:a"),
+            subscribe("so:b")
+        )
+    );
+    // Leaving subscribed mode with refused commands around it keeps the order too.
+    let mut stream = connect(addr);
+    stream
+        .write_all(b"SUBSCRIBE so:a\r\nGET k\r\nUNSUBSCRIBE\r\nGET k\r\n")
+        .unwrap();
+    let replies: Vec<String> = read_replies(&mut stream, 4)
+        .iter()
+        .map(|r| String::from_utf8_lossy(r).into_owned())
+        .collect();
+    assert_eq!(replies[0], format!("{}1\r\n", subscribe("so:a")));
+    assert!(
+        replies[1].starts_with("-ERR Can't execute 'get'"),
+        "{replies:?}"
+    );
+    assert_eq!(
+        replies[2],
+        "*3\r\n$11\r\nunsubscribe\r\n$4\r\nso:a\r\n:0\r\n"
+    );
+    assert_eq!(replies[3], "$-1\r\n");
     control.check();
     assert_alive(addr);
 }
