@@ -375,6 +375,15 @@ impl Session {
     /// A multi-key command: sent whole when all keys share a slot, else one request per key
     /// (`step` arguments per key: 1 for keys, 2 for key-value pairs) merged back in order.
     fn split(&mut self, command: &Command, args: &RequestArgs<'_>, merge: Merge, step: usize) {
+        // `MSET a 1 b` passes the arity check; split, it would set `a` and answer +OK where
+        // Redis refuses the whole command.
+        if !(args.len() - 1).is_multiple_of(step) {
+            let msg = format!(
+                "ERR wrong number of arguments for '{}' command",
+                command.name()
+            );
+            return self.local_error(msg.as_bytes());
+        }
         let slot = command.slot(args);
         if let Ok(slot) = slot {
             return self.forward(slot, args);

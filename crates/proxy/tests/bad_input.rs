@@ -513,6 +513,29 @@ async fn a_client_that_never_reads_is_held_back_and_memory_stays_bounded() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_cross_slot_mset_missing_its_last_value_is_refused_whole() {
+    let shared = shared().await;
+    let _serial = SERIAL.lock().await;
+    let addr = shared.proxy.local_addr();
+    // `odd:a` and `odd:b` hash to different slots, so the proxy splits the MSET.
+    assert_ne!(
+        cinnabar_commands::key_slot(b"odd:a"),
+        cinnabar_commands::key_slot(b"odd:b")
+    );
+    let mut stream = connect(addr);
+    stream
+        .write_all(b"MSET odd:a 1 odd:b\r\nEXISTS odd:a\r\n")
+        .unwrap();
+    assert_eq!(
+        read_replies(&mut stream, 2),
+        [
+            b"-ERR wrong number of arguments for 'mset' command\r\n".to_vec(),
+            b":0\r\n".to_vec()
+        ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 #[ignore = "fails until the proxy limits buffered reply bytes per client: 1024 pending GETs of a 1 MiB value buffer 1 GiB"]
 async fn a_client_that_never_reads_large_replies_costs_bounded_memory() {
     let shared = shared().await;
