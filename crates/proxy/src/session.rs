@@ -154,7 +154,7 @@ impl Session {
         let (mut rd, mut wr) = stream.split();
         let max_pending = self.worker.config.max_pending_per_client;
         loop {
-            self.parse_all(input, request);
+            let limited = self.parse_all(input, request);
             self.collect_ready();
             if !self.out.is_empty() {
                 wr.write_all(&self.out).await?;
@@ -181,6 +181,12 @@ impl Session {
                 }
                 continue;
             }
+            // Parsing stopped at the limit with requests still buffered, and the replies just
+            // collected made room: parse them now. Waiting for the socket could wait forever,
+            // since the client may be waiting for exactly those replies.
+            if limited && self.pending.len() < max_pending {
+                continue;
+            }
             let can_read =
                 !self.closing && self.subscribe.is_none() && self.pending.len() < max_pending;
             tokio::select! {
@@ -195,8 +201,9 @@ impl Session {
         }
     }
 
-    /// Parses and handles every complete request in `input`, then drops the consumed bytes.
-    fn parse_all(&mut self, input: &mut Vec<u8>, request: &mut Request) {
+    /// Parses and handles every complete request in `input` (up to the pending limit), then
+    /// drops the consumed bytes. True when the limit stopped it with bytes left in `input`.
+    fn parse_all(&mut self, input: &mut Vec<u8>, request: &mut Request) -> bool {
         let max_pending = self.worker.config.max_pending_per_client;
         let mut start = 0;
         while !self.closing && self.subscribe.is_none() && self.pending.len() < max_pending {
@@ -220,11 +227,16 @@ impl Session {
                     self.local(&reply);
                     self.closing = true;
                     input.clear();
-                    return;
+                    return false;
                 }
             }
         }
         input.drain(..start);
+        // The loop ends on an incomplete request only while under the limit.
+        !self.closing
+            && self.subscribe.is_none()
+            && self.pending.len() >= max_pending
+            && !input.is_empty()
     }
 
     /// Decides what to do with one complete request.

@@ -513,6 +513,20 @@ async fn a_client_that_never_reads_is_held_back_and_memory_stays_bounded() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn more_requests_than_the_pending_limit_in_one_read_are_all_answered() {
+    let shared = shared().await;
+    let _serial = SERIAL.lock().await;
+    let addr = shared.proxy.local_addr();
+    // 2,000 PINGs (12 KB, one read) are more than the 1024 the proxy parses before waiting
+    // for replies to go out; the proxy answers them all without any further byte from the
+    // client, which is waiting for those replies.
+    let mut stream = connect(addr);
+    stream.write_all(&b"PING\r\n".repeat(2_000)).unwrap();
+    let replies = read_replies(&mut stream, 2_000);
+    assert!(replies.iter().all(|r| r == b"+PONG\r\n"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_cross_slot_mset_missing_its_last_value_is_refused_whole() {
     let shared = shared().await;
     let _serial = SERIAL.lock().await;
