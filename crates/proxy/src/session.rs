@@ -3,7 +3,8 @@
 //!
 //! Must never let one client hurt others: a protocol error closes only this connection, and a
 //! client that pipelines without reading is stopped from sending more after
-//! `max_pending_per_client` requests (back-pressure), so its memory stays bounded.
+//! `max_pending_per_client` tickets (back-pressure; a request split per key holds one ticket per
+//! key), so its memory stays bounded.
 
 use std::collections::VecDeque;
 use std::future::poll_fn;
@@ -184,11 +185,12 @@ impl Session {
             // Parsing stopped at the limit with requests still buffered, and the replies just
             // collected made room: parse them now. Waiting for the socket could wait forever,
             // since the client may be waiting for exactly those replies.
-            if limited && self.pending.len() < max_pending {
+            if limited && self.ids.len() < max_pending {
                 continue;
             }
+            // Counted in tickets, not requests: a request split per key holds one per key.
             let can_read =
-                !self.closing && self.subscribe.is_none() && self.pending.len() < max_pending;
+                !self.closing && self.subscribe.is_none() && self.ids.len() < max_pending;
             tokio::select! {
                 biased;
                 () = self.head_ready(), if !self.pending.is_empty() => {}
@@ -206,7 +208,7 @@ impl Session {
     fn parse_all(&mut self, input: &mut Vec<u8>, request: &mut Request) -> bool {
         let max_pending = self.worker.config.max_pending_per_client;
         let mut start = 0;
-        while !self.closing && self.subscribe.is_none() && self.pending.len() < max_pending {
+        while !self.closing && self.subscribe.is_none() && self.ids.len() < max_pending {
             let buf = &input[start..];
             match self.worker.parser.parse(buf, request) {
                 Ok(Parsed::Complete { consumed }) => {
@@ -235,7 +237,7 @@ impl Session {
         // The loop ends on an incomplete request only while under the limit.
         !self.closing
             && self.subscribe.is_none()
-            && self.pending.len() >= max_pending
+            && self.ids.len() >= max_pending
             && !input.is_empty()
     }
 

@@ -29,7 +29,7 @@ const IO_TIMEOUT: Duration = Duration::from_secs(10);
 struct Shared {
     proxy: ProxyHandle,
     // Declared after the proxy so the proxy stops before its backends do.
-    _cluster: TestCluster,
+    cluster: TestCluster,
 }
 
 /// The live fixture, if any test holds it. Weak, so the cluster goes with the last test using
@@ -48,10 +48,7 @@ async fn shared() -> Arc<Shared> {
     let cluster = TestCluster::start(2, 0).await;
     let config = ProxyConfig::new("127.0.0.1:0".parse().unwrap(), cluster.seeds());
     let proxy = cinnabar_proxy::start(config).unwrap();
-    let shared = Arc::new(Shared {
-        proxy,
-        _cluster: cluster,
-    });
+    let shared = Arc::new(Shared { proxy, cluster });
     *slot = Arc::downgrade(&shared);
     shared
 }
@@ -506,6 +503,92 @@ async fn a_client_that_never_reads_is_held_back_and_memory_stays_bounded() {
         grown < 64 * MIB,
         "RSS grew by {} MiB for a client that never reads",
         grown / MIB
+    );
+    drop(offender);
+    control.check();
+    assert_alive(addr);
+}
+
+/// Sum over the masters of `INFO commandstats` calls of `command` since the last reset.
+fn backend_calls(cluster: &TestCluster, command: &str) -> u64 {
+    let prefix = format!("cmdstat_{command}:calls=");
+    cluster
+        .servers()
+        .iter()
+        .map(|server| {
+            let mut conn = redis::Client::open(server.url())
+                .unwrap()
+                .get_connection_with_timeout(IO_TIMEOUT)
+                .unwrap();
+            let info: String = redis::cmd("INFO")
+                .arg("commandstats")
+                .query(&mut conn)
+                .unwrap();
+            info.lines()
+                .find_map(|l| l.strip_prefix(prefix.as_str()))
+                .and_then(|rest| rest.split(',').next())
+                .map_or(0, |n| n.parse::<u64>().unwrap())
+        })
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_that_never_reads_cannot_pile_up_requests_split_per_key() {
+    let shared = shared().await;
+    let _serial = SERIAL.lock().await;
+    let addr = shared.proxy.local_addr();
+    let mut control = Control::new(addr, "piles");
+    redis::cmd("SET")
+        .arg("piles:value")
+        .arg(vec![b'v'; 1024 * 1024])
+        .exec(&mut control.conn)
+        .unwrap();
+    for server in shared.cluster.servers() {
+        let mut conn = redis::Client::open(server.url())
+            .unwrap()
+            .get_connection_with_timeout(IO_TIMEOUT)
+            .unwrap();
+        redis::cmd("CONFIG")
+            .arg("RESETSTAT")
+            .exec(&mut conn)
+            .unwrap();
+    }
+
+    // 12 MiB of replies (more than the sockets buffer: the proxy's writes block), then 20 DELs
+    // of 50,000 keys across slots: a million per-key requests if the proxy kept reading.
+    let mut pipeline = b"*2\r\n$3\r\nGET\r\n$11\r\npiles:value\r\n".repeat(12);
+    let del = multibulk("DEL", (0..50_000).map(|i| format!("piles:{i}")));
+    for _ in 0..20 {
+        pipeline.extend_from_slice(&del);
+    }
+    let mut offender = connect(addr);
+    offender
+        .set_write_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let writer = std::thread::spawn(move || {
+        let mut written = 0;
+        while written < pipeline.len() {
+            let end = (written + 64 * 1024).min(pipeline.len());
+            match offender.write(&pipeline[written..end]) {
+                Ok(n) => written += n,
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => break,
+                Err(e) => panic!("writing the pipeline failed: {e}"),
+            }
+        }
+        offender
+    });
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < deadline {
+        control.check();
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let offender = writer.join().unwrap();
+    // Back-pressure counts per-key requests: once 1024 are pending the proxy stops reading,
+    // so at most the DEL that crossed the line (50,000 keys) was dispatched, plus a little.
+    let dispatched = backend_calls(&shared.cluster, "del");
+    assert!(
+        dispatched <= 1024 + 50_000,
+        "{dispatched} per-key DELs were dispatched for a client that reads nothing"
     );
     drop(offender);
     control.check();
