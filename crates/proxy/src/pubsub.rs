@@ -158,10 +158,21 @@ fn take_client_commands(
             Ok(Parsed::Complete { consumed }) => {
                 let name = String::from_utf8_lossy(request.arg(0, buf).unwrap_or_default())
                     .to_ascii_lowercase();
+                let args = Parts { request, buf };
                 if name == "quit" {
                     barrier = Some(Held {
                         reply: b"+OK\r\n".to_vec(),
                         close: true,
+                    });
+                } else if let Err(e) = cinnabar_commands::resolve(&args) {
+                    // Like Redis, an unknown command or a wrong arity is reported before the
+                    // subscribed-mode refusal.
+                    let mut reply = b"-".to_vec();
+                    reply.extend_from_slice(&e.to_bytes());
+                    reply.extend_from_slice(b"\r\n");
+                    barrier = Some(Held {
+                        reply,
+                        close: false,
                     });
                 } else if ALLOWED.contains(&name.as_str()) {
                     if request.is_inline() {
@@ -203,6 +214,22 @@ fn take_client_commands(
     }
     input.drain(..start.min(input.len()));
     barrier
+}
+
+/// A parsed request's arguments, for the command table.
+struct Parts<'a> {
+    request: &'a Request,
+    buf: &'a [u8],
+}
+
+impl cinnabar_commands::Args for Parts<'_> {
+    fn len(&self) -> usize {
+        self.request.len()
+    }
+
+    fn get(&self, index: usize) -> Option<&[u8]> {
+        self.request.arg(index, self.buf)
+    }
 }
 
 /// `+RESET`, or an unsubscribe confirmation whose remaining count is 0.

@@ -291,6 +291,20 @@ async fn in_subscribed_mode_refused_commands_quit_and_garbage_are_answered_in_re
             subscribe("so:b")
         )
     );
+    // As in Redis, an unknown command or a wrong arity is reported as such, not as refused.
+    let mut stream = connect(addr);
+    stream
+        .write_all(b"SUBSCRIBE so:a\r\nNOSUCH x\r\nGET\r\n")
+        .unwrap();
+    let replies = read_replies(&mut stream, 3);
+    assert_eq!(
+        replies[1..],
+        [
+            b"-ERR unknown command 'NOSUCH', with args beginning with: 'x' \r\n".to_vec(),
+            b"-ERR wrong number of arguments for 'get' command\r\n".to_vec()
+        ]
+    );
+    drop(stream);
     // Leaving subscribed mode with refused commands around it keeps the order too.
     let mut stream = connect(addr);
     stream
