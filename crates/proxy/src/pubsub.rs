@@ -167,11 +167,8 @@ fn take_client_commands(
                 } else if let Err(e) = cinnabar_commands::resolve(&args) {
                     // Like Redis, an unknown command or a wrong arity is reported before the
                     // subscribed-mode refusal.
-                    let mut reply = b"-".to_vec();
-                    reply.extend_from_slice(&e.to_bytes());
-                    reply.extend_from_slice(b"\r\n");
                     barrier = Some(Held {
-                        reply,
+                        reply: refusal(&name, &e.to_bytes()),
                         close: false,
                     });
                 } else if ALLOWED.contains(&name.as_str()) {
@@ -187,11 +184,11 @@ fn take_client_commands(
                         barrier = Some(Held::default());
                     }
                 } else {
-                    let reply = format!(
-                        "-ERR Can't execute '{name}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context\r\n"
+                    let line = format!(
+                        "ERR Can't execute '{name}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context"
                     );
                     barrier = Some(Held {
-                        reply: reply.into_bytes(),
+                        reply: refusal(&name, line.as_bytes()),
                         close: false,
                     });
                 }
@@ -214,6 +211,20 @@ fn take_client_commands(
     }
     input.drain(..start.min(input.len()));
     barrier
+}
+
+/// The error reply refusing command `name` for `line` (`ERR …`, no CRLF). Redis words a refused
+/// EXEC as the end of the transaction it belonged to.
+fn refusal(name: &str, line: &[u8]) -> Vec<u8> {
+    let mut reply = b"-".to_vec();
+    if name == "exec" {
+        reply.extend_from_slice(b"EXECABORT Transaction discarded because of: ");
+        reply.extend_from_slice(line.strip_prefix(b"ERR ").unwrap_or(line));
+    } else {
+        reply.extend_from_slice(line);
+    }
+    reply.extend_from_slice(b"\r\n");
+    reply
 }
 
 /// A parsed request's arguments, for the command table.

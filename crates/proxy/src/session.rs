@@ -246,10 +246,18 @@ impl Session {
         let command = match cinnabar_commands::resolve(args) {
             Ok(command) => command,
             Err(e) => {
+                let line = e.to_bytes();
+                // A refused EXEC (`EXEC x`) ends the transaction, in Redis's words.
+                if args.get(0).is_some_and(|n| n.eq_ignore_ascii_case(b"exec")) {
+                    self.transaction = None;
+                    let mut msg = b"EXECABORT Transaction discarded because of: ".to_vec();
+                    msg.extend_from_slice(line.strip_prefix(b"ERR ").unwrap_or(&line));
+                    return self.local_error(&msg);
+                }
                 if let Some(tx) = &mut self.transaction {
                     tx.aborted = true;
                 }
-                return self.local_error(&e.to_bytes());
+                return self.local_error(&line);
             }
         };
         // QUIT acts at once, even inside a transaction (as in Redis): never queued, never sent.

@@ -624,6 +624,36 @@ async fn more_requests_than_the_pending_limit_in_one_read_are_all_answered() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_refused_exec_ends_the_transaction_as_in_redis() {
+    let shared = shared().await;
+    let _serial = SERIAL.lock().await;
+    let addr = shared.proxy.local_addr();
+    // Redis 7 answers a refused EXEC with EXECABORT and discards the transaction, in normal
+    // and in subscribed mode; what follows runs outside any transaction.
+    let mut stream = connect(addr);
+    stream
+        .write_all(b"MULTI\r\nSET exec:k 1\r\nEXEC x\r\nEXEC\r\nGET exec:k\r\nSUBSCRIBE exec:ch\r\nEXEC\r\nEXEC x\r\n")
+        .unwrap();
+    let replies: Vec<String> = read_replies(&mut stream, 8)
+        .iter()
+        .map(|r| String::from_utf8_lossy(r).into_owned())
+        .collect();
+    assert_eq!(
+        replies,
+        [
+            "+OK\r\n",
+            "+QUEUED\r\n",
+            "-EXECABORT Transaction discarded because of: wrong number of arguments for 'exec' command\r\n",
+            "-ERR EXEC without MULTI\r\n",
+            "$-1\r\n",
+            "*3\r\n$9\r\nsubscribe\r\n$7\r\nexec:ch\r\n:1\r\n",
+            "-EXECABORT Transaction discarded because of: Can't execute 'exec': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context\r\n",
+            "-EXECABORT Transaction discarded because of: wrong number of arguments for 'exec' command\r\n",
+        ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_cross_slot_mset_missing_its_last_value_is_refused_whole() {
     let shared = shared().await;
     let _serial = SERIAL.lock().await;
