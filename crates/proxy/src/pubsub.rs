@@ -78,6 +78,7 @@ pub(crate) async fn relay(
     // Set while a barrier is out: what the proxy answers itself once every earlier reply has
     // arrived, and whether the connection closes then.
     let mut awaiting_barrier: Option<Held> = None;
+    let mut subscriptions = Subscriptions::default();
     let mut ended = false;
     loop {
         if awaiting_barrier.is_none() {
@@ -117,7 +118,7 @@ pub(crate) async fn relay(
                         }
                         continue;
                     }
-                    ended |= ends_subscribed_mode(reply);
+                    ended |= subscriptions.ended_by(reply);
                     to_client.extend_from_slice(reply);
                 }
                 from_node.drain(..pos);
@@ -243,22 +244,43 @@ impl cinnabar_commands::Args for Parts<'_> {
     }
 }
 
-/// `+RESET`, or an unsubscribe confirmation whose remaining count is 0.
-fn ends_subscribed_mode(reply: &[u8]) -> bool {
-    if reply == b"+RESET\r\n" {
-        return true;
-    }
-    let Ok(Some((Value::Array(items), _))) = parse_value(reply, &Limits::default()) else {
-        return false;
-    };
-    match items.as_slice() {
-        [Value::Bulk(kind), _, Value::Integer(0)] => {
-            matches!(
-                kind.as_slice(),
-                b"unsubscribe" | b"punsubscribe" | b"sunsubscribe"
-            )
+/// What the node's confirmations say the client is subscribed to. Redis counts classic
+/// subscriptions (channels and patterns) and sharded ones apart, each confirmation carrying
+/// its own kind's count, and a client stays in subscribed mode while either is above zero.
+#[derive(Debug, Default)]
+struct Subscriptions {
+    classic: i64,
+    sharded: i64,
+}
+
+impl Subscriptions {
+    /// Takes note of one reply from the node; true when it ends subscribed mode: `+RESET`, or
+    /// an unsubscribe confirmation that leaves no subscription of either kind.
+    fn ended_by(&mut self, reply: &[u8]) -> bool {
+        if reply == b"+RESET\r\n" {
+            *self = Self::default();
+            return true;
         }
-        _ => false,
+        let Ok(Some((Value::Array(items), _))) = parse_value(reply, &Limits::default()) else {
+            return false;
+        };
+        let [Value::Bulk(kind), _, Value::Integer(count)] = items.as_slice() else {
+            return false;
+        };
+        match kind.as_slice() {
+            b"subscribe" | b"psubscribe" => self.classic = *count,
+            b"ssubscribe" => self.sharded = *count,
+            b"unsubscribe" | b"punsubscribe" => {
+                self.classic = *count;
+                return self.classic == 0 && self.sharded == 0;
+            }
+            b"sunsubscribe" => {
+                self.sharded = *count;
+                return self.classic == 0 && self.sharded == 0;
+            }
+            _ => {}
+        }
+        false
     }
 }
 
@@ -274,18 +296,22 @@ mod tests {
 
     #[test]
     fn the_last_unsubscribe_or_reset_ends_subscribed_mode() {
-        assert!(ends_subscribed_mode(
-            b"*3\r\n$11\r\nunsubscribe\r\n$2\r\nch\r\n:0\r\n"
-        ));
-        assert!(!ends_subscribed_mode(
-            b"*3\r\n$11\r\nunsubscribe\r\n$2\r\nch\r\n:1\r\n"
-        ));
-        assert!(ends_subscribed_mode(
-            b"*3\r\n$12\r\npunsubscribe\r\n$2\r\nc*\r\n:0\r\n"
-        ));
-        assert!(!ends_subscribed_mode(
-            b"*3\r\n$7\r\nmessage\r\n$2\r\nch\r\n$1\r\n0\r\n"
-        ));
-        assert!(ends_subscribed_mode(b"+RESET\r\n"));
+        let mut subs = Subscriptions::default();
+        assert!(!subs.ended_by(b"*3\r\n$9\r\nsubscribe\r\n$2\r\nch\r\n:1\r\n"));
+        assert!(!subs.ended_by(b"*3\r\n$10\r\npsubscribe\r\n$2\r\nc*\r\n:2\r\n"));
+        assert!(!subs.ended_by(b"*3\r\n$11\r\nunsubscribe\r\n$2\r\nch\r\n:1\r\n"));
+        assert!(!subs.ended_by(b"*3\r\n$7\r\nmessage\r\n$2\r\nch\r\n$1\r\n0\r\n"));
+        assert!(subs.ended_by(b"*3\r\n$12\r\npunsubscribe\r\n$2\r\nc*\r\n:0\r\n"));
+        assert!(subs.ended_by(b"+RESET\r\n"));
+    }
+
+    #[test]
+    fn classic_and_sharded_subscriptions_are_counted_apart() {
+        let mut subs = Subscriptions::default();
+        assert!(!subs.ended_by(b"*3\r\n$9\r\nsubscribe\r\n$1\r\na\r\n:1\r\n"));
+        assert!(!subs.ended_by(b"*3\r\n$10\r\nssubscribe\r\n$1\r\ns\r\n:1\r\n"));
+        // The sharded count is 0, the classic one is not: still subscribed, as in Redis.
+        assert!(!subs.ended_by(b"*3\r\n$12\r\nsunsubscribe\r\n$1\r\ns\r\n:0\r\n"));
+        assert!(subs.ended_by(b"*3\r\n$11\r\nunsubscribe\r\n$1\r\na\r\n:0\r\n"));
     }
 }

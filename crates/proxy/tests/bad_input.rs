@@ -329,6 +329,52 @@ async fn in_subscribed_mode_refused_commands_quit_and_garbage_are_answered_in_re
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn classic_and_sharded_subscriptions_both_end_before_subscribed_mode_does() {
+    let shared = shared().await;
+    let _serial = SERIAL.lock().await;
+    let addr = shared.proxy.local_addr();
+    let mut control = Control::new(addr, "mixed");
+    let mut stream = connect(addr);
+    // Sharded first, so the relay runs on the channel's owner; a classic channel joins it.
+    stream
+        .write_all(b"SSUBSCRIBE mixed:s\r\nSUBSCRIBE mixed:a\r\nSUNSUBSCRIBE\r\nGET k\r\n")
+        .unwrap();
+    let replies: Vec<String> = read_replies(&mut stream, 4)
+        .iter()
+        .map(|r| String::from_utf8_lossy(r).into_owned())
+        .collect();
+    assert_eq!(
+        replies[2],
+        "*3\r\n$12\r\nsunsubscribe\r\n$7\r\nmixed:s\r\n:0\r\n"
+    );
+    // Redis counts the kinds apart: with mixed:a left, the client is still subscribed.
+    assert!(
+        replies[3].starts_with("-ERR Can't execute 'get'"),
+        "{replies:?}"
+    );
+    // The count PUBLISH returns is the receiving node's own subscribers; the cluster bus
+    // carries the message to the relay's node, whichever it is.
+    redis::cmd("PUBLISH")
+        .arg("mixed:a")
+        .arg("hi")
+        .exec(&mut control.conn)
+        .unwrap();
+    assert_eq!(
+        read_replies(&mut stream, 1),
+        [b"*3\r\n$7\r\nmessage\r\n$7\r\nmixed:a\r\n$2\r\nhi\r\n".to_vec()]
+    );
+    stream.write_all(b"UNSUBSCRIBE\r\nGET k\r\n").unwrap();
+    assert_eq!(
+        read_replies(&mut stream, 2),
+        [
+            b"*3\r\n$11\r\nunsubscribe\r\n$7\r\nmixed:a\r\n:0\r\n".to_vec(),
+            b"$-1\r\n".to_vec()
+        ]
+    );
+    control.check();
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_bulk_length_of_2_pow_40_is_refused_at_once_and_a_huge_declared_one_allocates_nothing() {
     let shared = shared().await;
     let _serial = SERIAL.lock().await;
