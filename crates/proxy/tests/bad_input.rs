@@ -700,6 +700,23 @@ async fn a_refused_exec_ends_the_transaction_as_in_redis() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+#[ignore = "the proxy starts a blocking command on its own connection at once, so a write pipelined after it can run first"]
+async fn a_blocking_command_runs_in_request_order_with_pipelined_writes() {
+    let shared = shared().await;
+    let _serial = SERIAL.lock().await;
+    let addr = shared.proxy.local_addr();
+    // Redis runs a connection's requests in order: the BLPOP times out before the LPUSH runs.
+    let mut stream = connect(addr);
+    stream
+        .write_all(b"DEL order:l\r\nBLPOP order:l 0.2\r\nLPUSH order:l x\r\n")
+        .unwrap();
+    assert_eq!(
+        read_replies(&mut stream, 3),
+        [b":0\r\n".to_vec(), b"*-1\r\n".to_vec(), b":1\r\n".to_vec()]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_cross_slot_mset_missing_its_last_value_is_refused_whole() {
     let shared = shared().await;
     let _serial = SERIAL.lock().await;

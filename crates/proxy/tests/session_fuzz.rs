@@ -18,7 +18,9 @@
 //!   deviations from Redis are all stricter;
 //! - identical replies when every key is in one slot and the sequence avoids the documented
 //!   differences (`CONTENT_DIVERGENT` below: WATCH, RESP3, proxy-owned CLIENT/HELLO answers,
-//!   SCAN cursors, RESET, sharded channels).
+//!   SCAN cursors, RESET, sharded channels; and inside MULTI, PING, DBSIZE, SELECT and UNWATCH,
+//!   which the proxy refuses where Redis queues them). An UNSUBSCRIBE without arguments may
+//!   confirm channels in another order (Redis's hash-table order), so those are sorted.
 //!
 //! Counts are not compared after a sequence makes Redis and the proxy legitimately take
 //! different paths (see `Model`): SUBSCRIBE or RESET inside MULTI (the proxy refuses what Redis
