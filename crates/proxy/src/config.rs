@@ -62,7 +62,9 @@ pub struct ProxyConfig {
     pub retry_window: Duration,
     /// Periodic topology refresh, in addition to refreshes triggered by redirects and errors.
     pub refresh_interval: Duration,
-    /// Requests one client may have in flight before the proxy stops reading from it.
+    /// Tickets one client may have in flight before the proxy stops reading from it. A request
+    /// split per key (MGET, DEL, … across slots) holds one per key; one request is always
+    /// taken whole, so a client holds at most this many plus one request's keys.
     pub max_pending_per_client: usize,
     /// Reply bytes the proxy may hold for one client (received, not yet written to it) before
     /// it stops reading that client's requests. Replies already requested still arrive, so a

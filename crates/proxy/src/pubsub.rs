@@ -78,28 +78,24 @@ pub(crate) async fn relay(
     let mut to_client = Vec::new();
     let mut from_node = Vec::new();
     let mut scanner = ReplyScanner::new(Limits::default());
-    let mut awaiting_barrier = false;
+    // Set while a barrier is out: what the proxy answers itself once every earlier reply has
+    // arrived, and whether the connection closes then.
+    let mut awaiting_barrier: Option<Held> = None;
+    let mut subscriptions = Subscriptions::default();
     let mut ended = false;
     let mut reset = false;
     loop {
-        let mut quit = false;
-        if !awaiting_barrier {
-            (quit, awaiting_barrier) =
-                take_client_commands(input, request, parser, &mut to_node, &mut to_client);
+        if awaiting_barrier.is_none() {
+            awaiting_barrier = take_client_commands(input, request, parser, &mut to_node);
         }
         if !to_node.is_empty() && node_wr.write_all(&to_node).await.is_err() {
             return lost(client_wr, node).await;
         }
         to_node.clear();
-        if !to_client.is_empty() {
-            client_wr.write_all(&to_client).await?;
-            to_client.clear();
-        }
-        if quit {
-            return Ok(Ended::Closed);
-        }
+        // After QUIT or garbage nothing more is read from the client.
+        let closing = awaiting_barrier.as_ref().is_some_and(|held| held.close);
         tokio::select! {
-            read = client_rd.read_buf(input) => {
+            read = client_rd.read_buf(input), if !closing => {
                 if read? == 0 {
                     return Ok(Ended::Closed);
                 }
@@ -109,55 +105,81 @@ pub(crate) async fn relay(
                     return lost(client_wr, node).await;
                 }
                 let mut pos = 0;
-                let mut leave = false;
+                let mut leave = None;
                 while let Ok(Some(len)) = scanner.scan(&from_node[pos..]) {
                     let reply = &from_node[pos..pos + len];
                     pos += len;
                     if is_barrier_reply(reply) {
-                        awaiting_barrier = false;
+                        let held = awaiting_barrier.take().unwrap_or_default();
+                        to_client.extend_from_slice(&held.reply);
+                        if held.close {
+                            leave = Some(Ended::Closed);
+                            break;
+                        }
                         if ended {
-                            leave = true;
+                            leave = Some(Ended::Unsubscribed);
                             break;
                         }
                         continue;
                     }
                     reset |= reply == b"+RESET\r\n";
-                    ended |= ends_subscribed_mode(reply);
+                    ended |= subscriptions.ended_by(reply);
                     to_client.extend_from_slice(reply);
                 }
                 from_node.drain(..pos);
                 client_wr.write_all(&to_client).await?;
                 to_client.clear();
-                if leave {
-                    return Ok(if reset { Ended::Reset } else { Ended::Unsubscribed });
+                if let Some(ended) = leave {
+                    return Ok(match ended {
+                        Ended::Unsubscribed if reset => Ended::Reset,
+                        other => other,
+                    });
                 }
             }
         }
     }
 }
 
-/// Forwards allowed commands to the node and answers the others. Returns (quit: after QUIT or
-/// garbage, barrier: a command that may end subscribed mode was sent, followed by the barrier,
-/// and the rest of the input waits for its reply).
+/// A reply the proxy gives itself in subscribed mode (to QUIT, a refused command, or garbage).
+/// It is held until a barrier's reply shows that every earlier reply from the node arrived, so
+/// the client gets its replies in request order, as from Redis.
+#[derive(Debug, Default)]
+struct Held {
+    reply: Vec<u8>,
+    /// QUIT or garbage: the connection closes after the reply.
+    close: bool,
+}
+
+/// Forwards allowed commands to the node, up to the first command that may end subscribed
+/// mode or that the proxy answers itself: then a barrier follows, the rest of the input waits
+/// for its reply, and the returned [`Held`] says what to do then.
 fn take_client_commands(
     input: &mut Vec<u8>,
     request: &mut Request,
     parser: &RequestParser,
     to_node: &mut Vec<u8>,
-    to_client: &mut Vec<u8>,
-) -> (bool, bool) {
+) -> Option<Held> {
     let mut start = 0;
-    let mut quit = false;
-    let mut barrier = false;
-    while !quit && !barrier {
+    let mut barrier = None;
+    while barrier.is_none() {
         let buf = &input[start..];
         match parser.parse(buf, request) {
             Ok(Parsed::Complete { consumed }) => {
                 let name = String::from_utf8_lossy(request.arg(0, buf).unwrap_or_default())
                     .to_ascii_lowercase();
+                let args = Parts { request, buf };
                 if name == "quit" {
-                    to_client.extend_from_slice(b"+OK\r\n");
-                    quit = true;
+                    barrier = Some(Held {
+                        reply: b"+OK\r\n".to_vec(),
+                        close: true,
+                    });
+                } else if let Err(e) = cinnabar_commands::resolve(&args) {
+                    // Like Redis, an unknown command or a wrong arity is reported before the
+                    // subscribed-mode refusal.
+                    barrier = Some(Held {
+                        reply: refusal(&name, &e.to_bytes()),
+                        close: false,
+                    });
                 } else if ALLOWED.contains(&name.as_str()) {
                     if request.is_inline() {
                         request.write_multibulk(buf, to_node);
@@ -168,48 +190,107 @@ fn take_client_commands(
                         name.as_str(),
                         "unsubscribe" | "punsubscribe" | "sunsubscribe" | "reset"
                     ) {
-                        to_node.extend_from_slice(BARRIER);
-                        barrier = true;
+                        barrier = Some(Held::default());
                     }
                 } else {
-                    to_client.extend_from_slice(
-                        format!(
-                            "-ERR Can't execute '{name}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context\r\n"
-                        )
-                        .as_bytes(),
+                    let line = format!(
+                        "ERR Can't execute '{name}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context"
                     );
+                    barrier = Some(Held {
+                        reply: refusal(&name, line.as_bytes()),
+                        close: false,
+                    });
                 }
                 start += consumed;
             }
             Ok(Parsed::Skipped { consumed }) => start += consumed,
             Ok(Parsed::Incomplete) => break,
             Err(e) => {
-                to_client.extend_from_slice(format!("-ERR {e}\r\n").as_bytes());
-                quit = true;
+                barrier = Some(Held {
+                    reply: format!("-ERR {e}\r\n").into_bytes(),
+                    close: true,
+                });
+                // Nothing after garbage is ever read.
+                start = input.len();
             }
         }
     }
+    if barrier.is_some() {
+        to_node.extend_from_slice(BARRIER);
+    }
     input.drain(..start.min(input.len()));
-    (quit, barrier)
+    barrier
 }
 
-/// `+RESET`, or an unsubscribe confirmation whose remaining count is 0.
-fn ends_subscribed_mode(reply: &[u8]) -> bool {
-    if reply == b"+RESET\r\n" {
-        return true;
+/// The error reply refusing command `name` for `line` (`ERR …`, no CRLF). Redis words a refused
+/// EXEC as the end of the transaction it belonged to.
+fn refusal(name: &str, line: &[u8]) -> Vec<u8> {
+    let mut reply = b"-".to_vec();
+    if name == "exec" {
+        reply.extend_from_slice(b"EXECABORT Transaction discarded because of: ");
+        reply.extend_from_slice(line.strip_prefix(b"ERR ").unwrap_or(line));
+    } else {
+        reply.extend_from_slice(line);
     }
-    let items = match parse_value(reply, &Limits::default()) {
-        Ok(Some((Value::Array(items) | Value::Push(items), _))) => items,
-        _ => return false,
-    };
-    match items.as_slice() {
-        [Value::Bulk(kind), _, Value::Integer(0)] => {
-            matches!(
-                kind.as_slice(),
-                b"unsubscribe" | b"punsubscribe" | b"sunsubscribe"
-            )
+    reply.extend_from_slice(b"\r\n");
+    reply
+}
+
+/// A parsed request's arguments, for the command table.
+struct Parts<'a> {
+    request: &'a Request,
+    buf: &'a [u8],
+}
+
+impl cinnabar_commands::Args for Parts<'_> {
+    fn len(&self) -> usize {
+        self.request.len()
+    }
+
+    fn get(&self, index: usize) -> Option<&[u8]> {
+        self.request.arg(index, self.buf)
+    }
+}
+
+/// What the node's confirmations say the client is subscribed to. Redis counts classic
+/// subscriptions (channels and patterns) and sharded ones apart, each confirmation carrying
+/// its own kind's count, and a client stays in subscribed mode while either is above zero.
+#[derive(Debug, Default)]
+struct Subscriptions {
+    classic: i64,
+    sharded: i64,
+}
+
+impl Subscriptions {
+    /// Takes note of one reply from the node; true when it ends subscribed mode: `+RESET`, or
+    /// an unsubscribe confirmation that leaves no subscription of either kind.
+    fn ended_by(&mut self, reply: &[u8]) -> bool {
+        if reply == b"+RESET\r\n" {
+            *self = Self::default();
+            return true;
         }
-        _ => false,
+        let Ok(Some((Value::Array(items) | Value::Push(items), _))) =
+            parse_value(reply, &Limits::default())
+        else {
+            return false;
+        };
+        let [Value::Bulk(kind), _, Value::Integer(count)] = items.as_slice() else {
+            return false;
+        };
+        match kind.as_slice() {
+            b"subscribe" | b"psubscribe" => self.classic = *count,
+            b"ssubscribe" => self.sharded = *count,
+            b"unsubscribe" | b"punsubscribe" => {
+                self.classic = *count;
+                return self.classic == 0 && self.sharded == 0;
+            }
+            b"sunsubscribe" => {
+                self.sharded = *count;
+                return self.classic == 0 && self.sharded == 0;
+            }
+            _ => {}
+        }
+        false
     }
 }
 
@@ -225,18 +306,22 @@ mod tests {
 
     #[test]
     fn the_last_unsubscribe_or_reset_ends_subscribed_mode() {
-        assert!(ends_subscribed_mode(
-            b"*3\r\n$11\r\nunsubscribe\r\n$2\r\nch\r\n:0\r\n"
-        ));
-        assert!(!ends_subscribed_mode(
-            b"*3\r\n$11\r\nunsubscribe\r\n$2\r\nch\r\n:1\r\n"
-        ));
-        assert!(ends_subscribed_mode(
-            b"*3\r\n$12\r\npunsubscribe\r\n$2\r\nc*\r\n:0\r\n"
-        ));
-        assert!(!ends_subscribed_mode(
-            b"*3\r\n$7\r\nmessage\r\n$2\r\nch\r\n$1\r\n0\r\n"
-        ));
-        assert!(ends_subscribed_mode(b"+RESET\r\n"));
+        let mut subs = Subscriptions::default();
+        assert!(!subs.ended_by(b"*3\r\n$9\r\nsubscribe\r\n$2\r\nch\r\n:1\r\n"));
+        assert!(!subs.ended_by(b"*3\r\n$10\r\npsubscribe\r\n$2\r\nc*\r\n:2\r\n"));
+        assert!(!subs.ended_by(b"*3\r\n$11\r\nunsubscribe\r\n$2\r\nch\r\n:1\r\n"));
+        assert!(!subs.ended_by(b"*3\r\n$7\r\nmessage\r\n$2\r\nch\r\n$1\r\n0\r\n"));
+        assert!(subs.ended_by(b"*3\r\n$12\r\npunsubscribe\r\n$2\r\nc*\r\n:0\r\n"));
+        assert!(subs.ended_by(b"+RESET\r\n"));
+    }
+
+    #[test]
+    fn classic_and_sharded_subscriptions_are_counted_apart() {
+        let mut subs = Subscriptions::default();
+        assert!(!subs.ended_by(b"*3\r\n$9\r\nsubscribe\r\n$1\r\na\r\n:1\r\n"));
+        assert!(!subs.ended_by(b"*3\r\n$10\r\nssubscribe\r\n$1\r\ns\r\n:1\r\n"));
+        // The sharded count is 0, the classic one is not: still subscribed, as in Redis.
+        assert!(!subs.ended_by(b"*3\r\n$12\r\nsunsubscribe\r\n$1\r\ns\r\n:0\r\n"));
+        assert!(subs.ended_by(b"*3\r\n$11\r\nunsubscribe\r\n$1\r\na\r\n:0\r\n"));
     }
 }

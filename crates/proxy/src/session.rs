@@ -3,7 +3,8 @@
 //!
 //! Must never let one client hurt others: a protocol error closes only this connection, and a
 //! client that pipelines without reading is stopped from sending more after
-//! `max_pending_per_client` requests (back-pressure), so its memory stays bounded.
+//! `max_pending_per_client` tickets (back-pressure; a request split per key holds one ticket per
+//! key), so its memory stays bounded.
 
 use std::collections::VecDeque;
 use std::future::poll_fn;
@@ -214,7 +215,7 @@ impl Session {
         let max_pending = self.worker.config.max_pending_per_client;
         let max_reply_bytes = self.worker.config.max_reply_bytes_per_client;
         loop {
-            self.parse_all(input, request);
+            let limited = self.parse_all(input, request);
             self.collect_ready();
             if !self.out.is_empty() {
                 wr.write_all(&self.out).await?;
@@ -253,9 +254,16 @@ impl Session {
                 }
                 continue;
             }
+            // Parsing stopped at the limit with requests still buffered, and the replies just
+            // collected made room: parse them now. Waiting for the socket could wait forever,
+            // since the client may be waiting for exactly those replies.
+            if limited && self.ids.len() < max_pending {
+                continue;
+            }
+            // Counted in tickets, not requests: a request split per key holds one per key.
             let can_read = !self.closing
                 && self.subscribe.is_none()
-                && self.pending.len() < max_pending
+                && self.ids.len() < max_pending
                 && (self.pending.len() < 2 || self.held_reply_bytes() < max_reply_bytes);
             tokio::select! {
                 biased;
@@ -285,14 +293,15 @@ impl Session {
         }
     }
 
-    /// Parses and handles every complete request in `input`, then drops the consumed bytes.
-    fn parse_all(&mut self, input: &mut Vec<u8>, request: &mut Request) {
+    /// Parses and handles every complete request in `input` (up to the pending limit), then
+    /// drops the consumed bytes. True when the limit stopped it with bytes left in `input`.
+    fn parse_all(&mut self, input: &mut Vec<u8>, request: &mut Request) -> bool {
         let max_pending = self.worker.config.max_pending_per_client;
         let mut start = 0;
         if !input.is_empty() {
             self.batch_started = Instant::now();
         }
-        while !self.closing && self.subscribe.is_none() && self.pending.len() < max_pending {
+        while !self.closing && self.subscribe.is_none() && self.ids.len() < max_pending {
             let buf = &input[start..];
             match self.worker.parser.parse(buf, request) {
                 Ok(Parsed::Complete { consumed }) => {
@@ -315,11 +324,16 @@ impl Session {
                     self.worker.stats.protocol_errors.inc();
                     self.closing = true;
                     input.clear();
-                    return;
+                    return false;
                 }
             }
         }
         input.drain(..start);
+        // The loop ends on an incomplete request only while under the limit.
+        !self.closing
+            && self.subscribe.is_none()
+            && self.ids.len() >= max_pending
+            && !input.is_empty()
     }
 
     /// Decides what to do with one complete request.
@@ -327,11 +341,19 @@ impl Session {
         let command = match cinnabar_commands::resolve(args) {
             Ok(command) => command,
             Err(e) => {
+                let line = e.to_bytes();
+                // A refused EXEC (`EXEC x`) ends the transaction, in Redis's words.
+                if args.get(0).is_some_and(|n| n.eq_ignore_ascii_case(b"exec")) {
+                    self.transaction = None;
+                    let mut msg = b"EXECABORT Transaction discarded because of: ".to_vec();
+                    msg.extend_from_slice(line.strip_prefix(b"ERR ").unwrap_or(&line));
+                    return self.local_error(&msg);
+                }
                 if let Some(tx) = &mut self.transaction {
                     tx.aborted = true;
                 }
                 self.category = Category::Other;
-                return self.local_error(&e.to_bytes());
+                return self.local_error(&line);
             }
         };
         self.category = Category::of(command);
@@ -581,6 +603,15 @@ impl Session {
     /// (`step` arguments per key: 1 for keys, 2 for key-value pairs) merged back in order.
     fn split(&mut self, command: &Command, args: &RequestArgs<'_>, merge: Merge, step: usize) {
         let read_only = command.is_readonly();
+        // `MSET a 1 b` passes the arity check; split, it would set `a` and answer +OK where
+        // Redis refuses the whole command.
+        if !(args.len() - 1).is_multiple_of(step) {
+            let msg = format!(
+                "ERR wrong number of arguments for '{}' command",
+                command.name()
+            );
+            return self.local_error(msg.as_bytes());
+        }
         let slot = command.slot(args);
         if let Ok(slot) = slot {
             return self.forward(slot, read_only, args);

@@ -38,6 +38,11 @@ pub(crate) struct Ticket {
     pub(crate) affinity: u32,
 }
 
+/// Capacity a released ticket keeps per buffer. Buffers keep what they grew to, so steady
+/// traffic allocates nothing; beyond this they shrink back, so one huge value (a 64 MiB SET or
+/// GET) does not stay pinned in a ticket for the life of the worker.
+const KEEP: usize = 64 * 1024;
+
 /// A slab of tickets with a free list.
 #[derive(Debug, Default)]
 pub(crate) struct Tickets {
@@ -60,6 +65,8 @@ impl Tickets {
         if let Some(t) = self.slots.get_mut(id) {
             t.request.clear();
             t.reply.clear();
+            t.request.shrink_to(KEEP);
+            t.reply.shrink_to(KEEP);
             t.slot = None;
             t.done = false;
             t.waker = None;
@@ -107,5 +114,32 @@ impl Tickets {
         if let Some(waker) = ticket.waker.take() {
             waker.wake();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_released_ticket_keeps_small_buffers_and_gives_back_huge_ones() {
+        let mut tickets = Tickets::default();
+        let small = tickets.take();
+        tickets.get(small).reply.extend_from_slice(&[b'x'; 1000]);
+        tickets.release(small);
+        assert!(
+            tickets.peek(small).reply.capacity() >= 1000,
+            "kept for reuse"
+        );
+
+        let big = tickets.take();
+        tickets
+            .get(big)
+            .request
+            .extend_from_slice(&vec![b'x'; 4 << 20]);
+        tickets.complete(big, &vec![b'y'; 4 << 20]);
+        tickets.release(big);
+        assert!(tickets.peek(big).request.capacity() <= KEEP);
+        assert!(tickets.peek(big).reply.capacity() <= KEEP);
     }
 }
