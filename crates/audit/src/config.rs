@@ -10,9 +10,10 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::AuditError;
 
-/// The largest `queue_capacity` accepted. The channel reserves its slots up front (16 bytes
-/// each), so a typo such as an extra three zeros must be refused rather than reserve gigabytes.
-pub const MAX_QUEUE_CAPACITY: usize = 1 << 22;
+/// The largest `queue_capacity` accepted (1 Mi records). The channel reserves its slots up
+/// front (about 24 bytes each, 24 MiB at this bound, records aside), so a typo such as an extra
+/// three zeros must be refused rather than reserve gigabytes.
+pub const MAX_QUEUE_CAPACITY: usize = 1 << 20;
 
 /// Settings of the audit trail: where lines go, how files rotate, how keys are written.
 ///
