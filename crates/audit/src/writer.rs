@@ -79,6 +79,10 @@ pub(crate) struct Writer {
     torn: bool,
     /// The last write failed; a success is then logged once as a recovery.
     failing: bool,
+    /// The last rotation or reopening failed: each failure streak is logged once, not once
+    /// per line, since the writer retries at every line or batch.
+    rotate_failing: bool,
+    reopen_failing: bool,
 }
 
 impl Writer {
@@ -92,6 +96,8 @@ impl Writer {
             line: Vec::new(),
             torn: false,
             failing: false,
+            rotate_failing: false,
+            reopen_failing: false,
         }
     }
 
@@ -177,12 +183,18 @@ impl Writer {
     }
 
     fn rotate(&mut self) {
-        if let Some(output) = &mut self.output
-            && let Err(e) = output.rotate()
-        {
+        let Some(output) = &mut self.output else {
+            return;
+        };
+        match output.rotate() {
+            Ok(()) => self.rotate_failing = false,
             // Nothing is lost: lines keep going to the current file, and rotation is tried
             // again at the next line that does not fit.
-            tracing::warn!(error = %e, "audit: cannot rotate the audit file");
+            Err(e) if !self.rotate_failing => {
+                self.rotate_failing = true;
+                tracing::warn!(error = %e, "audit: cannot rotate the audit file; writing on");
+            }
+            Err(_) => {}
         }
     }
 
@@ -196,8 +208,13 @@ impl Writer {
             self.clear_batch();
             return;
         };
-        if let Err(e) = output.follow_path() {
-            tracing::warn!(error = %e, "audit: cannot reopen the audit file; writing on");
+        match output.follow_path() {
+            Ok(()) => self.reopen_failing = false,
+            Err(e) if !self.reopen_failing => {
+                self.reopen_failing = true;
+                tracing::warn!(error = %e, "audit: cannot reopen the audit file; writing on");
+            }
+            Err(_) => {}
         }
         if self.torn && write_all(output, b"\n").1.is_ok() {
             self.torn = false;

@@ -271,6 +271,29 @@ fn rotation_keeps_the_newest_files_and_loses_only_what_the_policy_deletes() {
 }
 
 #[test]
+fn a_rotation_that_fails_loses_nothing_and_lines_go_on_into_the_current_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    // A non-empty directory where the oldest rotated file should go: it can be neither
+    // deleted nor replaced, so every rotation fails.
+    fs::create_dir(numbered_path(&path, 1)).unwrap();
+    fs::write(numbered_path(&path, 1).join("keep"), "").unwrap();
+    let config = AuditConfig {
+        max_file_bytes: NonZeroU64::new(300).unwrap(),
+        keep_files: 1,
+        ..file_config(&path)
+    };
+    let auditor = Auditor::start(config).unwrap();
+    for i in 0..20 {
+        auditor.record(numbered(i));
+    }
+    let stats = auditor.shutdown();
+    assert_eq!((stats.written, stats.write_errors), (20, 0));
+    let numbers: Vec<usize> = lines_of(&path).iter().map(number_of).collect();
+    assert_eq!(numbers, (0..20).collect::<Vec<_>>());
+}
+
+#[test]
 fn keep_files_zero_deletes_a_full_file() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("audit.jsonl");
