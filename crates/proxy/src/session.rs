@@ -32,6 +32,24 @@ const SCAN_MASTER_BITS: u32 = 10;
 /// What Redis answers to AUTH when no password is configured.
 const NO_PASSWORD: &[u8] = b"ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?";
 
+/// Requests a new client may have in flight before the size of its replies is known.
+const FIRST_WINDOW: usize = 16;
+
+/// The new estimate of a client's reply size, and how many requests it may have in flight:
+/// the budget of reply bytes divided by that estimate, so a client fetching 1 MiB values
+/// cannot have 1 GiB of replies on the way, while one fetching small values keeps a deep
+/// pipeline. A new client starts at `FIRST_WINDOW`, like TCP's slow start.
+///
+/// A reply exists up to three times on its way (the backend's read buffer, its ticket, the
+/// client's output buffer), so requests in flight get a quarter of the budget: memory held for
+/// one client stays within `max_reply_bytes_per_client` (plus `FIRST_WINDOW` replies).
+fn learn_reply_size(estimate: usize, size: usize, budget: usize) -> (usize, usize) {
+    // A decaying peak, not an average: one large reply shrinks the window at once, and only
+    // a run of small ones opens it again.
+    let estimate = size.max(estimate - estimate / 8);
+    (estimate, (budget / 4 / estimate.max(1)).max(FIRST_WINDOW))
+}
+
 /// Initial size of a client's buffers; they grow with the client's traffic and stay grown up
 /// to `RETAINED`, beyond which (after a huge request or reply) they are given back.
 const BUFFER: usize = 16 * 1024;
@@ -134,6 +152,17 @@ struct Session {
     /// A SUBSCRIBE-family request waiting for earlier replies to flush: then the connection
     /// enters subscribed mode with this node.
     subscribe: Option<(NodeAddr, Vec<u8>)>,
+    /// A blocking command (or WAIT) is in flight: later requests wait for its reply.
+    blocked: bool,
+    /// `handle` declined the request for now (it must wait for earlier replies); the parser
+    /// leaves it in the input.
+    deferred: bool,
+    /// The first request in the input was declined and waits for the pending replies.
+    awaiting_turn: bool,
+    /// Recent peak of this client's reply sizes, decaying (see `learn_reply_size`).
+    reply_average: usize,
+    /// Tickets this client may have in flight (see `learn_reply_size`).
+    window: usize,
     /// Blocking commands running on private connections; cancelled when the client leaves.
     blocking: Vec<tokio::task::AbortHandle>,
 }
@@ -185,6 +214,11 @@ pub(crate) async fn serve(worker: Rc<Worker>, mut stream: TcpStream) {
         transaction: None,
         watch: None,
         subscribe: None,
+        blocked: false,
+        deferred: false,
+        awaiting_turn: false,
+        reply_average: 0,
+        window: FIRST_WINDOW,
         blocking: Vec::new(),
     };
     session.worker.stats.clients_accepted.inc();
@@ -257,7 +291,11 @@ impl Session {
             // Parsing stopped at the limit with requests still buffered, and the replies just
             // collected made room: parse them now. Waiting for the socket could wait forever,
             // since the client may be waiting for exactly those replies.
-            if limited && self.ids.len() < max_pending {
+            if limited && self.may_parse(max_pending) {
+                continue;
+            }
+            // A request waiting for earlier replies (a blocking command) can go now.
+            if self.awaiting_turn && self.pending.is_empty() && self.may_parse(max_pending) {
                 continue;
             }
             // Counted in tickets, not requests: a request split per key holds one per key.
@@ -301,7 +339,7 @@ impl Session {
         if !input.is_empty() {
             self.batch_started = Instant::now();
         }
-        while !self.closing && self.subscribe.is_none() && self.ids.len() < max_pending {
+        while self.may_parse(max_pending) {
             let buf = &input[start..];
             match self.worker.parser.parse(buf, request) {
                 Ok(Parsed::Complete { consumed }) => {
@@ -309,6 +347,12 @@ impl Session {
                         request,
                         buf: &buf[..consumed],
                     });
+                    if std::mem::take(&mut self.deferred) {
+                        // Left in the input, to be handled once earlier replies are in.
+                        self.awaiting_turn = true;
+                        break;
+                    }
+                    self.awaiting_turn = false;
                     start += consumed;
                 }
                 Ok(Parsed::Skipped { consumed }) => start += consumed,
@@ -329,11 +373,20 @@ impl Session {
             }
         }
         input.drain(..start);
-        // The loop ends on an incomplete request only while under the limit.
+        // Stopped with requests left (the pending limit, or a blocking command in the way),
+        // rather than on an incomplete one.
+        !self.may_parse(max_pending) && !input.is_empty()
+    }
+
+    /// Whether the next request may be handled now: not closing or subscribed, under the
+    /// pending limit, and no blocking command (BLPOP, WAIT, …) waiting for its reply. Like a
+    /// Redis connection, a client blocked by a command has its later commands wait for it:
+    /// sent on at once, they would run before it on another connection.
+    fn may_parse(&self, max_pending: usize) -> bool {
         !self.closing
             && self.subscribe.is_none()
-            && self.ids.len() >= max_pending
-            && !input.is_empty()
+            && self.ids.len() < max_pending.min(self.window)
+            && (!self.blocked || self.pending.is_empty())
     }
 
     /// Decides what to do with one complete request.
@@ -381,14 +434,23 @@ impl Session {
             }
             Route::FanOut(merge) => self.fan_out(args, None, merge),
             Route::Scan => self.scan(args),
+            // A blocking command runs on a connection of its own, so it must not start before
+            // this client's earlier requests have run on theirs.
+            Route::Blocking | Route::Wait if !self.pending.is_empty() => self.deferred = true,
             Route::Blocking => match command.slot(args) {
-                Ok(slot) => self.blocking(slot, args),
+                Ok(slot) => {
+                    self.blocked = true;
+                    self.blocking(slot, args);
+                }
                 Err(e) => self.local_error(&e.to_bytes()),
             },
             Route::Transaction => self.transaction_command(command, args),
             Route::Subscribe => self.enter_pubsub(command, args),
             Route::Unsubscribe => self.unsubscribe_unsubscribed(command, args),
-            Route::Wait => self.wait(args),
+            Route::Wait => {
+                self.blocked = true;
+                self.wait(args);
+            }
             Route::Unsupported => {
                 let msg = format!(
                     "-ERR cinnabar: '{}' is not supported through the proxy\r\n",
@@ -1004,6 +1066,7 @@ impl Session {
     fn collect_ready(&mut self) {
         let mut tickets = self.worker.tickets.borrow_mut();
         let mut now = None;
+        let budget = self.worker.config.max_reply_bytes_per_client;
         while let Some(&queued) = self.pending.front() {
             let head = queued.reply;
             let parts = head.parts();
@@ -1041,9 +1104,14 @@ impl Session {
             self.pending.pop_front();
             let now = *now.get_or_insert_with(Instant::now);
             let error = self.out.get(written_from) == Some(&b'-');
+            (self.reply_average, self.window) =
+                learn_reply_size(self.reply_average, self.out.len() - written_from, budget);
             let stats = &self.worker.stats;
             stats.request(queued.category, error);
             stats.latency.observe(now.duration_since(queued.started));
+        }
+        if self.pending.is_empty() {
+            self.blocked = false;
         }
     }
 
