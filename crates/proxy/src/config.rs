@@ -97,6 +97,11 @@ pub struct ProxyConfig {
     pub idle_timeout: Option<Duration>,
     /// Client addresses allowed to connect; empty allows every address.
     pub allow_from: Vec<crate::cidr::Cidr>,
+    /// Users, roles and guards. With no users, every client is the `default` user with the
+    /// `default_role` (`readwrite`: the guards apply out of the box).
+    pub access: cinnabar_access::AccessConfig,
+    /// The audit trail of high-risk commands, refusals and failed logins.
+    pub audit: cinnabar_audit::AuditConfig,
 }
 
 impl ProxyConfig {
@@ -121,6 +126,8 @@ impl ProxyConfig {
             max_clients: 10_000,
             idle_timeout: None,
             allow_from: Vec::new(),
+            access: cinnabar_access::AccessConfig::default(),
+            audit: cinnabar_audit::AuditConfig::default(),
         }
     }
 }

@@ -126,6 +126,11 @@ proxy_keys! {
     idle_timeout_ms: u64 => |c, v| c.idle_timeout = (v > 0).then(|| Duration::from_millis(v)),
     /// Client address ranges allowed to connect (`["10.0.0.0/8", "::1"]`); empty: everyone.
     allow_from: AddressRanges => |c, v| c.allow_from = v.0,
+    /// `[access]`: users, roles and guards (see `cinnabar_access`); `users_file` is relative to
+    /// this file.
+    access: cinnabar_access::AccessConfig => |c, v| c.access = v,
+    /// `[audit]`: the audit trail (see `cinnabar_audit`).
+    audit: cinnabar_audit::AuditConfig => |c, v| c.audit = v,
     /// Pipelined connections from each worker to each backend node (1 or more).
     backend_connections: NonZeroUsize => |c, v| c.backend_connections = v.get(),
     /// Where read-only commands go: `"master"`, `"prefer-replica"` or `"replica-only"`.
@@ -209,7 +214,11 @@ impl ProxyFile {
             path: path.to_path_buf(),
             source,
         })?;
-        Self::parse(&text, path)
+        let mut file = Self::parse(&text, path)?;
+        if let Some(dir) = path.parent() {
+            file.access = file.access.map(|access| access.relative_to(dir));
+        }
+        Ok(file)
     }
 
     /// Checks `text`, the contents of the file at `path` (only used in messages).
@@ -318,8 +327,10 @@ mod tests {
         assert_eq!(config.admin_listen, Some(([127, 0, 0, 1], 17000).into()));
         for key in ProxyFile::KEYS {
             assert!(
-                text.lines()
-                    .any(|l| l.trim_start_matches("# ").starts_with(&format!("{key} ="))),
+                text.lines().any(|l| {
+                    let l = l.trim_start_matches("# ");
+                    l.starts_with(&format!("{key} =")) || l == format!("[{key}]")
+                }),
                 "the example does not show `{key}`"
             );
         }

@@ -68,12 +68,20 @@ pub enum ProxyError {
     /// A thread or runtime could not be created.
     #[error("cannot start the proxy runtime: {0}")]
     Runtime(#[source] std::io::Error),
+    /// The users and roles do not compile.
+    #[error("{0}")]
+    Access(#[from] cinnabar_access::AccessError),
+    /// The audit trail cannot start.
+    #[error("cannot start the audit trail: {0}")]
+    Audit(#[from] cinnabar_audit::AuditError),
 }
 
 /// A running proxy. Dropping it stops accepting and closes every connection.
 #[derive(Debug)]
 pub struct ProxyHandle {
     addr: SocketAddr,
+    access: watch::Sender<Arc<cinnabar_access::Access>>,
+    auditor: cinnabar_audit::Auditor,
     admin_addr: Option<SocketAddr>,
     stop: watch::Sender<bool>,
     drain: watch::Sender<bool>,
@@ -118,6 +126,29 @@ impl ProxyHandle {
         remaining
     }
 
+    /// Applies new users, roles, guards and audit settings without dropping a connection: each
+    /// client's next command is checked against them (a client whose user is gone or disabled
+    /// must log in again). Nothing changes when either part is invalid.
+    ///
+    /// # Errors
+    /// [`ProxyError::Access`] or [`ProxyError::Audit`] naming the field at fault.
+    pub fn reload(
+        &self,
+        access: &cinnabar_access::AccessConfig,
+        audit: &cinnabar_audit::AuditConfig,
+    ) -> Result<Vec<String>, ProxyError> {
+        let (compiled, warnings) = cinnabar_access::Access::compile(access)?;
+        audit.validate()?;
+        self.auditor.reconfigure(audit)?;
+        self.access.send_replace(Arc::new(compiled));
+        Ok(warnings)
+    }
+
+    /// The audit trail's counters (records written, dropped, failed).
+    pub fn audit_stats(&self) -> cinnabar_audit::AuditStats {
+        self.auditor.stats()
+    }
+
     /// Client connections open now (across all workers).
     pub fn open_clients(&self) -> usize {
         self.stats.open_clients()
@@ -147,6 +178,12 @@ impl Drop for ProxyHandle {
 /// # Errors
 /// [`ProxyError`] when no seed answers, the address cannot be bound, or threads cannot start.
 pub fn start(config: ProxyConfig) -> Result<ProxyHandle, ProxyError> {
+    let (access, warnings) = cinnabar_access::Access::compile(&config.access)?;
+    for warning in warnings {
+        tracing::warn!("access: {warning}");
+    }
+    let (access_tx, access_rx) = watch::channel(Arc::new(access));
+    let auditor = cinnabar_audit::Auditor::start(config.audit.clone())?;
     let config = Arc::new(config);
     let control_stats = Arc::new(stats::ControlStats::default());
     let worker_stats: Vec<Arc<stats::WorkerStats>> =
@@ -155,6 +192,7 @@ pub fn start(config: ProxyConfig) -> Result<ProxyHandle, ProxyError> {
         workers: worker_stats.clone(),
         control: Arc::clone(&control_stats),
         started: std::time::Instant::now(),
+        audit: Some(auditor.clone()),
     });
     let (stop, stop_rx) = watch::channel(false);
     let (drain, drain_rx) = watch::channel(false);
@@ -240,6 +278,7 @@ pub fn start(config: ProxyConfig) -> Result<ProxyHandle, ProxyError> {
             drain_rx.clone(),
         );
         let (own_stats, all_stats) = (Arc::clone(&worker_stats[i]), Arc::clone(&stats));
+        let (access_rx, auditor) = (access_rx.clone(), auditor.clone());
         threads.push(
             std::thread::Builder::new()
                 .name(format!("cinnabar-worker-{i}"))
@@ -252,6 +291,8 @@ pub fn start(config: ProxyConfig) -> Result<ProxyHandle, ProxyError> {
                         stats: own_stats,
                         all_stats,
                         drain: drain_rx,
+                        access: access_rx,
+                        auditor,
                     };
                     run_worker(setup, runtime, listener, stop_rx)
                 })
@@ -284,6 +325,8 @@ pub fn start(config: ProxyConfig) -> Result<ProxyHandle, ProxyError> {
     };
     Ok(ProxyHandle {
         addr,
+        access: access_tx,
+        auditor,
         admin_addr,
         stop,
         drain,
@@ -352,6 +395,8 @@ struct WorkerSetup {
     /// Every worker's counters, for the client limit.
     all_stats: Arc<stats::Stats>,
     drain: watch::Receiver<bool>,
+    access: watch::Receiver<Arc<cinnabar_access::Access>>,
+    auditor: cinnabar_audit::Auditor,
 }
 
 fn run_worker(
@@ -370,16 +415,19 @@ fn run_worker(
             stats,
             all_stats,
             mut drain,
+            access,
+            auditor,
         } = setup;
-        let worker = worker::Worker::new(
+        let worker = worker::Worker::new(worker::Shared {
             config,
             routes,
             refresh,
             announce,
             stats,
-            Arc::clone(&all_stats),
-            drain.clone(),
-        );
+            all_stats: Arc::clone(&all_stats),
+            access,
+            auditor,
+        });
         loop {
             tokio::select! {
                 accepted = listener.accept() => match accepted {
@@ -400,6 +448,7 @@ fn run_worker(
         }
         // Draining: no new clients; the sessions finish what they accepted and close.
         drop(listener);
+        worker.begin_drain();
         let _ = stop.wait_for(|stop| *stop).await;
     });
 }

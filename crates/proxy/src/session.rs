@@ -106,6 +106,8 @@ struct Queued {
     category: Category,
     /// When the batch of input holding the request was read.
     started: Instant,
+    /// The request is audited: its record waits in `Session::audits` for the outcome.
+    audited: bool,
 }
 
 /// A request's arguments, read through the parser's ranges: no copy, no allocation.
@@ -131,6 +133,14 @@ struct Session {
     id: u64,
     /// `CLIENT SETNAME`.
     name: Vec<u8>,
+    /// Who the client is: `None` until it logs in when authentication is required.
+    principal: Option<cinnabar_access::Principal>,
+    /// The worker's access generation `principal` was resolved against.
+    access_generation: u64,
+    /// The audit record of the request being handled, until its reply slot is queued.
+    audit_next: Option<cinnabar_audit::AuditRecord>,
+    /// Records of audited requests in flight, in request order, waiting for their outcome.
+    audits: VecDeque<cinnabar_audit::AuditRecord>,
     /// The client said `HELLO 3`: replies come from RESP3 backend connections, and the proxy's
     /// own replies use RESP3 types.
     resp3: bool,
@@ -164,7 +174,7 @@ struct Session {
     /// Tickets this client may have in flight (see `learn_reply_size`).
     window: usize,
     /// Blocking commands running on private connections; cancelled when the client leaves.
-    blocking: Vec<tokio::task::AbortHandle>,
+    blocking: Vec<(tokio::task::AbortHandle, usize)>,
 }
 
 /// WATCHed keys: one slot, one private connection.
@@ -203,6 +213,10 @@ pub(crate) async fn serve(worker: Rc<Worker>, mut stream: TcpStream) {
         worker,
         id: NEXT_CLIENT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         name: Vec::new(),
+        principal: None,
+        access_generation: u64::MAX,
+        audit_next: None,
+        audits: VecDeque::new(),
         resp3: false,
         peer: stream.peer_addr().ok(),
         out: Vec::with_capacity(BUFFER),
@@ -239,7 +253,13 @@ impl Session {
         request: &mut Request,
     ) -> std::io::Result<()> {
         let (mut rd, mut wr) = stream.split();
-        let mut drain = self.worker.drain.clone();
+        // Woken by a drain even while idle; registered once, not per request.
+        let (id, worker) = (self.id, Rc::clone(&self.worker));
+        poll_fn(|cx| {
+            worker.register_sleeper(id, cx.waker().clone());
+            Poll::Ready(())
+        })
+        .await;
         // One timer per client, moved only when it fires: reads just note the time, so
         // requests never touch the timer wheel.
         let idle_timeout = self.worker.config.idle_timeout;
@@ -249,6 +269,10 @@ impl Session {
         let max_pending = self.worker.config.max_pending_per_client;
         let max_reply_bytes = self.worker.config.max_reply_bytes_per_client;
         loop {
+            // Draining: answer what was accepted, read nothing more, then close.
+            if self.worker.draining() {
+                self.closing = true;
+            }
             let limited = self.parse_all(input, request);
             self.collect_ready();
             if !self.out.is_empty() {
@@ -314,6 +338,12 @@ impl Session {
                         last_read = Instant::now();
                     }
                 }
+                // Draining: answer what was accepted, read nothing more, then close. Polling
+                // this registers nothing; the worker wakes the task (see `register_sleeper`).
+                () = poll_fn(|_| if self.worker.draining() { Poll::Ready(()) } else { Poll::Pending }),
+                    if !self.closing => {
+                    self.closing = true;
+                }
                 () = &mut idle, if idle_timeout.is_some() => {
                     let timeout = idle_timeout.unwrap_or_default();
                     let quiet = last_read.elapsed();
@@ -323,10 +353,7 @@ impl Session {
                     let rest = timeout.saturating_sub(quiet).max(std::time::Duration::from_millis(10));
                     idle.as_mut().reset(tokio::time::Instant::now() + rest);
                 }
-                // Draining: answer what was accepted, read nothing more, then close.
-                _ = drain.wait_for(|draining| *draining), if !self.closing => {
-                    self.closing = true;
-                }
+
             }
         }
     }
@@ -410,6 +437,12 @@ impl Session {
             }
         };
         self.category = Category::of(command);
+        if !self.permitted(command, args) {
+            if let Some(tx) = &mut self.transaction {
+                tx.aborted = true;
+            }
+            return;
+        }
         let route = route(command);
         // QUIT acts at once, even inside a transaction (as in Redis): never queued, never sent.
         if route == Route::Quit {
@@ -565,7 +598,19 @@ impl Session {
                 _ => self.local(b"-ERR DB index is out of range\r\n"),
             },
             "hello" => self.hello(args),
-            "auth" => self.local_error(NO_PASSWORD),
+            "auth" => match (args.len(), args.get(1), args.get(2)) {
+                (2, Some(password), _) => {
+                    if self.login(None, password) {
+                        self.local(b"+OK\r\n");
+                    }
+                }
+                (3, Some(user), Some(password)) => {
+                    if self.login(Some(user), password) {
+                        self.local(b"+OK\r\n");
+                    }
+                }
+                _ => self.local_error(b"ERR syntax error"),
+            },
             "client|id" => self.local_integer(i64::try_from(self.id).unwrap_or(i64::MAX)),
             "client|setname" => self.set_name(args.get(2).unwrap_or_default()),
             "reset" => self.reset(),
@@ -621,10 +666,18 @@ impl Session {
 
     /// Queues the reply slot of the request being handled.
     fn push_pending(&mut self, reply: Pending) {
+        let audited = match self.audit_next.take() {
+            Some(record) => {
+                self.audits.push_back(record);
+                true
+            }
+            None => false,
+        };
         self.pending.push_back(Queued {
             reply,
             category: self.category,
             started: self.batch_started,
+            audited,
         });
     }
 
@@ -844,8 +897,8 @@ impl Session {
             });
             worker.tickets.borrow_mut().complete(id, &reply);
         });
-        self.blocking.retain(|t| !t.is_finished());
-        self.blocking.push(task.abort_handle());
+        self.blocking.retain(|(t, _)| !t.is_finished());
+        self.blocking.push((task.abort_handle(), id));
         self.ids.push_back(id);
         self.push_pending(Pending::One);
     }
@@ -893,8 +946,8 @@ impl Session {
                 crate::wait::run(Rc::clone(&worker), masters, offsets, numreplicas, timeout).await;
             worker.tickets.borrow_mut().complete(id, &reply);
         });
-        self.blocking.retain(|t| !t.is_finished());
-        self.blocking.push(task.abort_handle());
+        self.blocking.retain(|(t, _)| !t.is_finished());
+        self.blocking.push((task.abort_handle(), id));
         self.ids.push_back(id);
         self.push_pending(Pending::One);
     }
@@ -958,8 +1011,132 @@ impl Session {
         self.push_pending(Pending::Scan { master, masters });
     }
 
-    /// `HELLO [2|3 [SETNAME name]]`; AUTH is refused the way Redis refuses it with no password
-    /// configured. The protocol switches only when the whole command is valid.
+    /// Checks a login; on success the connection acts as that user from its next command. On
+    /// failure the refusal is queued (held back after repeated failures from one address, and
+    /// audited) and `false` returned.
+    fn login(&mut self, user: Option<&[u8]>, password: &[u8]) -> bool {
+        let result = self.worker.access().0.authenticate(user, password);
+        let ip = self.peer.map(|p| p.ip());
+        match result {
+            Ok(principal) => {
+                if let Some(ip) = ip {
+                    self.worker.login_succeeded(ip);
+                }
+                self.principal = Some(principal);
+                true
+            }
+            Err(cinnabar_access::AuthError::NoPasswordConfigured) => {
+                self.local_error(NO_PASSWORD);
+                false
+            }
+            Err(e) => {
+                let name = String::from_utf8_lossy(
+                    user.unwrap_or(cinnabar_access::DEFAULT_USER.as_bytes()),
+                )
+                .into_owned();
+                if let (Some(peer), true) = (self.peer, self.worker.auditor.is_enabled()) {
+                    self.worker
+                        .auditor
+                        .record(cinnabar_audit::AuditRecord::auth_failure(peer, name));
+                }
+                let delay = ip.map_or(std::time::Duration::ZERO, |ip| self.worker.login_failed(ip));
+                let mut refusal = Vec::with_capacity(96);
+                refusal.push(b'-');
+                refusal.extend_from_slice(e.to_string().as_bytes());
+                refusal.extend_from_slice(b"\r\n");
+                if delay.is_zero() {
+                    self.local(&refusal);
+                } else {
+                    self.later(delay, refusal);
+                }
+                false
+            }
+        }
+    }
+
+    /// Queues `reply`, delivered after `delay` (in order with the others).
+    fn later(&mut self, delay: std::time::Duration, reply: Vec<u8>) {
+        let id = self.worker.tickets.borrow_mut().take();
+        let worker = Rc::clone(&self.worker);
+        let task = tokio::task::spawn_local(async move {
+            tokio::time::sleep(delay).await;
+            worker.tickets.borrow_mut().complete(id, &reply);
+        });
+        self.blocking.retain(|(t, _)| !t.is_finished());
+        self.blocking.push((task.abort_handle(), id));
+        self.ids.push_back(id);
+        self.push_pending(Pending::One);
+    }
+
+    /// Whether this client may run `command` with `args`: logged in (or logging in), and
+    /// permitted by its role. A refusal is answered (and audited) here.
+    fn permitted(&mut self, command: &Command, args: &RequestArgs<'_>) -> bool {
+        let generation = self.worker.access_generation();
+        if generation != self.access_generation {
+            // Users or roles were reloaded: the same user, with its new permissions (gone or
+            // disabled: logged out).
+            self.access_generation = generation;
+            let user = self.principal.as_ref().map(|p| p.user().to_owned());
+            let access = self.worker.access().0;
+            self.principal = match user {
+                Some(user) if access.auth_required() => access.principal(&user),
+                _ => access.default_principal(),
+            };
+        }
+        let Some(principal) = &self.principal else {
+            if cinnabar_access::runs_before_login(command) {
+                return true;
+            }
+            self.local_error(b"NOAUTH Authentication required.");
+            return false;
+        };
+        let Err(denied) = principal.check(command, args) else {
+            if command.acl_categories().intersects(self.worker.audited)
+                && self.worker.auditor.is_enabled()
+                && let Some(peer) = self.peer
+            {
+                let record = cinnabar_audit::AuditRecord::command(
+                    peer,
+                    principal.user().to_owned(),
+                    command.command_name(),
+                )
+                .with_keys(
+                    command.keys(args).filter_map(|i| args.get(i)),
+                    self.worker.auditor.max_keys(),
+                );
+                self.audit_next = Some(match command.subcommand_name() {
+                    Some(sub) => record.with_subcommand(sub),
+                    None => record,
+                });
+            }
+            return true;
+        };
+        self.worker.stats.denied.inc();
+        let line = denied.to_string();
+        if let (Some(peer), true) = (self.peer, self.worker.auditor.is_enabled()) {
+            let record = cinnabar_audit::AuditRecord::command(
+                peer,
+                principal.user().to_owned(),
+                command.command_name(),
+            )
+            .with_keys(
+                command.keys(args).filter_map(|i| args.get(i)),
+                self.worker.auditor.max_keys(),
+            )
+            .with_outcome(cinnabar_audit::Outcome::Denied)
+            .with_error(line.clone());
+            let record = match command.subcommand_name() {
+                Some(sub) => record.with_subcommand(sub),
+                None => record,
+            };
+            self.worker.auditor.record(record);
+        }
+        self.local_error(line.as_bytes());
+        false
+    }
+
+    /// `HELLO [2|3 [AUTH user password] [SETNAME name]]`. Logging in comes first; the protocol
+    /// and name change only when the whole command succeeds.
     fn hello(&mut self, args: &RequestArgs<'_>) {
         let resp3 = match args.get(1) {
             None => self.resp3,
@@ -975,6 +1152,7 @@ impl Session {
             }
         };
         let mut name = None;
+        let mut login = None;
         let mut i = 2;
         while let Some(option) = args.get(i) {
             if option.eq_ignore_ascii_case(b"SETNAME") && i + 1 < args.len() {
@@ -984,11 +1162,22 @@ impl Session {
                 }
                 name = Some(candidate);
                 i += 2;
-            } else if option.eq_ignore_ascii_case(b"AUTH") {
-                return self.local_error(NO_PASSWORD);
+            } else if option.eq_ignore_ascii_case(b"AUTH") && i + 2 < args.len() {
+                login = Some((
+                    args.get(i + 1).unwrap_or_default(),
+                    args.get(i + 2).unwrap_or_default(),
+                ));
+                i += 3;
             } else {
                 return self.local_error(b"ERR Syntax error in HELLO option");
             }
+        }
+        if let Some((user, password)) = login {
+            if !self.login(Some(user), password) {
+                return;
+            }
+        } else if self.principal.is_none() {
+            return self.local_error(b"NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time");
         }
         if let Some(name) = name {
             self.name = name.to_vec();
@@ -1002,6 +1191,8 @@ impl Session {
     fn reset(&mut self) {
         self.transaction = None;
         self.unwatch();
+        // As Redis: back to the default user (logged out when logins are required).
+        self.principal = self.worker.access().0.default_principal();
         self.name.clear();
         self.resp3 = false;
         self.local(b"+RESET\r\n");
@@ -1109,6 +1300,21 @@ impl Session {
             let stats = &self.worker.stats;
             stats.request(queued.category, error);
             stats.latency.observe(now.duration_since(queued.started));
+            if queued.audited
+                && let Some(record) = self.audits.pop_front()
+            {
+                let reply = &self.out[written_from..];
+                let record = record.with_latency(now.duration_since(queued.started));
+                let record = if error {
+                    let line = reply.split(|b| *b == b'\r').next().unwrap_or_default();
+                    record
+                        .with_outcome(cinnabar_audit::Outcome::Error)
+                        .with_error(String::from_utf8_lossy(line.get(1..).unwrap_or_default()))
+                } else {
+                    record.with_outcome(cinnabar_audit::Outcome::Ok)
+                };
+                self.worker.auditor.record(record);
+            }
         }
         if self.pending.is_empty() {
             self.blocked = false;
@@ -1144,13 +1350,19 @@ impl Session {
     /// The client is gone: finished tickets are released now, the others when their replies
     /// arrive.
     fn abandon(&mut self) {
-        for task in self.blocking.drain(..) {
-            task.abort();
+        // A cancelled task will never complete its ticket: release it here.
+        let mut cancelled = Vec::new();
+        for (task, id) in self.blocking.drain(..) {
+            if !task.is_finished() {
+                task.abort();
+                cancelled.push(id);
+            }
         }
         self.unwatch();
+        self.worker.forget_sleeper(self.id);
         let mut tickets = self.worker.tickets.borrow_mut();
         for id in self.ids.drain(..) {
-            if tickets.get(id).done {
+            if tickets.get(id).done || cancelled.contains(&id) {
                 tickets.release(id);
             } else {
                 tickets.get(id).abandoned = true;

@@ -146,6 +146,8 @@ pub struct WorkerStats {
     pub(crate) backend_connects: Counter,
     pub(crate) backend_connect_failures: Counter,
     pub(crate) backend_disconnects: Counter,
+    pub(crate) login_failures: Counter,
+    pub(crate) denied: Counter,
 }
 
 impl WorkerStats {
@@ -174,6 +176,8 @@ pub struct Stats {
     pub(crate) control: Arc<ControlStats>,
     /// When the proxy started (`uptime_in_seconds`).
     pub(crate) started: std::time::Instant,
+    /// The audit trail, whose own counters are reported too.
+    pub(crate) audit: Option<cinnabar_audit::Auditor>,
 }
 
 impl Default for Stats {
@@ -182,6 +186,7 @@ impl Default for Stats {
             workers: Vec::new(),
             control: Arc::default(),
             started: std::time::Instant::now(),
+            audit: None,
         }
     }
 }
@@ -381,6 +386,41 @@ impl Stats {
                 "cinnabar_topology_changes_total",
                 "Refreshes that changed the routing table.",
                 self.control.topology_changes.get(),
+            ),
+        ] {
+            metric(&mut out, name, "counter", help);
+            let _ = writeln!(out, "{name} {value}");
+        }
+        let audit = self
+            .audit
+            .as_ref()
+            .map(cinnabar_audit::Auditor::stats)
+            .unwrap_or_default();
+        for (name, help, value) in [
+            (
+                "cinnabar_login_failures_total",
+                "AUTH and HELLO AUTH attempts refused.",
+                sum(&|w| w.login_failures.get()),
+            ),
+            (
+                "cinnabar_denied_total",
+                "Commands refused by a role's permissions or the guards.",
+                sum(&|w| w.denied.get()),
+            ),
+            (
+                "cinnabar_audit_records_total",
+                "Audit records written.",
+                audit.written,
+            ),
+            (
+                "cinnabar_audit_dropped_total",
+                "Audit records dropped because the queue was full.",
+                audit.dropped,
+            ),
+            (
+                "cinnabar_audit_write_errors_total",
+                "Audit records lost to write errors.",
+                audit.write_errors,
             ),
         ] {
             metric(&mut out, name, "counter", help);

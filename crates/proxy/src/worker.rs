@@ -20,6 +20,8 @@ use crate::config::{ProxyConfig, ReadFrom};
 use crate::slotmap::SlotMap;
 use crate::stats::{Stats, WorkerStats};
 use crate::ticket::Tickets;
+use cinnabar_access::Access;
+use cinnabar_audit::Auditor;
 
 /// Pause before re-sending a request that hit a transient cluster error.
 const RETRY_PAUSE: Duration = Duration::from_millis(50);
@@ -46,21 +48,70 @@ pub(crate) struct Worker {
     pub(crate) stats: Arc<WorkerStats>,
     /// Every worker's counters (read for INFO and the client limit).
     pub(crate) all_stats: Arc<Stats>,
-    /// Turns true when the proxy drains: sessions finish what they accepted and close.
-    pub(crate) drain: watch::Receiver<bool>,
+    /// The proxy drains: sessions finish what they accepted and close. A plain flag the
+    /// sessions read at each turn of their loop; `sleepers` lets the drain wake the idle ones,
+    /// so no session registers a waker per request.
+    draining: std::cell::Cell<bool>,
+    sleepers: RefCell<HashMap<u64, std::task::Waker>>,
+    /// Users and roles: the current compiled set, and where reloads come from.
+    access_rx: RefCell<watch::Receiver<Arc<Access>>>,
+    access: RefCell<Arc<Access>>,
+    /// Counts installed access sets, so a session notices a reload with one comparison.
+    access_generation: std::cell::Cell<u64>,
+    pub(crate) auditor: Auditor,
+    /// ACL categories whose commands are audited when they run (`audit.categories`).
+    pub(crate) audited: cinnabar_commands::AclCategories,
+    /// Failed logins per client address: how many in a row, and when the last one was.
+    login_failures: RefCell<HashMap<std::net::IpAddr, (u32, Instant)>>,
 }
 
+/// The ACL categories named in the audit settings (unknown names select nothing).
+fn audited_categories(names: &[String]) -> cinnabar_commands::AclCategories {
+    let mut mask = cinnabar_commands::AclCategories::EMPTY;
+    for name in names {
+        for (category, text) in cinnabar_commands::AclCategories::NAMES {
+            if name.trim_start_matches('@').eq_ignore_ascii_case(text) {
+                mask = mask.union(*category);
+            }
+        }
+    }
+    mask
+}
+
+/// What a worker is built from (shared with the other workers).
+pub(crate) struct Shared {
+    pub(crate) config: Arc<ProxyConfig>,
+    pub(crate) routes: watch::Receiver<Arc<SlotMap>>,
+    pub(crate) refresh: Arc<Notify>,
+    pub(crate) announce: std::net::SocketAddr,
+    pub(crate) stats: Arc<WorkerStats>,
+    pub(crate) all_stats: Arc<Stats>,
+    pub(crate) access: watch::Receiver<Arc<Access>>,
+    pub(crate) auditor: Auditor,
+}
+
+/// After this many failed logins in a row from one address, each further failure is answered
+/// later and later (doubling from 100 ms up to `SLOWEST_REFUSAL`).
+const FREE_LOGIN_FAILURES: u32 = 3;
+const SLOWEST_REFUSAL: Duration = Duration::from_secs(5);
+/// A failure streak is forgotten after this long without a failure.
+const FAILURE_MEMORY: Duration = Duration::from_secs(600);
+
 impl Worker {
-    pub(crate) fn new(
-        config: Arc<ProxyConfig>,
-        routes_rx: watch::Receiver<Arc<SlotMap>>,
-        refresh: Arc<Notify>,
-        announce: std::net::SocketAddr,
-        stats: Arc<WorkerStats>,
-        all_stats: Arc<Stats>,
-        drain: watch::Receiver<bool>,
-    ) -> Rc<Self> {
+    pub(crate) fn new(shared: Shared) -> Rc<Self> {
+        let Shared {
+            config,
+            routes: routes_rx,
+            refresh,
+            announce,
+            stats,
+            all_stats,
+            access,
+            auditor,
+        } = shared;
         let routes = routes_rx.borrow().clone();
+        let current_access = access.borrow().clone();
+        let audited = audited_categories(&config.audit.categories);
         let worker = Rc::new(Self {
             lanes: config.backend_connections.max(1),
             config,
@@ -74,7 +125,14 @@ impl Worker {
             announce,
             stats,
             all_stats,
-            drain,
+            draining: std::cell::Cell::new(false),
+            sleepers: RefCell::new(HashMap::new()),
+            access_rx: RefCell::new(access),
+            access: RefCell::new(current_access),
+            access_generation: std::cell::Cell::new(0),
+            audited,
+            auditor,
+            login_failures: RefCell::new(HashMap::new()),
         });
         worker.install_routes(routes);
         worker
@@ -139,6 +197,72 @@ impl Worker {
     /// The connection prelude for private connections of `flavor`.
     pub(crate) fn prelude(&self, flavor: Flavor) -> (Vec<u8>, usize) {
         flavor.prelude(self.config.backend_credentials.as_ref())
+    }
+
+    /// Starts the drain: every session notices at its next turn, idle ones are woken for it.
+    pub(crate) fn begin_drain(&self) {
+        self.draining.set(true);
+        for (_, waker) in self.sleepers.borrow_mut().drain() {
+            waker.wake();
+        }
+    }
+
+    /// Whether the proxy drains.
+    pub(crate) fn draining(&self) -> bool {
+        self.draining.get()
+    }
+
+    /// Remembers how to wake session `id` when a drain starts (once per connection).
+    pub(crate) fn register_sleeper(&self, id: u64, waker: std::task::Waker) {
+        self.sleepers.borrow_mut().insert(id, waker);
+    }
+
+    /// Forgets session `id`.
+    pub(crate) fn forget_sleeper(&self, id: u64) {
+        self.sleepers.borrow_mut().remove(&id);
+    }
+
+    /// The access set in force, after picking up a reload; and its generation.
+    pub(crate) fn access(&self) -> (std::cell::Ref<'_, Arc<Access>>, u64) {
+        let changed = self.access_rx.borrow().has_changed().unwrap_or(false);
+        if changed {
+            let access = self.access_rx.borrow_mut().borrow_and_update().clone();
+            *self.access.borrow_mut() = access;
+            self.access_generation.set(self.access_generation.get() + 1);
+        }
+        (self.access.borrow(), self.access_generation.get())
+    }
+
+    /// The generation of the access set in force (picking up a reload): one comparison tells
+    /// a session whether its user's permissions may have changed.
+    pub(crate) fn access_generation(&self) -> u64 {
+        self.access().1
+    }
+
+    /// Notes a failed login from `ip`; returns how long to hold back the refusal.
+    pub(crate) fn login_failed(&self, ip: std::net::IpAddr) -> Duration {
+        self.stats.login_failures.inc();
+        let now = Instant::now();
+        let mut failures = self.login_failures.borrow_mut();
+        if failures.len() > 10_000 {
+            failures.retain(|_, (_, last)| now.duration_since(*last) < FAILURE_MEMORY);
+        }
+        let entry = failures.entry(ip).or_insert((0, now));
+        if now.duration_since(entry.1) >= FAILURE_MEMORY {
+            entry.0 = 0;
+        }
+        entry.0 += 1;
+        entry.1 = now;
+        let beyond = entry.0.saturating_sub(FREE_LOGIN_FAILURES);
+        if beyond == 0 {
+            return Duration::ZERO;
+        }
+        (Duration::from_millis(100) * 2u32.saturating_pow(beyond - 1).min(64)).min(SLOWEST_REFUSAL)
+    }
+
+    /// A successful login from `ip` ends its failure streak.
+    pub(crate) fn login_succeeded(&self, ip: std::net::IpAddr) {
+        self.login_failures.borrow_mut().remove(&ip);
     }
 
     /// The current routing table (after picking up any newer one).

@@ -16,7 +16,10 @@ use cinnabar_testkit::TestCluster;
 use cinnabar_testkit::cluster::node_addr;
 
 fn config(cluster: &TestCluster) -> ProxyConfig {
-    ProxyConfig::new("127.0.0.1:0".parse().unwrap(), cluster.seeds())
+    let mut config = ProxyConfig::new("127.0.0.1:0".parse().unwrap(), cluster.seeds());
+    // Not about access control: every client may run everything (FLUSHALL, KEYS, CONFIG …).
+    config.access.default_role = Some("admin".into());
+    config
 }
 
 /// A raw connection with timeouts, so a missing reply fails the test instead of hanging it.

@@ -1,0 +1,321 @@
+//! Users, roles and guards through the proxy with real clients against a real cluster: each
+//! role does exactly what it should (key namespaces across multi-key commands included), a
+//! readwrite user's FLUSHALL is refused and audited, failed logins look alike and slow down, a
+//! reload changes permissions for the next command without disconnecting anyone, and the
+//! backend password never shows.
+
+// Helpers outside #[test] functions panic on purpose: a panic is the failure report.
+#![allow(clippy::unwrap_used)]
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use cinnabar_access::AccessConfig;
+use cinnabar_audit::AuditConfig;
+use cinnabar_proxy::{ProxyConfig, ProxyHandle};
+use cinnabar_testkit::TestCluster;
+
+const USERS: &str = r#"
+[[users]]
+name = "admin"
+password = "admin-pw"
+role = "admin"
+
+[[users]]
+name = "app"
+password = "app-pw"
+role = "orders"
+
+[[users]]
+name = "reader"
+password = "reader-pw"
+role = "readonly"
+
+[[roles]]
+name = "orders"
+base = "readwrite"
+keys = ["orders:*"]
+"#;
+
+fn access(text: &str) -> AccessConfig {
+    toml::from_str(text).unwrap()
+}
+
+fn audit_to(file: &Path) -> AuditConfig {
+    toml::from_str(&format!("output = \"{}\"", file.display())).unwrap()
+}
+
+fn start(cluster: &TestCluster, access: AccessConfig, audit: AuditConfig) -> ProxyHandle {
+    let mut config = ProxyConfig::new("127.0.0.1:0".parse().unwrap(), cluster.seeds());
+    config.access = access;
+    config.audit = audit;
+    cinnabar_proxy::start(config).unwrap()
+}
+
+fn connect(proxy: &ProxyHandle) -> TcpStream {
+    let stream = TcpStream::connect(proxy.local_addr()).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream
+}
+
+/// Sends one command and returns its reply, as text.
+fn ask(stream: &mut TcpStream, args: &[&str]) -> String {
+    let mut request = Vec::new();
+    let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
+    cinnabar_resp::encode::command(&mut request, &args);
+    stream.write_all(&request).unwrap();
+    let limits = cinnabar_resp::Limits::default();
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some(len) = cinnabar_resp::scan_reply(&buf, &limits).unwrap() {
+            assert_eq!(len, buf.len(), "one reply expected");
+            return String::from_utf8_lossy(&buf).into_owned();
+        }
+        let n = stream.read(&mut chunk).unwrap();
+        assert!(n > 0, "closed");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+fn logged_in(proxy: &ProxyHandle, user: &str, password: &str) -> TcpStream {
+    let mut stream = connect(proxy);
+    assert_eq!(ask(&mut stream, &["AUTH", user, password]), "+OK\r\n");
+    stream
+}
+
+/// The audit file's records, once at least `count` are there.
+fn audit_records(file: &Path, count: usize) -> Vec<serde_json::Value> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let text = std::fs::read_to_string(file).unwrap_or_default();
+        let records: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        if records.len() >= count || Instant::now() > deadline {
+            return records;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn each_role_does_exactly_what_it_should() {
+    let cluster = TestCluster::start(2, 0).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let proxy = start(
+        &cluster,
+        access(USERS),
+        audit_to(&tmp.path().join("audit.jsonl")),
+    );
+
+    // Before logging in: only AUTH, HELLO, PING and QUIT.
+    let mut anonymous = connect(&proxy);
+    assert_eq!(ask(&mut anonymous, &["PING"]), "+PONG\r\n");
+    assert_eq!(
+        ask(&mut anonymous, &["GET", "orders:1"]),
+        "-NOAUTH Authentication required.\r\n"
+    );
+    assert!(ask(&mut anonymous, &["HELLO", "3"]).starts_with("-NOAUTH HELLO must be called"));
+
+    // The namespace role: its keys, across multi-key commands, and nothing guarded.
+    let mut app = logged_in(&proxy, "app", "app-pw");
+    assert_eq!(ask(&mut app, &["SET", "orders:1", "a"]), "+OK\r\n");
+    assert_eq!(
+        ask(&mut app, &["MSET", "orders:2", "b", "orders:3", "c"]),
+        "+OK\r\n"
+    );
+    assert_eq!(
+        ask(&mut app, &["MGET", "orders:1", "orders:3"]),
+        "*2\r\n$1\r\na\r\n$1\r\nc\r\n"
+    );
+    let no_key = "-NOPERM No permissions to access a key\r\n";
+    assert_eq!(ask(&mut app, &["SET", "users:1", "x"]), no_key);
+    assert_eq!(ask(&mut app, &["MGET", "orders:1", "users:1"]), no_key);
+    assert_eq!(
+        ask(&mut app, &["MSET", "orders:4", "d", "users:2", "e"]),
+        no_key
+    );
+    assert_eq!(ask(&mut app, &["DEL", "orders:9", "users:9"]), no_key);
+    assert_eq!(
+        ask(&mut app, &["EVAL", "return 1", "2", "orders:1", "users:1"]),
+        no_key
+    );
+    assert_eq!(
+        ask(&mut app, &["FLUSHALL"]),
+        "-NOPERM User app has no permissions to run the 'flushall' command\r\n"
+    );
+    assert!(ask(&mut app, &["KEYS", "*"]).starts_with("-NOPERM"));
+    assert!(ask(&mut app, &["CONFIG", "GET", "requirepass"]).starts_with("-NOPERM"));
+
+    // Read-only: reads, never writes; RESP3 login with HELLO.
+    let mut reader = connect(&proxy);
+    let hello = ask(&mut reader, &["HELLO", "3", "AUTH", "reader", "reader-pw"]);
+    assert!(hello.starts_with("%7\r\n"), "{hello}");
+    assert_eq!(ask(&mut reader, &["GET", "orders:1"]), "$1\r\na\r\n");
+    assert!(ask(&mut reader, &["SET", "orders:1", "z"]).starts_with("-NOPERM"));
+
+    // Admin: everything, guarded commands included.
+    let mut admin = logged_in(&proxy, "admin", "admin-pw");
+    assert!(ask(&mut admin, &["CONFIG", "GET", "maxmemory-policy"]).contains("maxmemory-policy"));
+    assert_eq!(ask(&mut admin, &["SET", "users:1", "x"]), "+OK\r\n");
+    assert!(ask(&mut admin, &["KEYS", "users:*"]).contains("users:1"));
+
+    // Wrong password and unknown user: the same answer.
+    let wrong = ask(&mut anonymous, &["AUTH", "app", "nope"]);
+    let unknown = ask(&mut anonymous, &["AUTH", "nobody", "nope"]);
+    assert_eq!(
+        wrong,
+        "-WRONGPASS invalid username-password pair or user is disabled.\r\n"
+    );
+    assert_eq!(wrong, unknown);
+    // CLIENT INFO and INFO never show a password.
+    for reply in [
+        ask(&mut app, &["CLIENT", "INFO"]),
+        ask(&mut admin, &["INFO"]),
+    ] {
+        assert!(
+            !reply.contains("app-pw") && !reply.contains("admin-pw"),
+            "{reply}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_readwrite_flushall_is_refused_and_audited_and_an_admin_one_is_audited() {
+    let cluster = TestCluster::start(2, 0).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let audit_file = tmp.path().join("audit.jsonl");
+    let proxy = start(&cluster, access(USERS), audit_to(&audit_file));
+
+    let mut app = logged_in(&proxy, "app", "app-pw");
+    assert_eq!(ask(&mut app, &["SET", "orders:kept", "1"]), "+OK\r\n");
+    assert!(ask(&mut app, &["FLUSHALL"]).starts_with("-NOPERM"));
+    let mut admin = logged_in(&proxy, "admin", "admin-pw");
+    assert_eq!(
+        ask(&mut admin, &["EXISTS", "orders:kept"]),
+        ":1\r\n",
+        "nothing was flushed"
+    );
+    assert_eq!(ask(&mut admin, &["FLUSHDB"]), "+OK\r\n");
+    let mut stranger = connect(&proxy);
+    assert!(ask(&mut stranger, &["AUTH", "app", "guess-pw"]).starts_with("-WRONGPASS"));
+
+    let records = audit_records(&audit_file, 3);
+    let find = |outcome: &str| {
+        records
+            .iter()
+            .find(|r| r["outcome"] == outcome)
+            .unwrap_or_else(|| panic!("no {outcome} record in {records:#?}"))
+            .clone()
+    };
+    let denied = find("denied");
+    assert_eq!(denied["user"], "app");
+    assert_eq!(denied["command"], "FLUSHALL");
+    assert!(denied["error"].as_str().unwrap().starts_with("NOPERM"));
+    let ran = find("ok");
+    assert_eq!(ran["user"], "admin");
+    assert_eq!(ran["command"], "FLUSHDB");
+    assert!(ran["latency_us"].as_u64().is_some());
+    let failed = find("auth_failed");
+    assert_eq!(failed["user"], "app");
+    let text = std::fs::read_to_string(&audit_file).unwrap();
+    assert!(
+        !text.contains("guess-pw") && !text.contains("app-pw"),
+        "{text}"
+    );
+    // Ordinary commands are not audited.
+    assert!(!text.contains("\"SET\""), "{text}");
+    assert!(proxy.metrics().contains("cinnabar_denied_total 1"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_no_users_everyone_is_readwrite_and_the_guards_apply() {
+    let cluster = TestCluster::start(2, 0).await;
+    let mut config = ProxyConfig::new("127.0.0.1:0".parse().unwrap(), cluster.seeds());
+    config.audit.enabled = false;
+    let proxy = cinnabar_proxy::start(config).unwrap();
+    let mut client = connect(&proxy);
+    assert_eq!(ask(&mut client, &["SET", "k", "v"]), "+OK\r\n");
+    assert_eq!(
+        ask(&mut client, &["FLUSHALL"]),
+        "-NOPERM User default has no permissions to run the 'flushall' command\r\n"
+    );
+    assert!(ask(&mut client, &["AUTH", "pw"]).contains("without any password configured"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reload_changes_permissions_for_the_next_command_without_disconnecting() {
+    let cluster = TestCluster::start(2, 0).await;
+    let audit = AuditConfig {
+        enabled: false,
+        ..AuditConfig::default()
+    };
+    let proxy = start(&cluster, access(USERS), audit.clone());
+    let mut app = logged_in(&proxy, "app", "app-pw");
+    assert!(ask(&mut app, &["SET", "users:1", "x"]).starts_with("-NOPERM"));
+
+    let widened = USERS.replace(
+        "keys = [\"orders:*\"]",
+        "keys = [\"orders:*\", \"users:*\"]",
+    );
+    proxy.reload(&access(&widened), &audit).unwrap();
+    assert_eq!(
+        ask(&mut app, &["SET", "users:1", "x"]),
+        "+OK\r\n",
+        "same connection"
+    );
+
+    // An invalid configuration is refused whole and the old one stays.
+    let broken = USERS.replace("role = \"readonly\"", "role = \"no-such-role\"");
+    let err = proxy
+        .reload(&access(&broken), &audit)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("no-such-role"), "{err}");
+    assert_eq!(ask(&mut app, &["SET", "users:2", "y"]), "+OK\r\n");
+
+    // A user that is gone must log in again.
+    let without_app = widened.replace("name = \"app\"", "name = \"app2\"");
+    proxy.reload(&access(&without_app), &audit).unwrap();
+    assert_eq!(
+        ask(&mut app, &["GET", "users:1"]),
+        "-NOAUTH Authentication required.\r\n"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn repeated_login_failures_from_one_address_slow_down() {
+    let cluster = TestCluster::start(2, 0).await;
+    let audit = AuditConfig {
+        enabled: false,
+        ..AuditConfig::default()
+    };
+    let proxy = start(&cluster, access(USERS), audit);
+    let mut guesser = connect(&proxy);
+    let started = Instant::now();
+    for _ in 0..6 {
+        assert!(ask(&mut guesser, &["AUTH", "admin", "guess"]).starts_with("-WRONGPASS"));
+    }
+    // Three free failures, then 100 + 200 + 400 ms.
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_millis(650), "{waited:?}");
+    assert!(proxy.metrics().contains("cinnabar_login_failures_total 6"));
+    // Other clients are not held up meanwhile, and a success resets the streak.
+    let mut other = connect(&proxy);
+    let quick = Instant::now();
+    assert_eq!(ask(&mut other, &["PING"]), "+PONG\r\n");
+    assert!(quick.elapsed() < Duration::from_millis(200));
+    assert_eq!(ask(&mut guesser, &["AUTH", "admin", "admin-pw"]), "+OK\r\n");
+    let after = Instant::now();
+    assert!(ask(&mut guesser, &["AUTH", "admin", "wrong"]).starts_with("-WRONGPASS"));
+    assert!(
+        after.elapsed() < Duration::from_millis(90),
+        "the streak was reset"
+    );
+}
