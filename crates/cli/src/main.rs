@@ -229,6 +229,7 @@ impl ProxyArgs {
         let mut config = cinnabar_proxy::ProxyConfig::new(DEFAULT_PROXY_LISTEN, Vec::new());
         if let Some(path) = &self.config {
             cinnabar_proxy::file::ProxyFile::read(path)?.apply_to(&mut config);
+            config.config_file = Some(path.clone());
         }
         if let Some(listen) = self.listen {
             config.listen = listen;
@@ -376,7 +377,32 @@ fn proxy(args: &ProxyArgs) -> Result<()> {
         "proxy serving on {}; press Ctrl-C to stop",
         handle.local_addr()
     );
-    runtime()?.block_on(shutdown_signal());
+    runtime()?.block_on(async {
+        use tokio::signal::unix::{SignalKind, signal};
+        let (Ok(mut term), Ok(mut interrupt), Ok(mut hangup)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::hangup()),
+        ) else {
+            return shutdown_signal().await;
+        };
+        loop {
+            tokio::select! {
+                _ = term.recv() => return,
+                _ = interrupt.recv() => return,
+                // SIGHUP: users, roles and audit settings from the file again, nobody dropped.
+                _ = hangup.recv() => match handle.reload_from_file() {
+                    Ok(warnings) => {
+                        eprintln!("reloaded users, roles and audit settings");
+                        for warning in warnings {
+                            eprintln!("warning: {warning}");
+                        }
+                    }
+                    Err(e) => eprintln!("reload refused, the previous settings stay: {e}"),
+                },
+            }
+        }
+    });
     eprintln!(
         "draining: no new clients; {} connected client(s) get their replies, then close",
         handle.open_clients()

@@ -253,6 +253,17 @@ fn up_detached_serves_a_plain_client_through_the_proxy_reports_it_healthy_and_do
     assert_eq!(proxy["pid"], supervisor, "the proxy runs in the supervisor");
     assert_eq!(proxy["up"], true, "{proxy:#}");
     assert_eq!(proxy["workers"], 1, "{proxy:#}");
+    // The admin listener: the proxy's port + 10000, serving metrics and readiness.
+    let admin = status["admin"].as_str().unwrap();
+    let proxy_port: u16 = endpoint.rsplit(':').next().unwrap().parse().unwrap();
+    assert_eq!(admin, format!("127.0.0.1:{}", proxy_port + 10_000));
+    let metrics = http_get(admin, "/metrics");
+    assert!(metrics.starts_with("HTTP/1.1 200"), "{metrics}");
+    assert!(
+        metrics.contains("cinnabar_requests_total{category=\"write\"}"),
+        "{metrics}"
+    );
+    assert!(http_get(admin, "/readyz").starts_with("HTTP/1.1 200"));
     assert_eq!(status["slots_covered"], 16384);
     let nodes = status["nodes"].as_array().unwrap();
     assert_eq!(nodes.len(), 6);
@@ -908,4 +919,17 @@ fn proxy_with_no_reachable_seed_says_so() {
         err.contains(&format!("127.0.0.1:{}", nobody.port())),
         "names the seed: {err}"
     );
+}
+
+/// A plain HTTP GET; the whole response (status line, headers, body).
+fn http_get(addr: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: test\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    response
 }

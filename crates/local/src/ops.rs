@@ -24,7 +24,7 @@ const ORPHAN_STOP_WAIT: Duration = Duration::from_secs(15);
 
 /// The `cinnabar status` report. Its JSON form is a contract for scripts: fields are added,
 /// never renamed (`endpoint`, `nodes[].address/role/master/slots/pid/health`,
-/// `proxy.address/pid/workers/up`).
+/// `proxy.address/pid/workers/up`, `admin`).
 #[derive(Debug, Clone, Serialize)]
 pub struct StatusReport {
     /// `host:port` clients use: the proxy, or the first node of a cluster without one.
@@ -32,6 +32,9 @@ pub struct StatusReport {
     /// The proxy in front of the nodes; `None` (JSON `null`) for a cluster made with
     /// `--no-proxy`.
     pub proxy: Option<ProxyStatus>,
+    /// `host:port` of the proxy's admin HTTP listener (`/metrics`, `/healthz`, `/readyz`,
+    /// `/topology`, `/config`); `None` without a proxy.
+    pub admin: Option<String>,
     /// The state directory.
     pub dir: PathBuf,
     /// `starting`, `ready`, `stopping` or `stopped`.
@@ -227,6 +230,10 @@ fn build_report(
     };
     StatusReport {
         endpoint: state.endpoint.clone(),
+        admin: state
+            .spec
+            .admin_port()
+            .map(|port| format!("127.0.0.1:{port}")),
         proxy,
         dir: dir.root().to_path_buf(),
         phase: phase.into(),

@@ -95,6 +95,13 @@ impl LocalSpec {
         self.proxy.then_some(self.port)
     }
 
+    /// The proxy's admin HTTP listener (`/metrics`, `/healthz`, `/readyz`): the proxy's port +
+    /// 10000, as a node's cluster bus port is its client port + 10000 (no node uses it: node
+    /// ports start after the proxy's).
+    pub fn admin_port(&self) -> Option<u16> {
+        self.proxy_port().and_then(|p| p.checked_add(10_000))
+    }
+
     /// Client port of the first node: right after the proxy's, or `port` itself without one.
     pub fn first_node_port(&self) -> u16 {
         self.port + u16::from(self.proxy)

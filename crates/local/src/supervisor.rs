@@ -158,6 +158,9 @@ impl Supervisor {
         if let Some(port) = spec.proxy_port() {
             ports::ensure_free(port)?;
         }
+        if let Some(port) = spec.admin_port() {
+            ports::ensure_free(port)?;
+        }
         ports::ensure_node_ports_free(spec.first_node_port(), spec.node_count())?;
         let created_dir = !options.dir.exists();
         let dir = StateDir::create(&options.dir)?;
@@ -286,6 +289,11 @@ impl Supervisor {
     async fn start_proxy(&mut self, addr: SocketAddr) -> Result<()> {
         let mut config = ProxyConfig::new(addr, self.seeds());
         config.workers = usize::from(self.state.spec.proxy_workers);
+        config.admin_listen = self
+            .state
+            .spec
+            .admin_port()
+            .map(|port| SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, port)));
         // `start` blocks while it learns the topology; keep that off the supervision thread.
         let started = tokio::task::spawn_blocking(move || cinnabar_proxy::start(config))
             .await

@@ -1,5 +1,5 @@
-//! The admin HTTP listener: `/metrics` (Prometheus text), `/healthz`, `/readyz`, `/topology`
-//! and `/config`. A deliberately tiny HTTP/1.1 server (GET only, one request per connection,
+//! The admin HTTP listener: `/metrics` (Prometheus text), `/healthz`, `/readyz`, `/topology`,
+//! `/config`, and `POST /reload` (the settings file's users, roles and audit settings). A deliberately tiny HTTP/1.1 server (GET only, one request per connection,
 //! 8 KiB request limit) on a thread and runtime of its own, so a slow scraper can never take
 //! time from a worker, and the proxy needs no web framework.
 //!
@@ -27,6 +27,7 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What every endpoint reads.
 struct Shared {
+    reloader: Arc<crate::Reloader>,
     stats: Arc<Stats>,
     routes: watch::Receiver<Arc<SlotMap>>,
     drain: watch::Receiver<bool>,
@@ -40,6 +41,7 @@ struct Shared {
 /// thread or runtime cannot start.
 pub(crate) fn start(
     listen: SocketAddr,
+    reloader: Arc<crate::Reloader>,
     config: Arc<ProxyConfig>,
     stats: Arc<Stats>,
     routes: watch::Receiver<Arc<SlotMap>>,
@@ -58,6 +60,7 @@ pub(crate) fn start(
         .build()
         .map_err(ProxyError::Runtime)?;
     let shared = Arc::new(Shared {
+        reloader,
         stats,
         routes,
         drain,
@@ -117,10 +120,27 @@ fn respond(head: &[u8], shared: &Shared) -> Vec<u8> {
     let line = String::from_utf8_lossy(line);
     let mut parts = line.split(' ');
     let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-    if method != "GET" {
-        return reply(405, "text/plain", "only GET is served here\n".into());
-    }
     let path = target.split('?').next().unwrap_or("");
+    if method == "POST" && path == "/reload" {
+        // Reading one small file and compiling roles: quick enough for this thread.
+        return match shared.reloader.reread_file() {
+            Ok(warnings) => {
+                let mut body = "reloaded\n".to_owned();
+                for warning in warnings {
+                    body.push_str(&format!("warning: {warning}\n"));
+                }
+                reply(200, "text/plain", body)
+            }
+            Err(e) => reply(400, "text/plain", format!("not reloaded: {e}\n")),
+        };
+    }
+    if method != "GET" {
+        return reply(
+            405,
+            "text/plain",
+            "only GET (and POST /reload) is served here\n".into(),
+        );
+    }
     let routes = shared.routes.borrow().clone();
     match path {
         "/metrics" => reply(

@@ -102,6 +102,9 @@ pub struct ProxyConfig {
     pub access: cinnabar_access::AccessConfig,
     /// The audit trail of high-risk commands, refusals and failed logins.
     pub audit: cinnabar_audit::AuditConfig,
+    /// The settings file these came from, if any: reloads (SIGHUP, `POST /reload`) read it
+    /// again.
+    pub config_file: Option<std::path::PathBuf>,
 }
 
 impl ProxyConfig {
@@ -128,6 +131,7 @@ impl ProxyConfig {
             allow_from: Vec::new(),
             access: cinnabar_access::AccessConfig::default(),
             audit: cinnabar_audit::AuditConfig::default(),
+            config_file: None,
         }
     }
 }

@@ -74,14 +74,52 @@ pub enum ProxyError {
     /// The audit trail cannot start.
     #[error("cannot start the audit trail: {0}")]
     Audit(#[from] cinnabar_audit::AuditError),
+    /// A reload from the settings file was asked for, but the proxy was not started from one.
+    #[error("the proxy was not started with a settings file, so there is nothing to reload")]
+    NoConfigFile,
+    /// The settings file is wrong.
+    #[error("{0}")]
+    File(#[from] file::FileError),
+}
+
+/// Applies new access and audit settings; shared by the handle (SIGHUP) and the admin
+/// listener (`POST /reload`).
+#[derive(Debug)]
+pub(crate) struct Reloader {
+    access: watch::Sender<Arc<cinnabar_access::Access>>,
+    auditor: cinnabar_audit::Auditor,
+    file: Option<std::path::PathBuf>,
+}
+
+impl Reloader {
+    /// Compiles and checks both parts before changing either, so a bad file changes nothing.
+    fn apply(
+        &self,
+        access: &cinnabar_access::AccessConfig,
+        audit: &cinnabar_audit::AuditConfig,
+    ) -> Result<Vec<String>, ProxyError> {
+        let (compiled, warnings) = cinnabar_access::Access::compile(access)?;
+        audit.validate()?;
+        self.auditor.reconfigure(audit)?;
+        self.access.send_replace(Arc::new(compiled));
+        Ok(warnings)
+    }
+
+    pub(crate) fn reread_file(&self) -> Result<Vec<String>, ProxyError> {
+        let path = self.file.as_ref().ok_or(ProxyError::NoConfigFile)?;
+        let mut config = ProxyConfig::new(([127, 0, 0, 1], 0).into(), Vec::new());
+        file::ProxyFile::read(path)?.apply_to(&mut config);
+        let warnings = self.apply(&config.access, &config.audit)?;
+        tracing::info!(file = %path.display(), "reloaded users, roles and audit settings");
+        Ok(warnings)
+    }
 }
 
 /// A running proxy. Dropping it stops accepting and closes every connection.
 #[derive(Debug)]
 pub struct ProxyHandle {
     addr: SocketAddr,
-    access: watch::Sender<Arc<cinnabar_access::Access>>,
-    auditor: cinnabar_audit::Auditor,
+    reloader: Arc<Reloader>,
     admin_addr: Option<SocketAddr>,
     stop: watch::Sender<bool>,
     drain: watch::Sender<bool>,
@@ -137,16 +175,23 @@ impl ProxyHandle {
         access: &cinnabar_access::AccessConfig,
         audit: &cinnabar_audit::AuditConfig,
     ) -> Result<Vec<String>, ProxyError> {
-        let (compiled, warnings) = cinnabar_access::Access::compile(access)?;
-        audit.validate()?;
-        self.auditor.reconfigure(audit)?;
-        self.access.send_replace(Arc::new(compiled));
-        Ok(warnings)
+        self.reloader.apply(access, audit)
+    }
+
+    /// Reads the settings file again (`ProxyConfig::config_file`) and applies its `[access]`
+    /// and `[audit]` sections as [`reload`](Self::reload) does; the other settings need a
+    /// restart. What SIGHUP and the admin listener's `POST /reload` do.
+    ///
+    /// # Errors
+    /// [`ProxyError::NoConfigFile`], [`ProxyError::File`] naming the file and key, or as
+    /// [`reload`](Self::reload).
+    pub fn reload_from_file(&self) -> Result<Vec<String>, ProxyError> {
+        self.reloader.reread_file()
     }
 
     /// The audit trail's counters (records written, dropped, failed).
     pub fn audit_stats(&self) -> cinnabar_audit::AuditStats {
-        self.auditor.stats()
+        self.reloader.auditor.stats()
     }
 
     /// Client connections open now (across all workers).
@@ -299,10 +344,16 @@ pub fn start(config: ProxyConfig) -> Result<ProxyHandle, ProxyError> {
                 .map_err(ProxyError::Runtime)?,
         );
     }
+    let reloader = Arc::new(Reloader {
+        access: access_tx,
+        auditor: auditor.clone(),
+        file: config.config_file.clone(),
+    });
     let admin_addr = match config.admin_listen {
         Some(listen) => {
             let started = admin::start(
                 listen,
+                Arc::clone(&reloader),
                 Arc::clone(&config),
                 Arc::clone(&stats),
                 routes_rx.clone(),
@@ -325,8 +376,7 @@ pub fn start(config: ProxyConfig) -> Result<ProxyHandle, ProxyError> {
     };
     Ok(ProxyHandle {
         addr,
-        access: access_tx,
-        auditor,
+        reloader,
         admin_addr,
         stop,
         drain,

@@ -138,9 +138,9 @@ struct Session {
     /// The worker's access generation `principal` was resolved against.
     access_generation: u64,
     /// The audit record of the request being handled, until its reply slot is queued.
-    audit_next: Option<cinnabar_audit::AuditRecord>,
+    audit_next: Option<Box<cinnabar_audit::AuditRecord>>,
     /// Records of audited requests in flight, in request order, waiting for their outcome.
-    audits: VecDeque<cinnabar_audit::AuditRecord>,
+    audits: VecDeque<Box<cinnabar_audit::AuditRecord>>,
     /// The client said `HELLO 3`: replies come from RESP3 backend connections, and the proxy's
     /// own replies use RESP3 types.
     resp3: bool,
@@ -263,8 +263,9 @@ impl Session {
         // One timer per client, moved only when it fires: reads just note the time, so
         // requests never touch the timer wheel.
         let idle_timeout = self.worker.config.idle_timeout;
-        let idle = tokio::time::sleep(idle_timeout.unwrap_or(std::time::Duration::from_secs(3600)));
-        tokio::pin!(idle);
+        // Boxed and only when configured: an idle connection costs a few hundred bytes, and a
+        // timer inline in every session's future would be a good part of them.
+        let mut idle = idle_timeout.map(|t| Box::pin(tokio::time::sleep(t)));
         let mut last_read = Instant::now();
         let max_pending = self.worker.config.max_pending_per_client;
         let max_reply_bytes = self.worker.config.max_reply_bytes_per_client;
@@ -344,14 +345,20 @@ impl Session {
                     if !self.closing => {
                     self.closing = true;
                 }
-                () = &mut idle, if idle_timeout.is_some() => {
+                () = async {
+                    if let Some(idle) = idle.as_mut() {
+                        idle.as_mut().await;
+                    }
+                }, if idle.is_some() => {
                     let timeout = idle_timeout.unwrap_or_default();
                     let quiet = last_read.elapsed();
                     if quiet >= timeout && self.pending.is_empty() {
                         return Ok(());
                     }
                     let rest = timeout.saturating_sub(quiet).max(std::time::Duration::from_millis(10));
-                    idle.as_mut().reset(tokio::time::Instant::now() + rest);
+                    if let Some(idle) = idle.as_mut() {
+                        idle.as_mut().reset(tokio::time::Instant::now() + rest);
+                    }
                 }
 
             }
@@ -1104,10 +1111,10 @@ impl Session {
                     command.keys(args).filter_map(|i| args.get(i)),
                     self.worker.auditor.max_keys(),
                 );
-                self.audit_next = Some(match command.subcommand_name() {
+                self.audit_next = Some(Box::new(match command.subcommand_name() {
                     Some(sub) => record.with_subcommand(sub),
                     None => record,
-                });
+                }));
             }
             return true;
         };
@@ -1304,7 +1311,7 @@ impl Session {
                 && let Some(record) = self.audits.pop_front()
             {
                 let reply = &self.out[written_from..];
-                let record = record.with_latency(now.duration_since(queued.started));
+                let record = (*record).with_latency(now.duration_since(queued.started));
                 let record = if error {
                     let line = reply.split(|b| *b == b'\r').next().unwrap_or_default();
                     record

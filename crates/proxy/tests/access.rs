@@ -319,3 +319,81 @@ async fn repeated_login_failures_from_one_address_slow_down() {
         "the streak was reset"
     );
 }
+
+/// `POST path` to the admin listener → (status, body).
+fn post(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    write!(
+        stream,
+        "POST {path} HTTP/1.1\r\nHost: test\r\nContent-Length: 0\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response[9..12].parse().unwrap();
+    (
+        status,
+        response.split_once("\r\n\r\n").unwrap().1.to_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_admin_listener_reloads_the_settings_file_and_refuses_a_broken_one() {
+    let cluster = TestCluster::start(2, 0).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("cinnabar.toml");
+    let section = |users: &str| {
+        let mut text = String::from("[audit]\nenabled = false\n\n");
+        for line in users.lines() {
+            text.push_str(&match line {
+                "[[users]]" => "[[access.users]]".to_owned(),
+                "[[roles]]" => "[[access.roles]]".to_owned(),
+                other => other.to_owned(),
+            });
+            text.push('\n');
+        }
+        text
+    };
+    std::fs::write(&file, section(USERS)).unwrap();
+    let mut config = ProxyConfig::new("127.0.0.1:0".parse().unwrap(), cluster.seeds());
+    cinnabar_proxy::file::ProxyFile::read(&file)
+        .unwrap()
+        .apply_to(&mut config);
+    config.config_file = Some(file.clone());
+    config.admin_listen = Some("127.0.0.1:0".parse().unwrap());
+    let proxy = cinnabar_proxy::start(config).unwrap();
+    let admin = proxy.admin_addr().unwrap();
+
+    let mut app = logged_in(&proxy, "app", "app-pw");
+    assert!(ask(&mut app, &["SET", "users:1", "x"]).starts_with("-NOPERM"));
+    let widened = USERS.replace("keys = [\"orders:*\"]", "keys = [\"*\"]");
+    std::fs::write(&file, section(&widened)).unwrap();
+    let (status, body) = post(admin, "/reload");
+    assert_eq!(status, 200, "{body}");
+    assert!(body.starts_with("reloaded\n"), "{body}");
+    assert!(
+        body.contains("`password` is plain text"),
+        "warnings are reported: {body}"
+    );
+    assert_eq!(ask(&mut app, &["SET", "users:1", "x"]), "+OK\r\n");
+
+    std::fs::write(
+        &file,
+        section(&widened).replace("base = \"readwrite\"", "base = \"root\""),
+    )
+    .unwrap();
+    let (status, body) = post(admin, "/reload");
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body.contains("not reloaded") && body.contains("root"),
+        "{body}"
+    );
+    assert_eq!(
+        ask(&mut app, &["SET", "users:2", "y"]),
+        "+OK\r\n",
+        "the old settings stay"
+    );
+}
