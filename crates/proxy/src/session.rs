@@ -323,10 +323,13 @@ impl Session {
             if self.awaiting_turn && self.pending.is_empty() && self.may_parse(max_pending) {
                 continue;
             }
-            // Counted in tickets, not requests: a request split per key holds one per key.
+            // Counted in tickets, not requests: a request split per key holds one per key. And
+            // requests that cannot be handled yet (window, limit, a blocking command) may not
+            // pile up in the input beyond `RETAINED` bytes.
             let can_read = !self.closing
                 && self.subscribe.is_none()
                 && self.ids.len() < max_pending
+                && (input.len() < RETAINED || self.may_parse(max_pending))
                 && (self.pending.len() < 2 || self.held_reply_bytes() < max_reply_bytes);
             tokio::select! {
                 biased;
@@ -360,7 +363,6 @@ impl Session {
                         idle.as_mut().reset(tokio::time::Instant::now() + rest);
                     }
                 }
-
             }
         }
     }

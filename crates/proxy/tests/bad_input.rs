@@ -967,3 +967,39 @@ async fn a_backend_that_dies_mid_reply_fails_only_its_requests() {
     assert_eq!(replies[2], b"+PONG\r\n");
     drop(proxy);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn requests_behind_a_blocking_command_cannot_pile_up_in_the_proxy() {
+    let shared = shared().await;
+    let _serial = SERIAL.lock().await;
+    let addr = shared.proxy.local_addr();
+    let mut control = Control::new(addr, "pileup");
+    // A blocking command holds the client's later requests; they must stay in the kernel's
+    // buffers (and the client's), not in the proxy's memory.
+    let mut offender = connect(addr);
+    offender
+        .set_write_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    offender
+        .write_all(b"*3\r\n$5\r\nBLPOP\r\n$11\r\npileup:none\r\n$1\r\n3\r\n")
+        .unwrap();
+    let mib = MIB as usize;
+    let pings = b"PING\r\n".repeat(64 * mib / 6);
+    let mut written = 0;
+    while written < pings.len() {
+        let end = (written + 64 * 1024).min(pings.len());
+        match offender.write(&pings[written..end]) {
+            Ok(n) => written += n,
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => break,
+            Err(e) => panic!("writing failed: {e}"),
+        }
+    }
+    assert!(
+        written < 32 * mib,
+        "the proxy kept reading while the requests could not run: {} MiB accepted",
+        written / mib
+    );
+    control.check();
+    drop(offender);
+    assert_alive(addr);
+}
