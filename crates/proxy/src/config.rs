@@ -102,6 +102,10 @@ pub struct ProxyConfig {
     pub access: cinnabar_access::AccessConfig,
     /// The audit trail of high-risk commands, refusals and failed logins.
     pub audit: cinnabar_audit::AuditConfig,
+    /// Requests taking at least this long (arrival to reply) enter the proxy's `SLOWLOG`.
+    pub slowlog_slower_than: Duration,
+    /// Entries the slow log keeps.
+    pub slowlog_max_len: usize,
     /// The settings file these came from, if any: reloads (SIGHUP, `POST /reload`) read it
     /// again.
     pub config_file: Option<std::path::PathBuf>,
@@ -132,6 +136,8 @@ impl ProxyConfig {
             access: cinnabar_access::AccessConfig::default(),
             audit: cinnabar_audit::AuditConfig::default(),
             config_file: None,
+            slowlog_slower_than: Duration::from_millis(10),
+            slowlog_max_len: 128,
         }
     }
 }

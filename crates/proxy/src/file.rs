@@ -126,6 +126,10 @@ proxy_keys! {
     idle_timeout_ms: u64 => |c, v| c.idle_timeout = (v > 0).then(|| Duration::from_millis(v)),
     /// Client address ranges allowed to connect (`["10.0.0.0/8", "::1"]`); empty: everyone.
     allow_from: AddressRanges => |c, v| c.allow_from = v.0,
+    /// Requests at least this slow (arrival to reply) enter the proxy's SLOWLOG, in microseconds.
+    slowlog_slower_than_us: u64 => |c, v| c.slowlog_slower_than = Duration::from_micros(v),
+    /// Entries the proxy's SLOWLOG keeps.
+    slowlog_max_len: usize => |c, v| c.slowlog_max_len = v,
     /// `[access]`: users, roles and guards (see `cinnabar_access`); `users_file` is relative to
     /// this file.
     access: cinnabar_access::AccessConfig => |c, v| c.access = v,
@@ -320,6 +324,8 @@ mod tests {
         assert_eq!(config.backend_read_timeout, Duration::from_secs(5));
         assert_eq!(config.read_from, ReadFrom::Master);
         assert_eq!(config.backend_connections, 1);
+        assert_eq!(config.slowlog_slower_than, Duration::from_millis(10));
+        assert_eq!(config.slowlog_max_len, 128);
         assert_eq!(config.drain_timeout, Duration::from_secs(30));
         assert_eq!(config.max_clients, 10_000);
         assert_eq!(config.idle_timeout, None);

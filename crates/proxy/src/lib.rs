@@ -34,6 +34,7 @@ mod pubsub;
 mod refresh;
 mod session;
 pub mod slotmap;
+mod slowlog;
 pub mod stats;
 mod ticket;
 mod wait;
@@ -238,6 +239,7 @@ pub fn start(config: ProxyConfig) -> Result<ProxyHandle, ProxyError> {
         control: Arc::clone(&control_stats),
         started: std::time::Instant::now(),
         audit: Some(auditor.clone()),
+        slowlog: slowlog::SlowLog::new(config.slowlog_max_len),
     });
     let (stop, stop_rx) = watch::channel(false);
     let (drain, drain_rx) = watch::channel(false);

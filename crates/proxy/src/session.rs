@@ -108,6 +108,8 @@ struct Queued {
     started: Instant,
     /// The request is audited: its record waits in `Session::audits` for the outcome.
     audited: bool,
+    /// The command's name, for the slow log.
+    command: &'static str,
 }
 
 /// A request's arguments, read through the parser's ranges: no copy, no allocation.
@@ -152,6 +154,8 @@ struct Session {
     closing: bool,
     /// The command being handled, for the metrics of the replies it queues.
     category: Category,
+    /// Its name, for the slow log.
+    command: &'static str,
     /// When the input being parsed was read (one clock reading per batch, not per request).
     batch_started: Instant,
     /// Between MULTI and EXEC/DISCARD.
@@ -224,6 +228,7 @@ pub(crate) async fn serve(worker: Rc<Worker>, mut stream: TcpStream) {
         ids: VecDeque::new(),
         closing: false,
         category: Category::Other,
+        command: "",
         batch_started: Instant::now(),
         transaction: None,
         watch: None,
@@ -446,6 +451,7 @@ impl Session {
             }
         };
         self.category = Category::of(command);
+        self.command = command.name();
         if !self.permitted(command, args) {
             if let Some(tx) = &mut self.transaction {
                 tx.aborted = true;
@@ -623,6 +629,35 @@ impl Session {
             "client|id" => self.local_integer(i64::try_from(self.id).unwrap_or(i64::MAX)),
             "client|setname" => self.set_name(args.get(2).unwrap_or_default()),
             "reset" => self.reset(),
+            "slowlog|len" => {
+                let len = self.worker.all_stats.slowlog.len();
+                self.local_integer(i64::try_from(len).unwrap_or(i64::MAX));
+            }
+            "slowlog|reset" => {
+                self.worker.all_stats.slowlog.reset();
+                self.local(b"+OK\r\n");
+            }
+            "slowlog|get" => {
+                let count = match args.get(2).map(|c| {
+                    std::str::from_utf8(c)
+                        .ok()
+                        .and_then(|c| c.parse::<i64>().ok())
+                }) {
+                    None => Some(10),
+                    Some(Some(n)) if n >= -1 => Some(n),
+                    Some(_) => None,
+                };
+                match count {
+                    None => self.local_error(b"ERR count should be greater than or equal to -1"),
+                    Some(n) => {
+                        let n = usize::try_from(n).unwrap_or(usize::MAX);
+                        let log = &self.worker.all_stats.slowlog;
+                        let mut reply = Vec::with_capacity(256);
+                        log.write(&mut reply, n);
+                        self.local(&reply);
+                    }
+                }
+            }
             "client|getname" => {
                 if self.name.is_empty() {
                     let protocol = self.protocol();
@@ -687,6 +722,7 @@ impl Session {
             category: self.category,
             started: self.batch_started,
             audited,
+            command: self.command,
         });
     }
 
@@ -1308,7 +1344,16 @@ impl Session {
                 learn_reply_size(self.reply_average, self.out.len() - written_from, budget);
             let stats = &self.worker.stats;
             stats.request(queued.category, error);
-            stats.latency.observe(now.duration_since(queued.started));
+            let took = now.duration_since(queued.started);
+            stats.latency.observe(took);
+            if took >= self.worker.config.slowlog_slower_than && !queued.command.is_empty() {
+                self.worker.all_stats.slowlog.record(crate::slowlog::Entry {
+                    took,
+                    command: queued.command,
+                    client: self.peer,
+                    name: String::from_utf8_lossy(&self.name).into_owned(),
+                });
+            }
             if queued.audited
                 && let Some(record) = self.audits.pop_front()
             {
@@ -1418,6 +1463,7 @@ fn route(command: &Command) -> Route {
         | "reset" => Route::Local,
         "client|id" | "client|setname" | "client|getname" | "client|info" | "client|list"
         | "client|setinfo" => Route::Local,
+        "slowlog|get" | "slowlog|len" | "slowlog|reset" => Route::Local,
         "cluster|slots"
         | "cluster|shards"
         | "cluster|nodes"

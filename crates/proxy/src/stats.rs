@@ -178,6 +178,8 @@ pub struct Stats {
     pub(crate) started: std::time::Instant,
     /// The audit trail, whose own counters are reported too.
     pub(crate) audit: Option<cinnabar_audit::Auditor>,
+    /// Requests slower than `slowlog_slower_than`, for `SLOWLOG`.
+    pub(crate) slowlog: crate::slowlog::SlowLog,
 }
 
 impl Default for Stats {
@@ -187,6 +189,7 @@ impl Default for Stats {
             control: Arc::default(),
             started: std::time::Instant::now(),
             audit: None,
+            slowlog: crate::slowlog::SlowLog::default(),
         }
     }
 }

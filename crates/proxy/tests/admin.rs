@@ -241,3 +241,43 @@ async fn a_drain_under_load_answers_every_accepted_request_then_closes() {
         assert_eq!(stored, acknowledged, "{key}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_slow_log_names_slow_commands_and_their_clients() {
+    let cluster = TestCluster::start(2, 0).await;
+    let mut config = ProxyConfig::new("127.0.0.1:0".parse().unwrap(), cluster.seeds());
+    config.access.default_role = Some("admin".into());
+    config.slowlog_slower_than = Duration::from_millis(100);
+    let proxy = cinnabar_proxy::start(config).unwrap();
+    let client = redis::Client::open(format!("redis://{}/", proxy.local_addr())).unwrap();
+    let mut conn = client
+        .get_connection_with_timeout(Duration::from_secs(2))
+        .unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    redis::cmd("CLIENT")
+        .arg("SETNAME")
+        .arg("slow-one")
+        .exec(&mut conn)
+        .unwrap();
+    redis::cmd("SET")
+        .arg("fast")
+        .arg(1)
+        .exec(&mut conn)
+        .unwrap();
+    let _: Option<(String, String)> = redis::cmd("BLPOP")
+        .arg("nothing")
+        .arg(0.3)
+        .query(&mut conn)
+        .unwrap();
+    let len: i64 = redis::cmd("SLOWLOG").arg("LEN").query(&mut conn).unwrap();
+    assert_eq!(len, 1, "only the blocked command was slow");
+    let entries: Vec<redis::Value> = redis::cmd("SLOWLOG").arg("GET").query(&mut conn).unwrap();
+    let text = format!("{entries:?}");
+    assert!(
+        text.contains("blpop") && text.contains("slow-one"),
+        "{text}"
+    );
+    redis::cmd("SLOWLOG").arg("RESET").exec(&mut conn).unwrap();
+    let len: i64 = redis::cmd("SLOWLOG").arg("LEN").query(&mut conn).unwrap();
+    assert_eq!(len, 0);
+}
