@@ -32,6 +32,9 @@ const SCAN_MASTER_BITS: u32 = 10;
 /// What Redis answers to AUTH when no password is configured.
 const NO_PASSWORD: &[u8] = b"ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?";
 
+/// How often a connection adds its per-user counts to its worker's.
+const USER_COUNTS_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Requests a new client may have in flight before the size of its replies is known.
 const FIRST_WINDOW: usize = 16;
 
@@ -173,6 +176,9 @@ struct Session {
     deferred: bool,
     /// The first request in the input was declined and waits for the pending replies.
     awaiting_turn: bool,
+    /// Requests and error replies since the last flush to the worker's per-user counts.
+    user_counts: [u64; 2],
+    user_counts_since: Instant,
     /// Recent peak of this client's reply sizes, decaying (see `learn_reply_size`).
     reply_average: usize,
     /// Tickets this client may have in flight (see `learn_reply_size`).
@@ -237,6 +243,8 @@ pub(crate) async fn serve(worker: Rc<Worker>, mut stream: TcpStream) {
         deferred: false,
         awaiting_turn: false,
         reply_average: 0,
+        user_counts: [0; 2],
+        user_counts_since: Instant::now(),
         window: FIRST_WINDOW,
         blocking: Vec::new(),
     };
@@ -1067,6 +1075,7 @@ impl Session {
                 if let Some(ip) = ip {
                     self.worker.login_succeeded(ip);
                 }
+                self.flush_user_counts(Instant::now());
                 self.principal = Some(principal);
                 true
             }
@@ -1344,6 +1353,8 @@ impl Session {
                 learn_reply_size(self.reply_average, self.out.len() - written_from, budget);
             let stats = &self.worker.stats;
             stats.request(queued.category, error);
+            self.user_counts[0] += 1;
+            self.user_counts[1] += u64::from(error);
             let took = now.duration_since(queued.started);
             stats.latency.observe(took);
             if took >= self.worker.config.slowlog_slower_than && !queued.command.is_empty() {
@@ -1370,8 +1381,27 @@ impl Session {
                 self.worker.auditor.record(record);
             }
         }
+        drop(tickets);
         if self.pending.is_empty() {
             self.blocked = false;
+        }
+        if let Some(now) = now
+            && now.duration_since(self.user_counts_since) >= USER_COUNTS_EVERY
+        {
+            self.flush_user_counts(now);
+        }
+    }
+
+    /// Adds this connection's per-user counts to the worker's.
+    fn flush_user_counts(&mut self, now: Instant) {
+        let [requests, errors] = std::mem::take(&mut self.user_counts);
+        self.user_counts_since = now;
+        if requests > 0 {
+            let user = self
+                .principal
+                .as_ref()
+                .map_or("(not logged in)", |p| p.user());
+            self.worker.stats.add_user(user, requests, errors);
         }
     }
 
@@ -1414,6 +1444,7 @@ impl Session {
         }
         self.unwatch();
         self.worker.forget_sleeper(self.id);
+        self.flush_user_counts(Instant::now());
         let mut tickets = self.worker.tickets.borrow_mut();
         for id in self.ids.drain(..) {
             if tickets.get(id).done || cancelled.contains(&id) {

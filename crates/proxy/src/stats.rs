@@ -148,6 +148,26 @@ pub struct WorkerStats {
     pub(crate) backend_disconnects: Counter,
     pub(crate) login_failures: Counter,
     pub(crate) denied: Counter,
+    /// Requests and error replies per user. Sessions count locally and add their counts here
+    /// about once a second (and when they end), so the lock is taken rarely and never
+    /// contended on the hot path.
+    pub(crate) users: std::sync::Mutex<std::collections::HashMap<String, [u64; 2]>>,
+}
+
+impl WorkerStats {
+    /// Adds a session's counts for `user` (requests, errors).
+    pub(crate) fn add_user(&self, user: &str, requests: u64, errors: u64) {
+        let mut users = self
+            .users
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(counts) = users.get_mut(user) {
+            counts[0] += requests;
+            counts[1] += errors;
+        } else {
+            users.insert(user.to_owned(), [requests, errors]);
+        }
+    }
 }
 
 impl WorkerStats {
@@ -429,6 +449,45 @@ impl Stats {
             metric(&mut out, name, "counter", help);
             let _ = writeln!(out, "{name} {value}");
         }
+        let mut users: std::collections::BTreeMap<String, [u64; 2]> =
+            std::collections::BTreeMap::new();
+        for worker in &self.workers {
+            let counts = worker
+                .users
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            for (user, [requests, errors]) in counts.iter() {
+                let total = users.entry(user.clone()).or_default();
+                total[0] += requests;
+                total[1] += errors;
+            }
+        }
+        metric(
+            &mut out,
+            "cinnabar_user_requests_total",
+            "counter",
+            "Requests answered, by user (updated about once a second per connection).",
+        );
+        for (user, [requests, _]) in &users {
+            let _ = writeln!(
+                out,
+                "cinnabar_user_requests_total{{user=\"{}\"}} {requests}",
+                label(user)
+            );
+        }
+        metric(
+            &mut out,
+            "cinnabar_user_request_errors_total",
+            "counter",
+            "Requests answered with an error reply, by user.",
+        );
+        for (user, [_, errors]) in &users {
+            let _ = writeln!(
+                out,
+                "cinnabar_user_request_errors_total{{user=\"{}\"}} {errors}",
+                label(user)
+            );
+        }
         metric(
             &mut out,
             "cinnabar_backend_connections",
@@ -483,6 +542,14 @@ impl Stats {
         }
         out
     }
+}
+
+/// A label value, escaped as the text format requires.
+fn label(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 fn metric(out: &mut String, name: &str, kind: &str, help: &str) {

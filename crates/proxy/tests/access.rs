@@ -232,6 +232,27 @@ async fn a_readwrite_flushall_is_refused_and_audited_and_an_admin_one_is_audited
     // Ordinary commands are not audited.
     assert!(!text.contains("\"SET\""), "{text}");
     assert!(proxy.metrics().contains("cinnabar_denied_total 1"));
+
+    // Requests and errors by user, once the connections have reported them (at the latest
+    // when they close).
+    drop((app, admin, stranger));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let metrics = loop {
+        let metrics = proxy.metrics();
+        if metrics.contains("cinnabar_user_requests_total{user=\"app\"} 3")
+            || Instant::now() > deadline
+        {
+            break metrics;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    for line in [
+        "cinnabar_user_requests_total{user=\"app\"} 3",
+        "cinnabar_user_request_errors_total{user=\"app\"} 1",
+        "cinnabar_user_requests_total{user=\"admin\"} 3",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line} in\n{metrics}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
