@@ -460,6 +460,9 @@ impl Session {
         };
         self.category = Category::of(command);
         self.command = command.name();
+        // A record left by a request that queued no reply (deferred, or subscribed) must not
+        // describe this one.
+        self.audit_next = None;
         if !self.permitted(command, args) {
             if let Some(tx) = &mut self.transaction {
                 tx.aborted = true;
