@@ -47,7 +47,7 @@ pub use docs::{Arg, ArgType, Docs, Group};
 pub use error::{CommandError, Quoted};
 pub use flags::{AclCategories, ArgFlags, CommandFlags, DocFlags, KeySpecFlags, Servers};
 pub use keys::{FlaggedKeyIter, KeyIter};
-pub use lookup::{commands, lookup, lookup_for, resolve, resolve_for};
+pub use lookup::{commands, lookup, lookup_for, resolve, resolve_for, top_level_index};
 pub use server::Server;
 pub use slot::{SLOT_COUNT, crc16, hash_tag, key_slot};
 pub use table::{BeginSearch, Command, FindKeys, KeyProc, KeySpec};

@@ -266,6 +266,13 @@ pub fn commands() -> &'static [Command] {
     &COMMANDS
 }
 
+/// The position of `command` in [`commands`] when it is a top-level entry (not a subcommand),
+/// found from its address: constant time, no lookup. Lets callers keep per-command data in a
+/// plain array indexed like the table.
+pub fn top_level_index(command: &Command) -> Option<usize> {
+    row_of(command)
+}
+
 /// The subcommand `name` of `container`, optionally for one server.
 pub(crate) fn find_subcommand(
     container: &Command,
@@ -331,6 +338,17 @@ fn resolve_in<A: Args + ?Sized>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn top_level_entries_know_their_index_and_subcommands_have_none() {
+        for (i, command) in commands().iter().enumerate() {
+            assert_eq!(top_level_index(command), Some(i), "{}", command.name());
+        }
+        let get = lookup(b"get").unwrap();
+        assert_eq!(commands()[top_level_index(get).unwrap()].name(), "get");
+        let client_list = resolve(&["client", "list"]).unwrap();
+        assert_eq!(top_level_index(client_list), None);
+    }
     use crate::flags::Servers;
     use proptest::prelude::*;
 

@@ -130,7 +130,10 @@ const CLIENTS: u8 = 2;
 const STATS: u8 = 4;
 const LATENCYSTATS: u8 = 8;
 const KEYSPACE: u8 = 16;
-const ALL: u8 = SERVER | CLIENTS | STATS | LATENCYSTATS | KEYSPACE;
+const COMMANDSTATS: u8 = 32;
+/// What `INFO` with no section shows (as in Redis, without commandstats).
+const DEFAULT: u8 = SERVER | CLIENTS | STATS | LATENCYSTATS | KEYSPACE;
+const ALL: u8 = DEFAULT | COMMANDSTATS;
 
 /// The sections `INFO` asked for (none named: the default set, which here is all of them;
 /// unknown names select nothing, as in Redis).
@@ -146,28 +149,32 @@ pub(crate) fn info_sections<'a>(names: impl Iterator<Item = &'a [u8]>) -> u8 {
             b"stats" => STATS,
             b"latencystats" => LATENCYSTATS,
             b"keyspace" => KEYSPACE,
-            b"all" | b"default" | b"everything" => ALL,
+            b"commandstats" => COMMANDSTATS,
+            b"default" => DEFAULT,
+            b"all" | b"everything" => ALL,
             _ => 0,
         };
     }
-    if named { mask } else { ALL }
+    if named { mask } else { DEFAULT }
 }
 
 /// What `INFO` reports.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct InfoFacts {
+pub(crate) struct InfoFacts<'a> {
     pub(crate) announce: SocketAddr,
     pub(crate) masters: usize,
     pub(crate) keys: u64,
     pub(crate) expires: u64,
     pub(crate) totals: crate::stats::Totals,
+    /// `(name, calls, usec, failed)` per command called, for commandstats.
+    pub(crate) commands: &'a [(&'static str, u64, u64, u64)],
     pub(crate) max_clients: usize,
     pub(crate) workers: usize,
 }
 
 /// The proxy's `INFO`: its own sections (server, clients, stats, latency) plus the keyspace
 /// summed over all masters, limited to the sections in `mask`.
-pub(crate) fn info(out: &mut Vec<u8>, facts: &InfoFacts, mask: u8) {
+pub(crate) fn info(out: &mut Vec<u8>, facts: &InfoFacts<'_>, mask: u8) {
     use std::fmt::Write as _;
     let t = &facts.totals;
     let mut text = String::with_capacity(1024);
@@ -200,6 +207,17 @@ pub(crate) fn info(out: &mut Vec<u8>, facts: &InfoFacts, mask: u8) {
              cinnabar_redirects_ask:{}\r\ncinnabar_retries:{}\r\ncinnabar_topology_refreshes:{}\r\n\r\n",
             t.connections, t.commands, t.rejected, t.errors, t.moved, t.ask, t.retries, t.refreshes
         );
+    }
+    if mask & COMMANDSTATS != 0 {
+        text.push_str("# Commandstats\r\n");
+        for (name, calls, usec, failed) in facts.commands {
+            let per_call = *usec as f64 / (*calls).max(1) as f64;
+            let _ = write!(
+                text,
+                "cmdstat_{name}:calls={calls},usec={usec},usec_per_call={per_call:.2},rejected_calls=0,failed_calls={failed}\r\n"
+            );
+        }
+        text.push_str("\r\n");
     }
     if mask & LATENCYSTATS != 0 {
         text.push_str("# Latencystats\r\n");
@@ -288,10 +306,11 @@ mod tests {
                     keys: 10,
                     expires: 2,
                     totals: crate::stats::Totals::default(),
+                    commands: &[("get", 2, 30, 0)],
                     max_clients: 10,
                     workers: 1,
                 };
-                info(o, &facts, info_sections(std::iter::empty()));
+                info(o, &facts, ALL);
             }),
         ];
         for out in replies {
@@ -313,7 +332,8 @@ mod tests {
 
     #[test]
     fn info_sections_follow_the_names_asked_for() {
-        assert_eq!(info_sections(std::iter::empty()), ALL);
+        assert_eq!(info_sections(std::iter::empty()), DEFAULT);
+        assert_eq!(info_sections([b"everything".as_slice()].into_iter()), ALL);
         assert_eq!(
             info_sections([b"KEYSPACE".as_slice()].into_iter()),
             KEYSPACE

@@ -113,6 +113,8 @@ struct Queued {
     audited: bool,
     /// The command's name, for the slow log.
     command: &'static str,
+    /// Where its calls are counted (`CommandStats::index_of`).
+    command_index: u16,
 }
 
 /// A request's arguments, read through the parser's ranges: no copy, no allocation.
@@ -157,8 +159,9 @@ struct Session {
     closing: bool,
     /// The command being handled, for the metrics of the replies it queues.
     category: Category,
-    /// Its name, for the slow log.
+    /// Its name, for the slow log, and where its calls are counted.
     command: &'static str,
+    command_index: u16,
     /// When the input being parsed was read (one clock reading per batch, not per request).
     batch_started: Instant,
     /// Between MULTI and EXEC/DISCARD.
@@ -235,6 +238,7 @@ pub(crate) async fn serve(worker: Rc<Worker>, mut stream: TcpStream) {
         closing: false,
         category: Category::Other,
         command: "",
+        command_index: u16::MAX,
         batch_started: Instant::now(),
         transaction: None,
         watch: None,
@@ -455,11 +459,14 @@ impl Session {
                     tx.aborted = true;
                 }
                 self.category = Category::Other;
+                self.command = "";
+                self.command_index = u16::MAX;
                 return self.local_error(&line);
             }
         };
         self.category = Category::of(command);
         self.command = command.name();
+        self.command_index = crate::stats::CommandStats::index_of(command);
         // A record left by a request that queued no reply (deferred, or subscribed) must not
         // describe this one.
         self.audit_next = None;
@@ -734,6 +741,7 @@ impl Session {
             started: self.batch_started,
             audited,
             command: self.command,
+            command_index: self.command_index,
         });
     }
 
@@ -1360,6 +1368,8 @@ impl Session {
             self.user_counts[1] += u64::from(error);
             let took = now.duration_since(queued.started);
             stats.latency.observe(took);
+            let us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+            stats.commands.call(queued.command_index, us, error);
             if took >= self.worker.config.slowlog_slower_than && !queued.command.is_empty() {
                 self.worker.all_stats.slowlog.record(crate::slowlog::Entry {
                     took,
@@ -1647,12 +1657,14 @@ fn merge_into<'a>(
         Merge::Info(sections) => {
             let masters = parts.clone().count();
             let (keys, expires) = local::sum_keyspace(parts.map(|r| &r[header_len(r)..]));
+            let commands = worker.all_stats.command_totals();
             let facts = local::InfoFacts {
                 announce: worker.announce,
                 masters,
                 keys,
                 expires,
                 totals: worker.all_stats.totals(),
+                commands: &commands,
                 max_clients: worker.config.max_clients,
                 workers: worker.config.workers,
             };

@@ -148,10 +148,51 @@ pub struct WorkerStats {
     pub(crate) backend_disconnects: Counter,
     pub(crate) login_failures: Counter,
     pub(crate) denied: Counter,
+    /// Calls, microseconds and error replies per command (`INFO commandstats`).
+    pub(crate) commands: CommandStats,
     /// Requests and error replies per user. Sessions count locally and add their counts here
     /// about once a second (and when they end), so the lock is taken rarely and never
     /// contended on the hot path.
     pub(crate) users: std::sync::Mutex<std::collections::HashMap<String, [u64; 2]>>,
+}
+
+/// Per-command counters, indexed like the command table's top-level entries (a subcommand
+/// counts for its container, as `cmdstat_client` in Redis counts every CLIENT subcommand).
+#[derive(Debug)]
+pub(crate) struct CommandStats(Box<[[Counter; 3]]>);
+
+impl Default for CommandStats {
+    fn default() -> Self {
+        Self(
+            (0..cinnabar_commands::commands().len())
+                .map(|_| Default::default())
+                .collect(),
+        )
+    }
+}
+
+impl CommandStats {
+    /// The table index counts are kept under for `command` (`u16::MAX`: none).
+    pub(crate) fn index_of(command: &cinnabar_commands::Command) -> u16 {
+        cinnabar_commands::top_level_index(command)
+            .or_else(|| {
+                cinnabar_commands::lookup(command.command_name().as_bytes())
+                    .and_then(cinnabar_commands::top_level_index)
+            })
+            .and_then(|i| u16::try_from(i).ok())
+            .unwrap_or(u16::MAX)
+    }
+
+    /// Counts one call of command `index` that took `us` microseconds.
+    pub(crate) fn call(&self, index: u16, us: u64, failed: bool) {
+        if let Some([calls, usec, failures]) = self.0.get(usize::from(index)) {
+            calls.inc();
+            usec.add(us);
+            if failed {
+                failures.inc();
+            }
+        }
+    }
 }
 
 impl WorkerStats {
@@ -279,6 +320,25 @@ impl Stats {
             uptime: self.started.elapsed(),
             latency_us: (count > 0).then(|| [quantile(0.5), quantile(0.99), quantile(0.999)]),
         }
+    }
+
+    /// `(name, calls, usec, failed)` for every command called at least once, over all workers.
+    pub(crate) fn command_totals(&self) -> Vec<(&'static str, u64, u64, u64)> {
+        cinnabar_commands::commands()
+            .iter()
+            .enumerate()
+            .filter_map(|(i, command)| {
+                let mut totals = [0u64; 3];
+                for worker in &self.workers {
+                    if let Some(counters) = worker.commands.0.get(i) {
+                        for (total, counter) in totals.iter_mut().zip(counters) {
+                            *total += counter.get();
+                        }
+                    }
+                }
+                (totals[0] > 0).then_some((command.name(), totals[0], totals[1], totals[2]))
+            })
+            .collect()
     }
 
     /// Client connections open now, across all workers.

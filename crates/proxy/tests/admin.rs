@@ -63,6 +63,23 @@ async fn metrics_health_readiness_topology_and_config_are_served() {
     let _ = redis::cmd("NOSUCHCOMMAND").exec(&mut conn);
     let _ = redis::cmd("INCR").arg("k1").arg("extra").exec(&mut conn);
 
+    // The proxy's INFO: its own counters per command, and the default sections without them.
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query(&mut conn)
+        .unwrap();
+    assert!(info.contains("cmdstat_get:calls=20,"), "{info}");
+    assert!(info.contains("cmdstat_set:calls=20,"), "{info}");
+    assert!(
+        !info.contains("# Keyspace"),
+        "only the section asked for: {info}"
+    );
+    let default: String = redis::cmd("INFO").query(&mut conn).unwrap();
+    assert!(
+        default.contains("# Stats") && !default.contains("cmdstat_"),
+        "{default}"
+    );
+
     let (status, metrics) = get(admin, "/metrics");
     assert_eq!(status, 200);
     assert!(sample(&metrics, "cinnabar_requests_total{category=\"write\"}") >= 20.0);
