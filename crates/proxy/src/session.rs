@@ -500,6 +500,7 @@ impl Session {
             }
             Route::FanOut(merge) => self.fan_out(args, None, merge),
             Route::Scan => self.scan(args),
+            Route::EveryNode => self.every_node(args),
             // A blocking command runs on a connection of its own, so it must not start before
             // this client's earlier requests have run on theirs.
             Route::Blocking | Route::Wait if !self.pending.is_empty() => self.deferred = true,
@@ -1044,6 +1045,41 @@ impl Session {
         });
     }
 
+    /// The request to every master and replica, one ticket each; the replies merge as for
+    /// MSET (`+OK` when all say so, else the first refusal).
+    fn every_node(&mut self, args: &RequestArgs<'_>) {
+        let routes = self.worker.routes();
+        let mut nodes = 0;
+        for master in 0..routes.masters().len() {
+            let replicas = routes.replicas(master).len();
+            for replica in 0..=replicas {
+                let id = {
+                    let mut tickets = self.worker.tickets.borrow_mut();
+                    let slot = routes.representative_slot(master);
+                    let id = self.new_ticket(&mut tickets, slot, false);
+                    write_request(args, &mut tickets.get(id).request);
+                    id
+                };
+                match replica
+                    .checked_sub(1)
+                    .map(|r| routes.replicas(master)[r].clone())
+                {
+                    None => self.worker.dispatch(id),
+                    Some(addr) => self.worker.send_to(&addr, id, true),
+                }
+                self.ids.push_back(id);
+                nodes += 1;
+            }
+        }
+        if nodes == 0 {
+            return self.local_error(b"CLUSTERDOWN cinnabar: no master is known");
+        }
+        self.push_pending(Pending::Split {
+            merge: Merge::AllOk,
+            parts: nodes,
+        });
+    }
+
     /// `SCAN cursor [MATCH p] [COUNT n] [TYPE t]` over all masters, one after the other; the
     /// proxy's cursor is `(backend cursor << 10) | master index`.
     fn scan(&mut self, args: &RequestArgs<'_>) {
@@ -1496,6 +1532,9 @@ enum Route {
     Unsubscribe,
     /// `WAIT numreplicas timeout`, over every master.
     Wait,
+    /// Sent to every master and every replica (`CONFIG SET`): `+OK` when all agree, else the
+    /// first refusal, naming its node.
+    EveryNode,
     /// Not carried: a clear error naming the command, never a wrong answer.
     Unsupported,
 }
@@ -1539,6 +1578,8 @@ fn route(command: &Command) -> Route {
         "function|delete" | "function|flush" | "function|restore" => Route::FanOut(Merge::AllOk),
         "function|list" | "function|dump" => Route::Keyed,
         "config|get" => Route::FanOut(Merge::ConfigGet),
+        // Only `admin` may run these (the default deny list); they reach every node.
+        "config|set" | "config|resetstat" => Route::EveryNode,
         "randomkey" => Route::FanOut(Merge::FirstNonNil),
         "info" => Route::FanOut(Merge::Info(0)),
         "scan" => Route::Scan,

@@ -356,6 +356,18 @@ impl Worker {
             .find(|b| !b.is_down(now))
     }
 
+    /// Sends ticket `id` to the node at `addr` (a replica when `replica`), not by slot.
+    pub(crate) fn send_to(self: &Rc<Self>, addr: &NodeAddr, id: usize, replica: bool) {
+        let (resp3, affinity) = {
+            let mut tickets = self.tickets.borrow_mut();
+            let ticket = tickets.get(id);
+            (ticket.resp3, ticket.affinity)
+        };
+        let flavor = Flavor { resp3, replica };
+        let backend = self.backend_for(addr, flavor, self.lane(affinity));
+        self.send(&backend, id, false);
+    }
+
     fn send(&self, backend: &Backend, id: usize, asking: bool) {
         let mut tickets = self.tickets.borrow_mut();
         let ticket = tickets.get(id);

@@ -204,6 +204,29 @@ async fn reads_go_to_replicas_only_when_the_read_policy_says_so() {
         "WAIT 2 100 waited"
     );
 
+    // CONFIG SET (admin only) reaches every node, the replica included.
+    let got = exchange(
+        &mut client,
+        &command(&["CONFIG", "SET", "maxmemory-policy", "volatile-lru"]),
+        1,
+    );
+    assert_eq!(got[0], "+OK\r\n");
+    for node in [&master, &replica] {
+        let mut conn = node_connection(node, None);
+        let policy: Vec<String> = redis::cmd("CONFIG")
+            .arg("GET")
+            .arg("maxmemory-policy")
+            .query(&mut conn)
+            .unwrap();
+        assert_eq!(policy[1], "volatile-lru", "{node}");
+    }
+    let got = exchange(
+        &mut client,
+        &command(&["CONFIG", "SET", "no-such-parameter", "1"]),
+        1,
+    );
+    assert!(got[0].starts_with("-ERR"), "{got:?}");
+
     let (master_before, replica_before) = (get_calls(&master), get_calls(&replica));
     let mut gets = Vec::new();
     for _ in 0..20 {
