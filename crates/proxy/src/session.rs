@@ -1533,7 +1533,7 @@ enum Route {
     /// `WAIT numreplicas timeout`, over every master.
     Wait,
     /// Sent to every master and every replica (`CONFIG SET`): `+OK` when all agree, else the
-    /// first refusal, naming its node.
+    /// first refusal (in node order: masters, each followed by its replicas).
     EveryNode,
     /// Not carried: a clear error naming the command, never a wrong answer.
     Unsupported,
