@@ -3,11 +3,13 @@
 # through `cinnabar proxy` (one worker), interleaved; prints throughput ratios, p50/p99, the
 # proxy's CPU microseconds per request, its peak RSS and the memory of 10,000 idle connections,
 # and which of the proxy's targets are met. With --predixy, Predixy (one worker thread) runs in
-# the same rotation and gets columns and a cinnabar-vs-predixy line per case. A benchmark, not a
-# test: exits 0 unless something failed to run.
+# the same rotation and gets columns and a cinnabar-vs-predixy line per case. With --access, a
+# second cinnabar proxy with a user, a key-limited role and a file audit trail runs in the same
+# rotation and is compared with the first (no users). A benchmark, not a test: exits 0 unless
+# something failed to run.
 #
 #   bash bench/proxy.sh [--quick] [--rounds N] [--masters N] [--replicas N] [--workers N]
-#                       [--idle N] [--cinnabar PATH] [--predixy PATH]
+#                       [--idle N] [--cinnabar PATH] [--predixy PATH] [--access]
 #
 #   --quick          one round with 40% of the requests (under a minute after the build)
 #   --rounds N       rounds of every case (default 3: 3 to 5 minutes on 2 CPUs)
@@ -18,14 +20,18 @@
 #   --cinnabar PATH  use this cinnabar binary instead of building one (cargo build --release)
 #   --predixy PATH   also benchmark this Predixy binary (or set PREDIXY=PATH); it is not part of
 #                    the repository, see README.md for building one
+#   --access         also benchmark a cinnabar proxy with access control and audit: user `bench`
+#                    (AUTH with a random password) whose role is readwrite limited to the bench's
+#                    keys, and [audit] written to a file; prints its CPU/request and throughput
+#                    relative to the proxy without users (target: CPU at most 1.05 times)
 #
-# Everything listens on 127.0.0.1, on free ports; the cluster (and Predixy's config and log) lives
-# in a temporary directory that is deleted on exit. Needs redis-server, redis-benchmark
-# (redis-tools) and python3.
+# Everything listens on 127.0.0.1, on free ports; the cluster (and Predixy's config and log, and
+# the access proxy's settings file and audit trail) lives in a temporary directory that is
+# deleted on exit. Needs redis-server, redis-benchmark (redis-tools) and python3.
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
-quick=0 rounds=0 masters=3 replicas=0 workers=1 idle=10000 bin="" predixy=${PREDIXY:-}
+quick=0 rounds=0 masters=3 replicas=0 workers=1 idle=10000 bin="" predixy=${PREDIXY:-} access=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) quick=1 ;;
@@ -36,7 +42,8 @@ while [ $# -gt 0 ]; do
     --idle) idle=$2; shift ;;
     --cinnabar) bin=$2; shift ;;
     --predixy) predixy=$2; shift ;;
-    -h|--help) sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --access) access=1 ;;
+    -h|--help) sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
@@ -67,7 +74,7 @@ fi
 [ -x "$bin" ] || { echo "bench: no cinnabar binary at $bin" >&2; exit 1; }
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/cinnabar-bench.XXXXXX")
-proxy_pid="" predixy_pid="" bench_pid=""
+proxy_pid="" predixy_pid="" access_pid="" bench_pid=""
 # stop PID SIGNAL: sends SIGNAL to a process this script started, waits up to 5 s, then SIGKILL.
 stop() {
   [ -n "$1" ] && kill -0 "$1" 2>/dev/null || return 0
@@ -88,9 +95,13 @@ cleanup() {
     wait "$bench_pid" 2>/dev/null || true
   fi
   stop "$proxy_pid" INT
+  stop "$access_pid" INT
   stop "$predixy_pid" TERM  # predixy quits within about a second of SIGTERM
   if [ $rc -ne 0 ] && [ -s "$work/proxy.err" ]; then
     echo "--- proxy stderr (last lines)" >&2; tail -n 20 "$work/proxy.err" >&2
+  fi
+  if [ $rc -ne 0 ] && [ -s "$work/access.err" ]; then
+    echo "--- access proxy stderr (last lines)" >&2; tail -n 20 "$work/access.err" >&2
   fi
   if [ $rc -ne 0 ] && [ -n "$predixy" ]; then
     for f in predixy.out predixy.log; do
@@ -111,9 +122,13 @@ trap 'exit 130' INT TERM
 
 nodes=$((masters * (1 + replicas)))
 extra=1
-[ -n "$predixy" ] && extra=2
+[ -n "$predixy" ] && extra=$((extra + 1))
+[ "$access" = 1 ] && extra=$((extra + 1))
 ports=$(python3 "$repo/bench/proxy_bench.py" free-ports "$nodes" --extra "$extra")
-read -r port proxy_port predixy_port <<<"$ports"
+read -r port proxy_port more_ports <<<"$ports"
+predixy_port="" access_port=""
+[ -n "$predixy" ] && read -r predixy_port more_ports <<<"$more_ports"
+[ "$access" = 1 ] && read -r access_port more_ports <<<"$more_ports"
 
 echo "starting the cluster: $masters masters x $replicas replicas on 127.0.0.1:$port.."
 mkdir -p "$work/cluster"
@@ -133,6 +148,27 @@ done
 proxy_addr=$(head -n 1 "$work/proxy.out")
 [ -n "$proxy_addr" ] || { echo "bench: the proxy printed no address" >&2; exit 1; }
 echo "proxy: $proxy_addr (pid $proxy_pid, $workers worker(s)); cluster: $endpoint"
+
+if [ "$access" = 1 ]; then
+  # The settings file: one user with a custom role (readwrite on the bench's keys only) and the
+  # audit trail going to a file; proxy_bench.py writes it (the password's SHA-256 in the file)
+  # and prints the password. --listen, --seed and --workers override the file, as for the other
+  # proxy.
+  access_password=$(python3 "$repo/bench/proxy_bench.py" access-settings "$work/access.toml" \
+    --audit "$work/audit.jsonl")
+  "$bin" proxy --config "$work/access.toml" --listen "127.0.0.1:$access_port" --seed "$endpoint" \
+    --workers "$workers" >"$work/access.out" 2>"$work/access.err" &
+  access_pid=$!
+  for _ in $(seq 100); do
+    [ -s "$work/access.out" ] && break
+    kill -0 "$access_pid" 2>/dev/null || { echo "bench: the access proxy exited" >&2; exit 1; }
+    sleep 0.1
+  done
+  access_addr=$(head -n 1 "$work/access.out")
+  [ -n "$access_addr" ] || { echo "bench: the access proxy printed no address" >&2; exit 1; }
+  echo "access proxy: $access_addr (pid $access_pid, $workers worker(s)); user bench, audit to" \
+    "$work/audit.jsonl"
+fi
 
 if [ -n "$predixy" ]; then
   # One worker thread (a one-thread against one-thread comparison with the default --workers 1),
@@ -180,10 +216,14 @@ args=(--direct "$endpoint" --proxy "$proxy_addr" --pid "$proxy_pid" --masters "$
       --replicas "$replicas" --workers "$workers" --rounds "$rounds" --idle "$idle")
 [ "$quick" = 1 ] && args+=(--quick)
 [ -n "$predixy" ] && args+=(--predixy "127.0.0.1:$predixy_port" --predixy-pid "$predixy_pid")
+# The password goes through the environment, not the measuring script's command line.
+[ "$access" = 1 ] && args+=(--access "$access_addr" --access-pid "$access_pid"
+                            --access-audit "$work/audit.jsonl")
 # In the background and in a session of its own, so that a signal to this script runs the trap at
 # once (bash defers traps while a foreground command runs) and the clean-up can end the
 # measuring script and its redis-benchmark children as one process group. A background child
 # of a non-interactive shell leads no group, so setsid runs python3 in place ($! is its pid).
-setsid python3 "$repo/bench/proxy_bench.py" run "${args[@]}" &
+BENCH_ACCESS_PASSWORD=${access_password:-} \
+  setsid python3 "$repo/bench/proxy_bench.py" run "${args[@]}" &
 bench_pid=$!
 wait "$bench_pid"

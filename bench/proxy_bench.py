@@ -1,24 +1,33 @@
 #!/usr/bin/env python3
 """The measuring half of bench/proxy.sh (standard library only, Python 3.8+).
 
-proxy.sh builds cinnabar, starts a cluster and the proxy (and, with --predixy, Predixy), and
-calls `run`; this file drives redis-benchmark against the cluster directly (--cluster), through
-the proxy and through Predixy, interleaved, reads the proxies' CPU and memory from /proc, and
-prints the table and the target verdicts.
+proxy.sh builds cinnabar, starts a cluster and the proxy (and, with --predixy, Predixy; with
+--access, a second cinnabar proxy with a user and an audit file), and calls `run`; this file
+drives redis-benchmark against the cluster directly (--cluster), through the proxy, through
+Predixy and through the access proxy, interleaved, reads the proxies' CPU and memory from /proc,
+and prints the table and the target verdicts.
 
 Subcommands:
   free-ports N [--extra K]
                          print a base port B such that B..B+N-1 and their bus ports (+10000)
                          are free on 127.0.0.1, and then K more free ports (default 1: the proxy)
+  access-settings FILE --audit PATH
+                         write the access proxy's settings file ([access] with user `bench` and
+                         a role limited to the bench's keys, [audit] to PATH) and print the
+                         user's random password
   run [options]          the benchmark (see --help)
 """
 
 import argparse
 import csv
+import hashlib
+import json
+import math
 import os
 import platform
 import re
 import resource
+import secrets
 import socket
 import statistics
 import subprocess
@@ -37,6 +46,15 @@ RETRIES = 2
 # the same length on both sides.
 DIRECT_KEY = "key:{tag}:__rand_int__"
 PROXY_KEY = "key:_tag_:__rand_int__"
+# The access proxy's user (see access_settings): a custom role on top of readwrite whose key
+# patterns cover every key the access side uses -- PROXY_KEY, the MSET keys k0: .. k9: (mset())
+# and PROBE_KEY -- and nothing else, so every key of every request goes through the pattern
+# check. All of them are prefix patterns, the shape key namespaces are usually written in. The
+# role also denies @scripting, as the proxy advises for a key-limited role (a bitset either way).
+ACCESS_USER = "bench"
+ACCESS_ROLE = "bench-keys"
+ACCESS_KEYS = ["key:*"] + [f"k{i}:*" for i in range(10)] + ["lat:*"]
+ACCESS_TARGET = 1.05  # access+audit CPU per request / no-users CPU per request, at most
 
 
 def log(msg=""):
@@ -180,7 +198,7 @@ class Case:
         self.proxy_cmd = proxy_cmd
         self.cpu_max = cpu_max  # target CPU microseconds per request, or None
         self.ratio_min = ratio_min  # target proxy/direct throughput, or None
-        self.runs = {"direct": [], "proxy": [], "predixy": []}
+        self.runs = {"direct": [], "proxy": [], "predixy": [], "access": []}
 
 
 def mset(key):
@@ -367,6 +385,87 @@ def probe(sock, n):
     return times[len(times) // 2] / 1000, times[int(len(times) * 0.99)] / 1000
 
 
+# ---------------------------------------------------------------- access control
+
+
+def access_settings(path, audit):
+    """Writes the access proxy's settings file and returns the user's password (random; the
+    file holds only its SHA-256). --listen, --seed and --workers come from proxy.sh's flags."""
+    password = secrets.token_hex(16)
+    digest = hashlib.sha256(password.encode()).hexdigest()
+    keys = ", ".join(json.dumps(k) for k in ACCESS_KEYS)
+    text = f"""# Written by bench/proxy_bench.py access-settings for bench/proxy.sh --access.
+
+[access]
+
+[[access.users]]
+name = "{ACCESS_USER}"
+password_sha256 = "{digest}"
+role = "{ACCESS_ROLE}"
+
+[[access.roles]]
+name = "{ACCESS_ROLE}"
+base = "readwrite"
+keys = [{keys}]
+deny = ["@scripting"]
+
+[audit]
+enabled = true
+output = {json.dumps(audit)}
+"""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    return password
+
+
+def login(sock, password):
+    sock.sendall(resp("AUTH", ACCESS_USER, password))
+    reply, rest = read_reply(sock)
+    if reply != b"+OK" or rest:
+        raise RuntimeError(f"AUTH {ACCESS_USER} on the access proxy answered {reply[:200]!r}")
+
+
+def check_access(addr, password, all_cases):
+    """Before measuring: a connection without a login is refused, and after AUTH every command
+    of every case (with __rand_int__ as redis-benchmark fills it in) and the probe's GET are
+    permitted: no -NOPERM, no error of any kind."""
+    s = connect(addr)
+    try:
+        s.sendall(resp("GET", PROXY_KEY))
+        reply, _ = read_reply(s)
+        if not reply.startswith(b"-NOAUTH"):
+            raise RuntimeError(f"the access proxy served a client that did not log in: {reply!r}")
+        login(s, password)
+        commands = {tuple(x.replace("__rand_int__", "%012d" % (KEYSPACE - 1)) for x in c.proxy_cmd)
+                    for c in all_cases}
+        for args in sorted(commands) + [("GET", PROBE_KEY)]:
+            s.sendall(resp(*args))
+            reply, _ = read_reply(s)
+            if reply.startswith(b"-"):
+                raise RuntimeError(f"the access proxy refused {args[0]} {args[1]}: {reply!r}")
+    finally:
+        s.close()
+
+
+def audit_summary(path):
+    """(lines, {(outcome, command): count}) of the access proxy's audit file."""
+    counts, lines = {}, 0
+    try:
+        with open(path) as f:
+            for line in f:
+                lines += 1
+                try:
+                    r = json.loads(line)
+                    k = (r.get("outcome"), r.get("command"))
+                except ValueError:
+                    k = ("unparsable", "")
+                counts[k] = counts.get(k, 0) + 1
+    except FileNotFoundError:
+        pass
+    return lines, counts
+
+
 # ---------------------------------------------------------------- idle connections
 
 
@@ -465,11 +564,17 @@ def wait_routable(addr, timeout=30):
 def run(a):
     pid = a.pid
     quick = a.quick
-    # Sides of every case: "proxy" is the cinnabar proxy; "predixy" only with --predixy.
-    sides = ["direct", "proxy"] + (["predixy"] if a.predixy else [])
-    pids = {"proxy": pid, "predixy": a.predixy_pid}
-    addrs = {"direct": a.direct, "proxy": a.proxy, "predixy": a.predixy}
+    # Sides of every case: "proxy" is the cinnabar proxy; "predixy" only with --predixy;
+    # "access" (a second cinnabar proxy with a user and an audit file) only with --access.
+    sides = (["direct", "proxy"] + (["predixy"] if a.predixy else [])
+             + (["access"] if a.access else []))
+    pids = {"proxy": pid, "predixy": a.predixy_pid, "access": a.access_pid}
+    addrs = {"direct": a.direct, "proxy": a.proxy, "predixy": a.predixy, "access": a.access}
     cmp = "predixy" in sides
+    acc = "access" in sides
+    password = os.environ.get("BENCH_ACCESS_PASSWORD", "")
+    if acc and not password:
+        raise RuntimeError("--access needs the user's password in BENCH_ACCESS_PASSWORD")
     w = max(len(x) for x in sides)  # width of the side column in the log
     rounds = a.rounds if a.rounds else (1 if quick else 3)
     scale = 0.4 if quick else 1.0
@@ -491,22 +596,32 @@ def run(a):
     if cmp:
         log(f"predixy: 1 worker thread at {a.predixy}, pid {a.predixy_pid}; same keys and "
             "commands as the proxy; its CPU is read from /proc the same way")
+    if acc:
+        log(f"access: a second cinnabar proxy, {a.workers} worker(s) at {a.access}, pid "
+            f"{a.access_pid}: user {ACCESS_USER} (every connection logs in: redis-benchmark "
+            f"--user {ACCESS_USER} -a ...) with role {ACCESS_ROLE} (base readwrite, keys "
+            f"{' '.join(ACCESS_KEYS)}, deny @scripting), audit enabled to {a.access_audit}; "
+            "compared with the proxy above, which has no users (every client is the default "
+            "user, role readwrite) and the default audit (enabled, to its standard output); "
+            "GET/SET/MSET are neither refused nor high-risk, so neither proxy audits them")
     if ncpu <= 2:
         log(f"note: only {ncpu} CPUs: redis-benchmark, the {nodes} redis-server processes and "
             "(in proxy runs) the proxy all compete for them, so every extra process -- the proxy "
             "itself" + (", the replicas" if a.replicas else "") + " -- takes CPU from the "
             "others; on a machine where the proxy has a core of its own the ratios may be higher")
-    if cmp:
-        log(f"rounds: {rounds}, direct, proxy and predixy in turn (the order rotates every "
-            "round); requests per run: " + ", ".join(f"{c.name} {fmt_int(c.n_full * scale)}"
-                                                     for c in all_cases))
+    if len(sides) > 2:
+        log(f"rounds: {rounds}, {', '.join(sides[:-1])} and {sides[-1]} in turn (the order "
+            "rotates every round); requests per run: "
+            + ", ".join(f"{c.name} {fmt_int(c.n_full * scale)}" for c in all_cases))
     else:
         log(f"rounds: {rounds}, direct and proxy alternating (order flips every round); "
             f"requests per run: " + ", ".join(f"{c.name} {fmt_int(c.n_full * scale)}"
                                              for c in all_cases))
+    routed = sides[1:]
+    routed = routed[0] if len(routed) == 1 else ", ".join(routed[:-1]) + " and " + routed[-1]
     log("keys: direct " + DIRECT_KEY + " (redis-benchmark --cluster: one slot per master), "
-        f"proxy{' and predixy' if cmp else ''} {PROXY_KEY} (all slots); -r {KEYSPACE} on "
-        f"{'every side' if cmp else 'both sides'}, values 100 bytes")
+        f"{routed} {PROXY_KEY} (all slots); -r {KEYSPACE} on "
+        f"{'every side' if len(sides) > 2 else 'both sides'}, values 100 bytes")
     log("MSET: through the proxy 10 keys in different slots (the proxy splits it; cmds/req in "
         "the log shows into how many backend commands); directly, redis-benchmark --cluster can "
         "only send an MSET whose keys share a hash tag, so "
@@ -523,13 +638,16 @@ def run(a):
             host, port = a.direct.rsplit(":", 1)
             return ["-h", host, "-p", port, "--cluster"] + args + c.direct_cmd
         host, port = addrs[side].rsplit(":", 1)
-        return ["-h", host, "-p", port] + args + c.proxy_cmd
+        auth = ["--user", ACCESS_USER, "-a", password] if side == "access" else []
+        return ["-h", host, "-p", port] + auth + args + c.proxy_cmd
 
     if cmp:
         wait_routable(a.predixy)
     # Warm-up: fill both keyspaces (so GETs hit on every side) and wake everything up.
     log("warm-up: SET -P 16 over the whole keyspace, directly and through the proxy"
-        + (" and predixy" if cmp else ""))
+        + (" and predixy" if cmp else "") + (" and the access proxy" if acc else ""))
+    if acc:
+        check_access(a.access, password, all_cases)
     warm = Case("warm-up", 50, 16, 0, ["SET", DIRECT_KEY, VALUE], ["SET", PROXY_KEY, VALUE],
                 None, None)
     for side in sides:
@@ -540,6 +658,8 @@ def run(a):
     conns = {}
     for side in sides[1:]:
         conns[side] = connect(addrs[side])
+        if side == "access":
+            login(conns[side], password)
         conns[side].sendall(resp("SET", PROBE_KEY, VALUE))
         if read_reply(conns[side])[0] != b"+OK":
             raise RuntimeError(f"SET through the {side} failed")
@@ -633,6 +753,9 @@ def run(a):
     if cmp:
         x_hwm = status_kib(a.predixy_pid, "VmHWM")
         x_rss = status_kib(a.predixy_pid, "VmRSS")
+    if acc:
+        a_hwm = status_kib(a.access_pid, "VmHWM")
+        a_rss = status_kib(a.access_pid, "VmRSS")
     log()
     log(f"idle connections: opening {a.idle:,} to the proxy")
     idle = idle_connections(a.proxy, pid, a.idle)
@@ -714,6 +837,8 @@ def run(a):
         log(f"  cinnabar used less CPU per request than Predixy in {less_cpu} of {len(rows)} "
             f"cases and had the higher throughput in {faster} of {len(rows)}")
         log()
+    if acc:
+        access_check = access_report(a, all_cases, rounds, probes, med)
     dp50 = med([x[0] for x in probes["direct"]])
     pp50 = med([x[0] for x in probes["proxy"]])
     dp99 = med([x[1] for x in probes["direct"]])
@@ -746,8 +871,13 @@ def run(a):
     if cmp:
         log(f"Predixy peak RSS (VmHWM) after the load cases: {x_hwm:,} KiB (VmRSS then "
             f"{x_rss:,} KiB; the idle connections are opened to the cinnabar proxy only)")
+    if acc:
+        log(f"Access proxy peak RSS (VmHWM) after the load cases: {a_hwm:,} KiB (VmRSS then "
+            f"{a_rss:,} KiB; the idle connections are opened to the proxy without users only)")
+    if cmp or acc:
         log(f"Proxy CPU while the direct runs went on (should be ~0): {idle_ticks['proxy']} "
-            f"ticks, predixy {idle_ticks['predixy']} ticks, in {idle_secs:.0f} s")
+            "ticks, " + "".join(f"{x} {idle_ticks[x]} ticks, " for x in proxy_sides[1:])
+            + f"in {idle_secs:.0f} s")
     else:
         log(f"Proxy CPU while the direct runs went on (should be ~0): {idle_ticks['proxy']} "
             f"ticks in {idle_secs:.0f} s")
@@ -756,7 +886,7 @@ def run(a):
             f"{DISTURBED * 100:.0f}% of a CPU): " + ", ".join(
                 f"{name} round {rnd} ({share * 100:.0f}%)" for name, rnd, share in disturbed))
     foreign = foreign_ticks / CLK_TCK / max(total_secs, 1e-9)
-    group = "trio" if cmp else "pair"
+    group = {2: "pair", 3: "trio"}.get(len(sides), "group")
     log(f"User processes outside the benchmark and hypervisor steal took {foreign * 100:.1f}% of "
         f"one CPU on average over all runs, repeated ones included ({total_secs:.0f} s); "
         + (f"{len(disturbed)} kept {group}(s) above {DISTURBED * 100:.0f}%, see above"
@@ -782,6 +912,8 @@ def run(a):
                    f"(connected, never used) <= 10"))
     checks.append((per_used <= 10, f"{'idle connections':<20} {per_used:.2f} KiB each "
                    f"(idle after one PING) <= 10"))
+    if acc:
+        checks.append(access_check)
     for ok, text in checks:
         log(f"  [{verdict(ok)}] {text}")
     met = sum(ok for ok, _ in checks)
@@ -789,6 +921,64 @@ def run(a):
         f"case ({c1['cpu']:.2f} us/req; the per-request CPU targets are applied to the loaded "
         "cases, -c 50 and -c 500) and the MSET throughput ratio (unlike work, see above).")
     return 0
+
+
+def access_report(a, all_cases, rounds, probes, med):
+    """Prints the access proxy against the proxy without users, per case and overall; returns
+    the (ok, text) target check."""
+    log(f"Access control + audit (user {ACCESS_USER}, role {ACCESS_ROLE}: readwrite on "
+        f"{len(ACCESS_KEYS)} key patterns; audit to a file) vs no users, both cinnabar with "
+        f"{a.workers} worker(s). CPU = access CPU/req / no-users CPU/req over all rounds (the "
+        "same requests on both sides, so a ratio of ticks; per-round range in brackets); "
+        "throughput = access rps / no-users rps, median of the per-round ratios"
+        + ("" if rounds > 1 else "; one round, and CPU is counted in 10 ms ticks, so a few "
+           "percent either way is noise") + ":")
+    ratios = []
+    within = 0
+    for c in all_cases:
+        p, x = c.runs["proxy"], c.runs["access"]
+        pt, xt = sum(r["ticks"] for r in p), sum(r["ticks"] for r in x)
+        pcpu = pt * 1e6 / CLK_TCK / sum(r["n"] for r in p)
+        xcpu = xt * 1e6 / CLK_TCK / sum(r["n"] for r in x)
+        cpu = xcpu / pcpu if pcpu else float("inf")
+        ratios.append(cpu)
+        within += cpu <= ACCESS_TARGET
+        per_round = [xx["ticks"] / pp["ticks"] for pp, xx in zip(p, x) if pp["ticks"]]
+        tput = [xx["rps"] / pp["rps"] for pp, xx in zip(p, x)]
+        crng = (f" [{min(per_round):.2f}-{max(per_round):.2f}]"
+                if rounds > 1 and per_round else "")
+        trng = f" ({min(tput):.2f}-{max(tput):.2f})" if rounds > 1 else ""
+        log(f"  {c.name:<20} CPU/req {xcpu:5.2f} / {pcpu:5.2f} us = {cpu:4.2f}{crng} "
+            f"({xt} / {pt} ticks) [{verdict(cpu <= ACCESS_TARGET)}]; throughput "
+            f"{med(tput):4.2f}{trng}; p50/p99 {med([r['p50'] for r in x]):.0f}/"
+            f"{med([r['p99'] for r in x]):.0f} vs {med([r['p50'] for r in p]):.0f}/"
+            f"{med([r['p99'] for r in p]):.0f} us")
+    xp50 = med([r[0] for r in probes["access"]])
+    pp50 = med([r[0] for r in probes["proxy"]])
+    log(f"  python probe GET (one connection): p50 {xp50:.1f} us with access vs {pp50:.1f} us "
+        f"without ({xp50 - pp50:+.1f})")
+    lines, counts = audit_summary(a.access_audit)
+    bench_cmds = {c.proxy_cmd[0] for c in all_cases} | {"GET"}
+    refused = sum(n for (outcome, cmd), n in counts.items()
+                  if outcome != "ok" and cmd in bench_cmds)
+    what = ", ".join(f"{cmd} {outcome} {n}" for (outcome, cmd), n in sorted(
+        counts.items(), key=lambda kv: (str(kv[0][0]), str(kv[0][1])))) or "nothing"
+    config = counts.get(("denied", "CONFIG"), 0)
+    log(f"  audit file: {lines} line(s): {what}"
+        + ("" if not config else
+           " (redis-benchmark's CONFIG GET at start-up, refused by the default deny list on "
+           "both proxies, so the proxy without users audits the same to its standard output)")
+        + ("" if not refused else
+           f"; {refused} benchmark request(s) were refused: the comparison is void"))
+    geo = math.exp(sum(math.log(r) for r in ratios) / len(ratios))
+    ok = geo <= ACCESS_TARGET and not refused
+    log(f"  verdict: access control + audit cost {(geo - 1) * 100:+.1f}% CPU per request "
+        f"(geometric mean of the {len(ratios)} cases' ratios, {geo:.3f}; per case "
+        f"{min(ratios):.2f} to {max(ratios):.2f}, {within} of {len(ratios)} within "
+        f"{ACCESS_TARGET:.2f}): target <= {ACCESS_TARGET:.2f} {verdict(ok)}")
+    log()
+    return ok, (f"{'access + audit':<20} CPU per request {geo:.3f} x no users (geometric mean, "
+                f"{within} of {len(ratios)} cases within) <= {ACCESS_TARGET:.2f}")
 
 
 def free_ports(n, extra=1):
@@ -819,12 +1009,20 @@ def main():
     fp = sub.add_parser("free-ports")
     fp.add_argument("n", type=int)
     fp.add_argument("--extra", type=int, default=1, help="free ports to print after the base")
+    acs = sub.add_parser("access-settings")
+    acs.add_argument("file", help="the settings file to write")
+    acs.add_argument("--audit", required=True, help="the audit trail's output file")
     r = sub.add_parser("run")
     r.add_argument("--direct", required=True, help="a cluster node, host:port")
     r.add_argument("--proxy", required=True, help="the proxy, host:port")
     r.add_argument("--pid", type=int, required=True, help="the proxy's pid")
     r.add_argument("--predixy", help="also benchmark Predixy at host:port (one worker thread)")
     r.add_argument("--predixy-pid", type=int, help="Predixy's pid (with --predixy)")
+    r.add_argument("--access", help="also benchmark a cinnabar proxy with users and audit at "
+                   "host:port (settings from access-settings; password in "
+                   "BENCH_ACCESS_PASSWORD)")
+    r.add_argument("--access-pid", type=int, help="the access proxy's pid (with --access)")
+    r.add_argument("--access-audit", help="its audit file (with --access)")
     r.add_argument("--masters", type=int, default=3)
     r.add_argument("--replicas", type=int, default=0)
     r.add_argument("--workers", type=int, default=1)
@@ -834,8 +1032,13 @@ def main():
     a = ap.parse_args()
     if a.cmd == "free-ports":
         return free_ports(a.n, a.extra)
+    if a.cmd == "access-settings":
+        print(access_settings(a.file, a.audit))
+        return 0
     if a.predixy and not a.predixy_pid:
         ap.error("--predixy needs --predixy-pid")
+    if a.access and not (a.access_pid and a.access_audit):
+        ap.error("--access needs --access-pid and --access-audit")
     try:
         return run(a)
     except (RuntimeError, OSError, subprocess.TimeoutExpired) as e:
