@@ -53,9 +53,11 @@ fn learn_reply_size(estimate: usize, size: usize, budget: usize) -> (usize, usiz
     (estimate, (budget / 4 / estimate.max(1)).max(FIRST_WINDOW))
 }
 
-/// Initial size of a client's buffers; they grow with the client's traffic and stay grown up
-/// to `RETAINED`, beyond which (after a huge request or reply) they are given back.
-const BUFFER: usize = 16 * 1024;
+/// Initial size of a client's buffers: small, because most connections of a pool sit idle and
+/// each touched page counts; they grow with the client's traffic (a few reallocations while
+/// a busy connection warms up) and stay grown up to `RETAINED`, beyond which (after a huge
+/// request or reply) they are given back.
+const BUFFER: usize = 1024;
 const RETAINED: usize = 1024 * 1024;
 
 /// How the replies of a split request become the one reply the client expects.
