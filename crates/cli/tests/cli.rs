@@ -264,6 +264,23 @@ fn up_detached_serves_a_plain_client_through_the_proxy_reports_it_healthy_and_do
         "{metrics}"
     );
     assert!(http_get(admin, "/readyz").starts_with("HTTP/1.1 200"));
+    // Everyone is `readwrite` out of the box: FLUSHALL is refused, and the refusal is in the
+    // cluster's audit trail (not on `up`'s stdout).
+    let refused = redis::cmd("FLUSHALL").exec(&mut conn).unwrap_err();
+    assert!(refused.to_string().contains("no permissions"), "{refused}");
+    let audit = c.dir().join("audit.jsonl");
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !std::fs::read_to_string(&audit)
+        .unwrap_or_default()
+        .contains("FLUSHALL")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no audit record in {}",
+            audit.display()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     assert_eq!(status["slots_covered"], 16384);
     let nodes = status["nodes"].as_array().unwrap();
     assert_eq!(nodes.len(), 6);

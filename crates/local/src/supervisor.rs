@@ -34,6 +34,9 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 const NODE_READY_TIMEOUT: Duration = Duration::from_secs(60);
 /// Grace period for a node to exit after SIGTERM before SIGKILL.
 const STOP_GRACE: Duration = Duration::from_secs(15);
+/// The proxy's audit trail, in the state directory (rotated by size).
+pub const AUDIT_FILE: &str = "audit.jsonl";
+
 /// How long the proxy may take to answer its first PING once started.
 const PROXY_READY_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often a running proxy is asked whether it still serves.
@@ -294,6 +297,8 @@ impl Supervisor {
             .spec
             .admin_port()
             .map(|port| SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, port)));
+        // The audit trail lives with the cluster: `up`'s stdout carries only the endpoint.
+        config.audit.output = cinnabar_proxy::AuditOutput::File(self.dir.root().join(AUDIT_FILE));
         // `start` blocks while it learns the topology; keep that off the supervision thread.
         let started = tokio::task::spawn_blocking(move || cinnabar_proxy::start(config))
             .await

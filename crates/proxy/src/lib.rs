@@ -45,6 +45,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
+pub use cinnabar_audit::AuditOutput;
 pub use config::{ProxyConfig, ReadFrom};
 use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::{Notify, watch};
