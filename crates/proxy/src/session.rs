@@ -479,6 +479,10 @@ impl Session {
             return;
         }
         let route = route(command);
+        if let Some(record) = self.audit_next.take() {
+            let targets = self.targets(command, route, args);
+            self.audit_next = Some(Box::new((*record).with_targets(targets)));
+        }
         // QUIT acts at once, even inside a transaction (as in Redis): never queued, never sent.
         if route == Route::Quit {
             self.local(b"+OK\r\n");
@@ -1440,6 +1444,40 @@ impl Session {
             && now.duration_since(self.user_counts_since) >= USER_COUNTS_EVERY
         {
             self.flush_user_counts(now);
+        }
+    }
+
+    /// The nodes a request goes to, for its audit record (only audited requests ask: this
+    /// allocates).
+    fn targets(
+        &self,
+        command: &Command,
+        route: Route,
+        args: &RequestArgs<'_>,
+    ) -> Vec<cinnabar_cluster::NodeAddr> {
+        let routes = self.worker.routes();
+        let masters = routes.masters();
+        match route {
+            Route::FanOut(_) | Route::Scan | Route::Wait => masters.to_vec(),
+            Route::EveryNode => (0..masters.len())
+                .flat_map(|m| {
+                    std::iter::once(masters[m].clone()).chain(routes.replicas(m).iter().cloned())
+                })
+                .collect(),
+            Route::Keyed | Route::Split { .. } | Route::Blocking => {
+                let mut owners: Vec<usize> = command
+                    .keys(args)
+                    .filter_map(|i| args.get(i))
+                    .filter_map(|key| routes.owner(cinnabar_commands::key_slot(key)))
+                    .collect();
+                if owners.is_empty() && !masters.is_empty() {
+                    owners.push(0);
+                }
+                owners.sort_unstable();
+                owners.dedup();
+                owners.into_iter().map(|m| masters[m].clone()).collect()
+            }
+            _ => Vec::new(),
         }
     }
 

@@ -221,6 +221,8 @@ async fn a_readwrite_flushall_is_refused_and_audited_and_an_admin_one_is_audited
     let ran = find("ok");
     assert_eq!(ran["user"], "admin");
     assert_eq!(ran["command"], "FLUSHDB");
+    let targets = ran["targets"].as_array().unwrap();
+    assert_eq!(targets.len(), 2, "FLUSHDB reached both masters: {ran}");
     assert!(ran["latency_us"].as_u64().is_some());
     let failed = find("auth_failed");
     assert_eq!(failed["user"], "app");
