@@ -95,6 +95,9 @@ pub struct ProxyConfig {
     /// A client that sends nothing for this long, with nothing in flight, is closed (`None`:
     /// never, Redis's `timeout 0`). Subscribed and blocked clients are never idle.
     pub idle_timeout: Option<Duration>,
+    /// Connections one user may have logged in at once (all workers); `None`: no limit. A
+    /// login beyond it is refused; the user's other connections are not touched.
+    pub max_connections_per_user: Option<usize>,
     /// Client addresses allowed to connect; empty allows every address.
     pub allow_from: Vec<crate::cidr::Cidr>,
     /// Users, roles and guards. With no users, every client is the `default` user with the
@@ -133,6 +136,7 @@ impl ProxyConfig {
             max_clients: 10_000,
             idle_timeout: None,
             allow_from: Vec::new(),
+            max_connections_per_user: None,
             access: cinnabar_access::AccessConfig::default(),
             audit: cinnabar_audit::AuditConfig::default(),
             config_file: None,

@@ -124,6 +124,8 @@ proxy_keys! {
     max_clients: NonZeroUsize => |c, v| c.max_clients = v.get(),
     /// Close a client idle this long, in milliseconds (0: never).
     idle_timeout_ms: u64 => |c, v| c.idle_timeout = (v > 0).then(|| Duration::from_millis(v)),
+    /// Connections one user may have logged in at once (0: no limit).
+    max_connections_per_user: usize => |c, v| c.max_connections_per_user = (v > 0).then_some(v),
     /// Client address ranges allowed to connect (`["10.0.0.0/8", "::1"]`); empty: everyone.
     allow_from: AddressRanges => |c, v| c.allow_from = v.0,
     /// Requests at least this slow (arrival to reply) enter the proxy's SLOWLOG, in microseconds.
@@ -330,6 +332,7 @@ mod tests {
         assert_eq!(config.max_clients, 10_000);
         assert_eq!(config.idle_timeout, None);
         assert_eq!(config.allow_from, Vec::new());
+        assert_eq!(config.max_connections_per_user, None);
         assert_eq!(config.admin_listen, Some(([127, 0, 0, 1], 17000).into()));
         for key in ProxyFile::KEYS {
             assert!(

@@ -241,6 +241,7 @@ pub fn start(config: ProxyConfig) -> Result<ProxyHandle, ProxyError> {
         started: std::time::Instant::now(),
         audit: Some(auditor.clone()),
         slowlog: slowlog::SlowLog::new(config.slowlog_max_len),
+        user_connections: std::sync::Mutex::default(),
     });
     let (stop, stop_rx) = watch::channel(false);
     let (drain, drain_rx) = watch::channel(false);

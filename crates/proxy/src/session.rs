@@ -181,6 +181,8 @@ struct Session {
     deferred: bool,
     /// The first request in the input was declined and waits for the pending replies.
     awaiting_turn: bool,
+    /// The user whose connection place this connection holds (`max_connections_per_user`).
+    user_place: Option<String>,
     /// Requests and error replies since the last flush to the worker's per-user counts.
     user_counts: [u64; 2],
     user_counts_since: Instant,
@@ -249,6 +251,7 @@ pub(crate) async fn serve(worker: Rc<Worker>, mut stream: TcpStream) {
         deferred: false,
         awaiting_turn: false,
         reply_average: 0,
+        user_place: None,
         user_counts: [0; 2],
         user_counts_since: Instant::now(),
         window: FIRST_WINDOW,
@@ -1125,6 +1128,18 @@ impl Session {
         let ip = self.peer.map(|p| p.ip());
         match result {
             Ok(principal) => {
+                if let Some(limit) = self.worker.config.max_connections_per_user {
+                    let stats = &self.worker.all_stats;
+                    if !stats.take_user_place(principal.user(), limit, self.user_place.as_deref()) {
+                        let msg = format!(
+                            "ERR cinnabar: user '{}' already has its maximum of {limit} connections",
+                            principal.user()
+                        );
+                        self.local_error(msg.as_bytes());
+                        return false;
+                    }
+                    self.user_place = Some(principal.user().to_owned());
+                }
                 if let Some(ip) = ip {
                     self.worker.login_succeeded(ip);
                 }
@@ -1534,6 +1549,9 @@ impl Session {
         self.unwatch();
         self.worker.forget_sleeper(self.id);
         self.flush_user_counts(Instant::now());
+        if let Some(user) = self.user_place.take() {
+            self.worker.all_stats.give_user_place(&user);
+        }
         let mut tickets = self.worker.tickets.borrow_mut();
         for id in self.ids.drain(..) {
             if tickets.get(id).done || cancelled.contains(&id) {

@@ -241,6 +241,9 @@ pub struct Stats {
     pub(crate) audit: Option<cinnabar_audit::Auditor>,
     /// Requests slower than `slowlog_slower_than`, for `SLOWLOG`.
     pub(crate) slowlog: crate::slowlog::SlowLog,
+    /// Logged-in connections per user, for `max_connections_per_user` (changed only at login
+    /// and close).
+    pub(crate) user_connections: std::sync::Mutex<std::collections::HashMap<String, usize>>,
 }
 
 impl Default for Stats {
@@ -251,6 +254,7 @@ impl Default for Stats {
             started: std::time::Instant::now(),
             audit: None,
             slowlog: crate::slowlog::SlowLog::default(),
+            user_connections: std::sync::Mutex::default(),
         }
     }
 }
@@ -339,6 +343,45 @@ impl Stats {
                 (totals[0] > 0).then_some((command.name(), totals[0], totals[1], totals[2]))
             })
             .collect()
+    }
+
+    /// Takes one of `user`'s `limit` connection places for a connection that holds `held`
+    /// (given back when it is another user's). False, changing nothing, when none is free.
+    pub(crate) fn take_user_place(&self, user: &str, limit: usize, held: Option<&str>) -> bool {
+        if held == Some(user) {
+            return true;
+        }
+        let mut places = self
+            .user_connections
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let taken = places.get(user).copied().unwrap_or(0);
+        if taken >= limit {
+            return false;
+        }
+        places.insert(user.to_owned(), taken + 1);
+        if let Some(held) = held {
+            Self::give_back(&mut places, held);
+        }
+        true
+    }
+
+    /// Gives back the place `user` held.
+    pub(crate) fn give_user_place(&self, user: &str) {
+        let mut places = self
+            .user_connections
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        Self::give_back(&mut places, user);
+    }
+
+    fn give_back(places: &mut std::collections::HashMap<String, usize>, user: &str) {
+        if let Some(taken) = places.get_mut(user) {
+            *taken = taken.saturating_sub(1);
+            if *taken == 0 {
+                places.remove(user);
+            }
+        }
     }
 
     /// Client connections open now, across all workers.

@@ -420,3 +420,28 @@ async fn the_admin_listener_reloads_the_settings_file_and_refuses_a_broken_one()
         "the old settings stay"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_user_beyond_its_connection_limit_cannot_log_in() {
+    let cluster = TestCluster::start(2, 0).await;
+    let mut config = ProxyConfig::new("127.0.0.1:0".parse().unwrap(), cluster.seeds());
+    config.access = access(USERS);
+    config.audit.enabled = false;
+    config.max_connections_per_user = Some(1);
+    let proxy = cinnabar_proxy::start(config).unwrap();
+    let first = logged_in(&proxy, "app", "app-pw");
+    let mut second = connect(&proxy);
+    assert_eq!(
+        ask(&mut second, &["AUTH", "app", "app-pw"]),
+        "-ERR cinnabar: user 'app' already has its maximum of 1 connections\r\n"
+    );
+    // Another user is not affected; the place frees when the first connection closes.
+    let _admin = logged_in(&proxy, "admin", "admin-pw");
+    drop(first);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while ask(&mut second, &["AUTH", "app", "app-pw"]) != "+OK\r\n" {
+        assert!(Instant::now() < deadline, "the place was not given back");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(ask(&mut second, &["SET", "orders:1", "x"]), "+OK\r\n");
+}
