@@ -98,6 +98,8 @@ pub struct ProxyConfig {
     /// Connections one user may have logged in at once (all workers); `None`: no limit. A
     /// login beyond it is refused; the user's other connections are not touched.
     pub max_connections_per_user: Option<usize>,
+    /// TLS on the client listener (certificate and key files); `None`: plain TCP.
+    pub tls: Option<crate::tls::TlsFiles>,
     /// Client addresses allowed to connect; empty allows every address.
     pub allow_from: Vec<crate::cidr::Cidr>,
     /// Users, roles and guards. With no users, every client is the `default` user with the
@@ -137,6 +139,7 @@ impl ProxyConfig {
             idle_timeout: None,
             allow_from: Vec::new(),
             max_connections_per_user: None,
+            tls: None,
             access: cinnabar_access::AccessConfig::default(),
             audit: cinnabar_audit::AuditConfig::default(),
             config_file: None,

@@ -126,6 +126,9 @@ proxy_keys! {
     idle_timeout_ms: u64 => |c, v| c.idle_timeout = (v > 0).then(|| Duration::from_millis(v)),
     /// Connections one user may have logged in at once (0: no limit).
     max_connections_per_user: usize => |c, v| c.max_connections_per_user = (v > 0).then_some(v),
+    /// `[tls]`: `cert_file` and `key_file` (PEM) turn on TLS for clients; relative to the
+    /// working directory.
+    tls: TlsSection => |c, v| c.tls = Some(crate::tls::TlsFiles { cert_file: v.cert_file, key_file: v.key_file }),
     /// Client address ranges allowed to connect (`["10.0.0.0/8", "::1"]`); empty: everyone.
     allow_from: AddressRanges => |c, v| c.allow_from = v.0,
     /// Requests at least this slow (arrival to reply) enter the proxy's SLOWLOG, in microseconds.
@@ -155,6 +158,14 @@ fn credentials(config: &mut ProxyConfig) -> &mut Credentials {
             user: None,
             password: String::new(),
         })
+}
+
+/// `[tls]`: the certificate chain and key of the client listener.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TlsSection {
+    cert_file: PathBuf,
+    key_file: PathBuf,
 }
 
 /// Client address ranges, each parsed as a [`Cidr`].
@@ -333,6 +344,7 @@ mod tests {
         assert_eq!(config.idle_timeout, None);
         assert_eq!(config.allow_from, Vec::new());
         assert_eq!(config.max_connections_per_user, None);
+        assert_eq!(config.tls, None);
         assert_eq!(config.admin_listen, Some(([127, 0, 0, 1], 17000).into()));
         for key in ProxyFile::KEYS {
             assert!(

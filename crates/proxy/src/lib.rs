@@ -37,6 +37,7 @@ pub mod slotmap;
 mod slowlog;
 pub mod stats;
 mod ticket;
+pub mod tls;
 mod wait;
 mod worker;
 
@@ -76,6 +77,9 @@ pub enum ProxyError {
     /// The audit trail cannot start.
     #[error("cannot start the audit trail: {0}")]
     Audit(#[from] cinnabar_audit::AuditError),
+    /// TLS could not be set up.
+    #[error("cannot set up TLS: {0}")]
+    Tls(#[from] tls::TlsError),
     /// A reload from the settings file was asked for, but the proxy was not started from one.
     #[error("the proxy was not started with a settings file, so there is nothing to reload")]
     NoConfigFile,
@@ -230,6 +234,7 @@ pub fn start(config: ProxyConfig) -> Result<ProxyHandle, ProxyError> {
         tracing::warn!("access: {warning}");
     }
     let (access_tx, access_rx) = watch::channel(Arc::new(access));
+    let tls = config.tls.as_ref().map(tls::acceptor).transpose()?;
     let auditor = cinnabar_audit::Auditor::start(config.audit.clone())?;
     let config = Arc::new(config);
     let control_stats = Arc::new(stats::ControlStats::default());
@@ -327,7 +332,7 @@ pub fn start(config: ProxyConfig) -> Result<ProxyHandle, ProxyError> {
             drain_rx.clone(),
         );
         let (own_stats, all_stats) = (Arc::clone(&worker_stats[i]), Arc::clone(&stats));
-        let (access_rx, auditor) = (access_rx.clone(), auditor.clone());
+        let (access_rx, auditor, tls) = (access_rx.clone(), auditor.clone(), tls.clone());
         threads.push(
             std::thread::Builder::new()
                 .name(format!("cinnabar-worker-{i}"))
@@ -342,6 +347,7 @@ pub fn start(config: ProxyConfig) -> Result<ProxyHandle, ProxyError> {
                         drain: drain_rx,
                         access: access_rx,
                         auditor,
+                        tls,
                     };
                     run_worker(setup, runtime, listener, stop_rx)
                 })
@@ -451,6 +457,7 @@ struct WorkerSetup {
     drain: watch::Receiver<bool>,
     access: watch::Receiver<Arc<cinnabar_access::Access>>,
     auditor: cinnabar_audit::Auditor,
+    tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 fn run_worker(
@@ -471,6 +478,7 @@ fn run_worker(
             mut drain,
             access,
             auditor,
+            tls,
         } = setup;
         let worker = worker::Worker::new(worker::Shared {
             config,
@@ -486,9 +494,15 @@ fn run_worker(
             tokio::select! {
                 accepted = listener.accept() => match accepted {
                     Ok((stream, peer)) => match admission(&worker.config, &all_stats, peer) {
-                        None => {
-                            tokio::task::spawn_local(session::serve(Rc::clone(&worker), stream));
-                        }
+                        None => match &tls {
+                            Some(acceptor) => {
+                                let (worker, acceptor) = (Rc::clone(&worker), acceptor.clone());
+                                tokio::task::spawn_local(session::serve_tls(worker, acceptor, stream));
+                            }
+                            None => {
+                                tokio::task::spawn_local(session::serve(Rc::clone(&worker), stream));
+                            }
+                        },
                         Some(refusal) => {
                             worker.stats.clients_rejected.inc();
                             tokio::task::spawn_local(session::refuse(stream, refusal));

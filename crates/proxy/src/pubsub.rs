@@ -9,8 +9,8 @@
 
 use cinnabar_cluster::NodeAddr;
 use cinnabar_resp::{Limits, Parsed, ReplyScanner, Request, RequestParser, Value, parse_value};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{ReadHalf, WriteHalf};
 
 /// Commands Redis accepts from a subscribed RESP2 client.
 const ALLOWED: [&str; 9] = [
@@ -53,9 +53,9 @@ pub(crate) enum Ended {
 /// # Errors
 /// I/O errors on the client connection.
 #[allow(clippy::too_many_arguments)]
-pub(crate) async fn relay(
-    client_rd: &mut ReadHalf<'_>,
-    client_wr: &mut WriteHalf<'_>,
+pub(crate) async fn relay<R, W>(
+    client_rd: &mut R,
+    client_wr: &mut W,
     input: &mut Vec<u8>,
     request: &mut Request,
     parser: &RequestParser,
@@ -63,7 +63,11 @@ pub(crate) async fn relay(
     first: &[u8],
     prelude: &(Vec<u8>, usize),
     connect_timeout: std::time::Duration,
-) -> std::io::Result<Ended> {
+) -> std::io::Result<Ended>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
     let mut stream = match crate::backend::connect_private(node, prelude, connect_timeout).await {
         Ok(stream) => stream,
         Err(why) => {
@@ -294,7 +298,7 @@ impl Subscriptions {
     }
 }
 
-async fn lost(client_wr: &mut WriteHalf<'_>, node: &NodeAddr) -> std::io::Result<Ended> {
+async fn lost<W: AsyncWrite + Unpin>(client_wr: &mut W, node: &NodeAddr) -> std::io::Result<Ended> {
     let msg = format!("-ERR cinnabar: pub/sub connection to {node} lost; subscribe again\r\n");
     client_wr.write_all(msg.as_bytes()).await?;
     Ok(Ended::Closed)

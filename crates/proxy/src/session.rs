@@ -226,6 +226,48 @@ pub(crate) async fn refuse(mut stream: TcpStream, refusal: String) {
 /// Serves one client until it disconnects, sends garbage, or says QUIT.
 pub(crate) async fn serve(worker: Rc<Worker>, mut stream: TcpStream) {
     let _ = stream.set_nodelay(true);
+    let peer = stream.peer_addr().ok();
+    let (mut rd, mut wr) = stream.split();
+    serve_halves(worker, peer, &mut rd, &mut wr).await;
+}
+
+/// Serves one client over TLS: the handshake first (bounded), then as [`serve`].
+pub(crate) async fn serve_tls(
+    worker: Rc<Worker>,
+    acceptor: tokio_rustls::TlsAcceptor,
+    stream: TcpStream,
+) {
+    let _ = stream.set_nodelay(true);
+    let peer = stream.peer_addr().ok();
+    let handshake = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await;
+    match handshake {
+        Ok(Ok(tls)) => {
+            let (mut rd, mut wr) = tokio::io::split(tls);
+            serve_halves(worker, peer, &mut rd, &mut wr).await;
+        }
+        Ok(Err(e)) => {
+            worker.stats.tls_failures.inc();
+            tracing::debug!(error = %e, "TLS handshake failed");
+        }
+        Err(_) => {
+            worker.stats.tls_failures.inc();
+            tracing::debug!("TLS handshake timed out");
+        }
+    }
+}
+
+/// A client that has not finished its TLS handshake by then is dropped.
+const TLS_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+async fn serve_halves<R, W>(
+    worker: Rc<Worker>,
+    peer: Option<std::net::SocketAddr>,
+    rd: &mut R,
+    wr: &mut W,
+) where
+    R: tokio::io::AsyncRead + Unpin,
+    W: tokio::io::AsyncWrite + Unpin,
+{
     let mut session = Session {
         worker,
         id: NEXT_CLIENT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
@@ -235,7 +277,7 @@ pub(crate) async fn serve(worker: Rc<Worker>, mut stream: TcpStream) {
         audit_next: None,
         audits: VecDeque::new(),
         resp3: false,
-        peer: stream.peer_addr().ok(),
+        peer,
         out: Vec::with_capacity(BUFFER),
         pending: VecDeque::new(),
         ids: VecDeque::new(),
@@ -260,7 +302,7 @@ pub(crate) async fn serve(worker: Rc<Worker>, mut stream: TcpStream) {
     session.worker.stats.clients_accepted.inc();
     let mut input = Vec::with_capacity(BUFFER);
     let mut request = Request::new();
-    if let Err(e) = session.run(&mut stream, &mut input, &mut request).await {
+    if let Err(e) = session.run(rd, wr, &mut input, &mut request).await {
         tracing::debug!(error = %e, "client connection ended");
     }
     session.abandon();
@@ -268,13 +310,17 @@ pub(crate) async fn serve(worker: Rc<Worker>, mut stream: TcpStream) {
 }
 
 impl Session {
-    async fn run(
+    async fn run<R, W>(
         &mut self,
-        stream: &mut TcpStream,
+        rd: &mut R,
+        wr: &mut W,
         input: &mut Vec<u8>,
         request: &mut Request,
-    ) -> std::io::Result<()> {
-        let (mut rd, mut wr) = stream.split();
+    ) -> std::io::Result<()>
+    where
+        R: tokio::io::AsyncRead + Unpin,
+        W: tokio::io::AsyncWrite + Unpin,
+    {
         // Woken by a drain even while idle; registered once, not per request.
         let (id, worker) = (self.id, Rc::clone(&self.worker));
         poll_fn(|cx| {
@@ -322,7 +368,7 @@ impl Session {
                 let parser = &self.worker.parser;
                 let prelude = self.worker.prelude(self.flavor());
                 let ended = pubsub::relay(
-                    &mut rd, &mut wr, input, request, parser, &node, &first, &prelude, timeout,
+                    rd, wr, input, request, parser, &node, &first, &prelude, timeout,
                 )
                 .await?;
                 match ended {

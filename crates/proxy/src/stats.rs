@@ -148,6 +148,7 @@ pub struct WorkerStats {
     pub(crate) backend_disconnects: Counter,
     pub(crate) login_failures: Counter,
     pub(crate) denied: Counter,
+    pub(crate) tls_failures: Counter,
     /// Calls, microseconds and error replies per command (`INFO commandstats`).
     pub(crate) commands: CommandStats,
     /// Requests and error replies per user. Sessions count locally and add their counts here
@@ -527,6 +528,11 @@ impl Stats {
                 "cinnabar_login_failures_total",
                 "AUTH and HELLO AUTH attempts refused.",
                 sum(&|w| w.login_failures.get()),
+            ),
+            (
+                "cinnabar_tls_handshake_failures_total",
+                "Client TLS handshakes that failed or timed out.",
+                sum(&|w| w.tls_failures.get()),
             ),
             (
                 "cinnabar_denied_total",
