@@ -90,11 +90,22 @@ pub enum ProxyError {
 
 /// Applies new access and audit settings; shared by the handle (SIGHUP) and the admin
 /// listener (`POST /reload`).
-#[derive(Debug)]
 pub(crate) struct Reloader {
     access: watch::Sender<Arc<cinnabar_access::Access>>,
     auditor: cinnabar_audit::Auditor,
     file: Option<std::path::PathBuf>,
+    /// The client listener's TLS acceptor, when TLS is on: a reload re-reads its files (a
+    /// renewed certificate), for connections accepted afterwards.
+    tls: Option<watch::Sender<tokio_rustls::TlsAcceptor>>,
+}
+
+impl std::fmt::Debug for Reloader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reloader")
+            .field("file", &self.file)
+            .field("tls", &self.tls.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Reloader {
@@ -115,7 +126,15 @@ impl Reloader {
         let path = self.file.as_ref().ok_or(ProxyError::NoConfigFile)?;
         let mut config = ProxyConfig::new(([127, 0, 0, 1], 0).into(), Vec::new());
         file::ProxyFile::read(path)?.apply_to(&mut config);
+        // Everything is checked before anything changes.
+        let acceptor = match (&self.tls, &config.tls) {
+            (Some(_), Some(files)) => Some(tls::acceptor(files)?),
+            _ => None,
+        };
         let warnings = self.apply(&config.access, &config.audit)?;
+        if let (Some(sender), Some(acceptor)) = (&self.tls, acceptor) {
+            sender.send_replace(acceptor);
+        }
         tracing::info!(file = %path.display(), "reloaded users, roles and audit settings");
         Ok(warnings)
     }
@@ -235,6 +254,13 @@ pub fn start(config: ProxyConfig) -> Result<ProxyHandle, ProxyError> {
     }
     let (access_tx, access_rx) = watch::channel(Arc::new(access));
     let tls = config.tls.as_ref().map(tls::acceptor).transpose()?;
+    let (tls_tx, tls_rx) = match tls {
+        Some(acceptor) => {
+            let (tx, rx) = watch::channel(acceptor);
+            (Some(tx), Some(rx))
+        }
+        None => (None, None),
+    };
     let auditor = cinnabar_audit::Auditor::start(config.audit.clone())?;
     let config = Arc::new(config);
     let control_stats = Arc::new(stats::ControlStats::default());
@@ -332,7 +358,7 @@ pub fn start(config: ProxyConfig) -> Result<ProxyHandle, ProxyError> {
             drain_rx.clone(),
         );
         let (own_stats, all_stats) = (Arc::clone(&worker_stats[i]), Arc::clone(&stats));
-        let (access_rx, auditor, tls) = (access_rx.clone(), auditor.clone(), tls.clone());
+        let (access_rx, auditor, tls) = (access_rx.clone(), auditor.clone(), tls_rx.clone());
         threads.push(
             std::thread::Builder::new()
                 .name(format!("cinnabar-worker-{i}"))
@@ -358,6 +384,7 @@ pub fn start(config: ProxyConfig) -> Result<ProxyHandle, ProxyError> {
         access: access_tx,
         auditor: auditor.clone(),
         file: config.config_file.clone(),
+        tls: tls_tx,
     });
     let admin_addr = match config.admin_listen {
         Some(listen) => {
@@ -457,7 +484,7 @@ struct WorkerSetup {
     drain: watch::Receiver<bool>,
     access: watch::Receiver<Arc<cinnabar_access::Access>>,
     auditor: cinnabar_audit::Auditor,
-    tls: Option<tokio_rustls::TlsAcceptor>,
+    tls: Option<watch::Receiver<tokio_rustls::TlsAcceptor>>,
 }
 
 fn run_worker(
@@ -496,7 +523,7 @@ fn run_worker(
                     Ok((stream, peer)) => match admission(&worker.config, &all_stats, peer) {
                         None => match &tls {
                             Some(acceptor) => {
-                                let (worker, acceptor) = (Rc::clone(&worker), acceptor.clone());
+                                let (worker, acceptor) = (Rc::clone(&worker), acceptor.borrow().clone());
                                 tokio::task::spawn_local(session::serve_tls(worker, acceptor, stream));
                             }
                             None => {

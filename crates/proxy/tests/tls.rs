@@ -117,3 +117,63 @@ async fn unusable_certificate_files_are_named_at_start() {
     });
     assert!(empty.contains("empty.pem"), "{empty}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reload_picks_up_a_renewed_certificate_for_new_connections() {
+    let cluster = TestCluster::start(2, 0).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let (old_dir, new_dir) = (tmp.path().join("old"), tmp.path().join("new"));
+    std::fs::create_dir_all(&old_dir).unwrap();
+    std::fs::create_dir_all(&new_dir).unwrap();
+    let old = certificate(&old_dir);
+    let renewed = certificate(&new_dir);
+    // The settings file names fixed paths; renewal replaces the files behind them.
+    let live = TlsFiles {
+        cert_file: tmp.path().join("cert.pem"),
+        key_file: tmp.path().join("key.pem"),
+    };
+    std::fs::copy(&old.cert_file, &live.cert_file).unwrap();
+    std::fs::copy(&old.key_file, &live.key_file).unwrap();
+    let file = tmp.path().join("cinnabar.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[audit]\nenabled = false\n\n[tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
+            live.cert_file.display(),
+            live.key_file.display()
+        ),
+    )
+    .unwrap();
+    let mut config = ProxyConfig::new("127.0.0.1:0".parse().unwrap(), cluster.seeds());
+    cinnabar_proxy::file::ProxyFile::read(&file)
+        .unwrap()
+        .apply_to(&mut config);
+    config.config_file = Some(file);
+    let proxy = cinnabar_proxy::start(config).unwrap();
+    let port = proxy.local_addr().port();
+    assert_eq!(
+        redis_cli_tls(port, &old.cert_file, &["PING"]).trim(),
+        "PONG"
+    );
+
+    std::fs::copy(&renewed.cert_file, &live.cert_file).unwrap();
+    std::fs::copy(&renewed.key_file, &live.key_file).unwrap();
+    proxy.reload_from_file().unwrap();
+    assert_eq!(
+        redis_cli_tls(port, &renewed.cert_file, &["PING"]).trim(),
+        "PONG"
+    );
+    assert_ne!(
+        redis_cli_tls(port, &old.cert_file, &["PING"]).trim(),
+        "PONG",
+        "the old certificate is no longer presented"
+    );
+
+    // A broken renewal changes nothing.
+    std::fs::write(&live.key_file, "not a key").unwrap();
+    assert!(proxy.reload_from_file().is_err());
+    assert_eq!(
+        redis_cli_tls(port, &renewed.cert_file, &["PING"]).trim(),
+        "PONG"
+    );
+}
