@@ -1896,3 +1896,32 @@ fn parse_integer(reply: &[u8]) -> i64 {
         .and_then(|s| s.parse().ok())
         .unwrap_or(0)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_window_follows_the_size_of_replies() {
+        let budget = 64 * 1024 * 1024;
+        // Small replies: a deep pipeline (the pending limit caps it elsewhere).
+        let (estimate, window) = learn_reply_size(0, 10, budget);
+        assert_eq!(estimate, 10);
+        assert!(window > 100_000);
+        // One large reply shrinks the window at once ...
+        let (estimate, window) = learn_reply_size(estimate, 1024 * 1024, budget);
+        assert_eq!(window, 16, "16 MiB of budget for 1 MiB replies");
+        // ... and only a run of small ones opens it again.
+        let (mut estimate, mut window) = (estimate, window);
+        for _ in 0..10 {
+            (estimate, window) = learn_reply_size(estimate, 10, budget);
+        }
+        assert!(window > 16 && window < 200, "{window}");
+        for _ in 0..200 {
+            (estimate, window) = learn_reply_size(estimate, 10, budget);
+        }
+        assert!(window > 100_000, "{window}");
+        // Never below the first window.
+        assert_eq!(learn_reply_size(0, usize::MAX / 8, budget).1, FIRST_WINDOW);
+    }
+}
