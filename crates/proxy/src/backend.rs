@@ -372,11 +372,7 @@ fn deliver(
             Some(Inflight::Discard) => {}
             Some(Inflight::Prelude) => {
                 if reply.first() == Some(&b'-') {
-                    let line = reply.split(|b| *b == b'\r').next().unwrap_or_default();
-                    return Err(format!(
-                        "the node refused the connection set-up: {}",
-                        String::from_utf8_lossy(line.get(1..).unwrap_or_default())
-                    ));
+                    return Err(set_up_refused(reply));
                 }
                 backend.down_until.set(None);
             }
@@ -388,6 +384,16 @@ fn deliver(
         *buf = Vec::with_capacity(BUFFER);
     }
     Ok(())
+}
+
+/// Why a node refused a prelude command: its error line, without `-` and CRLF (an AUTH
+/// refusal never repeats the password).
+fn set_up_refused(reply: &[u8]) -> String {
+    let line = reply.split(|b| *b == b'\r').next().unwrap_or_default();
+    format!(
+        "the node refused the connection set-up: {}",
+        String::from_utf8_lossy(line.get(1..).unwrap_or_default())
+    )
 }
 
 /// Opens a connection of its own to `addr` and runs the `prelude` on it (as from
@@ -431,11 +437,7 @@ pub(crate) async fn connect_private(
             {
                 let reply = &buf[pos..pos + len];
                 if reply.first() == Some(&b'-') {
-                    let line = reply.split(|b| *b == b'\r').next().unwrap_or_default();
-                    return Err(format!(
-                        "the node refused the connection set-up: {}",
-                        String::from_utf8_lossy(line.get(1..).unwrap_or_default())
-                    ));
+                    return Err(set_up_refused(reply));
                 }
                 pos += len;
                 answered += 1;

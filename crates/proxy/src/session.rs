@@ -1004,17 +1004,26 @@ impl Session {
         let Some(addr) = master.and_then(|m| routes.masters().get(m)).cloned() else {
             return self.local_error(b"CLUSTERDOWN cinnabar: no master serves this slot");
         };
-        let id = self.worker.tickets.borrow_mut().take();
         let mut request = Vec::new();
         write_request(args, &mut request);
-        let worker = Rc::clone(&self.worker);
-        let prelude = worker.prelude(self.flavor());
-        let task = tokio::task::spawn_local(async move {
-            let timeout = worker.config.connect_timeout;
+        let prelude = self.worker.prelude(self.flavor());
+        let timeout = self.worker.config.connect_timeout;
+        self.reply_from_task(async move {
             let reply = crate::backend::private_request(&addr, &prelude, &request, timeout).await;
-            let reply = reply.unwrap_or_else(|why| {
+            reply.unwrap_or_else(|why| {
                 format!("-ERR cinnabar: blocking command on {addr} failed: {why}\r\n").into_bytes()
-            });
+            })
+        });
+    }
+
+    /// Queues a reply that `work` produces in a task of its own (blocking commands, WAIT, a
+    /// held-back login refusal), in order with the others; the task is cancelled, and its
+    /// ticket released, if the client goes away first.
+    fn reply_from_task(&mut self, work: impl std::future::Future<Output = Vec<u8>> + 'static) {
+        let id = self.worker.tickets.borrow_mut().take();
+        let worker = Rc::clone(&self.worker);
+        let task = tokio::task::spawn_local(async move {
+            let reply = work.await;
             worker.tickets.borrow_mut().complete(id, &reply);
         });
         self.blocking.retain(|(t, _)| !t.is_finished());
@@ -1054,22 +1063,19 @@ impl Session {
             self.worker.dispatch(id);
             offsets.push(id);
         }
-        let id = self.worker.tickets.borrow_mut().take();
         let worker = Rc::clone(&self.worker);
         let numreplicas = u64::try_from(numreplicas).unwrap_or(0);
         let timeout = u64::try_from(timeout)
             .ok()
             .filter(|t| *t > 0)
             .map(std::time::Duration::from_millis);
-        let task = tokio::task::spawn_local(async move {
-            let reply =
-                crate::wait::run(Rc::clone(&worker), masters, offsets, numreplicas, timeout).await;
-            worker.tickets.borrow_mut().complete(id, &reply);
-        });
-        self.blocking.retain(|(t, _)| !t.is_finished());
-        self.blocking.push((task.abort_handle(), id));
-        self.ids.push_back(id);
-        self.push_pending(Pending::One);
+        self.reply_from_task(crate::wait::run(
+            worker,
+            masters,
+            offsets,
+            numreplicas,
+            timeout,
+        ));
     }
 
     /// Sends the request (or `replacement`) to every master; `merge` combines the replies.
@@ -1224,16 +1230,10 @@ impl Session {
 
     /// Queues `reply`, delivered after `delay` (in order with the others).
     fn later(&mut self, delay: std::time::Duration, reply: Vec<u8>) {
-        let id = self.worker.tickets.borrow_mut().take();
-        let worker = Rc::clone(&self.worker);
-        let task = tokio::task::spawn_local(async move {
+        self.reply_from_task(async move {
             tokio::time::sleep(delay).await;
-            worker.tickets.borrow_mut().complete(id, &reply);
+            reply
         });
-        self.blocking.retain(|(t, _)| !t.is_finished());
-        self.blocking.push((task.abort_handle(), id));
-        self.ids.push_back(id);
-        self.push_pending(Pending::One);
     }
 
     /// Whether this client may run `command` with `args`: logged in (or logging in), and
@@ -1263,40 +1263,17 @@ impl Session {
                 && self.worker.auditor.is_enabled()
                 && let Some(peer) = self.peer
             {
-                let record = cinnabar_audit::AuditRecord::command(
-                    peer,
-                    principal.user().to_owned(),
-                    command.command_name(),
-                )
-                .with_keys(
-                    command.keys(args).filter_map(|i| args.get(i)),
-                    self.worker.auditor.max_keys(),
-                );
-                self.audit_next = Some(Box::new(match command.subcommand_name() {
-                    Some(sub) => record.with_subcommand(sub),
-                    None => record,
-                }));
+                let record = audit_record(peer, principal, command, args, &self.worker.auditor);
+                self.audit_next = Some(Box::new(record));
             }
             return true;
         };
         self.worker.stats.denied.inc();
         let line = denied.to_string();
         if let (Some(peer), true) = (self.peer, self.worker.auditor.is_enabled()) {
-            let record = cinnabar_audit::AuditRecord::command(
-                peer,
-                principal.user().to_owned(),
-                command.command_name(),
-            )
-            .with_keys(
-                command.keys(args).filter_map(|i| args.get(i)),
-                self.worker.auditor.max_keys(),
-            )
-            .with_outcome(cinnabar_audit::Outcome::Denied)
-            .with_error(line.clone());
-            let record = match command.subcommand_name() {
-                Some(sub) => record.with_subcommand(sub),
-                None => record,
-            };
+            let record = audit_record(peer, principal, command, args, &self.worker.auditor)
+                .with_outcome(cinnabar_audit::Outcome::Denied)
+                .with_error(line.clone());
             self.worker.auditor.record(record);
         }
         self.local_error(line.as_bytes());
@@ -1707,6 +1684,30 @@ fn route(command: &Command) -> Route {
             Route::Unsupported
         }
         _ => Route::Keyed,
+    }
+}
+
+/// The audit record of `command` run by `principal`: its name, subcommand and keys (the
+/// outcome is added by the caller).
+fn audit_record(
+    peer: std::net::SocketAddr,
+    principal: &cinnabar_access::Principal,
+    command: &Command,
+    args: &RequestArgs<'_>,
+    auditor: &cinnabar_audit::Auditor,
+) -> cinnabar_audit::AuditRecord {
+    let record = cinnabar_audit::AuditRecord::command(
+        peer,
+        principal.user().to_owned(),
+        command.command_name(),
+    )
+    .with_keys(
+        command.keys(args).filter_map(|i| args.get(i)),
+        auditor.max_keys(),
+    );
+    match command.subcommand_name() {
+        Some(sub) => record.with_subcommand(sub),
+        None => record,
     }
 }
 
