@@ -801,6 +801,20 @@ impl Session {
         });
     }
 
+    /// A fresh ticket routed to master `master` (by one of its slots), its request written by
+    /// `write`; the caller sends it.
+    fn master_ticket(
+        &self,
+        routes: &crate::slotmap::SlotMap,
+        master: usize,
+        write: impl FnOnce(&mut Vec<u8>),
+    ) -> usize {
+        let mut tickets = self.worker.tickets.borrow_mut();
+        let id = self.new_ticket(&mut tickets, routes.representative_slot(master), false);
+        write(&mut tickets.get(id).request);
+        id
+    }
+
     /// A fresh ticket for one of this client's requests, routed by `slot`.
     fn new_ticket(&self, tickets: &mut Tickets, slot: Option<u16>, read_only: bool) -> usize {
         let id = tickets.take();
@@ -1053,13 +1067,9 @@ impl Session {
         }
         let mut offsets = Vec::with_capacity(masters.len());
         for master in 0..masters.len() {
-            let id = {
-                let mut tickets = self.worker.tickets.borrow_mut();
-                let slot = routes.representative_slot(master);
-                let id = self.new_ticket(&mut tickets, slot, false);
-                encode::command(&mut tickets.get(id).request, &[b"INFO", b"replication"]);
-                id
-            };
+            let id = self.master_ticket(&routes, master, |request| {
+                encode::command(request, &[b"INFO", b"replication"]);
+            });
             self.worker.dispatch(id);
             offsets.push(id);
         }
@@ -1086,17 +1096,10 @@ impl Session {
             return self.local_error(b"CLUSTERDOWN cinnabar: no master is known");
         }
         for master in 0..masters {
-            let id = {
-                let mut tickets = self.worker.tickets.borrow_mut();
-                let slot = routes.representative_slot(master);
-                let id = self.new_ticket(&mut tickets, slot, false);
-                let ticket = tickets.get(id);
-                match replacement {
-                    Some(parts) => encode::command(&mut ticket.request, parts),
-                    None => write_request(args, &mut ticket.request),
-                }
-                id
-            };
+            let id = self.master_ticket(&routes, master, |request| match replacement {
+                Some(parts) => encode::command(request, parts),
+                None => write_request(args, request),
+            });
             self.worker.dispatch(id);
             self.ids.push_back(id);
         }
@@ -1114,13 +1117,8 @@ impl Session {
         for master in 0..routes.masters().len() {
             let replicas = routes.replicas(master).len();
             for replica in 0..=replicas {
-                let id = {
-                    let mut tickets = self.worker.tickets.borrow_mut();
-                    let slot = routes.representative_slot(master);
-                    let id = self.new_ticket(&mut tickets, slot, false);
-                    write_request(args, &mut tickets.get(id).request);
-                    id
-                };
+                let id =
+                    self.master_ticket(&routes, master, |request| write_request(args, request));
                 match replica
                     .checked_sub(1)
                     .map(|r| routes.replicas(master)[r].clone())
