@@ -6,7 +6,10 @@
 //!
 //! Layout, in the observe → plan → execute shape the planner grows into:
 //! - observe: [`topology`] (`CLUSTER NODES`), [`shards`] (`CLUSTER SHARDS`), [`info`], [`mod@check`];
-//! - plan: [`placement`] (pure: who is master, who replicates whom, which slots), [`slots`];
+//! - observe: [`mod@observe`] (every platform node asked directly, ghosts, stale addresses);
+//! - plan: [`mod@plan`] (pure: the next step of an operation, and the safety rules), [`placement`]
+//!   (pure: who is master, who replicates whom, which slots), [`slots`];
+//! - [`platform`]: what the planner needs from whatever runs the nodes;
 //! - execute: [`create`], over [`client`] connections;
 //! - [`addr`], [`error`]: shared vocabulary.
 
@@ -17,7 +20,10 @@ pub mod create;
 pub mod credentials;
 pub mod error;
 pub mod info;
+pub mod observe;
 pub mod placement;
+pub mod plan;
+pub mod platform;
 pub mod shards;
 pub mod slots;
 pub mod topology;
@@ -31,7 +37,13 @@ pub use create::{CreateProgress, CreateSpec, create_cluster};
 pub use credentials::Credentials;
 pub use error::ClusterError;
 pub use info::{ClusterInfo, ReplicationInfo};
+pub use observe::{Ghost, NodeFacts, Observed, ObservedNode, ObservedShard, observe};
 pub use placement::{Layout, NewNode, ShardPlan, plan_layout};
+pub use plan::{
+    FailoverMode, MAX_FAILOVER_LAG, Next, Operation, PlanContext, Refusal, Step, check_step,
+    next_step,
+};
+pub use platform::{Platform, PlatformNode};
 pub use shards::{NodeHealth, Shard, ShardNode, parse_cluster_shards};
 pub use slots::{SLOT_COUNT, SlotRange, SlotSet};
 pub use topology::{

@@ -179,22 +179,38 @@ impl SlotSet {
     /// The set as sorted, maximal contiguous ranges.
     pub fn ranges(&self) -> Vec<SlotRange> {
         let mut out = Vec::new();
-        let mut open: Option<u16> = None;
-        for slot in 0..=u16::MAX {
-            if usize::from(slot) >= SLOT_COUNT {
-                break;
+        let mut open: Option<usize> = None;
+        let mut slot = 0usize;
+        let range = |from: usize, to: usize| {
+            // Both bounds are below SLOT_COUNT (16384), so they fit u16.
+            SlotRange::new(
+                u16::try_from(from).unwrap_or(u16::MAX),
+                u16::try_from(to).unwrap_or(u16::MAX),
+            )
+        };
+        while slot < SLOT_COUNT {
+            // Whole words that cannot start or end a range are skipped: planners call this on
+            // every observation, and most words are all-zero or all-one.
+            let word = self.bits[slot / 64];
+            if slot.is_multiple_of(64)
+                && ((word == 0 && open.is_none()) || (word == u64::MAX && open.is_some()))
+            {
+                slot += 64;
+                continue;
             }
-            match (self.contains(slot), open) {
+            let set = word & (1 << (slot % 64)) != 0;
+            match (set, open) {
                 (true, None) => open = Some(slot),
                 (false, Some(start)) => {
-                    out.push(SlotRange::new(start, slot - 1));
+                    out.push(range(start, slot - 1));
                     open = None;
                 }
                 _ => {}
             }
+            slot += 1;
         }
         if let Some(start) = open {
-            out.push(SlotRange::new(start, last_slot()));
+            out.push(range(start, SLOT_COUNT - 1));
         }
         out
     }
@@ -299,5 +315,31 @@ mod tests {
             "100-199 201-16379"
         );
         assert!(SlotSet::new().is_empty());
+    }
+
+    proptest::proptest! {
+        /// Ranges (which skip whole words) list exactly the slots in the set, maximal and sorted.
+        #[test]
+        fn ranges_list_exactly_the_set(slots in proptest::collection::btree_set(0u16..16384, 0..400),
+                                       runs in proptest::collection::vec((0u16..16384, 0u16..300), 0..4)) {
+            let mut set = SlotSet::new();
+            let mut expected = std::collections::BTreeSet::new();
+            for s in &slots {
+                set.insert(*s);
+                expected.insert(*s);
+            }
+            for (start, len) in runs {
+                let end = start.saturating_add(len).min(16383);
+                set.insert_range(SlotRange::new(start, end));
+                expected.extend(start..=end);
+            }
+            let ranges = set.ranges();
+            let listed: std::collections::BTreeSet<u16> =
+                ranges.iter().flat_map(|r| r.start..=r.end).collect();
+            proptest::prop_assert_eq!(listed, expected);
+            for pair in ranges.windows(2) {
+                proptest::prop_assert!(pair[0].end + 1 < pair[1].start);
+            }
+        }
     }
 }

@@ -12,7 +12,7 @@ use crate::error::ClusterError;
 use crate::slots::SlotRange;
 
 /// Whether a node serves slots or copies a master.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     /// Serves slots (or could: a master may own none).

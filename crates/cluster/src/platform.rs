@@ -1,0 +1,93 @@
+//! What the planner needs from whatever runs the nodes: local child processes, Kubernetes pods.
+//!
+//! A platform knows which nodes exist, where each one runs (host and zone, for placement) and how
+//! to add, restart, start and remove one. It knows nothing about Redis Cluster: every decision
+//! about slots, roles and order is the planner's ([`mod@crate::plan`]). Calls are idempotent where
+//! the platform allows it (starting a node that runs is a no-op), because the executor may repeat
+//! a step after a crash.
+
+use std::future::Future;
+
+use serde::{Deserialize, Serialize};
+
+use crate::addr::NodeAddr;
+use crate::error::ClusterError;
+
+/// A node the platform runs (or should run) for this cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct PlatformNode {
+    /// Where its client port listens.
+    pub addr: NodeAddr,
+    /// The machine it runs on, when the platform knows (placement spreads shards over hosts).
+    pub host: Option<String>,
+    /// The failure domain above the host (a zone), when known.
+    pub zone: Option<String>,
+}
+
+impl PlatformNode {
+    /// A node without placement facts.
+    pub fn new(addr: NodeAddr) -> Self {
+        Self {
+            addr,
+            host: None,
+            zone: None,
+        }
+    }
+
+    /// A node on host `host`.
+    pub fn on_host(addr: NodeAddr, host: impl Into<String>) -> Self {
+        Self {
+            addr,
+            host: Some(host.into()),
+            zone: None,
+        }
+    }
+}
+
+/// Starts, restarts and removes nodes. Implemented by `cinnabar-local` (processes) and the
+/// Kubernetes operator (pods).
+///
+/// Every method returns once the platform has done its part; the planner then waits for Redis
+/// itself (a restarted node answering, rejoining, syncing) with its own bounded waits.
+pub trait Platform {
+    /// Every node of this cluster the platform runs, running or not, with placement facts.
+    ///
+    /// # Errors
+    /// The platform cannot be asked (state unreadable, API down).
+    fn nodes(&self) -> impl Future<Output = Result<Vec<PlatformNode>, ClusterError>> + Send;
+
+    /// Hosts new nodes may be placed on, in the platform's order of preference. Empty when the
+    /// platform has no notion of hosts (then placement rules do not apply).
+    fn hosts(&self) -> Vec<String>;
+
+    /// Starts one new, empty, cluster-enabled node, on `host` when given, and returns it once
+    /// it answers `PING`.
+    ///
+    /// # Errors
+    /// No capacity, no free port, the node does not start.
+    fn provision(
+        &mut self,
+        host: Option<&str>,
+    ) -> impl Future<Output = Result<PlatformNode, ClusterError>> + Send;
+
+    /// Stops `addr` gracefully (letting it persist) and starts it again on its data; returns once
+    /// it answers `PING`.
+    ///
+    /// # Errors
+    /// Unknown node, or it does not come back.
+    fn restart(&mut self, addr: &NodeAddr)
+    -> impl Future<Output = Result<(), ClusterError>> + Send;
+
+    /// Makes sure `addr` runs (starting it on its data when it is down); a no-op when it runs.
+    ///
+    /// # Errors
+    /// Unknown node, or it does not start.
+    fn start(&mut self, addr: &NodeAddr) -> impl Future<Output = Result<(), ClusterError>> + Send;
+
+    /// Stops `addr` for good and releases its resources. Only ever called for a node that owns
+    /// no slots.
+    ///
+    /// # Errors
+    /// The platform could not stop it.
+    fn remove(&mut self, addr: &NodeAddr) -> impl Future<Output = Result<(), ClusterError>> + Send;
+}
