@@ -74,6 +74,9 @@ pub enum ClusterError {
         /// The problems of the last check, one sentence each.
         problems: Vec<String>,
     },
+    /// The operation journal could not be read or written.
+    #[error("operation journal {0}")]
+    Journal(String),
     /// A reply or input text could not be parsed.
     #[error("cannot parse {what} ({reason}): {line:?}")]
     Parse {

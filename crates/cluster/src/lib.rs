@@ -10,7 +10,8 @@
 //! - plan: [`mod@plan`] (pure: the next step of an operation, and the safety rules), [`placement`]
 //!   (pure: who is master, who replicates whom, which slots), [`slots`];
 //! - [`platform`]: what the planner needs from whatever runs the nodes;
-//! - execute: [`create`], over [`client`] connections;
+//! - execute: [`mod@execute`] (one planned step), [`create`], over [`client`] connections;
+//! - run: [`operate`] (observe → plan → execute until done, with a journal to resume from);
 //! - [`addr`], [`error`]: shared vocabulary.
 
 pub mod addr;
@@ -19,8 +20,11 @@ pub mod client;
 pub mod create;
 pub mod credentials;
 pub mod error;
+pub mod execute;
 pub mod info;
+mod migrate_steps;
 pub mod observe;
+pub mod operate;
 pub mod placement;
 pub mod plan;
 pub mod platform;
@@ -36,8 +40,13 @@ pub use client::{NodeClient, Timeouts};
 pub use create::{CreateProgress, CreateSpec, create_cluster};
 pub use credentials::Credentials;
 pub use error::ClusterError;
+pub use execute::{ExecuteOptions, Executed, execute};
 pub use info::{ClusterInfo, ReplicationInfo};
 pub use observe::{Ghost, NodeFacts, Observed, ObservedNode, ObservedShard, observe};
+pub use operate::{
+    FileJournal, Journal, JournalEntry, MemoryJournal, OperateError, OperateEvent, OperateOptions,
+    OperateReport, run_operation,
+};
 pub use placement::{Layout, NewNode, ShardPlan, plan_layout};
 pub use plan::{
     FailoverMode, MAX_FAILOVER_LAG, Next, Operation, PlanContext, Refusal, Step, check_step,

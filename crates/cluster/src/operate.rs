@@ -1,0 +1,390 @@
+//! Running an operation to the end: observe → plan → check → execute → record, repeated.
+//!
+//! The journal holds the operation while it runs (the platform decides where: a file for local
+//! clusters, the custom resource's status on Kubernetes). It is written before each step and
+//! cleared when the planner says done, so a run that was killed leaves the operation behind and
+//! any later command can say "this cluster is mid-operation: …" and resume it.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::ClusterError;
+use crate::execute::{ExecuteOptions, execute};
+use crate::observe::observe;
+use crate::plan::{Next, Operation, PlanContext, Refusal, Step, check_step, next_step};
+use crate::platform::Platform;
+
+/// How long the runner sleeps when the planner waits.
+const WAIT_POLL: Duration = Duration::from_millis(250);
+/// A step that fails this many times in a row ends the run.
+const MAX_STEP_FAILURES: usize = 3;
+
+/// An operation in progress, as journaled.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JournalEntry {
+    /// The operation, with the progress it records.
+    pub operation: Operation,
+    /// The step under way when the entry was written, if any.
+    pub step: Option<Step>,
+    /// Steps completed so far.
+    pub steps_done: usize,
+    /// When the operation started (ms since the Unix epoch).
+    pub started_ms: u64,
+}
+
+impl std::fmt::Display for JournalEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({} step", self.operation, self.steps_done)?;
+        f.write_str(if self.steps_done == 1 { "" } else { "s" })?;
+        match &self.step {
+            Some(step) => write!(f, " done; was doing: {step})"),
+            None => f.write_str(" done)"),
+        }
+    }
+}
+
+/// Where an operation in progress is kept.
+pub trait Journal {
+    /// The operation in progress, if any.
+    ///
+    /// # Errors
+    /// The journal cannot be read.
+    fn load(&self) -> Result<Option<JournalEntry>, ClusterError>;
+    /// Records `entry`.
+    ///
+    /// # Errors
+    /// The journal cannot be written.
+    fn save(&mut self, entry: &JournalEntry) -> Result<(), ClusterError>;
+    /// Forgets the operation (it finished).
+    ///
+    /// # Errors
+    /// The journal cannot be written.
+    fn clear(&mut self) -> Result<(), ClusterError>;
+}
+
+/// A journal in a JSON file, replaced atomically on every write.
+#[derive(Debug, Clone)]
+pub struct FileJournal {
+    path: PathBuf,
+}
+
+impl FileJournal {
+    /// A journal at `path` (created on first save).
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        Self { path: path.into() }
+    }
+}
+
+fn journal_io(path: &std::path::Path, e: impl std::fmt::Display) -> ClusterError {
+    ClusterError::Journal(format!("{}: {e}", path.display()))
+}
+
+impl Journal for FileJournal {
+    fn load(&self) -> Result<Option<JournalEntry>, ClusterError> {
+        match std::fs::read(&self.path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| journal_io(&self.path, e)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(journal_io(&self.path, e)),
+        }
+    }
+
+    fn save(&mut self, entry: &JournalEntry) -> Result<(), ClusterError> {
+        let text = serde_json::to_vec_pretty(entry).map_err(|e| journal_io(&self.path, e))?;
+        let tmp = self.path.with_extension("tmp");
+        std::fs::write(&tmp, text).map_err(|e| journal_io(&tmp, e))?;
+        std::fs::rename(&tmp, &self.path).map_err(|e| journal_io(&self.path, e))
+    }
+
+    fn clear(&mut self) -> Result<(), ClusterError> {
+        match std::fs::remove_file(&self.path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(journal_io(&self.path, e)),
+        }
+    }
+}
+
+/// A journal that lives only as long as the run (tests, one-shot library use).
+#[derive(Debug, Clone, Default)]
+pub struct MemoryJournal(Option<JournalEntry>);
+
+impl Journal for MemoryJournal {
+    fn load(&self) -> Result<Option<JournalEntry>, ClusterError> {
+        Ok(self.0.clone())
+    }
+
+    fn save(&mut self, entry: &JournalEntry) -> Result<(), ClusterError> {
+        self.0 = Some(entry.clone());
+        Ok(())
+    }
+
+    fn clear(&mut self) -> Result<(), ClusterError> {
+        self.0 = None;
+        Ok(())
+    }
+}
+
+/// What the runner reports while it works. `Display` is one human line.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum OperateEvent {
+    /// A step is starting.
+    Step {
+        /// Its number, from 1.
+        number: usize,
+        /// The step.
+        step: Step,
+    },
+    /// A step finished.
+    StepDone {
+        /// Its number.
+        number: usize,
+        /// How long it took.
+        elapsed_ms: u64,
+        /// What it found worth saying.
+        note: Option<String>,
+    },
+    /// Progress inside a long step (slot migration).
+    Progress {
+        /// One line.
+        line: String,
+    },
+    /// Waiting for the cluster (a replica syncing, …).
+    Waiting {
+        /// Why.
+        reason: String,
+    },
+    /// A step failed and will be planned again.
+    Retrying {
+        /// What went wrong.
+        error: String,
+    },
+}
+
+impl std::fmt::Display for OperateEvent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Step { number, step } => write!(f, "step {number}: {step}"),
+            Self::StepDone {
+                number,
+                elapsed_ms,
+                note,
+            } => {
+                write!(f, "step {number} done in {elapsed_ms} ms")?;
+                if let Some(note) = note {
+                    write!(f, ": {note}")?;
+                }
+                Ok(())
+            }
+            Self::Progress { line } => f.write_str(line),
+            Self::Waiting { reason } => write!(f, "waiting: {reason}"),
+            Self::Retrying { error } => write!(f, "step failed, planning again: {error}"),
+        }
+    }
+}
+
+/// Settings of a run.
+#[derive(Debug, Clone)]
+pub struct OperateOptions {
+    /// How steps are executed.
+    pub execute: ExecuteOptions,
+    /// Upper bound for the whole operation.
+    pub timeout: Duration,
+    /// Plan and report the first step, but change nothing.
+    pub dry_run: bool,
+}
+
+impl Default for OperateOptions {
+    fn default() -> Self {
+        Self {
+            execute: ExecuteOptions::default(),
+            timeout: Duration::from_secs(3600),
+            dry_run: false,
+        }
+    }
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct OperateReport {
+    /// The operation.
+    pub operation: String,
+    /// Steps executed.
+    pub steps: usize,
+    /// Wall time.
+    pub elapsed_ms: u64,
+    /// What could not be fixed (heal), one sentence each.
+    pub unresolved: Vec<String>,
+    /// For a dry run: the step that would run first.
+    pub planned: Option<Step>,
+}
+
+/// Why a run stopped early.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OperateError {
+    /// The planner refused; nothing was changed by this refusal.
+    #[error(transparent)]
+    Refused(#[from] Refusal),
+    /// A step would have broken a safety rule (a planner bug caught before it did harm).
+    #[error("step `{step}` was not executed: {rule}")]
+    Unsafe {
+        /// The step.
+        step: Step,
+        /// The rule it would break.
+        rule: String,
+    },
+    /// A step kept failing.
+    #[error("step `{step}` failed {MAX_STEP_FAILURES} times; last error: {source}")]
+    StepFailed {
+        /// The step.
+        step: Step,
+        /// The last error.
+        source: ClusterError,
+    },
+    /// The operation did not finish in time.
+    #[error("{operation} did not finish within {} s (last: {last})", after.as_secs())]
+    Timeout {
+        /// The operation.
+        operation: String,
+        /// The limit.
+        after: Duration,
+        /// The last thing it was doing or waiting for.
+        last: String,
+    },
+    /// The platform or journal failed.
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Runs `operation` until the planner says it is done.
+///
+/// A refusal on the very first plan changes nothing. Later, the journal keeps the operation so
+/// a new run can resume it (`operation` is then the journaled one).
+///
+/// # Errors
+/// See [`OperateError`].
+pub async fn run_operation<P: Platform + Send>(
+    mut operation: Operation,
+    platform: &mut P,
+    journal: &mut dyn Journal,
+    options: &OperateOptions,
+    on_event: &mut (dyn FnMut(OperateEvent) + Send),
+) -> Result<OperateReport, OperateError> {
+    let started = Instant::now();
+    let mut entry = JournalEntry {
+        operation: operation.clone(),
+        step: None,
+        steps_done: 0,
+        started_ms: now_ms(),
+    };
+    let mut failures = 0;
+    let mut last_wait = String::new();
+    let mut last = String::from("planning");
+    loop {
+        if started.elapsed() > options.timeout {
+            return Err(OperateError::Timeout {
+                operation: operation.to_string(),
+                after: options.timeout,
+                last,
+            });
+        }
+        let context = PlanContext {
+            hosts: platform.hosts(),
+        };
+        let nodes = platform.nodes().await?;
+        let observed = observe(
+            &nodes,
+            options.execute.timeouts,
+            options.execute.credentials.as_ref(),
+        )
+        .await;
+        let next = next_step(&operation, &observed, &context)?;
+        let step = match next {
+            Next::Done { unresolved } => {
+                if !options.dry_run {
+                    journal.clear()?;
+                }
+                return Ok(OperateReport {
+                    operation: operation.name().to_owned(),
+                    steps: entry.steps_done,
+                    elapsed_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+                    unresolved,
+                    planned: None,
+                });
+            }
+            Next::Wait(reason) => {
+                if reason != last_wait {
+                    on_event(OperateEvent::Waiting {
+                        reason: reason.clone(),
+                    });
+                    last_wait.clone_from(&reason);
+                }
+                last = reason;
+                tokio::time::sleep(WAIT_POLL).await;
+                continue;
+            }
+            Next::Step(step) => step,
+        };
+        last_wait.clear();
+        if let Err(rule) = check_step(&step, &observed) {
+            return Err(OperateError::Unsafe { step, rule });
+        }
+        if options.dry_run {
+            return Ok(OperateReport {
+                operation: operation.name().to_owned(),
+                steps: 0,
+                elapsed_ms: 0,
+                unresolved: Vec::new(),
+                planned: Some(step),
+            });
+        }
+        let number = entry.steps_done + 1;
+        entry.operation = operation.clone();
+        entry.step = Some(step.clone());
+        journal.save(&entry)?;
+        on_event(OperateEvent::Step {
+            number,
+            step: step.clone(),
+        });
+        last = step.to_string();
+        let step_started = Instant::now();
+        let mut progress = |line: String| on_event(OperateEvent::Progress { line });
+        match execute(&step, &observed, platform, &options.execute, &mut progress).await {
+            Ok(done) => {
+                failures = 0;
+                operation.record(&step, done.node_id.as_deref());
+                entry.operation = operation.clone();
+                entry.step = None;
+                entry.steps_done = number;
+                journal.save(&entry)?;
+                on_event(OperateEvent::StepDone {
+                    number,
+                    elapsed_ms: u64::try_from(step_started.elapsed().as_millis())
+                        .unwrap_or(u64::MAX),
+                    note: done.note,
+                });
+            }
+            Err(source) => {
+                failures += 1;
+                if failures >= MAX_STEP_FAILURES {
+                    return Err(OperateError::StepFailed { step, source });
+                }
+                on_event(OperateEvent::Retrying {
+                    error: source.to_string(),
+                });
+                tokio::time::sleep(WAIT_POLL).await;
+            }
+        }
+    }
+}
