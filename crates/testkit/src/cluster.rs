@@ -108,6 +108,11 @@ impl TestCluster {
         self.servers.iter_mut().find(|s| &node_addr(s) == addr)
     }
 
+    /// The servers, for a [`TestPlatform`](crate::platform::TestPlatform) to take over.
+    pub fn into_servers(self) -> Vec<TestServer> {
+        self.servers
+    }
+
     /// Masters the cluster was created with.
     pub fn masters(&self) -> usize {
         self.masters

@@ -166,6 +166,29 @@ impl TestServer {
         self.process.try_exit().is_none()
     }
 
+    /// Stops the server (SIGTERM, so it saves its state) and starts it again on its data but on
+    /// a new port, as a pod rescheduled with a new address would: its `nodes.conf` still lists
+    /// the other nodes at their old addresses.
+    ///
+    /// # Panics
+    /// When it does not become ready.
+    pub fn move_to_new_port(&mut self) {
+        let _ = self.process.stop(Duration::from_secs(10));
+        let port = reserve_node_port();
+        let mut config = self.process.config().clone();
+        config.port = port.port();
+        self.process = NodeProcess::spawn(&self.binary, &config).unwrap_or_else(|e| panic!("{e}"));
+        self.process
+            .wait_ready(READY_TIMEOUT)
+            .unwrap_or_else(|e| panic!("{e}"));
+        self._port = port;
+    }
+
+    /// Stops the server gracefully (SIGTERM, waiting for it to exit) without starting it again.
+    pub fn stop(&mut self) {
+        let _ = self.process.stop(Duration::from_secs(10));
+    }
+
     /// Starts the server again on the same port and data (after [`kill`](Self::kill) or a crash).
     ///
     /// # Panics

@@ -1,0 +1,290 @@
+//! The planner's operations against real `redis-server` processes, with a workload writing
+//! through the proxy the whole time: no acknowledged write lost, no error a client sees.
+
+// Helpers outside #[test] functions panic on purpose: a panic is the failure report.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use cinnabar_cluster::{
+    CheckOptions, MemoryJournal, NodeAddr, Observed, OperateError, OperateOptions, Operation,
+    Platform, Role, Timeouts, check_with, observe, run_operation,
+};
+use cinnabar_proxy::{ProxyConfig, ProxyHandle};
+use cinnabar_testkit::{Target, TestCluster, TestPlatform, Workload, WorkloadLog};
+
+const TIMEOUTS: Timeouts = Timeouts {
+    connect: Duration::from_millis(500),
+    response: Duration::from_millis(1000),
+};
+
+async fn platform(masters: usize, replicas: usize, hosts: usize) -> TestPlatform {
+    TestPlatform::from_cluster(TestCluster::start(masters, replicas).await, hosts)
+}
+
+fn proxy_for(platform: &TestPlatform) -> ProxyHandle {
+    let mut config = ProxyConfig::new("127.0.0.1:0".parse().unwrap(), platform.addrs());
+    config.access.default_role = Some("admin".into());
+    cinnabar_proxy::start(config).unwrap()
+}
+
+fn workload(proxy: &ProxyHandle) -> Workload {
+    let addr = proxy.local_addr();
+    let workload = Workload::start(
+        Target::Standalone(NodeAddr::new(addr.ip().to_string(), addr.port())),
+        Duration::from_millis(2),
+    );
+    workload.wait_for_acknowledged(100, Duration::from_secs(20));
+    workload
+}
+
+async fn observed(platform: &TestPlatform) -> Observed {
+    observe(&platform.nodes().await.unwrap(), TIMEOUTS, None).await
+}
+
+async fn run(platform: &mut TestPlatform, op: Operation) -> Vec<String> {
+    let options = OperateOptions {
+        timeout: Duration::from_secs(180),
+        ..OperateOptions::default()
+    };
+    let mut log = Vec::new();
+    let result = run_operation(
+        op,
+        platform,
+        &mut MemoryJournal::default(),
+        &options,
+        &mut |e| log.push(e.to_string()),
+    )
+    .await;
+    match result {
+        Ok(report) => {
+            assert!(
+                report.unresolved.is_empty(),
+                "unresolved: {:?}\n{}",
+                report.unresolved,
+                log.join("\n")
+            );
+            log
+        }
+        Err(e) => panic!("{e}\nlog:\n{}", log.join("\n")),
+    }
+}
+
+/// Healthy, every slot covered, each master with `replicas` replicas.
+async fn assert_clean(platform: &TestPlatform, replicas: usize) {
+    let options = CheckOptions {
+        timeouts: TIMEOUTS,
+        expected_replicas: Some(replicas),
+    };
+    let report =
+        cinnabar_cluster::wait_healthy(&platform.addrs(), &options, Duration::from_secs(30))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(report.slots_covered, 16384);
+    let check = check_with(&platform.addrs(), &options).await.unwrap();
+    assert!(check.is_healthy(), "{check}");
+}
+
+/// Zero errors and zero lost writes.
+fn assert_no_client_impact(log: &WorkloadLog) {
+    assert_eq!(log.failed, 0, "client-visible errors: {:?}", log.errors);
+    let lost = log.lost_writes().unwrap();
+    assert!(
+        lost.is_empty(),
+        "{} acknowledged writes lost: {:?}",
+        lost.len(),
+        &lost[..lost.len().min(10)]
+    );
+    assert!(
+        log.acknowledged.len() > 200,
+        "the workload barely ran: {}",
+        log.acknowledged.len()
+    );
+}
+
+/// No host holds a master and its replica, and none holds more than its share of masters.
+fn assert_placement(observed: &Observed) {
+    let shards: Vec<_> = observed
+        .shards()
+        .into_iter()
+        .filter(|s| s.slot_count() > 0)
+        .collect();
+    let hosts: BTreeSet<&str> = observed
+        .nodes
+        .iter()
+        .filter_map(|n| n.node.host.as_deref())
+        .collect();
+    let share = shards.len().div_ceil(hosts.len());
+    let mut per_host = std::collections::BTreeMap::<&str, usize>::new();
+    for shard in &shards {
+        let members: Vec<&str> = shard
+            .members()
+            .filter_map(|m| observed.host_of(m))
+            .collect();
+        let distinct: BTreeSet<&&str> = members.iter().collect();
+        assert_eq!(
+            distinct.len(),
+            members.len(),
+            "shard of {} shares a host: {members:?}",
+            shard.master
+        );
+        *per_host
+            .entry(observed.host_of(&shard.master).unwrap())
+            .or_default() += 1;
+    }
+    assert!(
+        per_host.values().all(|n| *n <= share),
+        "masters per host {per_host:?}, share {share}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn planned_failover_moves_the_master_role_with_no_client_impact() {
+    let mut platform = platform(3, 1, 3).await;
+    let proxy = proxy_for(&platform);
+    let workload = workload(&proxy);
+    let before = observed(&platform).await;
+    let shard = before.shards()[0].clone();
+    run(
+        &mut platform,
+        Operation::Failover {
+            master_id: shard.master_id.clone(),
+            master: shard.master.clone(),
+        },
+    )
+    .await;
+    let after = observed(&platform).await;
+    assert_eq!(after.role_of(&shard.master).unwrap().0, Role::Replica);
+    assert_eq!(after.role_of(&shard.replicas[0]).unwrap().0, Role::Master);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_no_client_impact(&workload.stop());
+    assert_clean(&platform, 1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failover_of_a_shard_without_replica_is_refused_and_changes_nothing() {
+    let mut platform = platform(2, 0, 0).await;
+    let before = observed(&platform).await;
+    let shard = before.shards()[0].clone();
+    let err = run_operation(
+        Operation::Failover {
+            master_id: shard.master_id.clone(),
+            master: shard.master.clone(),
+        },
+        &mut platform,
+        &mut MemoryJournal::default(),
+        &OperateOptions::default(),
+        &mut |_| {},
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, OperateError::Refused(_)), "{err}");
+    assert!(err.to_string().contains("has no replica"), "{err}");
+    assert_eq!(observed(&platform).await.shards(), before.shards());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rolling_restart_restarts_every_node_with_no_client_impact() {
+    let mut platform = platform(3, 1, 3).await;
+    let proxy = proxy_for(&platform);
+    let workload = workload(&proxy);
+    let pids: Vec<u32> = platform.servers_mut().map(|s| s.pid()).collect();
+    let ids: BTreeSet<String> = observed(&platform)
+        .await
+        .nodes
+        .iter()
+        .filter_map(|n| n.facts().map(|f| f.id.clone()))
+        .collect();
+    let log = run(&mut platform, Operation::RollingRestart { pending: ids }).await;
+    let after: Vec<u32> = platform.servers_mut().map(|s| s.pid()).collect();
+    assert!(
+        pids.iter().zip(&after).all(|(a, b)| a != b),
+        "every node restarted:\n{}",
+        log.join("\n")
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert_no_client_impact(&workload.stop());
+    assert_clean(&platform, 1).await;
+    assert_placement(&observed(&platform).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heal_recovers_a_cluster_whose_nodes_all_restarted_on_new_ports() {
+    let mut platform = platform(3, 1, 0).await;
+    for server in platform.servers_mut() {
+        server.stop();
+    }
+    for server in platform.servers_mut() {
+        server.move_to_new_port();
+    }
+    let log = run(
+        &mut platform,
+        Operation::Heal {
+            replicas: Some(1),
+            started: BTreeSet::new(),
+        },
+    )
+    .await;
+    assert!(
+        log.iter().any(|l| l.contains("moved to")),
+        "{}",
+        log.join("\n")
+    );
+    assert_clean(&platform, 1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heal_forgets_ghosts_and_stuck_handshakes_and_restarts_dead_nodes() {
+    let mut platform = platform(3, 1, 0).await;
+    let addrs = platform.addrs();
+    // A ghost: a node that joined, then vanished without being forgotten.
+    let ghost = cinnabar_testkit::TestServer::start_cluster_node();
+    let ghost_addr = cinnabar_testkit::cluster::node_addr(&ghost);
+    let mut first = cinnabar_cluster::NodeClient::connect(&addrs[0], TIMEOUTS)
+        .await
+        .unwrap();
+    first
+        .meet(
+            "127.0.0.1".parse().unwrap(),
+            ghost_addr.port,
+            ghost_addr.port + 10000,
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    drop(ghost);
+    // A handshake that can never complete: nothing listens there.
+    let nobody = cinnabar_testkit::reserve_node_port();
+    first
+        .meet(
+            "127.0.0.1".parse().unwrap(),
+            nobody.port(),
+            nobody.port() + 10000,
+        )
+        .await
+        .unwrap();
+    // A dead replica.
+    platform.server_mut(&addrs[4]).unwrap().kill();
+    let log = run(
+        &mut platform,
+        Operation::Heal {
+            replicas: Some(1),
+            started: BTreeSet::new(),
+        },
+    )
+    .await;
+    assert!(
+        log.iter().any(|l| l.contains("forget")),
+        "{}",
+        log.join("\n")
+    );
+    assert!(
+        log.iter().any(|l| l.contains("start")),
+        "{}",
+        log.join("\n")
+    );
+    let after = observed(&platform).await;
+    assert!(after.ghosts().is_empty(), "{:?}", after.ghosts());
+    assert_clean(&platform, 1).await;
+}
