@@ -288,3 +288,39 @@ async fn heal_forgets_ghosts_and_stuck_handshakes_and_restarts_dead_nodes() {
     assert!(after.ghosts().is_empty(), "{:?}", after.ghosts());
     assert_clean(&platform, 1).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replace_nodes_moves_every_shard_onto_new_nodes_with_no_client_impact() {
+    let mut platform = platform(2, 1, 3).await;
+    let proxy = proxy_for(&platform);
+    let workload = workload(&proxy);
+    let old: BTreeSet<String> = observed(&platform)
+        .await
+        .nodes
+        .iter()
+        .filter_map(|n| n.facts().map(|f| f.id.clone()))
+        .collect();
+    let old_addrs = platform.addrs();
+    let log = run(
+        &mut platform,
+        Operation::ReplaceNodes {
+            old: old.clone(),
+            replicas: 1,
+        },
+    )
+    .await;
+    let after = observed(&platform).await;
+    assert_eq!(after.nodes.len(), 4, "{}", log.join("\n"));
+    for node in &after.nodes {
+        assert!(
+            !old_addrs.contains(node.addr()),
+            "{} is still there",
+            node.addr()
+        );
+        assert!(!old.contains(&node.facts().unwrap().id));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    assert_no_client_impact(&workload.stop());
+    assert_clean(&platform, 1).await;
+    assert_placement(&after);
+}
