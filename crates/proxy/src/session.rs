@@ -80,8 +80,12 @@ enum Merge {
     Info(u8),
     /// `SCRIPT EXISTS`: a script exists when every master has it.
     AllExist,
-    /// `CONFIG GET`: the first master's answer without the parameters that hold secrets.
+    /// `CONFIG GET` from every node (masters, each followed by its replicas): one value per
+    /// parameter when the nodes agree, else `addr=value` for each node; secrets left out.
     ConfigGet,
+    /// `CONFIG SET`/`RESETSTAT` on every node: `+OK` when all agree, else one error naming
+    /// every node that refused and what it said.
+    NodeReport,
 }
 
 /// A request waiting for its reply, in request order.
@@ -555,7 +559,7 @@ impl Session {
             }
             Route::FanOut(merge) => self.fan_out(args, None, merge),
             Route::Scan => self.scan(args),
-            Route::EveryNode => self.every_node(args),
+            Route::EveryNode(merge) => self.every_node(args, merge),
             // A blocking command runs on a connection of its own, so it must not start before
             // this client's earlier requests have run on theirs.
             Route::Blocking | Route::Wait if !self.pending.is_empty() => self.deferred = true,
@@ -1109,9 +1113,8 @@ impl Session {
         });
     }
 
-    /// The request to every master and replica, one ticket each; the replies merge as for
-    /// MSET (`+OK` when all say so, else the first refusal).
-    fn every_node(&mut self, args: &RequestArgs<'_>) {
+    /// The request to every master and replica, one ticket each, the replies merged by `merge`.
+    fn every_node(&mut self, args: &RequestArgs<'_>, merge: Merge) {
         let routes = self.worker.routes();
         let mut nodes = 0;
         for master in 0..routes.masters().len() {
@@ -1134,7 +1137,7 @@ impl Session {
             return self.local_error(b"CLUSTERDOWN cinnabar: no master is known");
         }
         self.push_pending(Pending::Split {
-            merge: Merge::AllOk,
+            merge,
             parts: nodes,
         });
     }
@@ -1495,7 +1498,7 @@ impl Session {
         let masters = routes.masters();
         match route {
             Route::FanOut(_) | Route::Scan | Route::Wait => masters.to_vec(),
-            Route::EveryNode => (0..masters.len())
+            Route::EveryNode(_) => (0..masters.len())
                 .flat_map(|m| {
                     std::iter::once(masters[m].clone()).chain(routes.replicas(m).iter().cloned())
                 })
@@ -1611,9 +1614,9 @@ enum Route {
     Unsubscribe,
     /// `WAIT numreplicas timeout`, over every master.
     Wait,
-    /// Sent to every master and every replica (`CONFIG SET`): `+OK` when all agree, else the
-    /// first refusal (in node order: masters, each followed by its replicas).
-    EveryNode,
+    /// Sent to every master and every replica (`CONFIG`), the replies merged with the node
+    /// names at hand (masters, each followed by its replicas).
+    EveryNode(Merge),
     /// Not carried: a clear error naming the command, never a wrong answer.
     Unsupported,
 }
@@ -1656,9 +1659,9 @@ fn route(command: &Command) -> Route {
         "script|exists" => Route::FanOut(Merge::AllExist),
         "function|delete" | "function|flush" | "function|restore" => Route::FanOut(Merge::AllOk),
         "function|list" | "function|dump" => Route::Keyed,
-        "config|get" => Route::FanOut(Merge::ConfigGet),
         // Only `admin` may run these (the default deny list); they reach every node.
-        "config|set" | "config|resetstat" => Route::EveryNode,
+        "config|get" => Route::EveryNode(Merge::ConfigGet),
+        "config|set" | "config|resetstat" => Route::EveryNode(Merge::NodeReport),
         "randomkey" => Route::FanOut(Merge::FirstNonNil),
         "info" => Route::FanOut(Merge::Info(0)),
         "scan" => Route::Scan,
@@ -1716,6 +1719,11 @@ fn merge_into<'a>(
     parts: impl Iterator<Item = &'a [u8]> + Clone,
     worker: &Worker,
 ) {
+    match merge {
+        Merge::NodeReport => return node_report(out, parts, worker),
+        Merge::ConfigGet => return config_get_report(out, parts, worker),
+        _ => {}
+    }
     if let Some(error) = parts.clone().find(|r| r.first() == Some(&b'-')) {
         out.extend_from_slice(error);
         return;
@@ -1770,34 +1778,7 @@ fn merge_into<'a>(
                 encode::integer(out, i64::from(exists));
             }
         }
-        Merge::ConfigGet => {
-            let first = parts.clone().next().unwrap_or_default();
-            let limits = cinnabar_resp::Limits::default();
-            let Ok(Some((value, _))) = parse_value(first, &limits) else {
-                return out.extend_from_slice(first);
-            };
-            let kept: Vec<(&Value, &Value)> = match &value {
-                Value::Array(items) => items
-                    .chunks(2)
-                    .filter_map(|p| Some((p.first()?, p.get(1)?)))
-                    .collect(),
-                Value::Map(pairs) => pairs.iter().map(|(k, v)| (k, v)).collect(),
-                _ => return out.extend_from_slice(first),
-            };
-            let kept: Vec<_> = kept
-                .into_iter()
-                .filter(|(name, _)| !matches!(name, Value::Bulk(n) if is_secret_parameter(n)))
-                .collect();
-            if matches!(value, Value::Map(_)) {
-                out.extend_from_slice(format!("%{}\r\n", kept.len()).as_bytes());
-            } else {
-                encode::array_header(out, kept.len() * 2);
-            }
-            for (name, v) in kept {
-                name.encode(out);
-                v.encode(out);
-            }
-        }
+        Merge::ConfigGet | Merge::NodeReport => {}
         Merge::Info(sections) => {
             let masters = parts.clone().count();
             let (keys, expires) = local::sum_keyspace(parts.map(|r| &r[header_len(r)..]));
@@ -1813,6 +1794,122 @@ fn merge_into<'a>(
                 workers: worker.config.workers,
             };
             local::info(out, &facts, sections);
+        }
+    }
+}
+
+/// The names of the nodes an every-node request went to, in ticket order (masters, each
+/// followed by its replicas), from the current routes. Should the topology have changed in
+/// between (the counts differ), nodes are named by position instead.
+fn every_node_names(worker: &Worker, count: usize) -> Vec<String> {
+    let routes = worker.routes_in_use();
+    let mut names = Vec::with_capacity(count);
+    for (i, master) in routes.masters().iter().enumerate() {
+        names.push(master.to_string());
+        names.extend(routes.replicas(i).iter().map(ToString::to_string));
+    }
+    if names.len() != count {
+        names = (1..=count).map(|i| format!("node {i}")).collect();
+    }
+    names
+}
+
+/// `CONFIG SET`/`RESETSTAT` over every node: `+OK`, or an error that says on how many nodes it
+/// took effect and quotes each refusal with its node.
+fn node_report<'a>(
+    out: &mut Vec<u8>,
+    parts: impl Iterator<Item = &'a [u8]> + Clone,
+    worker: &Worker,
+) {
+    let count = parts.clone().count();
+    let names = every_node_names(worker, count);
+    let refusals: Vec<String> = parts
+        .zip(&names)
+        .filter(|(reply, _)| *reply != b"+OK\r\n")
+        .map(|(reply, name)| {
+            let text = String::from_utf8_lossy(reply);
+            format!("{name}: {}", text.trim_start_matches(['-', '+']).trim_end())
+        })
+        .collect();
+    if refusals.is_empty() {
+        return out.extend_from_slice(b"+OK\r\n");
+    }
+    let message = format!(
+        "ERR cinnabar: applied on {} of {count} nodes; refused by {}",
+        count - refusals.len(),
+        refusals.join("; ")
+    );
+    encode::error(out, message.as_bytes());
+}
+
+/// `CONFIG GET` over every node: each parameter once, with its value when every node agrees,
+/// else `addr=value` for each node in one string; secret parameters never appear. A node that
+/// refused makes the whole reply its refusal, named.
+fn config_get_report<'a>(
+    out: &mut Vec<u8>,
+    parts: impl Iterator<Item = &'a [u8]> + Clone,
+    worker: &Worker,
+) {
+    let count = parts.clone().count();
+    let names = every_node_names(worker, count);
+    let limits = cinnabar_resp::Limits::default();
+    let mut map_reply = false;
+    // Parameter → `(node, value)` for each node, in first-seen parameter order.
+    type NodeValues = Vec<(usize, Vec<u8>)>;
+    let mut params: Vec<(Vec<u8>, NodeValues)> = Vec::new();
+    for (node, reply) in parts.enumerate() {
+        if reply.first() == Some(&b'-') {
+            let text = String::from_utf8_lossy(reply);
+            let message = format!(
+                "{}: {}",
+                names[node],
+                text.trim_start_matches('-').trim_end()
+            );
+            return encode::error(out, message.as_bytes());
+        }
+        let Ok(Some((value, _))) = parse_value(reply, &limits) else {
+            return out.extend_from_slice(reply);
+        };
+        let pairs: Vec<(&Value, &Value)> = match &value {
+            Value::Array(items) => items
+                .chunks(2)
+                .filter_map(|p| Some((p.first()?, p.get(1)?)))
+                .collect(),
+            Value::Map(pairs) => {
+                map_reply = true;
+                pairs.iter().map(|(k, v)| (k, v)).collect()
+            }
+            _ => return out.extend_from_slice(reply),
+        };
+        for (name, v) in pairs {
+            let (Value::Bulk(name), Value::Bulk(v)) = (name, v) else {
+                continue;
+            };
+            if is_secret_parameter(name) {
+                continue;
+            }
+            match params.iter_mut().find(|(n, _)| n.as_slice() == *name) {
+                Some((_, values)) => values.push((node, v.to_vec())),
+                None => params.push((name.to_vec(), vec![(node, v.to_vec())])),
+            }
+        }
+    }
+    if map_reply {
+        out.extend_from_slice(format!("%{}\r\n", params.len()).as_bytes());
+    } else {
+        encode::array_header(out, params.len() * 2);
+    }
+    for (name, values) in params {
+        encode::bulk(out, &name);
+        let agreed = values.len() == count && values.windows(2).all(|w| w[0].1 == w[1].1);
+        if agreed {
+            encode::bulk(out, &values[0].1);
+        } else {
+            let per_node: Vec<String> = values
+                .iter()
+                .map(|(node, v)| format!("{}={}", names[*node], String::from_utf8_lossy(v)))
+                .collect();
+            encode::bulk(out, per_node.join(" ").as_bytes());
         }
     }
 }

@@ -271,6 +271,12 @@ impl Worker {
         Arc::clone(&self.routes.borrow())
     }
 
+    /// The routing table this worker last picked up, without looking for a newer one (for
+    /// naming the nodes a request already went to).
+    pub(crate) fn routes_in_use(&self) -> Arc<SlotMap> {
+        Arc::clone(&self.routes.borrow())
+    }
+
     /// Sends ticket `id` to the master of its slot (any master for keyless commands), or to
     /// one of its replicas when the read policy allows it.
     pub(crate) fn dispatch(self: &Rc<Self>, id: usize) {

@@ -225,7 +225,36 @@ async fn reads_go_to_replicas_only_when_the_read_policy_says_so() {
         &command(&["CONFIG", "SET", "no-such-parameter", "1"]),
         1,
     );
-    assert!(got[0].starts_with("-ERR"), "{got:?}");
+    assert!(
+        got[0].starts_with("-ERR cinnabar: applied on 0 of 2 nodes; refused by"),
+        "{got:?}"
+    );
+    assert!(
+        got[0].contains(&master.to_string()) && got[0].contains(&replica.to_string()),
+        "{got:?}"
+    );
+
+    // CONFIG GET reports per node where the nodes disagree, once where they agree.
+    let mut conn = node_connection(&replica, None);
+    let () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory-policy")
+        .arg("allkeys-lru")
+        .query(&mut conn)
+        .unwrap();
+    let got = exchange(
+        &mut client,
+        &command(&["CONFIG", "GET", "maxmemory-policy"]),
+        1,
+    );
+    let expected = format!("{master}=volatile-lru {replica}=allkeys-lru");
+    assert!(got[0].contains(&expected), "{got:?}");
+    let got = exchange(&mut client, &command(&["CONFIG", "GET", "appendonly"]), 1);
+    assert!(
+        got[0].ends_with("$10\r\nappendonly\r\n$3\r\nyes\r\n")
+            || got[0].ends_with("$10\r\nappendonly\r\n$2\r\nno\r\n"),
+        "{got:?}"
+    );
 
     let (master_before, replica_before) = (get_calls(&master), get_calls(&replica));
     let mut gets = Vec::new();
