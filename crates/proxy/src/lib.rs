@@ -91,7 +91,7 @@ pub enum ProxyError {
 /// Applies new access and audit settings; shared by the handle (SIGHUP) and the admin
 /// listener (`POST /reload`).
 pub(crate) struct Reloader {
-    access: watch::Sender<Arc<cinnabar_access::Access>>,
+    access: watch::Sender<Arc<worker::Policy>>,
     auditor: cinnabar_audit::Auditor,
     file: Option<std::path::PathBuf>,
     /// The client listener's TLS acceptor, when TLS is on: a reload re-reads its files (a
@@ -118,7 +118,8 @@ impl Reloader {
         let (compiled, warnings) = cinnabar_access::Access::compile(access)?;
         audit.validate()?;
         self.auditor.reconfigure(audit)?;
-        self.access.send_replace(Arc::new(compiled));
+        self.access
+            .send_replace(Arc::new(worker::Policy::new(compiled, audit)));
         Ok(warnings)
     }
 
@@ -252,7 +253,8 @@ pub fn start(config: ProxyConfig) -> Result<ProxyHandle, ProxyError> {
     for warning in warnings {
         tracing::warn!("access: {warning}");
     }
-    let (access_tx, access_rx) = watch::channel(Arc::new(access));
+    let (access_tx, access_rx) =
+        watch::channel(Arc::new(worker::Policy::new(access, &config.audit)));
     let tls = config.tls.as_ref().map(tls::acceptor).transpose()?;
     let (tls_tx, tls_rx) = match tls {
         Some(acceptor) => {
@@ -482,7 +484,7 @@ struct WorkerSetup {
     /// Every worker's counters, for the client limit.
     all_stats: Arc<stats::Stats>,
     drain: watch::Receiver<bool>,
-    access: watch::Receiver<Arc<cinnabar_access::Access>>,
+    access: watch::Receiver<Arc<worker::Policy>>,
     auditor: cinnabar_audit::Auditor,
     tls: Option<watch::Receiver<tokio_rustls::TlsAcceptor>>,
 }

@@ -1260,7 +1260,7 @@ impl Session {
             return false;
         };
         let Err(denied) = principal.check(command, args) else {
-            if command.acl_categories().intersects(self.worker.audited)
+            if command.acl_categories().intersects(self.worker.audited())
                 && self.worker.auditor.is_enabled()
                 && let Some(peer) = self.peer
             {

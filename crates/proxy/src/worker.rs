@@ -54,15 +54,40 @@ pub(crate) struct Worker {
     draining: std::cell::Cell<bool>,
     sleepers: RefCell<HashMap<u64, std::task::Waker>>,
     /// Users and roles: the current compiled set, and where reloads come from.
-    access_rx: RefCell<watch::Receiver<Arc<Access>>>,
-    access: RefCell<Arc<Access>>,
+    access_rx: RefCell<watch::Receiver<Arc<Policy>>>,
+    access: RefCell<Arc<Policy>>,
     /// Counts installed access sets, so a session notices a reload with one comparison.
     access_generation: std::cell::Cell<u64>,
     pub(crate) auditor: Auditor,
-    /// ACL categories whose commands are audited when they run (`audit.categories`).
-    pub(crate) audited: cinnabar_commands::AclCategories,
     /// Failed logins per client address: how many in a row, and when the last one was.
     login_failures: RefCell<HashMap<std::net::IpAddr, (u32, Instant)>>,
+}
+
+/// Who may do what, and which of what they do is audited: replaced whole on reload, so a
+/// client's next command sees both the new permissions and the new audit categories.
+#[derive(Debug)]
+pub(crate) struct Policy {
+    /// Users, roles, guards.
+    pub(crate) access: Access,
+    /// ACL categories whose commands are audited when they run (`audit.categories`).
+    pub(crate) audited: cinnabar_commands::AclCategories,
+}
+
+impl Policy {
+    pub(crate) fn new(access: Access, audit: &cinnabar_audit::AuditConfig) -> Self {
+        Self {
+            access,
+            audited: audited_categories(&audit.categories),
+        }
+    }
+}
+
+impl std::ops::Deref for Policy {
+    type Target = Access;
+
+    fn deref(&self) -> &Access {
+        &self.access
+    }
 }
 
 /// The ACL categories named in the audit settings (unknown names select nothing).
@@ -86,7 +111,7 @@ pub(crate) struct Shared {
     pub(crate) announce: std::net::SocketAddr,
     pub(crate) stats: Arc<WorkerStats>,
     pub(crate) all_stats: Arc<Stats>,
-    pub(crate) access: watch::Receiver<Arc<Access>>,
+    pub(crate) access: watch::Receiver<Arc<Policy>>,
     pub(crate) auditor: Auditor,
 }
 
@@ -111,7 +136,6 @@ impl Worker {
         } = shared;
         let routes = routes_rx.borrow().clone();
         let current_access = access.borrow().clone();
-        let audited = audited_categories(&config.audit.categories);
         let worker = Rc::new(Self {
             lanes: config.backend_connections.max(1),
             config,
@@ -130,7 +154,6 @@ impl Worker {
             access_rx: RefCell::new(access),
             access: RefCell::new(current_access),
             access_generation: std::cell::Cell::new(0),
-            audited,
             auditor,
             login_failures: RefCell::new(HashMap::new()),
         });
@@ -223,7 +246,7 @@ impl Worker {
     }
 
     /// The access set in force, after picking up a reload; and its generation.
-    pub(crate) fn access(&self) -> (std::cell::Ref<'_, Arc<Access>>, u64) {
+    pub(crate) fn access(&self) -> (std::cell::Ref<'_, Arc<Policy>>, u64) {
         let changed = self.access_rx.borrow().has_changed().unwrap_or(false);
         if changed {
             let access = self.access_rx.borrow_mut().borrow_and_update().clone();
@@ -231,6 +254,11 @@ impl Worker {
             self.access_generation.set(self.access_generation.get() + 1);
         }
         (self.access.borrow(), self.access_generation.get())
+    }
+
+    /// The ACL categories audited now (picking up a reload).
+    pub(crate) fn audited(&self) -> cinnabar_commands::AclCategories {
+        self.access().0.audited
     }
 
     /// The generation of the access set in force (picking up a reload): one comparison tells

@@ -273,6 +273,34 @@ async fn with_no_users_everyone_is_readwrite_and_the_guards_apply() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_reload_changes_the_audited_categories_for_the_next_command() {
+    let cluster = TestCluster::start(1, 0).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let audit_file = tmp.path().join("audit.jsonl");
+    let audit = audit_to(&audit_file);
+    let proxy = start(&cluster, access(USERS), audit.clone());
+    let mut app = logged_in(&proxy, "app", "app-pw");
+    assert_eq!(ask(&mut app, &["SET", "orders:1", "x"]), "+OK\r\n");
+
+    let mut with_writes = audit.clone();
+    with_writes.categories.push("write".into());
+    proxy.reload(&access(USERS), &with_writes).unwrap();
+    assert_eq!(
+        ask(&mut app, &["SET", "orders:2", "y"]),
+        "+OK\r\n",
+        "same connection"
+    );
+    let records = audit_records(&audit_file, 1);
+    assert_eq!(records.len(), 1, "{records:#?}");
+    assert_eq!(records[0]["command"], "SET");
+    assert_eq!(
+        records[0]["keys"],
+        serde_json::json!(["orders:2"]),
+        "only the write after the reload"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_reload_changes_permissions_for_the_next_command_without_disconnecting() {
     let cluster = TestCluster::start(2, 0).await;
     let audit = AuditConfig {
