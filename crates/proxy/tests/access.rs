@@ -17,6 +17,9 @@ use cinnabar_audit::AuditConfig;
 use cinnabar_proxy::{ProxyConfig, ProxyHandle};
 use cinnabar_testkit::TestCluster;
 
+mod support;
+use support::{ask, connect};
+
 const USERS: &str = r#"
 [[users]]
 name = "admin"
@@ -54,36 +57,8 @@ fn start(cluster: &TestCluster, access: AccessConfig, audit: AuditConfig) -> Pro
     cinnabar_proxy::start(config).unwrap()
 }
 
-fn connect(proxy: &ProxyHandle) -> TcpStream {
-    let stream = TcpStream::connect(proxy.local_addr()).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    stream
-}
-
-/// Sends one command and returns its reply, as text.
-fn ask(stream: &mut TcpStream, args: &[&str]) -> String {
-    let mut request = Vec::new();
-    let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
-    cinnabar_resp::encode::command(&mut request, &args);
-    stream.write_all(&request).unwrap();
-    let limits = cinnabar_resp::Limits::default();
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    loop {
-        if let Some(len) = cinnabar_resp::scan_reply(&buf, &limits).unwrap() {
-            assert_eq!(len, buf.len(), "one reply expected");
-            return String::from_utf8_lossy(&buf).into_owned();
-        }
-        let n = stream.read(&mut chunk).unwrap();
-        assert!(n > 0, "closed");
-        buf.extend_from_slice(&chunk[..n]);
-    }
-}
-
 fn logged_in(proxy: &ProxyHandle, user: &str, password: &str) -> TcpStream {
-    let mut stream = connect(proxy);
+    let mut stream = connect(proxy.local_addr());
     assert_eq!(ask(&mut stream, &["AUTH", user, password]), "+OK\r\n");
     stream
 }
@@ -115,7 +90,7 @@ async fn each_role_does_exactly_what_it_should() {
     );
 
     // Before logging in: only AUTH, HELLO, PING and QUIT.
-    let mut anonymous = connect(&proxy);
+    let mut anonymous = connect(proxy.local_addr());
     assert_eq!(ask(&mut anonymous, &["PING"]), "+PONG\r\n");
     assert_eq!(
         ask(&mut anonymous, &["GET", "orders:1"]),
@@ -154,7 +129,7 @@ async fn each_role_does_exactly_what_it_should() {
     assert!(ask(&mut app, &["CONFIG", "GET", "requirepass"]).starts_with("-NOPERM"));
 
     // Read-only: reads, never writes; RESP3 login with HELLO.
-    let mut reader = connect(&proxy);
+    let mut reader = connect(proxy.local_addr());
     let hello = ask(&mut reader, &["HELLO", "3", "AUTH", "reader", "reader-pw"]);
     assert!(hello.starts_with("%7\r\n"), "{hello}");
     assert_eq!(ask(&mut reader, &["GET", "orders:1"]), "$1\r\na\r\n");
@@ -203,7 +178,7 @@ async fn a_readwrite_flushall_is_refused_and_audited_and_an_admin_one_is_audited
         "nothing was flushed"
     );
     assert_eq!(ask(&mut admin, &["FLUSHDB"]), "+OK\r\n");
-    let mut stranger = connect(&proxy);
+    let mut stranger = connect(proxy.local_addr());
     assert!(ask(&mut stranger, &["AUTH", "app", "guess-pw"]).starts_with("-WRONGPASS"));
 
     let records = audit_records(&audit_file, 3);
@@ -263,7 +238,7 @@ async fn with_no_users_everyone_is_readwrite_and_the_guards_apply() {
     let mut config = ProxyConfig::new("127.0.0.1:0".parse().unwrap(), cluster.seeds());
     config.audit.enabled = false;
     let proxy = cinnabar_proxy::start(config).unwrap();
-    let mut client = connect(&proxy);
+    let mut client = connect(proxy.local_addr());
     assert_eq!(ask(&mut client, &["SET", "k", "v"]), "+OK\r\n");
     assert_eq!(
         ask(&mut client, &["FLUSHALL"]),
@@ -348,7 +323,7 @@ async fn repeated_login_failures_from_one_address_slow_down() {
         ..AuditConfig::default()
     };
     let proxy = start(&cluster, access(USERS), audit);
-    let mut guesser = connect(&proxy);
+    let mut guesser = connect(proxy.local_addr());
     let started = Instant::now();
     for _ in 0..6 {
         assert!(ask(&mut guesser, &["AUTH", "admin", "guess"]).starts_with("-WRONGPASS"));
@@ -358,7 +333,7 @@ async fn repeated_login_failures_from_one_address_slow_down() {
     assert!(waited >= Duration::from_millis(650), "{waited:?}");
     assert!(proxy.metrics().contains("cinnabar_login_failures_total 6"));
     // Other clients are not held up meanwhile, and a success resets the streak.
-    let mut other = connect(&proxy);
+    let mut other = connect(proxy.local_addr());
     let quick = Instant::now();
     assert_eq!(ask(&mut other, &["PING"]), "+PONG\r\n");
     assert!(quick.elapsed() < Duration::from_millis(200));
@@ -458,7 +433,7 @@ async fn a_user_beyond_its_connection_limit_cannot_log_in() {
     config.max_connections_per_user = Some(1);
     let proxy = cinnabar_proxy::start(config).unwrap();
     let first = logged_in(&proxy, "app", "app-pw");
-    let mut second = connect(&proxy);
+    let mut second = connect(proxy.local_addr());
     assert_eq!(
         ask(&mut second, &["AUTH", "app", "app-pw"]),
         "-ERR cinnabar: user 'app' already has its maximum of 1 connections\r\n"

@@ -6,14 +6,17 @@
 // Helpers outside #[test] functions panic on purpose: a panic is the failure report.
 #![allow(clippy::unwrap_used)]
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use cinnabar_cluster::{Credentials, NodeAddr};
-use cinnabar_proxy::{ProxyConfig, ProxyHandle, ReadFrom};
+use cinnabar_proxy::{ProxyConfig, ReadFrom};
 use cinnabar_testkit::TestCluster;
 use cinnabar_testkit::cluster::node_addr;
+
+mod support;
+use support::{command, connect, exchange, node_connection};
 
 fn config(cluster: &TestCluster) -> ProxyConfig {
     let mut config = ProxyConfig::new("127.0.0.1:0".parse().unwrap(), cluster.seeds());
@@ -22,66 +25,12 @@ fn config(cluster: &TestCluster) -> ProxyConfig {
     config
 }
 
-/// A raw connection with timeouts, so a missing reply fails the test instead of hanging it.
-fn connect(proxy: &ProxyHandle) -> TcpStream {
-    let stream = TcpStream::connect(proxy.local_addr()).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    stream
-}
-
-/// Sends `request` and returns the next `count` complete replies, as text.
-fn exchange(stream: &mut TcpStream, request: &[u8], count: usize) -> Vec<String> {
-    stream.write_all(request).unwrap();
-    let limits = cinnabar_resp::Limits::default();
-    let mut buf = Vec::new();
-    let mut replies = Vec::new();
-    let mut chunk = [0u8; 4096];
-    while replies.len() < count {
-        match cinnabar_resp::scan_reply(&buf, &limits).unwrap() {
-            Some(len) => {
-                replies.push(String::from_utf8_lossy(&buf[..len]).into_owned());
-                buf.drain(..len);
-            }
-            None => {
-                let n = stream.read(&mut chunk).unwrap();
-                assert!(n > 0, "connection closed after {replies:?}");
-                buf.extend_from_slice(&chunk[..n]);
-            }
-        }
-    }
-    assert!(buf.is_empty(), "more replies than requests: {buf:?}");
-    replies
-}
-
-fn command(args: &[&str]) -> Vec<u8> {
-    let mut out = Vec::new();
-    let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
-    cinnabar_resp::encode::command(&mut out, &args);
-    out
-}
-
-fn node_connection(addr: &NodeAddr, password: Option<&str>) -> redis::Connection {
-    let url = match password {
-        Some(p) => format!("redis://:{p}@{addr}/"),
-        None => addr.redis_url(),
-    };
-    let conn = redis::Client::open(url)
-        .unwrap()
-        .get_connection_with_timeout(Duration::from_secs(2))
-        .unwrap();
-    conn.set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    conn
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn resp3_clients_get_resp3_replies_while_resp2_clients_keep_resp2() {
     let cluster = TestCluster::start(2, 0).await;
     let proxy = cinnabar_proxy::start(config(&cluster)).unwrap();
-    let mut resp2 = connect(&proxy);
-    let mut resp3 = connect(&proxy);
+    let mut resp2 = connect(proxy.local_addr());
+    let mut resp3 = connect(proxy.local_addr());
 
     let hello = exchange(&mut resp3, &command(&["HELLO", "3"]), 1);
     assert!(hello[0].starts_with("%7\r\n"), "{hello:?}");
@@ -137,7 +86,7 @@ async fn resp3_clients_get_resp3_replies_while_resp2_clients_keep_resp2() {
     assert_eq!(got[4], "*2\r\n$1\r\nf\r\n$1\r\nv\r\n");
 
     // A RESP3 subscriber gets its messages as RESP3 push data.
-    let mut subscriber = connect(&proxy);
+    let mut subscriber = connect(proxy.local_addr());
     let mut subscribe = command(&["HELLO", "3"]);
     subscribe.extend(command(&["SUBSCRIBE", "news"]));
     let got = exchange(&mut subscriber, &subscribe, 2);
@@ -180,7 +129,7 @@ async fn reads_go_to_replicas_only_when_the_read_policy_says_so() {
     let mut prefer = config(&cluster);
     prefer.read_from = ReadFrom::PreferReplica;
     let prefer = cinnabar_proxy::start(prefer).unwrap();
-    let mut client = connect(&prefer);
+    let mut client = connect(prefer.local_addr());
     let got = exchange(&mut client, &command(&["SET", "k", "v"]), 1);
     assert_eq!(got[0], "+OK\r\n", "writes go to the master");
     let mut wait = node_connection(&master, None);
@@ -276,7 +225,7 @@ async fn reads_go_to_replicas_only_when_the_read_policy_says_so() {
 
     // The default policy reads from the master.
     let plain = cinnabar_proxy::start(config(&cluster)).unwrap();
-    let mut plain_client = connect(&plain);
+    let mut plain_client = connect(plain.local_addr());
     let got = exchange(&mut plain_client, &command(&["GET", "k"]), 1);
     assert_eq!(got[0], "$1\r\nv\r\n");
     assert_eq!(get_calls(&master), master_before + 1);
@@ -286,7 +235,7 @@ async fn reads_go_to_replicas_only_when_the_read_policy_says_so() {
     only.read_from = ReadFrom::ReplicaOnly;
     only.retry_window = Duration::from_millis(300);
     let only = cinnabar_proxy::start(only).unwrap();
-    let mut only_client = connect(&only);
+    let mut only_client = connect(only.local_addr());
     assert_eq!(
         exchange(&mut only_client, &command(&["GET", "k"]), 1)[0],
         "$1\r\nv\r\n"
@@ -343,7 +292,7 @@ async fn backend_credentials_are_used_everywhere_and_never_shown() {
     });
     assert!(!format!("{with_password:?}").contains(SECRET));
     let proxy = cinnabar_proxy::start(with_password).unwrap();
-    let mut client = connect(&proxy);
+    let mut client = connect(proxy.local_addr());
     let mut script = Vec::new();
     for (k, v) in [("a", "1"), ("b", "2"), ("c", "3"), ("d", "4")] {
         script.extend(command(&["SET", k, v]));
@@ -382,7 +331,7 @@ async fn backend_credentials_are_used_everywhere_and_never_shown() {
     assert_eq!(got[0], "*2\r\n:1\r\n:0\r\n");
 
     // Pub/sub connections log in too.
-    let mut subscriber = connect(&proxy);
+    let mut subscriber = connect(proxy.local_addr());
     let got = exchange(&mut subscriber, &command(&["SUBSCRIBE", "news"]), 1);
     assert!(got[0].contains("subscribe"), "{got:?}");
     let got = exchange(&mut client, &command(&["PUBLISH", "news", "hi"]), 1);
@@ -396,7 +345,7 @@ async fn a_node_that_stops_answering_costs_its_requests_an_error_not_a_hang() {
     config.backend_read_timeout = Duration::from_millis(400);
     config.retry_window = Duration::from_millis(600);
     let proxy = cinnabar_proxy::start(config).unwrap();
-    let mut client = connect(&proxy);
+    let mut client = connect(proxy.local_addr());
     // One key on each master.
     let topology = {
         let mut conn = node_connection(&cluster.seeds()[0], None);
@@ -435,7 +384,7 @@ async fn a_node_that_stops_answering_costs_its_requests_an_error_not_a_hang() {
     let started = Instant::now();
     let got = exchange(&mut client, &command(&["GET", paused_key]), 1);
     let waited = started.elapsed();
-    let mut other = connect(&proxy);
+    let mut other = connect(proxy.local_addr());
     let live = exchange(&mut other, &command(&["GET", live_key]), 1);
     paused.resume();
     assert!(got[0].starts_with("-"), "{got:?}");
@@ -460,8 +409,8 @@ async fn a_node_that_stops_answering_costs_its_requests_an_error_not_a_hang() {
 async fn watch_guards_a_transaction_on_a_connection_of_its_own() {
     let cluster = TestCluster::start(2, 0).await;
     let proxy = cinnabar_proxy::start(config(&cluster)).unwrap();
-    let mut client = connect(&proxy);
-    let mut other = connect(&proxy);
+    let mut client = connect(proxy.local_addr());
+    let mut other = connect(proxy.local_addr());
 
     // Nobody touches the watched key: the transaction runs.
     let mut script = command(&["SET", "{acct}:balance", "10"]);
@@ -517,7 +466,7 @@ async fn watch_guards_a_transaction_on_a_connection_of_its_own() {
     assert_eq!(got[8], "+OK\r\n");
 
     // A WATCH whose connection died makes EXEC report that the transaction did not run.
-    let mut lost = connect(&proxy);
+    let mut lost = connect(proxy.local_addr());
     exchange(&mut lost, &command(&["WATCH", "{acct}:balance"]), 1);
     // Kill every client connection on every node (the proxy's included).
     let mut killed = 0;
@@ -549,7 +498,7 @@ async fn several_backend_connections_per_node_keep_each_clients_order() {
     let mut settings = config(&cluster);
     settings.backend_connections = 3;
     let proxy = cinnabar_proxy::start(settings).unwrap();
-    let mut clients: Vec<TcpStream> = (0..6).map(|_| connect(&proxy)).collect();
+    let mut clients: Vec<TcpStream> = (0..6).map(|_| connect(proxy.local_addr())).collect();
     // Each client pipelines a read-after-write chain on one key: any reordering shows.
     for (c, client) in clients.iter_mut().enumerate() {
         let key = format!("chain:{c}");

@@ -22,8 +22,8 @@ use std::time::{Duration, Instant};
 use cinnabar_proxy::{ProxyConfig, ProxyHandle};
 use cinnabar_testkit::TestCluster;
 
-/// Read/write timeout of every test socket: a proxy bug fails the test instead of hanging it.
-const IO_TIMEOUT: Duration = Duration::from_secs(10);
+mod support;
+use support::{IO_TIMEOUT, connect, read_reply_bytes};
 
 /// One cluster and one proxy, shared by the tests of this file that run while it is alive.
 struct Shared {
@@ -55,14 +55,6 @@ async fn shared() -> Arc<Shared> {
     shared
 }
 
-/// A raw connection with timeouts.
-fn connect(addr: SocketAddr) -> TcpStream {
-    let stream = TcpStream::connect(addr).unwrap();
-    stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
-    stream.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
-    stream
-}
-
 /// Reads until the peer closes; panics if it does not within the read timeout.
 fn read_to_close(stream: &mut TcpStream) -> Vec<u8> {
     let mut got = Vec::new();
@@ -89,34 +81,11 @@ fn answer_then_close(addr: SocketAddr, request: &[u8]) -> String {
     String::from_utf8_lossy(&read_to_close(&mut stream)).into_owned()
 }
 
-/// Reads exactly `count` complete replies (a resumable scanner: large replies cost linear time).
-fn read_replies(stream: &mut TcpStream, count: usize) -> Vec<Vec<u8>> {
-    let mut scanner = cinnabar_resp::ReplyScanner::new(cinnabar_resp::Limits::default());
-    let mut buf = Vec::new();
-    let mut replies = Vec::new();
-    let mut chunk = vec![0u8; 1 << 16];
-    while replies.len() < count {
-        match scanner.scan(&buf).unwrap() {
-            Some(len) => {
-                replies.push(buf[..len].to_vec());
-                buf.drain(..len);
-            }
-            None => {
-                let n = stream.read(&mut chunk).unwrap();
-                assert!(n > 0, "connection closed after {} replies", replies.len());
-                buf.extend_from_slice(&chunk[..n]);
-            }
-        }
-    }
-    assert!(buf.is_empty(), "unexpected bytes after {count} replies");
-    replies
-}
-
 /// A fresh connection gets PONG: the worker is alive and accepting.
 fn assert_alive(addr: SocketAddr) {
     let mut stream = connect(addr);
     stream.write_all(b"PING\r\n").unwrap();
-    assert_eq!(read_replies(&mut stream, 1), [b"+PONG\r\n".to_vec()]);
+    assert_eq!(read_reply_bytes(&mut stream, 1), [b"+PONG\r\n".to_vec()]);
 }
 
 /// The well-behaved client, connected for the whole test: its counter and its keys of every
@@ -241,7 +210,7 @@ async fn garbage_bytes_get_the_protocol_error_and_only_that_connection_closes() 
     let mut stream = connect(addr);
     stream.write_all(b"SUBSCRIBE garbage:ch\r\n").unwrap();
     assert_eq!(
-        read_replies(&mut stream, 1),
+        read_reply_bytes(&mut stream, 1),
         [b"*3\r\n$9\r\nsubscribe\r\n$10\r\ngarbage:ch\r\n:1\r\n".to_vec()]
     );
     stream.write_all(b"PING\r\n*1\r\n$z\r\n").unwrap();
@@ -298,7 +267,7 @@ async fn in_subscribed_mode_refused_commands_quit_and_garbage_are_answered_in_re
     stream
         .write_all(b"SUBSCRIBE so:a\r\nNOSUCH x\r\nGET\r\n")
         .unwrap();
-    let replies = read_replies(&mut stream, 3);
+    let replies = read_reply_bytes(&mut stream, 3);
     assert_eq!(
         replies[1..],
         [
@@ -312,7 +281,7 @@ async fn in_subscribed_mode_refused_commands_quit_and_garbage_are_answered_in_re
     stream
         .write_all(b"SUBSCRIBE so:a\r\nGET k\r\nUNSUBSCRIBE\r\nGET k\r\n")
         .unwrap();
-    let replies: Vec<String> = read_replies(&mut stream, 4)
+    let replies: Vec<String> = read_reply_bytes(&mut stream, 4)
         .iter()
         .map(|r| String::from_utf8_lossy(r).into_owned())
         .collect();
@@ -341,7 +310,7 @@ async fn classic_and_sharded_subscriptions_both_end_before_subscribed_mode_does(
     stream
         .write_all(b"SSUBSCRIBE mixed:s\r\nSUBSCRIBE mixed:a\r\nSUNSUBSCRIBE\r\nGET k\r\n")
         .unwrap();
-    let replies: Vec<String> = read_replies(&mut stream, 4)
+    let replies: Vec<String> = read_reply_bytes(&mut stream, 4)
         .iter()
         .map(|r| String::from_utf8_lossy(r).into_owned())
         .collect();
@@ -362,12 +331,12 @@ async fn classic_and_sharded_subscriptions_both_end_before_subscribed_mode_does(
         .exec(&mut control.conn)
         .unwrap();
     assert_eq!(
-        read_replies(&mut stream, 1),
+        read_reply_bytes(&mut stream, 1),
         [b"*3\r\n$7\r\nmessage\r\n$7\r\nmixed:a\r\n$2\r\nhi\r\n".to_vec()]
     );
     stream.write_all(b"UNSUBSCRIBE\r\nGET k\r\n").unwrap();
     assert_eq!(
-        read_replies(&mut stream, 2),
+        read_reply_bytes(&mut stream, 2),
         [
             b"*3\r\n$11\r\nunsubscribe\r\n$7\r\nmixed:a\r\n:0\r\n".to_vec(),
             b"$-1\r\n".to_vec()
@@ -469,7 +438,7 @@ async fn million_element_arrays_are_answered_or_refused_and_others_keep_being_se
     let unknown = multibulk("NOSUCHCMD", (0..999_999).map(|i| i.to_string()));
     stream.write_all(&unknown).unwrap();
     stream.write_all(b"PING\r\n").unwrap();
-    let replies = read_replies(&mut stream, 2);
+    let replies = read_reply_bytes(&mut stream, 2);
     assert!(
         replies[0].starts_with(b"-ERR unknown command 'NOSUCHCMD'"),
         "{}",
@@ -483,7 +452,7 @@ async fn million_element_arrays_are_answered_or_refused_and_others_keep_being_se
     let started = Instant::now();
     let mget = multibulk("MGET", (0..999_999).map(|i| format!("{{array}}:{i}")));
     stream.write_all(&mget).unwrap();
-    let reply = read_replies(&mut stream, 1).pop().unwrap();
+    let reply = read_reply_bytes(&mut stream, 1).pop().unwrap();
     assert!(reply.starts_with(b"*999999\r\n$-1\r\n"));
     assert_eq!(reply.len(), "*999999\r\n".len() + 999_999 * 5);
     control.check();
@@ -495,7 +464,7 @@ async fn million_element_arrays_are_answered_or_refused_and_others_keep_being_se
         .write_all(b"SET array:0 x\r\nDEL array:0\r\n")
         .unwrap();
     assert_eq!(
-        read_replies(&mut stream, 3),
+        read_reply_bytes(&mut stream, 3),
         [b":0\r\n".to_vec(), b"+OK\r\n".to_vec(), b":1\r\n".to_vec()]
     );
     let grown = rss().saturating_sub(before);
@@ -667,7 +636,7 @@ async fn more_requests_than_the_pending_limit_in_one_read_are_all_answered() {
     // client, which is waiting for those replies.
     let mut stream = connect(addr);
     stream.write_all(&b"PING\r\n".repeat(2_000)).unwrap();
-    let replies = read_replies(&mut stream, 2_000);
+    let replies = read_reply_bytes(&mut stream, 2_000);
     assert!(replies.iter().all(|r| r == b"+PONG\r\n"));
 }
 
@@ -682,7 +651,7 @@ async fn a_refused_exec_ends_the_transaction_as_in_redis() {
     stream
         .write_all(b"MULTI\r\nSET exec:k 1\r\nEXEC x\r\nEXEC\r\nGET exec:k\r\nSUBSCRIBE exec:ch\r\nEXEC\r\nEXEC x\r\n")
         .unwrap();
-    let replies: Vec<String> = read_replies(&mut stream, 8)
+    let replies: Vec<String> = read_reply_bytes(&mut stream, 8)
         .iter()
         .map(|r| String::from_utf8_lossy(r).into_owned())
         .collect();
@@ -712,7 +681,7 @@ async fn a_blocking_command_runs_in_request_order_with_pipelined_writes() {
         .write_all(b"DEL order:l\r\nBLPOP order:l 0.2\r\nLPUSH order:l x\r\n")
         .unwrap();
     assert_eq!(
-        read_replies(&mut stream, 3),
+        read_reply_bytes(&mut stream, 3),
         [b":0\r\n".to_vec(), b"*-1\r\n".to_vec(), b":1\r\n".to_vec()]
     );
 }
@@ -732,7 +701,7 @@ async fn a_cross_slot_mset_missing_its_last_value_is_refused_whole() {
         .write_all(b"MSET odd:a 1 odd:b\r\nEXISTS odd:a\r\n")
         .unwrap();
     assert_eq!(
-        read_replies(&mut stream, 2),
+        read_reply_bytes(&mut stream, 2),
         [
             b"-ERR wrong number of arguments for 'mset' command\r\n".to_vec(),
             b":0\r\n".to_vec()
@@ -824,7 +793,7 @@ async fn clients_that_disconnect_mid_pipeline_leave_nothing_behind() {
         .write_all(b"SET midpipe:final 1\r\nMGET midpipe:final midpipe:x\r\nBLPOP midpipe:list 0.01\r\nGET midpipe:final\r\n")
         .unwrap();
     assert_eq!(
-        read_replies(&mut stream, 4),
+        read_reply_bytes(&mut stream, 4),
         [
             b"+OK\r\n".to_vec(),
             b"*2\r\n$1\r\n1\r\n$-1\r\n".to_vec(),
@@ -900,7 +869,7 @@ async fn a_backend_that_dies_mid_reply_fails_only_its_requests() {
     stream.peek(&mut first).unwrap();
     cluster.server_by_addr_mut(&victim).unwrap().kill();
 
-    let replies = read_replies(&mut stream, 41);
+    let replies = read_reply_bytes(&mut stream, 41);
     let full = {
         let mut full = format!("${}\r\n", value.len()).into_bytes();
         full.extend_from_slice(&value);
@@ -944,7 +913,7 @@ async fn a_backend_that_dies_mid_reply_fails_only_its_requests() {
         )
         .unwrap();
     assert_eq!(
-        read_replies(&mut stream, 3),
+        read_reply_bytes(&mut stream, 3),
         [
             b"$5\r\nalive\r\n".to_vec(),
             b"+OK\r\n".to_vec(),
@@ -956,7 +925,7 @@ async fn a_backend_that_dies_mid_reply_fails_only_its_requests() {
     fresh
         .write_all(format!("GET {survivor}\r\nGET {doomed}\r\nPING\r\n").as_bytes())
         .unwrap();
-    let replies = read_replies(&mut fresh, 3);
+    let replies = read_reply_bytes(&mut fresh, 3);
     assert_eq!(replies[0], b"$5\r\nagain\r\n");
     assert_eq!(
         replies[1][0],

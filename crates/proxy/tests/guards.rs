@@ -8,16 +8,11 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use cinnabar_proxy::{ProxyConfig, ProxyHandle};
+use cinnabar_proxy::ProxyConfig;
 use cinnabar_testkit::TestCluster;
 
-fn connect(proxy: &ProxyHandle) -> TcpStream {
-    let stream = TcpStream::connect(proxy.local_addr()).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
-    stream
-}
+mod support;
+use support::connect;
 
 /// Sends `request` and reads until the reply's CRLF or the connection closes.
 fn ask(stream: &mut TcpStream, request: &[u8]) -> String {
@@ -50,11 +45,11 @@ async fn the_client_limit_refuses_one_more_with_redis_words() {
     let mut config = ProxyConfig::new("127.0.0.1:0".parse().unwrap(), cluster.seeds());
     config.max_clients = 2;
     let proxy = cinnabar_proxy::start(config).unwrap();
-    let mut first = connect(&proxy);
-    let mut second = connect(&proxy);
+    let mut first = connect(proxy.local_addr());
+    let mut second = connect(proxy.local_addr());
     assert_eq!(ask(&mut first, b"PING\r\n"), "+PONG\r\n");
     assert_eq!(ask(&mut second, b"PING\r\n"), "+PONG\r\n");
-    let mut third = connect(&proxy);
+    let mut third = connect(proxy.local_addr());
     assert_eq!(
         ask(&mut third, b"PING\r\n"),
         "-ERR max number of clients reached\r\n"
@@ -64,7 +59,7 @@ async fn the_client_limit_refuses_one_more_with_redis_words() {
     drop(first);
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let mut again = connect(&proxy);
+        let mut again = connect(proxy.local_addr());
         if ask(&mut again, b"PING\r\n") == "+PONG\r\n" {
             break;
         }
@@ -87,7 +82,7 @@ async fn only_allowed_addresses_are_served() {
     let mut config = ProxyConfig::new("127.0.0.1:0".parse().unwrap(), cluster.seeds());
     config.allow_from = vec!["10.0.0.0/8".parse().unwrap()];
     let refusing = cinnabar_proxy::start(config.clone()).unwrap();
-    let mut outsider = connect(&refusing);
+    let mut outsider = connect(refusing.local_addr());
     assert_eq!(
         ask(&mut outsider, b"PING\r\n"),
         "-ERR cinnabar: connections from 127.0.0.1 are not allowed\r\n"
@@ -96,7 +91,7 @@ async fn only_allowed_addresses_are_served() {
 
     config.allow_from.push("127.0.0.0/8".parse().unwrap());
     let allowing = cinnabar_proxy::start(config).unwrap();
-    let mut insider = connect(&allowing);
+    let mut insider = connect(allowing.local_addr());
     assert_eq!(ask(&mut insider, b"PING\r\n"), "+PONG\r\n");
 }
 
@@ -107,10 +102,10 @@ async fn idle_clients_are_closed_but_busy_ones_are_not() {
     config.idle_timeout = Some(Duration::from_millis(400));
     let proxy = cinnabar_proxy::start(config).unwrap();
 
-    let mut idle = connect(&proxy);
+    let mut idle = connect(proxy.local_addr());
     assert_eq!(ask(&mut idle, b"PING\r\n"), "+PONG\r\n");
-    let mut chatty = connect(&proxy);
-    let mut blocked = connect(&proxy);
+    let mut chatty = connect(proxy.local_addr());
+    let mut blocked = connect(proxy.local_addr());
     // Blocked for longer than the idle timeout: waiting on Redis is not idleness.
     blocked
         .write_all(b"*3\r\n$5\r\nBLPOP\r\n$4\r\nnone\r\n$3\r\n1.2\r\n")

@@ -10,6 +10,9 @@ use std::time::Duration;
 use cinnabar_proxy::{ProxyConfig, ProxyHandle};
 use cinnabar_testkit::TestCluster;
 
+mod support;
+use support::{connect, node_connection, read_replies};
+
 async fn cluster_and_proxy(masters: usize) -> (TestCluster, ProxyHandle) {
     let cluster = TestCluster::start(masters, 0).await;
     let mut config = ProxyConfig::new("127.0.0.1:0".parse().unwrap(), cluster.seeds());
@@ -646,33 +649,10 @@ async fn a_blocking_command_stalls_nobody_and_is_cancelled_with_its_client() {
     }
 }
 
-/// Reads exactly `count` complete replies from `stream`.
-fn read_replies(stream: &mut TcpStream, count: usize) -> Vec<String> {
-    let limits = cinnabar_resp::Limits::default();
-    let mut buf = Vec::new();
-    let mut replies = Vec::new();
-    let mut chunk = [0u8; 4096];
-    while replies.len() < count {
-        match cinnabar_resp::scan_reply(&buf, &limits).unwrap() {
-            Some(len) => {
-                replies.push(String::from_utf8_lossy(&buf[..len]).into_owned());
-                buf.drain(..len);
-            }
-            None => {
-                let n = stream.read(&mut chunk).unwrap();
-                assert!(n > 0, "connection closed after {replies:?}");
-                buf.extend_from_slice(&chunk[..n]);
-            }
-        }
-    }
-    replies
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn subscribers_receive_publishes_and_return_to_normal_mode() {
     let (_cluster, proxy) = cluster_and_proxy(3).await;
-    let mut sub = TcpStream::connect(proxy.local_addr()).unwrap();
-    sub.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut sub = connect(proxy.local_addr());
     sub.write_all(b"SET before 1\r\nSUBSCRIBE news\r\nPSUBSCRIBE n*\r\n")
         .unwrap();
     let confirmations = read_replies(&mut sub, 3);
@@ -725,8 +705,7 @@ async fn subscribers_receive_publishes_and_return_to_normal_mode() {
 #[tokio::test(flavor = "multi_thread")]
 async fn sharded_subscribers_receive_sharded_publishes() {
     let (_cluster, proxy) = cluster_and_proxy(3).await;
-    let mut sub = TcpStream::connect(proxy.local_addr()).unwrap();
-    sub.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut sub = connect(proxy.local_addr());
     sub.write_all(b"SSUBSCRIBE orders\r\n").unwrap();
     assert_eq!(
         read_replies(&mut sub, 1)[0],
@@ -756,19 +735,6 @@ fn workload_through(proxy: &ProxyHandle) -> cinnabar_testkit::Workload {
     workload
 }
 
-fn node_connection(addr: &cinnabar_cluster::NodeAddr) -> redis::Connection {
-    let conn = redis::Client::open(addr.redis_url())
-        .unwrap()
-        .get_connection()
-        .unwrap();
-    // A stuck step must fail the test with a message, never hang it.
-    conn.set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    conn.set_write_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    conn
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_planned_failover_is_invisible_to_clients() {
     let cluster = TestCluster::start(3, 1).await;
@@ -786,12 +752,12 @@ async fn a_planned_failover_is_invisible_to_clients() {
         .clone();
     redis::cmd("CLUSTER")
         .arg("FAILOVER")
-        .exec(&mut node_connection(&replica))
+        .exec(&mut node_connection(&replica, None))
         .unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     loop {
         let role: Vec<redis::Value> = redis::cmd("ROLE")
-            .query(&mut node_connection(&replica))
+            .query(&mut node_connection(&replica, None))
             .unwrap();
         if matches!(role.first(), Some(redis::Value::BulkString(r)) if r == b"master") {
             break;
@@ -839,7 +805,10 @@ async fn migrating_slots_under_load_is_invisible_to_clients() {
         .find(|n| n.slots.iter().any(|r| r.start == 0))
         .unwrap();
     let target = report.nodes.iter().find(|n| n.id != source.id).unwrap();
-    let (mut src, mut dst) = (node_connection(&source.addr), node_connection(&target.addr));
+    let (mut src, mut dst) = (
+        node_connection(&source.addr, None),
+        node_connection(&target.addr, None),
+    );
     let mut moved_keys = 0;
     for slot in 0..400u16 {
         redis::cmd("CLUSTER")

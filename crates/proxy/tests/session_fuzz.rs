@@ -44,6 +44,9 @@ use cinnabar_testkit::{TestCluster, TestServer};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngAlgorithm, TestCaseError, TestRng, TestRunner};
 
+mod support;
+use support::connect;
+
 /// Read/write timeout of every test socket: a proxy bug fails the test instead of hanging it.
 const IO_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long Redis must stay silent before its replies are taken as complete. The slowest
@@ -379,14 +382,6 @@ fn normalize(replies: &[Vec<u8>]) -> Vec<String> {
         }
     }
     out
-}
-
-fn connect(addr: SocketAddr) -> TcpStream {
-    let stream = TcpStream::connect(addr).unwrap();
-    stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
-    stream.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
-    stream.set_nodelay(true).unwrap();
-    stream
 }
 
 /// Reads until the peer closes, or stays silent for `quiet`, or `want` replies arrived and
