@@ -637,6 +637,18 @@ impl Planner<'_> {
             .cloned()
     }
 
+    /// Replicas whose master is not a platform node, kept when `keep(master id)` says so.
+    fn orphans(&self, keep: impl Fn(Option<&str>) -> bool) -> Vec<NodeAddr> {
+        self.observed
+            .orphaned_replicas()
+            .into_iter()
+            .filter(|r| {
+                let master = self.observed.role_of(r).and_then(|(_, m, _)| m);
+                keep(master.as_deref())
+            })
+            .collect()
+    }
+
     /// A member to send `MEET` from.
     fn any_member(&self) -> Option<NodeAddr> {
         self.observed
@@ -1042,16 +1054,7 @@ impl Planner<'_> {
                     on: ghost.known_by,
                 });
             }
-            let orphans: Vec<NodeAddr> = self
-                .observed
-                .orphaned_replicas()
-                .into_iter()
-                .filter(|r| {
-                    self.observed
-                        .role_of(r)
-                        .is_some_and(|(_, m, _)| m.as_deref() == Some(ghost.id.as_str()))
-                })
-                .collect();
+            let orphans = self.orphans(|master| master == Some(ghost.id.as_str()));
             let slots = format_ranges(&ghost.slots);
             if orphans.is_empty() {
                 unresolved.push(format!(
@@ -1107,23 +1110,16 @@ impl Planner<'_> {
                 via,
             });
         }
-        let orphans: Vec<NodeAddr> = self
+        // Replicas of vanished masters that served slots wait for Redis to promote them.
+        let ghosts_with_slots: Vec<String> = self
             .observed
-            .orphaned_replicas()
+            .ghosts()
             .into_iter()
-            .filter(|r| {
-                self.observed
-                    .role_of(r)
-                    .and_then(|(_, m, _)| m)
-                    .is_none_or(|m| {
-                        !self
-                            .observed
-                            .ghosts()
-                            .iter()
-                            .any(|g| g.id == m && !g.slots.is_empty())
-                    })
-            })
+            .filter(|g| !g.slots.is_empty())
+            .map(|g| g.id)
             .collect();
+        let orphans =
+            self.orphans(|master| master.is_none_or(|m| !ghosts_with_slots.iter().any(|g| g == m)));
         let spares: Vec<NodeAddr> = self
             .shards
             .iter()

@@ -71,6 +71,14 @@ async fn run(platform: &mut TestPlatform, op: Operation) -> Vec<String> {
     }
 }
 
+async fn heal(platform: &mut TestPlatform) -> Vec<String> {
+    let op = Operation::Heal {
+        replicas: Some(1),
+        started: BTreeSet::new(),
+    };
+    run(platform, op).await
+}
+
 /// Healthy, every slot covered, each master with `replicas` replicas.
 async fn assert_clean(platform: &TestPlatform, replicas: usize) {
     let options = CheckOptions {
@@ -218,14 +226,7 @@ async fn heal_recovers_a_cluster_whose_nodes_all_restarted_on_new_ports() {
     for server in platform.servers_mut() {
         server.move_to_new_port();
     }
-    let log = run(
-        &mut platform,
-        Operation::Heal {
-            replicas: Some(1),
-            started: BTreeSet::new(),
-        },
-    )
-    .await;
+    let log = heal(&mut platform).await;
     assert!(
         log.iter().any(|l| l.contains("moved to")),
         "{}",
@@ -266,14 +267,7 @@ async fn heal_forgets_ghosts_and_stuck_handshakes_and_restarts_dead_nodes() {
         .unwrap();
     // A dead replica.
     platform.server_mut(&addrs[4]).unwrap().kill();
-    let log = run(
-        &mut platform,
-        Operation::Heal {
-            replicas: Some(1),
-            started: BTreeSet::new(),
-        },
-    )
-    .await;
+    let log = heal(&mut platform).await;
     assert!(
         log.iter().any(|l| l.contains("forget")),
         "{}",
