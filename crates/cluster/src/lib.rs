@@ -6,7 +6,8 @@
 //!
 //! Layout, in the observe → plan → execute shape the planner grows into:
 //! - observe: [`topology`] (`CLUSTER NODES`), [`shards`] (`CLUSTER SHARDS`), [`info`], [`mod@check`];
-//! - plan: [`placement`] (pure: who is master, who replicates whom, which slots), [`slots`];
+//! - plan: [`placement`] (pure: who is master, who replicates whom, which slots), [`slots`],
+//!   [`rebalance`] (pure: which slots move where so masters hold even or weighted shares);
 //! - execute: [`create`], over [`client`] connections;
 //! - [`addr`], [`error`]: shared vocabulary.
 
@@ -18,6 +19,7 @@ pub mod credentials;
 pub mod error;
 pub mod info;
 pub mod placement;
+pub mod rebalance;
 pub mod shards;
 pub mod slots;
 pub mod topology;
@@ -32,6 +34,7 @@ pub use credentials::Credentials;
 pub use error::ClusterError;
 pub use info::{ClusterInfo, ReplicationInfo};
 pub use placement::{Layout, NewNode, ShardPlan, plan_layout};
+pub use rebalance::{SlotMove, apply_moves, plan_rebalance};
 pub use shards::{NodeHealth, Shard, ShardNode, parse_cluster_shards};
 pub use slots::{SLOT_COUNT, SlotRange, SlotSet};
 pub use topology::{
