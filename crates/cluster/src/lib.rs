@@ -8,7 +8,8 @@
 //! - observe: [`topology`] (`CLUSTER NODES`), [`shards`] (`CLUSTER SHARDS`), [`info`], [`mod@check`];
 //! - plan: [`placement`] (pure: who is master, who replicates whom, which slots), [`slots`],
 //!   [`rebalance`] (pure: which slots move where so masters hold even or weighted shares);
-//! - execute: [`create`], over [`client`] connections;
+//! - execute: [`create`], [`migrate`] (moving slots and their keys, closing slots left open), over
+//!   [`client`] connections;
 //! - [`addr`], [`error`]: shared vocabulary.
 
 pub mod addr;
@@ -18,6 +19,7 @@ pub mod create;
 pub mod credentials;
 pub mod error;
 pub mod info;
+pub mod migrate;
 pub mod placement;
 pub mod rebalance;
 pub mod shards;
@@ -33,6 +35,9 @@ pub use create::{CreateProgress, CreateSpec, create_cluster};
 pub use credentials::Credentials;
 pub use error::ClusterError;
 pub use info::{ClusterInfo, ReplicationInfo};
+pub use migrate::{
+    MigrateOptions, MigrateProgress, MigrateSummary, SlotMigrator, SlotRepair, StepOutcome,
+};
 pub use placement::{Layout, NewNode, ShardPlan, plan_layout};
 pub use rebalance::{SlotMove, apply_moves, plan_rebalance};
 pub use shards::{NodeHealth, Shard, ShardNode, parse_cluster_shards};
