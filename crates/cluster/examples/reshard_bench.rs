@@ -184,7 +184,11 @@ async fn verify(point: &StartingPoint, settings: &Settings) -> Result<(usize, u6
         return Err(format!("masters claim {total} slots in all").into());
     }
     if keys_on_masters != settings.keys as u64 {
-        return Err(format!("{keys_on_masters} keys on masters, {} loaded", settings.keys).into());
+        return Err(format!(
+            "{keys_on_masters} keys on masters, {} loaded",
+            settings.keys
+        )
+        .into());
     }
     let mut slots_new = 0;
     let mut keys_new = 0;

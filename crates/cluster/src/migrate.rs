@@ -32,13 +32,24 @@
 //! and follow it. A target that answers `MOVED` (it is no longer importing: someone closed the
 //! slot) stops the step with [`ClusterError::Command`].
 //!
-//! # Speed (measured with `bench/reshard.sh`, 2 cores, 300 000 keys of 100 B, 3 → 5 masters)
-//! Batch and pipeline sizes barely matter once a step opens and closes many slots per round
-//! trip: with ~18 keys per slot the cost is the per-slot `SETSLOT` traffic, which steps amortise.
-//! Defaults: 32 slots per step, 100 keys per `MIGRATE`, 4 `MIGRATE`s per slot and round, and at
-//! most one step per source and per target node at a time (each node runs commands on one
-//! thread, and `MIGRATE` blocks the source until the target answers, so a second step on the
-//! same node only queues). See the README's benchmarks section for the numbers.
+//! # Speed, and why these defaults
+//! Measured with `bench/reshard.sh` (3 → 5 masters, 300 000 keys of 100 B, so ~18 keys per slot
+//! and 6553 slots to move; 2 shared cores, so single runs vary by ±50%): per-slot round trips
+//! and the `nodes.conf` save every `SETSLOT` triggers dominate, not the keys. Opening, draining
+//! and closing many slots per pipeline is what pays: 8 slots per step took 2.5 s, 32 took
+//! 1.6–3.4 s, 128 took 1.6–2.8 s (within noise of 32); one step at a time instead of one per
+//! source/target pair took 3.0 s. Keys per `MIGRATE` barely matter at this size (20: 1.7 s,
+//! 100: 1.6–3.4 s); one 500-key `MIGRATE` per slot and round instead of 4 × 100 took 2.6 s.
+//! Defaults: 32 slots per step (more gains nothing measurable and keeps more slots open, so
+//! more `-ASK` redirects and more to repair after a crash), 100 keys per `MIGRATE`, 4 `MIGRATE`s
+//! per slot and round, at most one step per source and per target at a time (each node runs
+//! commands on one thread, and `MIGRATE` blocks the source until the target answers, so a
+//! second step on one node only queues). In the same runs `redis-cli --cluster rebalance`
+//! took 10.8–15.8 s (README, benchmarks).
+//!
+//! A master that gives away its last slot turns itself into a replica of the node that took it
+//! (Redis's `cluster-allow-replica-migration`, on by default): when it then refuses the final
+//! `SETSLOT … NODE` with "only with masters", the drain is complete, and that is success.
 //!
 //! # Closing open slots ([`SlotMigrator::repair_open_slots`])
 //! Each open slot is read from the `myself` line of every master's `CLUSTER NODES`; a
@@ -1247,4 +1258,73 @@ fn key_list(slot: u16, reply: redis::RedisResult<Value>) -> Result<Vec<Vec<u8>>,
 /// A key for messages: UTF-8 where it is, escaped bytes elsewhere.
 fn key_text(key: &[u8]) -> String {
     String::from_utf8_lossy(key).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn moved(slots_done: usize, keys_moved: u64, keys_total: u64, secs: u64) -> MigrateProgress {
+        MigrateProgress::Moved {
+            from: NodeAddr::new("127.0.0.1", 7000),
+            to: NodeAddr::new("127.0.0.1", 7003),
+            first_slot: 0,
+            last_slot: 31,
+            keys: 640,
+            slots_done,
+            slots_total: 4096,
+            keys_moved,
+            keys_total,
+            elapsed: Duration::from_secs(secs),
+        }
+    }
+
+    #[test]
+    fn progress_lines_give_counts_rate_and_eta() {
+        let line = moved(1024, 25_000, 100_000, 5).to_string();
+        assert_eq!(
+            line,
+            "slots 0-31 127.0.0.1:7000 → 127.0.0.1:7003 (640 keys): 1024/4096 slots, \
+             25000/100000 keys, 5000 keys/s, ETA 15s"
+        );
+        // Without keys the ETA follows the slots.
+        assert_eq!(moved(1024, 0, 0, 5).eta(), Some(Duration::from_secs(15)));
+        assert_eq!(moved(0, 0, 0, 5).eta(), None);
+        let started = MigrateProgress::Started {
+            slots_total: 1,
+            keys_total: 1,
+        };
+        assert_eq!(started.to_string(), "moving 1 slot holding 1 key");
+        let finished = MigrateProgress::Finished {
+            slots: 4096,
+            keys: 100_000,
+            elapsed: Duration::from_secs(4),
+        };
+        assert_eq!(
+            finished.to_string(),
+            "moved 4096 slots and 100000 keys in 4.0s (25000 keys/s)"
+        );
+    }
+
+    #[test]
+    fn repairs_say_who_keeps_the_slot() {
+        let kept = SlotRepair::Kept {
+            slot: 7,
+            owner: "0123456789abcdef".into(),
+        };
+        assert_eq!(
+            kept.to_string(),
+            "slot 7: 01234567 keeps it; no key had reached the other side"
+        );
+        let finished = SlotRepair::Finished {
+            slot: 7,
+            from: "aaaaaaaaaaaa".into(),
+            to: "bbbbbbbbbbbb".into(),
+            keys: 3,
+        };
+        assert_eq!(
+            finished.to_string(),
+            "slot 7: finished the move from aaaaaaaa to bbbbbbbb (3 keys moved)"
+        );
+    }
 }
