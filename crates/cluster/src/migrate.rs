@@ -926,6 +926,10 @@ impl Step {
     }
 
     /// Moves every key of `slots` from the source to the target.
+    ///
+    /// The loop ends: every round either removes the keys it listed from the source (`MIGRATE`
+    /// deletes on success, `NOKEY` means they were gone) or returns an error, and a migrating
+    /// slot gains no keys on the source (clients are sent to the target for keys it lacks).
     async fn drain(&self, slots: &[u16]) -> Result<StepOutcome, ClusterError> {
         let mut outcome = StepOutcome::default();
         let mut pending = self.fetch_keys(slots).await?;
