@@ -134,6 +134,28 @@ impl NodeClient {
             .map_err(|e| self.classify(args, e))
     }
 
+    /// Sends `pipeline` in one write and returns each command's own result, so one error
+    /// reply does not hide the others' results. `what` names the batch in errors.
+    ///
+    /// # Errors
+    /// As [`query`](Self::query) for the pipeline as a whole (I/O failures, timeouts).
+    pub(crate) async fn pipeline(
+        &mut self,
+        pipeline: &mut redis::Pipeline,
+        what: &str,
+    ) -> Result<Vec<redis::RedisResult<Value>>, ClusterError> {
+        pipeline.ignore_errors();
+        pipeline
+            .query_async(&mut self.conn)
+            .await
+            .map_err(|e| self.classify(&[what], e))
+    }
+
+    /// `error`, an error reply to `command`, as a [`ClusterError`] naming this node.
+    pub(crate) fn refusal(&self, command: &str, error: RedisError) -> ClusterError {
+        self.classify(&[command], error)
+    }
+
     fn classify(&self, args: &[&str], error: RedisError) -> ClusterError {
         if error.is_io_error()
             || error.is_timeout()

@@ -77,6 +77,37 @@ pub enum ClusterError {
     /// The operation journal could not be read or written.
     #[error("operation journal {0}")]
     Journal(String),
+    /// A key could not be moved even on its own with the longest allowed `MIGRATE` timeout.
+    #[error(
+        "key {key:?} in slot {slot} did not move off {from} even alone with a {} MIGRATE timeout; the slot stays open on both nodes and the key stays on {from}",
+        duration_text(*timeout)
+    )]
+    KeyTooBig {
+        /// The slot being moved.
+        slot: u16,
+        /// The key (lossy UTF-8).
+        key: String,
+        /// The node that still holds it.
+        from: NodeAddr,
+        /// The last `MIGRATE` timeout tried.
+        timeout: Duration,
+    },
+    /// A migration names a node that is not a master we can reach.
+    #[error("node {id} is not a reachable master of this cluster: {reason}")]
+    MasterUnavailable {
+        /// The node id asked for.
+        id: String,
+        /// Why it cannot be used (unknown, unreachable, a replica…).
+        reason: String,
+    },
+    /// An open (migrating or importing) slot cannot be closed without risking keys.
+    #[error("slot {slot} is open and cannot be closed safely: {reason}")]
+    OpenSlotUnresolvable {
+        /// The slot.
+        slot: u16,
+        /// What blocks it and what to do.
+        reason: String,
+    },
     /// A reply or input text could not be parsed.
     #[error("cannot parse {what} ({reason}): {line:?}")]
     Parse {

@@ -8,9 +8,11 @@
 //! - observe: [`topology`] (`CLUSTER NODES`), [`shards`] (`CLUSTER SHARDS`), [`info`], [`mod@check`];
 //! - observe: [`mod@observe`] (every platform node asked directly, ghosts, stale addresses);
 //! - plan: [`mod@plan`] (pure: the next step of an operation, and the safety rules), [`placement`]
-//!   (pure: who is master, who replicates whom, which slots), [`slots`];
+//!   (pure: who is master, who replicates whom, which slots), [`slots`], [`rebalance`] (pure:
+//!   which slots move where so masters hold even or weighted shares);
 //! - [`platform`]: what the planner needs from whatever runs the nodes;
-//! - execute: [`mod@execute`] (one planned step), [`create`], over [`client`] connections;
+//! - execute: [`mod@execute`] (one planned step), [`create`], [`migrate`] (moving slots and their
+//!   keys, closing slots left open), over [`client`] connections;
 //! - run: [`operate`] (observe → plan → execute until done, with a journal to resume from);
 //! - [`addr`], [`error`]: shared vocabulary.
 
@@ -22,12 +24,14 @@ pub mod credentials;
 pub mod error;
 pub mod execute;
 pub mod info;
+pub mod migrate;
 mod migrate_steps;
 pub mod observe;
 pub mod operate;
 pub mod placement;
 pub mod plan;
 pub mod platform;
+pub mod rebalance;
 pub mod shards;
 pub mod slots;
 pub mod topology;
@@ -42,6 +46,9 @@ pub use credentials::Credentials;
 pub use error::ClusterError;
 pub use execute::{ExecuteOptions, Executed, execute};
 pub use info::{ClusterInfo, ReplicationInfo};
+pub use migrate::{
+    MigrateOptions, MigrateProgress, MigrateSummary, SlotMigrator, SlotRepair, StepOutcome,
+};
 pub use observe::{Ghost, NodeFacts, Observed, ObservedNode, ObservedShard, observe};
 pub use operate::{
     FileJournal, Journal, JournalEntry, MemoryJournal, OperateError, OperateEvent, OperateOptions,
@@ -53,6 +60,7 @@ pub use plan::{
     next_step,
 };
 pub use platform::{Platform, PlatformNode};
+pub use rebalance::{SlotMove, apply_moves, plan_rebalance};
 pub use shards::{NodeHealth, Shard, ShardNode, parse_cluster_shards};
 pub use slots::{SLOT_COUNT, SlotRange, SlotSet};
 pub use topology::{

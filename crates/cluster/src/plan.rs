@@ -838,8 +838,12 @@ impl Planner<'_> {
             .unwrap_or_else(|| shard.master.clone())
     }
 
-    /// After the operation's own work: placement, then done.
+    /// After the operation's own work: every member knowing every other (gossip of a node met
+    /// a moment ago takes a second to spread), placement, then done.
     fn finish(&self) -> Next {
+        if let Some((viewer, missing)) = self.observed.unacquainted().first() {
+            return Next::Wait(format!("{viewer} does not know {missing} yet"));
+        }
         match self.placement_step() {
             Some(step) => Next::Step(step),
             None => Next::Done { unresolved: vec![] },

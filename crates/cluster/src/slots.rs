@@ -144,6 +144,12 @@ impl SlotSet {
         }
     }
 
+    /// Removes one slot.
+    pub fn remove(&mut self, slot: u16) {
+        let i = usize::from(slot);
+        self.bits[i / 64] &= !(1 << (i % 64));
+    }
+
     /// Whether `slot` is in the set.
     pub fn contains(&self, slot: u16) -> bool {
         let i = usize::from(slot);
@@ -164,6 +170,13 @@ impl SlotSet {
     pub fn union_with(&mut self, other: &Self) {
         for (a, b) in self.bits.iter_mut().zip(other.bits.iter()) {
             *a |= b;
+        }
+    }
+
+    /// Keeps only the slots that are also in `other`.
+    pub fn intersect_with(&mut self, other: &Self) {
+        for (a, b) in self.bits.iter_mut().zip(other.bits.iter()) {
+            *a &= b;
         }
     }
 

@@ -318,3 +318,92 @@ async fn replace_nodes_moves_every_shard_onto_new_nodes_with_no_client_impact() 
     assert_clean(&platform, 1).await;
     assert_placement(&after);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scale_out_to_five_shards_and_back_to_three_with_no_client_impact() {
+    let mut platform = platform(3, 1, 3).await;
+    let proxy = proxy_for(&platform);
+    let workload = workload(&proxy);
+    let log = run(
+        &mut platform,
+        Operation::Scale {
+            masters: 5,
+            replicas: 1,
+        },
+    )
+    .await;
+    assert!(
+        log.iter().any(|l| l.contains("rebalance slots")),
+        "{}",
+        log.join("\n")
+    );
+    let grown = observed(&platform).await;
+    let serving: Vec<_> = grown
+        .shards()
+        .into_iter()
+        .filter(|s| s.slot_count() > 0)
+        .collect();
+    assert_eq!(serving.len(), 5, "{}", log.join("\n"));
+    assert!(
+        serving
+            .iter()
+            .all(|s| s.slot_count().abs_diff(16384 / 5) <= 1)
+    );
+    assert_clean(&platform, 1).await;
+    assert_placement(&grown);
+
+    // A migration interrupted mid-slot: the next operation closes it first.
+    let (from, to) = (&serving[0], &serving[1]);
+    let slot = from.slots[0].start.to_string();
+    let mut target = cinnabar_cluster::NodeClient::connect(&to.master, TIMEOUTS)
+        .await
+        .unwrap();
+    target
+        .query::<()>(&["CLUSTER", "SETSLOT", &slot, "IMPORTING", &from.master_id])
+        .await
+        .unwrap();
+    let mut source = cinnabar_cluster::NodeClient::connect(&from.master, TIMEOUTS)
+        .await
+        .unwrap();
+    source
+        .query::<()>(&["CLUSTER", "SETSLOT", &slot, "MIGRATING", &to.master_id])
+        .await
+        .unwrap();
+
+    let log = run(
+        &mut platform,
+        Operation::Scale {
+            masters: 3,
+            replicas: 1,
+        },
+    )
+    .await;
+    assert!(log[0].contains("close open slots"), "{}", log.join("\n"));
+    let shrunk = observed(&platform).await;
+    assert_eq!(shrunk.nodes.len(), 6, "{}", log.join("\n"));
+    assert!(shrunk.open_slots().is_empty());
+    std::thread::sleep(Duration::from_millis(300));
+    assert_no_client_impact(&workload.stop());
+    assert_clean(&platform, 1).await;
+    assert_placement(&shrunk);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scaling_below_one_master_is_refused_and_changes_nothing() {
+    let mut platform = platform(1, 0, 0).await;
+    let before = observed(&platform).await.shards();
+    let err = run_operation(
+        Operation::Scale {
+            masters: 0,
+            replicas: 0,
+        },
+        &mut platform,
+        &mut MemoryJournal::default(),
+        &OperateOptions::default(),
+        &mut |_| {},
+    )
+    .await
+    .unwrap_err();
+    assert!(err.to_string().contains("at least one master"), "{err}");
+    assert_eq!(observed(&platform).await.shards(), before);
+}

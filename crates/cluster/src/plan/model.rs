@@ -372,11 +372,37 @@ impl Sim {
                 }
             }
         }
+        // Like Redis (`cluster-allow-replica-migration yes`): a master that loses its last
+        // slot, and its replicas, follow the master that took it.
+        let mut emptied: Vec<(String, String)> = Vec::new();
+        for node in &self.nodes {
+            if let Some(slots) = owned.get(&node.id)
+                && slots.is_empty()
+                && !node.slots.is_empty()
+            {
+                let last = (0..16384u16).rev().find(|s| node.slots.contains(*s));
+                let taker = owned
+                    .iter()
+                    .find(|(_, held)| last.is_some_and(|l| held.contains(&l)))
+                    .map(|(id, _)| id.clone());
+                if let Some(taker) = taker {
+                    emptied.push((node.id.clone(), taker));
+                }
+            }
+        }
         for node in &mut self.nodes {
             if let Some(slots) = owned.get(&node.id) {
                 node.slots = SlotSet::new();
                 for s in slots {
                     node.slots.insert(*s);
+                }
+            }
+        }
+        for (old, taker) in emptied {
+            for node in &mut self.nodes {
+                if node.id == old || node.master.as_deref() == Some(old.as_str()) {
+                    node.role = Role::Replica;
+                    node.master = Some(taker.clone());
                 }
             }
         }
