@@ -49,6 +49,7 @@ enum Command {
     ///   cinnabar up --detach --masters 6    # 6 shards, in the background
     ///   redis-cli -p 6380 set foo bar       # use it: any key, a plain client
     ///   cinnabar up --no-proxy              # nodes on 6380-6385; use redis-cli -c -p 6380
+    ///   cinnabar up --hosts 3               # nodes on simulated hosts h0-h2, shards spread
     #[command(verbatim_doc_comment)]
     Up(UpArgs),
     /// Show the endpoint, the proxy, every node (role, slots, health, pid, memory) and a verdict.
@@ -117,6 +118,11 @@ struct UpArgs {
     /// cluster-node-timeout: how long a node may be unreachable before failover [default: 5000]
     #[arg(long, value_name = "MS")]
     node_timeout_ms: Option<u64>,
+    /// Spread the nodes over N simulated hosts h0..h{N-1} (round robin) so shards are placed as
+    /// on N machines: a master and its replicas on different hosts, masters spread. Fixed when
+    /// the cluster is created [default: 0, no hosts]
+    #[arg(long, value_name = "N")]
+    hosts: Option<u16>,
     /// redis-server or valkey-server binary to run [default: first found on PATH]
     #[arg(long, value_name = "PATH")]
     redis_server: Option<PathBuf>,
@@ -147,6 +153,7 @@ impl UpArgs {
         );
         flag("--timeout", Some(self.timeout.to_string()));
         flag("--proxy-workers", self.proxy_workers.map(|v| v.to_string()));
+        flag("--hosts", self.hosts.map(|v| v.to_string()));
         if self.no_proxy {
             args.push("--no-proxy".into());
         }
@@ -168,6 +175,7 @@ impl UpArgs {
                 node_timeout_ms: self.node_timeout_ms,
                 proxy: self.no_proxy.then_some(false),
                 proxy_workers: self.proxy_workers,
+                hosts: self.hosts,
             },
             dir: self.dir.clone(),
             redis_server: self.redis_server.clone(),
