@@ -2,6 +2,7 @@
 //! together; every behaviour lives in a library crate where it can be tested.
 
 mod detach;
+mod operations;
 mod output;
 
 use std::io::IsTerminal;
@@ -77,6 +78,8 @@ enum Command {
     ///   cinnabar proxy --config cinnabar.toml --workers 2
     #[command(verbatim_doc_comment)]
     Proxy(ProxyArgs),
+    #[command(flatten)]
+    Operation(operations::OperationCommand),
     /// Internal: the background supervisor started by `up --detach`.
     #[command(name = "__supervise", hide = true)]
     Supervise(UpArgs),
@@ -290,6 +293,7 @@ fn main() -> ExitCode {
         Command::Status(args) => status(&args),
         Command::Down(args) => down(&args).map(|()| ExitCode::SUCCESS),
         Command::Proxy(args) => proxy(&args).map(|()| ExitCode::SUCCESS),
+        Command::Operation(command) => operations::run(&command),
     };
     outcome.unwrap_or_else(|e| {
         eprintln!("error: {e:#}");
