@@ -261,3 +261,53 @@ fn scale_to_two_replicas_adds_a_replica_per_shard_and_a_later_up_resumes_every_n
     c.wait_healthy(Duration::from_secs(30));
     assert_eq!(c.status().1["nodes"].as_array().unwrap().len(), 6);
 }
+
+#[test]
+fn resume_finishes_a_journaled_failover_and_with_nothing_journaled_says_so() {
+    let c = Cinnabar::new(1, 1);
+    c.up_detached(1, 1);
+    c.wait_healthy(Duration::from_secs(20));
+    let nothing = c.run(&["resume"]);
+    succeeded(&nothing, "resume with nothing journaled");
+    assert!(
+        String::from_utf8_lossy(&nothing.stdout).contains("nothing to resume"),
+        "{}",
+        String::from_utf8_lossy(&nothing.stdout)
+    );
+    // What a failover killed before its first step leaves behind.
+    let (_, status) = c.status();
+    let master = status["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["role"] == "master")
+        .unwrap()
+        .clone();
+    let address = master["address"].as_str().unwrap().to_owned();
+    let entry = JournalEntry {
+        operation: Operation::Failover {
+            master_id: master["id"].as_str().unwrap().to_owned(),
+            master: address.parse().unwrap(),
+        },
+        step: None,
+        steps_done: 0,
+        started_ms: 0,
+    };
+    std::fs::write(
+        journal_path(&c),
+        serde_json::to_string_pretty(&entry).unwrap(),
+    )
+    .unwrap();
+    let out = c.run(&["resume"]);
+    succeeded(&out, "resume");
+    assert!(
+        stderr(&out).contains("resuming failover of master"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(roles(&c.status().1)[&address], "replica");
+    assert!(
+        !journal_path(&c).exists(),
+        "a finished operation is cleared"
+    );
+}

@@ -211,6 +211,28 @@ impl LocalSpec {
         Ok(())
     }
 
+    /// Checks that the nodes of a new cluster can be spread over its hosts: each shard needs
+    /// as many different hosts as it has members. Only for creation: a scaled cluster's shape
+    /// is the planner's business, and its recorded nodes resume as they are.
+    ///
+    /// # Errors
+    /// [`LocalError::InvalidTopology`] naming the host count that would do.
+    pub fn check_hosts(&self) -> Result<()> {
+        let bad = |msg: String| Err(LocalError::InvalidTopology(msg));
+        if self.hosts > 0 && self.hosts <= self.replicas {
+            return bad(format!(
+                "--hosts {}: a master and its {} replica{} need {} different hosts; use --hosts {} \
+                 or more, or fewer replicas",
+                self.hosts,
+                self.replicas,
+                if self.replicas == 1 { "" } else { "s" },
+                self.replicas + 1,
+                self.replicas + 1
+            ));
+        }
+        Ok(())
+    }
+
     /// Refuses a total `maxmemory` above 80% of this machine's RAM: Redis must evict, not be
     /// OOM-killed or swap (MISSION T4).
     ///
@@ -343,6 +365,20 @@ mod tests {
         let stored = r#"{"masters":3,"replicas":1,"first_port":7000,"maxmemory":"256mb",
             "maxmemory_policy":"allkeys-lru","node_timeout_ms":5000}"#;
         assert_eq!(serde_json::from_str::<LocalSpec>(stored).unwrap().hosts, 0);
+    }
+
+    #[test]
+    fn fewer_hosts_than_a_shard_has_members_is_refused() {
+        let err = LocalSpec { hosts: 1, ..spec() }
+            .check_hosts()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("--hosts 1: a master and its 1 replica need 2"),
+            "{err}"
+        );
+        LocalSpec { hosts: 2, ..spec() }.check_hosts().unwrap();
+        spec().check_hosts().unwrap();
     }
 
     #[test]

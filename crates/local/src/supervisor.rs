@@ -236,6 +236,9 @@ impl Supervisor {
             .and_then(|d| d.load().ok().flatten());
         let spec = options.spec.resolve(stored.as_ref().map(|s| &s.spec))?;
         spec.validate()?;
+        if stored.is_none() {
+            spec.check_hosts()?;
+        }
         if let Some(total) = machine_memory() {
             spec.check_fits_memory(total)?;
         }
