@@ -58,8 +58,8 @@ enum Command {
     /// Exits 0 when healthy (every node ok, all slots covered, the proxy answering PING), 1
     /// otherwise. `--json` prints a stable document for scripts: top-level "endpoint", "proxy"
     /// ("address", "pid" (the supervisor's), "workers", "up", "error"; null with --no-proxy) and
-    /// "nodes" (each with "address", "role", "master", "slots", "pid", "health"); fields are added
-    /// over time, never renamed.
+    /// "nodes" (each with "address", "role", "master", "slots", "pid", "health", "host" (the
+    /// simulated host with `up --hosts`, else null)); fields are added over time, never renamed.
     Status(StatusArgs),
     /// Stop every process started from a directory (data is kept unless --purge).
     Down(DownArgs),
