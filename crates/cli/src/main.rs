@@ -2,6 +2,7 @@
 //! together; every behaviour lives in a library crate where it can be tested.
 
 mod detach;
+mod operations;
 mod output;
 
 use std::io::IsTerminal;
@@ -49,6 +50,7 @@ enum Command {
     ///   cinnabar up --detach --masters 6    # 6 shards, in the background
     ///   redis-cli -p 6380 set foo bar       # use it: any key, a plain client
     ///   cinnabar up --no-proxy              # nodes on 6380-6385; use redis-cli -c -p 6380
+    ///   cinnabar up --hosts 3               # nodes on simulated hosts h0-h2, shards spread
     #[command(verbatim_doc_comment)]
     Up(UpArgs),
     /// Show the endpoint, the proxy, every node (role, slots, health, pid, memory) and a verdict.
@@ -56,8 +58,8 @@ enum Command {
     /// Exits 0 when healthy (every node ok, all slots covered, the proxy answering PING), 1
     /// otherwise. `--json` prints a stable document for scripts: top-level "endpoint", "proxy"
     /// ("address", "pid" (the supervisor's), "workers", "up", "error"; null with --no-proxy) and
-    /// "nodes" (each with "address", "role", "master", "slots", "pid", "health"); fields are added
-    /// over time, never renamed.
+    /// "nodes" (each with "address", "role", "master", "slots", "pid", "health", "host" (the
+    /// simulated host with `up --hosts`, else null)); fields are added over time, never renamed.
     Status(StatusArgs),
     /// Stop every process started from a directory (data is kept unless --purge).
     Down(DownArgs),
@@ -76,6 +78,8 @@ enum Command {
     ///   cinnabar proxy --config cinnabar.toml --workers 2
     #[command(verbatim_doc_comment)]
     Proxy(ProxyArgs),
+    #[command(flatten)]
+    Operation(operations::OperationCommand),
     /// Internal: the background supervisor started by `up --detach`.
     #[command(name = "__supervise", hide = true)]
     Supervise(UpArgs),
@@ -117,6 +121,11 @@ struct UpArgs {
     /// cluster-node-timeout: how long a node may be unreachable before failover [default: 5000]
     #[arg(long, value_name = "MS")]
     node_timeout_ms: Option<u64>,
+    /// Spread the nodes over N simulated hosts h0..h{N-1} (round robin) so shards are placed as
+    /// on N machines: a master and its replicas on different hosts, masters spread. Fixed when
+    /// the cluster is created [default: 0, no hosts]
+    #[arg(long, value_name = "N")]
+    hosts: Option<u16>,
     /// redis-server or valkey-server binary to run [default: first found on PATH]
     #[arg(long, value_name = "PATH")]
     redis_server: Option<PathBuf>,
@@ -147,6 +156,7 @@ impl UpArgs {
         );
         flag("--timeout", Some(self.timeout.to_string()));
         flag("--proxy-workers", self.proxy_workers.map(|v| v.to_string()));
+        flag("--hosts", self.hosts.map(|v| v.to_string()));
         if self.no_proxy {
             args.push("--no-proxy".into());
         }
@@ -168,6 +178,7 @@ impl UpArgs {
                 node_timeout_ms: self.node_timeout_ms,
                 proxy: self.no_proxy.then_some(false),
                 proxy_workers: self.proxy_workers,
+                hosts: self.hosts,
             },
             dir: self.dir.clone(),
             redis_server: self.redis_server.clone(),
@@ -282,6 +293,7 @@ fn main() -> ExitCode {
         Command::Status(args) => status(&args),
         Command::Down(args) => down(&args).map(|()| ExitCode::SUCCESS),
         Command::Proxy(args) => proxy(&args).map(|()| ExitCode::SUCCESS),
+        Command::Operation(command) => operations::run(&command),
     };
     outcome.unwrap_or_else(|e| {
         eprintln!("error: {e:#}");

@@ -74,6 +74,10 @@ pub enum ClusterError {
         /// The problems of the last check, one sentence each.
         problems: Vec<String>,
     },
+    /// The platform could not provide, restart, start or remove a node (no supervisor, no free
+    /// port, a process that does not start); the message says which and why.
+    #[error("{0}")]
+    Platform(String),
     /// The operation journal could not be read or written.
     #[error("operation journal {0}")]
     Journal(String),

@@ -114,6 +114,17 @@ pub enum LocalError {
         #[source]
         source: std::io::Error,
     },
+    /// The supervisor could not be asked (none runs, or it did not answer).
+    #[error(
+        "cannot ask the supervisor of {dir}: {reason}; is the cluster running? \
+         (`cinnabar status --dir {dir}` tells, `cinnabar up --dir {dir}` starts it)"
+    )]
+    Control {
+        /// The state directory.
+        dir: PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
     /// The state file exists but cannot be read.
     #[error("state file {path} is unreadable: {reason}")]
     BadState {

@@ -12,13 +12,17 @@
 //!   cinnabar.json        state: spec, endpoint, phase, pids (see `state`)
 //!   cinnabar.lock        flock held by the live supervisor
 //!   supervisor.log       a detached supervisor's output
+//!   control.sock         the live supervisor's control socket (see `control`)
+//!   operation.json       the operation in progress, if any (`cinnabar scale`, `failover`, …)
 //!   nodes/<port>/        one data dir per node: redis.conf, nodes.conf, appendonlydir/, redis.log
 //! ```
 
 pub mod binary;
 pub mod config;
+pub mod control;
 pub mod error;
 pub mod ops;
+pub mod platform;
 pub mod ports;
 pub mod probe;
 pub mod process;
@@ -30,6 +34,7 @@ pub use binary::{Flavor, ServerBinary};
 pub use config::NodeConfig;
 pub use error::{LocalError, Result};
 pub use ops::{DownReport, NodeStatus, ProxyStatus, StatusReport, down, status};
+pub use platform::LocalPlatform;
 pub use process::NodeProcess;
 pub use spec::{LocalSpec, SpecOverrides};
 pub use state::{Phase, StateDir};

@@ -23,7 +23,7 @@ const SUPERVISOR_STOP_WAIT: Duration = Duration::from_secs(60);
 const ORPHAN_STOP_WAIT: Duration = Duration::from_secs(15);
 
 /// The `cinnabar status` report. Its JSON form is a contract for scripts: fields are added,
-/// never renamed (`endpoint`, `nodes[].address/role/master/slots/pid/health`,
+/// never renamed (`endpoint`, `nodes[].address/role/master/slots/pid/health/host`,
 /// `proxy.address/pid/workers/up`, `admin`).
 #[derive(Debug, Clone, Serialize)]
 pub struct StatusReport {
@@ -98,6 +98,8 @@ pub struct NodeStatus {
     pub restarts: u32,
     /// Cluster flags as the node reports them.
     pub flags: Vec<String>,
+    /// The simulated host it runs on (`up --hosts`); `null` without hosts.
+    pub host: Option<String>,
 }
 
 /// Reads the state of `dir` and asks the nodes how they are.
@@ -163,7 +165,7 @@ fn build_report(
         .map(|node| {
             let address = format!("127.0.0.1:{}", node.port);
             let pid = if supervised { node.pid } else { None };
-            match find(node.port) {
+            let mut status = match find(node.port) {
                 Some(report) => node_status(address, report, pid, node.restarts),
                 None => NodeStatus {
                     address,
@@ -177,8 +179,11 @@ fn build_report(
                     memory: None,
                     restarts: node.restarts,
                     flags: Vec::new(),
+                    host: None,
                 },
-            }
+            };
+            status.host.clone_from(&node.host);
+            status
         })
         .collect();
     let mut problems: Vec<String> = check
@@ -276,6 +281,7 @@ fn node_status(
         memory: report.used_memory.map(human_bytes),
         restarts,
         flags: report.flags.clone(),
+        host: None,
     }
 }
 
@@ -326,6 +332,8 @@ pub fn down(dir: &Path, purge: bool) -> Result<DownReport> {
             crate::state::STATE_FILE,
             crate::state::SUPERVISOR_LOG,
             crate::state::LOCK_FILE,
+            crate::state::OPERATION_JOURNAL,
+            crate::control::CONTROL_SOCKET,
         ] {
             let _ = std::fs::remove_file(dir.root().join(file));
         }

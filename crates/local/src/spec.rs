@@ -20,6 +20,9 @@ pub const MAX_PROXY_WORKERS: u16 = 64;
 /// leaves the machine's other cores to the nodes.
 pub const DEFAULT_PROXY_WORKERS: u16 = 1;
 
+/// Upper bound on simulated hosts; only catches a typo.
+pub const MAX_HOSTS: u16 = 64;
+
 /// The eviction policies Redis accepts for `maxmemory-policy`.
 pub const EVICTION_POLICIES: [&str; 8] = [
     "noeviction",
@@ -63,6 +66,11 @@ pub struct LocalSpec {
     /// Proxy worker threads (ignored without the proxy).
     #[serde(default = "default_proxy_workers")]
     pub proxy_workers: u16,
+    /// Simulated hosts `h0..` the nodes are spread over (round robin), so the planner's placement
+    /// rules (a shard's nodes on different hosts, masters spread) can be exercised on one
+    /// machine; 0 means no host labels. Fixed when the cluster is created.
+    #[serde(default)]
+    pub hosts: u16,
 }
 
 fn default_proxy_workers() -> u16 {
@@ -80,6 +88,7 @@ impl Default for LocalSpec {
             node_timeout_ms: crate::config::DEFAULT_NODE_TIMEOUT_MS,
             proxy: true,
             proxy_workers: DEFAULT_PROXY_WORKERS,
+            hosts: 0,
         }
     }
 }
@@ -88,6 +97,16 @@ impl LocalSpec {
     /// Total number of nodes.
     pub fn node_count(&self) -> usize {
         usize::from(self.masters) * (usize::from(self.replicas) + 1)
+    }
+
+    /// The simulated hosts' labels, `h0..h{hosts-1}` (empty without hosts).
+    pub fn host_names(&self) -> Vec<String> {
+        (0..self.hosts).map(|h| format!("h{h}")).collect()
+    }
+
+    /// The host of the `index`th node at creation: round robin over the hosts.
+    pub fn host_of(&self, index: usize) -> Option<String> {
+        (self.hosts > 0).then(|| format!("h{}", index % usize::from(self.hosts)))
     }
 
     /// The proxy's port, when the cluster has a proxy.
@@ -150,6 +169,12 @@ impl LocalSpec {
                 self.replicas
             ));
         }
+        if self.hosts > MAX_HOSTS {
+            return bad(format!(
+                "--hosts {}: at most {MAX_HOSTS} simulated hosts",
+                self.hosts
+            ));
+        }
         if self.port < 1024 {
             return bad(format!("--port {}: use a port of 1024 or above", self.port));
         }
@@ -183,6 +208,28 @@ impl LocalSpec {
             ));
         }
         self.maxmemory_bytes()?;
+        Ok(())
+    }
+
+    /// Checks that the nodes of a new cluster can be spread over its hosts: each shard needs
+    /// as many different hosts as it has members. Only for creation: a scaled cluster's shape
+    /// is the planner's business, and its recorded nodes resume as they are.
+    ///
+    /// # Errors
+    /// [`LocalError::InvalidTopology`] naming the host count that would do.
+    pub fn check_hosts(&self) -> Result<()> {
+        let bad = |msg: String| Err(LocalError::InvalidTopology(msg));
+        if self.hosts > 0 && self.hosts <= self.replicas {
+            return bad(format!(
+                "--hosts {}: a master and its {} replica{} need {} different hosts; use --hosts {} \
+                 or more, or fewer replicas",
+                self.hosts,
+                self.replicas,
+                if self.replicas == 1 { "" } else { "s" },
+                self.replicas + 1,
+                self.replicas + 1
+            ));
+        }
         Ok(())
     }
 
@@ -308,6 +355,33 @@ mod tests {
     }
 
     #[test]
+    fn hosts_are_assigned_round_robin_and_absent_by_default() {
+        assert_eq!(spec().host_of(0), None);
+        assert!(spec().host_names().is_empty());
+        let s = LocalSpec { hosts: 3, ..spec() };
+        assert_eq!(s.host_names(), vec!["h0", "h1", "h2"]);
+        let hosts: Vec<String> = (0..5).filter_map(|i| s.host_of(i)).collect();
+        assert_eq!(hosts, vec!["h0", "h1", "h2", "h0", "h1"]);
+        let stored = r#"{"masters":3,"replicas":1,"first_port":7000,"maxmemory":"256mb",
+            "maxmemory_policy":"allkeys-lru","node_timeout_ms":5000}"#;
+        assert_eq!(serde_json::from_str::<LocalSpec>(stored).unwrap().hosts, 0);
+    }
+
+    #[test]
+    fn fewer_hosts_than_a_shard_has_members_is_refused() {
+        let err = LocalSpec { hosts: 1, ..spec() }
+            .check_hosts()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("--hosts 1: a master and its 1 replica need 2"),
+            "{err}"
+        );
+        LocalSpec { hosts: 2, ..spec() }.check_hosts().unwrap();
+        spec().check_hosts().unwrap();
+    }
+
+    #[test]
     fn proxy_workers_out_of_range_are_rejected() {
         for workers in [0, MAX_PROXY_WORKERS + 1] {
             let err = LocalSpec {
@@ -429,6 +503,8 @@ pub struct SpecOverrides {
     pub proxy: Option<bool>,
     /// `--proxy-workers`.
     pub proxy_workers: Option<u16>,
+    /// `--hosts`.
+    pub hosts: Option<u16>,
 }
 
 impl SpecOverrides {
@@ -446,6 +522,7 @@ impl SpecOverrides {
                 ("--masters", self.masters, stored.masters),
                 ("--replicas", self.replicas, stored.replicas),
                 ("--port", self.port, stored.port),
+                ("--hosts", self.hosts, stored.hosts),
             ]
             .into_iter()
             .filter_map(|(flag, given, had)| {
@@ -493,6 +570,9 @@ impl SpecOverrides {
         }
         if let Some(v) = self.proxy {
             spec.proxy = v;
+        }
+        if let Some(v) = self.hosts {
+            spec.hosts = v;
         }
         if let Some(v) = self.proxy_workers {
             if !spec.proxy {

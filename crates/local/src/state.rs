@@ -24,6 +24,8 @@ pub const STATE_FILE: &str = "cinnabar.json";
 pub const LOCK_FILE: &str = "cinnabar.lock";
 /// Where a detached supervisor writes its progress and events.
 pub const SUPERVISOR_LOG: &str = "supervisor.log";
+/// The operation in progress (`cinnabar scale`, `failover`, …), kept until it finishes.
+pub const OPERATION_JOURNAL: &str = "operation.json";
 /// Folder holding one data directory per node, named by port.
 pub const NODES_DIR: &str = "nodes";
 
@@ -52,6 +54,9 @@ pub struct NodeState {
     pub pid: Option<u32>,
     /// How often the supervisor restarted it since `up`.
     pub restarts: u32,
+    /// The simulated host it is placed on (`--hosts`); state files from before hosts lack it.
+    #[serde(default)]
+    pub host: Option<String>,
 }
 
 /// Everything `status` and `down` need to know about a cluster started from a directory.
@@ -72,7 +77,8 @@ pub struct State {
     pub server_flavor: Flavor,
     /// Its version.
     pub server_version: String,
-    /// Nodes in port order.
+    /// Nodes in port order: the truth about which nodes exist (after scaling it is no longer
+    /// the spec's `masters × (replicas + 1)` consecutive ports).
     pub nodes: Vec<NodeState>,
     /// Last write, in ms since the Unix epoch.
     pub updated_ms: u64,
@@ -117,6 +123,11 @@ impl StateDir {
     /// Data directory of the node on `port`.
     pub fn node_dir(&self, port: u16) -> PathBuf {
         self.root.join(NODES_DIR).join(port.to_string())
+    }
+
+    /// The journal of the operation in progress.
+    pub fn operation_journal(&self) -> PathBuf {
+        self.root.join(OPERATION_JOURNAL)
     }
 
     /// The supervisor's log.
@@ -259,6 +270,7 @@ mod tests {
                 dir: dir.node_dir(6380),
                 pid: Some(1),
                 restarts: 0,
+                host: Some("h0".into()),
             }],
             updated_ms: 0,
         }
@@ -272,6 +284,13 @@ mod tests {
         let mut state = sample(&dir);
         dir.save(&mut state).unwrap();
         assert_eq!(dir.load().unwrap(), Some(state));
+    }
+
+    #[test]
+    fn a_state_file_from_before_hosts_reads_nodes_without_a_host() {
+        let node: NodeState =
+            serde_json::from_str(r#"{"port":7000,"dir":"/d","pid":null,"restarts":0}"#).unwrap();
+        assert_eq!(node.host, None);
     }
 
     #[test]

@@ -15,8 +15,11 @@ use std::time::{Duration, Instant};
 use cinnabar_cluster::{CreateProgress, CreateSpec, NewNode, NodeAddr};
 use cinnabar_proxy::{ProxyConfig, ProxyHandle};
 
+mod requests;
+
 use crate::binary::ServerBinary;
 use crate::config::NodeConfig;
+use crate::control;
 use crate::error::{LocalError, Result};
 use crate::ports;
 use crate::probe;
@@ -64,8 +67,10 @@ pub enum UpEvent<'a> {
     StartingNodes {
         /// How many.
         count: usize,
-        /// First client port.
+        /// Lowest client port.
         first_port: u16,
+        /// Highest client port (the range has gaps after nodes were removed).
+        last_port: u16,
     },
     /// Every node answers PING.
     NodesUp(usize),
@@ -94,10 +99,13 @@ impl fmt::Display for UpEvent<'_> {
                 b.version,
                 b.path.display()
             ),
-            Self::StartingNodes { count, first_port } => write!(
+            Self::StartingNodes {
+                count,
+                first_port,
+                last_port,
+            } => write!(
                 f,
-                "starting {count} nodes on ports {first_port}-{} (bus ports +10000)",
-                u32::from(*first_port) + *count as u32 - 1
+                "starting {count} nodes on ports {first_port}-{last_port} (bus ports +10000)"
             ),
             Self::NodesUp(n) => write!(f, "{n}/{n} nodes answer PING"),
             Self::Resuming => write!(
@@ -134,6 +142,8 @@ pub struct Supervisor {
     children: Vec<Child>,
     /// The running proxy; `None` with `--no-proxy` and until the cluster is ready.
     proxy: Option<ProxyHandle>,
+    /// The control socket, bound once the cluster is ready (see [`crate::control`]).
+    control: Option<tokio::net::UnixListener>,
     /// What the last check of the proxy saw, so only changes are logged.
     proxy_serving: bool,
     _lock: SupervisorLock,
@@ -164,11 +174,25 @@ impl Supervisor {
         if let Some(port) = spec.admin_port() {
             ports::ensure_free(port)?;
         }
-        ports::ensure_node_ports_free(spec.first_node_port(), spec.node_count())?;
+        let existing = StateDir::open(&options.dir).ok();
+        let planned = planned_nodes(existing.as_ref(), spec)?;
+        for (port, _) in &planned {
+            ports::ensure_node_ports_free(*port, 1)?;
+        }
         let created_dir = !options.dir.exists();
         let dir = StateDir::create(&options.dir)?;
+        let nodes: Vec<NodeState> = planned
+            .into_iter()
+            .map(|(port, host)| NodeState {
+                port,
+                dir: dir.node_dir(port),
+                pid: None,
+                restarts: 0,
+                host,
+            })
+            .collect();
         let lock = dir.lock()?;
-        let fresh = is_fresh(&dir, spec)?;
+        let fresh = is_fresh(&dir, &nodes)?;
 
         let mut state = State {
             spec: spec.clone(),
@@ -178,15 +202,7 @@ impl Supervisor {
             server_path: binary.path.clone(),
             server_flavor: binary.flavor,
             server_version: binary.version.clone(),
-            nodes: spec
-                .ports()
-                .map(|port| NodeState {
-                    port,
-                    dir: dir.node_dir(port),
-                    pid: None,
-                    restarts: 0,
-                })
-                .collect(),
+            nodes,
             updated_ms: 0,
         };
         dir.save(&mut state)?;
@@ -197,6 +213,7 @@ impl Supervisor {
             children: Vec::new(),
             proxy: None,
             proxy_serving: false,
+            control: None,
             _lock: lock,
         };
         match supervisor.bring_up(options, fresh, on_event).await {
@@ -219,6 +236,9 @@ impl Supervisor {
             .and_then(|d| d.load().ok().flatten());
         let spec = options.spec.resolve(stored.as_ref().map(|s| &s.spec))?;
         spec.validate()?;
+        if stored.is_none() {
+            spec.check_hosts()?;
+        }
         if let Some(total) = machine_memory() {
             spec.check_fits_memory(total)?;
         }
@@ -233,11 +253,13 @@ impl Supervisor {
         on_event: &mut (dyn FnMut(UpEvent<'_>) + Send),
     ) -> Result<()> {
         let spec = self.state.spec.clone();
+        let ports: Vec<u16> = self.state.nodes.iter().map(|n| n.port).collect();
         on_event(UpEvent::StartingNodes {
-            count: spec.node_count(),
-            first_port: spec.first_node_port(),
+            count: ports.len(),
+            first_port: ports.iter().copied().min().unwrap_or(0),
+            last_port: ports.iter().copied().max().unwrap_or(0),
         });
-        for port in spec.ports() {
+        for &port in &ports {
             let config = self.node_config(port);
             let process = NodeProcess::spawn(&self.binary, &config)?;
             self.children.push(Child {
@@ -256,11 +278,13 @@ impl Supervisor {
 
         if fresh {
             let create = CreateSpec {
-                nodes: spec
-                    .ports()
-                    .map(|port| NewNode {
-                        addr: local_addr(port),
-                        host_label: None,
+                nodes: self
+                    .state
+                    .nodes
+                    .iter()
+                    .map(|n| NewNode {
+                        addr: local_addr(n.port),
+                        host_label: n.host.clone(),
                     })
                     .collect(),
                 replicas_per_master: usize::from(spec.replicas),
@@ -281,6 +305,7 @@ impl Supervisor {
                 workers: spec.proxy_workers,
             });
         }
+        self.control = control::listen(&self.dir);
         self.state.phase = Phase::Ready;
         self.dir.save(&mut self.state)?;
         on_event(UpEvent::Ready(&self.state.endpoint));
@@ -375,9 +400,13 @@ impl Supervisor {
         &self.state.endpoint
     }
 
-    /// Addresses of all nodes.
+    /// Addresses of all nodes, as recorded.
     pub fn seeds(&self) -> Vec<NodeAddr> {
-        self.state.spec.ports().map(local_addr).collect()
+        self.state
+            .nodes
+            .iter()
+            .map(|n| local_addr(n.port))
+            .collect()
     }
 
     /// Supervises until `shutdown` completes, then stops every node cleanly.
@@ -388,9 +417,17 @@ impl Supervisor {
         tokio::pin!(shutdown);
         let mut tick = tokio::time::interval(POLL_INTERVAL);
         let mut proxy_tick = tokio::time::interval(PROXY_CHECK_INTERVAL);
+        // Out of `self` so waiting for a client borrows no part of the supervisor.
+        let control = self.control.take();
         loop {
             tokio::select! {
                 () = &mut shutdown => break,
+                // Served inline: a request holds supervision up for as long as one node takes
+                // to stop or start, and no crash restart can race a planned one.
+                accepted = control::accept(control.as_ref()) => match accepted {
+                    Ok(stream) => self.serve_control(stream).await,
+                    Err(e) => tracing::warn!(error = %e, "control socket accept failed"),
+                },
                 // A state file we cannot write must not end supervision: the nodes matter more.
                 _ = tick.tick() => if let Err(e) = self.tend() {
                     tracing::error!(error = %e, "cannot record node state; still supervising");
@@ -398,6 +435,8 @@ impl Supervisor {
                 _ = proxy_tick.tick(), if self.proxy.is_some() => self.check_proxy().await,
             }
         }
+        drop(control);
+        let _ = std::fs::remove_file(control::socket_path(self.dir.root()));
         self.stop_all()
     }
 
@@ -533,23 +572,45 @@ fn next_backoff(current: Duration) -> Duration {
     (current * 2).clamp(Duration::from_millis(250), MAX_BACKOFF)
 }
 
-/// True when no node directory holds cluster state yet; an error when only some do.
-fn is_fresh(dir: &StateDir, spec: &LocalSpec) -> Result<bool> {
-    let initialised: Vec<u16> = spec
+/// The nodes to start: those recorded in the directory's state (after scaling they are no
+/// longer the spec's consecutive ports), or, for a new cluster, the spec's layout with hosts
+/// assigned round robin.
+fn planned_nodes(
+    existing: Option<&StateDir>,
+    spec: &LocalSpec,
+) -> Result<Vec<(u16, Option<String>)>> {
+    let recorded = match existing {
+        Some(dir) => dir.load()?.map(|s| s.nodes).unwrap_or_default(),
+        None => Vec::new(),
+    };
+    if !recorded.is_empty() {
+        return Ok(recorded.into_iter().map(|n| (n.port, n.host)).collect());
+    }
+    Ok(spec
         .ports()
+        .enumerate()
+        .map(|(i, port)| (port, spec.host_of(i)))
+        .collect())
+}
+
+/// True when no node directory holds cluster state yet; an error when only some do.
+fn is_fresh(dir: &StateDir, nodes: &[NodeState]) -> Result<bool> {
+    let initialised: Vec<u16> = nodes
+        .iter()
+        .map(|n| n.port)
         .filter(|p| dir.node_dir(*p).join("nodes.conf").exists())
         .collect();
     if initialised.is_empty() {
         return Ok(true);
     }
-    if initialised.len() == spec.node_count() {
+    if initialised.len() == nodes.len() {
         return Ok(false);
     }
     Err(LocalError::InvalidTopology(format!(
-        "{} holds cluster data for ports {initialised:?} but not for all {} nodes of the requested \
-         shape; start it with the flags it was created with, or run `cinnabar down --purge --dir {}`",
+        "{} holds cluster data for ports {initialised:?} but not for all {} recorded nodes; \
+         start it with the flags it was created with, or run `cinnabar down --purge --dir {}`",
         dir.root().display(),
-        spec.node_count(),
+        nodes.len(),
         dir.root().display()
     )))
 }

@@ -1,0 +1,265 @@
+//! The supervisor's side of the control channel: provision, restart, start and remove nodes
+//! on request, and record the cluster's new shape.
+//!
+//! Requests are served inline in the supervision loop, so a planned restart and the crash-restart
+//! logic can never both start a node. The state file is updated before replying, so a client
+//! that reads it next sees the change. Nothing here touches cluster topology: the planner does.
+
+use std::time::{Duration, Instant};
+
+use tokio::net::UnixStream;
+
+use super::{Child, NODE_READY_TIMEOUT, STOP_GRACE, Supervisor};
+use crate::control::{self, ControlReply, ControlRequest, FailureKind, REQUEST_READ_TIMEOUT};
+use crate::error::LocalError;
+use crate::ports;
+use crate::process::NodeProcess;
+use crate::state::NodeState;
+
+/// How many ports above the highest one in use are tried for a new node.
+const PORT_SEARCH: u16 = 200;
+
+/// A request that could not be carried out.
+struct Refused(FailureKind, String);
+
+impl From<LocalError> for Refused {
+    fn from(e: LocalError) -> Self {
+        Self(FailureKind::Failed, e.to_string())
+    }
+}
+
+impl Supervisor {
+    /// Reads one request from `stream`, carries it out and writes the reply.
+    pub(super) async fn serve_control(&mut self, stream: UnixStream) {
+        let (read, mut write) = stream.into_split();
+        let request =
+            match tokio::time::timeout(REQUEST_READ_TIMEOUT, control::read_line(read)).await {
+                Ok(Ok(Some(request))) => request,
+                Ok(Ok(None)) => return,
+                Ok(Err(reason)) => {
+                    let reply = ControlReply::failed(FailureKind::Failed, reason);
+                    let _ = control::write_line(&mut write, &reply).await;
+                    return;
+                }
+                Err(_) => return,
+            };
+        tracing::info!(?request, "control request");
+        let reply = match self.carry_out(&request) {
+            Ok((port, host)) => ControlReply::Done { port, host },
+            Err(Refused(kind, message)) => {
+                tracing::warn!(?request, %message, "control request failed");
+                ControlReply::failed(kind, message)
+            }
+        };
+        if let Err(e) = control::write_line(&mut write, &reply).await {
+            tracing::warn!(error = %e, "could not send the control reply");
+        }
+    }
+
+    fn carry_out(
+        &mut self,
+        request: &ControlRequest,
+    ) -> Result<(Option<u16>, Option<String>), Refused> {
+        match request {
+            ControlRequest::Provision { host } => {
+                let (port, host) = self.provision_node(host.as_deref())?;
+                Ok((Some(port), host))
+            }
+            ControlRequest::Restart { port } => {
+                self.restart_node(*port)?;
+                Ok((Some(*port), None))
+            }
+            ControlRequest::Start { port } => {
+                self.start_node(*port)?;
+                Ok((Some(*port), None))
+            }
+            ControlRequest::Remove { port } => {
+                self.remove_node(*port)?;
+                Ok((Some(*port), None))
+            }
+            ControlRequest::SetShape { masters, replicas } => {
+                self.state.spec.masters = *masters;
+                self.state.spec.replicas = *replicas;
+                self.dir.save(&mut self.state)?;
+                Ok((None, None))
+            }
+        }
+    }
+
+    fn index_of(&self, port: u16) -> Result<usize, Refused> {
+        self.state
+            .nodes
+            .iter()
+            .position(|n| n.port == port)
+            .ok_or_else(|| {
+                let ports: Vec<String> = self
+                    .state
+                    .nodes
+                    .iter()
+                    .map(|n| n.port.to_string())
+                    .collect();
+                Refused(
+                    FailureKind::UnknownNode,
+                    format!(
+                        "no node of this cluster listens on port {port} (its nodes: {})",
+                        ports.join(", ")
+                    ),
+                )
+            })
+    }
+
+    /// The host for a new node: `wanted` when it is one of ours, else the least used one.
+    fn host_for(&self, wanted: Option<&str>) -> Result<Option<String>, Refused> {
+        let hosts = self.state.spec.host_names();
+        if let Some(host) = wanted {
+            if hosts.iter().any(|h| h == host) {
+                return Ok(Some(host.to_owned()));
+            }
+            let known = if hosts.is_empty() {
+                "this cluster has no simulated hosts (it was created without --hosts)".to_owned()
+            } else {
+                format!("its hosts are {}", hosts.join(", "))
+            };
+            return Err(Refused(
+                FailureKind::UnknownHost,
+                format!("no host {host}: {known}"),
+            ));
+        }
+        let load = |h: &String| {
+            self.state
+                .nodes
+                .iter()
+                .filter(|n| n.host.as_ref() == Some(h))
+                .count()
+        };
+        Ok(hosts.iter().min_by_key(|h| load(h)).cloned())
+    }
+
+    /// A port above every port in use whose bus port is free too, and that no old data
+    /// directory claims (a new node must start empty).
+    fn free_port(&self) -> Result<u16, Refused> {
+        let highest = self
+            .state
+            .nodes
+            .iter()
+            .map(|n| n.port)
+            .chain(self.state.spec.proxy_port())
+            .max()
+            .unwrap_or(self.state.spec.port);
+        (1..=PORT_SEARCH)
+            .filter_map(|step| highest.checked_add(step))
+            .find(|port| {
+                !self.dir.node_dir(*port).exists()
+                    && ports::ensure_node_ports_free(*port, 1).is_ok()
+            })
+            .ok_or_else(|| {
+                Refused(
+                    FailureKind::Failed,
+                    format!(
+                        "no free port pair (port and port+10000) among the {PORT_SEARCH} ports \
+                         above {highest}"
+                    ),
+                )
+            })
+    }
+
+    fn provision_node(&mut self, host: Option<&str>) -> Result<(u16, Option<String>), Refused> {
+        let host = self.host_for(host)?;
+        let port = self.free_port()?;
+        let config = self.node_config(port);
+        let mut process = NodeProcess::spawn(&self.binary, &config)?;
+        if let Err(e) = process.wait_ready(NODE_READY_TIMEOUT) {
+            process.stop(STOP_GRACE);
+            let _ = std::fs::remove_dir_all(&config.dir);
+            return Err(e.into());
+        }
+        tracing::info!(node = %process.addr(), host = ?host, pid = process.pid(), "provisioned a new node");
+        self.children.push(Child {
+            process,
+            started: Instant::now(),
+            restarts: 0,
+            backoff: Duration::ZERO,
+            restart_at: None,
+        });
+        self.state.nodes.push(NodeState {
+            port,
+            dir: config.dir,
+            pid: None,
+            restarts: 0,
+            host: host.clone(),
+        });
+        self.record_pids()?;
+        Ok((port, host))
+    }
+
+    fn restart_node(&mut self, port: u16) -> Result<(), Refused> {
+        let index = self.index_of(port)?;
+        let child = &mut self.children[index];
+        child.process.stop(STOP_GRACE);
+        let outcome = respawn(&self.binary, child);
+        self.record_pids()?;
+        outcome
+    }
+
+    fn start_node(&mut self, port: u16) -> Result<(), Refused> {
+        let index = self.index_of(port)?;
+        let child = &mut self.children[index];
+        let down = child.restart_at.is_some() || child.process.try_exit().is_some();
+        if !down {
+            return Ok(());
+        }
+        let outcome = respawn(&self.binary, child);
+        if outcome.is_ok() {
+            // It died on its own: that counts as a restart, as when `tend` brings it back.
+            child.restarts += 1;
+        }
+        self.record_pids()?;
+        outcome
+    }
+
+    fn remove_node(&mut self, port: u16) -> Result<(), Refused> {
+        let index = self.index_of(port)?;
+        let mut child = self.children.remove(index);
+        let node = self.state.nodes.remove(index);
+        child.process.stop(STOP_GRACE);
+        self.record_pids()?;
+        std::fs::remove_dir_all(&node.dir).map_err(|e| {
+            Refused(
+                FailureKind::Failed,
+                format!(
+                    "stopped the node on port {port}, but could not delete {}: {e}",
+                    node.dir.display()
+                ),
+            )
+        })?;
+        tracing::info!(port, "removed node and its data");
+        Ok(())
+    }
+}
+
+/// Starts `child` again on its data now and waits until it answers; on failure the ordinary
+/// crash-restart logic takes over from a clean backoff.
+fn respawn(binary: &crate::binary::ServerBinary, child: &mut Child) -> Result<(), Refused> {
+    let config = child.process.config().clone();
+    let started = NodeProcess::spawn(binary, &config).and_then(|mut process| {
+        let ready = process.wait_ready(NODE_READY_TIMEOUT);
+        // Keep the process even when it is not ready: `tend` watches it like any other.
+        child.process = process;
+        ready
+    });
+    let now = Instant::now();
+    child.started = now;
+    child.backoff = Duration::ZERO;
+    match started {
+        Ok(()) => {
+            child.restart_at = None;
+            Ok(())
+        }
+        Err(e) => {
+            if child.process.try_exit().is_some() || child.restart_at.is_some() {
+                child.restart_at = Some(now);
+            }
+            Err(e.into())
+        }
+    }
+}
