@@ -13,11 +13,13 @@
 //!   cinnabar.lock        flock held by the live supervisor
 //!   supervisor.log       a detached supervisor's output
 //!   nodes/<port>/        one data dir per node: redis.conf, nodes.conf, appendonlydir/, redis.log
+//!                        (and `restart-hold` while a drill keeps a killed node down; see `faults`)
 //! ```
 
 pub mod binary;
 pub mod config;
 pub mod error;
+pub mod faults;
 pub mod ops;
 pub mod ports;
 pub mod probe;
