@@ -2,6 +2,7 @@
 //! together; every behaviour lives in a library crate where it can be tested.
 
 mod detach;
+mod drill;
 mod output;
 
 use std::io::IsTerminal;
@@ -76,6 +77,8 @@ enum Command {
     ///   cinnabar proxy --config cinnabar.toml --workers 2
     #[command(verbatim_doc_comment)]
     Proxy(ProxyArgs),
+    /// Operations drills against a running cluster (`drill failover`).
+    Drill(drill::DrillArgs),
     /// Internal: the background supervisor started by `up --detach`.
     #[command(name = "__supervise", hide = true)]
     Supervise(UpArgs),
@@ -282,6 +285,7 @@ fn main() -> ExitCode {
         Command::Status(args) => status(&args),
         Command::Down(args) => down(&args).map(|()| ExitCode::SUCCESS),
         Command::Proxy(args) => proxy(&args).map(|()| ExitCode::SUCCESS),
+        Command::Drill(args) => drill::run(&args),
     };
     outcome.unwrap_or_else(|e| {
         eprintln!("error: {e:#}");

@@ -12,14 +12,16 @@ use crate::report::{DrillReport, Milestone};
 use crate::timeline::SecondSummary;
 
 const WIDTH: f64 = 1000.0;
-const HEIGHT: f64 = 690.0;
+const HEIGHT: f64 = 700.0;
 const LEFT: f64 = 90.0;
 const RIGHT: f64 = 30.0;
 const PLOT_WIDTH: f64 = WIDTH - LEFT - RIGHT;
 /// Rows for marker labels above the panels, so labels of close milestones do not overlap.
-const LABEL_ROWS: usize = 4;
-const LABEL_TOP: f64 = 74.0;
-const LABEL_ROW_HEIGHT: f64 = 15.0;
+const LABEL_ROWS: usize = 6;
+const LABEL_TOP: f64 = 68.0;
+const LABEL_ROW_HEIGHT: f64 = 13.5;
+/// Rough width of one character of an 11 px label, to keep labels apart.
+const LABEL_CHAR_WIDTH: f64 = 6.2;
 
 /// Picks one latency figure of a second.
 type LatencyOf = fn(&SecondSummary) -> Option<f64>;
@@ -38,15 +40,15 @@ impl Panel {
 }
 
 const THROUGHPUT: Panel = Panel {
-    top: 145.0,
+    top: 155.0,
     height: 140.0,
 };
 const ERRORS: Panel = Panel {
-    top: 315.0,
+    top: 325.0,
     height: 90.0,
 };
 const LATENCY: Panel = Panel {
-    top: 435.0,
+    top: 445.0,
     height: 180.0,
 };
 
@@ -318,40 +320,79 @@ impl Chart {
         d.trim_end().to_owned()
     }
 
-    /// A dashed vertical line per milestone across all panels, labelled above them.
+    /// A dashed vertical line per milestone across all panels, labelled above them. Labels go
+    /// right of their line (left when that would leave the chart), each in the first row where
+    /// it overlaps no earlier label, so milestones a few milliseconds apart stay legible.
     fn write_markers(&self, report: &DrillReport, svg: &mut String) -> std::fmt::Result {
-        for (index, m) in report.milestones.iter().enumerate() {
+        let mut row_ends = [f64::NEG_INFINITY; LABEL_ROWS];
+        for m in &report.milestones {
             let x = self.x(m.at_ms as f64 / 1000.0);
             let colour = marker_colour(m.milestone);
-            let row = index % LABEL_ROWS;
+            let text = format!("{} {:.1} s", m.milestone.label(), m.at_ms as f64 / 1000.0);
+            let width = text.chars().count() as f64 * LABEL_CHAR_WIDTH;
+            let right_side = x + 5.0 + width <= WIDTH - 4.0;
+            let (start, end) = if right_side {
+                (x, x + 5.0 + width)
+            } else {
+                (x - 5.0 - width, x)
+            };
+            let row = row_ends
+                .iter()
+                .position(|row_end| *row_end + 6.0 <= start)
+                .unwrap_or_else(|| least_full(&row_ends));
+            row_ends[row] = end;
             let label_y = LABEL_TOP + row as f64 * LABEL_ROW_HEIGHT;
+            let (text_x, anchor) = if right_side {
+                (x + 5.0, "start")
+            } else {
+                (x - 5.0, "end")
+            };
             writeln!(
                 svg,
-                r#"<g class="marker" data-milestone="{}"><line x1="{x:.1}" y1="{:.1}" x2="{x:.1}" y2="{}" stroke="{colour}" stroke-width="1.5" stroke-dasharray="5,3"/><circle cx="{x:.1}" cy="{:.1}" r="3" fill="{colour}"/><text x="{:.1}" y="{label_y:.1}" fill="{colour}" font-size="11">{} {:.1} s</text></g>"#,
+                r#"<g class="marker" data-milestone="{}"><line x1="{x:.1}" y1="{:.1}" x2="{x:.1}" y2="{}" stroke="{colour}" stroke-width="1.5" stroke-dasharray="5,3"/><circle cx="{x:.1}" cy="{:.1}" r="3" fill="{colour}"/><text x="{text_x:.1}" y="{label_y:.1}" fill="{colour}" font-size="11" text-anchor="{anchor}">{}</text></g>"#,
                 serde_json::to_value(m.milestone)
                     .ok()
                     .and_then(|v| v.as_str().map(str::to_owned))
                     .unwrap_or_default(),
-                label_y + 3.0,
+                label_y - 4.0,
                 LATENCY.bottom(),
                 label_y - 4.0,
-                x + 5.0,
-                escape(m.milestone.label()),
-                m.at_ms as f64 / 1000.0
+                escape(&text)
             )?;
         }
         Ok(())
     }
 }
 
+/// The label row whose last label ends furthest left (used when every row is taken).
+fn least_full(row_ends: &[f64]) -> usize {
+    row_ends
+        .iter()
+        .enumerate()
+        .min_by(|a, b| a.1.total_cmp(b.1))
+        .map_or(0, |(index, _)| index)
+}
+
 /// A legend in the top right corner of `panel`.
 fn legend(svg: &mut String, panel: Panel, entries: &[(&str, &str)]) -> std::fmt::Result {
+    let widths: Vec<f64> = entries
+        .iter()
+        .map(|(_, name)| name.chars().count() as f64 * 6.5 + 26.0)
+        .collect();
+    let total: f64 = widths.iter().sum();
     let mut x = LEFT + PLOT_WIDTH - 10.0;
     let y = panel.top + 14.0;
+    // A white box keeps marker lines from running through the legend's text.
+    writeln!(
+        svg,
+        r#"<rect x="{:.1}" y="{:.1}" width="{:.1}" height="16" fill="white" fill-opacity="0.9"/>"#,
+        x - total - 4.0,
+        y - 12.0,
+        total + 8.0
+    )?;
     // Right to left, so the legend hugs the panel's right edge whatever the label lengths.
     for (colour, name) in entries.iter().rev() {
-        let width = name.chars().count() as f64 * 6.5 + 26.0;
-        x -= width;
+        x -= name.chars().count() as f64 * 6.5 + 26.0;
         writeln!(
             svg,
             r#"<line x1="{x:.1}" y1="{:.1}" x2="{:.1}" y2="{:.1}" stroke="{colour}" stroke-width="3"/><text x="{:.1}" y="{:.1}" font-size="11">{}</text>"#,
@@ -586,6 +627,40 @@ mod tests {
         ] {
             assert!(svg.contains(expected), "missing {expected:?}");
         }
+    }
+
+    #[test]
+    fn labels_of_close_milestones_go_to_different_rows() {
+        let mut report = sample_report();
+        report.milestones = [
+            Milestone::Fault,
+            Milestone::Promoted,
+            Milestone::Serving,
+            Milestone::Restored,
+        ]
+        .into_iter()
+        .map(|milestone| MilestoneAt {
+            milestone,
+            at_ms: 5_000,
+            detail: String::new(),
+        })
+        .collect();
+        let svg = timeline_svg(&report);
+        let mut label_rows: Vec<&str> = svg
+            .lines()
+            .filter(|l| l.contains("class=\"marker\""))
+            .filter_map(|l| {
+                l.split("<text")
+                    .nth(1)?
+                    .split("y=\"")
+                    .nth(1)?
+                    .split('"')
+                    .next()
+            })
+            .collect();
+        label_rows.sort_unstable();
+        label_rows.dedup();
+        assert_eq!(label_rows.len(), 4, "{label_rows:?}");
     }
 
     #[test]

@@ -72,6 +72,7 @@ pub struct AckedWrite {
 pub struct Workload {
     started: Instant,
     stop: Arc<AtomicBool>,
+    stop_at_ms: Arc<AtomicU64>,
     acknowledged: Arc<AtomicU64>,
     timeline: Arc<Mutex<Timeline>>,
     tasks: JoinSet<Vec<AckedWrite>>,
@@ -84,7 +85,7 @@ pub struct WorkloadLog {
     pub timeline: Timeline,
     /// Every acknowledged write.
     pub writes: Vec<AckedWrite>,
-    /// From start to stop.
+    /// From start to stop: whole seconds, the span the timeline covers.
     pub ran_for: Duration,
 }
 
@@ -95,6 +96,8 @@ struct Shared {
     run: String,
     started: Instant,
     stop: Arc<AtomicBool>,
+    /// No operation starts at or after this many ms since the start (`u64::MAX`: not set).
+    stop_at_ms: Arc<AtomicU64>,
     acknowledged: Arc<AtomicU64>,
     timeline: Arc<Mutex<Timeline>>,
 }
@@ -108,6 +111,7 @@ impl Workload {
             run: run_id(),
             started,
             stop: Arc::new(AtomicBool::new(false)),
+            stop_at_ms: Arc::new(AtomicU64::new(u64::MAX)),
             acknowledged: Arc::new(AtomicU64::new(0)),
             timeline: Arc::new(Mutex::new(Timeline::new())),
         };
@@ -118,6 +122,7 @@ impl Workload {
         Self {
             started,
             stop: shared.stop,
+            stop_at_ms: shared.stop_at_ms,
             acknowledged: shared.acknowledged,
             timeline: shared.timeline,
             tasks,
@@ -147,26 +152,30 @@ impl Workload {
             .errors()
     }
 
-    /// Stops every connection after its request in flight and returns the record.
+    /// Stops the connections at the next whole second since the start (so every second of the
+    /// timeline is a full one), lets requests in flight finish, and returns the record.
     ///
     /// # Errors
     /// [`DrillError::Workload`] when a connection task panicked (its writes would be unknown).
     pub async fn stop(mut self) -> Result<WorkloadLog, DrillError> {
-        self.stop.store(true, Ordering::Relaxed);
+        let end = Duration::from_secs(self.started.elapsed().as_secs_f64().ceil() as u64);
+        self.stop_at_ms.store(
+            u64::try_from(end.as_millis()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
         let mut writes = Vec::new();
         while let Some(joined) = self.tasks.join_next().await {
             let acked = joined.map_err(|e| DrillError::Workload(e.to_string()))?;
             writes.extend(acked);
         }
         writes.sort_by_key(|w| w.acked_at);
-        let ran_for = self.started.elapsed();
         let mut timeline =
             std::mem::take(&mut *self.timeline.lock().unwrap_or_else(PoisonError::into_inner));
-        timeline.extend_to(ran_for);
+        timeline.extend_to(end);
         Ok(WorkloadLog {
             timeline,
             writes,
-            ran_for,
+            ran_for: end,
         })
     }
 }
@@ -198,6 +207,10 @@ async fn connection_loop(index: usize, shared: Shared) -> Vec<AckedWrite> {
     while !shared.stop.load(Ordering::Relaxed) {
         tick.tick().await;
         let begun = Instant::now();
+        let stop_at = Duration::from_millis(shared.stop_at_ms.load(Ordering::Relaxed));
+        if begun - shared.started >= stop_at {
+            break;
+        }
         let outcome = match connection.as_mut() {
             Some(conn) => {
                 seq += 1;
