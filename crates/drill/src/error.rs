@@ -28,6 +28,15 @@ pub enum DrillError {
         /// Its master.
         master: NodeAddr,
     },
+    /// Without the victim, fewer than a majority of the masters serving slots would remain,
+    /// so none could agree it failed and no replica could be elected.
+    #[error("failing a master of this cluster cannot fail over: Redis needs a majority of the {masters} masters serving slots ({needed}) to agree and vote, and only {} would remain; nothing was touched", masters - 1)]
+    NoQuorum {
+        /// Masters serving slots.
+        masters: usize,
+        /// Votes a failover needs.
+        needed: usize,
+    },
     /// The cluster is not healthy before the drill: its result would mean nothing.
     #[error("the cluster is not healthy, so the drill did not start:\n- {}", problems.join("\n- "))]
     NotHealthy {

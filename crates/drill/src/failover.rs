@@ -120,7 +120,7 @@ impl std::fmt::Display for DrillEvent {
 ///
 /// # Errors
 /// [`DrillError::NotHealthy`], [`DrillError::NoSuchShard`], [`DrillError::NoReplica`],
-/// [`DrillError::EndpointUnreachable`], or [`DrillError::Cluster`] when there are no seeds.
+/// [`DrillError::NoQuorum`], [`DrillError::EndpointUnreachable`], or [`DrillError::Cluster`] when there are no seeds.
 pub async fn prepare(options: &DrillOptions) -> Result<DrillPlan, DrillError> {
     let before = check_with(&options.seeds, &CheckOptions::default()).await?;
     if !before.is_healthy() {
@@ -148,6 +148,15 @@ pub async fn prepare(options: &DrillOptions) -> Result<DrillPlan, DrillError> {
         return Err(DrillError::NoReplica {
             shard: options.shard,
             master: master.addr.clone(),
+        });
+    }
+    // Failure detection and the election both need votes from a majority of the masters
+    // serving slots; the victim cannot vote.
+    let needed = shards.len() / 2 + 1;
+    if shards.len() - 1 < needed {
+        return Err(DrillError::NoQuorum {
+            masters: shards.len(),
+            needed,
         });
     }
     ping_endpoint(&options.workload.endpoint).await?;
@@ -363,7 +372,11 @@ async fn recover<F: NodeFaults>(
         .wait_restored(&victim.addr, options.recovery_timeout)
         .await
     {
-        Ok(()) => wait_rejoined(victim, recovery_deadline, progress).await,
+        // Without a takeover the victim comes back as the master it was: nothing to rejoin.
+        Ok(()) if progress.reached(Milestone::Promoted) => {
+            wait_rejoined(victim, recovery_deadline, progress).await;
+        }
+        Ok(()) => {}
         Err(e) => progress.finding(format!("the victim did not come back: {e}")),
     }
     wait_healthy(&options.seeds, recovery_deadline, progress).await

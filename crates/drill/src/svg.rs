@@ -107,10 +107,11 @@ impl Chart {
         )?;
         self.write_degraded_span(report, svg)?;
         self.write_time_grid(svg)?;
+        // Markers before the data, so lines and legends are drawn over them.
+        self.write_markers(report, svg)?;
         self.write_throughput(&report.seconds, svg)?;
         self.write_errors(&report.seconds, svg)?;
         self.write_latency(&report.seconds, svg)?;
-        self.write_markers(report, svg)?;
         writeln!(
             svg,
             r#"<text x="{}" y="{}" text-anchor="middle">seconds since the workload started</text>"#,
