@@ -12,7 +12,8 @@
 //! - *promoted*: one of the victim's replicas is a master serving every slot of the victim, as
 //!   every other shard's master sees it (in a one-shard cluster, as every survivor sees it);
 //! - *serving* (healthy while the victim is down): every slot is covered and the check finds no
-//!   problem except the victim being unreachable or flagged failed;
+//!   problem except the victim being unreachable or flagged failed (measured by a full check
+//!   every 250 ms with 500 ms timeouts, so against a paused victim it lags by up to a timeout);
 //! - *rejoined*: the restored victim calls itself a replica and its replication link is up;
 //! - *healthy*: `check` over every node finds nothing wrong.
 

@@ -17,9 +17,9 @@ const LEFT: f64 = 90.0;
 const RIGHT: f64 = 30.0;
 const PLOT_WIDTH: f64 = WIDTH - LEFT - RIGHT;
 /// Rows for marker labels above the panels, so labels of close milestones do not overlap.
-const LABEL_ROWS: usize = 6;
-const LABEL_TOP: f64 = 68.0;
-const LABEL_ROW_HEIGHT: f64 = 13.5;
+const LABEL_ROWS: usize = 7;
+const LABEL_TOP: f64 = 66.0;
+const LABEL_ROW_HEIGHT: f64 = 12.5;
 /// Rough width of one character of an 11 px label, to keep labels apart.
 const LABEL_CHAR_WIDTH: f64 = 6.2;
 
@@ -321,27 +321,25 @@ impl Chart {
         d.trim_end().to_owned()
     }
 
-    /// A dashed vertical line per milestone across all panels, labelled above them. Labels go
-    /// right of their line (left when that would leave the chart), each in the first row where
-    /// it overlaps no earlier label, so milestones a few milliseconds apart stay legible.
+    /// A dashed vertical line per milestone across all panels, labelled above them. A label goes
+    /// right of its line, else left of it, in the first row where it overlaps no earlier label,
+    /// so milestones a few milliseconds apart stay legible.
     fn write_markers(&self, report: &DrillReport, svg: &mut String) -> std::fmt::Result {
-        let mut row_ends = [f64::NEG_INFINITY; LABEL_ROWS];
+        let mut rows: Vec<Vec<(f64, f64)>> = vec![Vec::new(); LABEL_ROWS];
         for m in &report.milestones {
             let x = self.x(m.at_ms as f64 / 1000.0);
             let colour = marker_colour(m.milestone);
             let text = format!("{} {:.1} s", m.milestone.label(), m.at_ms as f64 / 1000.0);
             let width = text.chars().count() as f64 * LABEL_CHAR_WIDTH;
-            let right_side = x + 5.0 + width <= WIDTH - 4.0;
-            let (start, end) = if right_side {
+            let (row, right_side) = place_label(&rows, x, width);
+            let span = if right_side {
                 (x, x + 5.0 + width)
             } else {
                 (x - 5.0 - width, x)
             };
-            let row = row_ends
-                .iter()
-                .position(|row_end| *row_end + 6.0 <= start)
-                .unwrap_or_else(|| least_full(&row_ends));
-            row_ends[row] = end;
+            if let Some(taken) = rows.get_mut(row) {
+                taken.push(span);
+            }
             let label_y = LABEL_TOP + row as f64 * LABEL_ROW_HEIGHT;
             let (text_x, anchor) = if right_side {
                 (x + 5.0, "start")
@@ -365,13 +363,32 @@ impl Chart {
     }
 }
 
-/// The label row whose last label ends furthest left (used when every row is taken).
-fn least_full(row_ends: &[f64]) -> usize {
-    row_ends
+/// The row and side (`true` = right of the line) for a label of `width` at `x`, given the spans
+/// already taken in each row: the first free spot, right before left; when none is free, the
+/// emptiest row.
+fn place_label(rows: &[Vec<(f64, f64)>], x: f64, width: f64) -> (usize, bool) {
+    let right = (x, x + 5.0 + width);
+    let left = (x - 5.0 - width, x);
+    let fits_right = right.1 <= WIDTH - 4.0;
+    let fits_left = left.0 >= 4.0;
+    let free = |row: &[(f64, f64)], (start, end): (f64, f64)| {
+        row.iter()
+            .all(|(s, e)| end + 4.0 <= *s || start >= *e + 4.0)
+    };
+    for (index, row) in rows.iter().enumerate() {
+        if fits_right && free(row, right) {
+            return (index, true);
+        }
+        if fits_left && free(row, left) {
+            return (index, false);
+        }
+    }
+    let emptiest = rows
         .iter()
         .enumerate()
-        .min_by(|a, b| a.1.total_cmp(b.1))
-        .map_or(0, |(index, _)| index)
+        .min_by_key(|(_, row)| row.len())
+        .map_or(0, |(index, _)| index);
+    (emptiest, fits_right)
 }
 
 /// A legend in the top right corner of `panel`.
@@ -662,6 +679,43 @@ mod tests {
         label_rows.sort_unstable();
         label_rows.dedup();
         assert_eq!(label_rows.len(), 4, "{label_rows:?}");
+    }
+
+    #[test]
+    fn eight_milestones_within_two_seconds_get_labels_that_do_not_overlap() {
+        let chart = Chart { span: 31.0 };
+        let mut rows: Vec<Vec<(f64, f64)>> = vec![Vec::new(); LABEL_ROWS];
+        let mut placed = Vec::new();
+        for (at, label) in [
+            (5.0, "fault 5.0 s"),
+            (11.3, "fail? seen 11.3 s"),
+            (12.3, "fail (detected) 12.3 s"),
+            (13.0, "replica promoted 13.0 s"),
+            (13.0, "all slots served 13.0 s"),
+            (13.0, "victim restored 13.0 s"),
+            (13.1, "rejoined as replica 13.1 s"),
+            (13.4, "healthy 13.4 s"),
+        ] {
+            let x = chart.x(at);
+            let width = label.len() as f64 * LABEL_CHAR_WIDTH;
+            let (row, right) = place_label(&rows, x, width);
+            let span = if right {
+                (x, x + 5.0 + width)
+            } else {
+                (x - 5.0 - width, x)
+            };
+            rows[row].push(span);
+            placed.push((row, span));
+        }
+        for (i, (row_a, a)) in placed.iter().enumerate() {
+            for (row_b, b) in &placed[i + 1..] {
+                let apart = a.1 <= b.0 || b.1 <= a.0;
+                assert!(
+                    row_a != row_b || apart,
+                    "{a:?} and {b:?} overlap in row {row_a}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -7,6 +7,12 @@
 //! different is a stale read, the live face of a lost write. Each connection paces itself to its
 //! share of the target rate, so the drill measures the cluster, not how hard two cores can spin;
 //! it never retries a request on its own (a retry would hide exactly what the drill measures).
+//!
+//! Each connection has one request in flight, as most application clients do: once a connection
+//! hits a key of the failed shard it waits there (the proxy holds requests through a failover for
+//! its retry window), so within milliseconds every connection waits and throughput drops to zero
+//! until the takeover, although the other shards still serve. That is what a sequential client
+//! sees; more connections would not change it, only delay it.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
