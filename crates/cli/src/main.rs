@@ -2,6 +2,7 @@
 //! together; every behaviour lives in a library crate where it can be tested.
 
 mod detach;
+mod drill;
 mod operations;
 mod output;
 
@@ -80,6 +81,8 @@ enum Command {
     Proxy(ProxyArgs),
     #[command(flatten)]
     Operation(operations::OperationCommand),
+    /// Operations drills against a running cluster (`drill failover`).
+    Drill(drill::DrillArgs),
     /// Internal: the background supervisor started by `up --detach`.
     #[command(name = "__supervise", hide = true)]
     Supervise(UpArgs),
@@ -294,6 +297,7 @@ fn main() -> ExitCode {
         Command::Down(args) => down(&args).map(|()| ExitCode::SUCCESS),
         Command::Proxy(args) => proxy(&args).map(|()| ExitCode::SUCCESS),
         Command::Operation(command) => operations::run(&command),
+        Command::Drill(args) => drill::run(&args),
     };
     outcome.unwrap_or_else(|e| {
         eprintln!("error: {e:#}");

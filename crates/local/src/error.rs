@@ -64,6 +64,20 @@ pub enum LocalError {
         /// The state directory.
         dir: PathBuf,
     },
+    /// The cluster has no node on this port.
+    #[error("the cluster in {dir} has no node on port {port}")]
+    NoSuchNode {
+        /// The state directory.
+        dir: PathBuf,
+        /// The port asked for.
+        port: u16,
+    },
+    /// The node has no live process right now (it died and was not restarted yet).
+    #[error("node {port} has no running process right now")]
+    NodeNotRunning {
+        /// Its port.
+        port: u16,
+    },
     /// A node process did not start or did not answer in time.
     #[error("node {addr} did not become ready: {reason}\n--- last lines of {log} ---\n{log_tail}")]
     NodeNotReady {

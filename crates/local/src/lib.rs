@@ -15,12 +15,14 @@
 //!   control.sock         the live supervisor's control socket (see `control`)
 //!   operation.json       the operation in progress, if any (`cinnabar scale`, `failover`, …)
 //!   nodes/<port>/        one data dir per node: redis.conf, nodes.conf, appendonlydir/, redis.log
+//!                        (and `restart-hold` while a drill keeps a killed node down; see `faults`)
 //! ```
 
 pub mod binary;
 pub mod config;
 pub mod control;
 pub mod error;
+pub mod faults;
 pub mod ops;
 pub mod platform;
 pub mod ports;

@@ -355,7 +355,7 @@ fn load_state(dir: &Path) -> Result<(StateDir, State)> {
 /// True when `pid` is the node we started: its working directory is the node's data
 /// directory and its process title (Redis sets `redis-server 127.0.0.1:<port> [cluster]`)
 /// names the node's port. A shell that happens to sit in that directory does not qualify.
-fn is_our_node(pid: u32, node: &crate::state::NodeState) -> bool {
+pub(crate) fn is_our_node(pid: u32, node: &crate::state::NodeState) -> bool {
     let in_dir = std::fs::read_link(format!("/proc/{pid}/cwd")).is_ok_and(|cwd| cwd == node.dir);
     let title = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
     let port = format!(":{}", node.port);

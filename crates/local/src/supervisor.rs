@@ -4,13 +4,14 @@
 //!
 //! The supervisor owns the node processes (they are its children), the proxy (threads of this
 //! process, so it lives and dies with the supervisor) and the directory's lock. It never changes
-//! cluster topology on its own: a restarted node rejoins from its `nodes.conf`.
+//! cluster topology on its own: a restarted node rejoins from its `nodes.conf`. The one thing it
+//! takes orders on is a drill's restart hold (see `faults`), which delays a restart, never more.
 
 use std::fmt;
 use std::future::Future;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use cinnabar_cluster::{CreateProgress, CreateSpec, NewNode, NodeAddr};
 use cinnabar_proxy::{ProxyConfig, ProxyHandle};
@@ -131,6 +132,8 @@ struct Child {
     restarts: u32,
     backoff: Duration,
     restart_at: Option<Instant>,
+    /// A drill holds its restart back (logged once per hold).
+    held: bool,
 }
 
 /// A running local cluster and the loop that keeps it running.
@@ -268,6 +271,7 @@ impl Supervisor {
                 restarts: 0,
                 backoff: Duration::ZERO,
                 restart_at: None,
+                held: false,
             });
         }
         for child in &mut self.children {
@@ -449,6 +453,16 @@ impl Supervisor {
                 if now < due {
                     continue;
                 }
+                // A drill keeps this node down on purpose, to see the failover a lost machine
+                // causes; the hold has a deadline, so a node is never left down for good.
+                if crate::faults::restart_held(&child.process.config().dir, SystemTime::now()) {
+                    if !child.held {
+                        child.held = true;
+                        tracing::warn!(node = %child.process.addr(), "restart held back by a drill");
+                    }
+                    continue;
+                }
+                child.held = false;
                 let config = child.process.config().clone();
                 match NodeProcess::spawn(&self.binary, &config) {
                     Ok(process) => {

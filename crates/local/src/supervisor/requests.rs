@@ -180,6 +180,7 @@ impl Supervisor {
             restarts: 0,
             backoff: Duration::ZERO,
             restart_at: None,
+            held: false,
         });
         self.state.nodes.push(NodeState {
             port,
