@@ -265,6 +265,23 @@ async fn heal_forgets_ghosts_and_stuck_handshakes_and_restarts_dead_nodes() {
         )
         .await
         .unwrap();
+    // A slot left open by an interrupted migration (importing side only).
+    let view = observed(&platform).await;
+    let shards = view.shards();
+    let slot = shards[0].slots[0].start.to_string();
+    let mut importer = cinnabar_cluster::NodeClient::connect(&shards[1].master, TIMEOUTS)
+        .await
+        .unwrap();
+    importer
+        .query::<()>(&[
+            "CLUSTER",
+            "SETSLOT",
+            &slot,
+            "IMPORTING",
+            &shards[0].master_id,
+        ])
+        .await
+        .unwrap();
     // A dead replica.
     platform.server_mut(&addrs[4]).unwrap().kill();
     let log = heal(&mut platform).await;
@@ -280,6 +297,12 @@ async fn heal_forgets_ghosts_and_stuck_handshakes_and_restarts_dead_nodes() {
     );
     let after = observed(&platform).await;
     assert!(after.ghosts().is_empty(), "{:?}", after.ghosts());
+    assert!(after.open_slots().is_empty(), "{:?}", after.open_slots());
+    assert!(
+        log.iter().any(|l| l.contains("close open slots")),
+        "{}",
+        log.join("\n")
+    );
     assert_clean(&platform, 1).await;
 }
 

@@ -590,6 +590,30 @@ fn scale_to_zero_masters_is_refused() {
 }
 
 #[test]
+fn a_scale_in_whose_data_would_not_fit_is_refused() {
+    let sim = Sim::formed(3, 0, 0);
+    let mut observed = sim.observe();
+    for node in &mut observed.nodes {
+        if let Ok(facts) = &mut node.facts {
+            facts.used_memory = 600 << 20;
+            facts.maxmemory = 1 << 30;
+        }
+    }
+    let op = Operation::Scale {
+        masters: 1,
+        replicas: 0,
+    };
+    let refusal = next_step(&op, &observed, &PlanContext::default()).unwrap_err();
+    assert!(refusal.to_string().contains("would not fit"), "{refusal}");
+    // Two masters' worth of room is enough for 1.8 GiB.
+    let op = Operation::Scale {
+        masters: 2,
+        replicas: 0,
+    };
+    assert!(next_step(&op, &observed, &PlanContext::default()).is_ok());
+}
+
+#[test]
 fn failover_of_a_shard_without_replica_is_refused_with_the_reason() {
     let sim = Sim::formed(3, 0, 0);
     let observed = sim.observe();
