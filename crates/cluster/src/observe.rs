@@ -243,6 +243,18 @@ impl Observed {
             .find(|s| s.members().any(|m| m == addr))
     }
 
+    /// A platform node that replicates the node with id `id`, if any.
+    pub fn follower_of(&self, id: &str) -> Option<NodeAddr> {
+        self.nodes
+            .iter()
+            .find(|n| {
+                self.role_of(n.addr()).is_some_and(|(role, master, _)| {
+                    role == Role::Replica && master.as_deref() == Some(id)
+                })
+            })
+            .map(|n| n.addr().clone())
+    }
+
     /// Replicas (platform nodes) whose master is not a platform node: their master vanished.
     pub fn orphaned_replicas(&self) -> Vec<NodeAddr> {
         let shards = self.shards();

@@ -403,18 +403,21 @@ impl Planner<'_> {
                 ),
             ));
         }
+        // Ghosts without slots are forgotten as a first step (see `tidy_step`); one that still
+        // serves slots needs heal's judgement.
         let ghosts = self.observed.ghosts();
-        if let Some(ghost) = ghosts.first() {
+        if let Some(ghost) = ghosts.iter().find(|g| !g.slots.is_empty()) {
             return Err(refuse(
                 self.op,
                 format!(
-                    "the cluster lists node {} ({}) that no longer runs; run `cinnabar heal` \
-                     first",
+                    "the cluster lists node {} ({}) that no longer runs but serves slots {}; run \
+                     `cinnabar heal` first",
                     short_id(&ghost.id),
                     ghost
                         .addr
                         .as_ref()
-                        .map_or_else(|| "no address".to_owned(), ToString::to_string)
+                        .map_or_else(|| "no address".to_owned(), ToString::to_string),
+                    format_ranges(&ghost.slots)
                 ),
             ));
         }
@@ -429,6 +432,23 @@ impl Planner<'_> {
             ));
         }
         Ok(())
+    }
+
+    /// Loose ends any operation ties up first: ghosts without slots (a node removed a moment
+    /// ago that one member had not forgotten yet) are forgotten, open slots closed.
+    fn tidy_step(&self) -> Option<Step> {
+        if let Some(ghost) = self
+            .observed
+            .ghosts()
+            .into_iter()
+            .find(|g| g.slots.is_empty())
+        {
+            return Some(Step::Forget {
+                id: ghost.id,
+                on: ghost.known_by,
+            });
+        }
+        self.open_slots_step()
     }
 
     fn open_slots_step(&self) -> Option<Step> {
@@ -681,7 +701,7 @@ impl Planner<'_> {
             ));
         }
         self.require_clean()?;
-        if let Some(step) = self.open_slots_step() {
+        if let Some(step) = self.tidy_step() {
             return Ok(Next::Step(step));
         }
         let roles = Roles::of(self, masters);
@@ -736,13 +756,13 @@ impl Planner<'_> {
         // 4. Surplus: replicas of dropped shards, extra replicas, then empty masters and loners.
         for shard in &roles.drop {
             if let Some(replica) = shard.replicas.first() {
-                return Ok(Next::Step(self.remove(replica)));
+                return Ok(self.remove(replica));
             }
         }
         for shard in &roles.keep {
             if shard.replicas.len() > replicas {
                 let surplus = self.surplus_replica(shard);
-                return Ok(Next::Step(self.remove(&surplus)));
+                return Ok(self.remove(&surplus));
             }
         }
         if let Some(node) = roles
@@ -752,10 +772,10 @@ impl Planner<'_> {
             .chain(&roles.spares)
             .next()
         {
-            return Ok(Next::Step(self.remove(node)));
+            return Ok(self.remove(node));
         }
         if let Some(loner) = self.observed.loners().first() {
-            return Ok(Next::Step(self.remove(loner)));
+            return Ok(self.remove(loner));
         }
         Ok(self.finish())
     }
@@ -815,11 +835,18 @@ impl Planner<'_> {
         }
     }
 
-    fn remove(&self, node: &NodeAddr) -> Step {
-        Step::Remove {
-            node: node.clone(),
-            id: self.observed.id_of(node),
+    /// Removes `node`, once no other node follows it (replicas of a master that was just
+    /// failed over switch to the new master within a moment; `CLUSTER FORGET` of one's own
+    /// master is refused by Redis).
+    fn remove(&self, node: &NodeAddr) -> Next {
+        let id = self.observed.id_of(node);
+        if let Some(follower) = id.as_deref().and_then(|id| self.observed.follower_of(id)) {
+            return Next::Wait(format!("{follower} still replicates {node}"));
         }
+        Next::Step(Step::Remove {
+            node: node.clone(),
+            id,
+        })
     }
 
     /// The replica to drop from a shard with too many: one sharing a host with another member
@@ -860,7 +887,7 @@ impl Planner<'_> {
             // The old master is no longer a master: the failover happened.
             return Ok(Next::Done { unresolved: vec![] });
         };
-        if let Some(step) = self.open_slots_step() {
+        if let Some(step) = self.tidy_step() {
             return Ok(Next::Step(step));
         }
         let master_up = self
@@ -894,7 +921,7 @@ impl Planner<'_> {
 
     fn rolling_restart(&self, pending: &BTreeSet<String>) -> Result<Next, Refusal> {
         self.require_clean()?;
-        if let Some(step) = self.open_slots_step() {
+        if let Some(step) = self.tidy_step() {
             return Ok(Next::Step(step));
         }
         if let Some(replica) = self.syncing_replica() {
@@ -942,7 +969,7 @@ impl Planner<'_> {
 
     fn replace(&self, old: &BTreeSet<String>, replicas: usize) -> Result<Next, Refusal> {
         self.require_clean()?;
-        if let Some(step) = self.open_slots_step() {
+        if let Some(step) = self.tidy_step() {
             return Ok(Next::Step(step));
         }
         let is_old = |addr: &NodeAddr| {
@@ -1018,7 +1045,7 @@ impl Planner<'_> {
             .map(|n| n.addr())
             .find(|a| is_old(a))
         {
-            return Ok(Next::Step(self.remove(node)));
+            return Ok(self.remove(node));
         }
         Ok(self.finish())
     }
@@ -1265,7 +1292,12 @@ pub fn check_step(step: &Step, observed: &Observed) -> Result<(), String> {
             .cloned()
     };
     match step {
-        Step::Remove { node, .. } => {
+        Step::Remove { node, id } => {
+            if let Some(follower) = id.as_deref().and_then(|id| observed.follower_of(id)) {
+                return Err(format!(
+                    "{follower} still replicates {node}; removing it would orphan that replica"
+                ));
+            }
             if let Some((_, _, slots)) = observed.role_of(node)
                 && !slots.is_empty()
             {
