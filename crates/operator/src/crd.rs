@@ -1,0 +1,431 @@
+//! The `RedisCluster` custom resource (`cinnabar.io/v1alpha1`): what users write, and the status
+//! the operator reports. The CRD YAML in `deploy/crds/` is generated from these types
+//! (`cinnabar crd`), never written by hand.
+//!
+//! Decisions:
+//! - Field names are camelCase, as Kubernetes users expect; every optional section has defaults
+//!   that give a small, safe cluster (3 shards × 1 replica, AOF everysec, host spread required).
+//! - Rules the API server can check are CEL rules on the schema (shards ≥ 1, a memory limit when
+//!   maxmemory is derived from it, autoscaling bounds); the rest is checked by
+//!   [`crate::validate`] and reported as a `Degraded` condition, with nothing changed.
+//! - The operation in progress (the planner's journal) lives in the status, so an operator that
+//!   restarts resumes it.
+
+// The `KubeSchema` derive makes a private copy of each struct it validates, which the lint
+// mistakes for an unreachable `pub` item.
+#![allow(unreachable_pub)]
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{
+    Affinity, ResourceRequirements, Toleration, TopologySpreadConstraint,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// A Redis Cluster (shards × replicas) with an optional proxy in front, managed by Cinnabar.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "cinnabar.io",
+    version = "v1alpha1",
+    kind = "RedisCluster",
+    namespaced,
+    status = "RedisClusterStatus",
+    shortname = "redisc",
+    category = "cinnabar",
+    printcolumn = r#"{"name":"Shards","type":"integer","jsonPath":".spec.shards"}"#,
+    printcolumn = r#"{"name":"Replicas","type":"integer","jsonPath":".spec.replicasPerShard"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Slots","type":"string","jsonPath":".status.conditions[?(@.type==\"SlotsCovered\")].status"}"#,
+    printcolumn = r#"{"name":"Operation","type":"string","jsonPath":".status.operation.name"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.maxmemoryPercent) || self.maxmemoryPercent == 0 || (has(self.resources) && has(self.resources.limits) && 'memory' in self.resources.limits)").message("maxmemory is derived from the memory limit: set resources.limits.memory, or maxmemoryPercent: 0 for no maxmemory"))]
+pub struct RedisClusterSpec {
+    /// Number of shards (masters); at least 1.
+    #[x_kube(validation = Rule::new("self >= 1").message("a cluster needs at least one shard"))]
+    #[schemars(range(min = 1, max = 1000))]
+    pub shards: u16,
+    /// Replicas per shard; 0 means no failover.
+    #[serde(default = "default_replicas")]
+    #[schemars(range(max = 5))]
+    pub replicas_per_shard: u16,
+    /// Server image: official `redis` 7.x or `valkey/valkey` 8.x.
+    #[serde(default = "default_image")]
+    pub image: String,
+    /// CPU and memory for each Redis container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+    /// `maxmemory` as a percentage of the memory limit (default 80); 0 sets no `maxmemory`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(max = 95))]
+    pub maxmemory_percent: Option<u8>,
+    /// `maxmemory-policy` (default `allkeys-lru`).
+    #[serde(default = "default_policy")]
+    pub maxmemory_policy: String,
+    /// Extra `redis.conf` directives (name → value). Directives the operator owns (`port`,
+    /// `cluster-*`, `dir`, `appendonly`, …) are refused.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub redis_config: BTreeMap<String, String>,
+    /// Durability and volumes.
+    #[serde(default)]
+    pub persistence: Persistence,
+    /// Where pods may run.
+    #[serde(default)]
+    pub placement: Placement,
+    /// How clients reach the nodes.
+    #[serde(default)]
+    pub exposure: Exposure,
+    /// The Cinnabar proxy in front of the cluster.
+    #[serde(default)]
+    pub proxy: ProxySpec,
+    /// Prometheus integration.
+    #[serde(default)]
+    pub monitoring: Monitoring,
+    /// Stop reconciling (for manual work); the status says so.
+    #[serde(default)]
+    pub paused: bool,
+}
+
+fn default_replicas() -> u16 {
+    1
+}
+
+fn default_image() -> String {
+    "redis:7.2".to_owned()
+}
+
+fn default_policy() -> String {
+    "allkeys-lru".to_owned()
+}
+
+/// AOF fsync policy.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub enum Fsync {
+    /// `appendfsync always`.
+    Always,
+    /// `appendfsync everysec`: at most a second of writes lost on a crash.
+    #[default]
+    Everysec,
+    /// `appendfsync no`: the OS decides.
+    No,
+}
+
+/// What happens to volumes when the cluster is deleted.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema, Default)]
+pub enum Retention {
+    /// Keep the PVCs (the data can be re-attached by a new cluster of the same name).
+    #[default]
+    Retain,
+    /// Delete the PVCs with the cluster.
+    Delete,
+}
+
+/// Durability and volumes.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Persistence {
+    /// Append-only file; `None` turns AOF off.
+    #[serde(default = "default_aof")]
+    pub aof: Option<Fsync>,
+    /// RDB snapshot schedule in `save` syntax (`"3600 1 300 100"`); empty turns RDB off.
+    #[serde(default)]
+    pub rdb_save: String,
+    /// Volume size per node (a Kubernetes quantity); `None` keeps data on an `emptyDir`.
+    #[serde(default = "default_volume", skip_serializing_if = "Option::is_none")]
+    pub size: Option<String>,
+    /// Storage class of the volumes; the cluster default when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_class: Option<String>,
+    /// What happens to the volumes when the `RedisCluster` is deleted.
+    #[serde(default)]
+    pub retention: Retention,
+}
+
+fn default_aof() -> Option<Fsync> {
+    Some(Fsync::Everysec)
+}
+
+fn default_volume() -> Option<String> {
+    Some("1Gi".to_owned())
+}
+
+impl Default for Persistence {
+    fn default() -> Self {
+        Self {
+            aof: default_aof(),
+            rdb_save: String::new(),
+            size: default_volume(),
+            storage_class: None,
+            retention: Retention::default(),
+        }
+    }
+}
+
+/// How strictly a spread rule applies.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum Spread {
+    /// Never violated: a pod stays pending rather than break it.
+    Required,
+    /// Followed when the scheduler can.
+    Preferred,
+    /// Not applied.
+    Disabled,
+}
+
+/// Where pods may run.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Placement {
+    /// Members of one shard on different Kubernetes nodes (default `Required`).
+    #[serde(default = "required")]
+    pub host_spread: Spread,
+    /// Members of one shard in different zones (default `Preferred`).
+    #[serde(default = "preferred")]
+    pub zone_spread: Spread,
+    /// Extra affinity, merged with the spread rules.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity: Option<Affinity>,
+    /// Tolerations for every Redis pod.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tolerations: Vec<Toleration>,
+    /// Node selector for every Redis pod.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_selector: BTreeMap<String, String>,
+    /// Extra topology spread constraints.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub topology_spread_constraints: Vec<TopologySpreadConstraint>,
+}
+
+fn required() -> Spread {
+    Spread::Required
+}
+
+fn preferred() -> Spread {
+    Spread::Preferred
+}
+
+impl Default for Placement {
+    fn default() -> Self {
+        Self {
+            host_spread: Spread::Required,
+            zone_spread: Spread::Preferred,
+            affinity: None,
+            tolerations: Vec::new(),
+            node_selector: BTreeMap::new(),
+            topology_spread_constraints: Vec::new(),
+        }
+    }
+}
+
+/// How clients reach the nodes (and how nodes announce themselves in redirects).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema, Default)]
+pub enum ExposureMode {
+    /// Pod addresses inside the cluster, through a headless Service that publishes not-ready
+    /// addresses (nodes must find each other before they are ready).
+    #[default]
+    InCluster,
+    /// Pods on the host network: node addresses are host addresses.
+    HostNetwork,
+    /// One NodePort Service per pod; nodes announce `node address:node port`, so redirects work
+    /// from outside the Kubernetes cluster.
+    NodePort,
+}
+
+/// How clients reach the nodes.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Exposure {
+    /// The mode.
+    #[serde(default)]
+    pub mode: ExposureMode,
+}
+
+/// Horizontal autoscaling of the proxy.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.minReplicas <= self.maxReplicas").message("minReplicas must not exceed maxReplicas"))]
+pub struct Autoscaling {
+    /// Fewest proxy pods.
+    #[schemars(range(min = 1))]
+    pub min_replicas: u16,
+    /// Most proxy pods.
+    #[schemars(range(min = 1))]
+    pub max_replicas: u16,
+    /// Average CPU utilisation to aim for, in percent of the request.
+    #[serde(default = "default_target_cpu")]
+    #[schemars(range(min = 10, max = 95))]
+    pub target_cpu_percent: u8,
+}
+
+fn default_target_cpu() -> u8 {
+    70
+}
+
+/// The Cinnabar proxy in front of the cluster.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProxySpec {
+    /// Run the proxy (default true). Without it clients must speak cluster mode.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Proxy pods when not autoscaled.
+    #[serde(default = "default_proxy_replicas")]
+    pub replicas: u16,
+    /// Autoscaling; when set, `replicas` is only the starting point.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscaling: Option<Autoscaling>,
+    /// Secret holding the proxy's users and roles (key `access.toml`: the `[access]` section of
+    /// `cinnabar.toml`). Without it every client is the built-in `readwrite` user.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub users_secret: Option<String>,
+    /// Commands refused to non-admin roles beyond the built-in deny list.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extra_denied_commands: Vec<String>,
+    /// Seconds a stopping proxy keeps serving what it accepted (preStop drain).
+    #[serde(default = "default_drain")]
+    pub drain_seconds: u32,
+    /// CPU and memory for each proxy container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn default_proxy_replicas() -> u16 {
+    2
+}
+
+fn default_drain() -> u32 {
+    20
+}
+
+impl Default for ProxySpec {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            replicas: default_proxy_replicas(),
+            autoscaling: None,
+            users_secret: None,
+            extra_denied_commands: Vec::new(),
+            drain_seconds: default_drain(),
+            resources: None,
+        }
+    }
+}
+
+/// Prometheus integration.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Monitoring {
+    /// `prometheus.io/scrape` annotations on the proxy and exporter pods (default true).
+    #[serde(default = "yes")]
+    pub scrape_annotations: bool,
+    /// Create a `ServiceMonitor` (needs the Prometheus Operator's CRD).
+    #[serde(default)]
+    pub service_monitor: bool,
+    /// Port of the proxy's admin listener (`/metrics`, `/healthz`, `/readyz`).
+    #[serde(default = "default_metrics_port")]
+    pub metrics_port: u16,
+}
+
+fn default_metrics_port() -> u16 {
+    9121
+}
+
+impl Default for Monitoring {
+    fn default() -> Self {
+        Self {
+            scrape_annotations: true,
+            service_monitor: false,
+            metrics_port: default_metrics_port(),
+        }
+    }
+}
+
+/// What the operator reports.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RedisClusterStatus {
+    /// The `metadata.generation` the status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Ready`, `Progressing`, `Degraded`, `SlotsCovered`, `ReconciliationPaused`, each with a
+    /// machine-readable reason.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// One entry per shard, in slot order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shards: Vec<ShardStatus>,
+    /// The operation under way, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operation: Option<OperationStatus>,
+}
+
+/// One shard as observed.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ShardStatus {
+    /// Pod serving as master.
+    pub master_pod: String,
+    /// Pods replicating it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub replica_pods: Vec<String>,
+    /// Slot ranges as Redis prints them (`0-5460`).
+    pub slots: String,
+    /// Largest replication lag among its replicas, in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replication_lag_bytes: Option<u64>,
+}
+
+/// The operation under way.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OperationStatus {
+    /// `create`, `scale`, `rolling-update`, `heal`, …
+    pub name: String,
+    /// The step under way or last done, as one sentence.
+    #[serde(default)]
+    pub step: String,
+    /// Steps done so far.
+    #[serde(default)]
+    pub steps_done: u32,
+    /// The planner's journal (JSON), so a restarted operator resumes the operation.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub journal: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::CustomResourceExt;
+
+    #[test]
+    fn the_crd_carries_the_cel_rules_and_printer_columns() {
+        let crd = serde_json::to_string(&RedisCluster::crd()).unwrap_or_default();
+        assert!(crd.contains("a cluster needs at least one shard"), "{crd}");
+        assert!(crd.contains("resources.limits.memory"), "{crd}");
+        assert!(
+            crd.contains("minReplicas must not exceed maxReplicas"),
+            "{crd}"
+        );
+        assert!(crd.contains(r#""name":"Ready""#), "{crd}");
+    }
+
+    #[test]
+    fn a_minimal_spec_gets_the_safe_defaults() {
+        let spec: RedisClusterSpec = serde_json::from_value(serde_json::json!({"shards": 3}))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(spec.replicas_per_shard, 1);
+        assert_eq!(spec.persistence.aof, Some(Fsync::Everysec));
+        assert_eq!(spec.placement.host_spread, Spread::Required);
+        assert!(spec.proxy.enabled);
+        assert!(!spec.paused);
+    }
+}
