@@ -375,6 +375,11 @@ impl Observed {
             .collect()
     }
 
+    /// The platform group of the node at `addr` (see [`PlatformNode::group`]).
+    pub fn group_of(&self, addr: &NodeAddr) -> Option<&str> {
+        self.node(addr).and_then(|n| n.node.group.as_deref())
+    }
+
     /// The host of the node at `addr`.
     pub fn host_of(&self, addr: &NodeAddr) -> Option<&str> {
         self.node(addr).and_then(|n| n.node.host.as_deref())

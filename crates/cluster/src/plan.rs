@@ -680,11 +680,35 @@ impl Planner<'_> {
     /// A node that can join the cluster as a new member: a spare master (a member without slots
     /// or replicas, not needed as a shard master), else a loner to meet first. Placement:
     /// prefers a node whose host the shard does not use.
-    fn spare_for(&self, spares: &[NodeAddr], avoid: &[&str]) -> Option<NodeAddr> {
+    /// With platform groups, only a node of the shard's own group qualifies.
+    fn spare_for(
+        &self,
+        spares: &[NodeAddr],
+        avoid: &[&str],
+        shard: &ObservedShard,
+    ) -> Option<NodeAddr> {
         spares
             .iter()
+            .filter(|s| self.same_group(s, &shard.master))
             .find(|s| self.host(s).is_none_or(|h| !avoid.contains(&h)))
             .cloned()
+    }
+
+    /// Whether `node` may serve in the shard of `master`: always without groups, else only
+    /// within one group (a platform that groups nodes by shard protects each group as a unit).
+    fn same_group(&self, node: &NodeAddr, master: &NodeAddr) -> bool {
+        match (self.observed.group_of(node), self.observed.group_of(master)) {
+            (Some(a), Some(b)) => a == b,
+            _ => true,
+        }
+    }
+
+    /// Groups that already lead a shard.
+    fn groups_in_use(&self) -> BTreeSet<&str> {
+        self.shards
+            .iter()
+            .filter_map(|s| self.observed.group_of(&s.master))
+            .collect()
     }
 
     fn scale(&self, masters: usize, replicas: usize) -> Result<Next, Refusal> {
@@ -711,7 +735,7 @@ impl Planner<'_> {
         if roles.keep.len() < masters {
             return Ok(Next::Step(self.new_member(
                 &[],
-                true,
+                None,
                 format!("master for shard {}", roles.keep.len() + 1),
             )));
         }
@@ -719,7 +743,7 @@ impl Planner<'_> {
         for shard in &roles.keep {
             if shard.replicas.len() < replicas {
                 let hosts = self.shard_hosts(shard);
-                if let Some(spare) = self.spare_for(&roles.spares, &hosts) {
+                if let Some(spare) = self.spare_for(&roles.spares, &hosts, shard) {
                     return Ok(Next::Step(Step::Replicate {
                         replica: spare,
                         master_id: shard.master_id.clone(),
@@ -728,7 +752,7 @@ impl Planner<'_> {
                 }
                 return Ok(Next::Step(self.new_member(
                     &hosts,
-                    false,
+                    Some(&shard.master),
                     format!("replica for {}", shard.master),
                 )));
             }
@@ -816,8 +840,22 @@ impl Planner<'_> {
     }
 
     /// The step that brings one more node into the cluster: meet a loner, else provision.
-    fn new_member(&self, avoid: &[&str], master: bool, reason: String) -> Step {
-        let loners = self.observed.loners();
+    ///
+    /// With platform groups, a new master comes from a group that leads no shard yet, and a new
+    /// replica of `shard_master` from that master's group.
+    fn new_member(&self, avoid: &[&str], shard_master: Option<&NodeAddr>, reason: String) -> Step {
+        let master = shard_master.is_none();
+        let in_use = self.groups_in_use();
+        let loners: Vec<NodeAddr> = self
+            .observed
+            .loners()
+            .into_iter()
+            .filter(|l| match (self.observed.group_of(l), shard_master) {
+                (Some(group), None) => !in_use.contains(group),
+                (_, Some(m)) => self.same_group(l, m),
+                (None, None) => true,
+            })
+            .collect();
         if let Some(loner) = loners
             .iter()
             .find(|l| self.host(l).is_none_or(|h| !avoid.contains(&h)))
@@ -990,7 +1028,7 @@ impl Planner<'_> {
             let new_members: Vec<&NodeAddr> = shard.members().filter(|m| !is_old(m)).collect();
             if new_members.len() < replicas + 1 {
                 let avoid: Vec<&str> = new_members.iter().filter_map(|m| self.host(m)).collect();
-                if let Some(spare) = self.spare_for(&spares, &avoid) {
+                if let Some(spare) = self.spare_for(&spares, &avoid, shard) {
                     return Ok(Next::Step(Step::Replicate {
                         replica: spare,
                         master_id: shard.master_id.clone(),
@@ -1165,7 +1203,11 @@ impl Planner<'_> {
             if let Some(shard) = self
                 .shards
                 .iter()
-                .filter(|s| s.slot_count() > 0 && s.replicas.len() < want)
+                .filter(|s| {
+                    s.slot_count() > 0
+                        && s.replicas.len() < want
+                        && self.same_group(node, &s.master)
+                })
                 .min_by_key(|s| {
                     let clash = self
                         .host(node)
@@ -1236,12 +1278,22 @@ impl Roles {
                 Some(h) => per_host.get(&Some(h)).copied().unwrap_or(0),
                 None => 0,
             };
+            // With platform groups, a master whose group already leads another kept shard is a
+            // node met to become a replica there, not a shard of its own.
+            let shares_group = |s: &ObservedShard| {
+                planner.observed.group_of(&s.master).is_some_and(|g| {
+                    kept.iter().any(|o| {
+                        o.master != s.master && planner.observed.group_of(&o.master) == Some(g)
+                    })
+                })
+            };
             let victim = kept
                 .iter()
                 .enumerate()
                 .min_by_key(|(_, s)| {
                     (
                         s.slot_count() > 0 || !s.replicas.is_empty(),
+                        !shares_group(s),
                         fullness(s),
                         std::cmp::Reverse(host_load(s)),
                         s.replicas.len(),
@@ -1345,6 +1397,18 @@ pub fn check_step(step: &Step, observed: &Observed) -> Result<(), String> {
                 return Err(format!(
                     "node {} still runs; it is not a ghost",
                     short_id(id)
+                ));
+            }
+        }
+        Step::Replicate {
+            replica, master, ..
+        } => {
+            if let (Some(a), Some(b)) = (observed.group_of(replica), observed.group_of(master))
+                && a != b
+            {
+                return Err(format!(
+                    "{replica} belongs to group {a} and {master} to group {b}; a node only \
+                     replicates a master of its own group"
                 ));
             }
         }

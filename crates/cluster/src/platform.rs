@@ -22,6 +22,11 @@ pub struct PlatformNode {
     pub host: Option<String>,
     /// The failure domain above the host (a zone), when known.
     pub zone: Option<String>,
+    /// The group the platform made the node for, when it groups nodes by shard (a Kubernetes
+    /// StatefulSet per shard, whose disruption budget and anti-affinity cover that group): a
+    /// node then only ever replicates a master of its own group.
+    #[serde(default)]
+    pub group: Option<String>,
 }
 
 impl PlatformNode {
@@ -31,6 +36,7 @@ impl PlatformNode {
             addr,
             host: None,
             zone: None,
+            group: None,
         }
     }
 
@@ -40,6 +46,7 @@ impl PlatformNode {
             addr,
             host: Some(host.into()),
             zone: None,
+            group: None,
         }
     }
 }

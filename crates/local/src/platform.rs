@@ -103,6 +103,7 @@ impl Platform for LocalPlatform {
                 addr: local_addr(n.port),
                 host: n.host,
                 zone: None,
+                group: None,
             })
             .collect())
     }
@@ -128,6 +129,7 @@ impl Platform for LocalPlatform {
                 addr: local_addr(port),
                 host,
                 zone: None,
+                group: None,
             }),
             ControlReply::Done { port: None, .. } => Err(ClusterError::Platform(
                 "the supervisor started a node but did not say on which port".into(),

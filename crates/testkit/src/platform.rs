@@ -92,6 +92,7 @@ impl Platform for TestPlatform {
                 addr: node_addr(s),
                 host: host.clone(),
                 zone: None,
+                group: None,
             })
             .collect())
     }
@@ -113,6 +114,7 @@ impl Platform for TestPlatform {
             addr: node_addr(&server),
             host: host.map(str::to_owned),
             zone: None,
+            group: None,
         };
         self.nodes.push((server, node.host.clone()));
         Ok(node)

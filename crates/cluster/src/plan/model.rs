@@ -187,6 +187,7 @@ impl Sim {
                             addr: n.addr.clone(),
                             host: n.host.clone(),
                             zone: None,
+                            group: None,
                         },
                         facts,
                     }
@@ -569,6 +570,63 @@ fn scale_out_then_in_reaches_the_shape() {
     })
     .unwrap_or_else(|e| panic!("{e}"));
     assert_shape(&sim, 3, 1).unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// A platform that groups nodes by shard (Kubernetes: a StatefulSet per shard) gets every
+/// replica from the master's own group, and new shards from new groups.
+#[test]
+fn with_groups_replicas_come_from_their_shards_group() {
+    let mut sim = Sim::formed(2, 1, 0);
+    let observed = sim.observe();
+    let mut groups: BTreeMap<NodeAddr, String> = BTreeMap::new();
+    for (i, shard) in observed.shards().iter().enumerate() {
+        for member in shard.members() {
+            groups.insert(member.clone(), format!("g{i}"));
+        }
+    }
+    // The platform already started one more pod in each group and a third group of three, in
+    // an order where the first loner is the wrong choice for a new master.
+    for group in ["g0", "g1", "g2", "g2", "g2"] {
+        let addr = sim.add(None);
+        groups.insert(addr, group.into());
+    }
+    let context = PlanContext::default();
+    let mut op = Operation::Scale {
+        masters: 3,
+        replicas: 2,
+    };
+    let mut done: Vec<String> = Vec::new();
+    for _ in 0..100 {
+        let mut observed = sim.observe();
+        for node in &mut observed.nodes {
+            node.node.group = groups.get(node.addr()).cloned();
+        }
+        match next_step(&op, &observed, &context).unwrap_or_else(|e| panic!("{e}")) {
+            Next::Step(step) => {
+                assert!(
+                    !matches!(step, Step::Provision { .. }),
+                    "the pods exist: {step} after {done:?}"
+                );
+                done.push(step.to_string());
+                check_step(&step, &observed).unwrap_or_else(|e| panic!("{e}"));
+                sim.apply(&step).unwrap_or_else(|e| panic!("{e}"));
+                op.record(&step, None);
+            }
+            Next::Wait(_) => sim.settle(),
+            Next::Done { .. } => break,
+        }
+    }
+    assert_shape(&sim, 3, 2).unwrap_or_else(|e| panic!("{e}"));
+    for (master, replicas) in sim.shards() {
+        for replica in replicas {
+            assert_eq!(
+                groups.get(&replica.addr),
+                groups.get(&master.addr),
+                "{}",
+                replica.addr
+            );
+        }
+    }
 }
 
 #[test]
