@@ -91,12 +91,12 @@ pub async fn execute<P: Platform>(
         }
         Step::Restart { node } => {
             out.node_id = observed.id_of(node);
-            platform.restart(node).await?;
-            wait_rejoined(node, options).await?;
+            let now_at = platform.restart(node).await?;
+            wait_rejoined(&now_at, options).await?;
         }
         Step::Start { node } => {
-            platform.start(node).await?;
-            wait_answers(node, options).await?;
+            let now_at = platform.start(node).await?;
+            wait_answers(&now_at, options).await?;
         }
         Step::Remove { node, id } => {
             remove(node, id.as_deref(), observed, platform, options).await?

@@ -51,8 +51,8 @@ pub use migrate::{
 };
 pub use observe::{Ghost, NodeFacts, Observed, ObservedNode, ObservedShard, observe};
 pub use operate::{
-    FileJournal, Journal, JournalEntry, MemoryJournal, OperateError, OperateEvent, OperateOptions,
-    OperateReport, run_operation,
+    Advance, FileJournal, Journal, JournalEntry, MemoryJournal, OperateError, OperateEvent,
+    OperateOptions, OperateReport, advance, run_operation,
 };
 pub use placement::{Layout, NewNode, ShardPlan, plan_layout};
 pub use plan::{

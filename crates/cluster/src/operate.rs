@@ -239,12 +239,12 @@ pub enum OperateError {
         rule: String,
     },
     /// A step kept failing.
-    #[error("step `{step}` failed {MAX_STEP_FAILURES} times; last error: {source}")]
+    #[error("step `{step}` failed {MAX_STEP_FAILURES} times; last error: {error}")]
     StepFailed {
         /// The step.
         step: Step,
         /// The last error.
-        source: ClusterError,
+        error: String,
     },
     /// The operation did not finish in time.
     #[error("{operation} did not finish within {} s (last: {last})", after.as_secs())]
@@ -267,6 +267,104 @@ fn now_ms() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
+/// What one call to [`advance`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Advance {
+    /// A step was executed.
+    Stepped {
+        /// The step.
+        step: Step,
+    },
+    /// Nothing to do but wait; observe again shortly.
+    Waiting {
+        /// Why.
+        reason: String,
+    },
+    /// The step failed; the next call plans again from what the cluster is now.
+    Failed {
+        /// The step.
+        step: Step,
+        /// What went wrong.
+        error: String,
+    },
+    /// The operation is complete.
+    Done {
+        /// What could not be fixed (heal), one sentence each.
+        unresolved: Vec<String>,
+    },
+    /// A dry run: the step that would run, not executed.
+    Planned {
+        /// The step.
+        step: Step,
+    },
+}
+
+/// Takes at most one step of `entry.operation`: observe, plan, check, execute, record.
+///
+/// This is the unit a controller runs per reconcile; [`run_operation`] loops over it. The
+/// journal is written before the step (with the step) and after it (with the progress), so a
+/// crash between the two resumes from the observation, never from a stale plan.
+///
+/// # Errors
+/// A refusal by the planner, a step that would break a safety rule, or a platform/journal error.
+pub async fn advance<P: Platform + Send>(
+    entry: &mut JournalEntry,
+    platform: &mut P,
+    journal: &mut dyn Journal,
+    options: &OperateOptions,
+    on_event: &mut (dyn FnMut(OperateEvent) + Send),
+) -> Result<Advance, OperateError> {
+    let context = PlanContext {
+        hosts: platform.hosts(),
+    };
+    let nodes = platform.nodes().await?;
+    let observed = observe(
+        &nodes,
+        options.execute.timeouts,
+        options.execute.credentials.as_ref(),
+    )
+    .await;
+    let step = match next_step(&entry.operation, &observed, &context)? {
+        Next::Done { unresolved } => return Ok(Advance::Done { unresolved }),
+        Next::Wait(reason) => return Ok(Advance::Waiting { reason }),
+        Next::Step(step) => step,
+    };
+    if let Err(rule) = check_step(&step, &observed) {
+        return Err(OperateError::Unsafe { step, rule });
+    }
+    if options.dry_run {
+        return Ok(Advance::Planned { step });
+    }
+    let number = entry.steps_done + 1;
+    entry.step = Some(step.clone());
+    journal.save(entry)?;
+    on_event(OperateEvent::Step {
+        number,
+        step: step.clone(),
+    });
+    let started = Instant::now();
+    let mut progress = |line: String| on_event(OperateEvent::Progress { line });
+    match execute(&step, &observed, platform, &options.execute, &mut progress).await {
+        Ok(done) => {
+            entry.operation.record(&step, done.node_id.as_deref());
+            entry.step = None;
+            entry.steps_done = number;
+            journal.save(entry)?;
+            on_event(OperateEvent::StepDone {
+                number,
+                elapsed_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+                note: done.note,
+            });
+            Ok(Advance::Stepped { step })
+        }
+        Err(error) => Ok(Advance::Failed {
+            step,
+            error: error.to_string(),
+        }),
+    }
+}
+
 /// Runs `operation` until the planner says it is done.
 ///
 /// A refusal on the very first plan changes nothing. Later, the journal keeps the operation so
@@ -275,7 +373,7 @@ fn now_ms() -> u64 {
 /// # Errors
 /// See [`OperateError`].
 pub async fn run_operation<P: Platform + Send>(
-    mut operation: Operation,
+    operation: Operation,
     platform: &mut P,
     journal: &mut dyn Journal,
     options: &OperateOptions,
@@ -283,7 +381,7 @@ pub async fn run_operation<P: Platform + Send>(
 ) -> Result<OperateReport, OperateError> {
     let started = Instant::now();
     let mut entry = JournalEntry {
-        operation: operation.clone(),
+        operation,
         step: None,
         steps_done: 0,
         started_ms: now_ms(),
@@ -294,36 +392,27 @@ pub async fn run_operation<P: Platform + Send>(
     loop {
         if started.elapsed() > options.timeout {
             return Err(OperateError::Timeout {
-                operation: operation.to_string(),
+                operation: entry.operation.to_string(),
                 after: options.timeout,
                 last,
             });
         }
-        let context = PlanContext {
-            hosts: platform.hosts(),
+        let report = |entry: &JournalEntry, unresolved, planned| OperateReport {
+            operation: entry.operation.name().to_owned(),
+            steps: entry.steps_done,
+            elapsed_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            unresolved,
+            planned,
         };
-        let nodes = platform.nodes().await?;
-        let observed = observe(
-            &nodes,
-            options.execute.timeouts,
-            options.execute.credentials.as_ref(),
-        )
-        .await;
-        let next = next_step(&operation, &observed, &context)?;
-        let step = match next {
-            Next::Done { unresolved } => {
+        match advance(&mut entry, platform, journal, options, on_event).await? {
+            Advance::Done { unresolved } => {
                 if !options.dry_run {
                     journal.clear()?;
                 }
-                return Ok(OperateReport {
-                    operation: operation.name().to_owned(),
-                    steps: entry.steps_done,
-                    elapsed_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
-                    unresolved,
-                    planned: None,
-                });
+                return Ok(report(&entry, unresolved, None));
             }
-            Next::Wait(reason) => {
+            Advance::Planned { step } => return Ok(report(&entry, Vec::new(), Some(step))),
+            Advance::Waiting { reason } => {
                 if reason != last_wait {
                     on_event(OperateEvent::Waiting {
                         reason: reason.clone(),
@@ -332,57 +421,18 @@ pub async fn run_operation<P: Platform + Send>(
                 }
                 last = reason;
                 tokio::time::sleep(WAIT_POLL).await;
-                continue;
             }
-            Next::Step(step) => step,
-        };
-        last_wait.clear();
-        if let Err(rule) = check_step(&step, &observed) {
-            return Err(OperateError::Unsafe { step, rule });
-        }
-        if options.dry_run {
-            return Ok(OperateReport {
-                operation: operation.name().to_owned(),
-                steps: 0,
-                elapsed_ms: 0,
-                unresolved: Vec::new(),
-                planned: Some(step),
-            });
-        }
-        let number = entry.steps_done + 1;
-        entry.operation = operation.clone();
-        entry.step = Some(step.clone());
-        journal.save(&entry)?;
-        on_event(OperateEvent::Step {
-            number,
-            step: step.clone(),
-        });
-        last = step.to_string();
-        let step_started = Instant::now();
-        let mut progress = |line: String| on_event(OperateEvent::Progress { line });
-        match execute(&step, &observed, platform, &options.execute, &mut progress).await {
-            Ok(done) => {
+            Advance::Stepped { step } => {
                 failures = 0;
-                operation.record(&step, done.node_id.as_deref());
-                entry.operation = operation.clone();
-                entry.step = None;
-                entry.steps_done = number;
-                journal.save(&entry)?;
-                on_event(OperateEvent::StepDone {
-                    number,
-                    elapsed_ms: u64::try_from(step_started.elapsed().as_millis())
-                        .unwrap_or(u64::MAX),
-                    note: done.note,
-                });
+                last_wait.clear();
+                last = step.to_string();
             }
-            Err(source) => {
+            Advance::Failed { step, error } => {
                 failures += 1;
                 if failures >= MAX_STEP_FAILURES {
-                    return Err(OperateError::StepFailed { step, source });
+                    return Err(OperateError::StepFailed { step, error });
                 }
-                on_event(OperateEvent::Retrying {
-                    error: source.to_string(),
-                });
+                on_event(OperateEvent::Retrying { error });
                 tokio::time::sleep(WAIT_POLL).await;
             }
         }

@@ -78,18 +78,24 @@ pub trait Platform {
     ) -> impl Future<Output = Result<PlatformNode, ClusterError>> + Send;
 
     /// Stops `addr` gracefully (letting it persist) and starts it again on its data; returns once
-    /// it answers `PING`.
+    /// it answers `PING`, with the address it now has (a rescheduled pod gets a new IP).
     ///
     /// # Errors
     /// Unknown node, or it does not come back.
-    fn restart(&mut self, addr: &NodeAddr)
-    -> impl Future<Output = Result<(), ClusterError>> + Send;
+    fn restart(
+        &mut self,
+        addr: &NodeAddr,
+    ) -> impl Future<Output = Result<NodeAddr, ClusterError>> + Send;
 
-    /// Makes sure `addr` runs (starting it on its data when it is down); a no-op when it runs.
+    /// Makes sure `addr` runs (starting it on its data when it is down; a no-op when it runs);
+    /// returns the address it runs at.
     ///
     /// # Errors
     /// Unknown node, or it does not start.
-    fn start(&mut self, addr: &NodeAddr) -> impl Future<Output = Result<(), ClusterError>> + Send;
+    fn start(
+        &mut self,
+        addr: &NodeAddr,
+    ) -> impl Future<Output = Result<NodeAddr, ClusterError>> + Send;
 
     /// Stops `addr` for good and releases its resources. Only ever called for a node that owns
     /// no slots.

@@ -141,14 +141,17 @@ impl Platform for LocalPlatform {
         }
     }
 
-    async fn restart(&mut self, addr: &NodeAddr) -> Result<(), ClusterError> {
+    async fn restart(&mut self, addr: &NodeAddr) -> Result<NodeAddr, ClusterError> {
         self.ask_about(addr, |port| ControlRequest::Restart { port })
-            .await
+            .await?;
+        // Local nodes come back on their own port.
+        Ok(addr.clone())
     }
 
-    async fn start(&mut self, addr: &NodeAddr) -> Result<(), ClusterError> {
+    async fn start(&mut self, addr: &NodeAddr) -> Result<NodeAddr, ClusterError> {
         self.ask_about(addr, |port| ControlRequest::Start { port })
-            .await
+            .await?;
+        Ok(addr.clone())
     }
 
     async fn remove(&mut self, addr: &NodeAddr) -> Result<(), ClusterError> {

@@ -120,21 +120,21 @@ impl Platform for TestPlatform {
         Ok(node)
     }
 
-    async fn restart(&mut self, addr: &NodeAddr) -> Result<(), ClusterError> {
+    async fn restart(&mut self, addr: &NodeAddr) -> Result<NodeAddr, ClusterError> {
         let server = self.find(addr)?;
         server.stop();
         // A real restart takes a moment; the cluster notices the gap.
         tokio::time::sleep(Duration::from_millis(100)).await;
         server.restart();
-        Ok(())
+        Ok(addr.clone())
     }
 
-    async fn start(&mut self, addr: &NodeAddr) -> Result<(), ClusterError> {
+    async fn start(&mut self, addr: &NodeAddr) -> Result<NodeAddr, ClusterError> {
         let server = self.find(addr)?;
         if !server.is_running() {
             server.restart();
         }
-        Ok(())
+        Ok(addr.clone())
     }
 
     async fn remove(&mut self, addr: &NodeAddr) -> Result<(), ClusterError> {
