@@ -2,11 +2,15 @@
 //!
 //! Layout:
 //! - [`crd`]: the custom resource's spec and status (the CRD YAML is generated from them);
+//! - [`pods`]: Redis pods as the planner's nodes (pure);
+//! - [`decide`]: what a reconcile does with Redis: wait, create, which planner operation (pure);
 //!
 //! Every change to Redis goes through the planner in `cinnabar-cluster`; this crate only turns
 //! specs into Kubernetes objects and pods into planner nodes. It never re-implements a Redis
 //! decision.
 
 pub mod crd;
+pub mod decide;
+pub mod pods;
 
 pub use crd::{RedisCluster, RedisClusterSpec, RedisClusterStatus};

@@ -1,0 +1,377 @@
+//! What a reconcile should do with Redis, from the spec, the pods and one observation: wait for
+//! pods, form the cluster, continue or start a planner operation, or nothing.
+//!
+//! Pure, so the ordering rules are tested without an API server. Every change to Redis itself is
+//! a planner [`Operation`]; this module only picks which one.
+//!
+//! Order of concerns (the first that applies wins):
+//! 1. an operation already journaled in the status is continued (an operator restart resumes it);
+//! 2. pods the spec asks for that are missing or not ready: wait (Kubernetes is still creating
+//!    them, and meeting a pod that is about to be replaced would only add a ghost);
+//! 3. every pod stands alone: form the cluster, pod 0 of each StatefulSet as its shard's master;
+//! 4. the shape differs from the spec (shards, replicas per shard): scale;
+//! 5. pods made from an older StatefulSet revision (image, resources, config changed): rolling
+//!    restart of exactly those pods, replicas first, masters after a verified failover;
+//! 6. anything unhealthy (a node down, ghosts, open or uncovered slots, strangers): heal;
+//! 7. otherwise nothing.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use cinnabar_cluster::{JournalEntry, Observed, Operation, PlatformNode, SLOT_COUNT};
+
+use crate::crd::RedisClusterSpec;
+use crate::pods::{RedisPod, platform_nodes};
+
+/// The reconcile's business with Redis.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Pods are not all there and ready yet.
+    WaitForPods {
+        /// What is missing, for the `Progressing` condition's message.
+        reason: String,
+    },
+    /// Form a new cluster from these pods (in shard, then ordinal order).
+    Create {
+        /// The nodes.
+        nodes: Vec<PlatformNode>,
+    },
+    /// Take the next step of this operation.
+    Operate(Operation),
+    /// Nothing to do.
+    Idle,
+}
+
+/// Decides the next thing to do (see the module docs for the order).
+///
+/// `update_revisions` maps a shard index to its StatefulSet's `status.updateRevision`.
+pub fn decide(
+    spec: &RedisClusterSpec,
+    pods: &[RedisPod],
+    observed: &Observed,
+    journal: Option<&JournalEntry>,
+    update_revisions: &BTreeMap<u32, String>,
+) -> Decision {
+    if let Some(entry) = journal {
+        return Decision::Operate(entry.operation.clone());
+    }
+    let shards = u32::from(spec.shards);
+    let per_shard = 1 + u32::from(spec.replicas_per_shard);
+    let wanted = |p: &RedisPod| {
+        p.shard.is_some_and(|s| s < shards) && p.ordinal.is_some_and(|o| o < per_shard)
+    };
+    let present = pods.iter().filter(|p| wanted(p) && !p.terminating).count();
+    let expected = usize::try_from(shards * per_shard).unwrap_or(usize::MAX);
+    if present < expected {
+        return Decision::WaitForPods {
+            reason: format!("{present} of {expected} Redis pods exist"),
+        };
+    }
+    let unready: Vec<&str> = pods
+        .iter()
+        .filter(|p| wanted(p) && (!p.ready || p.node.is_none()))
+        .map(|p| p.name.as_str())
+        .collect();
+    if !unready.is_empty() {
+        return Decision::WaitForPods {
+            reason: format!("pods not ready: {}", unready.join(", ")),
+        };
+    }
+    if observed.members().next().is_none() {
+        return Decision::Create {
+            nodes: platform_nodes(pods),
+        };
+    }
+    let serving: Vec<_> = observed
+        .shards()
+        .into_iter()
+        .filter(|s| s.slot_count() > 0)
+        .collect();
+    let replicas_ok = serving
+        .iter()
+        .all(|s| s.replicas.len() == usize::from(spec.replicas_per_shard));
+    if serving.len() != usize::from(spec.shards) || !replicas_ok || !observed.loners().is_empty() {
+        return Decision::Operate(Operation::Scale {
+            masters: usize::from(spec.shards),
+            replicas: usize::from(spec.replicas_per_shard),
+        });
+    }
+    let outdated: BTreeSet<String> = pods
+        .iter()
+        .filter(|p| {
+            let wanted_revision = p.shard.and_then(|s| update_revisions.get(&s));
+            wanted_revision.is_some() && p.revision.as_ref() != wanted_revision
+        })
+        .filter_map(|p| p.node.as_ref().and_then(|n| observed.id_of(&n.addr)))
+        .collect();
+    if !outdated.is_empty() {
+        return Decision::Operate(Operation::RollingRestart { pending: outdated });
+    }
+    let unhealthy = !observed.unreachable().is_empty()
+        || !observed.ghosts().is_empty()
+        || !observed.open_slots().is_empty()
+        || !observed.unacquainted().is_empty()
+        || !observed.stale_addresses().is_empty()
+        || observed.covered_slots().len() < SLOT_COUNT;
+    if unhealthy {
+        return Decision::Operate(Operation::Heal {
+            replicas: Some(usize::from(spec.replicas_per_shard)),
+            started: BTreeSet::new(),
+        });
+    }
+    Decision::Idle
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cinnabar_cluster::{
+        ClusterNode, LinkState, NodeAddr, NodeFacts, NodeFlags, ObservedNode, Role, SlotRange,
+    };
+
+    /// Pods `c-shard-I-J` for `shards` × `per_shard`, ready, revision `rev-1`.
+    fn pods(shards: u32, per_shard: u32) -> Vec<RedisPod> {
+        let mut out = Vec::new();
+        for s in 0..shards {
+            for o in 0..per_shard {
+                out.push(RedisPod {
+                    name: format!("c-shard-{s}-{o}"),
+                    uid: format!("u{s}{o}"),
+                    node: Some(PlatformNode {
+                        addr: NodeAddr::new(format!("10.0.{s}.{o}"), 6379),
+                        host: Some(format!("worker-{o}")),
+                        zone: None,
+                        group: Some(s.to_string()),
+                    }),
+                    shard: Some(s),
+                    ordinal: Some(o),
+                    ready: true,
+                    terminating: false,
+                    revision: Some("rev-1".into()),
+                });
+            }
+        }
+        out
+    }
+
+    fn id(pod: &RedisPod) -> String {
+        format!("{:0>40}", pod.uid)
+    }
+
+    /// An observation of `pods`: loners, or a formed cluster with shard `s`'s pod 0 as master of
+    /// an even slot split and the others its replicas.
+    fn observed(pods: &[RedisPod], formed: bool) -> Observed {
+        let shards = pods.iter().filter(|p| p.ordinal == Some(0)).count();
+        let ranges = cinnabar_cluster::slots::even_split(shards).unwrap_or_default();
+        let entry = |p: &RedisPod| -> (ClusterNode, NodeFacts) {
+            let s = p.shard.unwrap_or(0) as usize;
+            let master = p.ordinal == Some(0);
+            let master_id = pods
+                .iter()
+                .find(|m| m.shard == p.shard && m.ordinal == Some(0))
+                .map(id);
+            let slots: Vec<SlotRange> = if master && formed {
+                vec![ranges[s]]
+            } else {
+                vec![]
+            };
+            let role = if master || !formed {
+                Role::Master
+            } else {
+                Role::Replica
+            };
+            let follows = (!master && formed).then(|| master_id.unwrap_or_default());
+            let node = ClusterNode {
+                id: id(p),
+                addr: p.node.as_ref().map(|n| n.addr.clone()),
+                bus_port: Some(16379),
+                hostname: None,
+                flags: NodeFlags {
+                    master: role == Role::Master,
+                    replica: role == Role::Replica,
+                    ..NodeFlags::default()
+                },
+                master_id: follows.clone(),
+                ping_sent_ms: 0,
+                pong_recv_ms: 0,
+                config_epoch: 1,
+                link: LinkState::Connected,
+                slots: slots.clone(),
+                migrations: vec![],
+            };
+            let facts = NodeFacts {
+                id: id(p),
+                role,
+                master_id: follows,
+                slots,
+                migrations: vec![],
+                link_up: true,
+                offset: 100,
+                keys: 0,
+                used_memory: 0,
+                maxmemory: 0,
+                cluster_ok: formed,
+                peers: vec![],
+            };
+            (node, facts)
+        };
+        let entries: Vec<(ClusterNode, NodeFacts)> = pods.iter().map(entry).collect();
+        Observed {
+            nodes: pods
+                .iter()
+                .zip(&entries)
+                .map(|(p, (_, facts))| {
+                    let mut facts = facts.clone();
+                    if formed {
+                        facts.peers = entries
+                            .iter()
+                            .filter(|(n, _)| n.id != facts.id)
+                            .map(|(n, _)| n.clone())
+                            .collect();
+                    }
+                    ObservedNode {
+                        node: p
+                            .node
+                            .clone()
+                            .unwrap_or_else(|| PlatformNode::new(NodeAddr::new("", 0))),
+                        facts: Ok(facts),
+                    }
+                })
+                .collect(),
+        }
+    }
+
+    fn spec(shards: u16, replicas: u16) -> RedisClusterSpec {
+        serde_json::from_value(serde_json::json!({"shards": shards, "replicasPerShard": replicas}))
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn revisions(shards: u32, rev: &str) -> BTreeMap<u32, String> {
+        (0..shards).map(|s| (s, rev.to_owned())).collect()
+    }
+
+    #[test]
+    fn fresh_pods_form_the_cluster_with_pod_zero_of_each_shard_first() {
+        let pods = pods(3, 2);
+        let decision = decide(
+            &spec(3, 1),
+            &pods,
+            &observed(&pods, false),
+            None,
+            &revisions(3, "rev-1"),
+        );
+        let Decision::Create { nodes } = decision else {
+            panic!("{decision:?}")
+        };
+        let first: Vec<String> = nodes.iter().take(2).map(|n| n.addr.to_string()).collect();
+        assert_eq!(first, ["10.0.0.0:6379", "10.0.0.1:6379"]);
+        assert_eq!(nodes.len(), 6);
+    }
+
+    #[test]
+    fn missing_or_unready_pods_are_waited_for() {
+        let mut pods = pods(3, 2);
+        pods.pop();
+        let d = decide(
+            &spec(3, 1),
+            &pods,
+            &observed(&pods, false),
+            None,
+            &BTreeMap::new(),
+        );
+        assert_eq!(
+            d,
+            Decision::WaitForPods {
+                reason: "5 of 6 Redis pods exist".into()
+            }
+        );
+        let mut pods = self::pods(3, 2);
+        pods[1].ready = false;
+        let d = decide(
+            &spec(3, 1),
+            &pods,
+            &observed(&pods, false),
+            None,
+            &BTreeMap::new(),
+        );
+        assert!(matches!(d, Decision::WaitForPods { reason } if reason.contains("c-shard-0-1")));
+    }
+
+    #[test]
+    fn a_healthy_cluster_matching_the_spec_is_left_alone() {
+        let pods = pods(3, 2);
+        let d = decide(
+            &spec(3, 1),
+            &pods,
+            &observed(&pods, true),
+            None,
+            &revisions(3, "rev-1"),
+        );
+        assert_eq!(d, Decision::Idle);
+    }
+
+    #[test]
+    fn more_shards_in_the_spec_scale_once_the_new_pods_are_ready() {
+        let old = pods(3, 2);
+        let mut all = pods(4, 2);
+        let mut seen = observed(&old, true);
+        let fresh = observed(&all[6..], false);
+        seen.nodes.extend(fresh.nodes);
+        let d = decide(&spec(4, 1), &all, &seen, None, &revisions(4, "rev-1"));
+        assert_eq!(
+            d,
+            Decision::Operate(Operation::Scale {
+                masters: 4,
+                replicas: 1
+            })
+        );
+        all[7].ready = false;
+        let d = decide(&spec(4, 1), &all, &seen, None, &revisions(4, "rev-1"));
+        assert!(matches!(d, Decision::WaitForPods { .. }), "{d:?}");
+    }
+
+    #[test]
+    fn pods_of_an_old_revision_get_a_rolling_restart_of_exactly_those() {
+        let mut pods = pods(2, 2);
+        pods[2].revision = Some("rev-1".into());
+        let seen = observed(&pods, true);
+        let mut wanted = revisions(2, "rev-1");
+        wanted.insert(1, "rev-2".into());
+        let d = decide(&spec(2, 1), &pods, &seen, None, &wanted);
+        let expected: BTreeSet<String> = [id(&pods[2]), id(&pods[3])].into();
+        assert_eq!(
+            d,
+            Decision::Operate(Operation::RollingRestart { pending: expected })
+        );
+    }
+
+    #[test]
+    fn a_journaled_operation_is_continued_first() {
+        let pods = pods(2, 2);
+        let entry = JournalEntry {
+            operation: Operation::Rebalance,
+            step: None,
+            steps_done: 3,
+            started_ms: 0,
+        };
+        let d = decide(
+            &spec(5, 1),
+            &pods,
+            &observed(&pods, true),
+            Some(&entry),
+            &BTreeMap::new(),
+        );
+        assert_eq!(d, Decision::Operate(Operation::Rebalance));
+    }
+
+    #[test]
+    fn a_dead_node_is_healed() {
+        let pods = pods(2, 2);
+        let mut seen = observed(&pods, true);
+        seen.nodes[1].facts = Err("connection refused".into());
+        let d = decide(&spec(2, 1), &pods, &seen, None, &revisions(2, "rev-1"));
+        assert!(
+            matches!(d, Decision::Operate(Operation::Heal { .. })),
+            "{d:?}"
+        );
+    }
+}
