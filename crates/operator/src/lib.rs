@@ -4,6 +4,7 @@
 //! - [`crd`]: the custom resource's spec and status (the CRD YAML is generated from them);
 //! - [`pods`]: Redis pods as the planner's nodes (pure);
 //! - [`decide`]: what a reconcile does with Redis: wait, create, which planner operation (pure);
+//! - [`status`]: conditions and the per-shard view (pure);
 //!
 //! Every change to Redis goes through the planner in `cinnabar-cluster`; this crate only turns
 //! specs into Kubernetes objects and pods into planner nodes. It never re-implements a Redis
@@ -12,5 +13,6 @@
 pub mod crd;
 pub mod decide;
 pub mod pods;
+pub mod status;
 
 pub use crd::{RedisCluster, RedisClusterSpec, RedisClusterStatus};

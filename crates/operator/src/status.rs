@@ -1,0 +1,263 @@
+//! The `RedisCluster` status: conditions with machine-readable reasons and a per-shard view,
+//! computed from what one reconcile saw and did.
+//!
+//! Pure. Conditions keep their `lastTransitionTime` while their status stays the same, so
+//! watchers (and `kubectl wait --for=condition=Ready`) see real transitions only.
+
+use std::collections::BTreeMap;
+
+use cinnabar_cluster::slots::format_ranges;
+use cinnabar_cluster::{NodeAddr, Observed, SLOT_COUNT};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+
+use crate::crd::{OperationStatus, RedisClusterStatus, ShardStatus};
+use crate::pods::RedisPod;
+
+/// Condition types the operator sets.
+pub mod types {
+    /// Every shard serves, every node healthy, nothing in progress.
+    pub const READY: &str = "Ready";
+    /// Pods are being created or an operation is under way.
+    pub const PROGRESSING: &str = "Progressing";
+    /// Something needs a person: an invalid spec, a refused or failing operation.
+    pub const DEGRADED: &str = "Degraded";
+    /// Every one of the 16384 slots has a master.
+    pub const SLOTS_COVERED: &str = "SlotsCovered";
+    /// `spec.paused` is set.
+    pub const PAUSED: &str = "ReconciliationPaused";
+}
+
+/// What one reconcile learnt, as input for the status.
+#[derive(Debug, Clone, Default)]
+pub struct StatusInput<'a> {
+    /// `metadata.generation` of the object reconciled.
+    pub generation: Option<i64>,
+    /// The Redis pods.
+    pub pods: &'a [RedisPod],
+    /// The observation of the cluster, when one was made.
+    pub observed: Option<&'a Observed>,
+    /// Why the cluster is not done yet (`(reason, message)`), when it is progressing.
+    pub progressing: Option<(String, String)>,
+    /// Why a person is needed (`(reason, message)`), when degraded.
+    pub degraded: Option<(String, String)>,
+    /// `spec.paused`.
+    pub paused: bool,
+    /// The operation under way.
+    pub operation: Option<OperationStatus>,
+}
+
+/// Builds the status, keeping transition times of unchanged conditions from `previous`.
+pub fn build_status(
+    input: &StatusInput<'_>,
+    previous: Option<&RedisClusterStatus>,
+    now: &Time,
+) -> RedisClusterStatus {
+    let covered = input.observed.map(|o| o.covered_slots().len());
+    let healthy = input.observed.is_some_and(|o| {
+        o.unreachable().is_empty()
+            && o.ghosts().is_empty()
+            && o.open_slots().is_empty()
+            && o.members().all(|(_, f)| f.cluster_ok && f.link_up)
+    });
+    let ready = !input.paused
+        && input.progressing.is_none()
+        && input.degraded.is_none()
+        && covered == Some(SLOT_COUNT)
+        && healthy;
+    let mut conditions = Vec::new();
+    let mut set = |type_: &str, status: bool, reason: &str, message: String| {
+        conditions.push(Condition {
+            type_: type_.to_owned(),
+            status: if status { "True" } else { "False" }.to_owned(),
+            reason: reason.to_owned(),
+            message,
+            observed_generation: input.generation,
+            last_transition_time: now.clone(),
+        });
+    };
+    let (reason, message) = if ready {
+        (
+            "ClusterHealthy",
+            "every shard serves and every node is healthy".to_owned(),
+        )
+    } else if input.paused {
+        ("Paused", "reconciliation is paused".to_owned())
+    } else if let Some((reason, message)) = &input.degraded {
+        (reason.as_str(), message.clone())
+    } else if let Some((reason, message)) = &input.progressing {
+        (reason.as_str(), message.clone())
+    } else {
+        (
+            "NotHealthy",
+            "the cluster has problems; heal is planned".to_owned(),
+        )
+    };
+    set(types::READY, ready, reason, message);
+    match &input.progressing {
+        Some((reason, message)) => set(types::PROGRESSING, true, reason, message.clone()),
+        None => set(
+            types::PROGRESSING,
+            false,
+            "Idle",
+            "nothing in progress".to_owned(),
+        ),
+    }
+    match &input.degraded {
+        Some((reason, message)) => set(types::DEGRADED, true, reason, message.clone()),
+        None => set(
+            types::DEGRADED,
+            false,
+            "AsExpected",
+            "no problem needs a person".to_owned(),
+        ),
+    }
+    match covered {
+        Some(n) if n == SLOT_COUNT => set(
+            types::SLOTS_COVERED,
+            true,
+            "AllSlotsServed",
+            format!("all {SLOT_COUNT} slots have a master"),
+        ),
+        Some(n) => set(
+            types::SLOTS_COVERED,
+            false,
+            "SlotsUnserved",
+            format!("{} of {SLOT_COUNT} slots have no master", SLOT_COUNT - n),
+        ),
+        None => set(
+            types::SLOTS_COVERED,
+            false,
+            "NotObserved",
+            "the cluster has not been observed yet".to_owned(),
+        ),
+    }
+    set(
+        types::PAUSED,
+        input.paused,
+        if input.paused {
+            "SpecPaused"
+        } else {
+            "Reconciling"
+        },
+        if input.paused {
+            "spec.paused is true: the operator changes nothing".to_owned()
+        } else {
+            "the operator reconciles this cluster".to_owned()
+        },
+    );
+    if let Some(previous) = previous {
+        for condition in &mut conditions {
+            if let Some(old) = previous
+                .conditions
+                .iter()
+                .find(|c| c.type_ == condition.type_ && c.status == condition.status)
+            {
+                condition.last_transition_time = old.last_transition_time.clone();
+            }
+        }
+    }
+    RedisClusterStatus {
+        observed_generation: input.generation,
+        conditions,
+        shards: input
+            .observed
+            .map(|o| shard_view(o, input.pods))
+            .unwrap_or_else(|| previous.map(|p| p.shards.clone()).unwrap_or_default()),
+        operation: input.operation.clone(),
+    }
+}
+
+/// One entry per shard serving slots: pods by name, slot ranges, worst replica lag.
+fn shard_view(observed: &Observed, pods: &[RedisPod]) -> Vec<ShardStatus> {
+    let names: BTreeMap<&NodeAddr, &str> = pods
+        .iter()
+        .filter_map(|p| p.node.as_ref().map(|n| (&n.addr, p.name.as_str())))
+        .collect();
+    let name = |addr: &NodeAddr| {
+        names
+            .get(addr)
+            .map_or_else(|| addr.to_string(), |n| (*n).to_owned())
+    };
+    let offset = |addr: &NodeAddr| {
+        observed
+            .node(addr)
+            .and_then(|n| n.facts())
+            .map(|f| f.offset)
+    };
+    observed
+        .shards()
+        .into_iter()
+        .filter(|s| s.slot_count() > 0)
+        .map(|s| {
+            let master_offset = offset(&s.master);
+            ShardStatus {
+                master_pod: name(&s.master),
+                replica_pods: s.replicas.iter().map(name).collect(),
+                slots: format_ranges(&s.slots),
+                replication_lag_bytes: master_offset.and_then(|m| {
+                    s.replicas
+                        .iter()
+                        .filter_map(|r| offset(r).map(|o| m.saturating_sub(o)))
+                        .max()
+                }),
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn time(s: &str) -> Time {
+        serde_json::from_value(serde_json::json!(s)).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn condition<'a>(status: &'a RedisClusterStatus, type_: &str) -> &'a Condition {
+        status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == type_)
+            .unwrap_or_else(|| panic!("no {type_}"))
+    }
+
+    #[test]
+    fn a_degraded_spec_is_not_ready_and_says_why() {
+        let input = StatusInput {
+            generation: Some(4),
+            degraded: Some(("OwnedDirective".into(), "redisConfig sets `port`".into())),
+            ..StatusInput::default()
+        };
+        let status = build_status(&input, None, &time("2026-11-22T10:00:00Z"));
+        assert_eq!(status.observed_generation, Some(4));
+        let ready = condition(&status, types::READY);
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_str()),
+            ("False", "OwnedDirective")
+        );
+        assert_eq!(condition(&status, types::DEGRADED).status, "True");
+        assert_eq!(
+            condition(&status, types::SLOTS_COVERED).reason,
+            "NotObserved"
+        );
+    }
+
+    #[test]
+    fn unchanged_conditions_keep_their_transition_time() {
+        let paused = StatusInput {
+            paused: true,
+            ..StatusInput::default()
+        };
+        let first = build_status(&paused, None, &time("2026-11-22T10:00:00Z"));
+        let again = build_status(&paused, Some(&first), &time("2026-11-22T10:05:00Z"));
+        let t = |s: &RedisClusterStatus| condition(s, types::PAUSED).last_transition_time.clone();
+        assert_eq!(t(&again), t(&first));
+        let resumed = build_status(
+            &StatusInput::default(),
+            Some(&again),
+            &time("2026-11-22T10:06:00Z"),
+        );
+        assert_eq!(t(&resumed), time("2026-11-22T10:06:00Z"));
+        assert_eq!(condition(&resumed, types::PAUSED).status, "False");
+    }
+}
