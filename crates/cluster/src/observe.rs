@@ -380,6 +380,11 @@ impl Observed {
         self.node(addr).and_then(|n| n.node.group.as_deref())
     }
 
+    /// Whether the platform wants the node at `addr` gone (see [`PlatformNode::retiring`]).
+    pub fn is_retiring(&self, addr: &NodeAddr) -> bool {
+        self.node(addr).is_some_and(|n| n.node.retiring)
+    }
+
     /// The host of the node at `addr`.
     pub fn host_of(&self, addr: &NodeAddr) -> Option<&str> {
         self.node(addr).and_then(|n| n.node.host.as_deref())

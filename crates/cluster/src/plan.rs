@@ -739,6 +739,24 @@ impl Planner<'_> {
                 format!("master for shard {}", roles.keep.len() + 1),
             )));
         }
+        // A kept shard led by a node the platform retires hands its role to a replica that
+        // stays, so the retiring node can go as a replica.
+        for shard in &roles.keep {
+            if self.observed.is_retiring(&shard.master) {
+                let staying: Vec<(NodeAddr, u64)> = self
+                    .failover_candidates(shard)
+                    .into_iter()
+                    .filter(|(r, _)| !self.observed.is_retiring(r))
+                    .collect();
+                if let Some(replica) = self.best_candidate(&staying) {
+                    return Ok(Next::Step(Step::Failover {
+                        replica,
+                        master: shard.master.clone(),
+                        mode: FailoverMode::Planned,
+                    }));
+                }
+            }
+        }
         // 2. Replicas for every kept shard.
         for shard in &roles.keep {
             if shard.replicas.len() < replicas {
@@ -778,8 +796,10 @@ impl Planner<'_> {
             return Ok(Next::Step(Step::MoveSlots { targets }));
         }
         // 4. Surplus: replicas of dropped shards, extra replicas, then empty masters and loners.
+        // Last first: platforms list a group's nodes in creation order, and a StatefulSet can
+        // only shed its highest ordinal.
         for shard in &roles.drop {
-            if let Some(replica) = shard.replicas.first() {
+            if let Some(replica) = shard.replicas.last() {
                 return Ok(self.remove(replica));
             }
         }
@@ -894,9 +914,13 @@ impl Planner<'_> {
         shard
             .replicas
             .iter()
-            .find(|r| {
-                self.host(r)
-                    .is_some_and(|h| hosts.iter().filter(|x| **x == h).count() > 1)
+            .rev()
+            .find(|r| self.observed.is_retiring(r))
+            .or_else(|| {
+                shard.replicas.iter().find(|r| {
+                    self.host(r)
+                        .is_some_and(|h| hosts.iter().filter(|x| **x == h).count() > 1)
+                })
             })
             .or(shard.replicas.last())
             .cloned()
@@ -1293,6 +1317,7 @@ impl Roles {
                 .min_by_key(|(_, s)| {
                     (
                         s.slot_count() > 0 || !s.replicas.is_empty(),
+                        !planner.observed.is_retiring(&s.master),
                         !shares_group(s),
                         fullness(s),
                         std::cmp::Reverse(host_load(s)),

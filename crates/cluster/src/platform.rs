@@ -27,6 +27,11 @@ pub struct PlatformNode {
     /// node then only ever replicates a master of its own group.
     #[serde(default)]
     pub group: Option<String>,
+    /// The platform wants this node gone (Kubernetes: a pod beyond what the spec asks for, which
+    /// only the planner may remove once it holds nothing). A scale-in drops retiring nodes
+    /// first, and hands a retiring master's role to a replica before removing it.
+    #[serde(default)]
+    pub retiring: bool,
 }
 
 impl PlatformNode {
@@ -37,6 +42,7 @@ impl PlatformNode {
             host: None,
             zone: None,
             group: None,
+            retiring: false,
         }
     }
 
@@ -47,6 +53,7 @@ impl PlatformNode {
             host: Some(host.into()),
             zone: None,
             group: None,
+            retiring: false,
         }
     }
 }

@@ -104,6 +104,7 @@ impl Platform for LocalPlatform {
                 host: n.host,
                 zone: None,
                 group: None,
+                retiring: false,
             })
             .collect())
     }
@@ -130,6 +131,7 @@ impl Platform for LocalPlatform {
                 host,
                 zone: None,
                 group: None,
+                retiring: false,
             }),
             ControlReply::Done { port: None, .. } => Err(ClusterError::Platform(
                 "the supervisor started a node but did not say on which port".into(),

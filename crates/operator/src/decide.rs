@@ -141,6 +141,7 @@ mod tests {
                         host: Some(format!("worker-{o}")),
                         zone: None,
                         group: Some(s.to_string()),
+                        retiring: false,
                     }),
                     shard: Some(s),
                     ordinal: Some(o),

@@ -75,6 +75,7 @@ pub fn redis_pod(pod: &Pod) -> RedisPod {
             host,
             zone: None,
             group: shard_label.clone(),
+            retiring: false,
         }),
         shard: shard_label.and_then(|s| s.parse().ok()),
         ordinal: name.rsplit('-').next().and_then(|o| o.parse().ok()),

@@ -93,6 +93,7 @@ impl Platform for TestPlatform {
                 host: host.clone(),
                 zone: None,
                 group: None,
+                retiring: false,
             })
             .collect())
     }
@@ -115,6 +116,7 @@ impl Platform for TestPlatform {
             host: host.map(str::to_owned),
             zone: None,
             group: None,
+            retiring: false,
         };
         self.nodes.push((server, node.host.clone()));
         Ok(node)

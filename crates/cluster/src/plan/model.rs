@@ -188,6 +188,7 @@ impl Sim {
                             host: n.host.clone(),
                             zone: None,
                             group: None,
+                            retiring: false,
                         },
                         facts,
                     }
@@ -627,6 +628,60 @@ fn with_groups_replicas_come_from_their_shards_group() {
             );
         }
     }
+}
+
+/// Kubernetes scale-in: the platform marks the pods beyond the spec as retiring (a whole
+/// StatefulSet, and the last ordinal of the others); exactly those go, a retiring master first
+/// hands its role to a replica that stays.
+#[test]
+fn a_scale_in_removes_exactly_the_retiring_nodes() {
+    let mut sim = Sim::formed(3, 2, 0);
+    let observed = sim.observe();
+    let mut retiring: BTreeSet<NodeAddr> = BTreeSet::new();
+    for (i, shard) in observed.shards().iter().enumerate() {
+        let members: Vec<&NodeAddr> = shard.members().collect();
+        if i == 2 {
+            retiring.extend(members.iter().map(|m| (*m).clone()));
+        } else if i == 0 {
+            // After an earlier failover, shard 0's master is the pod that now retires.
+            retiring.insert(members[0].clone());
+        } else {
+            retiring.insert(members[2].clone());
+        }
+    }
+    let context = PlanContext::default();
+    let mut op = Operation::Scale {
+        masters: 2,
+        replicas: 1,
+    };
+    let mut done = Vec::new();
+    for _ in 0..200 {
+        let mut observed = sim.observe();
+        for node in &mut observed.nodes {
+            node.node.retiring = retiring.contains(node.addr());
+        }
+        match next_step(&op, &observed, &context).unwrap_or_else(|e| panic!("{e}")) {
+            Next::Step(step) => {
+                if let Step::Remove { node, .. } = &step {
+                    assert!(
+                        retiring.contains(node),
+                        "{node} is not retiring; after {done:?}"
+                    );
+                }
+                check_step(&step, &observed).unwrap_or_else(|e| panic!("{e}"));
+                sim.apply(&step).unwrap_or_else(|e| panic!("{e}"));
+                op.record(&step, None);
+                done.push(step.to_string());
+            }
+            Next::Wait(_) => sim.settle(),
+            Next::Done { .. } => break,
+        }
+    }
+    assert_shape(&sim, 2, 1).unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        sim.nodes.iter().all(|n| !retiring.contains(&n.addr)),
+        "{done:?}"
+    );
 }
 
 #[test]
