@@ -5,6 +5,7 @@
 //! - [`pods`]: Redis pods as the planner's nodes (pure);
 //! - [`decide`]: what a reconcile does with Redis: wait, create, which planner operation (pure);
 //! - [`status`]: conditions and the per-shard view (pure);
+//! - [`platform`]: the planner's platform over the Kubernetes API (pods of a StatefulSet per shard);
 //!
 //! Every change to Redis goes through the planner in `cinnabar-cluster`; this crate only turns
 //! specs into Kubernetes objects and pods into planner nodes. It never re-implements a Redis
@@ -12,6 +13,7 @@
 
 pub mod crd;
 pub mod decide;
+pub mod platform;
 pub mod pods;
 pub mod status;
 
