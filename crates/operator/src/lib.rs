@@ -5,6 +5,7 @@
 //! - [`pods`]: Redis pods as the planner's nodes (pure);
 //! - [`decide`]: what a reconcile does with Redis: wait, create, which planner operation (pure);
 //! - [`status`]: conditions and the per-shard view (pure);
+//! - [`leader`]: leader election with a Lease, so two operator replicas never act at once;
 //! - [`platform`]: the planner's platform over the Kubernetes API (pods of a StatefulSet per shard);
 //!
 //! Every change to Redis goes through the planner in `cinnabar-cluster`; this crate only turns
@@ -13,6 +14,7 @@
 
 pub mod crd;
 pub mod decide;
+pub mod leader;
 pub mod platform;
 pub mod pods;
 pub mod status;
