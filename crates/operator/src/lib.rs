@@ -6,6 +6,8 @@
 //! - [`decide`]: what a reconcile does with Redis: wait, create, which planner operation (pure);
 //! - [`status`]: conditions and the per-shard view (pure);
 //! - [`leader`]: leader election with a Lease, so two operator replicas never act at once;
+//! - [`validate`]: spec checks beyond the schema (pure);
+//! - [`objects`]: the Kubernetes objects a cluster owns (pure);
 //! - [`platform`]: the planner's platform over the Kubernetes API (pods of a StatefulSet per shard);
 //!
 //! Every change to Redis goes through the planner in `cinnabar-cluster`; this crate only turns
@@ -15,8 +17,10 @@
 pub mod crd;
 pub mod decide;
 pub mod leader;
+pub mod objects;
 pub mod platform;
 pub mod pods;
 pub mod status;
+pub mod validate;
 
 pub use crd::{RedisCluster, RedisClusterSpec, RedisClusterStatus};

@@ -1,0 +1,643 @@
+//! The Kubernetes objects a `RedisCluster` owns, built from its spec: pure functions, applied by
+//! the reconciler with server-side apply.
+//!
+//! Names for a cluster `NAME`: StatefulSet and PodDisruptionBudget `NAME-shard-I` per shard,
+//! headless Service `NAME-nodes`, client Service `NAME`, ConfigMap `NAME-config`, password
+//! Secret `NAME-auth` (created once by the reconciler, never by apply, so it is never rotated
+//! behind anyone's back), proxy Deployment/Service/PDB/HPA/ConfigMap `NAME-proxy`, NodePort
+//! Services `NAME-shard-I-J`.
+//!
+//! Decisions:
+//! - **Identity**: `nodes.conf` lives on the data volume; each node announces its pod IP and its
+//!   stable DNS name (`POD.NAME-nodes.NS.svc`, `cluster-announce-hostname`), while clients are
+//!   sent IPs (`cluster-preferred-endpoint-type ip`): every client can use an IP, not every
+//!   client resolves cluster DNS names.
+//! - **Restarts belong to the operator**: StatefulSets use `OnDelete`, so an image or config
+//!   change only changes the template; the planner restarts pods, replicas first, masters after
+//!   a verified failover. `podManagementPolicy: Parallel` lets all pods of a new shard start at
+//!   once (they only form a shard when the planner says so).
+//! - **Readiness never depends on cluster state**: a pod must be ready (in DNS, in endpoints) to
+//!   be met. Readiness is `PING`; liveness a TCP check with generous thresholds.
+//! - **Password**: every node requires the password in `NAME-auth` (`requirepass`,
+//!   `masterauth`); only the proxy and the operator read it. Clients authenticate to the proxy.
+//! - **NodePort exposure** uses fixed node ports: `nodePortBase + 2 × (16 × shard + ordinal)` for
+//!   clients and the next one for the bus (at most 16 pods per shard), announced with the node's
+//!   IP, so redirects work from outside the Kubernetes cluster.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::{Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+
+use crate::crd::{ExposureMode, Fsync, RedisCluster, RedisClusterSpec, Retention, Spread};
+use crate::pods::{REDIS_PORT, SHARD_LABEL};
+use crate::validate::{SpecError, image_version, quantity_bytes, validate};
+
+/// First node port used by `exposure.mode: NodePort`.
+pub const NODE_PORT_BASE: i32 = 31000;
+/// The Secret key holding the Redis password.
+pub const PASSWORD_KEY: &str = "password";
+/// The cluster bus port.
+pub const BUS_PORT: u16 = 16379;
+
+/// Settings that come from the operator, not the spec.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuildOptions {
+    /// The operator's own image (it holds the `cinnabar` binary the proxy runs).
+    pub proxy_image: String,
+}
+
+/// The proxy's objects.
+#[derive(Debug, Clone)]
+pub struct ProxyObjects {
+    /// `cinnabar.toml`.
+    pub config_map: ConfigMap,
+    /// The proxy pods.
+    pub deployment: Deployment,
+    /// `NAME-proxy`, with the metrics port.
+    pub service: Service,
+    /// `maxUnavailable: 1`.
+    pub pdb: PodDisruptionBudget,
+    /// When autoscaling.
+    pub hpa: Option<HorizontalPodAutoscaler>,
+}
+
+/// Everything a `RedisCluster` owns (but the password Secret, see the module docs).
+#[derive(Debug, Clone)]
+pub struct Objects {
+    /// `redis.conf`.
+    pub config_map: ConfigMap,
+    /// `NAME-nodes`.
+    pub headless_service: Service,
+    /// `NAME`: what clients use.
+    pub client_service: Service,
+    /// One per shard, index = shard.
+    pub statefulsets: Vec<StatefulSet>,
+    /// One per shard.
+    pub pdbs: Vec<PodDisruptionBudget>,
+    /// One per pod with `exposure.mode: NodePort`.
+    pub node_port_services: Vec<Service>,
+    /// The proxy, when enabled.
+    pub proxy: Option<ProxyObjects>,
+    /// A `monitoring.coreos.com/v1` ServiceMonitor, when asked for.
+    pub service_monitor: Option<Value>,
+}
+
+/// Labels every object of `cluster` carries, plus the component.
+pub fn labels(cluster: &str, component: &str) -> BTreeMap<String, String> {
+    [
+        ("app.kubernetes.io/name", "cinnabar"),
+        ("app.kubernetes.io/instance", cluster),
+        ("app.kubernetes.io/managed-by", "cinnabar-operator"),
+        ("app.kubernetes.io/component", component),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect()
+}
+
+fn selector(cluster: &str, component: &str) -> Value {
+    json!({"app.kubernetes.io/instance": cluster, "app.kubernetes.io/component": component})
+}
+
+fn typed<T: DeserializeOwned>(value: Value) -> Result<T, SpecError> {
+    serde_json::from_value(value).map_err(|e| SpecError {
+        reason: "InternalObject".into(),
+        message: format!("an object built from the spec does not parse: {e}"),
+    })
+}
+
+/// `maxmemory` in bytes: the percentage (default 80) of the memory limit; `None` without a
+/// limit or with 0%.
+pub fn maxmemory_bytes(spec: &RedisClusterSpec) -> Option<u64> {
+    let percent = u64::from(spec.maxmemory_percent.unwrap_or(80));
+    let limit = spec
+        .resources
+        .as_ref()?
+        .limits
+        .as_ref()?
+        .get("memory")
+        .and_then(|q| quantity_bytes(&q.0))?;
+    (percent > 0).then(|| limit / 100 * percent + limit % 100 * percent / 100)
+}
+
+/// The `redis.conf` every node starts from (announce settings come from the start command).
+pub fn redis_conf(spec: &RedisClusterSpec) -> String {
+    let mut lines = vec![
+        "# Generated by cinnabar-operator from the RedisCluster spec; edits are overwritten."
+            .to_owned(),
+        format!("port {REDIS_PORT}"),
+        "bind 0.0.0.0".into(),
+        "protected-mode no".into(),
+        "dir /data".into(),
+        "cluster-enabled yes".into(),
+        "cluster-config-file /data/nodes.conf".into(),
+        "cluster-node-timeout 5000".into(),
+        // A replica that lost its master for a while may still be the best copy there is.
+        "cluster-replica-validity-factor 0".into(),
+        "cluster-preferred-endpoint-type ip".into(),
+        "cluster-allow-replica-migration yes".into(),
+        format!("maxmemory-policy {}", spec.maxmemory_policy),
+    ];
+    if let Some(bytes) = maxmemory_bytes(spec) {
+        lines.push(format!("maxmemory {bytes}"));
+    }
+    match spec.persistence.aof {
+        Some(fsync) => {
+            lines.push("appendonly yes".into());
+            let policy = match fsync {
+                Fsync::Always => "always",
+                Fsync::Everysec => "everysec",
+                Fsync::No => "no",
+            };
+            lines.push(format!("appendfsync {policy}"));
+        }
+        None => lines.push("appendonly no".into()),
+    }
+    if spec.persistence.rdb_save.trim().is_empty() {
+        lines.push("save \"\"".into());
+    } else {
+        lines.push(format!("save \"{}\"", spec.persistence.rdb_save.trim()));
+    }
+    for (key, value) in &spec.redis_config {
+        lines.push(format!("{key} {value}"));
+    }
+    lines.join("\n") + "\n"
+}
+
+/// The proxy's `cinnabar.toml`.
+pub fn proxy_toml(cluster: &str, namespace: &str, spec: &RedisClusterSpec) -> String {
+    let mut text = format!(
+        "# Generated by cinnabar-operator from the RedisCluster spec; edits are overwritten.\n\
+         listen = \"0.0.0.0:{REDIS_PORT}\"\n\
+         seeds = [\"{cluster}-nodes.{namespace}.svc:{REDIS_PORT}\"]\n\
+         admin_listen = \"0.0.0.0:{}\"\n\
+         drain_timeout_ms = {}\n\
+         backend_password_file = \"/etc/cinnabar/auth/{PASSWORD_KEY}\"\n",
+        spec.monitoring.metrics_port,
+        u64::from(spec.proxy.drain_seconds) * 1000,
+    );
+    if spec.proxy.users_secret.is_some() || !spec.proxy.extra_denied_commands.is_empty() {
+        text.push_str("\n[access]\n");
+        if spec.proxy.users_secret.is_some() {
+            text.push_str("users_file = \"/etc/cinnabar/users/users.toml\"\n");
+        }
+        if !spec.proxy.extra_denied_commands.is_empty() {
+            // Clients without a user of their own get `readwrite` minus the extra commands.
+            let quoted: Vec<String> = spec
+                .proxy
+                .extra_denied_commands
+                .iter()
+                .map(|c| format!("\"{}\"", c.replace(['"', '\\'], "")))
+                .collect();
+            text.push_str("default_role = \"guarded\"\n\n[[access.roles]]\nname = \"guarded\"\nbase = \"readwrite\"\n");
+            text.push_str(&format!("deny = [{}]\n", quoted.join(", ")));
+        }
+    }
+    text
+}
+
+fn spread_rule(
+    spread: Spread,
+    topology_key: &str,
+    match_labels: &Value,
+) -> (Option<Value>, Option<Value>) {
+    let term = json!({"labelSelector": {"matchLabels": match_labels}, "topologyKey": topology_key});
+    match spread {
+        Spread::Required => (Some(term), None),
+        Spread::Preferred => (None, Some(json!({"weight": 100, "podAffinityTerm": term}))),
+        Spread::Disabled => (None, None),
+    }
+}
+
+/// Builds every owned object (after [`validate`]).
+///
+/// # Errors
+/// The spec is invalid ([`SpecError`]).
+pub fn build(cluster: &RedisCluster, options: &BuildOptions) -> Result<Objects, SpecError> {
+    let spec = &cluster.spec;
+    validate(spec)?;
+    let (server, _) = image_version(&spec.image)?;
+    let name = cluster.name_any();
+    let namespace = cluster.namespace().unwrap_or_else(|| "default".to_owned());
+    let owner = cluster
+        .controller_owner_ref(&())
+        .map(|o| serde_json::to_value(o).unwrap_or(Value::Null));
+    let meta = |object_name: &str, component: &str| {
+        json!({
+            "name": object_name,
+            "namespace": namespace,
+            "labels": labels(&name, component),
+            "ownerReferences": owner.iter().collect::<Vec<_>>(),
+        })
+    };
+    let redis_labels = selector(&name, "redis");
+
+    let config_map = typed(json!({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": meta(&format!("{name}-config"), "redis"),
+        "data": {"redis.conf": redis_conf(spec)},
+    }))?;
+    let headless_service = typed(json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": meta(&format!("{name}-nodes"), "redis"),
+        "spec": {
+            "clusterIP": "None",
+            // Nodes must find each other before they are ready.
+            "publishNotReadyAddresses": true,
+            "selector": redis_labels,
+            "ports": [
+                {"name": "redis", "port": REDIS_PORT, "targetPort": "redis"},
+                {"name": "bus", "port": BUS_PORT, "targetPort": "bus"},
+            ],
+        },
+    }))?;
+    let client_component = if spec.proxy.enabled { "proxy" } else { "redis" };
+    let client_service = typed(json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": meta(&name, client_component),
+        "spec": {
+            "selector": selector(&name, client_component),
+            "ports": [{"name": "redis", "port": REDIS_PORT, "targetPort": "redis"}],
+        },
+    }))?;
+
+    let per_shard = 1 + u32::from(spec.replicas_per_shard);
+    let mut statefulsets = Vec::new();
+    let mut pdbs = Vec::new();
+    let mut node_port_services = Vec::new();
+    for shard in 0..u32::from(spec.shards) {
+        let set_name = format!("{name}-shard-{shard}");
+        let mut pod_labels = labels(&name, "redis");
+        pod_labels.insert(SHARD_LABEL.to_owned(), shard.to_string());
+        let shard_selector = json!({
+            "app.kubernetes.io/instance": name,
+            "app.kubernetes.io/component": "redis",
+            SHARD_LABEL: shard.to_string(),
+        });
+        statefulsets.push(typed(statefulset(
+            &name,
+            spec,
+            server,
+            shard,
+            per_shard,
+            meta(&set_name, "redis"),
+            &pod_labels,
+            &shard_selector,
+        ))?);
+        pdbs.push(typed(json!({
+            "apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
+            "metadata": meta(&set_name, "redis"),
+            "spec": {"maxUnavailable": 1, "selector": {"matchLabels": shard_selector}},
+        }))?);
+        if spec.exposure.mode == ExposureMode::NodePort {
+            for ordinal in 0..per_shard {
+                let pod = format!("{set_name}-{ordinal}");
+                let (client, bus) = node_ports(shard, ordinal);
+                node_port_services.push(typed(json!({
+                    "apiVersion": "v1", "kind": "Service",
+                    "metadata": meta(&pod, "redis"),
+                    "spec": {
+                        "type": "NodePort",
+                        "externalTrafficPolicy": "Local",
+                        "selector": {"statefulset.kubernetes.io/pod-name": pod},
+                        "ports": [
+                            {"name": "redis", "port": client, "targetPort": "redis", "nodePort": client},
+                            {"name": "bus", "port": bus, "targetPort": "bus", "nodePort": bus},
+                        ],
+                    },
+                }))?);
+            }
+        }
+    }
+
+    let proxy = spec
+        .proxy
+        .enabled
+        .then(|| proxy_objects(&name, &namespace, spec, options, &meta))
+        .transpose()?;
+    let service_monitor = (spec.monitoring.service_monitor && spec.proxy.enabled).then(|| {
+        json!({
+            "apiVersion": "monitoring.coreos.com/v1", "kind": "ServiceMonitor",
+            "metadata": meta(&format!("{name}-proxy"), "proxy"),
+            "spec": {
+                "selector": {"matchLabels": selector(&name, "proxy")},
+                "endpoints": [{"port": "metrics", "path": "/metrics", "interval": "15s"}],
+            },
+        })
+    });
+    Ok(Objects {
+        config_map,
+        headless_service,
+        client_service,
+        statefulsets,
+        pdbs,
+        node_port_services,
+        proxy,
+        service_monitor,
+    })
+}
+
+/// The client and bus node ports of pod `ordinal` of `shard` (see the module docs).
+pub fn node_ports(shard: u32, ordinal: u32) -> (i32, i32) {
+    let index = i32::try_from(shard * 16 + ordinal).unwrap_or(i32::MAX / 4);
+    let client = NODE_PORT_BASE + 2 * index;
+    (client, client + 1)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn statefulset(
+    name: &str,
+    spec: &RedisClusterSpec,
+    server: &str,
+    shard: u32,
+    per_shard: u32,
+    metadata: Value,
+    pod_labels: &BTreeMap<String, String>,
+    shard_selector: &Value,
+) -> Value {
+    let placement = &spec.placement;
+    let (host_required, host_preferred) = spread_rule(
+        placement.host_spread,
+        "kubernetes.io/hostname",
+        shard_selector,
+    );
+    let (zone_required, zone_preferred) = spread_rule(
+        placement.zone_spread,
+        "topology.kubernetes.io/zone",
+        shard_selector,
+    );
+    let mut affinity = serde_json::to_value(placement.affinity.clone().unwrap_or_default())
+        .unwrap_or_else(|_| json!({}));
+    let anti = affinity
+        .as_object_mut()
+        .map(|a| {
+            a.entry("podAntiAffinity")
+                .or_insert_with(|| json!({}))
+                .clone()
+        })
+        .unwrap_or_else(|| json!({}));
+    let mut required: Vec<Value> = anti
+        .get("requiredDuringSchedulingIgnoredDuringExecution")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let mut preferred: Vec<Value> = anti
+        .get("preferredDuringSchedulingIgnoredDuringExecution")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    required.extend(host_required.into_iter().chain(zone_required));
+    preferred.extend(host_preferred.into_iter().chain(zone_preferred));
+    if let Some(object) = affinity.as_object_mut() {
+        let mut anti = json!({});
+        if !required.is_empty() {
+            anti["requiredDuringSchedulingIgnoredDuringExecution"] = json!(required);
+        }
+        if !preferred.is_empty() {
+            anti["preferredDuringSchedulingIgnoredDuringExecution"] = json!(preferred);
+        }
+        object.insert("podAntiAffinity".into(), anti);
+    }
+    let host_network = spec.exposure.mode == ExposureMode::HostNetwork;
+    let announce_ip = match spec.exposure.mode {
+        ExposureMode::InCluster => "$POD_IP",
+        ExposureMode::HostNetwork | ExposureMode::NodePort => "$HOST_IP",
+    };
+    let (client_port, bus_port) = node_ports(shard, 0);
+    let announce_ports = if spec.exposure.mode == ExposureMode::NodePort {
+        // Ordinal from the pod name; the ports follow `node_ports`.
+        format!(
+            " --cluster-announce-port $(({client_port} + 2 * ${{POD_NAME##*-}})) \
+             --cluster-announce-bus-port $(({bus_port} + 2 * ${{POD_NAME##*-}}))"
+        )
+    } else {
+        String::new()
+    };
+    let binary = if server == "valkey" {
+        "valkey-server"
+    } else {
+        "redis-server"
+    };
+    let cli = if server == "valkey" {
+        "valkey-cli"
+    } else {
+        "redis-cli"
+    };
+    let start = format!(
+        "exec {binary} /etc/cinnabar/redis.conf --cluster-announce-ip {announce_ip} \
+         --cluster-announce-hostname \"$POD_NAME.{name}-nodes.$NAMESPACE.svc\"{announce_ports} \
+         --requirepass \"$REDIS_PASSWORD\" --masterauth \"$REDIS_PASSWORD\""
+    );
+    let env_from_field = |var: &str, path: &str| json!({"name": var, "valueFrom": {"fieldRef": {"fieldPath": path}}});
+    let data_volume = match &spec.persistence.size {
+        Some(_) => None,
+        None => Some(json!({"name": "data", "emptyDir": {}})),
+    };
+    let mut volumes =
+        vec![json!({"name": "config", "configMap": {"name": format!("{name}-config")}})];
+    volumes.extend(data_volume);
+    let claim_templates: Vec<Value> = spec
+        .persistence
+        .size
+        .iter()
+        .map(|size| {
+            let mut claim = json!({
+                "metadata": {"name": "data", "labels": selector(name, "redis")},
+                "spec": {
+                    "accessModes": ["ReadWriteOnce"],
+                    "resources": {"requests": {"storage": size}},
+                },
+            });
+            if let Some(class) = &spec.persistence.storage_class {
+                claim["spec"]["storageClassName"] = json!(class);
+            }
+            claim
+        })
+        .collect();
+    let retention = match spec.persistence.retention {
+        Retention::Retain => "Retain",
+        Retention::Delete => "Delete",
+    };
+    json!({
+        "apiVersion": "apps/v1", "kind": "StatefulSet",
+        "metadata": metadata,
+        "spec": {
+            "serviceName": format!("{name}-nodes"),
+            "replicas": per_shard,
+            "podManagementPolicy": "Parallel",
+            "updateStrategy": {"type": "OnDelete"},
+            "persistentVolumeClaimRetentionPolicy": {"whenDeleted": retention, "whenScaled": "Delete"},
+            "selector": {"matchLabels": shard_selector},
+            "template": {
+                "metadata": {"labels": pod_labels},
+                "spec": {
+                    "hostNetwork": host_network,
+                    "dnsPolicy": if host_network { "ClusterFirstWithHostNet" } else { "ClusterFirst" },
+                    // Time for a clean shutdown: the AOF is flushed and nodes.conf saved.
+                    "terminationGracePeriodSeconds": 60,
+                    "affinity": affinity,
+                    "tolerations": placement.tolerations,
+                    "nodeSelector": placement.node_selector,
+                    "topologySpreadConstraints": placement.topology_spread_constraints,
+                    "volumes": volumes,
+                    "containers": [{
+                        "name": "redis",
+                        "image": spec.image,
+                        "command": ["sh", "-c", start],
+                        "env": [
+                            env_from_field("POD_NAME", "metadata.name"),
+                            env_from_field("NAMESPACE", "metadata.namespace"),
+                            env_from_field("POD_IP", "status.podIP"),
+                            env_from_field("HOST_IP", "status.hostIP"),
+                            {"name": "REDIS_PASSWORD", "valueFrom": {"secretKeyRef": {"name": format!("{name}-auth"), "key": PASSWORD_KEY}}},
+                        ],
+                        "ports": [
+                            {"name": "redis", "containerPort": REDIS_PORT},
+                            {"name": "bus", "containerPort": BUS_PORT},
+                        ],
+                        "readinessProbe": {
+                            "exec": {"command": ["sh", "-c", format!("REDISCLI_AUTH=\"$REDIS_PASSWORD\" {cli} -p {REDIS_PORT} ping | grep -q PONG")]},
+                            "periodSeconds": 5, "timeoutSeconds": 3, "failureThreshold": 3,
+                        },
+                        "livenessProbe": {
+                            "tcpSocket": {"port": "redis"},
+                            "initialDelaySeconds": 30, "periodSeconds": 10, "failureThreshold": 6,
+                        },
+                        "resources": spec.resources.clone().unwrap_or_default(),
+                        "volumeMounts": [
+                            {"name": "data", "mountPath": "/data"},
+                            {"name": "config", "mountPath": "/etc/cinnabar"},
+                        ],
+                    }],
+                },
+            },
+            "volumeClaimTemplates": claim_templates,
+        },
+    })
+}
+
+fn proxy_objects(
+    name: &str,
+    namespace: &str,
+    spec: &RedisClusterSpec,
+    options: &BuildOptions,
+    meta: &dyn Fn(&str, &str) -> Value,
+) -> Result<ProxyObjects, SpecError> {
+    let proxy_name = format!("{name}-proxy");
+    let metrics_port = spec.monitoring.metrics_port;
+    let config_map = typed(json!({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": meta(&proxy_name, "proxy"),
+        "data": {"cinnabar.toml": proxy_toml(name, namespace, spec)},
+    }))?;
+    let mut pod_annotations = json!({});
+    if spec.monitoring.scrape_annotations {
+        pod_annotations = json!({
+            "prometheus.io/scrape": "true",
+            "prometheus.io/port": metrics_port.to_string(),
+            "prometheus.io/path": "/metrics",
+        });
+    }
+    let mut volumes = vec![
+        json!({"name": "config", "configMap": {"name": proxy_name}}),
+        json!({"name": "auth", "secret": {"secretName": format!("{name}-auth")}}),
+    ];
+    let mut mounts = vec![
+        json!({"name": "config", "mountPath": "/etc/cinnabar", "readOnly": true}),
+        json!({"name": "auth", "mountPath": "/etc/cinnabar/auth", "readOnly": true}),
+    ];
+    if let Some(secret) = &spec.proxy.users_secret {
+        volumes.push(json!({"name": "users", "secret": {"secretName": secret}}));
+        mounts.push(json!({"name": "users", "mountPath": "/etc/cinnabar/users", "readOnly": true}));
+    }
+    let replicas = spec
+        .proxy
+        .autoscaling
+        .as_ref()
+        .map_or(spec.proxy.replicas, |a| {
+            a.min_replicas.max(spec.proxy.replicas.min(a.max_replicas))
+        });
+    let deployment = typed(json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": meta(&proxy_name, "proxy"),
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": selector(name, "proxy")},
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+            "template": {
+                "metadata": {"labels": labels(name, "proxy"), "annotations": pod_annotations},
+                "spec": {
+                    // The drain (every accepted request answered) plus the preStop pause.
+                    "terminationGracePeriodSeconds": i64::from(spec.proxy.drain_seconds) + 10,
+                    "volumes": volumes,
+                    "containers": [{
+                        "name": "proxy",
+                        "image": options.proxy_image,
+                        "args": ["proxy", "--config", "/etc/cinnabar/cinnabar.toml"],
+                        "ports": [
+                            {"name": "redis", "containerPort": REDIS_PORT},
+                            {"name": "metrics", "containerPort": metrics_port},
+                        ],
+                        "readinessProbe": {"httpGet": {"path": "/readyz", "port": "metrics"}, "periodSeconds": 2, "failureThreshold": 2},
+                        "livenessProbe": {"httpGet": {"path": "/healthz", "port": "metrics"}, "periodSeconds": 10, "failureThreshold": 3},
+                        // Endpoints drop the pod first; only then does SIGTERM start the drain.
+                        "lifecycle": {"preStop": {"sleep": {"seconds": 5}}},
+                        "resources": spec.proxy.resources.clone().unwrap_or_default(),
+                        "securityContext": {"runAsNonRoot": true, "readOnlyRootFilesystem": true, "allowPrivilegeEscalation": false},
+                        "volumeMounts": mounts,
+                    }],
+                },
+            },
+        },
+    }))?;
+    let service = typed(json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": meta(&proxy_name, "proxy"),
+        "spec": {
+            "selector": selector(name, "proxy"),
+            "ports": [
+                {"name": "redis", "port": REDIS_PORT, "targetPort": "redis"},
+                {"name": "metrics", "port": metrics_port, "targetPort": "metrics"},
+            ],
+        },
+    }))?;
+    let pdb = typed(json!({
+        "apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
+        "metadata": meta(&proxy_name, "proxy"),
+        "spec": {"maxUnavailable": 1, "selector": {"matchLabels": selector(name, "proxy")}},
+    }))?;
+    let hpa = spec
+        .proxy
+        .autoscaling
+        .as_ref()
+        .map(|auto| {
+            typed(json!({
+                "apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+                "metadata": meta(&proxy_name, "proxy"),
+                "spec": {
+                    "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": proxy_name},
+                    "minReplicas": auto.min_replicas,
+                    "maxReplicas": auto.max_replicas,
+                    "metrics": [{"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": auto.target_cpu_percent}}}],
+                    "behavior": {
+                        "scaleUp": {"policies": [{"type": "Pods", "value": 1, "periodSeconds": 60}]},
+                        "scaleDown": {"stabilizationWindowSeconds": 300},
+                    },
+                },
+            }))
+        })
+        .transpose()?;
+    Ok(ProxyObjects {
+        config_map,
+        deployment,
+        service,
+        pdb,
+        hpa,
+    })
+}

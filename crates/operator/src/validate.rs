@@ -1,0 +1,240 @@
+//! Spec checks the API server's schema and CEL rules cannot make; a failure becomes a
+//! `Degraded` condition with [`SpecError::reason`], and nothing in the cluster changes.
+
+use crate::crd::RedisClusterSpec;
+
+/// An invalid spec: a machine-readable reason (CamelCase) and a sentence for people.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct SpecError {
+    /// `OwnedDirective`, `UnsupportedImage`, `NoMemoryLimit`, `BadQuantity`, `BadAutoscaling`.
+    pub reason: String,
+    /// What is wrong and how to fix it.
+    pub message: String,
+}
+
+fn invalid(reason: &str, message: String) -> SpecError {
+    SpecError {
+        reason: reason.to_owned(),
+        message,
+    }
+}
+
+/// `redis.conf` directives the operator sets itself; `redisConfig` may not touch them.
+const OWNED: &[&str] = &[
+    "port",
+    "bind",
+    "dir",
+    "daemonize",
+    "appendonly",
+    "appendfsync",
+    "appendfilename",
+    "save",
+    "maxmemory",
+    "maxmemory-policy",
+    "requirepass",
+    "masterauth",
+    "masteruser",
+    "protected-mode",
+    "logfile",
+    "replicaof",
+    "slaveof",
+    "include",
+];
+
+/// Checks `spec`.
+///
+/// # Errors
+/// The first problem found.
+pub fn validate(spec: &RedisClusterSpec) -> Result<(), SpecError> {
+    for key in spec.redis_config.keys() {
+        let lower = key.to_ascii_lowercase();
+        if OWNED.contains(&lower.as_str()) || lower.starts_with("cluster-") {
+            return Err(invalid(
+                "OwnedDirective",
+                format!(
+                    "redisConfig sets `{key}`, which the operator manages (use the spec's own \
+                     fields: maxmemoryPercent, maxmemoryPolicy, persistence, …)"
+                ),
+            ));
+        }
+    }
+    image_version(&spec.image)?;
+    let percent = spec.maxmemory_percent.unwrap_or(80);
+    let limit = spec
+        .resources
+        .as_ref()
+        .and_then(|r| r.limits.as_ref())
+        .and_then(|l| l.get("memory"));
+    if percent > 0 && spec.maxmemory_percent.is_some() && limit.is_none() {
+        return Err(invalid(
+            "NoMemoryLimit",
+            "maxmemoryPercent is set but resources.limits.memory is not: maxmemory is derived \
+             from the memory limit"
+                .to_owned(),
+        ));
+    }
+    if let Some(limit) = limit {
+        quantity_bytes(&limit.0).ok_or_else(|| {
+            invalid(
+                "BadQuantity",
+                format!(
+                    "resources.limits.memory `{}` is not a memory quantity",
+                    limit.0
+                ),
+            )
+        })?;
+    }
+    if let Some(size) = &spec.persistence.size {
+        quantity_bytes(size).ok_or_else(|| {
+            invalid(
+                "BadQuantity",
+                format!("persistence.size `{size}` is not a quantity such as 10Gi"),
+            )
+        })?;
+    }
+    if let Some(auto) = &spec.proxy.autoscaling
+        && auto.min_replicas > auto.max_replicas
+    {
+        return Err(invalid(
+            "BadAutoscaling",
+            format!(
+                "proxy.autoscaling.minReplicas ({}) exceeds maxReplicas ({})",
+                auto.min_replicas, auto.max_replicas
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The server and major version an image runs: `redis` 7 or `valkey` 8 (tags such as `7.2`,
+/// `7.2.5-alpine`, `8.0`, with any registry and an optional digest).
+///
+/// # Errors
+/// `UnsupportedImage` for anything else, `latest` and untagged images included.
+pub fn image_version(image: &str) -> Result<(&'static str, u32), SpecError> {
+    let without_digest = image.split('@').next().unwrap_or(image);
+    let (repository, tag) = match without_digest.rsplit_once(':') {
+        Some((repo, tag)) if !tag.contains('/') => (repo, tag),
+        _ => (without_digest, ""),
+    };
+    let name = repository.rsplit('/').next().unwrap_or(repository);
+    let major: Option<u32> = tag.split(['.', '-']).next().and_then(|m| m.parse().ok());
+    match (name, major) {
+        ("redis", Some(7)) => Ok(("redis", 7)),
+        ("valkey", Some(8)) => Ok(("valkey", 8)),
+        _ => Err(invalid(
+            "UnsupportedImage",
+            format!(
+                "image `{image}` is not a supported server: use redis 7.x (`redis:7.2`) or valkey \
+                 8.x (`valkey/valkey:8.0`) with an explicit version tag"
+            ),
+        )),
+    }
+}
+
+/// Bytes in a Kubernetes quantity (`1Gi`, `512Mi`, `2G`, `1000`); `None` when it is not one.
+pub fn quantity_bytes(text: &str) -> Option<u64> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, suffix) = text.split_at(split);
+    let multiplier: u64 = match suffix {
+        "" => 1,
+        "Ki" => 1 << 10,
+        "Mi" => 1 << 20,
+        "Gi" => 1 << 30,
+        "Ti" => 1 << 40,
+        "k" => 1_000,
+        "M" => 1_000_000,
+        "G" => 1_000_000_000,
+        "T" => 1_000_000_000_000,
+        _ => return None,
+    };
+    if let Ok(whole) = number.parse::<u64>() {
+        return whole.checked_mul(multiplier);
+    }
+    let value: f64 = number.parse().ok()?;
+    // Fractional quantities (`1.5Gi`) round down to whole bytes, as Kubernetes does.
+    let bytes = value * multiplier as f64;
+    (bytes.is_finite() && bytes >= 0.0 && bytes < u64::MAX as f64).then_some(bytes as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(extra: serde_json::Value) -> RedisClusterSpec {
+        let mut base = serde_json::json!({"shards": 3});
+        if let (Some(base), Some(extra)) = (base.as_object_mut(), extra.as_object()) {
+            for (k, v) in extra {
+                base.insert(k.clone(), v.clone());
+            }
+        }
+        serde_json::from_value(base).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn reason(spec: &RedisClusterSpec) -> String {
+        validate(spec).err().map(|e| e.reason).unwrap_or_default()
+    }
+
+    #[test]
+    fn each_bad_input_gets_its_reason() {
+        assert_eq!(reason(&spec(serde_json::json!({}))), "");
+        assert_eq!(
+            reason(&spec(
+                serde_json::json!({"redisConfig": {"cluster-node-timeout": "1"}})
+            )),
+            "OwnedDirective"
+        );
+        assert_eq!(
+            reason(&spec(serde_json::json!({"redisConfig": {"PORT": "1"}}))),
+            "OwnedDirective"
+        );
+        assert_eq!(
+            reason(&spec(serde_json::json!({"image": "redis:latest"}))),
+            "UnsupportedImage"
+        );
+        assert_eq!(
+            reason(&spec(serde_json::json!({"maxmemoryPercent": 80}))),
+            "NoMemoryLimit"
+        );
+        assert_eq!(
+            reason(&spec(
+                serde_json::json!({"persistence": {"size": "ten gigs"}})
+            )),
+            "BadQuantity"
+        );
+        assert_eq!(
+            reason(&spec(
+                serde_json::json!({"proxy": {"autoscaling": {"minReplicas": 5, "maxReplicas": 2}}})
+            )),
+            "BadAutoscaling"
+        );
+    }
+
+    #[test]
+    fn images_of_both_servers_with_registries_and_digests_are_accepted() {
+        assert_eq!(image_version("redis:7.2").ok(), Some(("redis", 7)));
+        assert_eq!(
+            image_version("registry.example.com:5000/mirror/redis:7.2.5-alpine@sha256:ab").ok(),
+            Some(("redis", 7))
+        );
+        assert_eq!(image_version("valkey/valkey:8.0").ok(), Some(("valkey", 8)));
+        assert!(image_version("redis").is_err());
+        assert!(image_version("redis:6.2").is_err());
+        assert!(image_version("valkey/valkey:7.2").is_err());
+    }
+
+    #[test]
+    fn quantities_read_like_kubernetes() {
+        assert_eq!(quantity_bytes("1Gi"), Some(1 << 30));
+        assert_eq!(quantity_bytes("512Mi"), Some(512 << 20));
+        assert_eq!(quantity_bytes("2G"), Some(2_000_000_000));
+        assert_eq!(quantity_bytes("1.5Gi"), Some(1_610_612_736));
+        assert_eq!(quantity_bytes("12"), Some(12));
+        assert_eq!(quantity_bytes("1Zi"), None);
+        assert_eq!(quantity_bytes("big"), None);
+    }
+}
