@@ -3,6 +3,7 @@
 
 mod detach;
 mod drill;
+mod kubernetes;
 mod operations;
 mod output;
 
@@ -83,6 +84,14 @@ enum Command {
     Operation(operations::OperationCommand),
     /// Operations drills against a running cluster (`drill failover`).
     Drill(drill::DrillArgs),
+    /// Print the RedisCluster CustomResourceDefinition (YAML) for `kubectl apply -f -`.
+    Crd,
+    /// Run the Kubernetes operator (in a pod; see deploy/helm/cinnabar).
+    ///
+    /// Reconciles every RedisCluster through the same planner as the local commands. Only the
+    /// replica holding the `cinnabar-operator` Lease acts; the others wait. Serves /healthz,
+    /// /readyz and /metrics on --http-listen.
+    Operator(kubernetes::OperatorArgs),
     /// Internal: the background supervisor started by `up --detach`.
     #[command(name = "__supervise", hide = true)]
     Supervise(UpArgs),
@@ -298,6 +307,8 @@ fn main() -> ExitCode {
         Command::Proxy(args) => proxy(&args).map(|()| ExitCode::SUCCESS),
         Command::Operation(command) => operations::run(&command),
         Command::Drill(args) => drill::run(&args),
+        Command::Crd => kubernetes::crd().map(|()| ExitCode::SUCCESS),
+        Command::Operator(args) => kubernetes::operator(&args).map(|()| ExitCode::SUCCESS),
     };
     outcome.unwrap_or_else(|e| {
         eprintln!("error: {e:#}");

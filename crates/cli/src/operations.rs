@@ -223,7 +223,7 @@ async fn run_async(command: &OperationCommand) -> Result<ExitCode> {
     };
     // A heal next to a journaled operation keeps its own progress in memory, so the journal
     // still holds the interrupted operation afterwards.
-    let journal: &mut dyn Journal = match command {
+    let journal: &mut (dyn Journal + Send) = match command {
         OperationCommand::Heal(_) if file.load()?.is_some() => &mut memory,
         _ => &mut file,
     };

@@ -18,6 +18,7 @@ use tokio::task::JoinSet;
 
 use crate::addr::NodeAddr;
 use crate::client::{NodeClient, Timeouts, resolve_ip};
+use crate::credentials::Credentials;
 use crate::error::ClusterError;
 use crate::placement::{Layout, NewNode, plan_layout, plural};
 use crate::slots::{SLOT_COUNT, SlotRange};
@@ -206,6 +207,18 @@ pub async fn create_cluster(
     spec: &CreateSpec,
     on_progress: &mut (dyn FnMut(&CreateProgress) + Send),
 ) -> Result<Topology, ClusterError> {
+    create_cluster_as(spec, None, on_progress).await
+}
+
+/// [`create_cluster`] with nodes that require `credentials` (a password, or an ACL user).
+///
+/// # Errors
+/// As [`create_cluster`].
+pub async fn create_cluster_as(
+    spec: &CreateSpec,
+    credentials: Option<&Credentials>,
+    on_progress: &mut (dyn FnMut(&CreateProgress) + Send),
+) -> Result<Topology, ClusterError> {
     let started = Instant::now();
     let deadline = started + spec.timeout;
     let layout = plan_layout(&spec.nodes, spec.replicas_per_master)?;
@@ -213,7 +226,7 @@ pub async fn create_cluster(
         layout: layout.clone(),
     });
     let timeouts = Timeouts::default();
-    let mut members = connect_and_validate(&layout, timeouts).await?;
+    let mut members = connect_and_validate(&layout, timeouts, credentials).await?;
     on_progress(&CreateProgress::Validated {
         nodes: members.len(),
     });
@@ -249,6 +262,7 @@ pub async fn create_cluster(
 async fn connect_and_validate(
     layout: &Layout,
     timeouts: Timeouts,
+    credentials: Option<&Credentials>,
 ) -> Result<Vec<Member>, ClusterError> {
     let masters = layout.masters();
     let mut members = Vec::new();
@@ -263,7 +277,7 @@ async fn connect_and_validate(
                 .unwrap_or_default();
             (Role::Replica, Some(shard), Vec::new())
         };
-        let mut client = NodeClient::connect(&node.addr, timeouts).await?;
+        let mut client = NodeClient::connect_as(&node.addr, timeouts, credentials).await?;
         let (id, bus_port) = validate_empty(&mut client).await?;
         if let Some(twin) = members.iter().find(|m: &&Member| m.id == id) {
             return Err(ClusterError::InvalidTopology(format!(

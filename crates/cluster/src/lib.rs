@@ -41,7 +41,7 @@ pub use check::{
     CheckOptions, CheckReport, NodeReport, OpenSlotState, Problem, check, check_with, wait_healthy,
 };
 pub use client::{NodeClient, Timeouts};
-pub use create::{CreateProgress, CreateSpec, create_cluster};
+pub use create::{CreateProgress, CreateSpec, create_cluster, create_cluster_as};
 pub use credentials::Credentials;
 pub use error::ClusterError;
 pub use execute::{ExecuteOptions, Executed, execute};

@@ -311,7 +311,7 @@ pub enum Advance {
 pub async fn advance<P: Platform + Send>(
     entry: &mut JournalEntry,
     platform: &mut P,
-    journal: &mut dyn Journal,
+    journal: &mut (dyn Journal + Send),
     options: &OperateOptions,
     on_event: &mut (dyn FnMut(OperateEvent) + Send),
 ) -> Result<Advance, OperateError> {
@@ -375,7 +375,7 @@ pub async fn advance<P: Platform + Send>(
 pub async fn run_operation<P: Platform + Send>(
     operation: Operation,
     platform: &mut P,
-    journal: &mut dyn Journal,
+    journal: &mut (dyn Journal + Send),
     options: &OperateOptions,
     on_event: &mut (dyn FnMut(OperateEvent) + Send),
 ) -> Result<OperateReport, OperateError> {

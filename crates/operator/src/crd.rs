@@ -401,6 +401,18 @@ pub struct OperationStatus {
     pub journal: String,
 }
 
+/// The CRD as YAML, exactly as checked in under `deploy/crds/` (a test fails on drift).
+///
+/// # Errors
+/// Only if the YAML writer fails, which would be a bug.
+pub fn crd_yaml() -> Result<String, serde_saphyr::ser::Error> {
+    use kube::CustomResourceExt;
+    let body = serde_saphyr::to_string(&RedisCluster::crd())?;
+    Ok(format!(
+        "# Generated from crates/operator/src/crd.rs by `cinnabar crd`; do not edit.\n{body}"
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

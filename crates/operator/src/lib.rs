@@ -8,18 +8,22 @@
 //! - [`leader`]: leader election with a Lease, so two operator replicas never act at once;
 //! - [`validate`]: spec checks beyond the schema (pure);
 //! - [`objects`]: the Kubernetes objects a cluster owns (pure);
+//! - [`reconcile`]: one reconcile: objects, at most one planner step, the status;
+//! - [`controller`]: `cinnabar operator`: leader election, the controller, health and metrics;
 //! - [`platform`]: the planner's platform over the Kubernetes API (pods of a StatefulSet per shard);
 //!
 //! Every change to Redis goes through the planner in `cinnabar-cluster`; this crate only turns
 //! specs into Kubernetes objects and pods into planner nodes. It never re-implements a Redis
 //! decision.
 
+pub mod controller;
 pub mod crd;
 pub mod decide;
 pub mod leader;
 pub mod objects;
 pub mod platform;
 pub mod pods;
+pub mod reconcile;
 pub mod status;
 pub mod validate;
 

@@ -1,0 +1,508 @@
+//! One reconcile of a `RedisCluster`: objects applied, then at most one change to Redis, then
+//! the status. Runs under the controller in [`crate::controller`].
+//!
+//! Order, each reconcile:
+//! 1. deletion: finalizer work (PVCs deleted when `persistence.retention` says so), then the
+//!    finalizer is removed and Kubernetes garbage-collects the owned objects;
+//! 2. the finalizer is added if missing;
+//! 3. `spec.paused`: the status says so and nothing else happens;
+//! 4. the spec is validated; an invalid one is a `Degraded` condition and nothing changes;
+//! 5. owned objects are applied (server-side apply, one field manager). A StatefulSet the
+//!    planner has not shrunk yet keeps its current size, and StatefulSets of shards beyond the
+//!    spec are left alone: only the planner removes pods that may hold data;
+//! 6. the pods are observed and [`decide`] picks what to do: wait, form the cluster, or take
+//!    **one** planner step ([`advance`]), whose journal is kept in the status so an operator
+//!    restart resumes it;
+//! 7. the status is written and the next reconcile scheduled: soon while something is under
+//!    way, every 30 s when idle (a periodic health check).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cinnabar_cluster::{
+    Advance, CreateSpec, Credentials, ExecuteOptions, JournalEntry, MemoryJournal, NewNode,
+    Observed, OperateError, OperateOptions, Operation, Platform, advance, create_cluster_as,
+    observe,
+};
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Secret};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::{Api, Client, Resource, ResourceExt};
+use serde_json::json;
+
+use crate::crd::{OperationStatus, RedisCluster, RedisClusterStatus, Retention};
+use crate::decide::{Decision, decide};
+use crate::objects::{BuildOptions, Objects, PASSWORD_KEY, build, labels};
+use crate::platform::{KubePlatform, redis_selector};
+use crate::pods::RedisPod;
+use crate::status::{StatusInput, build_status};
+use crate::validate::validate;
+
+/// The finalizer that lets the operator clean up volumes before the object goes.
+pub const FINALIZER: &str = "cinnabar.io/cleanup";
+/// The field manager of every apply.
+pub const FIELD_MANAGER: &str = "cinnabar-operator";
+
+/// What every reconcile needs.
+pub struct Context {
+    /// The API client.
+    pub client: Client,
+    /// Object settings (the proxy image).
+    pub build: BuildOptions,
+    /// How planner steps talk to Redis.
+    pub execute: ExecuteOptions,
+    /// Who the events say they come from.
+    pub reporter: Reporter,
+}
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context").finish_non_exhaustive()
+    }
+}
+
+/// Why a reconcile failed; the controller retries it with backoff.
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    /// A Kubernetes API call failed.
+    #[error("{what}: {source}")]
+    Api {
+        /// What was being done.
+        what: String,
+        /// The client error.
+        source: kube::Error,
+    },
+    /// Talking to Redis or the platform failed.
+    #[error(transparent)]
+    Cluster(#[from] cinnabar_cluster::ClusterError),
+}
+
+fn api(what: impl Into<String>) -> impl FnOnce(kube::Error) -> ReconcileError {
+    let what = what.into();
+    move |source| ReconcileError::Api { what, source }
+}
+
+/// Reconciles one `RedisCluster`.
+///
+/// # Errors
+/// API failures; the controller retries.
+pub async fn reconcile(
+    cluster: Arc<RedisCluster>,
+    ctx: Arc<Context>,
+) -> Result<Action, ReconcileError> {
+    let namespace = cluster.namespace().unwrap_or_else(|| "default".to_owned());
+    let name = cluster.name_any();
+    let clusters: Api<RedisCluster> = Api::namespaced(ctx.client.clone(), &namespace);
+    let recorder = Recorder::new(ctx.client.clone(), ctx.reporter.clone());
+    let reference = cluster.object_ref(&());
+    let event = |type_: EventType, reason: &str, note: String| Event {
+        type_,
+        reason: reason.to_owned(),
+        note: Some(note),
+        action: reason.to_owned(),
+        secondary: None,
+    };
+
+    if cluster.meta().deletion_timestamp.is_some() {
+        finalize(&cluster, &ctx.client, &namespace).await?;
+        return Ok(Action::await_change());
+    }
+    if !cluster.finalizers().iter().any(|f| f == FINALIZER) {
+        let patch = json!({"metadata": {"finalizers": [FINALIZER]}});
+        clusters
+            .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .map_err(api(format!("adding the finalizer to {name}")))?;
+    }
+
+    let previous = cluster.status.clone();
+    let mut input = StatusInput {
+        generation: cluster.meta().generation,
+        paused: cluster.spec.paused,
+        operation: previous.as_ref().and_then(|s| s.operation.clone()),
+        ..StatusInput::default()
+    };
+    if cluster.spec.paused {
+        write_status(&clusters, &name, &input, previous.as_ref()).await?;
+        return Ok(Action::requeue(Duration::from_secs(60)));
+    }
+    if let Err(invalid) = validate(&cluster.spec) {
+        input.degraded = Some((invalid.reason.clone(), invalid.message.clone()));
+        let _ = recorder
+            .publish(
+                &event(EventType::Warning, &invalid.reason, invalid.message.clone()),
+                &reference,
+            )
+            .await;
+        write_status(&clusters, &name, &input, previous.as_ref()).await?;
+        return Ok(Action::await_change());
+    }
+
+    let objects = match build(&cluster, &ctx.build) {
+        Ok(objects) => objects,
+        Err(invalid) => {
+            input.degraded = Some((invalid.reason.clone(), invalid.message.clone()));
+            write_status(&clusters, &name, &input, previous.as_ref()).await?;
+            return Ok(Action::await_change());
+        }
+    };
+    let revisions = apply(&ctx.client, &namespace, objects).await?;
+
+    let password = ensure_password(&ctx.client, &namespace, &cluster).await?;
+    let mut execute = ctx.execute.clone();
+    execute.credentials = Some(Credentials {
+        user: None,
+        password,
+    });
+
+    let mut platform = KubePlatform::new(
+        ctx.client.clone(),
+        &namespace,
+        &name,
+        cluster.spec.shards,
+        cluster.spec.replicas_per_shard,
+    );
+    let pods: Vec<RedisPod> = platform.pods().await?;
+    let nodes = platform.nodes().await?;
+    let observed: Observed = observe(&nodes, execute.timeouts, execute.credentials.as_ref()).await;
+    let journal: Option<JournalEntry> = input
+        .operation
+        .as_ref()
+        .filter(|o| !o.journal.is_empty())
+        .and_then(|o| serde_json::from_str(&o.journal).ok());
+    input.pods = &pods;
+    input.observed = Some(&observed);
+
+    let next = match decide(
+        &cluster.spec,
+        &pods,
+        &observed,
+        journal.as_ref(),
+        &revisions,
+    ) {
+        Decision::WaitForPods { reason } => {
+            input.progressing = Some(("PodsStarting".into(), reason));
+            Duration::from_secs(5)
+        }
+        Decision::Create { nodes } => {
+            let spec = CreateSpec {
+                nodes: nodes.into_iter().map(|n| NewNode::new(n.addr)).collect(),
+                replicas_per_master: usize::from(cluster.spec.replicas_per_shard),
+                timeout: Duration::from_secs(120),
+            };
+            let mut log = Vec::new();
+            match create_cluster_as(&spec, execute.credentials.as_ref(), &mut |p| {
+                log.push(p.to_string())
+            })
+            .await
+            {
+                Ok(_) => {
+                    let _ = recorder
+                        .publish(
+                            &event(EventType::Normal, "Created", log.join("; ")),
+                            &reference,
+                        )
+                        .await;
+                    input.progressing = Some(("Created".into(), "the cluster formed".into()));
+                }
+                Err(e) => {
+                    input.degraded = Some(("CreateFailed".into(), e.to_string()));
+                    let _ = recorder
+                        .publish(
+                            &event(EventType::Warning, "CreateFailed", e.to_string()),
+                            &reference,
+                        )
+                        .await;
+                }
+            }
+            Duration::from_secs(2)
+        }
+        Decision::Operate(operation) => {
+            let (delay, status) = step(
+                operation,
+                journal,
+                &mut platform,
+                &execute,
+                &recorder,
+                &reference,
+                &mut input,
+            )
+            .await;
+            input.operation = status;
+            delay
+        }
+        Decision::Idle => {
+            input.operation = None;
+            Duration::from_secs(30)
+        }
+    };
+    write_status(&clusters, &name, &input, previous.as_ref()).await?;
+    Ok(Action::requeue(next))
+}
+
+/// Takes one planner step of `operation`; returns when to look again and the operation's status
+/// (`None` once done).
+async fn step<P: Platform + Send>(
+    operation: Operation,
+    journal: Option<JournalEntry>,
+    platform: &mut P,
+    execute: &ExecuteOptions,
+    recorder: &Recorder,
+    reference: &k8s_openapi::api::core::v1::ObjectReference,
+    input: &mut StatusInput<'_>,
+) -> (Duration, Option<OperationStatus>) {
+    let mut entry = journal.unwrap_or(JournalEntry {
+        operation,
+        step: None,
+        steps_done: 0,
+        started_ms: 0,
+    });
+    let options = OperateOptions {
+        execute: execute.clone(),
+        ..OperateOptions::default()
+    };
+    let mut lines = Vec::new();
+    let result = advance(
+        &mut entry,
+        platform,
+        &mut MemoryJournal::default(),
+        &options,
+        &mut |e| lines.push(e.to_string()),
+    )
+    .await;
+    let status = |entry: &JournalEntry, step: String| {
+        Some(OperationStatus {
+            name: entry.operation.name().to_owned(),
+            step,
+            steps_done: u32::try_from(entry.steps_done).unwrap_or(u32::MAX),
+            journal: serde_json::to_string(entry).unwrap_or_default(),
+        })
+    };
+    let publish = |type_: EventType, reason: &str, note: String| {
+        let event = Event {
+            type_,
+            reason: reason.to_owned(),
+            note: Some(note),
+            action: "Operate".to_owned(),
+            secondary: None,
+        };
+        async move {
+            let _ = recorder.publish(&event, reference).await;
+        }
+    };
+    match result {
+        Ok(Advance::Stepped { step }) => {
+            publish(
+                EventType::Normal,
+                "OperationStep",
+                format!("{}: {step}", entry.operation),
+            )
+            .await;
+            input.progressing = Some(("Operating".into(), format!("{}: {step}", entry.operation)));
+            (Duration::from_secs(1), status(&entry, step.to_string()))
+        }
+        Ok(Advance::Waiting { reason }) => {
+            input.progressing = Some(("Waiting".into(), reason.clone()));
+            (
+                Duration::from_secs(2),
+                status(&entry, format!("waiting: {reason}")),
+            )
+        }
+        Ok(Advance::Failed { step, error }) => {
+            publish(EventType::Warning, "StepFailed", format!("{step}: {error}")).await;
+            input.progressing = Some(("StepFailed".into(), format!("{step}: {error}")));
+            (
+                Duration::from_secs(5),
+                status(&entry, format!("failed, will retry: {step}")),
+            )
+        }
+        Ok(Advance::Done { unresolved }) => {
+            publish(
+                EventType::Normal,
+                "OperationDone",
+                entry.operation.to_string(),
+            )
+            .await;
+            if !unresolved.is_empty() {
+                input.degraded = Some(("Unresolved".into(), unresolved.join("; ")));
+            }
+            (Duration::from_secs(1), None)
+        }
+        Ok(Advance::Planned { .. }) | Ok(_) => (Duration::from_secs(1), None),
+        Err(OperateError::Refused(refusal)) => {
+            publish(EventType::Warning, "OperationRefused", refusal.to_string()).await;
+            input.degraded = Some(("OperationRefused".into(), refusal.to_string()));
+            (Duration::from_secs(30), None)
+        }
+        Err(e) => {
+            publish(EventType::Warning, "OperationFailed", e.to_string()).await;
+            input.degraded = Some(("OperationFailed".into(), e.to_string()));
+            (Duration::from_secs(15), status(&entry, e.to_string()))
+        }
+    }
+}
+
+/// Applies every owned object; returns each shard's StatefulSet update revision.
+async fn apply(
+    client: &Client,
+    namespace: &str,
+    objects: Objects,
+) -> Result<BTreeMap<u32, String>, ReconcileError> {
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    macro_rules! apply_one {
+        ($kind:ty, $object:expr) => {{
+            let object = $object;
+            let name = object.name_any();
+            let api: Api<$kind> = Api::namespaced(client.clone(), namespace);
+            api.patch(&name, &params, &Patch::Apply(&object))
+                .await
+                .map_err(api_err(format!("applying {name}")))?
+        }};
+    }
+    fn api_err(what: String) -> impl FnOnce(kube::Error) -> ReconcileError {
+        move |source| ReconcileError::Api { what, source }
+    }
+    apply_one!(k8s_openapi::api::core::v1::ConfigMap, objects.config_map);
+    apply_one!(
+        k8s_openapi::api::core::v1::Service,
+        objects.headless_service
+    );
+    apply_one!(k8s_openapi::api::core::v1::Service, objects.client_service);
+    for service in objects.node_port_services {
+        apply_one!(k8s_openapi::api::core::v1::Service, service);
+    }
+    for pdb in objects.pdbs {
+        apply_one!(k8s_openapi::api::policy::v1::PodDisruptionBudget, pdb);
+    }
+    let sets: Api<StatefulSet> = Api::namespaced(client.clone(), namespace);
+    let mut revisions = BTreeMap::new();
+    for (shard, mut set) in objects.statefulsets.into_iter().enumerate() {
+        // Only the planner shrinks a StatefulSet (after the pods hold nothing).
+        if let Some(current) = sets
+            .get_opt(&set.name_any())
+            .await
+            .map_err(api(format!("reading {}", set.name_any())))?
+            .and_then(|s| s.spec.and_then(|spec| spec.replicas))
+            && let Some(spec) = set.spec.as_mut()
+            && spec.replicas.is_some_and(|wanted| wanted < current)
+        {
+            spec.replicas = Some(current);
+        }
+        let applied = apply_one!(StatefulSet, set);
+        if let Some(revision) = applied.status.and_then(|s| s.update_revision) {
+            revisions.insert(u32::try_from(shard).unwrap_or(u32::MAX), revision);
+        }
+    }
+    if let Some(proxy) = objects.proxy {
+        apply_one!(k8s_openapi::api::core::v1::ConfigMap, proxy.config_map);
+        apply_one!(k8s_openapi::api::apps::v1::Deployment, proxy.deployment);
+        apply_one!(k8s_openapi::api::core::v1::Service, proxy.service);
+        apply_one!(k8s_openapi::api::policy::v1::PodDisruptionBudget, proxy.pdb);
+        if let Some(hpa) = proxy.hpa {
+            apply_one!(
+                k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler,
+                hpa
+            );
+        }
+    }
+    Ok(revisions)
+}
+
+/// The nodes' password: read from `NAME-auth`, or made (random, 32 characters) and stored there
+/// on first use. Never applied, so a reconcile can never replace it.
+async fn ensure_password(
+    client: &Client,
+    namespace: &str,
+    cluster: &RedisCluster,
+) -> Result<String, ReconcileError> {
+    let name = format!("{}-auth", cluster.name_any());
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    if let Some(secret) = secrets
+        .get_opt(&name)
+        .await
+        .map_err(api(format!("reading Secret {name}")))?
+        && let Some(value) = secret.data.as_ref().and_then(|d| d.get(PASSWORD_KEY))
+    {
+        return Ok(String::from_utf8_lossy(&value.0).into_owned());
+    }
+    let password: String = {
+        use rand::Rng;
+        let mut rng = rand::rng();
+        (0..32)
+            .map(|_| char::from(rng.sample(rand::distr::Alphanumeric)))
+            .collect()
+    };
+    let secret = Secret {
+        metadata: ObjectMeta {
+            name: Some(name.clone()),
+            namespace: Some(namespace.to_owned()),
+            labels: Some(labels(&cluster.name_any(), "redis")),
+            owner_references: cluster.controller_owner_ref(&()).map(|o| vec![o]),
+            ..ObjectMeta::default()
+        },
+        string_data: Some([(PASSWORD_KEY.to_owned(), password.clone())].into()),
+        ..Secret::default()
+    };
+    secrets
+        .create(&PostParams::default(), &secret)
+        .await
+        .map_err(api(format!("creating Secret {name}")))?;
+    Ok(password)
+}
+
+/// Deletion: PVCs go when the retention says so; then the finalizer is removed.
+async fn finalize(
+    cluster: &RedisCluster,
+    client: &Client,
+    namespace: &str,
+) -> Result<(), ReconcileError> {
+    let name = cluster.name_any();
+    if cluster.spec.persistence.retention == Retention::Delete {
+        let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), namespace);
+        claims
+            .delete_collection(
+                &DeleteParams::default(),
+                &ListParams::default().labels(&redis_selector(&name)),
+            )
+            .await
+            .map_err(api(format!("deleting the volumes of {name}")))?;
+    }
+    let clusters: Api<RedisCluster> = Api::namespaced(client.clone(), namespace);
+    let remaining: Vec<String> = cluster
+        .finalizers()
+        .iter()
+        .filter(|f| *f != FINALIZER)
+        .cloned()
+        .collect();
+    let patch = json!({"metadata": {"finalizers": remaining}});
+    clusters
+        .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .map_err(api(format!("removing the finalizer of {name}")))?;
+    Ok(())
+}
+
+async fn write_status(
+    clusters: &Api<RedisCluster>,
+    name: &str,
+    input: &StatusInput<'_>,
+    previous: Option<&RedisClusterStatus>,
+) -> Result<(), ReconcileError> {
+    let now = Time(jiff_now());
+    let status = build_status(input, previous, &now);
+    let patch = json!({"status": status});
+    clusters
+        .patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .map_err(api(format!("writing the status of {name}")))?;
+    Ok(())
+}
+
+fn jiff_now() -> k8s_openapi::jiff::Timestamp {
+    k8s_openapi::jiff::Timestamp::now()
+}
