@@ -152,7 +152,8 @@ impl NodeProcess {
     }
 }
 
-/// Sends one inline `PING` and expects `+PONG`; the error says what came back instead.
+/// Sends one inline `PING` and expects `+PONG` (or `-NOAUTH` from a node that requires a
+/// password: it is up, which is all this asks); the error says what came back instead.
 pub fn ping(addr: SocketAddr) -> Result<(), String> {
     let timeout = Duration::from_millis(500);
     let mut stream = TcpStream::connect_timeout(&addr, timeout).map_err(|e| e.to_string())?;
@@ -163,7 +164,7 @@ pub fn ping(addr: SocketAddr) -> Result<(), String> {
     let mut buf = [0u8; 128];
     let n = stream.read(&mut buf).map_err(|e| e.to_string())?;
     let answer = String::from_utf8_lossy(&buf[..n]);
-    if answer.starts_with("+PONG") {
+    if answer.starts_with("+PONG") || answer.starts_with("-NOAUTH") {
         Ok(())
     } else {
         Err(answer.trim_end().to_owned())

@@ -20,7 +20,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use cinnabar_cluster::{JournalEntry, Observed, Operation, PlatformNode, SLOT_COUNT};
 
 use crate::crd::RedisClusterSpec;
-use crate::pods::{RedisPod, platform_nodes};
+use crate::pods::RedisPod;
 
 /// The reconcile's business with Redis.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,6 +39,15 @@ pub enum Decision {
     Operate(Operation),
     /// Nothing to do.
     Idle,
+}
+
+/// The pods in the order cluster creation wants them: every StatefulSet's pod 0 first (they
+/// become the masters, in shard order), then every pod 1, … (creation gives replica `k` to
+/// master `k mod shards`, so each replica follows the master of its own StatefulSet).
+fn creation_order(pods: &[RedisPod]) -> Vec<PlatformNode> {
+    let mut sorted: Vec<&RedisPod> = pods.iter().filter(|p| !p.terminating).collect();
+    sorted.sort_by_key(|p| (p.ordinal, p.shard, p.name.clone()));
+    sorted.into_iter().filter_map(|p| p.node.clone()).collect()
 }
 
 /// Decides the next thing to do (see the module docs for the order).
@@ -78,7 +87,7 @@ pub fn decide(
     }
     if observed.members().next().is_none() {
         return Decision::Create {
-            nodes: platform_nodes(pods),
+            nodes: creation_order(pods),
         };
     }
     let serving: Vec<_> = observed
@@ -251,7 +260,7 @@ mod tests {
     }
 
     #[test]
-    fn fresh_pods_form_the_cluster_with_pod_zero_of_each_shard_first() {
+    fn fresh_pods_form_the_cluster_with_pod_zero_of_every_shard_first() {
         let pods = pods(3, 2);
         let decision = decide(
             &spec(3, 1),
@@ -263,8 +272,18 @@ mod tests {
         let Decision::Create { nodes } = decision else {
             panic!("{decision:?}")
         };
-        let first: Vec<String> = nodes.iter().take(2).map(|n| n.addr.to_string()).collect();
-        assert_eq!(first, ["10.0.0.0:6379", "10.0.0.1:6379"]);
+        let order: Vec<String> = nodes.iter().map(|n| n.addr.to_string()).collect();
+        assert_eq!(
+            order,
+            [
+                "10.0.0.0:6379",
+                "10.0.1.0:6379",
+                "10.0.2.0:6379",
+                "10.0.0.1:6379",
+                "10.0.1.1:6379",
+                "10.0.2.1:6379"
+            ]
+        );
         assert_eq!(nodes.len(), 6);
     }
 
