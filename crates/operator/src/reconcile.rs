@@ -495,6 +495,12 @@ async fn write_status(
 ) -> Result<(), ReconcileError> {
     let now = Time(jiff_now());
     let status = build_status(input, previous, &now);
+    let mut status = serde_json::to_value(status).unwrap_or_else(|_| json!({}));
+    // A merge patch keeps fields it does not mention: a finished operation must be removed
+    // explicitly.
+    if status.get("operation").is_none() {
+        status["operation"] = serde_json::Value::Null;
+    }
     let patch = json!({"status": status});
     clusters
         .patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))

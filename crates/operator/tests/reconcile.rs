@@ -213,3 +213,108 @@ async fn deletion_removes_the_volumes_when_asked_and_then_the_finalizer() {
         "only this cluster's volumes go"
     );
 }
+
+/// Reconciles until the cluster reports Ready with `shards` shards (at most `rounds` times).
+async fn reconcile_until_ready(
+    api: &FakeApi,
+    ctx: &Arc<Context>,
+    shards: usize,
+    rounds: usize,
+) -> Vec<String> {
+    let mut steps = Vec::new();
+    for _ in 0..rounds {
+        reconcile(cluster(api), Arc::clone(ctx)).await.unwrap();
+        let status = api.get(CLUSTER).unwrap()["status"].clone();
+        if let Some(step) = status["operation"]["step"].as_str() {
+            if steps.last().map(String::as_str) != Some(step) {
+                steps.push(step.to_owned());
+            }
+        }
+        let ready = condition(api, "Ready").0 == "True";
+        if ready && status["shards"].as_array().map(Vec::len) == Some(shards) {
+            return steps;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!(
+        "not ready after {rounds} reconciles; steps {steps:#?}\nstatus {:#}",
+        api.get(CLUSTER).unwrap()["status"]
+    );
+}
+
+fn password(api: &FakeApi) -> String {
+    api.get("/api/v1/namespaces/shop/secrets/c-auth").unwrap()["stringData"]["password"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn more_shards_in_the_spec_scale_out_one_planner_step_per_reconcile() {
+    let api = FakeApi::default();
+    let ctx = context(&api);
+    store_cluster(&api, json!({"shards": 2, "replicasPerShard": 1}));
+    reconcile(cluster(&api), Arc::clone(&ctx)).await.unwrap();
+    let mut servers = start_pods(&api, 2, 2);
+    reconcile_until_ready(&api, &ctx, 2, 10).await;
+
+    // The user raises shards; the new StatefulSet's pods come up (the kubelet, here).
+    let mut stored = api.get(CLUSTER).unwrap();
+    stored["spec"]["shards"] = json!(3);
+    stored["metadata"]["generation"] = json!(2);
+    api.put(CLUSTER, stored);
+    reconcile(cluster(&api), Arc::clone(&ctx)).await.unwrap();
+    assert!(
+        api.get("/apis/apps/v1/namespaces/shop/statefulsets/c-shard-2")
+            .is_some()
+    );
+    let options = ServerOptions {
+        cluster: true,
+        extra: vec![
+            ("requirepass".into(), password(&api)),
+            ("masterauth".into(), password(&api)),
+        ],
+        ..ServerOptions::default()
+    };
+    for ordinal in 0..2u32 {
+        let server = TestServer::start_with(options.clone());
+        let pod = redis_pod(
+            "c",
+            2,
+            ordinal,
+            "127.0.0.1",
+            server.port(),
+            &format!("worker-{ordinal}"),
+            "rev-1",
+        );
+        api.put(
+            &format!("/api/v1/namespaces/shop/pods/c-shard-2-{ordinal}"),
+            pod,
+        );
+        servers.push(server);
+    }
+    let steps = reconcile_until_ready(&api, &ctx, 3, 60).await;
+    assert!(
+        steps.iter().any(|s| s.contains("rebalance slots")),
+        "{steps:#?}"
+    );
+    let shards = api.get(CLUSTER).unwrap()["status"]["shards"].clone();
+    let third = shards
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["masterPod"].as_str().unwrap().starts_with("c-shard-2-"))
+        .unwrap_or_else(|| panic!("no shard led by the new StatefulSet: {shards:#}"));
+    assert!(
+        third["replicaPods"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("c-shard-2-"),
+        "the new shard's replica comes from its own StatefulSet: {shards:#}"
+    );
+    assert_eq!(
+        api.get(CLUSTER).unwrap()["status"]["operation"],
+        Value::Null,
+        "the operation finished"
+    );
+}
