@@ -225,10 +225,10 @@ async fn reconcile_until_ready(
     for _ in 0..rounds {
         reconcile(cluster(api), Arc::clone(ctx)).await.unwrap();
         let status = api.get(CLUSTER).unwrap()["status"].clone();
-        if let Some(step) = status["operation"]["step"].as_str() {
-            if steps.last().map(String::as_str) != Some(step) {
-                steps.push(step.to_owned());
-            }
+        if let Some(step) = status["operation"]["step"].as_str()
+            && steps.last().map(String::as_str) != Some(step)
+        {
+            steps.push(step.to_owned());
         }
         let ready = condition(api, "Ready").0 == "True";
         if ready && status["shards"].as_array().map(Vec::len) == Some(shards) {
