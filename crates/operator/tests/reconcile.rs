@@ -318,3 +318,109 @@ async fn more_shards_in_the_spec_scale_out_one_planner_step_per_reconcile() {
         "the operation finished"
     );
 }
+
+/// The kubelet for a rolling update: a deleted pod's server is restarted on its data and the
+/// pod comes back from the new revision; the role the node had when its pod was deleted is
+/// recorded.
+fn kubelet(
+    api: FakeApi,
+    servers: std::collections::BTreeMap<String, TestServer>,
+    password: String,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<Vec<(String, String)>> {
+    std::thread::spawn(move || {
+        let mut servers = servers;
+        let mut deleted_as = Vec::new();
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            for (pod, server) in &mut servers {
+                let path = format!("/api/v1/namespaces/shop/pods/{pod}");
+                if api.get(&path).is_some() {
+                    continue;
+                }
+                let url = format!("redis://:{password}@127.0.0.1:{}/", server.port());
+                let role: String = redis::Client::open(url)
+                    .and_then(|c| c.get_connection())
+                    .and_then(|mut c| {
+                        redis::cmd("INFO")
+                            .arg("replication")
+                            .query::<String>(&mut c)
+                    })
+                    .map(|info| {
+                        info.lines()
+                            .find_map(|l| l.strip_prefix("role:"))
+                            .unwrap_or("?")
+                            .trim()
+                            .to_owned()
+                    })
+                    .unwrap_or_else(|e| format!("unreachable: {e}"));
+                deleted_as.push((pod.clone(), role));
+                server.stop();
+                server.restart();
+                let (shard, ordinal) = pod
+                    .trim_start_matches("c-shard-")
+                    .split_once('-')
+                    .map(|(s, o)| (s.parse().unwrap(), o.parse().unwrap()))
+                    .unwrap();
+                let fresh = redis_pod(
+                    "c",
+                    shard,
+                    ordinal,
+                    "127.0.0.1",
+                    server.port(),
+                    &format!("worker-{ordinal}"),
+                    "rev-2",
+                );
+                api.put(&path, fresh);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        deleted_as
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_template_change_restarts_replicas_first_and_masters_only_after_a_failover() {
+    let api = FakeApi::default();
+    let ctx = context(&api);
+    store_cluster(&api, json!({"shards": 2, "replicasPerShard": 1}));
+    reconcile(cluster(&api), Arc::clone(&ctx)).await.unwrap();
+    let servers = start_pods(&api, 2, 2);
+    reconcile_until_ready(&api, &ctx, 2, 10).await;
+
+    // A new image: the StatefulSets' update revision moves on; OnDelete leaves the pods be.
+    for shard in 0..2 {
+        let path = format!("/apis/apps/v1/namespaces/shop/statefulsets/c-shard-{shard}");
+        let mut set = api.get(&path).unwrap();
+        set["status"] = json!({"updateRevision": "rev-2", "replicas": 2});
+        api.put(&path, set);
+    }
+    let named: std::collections::BTreeMap<String, TestServer> = servers
+        .into_iter()
+        .enumerate()
+        .map(|(i, s)| (format!("c-shard-{}-{}", i / 2, i % 2), s))
+        .collect();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let kubelet = kubelet(api.clone(), named, password(&api), Arc::clone(&stop));
+    let steps = reconcile_until_ready(&api, &ctx, 2, 80).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let deleted_as = kubelet.join().unwrap();
+
+    assert_eq!(
+        deleted_as.len(),
+        4,
+        "every pod replaced once: {deleted_as:?}\n{steps:#?}"
+    );
+    for (pod, role) in &deleted_as {
+        assert_eq!(role, "slave", "{pod} was deleted while {role}: {steps:#?}");
+    }
+    assert!(
+        steps.iter().filter(|s| s.starts_with("fail over")).count() >= 2,
+        "{steps:#?}"
+    );
+    for path in api.paths("/api/v1/namespaces/shop/pods/") {
+        assert_eq!(
+            api.get(&path).unwrap()["metadata"]["labels"]["controller-revision-hash"],
+            "rev-2"
+        );
+    }
+}
