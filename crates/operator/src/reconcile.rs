@@ -398,6 +398,20 @@ async fn apply(
             revisions.insert(u32::try_from(shard).unwrap_or(u32::MAX), revision);
         }
     }
+    if let Some(monitor) = objects.service_monitor {
+        // A Prometheus Operator type: applied as a dynamic object, and only when asked for.
+        let gvk = kube::api::GroupVersionKind::gvk("monitoring.coreos.com", "v1", "ServiceMonitor");
+        let resource = kube::api::ApiResource::from_gvk(&gvk);
+        let api: Api<kube::api::DynamicObject> =
+            Api::namespaced_with(client.clone(), namespace, &resource);
+        let name = monitor["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        api.patch(&name, &params, &Patch::Apply(&monitor))
+            .await
+            .map_err(api_err(format!("applying ServiceMonitor {name}")))?;
+    }
     if let Some(proxy) = objects.proxy {
         apply_one!(k8s_openapi::api::core::v1::ConfigMap, proxy.config_map);
         apply_one!(k8s_openapi::api::apps::v1::Deployment, proxy.deployment);

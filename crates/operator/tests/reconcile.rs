@@ -424,3 +424,53 @@ async fn a_template_change_restarts_replicas_first_and_masters_only_after_a_fail
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operation_journaled_by_a_previous_operator_is_continued_by_the_next() {
+    let api = FakeApi::default();
+    store_cluster(&api, json!({"shards": 2, "replicasPerShard": 1}));
+    let first = context(&api);
+    reconcile(cluster(&api), Arc::clone(&first)).await.unwrap();
+    let _servers = start_pods(&api, 2, 2);
+    reconcile_until_ready(&api, &first, 2, 10).await;
+    drop(first);
+
+    // The previous leader had started a failover of shard 0 and died before its first step.
+    let shard0_master = api.get("/api/v1/namespaces/shop/pods/c-shard-0-0").unwrap();
+    let port = shard0_master["spec"]["containers"][0]["ports"][0]["containerPort"]
+        .as_u64()
+        .unwrap();
+    let master = cinnabar_cluster::NodeAddr::new("127.0.0.1", u16::try_from(port).unwrap());
+    let credentials = cinnabar_cluster::Credentials {
+        user: None,
+        password: password(&api),
+    };
+    let mut client =
+        cinnabar_cluster::NodeClient::connect_as(&master, Timeouts::default(), Some(&credentials))
+            .await
+            .unwrap();
+    let master_id = client.my_id().await.unwrap();
+    let journal = cinnabar_cluster::JournalEntry {
+        operation: cinnabar_cluster::Operation::Failover { master_id, master },
+        step: None,
+        steps_done: 0,
+        started_ms: 0,
+    };
+    let mut stored = api.get(CLUSTER).unwrap();
+    stored["status"]["operation"] = json!({"name": "failover", "step": "", "stepsDone": 0, "journal": serde_json::to_string(&journal).unwrap()});
+    api.put(CLUSTER, stored);
+
+    let second = context(&api);
+    reconcile(cluster(&api), Arc::clone(&second)).await.unwrap();
+    assert!(
+        api.get(CLUSTER).unwrap()["status"]["operation"]["step"]
+            .as_str()
+            .unwrap()
+            .starts_with("fail over"),
+        "{:#}",
+        api.get(CLUSTER).unwrap()["status"]
+    );
+    reconcile_until_ready(&api, &second, 2, 20).await;
+    let shards = api.get(CLUSTER).unwrap()["status"]["shards"].clone();
+    assert_eq!(shards[0]["masterPod"], "c-shard-0-1", "{shards:#}");
+}
