@@ -474,3 +474,81 @@ async fn an_operation_journaled_by_a_previous_operator_is_continued_by_the_next(
     let shards = api.get(CLUSTER).unwrap()["status"]["shards"].clone();
     assert_eq!(shards[0]["masterPod"], "c-shard-0-1", "{shards:#}");
 }
+
+/// The StatefulSet controller for a scale-in: pods beyond a StatefulSet's replica count, or of a
+/// deleted StatefulSet, are stopped and their Pod objects removed.
+fn statefulset_controller(
+    api: FakeApi,
+    mut servers: std::collections::BTreeMap<String, TestServer>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<Vec<String>> {
+    std::thread::spawn(move || {
+        let mut removed = Vec::new();
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            let names: Vec<String> = servers.keys().cloned().collect();
+            for pod in names {
+                let (shard, ordinal): (u32, u64) = pod
+                    .trim_start_matches("c-shard-")
+                    .split_once('-')
+                    .map(|(s, o)| (s.parse().unwrap(), o.parse().unwrap()))
+                    .unwrap();
+                let set = api.get(&format!(
+                    "/apis/apps/v1/namespaces/shop/statefulsets/c-shard-{shard}"
+                ));
+                let wanted = set
+                    .and_then(|s| s["spec"]["replicas"].as_u64())
+                    .unwrap_or(0);
+                if ordinal >= wanted {
+                    api.remove(&format!("/api/v1/namespaces/shop/pods/{pod}"));
+                    drop(servers.remove(&pod));
+                    removed.push(pod);
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        removed
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fewer_shards_drain_and_remove_exactly_the_pods_beyond_the_spec() {
+    let api = FakeApi::default();
+    let ctx = context(&api);
+    store_cluster(&api, json!({"shards": 3, "replicasPerShard": 1}));
+    reconcile(cluster(&api), Arc::clone(&ctx)).await.unwrap();
+    let servers = start_pods(&api, 3, 2);
+    reconcile_until_ready(&api, &ctx, 3, 10).await;
+
+    let mut stored = api.get(CLUSTER).unwrap();
+    stored["spec"]["shards"] = json!(2);
+    api.put(CLUSTER, stored);
+    let named: std::collections::BTreeMap<String, TestServer> = servers
+        .into_iter()
+        .enumerate()
+        .map(|(i, s)| (format!("c-shard-{}-{}", i / 2, i % 2), s))
+        .collect();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let controller = statefulset_controller(api.clone(), named, Arc::clone(&stop));
+    let steps = reconcile_until_ready(&api, &ctx, 2, 80).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut removed = controller.join().unwrap();
+    removed.sort();
+
+    assert_eq!(removed, ["c-shard-2-0", "c-shard-2-1"], "{steps:#?}");
+    assert!(steps.iter().any(|s| s.contains("drain")), "{steps:#?}");
+    assert!(
+        api.get("/apis/apps/v1/namespaces/shop/statefulsets/c-shard-2")
+            .is_none(),
+        "the emptied StatefulSet is deleted"
+    );
+    let shards = api.get(CLUSTER).unwrap()["status"]["shards"].clone();
+    for shard in shards.as_array().unwrap() {
+        assert!(
+            !shard["masterPod"]
+                .as_str()
+                .unwrap()
+                .starts_with("c-shard-2"),
+            "{shards:#}"
+        );
+    }
+}
