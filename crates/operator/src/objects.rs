@@ -170,6 +170,18 @@ pub fn redis_conf(spec: &RedisClusterSpec) -> String {
     lines.join("\n") + "\n"
 }
 
+/// A stable fingerprint of generated configuration (64-bit FNV-1a, hex): put on pod templates,
+/// so a configuration change is a new StatefulSet revision (and a rolling restart through the
+/// planner) or a new proxy rollout. Stable across operator builds, unlike `DefaultHasher`.
+pub fn fingerprint(text: &str) -> String {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in text.bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{hash:016x}")
+}
+
 /// The proxy's `cinnabar.toml`.
 pub fn proxy_toml(cluster: &str, namespace: &str, spec: &RedisClusterSpec) -> String {
     let mut text = format!(
@@ -475,7 +487,10 @@ fn statefulset(
             "persistentVolumeClaimRetentionPolicy": {"whenDeleted": retention, "whenScaled": "Delete"},
             "selector": {"matchLabels": shard_selector},
             "template": {
-                "metadata": {"labels": pod_labels},
+                "metadata": {
+                    "labels": pod_labels,
+                    "annotations": {"cinnabar.io/config-fingerprint": fingerprint(&redis_conf(spec))},
+                },
                 "spec": {
                     "hostNetwork": host_network,
                     "dnsPolicy": if host_network { "ClusterFirstWithHostNet" } else { "ClusterFirst" },
@@ -531,10 +546,11 @@ fn proxy_objects(
 ) -> Result<ProxyObjects, SpecError> {
     let proxy_name = format!("{name}-proxy");
     let metrics_port = spec.monitoring.metrics_port;
+    let toml = proxy_toml(name, namespace, spec);
     let config_map = typed(json!({
         "apiVersion": "v1", "kind": "ConfigMap",
         "metadata": meta(&proxy_name, "proxy"),
-        "data": {"cinnabar.toml": proxy_toml(name, namespace, spec)},
+        "data": {"cinnabar.toml": toml},
     }))?;
     let mut pod_annotations = json!({});
     if spec.monitoring.scrape_annotations {
@@ -544,6 +560,7 @@ fn proxy_objects(
             "prometheus.io/path": "/metrics",
         });
     }
+    pod_annotations["cinnabar.io/config-fingerprint"] = json!(fingerprint(&toml));
     let mut volumes = vec![
         json!({"name": "config", "configMap": {"name": proxy_name}}),
         json!({"name": "auth", "secret": {"secretName": format!("{name}-auth")}}),

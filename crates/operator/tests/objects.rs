@@ -250,3 +250,26 @@ fn an_invalid_spec_builds_nothing_and_says_why() {
     let err = build(&bad, &options()).unwrap_err();
     assert_eq!(err.reason, "OwnedDirective");
 }
+
+#[test]
+fn a_config_change_changes_the_pod_templates_so_pods_get_replaced() {
+    let fingerprint = |spec: Value| {
+        let objects = build(&cluster("c", spec), &options()).unwrap();
+        let set = serde_json::to_value(&objects.statefulsets[0]).unwrap();
+        let proxy = serde_json::to_value(&objects.proxy.unwrap().deployment).unwrap();
+        (
+            set["spec"]["template"]["metadata"]["annotations"]["cinnabar.io/config-fingerprint"]
+                .clone(),
+            proxy["spec"]["template"]["metadata"]["annotations"]["cinnabar.io/config-fingerprint"]
+                .clone(),
+        )
+    };
+    let base = fingerprint(json!({"shards": 1}));
+    assert!(base.0.is_string() && base.1.is_string());
+    assert_eq!(fingerprint(json!({"shards": 1})), base, "stable");
+    let tuned = fingerprint(json!({"shards": 1, "redisConfig": {"hz": "50"}}));
+    assert_ne!(tuned.0, base.0, "redis.conf changed");
+    assert_eq!(tuned.1, base.1, "the proxy's settings did not");
+    let drained = fingerprint(json!({"shards": 1, "proxy": {"drainSeconds": 60}}));
+    assert_ne!(drained.1, base.1);
+}
