@@ -210,3 +210,49 @@ async fn serve_http(listener: TcpListener, metrics: Arc<Metrics>) {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn get(addr: SocketAddr, path: &str) -> String {
+        let mut stream = tokio::net::TcpStream::connect(addr)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let request = format!("GET {path} HTTP/1.1\r\nhost: x\r\n\r\n");
+        stream
+            .write_all(request.as_bytes())
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut reply = String::new();
+        stream
+            .read_to_string(&mut reply)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        reply
+    }
+
+    #[tokio::test]
+    async fn health_and_metrics_answer_over_http() {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let addr = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
+        let metrics = Arc::new(Metrics::default());
+        metrics.reconciles.fetch_add(3, Ordering::Relaxed);
+        metrics.leader.store(true, Ordering::Relaxed);
+        tokio::spawn(serve_http(listener, Arc::clone(&metrics)));
+        assert!(get(addr, "/healthz").await.starts_with("HTTP/1.1 200 OK"));
+        assert!(get(addr, "/readyz").await.ends_with("ok\n"));
+        let scraped = get(addr, "/metrics").await;
+        assert!(
+            scraped.contains("cinnabar_operator_reconciles_total 3\n"),
+            "{scraped}"
+        );
+        assert!(
+            scraped.contains("cinnabar_operator_leader 1\n"),
+            "{scraped}"
+        );
+        assert!(get(addr, "/nope").await.starts_with("HTTP/1.1 404"));
+    }
+}
