@@ -242,6 +242,32 @@ async fn reconcile_until_ready(
     );
 }
 
+/// A formed, ready cluster of `shards` × 2 pods (real servers), reconciled by `ctx`.
+async fn ready_cluster(shards: u32) -> (FakeApi, Arc<Context>, Vec<TestServer>) {
+    let api = FakeApi::default();
+    let ctx = context(&api);
+    store_cluster(&api, json!({"shards": shards, "replicasPerShard": 1}));
+    reconcile(cluster(&api), Arc::clone(&ctx)).await.unwrap();
+    let servers = start_pods(&api, shards, 2);
+    reconcile_until_ready(&api, &ctx, shards as usize, 10).await;
+    (api, ctx, servers)
+}
+
+/// The servers keyed by the pod they stand in for (`start_pods` order).
+fn by_pod_name(servers: Vec<TestServer>) -> std::collections::BTreeMap<String, TestServer> {
+    servers
+        .into_iter()
+        .enumerate()
+        .map(|(i, s)| (format!("c-shard-{}-{}", i / 2, i % 2), s))
+        .collect()
+}
+
+/// `(shard, ordinal)` of pod `c-shard-S-O`.
+fn position(pod: &str) -> (u32, u32) {
+    let (shard, ordinal) = pod.trim_start_matches("c-shard-").split_once('-').unwrap();
+    (shard.parse().unwrap(), ordinal.parse().unwrap())
+}
+
 fn password(api: &FakeApi) -> String {
     api.get("/api/v1/namespaces/shop/secrets/c-auth").unwrap()["stringData"]["password"]
         .as_str()
@@ -251,12 +277,7 @@ fn password(api: &FakeApi) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn more_shards_in_the_spec_scale_out_one_planner_step_per_reconcile() {
-    let api = FakeApi::default();
-    let ctx = context(&api);
-    store_cluster(&api, json!({"shards": 2, "replicasPerShard": 1}));
-    reconcile(cluster(&api), Arc::clone(&ctx)).await.unwrap();
-    let mut servers = start_pods(&api, 2, 2);
-    reconcile_until_ready(&api, &ctx, 2, 10).await;
+    let (api, ctx, mut servers) = ready_cluster(2).await;
 
     // The user raises shards; the new StatefulSet's pods come up (the kubelet, here).
     let mut stored = api.get(CLUSTER).unwrap();
@@ -356,11 +377,7 @@ fn kubelet(
                 deleted_as.push((pod.clone(), role));
                 server.stop();
                 server.restart();
-                let (shard, ordinal) = pod
-                    .trim_start_matches("c-shard-")
-                    .split_once('-')
-                    .map(|(s, o)| (s.parse().unwrap(), o.parse().unwrap()))
-                    .unwrap();
+                let (shard, ordinal) = position(pod);
                 let fresh = redis_pod(
                     "c",
                     shard,
@@ -380,12 +397,7 @@ fn kubelet(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_template_change_restarts_replicas_first_and_masters_only_after_a_failover() {
-    let api = FakeApi::default();
-    let ctx = context(&api);
-    store_cluster(&api, json!({"shards": 2, "replicasPerShard": 1}));
-    reconcile(cluster(&api), Arc::clone(&ctx)).await.unwrap();
-    let servers = start_pods(&api, 2, 2);
-    reconcile_until_ready(&api, &ctx, 2, 10).await;
+    let (api, ctx, servers) = ready_cluster(2).await;
 
     // A new image: the StatefulSets' update revision moves on; OnDelete leaves the pods be.
     for shard in 0..2 {
@@ -394,11 +406,7 @@ async fn a_template_change_restarts_replicas_first_and_masters_only_after_a_fail
         set["status"] = json!({"updateRevision": "rev-2", "replicas": 2});
         api.put(&path, set);
     }
-    let named: std::collections::BTreeMap<String, TestServer> = servers
-        .into_iter()
-        .enumerate()
-        .map(|(i, s)| (format!("c-shard-{}-{}", i / 2, i % 2), s))
-        .collect();
+    let named = by_pod_name(servers);
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let kubelet = kubelet(api.clone(), named, password(&api), Arc::clone(&stop));
     let steps = reconcile_until_ready(&api, &ctx, 2, 80).await;
@@ -487,18 +495,14 @@ fn statefulset_controller(
         while !stop.load(std::sync::atomic::Ordering::Relaxed) {
             let names: Vec<String> = servers.keys().cloned().collect();
             for pod in names {
-                let (shard, ordinal): (u32, u64) = pod
-                    .trim_start_matches("c-shard-")
-                    .split_once('-')
-                    .map(|(s, o)| (s.parse().unwrap(), o.parse().unwrap()))
-                    .unwrap();
+                let (shard, ordinal) = position(&pod);
                 let set = api.get(&format!(
                     "/apis/apps/v1/namespaces/shop/statefulsets/c-shard-{shard}"
                 ));
                 let wanted = set
                     .and_then(|s| s["spec"]["replicas"].as_u64())
                     .unwrap_or(0);
-                if ordinal >= wanted {
+                if u64::from(ordinal) >= wanted {
                     api.remove(&format!("/api/v1/namespaces/shop/pods/{pod}"));
                     drop(servers.remove(&pod));
                     removed.push(pod);
@@ -512,21 +516,12 @@ fn statefulset_controller(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fewer_shards_drain_and_remove_exactly_the_pods_beyond_the_spec() {
-    let api = FakeApi::default();
-    let ctx = context(&api);
-    store_cluster(&api, json!({"shards": 3, "replicasPerShard": 1}));
-    reconcile(cluster(&api), Arc::clone(&ctx)).await.unwrap();
-    let servers = start_pods(&api, 3, 2);
-    reconcile_until_ready(&api, &ctx, 3, 10).await;
+    let (api, ctx, servers) = ready_cluster(3).await;
 
     let mut stored = api.get(CLUSTER).unwrap();
     stored["spec"]["shards"] = json!(2);
     api.put(CLUSTER, stored);
-    let named: std::collections::BTreeMap<String, TestServer> = servers
-        .into_iter()
-        .enumerate()
-        .map(|(i, s)| (format!("c-shard-{}-{}", i / 2, i % 2), s))
-        .collect();
+    let named = by_pod_name(servers);
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let controller = statefulset_controller(api.clone(), named, Arc::clone(&stop));
     let steps = reconcile_until_ready(&api, &ctx, 2, 80).await;
