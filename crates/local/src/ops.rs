@@ -313,6 +313,9 @@ pub fn down(dir: &Path, purge: bool) -> Result<DownReport> {
         stop_process(pid, SUPERVISOR_STOP_WAIT, || {
             dir.supervisor_pid() == Some(pid)
         });
+        // The lock goes before the process does (the runtime, the proxy's threads and the
+        // control socket wind down after it): `down` returns once the supervisor is gone.
+        wait_exit(pid, Duration::from_secs(5));
     }
     // The supervisor rewrote the state on its way out; nodes it could not stop (or whose
     // supervisor had died earlier) are listed there with their pids.
@@ -389,6 +392,22 @@ fn stop_process(pid: u32, grace: Duration, still_ours: impl Fn() -> bool) {
     // A SIGKILLed process needs a moment to release its locks and ports.
     let deadline = Instant::now() + Duration::from_secs(5);
     while still_ours() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Waits until process `pid` has exited (gone, or a zombie nobody reaped yet), at most `limit`.
+/// Only called right after the process was seen holding our lock, so the pid is still ours.
+fn wait_exit(pid: u32, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    let running = || {
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+            !stat
+                .rsplit_once(')')
+                .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
+        })
+    };
+    while running() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
 }

@@ -113,7 +113,10 @@ pub async fn reconcile(
         return Ok(Action::await_change());
     }
     if !cluster.finalizers().iter().any(|f| f == FINALIZER) {
-        let patch = json!({"metadata": {"finalizers": [FINALIZER]}});
+        // A merge patch replaces the whole list: keep the finalizers other controllers own.
+        let mut finalizers = cluster.finalizers().to_vec();
+        finalizers.push(FINALIZER.to_owned());
+        let patch = json!({"metadata": {"finalizers": finalizers}});
         clusters
             .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
             .await
@@ -151,9 +154,10 @@ pub async fn reconcile(
             return Ok(Action::await_change());
         }
     };
+    // The password first: the pods the StatefulSets start read it from the Secret.
+    let password = ensure_password(&ctx.client, &namespace, &cluster).await?;
     let revisions = apply(&ctx.client, &namespace, objects).await?;
 
-    let password = ensure_password(&ctx.client, &namespace, &cluster).await?;
     let mut execute = ctx.execute.clone();
     execute.credentials = Some(Credentials {
         user: None,

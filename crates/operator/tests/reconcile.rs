@@ -113,10 +113,16 @@ async fn a_new_cluster_is_formed_from_its_pods_and_reported_ready() {
     let ctx = context(&api);
     store_cluster(&api, json!({"shards": 2, "replicasPerShard": 1}));
 
-    // First pass: objects, finalizer, password; no pods yet.
+    // First pass: objects, finalizer (beside another controller's), password; no pods yet.
+    let mut stored = api.get(CLUSTER).unwrap();
+    stored["metadata"]["finalizers"] = json!(["example.com/backup"]);
+    api.put(CLUSTER, stored);
     reconcile(cluster(&api), Arc::clone(&ctx)).await.unwrap();
     let stored = api.get(CLUSTER).unwrap();
-    assert_eq!(stored["metadata"]["finalizers"], json!([FINALIZER]));
+    assert_eq!(
+        stored["metadata"]["finalizers"],
+        json!(["example.com/backup", FINALIZER])
+    );
     assert_eq!(
         condition(&api, "Progressing"),
         ("True".into(), "PodsStarting".into())
