@@ -86,9 +86,11 @@ impl TestServer {
         }
         config.extra = options.extra;
         let mut process = NodeProcess::spawn(&binary, &config).unwrap_or_else(|e| panic!("{e}"));
-        process
-            .wait_ready(READY_TIMEOUT)
-            .unwrap_or_else(|e| panic!("{e}"));
+        if let Err(e) = process.wait_ready(READY_TIMEOUT) {
+            // A server that never became ready must not outlive the failed test.
+            let _ = process.stop(Duration::from_secs(5));
+            panic!("{e}");
+        }
         Self {
             process,
             binary,
