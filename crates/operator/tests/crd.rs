@@ -6,6 +6,8 @@ use std::path::Path;
 
 use cinnabar_operator::RedisCluster;
 use cinnabar_operator::objects::{BuildOptions, build};
+use kube::CustomResourceExt;
+use serde_json::Value;
 
 fn repo(path: &str) -> String {
     let full = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -40,6 +42,150 @@ fn the_examples_are_valid_clusters_that_build() {
             proxy_image: "cinnabar:test".into(),
         };
         build(&cluster, &options).unwrap_or_else(|e| panic!("{file}: {e}"));
+    }
+}
+
+/// The `openAPIV3Schema` of the generated CRD, as the API server will hold it.
+fn crd_schema() -> Value {
+    let crd = serde_json::to_value(RedisCluster::crd()).unwrap();
+    crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"].clone()
+}
+
+/// What the API server's structural schema would refuse in `value` (unknown fields, which a
+/// strict `kubectl apply` rejects and the server otherwise drops; types; enums; bounds; required
+/// fields). CEL rules are left to the server: they need a CEL evaluator.
+fn schema_problems(schema: &Value, value: &Value, path: &str, problems: &mut Vec<String>) {
+    let mut refuse = |why: String| problems.push(format!("{path}: {why}"));
+    if value.is_null() {
+        if schema["nullable"] != true {
+            refuse("null is not allowed".into());
+        }
+        return;
+    }
+    if schema["x-kubernetes-int-or-string"] == true {
+        if !(value.is_string() || value.is_i64() || value.is_u64()) {
+            refuse(format!("{value} is neither an integer nor a string"));
+        }
+        return;
+    }
+    if let Some(allowed) = schema["enum"].as_array()
+        && !allowed.contains(value)
+    {
+        refuse(format!("{value} is not one of {allowed:?}"));
+    }
+    let bounds = |v: f64| {
+        schema["minimum"].as_f64().is_none_or(|min| v >= min)
+            && schema["maximum"].as_f64().is_none_or(|max| v <= max)
+    };
+    match schema["type"].as_str() {
+        Some("object") => {
+            let Some(fields) = value.as_object() else {
+                return refuse(format!("{value} is not an object"));
+            };
+            for required in schema["required"].as_array().into_iter().flatten() {
+                if let Some(name) = required.as_str()
+                    && !fields.contains_key(name)
+                {
+                    refuse(format!("{name} is required"));
+                }
+            }
+            for (name, field) in fields {
+                let inner = format!("{path}.{name}");
+                if let Some(property) = schema["properties"].get(name) {
+                    schema_problems(property, field, &inner, problems);
+                } else if schema["additionalProperties"].is_object() {
+                    schema_problems(&schema["additionalProperties"], field, &inner, problems);
+                } else if schema["additionalProperties"] != true
+                    && schema["x-kubernetes-preserve-unknown-fields"] != true
+                {
+                    problems.push(format!("{inner}: unknown field"));
+                }
+            }
+        }
+        Some("array") => match value.as_array() {
+            Some(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    schema_problems(&schema["items"], item, &format!("{path}[{i}]"), problems);
+                }
+            }
+            None => refuse(format!("{value} is not an array")),
+        },
+        Some("string") if !value.is_string() => refuse(format!("{value} is not a string")),
+        Some("boolean") if !value.is_boolean() => refuse(format!("{value} is not a boolean")),
+        Some("integer") if !(value.is_i64() || value.is_u64()) => {
+            refuse(format!("{value} is not an integer"));
+        }
+        Some("integer" | "number") if !value.as_f64().is_some_and(bounds) => {
+            refuse(format!("{value} is out of bounds"));
+        }
+        _ => {}
+    }
+}
+
+/// The schema problems of one `RedisCluster` document; the envelope (`apiVersion`, `kind`,
+/// `metadata`) is the API server's own.
+fn problems_of(document: &Value) -> Vec<String> {
+    let mut body = document.clone();
+    for envelope in ["apiVersion", "kind", "metadata"] {
+        body.as_object_mut().unwrap().remove(envelope);
+    }
+    let mut problems = Vec::new();
+    schema_problems(&crd_schema(), &body, "", &mut problems);
+    problems
+}
+
+#[test]
+fn the_examples_pass_the_crd_schema_with_no_unknown_field() {
+    for file in [
+        "examples/redis-cluster-small.yaml",
+        "examples/redis-cluster-production.yaml",
+    ] {
+        let document: Value = serde_saphyr::from_str(&repo(file)).unwrap();
+        assert_eq!(document["apiVersion"], "cinnabar.io/v1alpha1", "{file}");
+        assert_eq!(document["kind"], "RedisCluster", "{file}");
+        assert_eq!(problems_of(&document), Vec::<String>::new(), "{file}");
+    }
+}
+
+#[test]
+fn the_schema_check_refuses_typos_bad_enums_and_out_of_range_numbers() {
+    let spec =
+        |spec: Value| serde_json::json!({"apiVersion": "cinnabar.io/v1alpha1", "spec": spec});
+    assert_eq!(
+        problems_of(&spec(serde_json::json!({"shards": 3}))),
+        Vec::<String>::new()
+    );
+    for (bad, expected) in [
+        (
+            serde_json::json!({"shards": 3, "replicaPerShard": 1}),
+            ".spec.replicaPerShard: unknown field",
+        ),
+        (
+            serde_json::json!({"shards": 3, "proxy": {"replica": 2}}),
+            ".spec.proxy.replica: unknown field",
+        ),
+        (
+            serde_json::json!({"shards": 3, "persistence": {"aof": "sometimes"}}),
+            ".spec.persistence.aof",
+        ),
+        (
+            serde_json::json!({"shards": 0}),
+            ".spec.shards: 0 is out of bounds",
+        ),
+        (
+            serde_json::json!({"shards": "3"}),
+            ".spec.shards: \"3\" is not an integer",
+        ),
+        (
+            serde_json::json!({"replicasPerShard": 1}),
+            ".spec: shards is required",
+        ),
+    ] {
+        let problems = problems_of(&spec(bad.clone()));
+        assert!(
+            problems.iter().any(|p| p.starts_with(expected)),
+            "{bad}: {problems:?}"
+        );
     }
 }
 
