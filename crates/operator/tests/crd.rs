@@ -221,7 +221,17 @@ fn rbac_rules(rbac: &str) -> Vec<(String, String, String)> {
 }
 
 #[test]
-fn the_chart_values_parse_and_its_rbac_grants_exactly_what_the_operator_uses() {
+fn the_chart_values_follow_its_schema_and_its_rbac_grants_exactly_what_the_operator_calls() {
+    let values_schema: Value =
+        serde_json::from_str(&repo("deploy/helm/cinnabar/values.schema.json")).unwrap();
+    let mut problems = Vec::new();
+    schema_problems(
+        &values_schema,
+        &serde_json::json!({"replica": 2}),
+        "",
+        &mut problems,
+    );
+    assert_eq!(problems, [".replica: unknown field"], "typos are refused");
     for file in [
         "values.yaml",
         "values-sandbox.yaml",
@@ -229,8 +239,12 @@ fn the_chart_values_parse_and_its_rbac_grants_exactly_what_the_operator_uses() {
         "values-production.yaml",
     ] {
         let text = repo(&format!("deploy/helm/cinnabar/{file}"));
-        let _: serde_json::Value =
-            serde_saphyr::from_str(&text).unwrap_or_else(|e| panic!("{file}: {e}"));
+        let values: Value = serde_saphyr::from_str(&text).unwrap_or_else(|e| panic!("{file}: {e}"));
+        // The chart's values.schema.json (which helm itself enforces) uses only what the
+        // structural check knows: types, properties, additionalProperties, enums, bounds.
+        let mut problems = Vec::new();
+        schema_problems(&values_schema, &values, "", &mut problems);
+        assert_eq!(problems, Vec::<String>::new(), "{file}");
     }
     let rbac = repo("deploy/helm/cinnabar/templates/rbac.yaml");
     // What the operator calls: add a verb here and in rbac.yaml together, never a wildcard.
