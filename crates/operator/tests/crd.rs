@@ -1,4 +1,5 @@
-//! The checked-in CRD matches the Rust types, and the examples are valid `RedisCluster`s.
+//! The checked-in CRD matches the Rust types, the examples are valid `RedisCluster`s, and the Helm
+//! chart's values and RBAC are what the operator expects.
 
 #![allow(clippy::unwrap_used)]
 
