@@ -35,34 +35,24 @@ fn assert_no_client_impact(workload: Workload) {
     log.assert_nothing_lost();
 }
 
-/// `address → role` from a status document.
-fn roles(status: &Value) -> BTreeMap<String, String> {
+/// `address → field(node)` for every node of a status document.
+fn by_address<T>(status: &Value, field: impl Fn(&Value) -> T) -> BTreeMap<String, T> {
     status["nodes"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|n| {
-            (
-                n["address"].as_str().unwrap().to_owned(),
-                n["role"].as_str().unwrap().to_owned(),
-            )
-        })
+        .map(|n| (n["address"].as_str().unwrap().to_owned(), field(n)))
         .collect()
+}
+
+/// `address → role` from a status document.
+fn roles(status: &Value) -> BTreeMap<String, String> {
+    by_address(status, |n| n["role"].as_str().unwrap().to_owned())
 }
 
 /// `address → pid` from a status document.
 fn pids_by_address(status: &Value) -> BTreeMap<String, u64> {
-    status["nodes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|n| {
-            (
-                n["address"].as_str().unwrap().to_owned(),
-                n["pid"].as_u64().unwrap(),
-            )
-        })
-        .collect()
+    by_address(status, |n| n["pid"].as_u64().unwrap())
 }
 
 fn succeeded(out: &std::process::Output, what: &str) {

@@ -37,20 +37,19 @@ pub struct PlatformNode {
 impl PlatformNode {
     /// A node without placement facts.
     pub fn new(addr: NodeAddr) -> Self {
-        Self {
-            addr,
-            host: None,
-            zone: None,
-            group: None,
-            retiring: false,
-        }
+        Self::placed(addr, None)
     }
 
     /// A node on host `host`.
     pub fn on_host(addr: NodeAddr, host: impl Into<String>) -> Self {
+        Self::placed(addr, Some(host.into()))
+    }
+
+    /// A node on `host` when the platform knows it, with no zone, group or retirement.
+    pub fn placed(addr: NodeAddr, host: Option<String>) -> Self {
         Self {
             addr,
-            host: Some(host.into()),
+            host,
             zone: None,
             group: None,
             retiring: false,

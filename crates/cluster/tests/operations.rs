@@ -79,6 +79,15 @@ async fn heal(platform: &mut TestPlatform) -> Vec<String> {
     run(platform, op).await
 }
 
+/// The operation's log mentions `what` (a step it must have taken).
+fn assert_logged(log: &[String], what: &str) {
+    assert!(
+        log.iter().any(|l| l.contains(what)),
+        "no `{what}` in\n{}",
+        log.join("\n")
+    );
+}
+
 /// Healthy, every slot covered, each master with `replicas` replicas.
 async fn assert_clean(platform: &TestPlatform, replicas: usize) {
     let options = CheckOptions {
@@ -227,11 +236,7 @@ async fn heal_recovers_a_cluster_whose_nodes_all_restarted_on_new_ports() {
         server.move_to_new_port();
     }
     let log = heal(&mut platform).await;
-    assert!(
-        log.iter().any(|l| l.contains("moved to")),
-        "{}",
-        log.join("\n")
-    );
+    assert_logged(&log, "moved to");
     assert_clean(&platform, 1).await;
 }
 
@@ -285,24 +290,12 @@ async fn heal_forgets_ghosts_and_stuck_handshakes_and_restarts_dead_nodes() {
     // A dead replica.
     platform.server_mut(&addrs[4]).unwrap().kill();
     let log = heal(&mut platform).await;
-    assert!(
-        log.iter().any(|l| l.contains("forget")),
-        "{}",
-        log.join("\n")
-    );
-    assert!(
-        log.iter().any(|l| l.contains("start")),
-        "{}",
-        log.join("\n")
-    );
+    assert_logged(&log, "forget");
+    assert_logged(&log, "start");
     let after = observed(&platform).await;
     assert!(after.ghosts().is_empty(), "{:?}", after.ghosts());
     assert!(after.open_slots().is_empty(), "{:?}", after.open_slots());
-    assert!(
-        log.iter().any(|l| l.contains("close open slots")),
-        "{}",
-        log.join("\n")
-    );
+    assert_logged(&log, "close open slots");
     assert_clean(&platform, 1).await;
 }
 
@@ -355,11 +348,7 @@ async fn scale_out_to_five_shards_and_back_to_three_with_no_client_impact() {
         },
     )
     .await;
-    assert!(
-        log.iter().any(|l| l.contains("rebalance slots")),
-        "{}",
-        log.join("\n")
-    );
+    assert_logged(&log, "rebalance slots");
     let grown = observed(&platform).await;
     let serving: Vec<_> = grown
         .shards()

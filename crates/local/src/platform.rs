@@ -99,13 +99,7 @@ impl Platform for LocalPlatform {
         Ok(state
             .nodes
             .into_iter()
-            .map(|n| PlatformNode {
-                addr: local_addr(n.port),
-                host: n.host,
-                zone: None,
-                group: None,
-                retiring: false,
-            })
+            .map(|n| PlatformNode::placed(local_addr(n.port), n.host))
             .collect())
     }
 
@@ -126,13 +120,7 @@ impl Platform for LocalPlatform {
             ControlReply::Done {
                 port: Some(port),
                 host,
-            } => Ok(PlatformNode {
-                addr: local_addr(port),
-                host,
-                zone: None,
-                group: None,
-                retiring: false,
-            }),
+            } => Ok(PlatformNode::placed(local_addr(port), host)),
             ControlReply::Done { port: None, .. } => Err(ClusterError::Platform(
                 "the supervisor started a node but did not say on which port".into(),
             )),

@@ -136,6 +136,20 @@ struct Child {
     held: bool,
 }
 
+impl Child {
+    /// A node process that has just been started.
+    fn new(process: NodeProcess) -> Self {
+        Self {
+            process,
+            started: Instant::now(),
+            restarts: 0,
+            backoff: Duration::ZERO,
+            restart_at: None,
+            held: false,
+        }
+    }
+}
+
 /// A running local cluster and the loop that keeps it running.
 #[derive(Debug)]
 pub struct Supervisor {
@@ -265,14 +279,7 @@ impl Supervisor {
         for &port in &ports {
             let config = self.node_config(port);
             let process = NodeProcess::spawn(&self.binary, &config)?;
-            self.children.push(Child {
-                process,
-                started: Instant::now(),
-                restarts: 0,
-                backoff: Duration::ZERO,
-                restart_at: None,
-                held: false,
-            });
+            self.children.push(Child::new(process));
         }
         for child in &mut self.children {
             child.process.wait_ready(NODE_READY_TIMEOUT)?;

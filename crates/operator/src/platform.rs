@@ -99,6 +99,12 @@ impl KubePlatform {
             })
     }
 
+    /// The planner's nodes among `pods` (read with [`pods`](Self::pods)), pods beyond the spec
+    /// marked retiring.
+    pub fn nodes_of(&self, pods: &[RedisPod]) -> Vec<PlatformNode> {
+        platform_nodes(pods, |p| self.is_retiring(p))
+    }
+
     fn is_retiring(&self, pod: &RedisPod) -> bool {
         pod.shard.is_some_and(|s| s >= self.shards)
             || pod.ordinal.is_some_and(|o| o >= self.per_shard)
@@ -111,15 +117,7 @@ impl KubePlatform {
 
 impl Platform for KubePlatform {
     async fn nodes(&self) -> Result<Vec<PlatformNode>, ClusterError> {
-        let pods = self.pods().await?;
-        let mut nodes = platform_nodes(&pods);
-        for node in &mut nodes {
-            node.retiring = pods
-                .iter()
-                .find(|p| p.node.as_ref().is_some_and(|n| n.addr == node.addr))
-                .is_some_and(|p| self.is_retiring(p));
-        }
-        Ok(nodes)
+        Ok(self.nodes_of(&self.pods().await?))
     }
 
     fn hosts(&self) -> Vec<String> {

@@ -88,12 +88,22 @@ pub fn redis_pod(pod: &Pod) -> RedisPod {
     }
 }
 
-/// The planner's nodes among `pods`, in shard then ordinal order (so creation makes pod 0 of
-/// each StatefulSet its shard's master).
-pub fn platform_nodes(pods: &[RedisPod]) -> Vec<PlatformNode> {
+/// The planner's nodes among `pods`, in shard then ordinal order, each marked retiring when
+/// `retiring` says so (see `Platform` in `crate::platform`).
+pub fn platform_nodes(
+    pods: &[RedisPod],
+    retiring: impl Fn(&RedisPod) -> bool,
+) -> Vec<PlatformNode> {
     let mut sorted: Vec<&RedisPod> = pods.iter().filter(|p| !p.terminating).collect();
     sorted.sort_by_key(|p| (p.shard, p.ordinal, p.name.clone()));
-    sorted.into_iter().filter_map(|p| p.node.clone()).collect()
+    sorted
+        .into_iter()
+        .filter_map(|p| {
+            let mut node = p.node.clone()?;
+            node.retiring = retiring(p);
+            Some(node)
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -153,7 +163,7 @@ mod tests {
         assert_eq!(read[2].ordinal, Some(0));
         assert!(read.iter().all(|p| p.ready));
         assert_eq!(read[0].revision.as_deref(), Some("rev-1"));
-        let nodes = platform_nodes(&read);
+        let nodes = platform_nodes(&read, |p| p.shard == Some(1));
         let seen: Vec<(String, Option<&str>, Option<&str>)> = nodes
             .iter()
             .map(|n| (n.addr.to_string(), n.host.as_deref(), n.group.as_deref()))
@@ -167,5 +177,7 @@ mod tests {
             ],
             "the pod without an IP is not a node yet; shard 0's pod 0 comes first"
         );
+        let retiring: Vec<bool> = nodes.iter().map(|n| n.retiring).collect();
+        assert_eq!(retiring, [false, false, true]);
     }
 }

@@ -172,7 +172,8 @@ pub async fn reconcile(
         cluster.spec.replicas_per_shard,
     );
     let pods: Vec<RedisPod> = platform.pods().await?;
-    let nodes = platform.nodes().await?;
+    // One listing serves both the pods and the planner's nodes.
+    let nodes = platform.nodes_of(&pods);
     let observed: Observed = observe(&nodes, execute.timeouts, execute.credentials.as_ref()).await;
     let journal: Option<JournalEntry> = input
         .operation
@@ -362,14 +363,12 @@ async fn apply(
         ($kind:ty, $object:expr) => {{
             let object = $object;
             let name = object.name_any();
-            let api: Api<$kind> = Api::namespaced(client.clone(), namespace);
-            api.patch(&name, &params, &Patch::Apply(&object))
+            let kind_api: Api<$kind> = Api::namespaced(client.clone(), namespace);
+            kind_api
+                .patch(&name, &params, &Patch::Apply(&object))
                 .await
-                .map_err(api_err(format!("applying {name}")))?
+                .map_err(api(format!("applying {name}")))?
         }};
-    }
-    fn api_err(what: String) -> impl FnOnce(kube::Error) -> ReconcileError {
-        move |source| ReconcileError::Api { what, source }
     }
     apply_one!(k8s_openapi::api::core::v1::ConfigMap, objects.config_map);
     apply_one!(
@@ -406,15 +405,16 @@ async fn apply(
         // A Prometheus Operator type: applied as a dynamic object, and only when asked for.
         let gvk = kube::api::GroupVersionKind::gvk("monitoring.coreos.com", "v1", "ServiceMonitor");
         let resource = kube::api::ApiResource::from_gvk(&gvk);
-        let api: Api<kube::api::DynamicObject> =
+        let monitors: Api<kube::api::DynamicObject> =
             Api::namespaced_with(client.clone(), namespace, &resource);
         let name = monitor["metadata"]["name"]
             .as_str()
             .unwrap_or_default()
             .to_owned();
-        api.patch(&name, &params, &Patch::Apply(&monitor))
+        monitors
+            .patch(&name, &params, &Patch::Apply(&monitor))
             .await
-            .map_err(api_err(format!("applying ServiceMonitor {name}")))?;
+            .map_err(api(format!("applying ServiceMonitor {name}")))?;
     }
     if let Some(proxy) = objects.proxy {
         apply_one!(k8s_openapi::api::core::v1::ConfigMap, proxy.config_map);

@@ -1814,6 +1814,12 @@ fn every_node_names(worker: &Worker, count: usize) -> Vec<String> {
     names
 }
 
+/// A node's one-line reply, prefixed with the node's name: `host:port: ERR …`.
+fn named_reply(name: &str, reply: &[u8]) -> String {
+    let text = String::from_utf8_lossy(reply);
+    format!("{name}: {}", text.trim_start_matches(['-', '+']).trim_end())
+}
+
 /// `CONFIG SET`/`RESETSTAT` over every node: `+OK`, or an error that says on how many nodes it
 /// took effect and quotes each refusal with its node.
 fn node_report<'a>(
@@ -1826,10 +1832,7 @@ fn node_report<'a>(
     let refusals: Vec<String> = parts
         .zip(&names)
         .filter(|(reply, _)| *reply != b"+OK\r\n")
-        .map(|(reply, name)| {
-            let text = String::from_utf8_lossy(reply);
-            format!("{name}: {}", text.trim_start_matches(['-', '+']).trim_end())
-        })
+        .map(|(reply, name)| named_reply(name, reply))
         .collect();
     if refusals.is_empty() {
         return out.extend_from_slice(b"+OK\r\n");
@@ -1859,13 +1862,7 @@ fn config_get_report<'a>(
     let mut params: Vec<(Vec<u8>, NodeValues)> = Vec::new();
     for (node, reply) in parts.enumerate() {
         if reply.first() == Some(&b'-') {
-            let text = String::from_utf8_lossy(reply);
-            let message = format!(
-                "{}: {}",
-                names[node],
-                text.trim_start_matches('-').trim_end()
-            );
-            return encode::error(out, message.as_bytes());
+            return encode::error(out, named_reply(&names[node], reply).as_bytes());
         }
         let Ok(Some((value, _))) = parse_value(reply, &limits) else {
             return out.extend_from_slice(reply);

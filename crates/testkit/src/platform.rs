@@ -88,13 +88,7 @@ impl Platform for TestPlatform {
         Ok(self
             .nodes
             .iter()
-            .map(|(s, host)| PlatformNode {
-                addr: node_addr(s),
-                host: host.clone(),
-                zone: None,
-                group: None,
-                retiring: false,
-            })
+            .map(|(s, host)| PlatformNode::placed(node_addr(s), host.clone()))
             .collect())
     }
 
@@ -111,13 +105,7 @@ impl Platform for TestPlatform {
             )));
         }
         let server = TestServer::start_with(self.options.clone());
-        let node = PlatformNode {
-            addr: node_addr(&server),
-            host: host.map(str::to_owned),
-            zone: None,
-            group: None,
-            retiring: false,
-        };
+        let node = PlatformNode::placed(node_addr(&server), host.map(str::to_owned));
         self.nodes.push((server, node.host.clone()));
         Ok(node)
     }

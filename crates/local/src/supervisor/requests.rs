@@ -174,14 +174,7 @@ impl Supervisor {
             return Err(e.into());
         }
         tracing::info!(node = %process.addr(), host = ?host, pid = process.pid(), "provisioned a new node");
-        self.children.push(Child {
-            process,
-            started: Instant::now(),
-            restarts: 0,
-            backoff: Duration::ZERO,
-            restart_at: None,
-            held: false,
-        });
+        self.children.push(Child::new(process));
         self.state.nodes.push(NodeState {
             port,
             dir: config.dir,
