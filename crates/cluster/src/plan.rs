@@ -782,6 +782,16 @@ impl Planner<'_> {
         }
         // 3. Slots: even over kept shards, none on shards to remove.
         if !roles.is_balanced() {
+            // `SETSLOT … IMPORTING/MIGRATING/NODE` name the other master by id, and a node
+            // refuses an id it has not heard of. A master met a moment ago learns the others by
+            // gossip, which on a loaded machine can take longer than a migration step's
+            // retries, so introduce the pair directly rather than fail the step.
+            if let Some((viewer, missing)) = self.observed.unacquainted().into_iter().next() {
+                return Ok(Next::Step(Step::Meet {
+                    node: missing,
+                    via: viewer,
+                }));
+            }
             let mut targets: Vec<(NodeAddr, String, u32)> = roles
                 .keep
                 .iter()

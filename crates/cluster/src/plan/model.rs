@@ -28,6 +28,8 @@ struct SimNode {
     slots: SlotSet,
     link_up: bool,
     lag: u64,
+    /// Ids of the members this node has heard of (gossip spreads them when time passes).
+    knows: BTreeSet<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -68,6 +70,7 @@ impl Sim {
                 node.master = Some(master_id.clone());
             }
         }
+        sim.gossip();
         sim
     }
 
@@ -89,8 +92,14 @@ impl Sim {
             slots: SlotSet::new(),
             link_up: true,
             lag: 0,
+            knows: BTreeSet::new(),
         });
         addr
+    }
+
+    fn node(&self, addr: &NodeAddr) -> &SimNode {
+        let i = self.nodes.iter().position(|n| &n.addr == addr);
+        &self.nodes[i.unwrap_or_else(|| panic!("no node {addr}"))]
     }
 
     fn node_mut(&mut self, addr: &NodeAddr) -> &mut SimNode {
@@ -135,7 +144,7 @@ impl Sim {
                                 let mut peers: Vec<ClusterNode> = self
                                     .nodes
                                     .iter()
-                                    .filter(|o| o.member && o.id != n.id)
+                                    .filter(|o| o.member && o.id != n.id && n.knows.contains(&o.id))
                                     .map(Self::entry)
                                     .collect();
                                 for (id, slots) in &self.ghosts {
@@ -197,11 +206,26 @@ impl Sim {
         Observed { nodes }
     }
 
-    /// Time passes: replicas sync.
+    /// Time passes: replicas sync, gossip spreads.
     fn settle(&mut self) {
         for node in &mut self.nodes {
             node.link_up = true;
             node.lag = 0;
+        }
+        self.gossip();
+    }
+
+    /// Every member hears of every other member.
+    fn gossip(&mut self) {
+        let members: BTreeSet<String> = self
+            .nodes
+            .iter()
+            .filter(|n| n.member)
+            .map(|n| n.id.clone())
+            .collect();
+        for node in self.nodes.iter_mut().filter(|n| n.member) {
+            node.knows.clone_from(&members);
+            node.knows.remove(&node.id);
         }
     }
 
@@ -235,7 +259,13 @@ impl Sim {
                 if !self.nodes.iter().any(|n| &n.addr == via && n.member) {
                     return Err(format!("meet via {via}, which is not a member"));
                 }
-                self.node_mut(node).member = true;
+                // Only the pair meets; the others hear of the node when gossip spreads.
+                let via_id = self.node(via).id.clone();
+                let met = self.node_mut(node);
+                met.member = true;
+                met.knows.insert(via_id);
+                let node_id = met.id.clone();
+                self.node_mut(via).knows.insert(node_id);
             }
             Step::Replicate {
                 replica, master_id, ..
@@ -347,6 +377,18 @@ impl Sim {
             .collect();
         if receivers.is_empty() {
             return Err("move slots with no receiving master".into());
+        }
+        // Redis refuses `SETSLOT … IMPORTING/MIGRATING/NODE` naming a node it has not heard of.
+        for (viewer, _, _) in targets {
+            let knows = &self.node(viewer).knows;
+            if let Some((_, id, _)) = targets
+                .iter()
+                .find(|(addr, id, _)| addr != viewer && !knows.contains(id))
+            {
+                return Err(format!(
+                    "{viewer} does not know {id}: ERR I don't know about node"
+                ));
+            }
         }
         let mut pool = Vec::new();
         let mut owned: BTreeMap<String, Vec<u16>> = BTreeMap::new();
