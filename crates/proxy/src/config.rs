@@ -55,7 +55,9 @@ pub struct ProxyConfig {
     pub workers: usize,
     /// Connect timeout for backend connections.
     pub connect_timeout: Duration,
-    /// How many MOVED/ASK redirects one request may follow before the error goes to the client.
+    /// How many MOVED/ASK redirects one request follows in a row. More means nodes disagree
+    /// about the slot for a moment: the request starts over from a fresh routing table after a
+    /// pause, within `retry_window`, then fails with `-TRYAGAIN` (never a raw redirect).
     pub max_redirects: u8,
     /// How long TRYAGAIN / CLUSTERDOWN / connection failures are retried before the client sees
     /// the error: a failover that completes within this window is invisible to clients.

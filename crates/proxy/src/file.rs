@@ -102,7 +102,8 @@ proxy_keys! {
     workers: NonZeroUsize => |c, v| c.workers = v.get(),
     /// Connect timeout for backend connections, in milliseconds (1 or more).
     connect_timeout_ms: NonZeroU64 => |c, v| c.connect_timeout = Duration::from_millis(v.get()),
-    /// MOVED/ASK redirects one request may follow before the error goes to the client.
+    /// MOVED/ASK redirects one request follows in a row before it starts over from a fresh
+    /// routing table (within the retry window, then `-TRYAGAIN`).
     max_redirects: u8 => |c, v| c.max_redirects = v,
     /// How long transient cluster errors are retried before a client sees them, in milliseconds
     /// (0 passes them on at once).

@@ -434,13 +434,15 @@ impl Worker {
                 let Some((host, port)) = redirect.host_port() else {
                     return false;
                 };
-                {
+                let looping = {
                     let mut tickets = self.tickets.borrow_mut();
                     let ticket = tickets.get(id);
-                    if ticket.redirects >= self.config.max_redirects {
-                        return false;
-                    }
-                    ticket.redirects += 1;
+                    let looping = ticket.redirects >= self.config.max_redirects;
+                    ticket.redirects = if looping { 0 } else { ticket.redirects + 1 };
+                    looping
+                };
+                if looping {
+                    return self.redirect_loop(id, reply);
                 }
                 let host = if host.is_empty() {
                     from.host.clone()
@@ -500,6 +502,29 @@ impl Worker {
             )
         };
         self.tickets.borrow_mut().complete(id, msg.as_bytes());
+    }
+
+    /// Ticket `id` followed `max_redirects` redirects without reaching an owner: nodes that
+    /// disagree for a moment while a slot changes hands (one closed its side of a migration, the
+    /// other has not yet). A raw `-MOVED`/`-ASK` naming a backend address means nothing to a
+    /// client of the proxy, so start again from a fresh routing table after a pause, within the
+    /// retry window, and only then give up with an error that says what happened.
+    fn redirect_loop(self: &Rc<Self>, id: usize, reply: &[u8]) -> bool {
+        self.refresh.notify_one();
+        if self.retry_later(id) {
+            return true;
+        }
+        let slot = self.tickets.borrow().peek(id).slot;
+        let last = String::from_utf8_lossy(reply.strip_prefix(b"-").unwrap_or(reply));
+        let msg = format!(
+            "-TRYAGAIN cinnabar: slot {} kept redirecting for {} ms (last: {}); the cluster is \
+             changing, try again\r\n",
+            slot.map_or_else(|| "?".to_owned(), |s| s.to_string()),
+            self.config.retry_window.as_millis(),
+            last.trim_end()
+        );
+        self.tickets.borrow_mut().complete(id, msg.as_bytes());
+        true
     }
 
     /// Re-dispatches `id` after a pause if its retry window is still open.

@@ -307,6 +307,86 @@ async fn a_slot_moved_behind_the_proxys_back_is_followed() {
     assert_eq!(direct, "after", "the write landed on the new owner");
 }
 
+/// Two nodes that disagree about a slot (the source migrating it, the target not importing it)
+/// bounce a request between them forever. The proxy starts over after a pause while its retry
+/// window lasts, so a disagreement that ends in time is invisible, and one that does not ends
+/// in a `-TRYAGAIN` saying what happened, never a raw `-ASK` naming a backend.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_redirect_loop_is_waited_out_and_then_reported_clearly() {
+    let cluster = TestCluster::start(2, 0).await;
+    let mut config = ProxyConfig::new("127.0.0.1:0".parse().unwrap(), cluster.seeds());
+    config.retry_window = Duration::from_secs(2);
+    let proxy = cinnabar_proxy::start(config).unwrap();
+    let slot = cinnabar_commands::key_slot(b"bouncer");
+    let report = cluster.check().await;
+    let owner = report
+        .nodes
+        .iter()
+        .find(|n| n.slots.iter().any(|r| r.start <= slot && slot <= r.end))
+        .unwrap();
+    let target = report.nodes.iter().find(|n| n.id != owner.id).unwrap();
+    let (mut src, mut dst) = (
+        node_connection(&owner.addr, None),
+        node_connection(&target.addr, None),
+    );
+    let setslot = |conn: &mut redis::Connection, state: &str, id: &str| {
+        redis::cmd("CLUSTER")
+            .arg("SETSLOT")
+            .arg(slot)
+            .arg(state)
+            .arg(id)
+            .exec(conn)
+            .unwrap();
+    };
+    setslot(&mut src, "MIGRATING", &target.id);
+
+    // The loop lasts longer than the window: a clear, retryable error.
+    let mut conn = client(&proxy);
+    let started = std::time::Instant::now();
+    let err = redis::cmd("GET")
+        .arg("bouncer")
+        .query::<Option<String>>(&mut conn)
+        .unwrap_err();
+    assert_eq!(err.code(), Some("TRYAGAIN"), "{err}");
+    assert!(
+        err.to_string()
+            .contains(&format!("slot {slot} kept redirecting")),
+        "{err}"
+    );
+    assert!(started.elapsed() >= Duration::from_secs(2), "{err}");
+    // Other slots were served all along, on the same connection too.
+    redis::cmd("SET")
+        .arg("other")
+        .arg("1")
+        .exec(&mut conn)
+        .unwrap();
+
+    // The loop ends inside the window (the target starts importing): the client sees nothing.
+    let proxy_addr = proxy.local_addr();
+    let pending = std::thread::spawn(move || {
+        let mut conn = redis::Client::open(format!("redis://{proxy_addr}/"))
+            .unwrap()
+            .get_connection()
+            .unwrap();
+        redis::cmd("SET")
+            .arg("bouncer")
+            .arg("landed")
+            .exec(&mut conn)
+    });
+    std::thread::sleep(Duration::from_millis(400));
+    setslot(&mut dst, "IMPORTING", &owner.id);
+    pending.join().unwrap().unwrap();
+    // It landed on the importing target, as the source's `-ASK` said it should.
+    let (direct,): (String,) = redis::pipe()
+        .cmd("ASKING")
+        .ignore()
+        .cmd("GET")
+        .arg("bouncer")
+        .query(&mut dst)
+        .unwrap();
+    assert_eq!(direct, "landed");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn redis_cli_works_through_the_proxy() {
     let (_cluster, proxy) = cluster_and_proxy(3).await;
