@@ -414,9 +414,15 @@ pub async fn observe(
             };
             let credentials = credentials.cloned();
             set.spawn(async move {
-                let facts = query_facts(&node.addr, timeouts, credentials.as_ref())
-                    .await
-                    .map_err(|e| e.to_string());
+                let mut facts = query_facts(&node.addr, timeouts, credentials.as_ref()).await;
+                // A node busy with a fork or a big MIGRATE on a loaded machine can miss one
+                // deadline; ask once more before calling it down. A refused connection is
+                // final at once.
+                if matches!(&facts, Err(ClusterError::Unreachable { source, .. }) if source.is_timeout())
+                {
+                    facts = query_facts(&node.addr, timeouts, credentials.as_ref()).await;
+                }
+                let facts = facts.map_err(|e| e.to_string());
                 (index, ObservedNode { node, facts })
             });
         }

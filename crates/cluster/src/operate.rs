@@ -19,7 +19,17 @@ use crate::platform::Platform;
 /// How long the runner sleeps when the planner waits.
 const WAIT_POLL: Duration = Duration::from_millis(250);
 /// A step that fails this many times in a row ends the run.
-const MAX_STEP_FAILURES: usize = 3;
+const MAX_STEP_FAILURES: usize = 4;
+/// Once an operation has changed something, a refusal must last this long before the run
+/// gives up: a node that missed one probe while busy with a fork or a big `MIGRATE` is not a
+/// reason to abandon a half-done scale, but a node that stays down is.
+const REFUSAL_PATIENCE: Duration = Duration::from_secs(10);
+
+/// The pause before planning again after the `failures`-th failure in a row: 0.25, 0.5, 1,
+/// 2 s, so gossip and replication a step depends on get time to catch up.
+fn retry_pause(failures: usize) -> Duration {
+    WAIT_POLL * (1u32 << failures.saturating_sub(1).min(3))
+}
 
 /// An operation in progress, as journaled.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -368,7 +378,10 @@ pub async fn advance<P: Platform + Send>(
 /// Runs `operation` until the planner says it is done.
 ///
 /// A refusal on the very first plan changes nothing. Later, the journal keeps the operation so
-/// a new run can resume it (`operation` is then the journaled one).
+/// a new run can resume it (`operation` is then the journaled one). Once a step has run, a
+/// refusal (a node that did not answer, say) is observed again for [`REFUSAL_PATIENCE`] before
+/// the run gives up, and a failed step is planned again after a growing pause, at most
+/// [`MAX_STEP_FAILURES`] times in a row.
 ///
 /// # Errors
 /// See [`OperateError`].
@@ -387,6 +400,7 @@ pub async fn run_operation<P: Platform + Send>(
         started_ms: now_ms(),
     };
     let mut failures = 0;
+    let mut refused_since: Option<Instant> = None;
     let mut last_wait = String::new();
     let mut last = String::from("planning");
     loop {
@@ -404,7 +418,27 @@ pub async fn run_operation<P: Platform + Send>(
             unresolved,
             planned,
         };
-        match advance(&mut entry, platform, journal, options, on_event).await? {
+        let advanced = match advance(&mut entry, platform, journal, options, on_event).await {
+            Err(OperateError::Refused(refusal)) if entry.steps_done > 0 && !options.dry_run => {
+                let since = *refused_since.get_or_insert_with(Instant::now);
+                if since.elapsed() >= REFUSAL_PATIENCE {
+                    return Err(OperateError::Refused(refusal));
+                }
+                let reason = format!("{refusal}; observing again");
+                if reason != last_wait {
+                    on_event(OperateEvent::Waiting {
+                        reason: reason.clone(),
+                    });
+                    last_wait.clone_from(&reason);
+                }
+                last = reason;
+                tokio::time::sleep(WAIT_POLL * 2).await;
+                continue;
+            }
+            other => other?,
+        };
+        refused_since = None;
+        match advanced {
             Advance::Done { unresolved } => {
                 if !options.dry_run {
                     journal.clear()?;
@@ -433,7 +467,7 @@ pub async fn run_operation<P: Platform + Send>(
                     return Err(OperateError::StepFailed { step, error });
                 }
                 on_event(OperateEvent::Retrying { error });
-                tokio::time::sleep(WAIT_POLL).await;
+                tokio::time::sleep(retry_pause(failures)).await;
             }
         }
     }

@@ -8,8 +8,8 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use cinnabar_cluster::{
-    CheckOptions, MemoryJournal, NodeAddr, Observed, OperateError, OperateOptions, Operation,
-    Platform, Role, Timeouts, check_with, observe, run_operation,
+    CheckOptions, ExecuteOptions, MemoryJournal, NodeAddr, Observed, OperateError, OperateEvent,
+    OperateOptions, Operation, Platform, Role, Timeouts, check_with, observe, run_operation,
 };
 use cinnabar_proxy::{ProxyConfig, ProxyHandle};
 use cinnabar_testkit::{Target, TestCluster, TestPlatform, Workload, WorkloadLog};
@@ -398,6 +398,59 @@ async fn scale_out_to_five_shards_and_back_to_three_with_no_client_impact() {
     assert_no_client_impact(&workload.stop());
     assert_clean(&platform, 1).await;
     assert_placement(&shrunk);
+}
+
+/// A node that stops answering for a few seconds half-way through an operation (a fork, a big
+/// `MIGRATE`, a loaded machine) makes the run wait and observe again, not abandon the work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_stalls_mid_operation_is_waited_for_not_given_up_on() {
+    let mut platform = platform(2, 0, 0).await;
+    let stalled = platform.addrs()[1].clone();
+    let pid = platform.server_mut(&stalled).unwrap().pid().to_string();
+    let signal = move |which: &str| {
+        let status = std::process::Command::new("kill")
+            .args([which, &pid])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    };
+    let mut stalls = 0;
+    let mut log = Vec::new();
+    let report = run_operation(
+        Operation::Scale {
+            masters: 2,
+            replicas: 1,
+        },
+        &mut platform,
+        &mut MemoryJournal::default(),
+        &OperateOptions {
+            execute: ExecuteOptions {
+                timeouts: TIMEOUTS,
+                ..ExecuteOptions::default()
+            },
+            ..OperateOptions::default()
+        },
+        &mut |e| {
+            // After the first step, freeze a master for longer than an observation and its one
+            // retry take (2 × 1.5 s), but well within the refusal patience (10 s).
+            if stalls == 0 && matches!(e, OperateEvent::StepDone { .. }) {
+                stalls += 1;
+                signal("-STOP");
+                let resume = signal.clone();
+                std::thread::spawn(move || {
+                    std::thread::sleep(Duration::from_secs(5));
+                    resume("-CONT");
+                });
+            }
+            log.push(e.to_string());
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}\nlog:\n{}", log.join("\n")));
+    assert!(report.unresolved.is_empty(), "{report:?}");
+    assert_logged(&log, &format!("{stalled} is down"));
+    assert_logged(&log, "observing again");
+    assert_clean(&platform, 1).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
