@@ -181,15 +181,24 @@ async fn meet(
         .meet(ip, node.port, bus)
         .await?;
     let via_id = connect(via, options).await?.my_id().await?;
+    let node_id = connect(node, options).await?.my_id().await?;
+    // Both directions: `node` may already have known `via` (the planner also introduces members
+    // that one of them has not heard of yet), and the step is done only when `via` has finished
+    // its handshake too.
     wait_until(
-        format!("{node} to join the cluster through {via}"),
+        format!("{node} and {via} to know each other"),
         node,
         options.gossip_timeout,
         || async {
-            match facts(node, options).await {
-                Ok(f) if f.peers.iter().any(|p| p.id == via_id && !p.flags.handshake) => None,
-                Ok(f) => Some(format!("{node} knows {} other node(s)", f.peers.len())),
-                Err(e) => Some(e.to_string()),
+            let knows =
+                |f: &NodeFacts, id: &str| f.peers.iter().any(|p| p.id == id && !p.flags.handshake);
+            match (facts(node, options).await, facts(via, options).await) {
+                (Ok(n), Ok(v)) if knows(&n, &via_id) && knows(&v, &node_id) => None,
+                (Ok(n), Ok(_)) if !knows(&n, &via_id) => {
+                    Some(format!("{node} knows {} other node(s)", n.peers.len()))
+                }
+                (Ok(_), Ok(_)) => Some(format!("{via} is still shaking hands with {node}")),
+                (Err(e), _) | (_, Err(e)) => Some(e.to_string()),
             }
         },
     )

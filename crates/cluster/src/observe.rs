@@ -278,16 +278,29 @@ impl Observed {
     }
 
     /// Table entries that match no platform node.
+    ///
+    /// A `handshake` entry for the address of a node the platform runs is an introduction under
+    /// way (a `MEET`, or gossip about a node just met), not a ghost: forgetting it would undo the
+    /// introduction, and Redis itself drops one that does not complete within the node timeout.
     pub fn ghosts(&self) -> Vec<Ghost> {
         let platform_ids: BTreeSet<String> = self
             .nodes
             .iter()
             .filter_map(|n| self.id_of(n.addr()))
             .collect();
+        let platform_addrs: BTreeSet<&NodeAddr> = self.nodes.iter().map(|n| n.addr()).collect();
         let mut ghosts: BTreeMap<String, Ghost> = BTreeMap::new();
         for (node, facts) in self.members() {
             for peer in &facts.peers {
                 if platform_ids.contains(&peer.id) {
+                    continue;
+                }
+                if peer.flags.handshake
+                    && peer
+                        .addr
+                        .as_ref()
+                        .is_some_and(|a| platform_addrs.contains(a))
+                {
                     continue;
                 }
                 let ghost = ghosts.entry(peer.id.clone()).or_insert_with(|| Ghost {
@@ -489,4 +502,54 @@ pub async fn query_facts(
         cluster_ok: info.is_ok(),
         peers: table.nodes,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::topology::parse_cluster_nodes;
+
+    fn node(port: u16, facts: Option<NodeFacts>) -> ObservedNode {
+        ObservedNode {
+            node: PlatformNode::new(NodeAddr::new("127.0.0.1", port)),
+            facts: facts.ok_or_else(|| "down".to_owned()),
+        }
+    }
+
+    fn facts(id: &str, peers: &str) -> NodeFacts {
+        NodeFacts {
+            id: id.into(),
+            role: Role::Master,
+            master_id: None,
+            slots: vec![SlotRange::new(0, 16383)],
+            migrations: Vec::new(),
+            link_up: true,
+            offset: 0,
+            keys: 0,
+            used_memory: 0,
+            maxmemory: 0,
+            cluster_ok: true,
+            peers: parse_cluster_nodes(peers).unwrap().nodes,
+        }
+    }
+
+    #[test]
+    fn a_handshake_towards_a_platform_node_is_an_introduction_not_a_ghost() {
+        let a = "a".repeat(40);
+        let peers = format!(
+            "{} 127.0.0.1:7001@17001 handshake - 0 0 0 connected\n\
+             {} 127.0.0.1:9999@19999 handshake - 0 0 0 connected\n\
+             {} 127.0.0.1:7002@17002 master,fail - 0 0 3 connected\n",
+            "1".repeat(40),
+            "2".repeat(40),
+            "3".repeat(40),
+        );
+        let observed = Observed {
+            nodes: vec![node(7000, Some(facts(&a, &peers))), node(7001, None)],
+        };
+        let ghosts: Vec<String> = observed.ghosts().into_iter().map(|g| g.id).collect();
+        // The handshake to 7001 (which the platform runs) is left to complete; the one to an
+        // address nothing runs at, and the failed node, are ghosts.
+        assert_eq!(ghosts, vec!["2".repeat(40), "3".repeat(40)]);
+    }
 }
