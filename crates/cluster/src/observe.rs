@@ -268,6 +268,28 @@ impl Observed {
             .collect()
     }
 
+    /// `(replica, its master)` for replicas that still follow a node that has become a replica
+    /// itself: after a failover, the old master's other replicas move to the new master once
+    /// gossip tells them, a moment later.
+    pub fn chained_replicas(&self) -> Vec<(NodeAddr, NodeAddr)> {
+        let mut chained = Vec::new();
+        for node in &self.nodes {
+            let Some((Role::Replica, Some(master_id), _)) = self.role_of(node.addr()) else {
+                continue;
+            };
+            let master = self
+                .nodes
+                .iter()
+                .find(|m| self.id_of(m.addr()).as_deref() == Some(master_id.as_str()));
+            if let Some(master) = master
+                && matches!(self.role_of(master.addr()), Some((Role::Replica, _, _)))
+            {
+                chained.push((node.addr().clone(), master.addr().clone()));
+            }
+        }
+        chained
+    }
+
     /// Reachable nodes that stand alone (know no other node): fresh or reset nodes.
     pub fn loners(&self) -> Vec<NodeAddr> {
         self.nodes

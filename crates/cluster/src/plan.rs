@@ -368,6 +368,15 @@ pub fn next_step(
         context,
         shards: observed.shards(),
     };
+    // Replicas of a master that just handed over its role follow the new master a moment
+    // later. Until then they belong to no shard, and a plan would count them as missing.
+    if !matches!(op, Operation::Heal { .. })
+        && let Some((replica, master)) = observed.chained_replicas().into_iter().next()
+    {
+        return Ok(Next::Wait(format!(
+            "{replica} still follows {master}, which is a replica now"
+        )));
+    }
     match op {
         Operation::Scale { masters, replicas } => plan.scale(*masters, *replicas),
         Operation::Failover { master_id, master } => plan.failover(master_id, master),

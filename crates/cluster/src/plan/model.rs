@@ -206,11 +206,23 @@ impl Sim {
         Observed { nodes }
     }
 
-    /// Time passes: replicas sync, gossip spreads.
+    /// Time passes: replicas sync, gossip spreads, replicas of a demoted master follow its
+    /// new master.
     fn settle(&mut self) {
         for node in &mut self.nodes {
             node.link_up = true;
             node.lag = 0;
+        }
+        let demoted: BTreeMap<String, String> = self
+            .nodes
+            .iter()
+            .filter(|n| n.role == Role::Replica)
+            .filter_map(|n| Some((n.id.clone(), n.master.clone()?)))
+            .collect();
+        for node in &mut self.nodes {
+            if let Some(new_master) = node.master.as_ref().and_then(|m| demoted.get(m)) {
+                node.master = Some(new_master.clone());
+            }
         }
         self.gossip();
     }
@@ -316,9 +328,9 @@ impl Sim {
                         n.role = Role::Replica;
                         n.master = Some(node.id.clone());
                         n.slots = SlotSet::new();
-                    } else if n.master.as_deref() == Some(old_id.as_str()) {
-                        n.master = Some(node.id.clone());
                     }
+                    // The old master's other replicas follow it until gossip moves them
+                    // (`settle`), as in Redis.
                 }
             }
             Step::Restart { node } => {
