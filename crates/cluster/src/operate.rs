@@ -375,6 +375,20 @@ pub async fn advance<P: Platform + Send>(
     }
 }
 
+/// Reports a wait once, not on every poll while the reason stays the same.
+fn report_wait(
+    reason: &str,
+    last_wait: &mut String,
+    on_event: &mut (dyn FnMut(OperateEvent) + Send),
+) {
+    if reason != last_wait {
+        on_event(OperateEvent::Waiting {
+            reason: reason.to_owned(),
+        });
+        reason.clone_into(last_wait);
+    }
+}
+
 /// Runs `operation` until the planner says it is done.
 ///
 /// A refusal on the very first plan changes nothing. Later, the journal keeps the operation so
@@ -424,14 +438,8 @@ pub async fn run_operation<P: Platform + Send>(
                 if since.elapsed() >= REFUSAL_PATIENCE {
                     return Err(OperateError::Refused(refusal));
                 }
-                let reason = format!("{refusal}; observing again");
-                if reason != last_wait {
-                    on_event(OperateEvent::Waiting {
-                        reason: reason.clone(),
-                    });
-                    last_wait.clone_from(&reason);
-                }
-                last = reason;
+                last = format!("{refusal}; observing again");
+                report_wait(&last, &mut last_wait, on_event);
                 tokio::time::sleep(WAIT_POLL * 2).await;
                 continue;
             }
@@ -447,12 +455,7 @@ pub async fn run_operation<P: Platform + Send>(
             }
             Advance::Planned { step } => return Ok(report(&entry, Vec::new(), Some(step))),
             Advance::Waiting { reason } => {
-                if reason != last_wait {
-                    on_event(OperateEvent::Waiting {
-                        reason: reason.clone(),
-                    });
-                    last_wait.clone_from(&reason);
-                }
+                report_wait(&reason, &mut last_wait, on_event);
                 last = reason;
                 tokio::time::sleep(WAIT_POLL).await;
             }
