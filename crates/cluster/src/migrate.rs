@@ -11,7 +11,11 @@
 //! target, in this order (each stage is one pipeline per node, so a step costs a handful of round
 //! trips however many slots it holds):
 //! 1. `CLUSTER SETSLOT s IMPORTING <source>` on the target, before the source starts sending
-//!    clients there with `-ASK` (a target that is not importing would bounce them back);
+//!    clients there with `-ASK` (a target that is not importing would bounce them back), once
+//!    the target's own table names an owner for every slot: Redis never rebinds a slot it is
+//!    importing, so a target opened too early would refuse the keys for good (`CLUSTERDOWN Hash
+//!    slot not served`). A slot found open in that state is closed on the target, learned, and
+//!    opened again;
 //! 2. `CLUSTER SETSLOT s MIGRATING <target>` on the source, with `CLUSTER GETKEYSINSLOT`;
 //! 3. rounds of `MIGRATE host port "" 0 <timeout> REPLACE KEYS k…` (one per slot and batch:
 //!    `MIGRATE` refuses keys of different slots) with the next `GETKEYSINSLOT` of each slot at the
@@ -92,6 +96,10 @@ const TRYAGAIN_ATTEMPTS: u32 = 50;
 
 /// The pause before retrying after `-TRYAGAIN`.
 const TRYAGAIN_PAUSE: Duration = Duration::from_millis(100);
+
+/// How long a target may take to learn who owns the slots it is about to import (the owner's
+/// next heartbeat tells it; a node met a second ago may not have heard yet).
+const TARGET_VIEW_WAIT: Duration = Duration::from_secs(15);
 
 /// How often a source that refuses `SETSLOT NODE` because keys arrived is drained again.
 const FINAL_DRAIN_ATTEMPTS: u32 = 3;
@@ -857,6 +865,7 @@ impl Step {
     /// `IMPORTING` on the target; returns the slots it does not own yet (those it owns were
     /// moved by an earlier run and only need closing).
     async fn open_on_target(&self) -> Result<Vec<u16>, ClusterError> {
+        self.wait_target_knows_owners(&self.slots).await?;
         let mut pipe = self.setslot_pipeline(&self.slots, "IMPORTING", &self.source.id);
         let replies = self
             .target
@@ -878,6 +887,73 @@ impl Step {
             }
         }
         Ok(opened)
+    }
+
+    /// Waits until the target's own table names an owner for every one of `slots`. A node
+    /// learns an owner's slots from the owner's heartbeats, and Redis never rebinds a slot it
+    /// is importing: a target opened before it heard (a master met a second ago, on a loaded
+    /// machine) answers `CLUSTERDOWN Hash slot not served` to every key sent to it, for as long
+    /// as the slot stays open. So such a slot is first closed on the target alone, to let it
+    /// learn; the caller opens it again. Meanwhile the source, still migrating, sends clients
+    /// of moved keys there with `-ASK` and the target bounces them back: a pause, never a wrong
+    /// answer.
+    async fn wait_target_knows_owners(&self, slots: &[u16]) -> Result<(), ClusterError> {
+        let deadline = Instant::now() + TARGET_VIEW_WAIT;
+        let mut closed = false;
+        loop {
+            let table = self.target.control.clone().cluster_nodes().await?;
+            let unbound: Vec<u16> = slots
+                .iter()
+                .copied()
+                .filter(|slot| {
+                    !table
+                        .nodes
+                        .iter()
+                        .any(|n| n.flags.master && n.slots.iter().any(|r| r.contains(*slot)))
+                })
+                .collect();
+            let Some(slot) = unbound.first() else {
+                return Ok(());
+            };
+            if !closed {
+                closed = true;
+                let mut target = self.target.control.clone();
+                for slot in &unbound {
+                    target
+                        .query::<()>(&["CLUSTER", "SETSLOT", &slot.to_string(), "STABLE"])
+                        .await?;
+                }
+            }
+            if Instant::now() >= deadline {
+                return Err(ClusterError::Timeout {
+                    what: format!("{} to learn who owns slot {slot}", self.target.addr),
+                    pending: vec![format!(
+                        "{} lists no owner for slot {slot} (has it heard from {} yet?)",
+                        self.target.addr, self.source.addr
+                    )],
+                    pending_nodes: vec![self.target.addr.clone()],
+                });
+            }
+            tokio::time::sleep(TRYAGAIN_PAUSE).await;
+        }
+    }
+
+    /// The target refused keys of `slot` with `Hash slot not served` (see
+    /// [`wait_target_knows_owners`](Self::wait_target_knows_owners)): let it learn the owner,
+    /// then open the slot there again.
+    async fn reopen_on_target(&self, slot: u16) -> Result<(), ClusterError> {
+        self.wait_target_knows_owners(&[slot]).await?;
+        self.target
+            .control
+            .clone()
+            .query::<()>(&[
+                "CLUSTER",
+                "SETSLOT",
+                &slot.to_string(),
+                "IMPORTING",
+                &self.source.id,
+            ])
+            .await
     }
 
     /// `MIGRATING` on the source; returns how many keys the slots hold from then on. That is
@@ -1078,6 +1154,7 @@ impl Step {
         };
         let mut work = vec![(keys.to_vec(), longer(self.options.migrate_timeout, 2))];
         let mut tryagain = 0;
+        let mut reopened = false;
         while let Some((keys, timeout)) = work.pop() {
             let mut pipe = redis::pipe();
             pipe.add_command(self.migrate_command(&keys, timeout));
@@ -1095,6 +1172,14 @@ impl Step {
             match self.migrate_result(&keys, reply) {
                 Ok(()) => {}
                 Err(MigrateFailure::Fatal(e)) => return Err(e),
+                Err(MigrateFailure::TryAgain(message))
+                    if !reopened && message.contains("Hash slot not served") =>
+                {
+                    tracing::info!(slot, to = %self.target.addr, "the target does not know the slot's owner; opening it again there");
+                    reopened = true;
+                    self.reopen_on_target(slot).await?;
+                    work.push((keys, timeout));
+                }
                 Err(MigrateFailure::TryAgain(message)) => {
                     tryagain += 1;
                     if tryagain > TRYAGAIN_ATTEMPTS {

@@ -25,7 +25,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::addr::NodeAddr;
-use crate::observe::{Observed, ObservedShard};
+use crate::observe::{Observed, ObservedNode, ObservedShard};
 use crate::placement::plural;
 use crate::slots::{SLOT_COUNT, SlotRange, SlotSet, format_ranges};
 use crate::topology::{Role, short_id};
@@ -800,6 +800,20 @@ impl Planner<'_> {
                     node: missing,
                     via: viewer,
                 }));
+            }
+            // A master that knows every node by now may still lack some owner's slots (they
+            // come with that owner's next heartbeat); it would refuse the keys it imports with
+            // `CLUSTERDOWN Hash slot not served`, and clients sent to it with the same.
+            if let Some(master) = roles.keep.iter().chain(&roles.drop).find(|s| {
+                self.observed
+                    .node(&s.master)
+                    .and_then(ObservedNode::facts)
+                    .is_some_and(|f| !f.cluster_ok)
+            }) {
+                return Ok(Next::Wait(format!(
+                    "{} does not see every slot served yet (cluster_state:fail)",
+                    master.master
+                )));
             }
             let mut targets: Vec<(NodeAddr, String, u32)> = roles
                 .keep

@@ -373,6 +373,76 @@ async fn repair_closes_slots_a_crash_left_open_without_losing_keys() {
     cluster.wait_healthy(Duration::from_secs(20)).await;
 }
 
+/// A target opened before it learned who owns the slot never learns it (Redis does not rebind
+/// a slot it is importing) and refuses every key with `CLUSTERDOWN Hash slot not served`. Seen
+/// under load right after a new master was met; here made on purpose with `DELSLOTS`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_target_importing_a_slot_it_lost_track_of_is_opened_again_and_the_move_finishes() {
+    let cluster = TestCluster::start(2, 0).await;
+    let seeds = cluster.seeds();
+    let slot = load_slot(&cluster, "blind", 100).await;
+    let view = SlotMigrator::connect(&seeds, MigrateOptions::default())
+        .await
+        .unwrap()
+        .view()
+        .clone();
+    let owner = view.owner_of(slot).unwrap();
+    let (a, a_id) = (owner.addr.clone().unwrap(), owner.id.clone());
+    let other = view.masters().find(|n| n.id != a_id).unwrap();
+    let (b, b_id) = (other.addr.clone().unwrap(), other.id.clone());
+
+    // In one transaction, so no heartbeat from the owner can rebind the slot in between.
+    let mut conn = redis::Client::open(b.redis_url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let _: () = redis::pipe()
+        .atomic()
+        .cmd("CLUSTER")
+        .arg("DELSLOTS")
+        .arg(slot)
+        .ignore()
+        .cmd("CLUSTER")
+        .arg("SETSLOT")
+        .arg(slot)
+        .arg("IMPORTING")
+        .arg(&a_id)
+        .ignore()
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    setslot(&a, slot, "MIGRATING", &b_id).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let b_view = client(&b).await.cluster_nodes().await.unwrap();
+    assert!(
+        b_view.owner_of(slot).is_none(),
+        "the target should not know the owner of {slot} any more"
+    );
+
+    let migrator = SlotMigrator::connect(&seeds, MigrateOptions::default())
+        .await
+        .unwrap();
+    let repairs = migrator
+        .repair_open_slots()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        repairs,
+        vec![SlotRepair::Finished {
+            slot,
+            from: a_id,
+            to: b_id,
+            keys: 100,
+        }]
+    );
+    let owned = own_slots(&seeds).await;
+    all_slots_once(&owned);
+    assert!(owned[&b].contains(slot));
+    assert!(missing(&seeds, numbered("{blind}", 100)).await.is_empty());
+    cluster.wait_healthy(Duration::from_secs(20)).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_big_key_moves_after_retries_or_leaves_its_slot_open_and_whole() {
     let cluster = TestCluster::start(2, 0).await;

@@ -30,6 +30,8 @@ struct SimNode {
     lag: u64,
     /// Ids of the members this node has heard of (gossip spreads them when time passes).
     knows: BTreeSet<String>,
+    /// Met a moment ago: the owners' slots reach it with their heartbeats, when time passes.
+    fresh: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -93,6 +95,7 @@ impl Sim {
             link_up: true,
             lag: 0,
             knows: BTreeSet::new(),
+            fresh: false,
         });
         addr
     }
@@ -185,7 +188,13 @@ impl Sim {
                                 keys: 0,
                                 used_memory: 0,
                                 maxmemory: 0,
-                                cluster_ok: true,
+                                // A member sees every slot served once it has heard
+                                // from every other member.
+                                cluster_ok: n.member
+                                    && !n.fresh
+                                    && self.nodes.iter().all(|o| {
+                                        !o.member || o.id == n.id || n.knows.contains(&o.id)
+                                    }),
                                 peers,
                             })
                         } else {
@@ -212,6 +221,7 @@ impl Sim {
         for node in &mut self.nodes {
             node.link_up = true;
             node.lag = 0;
+            node.fresh = false;
         }
         let demoted: BTreeMap<String, String> = self
             .nodes
@@ -274,6 +284,7 @@ impl Sim {
                 // Only the pair meets; the others hear of the node when gossip spreads.
                 let via_id = self.node(via).id.clone();
                 let met = self.node_mut(node);
+                met.fresh |= !met.member;
                 met.member = true;
                 met.knows.insert(via_id);
                 let node_id = met.id.clone();
@@ -390,7 +401,18 @@ impl Sim {
         if receivers.is_empty() {
             return Err("move slots with no receiving master".into());
         }
-        // Redis refuses `SETSLOT … IMPORTING/MIGRATING/NODE` naming a node it has not heard of.
+        // Redis refuses `SETSLOT … IMPORTING/MIGRATING/NODE` naming a node it has not heard of,
+        // and a receiver that lacks some owner's slots refuses the keys.
+        let observed = self.observe();
+        for (addr, _, _) in targets {
+            if observed
+                .node(addr)
+                .and_then(ObservedNode::facts)
+                .is_some_and(|f| !f.cluster_ok)
+            {
+                return Err(format!("{addr}: CLUSTERDOWN Hash slot not served"));
+            }
+        }
         for (viewer, _, _) in targets {
             let knows = &self.node(viewer).knows;
             if let Some((_, id, _)) = targets
