@@ -269,8 +269,8 @@ impl Observed {
     }
 
     /// `(replica, its master)` for replicas that still follow a node that has become a replica
-    /// itself: after a failover, the old master's other replicas move to the new master once
-    /// gossip tells them, a moment later.
+    /// itself (after a failover, the old master's other replicas usually move to the new master
+    /// a moment later, but not always: see `plan::next_step`).
     pub fn chained_replicas(&self) -> Vec<(NodeAddr, NodeAddr)> {
         let mut chained = Vec::new();
         for node in &self.nodes {

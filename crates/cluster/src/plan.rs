@@ -368,14 +368,27 @@ pub fn next_step(
         context,
         shards: observed.shards(),
     };
-    // Replicas of a master that just handed over its role follow the new master a moment
-    // later. Until then they belong to no shard, and a plan would count them as missing.
+    // After a failover, the old master's other replicas should follow the new master; Redis 7.0
+    // misses that when a replica hears of the demotion before the new master's claim, and the
+    // replica then follows the old master for good (chained replication, in no shard). Point
+    // it at the master at the top of its chain, with which it shares the replication history.
     if !matches!(op, Operation::Heal { .. })
-        && let Some((replica, master)) = observed.chained_replicas().into_iter().next()
+        && let Some((replica, via)) = observed.chained_replicas().into_iter().next()
     {
-        return Ok(Next::Wait(format!(
-            "{replica} still follows {master}, which is a replica now"
-        )));
+        let top = observed
+            .role_of(&via)
+            .and_then(|(_, master_id, _)| master_id)
+            .and_then(|id| plan.shards.iter().find(|s| s.master_id == id));
+        return Ok(match top {
+            Some(shard) => Next::Step(Step::Replicate {
+                replica,
+                master_id: shard.master_id.clone(),
+                master: shard.master.clone(),
+            }),
+            None => Next::Wait(format!(
+                "{replica} follows {via}, which is a replica now of a master not seen yet"
+            )),
+        });
     }
     match op {
         Operation::Scale { masters, replicas } => plan.scale(*masters, *replicas),
