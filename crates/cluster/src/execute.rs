@@ -212,12 +212,15 @@ async fn replicate(
 ) -> Result<(), ClusterError> {
     let mut client = connect(replica, options).await?;
     let deadline = Instant::now() + options.gossip_timeout;
-    // A node that met the cluster a moment ago may not know the master yet: retry that one.
+    // A node that met the cluster a moment ago may not know the master yet, and one that has
+    // not heard of a failover yet still takes the new master for a replica: retry those.
     loop {
         match client.replicate(master_id).await {
             Ok(()) => break,
             Err(ClusterError::Command { message, .. })
-                if message.contains("Unknown node") && Instant::now() < deadline =>
+                if (message.contains("Unknown node")
+                    || message.contains("only replicate a master"))
+                    && Instant::now() < deadline =>
             {
                 tokio::time::sleep(POLL).await;
             }

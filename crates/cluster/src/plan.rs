@@ -973,11 +973,15 @@ impl Planner<'_> {
             .unwrap_or_else(|| shard.master.clone())
     }
 
-    /// After the operation's own work: every member knowing every other (gossip of a node met
-    /// a moment ago takes a second to spread), placement, then done.
+    /// After the operation's own work: every member knowing every other, placement, then done.
+    /// Gossip usually spreads a node met a moment ago within a second, but under load it was
+    /// seen not to reach one master in minutes, so a pair that has not met is introduced.
     fn finish(&self) -> Next {
-        if let Some((viewer, missing)) = self.observed.unacquainted().first() {
-            return Next::Wait(format!("{viewer} does not know {missing} yet"));
+        if let Some((viewer, missing)) = self.observed.unacquainted().into_iter().next() {
+            return Next::Step(Step::Meet {
+                node: missing,
+                via: viewer,
+            });
         }
         match self.placement_step() {
             Some(step) => Next::Step(step),
