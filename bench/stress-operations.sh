@@ -2,7 +2,7 @@
 # Operations under a starved CPU: runs the cluster-operation tests (scale, rolling restart,
 # failover, replace-nodes, heal, slot migration) again and again while busy loops take the
 # cores, the way a loaded CI machine or a noisy Kubernetes node would. Gossip, handshakes and
-# heartbeats then arrive late, which is where planners break: this found six such faults that
+# heartbeats then arrive late, which is where planners break: this found seven such faults that
 # a quiet machine never showed. A soak, not part of the test suite.
 #
 #   bash bench/stress-operations.sh [--rounds N] [--hogs N] [--cli]
