@@ -33,6 +33,22 @@ fn client(proxy: &ProxyHandle) -> redis::Connection {
     conn
 }
 
+/// The master serving `slot` and another master, as the cluster's check sees them.
+async fn owner_and_other(
+    cluster: &TestCluster,
+    slot: u16,
+) -> (cinnabar_cluster::NodeReport, cinnabar_cluster::NodeReport) {
+    let report = cluster.check().await;
+    let owner = report
+        .nodes
+        .iter()
+        .find(|n| n.slots.iter().any(|r| r.contains(slot)))
+        .unwrap()
+        .clone();
+    let other = report.nodes.into_iter().find(|n| n.id != owner.id).unwrap();
+    (owner, other)
+}
+
 /// Sends raw bytes and reads until `expected_len` bytes arrived (or the peer closed).
 fn raw(proxy: &ProxyHandle, request: &[u8], expected_len: usize) -> Vec<u8> {
     let mut stream = TcpStream::connect(proxy.local_addr()).unwrap();
@@ -247,13 +263,7 @@ async fn a_slot_moved_behind_the_proxys_back_is_followed() {
     let slot = cinnabar_commands::key_slot(b"wanderer");
 
     // Move the slot (and its key) to the other master by hand, as a resharding tool would.
-    let report = cluster.check().await;
-    let owner = report
-        .nodes
-        .iter()
-        .find(|n| n.slots.iter().any(|r| r.start <= slot && slot <= r.end))
-        .unwrap();
-    let target = report.nodes.iter().find(|n| n.id != owner.id).unwrap();
+    let (owner, target) = owner_and_other(&cluster, slot).await;
     let conn_to = |addr: &cinnabar_cluster::NodeAddr| {
         redis::Client::open(addr.redis_url())
             .unwrap()
@@ -318,13 +328,7 @@ async fn a_redirect_loop_is_waited_out_and_then_reported_clearly() {
     config.retry_window = Duration::from_secs(2);
     let proxy = cinnabar_proxy::start(config).unwrap();
     let slot = cinnabar_commands::key_slot(b"bouncer");
-    let report = cluster.check().await;
-    let owner = report
-        .nodes
-        .iter()
-        .find(|n| n.slots.iter().any(|r| r.start <= slot && slot <= r.end))
-        .unwrap();
-    let target = report.nodes.iter().find(|n| n.id != owner.id).unwrap();
+    let (owner, target) = owner_and_other(&cluster, slot).await;
     let (mut src, mut dst) = (
         node_connection(&owner.addr, None),
         node_connection(&target.addr, None),
