@@ -67,41 +67,44 @@ fn condition(api: &FakeApi, type_: &str) -> (String, String) {
     )
 }
 
-/// Plays the kubelet: one real server per pod the StatefulSets ask for, with the password the
-/// operator stored, and the Pod objects pointing at them.
-fn start_pods(api: &FakeApi, shards: u32, per_shard: u32) -> Vec<TestServer> {
-    let secret = api
-        .get("/api/v1/namespaces/shop/secrets/c-auth")
-        .expect("the operator made the password Secret");
-    let password = secret["stringData"]["password"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let options = ServerOptions {
+/// Options for a pod's real server: cluster mode and the password the operator stored.
+fn pod_server_options(api: &FakeApi) -> ServerOptions {
+    let password = password(api);
+    ServerOptions {
         cluster: true,
         extra: vec![
             ("requirepass".into(), password.clone()),
             ("masterauth".into(), password),
         ],
         ..ServerOptions::default()
-    };
-    let servers = TestServer::start_many((shards * per_shard) as usize, &options);
+    }
+}
+
+/// Publishes the Pod object of `shard`/`ordinal`, pointing at a server on `port`.
+fn put_pod(api: &FakeApi, shard: u32, ordinal: u32, port: u16, revision: &str) {
+    let pod = redis_pod(
+        "c",
+        shard,
+        ordinal,
+        "127.0.0.1",
+        port,
+        &format!("worker-{ordinal}"),
+        revision,
+    );
+    api.put(
+        &format!("/api/v1/namespaces/shop/pods/c-shard-{shard}-{ordinal}"),
+        pod,
+    );
+}
+
+/// Plays the kubelet: one real server per pod the StatefulSets ask for, with the password the
+/// operator stored, and the Pod objects pointing at them.
+fn start_pods(api: &FakeApi, shards: u32, per_shard: u32) -> Vec<TestServer> {
+    let servers = TestServer::start_many((shards * per_shard) as usize, &pod_server_options(api));
     for shard in 0..shards {
         for ordinal in 0..per_shard {
             let server = &servers[(shard * per_shard + ordinal) as usize];
-            let pod = redis_pod(
-                "c",
-                shard,
-                ordinal,
-                "127.0.0.1",
-                server.port(),
-                &format!("worker-{ordinal}"),
-                "rev-1",
-            );
-            api.put(
-                &format!("/api/v1/namespaces/shop/pods/c-shard-{shard}-{ordinal}"),
-                pod,
-            );
+            put_pod(api, shard, ordinal, server.port(), "rev-1");
         }
     }
     servers
@@ -295,29 +298,10 @@ async fn more_shards_in_the_spec_scale_out_one_planner_step_per_reconcile() {
         api.get("/apis/apps/v1/namespaces/shop/statefulsets/c-shard-2")
             .is_some()
     );
-    let options = ServerOptions {
-        cluster: true,
-        extra: vec![
-            ("requirepass".into(), password(&api)),
-            ("masterauth".into(), password(&api)),
-        ],
-        ..ServerOptions::default()
-    };
+    let options = pod_server_options(&api);
     for ordinal in 0..2u32 {
         let server = TestServer::start_with(options.clone());
-        let pod = redis_pod(
-            "c",
-            2,
-            ordinal,
-            "127.0.0.1",
-            server.port(),
-            &format!("worker-{ordinal}"),
-            "rev-1",
-        );
-        api.put(
-            &format!("/api/v1/namespaces/shop/pods/c-shard-2-{ordinal}"),
-            pod,
-        );
+        put_pod(&api, 2, ordinal, server.port(), "rev-1");
         servers.push(server);
     }
     let steps = reconcile_until_ready(&api, &ctx, 3, 60).await;
@@ -384,16 +368,7 @@ fn kubelet(
                 server.stop();
                 server.restart();
                 let (shard, ordinal) = position(pod);
-                let fresh = redis_pod(
-                    "c",
-                    shard,
-                    ordinal,
-                    "127.0.0.1",
-                    server.port(),
-                    &format!("worker-{ordinal}"),
-                    "rev-2",
-                );
-                api.put(&path, fresh);
+                put_pod(&api, shard, ordinal, server.port(), "rev-2");
             }
             std::thread::sleep(Duration::from_millis(50));
         }
