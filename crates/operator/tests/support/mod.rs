@@ -41,6 +41,18 @@ fn selector_matches(object: &Value, selector: &str) -> bool {
     })
 }
 
+/// Keys of the objects in `collection` that the query's `labelSelector` matches.
+fn selected(objects: &BTreeMap<String, Value>, collection: &str, query: &str) -> Vec<String> {
+    let selector = decode_query(query, "labelSelector").unwrap_or_default();
+    objects
+        .iter()
+        .filter(|(k, v)| {
+            k.rsplit_once('/').map(|(c, _)| c) == Some(collection) && selector_matches(v, &selector)
+        })
+        .map(|(k, _)| k.clone())
+        .collect()
+}
+
 fn merge(target: &mut Value, patch: &Value) {
     match (target.as_object_mut(), patch.as_object()) {
         (Some(target), Some(patch)) => {
@@ -180,14 +192,9 @@ impl FakeApi {
         let mut objects = self.objects.lock().unwrap();
         match (method.as_str(), name) {
             ("GET", None) => {
-                let selector = decode_query(query, "labelSelector").unwrap_or_default();
-                let items: Vec<Value> = objects
-                    .iter()
-                    .filter(|(k, v)| {
-                        k.rsplit_once('/').map(|(c, _)| c) == Some(collection.as_str())
-                            && selector_matches(v, &selector)
-                    })
-                    .map(|(_, v)| v.clone())
+                let items: Vec<Value> = selected(&objects, &collection, query)
+                    .into_iter()
+                    .map(|k| objects[&k].clone())
                     .collect();
                 (
                     200,
@@ -263,16 +270,10 @@ impl FakeApi {
                 None => (404, status(404, "NotFound")),
             },
             ("DELETE", None) => {
-                let selector = decode_query(query, "labelSelector").unwrap_or_default();
-                let doomed: Vec<String> = objects
+                let items: Vec<Value> = selected(&objects, &collection, query)
                     .iter()
-                    .filter(|(k, v)| {
-                        k.rsplit_once('/').map(|(c, _)| c) == Some(collection.as_str())
-                            && selector_matches(v, &selector)
-                    })
-                    .map(|(k, _)| k.clone())
+                    .filter_map(|k| objects.remove(k))
                     .collect();
-                let items: Vec<Value> = doomed.iter().filter_map(|k| objects.remove(k)).collect();
                 (
                     200,
                     json!({"apiVersion": "v1", "kind": "List", "metadata": {}, "items": items}),
