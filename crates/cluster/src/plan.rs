@@ -473,6 +473,12 @@ impl Planner<'_> {
         self.open_slots_step()
     }
 
+    /// A `MEET` for the first pair of members where one has not heard of the other.
+    fn introduction(&self) -> Option<Step> {
+        let (via, node) = self.observed.unacquainted().into_iter().next()?;
+        Some(Step::Meet { node, via })
+    }
+
     fn open_slots_step(&self) -> Option<Step> {
         let open: BTreeSet<u16> = self
             .observed
@@ -808,11 +814,8 @@ impl Planner<'_> {
             // refuses an id it has not heard of. A master met a moment ago learns the others by
             // gossip, which on a loaded machine can take longer than a migration step's
             // retries, so introduce the pair directly rather than fail the step.
-            if let Some((viewer, missing)) = self.observed.unacquainted().into_iter().next() {
-                return Ok(Next::Step(Step::Meet {
-                    node: missing,
-                    via: viewer,
-                }));
+            if let Some(step) = self.introduction() {
+                return Ok(Next::Step(step));
             }
             // A master that knows every node by now may still lack some owner's slots (they
             // come with that owner's next heartbeat); it would refuse the keys it imports with
@@ -977,11 +980,8 @@ impl Planner<'_> {
     /// Gossip usually spreads a node met a moment ago within a second, but under load it was
     /// seen not to reach one master in minutes, so a pair that has not met is introduced.
     fn finish(&self) -> Next {
-        if let Some((viewer, missing)) = self.observed.unacquainted().into_iter().next() {
-            return Next::Step(Step::Meet {
-                node: missing,
-                via: viewer,
-            });
+        if let Some(step) = self.introduction() {
+            return Next::Step(step);
         }
         match self.placement_step() {
             Some(step) => Next::Step(step),
@@ -1183,11 +1183,8 @@ impl Planner<'_> {
             return Next::Step(Step::Remeet { node, on });
         }
         // 3. Members that do not know each other; then loners join as spares.
-        if let Some((viewer, missing)) = self.observed.unacquainted().into_iter().next() {
-            return Next::Step(Step::Meet {
-                node: missing,
-                via: viewer,
-            });
+        if let Some(step) = self.introduction() {
+            return Next::Step(step);
         }
         // 4. Ghosts: forget the ones without slots; the others need their replica promoted.
         for ghost in self.observed.ghosts() {
