@@ -1,0 +1,402 @@
+//! The client loop: read a client's bytes, parse and hand each request to `handle`, collect
+//! finished replies in request order, write them back, and learn how deep this client may
+//! pipeline. Must never block on one client's backlog: back-pressure stops reading instead.
+
+use super::fanout::{merge_into, rewrite_scan_reply};
+use super::{BUFFER, Pending, RETAINED, RequestArgs, Session};
+use crate::pubsub;
+use crate::stats::Category;
+use cinnabar_resp::{Parsed, Request};
+use std::future::poll_fn;
+use std::rc::Rc;
+use std::task::Poll;
+use std::time::Instant;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+impl Session {
+    pub(super) async fn run<R, W>(
+        &mut self,
+        rd: &mut R,
+        wr: &mut W,
+        input: &mut Vec<u8>,
+        request: &mut Request,
+    ) -> std::io::Result<()>
+    where
+        R: tokio::io::AsyncRead + Unpin,
+        W: tokio::io::AsyncWrite + Unpin,
+    {
+        // Woken by a drain even while idle; registered once, not per request.
+        let (id, worker) = (self.id, Rc::clone(&self.worker));
+        poll_fn(|cx| {
+            worker.register_sleeper(id, cx.waker().clone());
+            Poll::Ready(())
+        })
+        .await;
+        // One timer per client, moved only when it fires: reads just note the time, so
+        // requests never touch the timer wheel.
+        let idle_timeout = self.worker.config.idle_timeout;
+        // Boxed and only when configured: an idle connection costs a few hundred bytes, and a
+        // timer inline in every session's future would be a good part of them.
+        let mut idle = idle_timeout.map(|t| Box::pin(tokio::time::sleep(t)));
+        let mut last_read = Instant::now();
+        let max_pending = self.worker.config.max_pending_per_client;
+        let max_reply_bytes = self.worker.config.max_reply_bytes_per_client;
+        loop {
+            // Draining: answer what was accepted, read nothing more, then close.
+            if self.worker.draining() {
+                self.closing = true;
+            }
+            let limited = self.parse_all(input, request);
+            self.collect_ready();
+            if !self.out.is_empty() {
+                wr.write_all(&self.out).await?;
+                self.out.clear();
+                if self.out.capacity() > RETAINED {
+                    self.out = Vec::with_capacity(BUFFER);
+                }
+            }
+            if input.is_empty() && input.capacity() > RETAINED {
+                *input = Vec::with_capacity(BUFFER);
+            }
+            if self.closing && self.pending.is_empty() {
+                return Ok(());
+            }
+            // Subscribed mode starts once every earlier reply went out, keeping replies in order.
+            let subscribe = if self.pending.is_empty() {
+                self.subscribe.take()
+            } else {
+                None
+            };
+            if let Some((node, first)) = subscribe {
+                let timeout = self.worker.config.connect_timeout;
+                let parser = &self.worker.parser;
+                let prelude = self.worker.prelude(self.flavor());
+                let ended = pubsub::relay(
+                    rd, wr, input, request, parser, &node, &first, &prelude, timeout,
+                )
+                .await?;
+                match ended {
+                    pubsub::Ended::Closed => return Ok(()),
+                    pubsub::Ended::Reset => {
+                        self.name.clear();
+                        self.resp3 = false;
+                    }
+                    pubsub::Ended::Unsubscribed => {}
+                }
+                continue;
+            }
+            // Parsing stopped at the limit with requests still buffered, and the replies just
+            // collected made room: parse them now. Waiting for the socket could wait forever,
+            // since the client may be waiting for exactly those replies.
+            if limited && self.may_parse(max_pending) {
+                continue;
+            }
+            // A request waiting for earlier replies (a blocking command) can go now.
+            if self.awaiting_turn && self.pending.is_empty() && self.may_parse(max_pending) {
+                continue;
+            }
+            // Counted in tickets, not requests: a request split per key holds one per key. And
+            // requests that cannot be handled yet (window, limit, a blocking command) may not
+            // pile up in the input beyond `RETAINED` bytes.
+            let can_read = !self.closing
+                && self.subscribe.is_none()
+                && self.ids.len() < max_pending
+                && (input.len() < RETAINED || self.may_parse(max_pending))
+                && (self.pending.len() < 2 || self.held_reply_bytes() < max_reply_bytes);
+            tokio::select! {
+                biased;
+                () = self.head_ready(), if !self.pending.is_empty() => {}
+                read = rd.read_buf(input), if can_read => {
+                    if read? == 0 {
+                        return Ok(());
+                    }
+                    if idle_timeout.is_some() {
+                        last_read = Instant::now();
+                    }
+                }
+                // Draining: answer what was accepted, read nothing more, then close. Polling
+                // this registers nothing; the worker wakes the task (see `register_sleeper`).
+                () = poll_fn(|_| if self.worker.draining() { Poll::Ready(()) } else { Poll::Pending }),
+                    if !self.closing => {
+                    self.closing = true;
+                }
+                () = async {
+                    if let Some(idle) = idle.as_mut() {
+                        idle.as_mut().await;
+                    }
+                }, if idle.is_some() => {
+                    let timeout = idle_timeout.unwrap_or_default();
+                    let quiet = last_read.elapsed();
+                    if quiet >= timeout && self.pending.is_empty() {
+                        return Ok(());
+                    }
+                    let rest = timeout.saturating_sub(quiet).max(std::time::Duration::from_millis(10));
+                    if let Some(idle) = idle.as_mut() {
+                        idle.as_mut().reset(tokio::time::Instant::now() + rest);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Parses and handles every complete request in `input` (up to the pending limit), then
+    /// drops the consumed bytes. True when the limit stopped it with bytes left in `input`.
+    pub(super) fn parse_all(&mut self, input: &mut Vec<u8>, request: &mut Request) -> bool {
+        let max_pending = self.worker.config.max_pending_per_client;
+        let mut start = 0;
+        if !input.is_empty() {
+            self.batch_started = Instant::now();
+        }
+        while self.may_parse(max_pending) {
+            let buf = &input[start..];
+            match self.worker.parser.parse(buf, request) {
+                Ok(Parsed::Complete { consumed }) => {
+                    self.handle(&RequestArgs {
+                        request,
+                        buf: &buf[..consumed],
+                    });
+                    if std::mem::take(&mut self.deferred) {
+                        // Left in the input, to be handled once earlier replies are in.
+                        self.awaiting_turn = true;
+                        break;
+                    }
+                    self.awaiting_turn = false;
+                    start += consumed;
+                }
+                Ok(Parsed::Skipped { consumed }) => start += consumed,
+                Ok(Parsed::Incomplete) => break,
+                Err(e) => {
+                    // Like Redis: answer the protocol error, then close this connection only.
+                    let mut reply = Vec::with_capacity(64);
+                    reply.extend_from_slice(b"-ERR ");
+                    reply.extend_from_slice(e.to_string().as_bytes());
+                    reply.extend_from_slice(b"\r\n");
+                    self.category = Category::Other;
+                    self.local(&reply);
+                    self.worker.stats.protocol_errors.inc();
+                    self.closing = true;
+                    input.clear();
+                    return false;
+                }
+            }
+        }
+        input.drain(..start);
+        // Stopped with requests left (the pending limit, or a blocking command in the way),
+        // rather than on an incomplete one.
+        !self.may_parse(max_pending) && !input.is_empty()
+    }
+
+    /// Whether the next request may be handled now: not closing or subscribed, under the
+    /// pending limit, and no blocking command (BLPOP, WAIT, …) waiting for its reply. Like a
+    /// Redis connection, a client blocked by a command has its later commands wait for it:
+    /// sent on at once, they would run before it on another connection.
+    pub(super) fn may_parse(&self, max_pending: usize) -> bool {
+        !self.closing
+            && self.subscribe.is_none()
+            && self.ids.len() < max_pending.min(self.window)
+            && (!self.blocked || self.pending.is_empty())
+    }
+
+    /// Moves every finished reply at the head of the queue to the output buffer.
+    pub(super) fn collect_ready(&mut self) {
+        let mut tickets = self.worker.tickets.borrow_mut();
+        let mut now = None;
+        let budget = self.worker.config.max_reply_bytes_per_client;
+        while let Some(&queued) = self.pending.front() {
+            let head = queued.reply;
+            let parts = head.parts();
+            if !self.ids.iter().take(parts).all(|id| tickets.peek(*id).done) {
+                break;
+            }
+            let written_from = self.out.len();
+            match head {
+                Pending::One => {
+                    if let Some(id) = self.ids.front() {
+                        self.out.extend_from_slice(&tickets.peek(*id).reply);
+                    }
+                }
+                Pending::Split { merge, parts } => {
+                    let tickets = &*tickets;
+                    let replies = self
+                        .ids
+                        .iter()
+                        .take(parts)
+                        .map(|id| &*tickets.peek(*id).reply);
+                    merge_into(&mut self.out, merge, replies, &self.worker);
+                }
+                Pending::Scan { master, masters } => {
+                    if let Some(id) = self.ids.front() {
+                        let reply = &tickets.peek(*id).reply;
+                        rewrite_scan_reply(&mut self.out, reply, master, masters);
+                    }
+                }
+            }
+            for _ in 0..parts {
+                if let Some(id) = self.ids.pop_front() {
+                    tickets.release(id);
+                }
+            }
+            self.pending.pop_front();
+            let now = *now.get_or_insert_with(Instant::now);
+            let error = self.out.get(written_from) == Some(&b'-');
+            (self.reply_average, self.window) =
+                learn_reply_size(self.reply_average, self.out.len() - written_from, budget);
+            let stats = &self.worker.stats;
+            stats.request(queued.category, error);
+            self.user_counts[0] += 1;
+            self.user_counts[1] += u64::from(error);
+            let took = now.duration_since(queued.started);
+            stats.latency.observe(took);
+            let us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+            stats.commands.call(queued.command_index, us, error);
+            if took >= self.worker.config.slowlog_slower_than && !queued.command.is_empty() {
+                self.worker.all_stats.slowlog.record(crate::slowlog::Entry {
+                    took,
+                    command: queued.command,
+                    client: self.peer,
+                    name: String::from_utf8_lossy(&self.name).into_owned(),
+                });
+            }
+            if queued.audited
+                && let Some(record) = self.audits.pop_front()
+            {
+                let reply = &self.out[written_from..];
+                let record = (*record).with_latency(now.duration_since(queued.started));
+                let record = if error {
+                    let line = reply.split(|b| *b == b'\r').next().unwrap_or_default();
+                    record
+                        .with_outcome(cinnabar_audit::Outcome::Error)
+                        .with_error(String::from_utf8_lossy(line.get(1..).unwrap_or_default()))
+                } else {
+                    record.with_outcome(cinnabar_audit::Outcome::Ok)
+                };
+                self.worker.auditor.record(record);
+            }
+        }
+        drop(tickets);
+        if self.pending.is_empty() {
+            self.blocked = false;
+        }
+        if let Some(now) = now
+            && now.duration_since(self.user_counts_since) >= USER_COUNTS_EVERY
+        {
+            self.flush_user_counts(now);
+        }
+    }
+
+    /// Adds this connection's per-user counts to the worker's.
+    pub(super) fn flush_user_counts(&mut self, now: Instant) {
+        let [requests, errors] = std::mem::take(&mut self.user_counts);
+        self.user_counts_since = now;
+        if requests > 0 {
+            let user = self
+                .principal
+                .as_ref()
+                .map_or("(not logged in)", |p| p.user());
+            self.worker.stats.add_user(user, requests, errors);
+        }
+    }
+
+    /// Reply bytes received for this client and not yet written to it.
+    pub(super) fn held_reply_bytes(&self) -> usize {
+        let tickets = self.worker.tickets.borrow();
+        self.ids
+            .iter()
+            .map(|id| tickets.peek(*id).reply.len())
+            .sum()
+    }
+
+    /// Resolves when the oldest pending request has all its replies.
+    pub(super) async fn head_ready(&self) {
+        let parts = self.pending.front().map_or(0, |p| p.reply.parts());
+        poll_fn(|cx| {
+            let mut tickets = self.worker.tickets.borrow_mut();
+            for id in self.ids.iter().take(parts) {
+                let ticket = tickets.get(*id);
+                if !ticket.done {
+                    ticket.waker = Some(cx.waker().clone());
+                    return Poll::Pending;
+                }
+            }
+            Poll::Ready(())
+        })
+        .await;
+    }
+
+    /// The client is gone: finished tickets are released now, the others when their replies
+    /// arrive.
+    pub(super) fn abandon(&mut self) {
+        // A cancelled task will never complete its ticket: release it here.
+        let mut cancelled = Vec::new();
+        for (task, id) in self.blocking.drain(..) {
+            if !task.is_finished() {
+                task.abort();
+                cancelled.push(id);
+            }
+        }
+        self.unwatch();
+        self.worker.forget_sleeper(self.id);
+        self.flush_user_counts(Instant::now());
+        if let Some(user) = self.user_place.take() {
+            self.worker.all_stats.give_user_place(&user);
+        }
+        let mut tickets = self.worker.tickets.borrow_mut();
+        for id in self.ids.drain(..) {
+            if tickets.get(id).done || cancelled.contains(&id) {
+                tickets.release(id);
+            } else {
+                tickets.get(id).abandoned = true;
+            }
+        }
+    }
+}
+
+/// How often a connection adds its per-user counts to its worker's.
+pub(super) const USER_COUNTS_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Requests a new client may have in flight before the size of its replies is known.
+pub(super) const FIRST_WINDOW: usize = 16;
+
+/// The new estimate of a client's reply size, and how many requests it may have in flight:
+/// the budget of reply bytes divided by that estimate, so a client fetching 1 MiB values
+/// cannot have 1 GiB of replies on the way, while one fetching small values keeps a deep
+/// pipeline. A new client starts at `FIRST_WINDOW`, like TCP's slow start.
+///
+/// A reply exists up to three times on its way (the backend's read buffer, its ticket, the
+/// client's output buffer), so requests in flight get a quarter of the budget: memory held for
+/// one client stays within `max_reply_bytes_per_client` (plus `FIRST_WINDOW` replies).
+pub(super) fn learn_reply_size(estimate: usize, size: usize, budget: usize) -> (usize, usize) {
+    // A decaying peak, not an average: one large reply shrinks the window at once, and only
+    // a run of small ones opens it again.
+    let estimate = size.max(estimate - estimate / 8);
+    (estimate, (budget / 4 / estimate.max(1)).max(FIRST_WINDOW))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_window_follows_the_size_of_replies() {
+        let budget = 64 * 1024 * 1024;
+        // Small replies: a deep pipeline (the pending limit caps it elsewhere).
+        let (estimate, window) = learn_reply_size(0, 10, budget);
+        assert_eq!(estimate, 10);
+        assert!(window > 100_000);
+        // One large reply shrinks the window at once ...
+        let (estimate, window) = learn_reply_size(estimate, 1024 * 1024, budget);
+        assert_eq!(window, 16, "16 MiB of budget for 1 MiB replies");
+        // ... and only a run of small ones opens it again.
+        let (mut estimate, mut window) = (estimate, window);
+        for _ in 0..10 {
+            (estimate, window) = learn_reply_size(estimate, 10, budget);
+        }
+        assert!(window > 16 && window < 200, "{window}");
+        for _ in 0..200 {
+            (estimate, window) = learn_reply_size(estimate, 10, budget);
+        }
+        assert!(window > 100_000, "{window}");
+        // Never below the first window.
+        assert_eq!(learn_reply_size(0, usize::MAX / 8, budget).1, FIRST_WINDOW);
+    }
+}

@@ -1,0 +1,389 @@
+//! Fan-out and merge: requests that go to every master (or every node) and the merging of
+//! their replies into the one reply Redis would give, plus SCAN across masters. Allocation is
+//! fine here (administration and keyspace-wide commands), never on the keyed path.
+
+use super::{Pending, RequestArgs, Session, write_request};
+use crate::local;
+use crate::worker::Worker;
+use cinnabar_commands::Args;
+use cinnabar_resp::{Value, encode, parse_value};
+
+impl Session {
+    /// Sends the request (or `replacement`) to every master; `merge` combines the replies.
+    pub(super) fn fan_out(
+        &mut self,
+        args: &RequestArgs<'_>,
+        replacement: Option<&[&[u8]]>,
+        merge: Merge,
+    ) {
+        let routes = self.worker.routes();
+        let masters = routes.masters().len();
+        if masters == 0 {
+            return self.local_error(b"CLUSTERDOWN cinnabar: no master is known");
+        }
+        for master in 0..masters {
+            let id = self.master_ticket(&routes, master, |request| match replacement {
+                Some(parts) => encode::command(request, parts),
+                None => write_request(args, request),
+            });
+            self.worker.dispatch(id);
+            self.ids.push_back(id);
+        }
+        self.push_pending(Pending::Split {
+            merge,
+            parts: masters,
+        });
+    }
+
+    /// The request to every master and replica, one ticket each, the replies merged by `merge`.
+    pub(super) fn every_node(&mut self, args: &RequestArgs<'_>, merge: Merge) {
+        let routes = self.worker.routes();
+        let mut nodes = 0;
+        for master in 0..routes.masters().len() {
+            let replicas = routes.replicas(master).len();
+            for replica in 0..=replicas {
+                let id =
+                    self.master_ticket(&routes, master, |request| write_request(args, request));
+                match replica
+                    .checked_sub(1)
+                    .map(|r| routes.replicas(master)[r].clone())
+                {
+                    None => self.worker.dispatch(id),
+                    Some(addr) => self.worker.send_to(&addr, id, true),
+                }
+                self.ids.push_back(id);
+                nodes += 1;
+            }
+        }
+        if nodes == 0 {
+            return self.local_error(b"CLUSTERDOWN cinnabar: no master is known");
+        }
+        self.push_pending(Pending::Split {
+            merge,
+            parts: nodes,
+        });
+    }
+
+    /// `SCAN cursor [MATCH p] [COUNT n] [TYPE t]` over all masters, one after the other; the
+    /// proxy's cursor is `(backend cursor << 10) | master index`.
+    pub(super) fn scan(&mut self, args: &RequestArgs<'_>) {
+        let routes = self.worker.routes();
+        let masters = routes.masters().len();
+        let cursor = std::str::from_utf8(args.get(1).unwrap_or_default())
+            .ok()
+            .and_then(|c| c.parse::<u64>().ok());
+        let master = cursor.map(|c| (c & ((1 << SCAN_MASTER_BITS) - 1)) as usize);
+        let (Some(cursor), Some(master)) = (cursor, master.filter(|m| *m < masters)) else {
+            return self.local_error(b"ERR invalid cursor");
+        };
+        let backend_cursor = (cursor >> SCAN_MASTER_BITS).to_string();
+        let id = {
+            let mut tickets = self.worker.tickets.borrow_mut();
+            let slot = routes.representative_slot(master);
+            let id = self.new_ticket(&mut tickets, slot, false);
+            let ticket = tickets.get(id);
+            encode::array_header(&mut ticket.request, args.len());
+            encode::bulk(&mut ticket.request, b"SCAN");
+            encode::bulk(&mut ticket.request, backend_cursor.as_bytes());
+            for i in 2..args.len() {
+                encode::bulk(&mut ticket.request, args.get(i).unwrap_or_default());
+            }
+            id
+        };
+        self.worker.dispatch(id);
+        self.ids.push_back(id);
+        self.push_pending(Pending::Scan { master, masters });
+    }
+}
+
+/// Bits of a proxy SCAN cursor that say which master it is on (up to 1024 masters).
+pub(super) const SCAN_MASTER_BITS: u32 = 10;
+
+/// How the replies of a split request become the one reply the client expects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Merge {
+    /// `MGET`: each part answered `*1` + element; the client gets one array in key order.
+    Array,
+    /// `DEL`, `UNLINK`, `EXISTS`, `TOUCH`: integers added up.
+    Sum,
+    /// `MSET`: `+OK` when every part said `+OK`.
+    AllOk,
+    /// `KEYS`: the arrays of every master, concatenated.
+    Concat,
+    /// `SCRIPT LOAD`: every master answers the same; pass the first.
+    First,
+    /// `RANDOMKEY`: the first master that has a key.
+    FirstNonNil,
+    /// `INFO [section…]`: the proxy's own sections plus the keyspace summed over masters; the
+    /// mask says which sections were asked for (`local::info_sections`).
+    Info(u8),
+    /// `SCRIPT EXISTS`: a script exists when every master has it.
+    AllExist,
+    /// `CONFIG GET` from every node (masters, each followed by its replicas): one value per
+    /// parameter when the nodes agree, else `addr=value` for each node; secrets left out.
+    ConfigGet,
+    /// `CONFIG SET`/`RESETSTAT` on every node: `+OK` when all agree, else one error naming
+    /// every node that refused and what it said.
+    NodeReport,
+}
+
+/// Writes the one reply a split request owes, from its parts' replies.
+pub(super) fn merge_into<'a>(
+    out: &mut Vec<u8>,
+    merge: Merge,
+    parts: impl Iterator<Item = &'a [u8]> + Clone,
+    worker: &Worker,
+) {
+    match merge {
+        Merge::NodeReport => return node_report(out, parts, worker),
+        Merge::ConfigGet => return config_get_report(out, parts, worker),
+        _ => {}
+    }
+    if let Some(error) = parts.clone().find(|r| r.first() == Some(&b'-')) {
+        out.extend_from_slice(error);
+        return;
+    }
+    match merge {
+        Merge::Array => {
+            encode::array_header(out, parts.clone().count());
+            for reply in parts {
+                // Each part is `*1\r\n<element>`.
+                out.extend_from_slice(reply.get(4..).unwrap_or_default());
+            }
+        }
+        Merge::Sum => {
+            let sum: i64 = parts.map(parse_integer).sum();
+            encode::integer(out, sum);
+        }
+        Merge::AllOk => match parts.clone().find(|r| *r != b"+OK\r\n") {
+            Some(odd) => out.extend_from_slice(odd),
+            None => out.extend_from_slice(b"+OK\r\n"),
+        },
+        Merge::Concat => {
+            let total: i64 = parts
+                .clone()
+                .map(|r| parse_integer(&r[..header_len(r)]))
+                .sum();
+            encode::array_header(out, usize::try_from(total).unwrap_or(0));
+            for reply in parts {
+                out.extend_from_slice(&reply[header_len(reply)..]);
+            }
+        }
+        Merge::First => out.extend_from_slice(parts.clone().next().unwrap_or(b"$-1\r\n")),
+        Merge::FirstNonNil => {
+            let found = parts.clone().find(|r| *r != b"$-1\r\n" && *r != b"_\r\n");
+            out.extend_from_slice(found.unwrap_or(b"$-1\r\n"));
+        }
+        Merge::AllExist => {
+            let limits = cinnabar_resp::Limits::default();
+            let mut all: Option<Vec<bool>> = None;
+            for reply in parts {
+                let Ok(Some((Value::Array(items), _))) = parse_value(reply, &limits) else {
+                    return out.extend_from_slice(reply);
+                };
+                let here = items.iter().map(|v| matches!(v, Value::Integer(1)));
+                all = Some(match all {
+                    None => here.collect(),
+                    Some(before) => before.iter().zip(here).map(|(a, b)| *a && b).collect(),
+                });
+            }
+            let all = all.unwrap_or_default();
+            encode::array_header(out, all.len());
+            for exists in all {
+                encode::integer(out, i64::from(exists));
+            }
+        }
+        Merge::ConfigGet | Merge::NodeReport => {}
+        Merge::Info(sections) => {
+            let masters = parts.clone().count();
+            let (keys, expires) = local::sum_keyspace(parts.map(|r| &r[header_len(r)..]));
+            let commands = worker.all_stats.command_totals();
+            let facts = local::InfoFacts {
+                announce: worker.announce,
+                masters,
+                keys,
+                expires,
+                totals: worker.all_stats.totals(),
+                commands: &commands,
+                max_clients: worker.config.max_clients,
+                workers: worker.config.workers,
+            };
+            local::info(out, &facts, sections);
+        }
+    }
+}
+
+/// The names of the nodes an every-node request went to, in ticket order (masters, each
+/// followed by its replicas), from the current routes. Should the topology have changed in
+/// between (the counts differ), nodes are named by position instead.
+pub(super) fn every_node_names(worker: &Worker, count: usize) -> Vec<String> {
+    let routes = worker.routes_in_use();
+    let mut names = Vec::with_capacity(count);
+    for (i, master) in routes.masters().iter().enumerate() {
+        names.push(master.to_string());
+        names.extend(routes.replicas(i).iter().map(ToString::to_string));
+    }
+    if names.len() != count {
+        names = (1..=count).map(|i| format!("node {i}")).collect();
+    }
+    names
+}
+
+/// A node's one-line reply, prefixed with the node's name: `host:port: ERR …`.
+pub(super) fn named_reply(name: &str, reply: &[u8]) -> String {
+    let text = String::from_utf8_lossy(reply);
+    format!("{name}: {}", text.trim_start_matches(['-', '+']).trim_end())
+}
+
+/// `CONFIG SET`/`RESETSTAT` over every node: `+OK`, or an error that says on how many nodes it
+/// took effect and quotes each refusal with its node.
+pub(super) fn node_report<'a>(
+    out: &mut Vec<u8>,
+    parts: impl Iterator<Item = &'a [u8]> + Clone,
+    worker: &Worker,
+) {
+    let count = parts.clone().count();
+    let names = every_node_names(worker, count);
+    let refusals: Vec<String> = parts
+        .zip(&names)
+        .filter(|(reply, _)| *reply != b"+OK\r\n")
+        .map(|(reply, name)| named_reply(name, reply))
+        .collect();
+    if refusals.is_empty() {
+        return out.extend_from_slice(b"+OK\r\n");
+    }
+    let message = format!(
+        "ERR cinnabar: applied on {} of {count} nodes; refused by {}",
+        count - refusals.len(),
+        refusals.join("; ")
+    );
+    encode::error(out, message.as_bytes());
+}
+
+/// `CONFIG GET` over every node: each parameter once, with its value when every node agrees,
+/// else `addr=value` for each node in one string; secret parameters never appear. A node that
+/// refused makes the whole reply its refusal, named.
+pub(super) fn config_get_report<'a>(
+    out: &mut Vec<u8>,
+    parts: impl Iterator<Item = &'a [u8]> + Clone,
+    worker: &Worker,
+) {
+    let count = parts.clone().count();
+    let names = every_node_names(worker, count);
+    let limits = cinnabar_resp::Limits::default();
+    let mut map_reply = false;
+    // Parameter → `(node, value)` for each node, in first-seen parameter order.
+    type NodeValues = Vec<(usize, Vec<u8>)>;
+    let mut params: Vec<(Vec<u8>, NodeValues)> = Vec::new();
+    for (node, reply) in parts.enumerate() {
+        if reply.first() == Some(&b'-') {
+            return encode::error(out, named_reply(&names[node], reply).as_bytes());
+        }
+        let Ok(Some((value, _))) = parse_value(reply, &limits) else {
+            return out.extend_from_slice(reply);
+        };
+        let pairs: Vec<(&Value, &Value)> = match &value {
+            Value::Array(items) => items
+                .chunks(2)
+                .filter_map(|p| Some((p.first()?, p.get(1)?)))
+                .collect(),
+            Value::Map(pairs) => {
+                map_reply = true;
+                pairs.iter().map(|(k, v)| (k, v)).collect()
+            }
+            _ => return out.extend_from_slice(reply),
+        };
+        for (name, v) in pairs {
+            let (Value::Bulk(name), Value::Bulk(v)) = (name, v) else {
+                continue;
+            };
+            if is_secret_parameter(name) {
+                continue;
+            }
+            match params.iter_mut().find(|(n, _)| n.as_slice() == *name) {
+                Some((_, values)) => values.push((node, v.to_vec())),
+                None => params.push((name.to_vec(), vec![(node, v.to_vec())])),
+            }
+        }
+    }
+    if map_reply {
+        out.extend_from_slice(format!("%{}\r\n", params.len()).as_bytes());
+    } else {
+        encode::array_header(out, params.len() * 2);
+    }
+    for (name, values) in params {
+        encode::bulk(out, &name);
+        let agreed = values.len() == count && values.windows(2).all(|w| w[0].1 == w[1].1);
+        if agreed {
+            encode::bulk(out, &values[0].1);
+        } else {
+            let per_node: Vec<String> = values
+                .iter()
+                .map(|(node, v)| format!("{}={}", names[*node], String::from_utf8_lossy(v)))
+                .collect();
+            encode::bulk(out, per_node.join(" ").as_bytes());
+        }
+    }
+}
+
+/// Configuration parameters whose values are secrets of the backend, never shown to clients.
+pub(super) fn is_secret_parameter(name: &[u8]) -> bool {
+    const SECRETS: [&[u8]; 5] = [
+        b"requirepass",
+        b"masterauth",
+        b"masteruser",
+        b"tls-key-file-pass",
+        b"tls-client-key-file-pass",
+    ];
+    SECRETS.iter().any(|s| name.eq_ignore_ascii_case(s))
+}
+
+/// Length of a reply's first line including its CRLF (`*3\r\n` → 4).
+pub(super) fn header_len(reply: &[u8]) -> usize {
+    reply
+        .windows(2)
+        .position(|w| w == b"\r\n")
+        .map_or(reply.len(), |p| p + 2)
+}
+
+/// Turns one master's `SCAN` reply into the proxy's: the cursor says which master comes next.
+pub(super) fn rewrite_scan_reply(out: &mut Vec<u8>, reply: &[u8], master: usize, masters: usize) {
+    // `*2\r\n$<n>\r\n<cursor>\r\n<array>`; anything else (an error) passes through.
+    let Some(rest) = reply.strip_prefix(b"*2\r\n") else {
+        return out.extend_from_slice(reply);
+    };
+    let bulk_header = header_len(rest);
+    let cursor_end = bulk_header + header_len(&rest[bulk_header..]);
+    let digits = rest
+        .get(bulk_header..cursor_end.saturating_sub(2))
+        .unwrap_or_default();
+    let backend = std::str::from_utf8(digits)
+        .ok()
+        .and_then(|c| c.parse::<u64>().ok());
+    let Some(backend) = backend.filter(|c| *c < 1 << (64 - SCAN_MASTER_BITS)) else {
+        return out.extend_from_slice(
+            b"-ERR cinnabar: a backend returned a SCAN cursor the proxy cannot carry\r\n",
+        );
+    };
+    let next = if backend != 0 {
+        (backend << SCAN_MASTER_BITS) | master as u64
+    } else if master + 1 < masters {
+        (master + 1) as u64
+    } else {
+        0
+    };
+    out.extend_from_slice(b"*2\r\n");
+    encode::bulk(out, next.to_string().as_bytes());
+    out.extend_from_slice(&rest[cursor_end..]);
+}
+
+/// `:42\r\n` → 42 (0 for anything else; error replies were handled before).
+pub(super) fn parse_integer(reply: &[u8]) -> i64 {
+    let digits = reply
+        .get(1..reply.len().saturating_sub(2))
+        .unwrap_or_default();
+    std::str::from_utf8(digits)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}

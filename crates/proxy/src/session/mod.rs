@@ -1,0 +1,372 @@
+//! One client connection: parse requests from its buffer, decide for each (answer here, send to
+//! one master, or split per key), and write replies back strictly in request order.
+//!
+//! Must never let one client hurt others: a protocol error closes only this connection, and a
+//! client that pipelines without reading is stopped from sending more after
+//! `max_pending_per_client` tickets (back-pressure; a request split per key holds one ticket per
+//! key), so its memory stays bounded.
+//!
+//! Where each behaviour lives:
+//! - `client_loop`: reading, parsing, replies in request order, back-pressure, leaving;
+//! - `route`: which way each command goes, and `handle`, which sends it there;
+//! - `keyed`: one slot's master, per-key splits, blocking commands and WAIT as tasks;
+//! - `fanout`: every master or every node, merging replies, SCAN across masters;
+//! - `transaction`: MULTI/EXEC and WATCH;
+//! - `subscribe`: entering subscribed mode (the relay is `crate::pubsub`);
+//! - `local_answers`: what the proxy answers itself (PING, HELLO, CLIENT, CLUSTER, …);
+//! - `guard`: logins, role checks and audit records;
+//! - this file: the per-connection state and the queue of replies every route feeds.
+
+use std::collections::VecDeque;
+use std::rc::Rc;
+use std::time::Instant;
+
+use cinnabar_commands::Args;
+use cinnabar_resp::{Protocol, Request, encode};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+use crate::backend::Flavor;
+use crate::stats::Category;
+use crate::ticket::Tickets;
+use crate::worker::Worker;
+use cinnabar_cluster::NodeAddr;
+
+mod client_loop;
+mod fanout;
+mod guard;
+mod keyed;
+mod local_answers;
+mod route;
+mod subscribe;
+mod transaction;
+
+use client_loop::FIRST_WINDOW;
+use fanout::Merge;
+use transaction::{Transaction, Watch};
+
+/// Client ids, unique across workers (taken once per connection, not per request).
+static NEXT_CLIENT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+/// Initial size of a client's buffers: small, because most connections of a pool sit idle and
+/// each touched page counts; they grow with the client's traffic (a few reallocations while
+/// a busy connection warms up) and stay grown up to `RETAINED`, beyond which (after a huge
+/// request or reply) they are given back.
+const BUFFER: usize = 1024;
+
+const RETAINED: usize = 1024 * 1024;
+
+/// A request waiting for its reply, in request order.
+#[derive(Debug, Clone, Copy)]
+enum Pending {
+    /// One ticket.
+    One,
+    /// `parts` tickets whose replies merge into one.
+    Split { merge: Merge, parts: usize },
+    /// One `SCAN` step on master `master` of `masters`; its cursor is rewritten.
+    Scan { master: usize, masters: usize },
+}
+
+impl Pending {
+    fn parts(self) -> usize {
+        match self {
+            Self::One | Self::Scan { .. } => 1,
+            Self::Split { parts, .. } => parts,
+        }
+    }
+}
+
+/// A pending request with what its metrics need.
+#[derive(Debug, Clone, Copy)]
+struct Queued {
+    reply: Pending,
+    category: Category,
+    /// When the batch of input holding the request was read.
+    started: Instant,
+    /// The request is audited: its record waits in `Session::audits` for the outcome.
+    audited: bool,
+    /// The command's name, for the slow log.
+    command: &'static str,
+    /// Where its calls are counted (`CommandStats::index_of`).
+    command_index: u16,
+}
+
+/// A request's arguments, read through the parser's ranges: no copy, no allocation.
+struct RequestArgs<'a> {
+    request: &'a Request,
+    buf: &'a [u8],
+}
+
+impl Args for RequestArgs<'_> {
+    fn len(&self) -> usize {
+        self.request.len()
+    }
+
+    fn get(&self, index: usize) -> Option<&[u8]> {
+        self.request.arg(index, self.buf)
+    }
+}
+
+/// The per-connection state.
+struct Session {
+    worker: Rc<Worker>,
+    /// `CLIENT ID`.
+    id: u64,
+    /// `CLIENT SETNAME`.
+    name: Vec<u8>,
+    /// Who the client is: `None` until it logs in when authentication is required.
+    principal: Option<cinnabar_access::Principal>,
+    /// The worker's access generation `principal` was resolved against.
+    access_generation: u64,
+    /// The audit record of the request being handled, until its reply slot is queued.
+    audit_next: Option<Box<cinnabar_audit::AuditRecord>>,
+    /// Records of audited requests in flight, in request order, waiting for their outcome.
+    audits: VecDeque<Box<cinnabar_audit::AuditRecord>>,
+    /// The client said `HELLO 3`: replies come from RESP3 backend connections, and the proxy's
+    /// own replies use RESP3 types.
+    resp3: bool,
+    peer: Option<std::net::SocketAddr>,
+    out: Vec<u8>,
+    pending: VecDeque<Queued>,
+    /// Ticket ids of all pending requests, in order (a split request owns `parts` of them).
+    ids: VecDeque<usize>,
+    closing: bool,
+    /// The command being handled, for the metrics of the replies it queues.
+    category: Category,
+    /// Its name, for the slow log, and where its calls are counted.
+    command: &'static str,
+    command_index: u16,
+    /// When the input being parsed was read (one clock reading per batch, not per request).
+    batch_started: Instant,
+    /// Between MULTI and EXEC/DISCARD.
+    transaction: Option<Transaction>,
+    /// After WATCH: this client's own connection to the watched slot's master, where the
+    /// WATCH ran and where EXEC must run.
+    watch: Option<Watch>,
+    /// A SUBSCRIBE-family request waiting for earlier replies to flush: then the connection
+    /// enters subscribed mode with this node.
+    subscribe: Option<(NodeAddr, Vec<u8>)>,
+    /// A blocking command (or WAIT) is in flight: later requests wait for its reply.
+    blocked: bool,
+    /// `handle` declined the request for now (it must wait for earlier replies); the parser
+    /// leaves it in the input.
+    deferred: bool,
+    /// The first request in the input was declined and waits for the pending replies.
+    awaiting_turn: bool,
+    /// The user whose connection place this connection holds (`max_connections_per_user`).
+    user_place: Option<String>,
+    /// Requests and error replies since the last flush to the worker's per-user counts.
+    user_counts: [u64; 2],
+    user_counts_since: Instant,
+    /// Recent peak of this client's reply sizes, decaying (see `learn_reply_size`).
+    reply_average: usize,
+    /// Tickets this client may have in flight (see `learn_reply_size`).
+    window: usize,
+    /// Blocking commands running on private connections; cancelled when the client leaves.
+    blocking: Vec<(tokio::task::AbortHandle, usize)>,
+}
+
+/// Answers a client the proxy will not serve with `refusal` (an error reply) and closes it.
+pub(crate) async fn refuse(mut stream: TcpStream, refusal: String) {
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(1),
+        stream.write_all(refusal.as_bytes()),
+    )
+    .await;
+}
+
+/// Serves one client until it disconnects, sends garbage, or says QUIT.
+pub(crate) async fn serve(worker: Rc<Worker>, mut stream: TcpStream) {
+    let _ = stream.set_nodelay(true);
+    let peer = stream.peer_addr().ok();
+    let (mut rd, mut wr) = stream.split();
+    serve_halves(worker, peer, &mut rd, &mut wr).await;
+}
+
+/// Serves one client over TLS: the handshake first (bounded), then as [`serve`].
+pub(crate) async fn serve_tls(
+    worker: Rc<Worker>,
+    acceptor: tokio_rustls::TlsAcceptor,
+    stream: TcpStream,
+) {
+    let _ = stream.set_nodelay(true);
+    let peer = stream.peer_addr().ok();
+    let handshake = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await;
+    match handshake {
+        Ok(Ok(tls)) => {
+            let (mut rd, mut wr) = tokio::io::split(tls);
+            serve_halves(worker, peer, &mut rd, &mut wr).await;
+        }
+        Ok(Err(e)) => {
+            worker.stats.tls_failures.inc();
+            tracing::debug!(error = %e, "TLS handshake failed");
+        }
+        Err(_) => {
+            worker.stats.tls_failures.inc();
+            tracing::debug!("TLS handshake timed out");
+        }
+    }
+}
+
+/// A client that has not finished its TLS handshake by then is dropped.
+const TLS_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+async fn serve_halves<R, W>(
+    worker: Rc<Worker>,
+    peer: Option<std::net::SocketAddr>,
+    rd: &mut R,
+    wr: &mut W,
+) where
+    R: tokio::io::AsyncRead + Unpin,
+    W: tokio::io::AsyncWrite + Unpin,
+{
+    let mut session = Session {
+        worker,
+        id: NEXT_CLIENT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        name: Vec::new(),
+        principal: None,
+        access_generation: u64::MAX,
+        audit_next: None,
+        audits: VecDeque::new(),
+        resp3: false,
+        peer,
+        out: Vec::with_capacity(BUFFER),
+        pending: VecDeque::new(),
+        ids: VecDeque::new(),
+        closing: false,
+        category: Category::Other,
+        command: "",
+        command_index: u16::MAX,
+        batch_started: Instant::now(),
+        transaction: None,
+        watch: None,
+        subscribe: None,
+        blocked: false,
+        deferred: false,
+        awaiting_turn: false,
+        reply_average: 0,
+        user_place: None,
+        user_counts: [0; 2],
+        user_counts_since: Instant::now(),
+        window: FIRST_WINDOW,
+        blocking: Vec::new(),
+    };
+    session.worker.stats.clients_accepted.inc();
+    let mut input = Vec::with_capacity(BUFFER);
+    let mut request = Request::new();
+    if let Err(e) = session.run(rd, wr, &mut input, &mut request).await {
+        tracing::debug!(error = %e, "client connection ended");
+    }
+    session.abandon();
+    session.worker.stats.clients_closed.inc();
+}
+
+/// Copies a request for a backend as multibulk (inline requests are re-encoded).
+fn write_request(args: &RequestArgs<'_>, out: &mut Vec<u8>) {
+    if args.request.is_inline() {
+        args.request.write_multibulk(args.buf, out);
+    } else {
+        out.extend_from_slice(args.buf);
+    }
+}
+
+impl Session {
+    /// Queues the reply slot of the request being handled.
+    fn push_pending(&mut self, reply: Pending) {
+        let audited = match self.audit_next.take() {
+            Some(record) => {
+                self.audits.push_back(record);
+                true
+            }
+            None => false,
+        };
+        self.pending.push_back(Queued {
+            reply,
+            category: self.category,
+            started: self.batch_started,
+            audited,
+            command: self.command,
+            command_index: self.command_index,
+        });
+    }
+
+    /// A fresh ticket routed to master `master` (by one of its slots), its request written by
+    /// `write`; the caller sends it.
+    fn master_ticket(
+        &self,
+        routes: &crate::slotmap::SlotMap,
+        master: usize,
+        write: impl FnOnce(&mut Vec<u8>),
+    ) -> usize {
+        let mut tickets = self.worker.tickets.borrow_mut();
+        let id = self.new_ticket(&mut tickets, routes.representative_slot(master), false);
+        write(&mut tickets.get(id).request);
+        id
+    }
+
+    /// A fresh ticket for one of this client's requests, routed by `slot`.
+    fn new_ticket(&self, tickets: &mut Tickets, slot: Option<u16>, read_only: bool) -> usize {
+        let id = tickets.take();
+        let ticket = tickets.get(id);
+        ticket.slot = slot;
+        ticket.resp3 = self.resp3;
+        ticket.read_only = read_only;
+        ticket.affinity = self.id as u32;
+        id
+    }
+
+    /// The kind of master connection this client's requests need.
+    fn flavor(&self) -> Flavor {
+        Flavor {
+            resp3: self.resp3,
+            replica: false,
+        }
+    }
+
+    /// The protocol the proxy's own replies use.
+    fn protocol(&self) -> Protocol {
+        if self.resp3 {
+            Protocol::Resp3
+        } else {
+            Protocol::Resp2
+        }
+    }
+
+    /// Queues a reply the proxy writes itself (`write` gets the proxy's announced address), in
+    /// order with the replies coming from backends. Every local reply goes through here.
+    fn local_with(&mut self, write: impl FnOnce(&mut Vec<u8>, std::net::SocketAddr)) {
+        let announce = self.worker.announce;
+        let id = {
+            let mut tickets = self.worker.tickets.borrow_mut();
+            let id = tickets.take();
+            let ticket = tickets.get(id);
+            write(&mut ticket.reply, announce);
+            ticket.done = true;
+            id
+        };
+        self.ids.push_back(id);
+        self.push_pending(Pending::One);
+    }
+
+    /// Queues a complete reply, as bytes.
+    fn local(&mut self, reply: &[u8]) {
+        self.local_with(|out, _| out.extend_from_slice(reply));
+    }
+
+    /// Queues an error reply from a bare error line (`ERR ...`, no `-`, no CRLF).
+    fn local_error(&mut self, line: &[u8]) {
+        self.local_with(|out, _| {
+            out.push(b'-');
+            out.extend_from_slice(line);
+            out.extend_from_slice(b"\r\n");
+        });
+    }
+
+    fn local_bulk(&mut self, data: &[u8]) {
+        self.local_with(|out, _| encode::bulk(out, data));
+    }
+
+    fn local_integer(&mut self, n: i64) {
+        self.local_with(|out, _| encode::integer(out, n));
+    }
+}

@@ -1,0 +1,201 @@
+//! Which way each command goes (`Route`), and `handle`, which checks a request and sends it
+//! that way. The one place that classifies commands; everything else acts on the route.
+
+use super::fanout::Merge;
+use super::{RequestArgs, Session};
+use crate::local;
+use crate::stats::Category;
+use cinnabar_commands::{Args, Command, RequestPolicy};
+
+impl Session {
+    /// Decides what to do with one complete request.
+    pub(super) fn handle(&mut self, args: &RequestArgs<'_>) {
+        let command = match cinnabar_commands::resolve(args) {
+            Ok(command) => command,
+            Err(e) => {
+                let line = e.to_bytes();
+                // A refused EXEC (`EXEC x`) ends the transaction, in Redis's words.
+                if args.get(0).is_some_and(|n| n.eq_ignore_ascii_case(b"exec")) {
+                    self.transaction = None;
+                    let mut msg = b"EXECABORT Transaction discarded because of: ".to_vec();
+                    msg.extend_from_slice(line.strip_prefix(b"ERR ").unwrap_or(&line));
+                    return self.local_error(&msg);
+                }
+                if let Some(tx) = &mut self.transaction {
+                    tx.aborted = true;
+                }
+                self.category = Category::Other;
+                self.command = "";
+                self.command_index = u16::MAX;
+                return self.local_error(&line);
+            }
+        };
+        self.category = Category::of(command);
+        self.command = command.name();
+        self.command_index = crate::stats::CommandStats::index_of(command);
+        // A record left by a request that queued no reply (deferred, or subscribed) must not
+        // describe this one.
+        self.audit_next = None;
+        if !self.permitted(command, args) {
+            if let Some(tx) = &mut self.transaction {
+                tx.aborted = true;
+            }
+            return;
+        }
+        let route = route(command);
+        if let Some(record) = self.audit_next.take() {
+            let targets = self.targets(command, route, args);
+            self.audit_next = Some(Box::new((*record).with_targets(targets)));
+        }
+        // QUIT acts at once, even inside a transaction (as in Redis): never queued, never sent.
+        if route == Route::Quit {
+            self.local(b"+OK\r\n");
+            self.closing = true;
+            return;
+        }
+        if self.transaction.is_some() && route != Route::Transaction {
+            return self.queue(command, route, args);
+        }
+        match route {
+            Route::Quit => {}
+            Route::Local => self.answer_locally(command, args),
+            Route::Keyed => match command.slot(args) {
+                Ok(slot) => self.forward(slot, command.is_readonly(), args),
+                Err(e) => self.local_error(&e.to_bytes()),
+            },
+            Route::Split { merge, step } => self.split(command, args, merge, step),
+            Route::FanOut(Merge::Info(_)) => {
+                let sections = local::info_sections((1..args.len()).filter_map(|i| args.get(i)));
+                self.fan_out(args, Some(&[b"INFO", b"keyspace"]), Merge::Info(sections));
+            }
+            Route::FanOut(merge) => self.fan_out(args, None, merge),
+            Route::Scan => self.scan(args),
+            Route::EveryNode(merge) => self.every_node(args, merge),
+            // A blocking command runs on a connection of its own, so it must not start before
+            // this client's earlier requests have run on theirs.
+            Route::Blocking | Route::Wait if !self.pending.is_empty() => self.deferred = true,
+            Route::Blocking => match command.slot(args) {
+                Ok(slot) => {
+                    self.blocked = true;
+                    self.blocking(slot, args);
+                }
+                Err(e) => self.local_error(&e.to_bytes()),
+            },
+            Route::Transaction => self.transaction_command(command, args),
+            Route::Subscribe => self.enter_pubsub(command, args),
+            Route::Unsubscribe => self.unsubscribe_unsubscribed(command, args),
+            Route::Wait => {
+                self.blocked = true;
+                self.wait(args);
+            }
+            Route::Unsupported => {
+                let msg = format!(
+                    "-ERR cinnabar: '{}' is not supported through the proxy\r\n",
+                    command.name().replace('|', " ")
+                );
+                self.local(msg.as_bytes());
+            }
+        }
+    }
+}
+
+/// How the proxy carries a command. The one place that classifies commands: `handle` acts on
+/// it, and `queue` uses it to decide what may run inside a transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Route {
+    /// QUIT: answered, then the connection closes.
+    Quit,
+    /// Answered by the proxy itself (PING, ECHO, SELECT, HELLO, CLIENT …, CLUSTER …).
+    Local,
+    /// Sent whole to the master of its slot (any master when it has no keys).
+    Keyed,
+    /// Multi-key: sent whole when the keys share a slot, else one request per key (`step`
+    /// arguments per key) with the replies merged.
+    Split { merge: Merge, step: usize },
+    /// Sent to every master, the replies merged.
+    FanOut(Merge),
+    /// `SCAN`, one master after the other.
+    Scan,
+    /// BLPOP & co.: a private connection each, so they never stall the shared one.
+    Blocking,
+    /// MULTI, EXEC, DISCARD, WATCH, UNWATCH.
+    Transaction,
+    /// SUBSCRIBE, PSUBSCRIBE, SSUBSCRIBE: the connection enters subscribed mode.
+    Subscribe,
+    /// UNSUBSCRIBE & co. while not subscribed.
+    Unsubscribe,
+    /// `WAIT numreplicas timeout`, over every master.
+    Wait,
+    /// Sent to every master and every replica (`CONFIG`), the replies merged with the node
+    /// names at hand (masters, each followed by its replicas).
+    EveryNode(Merge),
+    /// Not carried: a clear error naming the command, never a wrong answer.
+    Unsupported,
+}
+
+pub(super) fn route(command: &Command) -> Route {
+    match command.name() {
+        "quit" => Route::Quit,
+        "ping" | "echo" | "select" | "hello" | "auth" | "asking" | "readonly" | "readwrite"
+        | "reset" => Route::Local,
+        "client|id" | "client|setname" | "client|getname" | "client|info" | "client|list"
+        | "client|setinfo" => Route::Local,
+        "slowlog|get" | "slowlog|len" | "slowlog|reset" => Route::Local,
+        "cluster|slots"
+        | "cluster|shards"
+        | "cluster|nodes"
+        | "cluster|info"
+        | "cluster|myid"
+        | "cluster|keyslot"
+        | "cluster|countkeysinslot"
+        | "cluster|getkeysinslot" => Route::Local,
+        "multi" | "exec" | "discard" | "watch" | "unwatch" => Route::Transaction,
+        "subscribe" | "psubscribe" | "ssubscribe" => Route::Subscribe,
+        "unsubscribe" | "punsubscribe" | "sunsubscribe" => Route::Unsubscribe,
+        "mget" => Route::Split {
+            merge: Merge::Array,
+            step: 1,
+        },
+        "del" | "unlink" | "exists" | "touch" => Route::Split {
+            merge: Merge::Sum,
+            step: 1,
+        },
+        "mset" => Route::Split {
+            merge: Merge::AllOk,
+            step: 2,
+        },
+        "dbsize" => Route::FanOut(Merge::Sum),
+        "keys" => Route::FanOut(Merge::Concat),
+        "flushdb" | "flushall" | "script|flush" => Route::FanOut(Merge::AllOk),
+        "script|load" | "function|load" => Route::FanOut(Merge::First),
+        "script|exists" => Route::FanOut(Merge::AllExist),
+        "function|delete" | "function|flush" | "function|restore" => Route::FanOut(Merge::AllOk),
+        "function|list" | "function|dump" => Route::Keyed,
+        // Only `admin` may run these (the default deny list); they reach every node.
+        "config|get" => Route::EveryNode(Merge::ConfigGet),
+        "config|set" | "config|resetstat" => Route::EveryNode(Merge::NodeReport),
+        "randomkey" => Route::FanOut(Merge::FirstNonNil),
+        "info" => Route::FanOut(Merge::Info(0)),
+        "scan" => Route::Scan,
+        "wait" => Route::Wait,
+        "waitaof" => Route::Unsupported,
+        _ if command.is_blocking() => Route::Blocking,
+        // Containers whose carried subcommands are listed above, administration, commands that
+        // need per-node or per-connection state the proxy does not keep, and the rest of
+        // pub/sub (PUBLISH and SPUBLISH are plain keyed commands).
+        _ if command.is_admin()
+            || (command.is_pubsub() && !matches!(command.name(), "publish" | "spublish"))
+            || matches!(
+                command.request_policy(),
+                RequestPolicy::AllNodes | RequestPolicy::AllShards
+            )
+            || matches!(
+                command.command_name(),
+                "client" | "cluster" | "reset" | "swapdb" | "move" | "function" | "script"
+            ) =>
+        {
+            Route::Unsupported
+        }
+        _ => Route::Keyed,
+    }
+}

@@ -1,0 +1,201 @@
+//! MULTI/EXEC and WATCH. A transaction is queued in the proxy and sent to its slot's master as
+//! one contiguous `MULTI … EXEC` chunk, so it stays atomic there; WATCH pins a private
+//! connection to the watched slot's master, where EXEC then runs.
+
+use super::route::Route;
+use super::{Pending, RequestArgs, Session, write_request};
+use crate::backend::Backend;
+use cinnabar_commands::Command;
+use cinnabar_resp::encode;
+use std::rc::Rc;
+
+impl Session {
+    /// MULTI, EXEC, DISCARD, WATCH, UNWATCH.
+    pub(super) fn transaction_command(&mut self, command: &Command, args: &RequestArgs<'_>) {
+        match command.name() {
+            "multi" => self.multi(),
+            "exec" => self.exec(),
+            "discard" => match self.transaction.take() {
+                Some(_) => {
+                    self.unwatch();
+                    self.local(b"+OK\r\n");
+                }
+                None => self.local_error(b"ERR DISCARD without MULTI"),
+            },
+            "watch" if self.transaction.is_some() => {
+                self.local_error(b"ERR WATCH inside MULTI is not allowed");
+            }
+            "watch" => self.watch(command, args),
+            _ => {
+                self.unwatch();
+                self.local(b"+OK\r\n");
+            }
+        }
+    }
+
+    /// `WATCH key…`: runs on a connection of this client's own to the slot's master, which
+    /// the following EXEC uses too. All watched keys (and the transaction's) share one slot.
+    pub(super) fn watch(&mut self, command: &Command, args: &RequestArgs<'_>) {
+        let slot = match command.slot(args) {
+            Ok(Some(slot)) => slot,
+            Ok(None) => {
+                return self.local_error(b"ERR wrong number of arguments for 'watch' command");
+            }
+            Err(e) => return self.local_error(&e.to_bytes()),
+        };
+        if self.watch.as_ref().is_some_and(|w| w.slot != slot) {
+            return self.local_error(
+                b"CROSSSLOT Keys in request don't hash to the same slot (cinnabar: all WATCHed keys must share one slot)",
+            );
+        }
+        if self.watch.is_none() {
+            let routes = self.worker.routes();
+            let Some(addr) = routes.owner(slot).map(|m| routes.masters()[m].clone()) else {
+                return self.local_error(b"CLUSTERDOWN Hash slot not served");
+            };
+            let backend = Rc::new(Backend::new_pinned(addr, self.flavor()));
+            tokio::task::spawn_local(crate::backend::run(
+                Rc::clone(&backend),
+                Rc::clone(&self.worker),
+            ));
+            self.watch = Some(Watch { slot, backend });
+        }
+        let Some(watch) = &self.watch else { return };
+        let id = {
+            let mut tickets = self.worker.tickets.borrow_mut();
+            let id = self.new_ticket(&mut tickets, Some(slot), false);
+            let ticket = tickets.get(id);
+            write_request(args, &mut ticket.request);
+            watch.backend.enqueue(&ticket.request, id, false, 0);
+            id
+        };
+        self.ids.push_back(id);
+        self.push_pending(Pending::One);
+    }
+
+    /// Forgets WATCHed keys: their connection closes once idle.
+    pub(super) fn unwatch(&mut self) {
+        if let Some(watch) = self.watch.take() {
+            watch.backend.retire();
+        }
+    }
+
+    pub(super) fn multi(&mut self) {
+        if self.transaction.is_some() {
+            return self.local_error(b"ERR MULTI calls can not be nested");
+        }
+        let mut tx = Transaction {
+            slot: self.watch.as_ref().map(|w| w.slot),
+            ..Transaction::default()
+        };
+        encode::command(&mut tx.request, &[b"MULTI"]);
+        self.transaction = Some(tx);
+        self.local(b"+OK\r\n");
+    }
+
+    /// Queues one command of a transaction, refusing (and dooming the transaction) what cannot
+    /// run atomically on one master.
+    pub(super) fn queue(&mut self, command: &Command, route: Route, args: &RequestArgs<'_>) {
+        // EXEC runs on a shared backend connection: nothing that changes connection state may
+        // ride along (SELECT 1 would move every other client to db 1). Inside MULTI a blocking
+        // command does not block, so it may ride along too.
+        let carried = matches!(route, Route::Keyed | Route::Split { .. } | Route::Blocking)
+            || matches!(command.name(), "ping" | "echo");
+        let slot = if carried {
+            command.slot(args).map_err(|e| e.to_bytes())
+        } else {
+            Err(format!(
+                "ERR cinnabar: '{}' cannot run inside a transaction through the proxy",
+                command.name()
+            )
+            .into_bytes())
+        };
+        let Some(tx) = self.transaction.as_mut() else {
+            return;
+        };
+        let accepted = match slot {
+            Ok(Some(slot)) if tx.slot.is_some_and(|s| s != slot) => {
+                Err(b"CROSSSLOT Keys in request don't hash to the same slot".to_vec())
+            }
+            Ok(slot) => {
+                tx.slot = tx.slot.or(slot);
+                Ok(())
+            }
+            Err(e) => Err(e),
+        };
+        match accepted {
+            Ok(()) => {
+                write_request(args, &mut tx.request);
+                tx.queued += 1;
+                self.local(b"+QUEUED\r\n");
+            }
+            Err(line) => {
+                tx.aborted = true;
+                self.local_error(&line);
+            }
+        }
+    }
+
+    pub(super) fn exec(&mut self) {
+        let Some(mut tx) = self.transaction.take() else {
+            return self.local_error(b"ERR EXEC without MULTI");
+        };
+        let watch = self.watch.take();
+        if tx.aborted {
+            if let Some(watch) = watch {
+                watch.backend.retire();
+            }
+            return self
+                .local_error(b"EXECABORT Transaction discarded because of previous errors.");
+        }
+        if let Some(watch) = &watch
+            && watch.backend.is_closed()
+        {
+            // The connection that held the WATCH is gone, so a watched key may have changed
+            // unseen: answer as Redis does when one did (the transaction did not run).
+            let protocol = self.protocol();
+            return self.local_with(|out, _| encode::null_array(out, protocol));
+        }
+        encode::command(&mut tx.request, &[b"EXEC"]);
+        let id = {
+            let mut tickets = self.worker.tickets.borrow_mut();
+            let id = self.new_ticket(&mut tickets, tx.slot, false);
+            let ticket = tickets.get(id);
+            ticket.request.extend_from_slice(&tx.request);
+            // The replies of MULTI and of every queued command; only EXEC's goes to the client.
+            ticket.discard = tx.queued + 1;
+            if let Some(watch) = &watch {
+                watch
+                    .backend
+                    .enqueue(&ticket.request, id, false, ticket.discard);
+            }
+            id
+        };
+        match watch {
+            Some(watch) => watch.backend.retire(),
+            None => self.worker.dispatch(id),
+        }
+        self.ids.push_back(id);
+        self.push_pending(Pending::One);
+    }
+}
+
+/// WATCHed keys: one slot, one private connection.
+#[derive(Debug)]
+pub(super) struct Watch {
+    pub(super) slot: u16,
+    pub(super) backend: Rc<Backend>,
+}
+
+/// A transaction being queued by the proxy. At EXEC it goes to the slot's master as one
+/// contiguous `MULTI … EXEC` chunk, so it runs atomically there.
+#[derive(Debug, Default)]
+pub(super) struct Transaction {
+    /// The one slot all keyed commands must share.
+    pub(super) slot: Option<u16>,
+    /// `MULTI` followed by the queued commands, as multibulk.
+    pub(super) request: Vec<u8>,
+    pub(super) queued: u16,
+    /// A queued command was refused: EXEC answers EXECABORT, as Redis does.
+    pub(super) aborted: bool,
+}
