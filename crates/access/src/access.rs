@@ -183,6 +183,22 @@ impl Access {
         }
     }
 
+    /// Every user a client may log in as, sorted by name, each with whether it is enabled and
+    /// its principal (for `ACL USERS`, `ACL LIST`, `ACL GETUSER`); only `default` when
+    /// authentication is off.
+    pub fn users(&self) -> Vec<(Principal, bool)> {
+        if let Some(default) = &self.default_principal {
+            return vec![(default.clone(), true)];
+        }
+        let mut users: Vec<(Principal, bool)> = self
+            .users
+            .values()
+            .map(|user| (user.principal.clone(), user.enabled))
+            .collect();
+        users.sort_by(|a, b| a.0.user().cmp(b.0.user()));
+        users
+    }
+
     /// The principal of the enabled user `user`, without a password: for sessions that logged
     /// in under a previous configuration and move to this one on reload. `None` when the user
     /// no longer exists or is disabled (the caller decides: refuse further commands, or

@@ -39,6 +39,11 @@ impl Patterns {
         }
     }
 
+    /// The patterns as configured.
+    pub(crate) fn sources(&self) -> impl Iterator<Item = &[u8]> {
+        self.list.iter().map(Pattern::source)
+    }
+
     /// `*`: everything.
     pub(crate) fn everything() -> Patterns {
         Patterns {
@@ -95,6 +100,35 @@ impl Principal {
     /// The name of the user's role.
     pub fn role(&self) -> &str {
         &self.0.role.name
+    }
+
+    /// The role's rules in `ACL LIST` form: `~pattern…` for keys, `&pattern…` for channels,
+    /// then `+@all` or `-@all` followed by every permitted command (`+get`, `+client|id`): the
+    /// compiled permissions, whichever rules produced them.
+    pub fn acl_rules(&self) -> String {
+        let role = &self.0.role;
+        let mut rules = Vec::new();
+        for (prefix, patterns) in [("~", &role.keys), ("&", &role.channels)] {
+            if patterns.is_everything() {
+                rules.push(format!("{prefix}*"));
+            } else {
+                for pattern in patterns.sources() {
+                    rules.push(format!("{prefix}{}", String::from_utf8_lossy(pattern)));
+                }
+            }
+        }
+        let all = entries().iter().all(|(id, _)| role.commands.contains(id));
+        if all {
+            rules.push("+@all".to_owned());
+        } else {
+            rules.push("-@all".to_owned());
+            for (id, command) in entries().iter() {
+                if role.commands.contains(id) {
+                    rules.push(format!("+{}", command.name()));
+                }
+            }
+        }
+        rules.join(" ")
     }
 
     /// Whether the role permits `command` (a table entry: a command or a subcommand), without

@@ -145,6 +145,9 @@ proxy_keys! {
     backend_connections: NonZeroUsize => |c, v| c.backend_connections = v.get(),
     /// Where read-only commands go: `"master"`, `"prefer-replica"` or `"replica-only"`.
     read_from: ReadPolicy => |c, v| c.read_from = v.0,
+    /// MULTI/EXEC across slots: `"strict"` (refused with CROSSSLOT, the default) or `"relaxed"`
+    /// (each command on its own master, in order; not atomic across slots).
+    transactions: TransactionsMode => |c, v| c.transactions = v.0,
     /// ACL user of the backend connections (needs a password).
     backend_user: String => |c, v| credentials(c).user = Some(v),
     /// File holding the backend password (its first line), e.g. a mounted Kubernetes Secret.
@@ -189,6 +192,17 @@ impl<'de> Deserialize<'de> for AddressRanges {
 struct ReadPolicy(ReadFrom);
 
 impl<'de> Deserialize<'de> for ReadPolicy {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map(Self).map_err(serde::de::Error::custom)
+    }
+}
+
+/// A transactions mode, written as `"strict"` or `"relaxed"`.
+#[derive(Debug)]
+struct TransactionsMode(crate::config::Transactions);
+
+impl<'de> Deserialize<'de> for TransactionsMode {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let text = String::deserialize(deserializer)?;
         text.parse().map(Self).map_err(serde::de::Error::custom)

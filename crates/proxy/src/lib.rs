@@ -29,6 +29,7 @@ mod backend;
 pub mod cidr;
 pub mod config;
 pub mod file;
+mod info;
 mod local;
 mod pubsub;
 mod refresh;
@@ -47,7 +48,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 
 pub use cinnabar_audit::AuditOutput;
-pub use config::{ProxyConfig, ReadFrom};
+pub use config::{ProxyConfig, ReadFrom, Transactions};
 use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::{Notify, watch};
 
@@ -275,6 +276,7 @@ pub fn start(config: ProxyConfig) -> Result<ProxyHandle, ProxyError> {
         audit: Some(auditor.clone()),
         slowlog: slowlog::SlowLog::new(config.slowlog_max_len),
         user_connections: std::sync::Mutex::default(),
+        backend_version: std::sync::Mutex::default(),
     });
     let (stop, stop_rx) = watch::channel(false);
     let (drain, drain_rx) = watch::channel(false);

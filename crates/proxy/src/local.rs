@@ -1,13 +1,10 @@
 //! Replies the proxy writes itself: the smart-client `CLUSTER` view (the proxy owns all 16384
-//! slots, so cluster-mode client libraries send everything here), `HELLO`, `CLIENT`, and the
-//! proxy's own `INFO`. Pure functions into a buffer; they never touch a backend.
+//! slots, so cluster-mode client libraries send everything here), `HELLO` and `CLIENT` (`INFO`
+//! has a module of its own, `crate::info`). Pure functions into a buffer; they never touch a backend.
 
 use std::net::SocketAddr;
 
 use cinnabar_resp::{Protocol, encode};
-
-/// The version the proxy reports in `HELLO` and `INFO`: the Redis command set it speaks.
-pub(crate) const REPORTED_REDIS_VERSION: &str = "7.0.0";
 
 /// A stable 40-hex-digit node id derived from the proxy's address, so every proxy process
 /// behind one address reports the same id.
@@ -89,10 +86,10 @@ pub(crate) fn cluster_info(out: &mut Vec<u8>) {
     encode::bulk(out, text.as_bytes());
 }
 
-/// The `HELLO` reply: a map under RESP3, a flat key/value array under RESP2.
-pub(crate) fn hello(out: &mut Vec<u8>, client_id: u64, protocol: Protocol) {
+/// The `HELLO` reply (`version`: the lowest among the backends, see `crate::info`): a map under RESP3, a flat key/value array under RESP2.
+pub(crate) fn hello(out: &mut Vec<u8>, client_id: u64, version: &str, protocol: Protocol) {
     encode::map_header(out, 7, protocol);
-    for (key, value) in [("server", "redis"), ("version", REPORTED_REDIS_VERSION)] {
+    for (key, value) in [("server", "redis"), ("version", version)] {
         encode::bulk(out, key.as_bytes());
         encode::bulk(out, value.as_bytes());
     }
@@ -122,142 +119,6 @@ pub(crate) fn client_line(
         "id={id} addr={peer} laddr={local} name={} db=0 resp={resp}\n",
         String::from_utf8_lossy(name)
     )
-}
-
-/// `INFO` sections the proxy answers, as bits of a mask.
-const SERVER: u8 = 1;
-const CLIENTS: u8 = 2;
-const STATS: u8 = 4;
-const LATENCYSTATS: u8 = 8;
-const KEYSPACE: u8 = 16;
-const COMMANDSTATS: u8 = 32;
-/// What `INFO` with no section shows (as in Redis, without commandstats).
-const DEFAULT: u8 = SERVER | CLIENTS | STATS | LATENCYSTATS | KEYSPACE;
-const ALL: u8 = DEFAULT | COMMANDSTATS;
-
-/// The sections `INFO` asked for (none named: the default set, which here is all of them;
-/// unknown names select nothing, as in Redis).
-pub(crate) fn info_sections<'a>(names: impl Iterator<Item = &'a [u8]>) -> u8 {
-    let mut mask = 0;
-    let mut named = false;
-    for name in names {
-        named = true;
-        let lower = name.to_ascii_lowercase();
-        mask |= match lower.as_slice() {
-            b"server" => SERVER,
-            b"clients" => CLIENTS,
-            b"stats" => STATS,
-            b"latencystats" => LATENCYSTATS,
-            b"keyspace" => KEYSPACE,
-            b"commandstats" => COMMANDSTATS,
-            b"default" => DEFAULT,
-            b"all" | b"everything" => ALL,
-            _ => 0,
-        };
-    }
-    if named { mask } else { DEFAULT }
-}
-
-/// What `INFO` reports.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct InfoFacts<'a> {
-    pub(crate) announce: SocketAddr,
-    pub(crate) masters: usize,
-    pub(crate) keys: u64,
-    pub(crate) expires: u64,
-    pub(crate) totals: crate::stats::Totals,
-    /// `(name, calls, usec, failed)` per command called, for commandstats.
-    pub(crate) commands: &'a [(&'static str, u64, u64, u64)],
-    pub(crate) max_clients: usize,
-    pub(crate) workers: usize,
-}
-
-/// The proxy's `INFO`: its own sections (server, clients, stats, latency) plus the keyspace
-/// summed over all masters, limited to the sections in `mask`.
-pub(crate) fn info(out: &mut Vec<u8>, facts: &InfoFacts<'_>, mask: u8) {
-    use std::fmt::Write as _;
-    let t = &facts.totals;
-    let mut text = String::with_capacity(1024);
-    if mask & SERVER != 0 {
-        let _ = write!(
-            text,
-            "# Server\r\nredis_version:{REPORTED_REDIS_VERSION}\r\nredis_mode:standalone\r\n\
-             cinnabar_version:{}\r\nprocess_id:{}\r\ntcp_port:{}\r\nuptime_in_seconds:{}\r\n\
-             cinnabar_workers:{}\r\nbackend_masters:{}\r\n\r\n",
-            env!("CARGO_PKG_VERSION"),
-            std::process::id(),
-            facts.announce.port(),
-            t.uptime.as_secs(),
-            facts.workers,
-            facts.masters,
-        );
-    }
-    if mask & CLIENTS != 0 {
-        let _ = write!(
-            text,
-            "# Clients\r\nconnected_clients:{}\r\nmaxclients:{}\r\n\r\n",
-            t.open, facts.max_clients
-        );
-    }
-    if mask & STATS != 0 {
-        let _ = write!(
-            text,
-            "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\n\
-             rejected_connections:{}\r\ntotal_error_replies:{}\r\ncinnabar_redirects_moved:{}\r\n\
-             cinnabar_redirects_ask:{}\r\ncinnabar_retries:{}\r\ncinnabar_topology_refreshes:{}\r\n\r\n",
-            t.connections, t.commands, t.rejected, t.errors, t.moved, t.ask, t.retries, t.refreshes
-        );
-    }
-    if mask & COMMANDSTATS != 0 {
-        text.push_str("# Commandstats\r\n");
-        for (name, calls, usec, failed) in facts.commands {
-            let per_call = *usec as f64 / (*calls).max(1) as f64;
-            let _ = write!(
-                text,
-                "cmdstat_{name}:calls={calls},usec={usec},usec_per_call={per_call:.2},rejected_calls=0,failed_calls={failed}\r\n"
-            );
-        }
-        text.push_str("\r\n");
-    }
-    if mask & LATENCYSTATS != 0 {
-        text.push_str("# Latencystats\r\n");
-        if let Some([p50, p99, p999]) = t.latency_us {
-            let _ = write!(
-                text,
-                "latency_percentiles_usec_all:p50={p50:.3},p99={p99:.3},p99.9={p999:.3}\r\n"
-            );
-        }
-        text.push_str("\r\n");
-    }
-    if mask & KEYSPACE != 0 {
-        text.push_str("# Keyspace\r\n");
-        if facts.keys > 0 {
-            let _ = write!(
-                text,
-                "db0:keys={},expires={},avg_ttl=0\r\n",
-                facts.keys, facts.expires
-            );
-        }
-    }
-    encode::bulk(out, text.as_bytes());
-}
-
-/// Sums `db0:keys=…,expires=…` over `INFO keyspace` replies (bulk strings).
-pub(crate) fn sum_keyspace<'a>(replies: impl Iterator<Item = &'a [u8]>) -> (u64, u64) {
-    let (mut keys, mut expires) = (0, 0);
-    for reply in replies {
-        let text = String::from_utf8_lossy(reply);
-        for line in text.lines().filter(|l| l.starts_with("db0:")) {
-            for field in line.trim_start_matches("db0:").split(',') {
-                match field.split_once('=') {
-                    Some(("keys", n)) => keys += n.trim().parse::<u64>().unwrap_or(0),
-                    Some(("expires", n)) => expires += n.trim().parse::<u64>().unwrap_or(0),
-                    _ => {}
-                }
-            }
-        }
-    }
-    (keys, expires)
 }
 
 #[cfg(test)]
@@ -291,27 +152,14 @@ mod tests {
     #[test]
     fn replies_are_well_formed_resp() {
         let limits = cinnabar_resp::Limits::default();
-        let replies: [Vec<u8>; 8] = [
+        let replies: [Vec<u8>; 7] = [
             written(|o| cluster_slots(o, addr())),
             written(|o| cluster_shards(o, addr(), Protocol::Resp2)),
             written(|o| cluster_shards(o, addr(), Protocol::Resp3)),
             written(|o| cluster_nodes(o, addr())),
             written(cluster_info),
-            written(|o| hello(o, 7, Protocol::Resp2)),
-            written(|o| hello(o, 7, Protocol::Resp3)),
-            written(|o| {
-                let facts = InfoFacts {
-                    announce: addr(),
-                    masters: 3,
-                    keys: 10,
-                    expires: 2,
-                    totals: crate::stats::Totals::default(),
-                    commands: &[("get", 2, 30, 0)],
-                    max_clients: 10,
-                    workers: 1,
-                };
-                info(o, &facts, ALL);
-            }),
+            written(|o| hello(o, 7, "7.0.0", Protocol::Resp2)),
+            written(|o| hello(o, 7, "7.0.0", Protocol::Resp3)),
         ];
         for out in replies {
             let scanned = cinnabar_resp::scan_reply(&out, &limits).unwrap();
@@ -328,28 +176,5 @@ mod tests {
         let mut out = Vec::new();
         write(&mut out);
         out
-    }
-
-    #[test]
-    fn info_sections_follow_the_names_asked_for() {
-        assert_eq!(info_sections(std::iter::empty()), DEFAULT);
-        assert_eq!(info_sections([b"everything".as_slice()].into_iter()), ALL);
-        assert_eq!(
-            info_sections([b"KEYSPACE".as_slice()].into_iter()),
-            KEYSPACE
-        );
-        assert_eq!(
-            info_sections([b"clients".as_slice(), b"stats"].into_iter()),
-            CLIENTS | STATS
-        );
-        assert_eq!(info_sections([b"nonsense".as_slice()].into_iter()), 0);
-    }
-
-    #[test]
-    fn keyspace_lines_are_summed() {
-        let a = b"# Keyspace\r\ndb0:keys=3,expires=1,avg_ttl=0\r\n".as_slice();
-        let b = b"# Keyspace\r\n".as_slice();
-        let c = b"# Keyspace\r\ndb0:keys=4,expires=0,avg_ttl=0\r\n".as_slice();
-        assert_eq!(sum_keyspace([a, b, c].into_iter()), (7, 1));
     }
 }

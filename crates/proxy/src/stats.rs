@@ -136,7 +136,13 @@ pub struct WorkerStats {
     pub(crate) latency: Histogram,
     pub(crate) clients_accepted: Counter,
     pub(crate) clients_closed: Counter,
+    /// Clients that started, and stopped, waiting in a blocking command or WAIT: the
+    /// difference is `blocked_clients` (two monotonic counters keep the single-writer rule).
+    pub(crate) blocked_started: Counter,
+    pub(crate) blocked_ended: Counter,
     pub(crate) clients_rejected: Counter,
+    /// EXECs of relaxed transactions over several slots (not atomic across them).
+    pub(crate) relaxed_transactions: Counter,
     pub(crate) protocol_errors: Counter,
     pub(crate) moved: Counter,
     pub(crate) ask: Counter,
@@ -245,6 +251,9 @@ pub struct Stats {
     /// Logged-in connections per user, for `max_connections_per_user` (changed only at login
     /// and close).
     pub(crate) user_connections: std::sync::Mutex<std::collections::HashMap<String, usize>>,
+    /// The lowest `redis_version` among the masters, as the last `INFO` learned it (what
+    /// `HELLO` reports; `None` until an `INFO` ran).
+    pub(crate) backend_version: std::sync::Mutex<Option<String>>,
 }
 
 impl Default for Stats {
@@ -256,6 +265,7 @@ impl Default for Stats {
             audit: None,
             slowlog: crate::slowlog::SlowLog::default(),
             user_connections: std::sync::Mutex::default(),
+            backend_version: std::sync::Mutex::default(),
         }
     }
 }
@@ -268,6 +278,8 @@ pub(crate) struct Totals {
     pub(crate) connections: u64,
     pub(crate) rejected: u64,
     pub(crate) open: u64,
+    /// Clients waiting in a blocking command or WAIT now.
+    pub(crate) blocked: u64,
     pub(crate) moved: u64,
     pub(crate) ask: u64,
     pub(crate) retries: u64,
@@ -318,6 +330,8 @@ impl Stats {
             connections: accepted,
             rejected: sum(&|w| w.clients_rejected.get()),
             open: accepted.saturating_sub(sum(&|w| w.clients_closed.get())),
+            blocked: sum(&|w| w.blocked_started.get())
+                .saturating_sub(sum(&|w| w.blocked_ended.get())),
             moved: sum(&|w| w.moved.get()),
             ask: sum(&|w| w.ask.get()),
             retries: sum(&|w| w.retries.get()),
@@ -473,6 +487,11 @@ impl Stats {
                 "cinnabar_client_connections_rejected_total",
                 "Client connections refused (limits, draining).",
                 sum(&|w| w.clients_rejected.get()),
+            ),
+            (
+                "cinnabar_relaxed_transactions_total",
+                "EXECs of relaxed transactions spanning several slots (not atomic across them).",
+                sum(&|w| w.relaxed_transactions.get()),
             ),
             (
                 "cinnabar_client_protocol_errors_total",

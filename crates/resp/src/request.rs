@@ -225,6 +225,7 @@ impl RequestParser {
         req.inline = false;
         match buf.first() {
             None => Ok(Parsed::Incomplete),
+            Some(b'*') if buf.get(1) == Some(&b'-') => negative_multibulk(buf),
             Some(b'*') => {
                 let err = ProtocolError::InvalidMultibulkLength;
                 match read_len(buf, 1, self.limits.max_array_len, true, err)? {
@@ -353,6 +354,32 @@ impl RequestParser {
     fn suspend(&self, req: &mut Request, resume: Resume) -> Parsed {
         req.resume = resume;
         Parsed::Incomplete
+    }
+}
+
+/// `*-<n>\r\n`: Redis skips any negative multibulk length as it skips `*0` (the connection goes
+/// on), but refuses one that is not a canonical decimal (`*-0`, `*-01`, `*-x`).
+fn negative_multibulk(buf: &[u8]) -> Result<Parsed, ProtocolError> {
+    let err = ProtocolError::InvalidMultibulkLength;
+    // Beyond 19 digits the value overflows a 64-bit integer, which Redis refuses.
+    const MAX_DIGITS: usize = 19;
+    let mut i = 2;
+    loop {
+        match buf.get(i) {
+            None => return Ok(Parsed::Incomplete),
+            Some(b'1'..=b'9') => {}
+            Some(b'0') if i > 2 => {}
+            Some(_) if i > 2 => break,
+            Some(_) => return Err(err),
+        }
+        i += 1;
+        if i - 2 > MAX_DIGITS {
+            return Err(err);
+        }
+    }
+    match crate::lex::crlf(buf, i, err)? {
+        None => Ok(Parsed::Incomplete),
+        Some(consumed) => Ok(Parsed::Skipped { consumed }),
     }
 }
 

@@ -85,13 +85,24 @@ fn empty_and_null_multibulk_are_skipped_like_redis() {
         parse(b"*-1\r\n*1\r\n"),
         Ok((Parsed::Skipped { consumed: 5 }, vec![]))
     );
+    // Any negative length is skipped, as Redis does (`ll <= 0`), and the connection goes on.
+    assert_eq!(
+        parse(b"*-10\r\n*1\r\n"),
+        Ok((Parsed::Skipped { consumed: 6 }, vec![]))
+    );
+    assert_eq!(parse(b"*-10"), Ok((Parsed::Incomplete, vec![])));
+    assert_eq!(parse(b"*-"), Ok((Parsed::Incomplete, vec![])));
 }
 
 #[test]
 fn multibulk_length_must_be_a_canonical_decimal() {
     for buf in [
         &b"*x\r\n"[..],
-        b"*-2\r\n",
+        b"*-0\r\n",
+        b"*-01\r\n",
+        b"*-x\r\n",
+        b"*-1x\r\n",
+        b"*-99999999999999999999\r\n",
         b"*01\r\n",
         b"*+1\r\n",
         b"*1 \r\n",

@@ -275,7 +275,7 @@ impl Session {
         }
         drop(tickets);
         if self.pending.is_empty() {
-            self.blocked = false;
+            self.set_blocked(false);
         }
         if let Some(now) = now
             && now.duration_since(self.user_counts_since) >= USER_COUNTS_EVERY
@@ -335,6 +335,7 @@ impl Session {
             }
         }
         self.unwatch();
+        self.set_blocked(false);
         self.worker.forget_sleeper(self.id);
         self.flush_user_counts(Instant::now());
         if let Some(user) = self.user_place.take() {

@@ -3,7 +3,7 @@
 //! fine here (administration and keyspace-wide commands), never on the keyed path.
 
 use super::{Pending, RequestArgs, Session, write_request};
-use crate::local;
+use crate::info;
 use crate::worker::Worker;
 use cinnabar_commands::Args;
 use cinnabar_resp::{Value, encode, parse_value};
@@ -32,6 +32,34 @@ impl Session {
         self.push_pending(Pending::Split {
             merge,
             parts: masters,
+        });
+    }
+
+    /// `SCRIPT KILL`/`FUNCTION KILL` to every master over a private connection each (the
+    /// shared one may be queued behind the very script to kill), the replies merged by
+    /// `any_killed`.
+    pub(super) fn kill_scripts(&mut self, args: &RequestArgs<'_>) {
+        let masters = self.worker.routes().masters().to_vec();
+        if masters.is_empty() {
+            return self.local_error(b"CLUSTERDOWN cinnabar: no master is known");
+        }
+        let mut request = Vec::new();
+        write_request(args, &mut request);
+        let prelude = self.worker.prelude(self.flavor());
+        let timeout = self.worker.config.connect_timeout;
+        self.reply_from_task(async move {
+            let mut replies = Vec::with_capacity(masters.len());
+            for master in &masters {
+                let reply = crate::backend::private_request(master, &prelude, &request, timeout)
+                    .await
+                    .unwrap_or_else(|why| {
+                        format!("-ERR cinnabar: {master}: {why}\r\n").into_bytes()
+                    });
+                replies.push(reply);
+            }
+            let mut out = Vec::new();
+            any_killed(&mut out, replies.iter().map(Vec::as_slice));
+            out
         });
     }
 
@@ -112,11 +140,19 @@ pub(super) enum Merge {
     Concat,
     /// `SCRIPT LOAD`: every master answers the same; pass the first.
     First,
-    /// `RANDOMKEY`: the first master that has a key.
-    FirstNonNil,
+    /// `RANDOMKEY`: a random master among those that have a key, so every key can come back.
+    RandomNonNil,
+    /// EXEC of a relaxed transaction: every reply, errors included, as one array.
+    ExecArray,
+    /// `LASTSAVE`: the oldest, since that is when everything was last saved.
+    Oldest,
+    /// `MEMORY STATS|DOCTOR|MALLOC-STATS`, `LATENCY …`, `MODULE LIST` from every node: the one
+    /// reply when every node gave the same, else `[node, reply, node, reply …]`.
+    PerNode,
+
     /// `INFO [section…]`: the proxy's own sections plus the keyspace summed over masters; the
-    /// mask says which sections were asked for (`local::info_sections`).
-    Info(u8),
+    /// mask says which sections were asked for (`info::sections`).
+    Info(u16),
     /// `SCRIPT EXISTS`: a script exists when every master has it.
     AllExist,
     /// `CONFIG GET` from every node (masters, each followed by its replicas): one value per
@@ -136,6 +172,11 @@ pub(super) fn merge_into<'a>(
 ) {
     match merge {
         Merge::NodeReport => return node_report(out, parts, worker),
+        Merge::PerNode => return per_node(out, parts, worker),
+        Merge::ExecArray => {
+            encode::array_header(out, parts.clone().count());
+            return parts.for_each(|reply| out.extend_from_slice(reply));
+        }
         Merge::ConfigGet => return config_get_report(out, parts, worker),
         _ => {}
     }
@@ -170,9 +211,16 @@ pub(super) fn merge_into<'a>(
             }
         }
         Merge::First => out.extend_from_slice(parts.clone().next().unwrap_or(b"$-1\r\n")),
-        Merge::FirstNonNil => {
-            let found = parts.clone().find(|r| *r != b"$-1\r\n" && *r != b"_\r\n");
-            out.extend_from_slice(found.unwrap_or(b"$-1\r\n"));
+        Merge::RandomNonNil => {
+            let found: Vec<&[u8]> = parts
+                .filter(|r| *r != b"$-1\r\n" && *r != b"_\r\n")
+                .collect();
+            let pick = (random_u64() % found.len().max(1) as u64) as usize;
+            out.extend_from_slice(found.get(pick).map_or(b"$-1\r\n".as_slice(), |r| r));
+        }
+        Merge::Oldest => {
+            let oldest = parts.map(parse_integer).min().unwrap_or(0);
+            encode::integer(out, oldest);
         }
         Merge::AllExist => {
             let limits = cinnabar_resp::Limits::default();
@@ -193,22 +241,28 @@ pub(super) fn merge_into<'a>(
                 encode::integer(out, i64::from(exists));
             }
         }
-        Merge::ConfigGet | Merge::NodeReport => {}
+        Merge::ConfigGet | Merge::NodeReport | Merge::PerNode | Merge::ExecArray => {}
         Merge::Info(sections) => {
-            let masters = parts.clone().count();
-            let (keys, expires) = local::sum_keyspace(parts.map(|r| &r[header_len(r)..]));
+            let backends: Vec<info::BackendInfo> = parts
+                .map(|r| info::BackendInfo::parse(r.get(header_len(r)..).unwrap_or_default()))
+                .collect();
+            if let (Some(version), Ok(mut learned)) = (
+                info::lowest_version(&backends),
+                worker.all_stats.backend_version.lock(),
+            ) {
+                *learned = Some(version);
+            }
             let commands = worker.all_stats.command_totals();
-            let facts = local::InfoFacts {
+            let facts = info::ProxyFacts {
                 announce: worker.announce,
-                masters,
-                keys,
-                expires,
+                masters: backends.len(),
                 totals: worker.all_stats.totals(),
                 commands: &commands,
                 max_clients: worker.config.max_clients,
                 workers: worker.config.workers,
+                config_file: worker.config.config_file.as_deref(),
             };
-            local::info(out, &facts, sections);
+            info::write(out, &facts, &backends, sections);
         }
     }
 }
@@ -235,8 +289,9 @@ pub(super) fn named_reply(name: &str, reply: &[u8]) -> String {
     format!("{name}: {}", text.trim_start_matches(['-', '+']).trim_end())
 }
 
-/// `CONFIG SET`/`RESETSTAT` over every node: `+OK`, or an error that says on how many nodes it
-/// took effect and quotes each refusal with its node.
+/// A command for every node (`CONFIG SET`, `BGSAVE`, `CLIENT PAUSE` …): the first node's
+/// reply when every node accepted, or an error that says on how many nodes it took effect and
+/// quotes each refusal with its node.
 pub(super) fn node_report<'a>(
     out: &mut Vec<u8>,
     parts: impl Iterator<Item = &'a [u8]> + Clone,
@@ -245,12 +300,13 @@ pub(super) fn node_report<'a>(
     let count = parts.clone().count();
     let names = every_node_names(worker, count);
     let refusals: Vec<String> = parts
+        .clone()
         .zip(&names)
-        .filter(|(reply, _)| *reply != b"+OK\r\n")
+        .filter(|(reply, _)| reply.first() == Some(&b'-'))
         .map(|(reply, name)| named_reply(name, reply))
         .collect();
     if refusals.is_empty() {
-        return out.extend_from_slice(b"+OK\r\n");
+        return out.extend_from_slice(parts.clone().next().unwrap_or(b"+OK\r\n"));
     }
     let message = format!(
         "ERR cinnabar: applied on {} of {count} nodes; refused by {}",
@@ -258,6 +314,47 @@ pub(super) fn node_report<'a>(
         refusals.join("; ")
     );
     encode::error(out, message.as_bytes());
+}
+
+/// Every node's reply, named (see [`Merge::PerNode`]).
+fn per_node<'a>(out: &mut Vec<u8>, parts: impl Iterator<Item = &'a [u8]> + Clone, worker: &Worker) {
+    let mut replies = parts.clone();
+    if let Some(first) = replies.next()
+        && replies.all(|r| r == first)
+    {
+        return out.extend_from_slice(first);
+    }
+    let count = parts.clone().count();
+    let names = every_node_names(worker, count);
+    encode::array_header(out, count * 2);
+    for (reply, name) in parts.zip(&names) {
+        encode::bulk(out, name.as_bytes());
+        out.extend_from_slice(reply);
+    }
+}
+
+/// `SCRIPT KILL`/`FUNCTION KILL` over every master: `+OK` when any stopped a script, NOTBUSY
+/// only when none was busy, another error (UNKILLABLE) as it came.
+fn any_killed<'a>(out: &mut Vec<u8>, parts: impl Iterator<Item = &'a [u8]> + Clone) {
+    if parts.clone().any(|r| r.first() == Some(&b'+')) {
+        return out.extend_from_slice(b"+OK\r\n");
+    }
+    let other = parts.clone().find(|r| !r.starts_with(b"-NOTBUSY"));
+    let first = parts.clone().next();
+    out.extend_from_slice(
+        other
+            .or(first)
+            .unwrap_or(b"-NOTBUSY No scripts in execution right now.\r\n"),
+    );
+}
+
+/// A random number, for choices that must not favour one node (`RANDOMKEY`): the standard
+/// library's per-instance hasher keys, without a dependency.
+fn random_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish()
 }
 
 /// `CONFIG GET` over every node: each parameter once, with its value when every node agrees,

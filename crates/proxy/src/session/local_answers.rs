@@ -12,9 +12,11 @@ impl Session {
     /// cluster.
     pub(super) fn answer_locally(&mut self, command: &Command, args: &RequestArgs<'_>) {
         match command.name() {
-            "ping" => match args.get(1) {
-                None => self.local(b"+PONG\r\n"),
-                Some(message) => self.local_bulk(message),
+            // The table says "at least one argument"; Redis's handler takes at most one more.
+            "ping" => match (args.len(), args.get(1)) {
+                (1, _) => self.local(b"+PONG\r\n"),
+                (2, Some(message)) => self.local_bulk(message),
+                _ => self.local_error(b"ERR wrong number of arguments for 'ping' command"),
             },
             "echo" => self.local_bulk(args.get(1).unwrap_or_default()),
             "select" => match args.get(1) {
@@ -45,6 +47,13 @@ impl Session {
             "slowlog|reset" => {
                 self.worker.all_stats.slowlog.reset();
                 self.local(b"+OK\r\n");
+            }
+            "slowlog|get" if args.len() > 3 => {
+                let line = format!(
+                    "ERR unknown subcommand or wrong number of arguments for '{}'. Try SLOWLOG HELP.",
+                    String::from_utf8_lossy(args.get(1).unwrap_or_default())
+                );
+                self.local_error(line.as_bytes());
             }
             "slowlog|get" => {
                 let count = match args.get(2).map(|c| {
@@ -77,6 +86,32 @@ impl Session {
                     self.name = name;
                 }
             }
+            "acl|whoami" => {
+                let user = self.principal.as_ref().map_or(cinnabar_access::DEFAULT_USER, |p| p.user()).to_owned();
+                self.local_bulk(user.as_bytes());
+            }
+            "acl|users" | "acl|list" => {
+                let users = self.worker.access().0.users();
+                let list = command.name() == "acl|list";
+                self.local_with(|out, _| {
+                    encode::array_header(out, users.len());
+                    for (user, enabled) in &users {
+                        if list {
+                            let state = if *enabled { "on" } else { "off" };
+                            let line = format!("user {} {state} {}", user.user(), user.acl_rules());
+                            encode::bulk(out, line.as_bytes());
+                        } else {
+                            encode::bulk(out, user.user().as_bytes());
+                        }
+                    }
+                });
+            }
+            "acl|getuser" => self.acl_getuser(args.get(2).unwrap_or_default()),
+            "acl|dryrun" => self.acl_dryrun(args),
+            "acl|setuser" | "acl|deluser" => self.local_error(
+                b"ERR cinnabar: proxy users and roles come from its settings ([access] in cinnabar.toml, or the users_file it names), not from ACL SETUSER/DELUSER; edit them there and reload (SIGHUP or POST /reload)",
+            ),
+            "client|list" if args.len() > 2 => self.client_list_filtered(args),
             "client|info" | "client|list" => {
                 let line = local::client_line(
                     self.id,
@@ -151,7 +186,11 @@ impl Session {
                 ));
                 i += 3;
             } else {
-                return self.local_error(b"ERR Syntax error in HELLO option");
+                let line = format!(
+                    "ERR Syntax error in HELLO option '{}'",
+                    String::from_utf8_lossy(option)
+                );
+                return self.local_error(line.as_bytes());
             }
         }
         if let Some((user, password)) = login {
@@ -166,7 +205,124 @@ impl Session {
         }
         self.resp3 = resp3;
         let (id, protocol) = (self.id, self.protocol());
-        self.local_with(|out, _| local::hello(out, id, protocol));
+        let version = self
+            .worker
+            .all_stats
+            .backend_version
+            .lock()
+            .ok()
+            .and_then(|v| v.clone());
+        let version = version
+            .as_deref()
+            .unwrap_or(crate::info::FALLBACK_REDIS_VERSION);
+        self.local_with(|out, _| local::hello(out, id, version, protocol));
+    }
+
+    /// `ACL GETUSER name` from the proxy's users: Redis's shape (flags, passwords, commands,
+    /// keys, channels, selectors); password hashes are never shown.
+    fn acl_getuser(&mut self, name: &[u8]) {
+        let users = self.worker.access().0.users();
+        let found = users.iter().find(|(u, _)| u.user().as_bytes() == name);
+        let Some((user, enabled)) = found else {
+            let protocol = self.protocol();
+            return self.local_with(|out, _| encode::null(out, protocol));
+        };
+        let rules = user.acl_rules();
+        let (mut keys, mut channels, mut commands) = (Vec::new(), Vec::new(), Vec::new());
+        for rule in rules.split(' ') {
+            match rule.as_bytes().first() {
+                Some(b'~') => keys.push(rule),
+                Some(b'&') => channels.push(rule),
+                _ => commands.push(rule),
+            }
+        }
+        let (keys, channels, commands) = (keys.join(" "), channels.join(" "), commands.join(" "));
+        let flag: &[u8] = if *enabled { b"on" } else { b"off" };
+        let protocol = self.protocol();
+        self.local_with(|out, _| {
+            encode::map_header(out, 6, protocol);
+            encode::bulk(out, b"flags");
+            encode::array_header(out, 1);
+            encode::bulk(out, flag);
+            encode::bulk(out, b"passwords");
+            encode::array_header(out, 0);
+            for (field, value) in [
+                ("commands", &commands),
+                ("keys", &keys),
+                ("channels", &channels),
+            ] {
+                encode::bulk(out, field.as_bytes());
+                encode::bulk(out, value.as_bytes());
+            }
+            encode::bulk(out, b"selectors");
+            encode::array_header(out, 0);
+        });
+    }
+
+    /// `ACL DRYRUN user command [arg…]`: whether the proxy would let `user` run it.
+    fn acl_dryrun(&mut self, args: &RequestArgs<'_>) {
+        let name = args.get(2).unwrap_or_default();
+        let users = self.worker.access().0.users();
+        let Some((user, _)) = users.iter().find(|(u, _)| u.user().as_bytes() == name) else {
+            let line = format!("ERR User '{}' not found", String::from_utf8_lossy(name));
+            return self.local_error(line.as_bytes());
+        };
+        let request = Skipped { args, skip: 3 };
+        match cinnabar_commands::resolve(&request) {
+            Err(e) => self.local_error(&e.to_bytes()),
+            Ok(command) => match user.check(command, &request) {
+                Ok(()) => self.local(b"+OK\r\n"),
+                Err(denied) => self.local_bulk(denied.to_string().as_bytes()),
+            },
+        }
+    }
+
+    /// `CLIENT LIST TYPE type` or `CLIENT LIST ID id…`: this connection's line when it
+    /// matches (a proxy client is of type `normal`, or `pubsub` while subscribed, which is
+    /// never the case here), else nothing; anything else is refused in Redis's words.
+    fn client_list_filtered(&mut self, args: &RequestArgs<'_>) {
+        let option = args.get(2).unwrap_or_default();
+        let matches = if option.eq_ignore_ascii_case(b"TYPE") && args.len() == 4 {
+            let kind = args.get(3).unwrap_or_default().to_ascii_lowercase();
+            match kind.as_slice() {
+                b"normal" => true,
+                b"master" | b"replica" | b"slave" | b"pubsub" => false,
+                _ => {
+                    let line = format!(
+                        "ERR Unknown client type '{}'",
+                        String::from_utf8_lossy(args.get(3).unwrap_or_default())
+                    );
+                    return self.local_error(line.as_bytes());
+                }
+            }
+        } else if option.eq_ignore_ascii_case(b"ID") && args.len() > 3 {
+            let mut found = false;
+            for i in 3..args.len() {
+                let id = std::str::from_utf8(args.get(i).unwrap_or_default())
+                    .ok()
+                    .and_then(|id| id.parse::<u64>().ok())
+                    .filter(|id| *id > 0);
+                match id {
+                    Some(id) => found |= id == self.id,
+                    None => return self.local_error(b"ERR Invalid client ID"),
+                }
+            }
+            found
+        } else {
+            return self.local_error(b"ERR syntax error");
+        };
+        let line = if matches {
+            local::client_line(
+                self.id,
+                self.peer,
+                self.worker.announce,
+                &self.name,
+                self.protocol(),
+            )
+        } else {
+            String::new()
+        };
+        self.local_bulk(line.as_bytes());
     }
 
     /// `RESET`: back to a fresh connection's state (RESP2, no name, no transaction).
@@ -197,3 +353,19 @@ pub(super) fn valid_client_name(name: &[u8]) -> bool {
 /// Redis's answer to such a name.
 pub(super) const BAD_NAME: &[u8] =
     b"ERR Client names cannot contain spaces, newlines or special characters.";
+
+/// A request's arguments after the first `skip` (the command inside `ACL DRYRUN user …`).
+struct Skipped<'a, 'b> {
+    args: &'a RequestArgs<'b>,
+    skip: usize,
+}
+
+impl Args for Skipped<'_, '_> {
+    fn len(&self) -> usize {
+        self.args.len().saturating_sub(self.skip)
+    }
+
+    fn get(&self, index: usize) -> Option<&[u8]> {
+        self.args.get(index + self.skip)
+    }
+}

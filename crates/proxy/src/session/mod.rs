@@ -315,6 +315,20 @@ impl Session {
         id
     }
 
+    /// Marks the client as waiting in a blocking command or WAIT (or no longer), for
+    /// `blocked_clients` in `INFO clients`.
+    fn set_blocked(&mut self, blocked: bool) {
+        if blocked != self.blocked {
+            let stats = &self.worker.stats;
+            if blocked {
+                stats.blocked_started.inc();
+            } else {
+                stats.blocked_ended.inc();
+            }
+            self.blocked = blocked;
+        }
+    }
+
     /// The kind of master connection this client's requests need.
     fn flavor(&self) -> Flavor {
         Flavor {

@@ -3,7 +3,7 @@
 
 use super::fanout::Merge;
 use super::{RequestArgs, Session};
-use crate::local;
+use crate::info;
 use crate::stats::Category;
 use cinnabar_commands::{Args, Command, RequestPolicy};
 
@@ -56,6 +56,16 @@ impl Session {
         if self.transaction.is_some() && route != Route::Transaction {
             return self.queue(command, route, args);
         }
+        // After WATCH, a request for a shared connection waits until the WATCH (on the
+        // client's own connection) has run: sent at once, it could change a watched key
+        // before the WATCH starts looking, and the EXEC that Redis would fail would succeed.
+        if self.watch.is_some()
+            && !self.pending.is_empty()
+            && !matches!(route, Route::Local | Route::Transaction)
+        {
+            self.deferred = true;
+            return;
+        }
         match route {
             Route::Quit => {}
             Route::Local => self.answer_locally(command, args),
@@ -65,18 +75,19 @@ impl Session {
             },
             Route::Split { merge, step } => self.split(command, args, merge, step),
             Route::FanOut(Merge::Info(_)) => {
-                let sections = local::info_sections((1..args.len()).filter_map(|i| args.get(i)));
-                self.fan_out(args, Some(&[b"INFO", b"keyspace"]), Merge::Info(sections));
+                let sections = info::sections((1..args.len()).filter_map(|i| args.get(i)));
+                self.fan_out(args, Some(&info::BACKEND_REQUEST), Merge::Info(sections));
             }
             Route::FanOut(merge) => self.fan_out(args, None, merge),
             Route::Scan => self.scan(args),
             Route::EveryNode(merge) => self.every_node(args, merge),
+            Route::KillScripts => self.kill_scripts(args),
             // A blocking command runs on a connection of its own, so it must not start before
             // this client's earlier requests have run on theirs.
             Route::Blocking | Route::Wait if !self.pending.is_empty() => self.deferred = true,
             Route::Blocking => match command.slot(args) {
                 Ok(slot) => {
-                    self.blocked = true;
+                    self.set_blocked(true);
                     self.blocking(slot, args);
                 }
                 Err(e) => self.local_error(&e.to_bytes()),
@@ -85,7 +96,7 @@ impl Session {
             Route::Subscribe => self.enter_pubsub(command, args),
             Route::Unsubscribe => self.unsubscribe_unsubscribed(command, args),
             Route::Wait => {
-                self.blocked = true;
+                self.set_blocked(true);
                 self.wait(args);
             }
             Route::Unsupported => {
@@ -129,6 +140,8 @@ pub(super) enum Route {
     /// Sent to every master and every replica (`CONFIG`), the replies merged with the node
     /// names at hand (masters, each followed by its replicas).
     EveryNode(Merge),
+    /// `SCRIPT KILL`, `FUNCTION KILL`: every master, each over a connection of its own.
+    KillScripts,
     /// Not carried: a clear error naming the command, never a wrong answer.
     Unsupported,
 }
@@ -174,7 +187,29 @@ pub(super) fn route(command: &Command) -> Route {
         // Only `admin` may run these (the default deny list); they reach every node.
         "config|get" => Route::EveryNode(Merge::ConfigGet),
         "config|set" | "config|resetstat" => Route::EveryNode(Merge::NodeReport),
-        "randomkey" => Route::FanOut(Merge::FirstNonNil),
+        "randomkey" => Route::FanOut(Merge::RandomNonNil),
+        "lastsave" => Route::FanOut(Merge::Oldest),
+        // Administration over every node (only `admin` may run these by default).
+        "bgsave" | "bgrewriteaof" | "client|pause" | "client|unpause" => {
+            Route::EveryNode(Merge::NodeReport)
+        }
+        "memory|stats"
+        | "memory|doctor"
+        | "memory|malloc-stats"
+        | "module|list"
+        | "latency|latest"
+        | "latency|history"
+        | "latency|doctor"
+        | "latency|graph"
+        | "latency|histogram" => Route::EveryNode(Merge::PerNode),
+        "latency|reset" => Route::EveryNode(Merge::Sum),
+        "memory|usage" => Route::Keyed,
+        // A running script blocks its connection: the kill needs connections of its own.
+        "script|kill" | "function|kill" => Route::KillScripts,
+        // Users and roles are the proxy's; the category list is every node's, and the same.
+        "acl|whoami" | "acl|users" | "acl|list" | "acl|getuser" | "acl|dryrun" | "acl|setuser"
+        | "acl|deluser" => Route::Local,
+        "acl|cat" => Route::Keyed,
         "info" => Route::FanOut(Merge::Info(0)),
         "scan" => Route::Scan,
         "wait" => Route::Wait,

@@ -1,10 +1,14 @@
 //! MULTI/EXEC and WATCH. A transaction is queued in the proxy and sent to its slot's master as
 //! one contiguous `MULTI … EXEC` chunk, so it stays atomic there; WATCH pins a private
-//! connection to the watched slot's master, where EXEC then runs.
+//! connection to the watched slot's master, where EXEC then runs. In `relaxed` mode
+//! (`crate::config::Transactions`) a transaction over several slots runs command by command.
 
+use super::fanout::Merge;
 use super::route::Route;
 use super::{Pending, RequestArgs, Session, write_request};
 use crate::backend::Backend;
+use crate::config::Transactions;
+use cinnabar_cluster::NodeAddr;
 use cinnabar_commands::Command;
 use cinnabar_resp::encode;
 use std::rc::Rc;
@@ -113,19 +117,29 @@ impl Session {
         let Some(tx) = self.transaction.as_mut() else {
             return;
         };
+        // Relaxed mode spreads a transaction over slots, but never one that WATCHed: its EXEC
+        // must run where the WATCH did.
+        let relaxed =
+            self.worker.config.transactions == Transactions::Relaxed && self.watch.is_none();
         let accepted = match slot {
+            Ok(Some(slot)) if tx.slot.is_some_and(|s| s != slot) && relaxed => {
+                tx.cross_slot = true;
+                Ok(Some(slot))
+            }
             Ok(Some(slot)) if tx.slot.is_some_and(|s| s != slot) => {
                 Err(b"CROSSSLOT Keys in request don't hash to the same slot".to_vec())
             }
             Ok(slot) => {
                 tx.slot = tx.slot.or(slot);
-                Ok(())
+                Ok(slot)
             }
             Err(e) => Err(e),
         };
         match accepted {
-            Ok(()) => {
+            Ok(slot) => {
+                let start = tx.request.len();
                 write_request(args, &mut tx.request);
+                tx.commands.push((slot, start..tx.request.len()));
                 tx.queued += 1;
                 self.local(b"+QUEUED\r\n");
             }
@@ -156,6 +170,9 @@ impl Session {
             let protocol = self.protocol();
             return self.local_with(|out, _| encode::null_array(out, protocol));
         }
+        if tx.cross_slot {
+            return self.exec_relaxed(&tx);
+        }
         encode::command(&mut tx.request, &[b"EXEC"]);
         let id = {
             let mut tickets = self.worker.tickets.borrow_mut();
@@ -180,6 +197,51 @@ impl Session {
     }
 }
 
+impl Session {
+    /// EXEC of a relaxed transaction over several slots: each queued command on its slot's
+    /// master, sent in order (so commands on one master run in queue order), and the replies
+    /// gathered into the array EXEC answers. Not atomic across slots; counted and audited.
+    fn exec_relaxed(&mut self, tx: &Transaction) {
+        self.worker.stats.relaxed_transactions.inc();
+        if let (Some(peer), Some(principal), true) = (
+            self.peer,
+            self.principal.as_ref(),
+            self.worker.auditor.is_enabled(),
+        ) {
+            let routes = self.worker.routes();
+            let mut targets: Vec<NodeAddr> = tx
+                .commands
+                .iter()
+                .filter_map(|(slot, _)| routes.owner((*slot)?))
+                .map(|m| routes.masters()[m].clone())
+                .collect();
+            targets.sort_by_key(ToString::to_string);
+            targets.dedup();
+            let record =
+                cinnabar_audit::AuditRecord::command(peer, principal.user().to_owned(), "exec")
+                    .with_subcommand("relaxed (not atomic across slots)")
+                    .with_targets(targets)
+                    .with_outcome(cinnabar_audit::Outcome::Ok);
+            self.worker.auditor.record(record);
+        }
+        for (slot, range) in &tx.commands {
+            let id = {
+                let mut tickets = self.worker.tickets.borrow_mut();
+                let id = self.new_ticket(&mut tickets, *slot, false);
+                let ticket = tickets.get(id);
+                ticket.request.extend_from_slice(&tx.request[range.clone()]);
+                id
+            };
+            self.worker.dispatch(id);
+            self.ids.push_back(id);
+        }
+        self.push_pending(Pending::Split {
+            merge: Merge::ExecArray,
+            parts: tx.commands.len(),
+        });
+    }
+}
+
 /// WATCHed keys: one slot, one private connection.
 #[derive(Debug)]
 pub(super) struct Watch {
@@ -198,4 +260,8 @@ pub(super) struct Transaction {
     pub(super) queued: u16,
     /// A queued command was refused: EXEC answers EXECABORT, as Redis does.
     pub(super) aborted: bool,
+    /// Each queued command's slot and its bytes in `request` (after `MULTI`).
+    pub(super) commands: Vec<(Option<u16>, std::ops::Range<usize>)>,
+    /// Relaxed mode: the commands span several slots, so EXEC runs them one by one.
+    pub(super) cross_slot: bool,
 }
