@@ -297,6 +297,9 @@ const GUARDED: &[&str] = &[
     "module",
 ];
 
+/// The ACL subcommands every role keeps (the rest of ACL is guarded).
+const UNGUARDED_ACL: &[&str] = &["acl|whoami", "acl|cat"];
+
 /// The CLUSTER subcommands that only show state; every other CLUSTER subcommand is guarded.
 pub(crate) const CLUSTER_VIEWS: &[&str] = &[
     "slots",
@@ -319,6 +322,10 @@ pub(crate) fn default_deny(deny_keys_command: bool) -> CommandSet {
     });
     for name in GUARDED {
         set.add(&select_known(name));
+    }
+    // Who one is and which categories exist reveal nothing: Redis users run them too.
+    for name in UNGUARDED_ACL {
+        set.remove(&select_known(name));
     }
     if deny_keys_command {
         set.add(&select_known("keys"));
@@ -462,7 +469,7 @@ mod tests {
             "migrate",
             "keys",
             "acl|setuser",
-            "acl|whoami",
+            "acl|users",
             "module|load",
         ] {
             assert!(deny.contains(&name), "{name} should be denied");
@@ -470,6 +477,8 @@ mod tests {
         for name in [
             "get",
             "set",
+            "acl|whoami",
+            "acl|cat",
             "cluster|slots",
             "cluster|shards",
             "cluster|nodes",
