@@ -247,7 +247,17 @@ fn field<'a>(json: &'a str, name: &str) -> Option<&'a str> {
 }
 
 /// Runs a library script in `mode` against the proxy and checks every result.
-async fn library_works(mut command: Command, library: &str, mode: &str, proxy: &ProxyHandle) {
+///
+/// In plain mode the script also reads `INFO` at connect as tools do, and runs the library's
+/// default transactional pipeline over keys of several slots: refused by a `strict` proxy,
+/// answered like Redis by a `relaxed` one.
+async fn library_works(
+    mut command: Command,
+    library: &str,
+    mode: &str,
+    proxy: &ProxyHandle,
+    relaxed: bool,
+) {
     let addr = proxy.local_addr();
     command
         .arg(mode)
@@ -304,6 +314,14 @@ async fn library_works(mut command: Command, library: &str, mode: &str, proxy: &
         r#""dbsize":53"#.to_owned(),
         r#""info_redis_version":true"#.to_owned(),
     ];
+    if mode == "plain" {
+        expected.push(r#""info_at_connect":true"#.to_owned());
+        expected.push(if relaxed {
+            r#""cross_slot_tx":["OK","OK",2]"#.to_owned()
+        } else {
+            r#""cross_slot_tx":"refused: "#.to_owned()
+        });
+    }
     if mode == "cluster" {
         // The cluster client learned one node, the proxy, from CLUSTER SLOTS.
         expected.push(format!(r#""nodes":["{addr}"]"#));
@@ -333,7 +351,7 @@ async fn redis_py_in_plain_mode() {
     let python = redis_py().await;
     assert_script_keys_span_all_masters();
     let (_cluster, proxy) = cluster_and_proxy().await;
-    library_works(python, "redis-py", "plain", &proxy).await;
+    library_works(python, "redis-py", "plain", &proxy, false).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -343,7 +361,7 @@ async fn redis_py_in_cluster_mode() {
     }
     let python = redis_py().await;
     let (_cluster, proxy) = cluster_and_proxy().await;
-    library_works(python, "redis-py", "cluster", &proxy).await;
+    library_works(python, "redis-py", "cluster", &proxy, false).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -353,7 +371,7 @@ async fn ioredis_in_plain_mode() {
     }
     let node = ioredis();
     let (_cluster, proxy) = cluster_and_proxy().await;
-    library_works(node, "ioredis", "plain", &proxy).await;
+    library_works(node, "ioredis", "plain", &proxy, false).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -363,7 +381,36 @@ async fn ioredis_in_cluster_mode() {
     }
     let node = ioredis();
     let (_cluster, proxy) = cluster_and_proxy().await;
-    library_works(node, "ioredis", "cluster", &proxy).await;
+    library_works(node, "ioredis", "cluster", &proxy, false).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn redis_py_transactional_pipelines_span_slots_through_a_relaxed_proxy() {
+    if skipped("redis_py_transactional_pipelines_span_slots_through_a_relaxed_proxy") {
+        return;
+    }
+    let python = redis_py().await;
+    let (_cluster, proxy) = relaxed_cluster_and_proxy().await;
+    library_works(python, "redis-py", "plain", &proxy, true).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ioredis_transactional_pipelines_span_slots_through_a_relaxed_proxy() {
+    if skipped("ioredis_transactional_pipelines_span_slots_through_a_relaxed_proxy") {
+        return;
+    }
+    let node = ioredis();
+    let (_cluster, proxy) = relaxed_cluster_and_proxy().await;
+    library_works(node, "ioredis", "plain", &proxy, true).await;
+}
+
+/// As `cluster_and_proxy`, with `transactions = "relaxed"`.
+async fn relaxed_cluster_and_proxy() -> (TestCluster, ProxyHandle) {
+    let cluster = TestCluster::start(3, 0).await;
+    let mut config = ProxyConfig::new("127.0.0.1:0".parse().unwrap(), cluster.seeds());
+    config.transactions = cinnabar_proxy::Transactions::Relaxed;
+    let proxy = cinnabar_proxy::start(config).unwrap();
+    (cluster, proxy)
 }
 
 /// `redis-cli [-c] -p <proxy> args…` with `stdin`; its stdout, after asserting exit 0.

@@ -142,6 +142,21 @@ async function run(mode, host, port) {
     step = "info";
     results.info_redis_version = (await r.info("server")).includes("redis_version:");
 
+    if (mode === "plain") {
+      step = "info at connect";
+      const full = await r.info();
+      results.info_at_connect =
+        ["redis_version:", "arch_bits:", "cluster_enabled:", "redis_mode:"].every((f) => full.includes(f)) &&
+        (await r.info("clients")).includes("blocked_clients:0");
+
+      step = "transactional pipeline across slots";
+      try {
+        results.cross_slot_tx = replies(await r.multi().set("xs:a", 1).set("xs:b", 2).incr("xs:a").exec());
+      } catch (err) {
+        results.cross_slot_tx = `refused: ${err.message.split(" ")[0]}`;
+      }
+    }
+
     step = "close";
     await r.quit();
   } catch (err) {

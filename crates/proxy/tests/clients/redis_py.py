@@ -160,6 +160,24 @@ def run(mode, host, port):
             info = next(iter(info.values())) if info and "redis_version" not in info else info
         results["info_redis_version"] = "redis_version" in info
 
+        if mode == "plain":
+            step = "info at connect"
+            full = r.info()
+            wanted = ("redis_version", "arch_bits", "cluster_enabled", "redis_mode")
+            results["info_at_connect"] = all(k in full for k in wanted) and (
+                r.info("clients").get("blocked_clients") == 0
+            )
+
+            step = "transactional pipeline across slots"
+            tx = r.pipeline()  # transaction=True: redis-py's default
+            tx.set("xs:a", 1)
+            tx.set("xs:b", 2)
+            tx.incr("xs:a")
+            try:
+                results["cross_slot_tx"] = [_reply(v) for v in tx.execute()]
+            except redis.exceptions.RedisError as e:
+                results["cross_slot_tx"] = "refused: " + type(e).__name__
+
         step = "close"
         r.close()
     except Exception as e:  # noqa: BLE001 - the failing step is the report
