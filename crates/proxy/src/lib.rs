@@ -19,8 +19,11 @@
 //! forwarded untouched. Reads go to replicas only when the read policy says so. WAIT is
 //! answered over every master (see the `wait` module).
 //!
-//! Not carried (a clear `-ERR`, never a wrong answer): client AUTH (the governance issue),
-//! WAITAOF, SELECT of another database, MOVE/SWAPDB, and administration commands. A RESP3
+//! Administration that makes sense through one endpoint is carried over every master or node
+//! (`SCRIPT KILL`, `BGSAVE`, `CLIENT PAUSE`, `LATENCY`, `MEMORY STATS` …, see `session::route`);
+//! `INFO` has a module of its own (`info`). Not carried (a clear `-ERR`, never a wrong
+//! answer): WAITAOF, SELECT of another database, MOVE/SWAPDB, and the remaining
+//! administration commands. A RESP3
 //! client in subscribed mode may send only pub/sub commands, PING, QUIT and RESET, as under
 //! RESP2.
 
