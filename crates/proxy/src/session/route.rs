@@ -60,6 +60,11 @@ impl Session {
             Route::Quit => {}
             Route::Local => self.answer_locally(command, args),
             Route::Keyed => match command.slot(args) {
+                // Where every classic subscription through the proxy lives, so the count it
+                // returns is theirs (see `crate::pubsub`).
+                Ok(None) if command.name() == "publish" => {
+                    self.forward(Some(crate::pubsub::HOME_SLOT), false, args);
+                }
                 Ok(slot) => self.forward(slot, command.is_readonly(), args),
                 Err(e) => self.local_error(&e.to_bytes()),
             },
@@ -139,7 +144,7 @@ pub(super) fn route(command: &Command) -> Route {
         "ping" | "echo" | "select" | "hello" | "auth" | "asking" | "readonly" | "readwrite"
         | "reset" => Route::Local,
         "client|id" | "client|setname" | "client|getname" | "client|info" | "client|list"
-        | "client|setinfo" => Route::Local,
+        | "client|setinfo" | "client|reply" => Route::Local,
         "slowlog|get" | "slowlog|len" | "slowlog|reset" => Route::Local,
         "cluster|slots"
         | "cluster|shards"
@@ -152,6 +157,9 @@ pub(super) fn route(command: &Command) -> Route {
         "multi" | "exec" | "discard" | "watch" | "unwatch" => Route::Transaction,
         "subscribe" | "psubscribe" | "ssubscribe" => Route::Subscribe,
         "unsubscribe" | "punsubscribe" | "sunsubscribe" => Route::Unsubscribe,
+        "pubsub|channels" | "pubsub|shardchannels" => Route::FanOut(Merge::Union),
+        "pubsub|numsub" | "pubsub|shardnumsub" => Route::FanOut(Merge::NumSub),
+        "pubsub|numpat" => Route::FanOut(Merge::Most),
         "mget" => Route::Split {
             merge: Merge::Array,
             step: 1,
