@@ -202,6 +202,11 @@ impl Relay<'_> {
                 self.take_client_commands(input, request, parser).await;
             }
             self.flush_ready(&mut out);
+            if self.entries.is_empty() && self.leave == Some(Ended::Closed) {
+                // Gone from every node before the client hears its last reply (QUIT's +OK),
+                // so a PUBLISH it sends next no longer counts it.
+                self.reset_links().await;
+            }
             if !out.is_empty() {
                 client_wr.write_all(&out).await?;
                 out.clear();
