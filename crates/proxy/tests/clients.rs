@@ -6,8 +6,8 @@
 //!
 //! The library tests run `tests/clients/redis_py.py` and `tests/clients/ioredis.js`, which do the
 //! same steps (SET/GET, MSET/MGET/DEL across slots, INCR, a pipeline of 100 commands, a
-//! MULTI/EXEC on hash-tagged keys, SCAN, DBSIZE, INFO) and print one line of compact JSON with
-//! sorted keys; on failure, the step that failed and the error. Each also records what the
+//! MULTI/EXEC on hash-tagged keys, SCAN, DBSIZE, INFO, keyspace notifications from every
+//! master) and print one line of compact JSON with sorted keys; on failure, the step that failed and the error. Each also records what the
 //! library sends while setting up a connection (`CLIENT SETNAME`, `CLIENT SETINFO`, the ready
 //! check, `CLUSTER SLOTS`…) with the proxy's reply, since both libraries silently ignore an
 //! error to `CLIENT SETINFO`: a test fails naming any such command the proxy rejected.
@@ -46,6 +46,19 @@ const SKIP_VAR: &str = "CINNABAR_SKIP_CLIENT_LIBS";
 
 async fn cluster_and_proxy() -> (TestCluster, ProxyHandle) {
     let cluster = TestCluster::start(3, 0).await;
+    // For the libraries' keyspace-notification step; set on the nodes, as an operator would.
+    for server in cluster.servers() {
+        let mut node = redis::Client::open(server.url())
+            .unwrap()
+            .get_connection_with_timeout(Duration::from_secs(5))
+            .unwrap();
+        redis::cmd("CONFIG")
+            .arg("SET")
+            .arg("notify-keyspace-events")
+            .arg("K$")
+            .exec(&mut node)
+            .unwrap();
+    }
     let config = ProxyConfig::new("127.0.0.1:0".parse().unwrap(), cluster.seeds());
     let proxy = cinnabar_proxy::start(config).unwrap();
     (cluster, proxy)
@@ -303,6 +316,9 @@ async fn library_works(mut command: Command, library: &str, mode: &str, proxy: &
         // str, counter, pipe:0..49, {tx}a
         r#""dbsize":53"#.to_owned(),
         r#""info_redis_version":true"#.to_owned(),
+        // Once each, though each key lives on another master.
+        r#""keyspace":["__keyspace@0__:alpha","__keyspace@0__:beta","__keyspace@0__:gamma"]"#
+            .to_owned(),
     ];
     if mode == "cluster" {
         // The cluster client learned one node, the proxy, from CLUSTER SLOTS.
