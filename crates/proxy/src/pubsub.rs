@@ -163,6 +163,9 @@ struct Entry {
     error: Option<Vec<u8>>,
     /// `(link, barrier number)` for each node connection the reply waits for.
     waits: Vec<(usize, u64)>,
+    /// A subscribing command's kind and the names it added, taken back should a node refuse
+    /// it (MOVED after a slot moved, an ACL refusal).
+    undo: Option<(String, Vec<Vec<u8>>)>,
 }
 
 struct Relay<'a> {
@@ -197,6 +200,7 @@ impl Relay<'_> {
     {
         let mut chunk = vec![0u8; 16 * 1024];
         let mut out = Vec::new();
+        let mut turn = 0;
         loop {
             if self.leave.is_none() {
                 self.take_client_commands(input, request, parser).await;
@@ -222,7 +226,8 @@ impl Relay<'_> {
                         return Ok(Ended::Closed);
                     }
                 }
-                (link, read) = read_any(&mut self.links, &mut chunk) => {
+                (link, read) = read_any(&mut self.links, turn, &mut chunk) => {
+                    turn = link + 1;
                     match read {
                         Ok(n) if n > 0 => {
                             self.links[link].from_node.extend_from_slice(&chunk[..n]);
@@ -315,14 +320,24 @@ impl Relay<'_> {
                 self.leave = Some(Ended::Reset);
                 b"+RESET\r\n".to_vec()
             }
-            "subscribe" | "psubscribe" => match self.subscribe_classic(&name, names).await {
-                Ok(()) => self.subscriptions.add(&name, names, self.protocol),
-                Err(error) => error,
-            },
-            "ssubscribe" => match self.subscribe_sharded(names).await {
-                Ok(()) => self.subscriptions.add(&name, names, self.protocol),
-                Err(error) => error,
-            },
+            "subscribe" | "psubscribe" | "ssubscribe" => {
+                let sent = if name == "ssubscribe" {
+                    self.subscribe_sharded(names).await
+                } else {
+                    self.subscribe_classic(&name, names).await
+                };
+                match sent {
+                    Err(error) => error,
+                    Ok(()) => {
+                        let (reply, added) = self.subscriptions.add(&name, names, self.protocol);
+                        self.push_entry(reply).await;
+                        if let Some(entry) = self.entries.back_mut() {
+                            entry.undo = Some((name, added));
+                        }
+                        return;
+                    }
+                }
+            }
             _ => {
                 let mut parts: Vec<&[u8]> = vec![name.as_bytes()];
                 parts.extend(names.iter().map(Vec::as_slice));
@@ -512,6 +527,12 @@ impl Relay<'_> {
             };
             out.extend_from_slice(&entry.before);
             out.extend_from_slice(entry.error.as_deref().unwrap_or(&entry.reply));
+            if let (Some(_), Some((kind, added))) = (&entry.error, &entry.undo) {
+                self.subscriptions.set(kind).retain(|n| !added.contains(n));
+                if self.subscriptions.is_empty() && self.leave.is_none() {
+                    self.leave = Some(Ended::Unsubscribed);
+                }
+            }
             if self.entries.is_empty() {
                 out.append(&mut self.tail);
             }
@@ -547,13 +568,19 @@ impl Relay<'_> {
     }
 }
 
-/// Reads from whichever link has data first: `(link, bytes read into chunk)`. Never resolves
-/// while there is no link.
-async fn read_any(links: &mut [Link], chunk: &mut [u8]) -> (usize, std::io::Result<usize>) {
+/// Reads from whichever link has data first, trying them from `first` on so that a busy
+/// node cannot starve the others: `(link, bytes read into chunk)`. Never resolves while there
+/// is no link.
+async fn read_any(
+    links: &mut [Link],
+    first: usize,
+    chunk: &mut [u8],
+) -> (usize, std::io::Result<usize>) {
+    let count = links.len();
     poll_fn(|cx| {
-        for (index, link) in links.iter_mut().enumerate() {
+        for index in (0..count).map(|i| (first + i) % count) {
             let mut buf = ReadBuf::new(chunk);
-            if let Poll::Ready(result) = Pin::new(&mut link.rd).poll_read(cx, &mut buf) {
+            if let Poll::Ready(result) = Pin::new(&mut links[index].rd).poll_read(cx, &mut buf) {
                 return Poll::Ready((index, result.map(|()| buf.filled().len())));
             }
         }
@@ -715,17 +742,24 @@ impl Subscriptions {
         }
     }
 
-    /// Subscribes to `names`; returns the confirmations.
-    fn add(&mut self, kind: &str, names: &[Vec<u8>], protocol: Protocol) -> Vec<u8> {
+    /// Subscribes to `names`; returns the confirmations and the names that were new.
+    fn add(
+        &mut self,
+        kind: &str,
+        names: &[Vec<u8>],
+        protocol: Protocol,
+    ) -> (Vec<u8>, Vec<Vec<u8>>) {
         let mut reply = Vec::new();
+        let mut added = Vec::new();
         for name in names {
             let set = self.set(kind);
             if !set.contains(name) {
                 set.push(name.clone());
+                added.push(name.clone());
             }
             confirmation(&mut reply, kind, Some(name), self.count(kind), protocol);
         }
-        reply
+        (reply, added)
     }
 
     /// Unsubscribes from `names` (every one of the kind when empty); returns the
@@ -777,15 +811,15 @@ mod tests {
         let mut subs = Subscriptions::default();
         let r2 = Protocol::Resp2;
         assert_eq!(
-            subs.add("subscribe", &names(&["a", "a"]), r2),
+            subs.add("subscribe", &names(&["a", "a"]), r2).0,
             b"*3\r\n$9\r\nsubscribe\r\n$1\r\na\r\n:1\r\n*3\r\n$9\r\nsubscribe\r\n$1\r\na\r\n:1\r\n"
         );
         assert_eq!(
-            subs.add("psubscribe", &names(&["a*"]), r2),
+            subs.add("psubscribe", &names(&["a*"]), r2).0,
             b"*3\r\n$10\r\npsubscribe\r\n$2\r\na*\r\n:2\r\n"
         );
         assert_eq!(
-            subs.add("ssubscribe", &names(&["s"]), r2),
+            subs.add("ssubscribe", &names(&["s"]), r2).0,
             b"*3\r\n$10\r\nssubscribe\r\n$1\r\ns\r\n:1\r\n"
         );
         assert_eq!(
