@@ -29,7 +29,9 @@
 //! connection is RESET and the relay waits briefly for the answers before closing, so no
 //! subscription outlives its client in the counts of PUBSUB or PUBLISH.
 //!
-//! Not the hot path: allocation here is fine, blocking the worker is not.
+//! Only the commands Redis allows a subscribed RESP2 client pass, for RESP3 clients too
+//! (Redis 7 lets those run any command). Not the hot path: allocation here is fine, blocking
+//! the worker is not.
 
 use std::collections::VecDeque;
 use std::future::poll_fn;

@@ -112,7 +112,8 @@ pub(super) enum Route {
     Quit,
     /// Answered by the proxy itself (PING, ECHO, SELECT, HELLO, CLIENT …, CLUSTER …).
     Local,
-    /// Sent whole to the master of its slot (any master when it has no keys).
+    /// Sent whole to the master of its slot (any master when it has no keys; PUBLISH to the
+    /// pub/sub home, `crate::pubsub::HOME_SLOT`'s owner).
     Keyed,
     /// Multi-key: sent whole when the keys share a slot, else one request per key (`step`
     /// arguments per key) with the replies merged.
@@ -190,7 +191,8 @@ pub(super) fn route(command: &Command) -> Route {
         _ if command.is_blocking() => Route::Blocking,
         // Containers whose carried subcommands are listed above, administration, commands that
         // need per-node or per-connection state the proxy does not keep, and the rest of
-        // pub/sub (PUBLISH and SPUBLISH are plain keyed commands).
+        // pub/sub (PUBLISH and SPUBLISH are keyed commands, PUBSUB's carried subcommands are
+        // listed above).
         _ if command.is_admin()
             || (command.is_pubsub() && !matches!(command.name(), "publish" | "spublish"))
             || matches!(
