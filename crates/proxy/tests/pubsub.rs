@@ -426,6 +426,13 @@ async fn pubsub_introspection_is_merged_over_masters() {
         "*8\r\n$7\r\nintro:a\r\n:2\r\n$7\r\nintro:b\r\n:1\r\n$18\r\n__keyevent@0__:del\r\n:1\r\n$4\r\nnone\r\n:0\r\n"
     );
     assert_eq!(ask(&mut client, &["PUBSUB", "NUMPAT"]), ":2\r\n");
+    // Through RESP3 backend connections too (Redis 7.0 answers an array there as well).
+    let mut resp3 = connect(addr);
+    exchange(&mut resp3, &command(&["HELLO", "3"]), 1);
+    assert_eq!(
+        ask(&mut resp3, &["PUBSUB", "NUMSUB", "intro:a", "none"]),
+        "*4\r\n$7\r\nintro:a\r\n:2\r\n$4\r\nnone\r\n:0\r\n"
+    );
     assert_eq!(
         redis_strings(&ask(&mut client, &["PUBSUB", "SHARDCHANNELS"])),
         [shard.as_str()]
