@@ -6,8 +6,8 @@
 //!
 //! The library tests run `tests/clients/redis_py.py` and `tests/clients/ioredis.js`, which do the
 //! same steps (SET/GET, MSET/MGET/DEL across slots, INCR, a pipeline of 100 commands, a
-//! MULTI/EXEC on hash-tagged keys, SCAN, DBSIZE, INFO) and print one line of compact JSON with
-//! sorted keys; on failure, the step that failed and the error. Each also records what the
+//! MULTI/EXEC on hash-tagged keys, SCAN, DBSIZE, INFO, keyspace notifications from every
+//! master) and print one line of compact JSON with sorted keys; on failure, the step that failed and the error. Each also records what the
 //! library sends while setting up a connection (`CLIENT SETNAME`, `CLIENT SETINFO`, the ready
 //! check, `CLUSTER SLOTS`…) with the proxy's reply, since both libraries silently ignore an
 //! error to `CLIENT SETINFO`: a test fails naming any such command the proxy rejected.
@@ -45,8 +45,29 @@ const CLIENT_TIMEOUT: Duration = Duration::from_secs(60);
 const SKIP_VAR: &str = "CINNABAR_SKIP_CLIENT_LIBS";
 
 async fn cluster_and_proxy() -> (TestCluster, ProxyHandle) {
+    cluster_and_proxy_with(cinnabar_proxy::Transactions::Strict).await
+}
+
+/// As `cluster_and_proxy`, with the given way of carrying cross-slot transactions.
+async fn cluster_and_proxy_with(
+    transactions: cinnabar_proxy::Transactions,
+) -> (TestCluster, ProxyHandle) {
     let cluster = TestCluster::start(3, 0).await;
-    let config = ProxyConfig::new("127.0.0.1:0".parse().unwrap(), cluster.seeds());
+    // For the libraries' keyspace-notification step; set on the nodes, as an operator would.
+    for server in cluster.servers() {
+        let mut node = redis::Client::open(server.url())
+            .unwrap()
+            .get_connection_with_timeout(Duration::from_secs(5))
+            .unwrap();
+        redis::cmd("CONFIG")
+            .arg("SET")
+            .arg("notify-keyspace-events")
+            .arg("K$")
+            .exec(&mut node)
+            .unwrap();
+    }
+    let mut config = ProxyConfig::new("127.0.0.1:0".parse().unwrap(), cluster.seeds());
+    config.transactions = transactions;
     let proxy = cinnabar_proxy::start(config).unwrap();
     (cluster, proxy)
 }
@@ -313,6 +334,9 @@ async fn library_works(
         // str, counter, pipe:0..49, {tx}a
         r#""dbsize":53"#.to_owned(),
         r#""info_redis_version":true"#.to_owned(),
+        // Once each, though each key lives on another master.
+        r#""keyspace":["__keyspace@0__:alpha","__keyspace@0__:beta","__keyspace@0__:gamma"]"#
+            .to_owned(),
     ];
     if mode == "plain" {
         expected.push(r#""info_at_connect":true"#.to_owned());
@@ -390,7 +414,7 @@ async fn redis_py_transactional_pipelines_span_slots_through_a_relaxed_proxy() {
         return;
     }
     let python = redis_py().await;
-    let (_cluster, proxy) = relaxed_cluster_and_proxy().await;
+    let (_cluster, proxy) = cluster_and_proxy_with(cinnabar_proxy::Transactions::Relaxed).await;
     library_works(python, "redis-py", "plain", &proxy, true).await;
 }
 
@@ -400,17 +424,8 @@ async fn ioredis_transactional_pipelines_span_slots_through_a_relaxed_proxy() {
         return;
     }
     let node = ioredis();
-    let (_cluster, proxy) = relaxed_cluster_and_proxy().await;
+    let (_cluster, proxy) = cluster_and_proxy_with(cinnabar_proxy::Transactions::Relaxed).await;
     library_works(node, "ioredis", "plain", &proxy, true).await;
-}
-
-/// As `cluster_and_proxy`, with `transactions = "relaxed"`.
-async fn relaxed_cluster_and_proxy() -> (TestCluster, ProxyHandle) {
-    let cluster = TestCluster::start(3, 0).await;
-    let mut config = ProxyConfig::new("127.0.0.1:0".parse().unwrap(), cluster.seeds());
-    config.transactions = cinnabar_proxy::Transactions::Relaxed;
-    let proxy = cinnabar_proxy::start(config).unwrap();
-    (cluster, proxy)
 }
 
 /// `redis-cli [-c] -p <proxy> args…` with `stdin`; its stdout, after asserting exit 0.

@@ -24,8 +24,7 @@
 //!
 //! Counts are not compared after a sequence makes Redis and the proxy legitimately take
 //! different paths (see `Model`): SUBSCRIBE or RESET inside MULTI (the proxy refuses what Redis
-//! queues), HELLO 3 (the proxy stays on RESP2), a shard channel subscribed after a classic one
-//! (the proxy's relay node may not own it).
+//! queues), HELLO 3 (the proxy stays on RESP2).
 //!
 //! Default: 64 cases, about 15 s on 2 cores (debug build). Long runs:
 //! `CINNABAR_FUZZ_CASES=5000 cargo test -p cinnabar-proxy --release --test session_fuzz -- --nocapture`
@@ -234,7 +233,7 @@ impl Model {
     /// documented different path.
     fn of(ops: &[Op]) -> Self {
         let mut model = Model::default();
-        let (mut in_multi, mut entered_by_classic) = (false, false);
+        let mut in_multi = false;
         let mut channels = std::collections::BTreeSet::new();
         let mut patterns = std::collections::BTreeSet::new();
         let mut shards = std::collections::BTreeSet::new();
@@ -258,16 +257,6 @@ impl Model {
                 model.counts_diverge = true;
             }
             let subscribed = !channels.is_empty() || !patterns.is_empty() || !shards.is_empty();
-            let subscribes = matches!(name.as_str(), "subscribe" | "psubscribe" | "ssubscribe");
-            // The proxy relays a subscribed client to one node: any master after a classic
-            // subscription. A shard channel subscribed later may be owned by another node,
-            // which refuses it (MOVED) where Redis accepts it.
-            if name == "ssubscribe" && subscribed && entered_by_classic && arity_ok && !in_multi {
-                model.counts_diverge = true;
-            }
-            if subscribes && !subscribed && !in_multi && arity_ok {
-                entered_by_classic = name != "ssubscribe";
-            }
             match name.as_str() {
                 "multi" if !subscribed && args.len() == 1 => in_multi = true,
                 // A refused EXEC (`EXEC x`) discards the transaction too.

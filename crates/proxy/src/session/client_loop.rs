@@ -67,14 +67,19 @@ impl Session {
             } else {
                 None
             };
-            if let Some((node, first)) = subscribe {
-                let timeout = self.worker.config.connect_timeout;
-                let parser = &self.worker.parser;
+            if let Some(first) = subscribe {
+                // The relay takes the subscribing request as the first of the client's input.
+                input.splice(0..0, first);
+                let routes = self.worker.routes();
                 let prelude = self.worker.prelude(self.flavor());
-                let ended = pubsub::relay(
-                    rd, wr, input, request, parser, &node, &first, &prelude, timeout,
-                )
-                .await?;
+                let backends = pubsub::Backends {
+                    routes: &routes,
+                    resp3: self.resp3,
+                    prelude: &prelude,
+                    connect_timeout: self.worker.config.connect_timeout,
+                };
+                let parser = &self.worker.parser;
+                let ended = pubsub::relay(rd, wr, input, request, parser, &backends).await?;
                 match ended {
                     pubsub::Ended::Closed => return Ok(()),
                     pubsub::Ended::Reset => {
@@ -151,11 +156,15 @@ impl Session {
             let buf = &input[start..];
             match self.worker.parser.parse(buf, request) {
                 Ok(Parsed::Complete { consumed }) => {
+                    let reply_mode = self.reply_mode;
+                    self.silent = self.reply_mode.silences_next();
                     self.handle(&RequestArgs {
                         request,
                         buf: &buf[..consumed],
                     });
                     if std::mem::take(&mut self.deferred) {
+                        // Handled again later, as the request it is now.
+                        self.reply_mode = reply_mode;
                         // Left in the input, to be handled once earlier replies are in.
                         self.awaiting_turn = true;
                         break;
@@ -271,6 +280,9 @@ impl Session {
                     record.with_outcome(cinnabar_audit::Outcome::Ok)
                 };
                 self.worker.auditor.record(record);
+            }
+            if queued.silent {
+                self.out.truncate(written_from);
             }
         }
         drop(tickets);

@@ -161,6 +161,16 @@ pub(super) enum Merge {
     /// `CONFIG SET`/`RESETSTAT` on every node: `+OK` when all agree, else one error naming
     /// every node that refused and what it said.
     NodeReport,
+    /// `PUBSUB CHANNELS`/`SHARDCHANNELS`: every master's names, each once.
+    Union,
+    /// `PUBSUB NUMSUB`/`SHARDNUMSUB`: each channel's counts added up over masters, except a
+    /// keyspace or keyevent channel, which the proxy subscribes on every master for each
+    /// client (`crate::pubsub`): its count is the largest.
+    NumSub,
+    /// `PUBSUB NUMPAT`: the largest count. Every pattern through the proxy is on the home
+    /// master, and the ones that may match notifications on every other master too, so a
+    /// sum would count those once per master.
+    Most,
 }
 
 /// Writes the one reply a split request owes, from its parts' replies.
@@ -242,6 +252,63 @@ pub(super) fn merge_into<'a>(
             }
         }
         Merge::ConfigGet | Merge::NodeReport | Merge::PerNode | Merge::ExecArray => {}
+        Merge::Union => {
+            let mut names: Vec<Vec<u8>> = Vec::new();
+            for reply in parts {
+                for name in bulk_items(reply) {
+                    if !names.contains(&name) {
+                        names.push(name);
+                    }
+                }
+            }
+            encode::array_header(out, names.len());
+            for name in names {
+                encode::bulk(out, &name);
+            }
+        }
+        Merge::NumSub => {
+            let limits = cinnabar_resp::Limits::default();
+            let mut counts: Vec<(Vec<u8>, i64)> = Vec::new();
+            let mut map_reply = false;
+            for reply in parts {
+                let pairs: Vec<(Value, Value)> = match parse_value(reply, &limits) {
+                    Ok(Some((Value::Array(items), _))) => {
+                        let mut items = items.into_iter();
+                        std::iter::from_fn(|| Some((items.next()?, items.next()?))).collect()
+                    }
+                    Ok(Some((Value::Map(pairs), _))) => {
+                        map_reply = true;
+                        pairs
+                    }
+                    _ => return out.extend_from_slice(reply),
+                };
+                for pair in pairs {
+                    let (Value::Bulk(channel), Value::Integer(count)) = pair else {
+                        continue;
+                    };
+                    match counts.iter_mut().find(|(c, _)| *c == channel) {
+                        Some((_, total)) if crate::pubsub::is_notification_channel(&channel) => {
+                            *total = (*total).max(count);
+                        }
+                        Some((_, total)) => *total += count,
+                        None => counts.push((channel, count)),
+                    }
+                }
+            }
+            if map_reply {
+                out.extend_from_slice(format!("%{}\r\n", counts.len()).as_bytes());
+            } else {
+                encode::array_header(out, counts.len() * 2);
+            }
+            for (channel, count) in counts {
+                encode::bulk(out, &channel);
+                encode::integer(out, count);
+            }
+        }
+        Merge::Most => {
+            let most = parts.map(parse_integer).max().unwrap_or(0);
+            encode::integer(out, most);
+        }
         Merge::Info(sections) => {
             let backends: Vec<info::BackendInfo> = parts
                 .map(|r| info::BackendInfo::parse(r.get(header_len(r)..).unwrap_or_default()))
@@ -472,6 +539,20 @@ pub(super) fn rewrite_scan_reply(out: &mut Vec<u8>, reply: &[u8], master: usize,
     out.extend_from_slice(b"*2\r\n");
     encode::bulk(out, next.to_string().as_bytes());
     out.extend_from_slice(&rest[cursor_end..]);
+}
+
+/// The bulk strings of an array reply (`PUBSUB CHANNELS`), in order.
+fn bulk_items(reply: &[u8]) -> Vec<Vec<u8>> {
+    match parse_value(reply, &cinnabar_resp::Limits::default()) {
+        Ok(Some((Value::Array(items) | Value::Set(items), _))) => items
+            .into_iter()
+            .filter_map(|item| match item {
+                Value::Bulk(name) => Some(name.to_vec()),
+                _ => None,
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
 }
 
 /// `:42\r\n` → 42 (0 for anything else; error replies were handled before).

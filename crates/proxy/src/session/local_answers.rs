@@ -2,7 +2,7 @@
 //! smart-client CLUSTER view, SLOWLOG, RESET. Never touches a backend (but for the slot counts
 //! of CLUSTER COUNTKEYSINSLOT/GETKEYSINSLOT, forwarded to the slot's master).
 
-use super::{RequestArgs, Session};
+use super::{ReplyMode, RequestArgs, Session};
 use crate::local;
 use cinnabar_commands::{Args, Command};
 use cinnabar_resp::encode;
@@ -39,6 +39,7 @@ impl Session {
             },
             "client|id" => self.local_integer(i64::try_from(self.id).unwrap_or(i64::MAX)),
             "client|setname" => self.set_name(args.get(2).unwrap_or_default()),
+            "client|reply" => self.client_reply(args.get(2).unwrap_or_default()),
             "reset" => self.reset(),
             "slowlog|len" => {
                 let len = self.worker.all_stats.slowlog.len();
@@ -333,7 +334,28 @@ impl Session {
         self.principal = self.worker.access().0.default_principal();
         self.name.clear();
         self.resp3 = false;
+        // RESET turns replies back on, its own included.
+        self.reply_mode = ReplyMode::On;
+        self.silent = false;
         self.local(b"+RESET\r\n");
+    }
+
+    /// `CLIENT REPLY ON|OFF|SKIP`: only ON has a reply, even after OFF.
+    fn client_reply(&mut self, mode: &[u8]) {
+        if mode.eq_ignore_ascii_case(b"on") {
+            self.reply_mode = ReplyMode::On;
+            self.silent = false;
+            self.local(b"+OK\r\n");
+        } else if mode.eq_ignore_ascii_case(b"off") {
+            self.reply_mode = ReplyMode::Off;
+        } else if mode.eq_ignore_ascii_case(b"skip") {
+            // As in Redis, SKIP changes nothing while replies are off.
+            if self.reply_mode != ReplyMode::Off {
+                self.reply_mode = ReplyMode::SkipNext;
+            }
+        } else {
+            self.local_error(b"ERR syntax error");
+        }
     }
 
     pub(super) fn set_name(&mut self, name: &[u8]) {

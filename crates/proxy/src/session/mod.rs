@@ -30,7 +30,6 @@ use crate::backend::Flavor;
 use crate::stats::Category;
 use crate::ticket::Tickets;
 use crate::worker::Worker;
-use cinnabar_cluster::NodeAddr;
 
 mod client_loop;
 mod fanout;
@@ -85,10 +84,36 @@ struct Queued {
     started: Instant,
     /// The request is audited: its record waits in `Session::audits` for the outcome.
     audited: bool,
+    /// The client turned replies off (`CLIENT REPLY`): the reply is dropped when ready.
+    silent: bool,
     /// The command's name, for the slow log.
     command: &'static str,
     /// Where its calls are counted (`CommandStats::index_of`).
     command_index: u16,
+}
+
+/// `CLIENT REPLY`, kept by the proxy per client connection: replies are dropped where they
+/// are put in request order, so no backend ever sees the mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ReplyMode {
+    On,
+    Off,
+    /// `SKIP`: the next request's reply is dropped.
+    SkipNext,
+}
+
+impl ReplyMode {
+    /// Whether the reply of the request about to be handled is dropped; moves past a `SKIP`.
+    fn silences_next(&mut self) -> bool {
+        match *self {
+            Self::On => false,
+            Self::Off => true,
+            Self::SkipNext => {
+                *self = Self::On;
+                true
+            }
+        }
+    }
 }
 
 /// A request's arguments, read through the parser's ranges: no copy, no allocation.
@@ -131,6 +156,10 @@ struct Session {
     /// Ticket ids of all pending requests, in order (a split request owns `parts` of them).
     ids: VecDeque<usize>,
     closing: bool,
+    /// `CLIENT REPLY`: whether replies go to the client.
+    reply_mode: ReplyMode,
+    /// The replies of the request being handled are dropped (`CLIENT REPLY OFF` or `SKIP`).
+    silent: bool,
     /// The command being handled, for the metrics of the replies it queues.
     category: Category,
     /// Its name, for the slow log, and where its calls are counted.
@@ -144,8 +173,8 @@ struct Session {
     /// WATCH ran and where EXEC must run.
     watch: Option<Watch>,
     /// A SUBSCRIBE-family request waiting for earlier replies to flush: then the connection
-    /// enters subscribed mode with this node.
-    subscribe: Option<(NodeAddr, Vec<u8>)>,
+    /// enters subscribed mode, the relay starting with this request.
+    subscribe: Option<Vec<u8>>,
     /// A blocking command (or WAIT) is in flight: later requests wait for its reply.
     blocked: bool,
     /// `handle` declined the request for now (it must wait for earlier replies); the parser
@@ -234,6 +263,8 @@ async fn serve_halves<R, W>(
         pending: VecDeque::new(),
         ids: VecDeque::new(),
         closing: false,
+        reply_mode: ReplyMode::On,
+        silent: false,
         category: Category::Other,
         command: "",
         command_index: u16::MAX,
@@ -285,6 +316,7 @@ impl Session {
             category: self.category,
             started: self.batch_started,
             audited,
+            silent: self.silent,
             command: self.command,
             command_index: self.command_index,
         });

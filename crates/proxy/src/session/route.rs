@@ -70,6 +70,11 @@ impl Session {
             Route::Quit => {}
             Route::Local => self.answer_locally(command, args),
             Route::Keyed => match command.slot(args) {
+                // Where every classic subscription through the proxy lives, so the count it
+                // returns is theirs (see `crate::pubsub`).
+                Ok(None) if command.name() == "publish" => {
+                    self.forward(Some(crate::pubsub::HOME_SLOT), false, args);
+                }
                 Ok(slot) => self.forward(slot, command.is_readonly(), args),
                 Err(e) => self.local_error(&e.to_bytes()),
             },
@@ -118,7 +123,8 @@ pub(super) enum Route {
     Quit,
     /// Answered by the proxy itself (PING, ECHO, SELECT, HELLO, CLIENT …, CLUSTER …).
     Local,
-    /// Sent whole to the master of its slot (any master when it has no keys).
+    /// Sent whole to the master of its slot (any master when it has no keys; PUBLISH to the
+    /// pub/sub home, `crate::pubsub::HOME_SLOT`'s owner).
     Keyed,
     /// Multi-key: sent whole when the keys share a slot, else one request per key (`step`
     /// arguments per key) with the replies merged.
@@ -152,7 +158,7 @@ pub(super) fn route(command: &Command) -> Route {
         "ping" | "echo" | "select" | "hello" | "auth" | "asking" | "readonly" | "readwrite"
         | "reset" => Route::Local,
         "client|id" | "client|setname" | "client|getname" | "client|info" | "client|list"
-        | "client|setinfo" => Route::Local,
+        | "client|setinfo" | "client|reply" => Route::Local,
         "slowlog|get" | "slowlog|len" | "slowlog|reset" => Route::Local,
         "cluster|slots"
         | "cluster|shards"
@@ -165,6 +171,9 @@ pub(super) fn route(command: &Command) -> Route {
         "multi" | "exec" | "discard" | "watch" | "unwatch" => Route::Transaction,
         "subscribe" | "psubscribe" | "ssubscribe" => Route::Subscribe,
         "unsubscribe" | "punsubscribe" | "sunsubscribe" => Route::Unsubscribe,
+        "pubsub|channels" | "pubsub|shardchannels" => Route::FanOut(Merge::Union),
+        "pubsub|numsub" | "pubsub|shardnumsub" => Route::FanOut(Merge::NumSub),
+        "pubsub|numpat" => Route::FanOut(Merge::Most),
         "mget" => Route::Split {
             merge: Merge::Array,
             step: 1,
@@ -217,7 +226,8 @@ pub(super) fn route(command: &Command) -> Route {
         _ if command.is_blocking() => Route::Blocking,
         // Containers whose carried subcommands are listed above, administration, commands that
         // need per-node or per-connection state the proxy does not keep, and the rest of
-        // pub/sub (PUBLISH and SPUBLISH are plain keyed commands).
+        // pub/sub (PUBLISH and SPUBLISH are keyed commands, PUBSUB's carried subcommands are
+        // listed above).
         _ if command.is_admin()
             || (command.is_pubsub() && !matches!(command.name(), "publish" | "spublish"))
             || matches!(

@@ -6,20 +6,23 @@ use cinnabar_commands::{Args, Command};
 use cinnabar_resp::encode;
 
 impl Session {
-    /// Arranges subscribed mode: classic pub/sub on any master, sharded on the channel's owner.
+    /// Arranges subscribed mode once earlier replies are out; the relay (`crate::pubsub`)
+    /// decides which masters carry each subscription.
     pub(super) fn enter_pubsub(&mut self, command: &Command, args: &RequestArgs<'_>) {
         let routes = self.worker.routes();
         let master = match command.slot(args) {
             Ok(Some(slot)) if command.name() == "ssubscribe" => routes.owner(slot),
-            Ok(_) => (!routes.masters().is_empty()).then_some(0),
+            Ok(_) => routes
+                .owner(crate::pubsub::HOME_SLOT)
+                .or((!routes.masters().is_empty()).then_some(0)),
             Err(e) => return self.local_error(&e.to_bytes()),
         };
-        let Some(node) = master.and_then(|m| routes.masters().get(m)).cloned() else {
+        if master.is_none() {
             return self.local_error(b"CLUSTERDOWN cinnabar: no master is known");
-        };
+        }
         let mut first = Vec::new();
         write_request(args, &mut first);
-        self.subscribe = Some((node, first));
+        self.subscribe = Some(first);
     }
 
     /// UNSUBSCRIBE & co. outside subscribed mode: Redis confirms with a count of 0 for each

@@ -2,7 +2,7 @@
 //
 // Usage: node ioredis.js plain|cluster HOST PORT   (with ioredis resolvable, e.g. via NODE_PATH)
 //
-// Runs the same steps as redis_py.py and prints one line of compact JSON:
+// Runs the same steps as redis_py.py (the last one needs notify-keyspace-events on every node) and prints one line of compact JSON:
 //   {"ok":true,"library":"ioredis","version":...,"mode":...,"handshake":[...],"results":{...}}
 // On the first step that fails, prints {"ok":false,"step":...,"error":...,...} and exits 1.
 // "handshake" lists every command the library sent while setting up a connection (ioredis
@@ -73,6 +73,10 @@ function replies(pairs) {
     if (err) throw err;
     return reply;
   });
+}
+
+function sleep(ms) {
+  return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
 async function run(mode, host, port) {
@@ -156,6 +160,20 @@ async function run(mode, host, port) {
         results.cross_slot_tx = `refused: ${err.message.split(" ")[0]}`;
       }
     }
+
+    step = "keyspace notifications";
+    // Each of alpha, beta and gamma lives on another master; each SET's notification must
+    // arrive once, from whichever master ran it.
+    const subscriber = r.duplicate();
+    const notified = [];
+    subscriber.on("pmessage", (_pattern, channel) => notified.push(channel));
+    await subscriber.psubscribe("__keyspace@0__:*");
+    for (const key of ["alpha", "beta", "gamma"]) await r.set(key, "ks");
+    const deadline = Date.now() + 5000;
+    while (notified.length < 3 && Date.now() < deadline) await sleep(20);
+    await sleep(300); // a duplicate would arrive by now
+    results.keyspace = notified.slice().sort();
+    subscriber.disconnect();
 
     step = "close";
     await r.quit();

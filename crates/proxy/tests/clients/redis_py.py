@@ -2,7 +2,7 @@
 
 Usage: python redis_py.py plain|cluster HOST PORT
 
-Runs the same steps as ioredis.js and prints one line of compact JSON:
+Runs the same steps as ioredis.js (the last one needs notify-keyspace-events on every node) and prints one line of compact JSON:
   {"ok":true,"library":"redis-py","version":...,"mode":...,"handshake":[...],"results":{...}}
 On the first step that raises, prints {"ok":false,"step":...,"error":...,...} and exits 1.
 "handshake" lists every command the library sent while setting up a connection (redis-py
@@ -12,6 +12,7 @@ crates/proxy/tests/clients.rs asserts on the output.
 
 import json
 import sys
+import time
 import traceback
 
 import redis
@@ -177,6 +178,27 @@ def run(mode, host, port):
                 results["cross_slot_tx"] = [_reply(v) for v in tx.execute()]
             except redis.exceptions.RedisError as e:
                 results["cross_slot_tx"] = "refused: " + type(e).__name__
+
+        step = "keyspace notifications"
+        # Each of alpha, beta and gamma lives on another master; each SET's notification must
+        # arrive once, from whichever master ran it.
+        subscriber = r.pubsub(ignore_subscribe_messages=True)
+        subscriber.psubscribe("__keyspace@0__:*")
+        subscriber.get_message(timeout=5)  # the confirmation
+        for key in ("alpha", "beta", "gamma"):
+            r.set(key, "ks")
+        notified = []
+        deadline = time.monotonic() + 5
+        while len(notified) < 3 and time.monotonic() < deadline:
+            message = subscriber.get_message(timeout=0.1)
+            if message:
+                notified.append(message["channel"])
+        # A duplicate would arrive by now.
+        message = subscriber.get_message(timeout=0.3)
+        if message:
+            notified.append(message["channel"])
+        results["keyspace"] = sorted(notified)
+        subscriber.close()
 
         step = "close"
         r.close()
