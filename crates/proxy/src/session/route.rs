@@ -56,6 +56,14 @@ impl Session {
         if self.transaction.is_some() && route != Route::Transaction {
             return self.queue(command, route, args);
         }
+        // Fan-outs must not leave out a master the table in hand does not know yet.
+        if matches!(
+            route,
+            Route::FanOut(_) | Route::Scan | Route::EveryNode(_) | Route::Wait
+        ) && !self.fresh_routes_or_wait()
+        {
+            return;
+        }
         match route {
             Route::Quit => {}
             Route::Local => self.answer_locally(command, args),
