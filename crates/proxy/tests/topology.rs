@@ -1,6 +1,6 @@
 //! Fan-outs after the cluster changed shape: DBSIZE, KEYS and INFO keyspace right after a
-//! scale count every master, and a SCAN running across a scale-in, a scale-out or a slot
-//! caught mid-migration still returns every key that existed for the whole scan.
+//! scale count every master, and a SCAN running across a scale-in, a scale-out, a failover or
+//! a slot caught mid-migration still returns every key that existed for the whole scan.
 
 // Helpers outside #[test] functions panic on purpose: a panic is the failure report.
 #![allow(clippy::unwrap_used)]
@@ -36,16 +36,18 @@ fn client(proxy: &ProxyHandle) -> redis::Connection {
 }
 
 async fn scale(platform: &mut TestPlatform, masters: usize) {
+    let replicas = 0;
+    operate(platform, Operation::Scale { masters, replicas }).await;
+}
+
+async fn operate(platform: &mut TestPlatform, operation: Operation) {
     let options = OperateOptions {
         timeout: Duration::from_secs(180),
         ..OperateOptions::default()
     };
     let mut log = Vec::new();
     let outcome = run_operation(
-        Operation::Scale {
-            masters,
-            replicas: 0,
-        },
+        operation,
         platform,
         &mut MemoryJournal::default(),
         &options,
@@ -166,6 +168,38 @@ async fn a_scan_across_a_scale_in_and_a_scale_out_returns_every_key() {
             "keys missed by a scan across a scale to {masters} masters"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scan_across_a_failover_of_the_master_it_is_on_returns_every_key() {
+    let cluster = TestCluster::start(2, 1).await;
+    let report = cluster.check().await;
+    // The master of slot 0: the scan's first run is on it when the failover comes.
+    let first = report
+        .nodes
+        .iter()
+        .find(|n| n.slots.iter().any(|r| r.contains(0)))
+        .unwrap()
+        .clone();
+    let mut platform = TestPlatform::from_cluster(cluster, 0);
+    let proxy = lazy_proxy(&platform, Duration::from_secs(1));
+    let mut conn = client(&proxy);
+    let keys = write_keys(&mut conn, "failed", 3000);
+
+    let mut seen = Vec::new();
+    let (cursor, batch) = scan_step(&mut conn, 0, 50);
+    seen.extend(batch);
+    assert_ne!(cursor, 0);
+    operate(
+        &mut platform,
+        Operation::Failover {
+            master_id: first.id.clone(),
+            master: first.addr.clone(),
+        },
+    )
+    .await;
+    scan_to_end(&mut conn, cursor, &mut seen);
+    assert_eq!(missing(&keys, &seen), (0, Vec::new()));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
