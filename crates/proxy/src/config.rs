@@ -67,7 +67,7 @@ pub struct ProxyConfig {
     /// The oldest routing table a fan-out (DBSIZE, KEYS, SCAN, FLUSHALL, INFO keyspace, …) may
     /// use: older than this since its last confirmation, or confirmed before the last change
     /// announced to the proxy (`ProxyHandle::topology_changed`, `POST /topology/refresh`),
-    /// and the fan-out waits for a refresh first (at most `FAN_OUT_REFRESH_WAIT`), so a master
+    /// and the fan-out waits for a refresh first (at most 2 s), so a master
     /// added by a scale is never silently left out. Keyed requests never wait: redirects
     /// correct them.
     pub fan_out_max_staleness: Duration,
