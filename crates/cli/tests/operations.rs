@@ -301,3 +301,41 @@ fn resume_finishes_a_journaled_failover_and_with_nothing_journaled_says_so() {
         "a finished operation is cleared"
     );
 }
+
+/// The issue this guards against: right after `cinnabar scale` returned, DBSIZE through the
+/// endpoint counted only the old masters until the proxy's next refresh. Now each step tells
+/// the supervisor, which has its proxy refresh before answering.
+#[test]
+fn right_after_a_scale_out_the_endpoint_counts_every_master() {
+    let c = Cinnabar::with_spare_ports(2, 0, true, 3);
+    let endpoint = c.up_detached(2, 0);
+    c.wait_healthy(Duration::from_secs(20));
+    let mut conn = plain_connection(&endpoint);
+    let mut pipe = redis::pipe();
+    for i in 0..2000 {
+        pipe.cmd("SET").arg(format!("counted:{i}")).arg(i).ignore();
+    }
+    pipe.exec(&mut conn).unwrap();
+
+    let out = c.run(&["scale", "--masters", "3"]);
+    succeeded(&out, "scale --masters 3");
+    assert!(
+        !stderr(&out).contains("not told"),
+        "every step reached the proxy: {}",
+        stderr(&out)
+    );
+    // The proxy's own table (read before any fan-out, which would refresh first anyway)
+    // already has the new master: the supervisor told it before `scale` returned.
+    let admin = c.status().1["admin"].as_str().unwrap().to_owned();
+    let mut stream = std::net::TcpStream::connect(&admin).unwrap();
+    std::io::Write::write_all(&mut stream, b"GET /topology HTTP/1.1\r\n\r\n").unwrap();
+    let mut response = String::new();
+    std::io::Read::read_to_string(&mut stream, &mut response).unwrap();
+    let body = response.split_once("\r\n\r\n").unwrap().1;
+    let topology: Value = serde_json::from_str(body).unwrap();
+    assert_eq!(
+        topology["masters"].as_array().unwrap().len(),
+        3,
+        "{topology:#}"
+    );
+}

@@ -355,7 +355,10 @@ pub async fn advance<P: Platform + Send>(
     });
     let started = Instant::now();
     let mut progress = |line: String| on_event(OperateEvent::Progress { line });
-    match execute(&step, &observed, platform, &options.execute, &mut progress).await {
+    let executed = execute(&step, &observed, platform, &options.execute, &mut progress).await;
+    // Even a failed step may have changed the cluster (half its slots moved, say).
+    tell_endpoint(platform, on_event).await;
+    match executed {
         Ok(done) => {
             entry.operation.record(&step, done.node_id.as_deref());
             entry.step = None;
@@ -372,6 +375,20 @@ pub async fn advance<P: Platform + Send>(
             step,
             error: error.to_string(),
         }),
+    }
+}
+
+/// Tells the platform's endpoint that the cluster changed; a failure is reported, not fatal.
+async fn tell_endpoint<P: Platform + Send>(
+    platform: &mut P,
+    on_event: &mut (dyn FnMut(OperateEvent) + Send),
+) {
+    if let Err(e) = platform.topology_changed().await {
+        on_event(OperateEvent::Progress {
+            line: format!(
+                "the endpoint was not told of the change (it catches up on its own): {e}"
+            ),
+        });
     }
 }
 
@@ -450,6 +467,10 @@ pub async fn run_operation<P: Platform + Send>(
             Advance::Done { unresolved } => {
                 if !options.dry_run {
                     journal.clear()?;
+                }
+                // What settled after the last step (a promotion, a node forgotten) counts too.
+                if entry.steps_done > 0 {
+                    tell_endpoint(platform, on_event).await;
                 }
                 return Ok(report(&entry, unresolved, None));
             }

@@ -109,4 +109,18 @@ pub trait Platform {
     /// # Errors
     /// The platform could not stop it.
     fn remove(&mut self, addr: &NodeAddr) -> impl Future<Output = Result<(), ClusterError>> + Send;
+
+    /// The cluster just changed shape (a step moved slots, failed a master over, added or
+    /// removed a node), or an operation ended. A platform whose endpoint caches the topology
+    /// (the local platform's proxy) tells it here, so its keyspace-wide commands (DBSIZE,
+    /// SCAN, …) count every master at once rather than after its next refresh. Called by
+    /// [`crate::advance`] after every executed step and by [`crate::run_operation`] at the end;
+    /// the default does nothing.
+    ///
+    /// # Errors
+    /// The endpoint could not be told; the operation goes on (the endpoint catches up within
+    /// its own bound), and the error is reported as progress.
+    fn topology_changed(&mut self) -> impl Future<Output = Result<(), ClusterError>> + Send {
+        std::future::ready(Ok(()))
+    }
 }

@@ -1,5 +1,6 @@
 //! The supervisor's control channel: how other `cinnabar` invocations ask the running supervisor
-//! to provision, restart, start or remove a node (it owns the processes, so only it may).
+//! to provision, restart, start or remove a node (it owns the processes, so only it may), and
+//! tell it the cluster changed (it runs the proxy, which must refresh).
 //!
 //! A Unix socket in the state directory ([`CONTROL_SOCKET`]); one JSON request line per
 //! connection, one JSON reply line back, then the connection closes, so a silent client holds
@@ -86,6 +87,10 @@ pub enum ControlRequest {
         /// Its client port.
         port: u16,
     },
+    /// The cluster just changed (a step of an operation moved slots, failed a master over,
+    /// added or removed a node): the proxy refreshes its routing table before the reply, and
+    /// none of its fan-outs uses an older one.
+    TopologyChanged,
     /// Record the cluster's shape after a scale, so `status` and a later `up` agree with it.
     SetShape {
         /// Shards.

@@ -1,6 +1,7 @@
 //! The local cluster as the planner's [`Platform`]: nodes are the ones recorded in the state
 //! file, hosts the simulated ones of the spec, and every change goes through the running
-//! supervisor's control socket (it owns the processes).
+//! supervisor's control socket (it owns the processes). After each step the planner executes,
+//! the supervisor is told the cluster changed, and passes it on to the proxy it runs.
 //!
 //! This is a thin adapter: it never starts or signals a process itself, and never decides
 //! anything about the cluster (the planner in `cinnabar-cluster` does).
@@ -147,5 +148,11 @@ impl Platform for LocalPlatform {
     async fn remove(&mut self, addr: &NodeAddr) -> Result<(), ClusterError> {
         self.ask_about(addr, |port| ControlRequest::Remove { port })
             .await
+    }
+
+    /// The proxy runs in the supervisor: the supervisor tells it, and answers once it
+    /// refreshed, so `cinnabar scale` returns with the endpoint already counting every master.
+    async fn topology_changed(&mut self) -> Result<(), ClusterError> {
+        self.ask(&ControlRequest::TopologyChanged).await.map(drop)
     }
 }

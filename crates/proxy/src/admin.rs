@@ -1,7 +1,10 @@
 //! The admin HTTP listener: `/metrics` (Prometheus text), `/healthz`, `/readyz`, `/topology`,
-//! `/config`, and `POST /reload` (the settings file's users, roles and audit settings). A deliberately tiny HTTP/1.1 server (GET only, one request per connection,
-//! 8 KiB request limit) on a thread and runtime of its own, so a slow scraper can never take
-//! time from a worker, and the proxy needs no web framework.
+//! `/config`, `POST /reload` (the settings file's users, roles and audit settings) and
+//! `POST /topology/refresh` (the cluster just changed: refresh now, and let no fan-out use an
+//! older table; answered once the refresh is done). A deliberately tiny HTTP/1.1 server (GET
+//! and those two POSTs, one request per connection, 8 KiB request limit) on a thread and
+//! runtime of its own, so a slow scraper can never take time from a worker, and the proxy needs
+//! no web framework.
 //!
 //! It is not authenticated: bind it to loopback (the default) or a private network.
 
@@ -16,6 +19,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 use crate::config::ProxyConfig;
+use crate::refresh::Freshness;
 use crate::slotmap::SlotMap;
 use crate::stats::Stats;
 use crate::{ProxyError, gauges};
@@ -26,13 +30,17 @@ const MAX_REQUEST: usize = 8 * 1024;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What every endpoint reads.
-struct Shared {
-    reloader: Arc<crate::Reloader>,
-    stats: Arc<Stats>,
-    routes: watch::Receiver<Arc<SlotMap>>,
-    drain: watch::Receiver<bool>,
-    config: Arc<ProxyConfig>,
+pub(crate) struct Shared {
+    pub(crate) reloader: Arc<crate::Reloader>,
+    pub(crate) stats: Arc<Stats>,
+    pub(crate) routes: watch::Receiver<Arc<SlotMap>>,
+    pub(crate) freshness: Arc<Freshness>,
+    pub(crate) drain: watch::Receiver<bool>,
+    pub(crate) config: Arc<ProxyConfig>,
 }
+
+/// How long `POST /topology/refresh` waits for the refresh it asked for.
+const TOPOLOGY_REFRESH_WAIT: Duration = Duration::from_secs(5);
 
 /// Binds `listen` and serves until `stop` turns true.
 ///
@@ -41,11 +49,7 @@ struct Shared {
 /// thread or runtime cannot start.
 pub(crate) fn start(
     listen: SocketAddr,
-    reloader: Arc<crate::Reloader>,
-    config: Arc<ProxyConfig>,
-    stats: Arc<Stats>,
-    routes: watch::Receiver<Arc<SlotMap>>,
-    drain: watch::Receiver<bool>,
+    shared: Shared,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(SocketAddr, JoinHandle<()>), ProxyError> {
     let bind_err = |source| ProxyError::Bind {
@@ -59,13 +63,7 @@ pub(crate) fn start(
         .enable_all()
         .build()
         .map_err(ProxyError::Runtime)?;
-    let shared = Arc::new(Shared {
-        reloader,
-        stats,
-        routes,
-        drain,
-        config,
-    });
+    let shared = Arc::new(shared);
     let thread = std::thread::Builder::new()
         .name("cinnabar-admin".into())
         .spawn(move || {
@@ -107,6 +105,9 @@ async fn serve(mut stream: TcpStream, shared: Arc<Shared>) {
     })
     .await;
     let response = match read {
+        Ok(true) if request_line(&head).starts_with("POST /topology/refresh ") => {
+            topology_refresh(&shared).await
+        }
         Ok(true) => respond(&head, &shared),
         _ => reply(400, "text/plain", "bad request\n".into()),
     };
@@ -114,10 +115,38 @@ async fn serve(mut stream: TcpStream, shared: Arc<Shared>) {
     let _ = stream.shutdown().await;
 }
 
+/// The first line of a request head.
+fn request_line(head: &[u8]) -> std::borrow::Cow<'_, str> {
+    String::from_utf8_lossy(head.split(|b| *b == b'\r').next().unwrap_or_default())
+}
+
+/// `POST /topology/refresh`: announces a change, waits for the refresh, answers with the
+/// routing table it produced (503 when no refresh succeeded in time).
+async fn topology_refresh(shared: &Shared) -> Vec<u8> {
+    let ask = shared.freshness.announce_change();
+    let done = tokio::time::timeout(TOPOLOGY_REFRESH_WAIT, shared.freshness.attempted(ask)).await;
+    let routes = shared.routes.borrow().clone();
+    match done {
+        Ok(true) => reply(200, "application/json", topology_json(&routes)),
+        Ok(false) => reply(
+            503,
+            "text/plain",
+            "the refresh reached no node; fan-outs keep waiting for a newer table\n".into(),
+        ),
+        Err(_) => reply(
+            503,
+            "text/plain",
+            format!(
+                "no refresh completed within {} s; fan-outs keep waiting for a newer table\n",
+                TOPOLOGY_REFRESH_WAIT.as_secs()
+            ),
+        ),
+    }
+}
+
 /// The full response to one request head.
 fn respond(head: &[u8], shared: &Shared) -> Vec<u8> {
-    let line = head.split(|b| *b == b'\r').next().unwrap_or_default();
-    let line = String::from_utf8_lossy(line);
+    let line = request_line(head);
     let mut parts = line.split(' ');
     let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
     let path = target.split('?').next().unwrap_or("");
@@ -138,7 +167,7 @@ fn respond(head: &[u8], shared: &Shared) -> Vec<u8> {
         return reply(
             405,
             "text/plain",
-            "only GET (and POST /reload) is served here\n".into(),
+            "only GET (and POST /reload, POST /topology/refresh) is served here\n".into(),
         );
     }
     let routes = shared.routes.borrow().clone();

@@ -94,6 +94,13 @@ pub struct ProxyConfig {
     pub retry_window: Duration,
     /// Periodic topology refresh, in addition to refreshes triggered by redirects and errors.
     pub refresh_interval: Duration,
+    /// The oldest routing table a fan-out (DBSIZE, KEYS, SCAN, FLUSHALL, INFO keyspace, …) may
+    /// use: older than this since its last confirmation, or confirmed before the last change
+    /// announced to the proxy (`ProxyHandle::topology_changed`, `POST /topology/refresh`),
+    /// and the fan-out waits for a refresh first (at most 2 s), so a master
+    /// added by a scale is never silently left out. Keyed requests never wait: redirects
+    /// correct them.
+    pub fan_out_max_staleness: Duration,
     /// Tickets one client may have in flight before the proxy stops reading from it. A request
     /// split per key (MGET, DEL, … across slots) holds one per key; one request is always
     /// taken whole, so a client holds at most this many plus one request's keys.
@@ -161,6 +168,7 @@ impl ProxyConfig {
             max_redirects: 5,
             retry_window: Duration::from_secs(10),
             refresh_interval: Duration::from_secs(5),
+            fan_out_max_staleness: Duration::from_secs(1),
             max_pending_per_client: 1024,
             max_reply_bytes_per_client: 64 * 1024 * 1024,
             backend_read_timeout: Duration::from_secs(5),

@@ -157,6 +157,7 @@ pub struct ProxyHandle {
     threads: Vec<JoinHandle<()>>,
     stats: Arc<stats::Stats>,
     routes: watch::Receiver<Arc<SlotMap>>,
+    freshness: Arc<refresh::Freshness>,
 }
 
 impl ProxyHandle {
@@ -224,6 +225,20 @@ impl ProxyHandle {
         self.reloader.auditor.stats()
     }
 
+    /// Tells the proxy the cluster just changed (a slot moved, a master failed over, a node
+    /// came or went): from now on no fan-out (DBSIZE, KEYS, SCAN, FLUSHALL, INFO keyspace …)
+    /// runs on a routing table confirmed before this call; the proxy refreshes at once.
+    /// Resolves when a refresh that started after the call completed (true), or after `wait`
+    /// (false: the refresh failed or is late; fan-outs still wait for one, within their own
+    /// bound). What the local platform calls after each step of an operation, and what
+    /// `POST /topology/refresh` on the admin listener does.
+    pub async fn topology_changed(&self, wait: std::time::Duration) -> bool {
+        let ask = self.freshness.announce_change();
+        tokio::time::timeout(wait, self.freshness.attempted(ask))
+            .await
+            .unwrap_or(false)
+    }
+
     /// Client connections open now (across all workers).
     pub fn open_clients(&self) -> usize {
         self.stats.open_clients()
@@ -284,6 +299,7 @@ pub fn start(config: ProxyConfig) -> Result<ProxyHandle, ProxyError> {
     let (stop, stop_rx) = watch::channel(false);
     let (drain, drain_rx) = watch::channel(false);
     let refresh = Arc::new(Notify::new());
+    let freshness = Arc::new(refresh::Freshness::new(Arc::clone(&refresh)));
 
     // The control thread learns the first topology before anything listens, and keeps it
     // current afterwards. Waiting on a channel (not `block_on`) lets callers that already run
@@ -291,8 +307,8 @@ pub fn start(config: ProxyConfig) -> Result<ProxyHandle, ProxyError> {
     let (first_tx, first_rx) = std::sync::mpsc::channel();
     let mut threads = Vec::new();
     {
-        let (config, refresh, mut stop_rx) =
-            (Arc::clone(&config), Arc::clone(&refresh), stop_rx.clone());
+        let (config, freshness, mut stop_rx) =
+            (Arc::clone(&config), Arc::clone(&freshness), stop_rx.clone());
         let control_stats = Arc::clone(&control_stats);
         threads.push(
             std::thread::Builder::new()
@@ -317,7 +333,7 @@ pub fn start(config: ProxyConfig) -> Result<ProxyHandle, ProxyError> {
                         };
                         let seeds = config.seeds.clone();
                         tokio::select! {
-                            () = refresh::run(seeds, config.backend_credentials.clone(), routes_tx, refresh, config.refresh_interval, config.connect_timeout, control_stats) => {}
+                            () = refresh::run(seeds, config.backend_credentials.clone(), routes_tx, freshness, config.refresh_interval, config.connect_timeout, control_stats) => {}
                             _ = stop_rx.wait_for(|stop| *stop) => {}
                         }
                     });
@@ -357,10 +373,11 @@ pub fn start(config: ProxyConfig) -> Result<ProxyHandle, ProxyError> {
                 .listen(1024)
                 .map_err(|source| ProxyError::Bind { addr, source })?
         };
-        let (config, routes_rx, refresh, stop_rx, drain_rx) = (
+        let (config, routes_rx, refresh, freshness, stop_rx, drain_rx) = (
             Arc::clone(&config),
             routes_rx.clone(),
             Arc::clone(&refresh),
+            Arc::clone(&freshness),
             stop_rx.clone(),
             drain_rx.clone(),
         );
@@ -375,6 +392,7 @@ pub fn start(config: ProxyConfig) -> Result<ProxyHandle, ProxyError> {
                         announce: addr,
                         routes: routes_rx,
                         refresh,
+                        freshness,
                         stats: own_stats,
                         all_stats,
                         drain: drain_rx,
@@ -395,15 +413,15 @@ pub fn start(config: ProxyConfig) -> Result<ProxyHandle, ProxyError> {
     });
     let admin_addr = match config.admin_listen {
         Some(listen) => {
-            let started = admin::start(
-                listen,
-                Arc::clone(&reloader),
-                Arc::clone(&config),
-                Arc::clone(&stats),
-                routes_rx.clone(),
-                drain_rx,
-                stop_rx,
-            );
+            let shared = admin::Shared {
+                reloader: Arc::clone(&reloader),
+                stats: Arc::clone(&stats),
+                routes: routes_rx.clone(),
+                freshness: Arc::clone(&freshness),
+                drain: drain_rx,
+                config: Arc::clone(&config),
+            };
+            let started = admin::start(listen, shared, stop_rx);
             match started {
                 Ok((admin_addr, thread)) => {
                     threads.push(thread);
@@ -428,6 +446,7 @@ pub fn start(config: ProxyConfig) -> Result<ProxyHandle, ProxyError> {
         threads,
         stats,
         routes: routes_rx,
+        freshness,
     })
 }
 
@@ -485,6 +504,7 @@ struct WorkerSetup {
     announce: SocketAddr,
     routes: watch::Receiver<Arc<SlotMap>>,
     refresh: Arc<Notify>,
+    freshness: Arc<refresh::Freshness>,
     stats: Arc<stats::WorkerStats>,
     /// Every worker's counters, for the client limit.
     all_stats: Arc<stats::Stats>,
@@ -507,6 +527,7 @@ fn run_worker(
             announce,
             routes,
             refresh,
+            freshness,
             stats,
             all_stats,
             mut drain,
@@ -518,6 +539,7 @@ fn run_worker(
             config,
             routes,
             refresh,
+            freshness,
             announce,
             stats,
             all_stats: Arc::clone(&all_stats),

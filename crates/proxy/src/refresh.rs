@@ -1,9 +1,19 @@
 //! Keeps the routing table current: asks the cluster for `CLUSTER NODES` on a timer and
 //! whenever a worker reports a redirect or a broken backend, and publishes a new snapshot only
 //! when routes changed. Runs on the control thread; never on a worker's hot path.
+//!
+//! Keyed requests can live with a stale table (a redirect corrects them), but a fan-out
+//! (DBSIZE, KEYS, SCAN, FLUSHALL, INFO keyspace …) cannot: a master missing from the table is
+//! silently left out. So the refresh loop also keeps [`Freshness`]: which requests for a
+//! refresh ("asks") a completed refresh has answered, and when the table was last confirmed,
+//! changed or not. Whoever changes the cluster (the local platform after each step of an
+//! operation, or anyone through `POST /topology/refresh`) announces the change; a fan-out runs
+//! only on a table confirmed after the last announced change and within
+//! `fan_out_max_staleness`, and otherwise asks for a refresh and waits for it first (bounded).
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use cinnabar_cluster::{Credentials, NodeAddr, NodeClient, Timeouts};
 use tokio::sync::{Notify, watch};
@@ -51,21 +61,111 @@ pub(crate) async fn fetch(
     ))
 }
 
-/// Refresh loop: wakes on `wake` or every `interval`, publishes changes on `tx`.
+/// How far refreshes have got, as the control thread publishes it after each attempt.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Refreshed {
+    /// Every ask numbered up to this was followed by a refresh attempt that started after it.
+    pub(crate) attempted: u64,
+    /// Every ask numbered up to this was followed by a successful refresh that started after
+    /// it: the table in force reflects the cluster as it was when that ask was made.
+    pub(crate) confirmed: u64,
+    /// When the last successful refresh started (its view is at least that recent).
+    pub(crate) confirmed_at: Instant,
+}
+
+/// Shared by the control thread, the workers, the admin listener and the handle: asks for a
+/// refresh, announced cluster changes, and what the refresh loop has answered.
+#[derive(Debug)]
+pub(crate) struct Freshness {
+    /// Asks so far; each ask takes the next number.
+    asks: AtomicU64,
+    /// The number of the ask that announced the last cluster change.
+    changed: AtomicU64,
+    wake: Arc<Notify>,
+    refreshed: watch::Sender<Refreshed>,
+}
+
+impl Freshness {
+    /// Starts from a table confirmed just now (the first fetch, before anything listens).
+    pub(crate) fn new(wake: Arc<Notify>) -> Self {
+        let (refreshed, _) = watch::channel(Refreshed {
+            attempted: 0,
+            confirmed: 0,
+            confirmed_at: Instant::now(),
+        });
+        Self {
+            asks: AtomicU64::new(0),
+            changed: AtomicU64::new(0),
+            wake,
+            refreshed,
+        }
+    }
+
+    /// Asks for a refresh that starts from now on; returns the ask's number to wait for.
+    pub(crate) fn ask(&self) -> u64 {
+        let ask = self.asks.fetch_add(1, Ordering::SeqCst) + 1;
+        self.wake.notify_one();
+        ask
+    }
+
+    /// The cluster changed (a slot moved, a master failed over, a node came or went): no
+    /// fan-out may use a table confirmed before now. Returns the ask to wait for.
+    pub(crate) fn announce_change(&self) -> u64 {
+        let ask = self.ask();
+        self.changed.fetch_max(ask, Ordering::SeqCst);
+        ask
+    }
+
+    /// Whether a fan-out may use the table in force: confirmed after the last announced change
+    /// and no longer than `bound` ago.
+    pub(crate) fn fresh_within(&self, bound: Duration) -> bool {
+        let changed = self.changed.load(Ordering::SeqCst);
+        let refreshed = *self.refreshed.borrow();
+        refreshed.confirmed >= changed && refreshed.confirmed_at.elapsed() <= bound
+    }
+
+    /// Resolves once a refresh that started after ask `ask` was attempted; true when it
+    /// succeeded (its routes are published by then). Never resolves if the control thread is
+    /// gone, so callers bound it.
+    pub(crate) async fn attempted(&self, ask: u64) -> bool {
+        let mut rx = self.refreshed.subscribe();
+        // The sender lives in `self`, so the wait cannot fail.
+        rx.wait_for(|r| r.attempted >= ask)
+            .await
+            .is_ok_and(|r| r.confirmed >= ask)
+    }
+
+    /// The control thread finished a refresh that covered asks up to `covers`.
+    fn record(&self, covers: u64, started: Instant, succeeded: bool) {
+        self.refreshed.send_modify(|r| {
+            r.attempted = r.attempted.max(covers);
+            if succeeded {
+                r.confirmed = r.confirmed.max(covers);
+                r.confirmed_at = r.confirmed_at.max(started);
+            }
+        });
+    }
+}
+
+/// Refresh loop: wakes on `wake` or every `interval`, publishes changes on `tx`, and records
+/// every attempt in `freshness` (after the routes it found are published).
 pub(crate) async fn run(
     seeds: Vec<NodeAddr>,
     credentials: Option<Credentials>,
     tx: watch::Sender<Arc<SlotMap>>,
-    wake: Arc<Notify>,
+    freshness: Arc<Freshness>,
     interval: Duration,
     timeout: Duration,
     stats: Arc<ControlStats>,
 ) {
     loop {
         tokio::select! {
-            () = wake.notified() => {}
+            () = freshness.wake.notified() => {}
             () = tokio::time::sleep(interval) => {}
         }
+        // Asks made before this point are answered by this refresh: it starts after them.
+        let covers = freshness.asks.load(Ordering::SeqCst);
+        let started = Instant::now();
         let current = tx.borrow().clone();
         let mut candidates: Vec<NodeAddr> = current.masters().to_vec();
         candidates.extend(
@@ -91,10 +191,12 @@ pub(crate) async fn run(
                     "routing table changed"
                 );
                 tx.send_replace(Arc::new(map));
+                freshness.record(covers, started, true);
             }
-            Ok(_) => {}
+            Ok(_) => freshness.record(covers, started, true),
             Err(e) => {
                 stats.refresh_failures.inc();
+                freshness.record(covers, started, false);
                 tracing::warn!(error = %e, "topology refresh failed; keeping the current routes");
             }
         }

@@ -17,6 +17,7 @@ use tokio::sync::{Notify, watch};
 
 use crate::backend::{self, Backend, Flavor};
 use crate::config::{ProxyConfig, ReadFrom};
+use crate::refresh::Freshness;
 use crate::slotmap::SlotMap;
 use crate::stats::{Stats, WorkerStats};
 use crate::ticket::Tickets;
@@ -42,6 +43,8 @@ pub(crate) struct Worker {
     by_master: RefCell<Vec<Rc<Backend>>>,
     lanes: usize,
     refresh: Arc<Notify>,
+    /// How recent the routing table is, for fan-outs (see `refresh::Freshness`).
+    pub(crate) freshness: Arc<Freshness>,
     /// The address clients reach this proxy at (announced in CLUSTER replies).
     pub(crate) announce: std::net::SocketAddr,
     /// This worker's counters (it is their only writer).
@@ -108,6 +111,7 @@ pub(crate) struct Shared {
     pub(crate) config: Arc<ProxyConfig>,
     pub(crate) routes: watch::Receiver<Arc<SlotMap>>,
     pub(crate) refresh: Arc<Notify>,
+    pub(crate) freshness: Arc<Freshness>,
     pub(crate) announce: std::net::SocketAddr,
     pub(crate) stats: Arc<WorkerStats>,
     pub(crate) all_stats: Arc<Stats>,
@@ -128,6 +132,7 @@ impl Worker {
             config,
             routes: routes_rx,
             refresh,
+            freshness,
             announce,
             stats,
             all_stats,
@@ -146,6 +151,7 @@ impl Worker {
             backends: RefCell::new(HashMap::new()),
             by_master: RefCell::new(Vec::new()),
             refresh,
+            freshness,
             announce,
             stats,
             all_stats,

@@ -1,5 +1,6 @@
 //! The supervisor's side of the control channel: provision, restart, start and remove nodes
-//! on request, and record the cluster's new shape.
+//! on request, record the cluster's new shape, and pass "the cluster changed" on to the proxy
+//! (which runs in this process) so its fan-outs count every master at once.
 //!
 //! Requests are served inline in the supervision loop, so a planned restart and the crash-restart
 //! logic can never both start a node. The state file is updated before replying, so a client
@@ -15,6 +16,9 @@ use crate::error::LocalError;
 use crate::ports;
 use crate::process::NodeProcess;
 use crate::state::NodeState;
+
+/// How long a cluster change waits for the proxy's refresh before it is answered.
+const PROXY_REFRESH_WAIT: Duration = Duration::from_secs(2);
 
 /// How many ports above the highest one in use are tried for a new node.
 const PORT_SEARCH: u16 = 200;
@@ -44,7 +48,7 @@ impl Supervisor {
                 Err(_) => return,
             };
         tracing::info!(?request, "control request");
-        let reply = match self.carry_out(&request) {
+        let reply = match self.carry_out(&request).await {
             Ok((port, host)) => ControlReply::Done { port, host },
             Err(Refused(kind, message)) => {
                 tracing::warn!(?request, %message, "control request failed");
@@ -56,7 +60,7 @@ impl Supervisor {
         }
     }
 
-    fn carry_out(
+    async fn carry_out(
         &mut self,
         request: &ControlRequest,
     ) -> Result<(Option<u16>, Option<String>), Refused> {
@@ -76,6 +80,20 @@ impl Supervisor {
             ControlRequest::Remove { port } => {
                 self.remove_node(*port)?;
                 Ok((Some(*port), None))
+            }
+            ControlRequest::TopologyChanged => {
+                // Answered once the proxy refreshed (or the wait ran out: its fan-outs still
+                // wait for a newer table), so the operation's next report is already true
+                // through the endpoint.
+                if let Some(proxy) = &self.proxy
+                    && !proxy.topology_changed(PROXY_REFRESH_WAIT).await
+                {
+                    tracing::warn!(
+                        "the proxy did not refresh its routing table in time after a cluster \
+                         change; its keyspace-wide commands wait for the refresh"
+                    );
+                }
+                Ok((None, None))
             }
             ControlRequest::SetShape { masters, replicas } => {
                 self.state.spec.masters = *masters;

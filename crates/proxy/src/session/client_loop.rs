@@ -2,7 +2,7 @@
 //! finished replies in request order, write them back, and learn how deep this client may
 //! pipeline. Must never block on one client's backlog: back-pressure stops reading instead.
 
-use super::fanout::{merge_into, rewrite_scan_reply};
+use super::fanout::{end_scan_run, merge_into, rewrite_scan_reply};
 use super::{BUFFER, Pending, RETAINED, RequestArgs, Session};
 use crate::pubsub;
 use crate::stats::Category;
@@ -108,9 +108,18 @@ impl Session {
                 && self.ids.len() < max_pending
                 && (input.len() < RETAINED || self.may_parse(max_pending))
                 && (self.pending.len() < 2 || self.held_reply_bytes() < max_reply_bytes);
+            // Out of `self` while the branches borrow it; put back below unless it ended.
+            let mut topology_wait = self.topology_wait.take();
             tokio::select! {
                 biased;
                 () = self.head_ready(), if !self.pending.is_empty() => {}
+                () = poll_fn(|cx| match topology_wait.as_mut() {
+                    Some(wait) => wait.as_mut().poll(cx),
+                    None => Poll::Pending,
+                }), if topology_wait.is_some() => {
+                    topology_wait = None;
+                    self.topology_waited = true;
+                }
                 read = rd.read_buf(input), if can_read => {
                     if read? == 0 {
                         return Ok(());
@@ -141,6 +150,7 @@ impl Session {
                     }
                 }
             }
+            self.topology_wait = topology_wait;
         }
     }
 
@@ -204,6 +214,7 @@ impl Session {
             && self.subscribe.is_none()
             && self.ids.len() < max_pending.min(self.window)
             && (!self.blocked || self.pending.is_empty())
+            && self.topology_wait.is_none()
     }
 
     /// Moves every finished reply at the head of the queue to the output buffer.
@@ -233,10 +244,16 @@ impl Session {
                         .map(|id| &*tickets.peek(*id).reply);
                     merge_into(&mut self.out, merge, replies, &self.worker);
                 }
-                Pending::Scan { master, masters } => {
+                Pending::Scan(run) => {
                     if let Some(id) = self.ids.front() {
                         let reply = &tickets.peek(*id).reply;
-                        rewrite_scan_reply(&mut self.out, reply, master, masters);
+                        rewrite_scan_reply(&mut self.out, reply, run);
+                    }
+                }
+                Pending::ScanCheck(run) => {
+                    if let Some(id) = self.ids.front() {
+                        let reply = &tickets.peek(*id).reply;
+                        end_scan_run(&mut self.out, reply, run, &self.worker);
                     }
                 }
             }

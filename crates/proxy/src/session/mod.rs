@@ -62,14 +62,17 @@ enum Pending {
     One,
     /// `parts` tickets whose replies merge into one.
     Split { merge: Merge, parts: usize },
-    /// One `SCAN` step on master `master` of `masters`; its cursor is rewritten.
-    Scan { master: usize, masters: usize },
+    /// One `SCAN` step over a run of slots on one master; its cursor is rewritten and keys
+    /// outside the run are left for their own run (see `fanout`).
+    Scan(fanout::ScanRun),
+    /// The check that ends a run of slots: the master's own `CLUSTER NODES` (see `fanout`).
+    ScanCheck(fanout::ScanRun),
 }
 
 impl Pending {
     fn parts(self) -> usize {
         match self {
-            Self::One | Self::Scan { .. } => 1,
+            Self::One | Self::Scan(_) | Self::ScanCheck(_) => 1,
             Self::Split { parts, .. } => parts,
         }
     }
@@ -182,6 +185,11 @@ struct Session {
     deferred: bool,
     /// The first request in the input was declined and waits for the pending replies.
     awaiting_turn: bool,
+    /// A fan-out found the routing table stale and waits for a refresh before it is handled
+    /// again (reading goes on, parsing stops); see `fanout::fresh_routes_or_wait`.
+    topology_wait: Option<std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>>,
+    /// That wait ended: the fan-out goes on with the routes in hand, fresh or not.
+    topology_waited: bool,
     /// The user whose connection place this connection holds (`max_connections_per_user`).
     user_place: Option<String>,
     /// Requests and error replies since the last flush to the worker's per-user counts.
@@ -275,6 +283,8 @@ async fn serve_halves<R, W>(
         blocked: false,
         deferred: false,
         awaiting_turn: false,
+        topology_wait: None,
+        topology_waited: false,
         reply_average: 0,
         user_place: None,
         user_counts: [0; 2],

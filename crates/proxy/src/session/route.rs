@@ -66,6 +66,14 @@ impl Session {
             self.deferred = true;
             return;
         }
+        // Fan-outs must not leave out a master the table in hand does not know yet.
+        if matches!(
+            route,
+            Route::FanOut(_) | Route::Scan | Route::EveryNode(_) | Route::Wait | Route::KillScripts
+        ) && !self.fresh_routes_or_wait()
+        {
+            return;
+        }
         match route {
             Route::Quit => {}
             Route::Local => self.answer_locally(command, args),
