@@ -248,6 +248,7 @@ fn compile_roles(
             commands,
             keys: Patterns::everything(),
             channels: Patterns::everything(),
+            transactions: None,
         };
         roles.insert(name.to_owned(), Arc::new(role));
     }
@@ -359,6 +360,7 @@ fn compile_role(
         commands,
         keys,
         channels,
+        transactions: role.transactions,
     };
     if !compiled.keys.is_everything() {
         let scripts = CommandSet::matching(|c| SCRIPT_COMMANDS.contains(&c.name()));

@@ -159,6 +159,41 @@ pub struct RoleConfig {
     /// Commands granted last, even guarded ones (`keys`, `config|get`).
     #[serde(default)]
     pub allow: Vec<String>,
+    /// How this role's MULTI/EXEC over several slots is carried, overriding the proxy-wide
+    /// setting: `strict` (refused with CROSSSLOT) or `relaxed` (each command on its own slot's
+    /// master, in order; not atomic across slots). Absent: the proxy-wide setting.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transactions: Option<Transactions>,
+}
+
+/// How MULTI/EXEC with keys in several slots is carried through the proxy.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transactions {
+    /// Every keyed command of a transaction must share one slot (else `CROSSSLOT`, and EXEC
+    /// answers EXECABORT): the transaction runs atomically on that slot's master.
+    #[default]
+    Strict,
+    /// A transaction over several slots is accepted: at EXEC each queued command runs on its
+    /// slot's master, in order, and EXEC answers the array Redis would. NOT atomic across
+    /// slots (another client may see some of its writes before others, and a failure on one
+    /// master does not undo the others); for libraries whose default pipeline is a MULTI/EXEC
+    /// used for batching. A transaction within one slot, or after WATCH, stays atomic.
+    Relaxed,
+}
+
+impl std::str::FromStr for Transactions {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "strict" => Ok(Self::Strict),
+            "relaxed" => Ok(Self::Relaxed),
+            other => Err(format!(
+                "unknown transactions mode '{other}' (expected strict or relaxed)"
+            )),
+        }
+    }
 }
 
 /// The users file: a TOML document of `[[users]]` only.

@@ -153,7 +153,7 @@ mod rules;
 
 pub use access::{Access, DEFAULT_USER};
 pub use cinnabar_commands::Server;
-pub use config::{AccessConfig, RoleConfig, UserConfig, UsersFile};
+pub use config::{AccessConfig, RoleConfig, Transactions, UserConfig, UsersFile};
 pub use denied::{AuthError, Denied, DeniedKind};
 pub use error::{AccessError, Origin, Problem};
 pub use glob::PatternError;

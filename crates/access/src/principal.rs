@@ -22,6 +22,8 @@ pub(crate) struct Role {
     pub(crate) commands: CommandSet,
     pub(crate) keys: Patterns,
     pub(crate) channels: Patterns,
+    /// The role's own transactions mode, if it sets one.
+    pub(crate) transactions: Option<crate::config::Transactions>,
 }
 
 /// Key or channel patterns; `everything` when one of them is `*` (then nothing is matched).
@@ -100,6 +102,11 @@ impl Principal {
     /// The name of the user's role.
     pub fn role(&self) -> &str {
         &self.0.role.name
+    }
+
+    /// The role's transactions mode when it overrides the proxy-wide one.
+    pub fn transactions(&self) -> Option<crate::config::Transactions> {
+        self.0.role.transactions
     }
 
     /// The role's rules in `ACL LIST` form: `~pattern…` for keys, `&pattern…` for channels,

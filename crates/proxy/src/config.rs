@@ -44,35 +44,7 @@ impl std::fmt::Display for ReadFrom {
     }
 }
 
-/// How MULTI/EXEC with keys in several slots is carried.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum Transactions {
-    /// Every keyed command of a transaction must share one slot (else `CROSSSLOT`, and EXEC
-    /// answers EXECABORT): the transaction runs atomically on that slot's master.
-    #[default]
-    Strict,
-    /// A transaction over several slots is accepted: at EXEC each queued command runs on its
-    /// slot's master, in order, and EXEC answers the array Redis would. NOT atomic across
-    /// slots (another client may see some of its writes before others, and a failure on one
-    /// master does not undo the others); for libraries whose default pipeline is a MULTI/EXEC
-    /// used for batching. Counted (`cinnabar_relaxed_transactions_total`) and audited.
-    /// A transaction within one slot, or after WATCH, stays atomic and strict.
-    Relaxed,
-}
-
-impl std::str::FromStr for Transactions {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "strict" => Ok(Self::Strict),
-            "relaxed" => Ok(Self::Relaxed),
-            other => Err(format!(
-                "unknown transactions mode '{other}' (expected strict or relaxed)"
-            )),
-        }
-    }
-}
+pub use cinnabar_access::Transactions;
 
 /// Everything the proxy needs to run.
 #[derive(Debug, Clone)]
@@ -118,7 +90,9 @@ pub struct ProxyConfig {
     pub backend_credentials: Option<Credentials>,
     /// Where read-only commands go.
     pub read_from: ReadFrom,
-    /// How transactions with keys in several slots are carried (`strict` by default).
+    /// How transactions with keys in several slots are carried (`strict` by default; a role
+    /// may override it, see `cinnabar_access::RoleConfig::transactions`). Relaxed EXECs are
+    /// counted (`cinnabar_relaxed_transactions_total`) and audited.
     pub transactions: Transactions,
     /// Pipelined connections from each worker to each backend node. One carries a worker's
     /// whole load with the fewest syscalls; more spread a node's replies over several sockets

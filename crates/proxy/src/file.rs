@@ -147,7 +147,7 @@ proxy_keys! {
     read_from: ReadPolicy => |c, v| c.read_from = v.0,
     /// MULTI/EXEC across slots: `"strict"` (refused with CROSSSLOT, the default) or `"relaxed"`
     /// (each command on its own master, in order; not atomic across slots).
-    transactions: TransactionsMode => |c, v| c.transactions = v.0,
+    transactions: cinnabar_access::Transactions => |c, v| c.transactions = v,
     /// ACL user of the backend connections (needs a password).
     backend_user: String => |c, v| credentials(c).user = Some(v),
     /// File holding the backend password (its first line), e.g. a mounted Kubernetes Secret.
@@ -192,17 +192,6 @@ impl<'de> Deserialize<'de> for AddressRanges {
 struct ReadPolicy(ReadFrom);
 
 impl<'de> Deserialize<'de> for ReadPolicy {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        text.parse().map(Self).map_err(serde::de::Error::custom)
-    }
-}
-
-/// A transactions mode, written as `"strict"` or `"relaxed"`.
-#[derive(Debug)]
-struct TransactionsMode(crate::config::Transactions);
-
-impl<'de> Deserialize<'de> for TransactionsMode {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let text = String::deserialize(deserializer)?;
         text.parse().map(Self).map_err(serde::de::Error::custom)

@@ -448,3 +448,54 @@ async fn a_user_beyond_its_connection_limit_cannot_log_in() {
     }
     assert_eq!(ask(&mut second, &["SET", "orders:1", "x"]), "+OK\r\n");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_role_may_relax_transactions_and_each_relaxed_exec_is_audited() {
+    let cluster = TestCluster::start(3, 0).await;
+    let dir = tempfile::tempdir().unwrap();
+    let trail = dir.path().join("audit.jsonl");
+    let users = r#"
+[[users]]
+name = "batcher"
+password = "batcher-pw"
+role = "batching"
+
+[[users]]
+name = "app"
+password = "app-pw"
+role = "readwrite"
+
+[[roles]]
+name = "batching"
+base = "readwrite"
+transactions = "relaxed"
+"#;
+    // The proxy-wide mode stays strict: only the role's users get relaxed transactions.
+    let proxy = start(&cluster, access(users), audit_to(&trail));
+    let request = [
+        &["MULTI"][..],
+        &["SET", "rtx:a", "1"],
+        &["SET", "rtx:b", "2"],
+        &["EXEC"],
+    ];
+    let mut batcher = logged_in(&proxy, "batcher", "batcher-pw");
+    let replies: Vec<String> = request.iter().map(|args| ask(&mut batcher, args)).collect();
+    assert_eq!(replies[3], "*2\r\n+OK\r\n+OK\r\n");
+    let mut app = logged_in(&proxy, "app", "app-pw");
+    let replies: Vec<String> = request.iter().map(|args| ask(&mut app, args)).collect();
+    assert_eq!(
+        replies[2],
+        "-CROSSSLOT Keys in request don't hash to the same slot\r\n"
+    );
+    assert_eq!(
+        replies[3],
+        "-EXECABORT Transaction discarded because of previous errors.\r\n"
+    );
+    let records = audit_records(&trail, 1);
+    let relaxed: Vec<&serde_json::Value> =
+        records.iter().filter(|r| r["command"] == "EXEC").collect();
+    assert_eq!(relaxed.len(), 1, "{records:?}");
+    assert_eq!(relaxed[0]["user"], "batcher");
+    assert_eq!(relaxed[0]["subcommand"], "RELAXED", "{records:?}");
+    assert_eq!(relaxed[0]["targets"].as_array().unwrap().len(), 2);
+}

@@ -119,8 +119,12 @@ impl Session {
         };
         // Relaxed mode spreads a transaction over slots, but never one that WATCHed: its EXEC
         // must run where the WATCH did.
-        let relaxed =
-            self.worker.config.transactions == Transactions::Relaxed && self.watch.is_none();
+        let mode = self
+            .principal
+            .as_ref()
+            .and_then(cinnabar_access::Principal::transactions)
+            .unwrap_or(self.worker.config.transactions);
+        let relaxed = mode == Transactions::Relaxed && self.watch.is_none();
         let accepted = match slot {
             Ok(Some(slot)) if tx.slot.is_some_and(|s| s != slot) && relaxed => {
                 tx.cross_slot = true;
@@ -219,7 +223,7 @@ impl Session {
             targets.dedup();
             let record =
                 cinnabar_audit::AuditRecord::command(peer, principal.user().to_owned(), "exec")
-                    .with_subcommand("relaxed (not atomic across slots)")
+                    .with_subcommand("relaxed")
                     .with_targets(targets)
                     .with_outcome(cinnabar_audit::Outcome::Ok);
             self.worker.auditor.record(record);
