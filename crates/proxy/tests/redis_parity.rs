@@ -301,6 +301,27 @@ async fn administration_commands_reach_every_node() {
     let stats = ask(&mut admin, &["MEMORY", "STATS"]);
     assert!(stats.starts_with("*6\r\n"), "{stats}");
     assert!(!stats.starts_with('-'), "{stats}");
+    // The proxy's own slow log by default; the nodes' on request, named per node.
+    assert_eq!(
+        ask(
+            &mut admin,
+            &["CONFIG", "SET", "slowlog-log-slower-than", "0"]
+        ),
+        "+OK\r\n"
+    );
+    ask(&mut admin, &["GET", "mem:k"]);
+    let nodes = ask(&mut admin, &["SLOWLOG", "GET", "1", "NODES"]);
+    assert!(nodes.starts_with("*6\r\n"), "{nodes}");
+    for server in _cluster.servers() {
+        assert!(nodes.contains(&server.addr().to_string()), "{nodes}");
+    }
+    assert_eq!(
+        ask(
+            &mut admin,
+            &["CONFIG", "SET", "slowlog-log-slower-than", "10000"]
+        ),
+        "+OK\r\n"
+    );
     let doctor = ask(&mut admin, &["MEMORY", "DOCTOR"]);
     assert!(!doctor.starts_with('-'), "{doctor}");
     // Not an admin: refused by the proxy's guard, as before.

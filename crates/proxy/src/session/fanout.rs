@@ -114,13 +114,19 @@ impl Session {
 
     /// The request to every master and replica, one ticket each, the replies merged by `merge`.
     pub(super) fn every_node(&mut self, args: &RequestArgs<'_>, merge: Merge) {
+        let mut request = Vec::new();
+        write_request(args, &mut request);
+        self.every_node_request(&request, merge);
+    }
+
+    /// `request` (multibulk) to every master and replica, the replies merged by `merge`.
+    pub(super) fn every_node_request(&mut self, request: &[u8], merge: Merge) {
         let routes = self.worker.routes();
         let mut nodes = 0;
         for master in 0..routes.masters().len() {
             let replicas = routes.replicas(master).len();
             for replica in 0..=replicas {
-                let id =
-                    self.master_ticket(&routes, master, |request| write_request(args, request));
+                let id = self.master_ticket(&routes, master, |out| out.extend_from_slice(request));
                 match replica
                     .checked_sub(1)
                     .map(|r| routes.replicas(master)[r].clone())

@@ -49,6 +49,17 @@ impl Session {
                 self.worker.all_stats.slowlog.reset();
                 self.local(b"+OK\r\n");
             }
+            // `SLOWLOG GET count NODES`: the nodes' own slow logs, named per node, instead of
+            // the proxy's (an admin looking for a slow node, not a slow client).
+            "slowlog|get"
+                if args.len() == 4
+                    && args.get(3).is_some_and(|a| a.eq_ignore_ascii_case(b"NODES")) =>
+            {
+                let mut request = Vec::new();
+                let count = args.get(2).unwrap_or_default();
+                encode::command(&mut request, &[b"SLOWLOG", b"GET", count]);
+                self.every_node_request(&request, super::fanout::Merge::PerNode);
+            }
             "slowlog|get" if args.len() > 3 => {
                 let line = format!(
                     "ERR unknown subcommand or wrong number of arguments for '{}'. Try SLOWLOG HELP.",
