@@ -2,7 +2,8 @@
 //! finished replies in request order, write them back, and learn how deep this client may
 //! pipeline. Must never block on one client's backlog: back-pressure stops reading instead.
 
-use super::fanout::{end_scan_run, merge_into, rewrite_scan_reply};
+use super::fanout::merge_into;
+use super::scan::{end_scan_run, rewrite_scan_reply};
 use super::{BUFFER, Pending, RETAINED, RequestArgs, Session};
 use crate::pubsub;
 use crate::stats::Category;

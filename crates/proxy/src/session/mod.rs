@@ -10,7 +10,8 @@
 //! - `client_loop`: reading, parsing, replies in request order, back-pressure, leaving;
 //! - `route`: which way each command goes, and `handle`, which sends it there;
 //! - `keyed`: one slot's master, per-key splits, blocking commands and WAIT as tasks;
-//! - `fanout`: every master or every node, merging replies, SCAN across masters;
+//! - `fanout`: every master or every node, and merging their replies;
+//! - `scan`: SCAN across masters, surviving scale-outs, migrations and failovers;
 //! - `transaction`: MULTI/EXEC and WATCH;
 //! - `subscribe`: entering subscribed mode (the relay is `crate::pubsub`);
 //! - `local_answers`: what the proxy answers itself (PING, HELLO, CLIENT, CLUSTER, …);
@@ -37,6 +38,7 @@ mod guard;
 mod keyed;
 mod local_answers;
 mod route;
+mod scan;
 mod subscribe;
 mod transaction;
 
@@ -64,9 +66,9 @@ enum Pending {
     Split { merge: Merge, parts: usize },
     /// One `SCAN` step over a run of slots on one master; its cursor is rewritten and keys
     /// outside the run are left for their own run (see `fanout`).
-    Scan(fanout::ScanRun),
+    Scan(scan::ScanRun),
     /// The check that ends a run of slots: the master's own `CLUSTER NODES` (see `fanout`).
-    ScanCheck(fanout::ScanRun),
+    ScanCheck(scan::ScanRun),
 }
 
 impl Pending {
