@@ -28,9 +28,22 @@ pub fn connect(server: &TestServer) -> redis::Connection {
         .unwrap()
 }
 
-/// Runs SAVE and returns the path of the RDB it wrote.
+/// Runs SAVE (waiting out a background save a replica may have started) and returns the path
+/// of the RDB it wrote.
 pub fn save(conn: &mut redis::Connection) -> PathBuf {
-    redis::cmd("SAVE").exec(conn).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        match redis::cmd("SAVE").exec(conn) {
+            Ok(()) => break,
+            Err(e)
+                if e.to_string().contains("in progress")
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            Err(e) => panic!("SAVE: {e}"),
+        }
+    }
     let dir: Vec<String> = redis::cmd("CONFIG")
         .arg("GET")
         .arg("dir")
