@@ -203,3 +203,49 @@ fn a_minimal_hand_made_rdb_without_checksum_reads_as_absent_checksum() {
     checked.extend_from_slice(&crc.to_le_bytes());
     assert_eq!(read(&checked).unwrap().checksum, Checksum::Verified(crc));
 }
+
+/// Every event and the outcome of reading `input` with small limits.
+fn read_all_small(
+    input: impl std::io::BufRead,
+) -> (Vec<cinnabar_replication::Event>, Result<String, String>) {
+    let options = ReaderOptions {
+        batch_max_items: 3,
+        batch_max_bytes: 16,
+        raw_capture_limit: 64,
+        value_pieces: cinnabar_replication::ValuePieces::Always,
+    };
+    let mut events = Vec::new();
+    let outcome = RdbReader::new(input, options)
+        .read_all(&mut |event| {
+            events.push(event);
+            Ok(())
+        })
+        .map(|summary| format!("{summary:?}"))
+        .map_err(|e| e.to_string());
+    (events, outcome)
+}
+
+#[test]
+fn random_corruptions_never_panic_and_read_the_same_one_byte_at_a_time() {
+    let rdb = real_rdb();
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    for _ in 0..2000 {
+        let mut bad = rdb.clone();
+        for _ in 0..1 + next() % 4 {
+            let at = 9 + (next() as usize) % (bad.len() - 9);
+            bad[at] = next() as u8;
+        }
+        let whole = read_all_small(bad.as_slice());
+        let trickled = read_all_small(std::io::BufReader::with_capacity(1, bad.as_slice()));
+        assert_eq!(whole, trickled);
+        for event in &whole.0 {
+            assert!(event.element_count() <= 3);
+        }
+    }
+}
