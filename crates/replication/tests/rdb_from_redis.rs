@@ -552,3 +552,48 @@ fn a_big_list_and_big_strings_arrive_in_batches_no_larger_than_the_limits() {
         Value::String(incompressible)
     );
 }
+
+#[test]
+fn lfu_frequency_and_lru_idle_time_are_reported_with_their_key() {
+    let server = server();
+    let mut conn = connect(&server);
+    let config = |conn: &mut redis::Connection, policy: &str| {
+        redis::cmd("CONFIG")
+            .arg("SET")
+            .arg("maxmemory-policy")
+            .arg(policy)
+            .exec(conn)
+            .unwrap();
+    };
+
+    config(&mut conn, "allkeys-lfu");
+    redis::cmd("SET")
+        .arg("hot")
+        .arg("v")
+        .exec(&mut conn)
+        .unwrap();
+    for _ in 0..50 {
+        let _: Vec<u8> = redis::cmd("GET").arg("hot").query(&mut conn).unwrap();
+    }
+    let freq: u8 = redis::cmd("OBJECT")
+        .arg("FREQ")
+        .arg("hot")
+        .query(&mut conn)
+        .unwrap();
+    let (events, _) = read_events(&save(&mut conn), ReaderOptions::default());
+    let start = key(&fold_keys(&events), "hot").start.clone();
+    assert_eq!(start.lfu_freq, Some(freq));
+    assert_eq!(start.idle_seconds, None);
+
+    // A key written under LRU (an older key's clock field still holds LFU data).
+    config(&mut conn, "allkeys-lru");
+    redis::cmd("SET")
+        .arg("warm")
+        .arg("v")
+        .exec(&mut conn)
+        .unwrap();
+    let (events, _) = read_events(&save(&mut conn), ReaderOptions::default());
+    let start = key(&fold_keys(&events), "warm").start.clone();
+    assert_eq!(start.lfu_freq, None);
+    assert!(start.idle_seconds.is_some_and(|idle| idle < 60));
+}
