@@ -15,6 +15,7 @@
 //! | [`RawValue::dump_payload`] | a small value's bytes as a `RESTORE` payload |
 //! | [`transfer`] | the bulk header of a replication transfer (`$<len>` or `$EOF:<mark>`) |
 //! | [`crc64()`] | Redis's CRC-64 |
+//! | [`verify`] | compare a source with a target, key by key, in bounded memory |
 //!
 //! # Output for both ways of applying a value
 //!
@@ -34,6 +35,7 @@ mod reader;
 mod source;
 mod stream;
 pub mod transfer;
+pub mod verify;
 
 pub use crc64::{Crc64, crc64};
 pub use error::{RdbError, SinkError};
