@@ -6,6 +6,7 @@ mod drill;
 mod kubernetes;
 mod operations;
 mod output;
+mod sync;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -84,6 +85,8 @@ enum Command {
     Operation(operations::OperationCommand),
     /// Operations drills against a running cluster (`drill failover`).
     Drill(drill::DrillArgs),
+    /// Move data in: follow a sync's progress, or compare a source with a target.
+    Sync(sync::SyncArgs),
     /// Print the RedisCluster CustomResourceDefinition (YAML) for `kubectl apply -f -`.
     Crd,
     /// Run the Kubernetes operator (in a pod; see deploy/helm/cinnabar).
@@ -307,6 +310,7 @@ fn main() -> ExitCode {
         Command::Proxy(args) => proxy(&args).map(|()| ExitCode::SUCCESS),
         Command::Operation(command) => operations::run(&command),
         Command::Drill(args) => drill::run(&args),
+        Command::Sync(args) => sync::run(&args),
         Command::Crd => kubernetes::crd().map(|()| ExitCode::SUCCESS),
         Command::Operator(args) => kubernetes::operator(&args).map(|()| ExitCode::SUCCESS),
     };

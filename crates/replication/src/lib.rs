@@ -15,6 +15,7 @@
 //! | [`RawValue::dump_payload`] | a small value's bytes as a `RESTORE` payload |
 //! | [`transfer`] | the bulk header of a replication transfer (`$<len>` or `$EOF:<mark>`) |
 //! | [`crc64()`] | Redis's CRC-64 |
+//! | [`status`] | what a running sync reports (`cinnabar sync status`) |
 //! | [`verify`] | compare a source with a target, key by key, in bounded memory |
 //!
 //! # Output for both ways of applying a value
@@ -33,6 +34,7 @@ mod lzf;
 mod packed;
 mod reader;
 mod source;
+pub mod status;
 mod stream;
 pub mod transfer;
 pub mod verify;
