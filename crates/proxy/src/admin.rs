@@ -276,7 +276,8 @@ fn config_json(config: &ProxyConfig) -> String {
         "{{\"listen\":{},\"seeds\":[{}],\"workers\":{},\"connect_timeout_ms\":{},\"max_redirects\":{},\
          \"retry_window_ms\":{},\"refresh_interval_ms\":{},\"max_pending_per_client\":{},\
          \"max_reply_bytes_per_client\":{},\"backend_read_timeout_ms\":{},\"read_from\":{},\
-         \"backend_connections\":{},\"backend_user\":{user},\"backend_password\":{}}}\n",
+         \"backend_connections\":{},\"backend_user\":{user},\"backend_password\":{},\
+         \"fan_out_max_staleness_ms\":{},\"transactions\":{}}}\n",
         json_string(&config.listen.to_string()),
         seeds.join(","),
         config.workers,
@@ -293,6 +294,11 @@ fn config_json(config: &ProxyConfig) -> String {
             "\"(set)\""
         } else {
             "null"
+        },
+        config.fan_out_max_staleness.as_millis(),
+        match config.transactions {
+            crate::config::Transactions::Strict => "\"strict\"",
+            crate::config::Transactions::Relaxed => "\"relaxed\"",
         },
     )
 }

@@ -110,6 +110,9 @@ proxy_keys! {
     retry_window_ms: u64 => |c, v| c.retry_window = Duration::from_millis(v),
     /// Periodic topology refresh, in milliseconds (1 or more).
     refresh_interval_ms: NonZeroU64 => |c, v| c.refresh_interval = Duration::from_millis(v.get()),
+    /// The oldest routing table a fan-out (DBSIZE, KEYS, SCAN, FLUSHALL, INFO …) may use before
+    /// it waits for a refresh, in milliseconds.
+    fan_out_max_staleness_ms: u64 => |c, v| c.fan_out_max_staleness = Duration::from_millis(v),
     /// Requests one client may have in flight before the proxy stops reading from it (1 or more).
     max_pending_per_client: NonZeroUsize => |c, v| c.max_pending_per_client = v.get(),
     /// Reply bytes held for one client before the proxy stops reading its requests (1 or more).
