@@ -15,6 +15,8 @@
 //! | [`RawValue::dump_payload`] | a small value's bytes as a `RESTORE` payload |
 //! | [`transfer`] | the bulk header of a replication transfer (`$<len>` or `$EOF:<mark>`) |
 //! | [`crc64()`] | Redis's CRC-64 |
+//! | [`client`] | the replication client: handshake, `PSYNC`, RDB, command stream, ACKs |
+//! | [`checkpoint`] | where a source's stream was left, stored atomically per source |
 //!
 //! # Output for both ways of applying a value
 //!
@@ -25,6 +27,8 @@
 //! `XADD`, …). With [`ValuePieces::OnlyUncaptured`] the batches of captured values are not
 //! reported at all.
 
+pub mod checkpoint;
+pub mod client;
 mod crc64;
 mod error;
 mod event;
