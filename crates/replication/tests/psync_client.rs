@@ -383,13 +383,9 @@ fn a_checkpoint_older_than_the_backlog_gets_a_full_resync_that_says_why() {
     client.stream(&mut sink).unwrap();
 }
 
-#[test]
-fn a_replica_can_be_the_source() {
-    let master = TestServer::start();
-    let replica = TestServer::start();
-    let mut on_master = connect(&master);
-    let mut on_replica = connect(&replica);
-    set(&mut on_master, "before", "1");
+/// Makes `replica` follow `master` and waits until the link is up.
+fn follow(replica: &TestServer, master: &TestServer) {
+    let mut on_replica = connect(replica);
     redis::cmd("REPLICAOF")
         .arg("127.0.0.1")
         .arg(master.port())
@@ -400,15 +396,39 @@ fn a_replica_can_be_the_source() {
         assert!(Instant::now() < deadline, "the replica never synced");
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+#[test]
+fn a_replica_can_be_the_source_and_its_stream_continues_in_the_masters_database() {
+    let master = TestServer::start();
+    let replica = TestServer::start();
+    let mut on_master = redis::Client::open(format!("{}5", master.url()))
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let mut on_replica = connect(&replica);
+    // Following first: a master selects the database anew after each full resynchronisation.
+    follow(&replica, &master);
+    set(&mut on_master, "before", "1");
+    let written = master_offset(&mut on_master);
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while master_offset(&mut on_replica) < written {
+        assert!(Instant::now() < deadline, "the replica never caught up");
+        std::thread::sleep(Duration::from_millis(10));
+    }
 
     let (mut client, start, events) = start(&replica, None);
     assert!(start.is_full());
     // A replica serves its master's history under the master's replication id.
     assert_eq!(start.replid(), info_field(&mut on_master, "master_replid"));
-    assert!(fold_keys(&events).contains_key(&(0, bytes("before"))));
+    assert!(fold_keys(&events).contains_key(&(5, bytes("before"))));
+    // The master already selected database 5 for its stream, so no SELECT precedes this
+    // write: the client knows the database from the RDB's repl-stream-db.
     set(&mut on_master, "after", "2");
     let mut sink = recorder(|items, _| items.iter().any(|i| i.is(&["SET", "after", "2"])));
     client.stream(&mut sink).unwrap();
+    let after = sink.items.last().unwrap();
+    assert_eq!(after.db, 5, "{:?}", sink.items);
     let mut sink = recorder(|_, offset| offset == master_offset(&mut on_replica));
     client.stream(&mut sink).unwrap();
 }
@@ -512,6 +532,7 @@ fn wait_counts_the_client_once_the_caller_reports_the_write_applied() {
             });
             sink.deadline = Instant::now() + Duration::from_secs(10);
             client.stream(&mut sink).unwrap();
+            client
         })
     };
     set(&mut conn, "k", "v");
@@ -534,7 +555,59 @@ fn wait_counts_the_client_once_the_caller_reports_the_write_applied() {
     assert_eq!(acked, 1);
 
     stop.store(true, Ordering::SeqCst);
-    streaming.join().unwrap();
+    let mut client = streaming.join().unwrap();
+    // WAIT made the master send REPLCONF GETACK into the stream: counted, never delivered.
+    let mut sink = recorder(|_, offset| offset == master_offset(&mut conn));
+    client.stream(&mut sink).unwrap();
+    assert!(sink.items.is_empty(), "{:?}", sink.items);
+}
+
+#[test]
+fn after_a_failover_the_promoted_replica_continues_under_its_new_replication_id() {
+    let master = TestServer::start();
+    let replica = TestServer::start();
+    follow(&replica, &master);
+    let mut on_master = connect(&master);
+    let mut on_replica = connect(&replica);
+    let (mut client, first, _) = start(&master, None);
+    for i in 0..10 {
+        set(&mut on_master, &format!("k{i}"), "before");
+    }
+    let mut sink = recorder(|items, _| items.iter().any(|i| i.is(&["SET", "k9", "before"])));
+    client.stream(&mut sink).unwrap();
+    let checkpoint = client.position();
+    drop(client);
+    // The replica must hold everything up to the checkpoint before it is promoted.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while master_offset(&mut on_replica) < checkpoint.offset {
+        assert!(Instant::now() < deadline, "the replica never caught up");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    redis::cmd("REPLICAOF")
+        .arg("NO")
+        .arg("ONE")
+        .exec(&mut on_replica)
+        .unwrap();
+    let promoted_replid = info_field(&mut on_replica, "master_replid");
+    assert_ne!(promoted_replid, first.replid());
+
+    let (mut client, start, events) = start(&replica, Some(&checkpoint));
+    assert_eq!(
+        start,
+        Start::Continue {
+            replid: promoted_replid,
+            offset: checkpoint.offset,
+            replid_changed: true,
+        }
+    );
+    assert!(events.is_empty());
+    set(&mut on_replica, "k0", "after");
+    let mut sink = recorder(|items, _| items.iter().any(|i| i.is(&["SET", "k0", "after"])));
+    client.stream(&mut sink).unwrap();
+    assert_offsets_strictly_increase(&sink.items, checkpoint.offset);
+    let mut sink = recorder(|_, offset| offset == master_offset(&mut on_replica));
+    client.stream(&mut sink).unwrap();
+    assert_eq!(client.replid(), start.replid());
 }
 
 #[test]

@@ -40,7 +40,8 @@ pub use commands::{CommandArgs, CommandSink, Flow, ItemKind, StreamItem};
 pub use error::{ReplicationError, Stage};
 
 use crate::checkpoint::Checkpoint;
-use crate::event::EventSink;
+use crate::error::SinkError;
+use crate::event::{Event, EventSink};
 use crate::reader::{RdbReader, ReadSummary, ReaderOptions};
 use crate::transfer::{TransferLength, read_end_mark, read_transfer_header};
 use ack::{AckThread, SharedWriter};
@@ -461,7 +462,7 @@ impl Connected {
         let reply = self.reply_line(true)?;
         let (start, db) = if let Some(rest) = reply.strip_prefix(b"+FULLRESYNC ") {
             let (replid, offset) = self.parse_fullresync(rest)?;
-            let rdb = self.read_rdb(rdb_sink)?;
+            let (rdb, stream_db) = self.read_rdb(rdb_sink)?;
             let reason = match resume_from {
                 Some(asked) => FullSyncReason::CheckpointRefused {
                     asked: asked.clone(),
@@ -474,10 +475,13 @@ impl Connected {
                 reason,
                 rdb,
             };
-            (start, 0)
-        } else if let (Some(rest), Some(checkpoint)) =
-            (reply.strip_prefix(b"+CONTINUE"), resume_from)
-        {
+            (start, stream_db)
+        } else if let (Some(rest), Some(checkpoint)) = (
+            reply
+                .strip_prefix(b"+CONTINUE")
+                .filter(|rest| rest.is_empty() || rest.starts_with(b" ")),
+            resume_from,
+        ) {
             let new_replid = std::str::from_utf8(rest).unwrap_or_default().trim();
             let replid = if new_replid.is_empty() {
                 checkpoint.replid.clone()
@@ -539,13 +543,17 @@ impl Connected {
     fn read_rdb<S: EventSink + ?Sized>(
         &mut self,
         rdb_sink: &mut S,
-    ) -> Result<ReadSummary, ReplicationError> {
+    ) -> Result<(ReadSummary, u64), ReplicationError> {
         let timeout = self.options.read_timeout;
+        let mut rdb_sink = NoteStreamDb {
+            inner: rdb_sink,
+            db: 0,
+        };
         let length = read_transfer_header(&mut self.reader)
             .map_err(|e| ReplicationError::from_transfer(&self.addr, e, timeout))?;
         let mut rdb = RdbReader::new(&mut self.reader, self.options.reader.clone());
         let summary = rdb
-            .read_all(rdb_sink)
+            .read_all(&mut rdb_sink)
             .map_err(|e| ReplicationError::from_rdb(&self.addr, e, timeout))?;
         match length {
             TransferLength::Sized(announced) if announced != summary.bytes => {
@@ -562,7 +570,7 @@ impl Connected {
             TransferLength::EndMark(mark) => read_end_mark(&mut self.reader, &mark)
                 .map_err(|e| ReplicationError::from_transfer(&self.addr, e, timeout))?,
         }
-        Ok(summary)
+        Ok((summary, rdb_sink.db))
     }
 
     fn parse_fullresync(&self, rest: &[u8]) -> Result<(String, u64), ReplicationError> {
@@ -681,6 +689,30 @@ impl Connected {
             }
             return Ok(body);
         }
+    }
+}
+
+/// Forwards the RDB's events and notes its `repl-stream-db` auxiliary field: the database the
+/// command stream continues in. A master forces a `SELECT` before the first command after a
+/// full resynchronisation, but a replica serving as the source relays its master's stream
+/// as it is, and that stream does not repeat the `SELECT` that preceded the RDB.
+struct NoteStreamDb<'a, S: ?Sized> {
+    inner: &'a mut S,
+    db: u64,
+}
+
+impl<S: EventSink + ?Sized> EventSink for NoteStreamDb<'_, S> {
+    fn event(&mut self, event: Event) -> Result<(), SinkError> {
+        if let Event::Aux { key, value } = &event
+            && key == b"repl-stream-db"
+        {
+            // Written with Redis's integer encoding, which the reader returns as decimal text.
+            self.db = std::str::from_utf8(value)
+                .ok()
+                .and_then(|text| text.parse().ok())
+                .ok_or("the RDB's repl-stream-db field is not a database number")?;
+        }
+        self.inner.event(event)
     }
 }
 
