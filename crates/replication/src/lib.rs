@@ -1,6 +1,7 @@
-//! The replication engine's first piece: a streaming reader of RDB files and replication
-//! transfers, RDB versions 9 to 11 (Redis 5.0–7.2, Valkey 7.2–8), every value type and
-//! encoding, with the CRC-64 checked.
+//! The replication engine: a streaming reader of RDB files and replication transfers, RDB
+//! versions 9 to 11 (Redis 5.0–7.2, Valkey 7.2–8), every value type and encoding, with the
+//! CRC-64 checked; the replication client that takes a source's RDB and command stream over
+//! `PSYNC` ([`client`]); and the per-source checkpoints it resumes from ([`checkpoint`]).
 //!
 //! It must never hold a whole big value in memory (values arrive as bounded batches), never
 //! read past the RDB's last byte (the replication stream follows on the same socket), never

@@ -321,6 +321,24 @@ mod tests {
     }
 
     #[test]
+    fn a_command_cut_in_two_is_partial_until_its_last_byte() {
+        let wire: &[u8] = b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nv\r\n";
+        let mut stream = CommandStream::new(0, 0, Vec::new());
+        assert!(!stream.has_partial());
+        stream.extend(&wire[..10]);
+        assert!(stream.next_step().unwrap().is_none());
+        assert!(stream.has_partial());
+        assert_eq!(stream.offset(), 0);
+        stream.extend(&wire[10..]);
+        assert!(matches!(
+            stream.next_step().unwrap(),
+            Some(Step::Deliver(_))
+        ));
+        assert!(!stream.has_partial());
+        assert_eq!(stream.offset(), wire.len() as u64);
+    }
+
+    #[test]
     fn a_bad_select_is_a_protocol_error() {
         let mut stream = CommandStream::new(0, 0, b"*2\r\n$6\r\nSELECT\r\n$1\r\nx\r\n".to_vec());
         assert!(matches!(stream.next_step(), Err(StreamError::BadSelect(_))));

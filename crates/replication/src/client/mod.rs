@@ -48,6 +48,9 @@ use ack::{AckThread, SharedWriter};
 use commands::{CommandStream, Step, StreamError};
 use error::shown;
 
+/// Bytes asked of the socket per read in the command stream.
+const READ_CHUNK: usize = 64 * 1024;
+
 /// Longest handshake reply line accepted, so a broken source cannot make us buffer forever.
 const MAX_HANDSHAKE_LINE: u64 = 64 * 1024;
 
@@ -210,6 +213,8 @@ pub struct ReplicationClient {
     writer: SharedWriter,
     applied: AppliedOffset,
     stream: CommandStream,
+    /// Where socket reads land before joining the stream's buffer.
+    read_chunk: Vec<u8>,
     options: ClientOptions,
     last_data: Instant,
     /// True after a full resynchronisation until the first byte of the command stream: see
@@ -306,7 +311,6 @@ impl ReplicationClient {
         &mut self,
         sink: &mut S,
     ) -> Result<u64, ReplicationError> {
-        let mut chunk = vec![0u8; 64 * 1024];
         loop {
             loop {
                 let step = match self.stream.next_step() {
@@ -339,7 +343,7 @@ impl ReplicationClient {
                     },
                 }
             }
-            match self.socket.read(&mut chunk) {
+            match self.socket.read(&mut self.read_chunk) {
                 Ok(0) => {
                     return Err(ReplicationError::Disconnected {
                         addr: self.addr.clone(),
@@ -349,7 +353,7 @@ impl ReplicationClient {
                 Ok(n) => {
                     self.awaiting_stream = false;
                     self.last_data = Instant::now();
-                    self.stream.extend(&chunk[..n]);
+                    self.stream.extend(&self.read_chunk[..n]);
                 }
                 Err(e)
                     if matches!(
@@ -532,6 +536,7 @@ impl Connected {
             writer,
             applied,
             stream: CommandStream::new(start.offset(), db, leftover),
+            read_chunk: vec![0; READ_CHUNK],
             options,
             last_data: Instant::now(),
             awaiting_stream: start.is_full() && leftover_empty,
