@@ -1,6 +1,7 @@
-//! The replication engine's first piece: a streaming reader of RDB files and replication
-//! transfers, RDB versions 9 to 11 (Redis 5.0–7.2, Valkey 7.2–8), every value type and
-//! encoding, with the CRC-64 checked.
+//! The replication engine: a streaming reader of RDB files and replication transfers, RDB
+//! versions 9 to 11 (Redis 5.0–7.2, Valkey 7.2–8), every value type and encoding, with the
+//! CRC-64 checked; the replication client that takes a source's RDB and command stream over
+//! `PSYNC` ([`client`]); and the per-source checkpoints it resumes from ([`checkpoint`]).
 //!
 //! It must never hold a whole big value in memory (values arrive as bounded batches), never
 //! read past the RDB's last byte (the replication stream follows on the same socket), never
@@ -15,6 +16,8 @@
 //! | [`RawValue::dump_payload`] | a small value's bytes as a `RESTORE` payload |
 //! | [`transfer`] | the bulk header of a replication transfer (`$<len>` or `$EOF:<mark>`) |
 //! | [`crc64()`] | Redis's CRC-64 |
+//! | [`client`] | the replication client: handshake, `PSYNC`, RDB, command stream, ACKs |
+//! | [`checkpoint`] | where a source's stream was left, stored atomically per source |
 //! | [`status`] | what a running sync reports (`cinnabar sync status`) |
 //! | [`verify`] | compare a source with a target, key by key, in bounded memory |
 //!
@@ -27,6 +30,8 @@
 //! `XADD`, …). With [`ValuePieces::OnlyUncaptured`] the batches of captured values are not
 //! reported at all.
 
+pub mod checkpoint;
+pub mod client;
 mod crc64;
 mod error;
 mod event;
