@@ -15,6 +15,7 @@
 //! | [`RawValue::dump_payload`] | a small value's bytes as a `RESTORE` payload |
 //! | [`transfer`] | the bulk header of a replication transfer (`$<len>` or `$EOF:<mark>`) |
 //! | [`crc64()`] | Redis's CRC-64 |
+//! | [`apply::Applier`] | writes an RDB and a command stream to a Redis Cluster, tracking acknowledged offsets |
 //!
 //! # Output for both ways of applying a value
 //!
@@ -25,6 +26,7 @@
 //! `XADD`, …). With [`ValuePieces::OnlyUncaptured`] the batches of captured values are not
 //! reported at all.
 
+pub mod apply;
 mod crc64;
 mod error;
 mod event;
