@@ -13,7 +13,9 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use cinnabar_commands::key_slot;
 use cinnabar_replication::apply::{Applier, ApplyError, ApplyOptions, DbRoute};
-use cinnabar_replication::{Event, RdbReader, ReaderOptions, ValuePieces};
+use cinnabar_replication::{
+    Event, KeyStart, RawValue, RdbReader, ReaderOptions, ValueKind, ValuePieces,
+};
 use cinnabar_testkit::{ServerOptions, TestCluster, TestServer};
 use common::{connect, save, server};
 use redis::Value;
@@ -712,6 +714,45 @@ fn full_sync_checks_refuse_small_targets_other_databases_and_uncovered_slots() {
     options.db_map.insert(2, DbRoute::Skip);
     let mut skipping = Applier::connect(&seed(&cluster), options).unwrap();
     skipping.apply_rdb_event(Event::SelectDb { db: 2 }).unwrap();
+
+    // A value from a newer RDB than the target reads is not restored: the reader must then
+    // report pieces for every value, which reader_options asks for.
+    let for_newer = applier.reader_options(11);
+    assert_eq!(for_newer.value_pieces, ValuePieces::Always);
+    assert_eq!(for_newer.raw_capture_limit, 0);
+    assert_eq!(
+        applier.reader_options(10).value_pieces,
+        ValuePieces::OnlyUncaptured
+    );
+    applier
+        .apply_rdb_event(Event::KeyStart(KeyStart {
+            db: 0,
+            key: b"from-7.2".to_vec(),
+            kind: ValueKind::String,
+            rdb_type: 0,
+            expire_at_ms: None,
+            idle_seconds: None,
+            lfu_freq: None,
+        }))
+        .unwrap();
+    let error = applier
+        .apply_rdb_event(Event::KeyEnd {
+            raw: Some(RawValue {
+                bytes: vec![0, 1, b'v'],
+                rdb_version: 11,
+            }),
+        })
+        .unwrap_err();
+    assert!(
+        matches!(
+            error,
+            ApplyError::RestoreUnsupported {
+                source_version: 11,
+                target_version: 10
+            }
+        ),
+        "{error}"
+    );
 
     // A slot nobody serves fails the coverage check with its range.
     let mut target = ClusterReader::new(&cluster);

@@ -561,6 +561,10 @@ impl Applier {
                     bytes: encoded(),
                 }),
                 "ping" => Ok(Plan::Nothing),
+                "multi" | "exec" | "discard" => Err(ApplyError::UnroutableCommand {
+                    command: name.to_owned(),
+                    why: "transactions are applied whole with apply_transaction",
+                }),
                 _ => Err(ApplyError::UnroutableCommand {
                     command: name.to_owned(),
                     why: "a keyless command the applier does not know where to send",
