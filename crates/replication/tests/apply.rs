@@ -443,6 +443,37 @@ fn an_rdb_of_every_type_lands_in_a_cluster_restored_and_chunked() {
 }
 
 #[test]
+fn an_rdb_applies_through_a_cinnabar_proxy() {
+    let source_server = server();
+    let mut source = connect(&source_server);
+    write_every_type(&mut source);
+    let rdb = save(&mut source);
+    let cluster = start_cluster();
+    let mut config =
+        cinnabar_proxy::ProxyConfig::new("127.0.0.1:0".parse().unwrap(), cluster.seeds());
+    // Not about access control: the applier may run RESTORE and FUNCTION LOAD.
+    config.access.default_role = Some("admin".into());
+    let proxy = cinnabar_proxy::start(config).unwrap();
+    let mut applier =
+        Applier::connect(&proxy.local_addr().to_string(), ApplyOptions::default()).unwrap();
+    assert_eq!(applier.masters(), [proxy.local_addr().to_string()]);
+    applier.check_full_sync(1_000_000).unwrap();
+    let options = ReaderOptions {
+        raw_capture_limit: 1024,
+        value_pieces: ValuePieces::OnlyUncaptured,
+        ..ReaderOptions::default()
+    };
+    assert!(apply_rdb(&mut applier, &rdb, options) >= 4);
+    applier
+        .apply_command(&["SET", "after-rdb", "1"], 7)
+        .unwrap();
+    applier.flush().unwrap();
+    assert_eq!(applier.acknowledged_offset(), Some(7));
+    run(&mut source, &["SET", "after-rdb", "1"]);
+    assert_same_data(&mut source, &mut ClusterReader::new(&cluster));
+}
+
+#[test]
 fn a_command_stream_is_applied_in_order_and_acknowledged() {
     let cluster = start_cluster();
     let mut target = ClusterReader::new(&cluster);
