@@ -1165,3 +1165,28 @@ fn encode_args<A: AsRef<[u8]>>(out: &mut Vec<u8>, args: &[A]) {
     let refs: Vec<&[u8]> = args.iter().map(AsRef::as_ref).collect();
     encode::command(out, &refs);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_redirect_without_host_means_the_answering_host() {
+        assert_eq!(redirect_addr(b":7001", "10.1.2.3:7000"), "10.1.2.3:7001");
+        assert_eq!(
+            redirect_addr(b"10.9.9.9:7001", "10.1.2.3:7000"),
+            "10.9.9.9:7001"
+        );
+    }
+
+    #[test]
+    fn errors_inside_exec_fail_the_transaction() {
+        let reply = b"*2\r\n+OK\r\n-WRONGTYPE Operation against a key\r\n";
+        assert_eq!(
+            exec_failure(reply).as_deref(),
+            Some(&b"-WRONGTYPE Operation against a key"[..])
+        );
+        assert_eq!(exec_failure(b"*1\r\n:1\r\n"), None);
+        assert!(exec_failure(b"*-1\r\n").is_some());
+    }
+}

@@ -173,13 +173,7 @@ impl Link {
 
     /// Queues bytes for the socket (sent when the buffer fills or on [`flush`](Self::flush)).
     pub(crate) fn write(&mut self, bytes: &[u8]) -> Result<(), ApplyError> {
-        self.writer
-            .write_all(bytes)
-            .map_err(|e| self.io_error_from_writer(e))
-    }
-
-    fn io_error_from_writer(&self, source: std::io::Error) -> ApplyError {
-        self.io_error(source)
+        self.writer.write_all(bytes).map_err(|e| self.io_error(e))
     }
 
     /// Pushes everything written so far to the socket.
@@ -418,5 +412,44 @@ pub(crate) fn rdb_version_of(redis_version: &str) -> u16 {
         (7, 0 | 1) => 10,
         (7, _) => 11,
         _ => 12,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_versions_map_to_the_rdb_versions_they_read() {
+        assert_eq!(rdb_version_of("5.0.14"), 9);
+        assert_eq!(rdb_version_of("6.2.6"), 9);
+        assert_eq!(rdb_version_of("7.0.15"), 10);
+        assert_eq!(rdb_version_of("7.2.4"), 11);
+        assert_eq!(rdb_version_of("8.0.0"), 12);
+    }
+
+    #[test]
+    fn the_first_uncovered_range_is_reported_whole() {
+        let mut map = SlotMap::empty();
+        assert_eq!(map.first_uncovered(), Some((0, SLOT_COUNT - 1)));
+        for slot in 0..SLOT_COUNT {
+            if !(100..=102).contains(&slot) && slot != 9000 {
+                map.set(slot, 0);
+            }
+        }
+        assert_eq!(map.first_uncovered(), Some((100, 102)));
+        map.set(100, 1);
+        map.set(101, 1);
+        map.set(102, 1);
+        assert_eq!(map.first_uncovered(), Some((9000, 9000)));
+        map.set(9000, 2);
+        assert_eq!(map.first_uncovered(), None);
+        assert_eq!(map.owner(101), Some(1));
+    }
+
+    #[test]
+    fn ipv6_hosts_are_bracketed() {
+        assert_eq!(join_host_port("::1", 7000), "[::1]:7000");
+        assert_eq!(join_host_port("10.0.0.1", 7000), "10.0.0.1:7000");
     }
 }
