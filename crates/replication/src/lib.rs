@@ -16,6 +16,7 @@
 //! | [`RawValue::dump_payload`] | a small value's bytes as a `RESTORE` payload |
 //! | [`transfer`] | the bulk header of a replication transfer (`$<len>` or `$EOF:<mark>`) |
 //! | [`crc64()`] | Redis's CRC-64 |
+//! | [`apply::Applier`] | writes an RDB and a command stream to a Redis Cluster, tracking acknowledged offsets |
 //! | [`client`] | the replication client: handshake, `PSYNC`, RDB, command stream, ACKs |
 //! | [`checkpoint`] | where a source's stream was left, stored atomically per source |
 //! | [`status`] | what a running sync reports (`cinnabar sync status`) |
@@ -30,6 +31,7 @@
 //! `XADD`, …). With [`ValuePieces::OnlyUncaptured`] the batches of captured values are not
 //! reported at all.
 
+pub mod apply;
 pub mod checkpoint;
 pub mod client;
 mod crc64;
