@@ -91,6 +91,8 @@ fn readwrite_runs_data_commands_but_none_of_the_guarded_ones() {
             "CLIENT SETNAME x",
             "INFO",
             "SCAN 0",
+            "ACL WHOAMI",
+            "ACL CAT",
         ],
     );
     assert_denies(
@@ -119,7 +121,7 @@ fn readwrite_runs_data_commands_but_none_of_the_guarded_ones() {
             "MONITOR",
             "SWAPDB 0 1",
             "MIGRATE h 1 k 0 10",
-            "ACL WHOAMI",
+            "ACL USERS",
             "MODULE LIST",
         ],
     );
