@@ -7,15 +7,52 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use cinnabar_replication::apply::DbRoute;
 use cinnabar_replication::status::{LastStart, Phase, SyncStatus};
+use cinnabar_replication::sync::SyncConfig;
 use cinnabar_replication::verify::{Endpoint, VerifyOptions};
 use clap::{Args, Subcommand};
 
-/// Flags of `cinnabar sync`.
+/// Flags of `cinnabar sync`: a subcommand, or the flags of a sync to run.
 #[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub(crate) struct SyncArgs {
     #[command(subcommand)]
-    action: SyncAction,
+    action: Option<SyncAction>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+/// Flags of `cinnabar sync --from … --to … --state …`.
+#[derive(Debug, Args)]
+struct RunArgs {
+    /// The source, HOST:PORT: a standalone server, a replica, or any node of a Redis Cluster
+    /// (then one replication stream per master)
+    #[arg(long, value_name = "HOST:PORT", required = true)]
+    from: Option<String>,
+    #[command(flatten)]
+    from_auth: SourceAuth,
+    /// The target, HOST:PORT: any node of a Redis Cluster, or a Cinnabar endpoint
+    #[arg(long, value_name = "HOST:PORT", required = true)]
+    to: Option<String>,
+    /// File holding the target's password (its first line)
+    #[arg(long, value_name = "FILE")]
+    to_password_file: Option<PathBuf>,
+    /// Checkpoints and status live here; a restarted sync continues from them
+    #[arg(long, value_name = "DIR", required = true)]
+    state: Option<PathBuf>,
+    /// Let a source FLUSHALL/FLUSHDB flush the target (refused otherwise, and the sync stops)
+    #[arg(long)]
+    allow_flush: bool,
+    /// Also take source database N (merged into the target's only database); repeatable
+    #[arg(long, value_name = "N")]
+    merge_db: Vec<u64>,
+    /// Drop source database N's keys and commands; repeatable
+    #[arg(long, value_name = "N")]
+    skip_db: Vec<u64>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -96,9 +133,103 @@ struct VerifyArgs {
 /// Runs `cinnabar sync …`.
 pub(crate) fn run(args: &SyncArgs) -> Result<ExitCode> {
     match &args.action {
-        SyncAction::Status(status) => show_status(status),
-        SyncAction::Verify(verify) => run_verify(verify),
+        Some(SyncAction::Status(status)) => show_status(status),
+        Some(SyncAction::Verify(verify)) => run_verify(verify),
+        None => run_sync(&args.run),
     }
+}
+
+/// Runs a sync until SIGTERM/Ctrl-C (exit 0 once the last checkpoint is stored) or a failure
+/// (exit 1, naming it).
+fn run_sync(args: &RunArgs) -> Result<ExitCode> {
+    let (Some(from), Some(to), Some(state)) = (&args.from, &args.to, &args.state) else {
+        anyhow::bail!("cinnabar sync needs --from, --to and --state");
+    };
+    let mut db_map = std::collections::BTreeMap::from([(0, DbRoute::Merge)]);
+    db_map.extend(args.merge_db.iter().map(|db| (*db, DbRoute::Merge)));
+    db_map.extend(args.skip_db.iter().map(|db| (*db, DbRoute::Skip)));
+    let config = SyncConfig {
+        source: Endpoint {
+            addr: from.clone(),
+            user: args.from_auth.from_user.clone(),
+            password: read_password(&args.from_auth.from_password_file)?,
+        },
+        target: Endpoint {
+            addr: to.clone(),
+            user: None,
+            password: read_password(&args.to_password_file)?,
+        },
+        state_dir: state.clone(),
+        allow_flush: args.allow_flush,
+        db_map,
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    stop_on_signal(Arc::clone(&stop))?;
+    let interactive = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    eprintln!(
+        "sync {from} -> {to} (state in {}); Ctrl-C to stop",
+        state.display()
+    );
+    let result = cinnabar_replication::sync::run(&config, &stop, |status| {
+        let line = status_line(status);
+        if interactive {
+            eprint!("\r{line:<100}");
+        } else {
+            eprintln!("{line}");
+        }
+    });
+    if interactive {
+        eprintln!();
+    }
+    result.context("sync stopped")?;
+    eprintln!("sync stopped; checkpoints stored in {}", state.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Sets `stop` on SIGINT or SIGTERM (a thread with a small runtime waits for them).
+fn stop_on_signal(stop: Arc<AtomicBool>) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the signal watcher")?;
+    std::thread::spawn(move || {
+        runtime.block_on(crate::shutdown_signal());
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    });
+    Ok(())
+}
+
+/// One line for a person: per source, its phase and progress.
+fn status_line(status: &SyncStatus) -> String {
+    status
+        .sources
+        .iter()
+        .map(|s| match s.phase {
+            Phase::Connecting => format!(
+                "{} connecting{}",
+                s.address,
+                s.error
+                    .as_deref()
+                    .map(|e| format!(" ({e})"))
+                    .unwrap_or_default()
+            ),
+            Phase::Full => match s.keys_total {
+                Some(total) if total > 0 => format!(
+                    "{} full sync {}/{} keys ({}%)",
+                    s.address,
+                    s.keys_applied,
+                    total,
+                    s.keys_applied * 100 / total
+                ),
+                _ => format!("{} full sync {} keys", s.address, s.keys_applied),
+            },
+            Phase::Streaming => format!(
+                "{} streaming, lag {} bytes / {} ms, {} commands",
+                s.address, s.lag_bytes, s.lag_ms, s.commands_applied
+            ),
+        })
+        .collect::<Vec<_>>()
+        .join(" | ")
 }
 
 /// The first line of a password file.

@@ -67,3 +67,128 @@ fn status_without_a_running_sync_says_where_it_looked() {
     let err = stderr(&out);
     assert!(err.contains("no sync status in"), "{err}");
 }
+
+/// Polls `cinnabar sync status --json` until `ready` holds for it.
+fn wait_status(
+    state: &std::path::Path,
+    what: &str,
+    ready: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let out = cinnabar()
+            .args(["sync", "status", "--json", "--state"])
+            .arg(state)
+            .output()
+            .unwrap();
+        let status: serde_json::Value =
+            serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
+        if ready(&status) {
+            return status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "sync never became {what}: {status}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+fn caught_up(status: &serde_json::Value) -> bool {
+    let sources = status["sources"].as_array().cloned().unwrap_or_default();
+    !sources.is_empty()
+        && sources
+            .iter()
+            .all(|s| s["phase"] == "streaming" && s["lag_bytes"] == 0)
+}
+
+fn start_sync(source: &TestServer, target: &str, state: &std::path::Path) -> std::process::Child {
+    cinnabar()
+        .args(["sync", "--from"])
+        .arg(source.addr().to_string())
+        .args(["--to", target, "--state"])
+        .arg(state)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+fn verify_clean(source: &TestServer, target: &str) {
+    let out = cinnabar()
+        .args(["sync", "verify", "--from"])
+        .arg(source.addr().to_string())
+        .args(["--to", target])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{text}{}", stderr(&out));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sync_copies_every_type_follows_writes_and_continues_after_kill_9() {
+    let source = TestServer::start();
+    let cluster = cinnabar_testkit::TestCluster::start(3, 0).await;
+    let target = cluster.servers()[0].addr().to_string();
+    let state = tempfile::tempdir().unwrap();
+    let mut conn = redis::Client::open(source.url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let q = |conn: &mut redis::Connection, args: &[&str]| {
+        let mut cmd = redis::cmd(args[0]);
+        for a in &args[1..] {
+            cmd.arg(*a);
+        }
+        cmd.exec(conn).unwrap();
+    };
+    for i in 0..500 {
+        q(&mut conn, &["SET", &format!("s:{i}"), &i.to_string()]);
+    }
+    q(&mut conn, &["SET", "ttl", "x", "EX", "600"]);
+    q(&mut conn, &["RPUSH", "list", "a", "b", "c"]);
+    q(&mut conn, &["SADD", "set", "a", "b"]);
+    q(&mut conn, &["HSET", "hash", "f", "v"]);
+    q(&mut conn, &["ZADD", "zset", "1", "a", "2", "b"]);
+    q(&mut conn, &["XADD", "stream", "1-1", "f", "v"]);
+    q(&mut conn, &["XGROUP", "CREATE", "stream", "g", "0"]);
+
+    let mut sync = start_sync(&source, &target, state.path());
+    // Writes while the full sync runs and after it.
+    for i in 0..300 {
+        q(&mut conn, &["SET", &format!("live:{i}"), &i.to_string()]);
+        q(
+            &mut conn,
+            &["HSET", "live:hash", &format!("f{i}"), &i.to_string()],
+        );
+    }
+    let status = wait_status(state.path(), "caught up", caught_up);
+    assert_eq!(status["sources"][0]["last_start"], "full", "{status}");
+    verify_clean(&source, &target);
+
+    // kill -9 while streaming, more writes, then a restart continues from the checkpoint.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(sync.id()).unwrap()),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    sync.wait().unwrap();
+    for i in 0..200 {
+        q(&mut conn, &["SET", &format!("after:{i}"), &i.to_string()]);
+    }
+    q(&mut conn, &["DEL", "s:1"]);
+    let mut sync = start_sync(&source, &target, state.path());
+    let status = wait_status(state.path(), "caught up again", |s| {
+        caught_up(s) && s["pid"] == serde_json::json!(sync.id())
+    });
+    assert_eq!(status["sources"][0]["last_start"], "continue", "{status}");
+    verify_clean(&source, &target);
+
+    // SIGTERM: a clean stop, exit 0.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(sync.id()).unwrap()),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let exit = sync.wait().unwrap();
+    assert!(exit.success(), "{exit:?}");
+}

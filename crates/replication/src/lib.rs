@@ -19,6 +19,7 @@
 //! | [`apply::Applier`] | writes an RDB and a command stream to a Redis Cluster, tracking acknowledged offsets |
 //! | [`client`] | the replication client: handshake, `PSYNC`, RDB, command stream, ACKs |
 //! | [`checkpoint`] | where a source's stream was left, stored atomically per source |
+//! | [`sync`] | the whole sync: one stream per source master, checkpoints, status |
 //! | [`status`] | what a running sync reports (`cinnabar sync status`) |
 //! | [`verify`] | compare a source with a target, key by key, in bounded memory |
 //!
@@ -43,6 +44,7 @@ mod reader;
 mod source;
 pub mod status;
 mod stream;
+pub mod sync;
 pub mod transfer;
 pub mod verify;
 

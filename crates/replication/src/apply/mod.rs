@@ -42,7 +42,7 @@
 //! commands share a slot; otherwise one by one in order, without atomicity.
 
 mod error;
-mod target;
+pub(crate) mod target;
 mod values;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};

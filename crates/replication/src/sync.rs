@@ -1,0 +1,595 @@
+//! `cinnabar sync`: the engine's pieces put together. One stream per source master (a
+//! standalone server or a replica has one; a Redis Cluster source one per master, found from
+//! `CLUSTER NODES`), each on a thread of its own: connect with the stored checkpoint, take a
+//! full resync (RDB applied key by key) or continue, then apply the command stream, store a
+//! checkpoint and acknowledge to the source only what the target acknowledged. A status
+//! document is written to the state directory about once a second.
+//!
+//! Delivery is at least once: after a crash, the commands between the last checkpoint (at
+//! most about a second old) and the crash are applied again. Idempotent writes (SET, HSET,
+//! DEL, EXPIRE …) make that harmless; a non-idempotent one (INCR, LPUSH …) in that window is
+//! applied twice. Transient failures (a source or target restarting) are retried with a
+//! growing pause; a refusal that would lose data (a target write error, a FLUSHALL without
+//! `allow_flush`, a database not mapped) stops the sync with that error.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::apply::{Applier, ApplyError, ApplyOptions, DbRoute};
+use crate::checkpoint::{Checkpoint, CheckpointStore};
+use crate::client::{
+    AppliedOffset, Auth, ClientOptions, CommandSink, Flow, ItemKind, ReplicationClient,
+    ReplicationError, Start, StreamItem,
+};
+use crate::error::SinkError;
+use crate::event::{Event, EventSink};
+use crate::status::{LastStart, Phase, SourceStatus, SyncStatus};
+use crate::verify::Endpoint;
+
+/// What to sync, from where, to where.
+#[derive(Debug, Clone)]
+pub struct SyncConfig {
+    /// The source: a standalone server, a replica, or any node of a Redis Cluster.
+    pub source: Endpoint,
+    /// The target: any node of a Redis Cluster, or a Cinnabar endpoint.
+    pub target: Endpoint,
+    /// Checkpoints and the status document live here.
+    pub state_dir: PathBuf,
+    /// Whether a source FLUSHALL/FLUSHDB may flush the target.
+    pub allow_flush: bool,
+    /// Where each source database goes (default: db 0 only).
+    pub db_map: BTreeMap<u64, DbRoute>,
+}
+
+/// Why a sync stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    /// The source could not be read.
+    #[error("source {addr}: {message}")]
+    Source {
+        /// The source node.
+        addr: String,
+        /// What happened.
+        message: String,
+    },
+    /// The target refused or failed a write, or a check before the full sync failed.
+    #[error("target: {0}")]
+    Target(#[from] ApplyError),
+    /// The state directory could not be used.
+    #[error("state directory {dir}: {message}")]
+    State {
+        /// The directory.
+        dir: PathBuf,
+        /// What happened.
+        message: String,
+    },
+}
+
+/// Longest pause between two attempts after a transient failure.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// How often a checkpoint is stored while the stream flows.
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+
+/// Runs the sync until `stop` is set (then returns `Ok` after storing the last checkpoint) or a
+/// stream fails for good. `on_status` sees the status each time it is written.
+///
+/// # Errors
+/// [`SyncError`] naming the source, the target or the state directory.
+pub fn run(
+    config: &SyncConfig,
+    stop: &Arc<AtomicBool>,
+    mut on_status: impl FnMut(&SyncStatus),
+) -> Result<(), SyncError> {
+    std::fs::create_dir_all(&config.state_dir).map_err(|e| SyncError::State {
+        dir: config.state_dir.clone(),
+        message: e.to_string(),
+    })?;
+    let masters = source_masters(&config.source).map_err(|e| SyncError::Source {
+        addr: config.source.addr.clone(),
+        message: e.to_string(),
+    })?;
+    let statuses: Vec<Arc<Mutex<SourceStatus>>> = masters
+        .iter()
+        .map(|addr| Arc::new(Mutex::new(new_status(addr))))
+        .collect();
+    // A stream that fails for good stops the others: nothing half-applied runs on unseen.
+    let failed = Arc::new(AtomicBool::new(false));
+    let threads: Vec<_> = masters
+        .iter()
+        .zip(&statuses)
+        .map(|(addr, status)| {
+            let (config, addr, status) = (config.clone(), addr.clone(), Arc::clone(status));
+            let (stop, failed) = (Arc::clone(stop), Arc::clone(&failed));
+            std::thread::spawn(move || {
+                let result = follow(&config, &addr, &status, &stop, &failed);
+                if result.is_err() {
+                    failed.store(true, Ordering::SeqCst);
+                }
+                result
+            })
+        })
+        .collect();
+    loop {
+        let status = snapshot(config, &statuses);
+        let _ = status.store(&config.state_dir);
+        on_status(&status);
+        if threads.iter().all(std::thread::JoinHandle::is_finished) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let mut first_error = None;
+    for thread in threads {
+        let result = thread.join().unwrap_or_else(|_| {
+            Err(SyncError::State {
+                dir: config.state_dir.clone(),
+                message: "a source stream panicked".to_owned(),
+            })
+        });
+        if let Err(e) = result {
+            first_error.get_or_insert(e);
+        }
+    }
+    let status = snapshot(config, &statuses);
+    let _ = status.store(&config.state_dir);
+    on_status(&status);
+    first_error.map_or(Ok(()), Err)
+}
+
+fn new_status(addr: &str) -> SourceStatus {
+    SourceStatus {
+        address: addr.to_owned(),
+        phase: Phase::Connecting,
+        last_start: None,
+        offset: 0,
+        lag_bytes: 0,
+        lag_ms: 0,
+        keys_applied: 0,
+        keys_total: None,
+        commands_applied: 0,
+        error: None,
+    }
+}
+
+fn snapshot(config: &SyncConfig, statuses: &[Arc<Mutex<SourceStatus>>]) -> SyncStatus {
+    SyncStatus {
+        target: config.target.addr.clone(),
+        pid: std::process::id(),
+        updated_ms: SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+        sources: statuses
+            .iter()
+            .map(|s| {
+                s.lock()
+                    .map(|s| s.clone())
+                    .unwrap_or_else(|e| e.into_inner().clone())
+            })
+            .collect(),
+    }
+}
+
+/// The source masters to follow: every master with slots of a cluster, else the node itself.
+fn source_masters(source: &Endpoint) -> redis::RedisResult<Vec<String>> {
+    let mut conn = connection(source, &source.addr)?;
+    let info: String = redis::cmd("INFO").arg("cluster").query(&mut conn)?;
+    if !info.lines().any(|l| l.trim() == "cluster_enabled:1") {
+        return Ok(vec![source.addr.clone()]);
+    }
+    let nodes: String = redis::cmd("CLUSTER").arg("NODES").query(&mut conn)?;
+    let mut masters: Vec<String> = nodes
+        .lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split(' ').collect();
+            let flags = fields.get(2)?;
+            (flags.split(',').any(|f| f == "master") && !flags.contains("fail") && fields.len() > 8)
+                .then(|| fields[1].split('@').next().unwrap_or_default().to_owned())
+        })
+        .collect();
+    masters.sort();
+    Ok(masters)
+}
+
+fn connection(endpoint: &Endpoint, addr: &str) -> redis::RedisResult<redis::Connection> {
+    let url = match (&endpoint.user, &endpoint.password) {
+        (Some(user), Some(password)) => format!("redis://{user}:{password}@{addr}/"),
+        (None, Some(password)) => format!("redis://:{password}@{addr}/"),
+        _ => format!("redis://{addr}/"),
+    };
+    redis::Client::open(url)?.get_connection_with_timeout(Duration::from_secs(5))
+}
+
+/// `redis_version` and `used_memory` of a source node.
+fn source_facts(source: &Endpoint, addr: &str) -> redis::RedisResult<(String, u64)> {
+    let mut conn = connection(source, addr)?;
+    let info: String = redis::cmd("INFO")
+        .arg("server")
+        .arg("memory")
+        .query(&mut conn)?;
+    let field = |name: &str| {
+        info.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+            .map(|v| v.trim().to_owned())
+            .unwrap_or_default()
+    };
+    Ok((
+        field("redis_version"),
+        field("used_memory").parse().unwrap_or(0),
+    ))
+}
+
+fn set_status(status: &Mutex<SourceStatus>, update: impl FnOnce(&mut SourceStatus)) {
+    match status.lock() {
+        Ok(mut s) => update(&mut s),
+        Err(poisoned) => update(&mut poisoned.into_inner()),
+    }
+}
+
+/// Follows one source master until stopped, retrying transient failures.
+fn follow(
+    config: &SyncConfig,
+    addr: &str,
+    status: &Mutex<SourceStatus>,
+    stop: &AtomicBool,
+    failed: &AtomicBool,
+) -> Result<(), SyncError> {
+    let store = CheckpointStore::open(&config.state_dir, &addr.replace(':', "_")).map_err(|e| {
+        SyncError::State {
+            dir: config.state_dir.clone(),
+            message: e.to_string(),
+        }
+    })?;
+    let mut backoff = Duration::from_millis(100);
+    while !stop.load(Ordering::SeqCst) && !failed.load(Ordering::SeqCst) {
+        match follow_once(config, addr, status, stop, failed, &store) {
+            Ok(()) => return Ok(()),
+            Err(Attempt::Fatal(e)) => {
+                set_status(status, |s| s.error = Some(e.to_string()));
+                return Err(e);
+            }
+            Err(Attempt::Retry(message)) => {
+                set_status(status, |s| {
+                    s.phase = Phase::Connecting;
+                    s.error = Some(message);
+                });
+                std::thread::sleep(backoff);
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// How one attempt ended, when not with a clean stop.
+enum Attempt {
+    /// Try again after a pause (the source or the target went away for a while).
+    Retry(String),
+    /// Stop the sync.
+    Fatal(SyncError),
+}
+
+fn source_error(addr: &str, e: &ReplicationError) -> Attempt {
+    if e.is_transient() {
+        Attempt::Retry(e.to_string())
+    } else {
+        Attempt::Fatal(SyncError::Source {
+            addr: addr.to_owned(),
+            message: e.to_string(),
+        })
+    }
+}
+
+fn target_error(e: ApplyError) -> Attempt {
+    match e {
+        ApplyError::Io { .. } | ApplyError::Connect { .. } => Attempt::Retry(e.to_string()),
+        other => Attempt::Fatal(SyncError::Target(other)),
+    }
+}
+
+fn follow_once(
+    config: &SyncConfig,
+    addr: &str,
+    status: &Mutex<SourceStatus>,
+    stop: &AtomicBool,
+    failed: &AtomicBool,
+    store: &CheckpointStore,
+) -> Result<(), Attempt> {
+    let options = ApplyOptions {
+        user: config.target.user.clone(),
+        password: config.target.password.clone(),
+        allow_flush: config.allow_flush,
+        db_map: config.db_map.clone(),
+        ..ApplyOptions::default()
+    };
+    let mut applier = Applier::connect(&config.target.addr, options).map_err(target_error)?;
+    let checkpoint = store.load().map_err(|e| {
+        Attempt::Fatal(SyncError::State {
+            dir: config.state_dir.clone(),
+            message: e.to_string(),
+        })
+    })?;
+    let (version, used_memory) =
+        source_facts(&config.source, addr).map_err(|e| Attempt::Retry(format!("{addr}: {e}")))?;
+    if checkpoint.is_none() {
+        applier
+            .check_full_sync(used_memory)
+            .map_err(|e| Attempt::Fatal(SyncError::Target(e)))?;
+    }
+    let reader = applier.reader_options(u32::from(crate::apply::target::rdb_version_of(&version)));
+    let auth = Auth {
+        user: config.source.user.clone(),
+        password: config.source.password.clone(),
+    };
+    let client_options = ClientOptions {
+        reader,
+        ..ClientOptions::default()
+    };
+    let connected = ReplicationClient::connect(addr, &auth, client_options)
+        .map_err(|e| source_error(addr, &e))?;
+    let mut rdb = RdbSink {
+        applier: &mut applier,
+        status,
+        keys: 0,
+    };
+    set_status(status, |s| s.error = None);
+    let (mut client, start) = connected
+        .psync(checkpoint.as_ref(), &mut rdb)
+        .map_err(|e| source_error(addr, &e))?;
+    let start_offset = match &start {
+        Start::Full { offset, .. } => {
+            applier.mark_offset(*offset);
+            applier.flush().map_err(target_error)?;
+            *offset
+        }
+        Start::Continue { offset, .. } => *offset,
+    };
+    let replid = start.replid().to_owned();
+    store
+        .store(&Checkpoint {
+            replid: replid.clone(),
+            offset: start_offset,
+            db: client.db(),
+        })
+        .map_err(|e| {
+            Attempt::Fatal(SyncError::State {
+                dir: config.state_dir.clone(),
+                message: e.to_string(),
+            })
+        })?;
+    let counters = applier.counters();
+    set_status(status, |s| {
+        s.phase = Phase::Streaming;
+        s.last_start = Some(if start.is_full() {
+            LastStart::Full
+        } else {
+            LastStart::Continue
+        });
+        s.offset = start_offset;
+        s.keys_applied = counters.keys_applied;
+    });
+    let applied = client.applied_offset();
+    applied.advance_to(start_offset);
+    let mut sink = StreamSink {
+        applier: &mut applier,
+        store,
+        status,
+        stop,
+        failed,
+        applied,
+        replid,
+        start_db: client.db(),
+        selects: VecDeque::new(),
+        transaction: None,
+        received: start_offset,
+        checkpointed: start_offset,
+        last_checkpoint: Instant::now(),
+        caught_up_at: Instant::now(),
+        error: None,
+    };
+    let streamed = client.stream(&mut sink);
+    if let Some(e) = sink.error.take() {
+        return Err(e);
+    }
+    streamed.map_err(|e| source_error(addr, &e))?;
+    // Stopped: everything sent is acknowledged and checkpointed before returning.
+    sink.settle(true).map_err(|e| match e {
+        SinkFailure::Apply(e) => target_error(e),
+        SinkFailure::State(message) => Attempt::Fatal(SyncError::State {
+            dir: config.state_dir.clone(),
+            message,
+        }),
+    })?;
+    Ok(())
+}
+
+/// The full sync's events, to the applier.
+struct RdbSink<'a> {
+    applier: &'a mut Applier,
+    status: &'a Mutex<SourceStatus>,
+    keys: u64,
+}
+
+impl EventSink for RdbSink<'_> {
+    fn event(&mut self, event: Event) -> Result<(), SinkError> {
+        match &event {
+            Event::Header { .. } => set_status(self.status, |s| s.phase = Phase::Full),
+            Event::ResizeDb { keys, .. } => {
+                let keys = *keys;
+                set_status(self.status, |s| {
+                    s.keys_total = Some(s.keys_total.unwrap_or(0) + keys);
+                });
+            }
+            Event::KeyEnd { .. } => {
+                self.keys += 1;
+                if self.keys.is_multiple_of(1000) {
+                    let applied = self.applier.counters().keys_applied;
+                    set_status(self.status, |s| s.keys_applied = applied);
+                }
+            }
+            _ => {}
+        }
+        self.applier
+            .apply_rdb_event(event)
+            .map_err(|e| Box::new(e) as SinkError)
+    }
+}
+
+/// Why the stream sink stopped.
+enum SinkFailure {
+    Apply(ApplyError),
+    State(String),
+}
+
+/// The command stream, to the applier; checkpoints and acknowledgements as the target
+/// acknowledges.
+struct StreamSink<'a> {
+    applier: &'a mut Applier,
+    store: &'a CheckpointStore,
+    status: &'a Mutex<SourceStatus>,
+    stop: &'a AtomicBool,
+    failed: &'a AtomicBool,
+    applied: AppliedOffset,
+    replid: String,
+    /// The database at the start offset, and each `SELECT` since with its offset, so the
+    /// checkpoint at an acknowledged offset names the database current there.
+    start_db: u64,
+    selects: VecDeque<(u64, u64)>,
+    /// The commands of a MULTI in progress.
+    transaction: Option<Vec<Vec<Vec<u8>>>>,
+    received: u64,
+    checkpointed: u64,
+    last_checkpoint: Instant,
+    /// When the target last had everything received.
+    caught_up_at: Instant,
+    /// A failure that must end the attempt (kept here: the client sees only a boxed error).
+    error: Option<Attempt>,
+}
+
+impl StreamSink<'_> {
+    fn db_at(&mut self, offset: u64) -> u64 {
+        while let Some(&(at, db)) = self.selects.front() {
+            if at > offset {
+                break;
+            }
+            self.start_db = db;
+            self.selects.pop_front();
+        }
+        self.start_db
+    }
+
+    /// Acknowledges and checkpoints what the target has; with `flush`, first waits for every
+    /// reply.
+    fn settle(&mut self, flush: bool) -> Result<(), SinkFailure> {
+        if flush {
+            self.applier.flush().map_err(SinkFailure::Apply)?;
+        }
+        let acknowledged = self.applier.acknowledged_offset().unwrap_or(0);
+        self.applied.advance_to(acknowledged);
+        let now = Instant::now();
+        if acknowledged >= self.received {
+            self.caught_up_at = now;
+        }
+        let due = flush || now.duration_since(self.last_checkpoint) >= CHECKPOINT_EVERY;
+        if due && acknowledged > self.checkpointed && self.transaction.is_none() {
+            let db = self.db_at(acknowledged);
+            self.store
+                .store(&Checkpoint {
+                    replid: self.replid.clone(),
+                    offset: acknowledged,
+                    db,
+                })
+                .map_err(|e| SinkFailure::State(e.to_string()))?;
+            self.checkpointed = acknowledged;
+            self.last_checkpoint = now;
+        }
+        let counters = self.applier.counters();
+        let lag_ms = u64::try_from(now.duration_since(self.caught_up_at).as_millis()).unwrap_or(0);
+        let received = self.received;
+        set_status(self.status, |s| {
+            s.offset = acknowledged.max(s.offset);
+            s.lag_bytes = received.saturating_sub(acknowledged);
+            s.lag_ms = lag_ms;
+            s.commands_applied = counters.commands_applied;
+        });
+        Ok(())
+    }
+
+    fn fail(&mut self, failure: SinkFailure) -> SinkError {
+        let message = match &failure {
+            SinkFailure::Apply(e) => e.to_string(),
+            SinkFailure::State(m) => m.clone(),
+        };
+        self.error = Some(match failure {
+            SinkFailure::Apply(e) => target_error(e),
+            SinkFailure::State(message) => Attempt::Fatal(SyncError::State {
+                dir: PathBuf::new(),
+                message,
+            }),
+        });
+        message.into()
+    }
+
+    fn stopping(&self) -> bool {
+        self.stop.load(Ordering::SeqCst) || self.failed.load(Ordering::SeqCst)
+    }
+}
+
+impl CommandSink for StreamSink<'_> {
+    fn item(&mut self, item: &StreamItem<'_>) -> Result<Flow, SinkError> {
+        self.received = item.offset;
+        let applied = match item.kind {
+            ItemKind::Command(args) => match &mut self.transaction {
+                Some(commands) => {
+                    commands.push(args.to_vec());
+                    Ok(())
+                }
+                None => self.applier.apply_command(&args.to_vec(), item.offset),
+            },
+            ItemKind::SelectDb { db } => {
+                self.selects.push_back((item.offset, db));
+                self.applier.apply_command(
+                    &[b"SELECT".to_vec(), db.to_string().into_bytes()],
+                    item.offset,
+                )
+            }
+            ItemKind::Multi => {
+                self.transaction = Some(Vec::new());
+                Ok(())
+            }
+            ItemKind::Exec => {
+                let commands = self.transaction.take().unwrap_or_default();
+                self.applier.apply_transaction(&commands, item.offset)
+            }
+        };
+        if let Err(e) = applied {
+            return Err(self.fail(SinkFailure::Apply(e)));
+        }
+        if let Err(e) = self.settle(false) {
+            return Err(self.fail(e));
+        }
+        Ok(if self.stopping() {
+            Flow::Stop
+        } else {
+            Flow::Continue
+        })
+    }
+
+    fn idle(&mut self, offset: u64) -> Result<Flow, SinkError> {
+        // PINGs and REPLCONF advance the offset without writing anything.
+        if self.transaction.is_none() {
+            self.applier.mark_offset(offset);
+        }
+        self.received = offset;
+        if let Err(e) = self.settle(true) {
+            return Err(self.fail(e));
+        }
+        Ok(if self.stopping() {
+            Flow::Stop
+        } else {
+            Flow::Continue
+        })
+    }
+}
