@@ -192,3 +192,41 @@ async fn a_sync_copies_every_type_follows_writes_and_continues_after_kill_9() {
     let exit = sync.wait().unwrap();
     assert!(exit.success(), "{exit:?}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cluster_source_syncs_every_master_into_another_cluster() {
+    let source = cinnabar_testkit::TestCluster::start(3, 1).await;
+    let target = cinnabar_testkit::TestCluster::start(3, 0).await;
+    let target_addr = target.servers()[0].addr().to_string();
+    let urls: Vec<String> = source.servers().iter().map(TestServer::url).collect();
+    let mut writer = redis::cluster::ClusterClient::new(urls)
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    for i in 0..600 {
+        redis::cmd("SET")
+            .arg(format!("c:{i}"))
+            .arg(i)
+            .exec(&mut writer)
+            .unwrap();
+    }
+    let state = tempfile::tempdir().unwrap();
+    // Any node names the cluster: every master gets a stream of its own.
+    let seed = &source.servers()[0];
+    let mut sync = start_sync(seed, &target_addr, state.path());
+    for i in 0..300 {
+        redis::cmd("INCR")
+            .arg(format!("n:{i}"))
+            .exec(&mut writer)
+            .unwrap();
+    }
+    let status = wait_status(state.path(), "caught up", caught_up);
+    assert_eq!(status["sources"].as_array().unwrap().len(), 3, "{status}");
+    verify_clean(seed, &target_addr);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(sync.id()).unwrap()),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    assert!(sync.wait().unwrap().success());
+}
