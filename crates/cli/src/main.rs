@@ -86,7 +86,7 @@ enum Command {
     /// Operations drills against a running cluster (`drill failover`).
     Drill(drill::DrillArgs),
     /// Move data in: follow a sync's progress, or compare a source with a target.
-    Sync(sync::SyncArgs),
+    Sync(Box<sync::SyncArgs>),
     /// Print the RedisCluster CustomResourceDefinition (YAML) for `kubectl apply -f -`.
     Crd,
     /// Run the Kubernetes operator (in a pod; see deploy/helm/cinnabar).

@@ -53,6 +53,9 @@ struct RunArgs {
     /// Drop source database N's keys and commands; repeatable
     #[arg(long, value_name = "N")]
     skip_db: Vec<u64>,
+    /// Serve Prometheus metrics (`GET /metrics`: offset, lag, keys, commands per source) here
+    #[arg(long, value_name = "HOST:PORT")]
+    admin_listen: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -165,12 +168,19 @@ fn run_sync(args: &RunArgs) -> Result<ExitCode> {
     };
     let stop = Arc::new(AtomicBool::new(false));
     stop_on_signal(Arc::clone(&stop))?;
+    let latest = Arc::new(std::sync::Mutex::new(SyncStatus::default()));
+    if let Some(listen) = args.admin_listen {
+        serve_metrics(listen, Arc::clone(&latest))?;
+    }
     let interactive = std::io::IsTerminal::is_terminal(&std::io::stderr());
     eprintln!(
         "sync {from} -> {to} (state in {}); Ctrl-C to stop",
         state.display()
     );
     let result = cinnabar_replication::sync::run(&config, &stop, |status| {
+        if let Ok(mut latest) = latest.lock() {
+            latest.clone_from(status);
+        }
         let line = status_line(status);
         if interactive {
             eprint!("\r{line:<100}");
@@ -184,6 +194,38 @@ fn run_sync(args: &RunArgs) -> Result<ExitCode> {
     result.context("sync stopped")?;
     eprintln!("sync stopped; checkpoints stored in {}", state.display());
     Ok(ExitCode::SUCCESS)
+}
+
+/// Serves `GET /metrics` (Prometheus text from the latest status) on `listen`, on a thread of
+/// its own; anything else gets 404.
+fn serve_metrics(
+    listen: std::net::SocketAddr,
+    latest: Arc<std::sync::Mutex<SyncStatus>>,
+) -> Result<()> {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind(listen)
+        .with_context(|| format!("cannot listen on {listen} for metrics"))?;
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut stream = stream;
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+            let mut head = [0u8; 1024];
+            let n = stream.read(&mut head).unwrap_or(0);
+            let metrics = head[..n].starts_with(b"GET /metrics");
+            let (status, body) = if metrics {
+                let body = latest.lock().map(|s| s.prometheus()).unwrap_or_default();
+                ("200 OK", body)
+            } else {
+                ("404 Not Found", "not found; try /metrics\n".to_owned())
+            };
+            let _ = write!(
+                stream,
+                "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    Ok(())
 }
 
 /// Sets `stop` on SIGINT or SIGTERM (a thread with a small runtime waits for them).

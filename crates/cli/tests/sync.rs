@@ -103,14 +103,36 @@ fn caught_up(status: &serde_json::Value) -> bool {
 }
 
 fn start_sync(source: &TestServer, target: &str, state: &std::path::Path) -> std::process::Child {
+    start_sync_with(source, target, state, &[])
+}
+
+fn start_sync_with(
+    source: &TestServer,
+    target: &str,
+    state: &std::path::Path,
+    extra: &[&str],
+) -> std::process::Child {
     cinnabar()
         .args(["sync", "--from"])
         .arg(source.addr().to_string())
         .args(["--to", target, "--state"])
         .arg(state)
+        .args(extra)
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap()
+}
+
+/// `GET /metrics` from the sync's admin listener.
+fn metrics(addr: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut text = String::new();
+    stream.read_to_string(&mut text).unwrap();
+    text
 }
 
 fn verify_clean(source: &TestServer, target: &str) {
@@ -176,12 +198,18 @@ async fn a_sync_copies_every_type_follows_writes_and_continues_after_kill_9() {
         q(&mut conn, &["SET", &format!("after:{i}"), &i.to_string()]);
     }
     q(&mut conn, &["DEL", "s:1"]);
-    let mut sync = start_sync(&source, &target, state.path());
+    let admin = cinnabar_testkit::reserve_port();
+    let admin = format!("127.0.0.1:{}", admin.port());
+    let mut sync = start_sync_with(&source, &target, state.path(), &["--admin-listen", &admin]);
     let status = wait_status(state.path(), "caught up again", |s| {
         caught_up(s) && s["pid"] == serde_json::json!(sync.id())
     });
     assert_eq!(status["sources"][0]["last_start"], "continue", "{status}");
     verify_clean(&source, &target);
+    let text = metrics(&admin);
+    let series = format!("cinnabar_sync_streaming{{source=\"{}\"}} 1", source.addr());
+    assert!(text.contains(&series), "{text}");
+    assert!(text.contains("cinnabar_sync_lag_bytes"), "{text}");
 
     // SIGTERM: a clean stop, exit 0.
     nix::sys::signal::kill(

@@ -126,6 +126,72 @@ impl SyncStatus {
     }
 }
 
+/// One metric: name, type, help, and its value for a source stream.
+type Series = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&SourceStatus) -> f64,
+);
+
+impl SyncStatus {
+    /// The status as Prometheus text (one series per source stream, labelled `source`).
+    pub fn prometheus(&self) -> String {
+        use std::fmt::Write as _;
+        let mut out = String::new();
+        let series: [Series; 6] = [
+            (
+                "cinnabar_sync_streaming",
+                "gauge",
+                "1 when the source stream applies the command stream, 0 while connecting or copying.",
+                |s| f64::from(u8::from(s.phase == Phase::Streaming)),
+            ),
+            (
+                "cinnabar_sync_offset",
+                "gauge",
+                "Source replication offset applied and acknowledged by the target.",
+                |s| s.offset as f64,
+            ),
+            (
+                "cinnabar_sync_lag_bytes",
+                "gauge",
+                "Bytes received from the source and not yet acknowledged by the target.",
+                |s| s.lag_bytes as f64,
+            ),
+            (
+                "cinnabar_sync_lag_seconds",
+                "gauge",
+                "Time since the target last had everything received from the source.",
+                |s| s.lag_ms as f64 / 1000.0,
+            ),
+            (
+                "cinnabar_sync_keys_applied_total",
+                "counter",
+                "Keys of the full sync applied.",
+                |s| s.keys_applied as f64,
+            ),
+            (
+                "cinnabar_sync_commands_applied_total",
+                "counter",
+                "Commands of the stream applied.",
+                |s| s.commands_applied as f64,
+            ),
+        ];
+        for (name, kind, help, value) in series {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for source in &self.sources {
+                let _ = writeln!(
+                    out,
+                    "{name}{{source=\"{}\"}} {}",
+                    source.address,
+                    value(source)
+                );
+            }
+        }
+        out
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -161,6 +227,9 @@ mod tests {
         ] {
             assert!(text.contains(field), "{field} in {text}");
         }
-        assert_eq!(SyncStatus::load(dir.path()).ok(), Some(status));
+        assert_eq!(SyncStatus::load(dir.path()).ok(), Some(status.clone()));
+        let metrics = status.prometheus();
+        assert!(metrics.contains("cinnabar_sync_streaming{source=\"127.0.0.1:6379\"} 1"));
+        assert!(metrics.contains("cinnabar_sync_lag_bytes{source=\"127.0.0.1:6379\"} 3"));
     }
 }
