@@ -258,3 +258,52 @@ async fn a_cluster_source_syncs_every_master_into_another_cluster() {
     .unwrap();
     assert!(sync.wait().unwrap().success());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sync_killed_during_the_full_sync_starts_it_again_and_ends_identical() {
+    let source = TestServer::start();
+    let cluster = cinnabar_testkit::TestCluster::start(3, 0).await;
+    let target = cluster.servers()[0].addr().to_string();
+    let state = tempfile::tempdir().unwrap();
+    let mut conn = redis::Client::open(source.url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    // Enough keys that the full sync is still running when it is killed.
+    let value = "v".repeat(100);
+    for batch in 0..100 {
+        let mut mset = redis::cmd("MSET");
+        for i in 0..1000 {
+            mset.arg(format!("full:{batch}:{i}")).arg(&value);
+        }
+        mset.exec(&mut conn).unwrap();
+    }
+    let mut sync = start_sync(&source, &target, state.path());
+    wait_status(state.path(), "copying", |s| {
+        s["sources"][0]["phase"] == "full" && s["sources"][0]["keys_applied"].as_u64() > Some(0)
+    });
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(sync.id()).unwrap()),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    sync.wait().unwrap();
+    redis::cmd("SET")
+        .arg("late")
+        .arg("1")
+        .exec(&mut conn)
+        .unwrap();
+    // No checkpoint was stored mid-copy: the restart takes a full sync again.
+    let mut sync = start_sync(&source, &target, state.path());
+    let status = wait_status(state.path(), "caught up", |s| {
+        caught_up(s) && s["pid"] == serde_json::json!(sync.id())
+    });
+    assert_eq!(status["sources"][0]["last_start"], "full", "{status}");
+    verify_clean(&source, &target);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(sync.id()).unwrap()),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    assert!(sync.wait().unwrap().success());
+}

@@ -3,7 +3,7 @@
 //! `CLUSTER NODES`), each on a thread of its own: connect with the stored checkpoint, take a
 //! full resync (RDB applied key by key) or continue, then apply the command stream, store a
 //! checkpoint and acknowledge to the source only what the target acknowledged. A status
-//! document is written to the state directory about once a second.
+//! document is written to the state directory five times a second.
 //!
 //! Delivery is at least once: after a crash, the commands between the last checkpoint (at
 //! most about a second old) and the crash are applied again. Idempotent writes (SET, HSET,
@@ -70,6 +70,8 @@ pub enum SyncError {
 
 /// Longest pause between two attempts after a transient failure.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// How often the status document is written.
+const STATUS_EVERY: Duration = Duration::from_millis(200);
 /// How often a checkpoint is stored while the stream flows.
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 
@@ -119,7 +121,7 @@ pub fn run(
         if threads.iter().all(std::thread::JoinHandle::is_finished) {
             break;
         }
-        std::thread::sleep(Duration::from_millis(500));
+        std::thread::sleep(STATUS_EVERY);
     }
     let mut first_error = None;
     for thread in threads {

@@ -196,11 +196,12 @@ pub fn verify(
     let mut target_conn = open_any(target).map_err(|e| redis_error("target", &target.addr, e))?;
     let mut source_keys = 0u64;
     for master in &source_masters {
-        let mut conn = redis::Client::open(source.url(master))
+        let conn = redis::Client::open(source.url(master))
             .and_then(|c| c.get_connection_with_timeout(Duration::from_secs(5)))
             .map_err(|e| redis_error("source", master, e))?;
+        let mut conn = Side::Node(conn);
         source_keys += redis::cmd("DBSIZE")
-            .query::<u64>(&mut conn)
+            .query::<u64>(conn.conn())
             .map_err(|e| redis_error("source", master, e))?;
         let mut cursor = 0u64;
         loop {
@@ -208,22 +209,21 @@ pub fn verify(
                 .arg(cursor)
                 .arg("COUNT")
                 .arg(options.batch)
-                .query(&mut conn)
+                .query(conn.conn())
                 .map_err(|e| redis_error("source", master, e))?;
-            for key in keys {
-                let difference = compare_key(&mut conn, target_conn.as_mut(), &key, options)
-                    .map_err(|(side, e)| {
-                        let addr = if side == "source" {
-                            master
-                        } else {
-                            &target.addr
-                        };
-                        redis_error(side, addr, e)
-                    })?;
-                report.keys_checked += 1;
-                if let Some(difference) = difference {
-                    report.add(difference, options.max_reported);
-                }
+            let differences = compare_batch(&mut conn, &mut target_conn, &keys, options).map_err(
+                |(side, e)| {
+                    let addr = if side == "source" {
+                        master
+                    } else {
+                        &target.addr
+                    };
+                    redis_error(side, addr, e)
+                },
+            )?;
+            report.keys_checked += keys.len() as u64;
+            for difference in differences {
+                report.add(difference, options.max_reported);
             }
             progress(report.keys_checked);
             if next == 0 {
@@ -279,15 +279,92 @@ fn cluster_enabled(conn: &mut redis::Connection) -> redis::RedisResult<bool> {
     Ok(info.lines().any(|l| l.trim() == "cluster_enabled:1"))
 }
 
+/// A connection to one side: one node, or a whole cluster (routing each key).
+enum Side {
+    Node(redis::Connection),
+    Cluster(Box<redis::cluster::ClusterConnection>),
+}
+
+/// `(type, pttl)` per key.
+type Kinds = Vec<(String, i64)>;
+
+impl Side {
+    fn conn(&mut self) -> &mut dyn ConnectionLike {
+        match self {
+            Self::Node(c) => c,
+            Self::Cluster(c) => c.as_mut(),
+        }
+    }
+
+    /// Sends `command key` for every key in one pipeline (a cluster pipeline splits it per
+    /// node) and returns the replies in key order.
+    fn each<T: redis::FromRedisValue>(
+        &mut self,
+        commands: &[&str],
+        keys: &[&Vec<u8>],
+    ) -> redis::RedisResult<T> {
+        match self {
+            Self::Node(c) => {
+                let mut pipe = redis::pipe();
+                for key in keys {
+                    for command in commands {
+                        pipe.cmd(command).arg(*key);
+                    }
+                }
+                pipe.query(c)
+            }
+            Self::Cluster(c) => {
+                let mut pipe = redis::cluster::cluster_pipe();
+                for key in keys {
+                    for command in commands {
+                        pipe.cmd(command).arg(*key);
+                    }
+                }
+                pipe.query(c)
+            }
+        }
+    }
+
+    /// `TYPE`, `PTTL` and, for strings, `GET` of every key, in two pipelined round trips:
+    /// `(type, pttl, string value)` per key.
+    fn basics(&mut self, keys: &[Vec<u8>]) -> redis::RedisResult<Vec<Basics>> {
+        let all: Vec<&Vec<u8>> = keys.iter().collect();
+        let kinds: Kinds = self.each(&["TYPE", "PTTL"], &all)?;
+        let strings: Vec<&Vec<u8>> = keys
+            .iter()
+            .zip(&kinds)
+            .filter(|(_, (kind, _))| kind == "string")
+            .map(|(key, _)| key)
+            .collect();
+        let values: Vec<Option<Vec<u8>>> = if strings.is_empty() {
+            Vec::new()
+        } else {
+            self.each(&["GET"], &strings)?
+        };
+        let mut values = values.into_iter();
+        Ok(kinds
+            .into_iter()
+            .map(|(kind, ttl)| {
+                let value = if kind == "string" {
+                    values.next().flatten()
+                } else {
+                    None
+                };
+                (kind, ttl, value)
+            })
+            .collect())
+    }
+}
+
 /// A connection that reaches every key of `endpoint`: a cluster connection when it answers
 /// `CLUSTER SLOTS` (a cluster node, or a Cinnabar proxy, which owns every slot), else a plain
 /// one.
-fn open_any(endpoint: &Endpoint) -> redis::RedisResult<Box<dyn ConnectionLike>> {
+fn open_any(endpoint: &Endpoint) -> redis::RedisResult<Side> {
     let mut plain = redis::Client::open(endpoint.url(&endpoint.addr))?
         .get_connection_with_timeout(Duration::from_secs(5))?;
     let slots: redis::RedisResult<Value> = redis::cmd("CLUSTER").arg("SLOTS").query(&mut plain);
     if slots.is_err() {
-        return Ok(Box::new(plain));
+        return Ok(Side::Node(plain));
     }
     let mut builder = redis::cluster::ClusterClientBuilder::new(vec![endpoint.url(&endpoint.addr)]);
     if let Some(user) = &endpoint.user {
@@ -296,7 +373,7 @@ fn open_any(endpoint: &Endpoint) -> redis::RedisResult<Box<dyn ConnectionLike>> 
     if let Some(password) = &endpoint.password {
         builder = builder.password(password.clone());
     }
-    Ok(Box::new(builder.build()?.get_connection()?))
+    Ok(Side::Cluster(Box::new(builder.build()?.get_connection()?)))
 }
 
 /// Keys on the target: `DBSIZE` summed over its masters (through a proxy, its own sum).
@@ -317,19 +394,39 @@ fn target_key_count(endpoint: &Endpoint) -> redis::RedisResult<u64> {
 
 type SideResult<T> = Result<T, (&'static str, redis::RedisError)>;
 
+/// A batch of keys on both sides: the differences found. Types, TTLs and strings are read in
+/// pipelines; other values one key at a time, in chunks.
+fn compare_batch(
+    source: &mut Side,
+    target: &mut Side,
+    keys: &[Vec<u8>],
+    options: &VerifyOptions,
+) -> SideResult<Vec<Difference>> {
+    let a = source.basics(keys).map_err(|e| ("source", e))?;
+    let b = target.basics(keys).map_err(|e| ("target", e))?;
+    let mut differences = Vec::new();
+    for ((key, theirs), ours) in keys.iter().zip(a).zip(b) {
+        differences.extend(compare_key(source, target, key, theirs, ours, options)?);
+    }
+    Ok(differences)
+}
+
+/// What one side said of a key in a batch: its type, PTTL, and value when a string.
+type Basics = (String, i64, Option<Vec<u8>>);
+
 /// One key on both sides: `None` when they agree.
 fn compare_key(
-    source: &mut dyn ConnectionLike,
-    target: &mut dyn ConnectionLike,
+    source: &mut Side,
+    target: &mut Side,
     key: &[u8],
+    (source_type, source_ms, source_value): Basics,
+    (target_type, target_ms, target_value): Basics,
     options: &VerifyOptions,
 ) -> SideResult<Option<Difference>> {
-    let source_type = key_type(source, key).map_err(|e| ("source", e))?;
     if source_type == "none" {
         // Expired or deleted between SCAN and now: nothing to compare.
         return Ok(None);
     }
-    let target_type = key_type(target, key).map_err(|e| ("target", e))?;
     if target_type == "none" {
         return Ok(Some(Difference::Missing { key: key.to_vec() }));
     }
@@ -340,22 +437,23 @@ fn compare_key(
             target: target_type,
         }));
     }
-    let a = digest(source, key, &source_type, options.batch).map_err(|e| ("source", e))?;
-    let b = digest(target, key, &target_type, options.batch).map_err(|e| ("target", e))?;
+    let (a, b) = if source_type == "string" {
+        (
+            string_digest(source_value.as_deref()),
+            string_digest(target_value.as_deref()),
+        )
+    } else {
+        (
+            digest(source.conn(), key, &source_type, options.batch).map_err(|e| ("source", e))?,
+            digest(target.conn(), key, &target_type, options.batch).map_err(|e| ("target", e))?,
+        )
+    };
     if let Some(detail) = a.differs_from(&b) {
         return Ok(Some(Difference::Value {
             key: key.to_vec(),
             detail,
         }));
     }
-    let source_ms: i64 = redis::cmd("PTTL")
-        .arg(key)
-        .query(source)
-        .map_err(|e| ("source", e))?;
-    let target_ms: i64 = redis::cmd("PTTL")
-        .arg(key)
-        .query(target)
-        .map_err(|e| ("target", e))?;
     let tolerance = i64::try_from(options.ttl_tolerance.as_millis()).unwrap_or(i64::MAX);
     let both_persistent = source_ms < 0 && target_ms < 0;
     let close = source_ms >= 0 && target_ms >= 0 && (source_ms - target_ms).abs() <= tolerance;
@@ -370,8 +468,13 @@ fn compare_key(
     }
 }
 
-fn key_type(conn: &mut dyn ConnectionLike, key: &[u8]) -> redis::RedisResult<String> {
-    redis::cmd("TYPE").arg(key).query(conn)
+fn string_digest(value: Option<&[u8]>) -> Digest {
+    let value = value.unwrap_or_default();
+    Digest {
+        length: value.len() as u64,
+        hash: element_hash(&[value]),
+        groups: Vec::new(),
+    }
 }
 
 /// A value reduced to what two copies must share.
