@@ -307,3 +307,70 @@ async fn a_sync_killed_during_the_full_sync_starts_it_again_and_ends_identical()
     .unwrap();
     assert!(sync.wait().unwrap().success());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replica_as_the_source_into_a_cinnabar_endpoint() {
+    let master = TestServer::start();
+    let replica = TestServer::start();
+    let mut to_master = redis::Client::open(master.url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let mut to_replica = redis::Client::open(replica.url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    redis::cmd("REPLICAOF")
+        .arg("127.0.0.1")
+        .arg(master.port())
+        .exec(&mut to_replica)
+        .unwrap();
+    for i in 0..200 {
+        redis::cmd("SET")
+            .arg(format!("r:{i}"))
+            .arg(i)
+            .exec(&mut to_master)
+            .unwrap();
+    }
+    redis::cmd("HSET")
+        .arg("r:hash")
+        .arg("f")
+        .arg("v")
+        .exec(&mut to_master)
+        .unwrap();
+    let cluster = cinnabar_testkit::TestCluster::start(3, 0).await;
+    let config = cinnabar_proxy::ProxyConfig::new("127.0.0.1:0".parse().unwrap(), cluster.seeds());
+    let proxy = cinnabar_proxy::start(config).unwrap();
+    let endpoint = proxy.local_addr().to_string();
+    let state = tempfile::tempdir().unwrap();
+    let mut sync = start_sync(&replica, &endpoint, state.path());
+    for i in 0..100 {
+        redis::cmd("SET")
+            .arg(format!("later:{i}"))
+            .arg(i)
+            .exec(&mut to_master)
+            .unwrap();
+    }
+    // Caught up with the replica once the replica has caught up with its master.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let n: u64 = redis::cmd("DBSIZE").query(&mut to_replica).unwrap();
+        if n == 301 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the replica never caught up"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    wait_status(state.path(), "caught up", caught_up);
+    verify_clean(&replica, &endpoint);
+    verify_clean(&master, &endpoint);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(sync.id()).unwrap()),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    assert!(sync.wait().unwrap().success());
+}
