@@ -135,6 +135,12 @@ fn metrics(addr: &str) -> String {
     text
 }
 
+/// Sends `signal` to a running sync.
+fn signal(sync: &std::process::Child, signal: nix::sys::signal::Signal) {
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(sync.id()).unwrap());
+    nix::sys::signal::kill(pid, signal).unwrap();
+}
+
 fn verify_clean(source: &TestServer, target: &str) {
     let out = cinnabar()
         .args(["sync", "verify", "--from"])
@@ -188,11 +194,7 @@ async fn a_sync_copies_every_type_follows_writes_and_continues_after_kill_9() {
     verify_clean(&source, &target);
 
     // kill -9 while streaming, more writes, then a restart continues from the checkpoint.
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(i32::try_from(sync.id()).unwrap()),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .unwrap();
+    signal(&sync, nix::sys::signal::Signal::SIGKILL);
     sync.wait().unwrap();
     for i in 0..200 {
         q(&mut conn, &["SET", &format!("after:{i}"), &i.to_string()]);
@@ -212,11 +214,7 @@ async fn a_sync_copies_every_type_follows_writes_and_continues_after_kill_9() {
     assert!(text.contains("cinnabar_sync_lag_bytes"), "{text}");
 
     // SIGTERM: a clean stop, exit 0.
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(i32::try_from(sync.id()).unwrap()),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
+    signal(&sync, nix::sys::signal::Signal::SIGTERM);
     let exit = sync.wait().unwrap();
     assert!(exit.success(), "{exit:?}");
 }
@@ -251,11 +249,7 @@ async fn a_cluster_source_syncs_every_master_into_another_cluster() {
     let status = wait_status(state.path(), "caught up", caught_up);
     assert_eq!(status["sources"].as_array().unwrap().len(), 3, "{status}");
     verify_clean(seed, &target_addr);
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(i32::try_from(sync.id()).unwrap()),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
+    signal(&sync, nix::sys::signal::Signal::SIGTERM);
     assert!(sync.wait().unwrap().success());
 }
 
@@ -282,11 +276,7 @@ async fn a_sync_killed_during_the_full_sync_starts_it_again_and_ends_identical()
     wait_status(state.path(), "copying", |s| {
         s["sources"][0]["phase"] == "full" && s["sources"][0]["keys_applied"].as_u64() > Some(0)
     });
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(i32::try_from(sync.id()).unwrap()),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .unwrap();
+    signal(&sync, nix::sys::signal::Signal::SIGKILL);
     sync.wait().unwrap();
     redis::cmd("SET")
         .arg("late")
@@ -300,11 +290,7 @@ async fn a_sync_killed_during_the_full_sync_starts_it_again_and_ends_identical()
     });
     assert_eq!(status["sources"][0]["last_start"], "full", "{status}");
     verify_clean(&source, &target);
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(i32::try_from(sync.id()).unwrap()),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
+    signal(&sync, nix::sys::signal::Signal::SIGTERM);
     assert!(sync.wait().unwrap().success());
 }
 
@@ -367,10 +353,6 @@ async fn a_replica_as_the_source_into_a_cinnabar_endpoint() {
     wait_status(state.path(), "caught up", caught_up);
     verify_clean(&replica, &endpoint);
     verify_clean(&master, &endpoint);
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(i32::try_from(sync.id()).unwrap()),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
+    signal(&sync, nix::sys::signal::Signal::SIGTERM);
     assert!(sync.wait().unwrap().success());
 }

@@ -174,34 +174,14 @@ fn snapshot(config: &SyncConfig, statuses: &[Arc<Mutex<SourceStatus>>]) -> SyncS
     }
 }
 
-/// The source masters to follow: every master with slots of a cluster, else the node itself.
 fn source_masters(source: &Endpoint) -> redis::RedisResult<Vec<String>> {
-    let mut conn = connection(source, &source.addr)?;
-    let info: String = redis::cmd("INFO").arg("cluster").query(&mut conn)?;
-    if !info.lines().any(|l| l.trim() == "cluster_enabled:1") {
-        return Ok(vec![source.addr.clone()]);
-    }
-    let nodes: String = redis::cmd("CLUSTER").arg("NODES").query(&mut conn)?;
-    let mut masters: Vec<String> = nodes
-        .lines()
-        .filter_map(|line| {
-            let fields: Vec<&str> = line.split(' ').collect();
-            let flags = fields.get(2)?;
-            (flags.split(',').any(|f| f == "master") && !flags.contains("fail") && fields.len() > 8)
-                .then(|| fields[1].split('@').next().unwrap_or_default().to_owned())
-        })
-        .collect();
+    let mut masters = crate::verify::masters(source)?;
     masters.sort();
     Ok(masters)
 }
 
 fn connection(endpoint: &Endpoint, addr: &str) -> redis::RedisResult<redis::Connection> {
-    let url = match (&endpoint.user, &endpoint.password) {
-        (Some(user), Some(password)) => format!("redis://{user}:{password}@{addr}/"),
-        (None, Some(password)) => format!("redis://:{password}@{addr}/"),
-        _ => format!("redis://{addr}/"),
-    };
-    redis::Client::open(url)?.get_connection_with_timeout(Duration::from_secs(5))
+    redis::Client::open(endpoint.url(addr))?.get_connection_with_timeout(Duration::from_secs(5))
 }
 
 /// `redis_version` and `used_memory` of a source node.

@@ -31,7 +31,8 @@ impl Endpoint {
         }
     }
 
-    fn url(&self, addr: &str) -> String {
+    /// The client URL for node `addr` with these credentials.
+    pub(crate) fn url(&self, addr: &str) -> String {
         match (&self.user, &self.password) {
             (Some(user), Some(password)) => format!("redis://{user}:{password}@{addr}/"),
             (None, Some(password)) => format!("redis://:{password}@{addr}/"),
@@ -254,8 +255,8 @@ fn redis_error(side: &'static str, addr: &str, source: redis::RedisError) -> Ver
     }
 }
 
-/// The masters to scan: every master of a cluster, else the node itself.
-fn masters(endpoint: &Endpoint) -> redis::RedisResult<Vec<String>> {
+/// The masters to read: every master with slots of a cluster, else the node itself.
+pub(crate) fn masters(endpoint: &Endpoint) -> redis::RedisResult<Vec<String>> {
     let mut conn = redis::Client::open(endpoint.url(&endpoint.addr))?
         .get_connection_with_timeout(Duration::from_secs(5))?;
     if !cluster_enabled(&mut conn)? {
