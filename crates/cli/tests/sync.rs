@@ -9,11 +9,15 @@ use cinnabar_testkit::TestServer;
 mod support;
 use support::{cinnabar, stderr};
 
-fn set(server: &TestServer, key: &str, value: &str) {
-    let mut conn = redis::Client::open(server.url())
+fn connection(server: &TestServer) -> redis::Connection {
+    redis::Client::open(server.url())
         .unwrap()
         .get_connection()
-        .unwrap();
+        .unwrap()
+}
+
+fn set(server: &TestServer, key: &str, value: &str) {
+    let mut conn = connection(server);
     redis::cmd("SET")
         .arg(key)
         .arg(value)
@@ -158,10 +162,7 @@ async fn a_sync_copies_every_type_follows_writes_and_continues_after_kill_9() {
     let cluster = cinnabar_testkit::TestCluster::start(3, 0).await;
     let target = cluster.servers()[0].addr().to_string();
     let state = tempfile::tempdir().unwrap();
-    let mut conn = redis::Client::open(source.url())
-        .unwrap()
-        .get_connection()
-        .unwrap();
+    let mut conn = connection(&source);
     let q = |conn: &mut redis::Connection, args: &[&str]| {
         let mut cmd = redis::cmd(args[0]);
         for a in &args[1..] {
@@ -259,10 +260,7 @@ async fn a_sync_killed_during_the_full_sync_starts_it_again_and_ends_identical()
     let cluster = cinnabar_testkit::TestCluster::start(3, 0).await;
     let target = cluster.servers()[0].addr().to_string();
     let state = tempfile::tempdir().unwrap();
-    let mut conn = redis::Client::open(source.url())
-        .unwrap()
-        .get_connection()
-        .unwrap();
+    let mut conn = connection(&source);
     // Enough keys that the full sync is still running when it is killed.
     let value = "v".repeat(100);
     for batch in 0..100 {
@@ -298,14 +296,8 @@ async fn a_sync_killed_during_the_full_sync_starts_it_again_and_ends_identical()
 async fn a_replica_as_the_source_into_a_cinnabar_endpoint() {
     let master = TestServer::start();
     let replica = TestServer::start();
-    let mut to_master = redis::Client::open(master.url())
-        .unwrap()
-        .get_connection()
-        .unwrap();
-    let mut to_replica = redis::Client::open(replica.url())
-        .unwrap()
-        .get_connection()
-        .unwrap();
+    let mut to_master = connection(&master);
+    let mut to_replica = connection(&replica);
     redis::cmd("REPLICAOF")
         .arg("127.0.0.1")
         .arg(master.port())
