@@ -327,6 +327,9 @@ fn show_status(args: &StatusArgs) -> Result<ExitCode> {
             if let Some(error) = &s.error {
                 println!("  last error: {error}");
             }
+            if let Some(warning) = &s.warning {
+                println!("  warning: {warning}");
+            }
         }
     }
     Ok(if all_streaming {

@@ -57,6 +57,10 @@ pub struct SourceStatus {
     pub commands_applied: u64,
     /// The last error, while retrying.
     pub error: Option<String>,
+    /// Something the operator should know that is not an error (a full resync forced by a
+    /// checkpoint the source no longer holds).
+    #[serde(default)]
+    pub warning: Option<String>,
 }
 
 /// Every source stream of one sync.
@@ -214,6 +218,7 @@ mod tests {
                 keys_total: Some(10),
                 commands_applied: 5,
                 error: None,
+                warning: None,
             }],
         };
         status.store(dir.path()).unwrap_or_else(|e| panic!("{e}"));

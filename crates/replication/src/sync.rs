@@ -21,8 +21,8 @@ use std::time::{Duration, Instant, SystemTime};
 use crate::apply::{Applier, ApplyError, ApplyOptions, DbRoute};
 use crate::checkpoint::{Checkpoint, CheckpointStore};
 use crate::client::{
-    AppliedOffset, Auth, ClientOptions, CommandSink, Flow, ItemKind, ReplicationClient,
-    ReplicationError, Start, StreamItem,
+    AppliedOffset, Auth, ClientOptions, CommandSink, Flow, FullSyncReason, ItemKind,
+    ReplicationClient, ReplicationError, Start, StreamItem,
 };
 use crate::error::SinkError;
 use crate::event::{Event, EventSink};
@@ -153,6 +153,7 @@ fn new_status(addr: &str) -> SourceStatus {
         keys_total: None,
         commands_applied: 0,
         error: None,
+        warning: None,
     }
 }
 
@@ -342,7 +343,22 @@ fn follow_once(
             })
         })?;
     let counters = applier.counters();
+    let warning = match &start {
+        Start::Full {
+            reason: FullSyncReason::CheckpointRefused { asked },
+            ..
+        } => Some(format!(
+            "the source no longer held offset {} of {} (backlog too small, or a restart): a full \
+             resync replaced every key it sent, but keys the source deleted meanwhile may remain \
+             on the target; run `cinnabar sync verify`",
+            asked.offset, asked.replid
+        )),
+        _ => None,
+    };
     set_status(status, |s| {
+        if warning.is_some() {
+            s.warning.clone_from(&warning);
+        }
         s.phase = Phase::Streaming;
         s.last_start = Some(if start.is_full() {
             LastStart::Full
