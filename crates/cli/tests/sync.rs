@@ -348,3 +348,38 @@ async fn a_replica_as_the_source_into_a_cinnabar_endpoint() {
     signal(&sync, nix::sys::signal::Signal::SIGTERM);
     assert!(sync.wait().unwrap().success());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_checkpoint_the_source_no_longer_holds_means_a_full_resync_said_plainly() {
+    let source = TestServer::start();
+    let cluster = cinnabar_testkit::TestCluster::start(3, 0).await;
+    let target = cluster.servers()[0].addr().to_string();
+    let state = tempfile::tempdir().unwrap();
+    let mut conn = connection(&source);
+    redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("repl-backlog-size")
+        .arg("16384")
+        .exec(&mut conn)
+        .unwrap();
+    set(&source, "first", "1");
+    let mut sync = start_sync(&source, &target, state.path());
+    wait_status(state.path(), "caught up", caught_up);
+    signal(&sync, nix::sys::signal::Signal::SIGTERM);
+    assert!(sync.wait().unwrap().success());
+    // Far more than the backlog holds while no sync runs.
+    let value = "x".repeat(1000);
+    for i in 0..200 {
+        set(&source, &format!("gap:{i}"), &value);
+    }
+    let mut sync = start_sync(&source, &target, state.path());
+    let status = wait_status(state.path(), "caught up again", |s| {
+        caught_up(s) && s["pid"] == serde_json::json!(sync.id())
+    });
+    assert_eq!(status["sources"][0]["last_start"], "full", "{status}");
+    let warning = status["sources"][0]["warning"].as_str().unwrap_or_default();
+    assert!(warning.contains("no longer held offset"), "{status}");
+    verify_clean(&source, &target);
+    signal(&sync, nix::sys::signal::Signal::SIGTERM);
+    assert!(sync.wait().unwrap().success());
+}
