@@ -16,7 +16,13 @@
 //!   from the source to this cluster, needs the sync's progress next to the proxy's own spec
 //!   and status. The progress is `status.sync` (phase, lag, and per source stream the applied
 //!   offset, which the switch compares with the offset the source had at its barrier) and the
-//!   `Synced` condition. Removing `syncFrom` ends the sync and deletes its objects.
+//!   `Synced` condition. Removing `syncFrom` ends the sync and deletes its objects. Changing
+//!   `address` starts a sync from the new source (its status starts from nothing; the stored
+//!   checkpoint names the old source's replication id, so the new source answers with a full
+//!   resynchronisation, never a wrong continuation).
+//! - `syncFrom.address` is checked twice: by a CEL rule (the API server refuses anything but
+//!   `HOST:PORT` or `[IPV6]:PORT`) and by [`crate::validate`] (the port's range too), which
+//!   guards objects written before the rule existed.
 
 // The `KubeSchema` derive makes a private copy of each struct it validates, which the lint
 // mistakes for an unreachable `pub` item.
@@ -440,8 +446,8 @@ pub struct RedisClusterStatus {
 /// Where a sync is.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema, Default)]
 pub enum SyncPhase {
-    /// Not started yet: waiting for this cluster to serve every slot, for the sync pod, or for
-    /// its first report.
+    /// Not started yet (waiting for this cluster to serve every slot, for the sync pod, or for
+    /// its first report), or its metrics cannot be read now (the last numbers are kept).
     #[default]
     Pending,
     /// Connecting to the source or applying its snapshot (a full resynchronisation).

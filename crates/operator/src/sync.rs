@@ -10,7 +10,8 @@
 //! - **One small HTTP GET** over a plain `TcpStream` with a short timeout, behind the
 //!   [`SyncMetrics`] trait so the reconciler's tests can hand in a reading: the mock API server
 //!   has no pods to connect to.
-//! - **Phase**: no stream reported yet is `Pending`; any stream not streaming is `Copying` (the
+//! - **Phase**: no stream reported yet, or metrics that cannot be read (the pod restarting), is
+//!   `Pending`, with the last numbers kept and `observedAt` saying how old they are; any stream not streaming is `Copying` (the
 //!   metrics do not tell connecting from copying, so a sync retrying its connection after having
 //!   streamed reads as `Copying` too); all streaming is `Streaming`. `Failed` comes from the pod:
 //!   a sync exits on an error it will not retry (a flush without `allowFlush`, a refused
@@ -352,9 +353,8 @@ pub fn sync_state(reading: &SyncReading, previous: Option<&SyncState>) -> SyncSt
             if !reading.pod.crash_looping {
                 state.last_error = Some(format!("metrics not readable: {error}"));
             }
-            if state.phase == SyncPhase::Failed {
-                state.phase = SyncPhase::Pending;
-            }
+            // Unknown is not synced: a switch must never act on numbers nobody can confirm.
+            state.phase = SyncPhase::Pending;
         }
         None => {}
     }
@@ -504,6 +504,12 @@ cinnabar_sync_commands_applied_total{source=\"127.0.0.1:6380\"} 0
             Some(&streaming),
         );
         assert_eq!(unreadable.streams, streaming.streams);
+        assert_eq!(
+            unreadable.phase,
+            SyncPhase::Pending,
+            "not synced while unknown"
+        );
+        assert!(!synced(&unreadable, 5).0);
         assert_eq!(
             unreadable.last_error.as_deref(),
             Some("metrics not readable: connection refused")
