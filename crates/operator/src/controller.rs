@@ -140,6 +140,7 @@ pub async fn run(options: OperatorOptions) -> Result<(), OperatorError> {
             controller: "cinnabar-operator".into(),
             instance: Some(options.identity.clone()),
         },
+        sync_metrics: Arc::new(crate::sync::HttpSyncMetrics::default()),
     });
     let counting = Arc::clone(&metrics);
     let controller = Controller::new(clusters, watcher::Config::default())

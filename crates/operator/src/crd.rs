@@ -10,6 +10,19 @@
 //!   [`crate::validate`] and reported as a `Degraded` condition, with nothing changed.
 //! - The operation in progress (the planner's journal) lives in the status, so an operator that
 //!   restarts resumes it.
+//! - **Moving data in** is `spec.syncFrom` on the cluster itself, not a separate `RedisMigration`
+//!   resource: a sync has exactly one target (this cluster), its objects share the cluster's
+//!   owner, labels, password and lifetime, and the next step, the proxy switching its backend
+//!   from the source to this cluster, needs the sync's progress next to the proxy's own spec
+//!   and status. The progress is `status.sync` (phase, lag, and per source stream the applied
+//!   offset, which the switch compares with the offset the source had at its barrier) and the
+//!   `Synced` condition. Removing `syncFrom` ends the sync and deletes its objects. Changing
+//!   `address` starts a sync from the new source (its status starts from nothing; the stored
+//!   checkpoint names the old source's replication id, so the new source answers with a full
+//!   resynchronisation, never a wrong continuation).
+//! - `syncFrom.address` is checked twice: by a CEL rule (the API server refuses anything but
+//!   `HOST:PORT` or `[IPV6]:PORT`) and by [`crate::validate`] (the port's range too), which
+//!   guards objects written before the rule existed.
 
 // The `KubeSchema` derive makes a private copy of each struct it validates, which the lint
 // mistakes for an unreachable `pub` item.
@@ -20,7 +33,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::{
     Affinity, ResourceRequirements, Toleration, TopologySpreadConstraint,
 };
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -40,6 +53,7 @@ use serde::{Deserialize, Serialize};
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Slots","type":"string","jsonPath":".status.conditions[?(@.type==\"SlotsCovered\")].status"}"#,
     printcolumn = r#"{"name":"Operation","type":"string","jsonPath":".status.operation.name"}"#,
+    printcolumn = r#"{"name":"Sync","type":"string","priority":1,"jsonPath":".status.sync.phase"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
@@ -88,6 +102,64 @@ pub struct RedisClusterSpec {
     /// Stop reconciling (for manual work); the status says so.
     #[serde(default)]
     pub paused: bool,
+    /// Copy the data of another Redis (standalone, replica or any node of a Redis Cluster) into
+    /// this cluster and keep following its writes (`cinnabar sync` in a pod of its own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sync_from: Option<SyncFrom>,
+}
+
+/// A Secret key holding a password.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretKey {
+    /// The Secret, in the cluster's namespace.
+    pub name: String,
+    /// The key whose value is the password (its first line is used).
+    #[serde(default = "default_password_key")]
+    pub key: String,
+}
+
+fn default_password_key() -> String {
+    "password".to_owned()
+}
+
+/// The source of a sync (see `cinnabar sync`).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new(r"self.address.matches('^([^:\\s\\[\\]]+|\\[[0-9a-fA-F:.]+\\]):[0-9]{1,5}$')").message("syncFrom.address must be HOST:PORT, such as redis.legacy.svc:6379 or [fd00::5]:6379"))]
+pub struct SyncFrom {
+    /// The source, `HOST:PORT`: a standalone server, a replica, or any node of a Redis Cluster
+    /// (one replication stream per master then).
+    pub address: String,
+    /// ACL user on the source; the default user when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// The source's password, mounted into the sync pod as a file (never an argument or an
+    /// environment value).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_secret: Option<SecretKey>,
+    /// Let a source `FLUSHALL`/`FLUSHDB` flush this cluster; without it a flush stops the sync
+    /// (phase `Failed`), since it would lose data.
+    #[serde(default)]
+    pub allow_flush: bool,
+    /// Source databases other than 0 to merge into this cluster's only database.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub merge_dbs: Vec<u64>,
+    /// Source databases whose keys and commands are dropped.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skip_dbs: Vec<u64>,
+    /// The `Synced` condition is true while every source stream applies its command stream and
+    /// is at most this many seconds behind (default 5).
+    #[serde(default = "default_max_lag")]
+    #[schemars(range(min = 1, max = 3600))]
+    pub max_lag_seconds: u32,
+    /// CPU and memory for the sync container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+}
+
+fn default_max_lag() -> u32 {
+    5
 }
 
 fn default_replicas() -> u16 {
@@ -366,6 +438,73 @@ pub struct RedisClusterStatus {
     /// The operation under way, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub operation: Option<OperationStatus>,
+    /// The sync from `spec.syncFrom`, while one is configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sync: Option<SyncState>,
+}
+
+/// Where a sync is.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema, Default)]
+pub enum SyncPhase {
+    /// Not started yet (waiting for this cluster to serve every slot, for the sync pod, or for
+    /// its first report), or its metrics cannot be read now (the last numbers are kept).
+    #[default]
+    Pending,
+    /// Connecting to the source or applying its snapshot (a full resynchronisation).
+    Copying,
+    /// Every source stream applies the source's command stream.
+    Streaming,
+    /// The sync stopped on an error it will not retry (the pod keeps restarting); `lastError`
+    /// says why.
+    Failed,
+}
+
+/// A sync's progress, read from the sync pod's metrics by the operator.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SyncState {
+    /// The source, as in `spec.syncFrom.address`.
+    pub source: String,
+    /// Where the sync is.
+    pub phase: SyncPhase,
+    /// Largest lag among the source streams, in bytes (source offset minus applied offset).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lag_bytes: Option<u64>,
+    /// Largest lag among the source streams, in seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lag_seconds: Option<f64>,
+    /// Keys of the full sync applied, all streams together.
+    #[serde(default)]
+    pub keys_applied: u64,
+    /// Commands of the stream applied, all streams together.
+    #[serde(default)]
+    pub commands_applied: u64,
+    /// One entry per source stream (one per master of a Redis Cluster source).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub streams: Vec<SyncStreamState>,
+    /// When the sync pod's metrics were last read; a switch must not trust older numbers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_at: Option<Time>,
+    /// The last error the sync stopped on, or why its metrics could not be read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+}
+
+/// One source stream of a sync.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SyncStreamState {
+    /// The source master, `host:port`.
+    pub source: String,
+    /// Whether it applies the command stream (false while connecting or copying).
+    pub streaming: bool,
+    /// The source replication offset applied to this cluster and acknowledged by it: the
+    /// number a backend switch compares with the source's offset at its barrier.
+    pub offset: u64,
+    /// Bytes received from the source and not yet applied.
+    pub lag_bytes: u64,
+    /// Seconds since this cluster last had everything received from the source.
+    pub lag_seconds: f64,
 }
 
 /// One shard as observed.
@@ -428,6 +567,7 @@ mod tests {
             "{crd}"
         );
         assert!(crd.contains(r#""name":"Ready""#), "{crd}");
+        assert!(crd.contains("syncFrom.address must be HOST:PORT"), "{crd}");
     }
 
     #[test]

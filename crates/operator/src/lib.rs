@@ -11,6 +11,7 @@
 //! - [`reconcile`]: one reconcile: objects, at most one planner step, the status;
 //! - [`controller`]: `cinnabar operator`: leader election, the controller, health and metrics;
 //! - [`platform`]: the planner's platform over the Kubernetes API (pods of a StatefulSet per shard);
+//! - [`sync`]: a sync's progress (`spec.syncFrom`) from its pod's metrics, for the status;
 //!
 //! Every change to Redis goes through the planner in `cinnabar-cluster`; this crate only turns
 //! specs into Kubernetes objects and pods into planner nodes. It never re-implements a Redis
@@ -25,6 +26,7 @@ pub mod platform;
 pub mod pods;
 pub mod reconcile;
 pub mod status;
+pub mod sync;
 pub mod validate;
 
 pub use crd::{RedisCluster, RedisClusterSpec, RedisClusterStatus};

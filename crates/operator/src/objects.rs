@@ -5,7 +5,8 @@
 //! headless Service `NAME-nodes`, client Service `NAME`, ConfigMap `NAME-config`, password
 //! Secret `NAME-auth` (created once by the reconciler, never by apply, so it is never rotated
 //! behind anyone's back), proxy Deployment/Service/PDB/HPA/ConfigMap `NAME-proxy`, NodePort
-//! Services `NAME-shard-I-J`.
+//! Services `NAME-shard-I-J`; with `spec.syncFrom`, the sync's Deployment and Service
+//! `NAME-sync` and its state PVC `NAME-sync-state`.
 //!
 //! Decisions:
 //! - **Identity**: `nodes.conf` lives on the data volume; each node announces its pod IP and its
@@ -23,12 +24,25 @@
 //! - **NodePort exposure** uses fixed node ports: `nodePortBase + 2 × (16 × shard + ordinal)` for
 //!   clients and the next one for the bus (at most 16 pods per shard), announced with the node's
 //!   IP, so redirects work from outside the Kubernetes cluster.
+//! - **The sync** (`spec.syncFrom`) is `cinnabar sync` from the proxy's image, in a Deployment of
+//!   one pod with the `Recreate` strategy: two syncs must never apply the same stream or share
+//!   the state volume. Its target is the headless Service, as for the proxy's seeds (any node
+//!   finds the rest of the cluster). Passwords are files from mounted Secrets (the cluster's own
+//!   `NAME-auth`, the source's `passwordSecret`), never arguments or environment values. The
+//!   state directory (checkpoints) is a PVC when the cluster's data is on volumes, so a restarted
+//!   or rescheduled sync pod continues with `PSYNC` from its checkpoint instead of copying
+//!   everything again; with `persistence.size` unset it is an `emptyDir`, like the data it
+//!   describes (a checkpoint must not outlive the data it says the target holds). The container's
+//!   termination message falls back to its log, so the error a sync stopped on reaches the pod
+//!   status and from there `status.sync.lastError`. The metrics port is the cluster's
+//!   `monitoring.metricsPort`, served by `--admin-listen` and exposed by the `NAME-sync` Service,
+//!   which the operator reads for `status.sync`.
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::{Resource, ResourceExt};
 use serde::de::DeserializeOwned;
@@ -44,6 +58,17 @@ pub const NODE_PORT_BASE: i32 = 31000;
 pub const PASSWORD_KEY: &str = "password";
 /// The cluster bus port.
 pub const BUS_PORT: u16 = 16379;
+/// Where the sync keeps its checkpoints and status, inside its pod.
+pub const SYNC_STATE_DIR: &str = "/state";
+/// Size of the sync's state volume: checkpoints and a status file, a few kilobytes; 1Gi is the
+/// smallest size most storage classes provision anyway.
+pub const SYNC_STATE_SIZE: &str = "1Gi";
+/// The file holding the source's password, inside the sync pod.
+pub const SYNC_SOURCE_PASSWORD_FILE: &str = "/etc/cinnabar/source/password";
+/// The file holding the cluster's password, inside the proxy and sync pods.
+pub const AUTH_PASSWORD_FILE: &str = "/etc/cinnabar/auth/password";
+/// The user id of the `cinnabar` image, whose group the state volume is given.
+const IMAGE_UID: i64 = 10001;
 
 /// Settings that come from the operator, not the spec.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,6 +92,17 @@ pub struct ProxyObjects {
     pub hpa: Option<HorizontalPodAutoscaler>,
 }
 
+/// The sync's objects (`spec.syncFrom`).
+#[derive(Debug, Clone)]
+pub struct SyncObjects {
+    /// `NAME-sync`: one `cinnabar sync` pod.
+    pub deployment: Deployment,
+    /// `NAME-sync`: the metrics port.
+    pub service: Service,
+    /// `NAME-sync-state`, when the cluster's data is on volumes.
+    pub state_claim: Option<PersistentVolumeClaim>,
+}
+
 /// Everything a `RedisCluster` owns (but the password Secret, see the module docs).
 #[derive(Debug, Clone)]
 pub struct Objects {
@@ -86,6 +122,8 @@ pub struct Objects {
     pub proxy: Option<ProxyObjects>,
     /// A `monitoring.coreos.com/v1` ServiceMonitor, when asked for.
     pub service_monitor: Option<Value>,
+    /// The sync, with `spec.syncFrom`.
+    pub sync: Option<SyncObjects>,
 }
 
 /// Labels every object of `cluster` carries, plus the component.
@@ -190,7 +228,7 @@ pub fn proxy_toml(cluster: &str, namespace: &str, spec: &RedisClusterSpec) -> St
          seeds = [\"{cluster}-nodes.{namespace}.svc:{REDIS_PORT}\"]\n\
          admin_listen = \"0.0.0.0:{}\"\n\
          drain_timeout_ms = {}\n\
-         backend_password_file = \"/etc/cinnabar/auth/{PASSWORD_KEY}\"\n",
+         backend_password_file = \"{AUTH_PASSWORD_FILE}\"\n",
         spec.monitoring.metrics_port,
         u64::from(spec.proxy.drain_seconds) * 1000,
     );
@@ -343,6 +381,11 @@ pub fn build(cluster: &RedisCluster, options: &BuildOptions) -> Result<Objects, 
             },
         })
     });
+    let sync = spec
+        .sync_from
+        .as_ref()
+        .map(|_| sync_objects(&name, &namespace, spec, options, &meta))
+        .transpose()?;
     Ok(Objects {
         config_map,
         headless_service,
@@ -352,6 +395,161 @@ pub fn build(cluster: &RedisCluster, options: &BuildOptions) -> Result<Objects, 
         node_port_services,
         proxy,
         service_monitor,
+        sync,
+    })
+}
+
+/// The sync's name (Deployment and Service) for cluster `cluster`.
+pub fn sync_name(cluster: &str) -> String {
+    format!("{cluster}-sync")
+}
+
+/// The sync's state claim for cluster `cluster`.
+pub fn sync_state_claim_name(cluster: &str) -> String {
+    format!("{cluster}-sync-state")
+}
+
+/// The arguments of the sync container (after the image's `cinnabar` entry point): no secret in
+/// them, only the files that hold them.
+pub fn sync_args(cluster: &str, namespace: &str, spec: &RedisClusterSpec) -> Vec<String> {
+    let Some(from) = &spec.sync_from else {
+        return Vec::new();
+    };
+    let mut args: Vec<String> = vec![
+        "sync".into(),
+        "--from".into(),
+        from.address.clone(),
+        "--to".into(),
+        format!("{cluster}-nodes.{namespace}.svc:{REDIS_PORT}"),
+        "--to-password-file".into(),
+        AUTH_PASSWORD_FILE.into(),
+        "--state".into(),
+        SYNC_STATE_DIR.into(),
+        "--admin-listen".into(),
+        format!("0.0.0.0:{}", spec.monitoring.metrics_port),
+    ];
+    if let Some(user) = &from.user {
+        args.extend(["--from-user".into(), user.clone()]);
+    }
+    if from.password_secret.is_some() {
+        args.extend([
+            "--from-password-file".into(),
+            SYNC_SOURCE_PASSWORD_FILE.into(),
+        ]);
+    }
+    if from.allow_flush {
+        args.push("--allow-flush".into());
+    }
+    for db in &from.merge_dbs {
+        args.extend(["--merge-db".into(), db.to_string()]);
+    }
+    for db in &from.skip_dbs {
+        args.extend(["--skip-db".into(), db.to_string()]);
+    }
+    args
+}
+
+fn sync_objects(
+    name: &str,
+    namespace: &str,
+    spec: &RedisClusterSpec,
+    options: &BuildOptions,
+    meta: &dyn Fn(&str, &str) -> Value,
+) -> Result<SyncObjects, SpecError> {
+    let sync_name = sync_name(name);
+    let claim_name = sync_state_claim_name(name);
+    let metrics_port = spec.monitoring.metrics_port;
+    let from = spec.sync_from.as_ref();
+    let state_claim = spec
+        .persistence
+        .size
+        .as_ref()
+        .map(|_| {
+            let mut claim = json!({
+                "apiVersion": "v1", "kind": "PersistentVolumeClaim",
+                "metadata": meta(&claim_name, "sync"),
+                "spec": {
+                    "accessModes": ["ReadWriteOnce"],
+                    "resources": {"requests": {"storage": SYNC_STATE_SIZE}},
+                },
+            });
+            if let Some(class) = &spec.persistence.storage_class {
+                claim["spec"]["storageClassName"] = json!(class);
+            }
+            typed(claim)
+        })
+        .transpose()?;
+    let state_volume = if state_claim.is_some() {
+        json!({"name": "state", "persistentVolumeClaim": {"claimName": claim_name}})
+    } else {
+        json!({"name": "state", "emptyDir": {}})
+    };
+    let mut volumes = vec![
+        state_volume,
+        json!({"name": "auth", "secret": {"secretName": format!("{name}-auth"), "items": [{"key": PASSWORD_KEY, "path": "password"}]}}),
+    ];
+    let mut mounts = vec![
+        json!({"name": "state", "mountPath": SYNC_STATE_DIR}),
+        json!({"name": "auth", "mountPath": "/etc/cinnabar/auth", "readOnly": true}),
+    ];
+    if let Some(secret) = from.and_then(|f| f.password_secret.as_ref()) {
+        volumes.push(json!({"name": "source-auth", "secret": {"secretName": secret.name, "items": [{"key": secret.key, "path": "password"}]}}));
+        mounts.push(
+            json!({"name": "source-auth", "mountPath": "/etc/cinnabar/source", "readOnly": true}),
+        );
+    }
+    let mut pod_annotations = json!({});
+    if spec.monitoring.scrape_annotations {
+        pod_annotations = json!({
+            "prometheus.io/scrape": "true",
+            "prometheus.io/port": metrics_port.to_string(),
+            "prometheus.io/path": "/metrics",
+        });
+    }
+    let deployment = typed(json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": meta(&sync_name, "sync"),
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": selector(name, "sync")},
+            // Never two syncs at once: they would apply one stream twice and share the volume.
+            "strategy": {"type": "Recreate"},
+            "template": {
+                "metadata": {"labels": labels(name, "sync"), "annotations": pod_annotations},
+                "spec": {
+                    // The volume's group is the image user's, so a non-root sync can write it.
+                    "securityContext": {"fsGroup": IMAGE_UID},
+                    // On SIGTERM the sync stores its last checkpoint, then exits.
+                    "terminationGracePeriodSeconds": 30,
+                    "volumes": volumes,
+                    "containers": [{
+                        "name": "sync",
+                        "image": options.proxy_image,
+                        "args": sync_args(name, namespace, spec),
+                        "ports": [{"name": "metrics", "containerPort": metrics_port}],
+                        "readinessProbe": {"httpGet": {"path": "/metrics", "port": "metrics"}, "periodSeconds": 5},
+                        // The error a sync stopped on is the last thing it logs.
+                        "terminationMessagePolicy": "FallbackToLogsOnError",
+                        "resources": from.and_then(|f| f.resources.clone()).unwrap_or_default(),
+                        "securityContext": {"runAsNonRoot": true, "readOnlyRootFilesystem": true, "allowPrivilegeEscalation": false},
+                        "volumeMounts": mounts,
+                    }],
+                },
+            },
+        },
+    }))?;
+    let service = typed(json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": meta(&sync_name, "sync"),
+        "spec": {
+            "selector": selector(name, "sync"),
+            "ports": [{"name": "metrics", "port": metrics_port, "targetPort": "metrics"}],
+        },
+    }))?;
+    Ok(SyncObjects {
+        deployment,
+        service,
+        state_claim,
     })
 }
 

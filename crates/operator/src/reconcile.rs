@@ -13,8 +13,14 @@
 //! 6. the pods are observed and [`decide`] picks what to do: wait, form the cluster, or take
 //!    **one** planner step ([`advance`]), whose journal is kept in the status so an operator
 //!    restart resumes it;
-//! 7. the status is written and the next reconcile scheduled: soon while something is under
-//!    way, every 30 s when idle (a periodic health check).
+//! 7. with `spec.syncFrom`, the sync's objects are applied (its pod scaled to 0 until the
+//!    cluster has served every slot once: a sync into a cluster that is still forming would only
+//!    fail and restart) and its progress read from the pod's metrics into `status.sync` and the
+//!    `Synced` condition; without it, the objects of a sync the status still reports are
+//!    deleted (the state volume too: its checkpoints belong to that sync);
+//! 8. the status is written and the next reconcile scheduled: soon while something is under
+//!    way, every 30 s when idle (a periodic health check), at least every 10 s while a sync is
+//!    configured, so its lag in the status stays fresh.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -25,8 +31,8 @@ use cinnabar_cluster::{
     Observed, OperateError, OperateOptions, Operation, Platform, advance, create_cluster_as,
     observe,
 };
-use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Secret};
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Secret, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
@@ -35,12 +41,18 @@ use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::json;
 
-use crate::crd::{OperationStatus, RedisCluster, RedisClusterStatus, Retention};
+use crate::crd::{
+    OperationStatus, RedisCluster, RedisClusterStatus, Retention, SyncPhase, SyncState,
+};
 use crate::decide::{Decision, decide};
-use crate::objects::{BuildOptions, Objects, PASSWORD_KEY, build, labels};
+use crate::objects::{
+    BuildOptions, Objects, PASSWORD_KEY, SyncObjects, build, labels, sync_name,
+    sync_state_claim_name,
+};
 use crate::platform::{KubePlatform, redis_selector};
 use crate::pods::RedisPod;
 use crate::status::{StatusInput, build_status};
+use crate::sync::{SyncMetrics, SyncReading, pod_facts, sync_state};
 use crate::validate::validate;
 
 /// The finalizer that lets the operator clean up volumes before the object goes.
@@ -58,6 +70,8 @@ pub struct Context {
     pub execute: ExecuteOptions,
     /// Who the events say they come from.
     pub reporter: Reporter,
+    /// Where sync pods' metrics are read ([`crate::sync::HttpSyncMetrics`] outside tests).
+    pub sync_metrics: Arc<dyn SyncMetrics>,
 }
 
 impl std::fmt::Debug for Context {
@@ -128,6 +142,16 @@ pub async fn reconcile(
         generation: cluster.meta().generation,
         paused: cluster.spec.paused,
         operation: previous.as_ref().and_then(|s| s.operation.clone()),
+        // Kept as it is while paused or invalid: a sync the status forgot would never be
+        // cleaned up once `syncFrom` goes.
+        sync: previous.as_ref().and_then(|s| s.sync.clone()).map(|sync| {
+            let bound = cluster
+                .spec
+                .sync_from
+                .as_ref()
+                .map_or(5, |f| f.max_lag_seconds);
+            (sync, bound)
+        }),
         ..StatusInput::default()
     };
     if cluster.spec.paused {
@@ -146,7 +170,7 @@ pub async fn reconcile(
         return Ok(Action::await_change());
     }
 
-    let objects = match build(&cluster, &ctx.build) {
+    let mut objects = match build(&cluster, &ctx.build) {
         Ok(objects) => objects,
         Err(invalid) => {
             input.degraded = Some((invalid.reason.clone(), invalid.message.clone()));
@@ -156,6 +180,7 @@ pub async fn reconcile(
     };
     // The password first: the pods the StatefulSets start read it from the Secret.
     let password = ensure_password(&ctx.client, &namespace, &cluster).await?;
+    let sync_objects = objects.sync.take();
     let revisions = apply(&ctx.client, &namespace, objects).await?;
 
     let mut execute = ctx.execute.clone();
@@ -182,6 +207,15 @@ pub async fn reconcile(
         .and_then(|o| serde_json::from_str(&o.journal).ok());
     input.pods = &pods;
     input.observed = Some(&observed);
+    input.sync = reconcile_sync(
+        &ctx,
+        &cluster,
+        &namespace,
+        sync_objects,
+        observed.covered_slots().len() == cinnabar_cluster::SLOT_COUNT,
+        previous.as_ref().and_then(|s| s.sync.as_ref()),
+    )
+    .await?;
 
     let next = match decide(
         &cluster.spec,
@@ -246,8 +280,116 @@ pub async fn reconcile(
             Duration::from_secs(30)
         }
     };
+    let next = if input.sync.is_some() {
+        next.min(Duration::from_secs(10))
+    } else {
+        next
+    };
     write_status(&clusters, &name, &input, previous.as_ref()).await?;
     Ok(Action::requeue(next))
+}
+
+/// The sync of `spec.syncFrom`: its objects applied and its progress read, or, once `syncFrom`
+/// is gone, the objects of the sync `previous` reports deleted. Returns the status to report
+/// (with `maxLagSeconds`).
+async fn reconcile_sync(
+    ctx: &Context,
+    cluster: &RedisCluster,
+    namespace: &str,
+    objects: Option<SyncObjects>,
+    all_slots_served: bool,
+    previous: Option<&SyncState>,
+) -> Result<Option<(SyncState, u32)>, ReconcileError> {
+    let name = cluster.name_any();
+    let (Some(from), Some(mut objects)) = (cluster.spec.sync_from.as_ref(), objects) else {
+        if previous.is_some() {
+            delete_sync(&ctx.client, namespace, &name).await?;
+        }
+        return Ok(None);
+    };
+    // Once started, a sync keeps running whatever the cluster does: it retries on its own, and
+    // stopping it would only make it copy more later.
+    let started = all_slots_served
+        || previous.is_some_and(|p| p.phase != SyncPhase::Pending || p.observed_at.is_some());
+    if !started && let Some(spec) = objects.deployment.spec.as_mut() {
+        spec.replicas = Some(0);
+    }
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    if let Some(claim) = objects.state_claim {
+        let claims: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), namespace);
+        let claim_name = claim.name_any();
+        claims
+            .patch(&claim_name, &params, &Patch::Apply(&claim))
+            .await
+            .map_err(api(format!("applying {claim_name}")))?;
+    }
+    let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), namespace);
+    let services: Api<Service> = Api::namespaced(ctx.client.clone(), namespace);
+    let object_name = sync_name(&name);
+    deployments
+        .patch(&object_name, &params, &Patch::Apply(&objects.deployment))
+        .await
+        .map_err(api(format!("applying Deployment {object_name}")))?;
+    services
+        .patch(&object_name, &params, &Patch::Apply(&objects.service))
+        .await
+        .map_err(api(format!("applying Service {object_name}")))?;
+
+    let mut reading = SyncReading {
+        source: from.address.clone(),
+        started,
+        now: Some(Time(jiff_now())),
+        ..SyncReading::default()
+    };
+    if started {
+        let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
+        let selector =
+            format!("app.kubernetes.io/instance={name},app.kubernetes.io/component=sync");
+        let listed = pods
+            .list(&ListParams::default().labels(&selector))
+            .await
+            .map_err(api(format!("listing the sync pods of {name}")))?;
+        reading.pod = pod_facts(&listed.items);
+        let host = format!("{object_name}.{namespace}.svc");
+        reading.metrics = Some(
+            ctx.sync_metrics
+                .fetch(&host, cluster.spec.monitoring.metrics_port)
+                .await
+                .map_err(|e| e.to_string()),
+        );
+    }
+    Ok(Some((sync_state(&reading, previous), from.max_lag_seconds)))
+}
+
+/// Deletes the sync's Deployment, Service and state volume; those already gone are fine.
+async fn delete_sync(
+    client: &Client,
+    namespace: &str,
+    cluster: &str,
+) -> Result<(), ReconcileError> {
+    let gone = |result: Result<(), kube::Error>, what: String| match result {
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+        other => other.map_err(api(what)),
+    };
+    let object_name = sync_name(cluster);
+    let params = DeleteParams::background();
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), namespace);
+    gone(
+        deployments.delete(&object_name, &params).await.map(drop),
+        format!("deleting Deployment {object_name}"),
+    )?;
+    let services: Api<Service> = Api::namespaced(client.clone(), namespace);
+    gone(
+        services.delete(&object_name, &params).await.map(drop),
+        format!("deleting Service {object_name}"),
+    )?;
+    let claim_name = sync_state_claim_name(cluster);
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), namespace);
+    gone(
+        claims.delete(&claim_name, &params).await.map(drop),
+        format!("deleting PersistentVolumeClaim {claim_name}"),
+    )?;
+    Ok(())
 }
 
 /// Takes one planner step of `operation`; returns when to look again and the operation's status
@@ -516,8 +658,10 @@ async fn write_status(
     let mut status = serde_json::to_value(status).unwrap_or_else(|_| json!({}));
     // A merge patch keeps fields it does not mention: a finished operation must be removed
     // explicitly.
-    if status.get("operation").is_none() {
-        status["operation"] = serde_json::Value::Null;
+    for field in ["operation", "sync"] {
+        if status.get(field).is_none() {
+            status[field] = serde_json::Value::Null;
+        }
     }
     let patch = json!({"status": status});
     clusters

@@ -10,7 +10,7 @@ use cinnabar_cluster::slots::format_ranges;
 use cinnabar_cluster::{NodeAddr, Observed, SLOT_COUNT};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
-use crate::crd::{OperationStatus, RedisClusterStatus, ShardStatus};
+use crate::crd::{OperationStatus, RedisClusterStatus, ShardStatus, SyncState};
 use crate::pods::RedisPod;
 
 /// Condition types the operator sets.
@@ -25,6 +25,9 @@ pub mod types {
     pub const SLOTS_COVERED: &str = "SlotsCovered";
     /// `spec.paused` is set.
     pub const PAUSED: &str = "ReconciliationPaused";
+    /// With `spec.syncFrom`: every source stream applies the command stream, within the lag
+    /// bound. Absent without a sync.
+    pub const SYNCED: &str = "Synced";
 }
 
 /// What one reconcile learnt, as input for the status.
@@ -44,6 +47,8 @@ pub struct StatusInput<'a> {
     pub paused: bool,
     /// The operation under way.
     pub operation: Option<OperationStatus>,
+    /// The sync and `spec.syncFrom.maxLagSeconds`, with `spec.syncFrom`.
+    pub sync: Option<(SyncState, u32)>,
 }
 
 /// Builds the status, keeping transition times of unchanged conditions from `previous`.
@@ -145,6 +150,10 @@ pub fn build_status(
             "the operator reconciles this cluster".to_owned()
         },
     );
+    if let Some((sync, max_lag_seconds)) = &input.sync {
+        let (status, reason, message) = crate::sync::synced(sync, *max_lag_seconds);
+        set(types::SYNCED, status, reason, message);
+    }
     if let Some(previous) = previous {
         for condition in &mut conditions {
             if let Some(old) = previous
@@ -164,6 +173,7 @@ pub fn build_status(
             .map(|o| shard_view(o, input.pods))
             .unwrap_or_else(|| previous.map(|p| p.shards.clone()).unwrap_or_default()),
         operation: input.operation.clone(),
+        sync: input.sync.as_ref().map(|(sync, _)| sync.clone()),
     }
 }
 

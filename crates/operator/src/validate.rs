@@ -7,7 +7,8 @@ use crate::crd::RedisClusterSpec;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{message}")]
 pub struct SpecError {
-    /// `OwnedDirective`, `UnsupportedImage`, `NoMemoryLimit`, `BadQuantity`, `BadAutoscaling`.
+    /// `OwnedDirective`, `UnsupportedImage`, `NoMemoryLimit`, `BadQuantity`, `BadAutoscaling`,
+    /// `BadSyncSource`.
     pub reason: String,
     /// What is wrong and how to fix it.
     pub message: String,
@@ -104,7 +105,51 @@ pub fn validate(spec: &RedisClusterSpec) -> Result<(), SpecError> {
             ),
         ));
     }
+    if let Some(from) = &spec.sync_from {
+        sync_address(&from.address)?;
+        if let Some(db) = from.merge_dbs.iter().find(|db| from.skip_dbs.contains(db)) {
+            return Err(invalid(
+                "BadSyncSource",
+                format!("syncFrom: database {db} is both in mergeDbs and in skipDbs"),
+            ));
+        }
+        if from.merge_dbs.contains(&0) || from.skip_dbs.contains(&0) {
+            return Err(invalid(
+                "BadSyncSource",
+                "syncFrom: database 0 is always copied; list only other databases in \
+                 mergeDbs and skipDbs"
+                    .to_owned(),
+            ));
+        }
+    }
     Ok(())
+}
+
+/// `(host, port)` of a sync source address: `HOST:PORT` or `[IPV6]:PORT`, port 1–65535.
+///
+/// # Errors
+/// `BadSyncSource`, saying what a good address looks like.
+pub fn sync_address(address: &str) -> Result<(&str, u16), SpecError> {
+    let bad = || {
+        invalid(
+            "BadSyncSource",
+            format!(
+                "syncFrom.address `{address}` is not HOST:PORT (such as redis.legacy.svc:6379 \
+                 or [fd00::5]:6379)"
+            ),
+        )
+    };
+    let (host, port) = address.rsplit_once(':').ok_or_else(bad)?;
+    let host = match host.strip_prefix('[') {
+        Some(inner) => inner.strip_suffix(']').ok_or_else(bad)?,
+        None if host.contains(':') => return Err(bad()),
+        None => host,
+    };
+    let port: u16 = port.parse().map_err(|_| bad())?;
+    if host.is_empty() || port == 0 || host.chars().any(char::is_whitespace) {
+        return Err(bad());
+    }
+    Ok((host, port))
 }
 
 /// The server and major version an image runs: `redis` 7 or `valkey` 8 (tags such as `7.2`,
@@ -212,6 +257,35 @@ mod tests {
             )),
             "BadAutoscaling"
         );
+        for address in [
+            "",
+            "redis",
+            ":6379",
+            "redis:",
+            "redis:0",
+            "redis:99999",
+            "a b:1",
+            "::1:6379",
+        ] {
+            assert_eq!(
+                reason(&spec(serde_json::json!({"syncFrom": {"address": address}}))),
+                "BadSyncSource",
+                "{address:?}"
+            );
+        }
+        assert_eq!(
+            reason(&spec(
+                serde_json::json!({"syncFrom": {"address": "old:6379", "mergeDbs": [1], "skipDbs": [1]}})
+            )),
+            "BadSyncSource"
+        );
+        for address in ["old.legacy.svc:6379", "10.0.0.5:7000", "[fd00::5]:6379"] {
+            assert_eq!(
+                reason(&spec(serde_json::json!({"syncFrom": {"address": address}}))),
+                "",
+                "{address:?}"
+            );
+        }
     }
 
     #[test]

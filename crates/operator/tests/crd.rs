@@ -36,6 +36,7 @@ fn the_examples_are_valid_clusters_that_build() {
     for file in [
         "examples/redis-cluster-small.yaml",
         "examples/redis-cluster-production.yaml",
+        "examples/redis-cluster-migration.yaml",
     ] {
         let cluster: RedisCluster =
             serde_saphyr::from_str(&repo(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
@@ -140,6 +141,7 @@ fn the_examples_pass_the_crd_schema_with_no_unknown_field() {
     for file in [
         "examples/redis-cluster-small.yaml",
         "examples/redis-cluster-production.yaml",
+        "examples/redis-cluster-migration.yaml",
     ] {
         let document: Value = serde_saphyr::from_str(&repo(file)).unwrap();
         assert_eq!(document["apiVersion"], "cinnabar.io/v1alpha1", "{file}");
@@ -180,6 +182,14 @@ fn the_schema_check_refuses_typos_bad_enums_and_out_of_range_numbers() {
         (
             serde_json::json!({"replicasPerShard": 1}),
             ".spec: shards is required",
+        ),
+        (
+            serde_json::json!({"shards": 3, "syncFrom": {"adress": "old:6379"}}),
+            ".spec.syncFrom: address is required",
+        ),
+        (
+            serde_json::json!({"shards": 3, "syncFrom": {"address": "old:6379", "maxLagSeconds": 0}}),
+            ".spec.syncFrom.maxLagSeconds: 0 is out of bounds",
         ),
     ] {
         let problems = problems_of(&spec(bad.clone()));
@@ -254,12 +264,16 @@ fn the_chart_values_follow_its_schema_and_its_rbac_grants_exactly_what_the_opera
         ("cinnabar.io", "redisclusters/status", "patch"),
         ("cinnabar.io", "redisclusters/finalizers", "update"),
         ("apps", "statefulsets", "get list watch create patch delete"),
-        ("apps", "deployments", "create patch"),
-        ("", "services", "list watch create patch"),
+        ("apps", "deployments", "create patch delete"),
+        ("", "services", "list watch create patch delete"),
         ("", "configmaps", "create patch"),
         ("", "secrets", "get create"),
         ("", "pods", "get list watch delete"),
-        ("", "persistentvolumeclaims", "list delete deletecollection"),
+        (
+            "",
+            "persistentvolumeclaims",
+            "list create patch delete deletecollection",
+        ),
         ("policy", "poddisruptionbudgets", "create patch"),
         ("autoscaling", "horizontalpodautoscalers", "create patch"),
         ("events.k8s.io", "events", "create patch"),

@@ -82,7 +82,24 @@ fn all(objects: &Objects) -> Vec<Value> {
         out.extend(proxy.hpa.iter().map(|o| serde_json::to_value(o).unwrap()));
     }
     out.extend(objects.service_monitor.clone());
+    if let Some(sync) = &objects.sync {
+        out.push(serde_json::to_value(&sync.deployment).unwrap());
+        out.push(serde_json::to_value(&sync.service).unwrap());
+        out.extend(
+            sync.state_claim
+                .iter()
+                .map(|o| serde_json::to_value(o).unwrap()),
+        );
+    }
     out
+}
+
+fn migrating() -> RedisCluster {
+    cluster(
+        "sessions",
+        json!({"shards": 2, "persistence": {"size": "5Gi", "storageClass": "fast-ssd"},
+               "syncFrom": {"address": "legacy:6379", "passwordSecret": {"name": "legacy"}}}),
+    )
 }
 
 fn snapshot(name: &str, objects: &Objects) {
@@ -109,7 +126,7 @@ fn the_object_sets_match_their_snapshots() {
 
 #[test]
 fn every_object_is_owned_by_its_cluster_and_labelled() {
-    for cluster in [small(), production()] {
+    for cluster in [small(), production(), migrating()] {
         for object in all(&build(&cluster, &options()).unwrap()) {
             let meta = &object["metadata"];
             let owner = &meta["ownerReferences"][0];
@@ -272,4 +289,37 @@ fn a_config_change_changes_the_pod_templates_so_pods_get_replaced() {
     assert_eq!(tuned.1, base.1, "the proxy's settings did not");
     let drained = fingerprint(json!({"shards": 1, "proxy": {"drainSeconds": 60}}));
     assert_ne!(drained.1, base.1);
+}
+
+#[test]
+fn the_sync_keeps_its_secrets_in_files_and_its_state_on_the_clusters_storage() {
+    assert!(build(&small(), &options()).unwrap().sync.is_none());
+    let sync = build(&migrating(), &options()).unwrap().sync.unwrap();
+    let deployment = serde_json::to_value(&sync.deployment).unwrap();
+    assert_eq!(deployment["metadata"]["name"], "sessions-sync");
+    let pod = &deployment["spec"]["template"]["spec"];
+    let container = &pod["containers"][0];
+    assert_eq!(container["image"], "ghcr.io/example/cinnabar:0.1.0");
+    assert_eq!(
+        container["terminationMessagePolicy"],
+        "FallbackToLogsOnError"
+    );
+    assert_eq!(pod["securityContext"]["fsGroup"], 10001);
+    let text = serde_json::to_string(&deployment).unwrap();
+    assert!(
+        !text.contains("secretKeyRef"),
+        "no password in the environment"
+    );
+    assert_eq!(
+        pod["volumes"][2]["secret"],
+        json!({"secretName": "legacy", "items": [{"key": "password", "path": "password"}]}),
+        "the Secret key defaults to `password`"
+    );
+    let claim = serde_json::to_value(sync.state_claim.unwrap()).unwrap();
+    assert_eq!(claim["metadata"]["name"], "sessions-sync-state");
+    assert_eq!(claim["spec"]["storageClassName"], "fast-ssd");
+    assert_eq!(
+        claim["metadata"]["labels"]["app.kubernetes.io/component"],
+        "sync"
+    );
 }

@@ -12,6 +12,7 @@ use cinnabar_cluster::{ExecuteOptions, Timeouts};
 use cinnabar_operator::RedisCluster;
 use cinnabar_operator::objects::BuildOptions;
 use cinnabar_operator::reconcile::{Context, FINALIZER, reconcile};
+use cinnabar_operator::sync::{MetricsError, SyncMetrics};
 use cinnabar_testkit::{ServerOptions, TestServer};
 use kube::runtime::events::Reporter;
 use serde_json::{Value, json};
@@ -19,7 +20,45 @@ use support::{FakeApi, redis_pod};
 
 const CLUSTER: &str = "/apis/cinnabar.io/v1alpha1/namespaces/shop/redisclusters/c";
 
+/// Sync metrics as a test sets them; every reading asked for is recorded.
+#[derive(Default)]
+struct FakeMetrics {
+    answer: std::sync::Mutex<Option<String>>,
+    asked: std::sync::Mutex<Vec<(String, u16)>>,
+}
+
+impl FakeMetrics {
+    fn serve(&self, text: &str) {
+        *self.answer.lock().unwrap() = Some(text.to_owned());
+    }
+
+    fn asked(&self) -> Vec<(String, u16)> {
+        self.asked.lock().unwrap().clone()
+    }
+}
+
+impl SyncMetrics for FakeMetrics {
+    fn fetch<'a>(
+        &'a self,
+        host: &'a str,
+        port: u16,
+    ) -> futures::future::BoxFuture<'a, Result<String, MetricsError>> {
+        self.asked.lock().unwrap().push((host.to_owned(), port));
+        let answer = self.answer.lock().unwrap().clone();
+        Box::pin(async move {
+            answer.ok_or_else(|| MetricsError::Status {
+                endpoint: format!("{host}:{port}"),
+                status_line: "no sync pod in this test".into(),
+            })
+        })
+    }
+}
+
 fn context(api: &FakeApi) -> Arc<Context> {
+    context_with(api, Arc::new(FakeMetrics::default()))
+}
+
+fn context_with(api: &FakeApi, metrics: Arc<FakeMetrics>) -> Arc<Context> {
     Arc::new(Context {
         client: api.client("shop"),
         build: BuildOptions {
@@ -36,6 +75,7 @@ fn context(api: &FakeApi) -> Arc<Context> {
             controller: "cinnabar-operator".into(),
             instance: Some("test".into()),
         },
+        sync_metrics: metrics,
     })
 }
 
@@ -527,4 +567,305 @@ async fn fewer_shards_drain_and_remove_exactly_the_pods_beyond_the_spec() {
             "{shards:#}"
         );
     }
+}
+
+const SYNC_DEPLOYMENT: &str = "/apis/apps/v1/namespaces/shop/deployments/c-sync";
+const SYNC_SERVICE: &str = "/api/v1/namespaces/shop/services/c-sync";
+const SYNC_CLAIM: &str = "/api/v1/namespaces/shop/persistentvolumeclaims/c-sync-state";
+
+/// What `cinnabar sync --admin-listen` serves (`SyncStatus::prometheus`) for two source masters.
+fn sync_metrics_text(streaming: [bool; 2], lag_seconds: f64) -> String {
+    let s = |b: bool| u8::from(b);
+    format!(
+        "# HELP cinnabar_sync_streaming 1 when the source stream applies the command stream, 0 while connecting or copying.\n\
+         # TYPE cinnabar_sync_streaming gauge\n\
+         cinnabar_sync_streaming{{source=\"10.0.0.5:6379\"}} {}\n\
+         cinnabar_sync_streaming{{source=\"10.0.0.6:6379\"}} {}\n\
+         # HELP cinnabar_sync_offset Source replication offset applied and acknowledged by the target.\n\
+         # TYPE cinnabar_sync_offset gauge\n\
+         cinnabar_sync_offset{{source=\"10.0.0.5:6379\"}} 1048576\n\
+         cinnabar_sync_offset{{source=\"10.0.0.6:6379\"}} 2048\n\
+         # HELP cinnabar_sync_lag_bytes Bytes received from the source and not yet acknowledged by the target.\n\
+         # TYPE cinnabar_sync_lag_bytes gauge\n\
+         cinnabar_sync_lag_bytes{{source=\"10.0.0.5:6379\"}} 0\n\
+         cinnabar_sync_lag_bytes{{source=\"10.0.0.6:6379\"}} 0\n\
+         # HELP cinnabar_sync_lag_seconds Time since the target last had everything received from the source.\n\
+         # TYPE cinnabar_sync_lag_seconds gauge\n\
+         cinnabar_sync_lag_seconds{{source=\"10.0.0.5:6379\"}} {lag_seconds}\n\
+         cinnabar_sync_lag_seconds{{source=\"10.0.0.6:6379\"}} 0\n\
+         # HELP cinnabar_sync_keys_applied_total Keys of the full sync applied.\n\
+         # TYPE cinnabar_sync_keys_applied_total counter\n\
+         cinnabar_sync_keys_applied_total{{source=\"10.0.0.5:6379\"}} 1200\n\
+         cinnabar_sync_keys_applied_total{{source=\"10.0.0.6:6379\"}} 34\n\
+         # HELP cinnabar_sync_commands_applied_total Commands of the stream applied.\n\
+         # TYPE cinnabar_sync_commands_applied_total counter\n\
+         cinnabar_sync_commands_applied_total{{source=\"10.0.0.5:6379\"}} 7\n\
+         cinnabar_sync_commands_applied_total{{source=\"10.0.0.6:6379\"}} 0\n",
+        s(streaming[0]),
+        s(streaming[1]),
+    )
+}
+
+fn sync_status(api: &FakeApi) -> Value {
+    api.get(CLUSTER).unwrap()["status"]["sync"].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sync_from_runs_in_a_pod_once_the_cluster_serves_and_reports_phase_and_lag() {
+    let api = FakeApi::default();
+    let metrics = Arc::new(FakeMetrics::default());
+    let ctx = context_with(&api, Arc::clone(&metrics));
+    store_cluster(
+        &api,
+        json!({"shards": 1, "replicasPerShard": 1, "syncFrom": {
+            "address": "legacy.db.svc:6379", "user": "migrator",
+            "passwordSecret": {"name": "legacy-auth", "key": "pw"},
+            "mergeDbs": [2], "skipDbs": [3], "maxLagSeconds": 2,
+        }}),
+    );
+
+    // No pods yet: the sync's objects exist, its pod is not started, nothing is read.
+    reconcile(cluster(&api), Arc::clone(&ctx)).await.unwrap();
+    let deployment = api
+        .get(SYNC_DEPLOYMENT)
+        .expect("the sync Deployment is applied");
+    assert_eq!(
+        deployment["spec"]["replicas"], 0,
+        "not before every slot is served"
+    );
+    assert_eq!(deployment["spec"]["strategy"]["type"], "Recreate");
+    assert_eq!(
+        deployment["metadata"]["ownerReferences"][0]["uid"],
+        "rc-uid"
+    );
+    let pod = &deployment["spec"]["template"]["spec"];
+    let container = &pod["containers"][0];
+    assert_eq!(container["image"], "cinnabar:test", "the proxy's image");
+    let args: Vec<&str> = container["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        args,
+        [
+            "sync",
+            "--from",
+            "legacy.db.svc:6379",
+            "--to",
+            "c-nodes.shop.svc:6379",
+            "--to-password-file",
+            "/etc/cinnabar/auth/password",
+            "--state",
+            "/state",
+            "--admin-listen",
+            "0.0.0.0:9121",
+            "--from-user",
+            "migrator",
+            "--from-password-file",
+            "/etc/cinnabar/source/password",
+            "--merge-db",
+            "2",
+            "--skip-db",
+            "3",
+        ]
+    );
+    assert!(container["env"].is_null(), "no password in the environment");
+    let volume = |name: &str| {
+        pod["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["name"] == name)
+            .unwrap_or_else(|| panic!("no volume {name}: {pod:#}"))
+            .clone()
+    };
+    let mount = |name: &str| {
+        container["volumeMounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["name"] == name)
+            .unwrap_or_else(|| panic!("no mount {name}"))["mountPath"]
+            .clone()
+    };
+    assert_eq!(
+        volume("source-auth")["secret"],
+        json!({"secretName": "legacy-auth", "items": [{"key": "pw", "path": "password"}]})
+    );
+    assert_eq!(mount("source-auth"), "/etc/cinnabar/source");
+    assert_eq!(volume("auth")["secret"]["secretName"], "c-auth");
+    assert_eq!(
+        volume("state")["persistentVolumeClaim"]["claimName"],
+        "c-sync-state"
+    );
+    assert_eq!(mount("state"), "/state");
+    let claim = api.get(SYNC_CLAIM).expect("the state volume is claimed");
+    assert_eq!(claim["spec"]["resources"]["requests"]["storage"], "1Gi");
+    let service = api.get(SYNC_SERVICE).expect("the metrics Service");
+    assert_eq!(service["spec"]["ports"][0]["port"], 9121);
+    assert_eq!(
+        service["spec"]["selector"]["app.kubernetes.io/component"],
+        "sync"
+    );
+    assert_eq!(sync_status(&api)["phase"], "Pending");
+    assert_eq!(
+        condition(&api, "Synced"),
+        ("False".into(), "SyncPending".into())
+    );
+    assert!(metrics.asked().is_empty(), "no sync pod to ask yet");
+
+    // The cluster forms and serves every slot: the sync pod is started and read.
+    let _servers = start_pods(&api, 1, 2);
+    metrics.serve(&sync_metrics_text([true, false], 0.0));
+    reconcile_until_ready(&api, &ctx, 1, 10).await;
+    reconcile(cluster(&api), Arc::clone(&ctx)).await.unwrap();
+    assert_eq!(api.get(SYNC_DEPLOYMENT).unwrap()["spec"]["replicas"], 1);
+    assert_eq!(
+        metrics.asked().last(),
+        Some(&("c-sync.shop.svc".to_owned(), 9121))
+    );
+    let sync = sync_status(&api);
+    assert_eq!(sync["phase"], "Copying", "{sync:#}");
+    assert_eq!(sync["source"], "legacy.db.svc:6379");
+    assert_eq!(sync["keysApplied"], 1234);
+    assert!(sync["observedAt"].is_string(), "{sync:#}");
+    assert_eq!(
+        condition(&api, "Synced"),
+        ("False".into(), "Copying".into())
+    );
+
+    // Every stream streams within the bound: Synced, with each stream's applied offset.
+    metrics.serve(&sync_metrics_text([true, true], 0.0));
+    reconcile(cluster(&api), Arc::clone(&ctx)).await.unwrap();
+    let sync = sync_status(&api);
+    assert_eq!(sync["phase"], "Streaming", "{sync:#}");
+    assert_eq!(
+        (sync["lagBytes"].clone(), sync["lagSeconds"].clone()),
+        (json!(0), json!(0.0))
+    );
+    assert_eq!(
+        sync["streams"][0],
+        json!({"source": "10.0.0.5:6379", "streaming": true, "offset": 1048576, "lagBytes": 0, "lagSeconds": 0.0})
+    );
+    assert_eq!(
+        condition(&api, "Synced"),
+        ("True".into(), "Streaming".into())
+    );
+    assert_eq!(
+        condition(&api, "Ready").0,
+        "True",
+        "a sync does not make the cluster unready"
+    );
+
+    // Streaming, but behind the bound.
+    metrics.serve(&sync_metrics_text([true, true], 7.5));
+    reconcile(cluster(&api), Arc::clone(&ctx)).await.unwrap();
+    assert_eq!(
+        condition(&api, "Synced"),
+        ("False".into(), "Lagging".into())
+    );
+
+    // The sync stopped on an error it does not retry: the pod crash-loops with it.
+    api.put(
+        "/api/v1/namespaces/shop/pods/c-sync-7d9-x2",
+        json!({"apiVersion": "v1", "kind": "Pod",
+               "metadata": {"name": "c-sync-7d9-x2", "namespace": "shop", "labels": {
+                   "app.kubernetes.io/instance": "c", "app.kubernetes.io/component": "sync"}},
+               "status": {"containerStatuses": [{
+                   "name": "sync", "image": "cinnabar:test", "imageID": "", "ready": false, "restartCount": 4,
+                   "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+                   "lastState": {"terminated": {"exitCode": 1, "message":
+                       "10.0.0.5:6379 streaming, lag 0 bytes / 0 ms, 7 commands\nError: sync stopped: the source sent FLUSHALL; pass --allow-flush to apply it\n"}}}]}}),
+    );
+    metrics.serve("");
+    reconcile(cluster(&api), Arc::clone(&ctx)).await.unwrap();
+    let sync = sync_status(&api);
+    assert_eq!(sync["phase"], "Failed", "{sync:#}");
+    assert_eq!(
+        sync["lastError"],
+        "Error: sync stopped: the source sent FLUSHALL; pass --allow-flush to apply it"
+    );
+    assert_eq!(
+        condition(&api, "Synced"),
+        ("False".into(), "SyncFailed".into())
+    );
+
+    // syncFrom removed: the sync's objects go, and so do its status and condition.
+    let mut stored = api.get(CLUSTER).unwrap();
+    stored["spec"].as_object_mut().unwrap().remove("syncFrom");
+    api.put(CLUSTER, stored);
+    reconcile(cluster(&api), Arc::clone(&ctx)).await.unwrap();
+    for path in [SYNC_DEPLOYMENT, SYNC_SERVICE, SYNC_CLAIM] {
+        assert!(api.get(path).is_none(), "{path} is still there");
+        assert!(
+            api.log().contains(&format!("DELETE {path}")),
+            "{path} was not deleted"
+        );
+    }
+    assert!(sync_status(&api).is_null());
+    let stored = api.get(CLUSTER).unwrap();
+    assert!(
+        !stored["status"]["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["type"] == "Synced"),
+        "{:#}",
+        stored["status"]
+    );
+    // Nothing is deleted again once the status no longer reports a sync.
+    let deletes = api.log().iter().filter(|l| l.starts_with("DELETE")).count();
+    reconcile(cluster(&api), Arc::clone(&ctx)).await.unwrap();
+    assert_eq!(
+        api.log().iter().filter(|l| l.starts_with("DELETE")).count(),
+        deletes
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sync_source_that_is_not_host_port_is_refused_and_nothing_is_applied() {
+    let api = FakeApi::default();
+    store_cluster(
+        &api,
+        json!({"shards": 1, "syncFrom": {"address": "legacy.db.svc"}}),
+    );
+    reconcile(cluster(&api), context(&api)).await.unwrap();
+    assert_eq!(
+        condition(&api, "Degraded"),
+        ("True".into(), "BadSyncSource".into())
+    );
+    let stored = api.get(CLUSTER).unwrap();
+    let message = stored["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Degraded")
+        .unwrap()["message"]
+        .clone();
+    assert_eq!(
+        message,
+        "syncFrom.address `legacy.db.svc` is not HOST:PORT (such as redis.legacy.svc:6379 or \
+         [fd00::5]:6379)"
+    );
+    assert!(api.paths("/apis/apps").is_empty());
+    assert!(api.get(SYNC_SERVICE).is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_volumes_the_sync_state_is_an_empty_dir_and_no_claim_is_made() {
+    let api = FakeApi::default();
+    store_cluster(
+        &api,
+        json!({"shards": 1, "persistence": {"size": null}, "syncFrom": {"address": "10.1.2.3:7000", "allowFlush": true}}),
+    );
+    reconcile(cluster(&api), context(&api)).await.unwrap();
+    let deployment = api.get(SYNC_DEPLOYMENT).unwrap();
+    let pod = &deployment["spec"]["template"]["spec"];
+    assert_eq!(pod["volumes"][0], json!({"name": "state", "emptyDir": {}}));
+    let args = pod["containers"][0]["args"].as_array().unwrap();
+    assert!(args.contains(&json!("--allow-flush")), "{args:?}");
+    assert!(!args.contains(&json!("--from-password-file")), "{args:?}");
+    assert!(api.get(SYNC_CLAIM).is_none());
 }
