@@ -56,13 +56,18 @@ impl Session {
         if self.transaction.is_some() && route != Route::Transaction {
             return self.queue(command, route, args);
         }
-        // After WATCH, a request for a shared connection waits until the WATCH (on the
-        // client's own connection) has run: sent at once, it could change a watched key
-        // before the WATCH starts looking, and the EXEC that Redis would fail would succeed.
-        if self.watch.is_some()
-            && !self.pending.is_empty()
-            && !matches!(route, Route::Local | Route::Transaction)
-        {
+        // WATCH and EXEC run on the client's own connection, other requests on shared ones,
+        // and two connections keep no order between them. So the one waits for the other, as
+        // a Redis connection runs requests in order: after WATCH, a request for a shared
+        // connection waits until the WATCH has run (else it could change a watched key before
+        // the WATCH looks); a WATCH, and the EXEC of a watched transaction, wait until every
+        // earlier request has run (else the WATCH looks too late, or the EXEC runs before a
+        // write that should have failed it).
+        let own_connection = route == Route::Transaction
+            && (command.name() == "watch" || (command.name() == "exec" && self.watch.is_some()));
+        let shared_after_watch =
+            self.watch.is_some() && !matches!(route, Route::Local | Route::Transaction);
+        if (own_connection || shared_after_watch) && !self.pending.is_empty() {
             self.deferred = true;
             return;
         }
