@@ -102,7 +102,7 @@ now() { date +%s.%N; }
 # calc EXPR: floating-point arithmetic (awk), e.g. calc '1/3' -> 0.333
 calc() { awk "BEGIN { printf \"%.3f\", $1 }"; }
 # thousands N: 1234567 -> 1,234,567
-thousands() { printf "%'.0f" "$1" 2>/dev/null || printf "%.0f" "$1"; }
+thousands() { printf "%.0f" "$1" | sed ':a; s/\B[0-9]\{3\}\>/,&/; ta'; }
 
 read -r port source_port <<<"$(python3 "$helper" free-ports 3)"
 source_addr="127.0.0.1:$source_port"
