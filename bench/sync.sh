@@ -160,9 +160,10 @@ stop_sync() {
   [ $rc = 0 ] || { echo "bench: cinnabar sync exited with $rc on SIGTERM" >&2; exit 1; }
 }
 verify() {
-  local out rc=0
+  local out rc=0 t0
+  t0=$(now)
   out=$("$bin" sync verify --from "$source_addr" --to "$target" --max-reported 5) || rc=$?
-  echo "  verify: $(tail -n 1 <<<"$out")"
+  echo "  verify: $(tail -n 1 <<<"$out") ($(calc "$(now) - $t0") s)"
   [ $rc = 0 ] || { echo "$out" | head -n 6 | sed 's/^/    /'; verify_failed=1; }
 }
 verify_failed=0
@@ -178,7 +179,8 @@ echo "  loaded $(thousands "$loaded") keys in $(calc "$(now) - $t0") s" \
      awk -F: '/^used_memory_human/ { sub(/\r/, "", $2); print $2 }'))"
 
 start_sync sync1
-read -r sync1_s sync1_rss sync1_applied <<<"$(wait_sync sync1)"
+waited=$(wait_sync sync1)
+read -r sync1_s sync1_rss sync1_applied <<<"$waited"
 sync1_keys=$(target_keys)
 echo "  cinnabar sync (into an empty cluster): $sync1_s s to streaming," \
   "$(thousands "$(calc "$loaded / $sync1_s")") keys/s; target holds $(thousands "$sync1_keys")" \
@@ -202,7 +204,8 @@ fi
 
 flush_target
 start_sync sync2
-read -r sync2_s sync2_rss sync2_applied <<<"$(wait_sync sync2)"
+waited=$(wait_sync sync2)
+read -r sync2_s sync2_rss sync2_applied <<<"$waited"
 sync2_keys=$(target_keys)
 echo "  cinnabar sync again (into the flushed cluster): $sync2_s s to streaming," \
   "$(thousands "$(calc "$loaded / $sync2_s")") keys/s; target holds $(thousands "$sync2_keys")" \
@@ -249,7 +252,8 @@ echo "  loaded in $(calc "$(now) - $t0") s (source used_memory:" \
   "$(redis-cli -p "$source_port" info memory |
      awk -F: '/^used_memory_human/ { sub(/\r/, "", $2); print $2 }'))"
 start_sync sync3
-read -r sync3_s sync3_rss _ <<<"$(wait_sync sync3)"
+waited=$(wait_sync sync3)
+read -r sync3_s sync3_rss _ <<<"$waited"
 # VmHWM is the peak over the process's life: read once more now that the copy is done.
 hwm=$(awk '/^VmHWM:/ { print $2 }' "/proc/$sync_pid/status" 2>/dev/null || echo 0)
 [ -n "$hwm" ] && [ "$hwm" -gt "$sync3_rss" ] && sync3_rss=$hwm
