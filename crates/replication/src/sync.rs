@@ -384,7 +384,7 @@ fn follow_once(
         received: start_offset,
         checkpointed: start_offset,
         last_checkpoint: Instant::now(),
-        caught_up_at: Instant::now(),
+        unacknowledged: VecDeque::new(),
         error: None,
     };
     let streamed = client.stream(&mut sink);
@@ -460,13 +460,34 @@ struct StreamSink<'a> {
     received: u64,
     checkpointed: u64,
     last_checkpoint: Instant,
-    /// When the target last had everything received.
-    caught_up_at: Instant,
+    /// Received but not yet acknowledged: (end offset, when its first byte arrived), at most
+    /// one entry per millisecond, oldest first. The oldest entry's age is the lag.
+    unacknowledged: VecDeque<(u64, Instant)>,
     /// A failure that must end the attempt (kept here: the client sees only a boxed error).
     error: Option<Attempt>,
 }
 
+/// Most entries kept in [`StreamSink::unacknowledged`] (beyond, the newest absorbs the rest,
+/// which can only overstate the lag).
+const MAX_UNACKNOWLEDGED: usize = 100_000;
+
 impl StreamSink<'_> {
+    /// Records that the stream reached `offset` now.
+    fn received_up_to(&mut self, offset: u64) {
+        if offset <= self.received {
+            return;
+        }
+        self.received = offset;
+        let now = Instant::now();
+        let full = self.unacknowledged.len() >= MAX_UNACKNOWLEDGED;
+        match self.unacknowledged.back_mut() {
+            Some((end, since)) if full || now.duration_since(*since) < Duration::from_millis(1) => {
+                *end = (*end).max(offset);
+            }
+            _ => self.unacknowledged.push_back((offset, now)),
+        }
+    }
+
     fn db_at(&mut self, offset: u64) -> u64 {
         while let Some(&(at, db)) = self.selects.front() {
             if at > offset {
@@ -487,8 +508,12 @@ impl StreamSink<'_> {
         let acknowledged = self.applier.acknowledged_offset().unwrap_or(0);
         self.applied.advance_to(acknowledged);
         let now = Instant::now();
-        if acknowledged >= self.received {
-            self.caught_up_at = now;
+        while self
+            .unacknowledged
+            .front()
+            .is_some_and(|&(end, _)| end <= acknowledged)
+        {
+            self.unacknowledged.pop_front();
         }
         let due = flush || now.duration_since(self.last_checkpoint) >= CHECKPOINT_EVERY;
         if due && acknowledged > self.checkpointed && self.transaction.is_none() {
@@ -504,7 +529,11 @@ impl StreamSink<'_> {
             self.last_checkpoint = now;
         }
         let counters = self.applier.counters();
-        let lag_ms = u64::try_from(now.duration_since(self.caught_up_at).as_millis()).unwrap_or(0);
+        // How long ago the target last had everything the source had sent then: the age of
+        // the oldest write not yet acknowledged (0 when there is none).
+        let lag_ms = self.unacknowledged.front().map_or(0, |&(_, since)| {
+            u64::try_from(now.duration_since(since).as_millis()).unwrap_or(u64::MAX)
+        });
         let received = self.received;
         set_status(self.status, |s| {
             s.offset = acknowledged.max(s.offset);
@@ -537,7 +566,7 @@ impl StreamSink<'_> {
 
 impl CommandSink for StreamSink<'_> {
     fn item(&mut self, item: &StreamItem<'_>) -> Result<Flow, SinkError> {
-        self.received = item.offset;
+        self.received_up_to(item.offset);
         let applied = match item.kind {
             ItemKind::Command(args) => match &mut self.transaction {
                 Some(commands) => {
@@ -580,7 +609,7 @@ impl CommandSink for StreamSink<'_> {
         if self.transaction.is_none() {
             self.applier.mark_offset(offset);
         }
-        self.received = offset;
+        self.received_up_to(offset);
         if let Err(e) = self.settle(true) {
             return Err(self.fail(e));
         }
