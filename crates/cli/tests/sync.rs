@@ -383,3 +383,46 @@ async fn a_checkpoint_the_source_no_longer_holds_means_a_full_resync_said_plainl
     signal(&sync, nix::sys::signal::Signal::SIGTERM);
     assert!(sync.wait().unwrap().success());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_target_that_evicts_keys_during_the_full_sync_stops_it_with_a_clear_error() {
+    let source = TestServer::start();
+    let cluster = cinnabar_testkit::TestCluster::start(3, 0).await;
+    let target = cluster.servers()[0].addr().to_string();
+    for server in cluster.servers() {
+        let mut node = connection(server);
+        for (name, value) in [("maxmemory", "3mb"), ("maxmemory-policy", "allkeys-lru")] {
+            redis::cmd("CONFIG")
+                .arg("SET")
+                .arg(name)
+                .arg(value)
+                .exec(&mut node)
+                .unwrap();
+        }
+    }
+    // One hash of about 5 MB: more than one 3 MB master holds, less than the three together.
+    let mut conn = connection(&source);
+    let value = "h".repeat(100);
+    for batch in 0..40 {
+        let mut hset = redis::cmd("HSET");
+        hset.arg("big");
+        for i in 0..1000 {
+            hset.arg(format!("f{batch}:{i}")).arg(&value);
+        }
+        hset.exec(&mut conn).unwrap();
+    }
+    let state = tempfile::tempdir().unwrap();
+    let out = cinnabar()
+        .args(["sync", "--from"])
+        .arg(source.addr().to_string())
+        .args(["--to", &target, "--state"])
+        .arg(state.path())
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("evicted") && err.contains("maxmemory"),
+        "{err}"
+    );
+}

@@ -58,6 +58,12 @@ pub enum SyncError {
     /// The target refused or failed a write, or a check before the full sync failed.
     #[error("target: {0}")]
     Target(#[from] ApplyError),
+    /// The target evicted keys during the full sync (its `maxmemory` is too small for the
+    /// data, at least on one master: one key's whole value lives on one master).
+    #[error(
+        "the target evicted keys during the full sync ({0}): its maxmemory is too small for the source's data (a single big key must fit one master); the copy is incomplete"
+    )]
+    TargetEvicted(String),
     /// The state directory could not be used.
     #[error("state directory {dir}: {message}")]
     State {
@@ -301,6 +307,10 @@ fn follow_once(
             .check_full_sync(used_memory)
             .map_err(|e| Attempt::Fatal(SyncError::Target(e)))?;
     }
+    // A target that evicts keys to stay under `maxmemory` would lose data silently; what it
+    // evicted during the full sync is checked once the copy is acknowledged.
+    let evicted_before = evicted_keys(&config.target, &applier.masters())
+        .map_err(|e| Attempt::Retry(format!("target: {e}")))?;
     let reader = applier.reader_options(u32::from(crate::apply::target::rdb_version_of(&version)));
     let auth = Auth {
         user: config.source.user.clone(),
@@ -325,6 +335,7 @@ fn follow_once(
         Start::Full { offset, .. } => {
             applier.mark_offset(*offset);
             applier.flush().map_err(target_error)?;
+            check_no_eviction(&config.target, &evicted_before)?;
             *offset
         }
         Start::Continue { offset, .. } => *offset,
@@ -401,6 +412,41 @@ fn follow_once(
         }),
     })?;
     Ok(())
+}
+
+/// `evicted_keys` of every target master.
+fn evicted_keys(target: &Endpoint, masters: &[String]) -> redis::RedisResult<Vec<(String, u64)>> {
+    masters
+        .iter()
+        .map(|master| {
+            let mut conn = connection(target, master)?;
+            let info: String = redis::cmd("INFO").arg("stats").query(&mut conn)?;
+            let evicted = info
+                .lines()
+                .find_map(|l| l.strip_prefix("evicted_keys:"))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0);
+            Ok((master.clone(), evicted))
+        })
+        .collect()
+}
+
+/// Fails when a target master evicted keys since `before`: the copy is then incomplete, and
+/// saying "streaming" would hide it.
+fn check_no_eviction(target: &Endpoint, before: &[(String, u64)]) -> Result<(), Attempt> {
+    let masters: Vec<String> = before.iter().map(|(m, _)| m.clone()).collect();
+    let after =
+        evicted_keys(target, &masters).map_err(|e| Attempt::Retry(format!("target: {e}")))?;
+    let evicted: Vec<String> = before
+        .iter()
+        .zip(&after)
+        .filter(|((_, b), (_, a))| a > b)
+        .map(|((master, b), (_, a))| format!("{master} evicted {} keys", a - b))
+        .collect();
+    if evicted.is_empty() {
+        return Ok(());
+    }
+    Err(Attempt::Fatal(SyncError::TargetEvicted(evicted.join(", "))))
 }
 
 /// The full sync's events, to the applier.
