@@ -118,7 +118,7 @@ done
 
 echo "starting the target: 3 masters, no replicas, on 127.0.0.1:$port.."
 mkdir -p "$work/cluster"
-target=$("$bin" up --detach --no-proxy --dir "$work/cluster" --port "$port" --masters 3 \
+target=$("$bin" up --detach --no-proxy --dir "$work/cluster" --port "$port" --masters 3 --maxmemory 2gb \
   --replicas 0 2>"$work/up.err") || { cat "$work/up.err" >&2; exit 1; }
 masters=$(redis-cli -p "$port" cluster nodes | awk '$3 ~ /master/ { split($2, a, "@"); print a[1] }')
 echo "source: $source_addr (redis $(redis-server --version | sed 's/.*v=\([^ ]*\).*/\1/'));" \
