@@ -157,7 +157,7 @@ pub use config::{AccessConfig, RoleConfig, Transactions, UserConfig, UsersFile};
 pub use denied::{AuthError, Denied, DeniedKind};
 pub use error::{AccessError, Origin, Problem};
 pub use glob::PatternError;
-pub use principal::Principal;
+pub use principal::{AclRules, Principal};
 pub use rules::RuleError;
 
 use cinnabar_commands::Command;

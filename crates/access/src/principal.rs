@@ -80,6 +80,31 @@ pub(crate) struct Identity {
     pub(crate) role: Arc<Role>,
 }
 
+/// A role's permissions as ACL rules (`ACL LIST`, `ACL GETUSER`), one rule per string.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AclRules {
+    /// `~pattern` rules.
+    pub keys: Vec<String>,
+    /// `&pattern` rules.
+    pub channels: Vec<String>,
+    /// `+@all`, or `-@all` and a `+command` rule for each permitted command.
+    pub commands: Vec<String>,
+}
+
+impl AclRules {
+    /// Every rule on one line, keys, channels then commands, as `ACL LIST` prints them.
+    pub fn line(&self) -> String {
+        let rules: Vec<&str> = self
+            .keys
+            .iter()
+            .chain(&self.channels)
+            .chain(&self.commands)
+            .map(String::as_str)
+            .collect();
+        rules.join(" ")
+    }
+}
+
 /// A logged-in user: their name and compiled role. Cheap to clone (one reference count), so a
 /// session keeps its own; it stays valid after a reload (it keeps the old role alive) until the
 /// session asks the new [`Access`](crate::Access) for a fresh one.
@@ -109,33 +134,39 @@ impl Principal {
         self.0.role.transactions
     }
 
-    /// The role's rules in `ACL LIST` form: `~pattern…` for keys, `&pattern…` for channels,
-    /// then `+@all` or `-@all` followed by every permitted command (`+get`, `+client|id`): the
-    /// compiled permissions, whichever rules produced them.
-    pub fn acl_rules(&self) -> String {
+    /// The role's compiled permissions as ACL rules, whichever rules produced them: `~pattern`
+    /// for keys, `&pattern` for channels, and `+@all`, or `-@all` followed by every permitted
+    /// command (`+get`, `+client|id`).
+    pub fn acl_rules(&self) -> AclRules {
         let role = &self.0.role;
-        let mut rules = Vec::new();
-        for (prefix, patterns) in [("~", &role.keys), ("&", &role.channels)] {
+        let patterns = |prefix: &str, patterns: &Patterns| -> Vec<String> {
             if patterns.is_everything() {
-                rules.push(format!("{prefix}*"));
+                vec![format!("{prefix}*")]
             } else {
-                for pattern in patterns.sources() {
-                    rules.push(format!("{prefix}{}", String::from_utf8_lossy(pattern)));
-                }
+                patterns
+                    .sources()
+                    .map(|p| format!("{prefix}{}", String::from_utf8_lossy(p)))
+                    .collect()
             }
-        }
+        };
         let all = entries().iter().all(|(id, _)| role.commands.contains(id));
-        if all {
-            rules.push("+@all".to_owned());
+        let commands = if all {
+            vec!["+@all".to_owned()]
         } else {
-            rules.push("-@all".to_owned());
-            for (id, command) in entries().iter() {
-                if role.commands.contains(id) {
-                    rules.push(format!("+{}", command.name()));
-                }
-            }
+            std::iter::once("-@all".to_owned())
+                .chain(
+                    entries()
+                        .iter()
+                        .filter(|(id, _)| role.commands.contains(*id))
+                        .map(|(_, command)| format!("+{}", command.name())),
+                )
+                .collect()
+        };
+        AclRules {
+            keys: patterns("~", &role.keys),
+            channels: patterns("&", &role.channels),
+            commands,
         }
-        rules.join(" ")
     }
 
     /// Whether the role permits `command` (a table entry: a command or a subcommand), without

@@ -110,7 +110,7 @@ impl Session {
                     for (user, enabled) in &users {
                         if list {
                             let state = if *enabled { "on" } else { "off" };
-                            let line = format!("user {} {state} {}", user.user(), user.acl_rules());
+                            let line = format!("user {} {state} {}", user.user(), user.acl_rules().line());
                             encode::bulk(out, line.as_bytes());
                         } else {
                             encode::bulk(out, user.user().as_bytes());
@@ -233,23 +233,17 @@ impl Session {
     /// `ACL GETUSER name` from the proxy's users: Redis's shape (flags, passwords, commands,
     /// keys, channels, selectors); password hashes are never shown.
     fn acl_getuser(&mut self, name: &[u8]) {
-        let users = self.worker.access().0.users();
-        let found = users.iter().find(|(u, _)| u.user().as_bytes() == name);
-        let Some((user, enabled)) = found else {
+        let Some((user, enabled)) = self.configured_user(name) else {
             let protocol = self.protocol();
             return self.local_with(|out, _| encode::null(out, protocol));
         };
         let rules = user.acl_rules();
-        let (mut keys, mut channels, mut commands) = (Vec::new(), Vec::new(), Vec::new());
-        for rule in rules.split(' ') {
-            match rule.as_bytes().first() {
-                Some(b'~') => keys.push(rule),
-                Some(b'&') => channels.push(rule),
-                _ => commands.push(rule),
-            }
-        }
-        let (keys, channels, commands) = (keys.join(" "), channels.join(" "), commands.join(" "));
-        let flag: &[u8] = if *enabled { b"on" } else { b"off" };
+        let (keys, channels, commands) = (
+            rules.keys.join(" "),
+            rules.channels.join(" "),
+            rules.commands.join(" "),
+        );
+        let flag: &[u8] = if enabled { b"on" } else { b"off" };
         let protocol = self.protocol();
         self.local_with(|out, _| {
             encode::map_header(out, 6, protocol);
@@ -271,11 +265,16 @@ impl Session {
         });
     }
 
+    /// The proxy's user named `name`, and whether it is enabled.
+    fn configured_user(&self, name: &[u8]) -> Option<(cinnabar_access::Principal, bool)> {
+        let users = self.worker.access().0.users();
+        users.into_iter().find(|(u, _)| u.user().as_bytes() == name)
+    }
+
     /// `ACL DRYRUN user command [arg…]`: whether the proxy would let `user` run it.
     fn acl_dryrun(&mut self, args: &RequestArgs<'_>) {
         let name = args.get(2).unwrap_or_default();
-        let users = self.worker.access().0.users();
-        let Some((user, _)) = users.iter().find(|(u, _)| u.user().as_bytes() == name) else {
+        let Some((user, _)) = self.configured_user(name) else {
             let line = format!("ERR User '{}' not found", String::from_utf8_lossy(name));
             return self.local_error(line.as_bytes());
         };
