@@ -182,20 +182,6 @@ pub enum Transactions {
     Relaxed,
 }
 
-impl std::str::FromStr for Transactions {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "strict" => Ok(Self::Strict),
-            "relaxed" => Ok(Self::Relaxed),
-            other => Err(format!(
-                "unknown transactions mode '{other}' (expected strict or relaxed)"
-            )),
-        }
-    }
-}
-
 /// The users file: a TOML document of `[[users]]` only.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]

@@ -97,6 +97,11 @@ impl CheckpointStore {
         })
     }
 
+    /// The state directory holding the checkpoint.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// The checkpoint file.
     pub fn path(&self) -> &Path {
         &self.path

@@ -404,13 +404,8 @@ fn follow_once(
     }
     streamed.map_err(|e| source_error(addr, &e))?;
     // Stopped: everything sent is acknowledged and checkpointed before returning.
-    sink.settle(true).map_err(|e| match e {
-        SinkFailure::Apply(e) => target_error(e),
-        SinkFailure::State(message) => Attempt::Fatal(SyncError::State {
-            dir: config.state_dir.clone(),
-            message,
-        }),
-    })?;
+    sink.settle(true)
+        .map_err(|e| e.into_attempt(&config.state_dir))?;
     Ok(())
 }
 
@@ -485,6 +480,20 @@ impl EventSink for RdbSink<'_> {
 enum SinkFailure {
     Apply(ApplyError),
     State(String),
+}
+
+impl SinkFailure {
+    /// How the attempt ends: a target failure is retried when transient, a state directory
+    /// that cannot take a checkpoint (`dir`) stops the sync.
+    fn into_attempt(self, dir: &std::path::Path) -> Attempt {
+        match self {
+            Self::Apply(e) => target_error(e),
+            Self::State(message) => Attempt::Fatal(SyncError::State {
+                dir: dir.to_path_buf(),
+                message,
+            }),
+        }
+    }
 }
 
 /// The command stream, to the applier; checkpoints and acknowledgements as the target
@@ -590,18 +599,13 @@ impl StreamSink<'_> {
         Ok(())
     }
 
+    /// Keeps `failure` to end the attempt with, and gives the client a boxed copy of its text.
     fn fail(&mut self, failure: SinkFailure) -> SinkError {
         let message = match &failure {
             SinkFailure::Apply(e) => e.to_string(),
             SinkFailure::State(m) => m.clone(),
         };
-        self.error = Some(match failure {
-            SinkFailure::Apply(e) => target_error(e),
-            SinkFailure::State(message) => Attempt::Fatal(SyncError::State {
-                dir: PathBuf::new(),
-                message,
-            }),
-        });
+        self.error = Some(failure.into_attempt(self.store.dir()));
         message.into()
     }
 

@@ -628,20 +628,7 @@ impl Applier {
                 commands,
             } => self.submit(unit, Some(slot), command, key, bytes, 1, commands, false),
             Plan::EveryMaster { command, bytes } => {
-                for master in self.masters.clone() {
-                    self.submit_to(
-                        master,
-                        unit,
-                        None,
-                        command,
-                        None,
-                        bytes.clone(),
-                        1,
-                        1,
-                        false,
-                    )?;
-                }
-                Ok(())
+                self.submit_to_every_master(unit, command, &bytes)
             }
             Plan::AnyMaster { command, bytes } => {
                 let master = self.owner(0)?;
@@ -694,6 +681,16 @@ impl Applier {
     ) -> Result<(), ApplyError> {
         let mut bytes = Vec::new();
         encode::command(&mut bytes, args);
+        self.submit_to_every_master(unit, command, &bytes)
+    }
+
+    /// One keyless command (already encoded) to every master, as part of `unit`.
+    fn submit_to_every_master(
+        &mut self,
+        unit: u64,
+        command: &'static str,
+        bytes: &[u8],
+    ) -> Result<(), ApplyError> {
         for master in self.masters.clone() {
             self.submit_to(
                 master,
@@ -701,7 +698,7 @@ impl Applier {
                 None,
                 command,
                 None,
-                bytes.clone(),
+                bytes.to_vec(),
                 1,
                 1,
                 false,
