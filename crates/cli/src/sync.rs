@@ -12,7 +12,7 @@ use std::sync::atomic::AtomicBool;
 
 use cinnabar_replication::apply::DbRoute;
 use cinnabar_replication::status::{LastStart, Phase, SyncStatus};
-use cinnabar_replication::sync::SyncConfig;
+use cinnabar_replication::sync::{LiveOffsets, SyncConfig};
 use cinnabar_replication::verify::{Endpoint, VerifyOptions};
 use clap::{Args, Subcommand};
 
@@ -169,15 +169,16 @@ fn run_sync(args: &RunArgs) -> Result<ExitCode> {
     let stop = Arc::new(AtomicBool::new(false));
     stop_on_signal(Arc::clone(&stop))?;
     let latest = Arc::new(std::sync::Mutex::new(SyncStatus::default()));
+    let live = Arc::new(LiveOffsets::default());
     if let Some(listen) = args.admin_listen {
-        serve_metrics(listen, Arc::clone(&latest))?;
+        serve_admin(listen, Arc::clone(&latest), Arc::clone(&live))?;
     }
     let interactive = std::io::IsTerminal::is_terminal(&std::io::stderr());
     eprintln!(
         "sync {from} -> {to} (state in {}); Ctrl-C to stop",
         state.display()
     );
-    let result = cinnabar_replication::sync::run(&config, &stop, |status| {
+    let result = cinnabar_replication::sync::run(&config, &stop, &live, |status| {
         if let Ok(mut latest) = latest.lock() {
             latest.clone_from(status);
         }
@@ -196,36 +197,45 @@ fn run_sync(args: &RunArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Serves `GET /metrics` (Prometheus text from the latest status) on `listen`, on a thread of
-/// its own; anything else gets 404.
-fn serve_metrics(
+/// Serves, on `listen` and a thread of its own, `GET /metrics` (Prometheus text from the
+/// latest status) and `GET /offsets` (the applied source offsets as they are now, JSON: what a
+/// proxy's online switch polls, see `cinnabar_proxy::switch`); anything else gets 404. Returns
+/// the address bound (`listen` may ask for port 0).
+pub(crate) fn serve_admin(
     listen: std::net::SocketAddr,
     latest: Arc<std::sync::Mutex<SyncStatus>>,
-) -> Result<()> {
+    live: Arc<LiveOffsets>,
+) -> Result<std::net::SocketAddr> {
     use std::io::{Read, Write};
     let listener = std::net::TcpListener::bind(listen)
         .with_context(|| format!("cannot listen on {listen} for metrics"))?;
+    let bound = listener.local_addr().context("the sync's admin listener")?;
     std::thread::spawn(move || {
         for stream in listener.incoming().flatten() {
             let mut stream = stream;
             let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
             let mut head = [0u8; 1024];
             let n = stream.read(&mut head).unwrap_or(0);
-            let metrics = head[..n].starts_with(b"GET /metrics");
-            let (status, body) = if metrics {
+            let (status, kind, body) = if head[..n].starts_with(b"GET /metrics") {
                 let body = latest.lock().map(|s| s.prometheus()).unwrap_or_default();
-                ("200 OK", body)
+                ("200 OK", "text/plain; version=0.0.4", body)
+            } else if head[..n].starts_with(b"GET /offsets") {
+                ("200 OK", "application/json", live.json())
             } else {
-                ("404 Not Found", "not found; try /metrics\n".to_owned())
+                (
+                    "404 Not Found",
+                    "text/plain",
+                    "not found; try /metrics or /offsets\n".to_owned(),
+                )
             };
             let _ = write!(
                 stream,
-                "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                "HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
                 body.len()
             );
         }
     });
-    Ok(())
+    Ok(bound)
 }
 
 /// Sets `stop` on SIGINT or SIGTERM (a thread with a small runtime waits for them).

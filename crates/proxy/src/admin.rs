@@ -1,12 +1,15 @@
 //! The admin HTTP listener: `/metrics` (Prometheus text), `/healthz`, `/readyz`, `/topology`,
-//! `/config`, `POST /reload` (the settings file's users, roles and audit settings) and
+//! `/config`, `POST /reload` (the settings file's users, roles and audit settings),
 //! `POST /topology/refresh` (the cluster just changed: refresh now, and let no fan-out use an
-//! older table; answered once the refresh is done). A deliberately tiny HTTP/1.1 server (GET
-//! and those two POSTs, one request per connection, 8 KiB request limit) on a thread and
-//! runtime of its own, so a slow scraper can never take time from a worker, and the proxy needs
-//! no web framework.
+//! older table; answered once the refresh is done) and `POST /backend/switch` (serve another
+//! cluster from now on, online: see `crate::switch`). A deliberately tiny HTTP/1.1 server (GET
+//! and those POSTs, one request per connection, 8 KiB request limit) on a thread and runtime
+//! of its own, so a slow scraper can never take time from a worker, and the proxy needs no web
+//! framework.
 //!
-//! It is not authenticated: bind it to loopback (the default) or a private network.
+//! Only the switch is authenticated (a bearer token, `admin_token_file`), since it decides
+//! where every client's data goes; the rest reveals or refreshes what is already there: bind
+//! the listener to loopback (the default) or a private network.
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -37,6 +40,7 @@ pub(crate) struct Shared {
     pub(crate) freshness: Arc<Freshness>,
     pub(crate) drain: watch::Receiver<bool>,
     pub(crate) config: Arc<ProxyConfig>,
+    pub(crate) switcher: Arc<crate::switch::Switcher>,
 }
 
 /// How long `POST /topology/refresh` waits for the refresh it asked for.
@@ -92,7 +96,14 @@ async fn serve(mut stream: TcpStream, shared: Arc<Shared>) {
     let mut head = Vec::with_capacity(512);
     let read = tokio::time::timeout(REQUEST_TIMEOUT, async {
         let mut chunk = [0u8; 1024];
-        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        loop {
+            if let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n") {
+                // The body, if the head announces one, is read too (a switch's JSON).
+                let body = end + 4 + content_length(&head[..end]);
+                if head.len() >= body {
+                    return body <= MAX_REQUEST;
+                }
+            }
             if head.len() > MAX_REQUEST {
                 return false;
             }
@@ -101,18 +112,150 @@ async fn serve(mut stream: TcpStream, shared: Arc<Shared>) {
                 Ok(n) => head.extend_from_slice(&chunk[..n]),
             }
         }
-        true
     })
     .await;
     let response = match read {
         Ok(true) if request_line(&head).starts_with("POST /topology/refresh ") => {
             topology_refresh(&shared).await
         }
+        Ok(true) if request_line(&head).starts_with("POST /backend/switch ") => {
+            backend_switch(&head, &shared).await
+        }
         Ok(true) => respond(&head, &shared),
         _ => reply(400, "text/plain", "bad request\n".into()),
     };
     let _ = stream.write_all(&response).await;
     let _ = stream.shutdown().await;
+}
+
+/// The `Content-Length` a request head announces (0 without one).
+fn content_length(head: &[u8]) -> usize {
+    String::from_utf8_lossy(head)
+        .lines()
+        .find_map(|line| {
+            let (name, value) = line.split_once(':')?;
+            name.trim()
+                .eq_ignore_ascii_case("content-length")
+                .then(|| value.trim().parse().ok())?
+        })
+        .unwrap_or(0)
+}
+
+/// The value of header `name` in a request head.
+fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
+    head.lines().find_map(|line| {
+        let (n, value) = line.split_once(':')?;
+        n.trim().eq_ignore_ascii_case(name).then_some(value.trim())
+    })
+}
+
+/// The body of `POST /backend/switch`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SwitchBody {
+    /// The target's nodes, `host:port`.
+    seeds: Vec<String>,
+    /// ACL user and password for the target's nodes (none: no password).
+    #[serde(default)]
+    user: Option<String>,
+    #[serde(default)]
+    password: Option<String>,
+    /// The sync's admin listener, whose `/offsets` proves the target caught up.
+    #[serde(default)]
+    sync: Option<String>,
+    /// Switch without a catch-up check (the target is known to hold everything already).
+    #[serde(default)]
+    unchecked: bool,
+    /// The longest requests may be held, in milliseconds (default 2000).
+    #[serde(default)]
+    max_pause_ms: Option<u64>,
+}
+
+/// `POST /backend/switch`: checks the bearer token, runs the switch, answers with its report
+/// (200 when switched, 409 when refused or abandoned: the proxy serves what it served before).
+async fn backend_switch(request: &[u8], shared: &Shared) -> Vec<u8> {
+    let end = request
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or(request.len());
+    let head = String::from_utf8_lossy(&request[..end]);
+    let Some(expected) = shared.config.admin_token.as_deref() else {
+        return reply(
+            403,
+            "text/plain",
+            "switching over HTTP needs admin_token_file in the proxy's settings\n".into(),
+        );
+    };
+    let given = header(&head, "authorization").and_then(|v| v.strip_prefix("Bearer "));
+    if !given.is_some_and(|g| constant_time_eq(g.trim().as_bytes(), expected.as_bytes())) {
+        tracing::warn!("refused a backend switch: missing or wrong admin token");
+        return reply(
+            401,
+            "text/plain",
+            "a switch needs the header Authorization: Bearer <admin token>\n".into(),
+        );
+    }
+    let body = request.get(end + 4..).unwrap_or_default();
+    let parsed: SwitchBody = match serde_json::from_slice(body) {
+        Ok(parsed) => parsed,
+        Err(e) => return reply(400, "text/plain", format!("bad switch request: {e}\n")),
+    };
+    let seeds: Result<Vec<cinnabar_cluster::NodeAddr>, String> = parsed
+        .seeds
+        .iter()
+        .map(|s| s.parse().map_err(|e| format!("seed {s:?}: {e}")))
+        .collect();
+    let seeds = match seeds {
+        Ok(seeds) => seeds,
+        Err(e) => return reply(400, "text/plain", format!("bad switch request: {e}\n")),
+    };
+    let catch_up = match (parsed.sync, parsed.unchecked) {
+        (Some(at), false) => crate::switch::CatchUp::Sync(at),
+        (None, true) => crate::switch::CatchUp::Unchecked,
+        _ => {
+            return reply(
+                400,
+                "text/plain",
+                "bad switch request: give exactly one of \"sync\" (the sync's admin address) \
+                 and \"unchecked\": true\n"
+                    .into(),
+            );
+        }
+    };
+    let credentials = match (parsed.user, parsed.password) {
+        (user, Some(password)) => Some(cinnabar_cluster::Credentials { user, password }),
+        (None, None) => None,
+        (Some(_), None) => {
+            return reply(
+                400,
+                "text/plain",
+                "bad switch request: a user needs a password\n".into(),
+            );
+        }
+    };
+    let report = shared
+        .switcher
+        .switch(crate::switch::SwitchRequest {
+            seeds,
+            credentials,
+            catch_up,
+            max_pause: parsed
+                .max_pause_ms
+                .map_or(crate::switch::DEFAULT_MAX_PAUSE, Duration::from_millis),
+        })
+        .await;
+    let status = if report.outcome == crate::switch::Outcome::Switched {
+        200
+    } else {
+        409
+    };
+    let json = serde_json::to_string_pretty(&report).unwrap_or_default();
+    reply(status, "application/json", json + "\n")
+}
+
+/// Compares a secret without an early exit on the first differing byte.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// The first line of a request head.
@@ -213,7 +356,10 @@ fn reply(status: u16, content_type: &str, body: String) -> Vec<u8> {
     let reason = match status {
         200 => "OK",
         400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
         404 => "Not Found",
+        409 => "Conflict",
         405 => "Method Not Allowed",
         _ => "Service Unavailable",
     };

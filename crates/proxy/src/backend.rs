@@ -217,9 +217,6 @@ pub(crate) async fn run(backend: Rc<Backend>, worker: Rc<Worker>) {
     let mut read_buf = Vec::with_capacity(BUFFER);
     let mut write_buf = Vec::with_capacity(BUFFER);
     let mut scanner = ReplyScanner::new(Limits::default());
-    let prelude = backend
-        .flavor
-        .prelude(worker.config.backend_credentials.as_ref());
     loop {
         while backend.state.borrow().out.is_empty() {
             if backend.retired.get() {
@@ -253,6 +250,8 @@ pub(crate) async fn run(backend: Rc<Backend>, worker: Rc<Worker>) {
         };
         let _ = stream.set_nodelay(true);
         {
+            // Built per connection: after a switch, the backend served has other credentials.
+            let prelude = worker.prelude(backend.flavor);
             // The prelude goes first, ahead of requests queued while we were connecting.
             write_buf.clear();
             write_buf.extend_from_slice(&prelude.0);

@@ -102,6 +102,9 @@ pub struct ProxyConfig {
     /// The admin HTTP listener (`/metrics`, `/healthz`, `/readyz`, `/topology`); `None` runs
     /// without one. Keep it on loopback or a private network: it is not authenticated.
     pub admin_listen: Option<SocketAddr>,
+    /// The bearer token the admin listener's state-changing endpoint `POST /backend/switch`
+    /// requires (`Authorization: Bearer …`); `None` refuses every switch over HTTP.
+    pub admin_token: Option<String>,
     /// How long a drain (SIGTERM) waits for clients to finish before cutting them off.
     pub drain_timeout: Duration,
     /// Client connections the proxy serves at once (all workers together); more are answered
@@ -151,6 +154,7 @@ impl ProxyConfig {
             backend_connections: 1,
             transactions: Transactions::Strict,
             admin_listen: None,
+            admin_token: None,
             drain_timeout: Duration::from_secs(30),
             max_clients: 10_000,
             idle_timeout: None,

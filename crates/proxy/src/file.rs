@@ -122,6 +122,9 @@ proxy_keys! {
     backend_read_timeout_ms: NonZeroU64 => |c, v| c.backend_read_timeout = Duration::from_millis(v.get()),
     /// Admin HTTP listener (`/metrics`, `/healthz`, `/readyz`, …), `"ip:port"`; unauthenticated.
     admin_listen: SocketAddr => |c, v| c.admin_listen = Some(v),
+    /// File holding the token (its first line) that `POST /backend/switch` on the admin
+    /// listener requires as `Authorization: Bearer <token>`; without it, no switch over HTTP.
+    admin_token_file: SecretFile => |c, v| c.admin_token = Some(v.0),
     /// How long a drain (SIGTERM) waits for clients before cutting them off, in milliseconds.
     drain_timeout_ms: u64 => |c, v| c.drain_timeout = Duration::from_millis(v),
     /// Client connections served at once; more are refused as Redis refuses them (1 or more).

@@ -40,6 +40,7 @@ mod session;
 pub mod slotmap;
 mod slowlog;
 pub mod stats;
+pub mod switch;
 mod ticket;
 pub mod tls;
 mod wait;
@@ -52,6 +53,7 @@ use std::thread::JoinHandle;
 
 pub use cinnabar_audit::AuditOutput;
 pub use config::{ProxyConfig, ReadFrom, Transactions};
+pub use switch::{CatchUp, SwitchReport, SwitchRequest};
 use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::{Notify, watch};
 
@@ -158,6 +160,7 @@ pub struct ProxyHandle {
     stats: Arc<stats::Stats>,
     routes: watch::Receiver<Arc<SlotMap>>,
     freshness: Arc<refresh::Freshness>,
+    switcher: Arc<switch::Switcher>,
 }
 
 impl ProxyHandle {
@@ -239,6 +242,20 @@ impl ProxyHandle {
             .unwrap_or(false)
     }
 
+    /// Switches the proxy to another backend while its clients stay connected (see the
+    /// `switch` module): holds new requests, waits for every request sent to be answered and
+    /// for the target to have applied every write the source acknowledged, then routes to the
+    /// target; or, when that takes longer than `request.max_pause`, abandons and goes on with
+    /// the source. Never fails: the report says what happened and why.
+    pub async fn switch_backend(&self, request: SwitchRequest) -> SwitchReport {
+        self.switcher.switch(request).await
+    }
+
+    /// The masters of the backend served now.
+    pub fn masters(&self) -> Vec<cinnabar_cluster::NodeAddr> {
+        self.routes.borrow().masters().to_vec()
+    }
+
     /// Client connections open now (across all workers).
     pub fn open_clients(&self) -> usize {
         self.stats.open_clients()
@@ -300,6 +317,13 @@ pub fn start(config: ProxyConfig) -> Result<ProxyHandle, ProxyError> {
     let (drain, drain_rx) = watch::channel(false);
     let refresh = Arc::new(Notify::new());
     let freshness = Arc::new(refresh::Freshness::new(Arc::clone(&refresh)));
+    let gate = Arc::new(switch::Gate::new(config.workers.max(1)));
+    let upstream = refresh::Upstream {
+        seeds: config.seeds.clone(),
+        credentials: config.backend_credentials.clone().map(Arc::new),
+        epoch: 0,
+    };
+    let shared_upstream = Arc::new(tokio::sync::Mutex::new(upstream.clone()));
 
     // The control thread learns the first topology before anything listens, and keeps it
     // current afterwards. Waiting on a channel (not `block_on`) lets callers that already run
@@ -309,6 +333,7 @@ pub fn start(config: ProxyConfig) -> Result<ProxyHandle, ProxyError> {
     {
         let (config, freshness, mut stop_rx) =
             (Arc::clone(&config), Arc::clone(&freshness), stop_rx.clone());
+        let shared_upstream = Arc::clone(&shared_upstream);
         let control_stats = Arc::clone(&control_stats);
         threads.push(
             std::thread::Builder::new()
@@ -319,21 +344,20 @@ pub fn start(config: ProxyConfig) -> Result<ProxyHandle, ProxyError> {
                         Err(e) => return drop(first_tx.send(Err(ProxyError::Runtime(e)))),
                     };
                     runtime.block_on(async {
-                        let credentials = config.backend_credentials.as_ref();
-                        let first = refresh::fetch(&config.seeds, credentials, config.connect_timeout, 1).await;
+                        let first = refresh::fetch(&[], &upstream, config.connect_timeout, 1).await;
                         let routes_tx = match first {
                             Ok(map) => {
                                 let (routes_tx, routes_rx) = watch::channel(Arc::new(map));
-                                if first_tx.send(Ok(routes_rx)).is_err() {
+                                let routes_tx = Arc::new(routes_tx);
+                                if first_tx.send(Ok((routes_rx, Arc::clone(&routes_tx)))).is_err() {
                                     return;
                                 }
                                 routes_tx
                             }
                             Err(e) => return drop(first_tx.send(Err(ProxyError::Topology(e)))),
                         };
-                        let seeds = config.seeds.clone();
                         tokio::select! {
-                            () = refresh::run(seeds, config.backend_credentials.clone(), routes_tx, freshness, config.refresh_interval, config.connect_timeout, control_stats) => {}
+                            () = refresh::run(shared_upstream, routes_tx, freshness, config.refresh_interval, config.connect_timeout, control_stats) => {}
                             _ = stop_rx.wait_for(|stop| *stop) => {}
                         }
                     });
@@ -341,9 +365,15 @@ pub fn start(config: ProxyConfig) -> Result<ProxyHandle, ProxyError> {
                 .map_err(ProxyError::Runtime)?,
         );
     }
-    let routes_rx = first_rx.recv().map_err(|_| {
+    let (routes_rx, routes_tx) = first_rx.recv().map_err(|_| {
         ProxyError::Topology("the control thread ended before learning the topology".into())
     })??;
+    let switcher = Arc::new(switch::Switcher::new(
+        Arc::clone(&gate),
+        shared_upstream,
+        routes_tx,
+        config.connect_timeout,
+    ));
 
     let bound = bind(config.listen, config.workers.max(1)).and_then(|sockets| {
         let addr = sockets[0].local_addr().map_err(|source| ProxyError::Bind {
@@ -383,6 +413,7 @@ pub fn start(config: ProxyConfig) -> Result<ProxyHandle, ProxyError> {
         );
         let (own_stats, all_stats) = (Arc::clone(&worker_stats[i]), Arc::clone(&stats));
         let (access_rx, auditor, tls) = (access_rx.clone(), auditor.clone(), tls_rx.clone());
+        let gate = Arc::clone(&gate);
         threads.push(
             std::thread::Builder::new()
                 .name(format!("cinnabar-worker-{i}"))
@@ -399,6 +430,8 @@ pub fn start(config: ProxyConfig) -> Result<ProxyHandle, ProxyError> {
                         access: access_rx,
                         auditor,
                         tls,
+                        gate,
+                        index: i,
                     };
                     run_worker(setup, runtime, listener, stop_rx)
                 })
@@ -420,6 +453,7 @@ pub fn start(config: ProxyConfig) -> Result<ProxyHandle, ProxyError> {
                 freshness: Arc::clone(&freshness),
                 drain: drain_rx,
                 config: Arc::clone(&config),
+                switcher: Arc::clone(&switcher),
             };
             let started = admin::start(listen, shared, stop_rx);
             match started {
@@ -447,6 +481,7 @@ pub fn start(config: ProxyConfig) -> Result<ProxyHandle, ProxyError> {
         stats,
         routes: routes_rx,
         freshness,
+        switcher,
     })
 }
 
@@ -512,6 +547,8 @@ struct WorkerSetup {
     access: watch::Receiver<Arc<worker::Policy>>,
     auditor: cinnabar_audit::Auditor,
     tls: Option<watch::Receiver<tokio_rustls::TlsAcceptor>>,
+    gate: Arc<switch::Gate>,
+    index: usize,
 }
 
 fn run_worker(
@@ -534,6 +571,8 @@ fn run_worker(
             access,
             auditor,
             tls,
+            gate,
+            index,
         } = setup;
         let worker = worker::Worker::new(worker::Shared {
             config,
@@ -545,7 +584,10 @@ fn run_worker(
             all_stats: Arc::clone(&all_stats),
             access,
             auditor,
+            gate,
+            index,
         });
+        tokio::task::spawn_local(Rc::clone(&worker).follow_gate());
         loop {
             tokio::select! {
                 accepted = listener.accept() => match accepted {

@@ -99,6 +99,9 @@ pub(crate) struct Backends<'a> {
     pub(crate) resp3: bool,
     /// What a fresh node connection is sent first, and how many replies that takes.
     pub(crate) prelude: &'a (Vec<u8>, usize),
+    /// The switch gate: when the proxy switches to another backend, the relay ends (the
+    /// client subscribes again, on the new backend).
+    pub(crate) gate: &'a crate::switch::Gate,
     pub(crate) connect_timeout: Duration,
 }
 
@@ -203,6 +206,8 @@ impl Relay<'_> {
         let mut chunk = vec![0u8; 16 * 1024];
         let mut out = Vec::new();
         let mut turn = 0;
+        let mut gate = self.backends.gate.subscribe();
+        let upstream = self.backends.routes.upstream;
         loop {
             if self.leave.is_none() {
                 self.take_client_commands(input, request, parser).await;
@@ -246,6 +251,10 @@ impl Relay<'_> {
                         }
                     }
                 }
+                // The proxy serves another backend now: a subscription left on the old one
+                // would never see a message again. Closing is what client libraries recover
+                // from (they reconnect and subscribe again).
+                _ = gate.wait_for(|g| g.upstream != upstream) => return Ok(Ended::Closed),
             }
         }
     }

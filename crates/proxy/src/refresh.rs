@@ -24,13 +24,25 @@ use crate::stats::ControlStats;
 /// Minimum gap between two refreshes, so a burst of MOVED replies costs one refresh.
 const DEBOUNCE: Duration = Duration::from_millis(50);
 
-/// Fetches a fresh map from the first node that answers: known masters first, then the seeds.
+/// The backend the proxy serves: where to learn its topology, and how to log in to its nodes.
+/// Replaced whole by an online switch; the refresh loop holds it (locked) for the length of
+/// each refresh, so a refresh of the old backend can never publish over a switch.
+#[derive(Debug, Clone)]
+pub(crate) struct Upstream {
+    pub(crate) seeds: Vec<NodeAddr>,
+    pub(crate) credentials: Option<Arc<Credentials>>,
+    /// 0 for the backend the proxy started with, one more per switch (`SlotMap::upstream`).
+    pub(crate) epoch: u64,
+}
+
+/// Fetches a fresh map of `upstream` from the first node that answers: `candidates` first
+/// (the known masters), then its seeds.
 ///
 /// # Errors
 /// A sentence naming every node tried and why it failed.
 pub(crate) async fn fetch(
     candidates: &[NodeAddr],
-    credentials: Option<&Credentials>,
+    upstream: &Upstream,
     timeout: Duration,
     version: u64,
 ) -> Result<SlotMap, String> {
@@ -39,14 +51,18 @@ pub(crate) async fn fetch(
         response: timeout,
     };
     let mut failures = Vec::new();
-    for addr in candidates {
+    let seeds = upstream.seeds.iter().filter(|s| !candidates.contains(s));
+    for addr in candidates.iter().chain(seeds) {
         let view = async {
+            let credentials = upstream.credentials.as_deref();
             let mut client = NodeClient::connect_as(addr, timeouts, credentials).await?;
             client.cluster_nodes().await
         };
         match view.await {
             Ok(topology) => {
-                let map = SlotMap::from_topology(&topology, version);
+                let mut map = SlotMap::from_topology(&topology, version);
+                map.upstream = upstream.epoch;
+                map.credentials.clone_from(&upstream.credentials);
                 if !map.masters().is_empty() {
                     return Ok(map);
                 }
@@ -150,9 +166,8 @@ impl Freshness {
 /// Refresh loop: wakes on `wake` or every `interval`, publishes changes on `tx`, and records
 /// every attempt in `freshness` (after the routes it found are published).
 pub(crate) async fn run(
-    seeds: Vec<NodeAddr>,
-    credentials: Option<Credentials>,
-    tx: watch::Sender<Arc<SlotMap>>,
+    upstream: Arc<tokio::sync::Mutex<Upstream>>,
+    tx: Arc<watch::Sender<Arc<SlotMap>>>,
     freshness: Arc<Freshness>,
     interval: Duration,
     timeout: Duration,
@@ -163,26 +178,22 @@ pub(crate) async fn run(
             () = freshness.wake.notified() => {}
             () = tokio::time::sleep(interval) => {}
         }
+        // Held until the result is published: a switch waits for this refresh, or this
+        // refresh for the switch, never both at once.
+        let upstream = upstream.lock().await;
         // Asks made before this point are answered by this refresh: it starts after them.
         let covers = freshness.asks.load(Ordering::SeqCst);
         let started = Instant::now();
         let current = tx.borrow().clone();
-        let mut candidates: Vec<NodeAddr> = current.masters().to_vec();
-        candidates.extend(
-            seeds
-                .iter()
-                .filter(|s| !current.masters().contains(s))
-                .cloned(),
-        );
+        // Right after a switch the table in force is the new backend's, so its masters come
+        // first; the old backend's never are.
+        let candidates: &[NodeAddr] = if current.upstream == upstream.epoch {
+            current.masters()
+        } else {
+            &[]
+        };
         stats.refreshes.inc();
-        match fetch(
-            &candidates,
-            credentials.as_ref(),
-            timeout,
-            current.version + 1,
-        )
-        .await
-        {
+        match fetch(candidates, &upstream, timeout, current.version + 1).await {
             Ok(map) if !map.same_routes(&current) => {
                 stats.topology_changes.inc();
                 tracing::info!(
@@ -200,6 +211,7 @@ pub(crate) async fn run(
                 tracing::warn!(error = %e, "topology refresh failed; keeping the current routes");
             }
         }
+        drop(upstream);
         tokio::time::sleep(DEBOUNCE).await;
     }
 }

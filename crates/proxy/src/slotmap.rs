@@ -2,7 +2,9 @@
 //! each master. An immutable snapshot;
 //! a refresh builds a new one and swaps it in, so readers never see half an update.
 
-use cinnabar_cluster::{NodeAddr, Role, SlotRange, Topology};
+use std::sync::Arc;
+
+use cinnabar_cluster::{Credentials, NodeAddr, Role, SlotRange, Topology};
 
 /// Number of hash slots.
 const SLOTS: usize = 16384;
@@ -20,6 +22,12 @@ pub struct SlotMap {
     owner: Box<[u16]>,
     /// Increases with every refresh that changed something.
     pub version: u64,
+    /// Which backend this table routes to: 0 for the one the proxy started with, one more
+    /// after each online switch (see the `switch` module). A client's WATCH remembers it, so
+    /// an EXEC after a switch never runs on the old backend.
+    pub upstream: u64,
+    /// How the proxy logs in to this backend's nodes (each backend has its own).
+    pub(crate) credentials: Option<Arc<Credentials>>,
 }
 
 impl SlotMap {
@@ -31,6 +39,8 @@ impl SlotMap {
             representative: Vec::new(),
             owner: vec![UNOWNED; SLOTS].into_boxed_slice(),
             version: 0,
+            upstream: 0,
+            credentials: None,
         }
     }
 
@@ -113,9 +123,15 @@ impl SlotMap {
         self.replicas.get(index).map_or(&[], Vec::as_slice)
     }
 
+    /// The credentials for this backend's nodes.
+    pub(crate) fn credentials(&self) -> Option<&Credentials> {
+        self.credentials.as_deref()
+    }
+
     /// Whether the maps route every slot identically (replica reads included).
     pub fn same_routes(&self, other: &Self) -> bool {
-        self.masters == other.masters
+        self.upstream == other.upstream
+            && self.masters == other.masters
             && self.replicas == other.replicas
             && self.owner == other.owner
     }

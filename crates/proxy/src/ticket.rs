@@ -36,6 +36,11 @@ pub(crate) struct Ticket {
     pub(crate) read_only: bool,
     /// Spreads a client's replica reads: the same client keeps reading from the same replica.
     pub(crate) affinity: u32,
+    /// Handed out and not yet released.
+    live: bool,
+    /// Answered by a task of the session's own (a blocking command, WAIT, a delayed refusal),
+    /// not by a backend connection: a switch's drain does not wait for it.
+    pub(crate) own_task: bool,
 }
 
 /// Capacity a released ticket keeps per buffer. Buffers keep what they grew to, so steady
@@ -53,11 +58,21 @@ pub(crate) struct Tickets {
 impl Tickets {
     /// A clean ticket (buffers keep their capacity from earlier use).
     pub(crate) fn take(&mut self) -> usize {
-        if let Some(id) = self.free.pop() {
-            return id;
-        }
-        self.slots.push(Ticket::default());
-        self.slots.len() - 1
+        let id = self.free.pop().unwrap_or_else(|| {
+            self.slots.push(Ticket::default());
+            self.slots.len() - 1
+        });
+        self.slots[id].live = true;
+        id
+    }
+
+    /// Tickets handed to a backend and not yet answered (a switch's drain waits for none to
+    /// be left). Walks the slab: for the switch only, never per request.
+    pub(crate) fn unfinished(&self) -> usize {
+        self.slots
+            .iter()
+            .filter(|t| t.live && !t.done && !t.own_task)
+            .count()
     }
 
     /// Returns a ticket to the free list, keeping its buffers' capacity.
@@ -77,6 +92,8 @@ impl Tickets {
             t.resp3 = false;
             t.read_only = false;
             t.affinity = 0;
+            t.live = false;
+            t.own_task = false;
             // A huge request or reply went through: give its memory back.
             if t.reply.capacity() > RETAINED {
                 t.reply = Vec::new();

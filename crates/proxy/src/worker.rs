@@ -20,6 +20,7 @@ use crate::config::{ProxyConfig, ReadFrom};
 use crate::refresh::Freshness;
 use crate::slotmap::SlotMap;
 use crate::stats::{Stats, WorkerStats};
+use crate::switch::Gate;
 use crate::ticket::Tickets;
 use cinnabar_access::Access;
 use cinnabar_audit::Auditor;
@@ -64,6 +65,16 @@ pub(crate) struct Worker {
     pub(crate) auditor: Auditor,
     /// Failed logins per client address: how many in a row, and when the last one was.
     login_failures: RefCell<HashMap<std::net::IpAddr, (u32, Instant)>>,
+    /// The online switch's barrier (see `switch`), and this worker's place in its reports.
+    pub(crate) gate: Arc<Gate>,
+    index: usize,
+    /// Clients blocked in BLPOP & co. now: the node and the `CLIENT ID` of each one's private
+    /// connection, by a number of this worker's, so a switch can release them.
+    blocked: RefCell<HashMap<u64, (NodeAddr, i64)>>,
+    next_blocked: std::cell::Cell<u64>,
+    /// Blocking commands between being handled and knowing their connection's id: a switch's
+    /// drain waits for them, since it could not release them yet.
+    blocking_starting: std::cell::Cell<usize>,
 }
 
 /// Who may do what, and which of what they do is audited: replaced whole on reload, so a
@@ -117,6 +128,9 @@ pub(crate) struct Shared {
     pub(crate) all_stats: Arc<Stats>,
     pub(crate) access: watch::Receiver<Arc<Policy>>,
     pub(crate) auditor: Auditor,
+    pub(crate) gate: Arc<Gate>,
+    /// This worker's number (0-based), for the gate's reports.
+    pub(crate) index: usize,
 }
 
 /// After this many failed logins in a row from one address, each further failure is answered
@@ -138,6 +152,8 @@ impl Worker {
             all_stats,
             access,
             auditor,
+            gate,
+            index,
         } = shared;
         let routes = routes_rx.borrow().clone();
         let current_access = access.borrow().clone();
@@ -162,6 +178,11 @@ impl Worker {
             access_generation: std::cell::Cell::new(0),
             auditor,
             login_failures: RefCell::new(HashMap::new()),
+            gate,
+            index,
+            blocked: RefCell::new(HashMap::new()),
+            next_blocked: std::cell::Cell::new(0),
+            blocking_starting: std::cell::Cell::new(0),
         });
         worker.install_routes(routes);
         worker
@@ -223,9 +244,106 @@ impl Worker {
         affinity as usize % self.lanes
     }
 
-    /// The connection prelude for private connections of `flavor`.
+    /// The connection prelude for connections of `flavor` to the backend served now (each
+    /// backend has its own credentials).
     pub(crate) fn prelude(&self, flavor: Flavor) -> (Vec<u8>, usize) {
-        flavor.prelude(self.config.backend_credentials.as_ref())
+        flavor.prelude(self.routes.borrow().credentials())
+    }
+
+    /// Whether a switch holds new requests now (one atomic load).
+    pub(crate) fn holding(&self) -> bool {
+        self.gate.is_closed()
+    }
+
+    /// A blocking command is about to start; [`blocked_on`](Self::blocked_on) or
+    /// [`blocking_ended`](Self::blocking_ended) follows.
+    pub(crate) fn blocking_started(&self) {
+        self.blocking_starting.set(self.blocking_starting.get() + 1);
+    }
+
+    /// The blocking command started with [`blocking_started`](Self::blocking_started) waits on
+    /// `node` in connection `client_id`; returns the number to forget it by.
+    pub(crate) fn blocked_on(&self, node: NodeAddr, client_id: i64) -> u64 {
+        self.blocking_starting
+            .set(self.blocking_starting.get().saturating_sub(1));
+        let key = self.next_blocked.get();
+        self.next_blocked.set(key + 1);
+        self.blocked.borrow_mut().insert(key, (node, client_id));
+        key
+    }
+
+    /// The blocking command ended before it was registered (it failed to connect).
+    pub(crate) fn blocking_ended(&self) {
+        self.blocking_starting
+            .set(self.blocking_starting.get().saturating_sub(1));
+    }
+
+    /// The blocking command registered as `key` is answered (or its client left).
+    pub(crate) fn unblocked(&self, key: u64) {
+        self.blocked.borrow_mut().remove(&key);
+    }
+
+    /// Follows the switch gate for this worker, for the life of the worker: acknowledges each
+    /// hold once nothing sent before it is unanswered (releasing blocked clients on the way),
+    /// and wakes every session when the gate opens, so held requests go on.
+    pub(crate) async fn follow_gate(self: Rc<Self>) {
+        let mut gate = self.gate.subscribe();
+        while gate.changed().await.is_ok() {
+            let state = *gate.borrow_and_update();
+            if !state.closed {
+                for waker in self.sleepers.borrow().values() {
+                    waker.wake_by_ref();
+                }
+                continue;
+            }
+            // Parsing never awaits, so every batch parsed before the gate closed is
+            // dispatched by the time this runs; sessions parse nothing more.
+            let mut released = std::collections::HashSet::new();
+            loop {
+                self.release_blocked(&mut released).await;
+                let unfinished = self.tickets.borrow().unfinished() + self.blocking_starting.get();
+                if unfinished == 0 || !self.gate.is_closed() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            self.gate
+                .drained(self.index, state.generation, released.len() as u64);
+        }
+    }
+
+    /// `CLIENT UNBLOCK <id> TIMEOUT` for every blocked client not yet in `released`: the node
+    /// decides, so a command that already took its element still returns it.
+    async fn release_blocked(&self, released: &mut std::collections::HashSet<u64>) {
+        let waiting: Vec<(u64, NodeAddr, i64)> = self
+            .blocked
+            .borrow()
+            .iter()
+            .filter(|(key, _)| !released.contains(*key))
+            .map(|(key, (node, id))| (*key, node.clone(), *id))
+            .collect();
+        if waiting.is_empty() {
+            return;
+        }
+        let prelude = self.prelude(Flavor::default());
+        for (key, node, id) in waiting {
+            let mut request = Vec::new();
+            let id = id.to_string();
+            cinnabar_resp::encode::command(
+                &mut request,
+                &[b"CLIENT", b"UNBLOCK", id.as_bytes(), b"TIMEOUT"],
+            );
+            let timeout = self.config.connect_timeout;
+            match backend::private_request(&node, &prelude, &request, timeout).await {
+                Ok(_) => {}
+                Err(why) => tracing::warn!(
+                    node = %node,
+                    reason = %why,
+                    "cannot release a blocked client for a switch; it stays blocked on the old backend"
+                ),
+            }
+            released.insert(key);
+        }
     }
 
     /// Starts the drain: every session notices at its next turn, idle ones are woken for it.

@@ -78,17 +78,62 @@ pub enum SyncError {
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// How often the status document is written.
 const STATUS_EVERY: Duration = Duration::from_millis(200);
+/// How soon after the source falls silent the target's acknowledgements are collected and the
+/// applied offset moves (what an online switch waits for).
+const IDLE_POLL: Duration = Duration::from_millis(2);
 /// How often a checkpoint is stored while the stream flows.
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 
+/// The applied offsets of a running sync as they are now, not as last written: what an online
+/// switch polls while clients wait (the status document is written only every 200 ms).
+#[derive(Debug, Default)]
+pub struct LiveOffsets {
+    streams: Mutex<Vec<Arc<Mutex<SourceStatus>>>>,
+}
+
+impl LiveOffsets {
+    /// Each source master's address, phase, and the source offset the target acknowledged.
+    pub fn offsets(&self) -> Vec<(String, Phase, u64)> {
+        let streams = match self.streams.lock() {
+            Ok(streams) => streams.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        };
+        streams
+            .iter()
+            .map(|status| {
+                let s = match status.lock() {
+                    Ok(s) => s,
+                    Err(poisoned) => poisoned.into_inner(),
+                };
+                (s.address.clone(), s.phase, s.offset)
+            })
+            .collect()
+    }
+
+    /// The offsets as the JSON document `GET /offsets` serves:
+    /// `{"sources":[{"address":…,"phase":…,"offset":…}]}`.
+    pub fn json(&self) -> String {
+        let sources: Vec<serde_json::Value> = self
+            .offsets()
+            .into_iter()
+            .map(|(address, phase, offset)| {
+                serde_json::json!({ "address": address, "phase": phase, "offset": offset })
+            })
+            .collect();
+        serde_json::json!({ "sources": sources }).to_string()
+    }
+}
+
 /// Runs the sync until `stop` is set (then returns `Ok` after storing the last checkpoint) or a
-/// stream fails for good. `on_status` sees the status each time it is written.
+/// stream fails for good. `on_status` sees the status each time it is written; `live` follows
+/// the applied offsets as they move.
 ///
 /// # Errors
 /// [`SyncError`] naming the source, the target or the state directory.
 pub fn run(
     config: &SyncConfig,
     stop: &Arc<AtomicBool>,
+    live: &LiveOffsets,
     mut on_status: impl FnMut(&SyncStatus),
 ) -> Result<(), SyncError> {
     std::fs::create_dir_all(&config.state_dir).map_err(|e| SyncError::State {
@@ -103,6 +148,10 @@ pub fn run(
         .iter()
         .map(|addr| Arc::new(Mutex::new(new_status(addr))))
         .collect();
+    match live.streams.lock() {
+        Ok(mut streams) => streams.clone_from(&statuses),
+        Err(poisoned) => poisoned.into_inner().clone_from(&statuses),
+    }
     // A stream that fails for good stops the others: nothing half-applied runs on unseen.
     let failed = Arc::new(AtomicBool::new(false));
     let threads: Vec<_> = masters
@@ -318,6 +367,9 @@ fn follow_once(
     };
     let client_options = ClientOptions {
         reader,
+        // A silent source is when the target's acknowledgements are collected (the sink's
+        // idle hook): an online switch holds clients until they arrive, so look often.
+        poll_interval: IDLE_POLL,
         ..ClientOptions::default()
     };
     let connected = ReplicationClient::connect(addr, &auth, client_options)

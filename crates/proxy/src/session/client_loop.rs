@@ -77,10 +77,15 @@ impl Session {
                     routes: &routes,
                     resp3: self.resp3,
                     prelude: &prelude,
+                    gate: &self.worker.gate,
                     connect_timeout: self.worker.config.connect_timeout,
                 };
                 let parser = &self.worker.parser;
-                let ended = pubsub::relay(rd, wr, input, request, parser, &backends).await?;
+                let gauge = &self.worker.gate.subscribed;
+                gauge.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let ended = pubsub::relay(rd, wr, input, request, parser, &backends).await;
+                gauge.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+                let ended = ended?;
                 match ended {
                     pubsub::Ended::Closed => return Ok(()),
                     pubsub::Ended::Reset => {
@@ -109,6 +114,9 @@ impl Session {
                 && self.ids.len() < max_pending
                 && (input.len() < RETAINED || self.may_parse(max_pending))
                 && (self.pending.len() < 2 || self.held_reply_bytes() < max_reply_bytes);
+            // Requests are held by a switch (see `crate::switch`): nothing is parsed until the
+            // gate opens, and the input keeps them.
+            let held = self.worker.holding() && !input.is_empty();
             // Out of `self` while the branches borrow it; put back below unless it ended.
             let mut topology_wait = self.topology_wait.take();
             tokio::select! {
@@ -129,6 +137,10 @@ impl Session {
                         last_read = Instant::now();
                     }
                 }
+                // A switch held this client's requests and is over: handle them. Like the drain,
+                // polling registers nothing; the worker wakes every session when the gate opens.
+                () = poll_fn(|_| if held && !self.worker.holding() { Poll::Ready(()) } else { Poll::Pending }),
+                    if held => {}
                 // Draining: answer what was accepted, read nothing more, then close. Polling
                 // this registers nothing; the worker wakes the task (see `register_sleeper`).
                 () = poll_fn(|_| if self.worker.draining() { Poll::Ready(()) } else { Poll::Pending }),
@@ -216,6 +228,7 @@ impl Session {
             && self.ids.len() < max_pending.min(self.window)
             && (!self.blocked || self.pending.is_empty())
             && self.topology_wait.is_none()
+            && !self.worker.holding()
     }
 
     /// Moves every finished reply at the head of the queue to the output buffer.

@@ -83,12 +83,16 @@ impl Session {
         let Some(addr) = master.and_then(|m| routes.masters().get(m)).cloned() else {
             return self.local_error(b"CLUSTERDOWN cinnabar: no master serves this slot");
         };
+        // `CLIENT ID` first, on the same connection: a switch releases the client by it.
         let mut request = Vec::new();
+        encode::command(&mut request, &[b"CLIENT", b"ID"]);
         write_request(args, &mut request);
         let prelude = self.worker.prelude(self.flavor());
         let timeout = self.worker.config.connect_timeout;
+        let worker = Rc::clone(&self.worker);
+        worker.blocking_started();
         self.reply_from_task(async move {
-            let reply = crate::backend::private_request(&addr, &prelude, &request, timeout).await;
+            let reply = blocking_request(&worker, &addr, &prelude, &request, timeout).await;
             reply.unwrap_or_else(|why| {
                 format!("-ERR cinnabar: blocking command on {addr} failed: {why}\r\n").into_bytes()
             })
@@ -103,6 +107,7 @@ impl Session {
         work: impl std::future::Future<Output = Vec<u8>> + 'static,
     ) {
         let id = self.worker.tickets.borrow_mut().take();
+        self.worker.tickets.borrow_mut().get(id).own_task = true;
         let worker = Rc::clone(&self.worker);
         let task = tokio::task::spawn_local(async move {
             let reply = work.await;
@@ -162,5 +167,70 @@ impl Session {
             tokio::time::sleep(delay).await;
             reply
         });
+    }
+}
+
+/// Runs `CLIENT ID` + a blocking command on a connection of its own, registering the
+/// connection's id with the worker while the command waits (so a switch can release it), and
+/// returns the command's reply.
+async fn blocking_request(
+    worker: &Rc<crate::worker::Worker>,
+    addr: &cinnabar_cluster::NodeAddr,
+    prelude: &(Vec<u8>, usize),
+    request: &[u8],
+    timeout: std::time::Duration,
+) -> Result<Vec<u8>, String> {
+    /// Forgets the registration however the task ends (answered, failed, or cancelled
+    /// because the client left).
+    struct Registered<'a> {
+        worker: &'a crate::worker::Worker,
+        key: Option<u64>,
+    }
+    impl Drop for Registered<'_> {
+        fn drop(&mut self) {
+            match self.key {
+                Some(key) => self.worker.unblocked(key),
+                None => self.worker.blocking_ended(),
+            }
+        }
+    }
+    let mut registered = Registered { worker, key: None };
+    let mut stream = crate::backend::connect_private(addr, prelude, timeout).await?;
+    tokio::io::AsyncWriteExt::write_all(&mut stream, request)
+        .await
+        .map_err(|e| format!("write failed: {e}"))?;
+    // Both replies may arrive in one read (a list that already has an element).
+    let mut buf = Vec::with_capacity(256);
+    let mut scanner = cinnabar_resp::ReplyScanner::new(cinnabar_resp::Limits::default());
+    let mut replies = 0;
+    let mut pos = 0;
+    loop {
+        while let Some(len) = scanner
+            .scan(&buf[pos..])
+            .map_err(|e| format!("bad reply: {e}"))?
+        {
+            let reply = &buf[pos..pos + len];
+            if replies == 1 {
+                return Ok(reply.to_vec());
+            }
+            let id = std::str::from_utf8(reply.get(1..).unwrap_or_default())
+                .ok()
+                .and_then(|s| s.trim_end().parse::<i64>().ok())
+                .ok_or_else(|| {
+                    format!(
+                        "CLIENT ID answered {}",
+                        String::from_utf8_lossy(reply).trim_end()
+                    )
+                })?;
+            registered.key = Some(worker.blocked_on(addr.clone(), id));
+            replies = 1;
+            pos += len;
+        }
+        let read = tokio::io::AsyncReadExt::read_buf(&mut stream, &mut buf)
+            .await
+            .map_err(|e| format!("read failed: {e}"))?;
+        if read == 0 {
+            return Err("closed by the node".into());
+        }
     }
 }

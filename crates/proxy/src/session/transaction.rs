@@ -62,7 +62,7 @@ impl Session {
                 Rc::clone(&backend),
                 Rc::clone(&self.worker),
             ));
-            self.watch = Some(Watch { slot, backend });
+            self.watch = Some(Watch::new(slot, backend, &routes, &self.worker.gate));
         }
         let Some(watch) = &self.watch else { return };
         let id = {
@@ -167,10 +167,11 @@ impl Session {
                 .local_error(b"EXECABORT Transaction discarded because of previous errors.");
         }
         if let Some(watch) = &watch
-            && watch.backend.is_closed()
+            && (watch.backend.is_closed() || watch.upstream != self.worker.routes().upstream)
         {
-            // The connection that held the WATCH is gone, so a watched key may have changed
-            // unseen: answer as Redis does when one did (the transaction did not run).
+            // The connection that held the WATCH is gone, or the proxy switched to another
+            // backend since (see `crate::switch`), so a watched key may have changed unseen:
+            // answer as Redis does when one did (the transaction did not run).
             let protocol = self.protocol();
             return self.local_with(|out, _| encode::null_array(out, protocol));
         }
@@ -251,6 +252,36 @@ impl Session {
 pub(super) struct Watch {
     pub(super) slot: u16,
     pub(super) backend: Rc<Backend>,
+    /// The backend served when the WATCH ran (`SlotMap::upstream`).
+    pub(super) upstream: u64,
+    /// Counts open WATCHes, for a switch's report.
+    gate: std::sync::Arc<crate::switch::Gate>,
+}
+
+impl Watch {
+    fn new(
+        slot: u16,
+        backend: Rc<Backend>,
+        routes: &crate::slotmap::SlotMap,
+        gate: &std::sync::Arc<crate::switch::Gate>,
+    ) -> Self {
+        gate.watching
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Self {
+            slot,
+            backend,
+            upstream: routes.upstream,
+            gate: std::sync::Arc::clone(gate),
+        }
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        self.gate
+            .watching
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// A transaction being queued by the proxy. At EXEC it goes to the slot's master as one

@@ -1,0 +1,554 @@
+//! The online backend switch: the proxy starts serving another cluster (a migration's target)
+//! while its clients stay connected, without losing an acknowledged write.
+//!
+//! The sequence, run by [`switch`] (from `ProxyHandle::switch_backend` or the admin listener's
+//! `POST /backend/switch`):
+//!
+//! 1. **Pre-flight**, before any client waits: the target answers with a table covering every
+//!    slot, the catch-up source (a sync's `/offsets`) answers and follows every source master.
+//!    A failure here refuses the switch and nobody noticed anything.
+//! 2. **Hold**: the [`Gate`] closes. Sessions stop parsing (requests stay in their input
+//!    buffers, read but not handled); each worker acknowledges once every request handed to a
+//!    backend before the hold is answered, and releases its clients blocked in BLPOP & co. with
+//!    `CLIENT UNBLOCK … TIMEOUT` (the node itself decides: a command that already took an
+//!    element returns it; the others return the timeout reply and the client sends them again,
+//!    to be held like the rest).
+//! 3. **Catch-up**: each source master's `master_repl_offset` is read; every acknowledged write
+//!    is below it. The sync's applied offsets are polled until each reaches its master's.
+//! 4. **Flip**: the target's table is published (with its credentials and a new upstream
+//!    epoch), the refresh loop follows the target from now on, and the gate opens: held
+//!    requests go to the target.
+//!
+//! If the hold would last longer than `max_pause` (the drain or the catch-up is late) the
+//! switch is abandoned: the gate opens on the source, nothing changed, and the report says why.
+//!
+//! Connections that cannot be carried over: a pub/sub client's relay is ended (its connection
+//! closes; client libraries reconnect and subscribe again, now on the target), and a WATCH
+//! taken on the source makes the following EXEC return a null reply, exactly as if a watched
+//! key had changed, which every client library's optimistic-transaction loop retries.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use cinnabar_cluster::{Credentials, NodeAddr, NodeClient, Timeouts};
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::{Mutex, watch};
+
+use crate::refresh::{self, Upstream};
+use crate::slotmap::SlotMap;
+
+/// The longest a switch may hold requests when the caller names no bound.
+pub const DEFAULT_MAX_PAUSE: Duration = Duration::from_secs(2);
+/// How often the drain and the catch-up are looked at while requests are held.
+const POLL: Duration = Duration::from_millis(1);
+
+/// What workers see of a switch: whether requests are held now, and which backend is served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct GateState {
+    /// Counts holds; a worker acknowledges each by its number.
+    pub(crate) generation: u64,
+    pub(crate) closed: bool,
+    /// The upstream epoch in force (see `SlotMap::upstream`).
+    pub(crate) upstream: u64,
+}
+
+/// The barrier every worker's sessions respect, and what the workers report back.
+#[derive(Debug)]
+pub(crate) struct Gate {
+    /// Read by sessions before each request they parse: one atomic load.
+    closed: AtomicBool,
+    state: watch::Sender<GateState>,
+    /// Per worker: the last hold it has drained (everything sent before it answered, its
+    /// blocked clients released).
+    drained: Vec<AtomicU64>,
+    /// Blocked clients released with `CLIENT UNBLOCK` during the current hold.
+    released: AtomicU64,
+    /// Client connections in subscribed mode, and with a WATCH open, now (for the report).
+    pub(crate) subscribed: AtomicI64,
+    pub(crate) watching: AtomicI64,
+}
+
+impl Gate {
+    pub(crate) fn new(workers: usize) -> Self {
+        Self {
+            closed: AtomicBool::new(false),
+            state: watch::Sender::new(GateState::default()),
+            drained: (0..workers).map(|_| AtomicU64::new(0)).collect(),
+            released: AtomicU64::new(0),
+            subscribed: AtomicI64::new(0),
+            watching: AtomicI64::new(0),
+        }
+    }
+
+    /// Whether sessions must hold their requests now.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    /// Follows the gate's state changes.
+    pub(crate) fn subscribe(&self) -> watch::Receiver<GateState> {
+        self.state.subscribe()
+    }
+
+    /// Worker `index` has drained hold `generation`, after releasing `released` blocked clients.
+    pub(crate) fn drained(&self, index: usize, generation: u64, released: u64) {
+        self.released.fetch_add(released, Ordering::SeqCst);
+        if let Some(slot) = self.drained.get(index) {
+            slot.store(generation, Ordering::SeqCst);
+        }
+    }
+
+    fn close(&self) -> u64 {
+        self.released.store(0, Ordering::SeqCst);
+        self.closed.store(true, Ordering::SeqCst);
+        let mut generation = 0;
+        self.state.send_modify(|s| {
+            s.generation += 1;
+            s.closed = true;
+            generation = s.generation;
+        });
+        generation
+    }
+
+    fn open(&self, upstream: u64) {
+        self.closed.store(false, Ordering::SeqCst);
+        self.state.send_modify(|s| {
+            s.closed = false;
+            s.upstream = upstream;
+        });
+    }
+
+    fn all_drained(&self, generation: u64) -> bool {
+        self.drained
+            .iter()
+            .all(|d| d.load(Ordering::SeqCst) >= generation)
+    }
+}
+
+/// How the switch learns that the target has every write the source acknowledged.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CatchUp {
+    /// A running `cinnabar sync`'s admin listener (`host:port` or `http://host:port`): its
+    /// `GET /offsets` gives the source replication offset applied to the target, per source
+    /// master.
+    Sync(String),
+    /// No check: the caller knows the target already holds everything (a backend with no
+    /// data, or one filled by other means and verified). Said in the report.
+    Unchecked,
+}
+
+/// A switch, as asked for.
+#[derive(Debug, Clone)]
+pub struct SwitchRequest {
+    /// Nodes of the target cluster to learn its topology from.
+    pub seeds: Vec<NodeAddr>,
+    /// How the proxy logs in to the target's nodes (`None`: no password).
+    pub credentials: Option<Credentials>,
+    /// How the target's catch-up is checked during the hold.
+    pub catch_up: CatchUp,
+    /// The longest requests may be held; beyond, the switch is abandoned.
+    pub max_pause: Duration,
+}
+
+/// How a switch ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// The proxy serves the target now.
+    Switched,
+    /// Requests were held, but the switch could not finish within `max_pause`; the proxy
+    /// still serves the source, as before.
+    Abandoned,
+    /// Nothing was held: a check before the hold failed.
+    Refused,
+}
+
+/// One source master at the switch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SourceCatchUp {
+    /// The master, `host:port`.
+    pub master: String,
+    /// Its `master_repl_offset` once every held-back request was answered.
+    pub barrier_offset: u64,
+    /// What the sync had applied to the target when last asked.
+    pub applied_offset: Option<u64>,
+}
+
+/// What a switch did, for a person and for scripts (serialised as JSON by the admin listener).
+#[derive(Debug, Clone, Serialize)]
+pub struct SwitchReport {
+    /// Switched, abandoned or refused.
+    pub outcome: Outcome,
+    /// Why it was abandoned or refused.
+    pub reason: Option<String>,
+    /// Masters served before.
+    pub from_masters: Vec<String>,
+    /// The target's masters (what is served after a switch).
+    pub to_masters: Vec<String>,
+    /// How long new requests were held, in milliseconds (0 when refused).
+    pub hold_ms: f64,
+    /// The part of the hold spent waiting for requests sent before it to be answered.
+    pub drain_ms: f64,
+    /// The part spent reading the source offsets and waiting for the target to reach them.
+    pub catch_up_ms: f64,
+    /// How the catch-up was checked (`sync` or `unchecked`).
+    pub catch_up: String,
+    /// Each source master's offset at the barrier, and what the sync had applied.
+    pub sources: Vec<SourceCatchUp>,
+    /// Clients blocked in BLPOP & co. released with a timeout reply (they send again).
+    pub blocked_released: u64,
+    /// Client connections in subscribed mode: closed after the flip, to subscribe again.
+    pub subscribers_ended: i64,
+    /// Client connections with a WATCH open: their next EXEC returns a null reply.
+    pub watches_aborted: i64,
+}
+
+/// Everything a switch touches, shared by the handle and the admin listener.
+#[derive(Debug)]
+pub(crate) struct Switcher {
+    pub(crate) gate: Arc<Gate>,
+    pub(crate) upstream: Arc<Mutex<Upstream>>,
+    pub(crate) routes: Arc<watch::Sender<Arc<SlotMap>>>,
+    pub(crate) connect_timeout: Duration,
+    /// One switch at a time.
+    running: Mutex<()>,
+}
+
+impl Switcher {
+    pub(crate) fn new(
+        gate: Arc<Gate>,
+        upstream: Arc<Mutex<Upstream>>,
+        routes: Arc<watch::Sender<Arc<SlotMap>>>,
+        connect_timeout: Duration,
+    ) -> Self {
+        Self {
+            gate,
+            upstream,
+            routes,
+            connect_timeout,
+            running: Mutex::new(()),
+        }
+    }
+
+    /// Runs one switch (see the module docs).
+    pub(crate) async fn switch(&self, request: SwitchRequest) -> SwitchReport {
+        let from = self.routes.borrow().clone();
+        let mut report = SwitchReport {
+            outcome: Outcome::Refused,
+            reason: None,
+            from_masters: names(from.masters()),
+            to_masters: names(from.masters()),
+            hold_ms: 0.0,
+            drain_ms: 0.0,
+            catch_up_ms: 0.0,
+            catch_up: match request.catch_up {
+                CatchUp::Sync(_) => "sync".into(),
+                CatchUp::Unchecked => "unchecked".into(),
+            },
+            sources: Vec::new(),
+            blocked_released: 0,
+            subscribers_ended: 0,
+            watches_aborted: 0,
+        };
+        let Ok(_one) = self.running.try_lock() else {
+            report.reason = Some("another switch is running".into());
+            return report;
+        };
+        match self.run(&request, &mut report).await {
+            Ok(()) => {}
+            Err(Stop::Refused(why)) => report.reason = Some(why),
+            Err(Stop::Abandoned(why)) => {
+                report.outcome = Outcome::Abandoned;
+                report.reason = Some(why);
+            }
+        }
+        match report.outcome {
+            Outcome::Switched => tracing::info!(
+                hold_ms = report.hold_ms,
+                to = ?report.to_masters,
+                "switched to the new backend"
+            ),
+            _ => tracing::warn!(
+                outcome = ?report.outcome,
+                reason = report.reason.as_deref().unwrap_or(""),
+                "backend switch did not happen; serving the same backend as before"
+            ),
+        }
+        report
+    }
+
+    async fn run(&self, request: &SwitchRequest, report: &mut SwitchReport) -> Result<(), Stop> {
+        if request.seeds.is_empty() {
+            return Err(Stop::Refused("no seed of the target was given".into()));
+        }
+        // Pre-flight: nothing is held yet.
+        let mut upstream = self.upstream.lock().await;
+        let target = Upstream {
+            seeds: request.seeds.clone(),
+            credentials: request.credentials.clone().map(Arc::new),
+            epoch: upstream.epoch + 1,
+        };
+        let from = self.routes.borrow().clone();
+        let mut to = refresh::fetch(&[], &target, self.connect_timeout, from.version + 1)
+            .await
+            .map_err(|e| Stop::Refused(format!("the target does not answer: {e}")))?;
+        if to.covered_slots() < 16384 {
+            return Err(Stop::Refused(format!(
+                "the target serves {} of 16384 slots; it must serve all of them",
+                to.covered_slots()
+            )));
+        }
+        if to.masters().iter().any(|m| from.masters().contains(m)) {
+            return Err(Stop::Refused(
+                "the target shares nodes with the backend served now; it is the same cluster"
+                    .into(),
+            ));
+        }
+        let sources = from.masters().to_vec();
+        if let CatchUp::Sync(at) = &request.catch_up {
+            let applied = sync_offsets(at, self.connect_timeout)
+                .await
+                .map_err(Stop::Refused)?;
+            let missing: Vec<String> = names(&sources)
+                .into_iter()
+                .filter(|m| !applied.iter().any(|(a, _)| a == m))
+                .collect();
+            if !missing.is_empty() {
+                return Err(Stop::Refused(format!(
+                    "the sync at {at} does not follow source master(s) {} (it follows {}); \
+                     restart it from the source served now",
+                    missing.join(", "),
+                    applied
+                        .iter()
+                        .map(|(a, _)| a.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )));
+            }
+        }
+        report.to_masters = names(to.masters());
+
+        // Hold.
+        let held = Instant::now();
+        let deadline = held + request.max_pause;
+        let generation = self.gate.close();
+        let abandon = |why: String| {
+            self.gate.open(from.upstream);
+            Stop::Abandoned(why)
+        };
+        let watching = self.gate.watching.load(Ordering::SeqCst).max(0);
+        let subscribed = self.gate.subscribed.load(Ordering::SeqCst).max(0);
+        while !self.gate.all_drained(generation) {
+            if Instant::now() >= deadline {
+                report.hold_ms = ms(held.elapsed());
+                return Err(abandon(format!(
+                    "requests sent before the hold were not all answered within {} ms",
+                    request.max_pause.as_millis()
+                )));
+            }
+            tokio::time::sleep(POLL).await;
+        }
+        report.drain_ms = ms(held.elapsed());
+        report.blocked_released = self.gate.released.load(Ordering::SeqCst);
+
+        // Catch-up: everything acknowledged so far is below each master's offset now.
+        let caught_up = Instant::now();
+        let timeouts = Timeouts {
+            connect: self.connect_timeout,
+            response: self.connect_timeout,
+        };
+        for master in &sources {
+            let offset = async {
+                let mut client = NodeClient::connect_as(master, timeouts, from.credentials())
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let info = client.replication_info().await.map_err(|e| e.to_string())?;
+                info.repl_offset
+                    .ok_or_else(|| "INFO replication has no master_repl_offset".to_owned())
+            };
+            match tokio::time::timeout(deadline.saturating_duration_since(Instant::now()), offset)
+                .await
+            {
+                Ok(Ok(offset)) => report.sources.push(SourceCatchUp {
+                    master: master.to_string(),
+                    barrier_offset: offset,
+                    applied_offset: None,
+                }),
+                Ok(Err(e)) => {
+                    report.hold_ms = ms(held.elapsed());
+                    return Err(abandon(format!(
+                        "cannot read the replication offset of source master {master}: {e}"
+                    )));
+                }
+                Err(_) => {
+                    report.hold_ms = ms(held.elapsed());
+                    return Err(abandon(format!(
+                        "source master {master} did not tell its replication offset within the \
+                         hold's {} ms",
+                        request.max_pause.as_millis()
+                    )));
+                }
+            }
+        }
+        if let CatchUp::Sync(at) = &request.catch_up {
+            loop {
+                let left = deadline.saturating_duration_since(Instant::now());
+                let applied = tokio::time::timeout(left, sync_offsets(at, self.connect_timeout))
+                    .await
+                    .unwrap_or_else(|_| Err("no answer".into()));
+                if let Ok(applied) = &applied {
+                    for source in &mut report.sources {
+                        source.applied_offset = applied
+                            .iter()
+                            .find(|(a, _)| *a == source.master)
+                            .map(|(_, o)| *o);
+                    }
+                }
+                let behind: Vec<&SourceCatchUp> = report
+                    .sources
+                    .iter()
+                    .filter(|s| s.applied_offset.is_none_or(|a| a < s.barrier_offset))
+                    .collect();
+                if behind.is_empty() {
+                    break;
+                }
+                if Instant::now() >= deadline {
+                    let detail = behind
+                        .iter()
+                        .map(|s| match s.applied_offset {
+                            Some(a) => format!(
+                                "{} applied {a} of {} ({} bytes behind)",
+                                s.master,
+                                s.barrier_offset,
+                                s.barrier_offset - a
+                            ),
+                            None => format!("{} unknown to the sync", s.master),
+                        })
+                        .collect::<Vec<_>>()
+                        .join("; ");
+                    let why = match applied {
+                        Err(e) => format!("the sync at {at} stopped answering ({e}); {detail}"),
+                        Ok(_) => format!(
+                            "the target did not catch up within {} ms: {detail}",
+                            request.max_pause.as_millis()
+                        ),
+                    };
+                    report.catch_up_ms = ms(caught_up.elapsed());
+                    report.hold_ms = ms(held.elapsed());
+                    return Err(abandon(why));
+                }
+                tokio::time::sleep(POLL).await;
+            }
+        }
+        report.catch_up_ms = ms(caught_up.elapsed());
+
+        // Flip.
+        to.version = from.version.max(self.routes.borrow().version) + 1;
+        let epoch = to.upstream;
+        *upstream = target;
+        self.routes.send_replace(Arc::new(to));
+        self.gate.open(epoch);
+        report.hold_ms = ms(held.elapsed());
+        report.outcome = Outcome::Switched;
+        report.subscribers_ended = subscribed;
+        report.watches_aborted = watching;
+        Ok(())
+    }
+}
+
+enum Stop {
+    Refused(String),
+    Abandoned(String),
+}
+
+fn names(nodes: &[NodeAddr]) -> Vec<String> {
+    nodes.iter().map(ToString::to_string).collect()
+}
+
+fn ms(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1e6).round() / 1e3
+}
+
+/// The body of a sync's `GET /offsets`.
+#[derive(Debug, Deserialize)]
+struct Offsets {
+    sources: Vec<AppliedSource>,
+}
+
+#[derive(Debug, Deserialize)]
+struct AppliedSource {
+    address: String,
+    offset: u64,
+}
+
+/// Asks the sync at `at` (`host:port`, optionally `http://` and a path) for the source offsets
+/// it has applied to the target, per source master.
+async fn sync_offsets(at: &str, timeout: Duration) -> Result<Vec<(String, u64)>, String> {
+    let rest = at.strip_prefix("http://").unwrap_or(at);
+    let (host, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/offsets"),
+    };
+    let ask = async {
+        let mut stream = tokio::net::TcpStream::connect(host)
+            .await
+            .map_err(|e| format!("cannot connect: {e}"))?;
+        let head = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+        stream
+            .write_all(head.as_bytes())
+            .await
+            .map_err(|e| format!("write failed: {e}"))?;
+        let mut response = Vec::with_capacity(1024);
+        stream
+            .read_to_end(&mut response)
+            .await
+            .map_err(|e| format!("read failed: {e}"))?;
+        Ok::<_, String>(response)
+    };
+    let response = tokio::time::timeout(timeout, ask)
+        .await
+        .map_err(|_| format!("the sync at {at} did not answer within {timeout:?}"))?
+        .map_err(|e| format!("the sync at {at}: {e}"))?;
+    let split = response
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| format!("the sync at {at} sent no HTTP response"))?;
+    let status = String::from_utf8_lossy(&response[..split]);
+    if !status.starts_with("HTTP/1.1 200") && !status.starts_with("HTTP/1.0 200") {
+        let line = status.lines().next().unwrap_or_default();
+        return Err(format!("the sync at {at} answered {line} to GET {path}"));
+    }
+    let offsets: Offsets = serde_json::from_slice(&response[split + 4..])
+        .map_err(|e| format!("the sync at {at} sent offsets that do not parse: {e}"))?;
+    Ok(offsets
+        .sources
+        .into_iter()
+        .map(|s| (s.address, s.offset))
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_hold_is_drained_only_when_every_worker_said_so() {
+        let gate = Gate::new(2);
+        let generation = gate.close();
+        assert!(gate.is_closed());
+        gate.drained(0, generation, 1);
+        assert!(!gate.all_drained(generation));
+        gate.drained(1, generation, 2);
+        assert!(gate.all_drained(generation));
+        assert_eq!(gate.released.load(Ordering::SeqCst), 3);
+        gate.open(1);
+        assert!(!gate.is_closed());
+        assert_eq!(gate.subscribe().borrow().upstream, 1);
+        // The next hold needs new acknowledgements.
+        let next = gate.close();
+        assert!(!gate.all_drained(next));
+    }
+}
