@@ -4,6 +4,7 @@
 mod detach;
 mod drill;
 mod kubernetes;
+mod migrate;
 mod operations;
 mod output;
 mod sync;
@@ -87,6 +88,24 @@ enum Command {
     Drill(drill::DrillArgs),
     /// Move data in: follow a sync's progress, or compare a source with a target.
     Sync(Box<sync::SyncArgs>),
+    /// Move a local cluster's service to another local cluster, online: sync, then switch the
+    /// endpoint while its clients stay connected.
+    ///
+    /// Copies --dir's data into --to-dir and follows its writes (`cinnabar sync`), waits until
+    /// the copy is within --max-lag-ms, then has --dir's proxy hold new requests, wait until
+    /// --to-dir applied every write acknowledged so far, and route to --to-dir from then on
+    /// (its endpoint, address and password unchanged). If that takes longer than
+    /// --max-pause-ms the switch is abandoned and --dir keeps serving; rerun to try again (the
+    /// sync resumes from its checkpoints). Reports the time in each phase, the hold, the
+    /// latency clients saw around the switch, and what was copied.
+    ///
+    /// Examples:
+    ///   cinnabar up --detach --dir old                       # clients use 127.0.0.1:6380
+    ///   cinnabar up --detach --dir new --port 7380 --masters 5
+    ///   cinnabar migrate --dir old --to-dir new --dry-run
+    ///   cinnabar migrate --dir old --to-dir new             # 127.0.0.1:6380 now serves new
+    #[command(verbatim_doc_comment)]
+    Migrate(migrate::MigrateArgs),
     /// Print the RedisCluster CustomResourceDefinition (YAML) for `kubectl apply -f -`.
     Crd,
     /// Run the Kubernetes operator (in a pod; see deploy/helm/cinnabar).
@@ -311,6 +330,7 @@ fn main() -> ExitCode {
         Command::Operation(command) => operations::run(&command),
         Command::Drill(args) => drill::run(&args),
         Command::Sync(args) => sync::run(&args),
+        Command::Migrate(args) => migrate::run(&args),
         Command::Crd => kubernetes::crd().map(|()| ExitCode::SUCCESS),
         Command::Operator(args) => kubernetes::operator(&args).map(|()| ExitCode::SUCCESS),
     };

@@ -252,7 +252,7 @@ fn stop_on_signal(stop: Arc<AtomicBool>) -> Result<()> {
 }
 
 /// One line for a person: per source, its phase and progress.
-fn status_line(status: &SyncStatus) -> String {
+pub(crate) fn status_line(status: &SyncStatus) -> String {
     status
         .sources
         .iter()

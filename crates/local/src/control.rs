@@ -98,6 +98,20 @@ pub enum ControlRequest {
         /// Replicas per shard.
         replicas: u16,
     },
+    /// Switch the proxy online to another cluster (`cinnabar_proxy::switch`), and once
+    /// switched, record that this endpoint serves it (also after a restart). Answered with
+    /// [`ControlReply::Switch`].
+    SwitchBackend {
+        /// The other cluster's nodes, `host:port`.
+        seeds: Vec<String>,
+        /// Its state directory, when it is a local cluster.
+        dir: Option<PathBuf>,
+        /// A running sync's admin listener, whose `/offsets` proves the catch-up; `None`
+        /// switches without that check.
+        sync: Option<String>,
+        /// The longest clients' requests may be held, in milliseconds.
+        max_pause_ms: u64,
+    },
 }
 
 /// Why a request was not carried out.
@@ -123,6 +137,12 @@ pub enum ControlReply {
         port: Option<u16>,
         /// Its host label, when the cluster has hosts.
         host: Option<String>,
+    },
+    /// What a switch did: the proxy's report as JSON (`cinnabar_proxy::SwitchReport`), also
+    /// when it was refused or abandoned.
+    Switch {
+        /// The report.
+        report: String,
     },
     /// Not done; nothing was changed unless the message says so.
     Failed {

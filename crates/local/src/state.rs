@@ -80,8 +80,21 @@ pub struct State {
     /// Nodes in port order: the truth about which nodes exist (after scaling it is no longer
     /// the spec's `masters × (replicas + 1)` consecutive ports).
     pub nodes: Vec<NodeState>,
+    /// Set once this cluster's endpoint was switched online to another cluster (`cinnabar
+    /// migrate`): the proxy serves that one, also after a restart of this supervisor.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serving: Option<Serving>,
     /// Last write, in ms since the Unix epoch.
     pub updated_ms: u64,
+}
+
+/// The cluster this directory's endpoint serves instead of its own nodes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Serving {
+    /// Its state directory, when it is a local cluster too.
+    pub dir: Option<PathBuf>,
+    /// Its nodes, `host:port`.
+    pub seeds: Vec<String>,
 }
 
 /// Paths inside one state directory.
@@ -272,6 +285,7 @@ mod tests {
                 restarts: 0,
                 host: Some("h0".into()),
             }],
+            serving: None,
             updated_ms: 0,
         }
     }

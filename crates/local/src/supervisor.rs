@@ -210,6 +210,15 @@ impl Supervisor {
             .collect();
         let lock = dir.lock()?;
         let fresh = is_fresh(&dir, &nodes)?;
+        // An endpoint switched to another cluster keeps serving it across restarts.
+        let serving = if fresh {
+            None
+        } else {
+            dir.load()
+                .ok()
+                .flatten()
+                .and_then(|previous| previous.serving)
+        };
 
         let mut state = State {
             spec: spec.clone(),
@@ -220,6 +229,7 @@ impl Supervisor {
             server_flavor: binary.flavor,
             server_version: binary.version.clone(),
             nodes,
+            serving,
             updated_ms: 0,
         };
         dir.save(&mut state)?;
@@ -326,7 +336,15 @@ impl Supervisor {
     /// Starts the proxy in front of every node and waits until it answers PING, so the endpoint
     /// we print serves at once.
     async fn start_proxy(&mut self, addr: SocketAddr) -> Result<()> {
-        let mut config = ProxyConfig::new(addr, self.seeds());
+        let seeds = match &self.state.serving {
+            Some(serving) => serving
+                .seeds
+                .iter()
+                .filter_map(|s| s.parse().ok())
+                .collect(),
+            None => self.seeds(),
+        };
+        let mut config = ProxyConfig::new(addr, seeds);
         config.workers = usize::from(self.state.spec.proxy_workers);
         config.admin_listen = self
             .state

@@ -394,18 +394,25 @@ impl Switcher {
             }
         }
         if let CatchUp::Sync(at) = &request.catch_up {
+            // Whether the sync answered at all during the hold, for the report.
+            let mut answered = false;
+            let mut last_error = None;
             loop {
                 let left = deadline.saturating_duration_since(Instant::now());
-                let applied = tokio::time::timeout(left, sync_offsets(at, self.connect_timeout))
+                let polled = tokio::time::timeout(left, sync_offsets(at, self.connect_timeout))
                     .await
                     .unwrap_or_else(|_| Err("no answer".into()));
-                if let Ok(applied) = &applied {
-                    for source in &mut report.sources {
-                        source.applied_offset = applied
-                            .iter()
-                            .find(|(a, _)| *a == source.master)
-                            .map(|(_, o)| *o);
+                match polled {
+                    Ok(applied) => {
+                        answered = true;
+                        for source in &mut report.sources {
+                            source.applied_offset = applied
+                                .iter()
+                                .find(|(a, _)| *a == source.master)
+                                .map(|(_, o)| *o);
+                        }
                     }
+                    Err(e) => last_error = Some(e),
                 }
                 let behind: Vec<&SourceCatchUp> = report
                     .sources
@@ -429,9 +436,13 @@ impl Switcher {
                         })
                         .collect::<Vec<_>>()
                         .join("; ");
-                    let why = match applied {
-                        Err(e) => format!("the sync at {at} stopped answering ({e}); {detail}"),
-                        Ok(_) => format!(
+                    let why = match last_error {
+                        Some(e) if !answered => {
+                            format!(
+                                "the sync at {at} did not answer during the hold ({e}); {detail}"
+                            )
+                        }
+                        _ => format!(
                             "the target did not catch up within {} ms: {detail}",
                             request.max_pause.as_millis()
                         ),

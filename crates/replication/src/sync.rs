@@ -433,7 +433,9 @@ fn follow_once(
     });
     let applied = client.applied_offset();
     applied.advance_to(start_offset);
+    let commands_at_start = applier.counters().commands_applied;
     let mut sink = StreamSink {
+        commands_at_start,
         applier: &mut applier,
         store,
         status,
@@ -572,6 +574,9 @@ struct StreamSink<'a> {
     unacknowledged: VecDeque<(u64, Instant)>,
     /// A failure that must end the attempt (kept here: the client sees only a boxed error).
     error: Option<Attempt>,
+    /// The applier's command count when the stream started: the full sync's `RESTORE`s are
+    /// not stream commands.
+    commands_at_start: u64,
 }
 
 /// Most entries kept in [`StreamSink::unacknowledged`] (beyond, the newest absorbs the rest,
@@ -646,7 +651,9 @@ impl StreamSink<'_> {
             s.offset = acknowledged.max(s.offset);
             s.lag_bytes = received.saturating_sub(acknowledged);
             s.lag_ms = lag_ms;
-            s.commands_applied = counters.commands_applied;
+            s.commands_applied = counters
+                .commands_applied
+                .saturating_sub(self.commands_at_start);
         });
         Ok(())
     }

@@ -48,15 +48,73 @@ impl Supervisor {
                 Err(_) => return,
             };
         tracing::info!(?request, "control request");
-        let reply = match self.carry_out(&request).await {
-            Ok((port, host)) => ControlReply::Done { port, host },
-            Err(Refused(kind, message)) => {
-                tracing::warn!(?request, %message, "control request failed");
-                ControlReply::failed(kind, message)
+        let reply = match &request {
+            ControlRequest::SwitchBackend {
+                seeds,
+                dir,
+                sync,
+                max_pause_ms,
+            } => {
+                self.switch_backend(seeds, dir.as_deref(), sync.as_deref(), *max_pause_ms)
+                    .await
             }
+            _ => self.carry_out(&request).await.map_or_else(
+                |Refused(kind, message)| {
+                    tracing::warn!(?request, %message, "control request failed");
+                    ControlReply::failed(kind, message)
+                },
+                |(port, host)| ControlReply::Done { port, host },
+            ),
         };
         if let Err(e) = control::write_line(&mut write, &reply).await {
             tracing::warn!(error = %e, "could not send the control reply");
+        }
+    }
+
+    /// Switches the proxy to the cluster at `seeds`; once it serves it, records so in the
+    /// state (a restarted supervisor's proxy serves it too).
+    async fn switch_backend(
+        &mut self,
+        seeds: &[String],
+        dir: Option<&std::path::Path>,
+        sync: Option<&str>,
+        max_pause_ms: u64,
+    ) -> ControlReply {
+        let Some(proxy) = &self.proxy else {
+            return ControlReply::failed(
+                FailureKind::Failed,
+                "this cluster runs without a proxy, so there is no endpoint to switch",
+            );
+        };
+        let parsed: Result<Vec<cinnabar_cluster::NodeAddr>, String> = seeds
+            .iter()
+            .map(|s| s.parse().map_err(|e| format!("seed {s:?}: {e}")))
+            .collect();
+        let parsed = match parsed {
+            Ok(parsed) => parsed,
+            Err(e) => return ControlReply::failed(FailureKind::Failed, e),
+        };
+        let report = proxy
+            .switch_backend(cinnabar_proxy::SwitchRequest {
+                seeds: parsed,
+                credentials: None,
+                catch_up: sync.map_or(cinnabar_proxy::CatchUp::Unchecked, |at| {
+                    cinnabar_proxy::CatchUp::Sync(at.to_owned())
+                }),
+                max_pause: Duration::from_millis(max_pause_ms),
+            })
+            .await;
+        if report.outcome == cinnabar_proxy::switch::Outcome::Switched {
+            self.state.serving = Some(crate::state::Serving {
+                dir: dir.map(std::path::Path::to_path_buf),
+                seeds: seeds.to_vec(),
+            });
+            if let Err(e) = self.dir.save(&mut self.state) {
+                tracing::error!(error = %e, "switched, but could not record it in the state file");
+            }
+        }
+        ControlReply::Switch {
+            report: serde_json::to_string(&report).unwrap_or_default(),
         }
     }
 
@@ -101,6 +159,10 @@ impl Supervisor {
                 self.dir.save(&mut self.state)?;
                 Ok((None, None))
             }
+            ControlRequest::SwitchBackend { .. } => Err(Refused(
+                FailureKind::Failed,
+                "a switch is answered with its report, not here".into(),
+            )),
         }
     }
 
