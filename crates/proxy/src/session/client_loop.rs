@@ -117,6 +117,9 @@ impl Session {
             // Requests are held by a switch (see `crate::switch`): nothing is parsed until the
             // gate opens, and the input keeps them.
             let held = self.worker.holding() && !input.is_empty();
+            if held && self.held_since.is_none() {
+                self.held_since = Some(Instant::now());
+            }
             // Out of `self` while the branches borrow it; put back below unless it ended.
             let mut topology_wait = self.topology_wait.take();
             tokio::select! {
@@ -173,7 +176,13 @@ impl Session {
         let max_pending = self.worker.config.max_pending_per_client;
         let mut start = 0;
         if !input.is_empty() {
-            self.batch_started = Instant::now();
+            self.batch_started = match self.held_since {
+                Some(since) if !self.worker.holding() => since,
+                _ => Instant::now(),
+            };
+            if !self.worker.holding() {
+                self.held_since = None;
+            }
         }
         while self.may_parse(max_pending) {
             let buf = &input[start..];

@@ -172,6 +172,9 @@ struct Session {
     command_index: u16,
     /// When the input being parsed was read (one clock reading per batch, not per request).
     batch_started: Instant,
+    /// When a switch's hold found this client's requests waiting: their latency counts from
+    /// then, so the metrics show the pause clients saw.
+    held_since: Option<Instant>,
     /// Between MULTI and EXEC/DISCARD.
     transaction: Option<Transaction>,
     /// After WATCH: this client's own connection to the watched slot's master, where the
@@ -279,6 +282,7 @@ async fn serve_halves<R, W>(
         command: "",
         command_index: u16::MAX,
         batch_started: Instant::now(),
+        held_since: None,
         transaction: None,
         watch: None,
         subscribe: None,
