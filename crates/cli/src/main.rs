@@ -297,9 +297,16 @@ impl ProxyArgs {
         if let Some(ms) = self.drain_timeout_ms {
             config.drain_timeout = Duration::from_millis(ms);
         }
-        if config.seeds.is_empty() {
+        if !config.clusters.is_empty() && !self.seeds.is_empty() {
             bail!(
-                "no seed: give --seed HOST:PORT (a node of the cluster), or `seeds` in a --config file"
+                "--seed names one cluster, but the --config file has [[clusters]]: give each \
+                 cluster's seeds there"
+            );
+        }
+        if config.seeds.is_empty() && config.clusters.is_empty() {
+            bail!(
+                "no seed: give --seed HOST:PORT (a node of the cluster), or `seeds` (or \
+                 [[clusters]]) in a --config file"
             );
         }
         Ok(config)

@@ -286,6 +286,7 @@ async fn a_switch_the_target_cannot_catch_up_with_is_abandoned_and_clients_stay_
     tokio::time::sleep(Duration::from_millis(100)).await;
     let report = proxy
         .switch_backend(cinnabar_proxy::SwitchRequest {
+            cluster: None,
             seeds: target.seeds(),
             credentials: None,
             catch_up: cinnabar_proxy::CatchUp::Sync(offsets.to_string()),

@@ -217,10 +217,23 @@ impl Command {
     /// # Errors
     /// [`CommandError::CrossSlot`] when the keys map to different slots.
     pub fn slot<A: Args + ?Sized>(&self, args: &A) -> Result<Option<u16>, CommandError> {
+        self.slot_by(args, crate::slot::key_slot)
+    }
+
+    /// Like [`slot`](Self::slot), with each key's slot given by `slot_of` (a proxy in front of
+    /// several clusters numbers their slots apart).
+    ///
+    /// # Errors
+    /// [`CommandError::CrossSlot`] when the keys map to different slots.
+    pub fn slot_by<A: Args + ?Sized>(
+        &self,
+        args: &A,
+        slot_of: impl Fn(&[u8]) -> u16,
+    ) -> Result<Option<u16>, CommandError> {
         let mut slot = None;
         // `keys` yields only indices below `args.len()`, which a consistent `Args` has.
         for key in self.keys(args).filter_map(|index| args.get(index)) {
-            let this = crate::slot::key_slot(key);
+            let this = slot_of(key);
             match slot {
                 None => slot = Some(this),
                 Some(first) if first != this => return Err(CommandError::CrossSlot),

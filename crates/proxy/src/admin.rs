@@ -153,6 +153,9 @@ fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
 #[derive(Debug, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 struct SwitchBody {
+    /// Which cluster of the endpoint to switch (`[[clusters]]` name; not needed with one).
+    #[serde(default)]
+    cluster: Option<String>,
     /// The target's nodes, `host:port`.
     seeds: Vec<String>,
     /// ACL user and password for the target's nodes (none: no password).
@@ -236,6 +239,7 @@ async fn backend_switch(request: &[u8], shared: &Shared) -> Vec<u8> {
     let report = shared
         .switcher
         .switch(crate::switch::SwitchRequest {
+            cluster: parsed.cluster,
             seeds,
             credentials,
             catch_up,
@@ -343,13 +347,22 @@ fn not_ready(routes: &SlotMap, draining: bool) -> Option<String> {
     if routes.masters().is_empty() {
         return Some("no master known".into());
     }
-    let covered = routes.covered_slots();
-    (covered < usize::from(cinnabar_commands::SLOT_COUNT)).then(|| {
-        format!(
-            "{} slots have no master",
-            usize::from(cinnabar_commands::SLOT_COUNT) - covered
-        )
-    })
+    let missing: Vec<String> = (0..routes.clusters())
+        .filter_map(|c| routes.cluster_map(c))
+        .filter(|one| one.covered_slots() < one.total_slots())
+        .map(|one| {
+            let gap = one.total_slots() - one.covered_slots();
+            if routes.clusters() > 1 {
+                format!(
+                    "{gap} slots of cluster {} have no master",
+                    one.cluster_name(0)
+                )
+            } else {
+                format!("{gap} slots have no master")
+            }
+        })
+        .collect();
+    (!missing.is_empty()).then(|| missing.join("; "))
 }
 
 fn reply(status: u16, content_type: &str, body: String) -> Vec<u8> {
@@ -385,8 +398,9 @@ fn topology_json(routes: &SlotMap) -> String {
         }
         let _ = write!(
             out,
-            "{{\"address\":{},\"replicas\":[",
-            json_string(&master.to_string())
+            "{{\"address\":{},\"cluster\":{},\"replicas\":[",
+            json_string(&master.to_string()),
+            json_string(routes.cluster_name(routes.cluster_of_master(i)))
         );
         for (j, replica) in routes.replicas(i).iter().enumerate() {
             if j > 0 {
@@ -399,7 +413,13 @@ fn topology_json(routes: &SlotMap) -> String {
             if j > 0 {
                 out.push(',');
             }
-            let _ = write!(out, "[{first},{last}]");
+            // The cluster's own hash slots (its name is beside them).
+            let _ = write!(
+                out,
+                "[{},{}]",
+                crate::slotmap::hash_slot(*first),
+                crate::slotmap::hash_slot(*last)
+            );
         }
         out.push_str("]}");
     }

@@ -251,7 +251,7 @@ pub(crate) async fn run(backend: Rc<Backend>, worker: Rc<Worker>) {
         let _ = stream.set_nodelay(true);
         {
             // Built per connection: after a switch, the backend served has other credentials.
-            let prelude = worker.prelude(backend.flavor);
+            let prelude = worker.prelude(&backend.addr, backend.flavor);
             // The prelude goes first, ahead of requests queued while we were connecting.
             write_buf.clear();
             write_buf.extend_from_slice(&prelude.0);

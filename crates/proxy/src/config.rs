@@ -102,6 +102,9 @@ pub struct ProxyConfig {
     /// The admin HTTP listener (`/metrics`, `/healthz`, `/readyz`, `/topology`); `None` runs
     /// without one. Keep it on loopback or a private network: it is not authenticated.
     pub admin_listen: Option<SocketAddr>,
+    /// Several clusters behind this one endpoint, each owning the keys with its prefixes (see
+    /// [`ClusterConfig`]); empty: the one cluster of `seeds` and `backend_credentials`.
+    pub clusters: Vec<ClusterConfig>,
     /// The bearer token the admin listener's state-changing endpoint `POST /backend/switch`
     /// requires (`Authorization: Bearer …`); `None` refuses every switch over HTTP.
     pub admin_token: Option<String>,
@@ -155,6 +158,7 @@ impl ProxyConfig {
             transactions: Transactions::Strict,
             admin_listen: None,
             admin_token: None,
+            clusters: Vec::new(),
             drain_timeout: Duration::from_secs(30),
             max_clients: 10_000,
             idle_timeout: None,
@@ -168,4 +172,24 @@ impl ProxyConfig {
             slowlog_max_len: 128,
         }
     }
+}
+
+/// One cluster of an endpoint in front of several (`[[clusters]]` in the settings file).
+///
+/// A key goes to the cluster owning the longest prefix it starts with, else to the default
+/// cluster (the one with no prefixes; there is exactly one). A request whose keys fall in
+/// different clusters is split per key where the command allows it (MGET, MSET, DEL, …), as
+/// for keys in different slots, and refused with a CROSSSLOT error naming the clusters
+/// otherwise (MULTI/EXEC included). Fan-outs (DBSIZE, KEYS, FLUSHALL, INFO, …) and SCAN cover
+/// every cluster. At most four clusters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterConfig {
+    /// Its name, in errors, metrics (`cluster` label), `/topology` and switches.
+    pub name: String,
+    /// Nodes to learn its topology from.
+    pub seeds: Vec<NodeAddr>,
+    /// How the proxy logs in to its nodes.
+    pub credentials: Option<Credentials>,
+    /// The key prefixes it owns; empty for the default cluster.
+    pub prefixes: Vec<String>,
 }

@@ -158,6 +158,40 @@ proxy_keys! {
     backend_user: String => |c, v| credentials(c).user = Some(v),
     /// File holding the backend password (its first line), e.g. a mounted Kubernetes Secret.
     backend_password_file: SecretFile => |c, v| credentials(c).password = v.0,
+    /// `[[clusters]]`: several clusters behind this endpoint, each with `name`, `seeds`,
+    /// `prefixes` (the keys it owns; none for the one default cluster) and optionally
+    /// `backend_user` and `backend_password_file`; replaces `seeds` (see `ClusterConfig`).
+    clusters: Vec<ClusterSection> => |c, v| c.clusters = v.into_iter().map(ClusterSection::into_config).collect(),
+}
+
+/// One `[[clusters]]` entry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClusterSection {
+    name: String,
+    seeds: Seeds,
+    #[serde(default)]
+    prefixes: Vec<String>,
+    backend_user: Option<String>,
+    backend_password_file: Option<SecretFile>,
+}
+
+impl ClusterSection {
+    fn into_config(self) -> crate::config::ClusterConfig {
+        let credentials = match (self.backend_user, self.backend_password_file) {
+            (None, None) => None,
+            (user, password) => Some(Credentials {
+                user,
+                password: password.map(|p| p.0).unwrap_or_default(),
+            }),
+        };
+        crate::config::ClusterConfig {
+            name: self.name,
+            seeds: self.seeds.0,
+            credentials,
+            prefixes: self.prefixes,
+        }
+    }
 }
 
 /// The credentials being filled in (a user and a password file are separate keys).
@@ -368,19 +402,48 @@ mod tests {
     }
 
     #[test]
+    fn clusters_are_read_with_their_prefixes_and_logins() {
+        let dir = std::env::temp_dir().join(format!("cinnabar-clusters-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let secret = dir.join("password");
+        std::fs::write(&secret, "pw\n").unwrap();
+        let text = format!(
+            "[[clusters]]\nname = \"main\"\nseeds = [\"127.0.0.1:7001\"]\n\n\
+             [[clusters]]\nname = \"orders\"\nseeds = [\"127.0.0.1:8001\"]\n\
+             prefixes = [\"orders:\", \"carts:\"]\nbackend_password_file = \"{}\"\n",
+            secret.display()
+        );
+        let config = config_from(&text).unwrap();
+        assert_eq!(config.clusters.len(), 2);
+        assert_eq!(config.clusters[0].name, "main");
+        assert!(config.clusters[0].prefixes.is_empty());
+        assert_eq!(config.clusters[1].prefixes, ["orders:", "carts:"]);
+        assert_eq!(
+            config.clusters[1].credentials.as_ref().unwrap().password,
+            "pw"
+        );
+        let err = error_from("[[clusters]]\nname = \"x\"\nseeds = []\n");
+        assert!(err.contains("clusters"), "{err}");
+    }
+
+    #[test]
     fn backend_login_comes_from_a_user_and_a_password_file() {
         let dir = std::env::temp_dir().join(format!("cinnabar-file-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let secret = dir.join("password");
         std::fs::write(&secret, "p4ss\n").unwrap();
+        let token = dir.join("token");
+        std::fs::write(&token, "t0ken\n").unwrap();
         let text = format!(
-            "backend_user = \"svc\"\nbackend_password_file = \"{}\"\nread_from = \"prefer-replica\"\n",
-            secret.display()
+            "backend_user = \"svc\"\nbackend_password_file = \"{}\"\nadmin_token_file = \"{}\"\nread_from = \"prefer-replica\"\n",
+            secret.display(),
+            token.display()
         );
         let config = config_from(&text).unwrap();
         let credentials = config.backend_credentials.unwrap();
         assert_eq!(credentials.user.as_deref(), Some("svc"));
         assert_eq!(credentials.password, "p4ss");
+        assert_eq!(config.admin_token.as_deref(), Some("t0ken"));
         assert_eq!(config.read_from, ReadFrom::PreferReplica);
 
         std::fs::write(&secret, "").unwrap();

@@ -33,6 +33,7 @@ pub mod cidr;
 pub mod config;
 pub mod file;
 mod info;
+mod keyroute;
 mod local;
 mod pubsub;
 mod refresh;
@@ -92,6 +93,9 @@ pub enum ProxyError {
     /// The settings file is wrong.
     #[error("{0}")]
     File(#[from] file::FileError),
+    /// The `[[clusters]]` cannot serve together.
+    #[error("clusters: {0}")]
+    Clusters(String),
 }
 
 /// Applies new access and audit settings; shared by the handle (SIGHUP) and the admin
@@ -318,12 +322,27 @@ pub fn start(config: ProxyConfig) -> Result<ProxyHandle, ProxyError> {
     let refresh = Arc::new(Notify::new());
     let freshness = Arc::new(refresh::Freshness::new(Arc::clone(&refresh)));
     let gate = Arc::new(switch::Gate::new(config.workers.max(1)));
-    let upstream = refresh::Upstream {
-        seeds: config.seeds.clone(),
-        credentials: config.backend_credentials.clone().map(Arc::new),
-        epoch: 0,
+    let router = Arc::new(keyroute::KeyRouter::new(&config).map_err(ProxyError::Clusters)?);
+    let upstreams: Vec<refresh::Upstream> = if config.clusters.is_empty() {
+        vec![refresh::Upstream {
+            name: "default".into(),
+            seeds: config.seeds.clone(),
+            credentials: config.backend_credentials.clone().map(Arc::new),
+            epoch: 0,
+        }]
+    } else {
+        config
+            .clusters
+            .iter()
+            .map(|c| refresh::Upstream {
+                name: c.name.clone(),
+                seeds: c.seeds.clone(),
+                credentials: c.credentials.clone().map(Arc::new),
+                epoch: 0,
+            })
+            .collect()
     };
-    let shared_upstream = Arc::new(tokio::sync::Mutex::new(upstream.clone()));
+    let shared_upstream = Arc::new(tokio::sync::Mutex::new(upstreams.clone()));
 
     // The control thread learns the first topology before anything listens, and keeps it
     // current afterwards. Waiting on a channel (not `block_on`) lets callers that already run
@@ -344,7 +363,7 @@ pub fn start(config: ProxyConfig) -> Result<ProxyHandle, ProxyError> {
                         Err(e) => return drop(first_tx.send(Err(ProxyError::Runtime(e)))),
                     };
                     runtime.block_on(async {
-                        let first = refresh::fetch(&[], &upstream, config.connect_timeout, 1).await;
+                        let first = refresh::fetch_all(&upstreams, config.connect_timeout).await;
                         let routes_tx = match first {
                             Ok(map) => {
                                 let (routes_tx, routes_rx) = watch::channel(Arc::new(map));
@@ -414,6 +433,7 @@ pub fn start(config: ProxyConfig) -> Result<ProxyHandle, ProxyError> {
         let (own_stats, all_stats) = (Arc::clone(&worker_stats[i]), Arc::clone(&stats));
         let (access_rx, auditor, tls) = (access_rx.clone(), auditor.clone(), tls_rx.clone());
         let gate = Arc::clone(&gate);
+        let router = Arc::clone(&router);
         threads.push(
             std::thread::Builder::new()
                 .name(format!("cinnabar-worker-{i}"))
@@ -432,6 +452,7 @@ pub fn start(config: ProxyConfig) -> Result<ProxyHandle, ProxyError> {
                         tls,
                         gate,
                         index: i,
+                        router,
                     };
                     run_worker(setup, runtime, listener, stop_rx)
                 })
@@ -491,6 +512,15 @@ pub(crate) fn gauges(routes: &SlotMap) -> stats::Gauges {
         masters: routes.masters().len(),
         slots_covered: routes.covered_slots(),
         topology_version: routes.version,
+        clusters: (0..routes.clusters())
+            .filter_map(|c| routes.cluster_map(c))
+            .map(|one| stats::ClusterGauges {
+                name: one.cluster_name(0).to_owned(),
+                masters: one.masters().len(),
+                slots_covered: one.covered_slots(),
+                switches: one.upstream,
+            })
+            .collect(),
     }
 }
 
@@ -549,6 +579,7 @@ struct WorkerSetup {
     tls: Option<watch::Receiver<tokio_rustls::TlsAcceptor>>,
     gate: Arc<switch::Gate>,
     index: usize,
+    router: Arc<keyroute::KeyRouter>,
 }
 
 fn run_worker(
@@ -573,6 +604,7 @@ fn run_worker(
             tls,
             gate,
             index,
+            router,
         } = setup;
         let worker = worker::Worker::new(worker::Shared {
             config,
@@ -586,6 +618,7 @@ fn run_worker(
             auditor,
             gate,
             index,
+            router,
         });
         tokio::task::spawn_local(Rc::clone(&worker).follow_gate());
         loop {

@@ -97,8 +97,11 @@ pub(crate) enum Ended {
 pub(crate) struct Backends<'a> {
     pub(crate) routes: &'a SlotMap,
     pub(crate) resp3: bool,
-    /// What a fresh node connection is sent first, and how many replies that takes.
-    pub(crate) prelude: &'a (Vec<u8>, usize),
+    /// The kind of node connection (its prelude also logs in with the node's cluster's
+    /// credentials).
+    pub(crate) flavor: crate::backend::Flavor,
+    /// Which cluster each shard channel belongs to (as keys do).
+    pub(crate) router: &'a crate::keyroute::KeyRouter,
     /// The switch gate: when the proxy switches to another backend, the relay ends (the
     /// client subscribes again, on the new backend).
     pub(crate) gate: &'a crate::switch::Gate,
@@ -392,8 +395,9 @@ impl Relay<'_> {
 
     /// SSUBSCRIBE: on the master owning the channels' slot.
     async fn subscribe_sharded(&mut self, names: &[Vec<u8>]) -> Result<(), Vec<u8>> {
-        let slot = cinnabar_commands::key_slot(&names[0]);
-        if names.iter().any(|n| cinnabar_commands::key_slot(n) != slot) {
+        let router = self.backends.router;
+        let slot = router.slot(&names[0]);
+        if names.iter().any(|n| router.slot(n) != slot) {
             return Err(b"-CROSSSLOT Keys in request don't hash to the same slot\r\n".to_vec());
         }
         let Some(owner) = self.backends.routes.owner(slot) else {
@@ -418,16 +422,17 @@ impl Relay<'_> {
             .get(master)
             .cloned()
             .ok_or_else(|| b"-CLUSTERDOWN cinnabar: no master is known\r\n".to_vec())?;
-        let stream = crate::backend::connect_private(
-            &addr,
-            self.backends.prelude,
-            self.backends.connect_timeout,
-        )
-        .await
-        .map_err(|why| {
-            format!("-ERR cinnabar: cannot open a pub/sub connection to {addr}: {why}\r\n")
-                .into_bytes()
-        })?;
+        let prelude = self
+            .backends
+            .flavor
+            .prelude(self.backends.routes.credentials_of(&addr));
+        let stream =
+            crate::backend::connect_private(&addr, &prelude, self.backends.connect_timeout)
+                .await
+                .map_err(|why| {
+                    format!("-ERR cinnabar: cannot open a pub/sub connection to {addr}: {why}\r\n")
+                        .into_bytes()
+                })?;
         let (rd, wr) = stream.into_split();
         self.links.push(Link {
             master,

@@ -29,6 +29,8 @@ const DEBOUNCE: Duration = Duration::from_millis(50);
 /// each refresh, so a refresh of the old backend can never publish over a switch.
 #[derive(Debug, Clone)]
 pub(crate) struct Upstream {
+    /// The cluster's name (`default` for a proxy of one cluster).
+    pub(crate) name: String,
     pub(crate) seeds: Vec<NodeAddr>,
     pub(crate) credentials: Option<Arc<Credentials>>,
     /// 0 for the backend the proxy started with, one more per switch (`SlotMap::upstream`).
@@ -60,9 +62,11 @@ pub(crate) async fn fetch(
         };
         match view.await {
             Ok(topology) => {
-                let mut map = SlotMap::from_topology(&topology, version);
-                map.upstream = upstream.epoch;
-                map.credentials.clone_from(&upstream.credentials);
+                let map = SlotMap::from_topology(&topology, version).named(
+                    &upstream.name,
+                    upstream.credentials.clone(),
+                    upstream.epoch,
+                );
                 if !map.masters().is_empty() {
                     return Ok(map);
                 }
@@ -75,6 +79,25 @@ pub(crate) async fn fetch(
         "no cluster node answered CLUSTER NODES ({})",
         failures.join("; ")
     ))
+}
+
+/// The first table: every cluster must answer.
+///
+/// # Errors
+/// A sentence naming the cluster (when there are several) and every node tried.
+pub(crate) async fn fetch_all(
+    upstreams: &[Upstream],
+    timeout: Duration,
+) -> Result<SlotMap, String> {
+    let mut parts = Vec::with_capacity(upstreams.len());
+    for upstream in upstreams {
+        match fetch(&[], upstream, timeout, 1).await {
+            Ok(map) => parts.push(Arc::new(map)),
+            Err(e) if upstreams.len() > 1 => return Err(format!("cluster {}: {e}", upstream.name)),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(SlotMap::combine(&parts, 1))
 }
 
 /// How far refreshes have got, as the control thread publishes it after each attempt.
@@ -166,7 +189,7 @@ impl Freshness {
 /// Refresh loop: wakes on `wake` or every `interval`, publishes changes on `tx`, and records
 /// every attempt in `freshness` (after the routes it found are published).
 pub(crate) async fn run(
-    upstream: Arc<tokio::sync::Mutex<Upstream>>,
+    upstreams: Arc<tokio::sync::Mutex<Vec<Upstream>>>,
     tx: Arc<watch::Sender<Arc<SlotMap>>>,
     freshness: Arc<Freshness>,
     interval: Duration,
@@ -180,21 +203,42 @@ pub(crate) async fn run(
         }
         // Held until the result is published: a switch waits for this refresh, or this
         // refresh for the switch, never both at once.
-        let upstream = upstream.lock().await;
+        let upstreams = upstreams.lock().await;
         // Asks made before this point are answered by this refresh: it starts after them.
         let covers = freshness.asks.load(Ordering::SeqCst);
         let started = Instant::now();
         let current = tx.borrow().clone();
-        // Right after a switch the table in force is the new backend's, so its masters come
-        // first; the old backend's never are.
-        let candidates: &[NodeAddr] = if current.upstream == upstream.epoch {
-            current.masters()
-        } else {
-            &[]
-        };
         stats.refreshes.inc();
-        match fetch(candidates, &upstream, timeout, current.version + 1).await {
-            Ok(map) if !map.same_routes(&current) => {
+        let mut parts = Vec::with_capacity(upstreams.len());
+        let mut failures = Vec::new();
+        for (c, upstream) in upstreams.iter().enumerate() {
+            let known = current.cluster_map(c);
+            // Right after a switch the table in force has the new cluster's masters, so they
+            // come first; the old cluster's never do.
+            let candidates = known
+                .as_ref()
+                .filter(|k| k.upstream == upstream.epoch)
+                .map(|k| k.masters().to_vec())
+                .unwrap_or_default();
+            match fetch(&candidates, upstream, timeout, current.version + 1).await {
+                Ok(map) => parts.push(Arc::new(map)),
+                Err(e) => {
+                    failures.push(if upstreams.len() > 1 {
+                        format!("cluster {}: {e}", upstream.name)
+                    } else {
+                        e
+                    });
+                    match known {
+                        Some(known) => parts.push(Arc::new(known)),
+                        None => break,
+                    }
+                }
+            }
+        }
+        let fetched =
+            (parts.len() == upstreams.len()).then(|| SlotMap::combine(&parts, current.version + 1));
+        match fetched {
+            Some(map) if !map.same_routes(&current) => {
                 stats.topology_changes.inc();
                 tracing::info!(
                     version = map.version,
@@ -202,16 +246,17 @@ pub(crate) async fn run(
                     "routing table changed"
                 );
                 tx.send_replace(Arc::new(map));
-                freshness.record(covers, started, true);
             }
-            Ok(_) => freshness.record(covers, started, true),
-            Err(e) => {
-                stats.refresh_failures.inc();
-                freshness.record(covers, started, false);
-                tracing::warn!(error = %e, "topology refresh failed; keeping the current routes");
-            }
+            _ => {}
         }
-        drop(upstream);
+        if failures.is_empty() {
+            freshness.record(covers, started, true);
+        } else {
+            stats.refresh_failures.inc();
+            freshness.record(covers, started, false);
+            tracing::warn!(error = %failures.join("; "), "topology refresh failed; keeping the current routes");
+        }
+        drop(upstreams);
         tokio::time::sleep(DEBOUNCE).await;
     }
 }

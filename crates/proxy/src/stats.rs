@@ -291,7 +291,7 @@ pub(crate) struct Totals {
 }
 
 /// Facts that are read, not counted, at scrape time.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Gauges {
     /// Masters in the routing table.
     pub masters: usize,
@@ -299,6 +299,21 @@ pub struct Gauges {
     pub slots_covered: usize,
     /// The routing table's version.
     pub topology_version: u64,
+    /// Per cluster behind the endpoint (one, `default`, unless `[[clusters]]`).
+    pub clusters: Vec<ClusterGauges>,
+}
+
+/// What the routing table says about one cluster.
+#[derive(Debug, Clone, Default)]
+pub struct ClusterGauges {
+    /// Its name.
+    pub name: String,
+    /// Its masters.
+    pub masters: usize,
+    /// Its hash slots with a master.
+    pub slots_covered: usize,
+    /// Online switches of this cluster so far.
+    pub switches: u64,
 }
 
 impl Stats {
@@ -668,6 +683,33 @@ impl Stats {
             metric(&mut out, name, "gauge", help);
             let _ = writeln!(out, "{name} {value}");
         }
+        for (name, help, value) in [
+            (
+                "cinnabar_cluster_masters",
+                "Masters of each cluster behind the endpoint.",
+                (|c: &ClusterGauges| c.masters as u64) as fn(&ClusterGauges) -> u64,
+            ),
+            (
+                "cinnabar_cluster_slots_covered",
+                "Hash slots with a master, per cluster behind the endpoint.",
+                |c: &ClusterGauges| c.slots_covered as u64,
+            ),
+            (
+                "cinnabar_cluster_switches",
+                "Online backend switches of each cluster behind the endpoint.",
+                |c: &ClusterGauges| c.switches,
+            ),
+        ] {
+            metric(&mut out, name, "gauge", help);
+            for cluster in &gauges.clusters {
+                let _ = writeln!(
+                    out,
+                    "{name}{{cluster=\"{}\"}} {}",
+                    label(&cluster.name),
+                    value(cluster)
+                );
+            }
+        }
         out
     }
 }
@@ -708,6 +750,12 @@ mod tests {
             masters: 3,
             slots_covered: 16384,
             topology_version: 7,
+            clusters: vec![ClusterGauges {
+                name: "orders".into(),
+                masters: 3,
+                slots_covered: 16384,
+                switches: 1,
+            }],
         });
         for line in [
             "cinnabar_requests_total{category=\"read\"} 2",
@@ -720,6 +768,8 @@ mod tests {
             "cinnabar_request_duration_seconds_count 3",
             "cinnabar_redirects_total{kind=\"moved\"} 1",
             "cinnabar_slots_covered 16384",
+            "cinnabar_cluster_masters{cluster=\"orders\"} 3",
+            "cinnabar_cluster_switches{cluster=\"orders\"} 1",
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line}:\n{text}");
         }

@@ -143,6 +143,9 @@ pub enum CatchUp {
 /// A switch, as asked for.
 #[derive(Debug, Clone)]
 pub struct SwitchRequest {
+    /// Which of the endpoint's clusters is replaced (`[[clusters]]` name); `None` when it
+    /// serves one.
+    pub cluster: Option<String>,
     /// Nodes of the target cluster to learn its topology from.
     pub seeds: Vec<NodeAddr>,
     /// How the proxy logs in to the target's nodes (`None`: no password).
@@ -182,6 +185,8 @@ pub struct SourceCatchUp {
 pub struct SwitchReport {
     /// Switched, abandoned or refused.
     pub outcome: Outcome,
+    /// The cluster of the endpoint that was switched (`default` for a proxy of one).
+    pub cluster: String,
     /// Why it was abandoned or refused.
     pub reason: Option<String>,
     /// Masters served before.
@@ -210,7 +215,7 @@ pub struct SwitchReport {
 #[derive(Debug)]
 pub(crate) struct Switcher {
     pub(crate) gate: Arc<Gate>,
-    pub(crate) upstream: Arc<Mutex<Upstream>>,
+    pub(crate) upstreams: Arc<Mutex<Vec<Upstream>>>,
     pub(crate) routes: Arc<watch::Sender<Arc<SlotMap>>>,
     pub(crate) connect_timeout: Duration,
     /// One switch at a time.
@@ -220,13 +225,13 @@ pub(crate) struct Switcher {
 impl Switcher {
     pub(crate) fn new(
         gate: Arc<Gate>,
-        upstream: Arc<Mutex<Upstream>>,
+        upstreams: Arc<Mutex<Vec<Upstream>>>,
         routes: Arc<watch::Sender<Arc<SlotMap>>>,
         connect_timeout: Duration,
     ) -> Self {
         Self {
             gate,
-            upstream,
+            upstreams,
             routes,
             connect_timeout,
             running: Mutex::new(()),
@@ -236,11 +241,16 @@ impl Switcher {
     /// Runs one switch (see the module docs).
     pub(crate) async fn switch(&self, request: SwitchRequest) -> SwitchReport {
         let from = self.routes.borrow().clone();
+        let cluster = request
+            .cluster
+            .clone()
+            .unwrap_or_else(|| from.cluster_name(0).to_owned());
         let mut report = SwitchReport {
             outcome: Outcome::Refused,
+            cluster,
             reason: None,
-            from_masters: names(from.masters()),
-            to_masters: names(from.masters()),
+            from_masters: Vec::new(),
+            to_masters: Vec::new(),
             hold_ms: 0.0,
             drain_ms: 0.0,
             catch_up_ms: 0.0,
@@ -285,14 +295,38 @@ impl Switcher {
             return Err(Stop::Refused("no seed of the target was given".into()));
         }
         // Pre-flight: nothing is held yet.
-        let mut upstream = self.upstream.lock().await;
+        let mut upstreams = self.upstreams.lock().await;
+        let from = self.routes.borrow().clone();
+        let c = match &request.cluster {
+            Some(name) => upstreams
+                .iter()
+                .position(|u| u.name == *name)
+                .ok_or_else(|| {
+                    Stop::Refused(format!(
+                        "this endpoint has no cluster named {name:?} (it has {})",
+                        upstreams
+                            .iter()
+                            .map(|u| u.name.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ))
+                })?,
+            None if upstreams.len() == 1 => 0,
+            None => {
+                return Err(Stop::Refused(format!(
+                    "this endpoint serves {} clusters; name the one to switch",
+                    upstreams.len()
+                )));
+            }
+        };
         let target = Upstream {
+            name: upstreams[c].name.clone(),
             seeds: request.seeds.clone(),
             credentials: request.credentials.clone().map(Arc::new),
-            epoch: upstream.epoch + 1,
+            epoch: upstreams[c].epoch + 1,
         };
-        let from = self.routes.borrow().clone();
-        let mut to = refresh::fetch(&[], &target, self.connect_timeout, from.version + 1)
+        report.from_masters = names(from.cluster_masters(c));
+        let to = refresh::fetch(&[], &target, self.connect_timeout, from.version + 1)
             .await
             .map_err(|e| Stop::Refused(format!("the target does not answer: {e}")))?;
         if to.covered_slots() < 16384 {
@@ -303,11 +337,10 @@ impl Switcher {
         }
         if to.masters().iter().any(|m| from.masters().contains(m)) {
             return Err(Stop::Refused(
-                "the target shares nodes with the backend served now; it is the same cluster"
-                    .into(),
+                "the target shares nodes with a cluster served now; it is the same cluster".into(),
             ));
         }
-        let sources = from.masters().to_vec();
+        let sources = from.cluster_masters(c).to_vec();
         if let CatchUp::Sync(at) = &request.catch_up {
             let applied = sync_offsets(at, self.connect_timeout)
                 .await
@@ -362,9 +395,10 @@ impl Switcher {
         };
         for master in &sources {
             let offset = async {
-                let mut client = NodeClient::connect_as(master, timeouts, from.credentials())
-                    .await
-                    .map_err(|e| e.to_string())?;
+                let mut client =
+                    NodeClient::connect_as(master, timeouts, from.credentials_of(master))
+                        .await
+                        .map_err(|e| e.to_string())?;
                 let info = client.replication_info().await.map_err(|e| e.to_string())?;
                 info.repl_offset
                     .ok_or_else(|| "INFO replication has no master_repl_offset".to_owned())
@@ -456,11 +490,21 @@ impl Switcher {
         }
         report.catch_up_ms = ms(caught_up.elapsed());
 
-        // Flip.
-        to.version = from.version.max(self.routes.borrow().version) + 1;
-        let epoch = to.upstream;
-        *upstream = target;
-        self.routes.send_replace(Arc::new(to));
+        // Flip: the other clusters' parts stay as they are.
+        let parts: Vec<Arc<SlotMap>> = (0..from.clusters())
+            .map(|i| {
+                if i == c {
+                    Arc::new(to.clone())
+                } else {
+                    Arc::new(from.cluster_map(i).unwrap_or_else(SlotMap::empty))
+                }
+            })
+            .collect();
+        let version = from.version.max(self.routes.borrow().version) + 1;
+        let flipped = SlotMap::combine(&parts, version);
+        let epoch = flipped.upstream;
+        upstreams[c] = target;
+        self.routes.send_replace(Arc::new(flipped));
         self.gate.open(epoch);
         report.hold_ms = ms(held.elapsed());
         report.outcome = Outcome::Switched;

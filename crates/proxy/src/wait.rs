@@ -94,9 +94,9 @@ pub(crate) async fn run(
     }
     drop(held);
 
-    let prelude = worker.prelude(Flavor::default());
     let mut connections = Vec::with_capacity(masters.len());
     for addr in &masters {
+        let prelude = worker.prelude(addr, Flavor::default());
         match backend::connect_private(addr, &prelude, worker.config.connect_timeout).await {
             Ok(stream) => connections.push(stream),
             Err(why) => {

@@ -17,6 +17,7 @@ use tokio::sync::{Notify, watch};
 
 use crate::backend::{self, Backend, Flavor};
 use crate::config::{ProxyConfig, ReadFrom};
+use crate::keyroute::KeyRouter;
 use crate::refresh::Freshness;
 use crate::slotmap::SlotMap;
 use crate::stats::{Stats, WorkerStats};
@@ -68,6 +69,8 @@ pub(crate) struct Worker {
     /// The online switch's barrier (see `switch`), and this worker's place in its reports.
     pub(crate) gate: Arc<Gate>,
     index: usize,
+    /// Which cluster each key belongs to (one, unless `[[clusters]]` are configured).
+    pub(crate) router: Arc<KeyRouter>,
     /// Clients blocked in BLPOP & co. now: the node and the `CLIENT ID` of each one's private
     /// connection, by a number of this worker's, so a switch can release them.
     blocked: RefCell<HashMap<u64, (NodeAddr, i64)>>,
@@ -131,6 +134,7 @@ pub(crate) struct Shared {
     pub(crate) gate: Arc<Gate>,
     /// This worker's number (0-based), for the gate's reports.
     pub(crate) index: usize,
+    pub(crate) router: Arc<KeyRouter>,
 }
 
 /// After this many failed logins in a row from one address, each further failure is answered
@@ -154,6 +158,7 @@ impl Worker {
             auditor,
             gate,
             index,
+            router,
         } = shared;
         let routes = routes_rx.borrow().clone();
         let current_access = access.borrow().clone();
@@ -180,6 +185,7 @@ impl Worker {
             login_failures: RefCell::new(HashMap::new()),
             gate,
             index,
+            router,
             blocked: RefCell::new(HashMap::new()),
             next_blocked: std::cell::Cell::new(0),
             blocking_starting: std::cell::Cell::new(0),
@@ -244,10 +250,10 @@ impl Worker {
         affinity as usize % self.lanes
     }
 
-    /// The connection prelude for connections of `flavor` to the backend served now (each
-    /// backend has its own credentials).
-    pub(crate) fn prelude(&self, flavor: Flavor) -> (Vec<u8>, usize) {
-        flavor.prelude(self.routes.borrow().credentials())
+    /// The connection prelude for a connection of `flavor` to `node` (each cluster, and each
+    /// backend after a switch, has its own credentials).
+    pub(crate) fn prelude(&self, node: &NodeAddr, flavor: Flavor) -> (Vec<u8>, usize) {
+        flavor.prelude(self.routes.borrow().credentials_of(node))
     }
 
     /// Whether a switch holds new requests now (one atomic load).
@@ -325,8 +331,8 @@ impl Worker {
         if waiting.is_empty() {
             return;
         }
-        let prelude = self.prelude(Flavor::default());
         for (key, node, id) in waiting {
+            let prelude = self.prelude(&node, Flavor::default());
             let mut request = Vec::new();
             let id = id.to_string();
             cinnabar_resp::encode::command(

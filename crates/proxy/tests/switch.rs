@@ -20,6 +20,7 @@ use support::{ask, connect, node_connection};
 
 fn unchecked(target: &TestCluster) -> SwitchRequest {
     SwitchRequest {
+        cluster: None,
         seeds: target.seeds(),
         credentials: None,
         catch_up: CatchUp::Unchecked,
@@ -222,6 +223,7 @@ async fn a_target_that_does_not_catch_up_is_abandoned_and_clients_stay_on_the_so
 
     let report = proxy
         .switch_backend(SwitchRequest {
+            cluster: None,
             seeds: new.seeds(),
             credentials: None,
             catch_up: CatchUp::Sync(sync.to_string()),

@@ -96,6 +96,7 @@ impl Supervisor {
         };
         let report = proxy
             .switch_backend(cinnabar_proxy::SwitchRequest {
+                cluster: None,
                 seeds: parsed,
                 credentials: None,
                 catch_up: sync.map_or(cinnabar_proxy::CatchUp::Unchecked, |at| {

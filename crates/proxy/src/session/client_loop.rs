@@ -72,11 +72,11 @@ impl Session {
                 // The relay takes the subscribing request as the first of the client's input.
                 input.splice(0..0, first);
                 let routes = self.worker.routes();
-                let prelude = self.worker.prelude(self.flavor());
                 let backends = pubsub::Backends {
                     routes: &routes,
                     resp3: self.resp3,
-                    prelude: &prelude,
+                    flavor: self.flavor(),
+                    router: &self.worker.router,
                     gate: &self.worker.gate,
                     connect_timeout: self.worker.config.connect_timeout,
                 };
@@ -270,7 +270,7 @@ impl Session {
                 Pending::Scan(run) => {
                     if let Some(id) = self.ids.front() {
                         let reply = &tickets.peek(*id).reply;
-                        rewrite_scan_reply(&mut self.out, reply, run);
+                        rewrite_scan_reply(&mut self.out, reply, run, &self.worker.router);
                     }
                 }
                 Pending::ScanCheck(run) => {

@@ -78,12 +78,15 @@ impl Session {
         }
         let mut request = Vec::new();
         write_request(args, &mut request);
-        let prelude = self.worker.prelude(self.flavor());
+        let preludes: Vec<_> = masters
+            .iter()
+            .map(|m| self.worker.prelude(m, self.flavor()))
+            .collect();
         let timeout = self.worker.config.connect_timeout;
         self.reply_from_task(async move {
             let mut replies = Vec::with_capacity(masters.len());
-            for master in &masters {
-                let reply = crate::backend::private_request(master, &prelude, &request, timeout)
+            for (master, prelude) in masters.iter().zip(&preludes) {
+                let reply = crate::backend::private_request(master, prelude, &request, timeout)
                     .await
                     .unwrap_or_else(|why| {
                         format!("-ERR cinnabar: {master}: {why}\r\n").into_bytes()

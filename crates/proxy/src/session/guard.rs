@@ -128,7 +128,7 @@ impl Session {
                 let mut owners: Vec<usize> = command
                     .keys(args)
                     .filter_map(|i| args.get(i))
-                    .filter_map(|key| routes.owner(cinnabar_commands::key_slot(key)))
+                    .filter_map(|key| routes.owner(self.worker.router.slot(key)))
                     .collect();
                 if owners.is_empty() && !masters.is_empty() {
                     owners.push(0);

@@ -41,8 +41,7 @@ impl Session {
             );
             return self.local_error(msg.as_bytes());
         }
-        let slot = command.slot(args);
-        if let Ok(slot) = slot {
+        if let Ok(slot) = self.slot_of(command, args) {
             return self.forward(slot, read_only, args);
         }
         let name = args.get(0).unwrap_or_default();
@@ -52,7 +51,7 @@ impl Session {
             let id = {
                 let mut tickets = self.worker.tickets.borrow_mut();
                 let key = args.get(index).unwrap_or_default();
-                let slot = Some(cinnabar_commands::key_slot(key));
+                let slot = Some(self.worker.router.slot(key));
                 let id = self.new_ticket(&mut tickets, slot, read_only);
                 let ticket = tickets.get(id);
                 encode::array_header(&mut ticket.request, 1 + step);
@@ -87,7 +86,7 @@ impl Session {
         let mut request = Vec::new();
         encode::command(&mut request, &[b"CLIENT", b"ID"]);
         write_request(args, &mut request);
-        let prelude = self.worker.prelude(self.flavor());
+        let prelude = self.worker.prelude(&addr, self.flavor());
         let timeout = self.worker.config.connect_timeout;
         let worker = Rc::clone(&self.worker);
         worker.blocking_started();

@@ -22,7 +22,7 @@ use std::collections::VecDeque;
 use std::rc::Rc;
 use std::time::Instant;
 
-use cinnabar_commands::Args;
+use cinnabar_commands::{Args, Command};
 use cinnabar_resp::{Protocol, Request, encode};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
@@ -416,6 +416,33 @@ impl Session {
     }
 
     /// Queues an error reply from a bare error line (`ERR ...`, no `-`, no CRLF).
+    /// The one virtual slot of the request's keys (their cluster's number above their hash
+    /// slot, see `crate::keyroute`); the error line when they have several.
+    fn slot_of(&self, command: &Command, args: &RequestArgs<'_>) -> Result<Option<u16>, Vec<u8>> {
+        let router = &self.worker.router;
+        command.slot_by(args, |key| router.slot(key)).map_err(|e| {
+            let routes = self.worker.routes_in_use();
+            let mut clusters: Vec<&str> = command
+                .keys(args)
+                .filter_map(|i| args.get(i))
+                .map(|key| routes.cluster_name(router.cluster_of(key)))
+                .collect();
+            clusters.dedup();
+            clusters.sort_unstable();
+            clusters.dedup();
+            if clusters.len() > 1 {
+                format!(
+                    "CROSSSLOT Keys in request don't hash to the same slot (cinnabar: they \
+                         belong to different clusters: {})",
+                    clusters.join(", ")
+                )
+                .into_bytes()
+            } else {
+                e.to_bytes()
+            }
+        })
+    }
+
     fn local_error(&mut self, line: &[u8]) {
         self.local_with(|out, _| {
             out.push(b'-');

@@ -82,14 +82,14 @@ impl Session {
         match route {
             Route::Quit => {}
             Route::Local => self.answer_locally(command, args),
-            Route::Keyed => match command.slot(args) {
+            Route::Keyed => match self.slot_of(command, args) {
                 // Where every classic subscription through the proxy lives, so the count it
                 // returns is theirs (see `crate::pubsub`).
                 Ok(None) if command.name() == "publish" => {
                     self.forward(Some(crate::pubsub::HOME_SLOT), false, args);
                 }
                 Ok(slot) => self.forward(slot, command.is_readonly(), args),
-                Err(e) => self.local_error(&e.to_bytes()),
+                Err(e) => self.local_error(&e),
             },
             Route::Split { merge, step } => self.split(command, args, merge, step),
             Route::FanOut(Merge::Info(_)) => {
@@ -103,12 +103,12 @@ impl Session {
             // A blocking command runs on a connection of its own, so it must not start before
             // this client's earlier requests have run on theirs.
             Route::Blocking | Route::Wait if !self.pending.is_empty() => self.deferred = true,
-            Route::Blocking => match command.slot(args) {
+            Route::Blocking => match self.slot_of(command, args) {
                 Ok(slot) => {
                     self.set_blocked(true);
                     self.blocking(slot, args);
                 }
-                Err(e) => self.local_error(&e.to_bytes()),
+                Err(e) => self.local_error(&e),
             },
             Route::Transaction => self.transaction_command(command, args),
             Route::Subscribe => self.enter_pubsub(command, args),

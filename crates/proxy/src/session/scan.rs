@@ -14,9 +14,14 @@
 //! again: duplicates, as Redis allows), under MATCH, COUNT and TYPE alike, which pass through.
 //! The price: a master holding several runs is scanned once per run, and a master cursor
 //! must fit in 28 bits (a node with more than ~2^27 keys gets a clear error).
+//!
+//! Slots are virtual slots (`crate::slotmap`): with several clusters behind the endpoint the
+//! scan walks the first cluster's slots, then the next cluster's, and a key is kept by the run
+//! of its own cluster's slot.
 
 use super::{Pending, RequestArgs, Session};
-use crate::slotmap::SlotMap;
+use crate::keyroute::KeyRouter;
+use crate::slotmap::{SLOT_BITS, SlotMap, cluster_of_slot, hash_slot, virtual_slot};
 use crate::worker::Worker;
 use cinnabar_cluster::{NodeAddr, SlotMigration};
 use cinnabar_commands::Args;
@@ -82,24 +87,26 @@ pub(super) struct ScanRun {
     tag: u8,
 }
 
-/// A proxy SCAN cursor: bits 0–13 the run's first slot, 14–27 its last, 28–35 its master's
-/// tag, 36–63 the master's own cursor. With master cursor 0 it means "start a run at
-/// `start`" (the other fields ignored; written with the last slot set so it is never 0), so
-/// the client's first cursor, 0, starts at slot 0; the master cursor `CHECK` means "the
-/// master is scanned, check the run".
+/// A proxy SCAN cursor: bits 0–15 the run's first (virtual) slot, 16–29 the hash slot of its
+/// last (in the same cluster), 30–35 its master's tag, 36–63 the master's own cursor. With
+/// master cursor 0 it means "start a run at `start`" (the other fields ignored; written with
+/// the last slot's bits all set so it is never 0), so the client's first cursor, 0, starts at
+/// slot 0; the master cursor `CHECK` means "the master is scanned, check the run".
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct ScanCursor {
     run: ScanRun,
     backend: u64,
 }
 
-const SLOT_BITS: u32 = 14;
-const TAG_BITS: u32 = 8;
-const BACKEND_SHIFT: u32 = 2 * SLOT_BITS + TAG_BITS;
+const START_BITS: u32 = 16;
+const TAG_BITS: u32 = 6;
+const TAG_SHIFT: u32 = START_BITS + SLOT_BITS;
+const BACKEND_SHIFT: u32 = TAG_SHIFT + TAG_BITS;
 /// Master cursors must be below this (the last value is `CHECK`).
 const BACKEND_LIMIT: u64 = 1 << (64 - BACKEND_SHIFT);
 const CHECK: u64 = BACKEND_LIMIT - 1;
-const LAST_SLOT: u16 = (1 << SLOT_BITS) - 1;
+/// The end field's bits all set: what marks a cursor that starts a run.
+const END_MARK: u16 = (1 << SLOT_BITS) - 1;
 
 impl ScanCursor {
     fn starting_at(start: u16) -> Self {
@@ -117,26 +124,27 @@ impl ScanCursor {
         let ScanRun { start, end, tag } = self.run;
         if self.backend == 0 {
             // Never 0, which would tell the client the scan is complete, even for slot 0.
-            return u64::from(start) | u64::from(LAST_SLOT) << SLOT_BITS;
+            return u64::from(start) | u64::from(END_MARK) << START_BITS;
         }
         u64::from(start)
-            | u64::from(end) << SLOT_BITS
-            | u64::from(tag) << (2 * SLOT_BITS)
+            | u64::from(hash_slot(end)) << START_BITS
+            | u64::from(tag) << TAG_SHIFT
             | self.backend << BACKEND_SHIFT
     }
 
     /// `None` for a cursor no step produced (a run that ends before it starts, a start of a run
     /// written differently).
     fn decode(cursor: u64) -> Option<Self> {
-        let slot_mask = (1u64 << SLOT_BITS) - 1;
+        let start = (cursor & ((1u64 << START_BITS) - 1)) as u16;
+        let end = ((cursor >> START_BITS) & ((1u64 << SLOT_BITS) - 1)) as u16;
         let run = ScanRun {
-            start: (cursor & slot_mask) as u16,
-            end: ((cursor >> SLOT_BITS) & slot_mask) as u16,
-            tag: (cursor >> (2 * SLOT_BITS)) as u8,
+            start,
+            end: virtual_slot(cluster_of_slot(start), end),
+            tag: ((cursor >> TAG_SHIFT) & ((1u64 << TAG_BITS) - 1)) as u8,
         };
         let backend = cursor >> BACKEND_SHIFT;
         if backend == 0 {
-            let written = run.end == LAST_SLOT && run.tag == 0;
+            let written = end == END_MARK && run.tag == 0;
             return (cursor == 0 || written).then_some(Self::starting_at(run.start));
         }
         (run.start <= run.end).then_some(Self { run, backend })
@@ -155,7 +163,7 @@ fn node_tag(addr: &NodeAddr) -> u8 {
     {
         hash = (hash ^ u32::from(byte)).wrapping_mul(0x0100_0193);
     }
-    hash.to_be_bytes().iter().fold(0, |tag, b| tag ^ b)
+    hash.to_be_bytes().iter().fold(0, |tag, b| tag ^ b) & ((1 << TAG_BITS) - 1)
 }
 
 /// What one SCAN step does.
@@ -200,7 +208,7 @@ fn plan_scan_step(routes: &SlotMap, cursor: ScanCursor) -> ScanStep {
         // The run's first slot has another master now: its cursor means nothing there, so the
         // run starts again on it (duplicates, never gaps).
     }
-    let Some(start) = (run.start..=LAST_SLOT).find(|s| routes.owner(*s).is_some()) else {
+    let Some(start) = (run.start..=routes.last_slot()).find(|s| routes.owner(*s).is_some()) else {
         return if routes.masters().is_empty() {
             ScanStep::NoMaster
         } else {
@@ -225,7 +233,7 @@ fn plan_scan_step(routes: &SlotMap, cursor: ScanCursor) -> ScanStep {
 /// The last slot of the unbroken run of master `index` that starts at `start`.
 fn run_end(routes: &SlotMap, index: usize, start: u16) -> u16 {
     let mut end = start;
-    while end < LAST_SLOT && routes.owner(end + 1) == Some(index) {
+    while end < routes.last_slot() && routes.owner(end + 1) == Some(index) {
         end += 1;
     }
     end
@@ -233,7 +241,12 @@ fn run_end(routes: &SlotMap, index: usize, start: u16) -> u16 {
 
 /// Turns one master's `SCAN` reply into the proxy's: only the keys of `run`, and a cursor
 /// that continues the run (or checks it, once the master's cursor came back 0).
-pub(super) fn rewrite_scan_reply(out: &mut Vec<u8>, reply: &[u8], run: ScanRun) {
+pub(super) fn rewrite_scan_reply(
+    out: &mut Vec<u8>,
+    reply: &[u8],
+    run: ScanRun,
+    router: &KeyRouter,
+) {
     let limits = cinnabar_resp::Limits::default();
     let parsed = match parse_value(reply, &limits) {
         Ok(Some((Value::Array(parts), _))) => parts,
@@ -257,7 +270,7 @@ pub(super) fn rewrite_scan_reply(out: &mut Vec<u8>, reply: &[u8], run: ScanRun) 
         backend: if backend == 0 { CHECK } else { backend },
     };
     let in_run = |key: &&Value| match key {
-        Value::Bulk(key) => (run.start..=run.end).contains(&cinnabar_commands::key_slot(key)),
+        Value::Bulk(key) => (run.start..=run.end).contains(&router.slot(key)),
         _ => false,
     };
     out.extend_from_slice(b"*2\r\n");
@@ -289,10 +302,12 @@ pub(super) fn end_scan_run(out: &mut Vec<u8>, reply: &[u8], run: ScanRun, worker
         );
     };
     let unsettled = (run.start..=run.end).find(|slot| {
-        let owned = me.slots.iter().any(|r| r.contains(*slot));
+        // The node knows its own hash slots.
+        let slot = hash_slot(*slot);
+        let owned = me.slots.iter().any(|r| r.contains(slot));
         let moving = me.migrations.iter().any(|m| match m {
             SlotMigration::Migrating { slot: s, .. } | SlotMigration::Importing { slot: s, .. } => {
-                s == slot
+                *s == slot
             }
         });
         !owned || moving
@@ -303,7 +318,7 @@ pub(super) fn end_scan_run(out: &mut Vec<u8>, reply: &[u8], run: ScanRun, worker
             worker.freshness.ask();
             ScanCursor::starting_at(slot).encode()
         }
-        None if run.end == LAST_SLOT => 0,
+        None if run.end >= worker.routes_in_use().last_slot() => 0,
         None => ScanCursor::starting_at(run.end + 1).encode(),
     };
     out.extend_from_slice(b"*2\r\n");
@@ -459,7 +474,7 @@ mod tests {
         };
         let reply = b"*2\r\n$2\r\n17\r\n*2\r\n$3\r\nfoo\r\n$3\r\nbar\r\n";
         let mut out = Vec::new();
-        rewrite_scan_reply(&mut out, reply, run);
+        rewrite_scan_reply(&mut out, reply, run, &KeyRouter::default());
         let next = ScanCursor { run, backend: 17 }.encode();
         let want = format!(
             "*2\r\n${}\r\n{next}\r\n*1\r\n$3\r\nbar\r\n",
@@ -468,7 +483,12 @@ mod tests {
         assert_eq!(String::from_utf8_lossy(&out), want);
         // The master is done: the next step checks the run.
         let mut out = Vec::new();
-        rewrite_scan_reply(&mut out, b"*2\r\n$1\r\n0\r\n*0\r\n", run);
+        rewrite_scan_reply(
+            &mut out,
+            b"*2\r\n$1\r\n0\r\n*0\r\n",
+            run,
+            &KeyRouter::default(),
+        );
         let check = ScanCursor {
             run,
             backend: CHECK,
@@ -477,7 +497,7 @@ mod tests {
         assert!(String::from_utf8_lossy(&out).contains(&check.to_string()));
         // Errors pass through.
         let mut out = Vec::new();
-        rewrite_scan_reply(&mut out, b"-ERR nope\r\n", run);
+        rewrite_scan_reply(&mut out, b"-ERR nope\r\n", run, &KeyRouter::default());
         assert_eq!(out, b"-ERR nope\r\n");
     }
 }

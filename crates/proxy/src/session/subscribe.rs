@@ -10,12 +10,12 @@ impl Session {
     /// decides which masters carry each subscription.
     pub(super) fn enter_pubsub(&mut self, command: &Command, args: &RequestArgs<'_>) {
         let routes = self.worker.routes();
-        let master = match command.slot(args) {
+        let master = match self.slot_of(command, args) {
             Ok(Some(slot)) if command.name() == "ssubscribe" => routes.owner(slot),
             Ok(_) => routes
                 .owner(crate::pubsub::HOME_SLOT)
                 .or((!routes.masters().is_empty()).then_some(0)),
-            Err(e) => return self.local_error(&e.to_bytes()),
+            Err(e) => return self.local_error(&e),
         };
         if master.is_none() {
             return self.local_error(b"CLUSTERDOWN cinnabar: no master is known");

@@ -40,12 +40,12 @@ impl Session {
     /// `WATCH key…`: runs on a connection of this client's own to the slot's master, which
     /// the following EXEC uses too. All watched keys (and the transaction's) share one slot.
     pub(super) fn watch(&mut self, command: &Command, args: &RequestArgs<'_>) {
-        let slot = match command.slot(args) {
+        let slot = match self.slot_of(command, args) {
             Ok(Some(slot)) => slot,
             Ok(None) => {
                 return self.local_error(b"ERR wrong number of arguments for 'watch' command");
             }
-            Err(e) => return self.local_error(&e.to_bytes()),
+            Err(e) => return self.local_error(&e),
         };
         if self.watch.as_ref().is_some_and(|w| w.slot != slot) {
             return self.local_error(
@@ -106,7 +106,7 @@ impl Session {
         let carried = matches!(route, Route::Keyed | Route::Split { .. } | Route::Blocking)
             || matches!(command.name(), "ping" | "echo");
         let slot = if carried {
-            command.slot(args).map_err(|e| e.to_bytes())
+            self.slot_of(command, args)
         } else {
             Err(format!(
                 "ERR cinnabar: '{}' cannot run inside a transaction through the proxy",
@@ -131,7 +131,23 @@ impl Session {
                 Ok(Some(slot))
             }
             Ok(Some(slot)) if tx.slot.is_some_and(|s| s != slot) => {
-                Err(b"CROSSSLOT Keys in request don't hash to the same slot".to_vec())
+                let (first, this) = (tx.slot.unwrap_or(slot), slot);
+                let (a, b) = (
+                    crate::slotmap::cluster_of_slot(first),
+                    crate::slotmap::cluster_of_slot(this),
+                );
+                Err(if a == b {
+                    b"CROSSSLOT Keys in request don't hash to the same slot".to_vec()
+                } else {
+                    let routes = self.worker.routes_in_use();
+                    format!(
+                        "CROSSSLOT Keys in request don't hash to the same slot (cinnabar: the \
+                         transaction spans clusters {} and {}; a transaction runs on one)",
+                        routes.cluster_name(a),
+                        routes.cluster_name(b)
+                    )
+                    .into_bytes()
+                })
             }
             Ok(slot) => {
                 tx.slot = tx.slot.or(slot);
