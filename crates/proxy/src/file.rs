@@ -394,7 +394,9 @@ mod tests {
             assert!(
                 text.lines().any(|l| {
                     let l = l.trim_start_matches("# ");
-                    l.starts_with(&format!("{key} =")) || l == format!("[{key}]")
+                    l.starts_with(&format!("{key} ="))
+                        || l == format!("[{key}]")
+                        || l == format!("[[{key}]]")
                 }),
                 "the example does not show `{key}`"
             );
@@ -423,7 +425,7 @@ mod tests {
             "pw"
         );
         let err = error_from("[[clusters]]\nname = \"x\"\nseeds = []\n");
-        assert!(err.contains("clusters"), "{err}");
+        assert!(err.contains("at least one seed"), "{err}");
     }
 
     #[test]

@@ -353,11 +353,25 @@ mod tests {
             run: ScanRun {
                 start: 100,
                 end: 16383,
-                tag: 0xab,
+                tag: 0x2b,
             },
             backend: 12345,
         };
         assert_eq!(ScanCursor::decode(resume.encode()), Some(resume));
+        // A run in the second cluster behind the endpoint (virtual slots above 16383).
+        let second = ScanCursor {
+            run: ScanRun {
+                start: virtual_slot(1, 7),
+                end: virtual_slot(1, 16383),
+                tag: 0x3f,
+            },
+            backend: 99,
+        };
+        assert_eq!(ScanCursor::decode(second.encode()), Some(second));
+        assert_eq!(
+            ScanCursor::decode(ScanCursor::starting_at(virtual_slot(3, 0)).encode()),
+            Some(ScanCursor::starting_at(virtual_slot(3, 0)))
+        );
         let check = ScanCursor {
             backend: CHECK,
             ..resume
