@@ -2,7 +2,9 @@
 //! `/config`, `POST /reload` (the settings file's users, roles and audit settings),
 //! `POST /topology/refresh` (the cluster just changed: refresh now, and let no fan-out use an
 //! older table; answered once the refresh is done) and `POST /backend/switch` (serve another
-//! cluster from now on, online: see `crate::switch`). A deliberately tiny HTTP/1.1 server (GET
+//! cluster from now on, online: see `crate::switch`), with its two-phase form for a
+//! deployment of several proxies (`/backend/switch/prepare`, then `/commit` or `/abort` with
+//! the prepared `id`). A deliberately tiny HTTP/1.1 server (GET
 //! and those POSTs, one request per connection, 8 KiB request limit) on a thread and runtime
 //! of its own, so a slow scraper can never take time from a worker, and the proxy needs no web
 //! framework.
@@ -118,8 +120,26 @@ async fn serve(mut stream: TcpStream, shared: Arc<Shared>) {
         Ok(true) if request_line(&head).starts_with("POST /topology/refresh ") => {
             topology_refresh(&shared).await
         }
-        Ok(true) if request_line(&head).starts_with("POST /backend/switch ") => {
-            backend_switch(&head, &shared).await
+        Ok(true) if request_line(&head).starts_with("POST /backend/switch") => {
+            let line = request_line(&head);
+            let path = line.split(' ').nth(1).unwrap_or_default();
+            match path {
+                "/backend/switch" => backend_switch(&head, &shared, SwitchStep::Whole).await,
+                "/backend/switch/prepare" => {
+                    backend_switch(&head, &shared, SwitchStep::Prepare).await
+                }
+                "/backend/switch/commit" => {
+                    backend_switch(&head, &shared, SwitchStep::Commit).await
+                }
+                "/backend/switch/abort" => backend_switch(&head, &shared, SwitchStep::Abort).await,
+                _ => reply(
+                    404,
+                    "text/plain",
+                    "not found; the switch is /backend/switch, \
+                     /backend/switch/prepare, /backend/switch/commit or /backend/switch/abort\n"
+                        .into(),
+                ),
+            }
         }
         Ok(true) => respond(&head, &shared),
         _ => reply(400, "text/plain", "bad request\n".into()),
@@ -174,9 +194,29 @@ struct SwitchBody {
     max_pause_ms: Option<u64>,
 }
 
-/// `POST /backend/switch`: checks the bearer token, runs the switch, answers with its report
-/// (200 when switched, 409 when refused or abandoned: the proxy serves what it served before).
-async fn backend_switch(request: &[u8], shared: &Shared) -> Vec<u8> {
+/// What `POST /backend/switch…` is asked to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SwitchStep {
+    /// `/backend/switch`: the whole switch.
+    Whole,
+    /// `/backend/switch/prepare`: hold and report the source offsets (two-phase).
+    Prepare,
+    /// `/backend/switch/commit`, `/backend/switch/abort` with `{"id": …}`.
+    Commit,
+    Abort,
+}
+
+/// The id of a prepared switch, for commit and abort.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PreparedId {
+    id: u64,
+}
+
+/// `POST /backend/switch[/prepare|/commit|/abort]`: checks the bearer token, runs the step,
+/// answers with its report (200 when it did what was asked, 409 when refused or abandoned: the
+/// proxy serves what it served before).
+async fn backend_switch(request: &[u8], shared: &Shared, step: SwitchStep) -> Vec<u8> {
     let end = request
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
@@ -199,9 +239,29 @@ async fn backend_switch(request: &[u8], shared: &Shared) -> Vec<u8> {
         );
     }
     let body = request.get(end + 4..).unwrap_or_default();
+    let bad = |e: String| reply(400, "text/plain", format!("bad switch request: {e}\n"));
+    if matches!(step, SwitchStep::Commit | SwitchStep::Abort) {
+        let id = match serde_json::from_slice::<PreparedId>(body) {
+            Ok(parsed) => parsed.id,
+            Err(e) => return bad(e.to_string()),
+        };
+        let report = if step == SwitchStep::Commit {
+            shared.switcher.commit(id).await
+        } else {
+            shared
+                .switcher
+                .abort(id, "aborted by its coordinator".into())
+                .await
+        };
+        let done = match step {
+            SwitchStep::Commit => report.outcome == crate::switch::Outcome::Switched,
+            _ => report.outcome == crate::switch::Outcome::Abandoned,
+        };
+        return json_reply(if done { 200 } else { 409 }, &report);
+    }
     let parsed: SwitchBody = match serde_json::from_slice(body) {
         Ok(parsed) => parsed,
-        Err(e) => return reply(400, "text/plain", format!("bad switch request: {e}\n")),
+        Err(e) => return bad(e.to_string()),
     };
     let seeds: Result<Vec<cinnabar_cluster::NodeAddr>, String> = parsed
         .seeds
@@ -210,17 +270,24 @@ async fn backend_switch(request: &[u8], shared: &Shared) -> Vec<u8> {
         .collect();
     let seeds = match seeds {
         Ok(seeds) => seeds,
-        Err(e) => return reply(400, "text/plain", format!("bad switch request: {e}\n")),
+        Err(e) => return bad(e),
     };
-    let catch_up = match (parsed.sync, parsed.unchecked) {
-        (Some(at), false) => crate::switch::CatchUp::Sync(at),
-        (None, true) => crate::switch::CatchUp::Unchecked,
+    let catch_up = match (parsed.sync, parsed.unchecked, step) {
+        (Some(at), false, SwitchStep::Whole) => crate::switch::CatchUp::Sync(at),
+        (None, true, SwitchStep::Whole) | (None, false, SwitchStep::Prepare) => {
+            crate::switch::CatchUp::Unchecked
+        }
+        (_, _, SwitchStep::Prepare) => {
+            return bad(
+                "a prepare takes no \"sync\" or \"unchecked\": its coordinator checks the \
+                 catch-up before it commits"
+                    .into(),
+            );
+        }
         _ => {
-            return reply(
-                400,
-                "text/plain",
-                "bad switch request: give exactly one of \"sync\" (the sync's admin address) \
-                 and \"unchecked\": true\n"
+            return bad(
+                "give exactly one of \"sync\" (the sync's admin address) and \"unchecked\": \
+                 true"
                     .into(),
             );
         }
@@ -228,32 +295,34 @@ async fn backend_switch(request: &[u8], shared: &Shared) -> Vec<u8> {
     let credentials = match (parsed.user, parsed.password) {
         (user, Some(password)) => Some(cinnabar_cluster::Credentials { user, password }),
         (None, None) => None,
-        (Some(_), None) => {
-            return reply(
-                400,
-                "text/plain",
-                "bad switch request: a user needs a password\n".into(),
-            );
-        }
+        (Some(_), None) => return bad("a user needs a password".into()),
     };
-    let report = shared
-        .switcher
-        .switch(crate::switch::SwitchRequest {
-            cluster: parsed.cluster,
-            seeds,
-            credentials,
-            catch_up,
-            max_pause: parsed
-                .max_pause_ms
-                .map_or(crate::switch::DEFAULT_MAX_PAUSE, Duration::from_millis),
-        })
-        .await;
+    let request = crate::switch::SwitchRequest {
+        cluster: parsed.cluster,
+        seeds,
+        credentials,
+        catch_up,
+        max_pause: parsed
+            .max_pause_ms
+            .map_or(crate::switch::DEFAULT_MAX_PAUSE, Duration::from_millis),
+    };
+    if step == SwitchStep::Prepare {
+        return match shared.switcher.prepare(request).await {
+            Ok(prepared) => json_reply(200, &prepared),
+            Err(report) => json_reply(409, &report),
+        };
+    }
+    let report = shared.switcher.switch(request).await;
     let status = if report.outcome == crate::switch::Outcome::Switched {
         200
     } else {
         409
     };
-    let json = serde_json::to_string_pretty(&report).unwrap_or_default();
+    json_reply(status, &report)
+}
+
+fn json_reply(status: u16, value: &impl serde::Serialize) -> Vec<u8> {
+    let json = serde_json::to_string_pretty(value).unwrap_or_default();
     reply(status, "application/json", json + "\n")
 }
 

@@ -255,6 +255,34 @@ impl ProxyHandle {
         self.switcher.switch(request).await
     }
 
+    /// The first phase of a switch coordinated over several proxies (all proxies of one
+    /// deployment must flip together, or clients of different proxies would write to different
+    /// clusters): checks, holds, drains and reads the source offsets, then holds until
+    /// [`switch_commit`](Self::switch_commit) or [`switch_abort`](Self::switch_abort), or
+    /// abandons by itself after `request.max_pause`. `request.catch_up` is not used: the
+    /// coordinator waits for the target to reach the highest offset any proxy reported.
+    ///
+    /// # Errors
+    /// The report of a refused or abandoned switch.
+    pub async fn switch_prepare(
+        &self,
+        request: SwitchRequest,
+    ) -> Result<switch::Prepared, SwitchReport> {
+        self.switcher.prepare(request).await
+    }
+
+    /// Flips the switch prepared as `id`.
+    pub async fn switch_commit(&self, id: u64) -> SwitchReport {
+        self.switcher.commit(id).await
+    }
+
+    /// Abandons the switch prepared as `id`; the proxy goes on with the source.
+    pub async fn switch_abort(&self, id: u64) -> SwitchReport {
+        self.switcher
+            .abort(id, "aborted by its coordinator".into())
+            .await
+    }
+
     /// The masters of the backend served now.
     pub fn masters(&self) -> Vec<cinnabar_cluster::NodeAddr> {
         self.routes.borrow().masters().to_vec()

@@ -218,8 +218,46 @@ pub(crate) struct Switcher {
     pub(crate) upstreams: Arc<Mutex<Vec<Upstream>>>,
     pub(crate) routes: Arc<watch::Sender<Arc<SlotMap>>>,
     pub(crate) connect_timeout: Duration,
-    /// One switch at a time.
+    /// One switch at a time: taken for the length of a one-shot switch or a prepare.
     running: Mutex<()>,
+    /// A prepared switch (two-phase, see [`Switcher::prepare`]), until committed, aborted or
+    /// expired.
+    prepared: Mutex<Option<Held>>,
+    next_id: AtomicU64,
+}
+
+/// A switch between its hold and its flip: requests are held, and the refresh loop waits on
+/// the upstreams' lock this owns.
+#[derive(Debug)]
+struct Held {
+    id: u64,
+    upstreams: tokio::sync::OwnedMutexGuard<Vec<Upstream>>,
+    cluster: usize,
+    target: Upstream,
+    to: SlotMap,
+    from: Arc<SlotMap>,
+    held: Instant,
+    deadline: Instant,
+    max_pause: Duration,
+    watching: i64,
+    subscribed: i64,
+    report: SwitchReport,
+}
+
+/// What a prepared switch tells its coordinator.
+#[derive(Debug, Clone, Serialize)]
+pub struct Prepared {
+    /// Names the prepared switch for commit and abort.
+    pub id: u64,
+    /// Each source master's offset once this proxy's requests were drained: every write it
+    /// acknowledged is below it.
+    pub sources: Vec<SourceCatchUp>,
+    /// How long the drain took, milliseconds.
+    pub drain_ms: f64,
+    /// How long requests have been held so far, milliseconds.
+    pub hold_ms: f64,
+    /// When the hold ends by itself (abandoned) unless committed: milliseconds from now.
+    pub expires_in_ms: u64,
 }
 
 impl Switcher {
@@ -235,19 +273,19 @@ impl Switcher {
             routes,
             connect_timeout,
             running: Mutex::new(()),
+            prepared: Mutex::new(None),
+            next_id: AtomicU64::new(1),
         }
     }
 
-    /// Runs one switch (see the module docs).
-    pub(crate) async fn switch(&self, request: SwitchRequest) -> SwitchReport {
+    fn empty_report(&self, request: &SwitchRequest) -> SwitchReport {
         let from = self.routes.borrow().clone();
-        let cluster = request
-            .cluster
-            .clone()
-            .unwrap_or_else(|| from.cluster_name(0).to_owned());
-        let mut report = SwitchReport {
+        SwitchReport {
             outcome: Outcome::Refused,
-            cluster,
+            cluster: request
+                .cluster
+                .clone()
+                .unwrap_or_else(|| from.cluster_name(0).to_owned()),
             reason: None,
             from_masters: Vec::new(),
             to_masters: Vec::new(),
@@ -262,61 +300,147 @@ impl Switcher {
             blocked_released: 0,
             subscribers_ended: 0,
             watches_aborted: 0,
-        };
-        let Ok(_one) = self.running.try_lock() else {
+        }
+    }
+
+    /// Runs one switch (see the module docs): hold, catch-up, flip.
+    pub(crate) async fn switch(&self, request: SwitchRequest) -> SwitchReport {
+        let mut report = self.empty_report(&request);
+        let Some(_one) = self.exclusive().await else {
             report.reason = Some("another switch is running".into());
-            return report;
+            return log(report);
         };
-        match self.run(&request, &mut report).await {
-            Ok(()) => {}
-            Err(Stop::Refused(why)) => report.reason = Some(why),
-            Err(Stop::Abandoned(why)) => {
-                report.outcome = Outcome::Abandoned;
-                report.reason = Some(why);
+        let mut held = match self.hold(&request, report).await {
+            Ok(held) => held,
+            Err(report) => return log(report),
+        };
+        if let CatchUp::Sync(at) = &request.catch_up
+            && let Err(why) = self.catch_up(&mut held, at).await
+        {
+            return log(self.release(held, why));
+        }
+        log(self.flip(held))
+    }
+
+    /// The first phase of a switch coordinated over several proxies (each proxy of a
+    /// deployment must flip together): checks, holds, drains and reads the source offsets,
+    /// then keeps holding until [`commit`](Self::commit) or [`abort`](Self::abort), or until
+    /// `max_pause` from the hold, when it abandons by itself. The coordinator waits for the
+    /// target to reach the highest offset any proxy reported, then commits every proxy.
+    pub(crate) async fn prepare(
+        self: &Arc<Self>,
+        request: SwitchRequest,
+    ) -> Result<Prepared, SwitchReport> {
+        let mut report = self.empty_report(&request);
+        let Some(_one) = self.exclusive().await else {
+            report.reason = Some("another switch is running".into());
+            return Err(log(report));
+        };
+        let held = self.hold(&request, report).await.map_err(log)?;
+        let prepared = Prepared {
+            id: held.id,
+            sources: held.report.sources.clone(),
+            drain_ms: held.report.drain_ms,
+            hold_ms: ms(held.held.elapsed()),
+            expires_in_ms: u64::try_from(
+                held.deadline
+                    .saturating_duration_since(Instant::now())
+                    .as_millis(),
+            )
+            .unwrap_or(u64::MAX),
+        };
+        let (id, deadline) = (held.id, held.deadline);
+        *self.prepared.lock().await = Some(held);
+        let switcher = Arc::clone(self);
+        tokio::spawn(async move {
+            tokio::time::sleep_until(deadline.into()).await;
+            let report = switcher
+                .abort(id, "not committed within the hold's bound".into())
+                .await;
+            if report.outcome == Outcome::Abandoned {
+                log(report);
             }
+        });
+        Ok(prepared)
+    }
+
+    /// Flips the prepared switch `id`.
+    pub(crate) async fn commit(&self, id: u64) -> SwitchReport {
+        let held = self.prepared.lock().await.take_if(|h| h.id == id);
+        match held {
+            Some(held) if Instant::now() < held.deadline => log(self.flip(held)),
+            Some(held) => log(self.release(held, "committed after the hold's bound".into())),
+            None => self.no_such(id),
         }
-        match report.outcome {
-            Outcome::Switched => tracing::info!(
-                hold_ms = report.hold_ms,
-                to = ?report.to_masters,
-                "switched to the new backend"
-            ),
-            _ => tracing::warn!(
-                outcome = ?report.outcome,
-                reason = report.reason.as_deref().unwrap_or(""),
-                "backend switch did not happen; serving the same backend as before"
-            ),
+    }
+
+    /// Abandons the prepared switch `id`: the proxy goes on with the source.
+    pub(crate) async fn abort(&self, id: u64, why: String) -> SwitchReport {
+        let held = self.prepared.lock().await.take_if(|h| h.id == id);
+        match held {
+            Some(held) => self.release(held, why),
+            None => self.no_such(id),
         }
+    }
+
+    fn no_such(&self, id: u64) -> SwitchReport {
+        let mut report = self.empty_report(&SwitchRequest {
+            cluster: None,
+            seeds: Vec::new(),
+            credentials: None,
+            catch_up: CatchUp::Unchecked,
+            max_pause: DEFAULT_MAX_PAUSE,
+        });
+        report.reason = Some(format!(
+            "no prepared switch {id}: it was committed, aborted, or abandoned when its hold ran \
+             out; the proxy serves what it served before unless a commit succeeded"
+        ));
         report
     }
 
-    async fn run(&self, request: &SwitchRequest, report: &mut SwitchReport) -> Result<(), Stop> {
+    /// The right to run a switch: none is running or prepared.
+    async fn exclusive(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+        let guard = self.running.try_lock().ok()?;
+        self.prepared.lock().await.is_none().then_some(guard)
+    }
+
+    /// Pre-flight, hold, drain, source offsets. On failure the report says why (refused, or
+    /// abandoned with the gate open again).
+    async fn hold(
+        &self,
+        request: &SwitchRequest,
+        mut report: SwitchReport,
+    ) -> Result<Held, SwitchReport> {
+        let refuse = |mut report: SwitchReport, why: String| {
+            report.outcome = Outcome::Refused;
+            report.reason = Some(why);
+            report
+        };
         if request.seeds.is_empty() {
-            return Err(Stop::Refused("no seed of the target was given".into()));
+            return Err(refuse(report, "no seed of the target was given".into()));
         }
         // Pre-flight: nothing is held yet.
-        let mut upstreams = self.upstreams.lock().await;
+        let upstreams = Arc::clone(&self.upstreams).lock_owned().await;
         let from = self.routes.borrow().clone();
         let c = match &request.cluster {
-            Some(name) => upstreams
-                .iter()
-                .position(|u| u.name == *name)
-                .ok_or_else(|| {
-                    Stop::Refused(format!(
+            Some(name) => match upstreams.iter().position(|u| u.name == *name) {
+                Some(c) => c,
+                None => {
+                    let known: Vec<&str> = upstreams.iter().map(|u| u.name.as_str()).collect();
+                    let why = format!(
                         "this endpoint has no cluster named {name:?} (it has {})",
-                        upstreams
-                            .iter()
-                            .map(|u| u.name.as_str())
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    ))
-                })?,
+                        known.join(", ")
+                    );
+                    return Err(refuse(report, why));
+                }
+            },
             None if upstreams.len() == 1 => 0,
             None => {
-                return Err(Stop::Refused(format!(
+                let why = format!(
                     "this endpoint serves {} clusters; name the one to switch",
                     upstreams.len()
-                )));
+                );
+                return Err(refuse(report, why));
             }
         };
         let target = Upstream {
@@ -326,174 +450,199 @@ impl Switcher {
             epoch: upstreams[c].epoch + 1,
         };
         report.from_masters = names(from.cluster_masters(c));
-        let to = refresh::fetch(&[], &target, self.connect_timeout, from.version + 1)
-            .await
-            .map_err(|e| Stop::Refused(format!("the target does not answer: {e}")))?;
+        let to = match refresh::fetch(&[], &target, self.connect_timeout, from.version + 1).await {
+            Ok(to) => to,
+            Err(e) => return Err(refuse(report, format!("the target does not answer: {e}"))),
+        };
         if to.covered_slots() < 16384 {
-            return Err(Stop::Refused(format!(
+            let why = format!(
                 "the target serves {} of 16384 slots; it must serve all of them",
                 to.covered_slots()
-            )));
+            );
+            return Err(refuse(report, why));
         }
         if to.masters().iter().any(|m| from.masters().contains(m)) {
-            return Err(Stop::Refused(
-                "the target shares nodes with a cluster served now; it is the same cluster".into(),
-            ));
+            let why =
+                "the target shares nodes with a cluster served now; it is the same cluster".into();
+            return Err(refuse(report, why));
         }
         let sources = from.cluster_masters(c).to_vec();
         if let CatchUp::Sync(at) = &request.catch_up {
-            let applied = sync_offsets(at, self.connect_timeout)
-                .await
-                .map_err(Stop::Refused)?;
+            let applied = match sync_offsets(at, self.connect_timeout).await {
+                Ok(applied) => applied,
+                Err(e) => return Err(refuse(report, e)),
+            };
             let missing: Vec<String> = names(&sources)
                 .into_iter()
                 .filter(|m| !applied.iter().any(|(a, _)| a == m))
                 .collect();
             if !missing.is_empty() {
-                return Err(Stop::Refused(format!(
+                let follows: Vec<&str> = applied.iter().map(|(a, _)| a.as_str()).collect();
+                let why = format!(
                     "the sync at {at} does not follow source master(s) {} (it follows {}); \
                      restart it from the source served now",
                     missing.join(", "),
-                    applied
-                        .iter()
-                        .map(|(a, _)| a.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )));
+                    follows.join(", ")
+                );
+                return Err(refuse(report, why));
             }
         }
         report.to_masters = names(to.masters());
 
         // Hold.
-        let held = Instant::now();
-        let deadline = held + request.max_pause;
+        let held_at = Instant::now();
+        let deadline = held_at + request.max_pause;
         let generation = self.gate.close();
-        let abandon = |why: String| {
-            self.gate.open(from.upstream);
-            Stop::Abandoned(why)
-        };
         let watching = self.gate.watching.load(Ordering::SeqCst).max(0);
         let subscribed = self.gate.subscribed.load(Ordering::SeqCst).max(0);
+        let mut held = Held {
+            id: self.next_id.fetch_add(1, Ordering::SeqCst),
+            upstreams,
+            cluster: c,
+            target,
+            to,
+            from,
+            held: held_at,
+            deadline,
+            max_pause: request.max_pause,
+            watching,
+            subscribed,
+            report,
+        };
         while !self.gate.all_drained(generation) {
             if Instant::now() >= deadline {
-                report.hold_ms = ms(held.elapsed());
-                return Err(abandon(format!(
+                let why = format!(
                     "requests sent before the hold were not all answered within {} ms",
                     request.max_pause.as_millis()
-                )));
+                );
+                return Err(self.release(held, why));
             }
             tokio::time::sleep(POLL).await;
         }
-        report.drain_ms = ms(held.elapsed());
-        report.blocked_released = self.gate.released.load(Ordering::SeqCst);
+        held.report.drain_ms = ms(held_at.elapsed());
+        held.report.blocked_released = self.gate.released.load(Ordering::SeqCst);
 
-        // Catch-up: everything acknowledged so far is below each master's offset now.
-        let caught_up = Instant::now();
+        // Everything acknowledged so far is below each master's offset now.
         let timeouts = Timeouts {
             connect: self.connect_timeout,
             response: self.connect_timeout,
         };
         for master in &sources {
             let offset = async {
-                let mut client =
-                    NodeClient::connect_as(master, timeouts, from.credentials_of(master))
-                        .await
-                        .map_err(|e| e.to_string())?;
+                let credentials = held.from.credentials_of(master);
+                let mut client = NodeClient::connect_as(master, timeouts, credentials)
+                    .await
+                    .map_err(|e| e.to_string())?;
                 let info = client.replication_info().await.map_err(|e| e.to_string())?;
                 info.repl_offset
                     .ok_or_else(|| "INFO replication has no master_repl_offset".to_owned())
             };
-            match tokio::time::timeout(deadline.saturating_duration_since(Instant::now()), offset)
-                .await
-            {
-                Ok(Ok(offset)) => report.sources.push(SourceCatchUp {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(left, offset).await {
+                Ok(Ok(offset)) => held.report.sources.push(SourceCatchUp {
                     master: master.to_string(),
                     barrier_offset: offset,
                     applied_offset: None,
                 }),
                 Ok(Err(e)) => {
-                    report.hold_ms = ms(held.elapsed());
-                    return Err(abandon(format!(
+                    let why = format!(
                         "cannot read the replication offset of source master {master}: {e}"
-                    )));
+                    );
+                    return Err(self.release(held, why));
                 }
                 Err(_) => {
-                    report.hold_ms = ms(held.elapsed());
-                    return Err(abandon(format!(
+                    let why = format!(
                         "source master {master} did not tell its replication offset within the \
                          hold's {} ms",
                         request.max_pause.as_millis()
-                    )));
+                    );
+                    return Err(self.release(held, why));
                 }
             }
         }
-        if let CatchUp::Sync(at) = &request.catch_up {
-            // Whether the sync answered at all during the hold, for the report.
-            let mut answered = false;
-            let mut last_error = None;
-            loop {
-                let left = deadline.saturating_duration_since(Instant::now());
-                let polled = tokio::time::timeout(left, sync_offsets(at, self.connect_timeout))
-                    .await
-                    .unwrap_or_else(|_| Err("no answer".into()));
-                match polled {
-                    Ok(applied) => {
-                        answered = true;
-                        for source in &mut report.sources {
-                            source.applied_offset = applied
-                                .iter()
-                                .find(|(a, _)| *a == source.master)
-                                .map(|(_, o)| *o);
-                        }
-                    }
-                    Err(e) => last_error = Some(e),
-                }
-                let behind: Vec<&SourceCatchUp> = report
-                    .sources
-                    .iter()
-                    .filter(|s| s.applied_offset.is_none_or(|a| a < s.barrier_offset))
-                    .collect();
-                if behind.is_empty() {
-                    break;
-                }
-                if Instant::now() >= deadline {
-                    let detail = behind
-                        .iter()
-                        .map(|s| match s.applied_offset {
-                            Some(a) => format!(
-                                "{} applied {a} of {} ({} bytes behind)",
-                                s.master,
-                                s.barrier_offset,
-                                s.barrier_offset - a
-                            ),
-                            None => format!("{} unknown to the sync", s.master),
-                        })
-                        .collect::<Vec<_>>()
-                        .join("; ");
-                    let why = match last_error {
-                        Some(e) if !answered => {
-                            format!(
-                                "the sync at {at} did not answer during the hold ({e}); {detail}"
-                            )
-                        }
-                        _ => format!(
-                            "the target did not catch up within {} ms: {detail}",
-                            request.max_pause.as_millis()
-                        ),
-                    };
-                    report.catch_up_ms = ms(caught_up.elapsed());
-                    report.hold_ms = ms(held.elapsed());
-                    return Err(abandon(why));
-                }
-                tokio::time::sleep(POLL).await;
-            }
-        }
-        report.catch_up_ms = ms(caught_up.elapsed());
+        Ok(held)
+    }
 
-        // Flip: the other clusters' parts stay as they are.
+    /// Waits, within the hold's bound, until the sync at `at` has applied every source
+    /// master's barrier offset.
+    async fn catch_up(&self, held: &mut Held, at: &str) -> Result<(), String> {
+        let started = Instant::now();
+        // Whether the sync answered at all during the hold, for the report.
+        let mut answered = false;
+        let mut last_error = None;
+        loop {
+            let left = held.deadline.saturating_duration_since(Instant::now());
+            let polled = tokio::time::timeout(left, sync_offsets(at, self.connect_timeout))
+                .await
+                .unwrap_or_else(|_| Err("no answer".into()));
+            match polled {
+                Ok(applied) => {
+                    answered = true;
+                    for source in &mut held.report.sources {
+                        source.applied_offset = applied
+                            .iter()
+                            .find(|(a, _)| *a == source.master)
+                            .map(|(_, o)| *o);
+                    }
+                }
+                Err(e) => last_error = Some(e),
+            }
+            held.report.catch_up_ms = ms(started.elapsed());
+            let behind: Vec<&SourceCatchUp> = held
+                .report
+                .sources
+                .iter()
+                .filter(|s| s.applied_offset.is_none_or(|a| a < s.barrier_offset))
+                .collect();
+            if behind.is_empty() {
+                return Ok(());
+            }
+            if Instant::now() >= held.deadline {
+                let detail = behind
+                    .iter()
+                    .map(|s| match s.applied_offset {
+                        Some(a) => format!(
+                            "{} applied {a} of {} ({} bytes behind)",
+                            s.master,
+                            s.barrier_offset,
+                            s.barrier_offset - a
+                        ),
+                        None => format!("{} unknown to the sync", s.master),
+                    })
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                return Err(match last_error {
+                    Some(e) if !answered => {
+                        format!("the sync at {at} did not answer during the hold ({e}); {detail}")
+                    }
+                    _ => format!(
+                        "the target did not catch up within {} ms: {detail}",
+                        held.max_pause.as_millis()
+                    ),
+                });
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// Routes to the target from now on and lets the held requests go.
+    fn flip(&self, held: Held) -> SwitchReport {
+        let Held {
+            mut upstreams,
+            cluster,
+            target,
+            to,
+            from,
+            held: held_at,
+            watching,
+            subscribed,
+            mut report,
+            ..
+        } = held;
+        // The other clusters' parts stay as they are.
         let parts: Vec<Arc<SlotMap>> = (0..from.clusters())
             .map(|i| {
-                if i == c {
+                if i == cluster {
                     Arc::new(to.clone())
                 } else {
                     Arc::new(from.cluster_map(i).unwrap_or_else(SlotMap::empty))
@@ -503,20 +652,45 @@ impl Switcher {
         let version = from.version.max(self.routes.borrow().version) + 1;
         let flipped = SlotMap::combine(&parts, version);
         let epoch = flipped.upstream;
-        upstreams[c] = target;
+        upstreams[cluster] = target;
         self.routes.send_replace(Arc::new(flipped));
         self.gate.open(epoch);
-        report.hold_ms = ms(held.elapsed());
+        drop(upstreams);
+        report.hold_ms = ms(held_at.elapsed());
         report.outcome = Outcome::Switched;
         report.subscribers_ended = subscribed;
         report.watches_aborted = watching;
-        Ok(())
+        report
+    }
+
+    /// Abandons: the gate opens on the source, nothing changed.
+    fn release(&self, held: Held, why: String) -> SwitchReport {
+        self.gate.open(held.from.upstream);
+        let mut report = held.report;
+        report.hold_ms = ms(held.held.elapsed());
+        report.outcome = Outcome::Abandoned;
+        report.reason = Some(why);
+        report
     }
 }
 
-enum Stop {
-    Refused(String),
-    Abandoned(String),
+/// Logs how a switch ended, and passes its report on.
+fn log(report: SwitchReport) -> SwitchReport {
+    match report.outcome {
+        Outcome::Switched => tracing::info!(
+            cluster = %report.cluster,
+            hold_ms = report.hold_ms,
+            to = ?report.to_masters,
+            "switched to the new backend"
+        ),
+        _ => tracing::warn!(
+            cluster = %report.cluster,
+            outcome = ?report.outcome,
+            reason = report.reason.as_deref().unwrap_or(""),
+            "backend switch did not happen; serving the same backend as before"
+        ),
+    }
+    report
 }
 
 fn names(nodes: &[NodeAddr]) -> Vec<String> {
