@@ -492,11 +492,19 @@ fn print_report(report: &MigrationReport, json: bool) -> Result<()> {
         us(report.client_latency_p99_us),
         us(report.client_latency_max_us)
     );
-    println!(
-        "  data: {} keys copied, {} writes streamed; every write the source acknowledged \
-         before the switch was applied to the target (offsets in --json)",
-        report.keys_copied, report.writes_streamed
-    );
+    if report.outcome == "switched" {
+        println!(
+            "  data: {} keys copied, {} writes streamed; every write the source acknowledged \
+             before the switch was applied to the target (offsets in --json)",
+            report.keys_copied, report.writes_streamed
+        );
+    } else {
+        println!(
+            "  data: {} keys copied, {} writes streamed so far; the sync's checkpoints are kept \
+             for the next attempt",
+            report.keys_copied, report.writes_streamed
+        );
+    }
     if let Some(s) = switch {
         let ended = (
             s["blocked_released"].as_u64().unwrap_or(0),

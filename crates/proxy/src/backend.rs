@@ -117,6 +117,9 @@ pub(crate) struct Backend {
     retired: Cell<bool>,
     /// A pinned connection that ended; requests given to it now would never be answered.
     closed: Cell<bool>,
+    /// The cluster behind the endpoint this node belongs to, when the routing table does not
+    /// list it yet (a redirect's target): whose credentials it gets.
+    pub(crate) cluster: Cell<usize>,
 }
 
 impl Backend {
@@ -130,6 +133,7 @@ impl Backend {
             pinned: false,
             retired: Cell::new(false),
             closed: Cell::new(false),
+            cluster: Cell::new(0),
         }
     }
 
@@ -251,7 +255,7 @@ pub(crate) async fn run(backend: Rc<Backend>, worker: Rc<Worker>) {
         let _ = stream.set_nodelay(true);
         {
             // Built per connection: after a switch, the backend served has other credentials.
-            let prelude = worker.prelude(&backend.addr, backend.flavor);
+            let prelude = worker.prelude_in(&backend.addr, backend.flavor, backend.cluster.get());
             // The prelude goes first, ahead of requests queued while we were connecting.
             write_buf.clear();
             write_buf.extend_from_slice(&prelude.0);

@@ -425,7 +425,7 @@ impl Relay<'_> {
         let prelude = self
             .backends
             .flavor
-            .prelude(self.backends.routes.credentials_of(&addr));
+            .prelude(self.backends.routes.credentials_of(&addr, 0));
         let stream =
             crate::backend::connect_private(&addr, &prelude, self.backends.connect_timeout)
                 .await

@@ -262,6 +262,11 @@ impl SlotMap {
             .unwrap_or(0)
     }
 
+    /// Online switches of cluster `cluster` so far.
+    pub fn cluster_upstream(&self, cluster: usize) -> u64 {
+        self.parts.get(cluster).map_or(0, |p| p.upstream)
+    }
+
     /// Cluster `cluster`'s masters.
     pub fn cluster_masters(&self, cluster: usize) -> &[NodeAddr] {
         self.parts
@@ -294,15 +299,15 @@ impl SlotMap {
         Some(map)
     }
 
-    /// The credentials for node `addr` (a master or replica of one of the clusters; the first
-    /// cluster's for a node none of them lists, such as a redirect's target before a refresh).
-    pub(crate) fn credentials_of(&self, addr: &NodeAddr) -> Option<&Credentials> {
+    /// The credentials for node `addr`: those of the cluster listing it as a master or
+    /// replica, else of cluster `otherwise` (a redirect's target before a refresh knows it).
+    pub(crate) fn credentials_of(&self, addr: &NodeAddr, otherwise: usize) -> Option<&Credentials> {
         let index = self
             .masters
             .iter()
             .position(|m| m == addr)
             .or_else(|| self.replicas.iter().position(|r| r.contains(addr)));
-        let cluster = index.map_or(0, |i| self.cluster_of_master(i));
+        let cluster = index.map_or(otherwise, |i| self.cluster_of_master(i));
         self.parts.get(cluster)?.credentials.as_deref()
     }
 

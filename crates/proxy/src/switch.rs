@@ -230,6 +230,9 @@ pub(crate) struct Switcher {
 /// the upstreams' lock this owns.
 #[derive(Debug)]
 struct Held {
+    /// Opens the gate on the source if this is dropped unfinished (the caller of a one-shot
+    /// switch gave up on it mid-hold): clients must never stay held.
+    reopen: Reopen,
     id: u64,
     upstreams: tokio::sync::OwnedMutexGuard<Vec<Upstream>>,
     cluster: usize,
@@ -242,6 +245,29 @@ struct Held {
     watching: i64,
     subscribed: i64,
     report: SwitchReport,
+}
+
+/// Reopens the gate on drop unless disarmed.
+#[derive(Debug)]
+struct Reopen {
+    gate: Arc<Gate>,
+    upstream: u64,
+    armed: bool,
+}
+
+impl Reopen {
+    fn disarm(mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for Reopen {
+    fn drop(&mut self) {
+        if self.armed {
+            tracing::warn!("a switch was dropped while holding requests; going on with the source");
+            self.gate.open(self.upstream);
+        }
+    }
 }
 
 /// What a prepared switch tells its coordinator.
@@ -496,6 +522,11 @@ impl Switcher {
         let watching = self.gate.watching.load(Ordering::SeqCst).max(0);
         let subscribed = self.gate.subscribed.load(Ordering::SeqCst).max(0);
         let mut held = Held {
+            reopen: Reopen {
+                gate: Arc::clone(&self.gate),
+                upstream: from.upstream,
+                armed: true,
+            },
             id: self.next_id.fetch_add(1, Ordering::SeqCst),
             upstreams,
             cluster: c,
@@ -529,7 +560,7 @@ impl Switcher {
         };
         for master in &sources {
             let offset = async {
-                let credentials = held.from.credentials_of(master);
+                let credentials = held.from.credentials_of(master, held.cluster);
                 let mut client = NodeClient::connect_as(master, timeouts, credentials)
                     .await
                     .map_err(|e| e.to_string())?;
@@ -628,6 +659,7 @@ impl Switcher {
     /// Routes to the target from now on and lets the held requests go.
     fn flip(&self, held: Held) -> SwitchReport {
         let Held {
+            reopen,
             mut upstreams,
             cluster,
             target,
@@ -655,6 +687,7 @@ impl Switcher {
         upstreams[cluster] = target;
         self.routes.send_replace(Arc::new(flipped));
         self.gate.open(epoch);
+        reopen.disarm();
         drop(upstreams);
         report.hold_ms = ms(held_at.elapsed());
         report.outcome = Outcome::Switched;
@@ -666,6 +699,7 @@ impl Switcher {
     /// Abandons: the gate opens on the source, nothing changed.
     fn release(&self, held: Held, why: String) -> SwitchReport {
         self.gate.open(held.from.upstream);
+        held.reopen.disarm();
         let mut report = held.report;
         report.hold_ms = ms(held.held.elapsed());
         report.outcome = Outcome::Abandoned;

@@ -253,7 +253,18 @@ impl Worker {
     /// The connection prelude for a connection of `flavor` to `node` (each cluster, and each
     /// backend after a switch, has its own credentials).
     pub(crate) fn prelude(&self, node: &NodeAddr, flavor: Flavor) -> (Vec<u8>, usize) {
-        flavor.prelude(self.routes.borrow().credentials_of(node))
+        self.prelude_in(node, flavor, 0)
+    }
+
+    /// As [`prelude`](Self::prelude), for a node of cluster `cluster` the routing table may
+    /// not list yet (a redirect's target).
+    pub(crate) fn prelude_in(
+        &self,
+        node: &NodeAddr,
+        flavor: Flavor,
+        cluster: usize,
+    ) -> (Vec<u8>, usize) {
+        flavor.prelude(self.routes.borrow().credentials_of(node, cluster))
     }
 
     /// Whether a switch holds new requests now (one atomic load).
@@ -289,48 +300,65 @@ impl Worker {
         self.blocked.borrow_mut().remove(&key);
     }
 
-    /// Follows the switch gate for this worker, for the life of the worker: acknowledges each
-    /// hold once nothing sent before it is unanswered (releasing blocked clients on the way),
-    /// and wakes every session when the gate opens, so held requests go on.
+    /// Follows the switch gate for this worker, for the life of the worker: wakes every
+    /// session when the gate opens, so held requests go on, and drains each hold in a task of
+    /// its own (so an opening is never late behind a slow release).
     pub(crate) async fn follow_gate(self: Rc<Self>) {
         let mut gate = self.gate.subscribe();
         while gate.changed().await.is_ok() {
             let state = *gate.borrow_and_update();
-            if !state.closed {
+            if state.closed {
+                tokio::task::spawn_local(Rc::clone(&self).drain_hold(state.generation));
+            } else {
                 for waker in self.sleepers.borrow().values() {
                     waker.wake_by_ref();
                 }
-                continue;
             }
-            // Parsing never awaits, so every batch parsed before the gate closed is
-            // dispatched by the time this runs; sessions parse nothing more.
-            let mut released = std::collections::HashSet::new();
-            loop {
-                self.release_blocked(&mut released).await;
-                let unfinished = self.tickets.borrow().unfinished() + self.blocking_starting.get();
-                if unfinished == 0 || !self.gate.is_closed() {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+
+    /// Acknowledges hold `generation` once nothing sent before it is unanswered and every
+    /// blocked client was released. Parsing never awaits, so every batch parsed before the gate
+    /// closed is dispatched by the time this runs; sessions parse nothing more.
+    async fn drain_hold(self: Rc<Self>, generation: u64) {
+        let (mut released, mut refused) = Default::default();
+        while self.gate.is_closed() {
+            self.release_blocked(&mut released, &mut refused).await;
+            let unfinished = self.tickets.borrow().unfinished() + self.blocking_starting.get();
+            // A command that registered while the releases above were awaited is not released
+            // yet: go round again.
+            let unreleased = self
+                .blocked
+                .borrow()
+                .keys()
+                .any(|key| !released.contains(key));
+            if unfinished == 0 && !unreleased {
+                self.gate
+                    .drained(self.index, generation, released.len() as u64);
+                return;
             }
-            self.gate
-                .drained(self.index, state.generation, released.len() as u64);
+            tokio::time::sleep(Duration::from_millis(1)).await;
         }
     }
 
     /// `CLIENT UNBLOCK <id> TIMEOUT` for every blocked client not yet in `released`: the node
-    /// decides, so a command that already took its element still returns it.
-    async fn release_blocked(&self, released: &mut std::collections::HashSet<u64>) {
+    /// decides, so a command that already took its element still returns it. A client the node
+    /// does not find blocked yet (`:0`: its command is still on the way) is tried again on the
+    /// next round; one the node refuses to release (`-NOPERM`: a backend user without
+    /// `CLIENT UNBLOCK`) stays unreleased, so the hold is abandoned rather than leave it
+    /// waiting on the old backend.
+    async fn release_blocked(
+        &self,
+        released: &mut std::collections::HashSet<u64>,
+        refused: &mut std::collections::HashSet<u64>,
+    ) {
         let waiting: Vec<(u64, NodeAddr, i64)> = self
             .blocked
             .borrow()
             .iter()
-            .filter(|(key, _)| !released.contains(*key))
+            .filter(|(key, _)| !released.contains(*key) && !refused.contains(*key))
             .map(|(key, (node, id))| (*key, node.clone(), *id))
             .collect();
-        if waiting.is_empty() {
-            return;
-        }
         for (key, node, id) in waiting {
             let prelude = self.prelude(&node, Flavor::default());
             let mut request = Vec::new();
@@ -341,14 +369,26 @@ impl Worker {
             );
             let timeout = self.config.connect_timeout;
             match backend::private_request(&node, &prelude, &request, timeout).await {
-                Ok(_) => {}
+                Ok(reply) if reply.starts_with(b":1") => {
+                    released.insert(key);
+                }
+                // Not blocked yet, or answered meanwhile (then it leaves the registry).
+                Ok(reply) if reply.starts_with(b":0") => {}
+                Ok(reply) => {
+                    refused.insert(key);
+                    tracing::warn!(
+                        node = %node,
+                        reply = %String::from_utf8_lossy(&reply).trim_end(),
+                        "the node refused to release a blocked client for a switch; the switch \
+                         waits for it and is abandoned if it stays blocked"
+                    );
+                }
                 Err(why) => tracing::warn!(
                     node = %node,
                     reason = %why,
-                    "cannot release a blocked client for a switch; it stays blocked on the old backend"
+                    "cannot release a blocked client for a switch; the switch waits for it"
                 ),
             }
-            released.insert(key);
         }
     }
 
@@ -594,6 +634,10 @@ impl Worker {
                 };
                 let lane = self.lane(affinity);
                 let backend = self.backend_for(&NodeAddr { host, port }, flavor, lane);
+                // A node the table does not list yet logs in as its slot's cluster does.
+                if let Some(slot) = self.tickets.borrow().peek(id).slot {
+                    backend.cluster.set(crate::slotmap::cluster_of_slot(slot));
+                }
                 self.send(&backend, id, asking);
                 true
             }

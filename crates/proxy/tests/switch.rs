@@ -341,3 +341,53 @@ async fn several_proxies_switch_together_in_two_phases_and_an_uncommitted_hold_e
     assert_eq!(ask(&mut to_a, &["SET", "z", "1"]), "+OK\r\n");
     assert!(holds(&new, "z"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backend_user_without_client_id_still_gets_its_blocking_replies() {
+    let (old, new) = tokio::join!(TestCluster::start(1, 0), TestCluster::start(1, 0));
+    for node in old.seeds().iter().chain(&new.seeds()) {
+        let mut conn = node_connection(node, None);
+        let _: () = redis::cmd("ACL")
+            .arg(
+                &[
+                    "SETUSER", "svc", "on", ">pw", "~*", "&*", "+@all", "-client",
+                ][..],
+            )
+            .query(&mut conn)
+            .unwrap();
+    }
+    let mut config = ProxyConfig::new("127.0.0.1:0".parse().unwrap(), old.seeds());
+    config.backend_credentials = Some(cinnabar_cluster::Credentials {
+        user: Some("svc".into()),
+        password: "pw".into(),
+    });
+    let proxy = cinnabar_proxy::start(config).unwrap();
+    let mut client = connect(proxy.local_addr());
+    assert_eq!(ask(&mut client, &["RPUSH", "q", "x"]), ":1\r\n");
+    // CLIENT ID is refused on the blocking command's connection: the element still arrives.
+    assert_eq!(
+        ask(&mut client, &["BLPOP", "q", "1"]),
+        "*2\r\n$1\r\nq\r\n$1\r\nx\r\n"
+    );
+    // Such a client cannot be released, so a switch waits for it and gives up within its bound
+    // rather than leave it blocked on the old cluster.
+    let mut blocked = connect(proxy.local_addr());
+    blocked
+        .write_all(&support::command(&["BLPOP", "q", "0"]))
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut request = unchecked(&new);
+    request.credentials = Some(cinnabar_cluster::Credentials {
+        user: Some("svc".into()),
+        password: "pw".into(),
+    });
+    request.max_pause = Duration::from_millis(300);
+    let report = proxy.switch_backend(request).await;
+    assert_eq!(report.outcome, Outcome::Abandoned, "{report:?}");
+    assert_eq!(ask(&mut client, &["RPUSH", "q", "y"]), ":1\r\n");
+    assert_eq!(
+        support::read_replies(&mut blocked, 1)[0],
+        "*2\r\n$1\r\nq\r\n$1\r\ny\r\n",
+        "the blocked client stayed on the cluster it waits on"
+    );
+}

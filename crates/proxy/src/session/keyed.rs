@@ -88,10 +88,11 @@ impl Session {
         write_request(args, &mut request);
         let prelude = self.worker.prelude(&addr, self.flavor());
         let timeout = self.worker.config.connect_timeout;
-        let worker = Rc::clone(&self.worker);
-        worker.blocking_started();
+        // Counted before the task exists: a task cancelled before its first poll (the client
+        // left at once) still gives its count back when the guard drops.
+        let registration = Registration::new(Rc::clone(&self.worker));
         self.reply_from_task(async move {
-            let reply = blocking_request(&worker, &addr, &prelude, &request, timeout).await;
+            let reply = blocking_request(registration, &addr, &prelude, &request, timeout).await;
             reply.unwrap_or_else(|why| {
                 format!("-ERR cinnabar: blocking command on {addr} failed: {why}\r\n").into_bytes()
             })
@@ -169,31 +170,42 @@ impl Session {
     }
 }
 
+/// A blocking command's place in the worker's registry (see `Worker::blocked_on`): counted as
+/// starting from creation, registered once its connection's id is known, and forgotten however
+/// the command ends (answered, failed, or cancelled because the client left).
+struct Registration {
+    worker: Rc<crate::worker::Worker>,
+    key: Option<u64>,
+}
+
+impl Registration {
+    fn new(worker: Rc<crate::worker::Worker>) -> Self {
+        worker.blocking_started();
+        Self { worker, key: None }
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        match self.key {
+            Some(key) => self.worker.unblocked(key),
+            None => self.worker.blocking_ended(),
+        }
+    }
+}
+
 /// Runs `CLIENT ID` + a blocking command on a connection of its own, registering the
 /// connection's id with the worker while the command waits (so a switch can release it), and
-/// returns the command's reply.
+/// returns the command's reply. When the node refuses `CLIENT ID` (a backend user without it),
+/// the command's reply is still read and returned; it just stays counted as starting, so a
+/// switch waits for it (and abandons if it blocks too long) instead of leaving it behind.
 async fn blocking_request(
-    worker: &Rc<crate::worker::Worker>,
+    mut registration: Registration,
     addr: &cinnabar_cluster::NodeAddr,
     prelude: &(Vec<u8>, usize),
     request: &[u8],
     timeout: std::time::Duration,
 ) -> Result<Vec<u8>, String> {
-    /// Forgets the registration however the task ends (answered, failed, or cancelled
-    /// because the client left).
-    struct Registered<'a> {
-        worker: &'a crate::worker::Worker,
-        key: Option<u64>,
-    }
-    impl Drop for Registered<'_> {
-        fn drop(&mut self) {
-            match self.key {
-                Some(key) => self.worker.unblocked(key),
-                None => self.worker.blocking_ended(),
-            }
-        }
-    }
-    let mut registered = Registered { worker, key: None };
     let mut stream = crate::backend::connect_private(addr, prelude, timeout).await?;
     tokio::io::AsyncWriteExt::write_all(&mut stream, request)
         .await
@@ -214,14 +226,20 @@ async fn blocking_request(
             }
             let id = std::str::from_utf8(reply.get(1..).unwrap_or_default())
                 .ok()
-                .and_then(|s| s.trim_end().parse::<i64>().ok())
-                .ok_or_else(|| {
-                    format!(
-                        "CLIENT ID answered {}",
-                        String::from_utf8_lossy(reply).trim_end()
-                    )
-                })?;
-            registered.key = Some(worker.blocked_on(addr.clone(), id));
+                .filter(|_| reply.first() == Some(&b':'))
+                .and_then(|s| s.trim_end().parse::<i64>().ok());
+            match id {
+                Some(id) => {
+                    let key = registration.worker.blocked_on(addr.clone(), id);
+                    registration.key = Some(key);
+                }
+                None => tracing::warn!(
+                    node = %addr,
+                    reply = %String::from_utf8_lossy(reply).trim_end(),
+                    "CLIENT ID refused on a blocking command's connection; an online switch \
+                     cannot release this client and waits for it instead"
+                ),
+            }
             replies = 1;
             pos += len;
         }

@@ -183,7 +183,12 @@ impl Session {
                 .local_error(b"EXECABORT Transaction discarded because of previous errors.");
         }
         if let Some(watch) = &watch
-            && (watch.backend.is_closed() || watch.upstream != self.worker.routes().upstream)
+            && (watch.backend.is_closed()
+                || watch.upstream
+                    != self
+                        .worker
+                        .routes()
+                        .cluster_upstream(crate::slotmap::cluster_of_slot(watch.slot)))
         {
             // The connection that held the WATCH is gone, or the proxy switched to another
             // backend since (see `crate::switch`), so a watched key may have changed unseen:
@@ -268,7 +273,8 @@ impl Session {
 pub(super) struct Watch {
     pub(super) slot: u16,
     pub(super) backend: Rc<Backend>,
-    /// The backend served when the WATCH ran (`SlotMap::upstream`).
+    /// The switches of the watched slot's cluster when the WATCH ran
+    /// (`SlotMap::cluster_upstream`).
     pub(super) upstream: u64,
     /// Counts open WATCHes, for a switch's report.
     gate: std::sync::Arc<crate::switch::Gate>,
@@ -286,7 +292,7 @@ impl Watch {
         Self {
             slot,
             backend,
-            upstream: routes.upstream,
+            upstream: routes.cluster_upstream(crate::slotmap::cluster_of_slot(slot)),
             gate: std::sync::Arc::clone(gate),
         }
     }
