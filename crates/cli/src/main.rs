@@ -1,6 +1,7 @@
 //! `cinnabar`: Redis Cluster as a Service. This binary only parses flags and wires the crates
 //! together; every behaviour lives in a library crate where it can be tested.
 
+mod autoscale;
 mod detach;
 mod drill;
 mod kubernetes;
@@ -84,6 +85,21 @@ enum Command {
     Proxy(ProxyArgs),
     #[command(flatten)]
     Operation(operations::OperationCommand),
+    /// Grow (or shrink) a local cluster's shards by themselves, on memory and load.
+    ///
+    /// Every --interval it reads each master's used_memory against its maxmemory (and, with
+    /// --ops-per-shard, its operations per second), and when a master passes --memory-high it
+    /// scales out to the number of shards that holds the data below the mark, through the same
+    /// planner as `cinnabar scale`, never beyond --max-masters and never within --cooldown of
+    /// the last change. Shrinking is off unless --memory-low is given. Decisions go to stdout
+    /// and to DIR/autoscale.jsonl with the metric that caused them.
+    ///
+    /// Examples:
+    ///   cinnabar up --detach --masters 3 --maxmemory 256mb
+    ///   cinnabar autoscale --max-masters 5                  # watch until Ctrl-C
+    ///   cinnabar autoscale --max-masters 5 --once --json    # one look, for cron or a try
+    #[command(verbatim_doc_comment)]
+    Autoscale(autoscale::AutoscaleArgs),
     /// Operations drills against a running cluster (`drill failover`).
     Drill(drill::DrillArgs),
     /// Move data in: follow a sync's progress, or compare a source with a target.
@@ -338,6 +354,7 @@ fn main() -> ExitCode {
         Command::Drill(args) => drill::run(&args),
         Command::Sync(args) => sync::run(&args),
         Command::Migrate(args) => migrate::run(&args),
+        Command::Autoscale(args) => autoscale::run(&args),
         Command::Crd => kubernetes::crd().map(|()| ExitCode::SUCCESS),
         Command::Operator(args) => kubernetes::operator(&args).map(|()| ExitCode::SUCCESS),
     };

@@ -110,6 +110,9 @@ pub(crate) struct CommonArgs {
     /// Give up after this long (a journaled operation can be resumed)
     #[arg(long, value_name = "SECS", default_value_t = 3600)]
     timeout: u64,
+    /// No final report on stdout (the autoscaler reports its own way).
+    #[arg(skip)]
+    quiet: bool,
 }
 
 /// Flags of `cinnabar scale`.
@@ -247,7 +250,9 @@ async fn run_async(command: &OperationCommand) -> Result<ExitCode> {
             if let (Operation::Scale { masters, replicas }, false) = (&operation, common.dry_run) {
                 record_shape(&platform, *masters, *replicas).await?;
             }
-            print_report(&report, common.json)?;
+            if !common.quiet {
+                print_report(&report, common.json)?;
+            }
             Ok(if report.unresolved.is_empty() {
                 ExitCode::SUCCESS
             } else {
@@ -354,7 +359,24 @@ async fn new_operation(
     })
 }
 
-async fn observation(platform: &LocalPlatform) -> Result<Observed> {
+/// `cinnabar scale --masters N --dir DIR`, as the autoscaler runs it: the same path, journal
+/// and report (printed on stderr) as a person's.
+pub(crate) async fn scale_masters(dir: &std::path::Path, masters: u16) -> Result<ExitCode> {
+    let command = OperationCommand::Scale(ScaleArgs {
+        masters: Some(masters),
+        replicas: None,
+        common: CommonArgs {
+            dir: dir.to_path_buf(),
+            json: false,
+            dry_run: false,
+            timeout: 3600,
+            quiet: true,
+        },
+    });
+    run_async(&command).await
+}
+
+pub(crate) async fn observation(platform: &LocalPlatform) -> Result<Observed> {
     let nodes = platform.nodes().await?;
     Ok(observe(&nodes, Timeouts::default(), None).await)
 }

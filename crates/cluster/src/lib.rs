@@ -17,6 +17,7 @@
 //! - [`addr`], [`error`]: shared vocabulary.
 
 pub mod addr;
+pub mod autoscale;
 pub mod check;
 pub mod client;
 pub mod create;
