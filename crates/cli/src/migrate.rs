@@ -212,6 +212,7 @@ pub(crate) fn run(args: &MigrateArgs) -> Result<ExitCode> {
     let quiet = args.json;
     let deadline = started + Duration::from_secs(args.sync_timeout);
     let mut last_line = Instant::now() - Duration::from_secs(10);
+    let mut rates = crate::sync::FullSyncRates::default();
     loop {
         if sync.is_finished() {
             finish_sync(sync)?;
@@ -236,7 +237,7 @@ pub(crate) fn run(args: &MigrateArgs) -> Result<ExitCode> {
             );
         }
         if !quiet && !status.sources.is_empty() && last_line.elapsed() >= Duration::from_secs(1) {
-            eprintln!("sync: {}", crate::sync::status_line(&status));
+            eprintln!("sync: {}", crate::sync::status_line(&status, &mut rates));
             last_line = Instant::now();
         }
         std::thread::sleep(Duration::from_millis(50));

@@ -178,11 +178,12 @@ fn run_sync(args: &RunArgs) -> Result<ExitCode> {
         "sync {from} -> {to} (state in {}); Ctrl-C to stop",
         state.display()
     );
+    let mut rates = FullSyncRates::default();
     let result = cinnabar_replication::sync::run(&config, &stop, &live, |status| {
         if let Ok(mut latest) = latest.lock() {
             latest.clone_from(status);
         }
-        let line = status_line(status);
+        let line = status_line(status, &mut rates);
         if interactive {
             eprint!("\r{line:<100}");
         } else {
@@ -252,7 +253,7 @@ fn stop_on_signal(stop: Arc<AtomicBool>) -> Result<()> {
 }
 
 /// One line for a person: per source, its phase and progress.
-pub(crate) fn status_line(status: &SyncStatus) -> String {
+pub(crate) fn status_line(status: &SyncStatus, rates: &mut FullSyncRates) -> String {
     status
         .sources
         .iter()
@@ -267,11 +268,12 @@ pub(crate) fn status_line(status: &SyncStatus) -> String {
             ),
             Phase::Full => match s.keys_total {
                 Some(total) if total > 0 => format!(
-                    "{} full sync {}/{} keys ({}%)",
+                    "{} full sync {}/{} keys ({}%{})",
                     s.address,
                     s.keys_applied,
                     total,
-                    s.keys_applied * 100 / total
+                    s.keys_applied * 100 / total.max(s.keys_applied),
+                    rates.describe(&s.address, s.keys_applied, total)
                 ),
                 _ => format!("{} full sync {} keys", s.address, s.keys_applied),
             },
@@ -282,6 +284,28 @@ pub(crate) fn status_line(status: &SyncStatus) -> String {
         })
         .collect::<Vec<_>>()
         .join(" | ")
+}
+
+/// How fast each source's full sync goes, for a rate and an estimate of the time left in the
+/// status line: measured from the first status of the full sync this process saw.
+#[derive(Debug, Default)]
+pub(crate) struct FullSyncRates(std::collections::HashMap<String, (std::time::Instant, u64)>);
+
+impl FullSyncRates {
+    /// `, N keys/s, ~T left` once a second of progress is measured, else nothing.
+    fn describe(&mut self, address: &str, applied: u64, total: u64) -> String {
+        let (since, at_start) = *self
+            .0
+            .entry(address.to_owned())
+            .or_insert((std::time::Instant::now(), applied));
+        let elapsed = since.elapsed().as_secs_f64();
+        if elapsed < 1.0 || applied <= at_start {
+            return String::new();
+        }
+        let rate = (applied - at_start) as f64 / elapsed;
+        let left = total.saturating_sub(applied) as f64 / rate;
+        format!(", {rate:.0} keys/s, ~{left:.0} s left")
+    }
 }
 
 /// The first line of a password file.
@@ -410,4 +434,20 @@ fn run_verify(args: &VerifyArgs) -> Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+#[cfg(test)]
+mod rate_tests {
+    use super::*;
+
+    #[test]
+    fn a_full_sync_shows_its_rate_and_time_left_once_measured() {
+        let mut rates = FullSyncRates::default();
+        assert_eq!(rates.describe("a:1", 10, 100), "", "nothing measured yet");
+        rates.0.insert(
+            "b:1".into(),
+            (std::time::Instant::now() - Duration::from_secs(2), 0),
+        );
+        assert_eq!(rates.describe("b:1", 1000, 3000), ", 500 keys/s, ~4 s left");
+    }
 }
