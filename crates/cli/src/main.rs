@@ -8,6 +8,7 @@ mod kubernetes;
 mod migrate;
 mod operations;
 mod output;
+mod switch;
 mod sync;
 
 use std::io::IsTerminal;
@@ -122,6 +123,19 @@ enum Command {
     ///   cinnabar migrate --dir old --to-dir new             # 127.0.0.1:6380 now serves new
     #[command(verbatim_doc_comment)]
     Migrate(migrate::MigrateArgs),
+    /// Switch every proxy of an endpoint to another cluster at once, online, on any platform.
+    ///
+    /// Each proxy (its admin listener, with `admin_token_file` set) holds its clients, drains,
+    /// and reports its source offsets; once the running sync (--sync, its --admin-listen) has
+    /// applied the highest of them, every proxy flips. If any proxy cannot hold, or the target
+    /// is late, every proxy goes on with the source (exit 1). Exit 3 means only some proxies
+    /// switched: keep the sync running and switch the others.
+    ///
+    /// Example:
+    ///   cinnabar switch --proxy-admin 10.0.0.5:17000 --proxy-admin 10.0.0.6:17000 \
+    ///     --token-file admin-token --to 10.0.1.1:6379 --sync 10.0.0.9:9100
+    #[command(verbatim_doc_comment)]
+    Switch(switch::SwitchArgs),
     /// Print the RedisCluster CustomResourceDefinition (YAML) for `kubectl apply -f -`.
     Crd,
     /// Run the Kubernetes operator (in a pod; see deploy/helm/cinnabar).
@@ -354,6 +368,7 @@ fn main() -> ExitCode {
         Command::Drill(args) => drill::run(&args),
         Command::Sync(args) => sync::run(&args),
         Command::Migrate(args) => migrate::run(&args),
+        Command::Switch(args) => switch::run(&args),
         Command::Autoscale(args) => autoscale::run(&args),
         Command::Crd => kubernetes::crd().map(|()| ExitCode::SUCCESS),
         Command::Operator(args) => kubernetes::operator(&args).map(|()| ExitCode::SUCCESS),
