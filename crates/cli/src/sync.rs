@@ -198,45 +198,14 @@ fn run_sync(args: &RunArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Serves, on `listen` and a thread of its own, `GET /metrics` (Prometheus text from the
-/// latest status) and `GET /offsets` (the applied source offsets as they are now, JSON: what a
-/// proxy's online switch polls, see `cinnabar_proxy::switch`); anything else gets 404. Returns
-/// the address bound (`listen` may ask for port 0).
+/// The sync's admin listener (`cinnabar_replication::admin`): `/metrics` and `/offsets`.
 pub(crate) fn serve_admin(
     listen: std::net::SocketAddr,
     latest: Arc<std::sync::Mutex<SyncStatus>>,
     live: Arc<LiveOffsets>,
 ) -> Result<std::net::SocketAddr> {
-    use std::io::{Read, Write};
-    let listener = std::net::TcpListener::bind(listen)
-        .with_context(|| format!("cannot listen on {listen} for metrics"))?;
-    let bound = listener.local_addr().context("the sync's admin listener")?;
-    std::thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
-            let mut stream = stream;
-            let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
-            let mut head = [0u8; 1024];
-            let n = stream.read(&mut head).unwrap_or(0);
-            let (status, kind, body) = if head[..n].starts_with(b"GET /metrics") {
-                let body = latest.lock().map(|s| s.prometheus()).unwrap_or_default();
-                ("200 OK", "text/plain; version=0.0.4", body)
-            } else if head[..n].starts_with(b"GET /offsets") {
-                ("200 OK", "application/json", live.json())
-            } else {
-                (
-                    "404 Not Found",
-                    "text/plain",
-                    "not found; try /metrics or /offsets\n".to_owned(),
-                )
-            };
-            let _ = write!(
-                stream,
-                "HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-        }
-    });
-    Ok(bound)
+    cinnabar_replication::admin::serve(listen, latest, live)
+        .with_context(|| format!("cannot listen on {listen} for metrics"))
 }
 
 /// Sets `stop` on SIGINT or SIGTERM (a thread with a small runtime waits for them).

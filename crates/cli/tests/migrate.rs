@@ -9,7 +9,6 @@
 
 mod support;
 
-use std::io::{Read, Write};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -208,26 +207,6 @@ fn migrating_3_masters_to_5_under_load_loses_no_write_and_pauses_briefly() {
     );
 }
 
-/// Serves `live`'s `GET /offsets` as `cinnabar sync --admin-listen` does.
-fn serve_offsets(live: Arc<LiveOffsets>) -> std::net::SocketAddr {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
-            let mut stream = stream;
-            let mut head = [0u8; 1024];
-            let _ = stream.read(&mut head);
-            let body = live.json();
-            let _ = write!(
-                stream,
-                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-        }
-    });
-    addr
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_switch_the_target_cannot_catch_up_with_is_abandoned_and_clients_stay_on_the_source() {
     let (source, target) = tokio::join!(
@@ -257,7 +236,13 @@ async fn a_switch_the_target_cannot_catch_up_with_is_abandoned_and_clients_stay_
         Arc::new(AtomicBool::new(false)),
         Arc::new(LiveOffsets::default()),
     );
-    let offsets = serve_offsets(Arc::clone(&live));
+    let offsets = cinnabar_replication::admin::serve(
+        "127.0.0.1:0".parse().unwrap(),
+        Arc::default(),
+        Arc::clone(&live),
+    )
+    .unwrap()
+    .to_string();
     let sync = {
         let (stop, live) = (Arc::clone(&stop), Arc::clone(&live));
         std::thread::spawn(move || {
@@ -266,12 +251,7 @@ async fn a_switch_the_target_cannot_catch_up_with_is_abandoned_and_clients_stay_
     };
     let load = Load::start(&endpoint, 2);
     let deadline = Instant::now() + Duration::from_secs(30);
-    while !(live.offsets().len() == 2
-        && live
-            .offsets()
-            .iter()
-            .all(|(_, phase, _)| *phase == cinnabar_replication::status::Phase::Streaming))
-    {
+    while !live.all_streaming(2) {
         assert!(
             Instant::now() < deadline,
             "the sync never streamed: {}",

@@ -32,6 +32,7 @@
 //! `XADD`, …). With [`ValuePieces::OnlyUncaptured`] the batches of captured values are not
 //! reported at all.
 
+pub mod admin;
 pub mod apply;
 pub mod checkpoint;
 pub mod client;

@@ -110,6 +110,15 @@ impl LiveOffsets {
             .collect()
     }
 
+    /// Whether `streams` source streams are known and every one applies the command stream.
+    pub fn all_streaming(&self, streams: usize) -> bool {
+        let offsets = self.offsets();
+        offsets.len() == streams
+            && offsets
+                .iter()
+                .all(|(_, phase, _)| *phase == Phase::Streaming)
+    }
+
     /// The offsets as the JSON document `GET /offsets` serves:
     /// `{"sources":[{"address":…,"phase":…,"offset":…}]}`.
     pub fn json(&self) -> String {

@@ -6,7 +6,6 @@
 // Helpers outside #[test] functions panic on purpose: a panic is the failure report.
 #![allow(clippy::unwrap_used)]
 
-use std::io::{Read, Write};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -28,25 +27,6 @@ fn admin(proxy: &cinnabar_proxy::ProxyHandle) -> ProxyAdmin {
         addr: proxy.admin_addr().unwrap().to_string(),
         token: "t0ken".into(),
     }
-}
-
-fn serve_offsets(live: Arc<LiveOffsets>) -> String {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
-            let mut stream = stream;
-            let mut head = [0u8; 1024];
-            let _ = stream.read(&mut head);
-            let body = live.json();
-            let _ = write!(
-                stream,
-                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-        }
-    });
-    addr.to_string()
 }
 
 /// A client writing unique keys through `endpoint` until `stop`; its acknowledged keys and
@@ -99,7 +79,13 @@ async fn every_proxy_switches_together_with_no_client_error_and_no_lost_write() 
         Arc::new(AtomicBool::new(false)),
         Arc::new(LiveOffsets::default()),
     );
-    let offsets = serve_offsets(Arc::clone(&live));
+    let offsets = cinnabar_replication::admin::serve(
+        "127.0.0.1:0".parse().unwrap(),
+        Arc::default(),
+        Arc::clone(&live),
+    )
+    .unwrap()
+    .to_string();
     let sync = {
         let (stop, live) = (Arc::clone(&stop_sync), Arc::clone(&live));
         std::thread::spawn(move || cinnabar_replication::sync::run(&config, &stop, &live, |_| {}))
@@ -110,12 +96,7 @@ async fn every_proxy_switches_together_with_no_client_error_and_no_lost_write() 
         writer(b.local_addr().to_string(), "b", Arc::clone(&stop)),
     ];
     let deadline = Instant::now() + Duration::from_secs(30);
-    while !(live.offsets().len() == 2
-        && live
-            .offsets()
-            .iter()
-            .all(|(_, phase, _)| *phase == cinnabar_replication::status::Phase::Streaming))
-    {
+    while !live.all_streaming(2) {
         assert!(
             Instant::now() < deadline,
             "the sync never streamed: {}",
