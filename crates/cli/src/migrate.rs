@@ -21,7 +21,6 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use cinnabar_local::StateDir;
 use cinnabar_local::control::{self, ControlReply, ControlRequest};
-use cinnabar_replication::apply::DbRoute;
 use cinnabar_replication::status::{Phase, SyncStatus};
 use cinnabar_replication::sync::{LiveOffsets, SyncConfig};
 use cinnabar_replication::verify::Endpoint;
@@ -170,21 +169,12 @@ pub(crate) fn run(args: &MigrateArgs) -> Result<ExitCode> {
 
     // Sync.
     let started = Instant::now();
-    let config = SyncConfig {
-        source: Endpoint {
-            addr: source.clone(),
-            user: None,
-            password: None,
-        },
-        target: Endpoint {
-            addr: target.clone(),
-            user: None,
-            password: None,
-        },
-        state_dir: state.clone(),
-        allow_flush: false,
-        db_map: std::collections::BTreeMap::from([(0, DbRoute::Merge)]),
-    };
+    // Local clusters have no password; only database 0 exists behind a proxy.
+    let config = SyncConfig::new(
+        Endpoint::new(source.clone()),
+        Endpoint::new(target.clone()),
+        state.clone(),
+    );
     let stop = Arc::new(AtomicBool::new(false));
     let latest = Arc::new(Mutex::new(SyncStatus::default()));
     let live = Arc::new(LiveOffsets::default());

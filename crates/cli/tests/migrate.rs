@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use cinnabar_replication::sync::{LiveOffsets, SyncConfig};
+use cinnabar_replication::verify::Endpoint;
 use support::{Cinnabar, cinnabar, plain_connection};
 
 /// One writer's record: each acknowledged key, and every request's send time and latency.
@@ -217,21 +218,11 @@ async fn a_switch_the_target_cannot_catch_up_with_is_abandoned_and_clients_stay_
     let proxy = cinnabar_proxy::start(config).unwrap();
     let endpoint = proxy.local_addr().to_string();
     let state = tempfile::tempdir().unwrap();
-    let endpoint_of = |addr: &cinnabar_cluster::NodeAddr| cinnabar_replication::verify::Endpoint {
-        addr: addr.to_string(),
-        user: None,
-        password: None,
-    };
-    let sync_config = SyncConfig {
-        source: endpoint_of(&source.seeds()[0]),
-        target: endpoint_of(&target.seeds()[0]),
-        state_dir: state.path().to_path_buf(),
-        allow_flush: false,
-        db_map: std::collections::BTreeMap::from([(
-            0,
-            cinnabar_replication::apply::DbRoute::Merge,
-        )]),
-    };
+    let sync_config = SyncConfig::new(
+        Endpoint::new(source.seeds()[0].to_string()),
+        Endpoint::new(target.seeds()[0].to_string()),
+        state.path(),
+    );
     let (stop, live) = (
         Arc::new(AtomicBool::new(false)),
         Arc::new(LiveOffsets::default()),

@@ -44,6 +44,20 @@ pub struct SyncConfig {
     pub db_map: BTreeMap<u64, DbRoute>,
 }
 
+impl SyncConfig {
+    /// A sync of database 0 from `source` into `target` with checkpoints in `state_dir`, a
+    /// source flush refused (the defaults of `cinnabar sync`).
+    pub fn new(source: Endpoint, target: Endpoint, state_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            source,
+            target,
+            state_dir: state_dir.into(),
+            allow_flush: false,
+            db_map: BTreeMap::from([(0, DbRoute::Merge)]),
+        }
+    }
+}
+
 /// Why a sync stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum SyncError {

@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use cinnabar_replication::sync::{LiveOffsets, SyncConfig};
+use cinnabar_replication::verify::Endpoint;
 use cinnabar_switch::{ProxyAdmin, SwitchError, Target, switch_all};
 use cinnabar_testkit::TestCluster;
 
@@ -60,21 +61,11 @@ async fn every_proxy_switches_together_with_no_client_error_and_no_lost_write() 
     let (source, target) = tokio::join!(TestCluster::start(2, 0), TestCluster::start(3, 0));
     let (a, b) = (proxy(&source), proxy(&source));
     let state = tempfile::tempdir().unwrap();
-    let endpoint = |addr: &cinnabar_cluster::NodeAddr| cinnabar_replication::verify::Endpoint {
-        addr: addr.to_string(),
-        user: None,
-        password: None,
-    };
-    let config = SyncConfig {
-        source: endpoint(&source.seeds()[0]),
-        target: endpoint(&target.seeds()[0]),
-        state_dir: state.path().to_path_buf(),
-        allow_flush: false,
-        db_map: std::collections::BTreeMap::from([(
-            0,
-            cinnabar_replication::apply::DbRoute::Merge,
-        )]),
-    };
+    let config = SyncConfig::new(
+        Endpoint::new(source.seeds()[0].to_string()),
+        Endpoint::new(target.seeds()[0].to_string()),
+        state.path(),
+    );
     let (stop_sync, live) = (
         Arc::new(AtomicBool::new(false)),
         Arc::new(LiveOffsets::default()),
