@@ -39,8 +39,8 @@
 //!   describes (a checkpoint must not outlive the data it says the target holds). The container's
 //!   termination message falls back to its log, so the error a sync stopped on reaches the pod
 //!   status and from there `status.sync.lastError`. The metrics port is the cluster's
-//!   `monitoring.metricsPort`, served by `--admin-listen` and exposed by the `NAME-sync` Service,
-//!   which the operator reads for `status.sync`.
+//!   `monitoring.metricsPort`, served by `--admin-listen` and exposed by the `NAME-sync` Service
+//!   for Prometheus; the operator reads it at the sync pod's IP for `status.sync`.
 
 use std::collections::BTreeMap;
 

@@ -15,9 +15,9 @@
 //!    restart resumes it;
 //! 7. with `spec.syncFrom`, the sync's objects are applied (its pod scaled to 0 until the
 //!    cluster has served every slot once: a sync into a cluster that is still forming would only
-//!    fail and restart) and its progress read from the pod's metrics into `status.sync` and the
-//!    `Synced` condition; without it, the objects of a sync the status still reports are
-//!    deleted (the state volume too: its checkpoints belong to that sync);
+//!    fail and restart) and its progress read from the pod's metrics (at the pod's IP) into
+//!    `status.sync` and the `Synced` condition; without it, the objects of a sync the status
+//!    still reports are deleted (the state volume too: its checkpoints belong to that sync);
 //! 8. the status is written and the next reconcile scheduled: soon while something is under
 //!    way, every 30 s when idle (a periodic health check), at least every 10 s while a sync is
 //!    configured, so its lag in the status stays fresh.
@@ -52,7 +52,7 @@ use crate::objects::{
 use crate::platform::{KubePlatform, redis_selector};
 use crate::pods::RedisPod;
 use crate::status::{StatusInput, build_status};
-use crate::sync::{SyncMetrics, SyncReading, pod_facts, sync_state};
+use crate::sync::{SyncMetrics, SyncReading, metrics_address, pod_facts, sync_state};
 use crate::validate::validate;
 
 /// The finalizer that lets the operator clean up volumes before the object goes.
@@ -350,13 +350,16 @@ async fn reconcile_sync(
             .await
             .map_err(api(format!("listing the sync pods of {name}")))?;
         reading.pod = pod_facts(&listed.items);
-        let host = format!("{object_name}.{namespace}.svc");
-        reading.metrics = Some(
-            ctx.sync_metrics
-                .fetch(&host, cluster.spec.monitoring.metrics_port)
+        reading.metrics = Some(match metrics_address(&listed.items) {
+            Some(ip) => ctx
+                .sync_metrics
+                .fetch(&ip, cluster.spec.monitoring.metrics_port)
                 .await
                 .map_err(|e| e.to_string()),
-        );
+            None => Err(format!(
+                "no pod of Deployment {object_name} has an address yet"
+            )),
+        });
     }
     Ok(Some((sync_state(&reading, previous), from.max_lag_seconds)))
 }

@@ -606,6 +606,22 @@ fn sync_metrics_text(streaming: [bool; 2], lag_seconds: f64) -> String {
     )
 }
 
+/// A sync pod as the Deployment's ReplicaSet makes it, with the IP it was given.
+fn put_sync_pod(api: &FakeApi, name: &str, created: &str, ip: &str, deleting: bool) {
+    let mut metadata = json!({"name": name, "namespace": "shop", "creationTimestamp": created,
+        "labels": {"app.kubernetes.io/instance": "c", "app.kubernetes.io/component": "sync"}});
+    if deleting {
+        metadata["deletionTimestamp"] = json!("2026-01-01T00:00:01Z");
+    }
+    api.put(
+        &format!("/api/v1/namespaces/shop/pods/{name}"),
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": metadata,
+               "status": {"podIP": ip, "containerStatuses": [{
+                   "name": "sync", "image": "cinnabar:test", "imageID": "", "ready": true,
+                   "restartCount": 0, "state": {"running": {}}}]}}),
+    );
+}
+
 fn sync_status(api: &FakeApi) -> Value {
     api.get(CLUSTER).unwrap()["status"]["sync"].clone()
 }
@@ -716,16 +732,33 @@ async fn a_sync_from_runs_in_a_pod_once_the_cluster_serves_and_reports_phase_and
     );
     assert!(metrics.asked().is_empty(), "no sync pod to ask yet");
 
-    // The cluster forms and serves every slot: the sync pod is started and read.
+    // The cluster forms and serves every slot: the sync pod is started and read, at its own
+    // IP (the operator may run where no cluster DNS name resolves).
     let _servers = start_pods(&api, 1, 2);
     metrics.serve(&sync_metrics_text([true, false], 0.0));
     reconcile_until_ready(&api, &ctx, 1, 10).await;
-    reconcile(cluster(&api), Arc::clone(&ctx)).await.unwrap();
     assert_eq!(api.get(SYNC_DEPLOYMENT).unwrap()["spec"]["replicas"], 1);
-    assert_eq!(
-        metrics.asked().last(),
-        Some(&("c-sync.shop.svc".to_owned(), 9121))
+    reconcile(cluster(&api), Arc::clone(&ctx)).await.unwrap();
+    assert_eq!(sync_status(&api)["phase"], "Pending", "no sync pod yet");
+    let asked = metrics.asked().len();
+    put_sync_pod(
+        &api,
+        "c-sync-7d9-a1",
+        "2026-01-01T00:00:00Z",
+        "10.9.0.4",
+        false,
     );
+    // The pod a Recreate rollout is deleting is not read; the newest live one is.
+    put_sync_pod(
+        &api,
+        "c-sync-7d9-a0",
+        "2025-12-31T00:00:00Z",
+        "10.9.0.3",
+        true,
+    );
+    reconcile(cluster(&api), Arc::clone(&ctx)).await.unwrap();
+    assert_eq!(metrics.asked().len(), asked + 1);
+    assert_eq!(metrics.asked().last(), Some(&("10.9.0.4".to_owned(), 9121)));
     let sync = sync_status(&api);
     assert_eq!(sync["phase"], "Copying", "{sync:#}");
     assert_eq!(sync["source"], "legacy.db.svc:6379");
