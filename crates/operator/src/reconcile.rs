@@ -122,6 +122,19 @@ pub async fn reconcile(
         secondary: None,
     };
 
+    // The controller hands in its watch cache's copy, which can predate this operator's own
+    // last status write: a reconcile triggered by a pod event right after the previous one
+    // wrote its journal then saw the journal from before, and ran the same step again (seen
+    // on a real API server: a pod restarted twice in a rolling restart). The journal in the
+    // status is the operation's memory, so it is read fresh from the API server.
+    let Some(cluster) = clusters
+        .get_opt(&name)
+        .await
+        .map_err(api(format!("reading {name}")))?
+        .map(Arc::new)
+    else {
+        return Ok(Action::await_change());
+    };
     if cluster.meta().deletion_timestamp.is_some() {
         finalize(&cluster, &ctx.client, &namespace).await?;
         return Ok(Action::await_change());
