@@ -13,7 +13,12 @@
 //! 5. pods made from an older StatefulSet revision (image, resources, config changed): rolling
 //!    restart of exactly those pods, replicas first, masters after a verified failover;
 //! 6. anything unhealthy (a node down, ghosts, open or uncovered slots, strangers): heal;
-//! 7. otherwise nothing.
+//! 7. a node that reports `cluster_state:fail`, or a replica whose link to its master is down,
+//!    while nothing else is wrong: look again shortly. This is what a restarted node shows for
+//!    a few seconds while it meets the cluster again; the status reports it as not ready, so
+//!    deciding nothing (and looking again only 30 s later) would leave a whole cluster marked
+//!    unready long after it healed itself;
+//! 8. otherwise nothing.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -37,6 +42,11 @@ pub enum Decision {
     },
     /// Take the next step of this operation.
     Operate(Operation),
+    /// Nothing to change, but some node does not report itself healthy yet: look again soon.
+    Settle {
+        /// Which nodes, and what they report, for the `Progressing` condition's message.
+        reason: String,
+    },
     /// Nothing to do.
     Idle,
 }
@@ -126,6 +136,22 @@ pub fn decide(
             replicas: Some(usize::from(spec.replicas_per_shard)),
             started: BTreeSet::new(),
         });
+    }
+    let settling: Vec<String> = observed
+        .members()
+        .filter_map(|(node, facts)| {
+            let addr = node.addr();
+            match (facts.cluster_ok, facts.link_up) {
+                (false, _) => Some(format!("{addr} reports cluster_state:fail")),
+                (true, false) => Some(format!("{addr} has no link to its master")),
+                (true, true) => None,
+            }
+        })
+        .collect();
+    if !settling.is_empty() {
+        return Decision::Settle {
+            reason: settling.join("; "),
+        };
     }
     Decision::Idle
 }
@@ -327,6 +353,29 @@ mod tests {
             &revisions(3, "rev-1"),
         );
         assert_eq!(d, Decision::Idle);
+    }
+
+    #[test]
+    fn a_node_that_does_not_report_itself_healthy_yet_is_looked_at_again_not_left_idle() {
+        let pods = pods(3, 2);
+        let mut seen = observed(&pods, true);
+        // A restarted replica: it reports cluster_state:fail and its link is not up yet.
+        if let Ok(facts) = seen.nodes[1].facts.as_mut() {
+            facts.cluster_ok = false;
+            facts.link_up = false;
+        }
+        if let Ok(facts) = seen.nodes[3].facts.as_mut() {
+            facts.link_up = false;
+        }
+        let d = decide(&spec(3, 1), &pods, &seen, None, &revisions(3, "rev-1"));
+        assert_eq!(
+            d,
+            Decision::Settle {
+                reason: "10.0.0.1:6379 reports cluster_state:fail; \
+                         10.0.1.1:6379 has no link to its master"
+                    .into()
+            }
+        );
     }
 
     #[test]

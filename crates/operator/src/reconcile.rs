@@ -288,6 +288,11 @@ pub async fn reconcile(
             input.operation = status;
             delay
         }
+        Decision::Settle { reason } => {
+            input.operation = None;
+            input.progressing = Some(("Settling".into(), reason));
+            Duration::from_secs(2)
+        }
         Decision::Idle => {
             input.operation = None;
             Duration::from_secs(30)
