@@ -348,6 +348,10 @@ pub fn sync_state(reading: &SyncReading, previous: Option<&SyncState>) -> SyncSt
     }
     match &reading.metrics {
         Some(Ok(text)) => {
+            // A reading succeeded: an earlier "metrics not readable" no longer holds (it stayed
+            // in the status, next to fresh numbers, on a real control plane). Only the pod's
+            // own last failure, which its status keeps, is still worth showing.
+            state.last_error = reading.pod.last_error.clone();
             let streams = parse_metrics(text);
             state.streams = streams
                 .iter()
@@ -544,6 +548,9 @@ cinnabar_sync_commands_applied_total{source=\"127.0.0.1:6380\"} 0
             unreadable.last_error.as_deref(),
             Some("metrics not readable: connection refused")
         );
+        // Readable again: the old reading error goes.
+        let again = sync_state(&reading(Some(Ok(FIXTURE.into()))), Some(&unreadable));
+        assert_eq!(again.last_error, None, "{again:?}");
         // A sync for another source starts from nothing.
         let other = SyncReading {
             source: "new:6379".into(),
