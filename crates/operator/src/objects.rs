@@ -93,12 +93,36 @@ pub const SHUTDOWN_SECONDS: u32 = 60;
 /// cannot catch up within Redis's 5 s manual-failover limit) is retried until the budget ends;
 /// then the hook exits 1 (the kubelet records a `FailedPreStopHook` event with its output) and
 /// Redis stops as a master, leaving the cluster to fail over on its own.
+///
+/// Whatever the role, the hook returns only once no AOF rewrite is running (within the same
+/// budget): Redis refuses SIGTERM while it writes its first AOF, which a replica does after
+/// every resynchronisation, and would then wait for the SIGKILL at the end of the grace period
+/// (seen on a real control plane: a replica deleted a few seconds after the rolling restart
+/// that resynchronised it logged `Writing initial AOF, can't exit`).
 pub fn prestop_script(cli: &str, port: u16, budget_seconds: u32) -> String {
     let ticks = budget_seconds * 5;
     format!(
         r#"say() {{ echo "cinnabar preStop: $*"; }}
 [ -n "$REDIS_PASSWORD" ] && export REDISCLI_AUTH="$REDIS_PASSWORD"
 CR=$(printf '\r')
+ticks={ticks}
+aof_busy() {{
+  info=$({cli} -p {port} info persistence 2>/dev/null) || return 1
+  while IFS=: read -r k v; do
+    v=${{v%"$CR"}}
+    case $k in aof_rewrite_in_progress|aof_rewrite_scheduled) [ "$v" = 1 ] && return 0;; esac
+  done <<EOF
+$info
+EOF
+  return 1
+}}
+finish() {{
+  if aof_busy; then
+    say "waiting for the AOF rewrite (Redis refuses SIGTERM while it writes its first AOF)"
+    while [ "$ticks" -gt 0 ] && aof_busy; do sleep 0.2; ticks=$((ticks - 1)); done
+  fi
+  exit "$1"
+}}
 nodes=$({cli} -p {port} cluster nodes) || {{ say "cannot read CLUSTER NODES; stopping"; exit 0; }}
 myid=; myflags=; myslots=
 while read -r id addr flags master ping pong epoch link rest; do
@@ -106,9 +130,8 @@ while read -r id addr flags master ping pong epoch link rest; do
 done <<EOF
 $nodes
 EOF
-case ",$myflags," in *,master,*) ;; *) say "a replica: nothing to hand over"; exit 0;; esac
-[ -n "$myslots" ] || {{ say "a master without slots: nothing to hand over"; exit 0; }}
-ticks={ticks}
+case ",$myflags," in *,master,*) ;; *) say "a replica: nothing to hand over"; finish 0;; esac
+[ -n "$myslots" ] || {{ say "a master without slots: nothing to hand over"; finish 0; }}
 while [ "$ticks" -gt 0 ]; do
   best=; bestoff=-1
   while read -r id addr flags master ping pong epoch link rest; do
@@ -127,18 +150,18 @@ EOF
   done <<EOF
 $nodes
 EOF
-  [ -n "$best" ] || {{ say "no healthy replica: stopping as a master"; exit 0; }}
+  [ -n "$best" ] || {{ say "no healthy replica: stopping as a master"; finish 0; }}
   set -- $best
   say "CLUSTER FAILOVER on replica $1:$2 (offset $bestoff): $({cli} -h "$1" -p "$2" cluster failover 2>&1)"
   n=30
   while [ "$n" -gt 0 ] && [ "$ticks" -gt 0 ]; do
     sleep 0.2; n=$((n - 1)); ticks=$((ticks - 1))
-    case "$({cli} -p {port} role 2>/dev/null)" in slave*) say "now a replica of $1:$2; stopping"; exit 0;; esac
+    case "$({cli} -p {port} role 2>/dev/null)" in slave*) say "now a replica of $1:$2; stopping"; finish 0;; esac
   done
   nodes=$({cli} -p {port} cluster nodes) || break
 done
 say "still a master after {budget_seconds} s: stopping anyway (the cluster fails over on its own)"
-exit 1
+finish 1
 "#
     )
 }

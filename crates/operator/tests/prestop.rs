@@ -167,3 +167,73 @@ async fn a_master_whose_replica_is_down_stops_without_waiting() {
     assert!(took < Duration::from_secs(3), "{took:?}: {}", text(&output));
     assert_eq!(role(master.port), "master");
 }
+
+fn config_set(port: u16, key: &str, value: &str) {
+    let client =
+        redis::Client::open(format!("redis://127.0.0.1:{port}/")).unwrap_or_else(|e| panic!("{e}"));
+    let mut conn = client
+        .get_connection_with_timeout(Duration::from_secs(2))
+        .unwrap_or_else(|e| panic!("{e}"));
+    redis::cmd("CONFIG")
+        .arg("SET")
+        .arg(key)
+        .arg(value)
+        .exec(&mut conn)
+        .unwrap_or_else(|e| panic!("CONFIG SET {key}: {e}"));
+}
+
+fn sigterm(pid: u32) {
+    let status = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(status.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_hook_waits_for_a_first_aof_rewrite_during_which_redis_refuses_sigterm() {
+    let mut lone = TestCluster::start_with(1, 0, options()).await;
+    let port = lone.servers()[0].port();
+    let pid = lone.servers()[0].pid();
+    {
+        let client = redis::Client::open(format!("redis://127.0.0.1:{port}/"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut conn = client.get_connection().unwrap_or_else(|e| panic!("{e}"));
+        let mut pipe = redis::pipe();
+        for i in 0..2000 {
+            pipe.cmd("SET").arg(format!("k{{x}}{i}")).arg(i).ignore();
+        }
+        pipe.exec(&mut conn).unwrap_or_else(|e| panic!("{e}"));
+    }
+    // What a replica does after a resynchronisation, slowed down (1 ms per key) so the first
+    // AOF rewrite is still running when the pod is deleted.
+    config_set(port, "rdb-key-save-delay", "1000");
+    config_set(port, "appendonly", "no");
+    config_set(port, "appendonly", "yes");
+    sigterm(pid);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        lone.server_mut(0).is_running(),
+        "Redis refuses SIGTERM while it writes its first AOF"
+    );
+
+    let (output, took) = run_hook(port, 20);
+    let said = text(&output);
+    let log = lone.servers()[0].log_tail(30);
+    assert!(output.status.success(), "{said}\n{log}");
+    assert!(
+        said.contains("waiting for the AOF rewrite"),
+        "{said}\n{log}"
+    );
+    assert!(took > Duration::from_millis(500), "{took:?}: {said}");
+    // Now the kubelet's SIGTERM is obeyed at once.
+    sigterm(pid);
+    let asked = Instant::now();
+    while lone.server_mut(0).is_running() {
+        assert!(
+            asked.elapsed() < Duration::from_secs(3),
+            "Redis did not stop after the hook: {said}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
