@@ -32,6 +32,11 @@ impl FakeMetrics {
         *self.answer.lock().unwrap() = Some(text.to_owned());
     }
 
+    /// Readings fail from now on (the pod restarting).
+    fn refuse(&self) {
+        *self.answer.lock().unwrap() = None;
+    }
+
     fn asked(&self) -> Vec<(String, u16)> {
         self.asked.lock().unwrap().clone()
     }
@@ -832,6 +837,24 @@ async fn a_sync_from_runs_in_a_pod_once_the_cluster_serves_and_reports_phase_and
         "True",
         "a sync does not make the cluster unready"
     );
+
+    // One reading fails (the pod restarting), the next succeeds: the error goes with it, and
+    // the status write removes the field (a merge patch keeps what it does not mention).
+    metrics.refuse();
+    reconcile(cluster(&api), Arc::clone(&ctx)).await.unwrap();
+    let sync = sync_status(&api);
+    assert_eq!(sync["phase"], "Pending", "{sync:#}");
+    assert!(
+        sync["lastError"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("metrics not readable")),
+        "{sync:#}"
+    );
+    metrics.serve(&sync_metrics_text([true, true], 0.0));
+    reconcile(cluster(&api), Arc::clone(&ctx)).await.unwrap();
+    let sync = sync_status(&api);
+    assert_eq!(sync["phase"], "Streaming", "{sync:#}");
+    assert!(sync.get("lastError").is_none(), "{sync:#}");
 
     // Streaming, but behind the bound.
     metrics.serve(&sync_metrics_text([true, true], 7.5));
