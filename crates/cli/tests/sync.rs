@@ -483,3 +483,41 @@ async fn a_trickle_of_source_writes_reaches_the_target_within_a_second() {
         "a write under a steady trickle took {delay:?} to reach the target"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_target_node_restarted_while_streaming_is_reconnected_not_fatal() {
+    // What a rolling restart of the target cluster does to the sync: a node closes the
+    // connection and comes back. The sync keeps running and ends identical.
+    let source = TestServer::start();
+    let mut cluster = cinnabar_testkit::TestCluster::start(3, 0).await;
+    let target = cluster.servers()[0].addr().to_string();
+    let state = tempfile::tempdir().unwrap();
+    set(&source, "before", "1");
+    let mut sync = start_sync(&source, &target, state.path());
+    wait_status(state.path(), "caught up", caught_up);
+    let mut src = connection(&source);
+    for i in 0..100 {
+        redis::cmd("SET")
+            .arg(format!("a:{i}"))
+            .arg(i)
+            .exec(&mut src)
+            .unwrap();
+    }
+    cluster.server_mut(1).restart();
+    for i in 0..100 {
+        redis::cmd("SET")
+            .arg(format!("b:{i}"))
+            .arg(i)
+            .exec(&mut src)
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    wait_status(state.path(), "caught up after the restart", caught_up);
+    assert!(
+        sync.try_wait().unwrap().is_none(),
+        "the sync stopped when a target node restarted"
+    );
+    verify_clean(&source, &target);
+    signal(&sync, nix::sys::signal::Signal::SIGTERM);
+    sync.wait().unwrap();
+}
