@@ -124,12 +124,16 @@ async fn reconcile_once(
     let clusters: Api<RedisCluster> = Api::namespaced(ctx.client.clone(), &namespace);
     let recorder = Recorder::new(ctx.client.clone(), ctx.reporter.clone());
     let reference = cluster.object_ref(&());
-    let event = |type_: EventType, reason: &str, note: String| Event {
-        type_,
-        reason: reason.to_owned(),
-        note: Some(note),
-        action: reason.to_owned(),
-        secondary: None,
+    // Every event is also one structured log line: the log alone tells what was decided.
+    let event = |type_: EventType, reason: &str, note: String| {
+        log_event(&namespace, &name, &type_, reason, &note);
+        Event {
+            type_,
+            reason: reason.to_owned(),
+            note: Some(note),
+            action: reason.to_owned(),
+            secondary: None,
+        }
     };
 
     // The controller hands in its watch cache's copy, which can predate this operator's own
@@ -248,6 +252,7 @@ async fn reconcile_once(
         &revisions,
     ) {
         Decision::WaitForPods { reason } => {
+            tracing::info!(%namespace, cluster = %name, decision = "wait-for-pods", %reason);
             input.progressing = Some(("PodsStarting".into(), reason));
             Duration::from_secs(5)
         }
@@ -299,6 +304,7 @@ async fn reconcile_once(
             delay
         }
         Decision::Settle { reason } => {
+            tracing::info!(%namespace, cluster = %name, decision = "settle", %reason);
             input.operation = None;
             input.progressing = Some(("Settling".into(), reason));
             Duration::from_secs(2)
@@ -462,6 +468,13 @@ async fn step<P: Platform + Send>(
         })
     };
     let publish = |type_: EventType, reason: &str, note: String| {
+        log_event(
+            reference.namespace.as_deref().unwrap_or_default(),
+            reference.name.as_deref().unwrap_or_default(),
+            &type_,
+            reason,
+            &note,
+        );
         let event = Event {
             type_,
             reason: reason.to_owned(),
@@ -485,6 +498,13 @@ async fn step<P: Platform + Send>(
             (Duration::from_secs(1), status(&entry, step.to_string()))
         }
         Ok(Advance::Waiting { reason }) => {
+            tracing::info!(
+                namespace = reference.namespace.as_deref().unwrap_or_default(),
+                cluster = reference.name.as_deref().unwrap_or_default(),
+                operation = %entry.operation,
+                %reason,
+                "operation waits"
+            );
             input.progressing = Some(("Waiting".into(), reason.clone()));
             (
                 Duration::from_secs(2),
@@ -704,6 +724,15 @@ async fn write_status(
         .await
         .map_err(api(format!("writing the status of {name}")))?;
     Ok(())
+}
+
+/// One log line per event (warnings at warn level).
+fn log_event(namespace: &str, cluster: &str, type_: &EventType, reason: &str, note: &str) {
+    if matches!(type_, EventType::Warning) {
+        tracing::warn!(%namespace, %cluster, %reason, %note, "event");
+    } else {
+        tracing::info!(%namespace, %cluster, %reason, %note, "event");
+    }
 }
 
 /// Sets to `null` (for a JSON merge patch: delete) every field of `before` that `after` lacks,
