@@ -5,20 +5,22 @@
 //! a planner [`Operation`]; this module only picks which one.
 //!
 //! Order of concerns (the first that applies wins):
-//! 1. an operation already journaled in the status is continued (an operator restart resumes it);
-//! 2. pods the spec asks for that are missing or not ready: wait (Kubernetes is still creating
+//! 1. a node answers LOADING (it loads its dataset): look again shortly, even in the middle of
+//!    an operation (its next step would be refused for a "down" node);
+//! 2. an operation already journaled in the status is continued (an operator restart resumes it);
+//! 3. pods the spec asks for that are missing or not ready: wait (Kubernetes is still creating
 //!    them, and meeting a pod that is about to be replaced would only add a ghost);
-//! 3. every pod stands alone: form the cluster, pod 0 of each StatefulSet as its shard's master;
-//! 4. the shape differs from the spec (shards, replicas per shard): scale;
-//! 5. pods made from an older StatefulSet revision (image, resources, config changed): rolling
+//! 4. every pod stands alone: form the cluster, pod 0 of each StatefulSet as its shard's master;
+//! 5. the shape differs from the spec (shards, replicas per shard): scale;
+//! 6. pods made from an older StatefulSet revision (image, resources, config changed): rolling
 //!    restart of exactly those pods, replicas first, masters after a verified failover;
-//! 6. anything unhealthy (a node down, ghosts, open or uncovered slots, strangers): heal;
-//! 7. a node that reports `cluster_state:fail`, or a replica whose link to its master is down,
+//! 7. anything unhealthy (a node down, ghosts, open or uncovered slots, strangers): heal;
+//! 8. a node that reports `cluster_state:fail`, or a replica whose link to its master is down,
 //!    while nothing else is wrong: look again shortly. This is what a restarted node shows for
 //!    a few seconds while it meets the cluster again; the status reports it as not ready, so
 //!    deciding nothing (and looking again only 30 s later) would leave a whole cluster marked
 //!    unready long after it healed itself;
-//! 8. otherwise nothing.
+//! 9. otherwise nothing.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -70,6 +72,21 @@ pub fn decide(
     journal: Option<&JournalEntry>,
     update_revisions: &BTreeMap<u32, String>,
 ) -> Decision {
+    // A node loading its dataset (a restarted pod, or a replica loading a full resync) answers
+    // nothing but LOADING for a while; the readiness probe notices only after a few periods.
+    // Any step planned now, even of an operation under way, would be refused for a "down"
+    // node: wait for it instead (the operation continues afterwards).
+    let loading: Vec<String> = observed
+        .unreachable()
+        .into_iter()
+        .filter(|(_, why)| why.contains("LOADING"))
+        .map(|(addr, _)| format!("{addr} is loading its dataset"))
+        .collect();
+    if !loading.is_empty() {
+        return Decision::Settle {
+            reason: loading.join("; "),
+        };
+    }
     if let Some(entry) = journal {
         return Decision::Operate(entry.operation.clone());
     }
@@ -353,6 +370,24 @@ mod tests {
             &revisions(3, "rev-1"),
         );
         assert_eq!(d, Decision::Idle);
+    }
+
+    #[test]
+    fn a_node_loading_its_dataset_is_waited_for_not_operated_around() {
+        let pods = pods(3, 2);
+        let mut seen = observed(&pods, true);
+        // A restarted replica still loading: the shard looks one replica short.
+        seen.nodes[1].facts = Err(
+            "10.0.0.1:6379 refused `CLUSTER NODES`: LOADING Redis is loading the dataset in memory"
+                .into(),
+        );
+        let d = decide(&spec(3, 1), &pods, &seen, None, &revisions(3, "rev-1"));
+        assert_eq!(
+            d,
+            Decision::Settle {
+                reason: "10.0.0.1:6379 is loading its dataset".into()
+            }
+        );
     }
 
     #[test]

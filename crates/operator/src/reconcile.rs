@@ -305,7 +305,7 @@ async fn reconcile_once(
         }
         Decision::Settle { reason } => {
             tracing::info!(%namespace, cluster = %name, decision = "settle", %reason);
-            input.operation = None;
+            // An operation under way stays journaled: it continues once the node is back.
             input.progressing = Some(("Settling".into(), reason));
             Duration::from_secs(2)
         }
