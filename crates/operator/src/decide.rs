@@ -5,8 +5,9 @@
 //! a planner [`Operation`]; this module only picks which one.
 //!
 //! Order of concerns (the first that applies wins):
-//! 1. a node answers LOADING (it loads its dataset): look again shortly, even in the middle of
-//!    an operation (its next step would be refused for a "down" node);
+//! 1. the Redis of a live pod does not answer (LOADING, not listening yet, restarting): look
+//!    again shortly, even in the middle of an operation (its next step would be refused for a
+//!    "down" node), since the kubelet restarts containers on its own;
 //! 2. an operation already journaled in the status is continued (an operator restart resumes it);
 //! 3. pods the spec asks for that are missing or not ready: wait (Kubernetes is still creating
 //!    them, and meeting a pod that is about to be replaced would only add a ghost);
@@ -14,7 +15,7 @@
 //! 5. the shape differs from the spec (shards, replicas per shard): scale;
 //! 6. pods made from an older StatefulSet revision (image, resources, config changed): rolling
 //!    restart of exactly those pods, replicas first, masters after a verified failover;
-//! 7. anything unhealthy (a node down, ghosts, open or uncovered slots, strangers): heal;
+//! 7. anything unhealthy (ghosts, open or uncovered slots, strangers): heal;
 //! 8. a node that reports `cluster_state:fail`, or a replica whose link to its master is down,
 //!    while nothing else is wrong: look again shortly. This is what a restarted node shows for
 //!    a few seconds while it meets the cluster again; the status reports it as not ready, so
@@ -72,19 +73,26 @@ pub fn decide(
     journal: Option<&JournalEntry>,
     update_revisions: &BTreeMap<u32, String>,
 ) -> Decision {
-    // A node loading its dataset (a restarted pod, or a replica loading a full resync) answers
-    // nothing but LOADING for a while; the readiness probe notices only after a few periods.
-    // Any step planned now, even of an operation under way, would be refused for a "down"
-    // node: wait for it instead (the operation continues afterwards).
-    let loading: Vec<String> = observed
+    // A live pod whose Redis does not answer: loading its dataset (a restarted pod, a replica
+    // loading a full resync: LOADING), or not listening yet, or restarting after a crash. The
+    // kubelet's readiness probe notices only after a few periods, and the kubelet restarts a
+    // dead container on its own: there is nothing to do but look again. Any step planned now,
+    // even of an operation under way, would be refused for a "down" node (a Degraded condition
+    // telling a person to run a local command): the operation continues afterwards.
+    let silent: Vec<String> = observed
         .unreachable()
         .into_iter()
-        .filter(|(_, why)| why.contains("LOADING"))
-        .map(|(addr, _)| format!("{addr} is loading its dataset"))
+        .map(|(addr, why)| {
+            if why.contains("LOADING") {
+                format!("{addr} is loading its dataset")
+            } else {
+                format!("{addr} does not answer yet ({why})")
+            }
+        })
         .collect();
-    if !loading.is_empty() {
+    if !silent.is_empty() {
         return Decision::Settle {
-            reason: loading.join("; "),
+            reason: silent.join("; "),
         };
     }
     if let Some(entry) = journal {
@@ -391,6 +399,38 @@ mod tests {
     }
 
     #[test]
+    fn a_node_that_refuses_connections_is_waited_for_even_within_an_operation() {
+        let pods = pods(3, 2);
+        let mut seen = observed(&pods, true);
+        seen.nodes[2].facts =
+            Err("cannot reach 10.0.1.0:6379: Connection refused (os error 111)".into());
+        let journal = JournalEntry {
+            operation: Operation::Scale {
+                masters: 3,
+                replicas: 1,
+            },
+            step: None,
+            steps_done: 2,
+            started_ms: 0,
+        };
+        let d = decide(
+            &spec(3, 1),
+            &pods,
+            &seen,
+            Some(&journal),
+            &revisions(3, "rev-1"),
+        );
+        assert_eq!(
+            d,
+            Decision::Settle {
+                reason: "10.0.1.0:6379 does not answer yet (cannot reach 10.0.1.0:6379: \
+                         Connection refused (os error 111))"
+                    .into()
+            }
+        );
+    }
+
+    #[test]
     fn a_node_that_does_not_report_itself_healthy_yet_is_looked_at_again_not_left_idle() {
         let pods = pods(3, 2);
         let mut seen = observed(&pods, true);
@@ -468,14 +508,13 @@ mod tests {
     }
 
     #[test]
-    fn a_dead_node_is_healed() {
+    fn a_silent_node_of_a_ready_pod_is_waited_for_not_healed() {
+        // The pod is Ready (its probe has not failed yet) but Redis does not answer: the
+        // kubelet restarts it, heal could only find the same pod again.
         let pods = pods(2, 2);
         let mut seen = observed(&pods, true);
         seen.nodes[1].facts = Err("connection refused".into());
         let d = decide(&spec(2, 1), &pods, &seen, None, &revisions(2, "rev-1"));
-        assert!(
-            matches!(d, Decision::Operate(Operation::Heal { .. })),
-            "{d:?}"
-        );
+        assert!(matches!(d, Decision::Settle { .. }), "{d:?}");
     }
 }
