@@ -426,3 +426,98 @@ async fn a_target_that_evicts_keys_during_the_full_sync_stops_it_with_a_clear_er
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_trickle_of_source_writes_reaches_the_target_within_a_second() {
+    // A source that writes a little but often is never silent long enough for the sync to
+    // notice idleness: its writes must still reach the target promptly, not when a buffer fills.
+    let source = TestServer::start();
+    let cluster = cinnabar_testkit::TestCluster::start(1, 0).await;
+    let target_server = &cluster.servers()[0];
+    let target = target_server.addr().to_string();
+    let state = tempfile::tempdir().unwrap();
+    set(&source, "warm", "up");
+    let mut sync = start_sync(&source, &target, state.path());
+    wait_status(state.path(), "caught up", caught_up);
+
+    let mut src = connection(&source);
+    let mut dst = connection(target_server);
+    let pace = std::time::Duration::from_millis(5);
+    for i in 0..200 {
+        redis::cmd("SET")
+            .arg(format!("trickle:{i}"))
+            .arg(i)
+            .exec(&mut src)
+            .unwrap();
+        std::thread::sleep(pace);
+    }
+    // A probe among the trickle: how long until the target has it?
+    redis::cmd("SET")
+        .arg("probe")
+        .arg("1")
+        .exec(&mut src)
+        .unwrap();
+    let written = std::time::Instant::now();
+    let mut i = 200;
+    let delay = loop {
+        let there: bool = redis::cmd("EXISTS").arg("probe").query(&mut dst).unwrap();
+        if there {
+            break written.elapsed();
+        }
+        assert!(
+            written.elapsed() < std::time::Duration::from_secs(10),
+            "the probe never reached the target"
+        );
+        redis::cmd("SET")
+            .arg(format!("trickle:{i}"))
+            .arg(i)
+            .exec(&mut src)
+            .unwrap();
+        i += 1;
+        std::thread::sleep(pace);
+    };
+    signal(&sync, nix::sys::signal::Signal::SIGTERM);
+    sync.wait().unwrap();
+    assert!(
+        delay < std::time::Duration::from_secs(1),
+        "a write under a steady trickle took {delay:?} to reach the target"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_target_node_restarted_while_streaming_is_reconnected_not_fatal() {
+    // What a rolling restart of the target cluster does to the sync: a node closes the
+    // connection and comes back. The sync keeps running and ends identical.
+    let source = TestServer::start();
+    let mut cluster = cinnabar_testkit::TestCluster::start(3, 0).await;
+    let target = cluster.servers()[0].addr().to_string();
+    let state = tempfile::tempdir().unwrap();
+    set(&source, "before", "1");
+    let mut sync = start_sync(&source, &target, state.path());
+    wait_status(state.path(), "caught up", caught_up);
+    let mut src = connection(&source);
+    for i in 0..100 {
+        redis::cmd("SET")
+            .arg(format!("a:{i}"))
+            .arg(i)
+            .exec(&mut src)
+            .unwrap();
+    }
+    cluster.server_mut(1).restart();
+    for i in 0..100 {
+        redis::cmd("SET")
+            .arg(format!("b:{i}"))
+            .arg(i)
+            .exec(&mut src)
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    wait_status(state.path(), "caught up after the restart", caught_up);
+    assert!(
+        sync.try_wait().unwrap().is_none(),
+        "the sync stopped when a target node restarted"
+    );
+    verify_clean(&source, &target);
+    signal(&sync, nix::sys::signal::Signal::SIGTERM);
+    sync.wait().unwrap();
+}

@@ -16,7 +16,7 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Service;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::Reporter;
-use kube::runtime::watcher;
+use kube::runtime::{Predicate, PredicateConfig, WatchStreamExt, predicates, reflector, watcher};
 use kube::{Api, Client};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -143,7 +143,21 @@ pub async fn run(options: OperatorOptions) -> Result<(), OperatorError> {
         sync_metrics: Arc::new(crate::sync::HttpSyncMetrics::default()),
     });
     let counting = Arc::clone(&metrics);
-    let controller = Controller::new(clusters, watcher::Config::default())
+    // A RedisCluster's own changes trigger a reconcile only when its spec (generation, which
+    // deletion bumps too) or finalizers change. Without this filter every status write (each
+    // reconcile writes one; with a sync, a new lag reading every time) triggered the next
+    // reconcile at once: on a real API server the operator reconciled several times a second
+    // while an operation waited, instead of at its own requeue pace.
+    let (reader, writer) = reflector::store();
+    let triggers = watcher(clusters, watcher::Config::default())
+        .default_backoff()
+        .reflect(writer)
+        .applied_objects()
+        .predicate_filter(
+            predicates::generation.combine(predicates::finalizers),
+            PredicateConfig::default(),
+        );
+    let controller = Controller::for_stream(triggers, reader)
         .owns(statefulsets, watcher::Config::default())
         .owns(services, watcher::Config::default())
         .run(

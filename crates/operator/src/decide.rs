@@ -5,15 +5,23 @@
 //! a planner [`Operation`]; this module only picks which one.
 //!
 //! Order of concerns (the first that applies wins):
-//! 1. an operation already journaled in the status is continued (an operator restart resumes it);
-//! 2. pods the spec asks for that are missing or not ready: wait (Kubernetes is still creating
+//! 1. the Redis of a live pod does not answer (LOADING, not listening yet, restarting): look
+//!    again shortly, even in the middle of an operation (its next step would be refused for a
+//!    "down" node), since the kubelet restarts containers on its own;
+//! 2. an operation already journaled in the status is continued (an operator restart resumes it);
+//! 3. pods the spec asks for that are missing or not ready: wait (Kubernetes is still creating
 //!    them, and meeting a pod that is about to be replaced would only add a ghost);
-//! 3. every pod stands alone: form the cluster, pod 0 of each StatefulSet as its shard's master;
-//! 4. the shape differs from the spec (shards, replicas per shard): scale;
-//! 5. pods made from an older StatefulSet revision (image, resources, config changed): rolling
+//! 4. every pod stands alone: form the cluster, pod 0 of each StatefulSet as its shard's master;
+//! 5. the shape differs from the spec (shards, replicas per shard): scale;
+//! 6. pods made from an older StatefulSet revision (image, resources, config changed): rolling
 //!    restart of exactly those pods, replicas first, masters after a verified failover;
-//! 6. anything unhealthy (a node down, ghosts, open or uncovered slots, strangers): heal;
-//! 7. otherwise nothing.
+//! 7. anything unhealthy (ghosts, open or uncovered slots, strangers): heal;
+//! 8. a node that reports `cluster_state:fail`, or a replica whose link to its master is down,
+//!    while nothing else is wrong: look again shortly. This is what a restarted node shows for
+//!    a few seconds while it meets the cluster again; the status reports it as not ready, so
+//!    deciding nothing (and looking again only 30 s later) would leave a whole cluster marked
+//!    unready long after it healed itself;
+//! 9. otherwise nothing.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -37,6 +45,11 @@ pub enum Decision {
     },
     /// Take the next step of this operation.
     Operate(Operation),
+    /// Nothing to change, but some node does not report itself healthy yet: look again soon.
+    Settle {
+        /// Which nodes, and what they report, for the `Progressing` condition's message.
+        reason: String,
+    },
     /// Nothing to do.
     Idle,
 }
@@ -60,6 +73,28 @@ pub fn decide(
     journal: Option<&JournalEntry>,
     update_revisions: &BTreeMap<u32, String>,
 ) -> Decision {
+    // A live pod whose Redis does not answer: loading its dataset (a restarted pod, a replica
+    // loading a full resync: LOADING), or not listening yet, or restarting after a crash. The
+    // kubelet's readiness probe notices only after a few periods, and the kubelet restarts a
+    // dead container on its own: there is nothing to do but look again. Any step planned now,
+    // even of an operation under way, would be refused for a "down" node (a Degraded condition
+    // telling a person to run a local command): the operation continues afterwards.
+    let silent: Vec<String> = observed
+        .unreachable()
+        .into_iter()
+        .map(|(addr, why)| {
+            if why.contains("LOADING") {
+                format!("{addr} is loading its dataset")
+            } else {
+                format!("{addr} does not answer yet ({why})")
+            }
+        })
+        .collect();
+    if !silent.is_empty() {
+        return Decision::Settle {
+            reason: silent.join("; "),
+        };
+    }
     if let Some(entry) = journal {
         return Decision::Operate(entry.operation.clone());
     }
@@ -126,6 +161,22 @@ pub fn decide(
             replicas: Some(usize::from(spec.replicas_per_shard)),
             started: BTreeSet::new(),
         });
+    }
+    let settling: Vec<String> = observed
+        .members()
+        .filter_map(|(node, facts)| {
+            let addr = node.addr();
+            match (facts.cluster_ok, facts.link_up) {
+                (false, _) => Some(format!("{addr} reports cluster_state:fail")),
+                (true, false) => Some(format!("{addr} has no link to its master")),
+                (true, true) => None,
+            }
+        })
+        .collect();
+    if !settling.is_empty() {
+        return Decision::Settle {
+            reason: settling.join("; "),
+        };
     }
     Decision::Idle
 }
@@ -330,6 +381,79 @@ mod tests {
     }
 
     #[test]
+    fn a_node_loading_its_dataset_is_waited_for_not_operated_around() {
+        let pods = pods(3, 2);
+        let mut seen = observed(&pods, true);
+        // A restarted replica still loading: the shard looks one replica short.
+        seen.nodes[1].facts = Err(
+            "10.0.0.1:6379 refused `CLUSTER NODES`: LOADING Redis is loading the dataset in memory"
+                .into(),
+        );
+        let d = decide(&spec(3, 1), &pods, &seen, None, &revisions(3, "rev-1"));
+        assert_eq!(
+            d,
+            Decision::Settle {
+                reason: "10.0.0.1:6379 is loading its dataset".into()
+            }
+        );
+    }
+
+    #[test]
+    fn a_node_that_refuses_connections_is_waited_for_even_within_an_operation() {
+        let pods = pods(3, 2);
+        let mut seen = observed(&pods, true);
+        seen.nodes[2].facts =
+            Err("cannot reach 10.0.1.0:6379: Connection refused (os error 111)".into());
+        let journal = JournalEntry {
+            operation: Operation::Scale {
+                masters: 3,
+                replicas: 1,
+            },
+            step: None,
+            steps_done: 2,
+            started_ms: 0,
+        };
+        let d = decide(
+            &spec(3, 1),
+            &pods,
+            &seen,
+            Some(&journal),
+            &revisions(3, "rev-1"),
+        );
+        assert_eq!(
+            d,
+            Decision::Settle {
+                reason: "10.0.1.0:6379 does not answer yet (cannot reach 10.0.1.0:6379: \
+                         Connection refused (os error 111))"
+                    .into()
+            }
+        );
+    }
+
+    #[test]
+    fn a_node_that_does_not_report_itself_healthy_yet_is_looked_at_again_not_left_idle() {
+        let pods = pods(3, 2);
+        let mut seen = observed(&pods, true);
+        // A restarted replica: it reports cluster_state:fail and its link is not up yet.
+        if let Ok(facts) = seen.nodes[1].facts.as_mut() {
+            facts.cluster_ok = false;
+            facts.link_up = false;
+        }
+        if let Ok(facts) = seen.nodes[3].facts.as_mut() {
+            facts.link_up = false;
+        }
+        let d = decide(&spec(3, 1), &pods, &seen, None, &revisions(3, "rev-1"));
+        assert_eq!(
+            d,
+            Decision::Settle {
+                reason: "10.0.0.1:6379 reports cluster_state:fail; \
+                         10.0.1.1:6379 has no link to its master"
+                    .into()
+            }
+        );
+    }
+
+    #[test]
     fn more_shards_in_the_spec_scale_once_the_new_pods_are_ready() {
         let old = pods(3, 2);
         let mut all = pods(4, 2);
@@ -384,14 +508,13 @@ mod tests {
     }
 
     #[test]
-    fn a_dead_node_is_healed() {
+    fn a_silent_node_of_a_ready_pod_is_waited_for_not_healed() {
+        // The pod is Ready (its probe has not failed yet) but Redis does not answer: the
+        // kubelet restarts it, heal could only find the same pod again.
         let pods = pods(2, 2);
         let mut seen = observed(&pods, true);
         seen.nodes[1].facts = Err("connection refused".into());
         let d = decide(&spec(2, 1), &pods, &seen, None, &revisions(2, "rev-1"));
-        assert!(
-            matches!(d, Decision::Operate(Operation::Heal { .. })),
-            "{d:?}"
-        );
+        assert!(matches!(d, Decision::Settle { .. }), "{d:?}");
     }
 }

@@ -17,6 +17,10 @@
 //!   change only changes the template; the planner restarts pods, replicas first, masters after
 //!   a verified failover. `podManagementPolicy: Parallel` lets all pods of a new shard start at
 //!   once (they only form a shard when the planner says so).
+//! - **No master stops before its role moves**: whoever deletes a Redis pod, its `preStop` hook
+//!   ([`prestop_script`]) fails the master over to a healthy replica first; the grace period
+//!   is sized for that plus a clean shutdown. The planner's own restarts fail over before
+//!   deleting, so for them the hook finds a replica and returns at once.
 //! - **Readiness never depends on cluster state**: a pod must be ready (in DNS, in endpoints) to
 //!   be met. Readiness is `PING`; liveness a TCP check with generous thresholds.
 //! - **Password**: every node requires the password in `NAME-auth` (`requirepass`,
@@ -35,8 +39,8 @@
 //!   describes (a checkpoint must not outlive the data it says the target holds). The container's
 //!   termination message falls back to its log, so the error a sync stopped on reaches the pod
 //!   status and from there `status.sync.lastError`. The metrics port is the cluster's
-//!   `monitoring.metricsPort`, served by `--admin-listen` and exposed by the `NAME-sync` Service,
-//!   which the operator reads for `status.sync`.
+//!   `monitoring.metricsPort`, served by `--admin-listen` and exposed by the `NAME-sync` Service
+//!   for Prometheus; the operator reads it at the sync pod's IP for `status.sync`.
 
 use std::collections::BTreeMap;
 
@@ -67,6 +71,101 @@ pub const SYNC_STATE_SIZE: &str = "1Gi";
 pub const SYNC_SOURCE_PASSWORD_FILE: &str = "/etc/cinnabar/source/password";
 /// The file holding the cluster's password, inside the proxy and sync pods.
 pub const AUTH_PASSWORD_FILE: &str = "/etc/cinnabar/auth/password";
+/// How long a Redis pod's `preStop` hook may spend handing its master role to a replica.
+pub const PRESTOP_FAILOVER_SECONDS: u32 = 20;
+/// Time left for Redis itself after the hook: the AOF flushed, `nodes.conf` saved.
+pub const SHUTDOWN_SECONDS: u32 = 60;
+
+/// The `preStop` hook of a Redis container (`sh -c` this): when the node is a master that owns
+/// slots and has a healthy replica, `CLUSTER FAILOVER` on that replica, then wait until this
+/// node reports itself a replica, within `budget_seconds`; otherwise return at once. Uses only
+/// `sh` built-ins, `sleep` and `cli` (`redis-cli` or `valkey-cli`), which every Redis and Valkey
+/// image has. `port` is the node's own port on `127.0.0.1`.
+///
+/// Why: a Redis pod can be deleted by anyone (a drain, an eviction, `kubectl delete pod`), not
+/// only by the operator's planner, which fails over before it restarts a master. A master that
+/// simply stops costs clients the cluster's failure detection (`cluster-node-timeout`) plus an
+/// election; a manual failover first lets the replica catch up with the paused master, so no
+/// acknowledged write is lost and the pause lasts only as long as the switch.
+///
+/// The replica chosen is a connected, non-failing replica of this node whose own link to it is
+/// up, with the highest replication offset. An attempt that does not complete (a replica that
+/// cannot catch up within Redis's 5 s manual-failover limit) is retried until the budget ends;
+/// then the hook exits 1 (the kubelet records a `FailedPreStopHook` event with its output) and
+/// Redis stops as a master, leaving the cluster to fail over on its own.
+///
+/// Whatever the role, the hook returns only once no AOF rewrite is running (within the same
+/// budget): Redis refuses SIGTERM while it writes its first AOF, which a replica does after
+/// every resynchronisation, and would then wait for the SIGKILL at the end of the grace period
+/// (seen on a real control plane: a replica deleted a few seconds after the rolling restart
+/// that resynchronised it logged `Writing initial AOF, can't exit`).
+pub fn prestop_script(cli: &str, port: u16, budget_seconds: u32) -> String {
+    let ticks = budget_seconds * 5;
+    format!(
+        r#"say() {{ echo "cinnabar preStop: $*"; }}
+[ -n "$REDIS_PASSWORD" ] && export REDISCLI_AUTH="$REDIS_PASSWORD"
+CR=$(printf '\r')
+ticks={ticks}
+aof_busy() {{
+  info=$({cli} -p {port} info persistence 2>/dev/null) || return 1
+  while IFS=: read -r k v; do
+    v=${{v%"$CR"}}
+    case $k in aof_rewrite_in_progress|aof_rewrite_scheduled) [ "$v" = 1 ] && return 0;; esac
+  done <<EOF
+$info
+EOF
+  return 1
+}}
+finish() {{
+  if aof_busy; then
+    say "waiting for the AOF rewrite (Redis refuses SIGTERM while it writes its first AOF)"
+    while [ "$ticks" -gt 0 ] && aof_busy; do sleep 0.2; ticks=$((ticks - 1)); done
+  fi
+  exit "$1"
+}}
+nodes=$({cli} -p {port} cluster nodes) || {{ say "cannot read CLUSTER NODES; stopping"; exit 0; }}
+myid=; myflags=; myslots=
+while read -r id addr flags master ping pong epoch link rest; do
+  case ",$flags," in *,myself,*) myid=$id; myflags=$flags; myslots=$rest;; esac
+done <<EOF
+$nodes
+EOF
+case ",$myflags," in *,master,*) ;; *) say "a replica: nothing to hand over"; finish 0;; esac
+[ -n "$myslots" ] || {{ say "a master without slots: nothing to hand over"; finish 0; }}
+while [ "$ticks" -gt 0 ]; do
+  best=; bestoff=-1
+  while read -r id addr flags master ping pong epoch link rest; do
+    [ "$master" = "$myid" ] && [ "$link" = connected ] || continue
+    case ",$flags," in *,fail*|*,noaddr,*|*,handshake,*) continue;; esac
+    hp=${{addr%%@*}}; h=${{hp%:*}}; p=${{hp##*:}}
+    info=$({cli} -h "$h" -p "$p" info replication 2>/dev/null) || continue
+    up=; off=0
+    while IFS=: read -r k v; do
+      v=${{v%"$CR"}}
+      case $k in master_link_status) up=$v;; slave_repl_offset) off=$v;; esac
+    done <<EOF
+$info
+EOF
+    if [ "$up" = up ] && [ "$off" -gt "$bestoff" ]; then best="$h $p"; bestoff=$off; fi
+  done <<EOF
+$nodes
+EOF
+  [ -n "$best" ] || {{ say "no healthy replica: stopping as a master"; finish 0; }}
+  set -- $best
+  say "CLUSTER FAILOVER on replica $1:$2 (offset $bestoff): $({cli} -h "$1" -p "$2" cluster failover 2>&1)"
+  n=30
+  while [ "$n" -gt 0 ] && [ "$ticks" -gt 0 ]; do
+    sleep 0.2; n=$((n - 1)); ticks=$((ticks - 1))
+    case "$({cli} -p {port} role 2>/dev/null)" in slave*) say "now a replica of $1:$2; stopping"; finish 0;; esac
+  done
+  nodes=$({cli} -p {port} cluster nodes) || break
+done
+say "still a master after {budget_seconds} s: stopping anyway (the cluster fails over on its own)"
+finish 1
+"#
+    )
+}
+
 /// The user id of the `cinnabar` image, whose group the state volume is given.
 const IMAGE_UID: i64 = 10001;
 
@@ -692,8 +791,10 @@ fn statefulset(
                 "spec": {
                     "hostNetwork": host_network,
                     "dnsPolicy": if host_network { "ClusterFirstWithHostNet" } else { "ClusterFirst" },
-                    // Time for a clean shutdown: the AOF is flushed and nodes.conf saved.
-                    "terminationGracePeriodSeconds": 60,
+                    // The preStop failover, then a clean shutdown (AOF flushed, nodes.conf
+                    // saved). A deletion with a shorter grace period cuts the hook short: see
+                    // docs/kubernetes.md.
+                    "terminationGracePeriodSeconds": PRESTOP_FAILOVER_SECONDS + SHUTDOWN_SECONDS,
                     "affinity": affinity,
                     "tolerations": placement.tolerations,
                     "nodeSelector": placement.node_selector,
@@ -722,6 +823,8 @@ fn statefulset(
                             "tcpSocket": {"port": "redis"},
                             "initialDelaySeconds": 30, "periodSeconds": 10, "failureThreshold": 6,
                         },
+                        // Any deletion of a master pod hands its role over first.
+                        "lifecycle": {"preStop": {"exec": {"command": ["sh", "-c", prestop_script(cli, REDIS_PORT, PRESTOP_FAILOVER_SECONDS)]}}},
                         "resources": spec.resources.clone().unwrap_or_default(),
                         "volumeMounts": [
                             {"name": "data", "mountPath": "/data"},

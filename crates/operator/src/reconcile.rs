@@ -15,9 +15,9 @@
 //!    restart resumes it;
 //! 7. with `spec.syncFrom`, the sync's objects are applied (its pod scaled to 0 until the
 //!    cluster has served every slot once: a sync into a cluster that is still forming would only
-//!    fail and restart) and its progress read from the pod's metrics into `status.sync` and the
-//!    `Synced` condition; without it, the objects of a sync the status still reports are
-//!    deleted (the state volume too: its checkpoints belong to that sync);
+//!    fail and restart) and its progress read from the pod's metrics (at the pod's IP) into
+//!    `status.sync` and the `Synced` condition; without it, the objects of a sync the status
+//!    still reports are deleted (the state volume too: its checkpoints belong to that sync);
 //! 8. the status is written and the next reconcile scheduled: soon while something is under
 //!    way, every 30 s when idle (a periodic health check), at least every 10 s while a sync is
 //!    configured, so its lag in the status stays fresh.
@@ -52,7 +52,7 @@ use crate::objects::{
 use crate::platform::{KubePlatform, redis_selector};
 use crate::pods::RedisPod;
 use crate::status::{StatusInput, build_status};
-use crate::sync::{SyncMetrics, SyncReading, pod_facts, sync_state};
+use crate::sync::{SyncMetrics, SyncReading, metrics_address, pod_facts, sync_state};
 use crate::validate::validate;
 
 /// The finalizer that lets the operator clean up volumes before the object goes.
@@ -109,19 +109,46 @@ pub async fn reconcile(
     cluster: Arc<RedisCluster>,
     ctx: Arc<Context>,
 ) -> Result<Action, ReconcileError> {
+    // The reconcile's state machine holds every API call, planner step and Redis observation
+    // it may wait on: tens of kilobytes in a debug build, enough to overflow a 2 MiB test
+    // thread's stack. On the heap it costs one allocation per reconcile.
+    Box::pin(reconcile_once(cluster, ctx)).await
+}
+
+async fn reconcile_once(
+    cluster: Arc<RedisCluster>,
+    ctx: Arc<Context>,
+) -> Result<Action, ReconcileError> {
     let namespace = cluster.namespace().unwrap_or_else(|| "default".to_owned());
     let name = cluster.name_any();
     let clusters: Api<RedisCluster> = Api::namespaced(ctx.client.clone(), &namespace);
     let recorder = Recorder::new(ctx.client.clone(), ctx.reporter.clone());
     let reference = cluster.object_ref(&());
-    let event = |type_: EventType, reason: &str, note: String| Event {
-        type_,
-        reason: reason.to_owned(),
-        note: Some(note),
-        action: reason.to_owned(),
-        secondary: None,
+    // Every event is also one structured log line: the log alone tells what was decided.
+    let event = |type_: EventType, reason: &str, note: String| {
+        log_event(&namespace, &name, &type_, reason, &note);
+        Event {
+            type_,
+            reason: reason.to_owned(),
+            note: Some(note),
+            action: reason.to_owned(),
+            secondary: None,
+        }
     };
 
+    // The controller hands in its watch cache's copy, which can predate this operator's own
+    // last status write: a reconcile triggered by a pod event right after the previous one
+    // wrote its journal then saw the journal from before, and ran the same step again (seen
+    // on a real API server: a pod restarted twice in a rolling restart). The journal in the
+    // status is the operation's memory, so it is read fresh from the API server.
+    let Some(cluster) = clusters
+        .get_opt(&name)
+        .await
+        .map_err(api(format!("reading {name}")))?
+        .map(Arc::new)
+    else {
+        return Ok(Action::await_change());
+    };
     if cluster.meta().deletion_timestamp.is_some() {
         finalize(&cluster, &ctx.client, &namespace).await?;
         return Ok(Action::await_change());
@@ -225,6 +252,7 @@ pub async fn reconcile(
         &revisions,
     ) {
         Decision::WaitForPods { reason } => {
+            tracing::info!(%namespace, cluster = %name, decision = "wait-for-pods", %reason);
             input.progressing = Some(("PodsStarting".into(), reason));
             Duration::from_secs(5)
         }
@@ -274,6 +302,12 @@ pub async fn reconcile(
             .await;
             input.operation = status;
             delay
+        }
+        Decision::Settle { reason } => {
+            tracing::info!(%namespace, cluster = %name, decision = "settle", %reason);
+            // An operation under way stays journaled: it continues once the node is back.
+            input.progressing = Some(("Settling".into(), reason));
+            Duration::from_secs(2)
         }
         Decision::Idle => {
             input.operation = None;
@@ -350,13 +384,16 @@ async fn reconcile_sync(
             .await
             .map_err(api(format!("listing the sync pods of {name}")))?;
         reading.pod = pod_facts(&listed.items);
-        let host = format!("{object_name}.{namespace}.svc");
-        reading.metrics = Some(
-            ctx.sync_metrics
-                .fetch(&host, cluster.spec.monitoring.metrics_port)
+        reading.metrics = Some(match metrics_address(&listed.items) {
+            Some(ip) => ctx
+                .sync_metrics
+                .fetch(&ip, cluster.spec.monitoring.metrics_port)
                 .await
                 .map_err(|e| e.to_string()),
-        );
+            None => Err(format!(
+                "no pod of Deployment {object_name} has an address yet"
+            )),
+        });
     }
     Ok(Some((sync_state(&reading, previous), from.max_lag_seconds)))
 }
@@ -431,6 +468,13 @@ async fn step<P: Platform + Send>(
         })
     };
     let publish = |type_: EventType, reason: &str, note: String| {
+        log_event(
+            reference.namespace.as_deref().unwrap_or_default(),
+            reference.name.as_deref().unwrap_or_default(),
+            &type_,
+            reason,
+            &note,
+        );
         let event = Event {
             type_,
             reason: reason.to_owned(),
@@ -454,6 +498,13 @@ async fn step<P: Platform + Send>(
             (Duration::from_secs(1), status(&entry, step.to_string()))
         }
         Ok(Advance::Waiting { reason }) => {
+            tracing::info!(
+                namespace = reference.namespace.as_deref().unwrap_or_default(),
+                cluster = reference.name.as_deref().unwrap_or_default(),
+                operation = %entry.operation,
+                %reason,
+                "operation waits"
+            );
             input.progressing = Some(("Waiting".into(), reason.clone()));
             (
                 Duration::from_secs(2),
@@ -656,8 +707,12 @@ async fn write_status(
     let now = Time(jiff_now());
     let status = build_status(input, previous, &now);
     let mut status = serde_json::to_value(status).unwrap_or_else(|_| json!({}));
-    // A merge patch keeps fields it does not mention: a finished operation must be removed
-    // explicitly.
+    // A merge patch keeps fields it does not mention: whatever the previous status had and
+    // this one does not (a finished operation, a sync's cleared error) is removed explicitly.
+    let before = previous
+        .and_then(|p| serde_json::to_value(p).ok())
+        .unwrap_or_else(|| json!({}));
+    null_removed(&before, &mut status);
     for field in ["operation", "sync"] {
         if status.get(field).is_none() {
             status[field] = serde_json::Value::Null;
@@ -669,6 +724,31 @@ async fn write_status(
         .await
         .map_err(api(format!("writing the status of {name}")))?;
     Ok(())
+}
+
+/// One log line per event (warnings at warn level).
+fn log_event(namespace: &str, cluster: &str, type_: &EventType, reason: &str, note: &str) {
+    if matches!(type_, EventType::Warning) {
+        tracing::warn!(%namespace, %cluster, %reason, %note, "event");
+    } else {
+        tracing::info!(%namespace, %cluster, %reason, %note, "event");
+    }
+}
+
+/// Sets to `null` (for a JSON merge patch: delete) every field of `before` that `after` lacks,
+/// in nested objects too. Arrays are replaced whole by a merge patch and are left as they are.
+fn null_removed(before: &serde_json::Value, after: &mut serde_json::Value) {
+    let (Some(before), Some(after)) = (before.as_object(), after.as_object_mut()) else {
+        return;
+    };
+    for (key, old) in before {
+        match after.get_mut(key) {
+            Some(new) => null_removed(old, new),
+            None => {
+                after.insert(key.clone(), serde_json::Value::Null);
+            }
+        }
+    }
 }
 
 fn jiff_now() -> k8s_openapi::jiff::Timestamp {

@@ -7,6 +7,12 @@
 //!   (streaming or not, applied offset, lag, keys, commands). The operator does not link the
 //!   replication engine (it depends on `cinnabar-cluster` only), so the few series it needs are
 //!   parsed here, by name.
+//! - **The pod's own IP, not the Service's name**: the operator lists the sync pods anyway (for
+//!   `pod_facts`) and reads the metrics of the pod it just looked at, so the numbers and the
+//!   pod state describe one pod. A Service name needs cluster DNS and a proxied ClusterIP from
+//!   wherever the operator runs (an operator run outside the cluster during development has
+//!   neither: on a real API server every reading failed and the sync stayed `Pending` for ever),
+//!   and during a `Recreate` rollout it may reach nothing or the old pod.
 //! - **One small HTTP GET** over a plain `TcpStream` with a short timeout, behind the
 //!   [`SyncMetrics`] trait so the reconciler's tests can hand in a reading: the mock API server
 //!   has no pods to connect to.
@@ -103,8 +109,14 @@ impl SyncMetrics for HttpSyncMetrics {
                 let mut stream = tokio::net::TcpStream::connect((host, port))
                     .await
                     .map_err(io)?;
+                // An IPv6 literal is bracketed in a Host header.
+                let authority = if host.contains(':') {
+                    format!("[{host}]:{port}")
+                } else {
+                    format!("{host}:{port}")
+                };
                 let request = format!(
-                    "GET /metrics HTTP/1.1\r\nHost: {host}\r\nAccept: text/plain\r\nConnection: close\r\n\r\n"
+                    "GET /metrics HTTP/1.1\r\nHost: {authority}\r\nAccept: text/plain\r\nConnection: close\r\n\r\n"
                 );
                 stream.write_all(request.as_bytes()).await.map_err(io)?;
                 let mut answer = Vec::new();
@@ -286,6 +298,24 @@ pub fn pod_facts(pods: &[Pod]) -> PodFacts {
     facts
 }
 
+/// The address of the sync pod whose metrics to read: the newest pod that is not being deleted
+/// and has an IP. `None` while there is none (the pod is scheduled, or being replaced).
+pub fn metrics_address(pods: &[Pod]) -> Option<String> {
+    pods.iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .filter_map(|p| {
+            let ip = p
+                .status
+                .as_ref()?
+                .pod_ip
+                .clone()
+                .filter(|ip| !ip.is_empty())?;
+            Some((p.metadata.creation_timestamp.clone(), ip))
+        })
+        .max_by(|a, b| a.0.cmp(&b.0))
+        .map(|(_, ip)| ip)
+}
+
 /// What one reconcile learnt about the sync.
 #[derive(Debug, Clone, Default)]
 pub struct SyncReading {
@@ -318,6 +348,10 @@ pub fn sync_state(reading: &SyncReading, previous: Option<&SyncState>) -> SyncSt
     }
     match &reading.metrics {
         Some(Ok(text)) => {
+            // A reading succeeded: an earlier "metrics not readable" no longer holds (it stayed
+            // in the status, next to fresh numbers, on a real control plane). Only the pod's
+            // own last failure, which its status keeps, is still worth showing.
+            state.last_error = reading.pod.last_error.clone();
             let streams = parse_metrics(text);
             state.streams = streams
                 .iter()
@@ -514,6 +548,9 @@ cinnabar_sync_commands_applied_total{source=\"127.0.0.1:6380\"} 0
             unreadable.last_error.as_deref(),
             Some("metrics not readable: connection refused")
         );
+        // Readable again: the old reading error goes.
+        let again = sync_state(&reading(Some(Ok(FIXTURE.into()))), Some(&unreadable));
+        assert_eq!(again.last_error, None, "{again:?}");
         // A sync for another source starts from nothing.
         let other = SyncReading {
             source: "new:6379".into(),

@@ -32,6 +32,11 @@ impl FakeMetrics {
         *self.answer.lock().unwrap() = Some(text.to_owned());
     }
 
+    /// Readings fail from now on (the pod restarting).
+    fn refuse(&self) {
+        *self.answer.lock().unwrap() = None;
+    }
+
     fn asked(&self) -> Vec<(String, u16)> {
         self.asked.lock().unwrap().clone()
     }
@@ -455,6 +460,47 @@ async fn a_template_change_restarts_replicas_first_and_masters_only_after_a_fail
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reconcile_handed_a_copy_older_than_its_own_last_status_repeats_no_step() {
+    let (api, ctx, servers) = ready_cluster(2).await;
+    for shard in 0..2 {
+        let path = format!("/apis/apps/v1/namespaces/shop/statefulsets/c-shard-{shard}");
+        let mut set = api.get(&path).unwrap();
+        set["status"] = json!({"updateRevision": "rev-2", "replicas": 2});
+        api.put(&path, set);
+    }
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let kubelet = kubelet(
+        api.clone(),
+        by_pod_name(servers),
+        password(&api),
+        Arc::clone(&stop),
+    );
+    // A watch cache one status write behind: every reconcile is handed the object as it was
+    // before the previous reconcile wrote its journal.
+    let mut behind = cluster(&api);
+    let mut ready = false;
+    for _ in 0..80 {
+        let now = cluster(&api);
+        reconcile(behind, Arc::clone(&ctx)).await.unwrap();
+        behind = now;
+        let status = api.get(CLUSTER).unwrap()["status"].clone();
+        if condition(&api, "Ready").0 == "True" && status["operation"].is_null() {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let deleted_as = kubelet.join().unwrap();
+    assert!(ready, "never ready again: {deleted_as:?}");
+    assert_eq!(
+        deleted_as.len(),
+        4,
+        "every pod replaced once: {deleted_as:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_operation_journaled_by_a_previous_operator_is_continued_by_the_next() {
     let api = FakeApi::default();
     store_cluster(&api, json!({"shards": 2, "replicasPerShard": 1}));
@@ -606,6 +652,22 @@ fn sync_metrics_text(streaming: [bool; 2], lag_seconds: f64) -> String {
     )
 }
 
+/// A sync pod as the Deployment's ReplicaSet makes it, with the IP it was given.
+fn put_sync_pod(api: &FakeApi, name: &str, created: &str, ip: &str, deleting: bool) {
+    let mut metadata = json!({"name": name, "namespace": "shop", "creationTimestamp": created,
+        "labels": {"app.kubernetes.io/instance": "c", "app.kubernetes.io/component": "sync"}});
+    if deleting {
+        metadata["deletionTimestamp"] = json!("2026-01-01T00:00:01Z");
+    }
+    api.put(
+        &format!("/api/v1/namespaces/shop/pods/{name}"),
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": metadata,
+               "status": {"podIP": ip, "containerStatuses": [{
+                   "name": "sync", "image": "cinnabar:test", "imageID": "", "ready": true,
+                   "restartCount": 0, "state": {"running": {}}}]}}),
+    );
+}
+
 fn sync_status(api: &FakeApi) -> Value {
     api.get(CLUSTER).unwrap()["status"]["sync"].clone()
 }
@@ -716,16 +778,33 @@ async fn a_sync_from_runs_in_a_pod_once_the_cluster_serves_and_reports_phase_and
     );
     assert!(metrics.asked().is_empty(), "no sync pod to ask yet");
 
-    // The cluster forms and serves every slot: the sync pod is started and read.
+    // The cluster forms and serves every slot: the sync pod is started and read, at its own
+    // IP (the operator may run where no cluster DNS name resolves).
     let _servers = start_pods(&api, 1, 2);
     metrics.serve(&sync_metrics_text([true, false], 0.0));
     reconcile_until_ready(&api, &ctx, 1, 10).await;
-    reconcile(cluster(&api), Arc::clone(&ctx)).await.unwrap();
     assert_eq!(api.get(SYNC_DEPLOYMENT).unwrap()["spec"]["replicas"], 1);
-    assert_eq!(
-        metrics.asked().last(),
-        Some(&("c-sync.shop.svc".to_owned(), 9121))
+    reconcile(cluster(&api), Arc::clone(&ctx)).await.unwrap();
+    assert_eq!(sync_status(&api)["phase"], "Pending", "no sync pod yet");
+    let asked = metrics.asked().len();
+    put_sync_pod(
+        &api,
+        "c-sync-7d9-a1",
+        "2026-01-01T00:00:00Z",
+        "10.9.0.4",
+        false,
     );
+    // The pod a Recreate rollout is deleting is not read; the newest live one is.
+    put_sync_pod(
+        &api,
+        "c-sync-7d9-a0",
+        "2025-12-31T00:00:00Z",
+        "10.9.0.3",
+        true,
+    );
+    reconcile(cluster(&api), Arc::clone(&ctx)).await.unwrap();
+    assert_eq!(metrics.asked().len(), asked + 1);
+    assert_eq!(metrics.asked().last(), Some(&("10.9.0.4".to_owned(), 9121)));
     let sync = sync_status(&api);
     assert_eq!(sync["phase"], "Copying", "{sync:#}");
     assert_eq!(sync["source"], "legacy.db.svc:6379");
@@ -758,6 +837,24 @@ async fn a_sync_from_runs_in_a_pod_once_the_cluster_serves_and_reports_phase_and
         "True",
         "a sync does not make the cluster unready"
     );
+
+    // One reading fails (the pod restarting), the next succeeds: the error goes with it, and
+    // the status write removes the field (a merge patch keeps what it does not mention).
+    metrics.refuse();
+    reconcile(cluster(&api), Arc::clone(&ctx)).await.unwrap();
+    let sync = sync_status(&api);
+    assert_eq!(sync["phase"], "Pending", "{sync:#}");
+    assert!(
+        sync["lastError"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("metrics not readable")),
+        "{sync:#}"
+    );
+    metrics.serve(&sync_metrics_text([true, true], 0.0));
+    reconcile(cluster(&api), Arc::clone(&ctx)).await.unwrap();
+    let sync = sync_status(&api);
+    assert_eq!(sync["phase"], "Streaming", "{sync:#}");
+    assert!(sync.get("lastError").is_none(), "{sync:#}");
 
     // Streaming, but behind the bound.
     metrics.serve(&sync_metrics_text([true, true], 7.5));

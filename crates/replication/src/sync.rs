@@ -345,7 +345,21 @@ fn source_error(addr: &str, e: &ReplicationError) -> Attempt {
 
 fn target_error(e: ApplyError) -> Attempt {
     match e {
-        ApplyError::Io { .. } | ApplyError::Connect { .. } => Attempt::Retry(e.to_string()),
+        // A target node that closes the connection is one being restarted or failed over (a
+        // rolling restart, a deleted pod): the next attempt resumes from the checkpoint, as a
+        // restarted sync process would, without stopping the whole sync for it.
+        ApplyError::Io { .. } | ApplyError::Connect { .. } | ApplyError::Closed { .. } => {
+            Attempt::Retry(e.to_string())
+        }
+        // What a cluster answers while a node restarts or an election runs: a few seconds later
+        // the same write succeeds.
+        ApplyError::Rejected { ref reply, .. }
+            if ["CLUSTERDOWN", "TRYAGAIN", "LOADING", "MASTERDOWN"]
+                .iter()
+                .any(|code| reply.starts_with(code)) =>
+        {
+            Attempt::Retry(e.to_string())
+        }
         other => Attempt::Fatal(SyncError::Target(other)),
     }
 }

@@ -71,6 +71,9 @@ pub struct WorkloadLog {
     pub errors: Vec<String>,
     /// How long it ran.
     pub elapsed: Duration,
+    /// The longest time one write took, from sending it (or reconnecting for it) to its answer:
+    /// the stall a client saw.
+    pub longest_write: Duration,
 }
 
 impl Workload {
@@ -142,10 +145,14 @@ fn write_loop(
         failed: 0,
         errors: Vec::new(),
         elapsed: Duration::ZERO,
+        longest_write: Duration::ZERO,
     };
     let mut conn = None;
     let mut seq = 0u64;
+    // When the current write was first attempted: reconnecting for it counts as its wait.
+    let mut waiting_since: Option<Instant> = None;
     while !stop.load(Ordering::Relaxed) {
+        let since = *waiting_since.get_or_insert_with(Instant::now);
         if conn.is_none() {
             match target.connect() {
                 Ok(c) => conn = Some(c),
@@ -160,6 +167,8 @@ fn write_loop(
         seq += 1;
         let key = log.key(seq);
         let result: redis::RedisResult<()> = redis::cmd("SET").arg(&key).arg(seq).query(c.as_mut());
+        log.longest_write = log.longest_write.max(since.elapsed());
+        waiting_since = None;
         match result {
             Ok(()) => {
                 log.acknowledged.push(seq);

@@ -101,9 +101,10 @@ pub trait CommandSink {
     /// Whatever the sink decides.
     fn item(&mut self, item: &StreamItem<'_>) -> Result<Flow, SinkError>;
 
-    /// Called when the source sent nothing for a poll interval, with the offset reached so far
+    /// Called when the source sent nothing for a poll interval, and at least once per poll
+    /// interval while it keeps sending, always between items, with the offset reached so far
     /// (it also counts PINGs and `REPLCONF` the sink never sees): the moment to check a
-    /// shutdown flag or to acknowledge an idle stream.
+    /// shutdown flag, to push out buffered writes, or to acknowledge an idle stream.
     ///
     /// # Errors
     /// Whatever the sink decides.

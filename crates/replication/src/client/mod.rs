@@ -108,7 +108,8 @@ pub struct ClientOptions {
     pub read_timeout: Duration,
     /// How long one write (a handshake command, an ACK) may block.
     pub write_timeout: Duration,
-    /// How often [`CommandSink::idle`] is called while the source is silent.
+    /// How often [`CommandSink::idle`] is called while the source is silent, and about as
+    /// often while it sends.
     pub poll_interval: Duration,
     /// How often `REPLCONF ACK` is sent (Redis replicas send one every second).
     pub ack_interval: Duration,
@@ -217,6 +218,9 @@ pub struct ReplicationClient {
     read_chunk: Vec<u8>,
     options: ClientOptions,
     last_data: Instant,
+    /// When [`CommandSink::idle`] was last called: it is also called every `poll_interval`
+    /// while the source keeps sending, see [`ReplicationClient::stream`].
+    last_tick: Instant,
     /// True after a full resynchronisation until the first byte of the command stream: see
     /// [`ReplicationClient::stream`] for why ACKs are repeated meanwhile.
     awaiting_stream: bool,
@@ -343,6 +347,23 @@ impl ReplicationClient {
                     },
                 }
             }
+            // Every whole item read so far is delivered. A source that writes a little but
+            // often is never silent for a poll interval, and a sink that buffers (the applier
+            // sends when 64 KiB are queued) would then hold its writes for seconds: tick on
+            // time as well as on silence.
+            if self.last_tick.elapsed() >= self.options.poll_interval {
+                self.last_tick = Instant::now();
+                match sink.idle(self.stream.offset()) {
+                    Ok(Flow::Continue) => {}
+                    Ok(Flow::Stop) => return Ok(self.stream.offset()),
+                    Err(source) => {
+                        return Err(ReplicationError::Sink {
+                            addr: self.addr.clone(),
+                            source,
+                        });
+                    }
+                }
+            }
             match self.socket.read(&mut self.read_chunk) {
                 Ok(0) => {
                     return Err(ReplicationError::Disconnected {
@@ -381,6 +402,7 @@ impl ReplicationClient {
                             )
                         })?;
                     }
+                    self.last_tick = Instant::now();
                     match sink.idle(self.stream.offset()) {
                         Ok(Flow::Continue) => {}
                         Ok(Flow::Stop) => return Ok(self.stream.offset()),
@@ -539,6 +561,7 @@ impl Connected {
             read_chunk: vec![0; READ_CHUNK],
             options,
             last_data: Instant::now(),
+            last_tick: Instant::now(),
             awaiting_stream: start.is_full() && leftover_empty,
             _acks: acks,
             addr,
