@@ -95,6 +95,9 @@ const STATUS_EVERY: Duration = Duration::from_millis(200);
 /// How soon after the source falls silent the target's acknowledgements are collected and the
 /// applied offset moves (what an online switch waits for).
 const IDLE_POLL: Duration = Duration::from_millis(2);
+/// How often the applier's writes are pushed out and acknowledged while the source keeps
+/// sending (see `ClientOptions::tick_interval`).
+const FLOWING_TICK: Duration = Duration::from_millis(10);
 /// How often a checkpoint is stored while the stream flows.
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 
@@ -407,6 +410,9 @@ fn follow_once(
         // A silent source is when the target's acknowledgements are collected (the sink's
         // idle hook): an online switch holds clients until they arrive, so look often.
         poll_interval: IDLE_POLL,
+        // While writes flow, each tick waits for the target's replies: often enough that a
+        // trickle of writes is never long behind, rare enough to keep the pipeline full.
+        tick_interval: FLOWING_TICK,
         ..ClientOptions::default()
     };
     let connected = ReplicationClient::connect(addr, &auth, client_options)

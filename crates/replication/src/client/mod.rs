@@ -108,9 +108,11 @@ pub struct ClientOptions {
     pub read_timeout: Duration,
     /// How long one write (a handshake command, an ACK) may block.
     pub write_timeout: Duration,
-    /// How often [`CommandSink::idle`] is called while the source is silent, and about as
-    /// often while it sends.
+    /// How often [`CommandSink::idle`] is called while the source is silent.
     pub poll_interval: Duration,
+    /// How often [`CommandSink::idle`] is called while the source keeps sending (a sink that
+    /// buffers writes pushes them out then).
+    pub tick_interval: Duration,
     /// How often `REPLCONF ACK` is sent (Redis replicas send one every second).
     pub ack_interval: Duration,
     /// The port announced with `REPLCONF listening-port`. The source lists us with it in
@@ -128,6 +130,7 @@ impl Default for ClientOptions {
             read_timeout: Duration::from_secs(60),
             write_timeout: Duration::from_secs(10),
             poll_interval: Duration::from_millis(100),
+            tick_interval: Duration::from_millis(100),
             ack_interval: Duration::from_secs(1),
             listening_port: 0,
             reader: ReaderOptions::default(),
@@ -218,7 +221,7 @@ pub struct ReplicationClient {
     read_chunk: Vec<u8>,
     options: ClientOptions,
     last_data: Instant,
-    /// When [`CommandSink::idle`] was last called: it is also called every `poll_interval`
+    /// When [`CommandSink::idle`] was last called: it is also called every `tick_interval`
     /// while the source keeps sending, see [`ReplicationClient::stream`].
     last_tick: Instant,
     /// True after a full resynchronisation until the first byte of the command stream: see
@@ -351,7 +354,7 @@ impl ReplicationClient {
             // often is never silent for a poll interval, and a sink that buffers (the applier
             // sends when 64 KiB are queued) would then hold its writes for seconds: tick on
             // time as well as on silence.
-            if self.last_tick.elapsed() >= self.options.poll_interval {
+            if self.last_tick.elapsed() >= self.options.tick_interval {
                 self.last_tick = Instant::now();
                 match sink.idle(self.stream.offset()) {
                     Ok(Flow::Continue) => {}
