@@ -303,6 +303,8 @@ async fn serve(
     watchdog.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // When the node last showed progress: a read, or the moment we started waiting on it.
     let mut last_progress = Instant::now();
+    // Whether the requests now in `out` already waited one turn of the worker's loop.
+    let mut waited_a_turn = false;
     loop {
         if backend.retired.get() && written == write_buf.len() && backend.idle() {
             return "closed after its last request".into();
@@ -310,8 +312,22 @@ async fn serve(
         if written == write_buf.len() {
             write_buf.clear();
             written = 0;
-            let mut st = backend.state.borrow_mut();
-            if !st.out.is_empty() {
+            let queued = !backend.state.borrow().out.is_empty();
+            if queued && !waited_a_turn {
+                // Let every client whose bytes are ready by the worker's next look at its
+                // sockets add its requests first, so they leave in this one write. Without
+                // it, clients arriving one at a time (as 50 redis-benchmark clients do) cost
+                // a node a wake-up, a read, a reply write and an AOF write each: measured 0.94
+                // backend writes per 10-key MSET, against about 0.2 with it. `yield_now` runs
+                // this task again right after the runtime's next non-blocking poll for I/O,
+                // so a lone request waits for nothing but that one poll.
+                waited_a_turn = true;
+                tokio::task::yield_now().await;
+                continue;
+            }
+            if queued {
+                waited_a_turn = false;
+                let mut st = backend.state.borrow_mut();
                 if st.inflight.len() == st.unsent {
                     last_progress = Instant::now();
                 }
