@@ -325,6 +325,16 @@ struct LocalCluster {
     serving: Vec<String>,
 }
 
+/// A node of the running local cluster in `dir`, `host:port` (what `sync --to-dir` targets:
+/// the engine finds the others through it).
+pub(crate) fn first_node(dir: &Path) -> Result<String> {
+    local_cluster(dir)?
+        .nodes
+        .first()
+        .cloned()
+        .with_context(|| format!("{} records no node", dir.display()))
+}
+
 fn local_cluster(dir: &Path) -> Result<LocalCluster> {
     let state_dir = StateDir::open(dir)
         .with_context(|| format!("{} is not a cinnabar state directory", dir.display()))?;

@@ -36,8 +36,16 @@ struct RunArgs {
     #[command(flatten)]
     from_auth: SourceAuth,
     /// The target, HOST:PORT: any node of a Redis Cluster, or a Cinnabar endpoint
-    #[arg(long, value_name = "HOST:PORT", required = true)]
+    #[arg(
+        long,
+        value_name = "HOST:PORT",
+        required_unless_present = "to_dir",
+        conflicts_with = "to_dir"
+    )]
     to: Option<String>,
+    /// The target, as a local cluster's directory (`cinnabar up --dir`): its nodes
+    #[arg(long, value_name = "DIR")]
+    to_dir: Option<PathBuf>,
     /// File holding the target's password (its first line)
     #[arg(long, value_name = "FILE")]
     to_password_file: Option<PathBuf>,
@@ -145,8 +153,13 @@ pub(crate) fn run(args: &SyncArgs) -> Result<ExitCode> {
 /// Runs a sync until SIGTERM/Ctrl-C (exit 0 once the last checkpoint is stored) or a failure
 /// (exit 1, naming it).
 fn run_sync(args: &RunArgs) -> Result<ExitCode> {
-    let (Some(from), Some(to), Some(state)) = (&args.from, &args.to, &args.state) else {
-        anyhow::bail!("cinnabar sync needs --from, --to and --state");
+    let to = match (&args.to, &args.to_dir) {
+        (Some(to), _) => Some(to.clone()),
+        (None, Some(dir)) => Some(crate::migrate::first_node(dir)?),
+        (None, None) => None,
+    };
+    let (Some(from), Some(to), Some(state)) = (&args.from, &to, &args.state) else {
+        anyhow::bail!("cinnabar sync needs --from, --to (or --to-dir) and --state");
     };
     let mut db_map = std::collections::BTreeMap::from([(0, DbRoute::Merge)]);
     db_map.extend(args.merge_db.iter().map(|db| (*db, DbRoute::Merge)));

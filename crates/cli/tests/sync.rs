@@ -521,3 +521,41 @@ async fn a_target_node_restarted_while_streaming_is_reconnected_not_fatal() {
     signal(&sync, nix::sys::signal::Signal::SIGTERM);
     sync.wait().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_local_cluster_directory_is_a_target() {
+    let source = TestServer::start();
+    set(&source, "from-dir", "yes");
+    let cluster = support::Cinnabar::new(2, 0);
+    let endpoint = cluster.up_detached(2, 0);
+    let state = tempfile::tempdir().unwrap();
+    let mut sync = cinnabar()
+        .args(["sync", "--from"])
+        .arg(source.addr().to_string())
+        .arg("--to-dir")
+        .arg(cluster.dir())
+        .arg("--state")
+        .arg(state.path())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_status(state.path(), "caught up", caught_up);
+    let mut through = support::plain_connection(&endpoint);
+    let value: Option<String> = redis::cmd("GET")
+        .arg("from-dir")
+        .query(&mut through)
+        .unwrap();
+    signal(&sync, nix::sys::signal::Signal::SIGTERM);
+    sync.wait().unwrap();
+    assert_eq!(value.as_deref(), Some("yes"));
+    // A directory with no cluster is named.
+    let out = cinnabar()
+        .args(["sync", "--from", "127.0.0.1:1", "--to-dir"])
+        .arg(state.path().join("nothing"))
+        .arg("--state")
+        .arg(state.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("nothing"), "{}", stderr(&out));
+}
