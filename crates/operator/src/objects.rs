@@ -327,7 +327,9 @@ pub fn proxy_toml(cluster: &str, namespace: &str, spec: &RedisClusterSpec) -> St
          seeds = [\"{cluster}-nodes.{namespace}.svc:{REDIS_PORT}\"]\n\
          admin_listen = \"0.0.0.0:{}\"\n\
          drain_timeout_ms = {}\n\
-         backend_password_file = \"{AUTH_PASSWORD_FILE}\"\n",
+         backend_password_file = \"{AUTH_PASSWORD_FILE}\"\n\
+         # The proxy starts with the cluster still forming: not ready until it serves.\n\
+         wait_for_cluster = true\n",
         spec.monitoring.metrics_port,
         u64::from(spec.proxy.drain_seconds) * 1000,
     );

@@ -102,6 +102,10 @@ pub struct ProxyConfig {
     /// The admin HTTP listener (`/metrics`, `/healthz`, `/readyz`, `/topology`); `None` runs
     /// without one. Keep it on loopback or a private network: it is not authenticated.
     pub admin_listen: Option<SocketAddr>,
+    /// Start even when no seed answers yet (a cluster still forming, as in a new Kubernetes
+    /// deployment): `/readyz` says not ready and requests get `CLUSTERDOWN` until the topology
+    /// is learned, instead of the start failing.
+    pub wait_for_cluster: bool,
     /// Several clusters behind this one endpoint, each owning the keys with its prefixes (see
     /// [`ClusterConfig`]); empty: the one cluster of `seeds` and `backend_credentials`.
     pub clusters: Vec<ClusterConfig>,
@@ -159,6 +163,7 @@ impl ProxyConfig {
             admin_listen: None,
             admin_token: None,
             clusters: Vec::new(),
+            wait_for_cluster: false,
             drain_timeout: Duration::from_secs(30),
             max_clients: 10_000,
             idle_timeout: None,

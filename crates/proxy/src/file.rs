@@ -125,6 +125,9 @@ proxy_keys! {
     /// File holding the token (its first line) that `POST /backend/switch` on the admin
     /// listener requires as `Authorization: Bearer <token>`; without it, no switch over HTTP.
     admin_token_file: SecretFile => |c, v| c.admin_token = Some(v.0),
+    /// Start even when no seed answers yet (a cluster still forming): not ready and
+    /// `CLUSTERDOWN` until the topology is learned, instead of exiting.
+    wait_for_cluster: bool => |c, v| c.wait_for_cluster = v,
     /// How long a drain (SIGTERM) waits for clients before cutting them off, in milliseconds.
     drain_timeout_ms: u64 => |c, v| c.drain_timeout = Duration::from_millis(v),
     /// Client connections served at once; more are refused as Redis refuses them (1 or more).

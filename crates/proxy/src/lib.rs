@@ -391,7 +391,14 @@ pub fn start(config: ProxyConfig) -> Result<ProxyHandle, ProxyError> {
                         Err(e) => return drop(first_tx.send(Err(ProxyError::Runtime(e)))),
                     };
                     runtime.block_on(async {
-                        let first = refresh::fetch_all(&upstreams, config.connect_timeout).await;
+                        let first = match refresh::fetch_all(&upstreams, config.connect_timeout).await {
+                            Err(e) if config.wait_for_cluster => {
+                                tracing::warn!(error = %e, "no cluster topology yet; serving CLUSTERDOWN and not ready until it is learned");
+                                freshness.ask();
+                                Ok(refresh::unknown(&upstreams))
+                            }
+                            first => first,
+                        };
                         let routes_tx = match first {
                             Ok(map) => {
                                 let (routes_tx, routes_rx) = watch::channel(Arc::new(map));

@@ -100,6 +100,16 @@ pub(crate) async fn fetch_all(
     Ok(SlotMap::combine(&parts, 1))
 }
 
+/// A table that routes nowhere yet, shaped for `upstreams` (a proxy waiting for its clusters
+/// to form: see `ProxyConfig::wait_for_cluster`).
+pub(crate) fn unknown(upstreams: &[Upstream]) -> SlotMap {
+    let parts: Vec<Arc<SlotMap>> = upstreams
+        .iter()
+        .map(|u| Arc::new(SlotMap::empty().named(&u.name, u.credentials.clone(), u.epoch)))
+        .collect();
+    SlotMap::combine(&parts, 0)
+}
+
 /// How far refreshes have got, as the control thread publishes it after each attempt.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Refreshed {

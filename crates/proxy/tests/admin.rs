@@ -298,3 +298,56 @@ async fn the_slow_log_names_slow_commands_and_their_clients() {
     let len: i64 = redis::cmd("SLOWLOG").arg("LEN").query(&mut conn).unwrap();
     assert_eq!(len, 0);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_proxy_told_to_wait_starts_before_its_cluster_forms_and_is_ready_once_it_has() {
+    let options = cinnabar_testkit::ServerOptions {
+        cluster: true,
+        ..Default::default()
+    };
+    let servers = cinnabar_testkit::TestServer::start_many(3, &options);
+    let seeds: Vec<cinnabar_cluster::NodeAddr> = servers
+        .iter()
+        .map(cinnabar_testkit::cluster::node_addr)
+        .collect();
+    let mut config = ProxyConfig::new("127.0.0.1:0".parse().unwrap(), seeds.clone());
+    config.admin_listen = Some("127.0.0.1:0".parse().unwrap());
+    config.retry_window = Duration::from_millis(200);
+    config.refresh_interval = Duration::from_millis(200);
+    // Without the setting, a cluster with no slots yet is a start failure, as before.
+    assert!(cinnabar_proxy::start(config.clone()).is_err());
+    config.wait_for_cluster = true;
+    let proxy = cinnabar_proxy::start(config).unwrap();
+    let admin = proxy.admin_addr().unwrap();
+    let (status, body) = get(admin, "/readyz");
+    assert_eq!(status, 503, "{body}");
+    let client = redis::Client::open(format!("redis://{}/", proxy.local_addr())).unwrap();
+    let mut conn = client
+        .get_connection_with_timeout(Duration::from_secs(2))
+        .unwrap();
+    let err = redis::cmd("SET")
+        .arg("k")
+        .arg("v")
+        .exec(&mut conn)
+        .unwrap_err();
+    assert!(err.to_string().contains("not served by any node"), "{err}");
+
+    let spec = cinnabar_cluster::CreateSpec {
+        nodes: seeds
+            .iter()
+            .cloned()
+            .map(cinnabar_cluster::NewNode::new)
+            .collect(),
+        replicas_per_master: 0,
+        timeout: Duration::from_secs(30),
+    };
+    cinnabar_cluster::create_cluster(&spec, &mut |_| {})
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while get(admin, "/readyz").0 != 200 {
+        assert!(std::time::Instant::now() < deadline, "never ready");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    redis::cmd("SET").arg("k").arg("v").exec(&mut conn).unwrap();
+}
