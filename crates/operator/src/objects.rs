@@ -60,6 +60,15 @@ use crate::validate::{SpecError, image_version, quantity_bytes, validate};
 pub const NODE_PORT_BASE: i32 = 31000;
 /// The Secret key holding the Redis password.
 pub const PASSWORD_KEY: &str = "password";
+/// The key of the proxies' admin token in `NAME-admin` (see [`admin_secret_name`]).
+pub const ADMIN_TOKEN_KEY: &str = "token";
+/// Where the proxy reads its admin token: `POST /backend/switch` on its admin listener needs it.
+pub const ADMIN_TOKEN_FILE: &str = "/etc/cinnabar/admin/token";
+
+/// The Secret holding the proxies' admin token (made by the operator on first use).
+pub fn admin_secret_name(cluster: &str) -> String {
+    format!("{cluster}-admin")
+}
 /// The cluster bus port.
 pub const BUS_PORT: u16 = 16379;
 /// Where the sync keeps its checkpoints and status, inside its pod.
@@ -328,6 +337,8 @@ pub fn proxy_toml(cluster: &str, namespace: &str, spec: &RedisClusterSpec) -> St
          admin_listen = \"0.0.0.0:{}\"\n\
          drain_timeout_ms = {}\n\
          backend_password_file = \"{AUTH_PASSWORD_FILE}\"\n\
+         # An online switch of the backend (cinnabar switch) presents this token.\n\
+         admin_token_file = \"{ADMIN_TOKEN_FILE}\"\n\
          # The proxy starts with the cluster still forming: not ready until it serves.\n\
          wait_for_cluster = true\n",
         spec.monitoring.metrics_port,
@@ -867,10 +878,12 @@ fn proxy_objects(
     let mut volumes = vec![
         json!({"name": "config", "configMap": {"name": proxy_name}}),
         json!({"name": "auth", "secret": {"secretName": format!("{name}-auth")}}),
+        json!({"name": "admin", "secret": {"secretName": admin_secret_name(name), "items": [{"key": ADMIN_TOKEN_KEY, "path": "token"}]}}),
     ];
     let mut mounts = vec![
         json!({"name": "config", "mountPath": "/etc/cinnabar", "readOnly": true}),
         json!({"name": "auth", "mountPath": "/etc/cinnabar/auth", "readOnly": true}),
+        json!({"name": "admin", "mountPath": "/etc/cinnabar/admin", "readOnly": true}),
     ];
     if let Some(secret) = &spec.proxy.users_secret {
         volumes.push(json!({"name": "users", "secret": {"secretName": secret}}));

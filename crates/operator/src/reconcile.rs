@@ -46,8 +46,8 @@ use crate::crd::{
 };
 use crate::decide::{Decision, decide};
 use crate::objects::{
-    BuildOptions, Objects, PASSWORD_KEY, SyncObjects, build, labels, sync_name,
-    sync_state_claim_name,
+    ADMIN_TOKEN_KEY, BuildOptions, Objects, PASSWORD_KEY, SyncObjects, admin_secret_name, build,
+    labels, sync_name, sync_state_claim_name,
 };
 use crate::platform::{KubePlatform, redis_selector};
 use crate::pods::RedisPod;
@@ -205,8 +205,12 @@ async fn reconcile_once(
             return Ok(Action::await_change());
         }
     };
-    // The password first: the pods the StatefulSets start read it from the Secret.
+    // The password first: the pods the StatefulSets start read it from the Secret; the
+    // proxies' admin token likewise before their Deployment.
     let password = ensure_password(&ctx.client, &namespace, &cluster).await?;
+    if cluster.spec.proxy.enabled {
+        ensure_admin_token(&ctx.client, &namespace, &cluster).await?;
+    }
     let sync_objects = objects.sync.take();
     let revisions = apply(&ctx.client, &namespace, objects).await?;
 
@@ -632,16 +636,40 @@ async fn ensure_password(
     cluster: &RedisCluster,
 ) -> Result<String, ReconcileError> {
     let name = format!("{}-auth", cluster.name_any());
+    ensure_random_secret(client, namespace, cluster, &name, PASSWORD_KEY, "redis").await
+}
+
+/// The proxies' admin token (their `admin_token_file`: what an online switch of their backend
+/// must present), in `NAME-admin`, made on first use like the password. A Secret of its own, so
+/// the Redis pods, which mount the password, never see it.
+async fn ensure_admin_token(
+    client: &Client,
+    namespace: &str,
+    cluster: &RedisCluster,
+) -> Result<String, ReconcileError> {
+    let name = admin_secret_name(&cluster.name_any());
+    ensure_random_secret(client, namespace, cluster, &name, ADMIN_TOKEN_KEY, "proxy").await
+}
+
+/// The value of `key` in Secret `name`, or a new random one (32 characters) stored there.
+async fn ensure_random_secret(
+    client: &Client,
+    namespace: &str,
+    cluster: &RedisCluster,
+    name: &str,
+    key: &str,
+    component: &str,
+) -> Result<String, ReconcileError> {
     let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
     if let Some(secret) = secrets
-        .get_opt(&name)
+        .get_opt(name)
         .await
         .map_err(api(format!("reading Secret {name}")))?
-        && let Some(value) = secret.data.as_ref().and_then(|d| d.get(PASSWORD_KEY))
+        && let Some(value) = secret.data.as_ref().and_then(|d| d.get(key))
     {
         return Ok(String::from_utf8_lossy(&value.0).into_owned());
     }
-    let password: String = {
+    let value: String = {
         use rand::Rng;
         let mut rng = rand::rng();
         (0..32)
@@ -650,20 +678,20 @@ async fn ensure_password(
     };
     let secret = Secret {
         metadata: ObjectMeta {
-            name: Some(name.clone()),
+            name: Some(name.to_owned()),
             namespace: Some(namespace.to_owned()),
-            labels: Some(labels(&cluster.name_any(), "redis")),
+            labels: Some(labels(&cluster.name_any(), component)),
             owner_references: cluster.controller_owner_ref(&()).map(|o| vec![o]),
             ..ObjectMeta::default()
         },
-        string_data: Some([(PASSWORD_KEY.to_owned(), password.clone())].into()),
+        string_data: Some([(key.to_owned(), value.clone())].into()),
         ..Secret::default()
     };
     secrets
         .create(&PostParams::default(), &secret)
         .await
         .map_err(api(format!("creating Secret {name}")))?;
-    Ok(password)
+    Ok(value)
 }
 
 /// Deletion: PVCs go when the retention says so; then the finalizer is removed.

@@ -424,6 +424,13 @@ fn kubelet(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_template_change_restarts_replicas_first_and_masters_only_after_a_failover() {
     let (api, ctx, servers) = ready_cluster(2).await;
+    // The proxies' admin token was made, in a Secret of its own (the Redis pods never see it).
+    let token = api.get("/api/v1/namespaces/shop/secrets/c-admin").unwrap()["stringData"]["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(token.len(), 32);
+    assert_ne!(token, password(&api));
 
     // A new image: the StatefulSets' update revision moves on; OnDelete leaves the pods be.
     for shard in 0..2 {
