@@ -496,6 +496,48 @@ pub(crate) async fn read_reply(stream: &mut TcpStream) -> Result<Vec<u8>, String
     }
 }
 
+/// Runs `count` pipelined requests (`requests`, back to back) on a connection of its own and
+/// returns their replies in order. The connection is closed afterwards.
+///
+/// # Errors
+/// A sentence saying what failed: connecting, writing, reading, or a malformed reply.
+pub(crate) async fn private_requests(
+    addr: &NodeAddr,
+    prelude: &(Vec<u8>, usize),
+    requests: &[u8],
+    count: usize,
+    connect_timeout: Duration,
+) -> Result<Vec<Vec<u8>>, String> {
+    let mut stream = connect_private(addr, prelude, connect_timeout).await?;
+    stream
+        .write_all(requests)
+        .await
+        .map_err(|e| format!("write failed: {e}"))?;
+    let mut scanner = ReplyScanner::new(Limits::default());
+    let (mut buf, mut pos, mut replies) = (Vec::with_capacity(256), 0, Vec::with_capacity(count));
+    while replies.len() < count {
+        while let Some(len) = scanner
+            .scan(&buf[pos..])
+            .map_err(|e| format!("bad reply: {e}"))?
+        {
+            replies.push(buf[pos..pos + len].to_vec());
+            pos += len;
+        }
+        if replies.len() == count {
+            break;
+        }
+        if stream
+            .read_buf(&mut buf)
+            .await
+            .map_err(|e| format!("read failed: {e}"))?
+            == 0
+        {
+            return Err("closed by the node".into());
+        }
+    }
+    Ok(replies)
+}
+
 /// Runs one request on a connection of its own and returns its reply (for blocking commands,
 /// which must not hold up the shared connection). The connection is closed afterwards.
 ///

@@ -352,30 +352,51 @@ impl Worker {
         released: &mut std::collections::HashSet<u64>,
         refused: &mut std::collections::HashSet<u64>,
     ) {
-        let waiting: Vec<(u64, NodeAddr, i64)> = self
-            .blocked
-            .borrow()
-            .iter()
-            .filter(|(key, _)| !released.contains(*key) && !refused.contains(*key))
-            .map(|(key, (node, id))| (*key, node.clone(), *id))
-            .collect();
-        for (key, node, id) in waiting {
+        // One connection per node, every release on it in one write: a switch with many
+        // blocked clients costs a round trip per node, not per client.
+        let mut by_node: std::collections::BTreeMap<String, (NodeAddr, Vec<(u64, i64)>)> =
+            std::collections::BTreeMap::new();
+        for (key, (node, id)) in self.blocked.borrow().iter() {
+            if released.contains(key) || refused.contains(key) {
+                continue;
+            }
+            by_node
+                .entry(node.to_string())
+                .or_insert_with(|| (node.clone(), Vec::new()))
+                .1
+                .push((*key, *id));
+        }
+        for (node, waiting) in by_node.into_values() {
             let prelude = self.prelude(&node, Flavor::default());
-            let mut request = Vec::new();
-            let id = id.to_string();
-            cinnabar_resp::encode::command(
-                &mut request,
-                &[b"CLIENT", b"UNBLOCK", id.as_bytes(), b"TIMEOUT"],
-            );
+            let mut requests = Vec::new();
+            for (_, id) in &waiting {
+                let id = id.to_string();
+                cinnabar_resp::encode::command(
+                    &mut requests,
+                    &[b"CLIENT", b"UNBLOCK", id.as_bytes(), b"TIMEOUT"],
+                );
+            }
             let timeout = self.config.connect_timeout;
-            match backend::private_request(&node, &prelude, &request, timeout).await {
-                Ok(reply) if reply.starts_with(b":1") => {
-                    released.insert(key);
+            let replies =
+                backend::private_requests(&node, &prelude, &requests, waiting.len(), timeout).await;
+            let replies = match replies {
+                Ok(replies) => replies,
+                Err(why) => {
+                    tracing::warn!(
+                        node = %node,
+                        reason = %why,
+                        "cannot release blocked clients for a switch; the switch waits for them"
+                    );
+                    continue;
                 }
-                // Not blocked yet, or answered meanwhile (then it leaves the registry).
-                Ok(reply) if reply.starts_with(b":0") => {}
-                Ok(reply) => {
-                    refused.insert(key);
+            };
+            for ((key, _), reply) in waiting.iter().zip(replies) {
+                if reply.starts_with(b":1") {
+                    released.insert(*key);
+                } else if !reply.starts_with(b":0") {
+                    // `:0`: not blocked yet, or answered meanwhile (then it leaves the
+                    // registry); anything else is a refusal.
+                    refused.insert(*key);
                     tracing::warn!(
                         node = %node,
                         reply = %String::from_utf8_lossy(&reply).trim_end(),
@@ -383,11 +404,6 @@ impl Worker {
                          waits for it and is abandoned if it stays blocked"
                     );
                 }
-                Err(why) => tracing::warn!(
-                    node = %node,
-                    reason = %why,
-                    "cannot release a blocked client for a switch; the switch waits for it"
-                ),
             }
         }
     }

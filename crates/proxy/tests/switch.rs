@@ -56,6 +56,11 @@ async fn connected_clients_go_on_with_the_new_cluster_and_what_cannot_move_ends_
     blocked
         .write_all(&support::command(&["BLPOP", "queue", "0"]))
         .unwrap();
+    // A second one on another key: released in the same pipelined round, whatever its node.
+    let mut also_blocked = connect(addr);
+    also_blocked
+        .write_all(&support::command(&["BRPOP", "other", "0"]))
+        .unwrap();
     let mut subscriber = connect(addr);
     assert!(ask(&mut subscriber, &["SUBSCRIBE", "news"]).contains("subscribe"));
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -63,7 +68,7 @@ async fn connected_clients_go_on_with_the_new_cluster_and_what_cannot_move_ends_
     let report = proxy.switch_backend(unchecked(&new)).await;
     assert_eq!(report.outcome, Outcome::Switched, "{report:?}");
     assert_eq!(report.to_masters.len(), 3);
-    assert_eq!(report.blocked_released, 1, "{report:?}");
+    assert_eq!(report.blocked_released, 2, "{report:?}");
     assert_eq!(report.subscribers_ended, 1, "{report:?}");
     assert_eq!(report.watches_aborted, 1, "{report:?}");
     assert!(report.hold_ms < 1000.0, "{report:?}");
@@ -78,6 +83,7 @@ async fn connected_clients_go_on_with_the_new_cluster_and_what_cannot_move_ends_
     );
     // The blocked client got the timeout reply (a nil), as CLIENT UNBLOCK gives.
     assert_eq!(support::read_replies(&mut blocked, 1)[0], "*-1\r\n");
+    assert_eq!(support::read_replies(&mut also_blocked, 1)[0], "*-1\r\n");
     assert_eq!(ask(&mut blocked, &["RPUSH", "queue", "x"]), ":1\r\n");
     assert!(holds(&new, "queue"));
     // The WATCH was on the old cluster: EXEC says the transaction did not run.
