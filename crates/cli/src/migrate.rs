@@ -14,7 +14,6 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -22,7 +21,7 @@ use anyhow::{Context, Result, bail};
 use cinnabar_local::StateDir;
 use cinnabar_local::control::{self, ControlReply, ControlRequest};
 use cinnabar_replication::status::{Phase, SyncStatus};
-use cinnabar_replication::sync::{LiveOffsets, SyncConfig};
+use cinnabar_replication::sync::{Background, SyncConfig};
 use cinnabar_replication::verify::Endpoint;
 use clap::Args;
 use serde::Serialize;
@@ -175,29 +174,28 @@ pub(crate) fn run(args: &MigrateArgs) -> Result<ExitCode> {
         Endpoint::new(target.clone()),
         state.clone(),
     );
-    let stop = Arc::new(AtomicBool::new(false));
     let latest = Arc::new(Mutex::new(SyncStatus::default()));
-    let live = Arc::new(LiveOffsets::default());
-    let offsets_at = crate::sync::serve_admin(
-        ([127, 0, 0, 1], 0).into(),
-        Arc::clone(&latest),
-        Arc::clone(&live),
-    )?;
     let sync = {
-        let (stop, latest, live) = (Arc::clone(&stop), Arc::clone(&latest), Arc::clone(&live));
-        std::thread::spawn(move || {
-            cinnabar_replication::sync::run(&config, &stop, &live, |status| {
-                if let Ok(mut latest) = latest.lock() {
-                    latest.clone_from(status);
-                }
-            })
+        let latest = Arc::clone(&latest);
+        Background::start(config, move |status| {
+            if let Ok(mut latest) = latest.lock() {
+                latest.clone_from(status);
+            }
         })
     };
-    let finish_sync = |sync: std::thread::JoinHandle<_>| -> Result<()> {
-        stop.store(true, Ordering::SeqCst);
-        let result: Result<(), cinnabar_replication::sync::SyncError> =
-            sync.join().unwrap_or(Ok(()));
-        result.context("the migration's sync")
+    let finish_sync =
+        |sync: Background| -> Result<()> { sync.stop().context("the migration's sync") };
+    let served = crate::sync::serve_admin(
+        ([127, 0, 0, 1], 0).into(),
+        Arc::clone(&latest),
+        Arc::clone(sync.live()),
+    );
+    let offsets_at = match served {
+        Ok(at) => at,
+        Err(e) => {
+            let _ = finish_sync(sync);
+            return Err(e);
+        }
     };
     let quiet = args.json;
     let deadline = started + Duration::from_secs(args.sync_timeout);

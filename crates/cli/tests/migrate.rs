@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use cinnabar_replication::sync::{LiveOffsets, SyncConfig};
+use cinnabar_replication::sync::{Background, SyncConfig};
 use cinnabar_replication::verify::Endpoint;
 use support::{Cinnabar, cinnabar, plain_connection};
 
@@ -223,10 +223,8 @@ async fn a_switch_the_target_cannot_catch_up_with_is_abandoned_and_clients_stay_
         Endpoint::new(target.seeds()[0].to_string()),
         state.path(),
     );
-    let (stop, live) = (
-        Arc::new(AtomicBool::new(false)),
-        Arc::new(LiveOffsets::default()),
-    );
+    let sync = Background::start(sync_config, |_| {});
+    let live = Arc::clone(sync.live());
     let offsets = cinnabar_replication::admin::serve(
         "127.0.0.1:0".parse().unwrap(),
         Arc::default(),
@@ -234,12 +232,6 @@ async fn a_switch_the_target_cannot_catch_up_with_is_abandoned_and_clients_stay_
     )
     .unwrap()
     .to_string();
-    let sync = {
-        let (stop, live) = (Arc::clone(&stop), Arc::clone(&live));
-        std::thread::spawn(move || {
-            cinnabar_replication::sync::run(&sync_config, &stop, &live, |_| {})
-        })
-    };
     let load = Load::start(&endpoint, 2);
     let deadline = Instant::now() + Duration::from_secs(30);
     while !live.all_streaming(2) {
@@ -269,8 +261,7 @@ async fn a_switch_the_target_cannot_catch_up_with_is_abandoned_and_clients_stay_
     let written = tokio::task::spawn_blocking(move || load.stop())
         .await
         .unwrap();
-    stop.store(true, Ordering::SeqCst);
-    let _ = tokio::task::spawn_blocking(move || sync.join()).await;
+    let _ = tokio::task::spawn_blocking(move || sync.stop()).await;
 
     assert_eq!(
         report.outcome,

@@ -150,6 +150,64 @@ impl LiveOffsets {
     }
 }
 
+/// A sync running on a thread of its own (see [`run`]), its applied offsets followed live,
+/// until [`stop`](Self::stop): what a migration or a test runs beside its other work.
+#[derive(Debug)]
+pub struct Background {
+    stop: Arc<AtomicBool>,
+    live: Arc<LiveOffsets>,
+    state_dir: PathBuf,
+    thread: std::thread::JoinHandle<Result<(), SyncError>>,
+}
+
+impl Background {
+    /// Starts `config`'s sync; `on_status` sees each status it writes.
+    pub fn start(
+        config: SyncConfig,
+        mut on_status: impl FnMut(&SyncStatus) + Send + 'static,
+    ) -> Self {
+        let (stop, live) = (
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(LiveOffsets::default()),
+        );
+        let state_dir = config.state_dir.clone();
+        let thread = {
+            let (stop, live) = (Arc::clone(&stop), Arc::clone(&live));
+            std::thread::spawn(move || run(&config, &stop, &live, &mut on_status))
+        };
+        Self {
+            stop,
+            live,
+            state_dir,
+            thread,
+        }
+    }
+
+    /// The applied offsets, as they move.
+    pub fn live(&self) -> &Arc<LiveOffsets> {
+        &self.live
+    }
+
+    /// Whether the sync ended on its own (a failure: [`stop`](Self::stop) says which).
+    pub fn is_finished(&self) -> bool {
+        self.thread.is_finished()
+    }
+
+    /// Stops the sync (its last checkpoint stored) and returns how it ended.
+    ///
+    /// # Errors
+    /// The [`SyncError`] it stopped on.
+    pub fn stop(self) -> Result<(), SyncError> {
+        self.stop.store(true, Ordering::SeqCst);
+        self.thread.join().unwrap_or_else(|_| {
+            Err(SyncError::State {
+                dir: self.state_dir,
+                message: "the sync thread panicked".to_owned(),
+            })
+        })
+    }
+}
+
 /// Runs the sync until `stop` is set (then returns `Ok` after storing the last checkpoint) or a
 /// stream fails for good. `on_status` sees the status each time it is written; `live` follows
 /// the applied offsets as they move.

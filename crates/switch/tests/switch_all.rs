@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use cinnabar_replication::sync::{LiveOffsets, SyncConfig};
+use cinnabar_replication::sync::{Background, SyncConfig};
 use cinnabar_replication::verify::Endpoint;
 use cinnabar_switch::{ProxyAdmin, SwitchError, Target, switch_all};
 use cinnabar_testkit::TestCluster;
@@ -66,10 +66,8 @@ async fn every_proxy_switches_together_with_no_client_error_and_no_lost_write() 
         Endpoint::new(target.seeds()[0].to_string()),
         state.path(),
     );
-    let (stop_sync, live) = (
-        Arc::new(AtomicBool::new(false)),
-        Arc::new(LiveOffsets::default()),
-    );
+    let sync = Background::start(config, |_| {});
+    let live = Arc::clone(sync.live());
     let offsets = cinnabar_replication::admin::serve(
         "127.0.0.1:0".parse().unwrap(),
         Arc::default(),
@@ -77,10 +75,6 @@ async fn every_proxy_switches_together_with_no_client_error_and_no_lost_write() 
     )
     .unwrap()
     .to_string();
-    let sync = {
-        let (stop, live) = (Arc::clone(&stop_sync), Arc::clone(&live));
-        std::thread::spawn(move || cinnabar_replication::sync::run(&config, &stop, &live, |_| {}))
-    };
     let stop = Arc::new(AtomicBool::new(false));
     let writers = [
         writer(a.local_addr().to_string(), "a", Arc::clone(&stop)),
@@ -125,7 +119,6 @@ async fn every_proxy_switches_together_with_no_client_error_and_no_lost_write() 
     assert_eq!(b.masters().len(), 3);
     tokio::time::sleep(Duration::from_millis(300)).await;
     stop.store(true, Ordering::Relaxed);
-    stop_sync.store(true, Ordering::SeqCst);
     let mut all = Vec::new();
     for w in writers {
         let (acked, errors) = tokio::task::spawn_blocking(move || w.join().unwrap())
@@ -134,7 +127,7 @@ async fn every_proxy_switches_together_with_no_client_error_and_no_lost_write() 
         assert!(errors.is_empty(), "client errors: {errors:?}");
         all.extend(acked);
     }
-    let _ = tokio::task::spawn_blocking(move || sync.join()).await;
+    let _ = tokio::task::spawn_blocking(move || sync.stop()).await;
     // Every acknowledged write is on the new cluster (read straight from its nodes).
     let urls: Vec<String> = target
         .seeds()
