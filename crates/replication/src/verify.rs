@@ -32,7 +32,7 @@ impl Endpoint {
     }
 
     /// The client URL for node `addr` with these credentials.
-    pub(crate) fn url(&self, addr: &str) -> String {
+    pub fn url(&self, addr: &str) -> String {
         match (&self.user, &self.password) {
             (Some(user), Some(password)) => format!("redis://{user}:{password}@{addr}/"),
             (None, Some(password)) => format!("redis://:{password}@{addr}/"),

@@ -8,11 +8,13 @@
 pub mod cluster;
 pub mod platform;
 pub mod ports;
+pub mod s3;
 pub mod server;
 pub mod workload;
 
 pub use cluster::TestCluster;
 pub use platform::TestPlatform;
 pub use ports::{PortBlock, PortReservation, reserve_node_port, reserve_port, reserve_port_block};
+pub use s3::S3Server;
 pub use server::{ServerOptions, TestServer, server_binary};
 pub use workload::{Target, Workload, WorkloadLog};

@@ -29,6 +29,7 @@
 
 mod ack;
 mod commands;
+mod copy;
 mod error;
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -46,6 +47,7 @@ use crate::reader::{RdbReader, ReadSummary, ReaderOptions};
 use crate::transfer::{TransferLength, read_end_mark, read_transfer_header};
 use ack::{AckThread, SharedWriter};
 use commands::{CommandStream, Step, StreamError};
+use copy::CopyingReader;
 use error::shown;
 
 /// Bytes asked of the socket per read in the command stream.
@@ -471,9 +473,65 @@ impl Connected {
     /// [`Disconnected`](ReplicationError::Disconnected) with [`Stage::Rdb`] for a transfer cut
     /// short, [`Protocol`](ReplicationError::Protocol) for anything unexpected.
     pub fn psync<S: EventSink + ?Sized>(
+        self,
+        resume_from: Option<&Checkpoint>,
+        rdb_sink: &mut S,
+    ) -> Result<(ReplicationClient, Start), ReplicationError> {
+        self.psync_inner(resume_from, rdb_sink, None)
+    }
+
+    /// [`psync`](Self::psync) that also writes a full resynchronisation's RDB, byte for byte
+    /// as the source sent it (without the transfer's framing), to `rdb_copy` while the reader
+    /// checks it: a backup that is verified as it is taken. A write error of `rdb_copy` ends
+    /// the transfer (as an [`Rdb`](ReplicationError::Rdb) error carrying the I/O error); the
+    /// caller knows its own writer's failure better and should report that.
+    ///
+    /// # Errors
+    /// As [`psync`](Self::psync).
+    pub fn psync_copying<S: EventSink + ?Sized>(
+        self,
+        resume_from: Option<&Checkpoint>,
+        rdb_sink: &mut S,
+        rdb_copy: &mut dyn Write,
+    ) -> Result<(ReplicationClient, Start), ReplicationError> {
+        self.psync_inner(resume_from, rdb_sink, Some(rdb_copy))
+    }
+
+    /// Takes one RDB and nothing else: `REPLCONF rdb-only 1` (Redis 7.0+, Valkey), so the source
+    /// neither keeps this connection as a replica nor buffers a command stream for it, then
+    /// `PSYNC ? -1`, the RDB read into `rdb_sink` and copied to `rdb_copy` as in
+    /// [`psync_copying`](Self::psync_copying). Returns the replication id and offset the RDB
+    /// corresponds to, and what the reader learned; the connection is closed.
+    ///
+    /// # Errors
+    /// [`ReplicationError::Refused`] when the source does not know `rdb-only` (Redis before
+    /// 7.0) or refuses `PSYNC`; otherwise as [`psync`](Self::psync).
+    pub fn take_rdb<S: EventSink + ?Sized>(
+        mut self,
+        rdb_sink: &mut S,
+        rdb_copy: &mut dyn Write,
+    ) -> Result<(String, u64, ReadSummary), ReplicationError> {
+        self.replconf(&[b"REPLCONF", b"rdb-only", b"1"])?;
+        self.send(&[b"PSYNC", b"?", b"-1"])?;
+        let reply = self.reply_line(true)?;
+        let Some(rest) = reply.strip_prefix(b"+FULLRESYNC ") else {
+            if reply.starts_with(b"-") {
+                return Err(self.refusal("PSYNC", &reply));
+            }
+            return Err(
+                self.handshake_protocol(format!("unexpected reply to PSYNC: {}", shown(&reply)))
+            );
+        };
+        let (replid, offset) = self.parse_fullresync(rest)?;
+        let (summary, _) = self.read_rdb(rdb_sink, Some(rdb_copy))?;
+        Ok((replid, offset, summary))
+    }
+
+    fn psync_inner<S: EventSink + ?Sized>(
         mut self,
         resume_from: Option<&Checkpoint>,
         rdb_sink: &mut S,
+        rdb_copy: Option<&mut dyn Write>,
     ) -> Result<(ReplicationClient, Start), ReplicationError> {
         let offset_text;
         let command: [&[u8]; 3] = match resume_from {
@@ -491,7 +549,7 @@ impl Connected {
         let reply = self.reply_line(true)?;
         let (start, db) = if let Some(rest) = reply.strip_prefix(b"+FULLRESYNC ") {
             let (replid, offset) = self.parse_fullresync(rest)?;
-            let (rdb, stream_db) = self.read_rdb(rdb_sink)?;
+            let (rdb, stream_db) = self.read_rdb(rdb_sink, rdb_copy)?;
             let reason = match resume_from {
                 Some(asked) => FullSyncReason::CheckpointRefused {
                     asked: asked.clone(),
@@ -574,6 +632,7 @@ impl Connected {
     fn read_rdb<S: EventSink + ?Sized>(
         &mut self,
         rdb_sink: &mut S,
+        rdb_copy: Option<&mut dyn Write>,
     ) -> Result<(ReadSummary, u64), ReplicationError> {
         let timeout = self.options.read_timeout;
         let mut rdb_sink = NoteStreamDb {
@@ -582,10 +641,16 @@ impl Connected {
         };
         let length = read_transfer_header(&mut self.reader)
             .map_err(|e| ReplicationError::from_transfer(&self.addr, e, timeout))?;
-        let mut rdb = RdbReader::new(&mut self.reader, self.options.reader.clone());
-        let summary = rdb
-            .read_all(&mut rdb_sink)
-            .map_err(|e| ReplicationError::from_rdb(&self.addr, e, timeout))?;
+        let read = match rdb_copy {
+            None => RdbReader::new(&mut self.reader, self.options.reader.clone())
+                .read_all(&mut rdb_sink),
+            Some(copy) => RdbReader::new(
+                CopyingReader::new(&mut self.reader, copy),
+                self.options.reader.clone(),
+            )
+            .read_all(&mut rdb_sink),
+        };
+        let summary = read.map_err(|e| ReplicationError::from_rdb(&self.addr, e, timeout))?;
         match length {
             TransferLength::Sized(announced) if announced != summary.bytes => {
                 return Err(ReplicationError::Protocol {

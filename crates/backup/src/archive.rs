@@ -1,0 +1,731 @@
+//! The continuous archive, for point-in-time recovery: every shard's replication stream,
+//! uploaded in segments.
+//!
+//! A *generation* starts with a full resynchronisation per shard: its RDBs become an ordinary
+//! backup (with a manifest, listed like any other) and its command streams are cut into
+//! segments under `archive/<cluster>/<backup>/<shard>/<start offset>.seg`, every second or
+//! 8 MiB by default. A new generation on a schedule bounds how much a restore must replay; the
+//! old one stops once the new base is complete, so there is no moment without coverage.
+//!
+//! Decisions:
+//! - A segment records each command with the wall-clock time the archiver received it (the
+//!   replication stream carries no times) and the offset after it. A restore `--at T` replays
+//!   the commands received at or before `T`; the lag between a write and its arrival here is
+//!   that of a replica, milliseconds.
+//! - Segments chain by offsets: each starts where the previous ended (PINGs included), so a
+//!   missing segment is detected, never silently skipped. A segment ends only outside a
+//!   `MULTI`/`EXEC` block.
+//! - The offset acknowledged to the source is the end of the last uploaded segment, and after a
+//!   broken connection (a failover, a restart) the stream resumes there with `PSYNC`. When the
+//!   source can no longer continue (its backlog moved on), the generation ends and a new one
+//!   starts with a fresh base.
+//! - A quiet shard still uploads an empty segment every 10 s, so the archive shows how far its
+//!   coverage reaches.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use cinnabar_replication::checkpoint::Checkpoint;
+use cinnabar_replication::client::{
+    Auth, ClientOptions, CommandSink, Flow, ItemKind, ReplicationClient, StreamItem,
+};
+use cinnabar_replication::verify::Endpoint;
+use cinnabar_replication::{Event, SinkError};
+use serde::{Deserialize, Serialize};
+
+use crate::error::BackupError;
+use crate::manifest::{FORMAT, Manifest, ShardBackup, check_name, now_ms, rfc3339};
+use crate::snapshot::{ShardSource, default_name, find_shards};
+use crate::store::Store;
+
+/// First line of every segment.
+const SEGMENT_MAGIC: &[u8] = b"CINNABAR-SEGMENT 1\n";
+/// A quiet shard's coverage is extended this often.
+const HEARTBEAT: Duration = Duration::from_secs(10);
+
+/// How the archive runs.
+#[derive(Debug, Clone)]
+pub struct ArchiveRequest {
+    /// Any node of the cluster (or the standalone server), with credentials.
+    pub source: Endpoint,
+    /// The cluster's name (backups and archive folders carry it).
+    pub cluster: String,
+    /// A segment is cut at least this often while commands arrive.
+    pub segment_every: Duration,
+    /// … or once it holds this many bytes.
+    pub segment_bytes: usize,
+    /// A new generation (fresh base backup) this often; `None`: never.
+    pub base_every: Option<Duration>,
+}
+
+impl ArchiveRequest {
+    /// The defaults: a segment every second or 8 MiB, a new base every 24 hours.
+    pub fn new(source: Endpoint, cluster: impl Into<String>) -> Self {
+        Self {
+            source,
+            cluster: cluster.into(),
+            segment_every: Duration::from_secs(1),
+            segment_bytes: 8 * 1024 * 1024,
+            base_every: Some(Duration::from_secs(24 * 3600)),
+        }
+    }
+}
+
+/// What a segment's second line says about it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SegmentHeader {
+    /// The source offset the segment starts at (the previous one's end).
+    pub start: u64,
+    /// The source offset after its last byte.
+    pub end: u64,
+    /// The replication id of the stream.
+    pub replid: String,
+    /// The database current at `start`.
+    pub db: u64,
+    /// When it was cut (ms since the epoch): it holds every command received before then
+    /// (from `start` on).
+    pub cut_ms: u64,
+    /// Commands in it.
+    pub records: u64,
+}
+
+/// One archived command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    /// When the archiver received it (ms since the epoch).
+    pub ms: u64,
+    /// The source offset after it.
+    pub offset: u64,
+    /// The command and its arguments (`SELECT`, `MULTI` and `EXEC` included).
+    pub args: Vec<Vec<u8>>,
+}
+
+/// Encodes a segment.
+pub fn encode_segment(header: &SegmentHeader, records: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(records.len() + 256);
+    out.extend_from_slice(SEGMENT_MAGIC);
+    out.extend_from_slice(&serde_json::to_vec(header).unwrap_or_default());
+    out.push(b'\n');
+    out.extend_from_slice(records);
+    out
+}
+
+/// Appends one record to a segment's body.
+fn push_record(
+    body: &mut Vec<u8>,
+    ms: u64,
+    offset: u64,
+    args: impl ExactSizeIterator<Item = impl AsRef<[u8]>>,
+) {
+    body.extend_from_slice(&ms.to_le_bytes());
+    body.extend_from_slice(&offset.to_le_bytes());
+    body.extend_from_slice(&u32::try_from(args.len()).unwrap_or(u32::MAX).to_le_bytes());
+    for arg in args {
+        let arg = arg.as_ref();
+        body.extend_from_slice(&u32::try_from(arg.len()).unwrap_or(u32::MAX).to_le_bytes());
+        body.extend_from_slice(arg);
+    }
+}
+
+/// Decodes a segment read from `path`.
+///
+/// # Errors
+/// [`BackupError::Format`] naming the path and what is wrong.
+pub fn decode_segment(
+    path: &str,
+    bytes: &[u8],
+) -> Result<(SegmentHeader, Vec<Record>), BackupError> {
+    let bad = |message: &str| BackupError::Format {
+        path: path.to_owned(),
+        message: message.to_owned(),
+    };
+    let rest = bytes
+        .strip_prefix(SEGMENT_MAGIC)
+        .ok_or_else(|| bad("not an archive segment"))?;
+    let line_end = rest
+        .iter()
+        .position(|&b| b == b'\n')
+        .ok_or_else(|| bad("no header line"))?;
+    let header: SegmentHeader =
+        serde_json::from_slice(&rest[..line_end]).map_err(|e| bad(&format!("header: {e}")))?;
+    let mut cursor = Cursor {
+        bytes: &rest[line_end + 1..],
+    };
+    let mut records = Vec::new();
+    while !cursor.bytes.is_empty() {
+        let record = (|| {
+            let ms = cursor.u64()?;
+            let offset = cursor.u64()?;
+            let argc = cursor.u32()?;
+            let mut args = Vec::with_capacity(argc.min(1024));
+            for _ in 0..argc {
+                let len = cursor.u32()?;
+                args.push(cursor.take(len)?.to_vec());
+            }
+            Some(Record { ms, offset, args })
+        })()
+        .ok_or_else(|| bad("cut short inside a record"))?;
+        records.push(record);
+    }
+    if records.len() as u64 != header.records {
+        return Err(bad(&format!(
+            "{} records, the header says {}",
+            records.len(),
+            header.records
+        )));
+    }
+    Ok((header, records))
+}
+
+/// Reads little-endian fields off a byte slice.
+struct Cursor<'a> {
+    bytes: &'a [u8],
+}
+
+impl<'a> Cursor<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        if self.bytes.len() < n {
+            return None;
+        }
+        let (head, tail) = self.bytes.split_at(n);
+        self.bytes = tail;
+        Some(head)
+    }
+
+    fn u64(&mut self) -> Option<u64> {
+        Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
+    }
+
+    fn u32(&mut self) -> Option<usize> {
+        Some(u32::from_le_bytes(self.take(4)?.try_into().ok()?) as usize)
+    }
+}
+
+/// The folder of one shard's segments in one generation.
+pub(crate) fn shard_folder(cluster: &str, base: &str, shard: usize) -> String {
+    format!("archive/{cluster}/{base}/{shard}")
+}
+
+/// The segment objects of a shard in a generation, sorted by start offset.
+pub(crate) fn segments(
+    store: &Store,
+    cluster: &str,
+    base: &str,
+    shard: usize,
+) -> Result<Vec<String>, BackupError> {
+    Ok(store
+        .list(&shard_folder(cluster, base, shard))?
+        .into_iter()
+        .map(|(path, _)| path)
+        .filter(|path| path.ends_with(".seg"))
+        .collect())
+}
+
+/// Whether `base` has an archive generation.
+pub(crate) fn has_generation(
+    store: &Store,
+    cluster: &str,
+    base: &str,
+) -> Result<bool, BackupError> {
+    Ok(!store.list(&format!("archive/{cluster}/{base}"))?.is_empty())
+}
+
+/// Deletes the generations whose base is not in `kept`; returns how many segments went.
+pub(crate) fn prune_segments(
+    store: &Store,
+    cluster: &str,
+    kept: &[&Manifest],
+    dry_run: bool,
+) -> Result<usize, BackupError> {
+    let mut deleted = 0;
+    for base in store.folders(&format!("archive/{cluster}"))? {
+        if kept.iter().any(|m| m.name == base) {
+            continue;
+        }
+        for (path, _) in store.list(&format!("archive/{cluster}/{base}"))? {
+            if !dry_run {
+                store.delete(&path)?;
+            }
+            deleted += 1;
+        }
+    }
+    Ok(deleted)
+}
+
+/// Runs the archive until `stop` is set: generation after generation. Each generation's base
+/// is reported through `on_base` once its manifest is written.
+///
+/// # Errors
+/// A failure that retrying cannot fix (a bad name, the store refusing writes after its retries);
+/// source failures are retried with a new generation.
+pub fn run(
+    store: &Store,
+    request: &ArchiveRequest,
+    stop: &AtomicBool,
+    on_base: &mut dyn FnMut(&Manifest),
+) -> Result<(), BackupError> {
+    check_name("cluster name", &request.cluster)?;
+    let mut pause = Duration::from_millis(500);
+    while !stop.load(Ordering::SeqCst) {
+        let generation_stop = AtomicBool::new(false);
+        let result = thread::scope(|scope| {
+            let (base_tx, base_rx) = mpsc::channel();
+            let runner = scope.spawn(|| run_generation(store, request, &generation_stop, base_tx));
+            // Wait for the base, then until the schedule or a stop.
+            if let Ok(manifest) = base_rx.recv() {
+                on_base(&manifest);
+                pause = Duration::from_millis(500);
+                let started = Instant::now();
+                while !stop.load(Ordering::SeqCst)
+                    && !runner.is_finished()
+                    && request
+                        .base_every
+                        .is_none_or(|every| started.elapsed() < every)
+                {
+                    thread::sleep(Duration::from_millis(50));
+                }
+            }
+            generation_stop.store(true, Ordering::SeqCst);
+            runner.join().unwrap_or_else(|_| {
+                Err(BackupError::Invalid(
+                    "the archive thread panicked".to_owned(),
+                ))
+            })
+        });
+        match result {
+            Ok(()) => {}
+            Err(error @ (BackupError::Invalid(_) | BackupError::Url(_))) => return Err(error),
+            Err(error) => {
+                eprintln!("archive: {error}; starting a new generation in {pause:?}");
+                thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_secs(10));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// One generation: a base per shard (a backup with its manifest, sent to `base_ready`), then
+/// the streams until `stop`.
+fn run_generation(
+    store: &Store,
+    request: &ArchiveRequest,
+    stop: &AtomicBool,
+    base_ready: mpsc::Sender<Manifest>,
+) -> Result<(), BackupError> {
+    let started_ms = now_ms();
+    let name = default_name(&request.cluster, started_ms);
+    let (shards, cluster_mode) = find_shards(&request.source)?;
+    let auth = Auth {
+        user: request.source.user.clone(),
+        password: request.source.password.clone(),
+    };
+    let failed = AtomicBool::new(false);
+    let (shard_tx, shard_rx) = mpsc::channel::<(usize, ShardBackup)>();
+    thread::scope(|scope| {
+        let handles: Vec<_> = shards
+            .iter()
+            .enumerate()
+            .map(|(i, shard)| {
+                let shard_tx = shard_tx.clone();
+                let (auth, name, failed) = (&auth, &name, &failed);
+                scope.spawn(move || {
+                    let result =
+                        follow_shard(store, request, name, i, shard, auth, stop, failed, shard_tx);
+                    if result.is_err() {
+                        failed.store(true, Ordering::SeqCst);
+                    }
+                    result
+                })
+            })
+            .collect();
+        drop(shard_tx);
+        let mut bases: Vec<Option<ShardBackup>> = vec![None; shards.len()];
+        for (i, base) in shard_rx.iter().take(shards.len()) {
+            bases[i] = Some(base);
+        }
+        if !failed.load(Ordering::SeqCst) && bases.iter().all(Option::is_some) {
+            let manifest = Manifest {
+                format: FORMAT,
+                name: name.clone(),
+                cluster: request.cluster.clone(),
+                redis_version: shards
+                    .iter()
+                    .map(|s| s.redis_version.clone())
+                    .min()
+                    .unwrap_or_default(),
+                cluster_mode,
+                started_at: rfc3339(started_ms),
+                finished_at: rfc3339(now_ms()),
+                shards: bases.into_iter().flatten().collect(),
+            };
+            let written = serde_json::to_vec_pretty(&manifest)
+                .map_err(|e| BackupError::Invalid(e.to_string()))
+                .and_then(|text| store.put(&format!("backups/{name}/manifest.json"), text));
+            match written {
+                Ok(()) => {
+                    let _ = base_ready.send(manifest);
+                }
+                Err(e) => {
+                    failed.store(true, Ordering::SeqCst);
+                    for handle in handles {
+                        let _ = handle.join();
+                    }
+                    return Err(e);
+                }
+            }
+        } else {
+            failed.store(true, Ordering::SeqCst);
+        }
+        let mut first_error = None;
+        for handle in handles {
+            let result = handle.join().unwrap_or_else(|_| {
+                Err(BackupError::Invalid("a shard thread panicked".to_owned()))
+            });
+            if let Err(e) = result
+                && first_error.is_none()
+            {
+                first_error = Some(e);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    })
+}
+
+/// Takes a shard's base, sends it, then archives its stream until a stop, resuming after
+/// broken connections.
+#[allow(clippy::too_many_arguments)]
+fn follow_shard(
+    store: &Store,
+    request: &ArchiveRequest,
+    base: &str,
+    index: usize,
+    shard: &ShardSource,
+    auth: &Auth,
+    stop: &AtomicBool,
+    failed: &AtomicBool,
+    base_sent: mpsc::Sender<(usize, ShardBackup)>,
+) -> Result<(), BackupError> {
+    let source_error = |addr: &str, e: &dyn std::fmt::Display| BackupError::Source {
+        addr: addr.to_owned(),
+        message: e.to_string(),
+    };
+    let object = format!("shard-{index}.rdb");
+    let mut writer = store.writer(&format!("backups/{base}/{object}"))?;
+    let connected = ReplicationClient::connect(&shard.read_from, auth, ClientOptions::default())
+        .map_err(|e| source_error(&shard.read_from, &e))?;
+    let mut keys = 0u64;
+    let mut count_keys = |event: Event| -> Result<(), SinkError> {
+        if matches!(event, Event::KeyEnd { .. }) {
+            keys += 1;
+        }
+        Ok(())
+    };
+    let taken_ms = now_ms();
+    let (mut client, start) = match connected.psync_copying(None, &mut count_keys, &mut writer) {
+        Ok(session) => session,
+        Err(e) => {
+            return Err(writer
+                .failure()
+                .unwrap_or_else(|| source_error(&shard.read_from, &e)));
+        }
+    };
+    let (sha256, bytes) = writer.finish()?;
+    let rdb_version = match &start {
+        cinnabar_replication::client::Start::Full { rdb, .. } => rdb.version,
+        cinnabar_replication::client::Start::Continue { .. } => 0,
+    };
+    let _ = base_sent.send((
+        index,
+        ShardBackup {
+            object,
+            slots: shard.slots.clone(),
+            master: shard.master.clone(),
+            read_from: shard.read_from.clone(),
+            read_role: shard.read_role.to_owned(),
+            replid: start.replid().to_owned(),
+            offset: start.offset(),
+            taken_ms,
+            rdb_version,
+            keys,
+            bytes,
+            sha256,
+            used_memory: shard.used_memory,
+        },
+    ));
+    drop(base_sent);
+    let mut segmenter = Segmenter::new(store, request, base, index, &start, stop, failed);
+    segmenter.applied = Some(client.applied_offset());
+    loop {
+        let streamed = client.stream(&mut segmenter);
+        segmenter.cut()?;
+        if let Some(error) = segmenter.error.take() {
+            return Err(error);
+        }
+        match streamed {
+            Ok(_) if segmenter.stopping() => return Ok(()),
+            Ok(_) => {}
+            Err(e) => {
+                // Resume where the archive ends, from the shard's current nodes.
+                eprintln!("archive shard {index}: {e}; resuming");
+                let checkpoint = segmenter.checkpoint();
+                segmenter.rewind();
+                drop(client);
+                client = resume(request, shard, auth, &checkpoint, stop)?;
+                client.replid().clone_into(&mut segmenter.replid);
+                segmenter.applied = Some(client.applied_offset());
+            }
+        }
+    }
+}
+
+/// Reconnects to the shard that serves `shard`'s first slot and continues at `checkpoint`.
+fn resume(
+    request: &ArchiveRequest,
+    shard: &ShardSource,
+    auth: &Auth,
+    checkpoint: &Checkpoint,
+    stop: &AtomicBool,
+) -> Result<ReplicationClient, BackupError> {
+    let mut pause = Duration::from_millis(200);
+    loop {
+        if stop.load(Ordering::SeqCst) {
+            return Err(BackupError::Archive(
+                "stopped while reconnecting".to_owned(),
+            ));
+        }
+        let attempt = find_shards(&request.source).and_then(|(shards, _)| {
+            let now = shards
+                .into_iter()
+                .find(|s| {
+                    s.slots
+                        .iter()
+                        .any(|r| r[0] <= shard.slots[0][0] && shard.slots[0][0] <= r[1])
+                })
+                .ok_or_else(|| {
+                    BackupError::Archive("the shard's slots are not served".to_owned())
+                })?;
+            let connected =
+                ReplicationClient::connect(&now.read_from, auth, ClientOptions::default())
+                    .map_err(|e| BackupError::Source {
+                        addr: now.read_from.clone(),
+                        message: e.to_string(),
+                    })?;
+            let mut ignore = |_: Event| -> Result<(), SinkError> { Ok(()) };
+            let (client, start) = connected
+                .psync(Some(checkpoint), &mut ignore)
+                .map_err(|e| BackupError::Source {
+                    addr: now.read_from.clone(),
+                    message: e.to_string(),
+                })?;
+            if start.is_full() {
+                // The source could not continue: this generation ends here.
+                return Err(BackupError::Archive(format!(
+                    "{} could not continue the stream at offset {}: a new base is needed",
+                    now.read_from, checkpoint.offset
+                )));
+            }
+            Ok(client)
+        });
+        match attempt {
+            Ok(client) => return Ok(client),
+            Err(error @ BackupError::Archive(_)) if !error.to_string().contains("not served") => {
+                return Err(error);
+            }
+            Err(error) => {
+                eprintln!("archive: {error}; retrying in {pause:?}");
+                thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+/// Cuts a shard's stream into segments and uploads them.
+struct Segmenter<'a> {
+    store: &'a Store,
+    request: &'a ArchiveRequest,
+    folder: String,
+    stop: &'a AtomicBool,
+    failed: &'a AtomicBool,
+    /// Where the segment being built starts.
+    start: u64,
+    start_db: u64,
+    /// The stream's replication id (changes when the source fails over).
+    replid: String,
+    /// The end of the last item outside a transaction: where a cut may fall.
+    safe_end: u64,
+    safe_db: u64,
+    /// Body bytes up to `safe_end`.
+    safe_len: usize,
+    safe_records: u64,
+    body: Vec<u8>,
+    records: u64,
+    db: u64,
+    opened: Instant,
+    last_upload: Instant,
+    applied: Option<cinnabar_replication::client::AppliedOffset>,
+    error: Option<BackupError>,
+}
+
+impl<'a> Segmenter<'a> {
+    fn new(
+        store: &'a Store,
+        request: &'a ArchiveRequest,
+        base: &str,
+        index: usize,
+        start: &cinnabar_replication::client::Start,
+        stop: &'a AtomicBool,
+        failed: &'a AtomicBool,
+    ) -> Self {
+        Self {
+            store,
+            request,
+            folder: shard_folder(&request.cluster, base, index),
+            stop,
+            failed,
+            start: start.offset(),
+            start_db: 0,
+            replid: start.replid().to_owned(),
+            safe_end: start.offset(),
+            safe_db: 0,
+            safe_len: 0,
+            safe_records: 0,
+            body: Vec::new(),
+            records: 0,
+            db: 0,
+            opened: Instant::now(),
+            last_upload: Instant::now(),
+            applied: None,
+            error: None,
+        }
+    }
+
+    fn stopping(&self) -> bool {
+        self.stop.load(Ordering::SeqCst) || self.failed.load(Ordering::SeqCst)
+    }
+
+    fn checkpoint(&self) -> Checkpoint {
+        Checkpoint {
+            replid: self.replid.clone(),
+            offset: self.start,
+            db: self.start_db,
+        }
+    }
+
+    fn due(&self) -> bool {
+        self.safe_len >= self.request.segment_bytes
+            || (self.safe_records > 0 && self.opened.elapsed() >= self.request.segment_every)
+            || (self.safe_end > self.start && self.last_upload.elapsed() >= HEARTBEAT)
+    }
+
+    /// Uploads everything up to the last safe point as one segment.
+    fn cut(&mut self) -> Result<(), BackupError> {
+        if self.safe_end == self.start {
+            return Ok(());
+        }
+        let header = SegmentHeader {
+            start: self.start,
+            end: self.safe_end,
+            replid: self.replid.clone(),
+            db: self.start_db,
+            cut_ms: now_ms(),
+            records: self.safe_records,
+        };
+        let bytes = encode_segment(&header, &self.body[..self.safe_len]);
+        self.store
+            .put(&format!("{}/{:020}.seg", self.folder, self.start), bytes)?;
+        self.body.drain(..self.safe_len);
+        self.records -= self.safe_records;
+        self.start = self.safe_end;
+        self.start_db = self.safe_db;
+        self.safe_len = 0;
+        self.safe_records = 0;
+        self.opened = Instant::now();
+        self.last_upload = Instant::now();
+        if let Some(applied) = &self.applied {
+            applied.advance_to(self.start);
+        }
+        Ok(())
+    }
+
+    /// Forgets what follows the last cut (an unfinished transaction): the resumed stream
+    /// sends it again.
+    fn rewind(&mut self) {
+        self.body.clear();
+        self.records = 0;
+        self.safe_len = 0;
+        self.safe_records = 0;
+        self.safe_end = self.start;
+        self.db = self.start_db;
+        self.safe_db = self.start_db;
+    }
+
+    fn mark_safe(&mut self, offset: u64) {
+        self.safe_end = offset;
+        self.safe_db = self.db;
+        self.safe_len = self.body.len();
+        self.safe_records = self.records;
+    }
+
+    fn after(&mut self) -> Result<Flow, SinkError> {
+        if self.due()
+            && let Err(e) = self.cut()
+        {
+            let message = e.to_string();
+            self.error = Some(e);
+            return Err(message.into());
+        }
+        Ok(if self.stopping() {
+            Flow::Stop
+        } else {
+            Flow::Continue
+        })
+    }
+}
+
+impl CommandSink for Segmenter<'_> {
+    fn item(&mut self, item: &StreamItem<'_>) -> Result<Flow, SinkError> {
+        let ms = now_ms();
+        match item.kind {
+            ItemKind::Command(args) => push_record(&mut self.body, ms, item.offset, args.iter()),
+            ItemKind::SelectDb { db } => {
+                let db_text = db.to_string();
+                push_record(
+                    &mut self.body,
+                    ms,
+                    item.offset,
+                    [b"SELECT".as_slice(), db_text.as_bytes()].into_iter(),
+                );
+            }
+            ItemKind::Multi => push_record(
+                &mut self.body,
+                ms,
+                item.offset,
+                [b"MULTI".as_slice()].into_iter(),
+            ),
+            ItemKind::Exec => push_record(
+                &mut self.body,
+                ms,
+                item.offset,
+                [b"EXEC".as_slice()].into_iter(),
+            ),
+        }
+        self.records += 1;
+        self.db = item.db;
+        if !item.in_transaction {
+            self.mark_safe(item.offset);
+        }
+        self.after()
+    }
+
+    fn idle(&mut self, offset: u64) -> Result<Flow, SinkError> {
+        // PINGs move the offset; outside a transaction that end is a safe cut.
+        if self.safe_len == self.body.len() {
+            self.safe_end = offset;
+        }
+        self.after()
+    }
+}
