@@ -1,0 +1,203 @@
+//! The continuous archive and restores to a point in time, against real redis-server clusters
+//! and a real S3-compatible server.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use cinnabar_backup::archive::{ArchiveRequest, run};
+use cinnabar_backup::manifest::now_ms;
+use cinnabar_backup::restore::{RestoreRequest, restore};
+use cinnabar_backup::{BackupError, S3Access, Store, StoreOptions, catalog};
+use cinnabar_replication::verify::Endpoint;
+use cinnabar_testkit::cluster::node_addr;
+use cinnabar_testkit::{S3Server, TestCluster};
+
+fn cluster(masters: usize, replicas: usize) -> TestCluster {
+    let cluster = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(TestCluster::start(masters, replicas));
+    for server in cluster.servers() {
+        let mut conn = redis::Client::open(server.url())
+            .unwrap()
+            .get_connection()
+            .unwrap();
+        redis::cmd("CONFIG")
+            .arg("SET")
+            .arg("repl-diskless-sync-delay")
+            .arg("0")
+            .exec(&mut conn)
+            .unwrap();
+    }
+    cluster
+}
+
+fn seed(cluster: &TestCluster) -> String {
+    node_addr(&cluster.servers()[0]).to_string()
+}
+
+fn conn(cluster: &TestCluster) -> redis::cluster::ClusterConnection {
+    let urls: Vec<String> = cluster.seeds().iter().map(|a| a.redis_url()).collect();
+    redis::cluster::ClusterClient::new(urls)
+        .unwrap()
+        .get_connection()
+        .unwrap()
+}
+
+fn get(conn: &mut redis::cluster::ClusterConnection, key: &str) -> Option<String> {
+    redis::cmd("GET").arg(key).query(conn).unwrap()
+}
+
+/// A MULTI/EXEC on the master that owns the keys' slot.
+fn transaction(cluster: &TestCluster, pairs: &[(&str, &str)]) {
+    for server in cluster.servers() {
+        let mut conn = redis::Client::open(server.url())
+            .unwrap()
+            .get_connection()
+            .unwrap();
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        for (key, value) in pairs {
+            pipe.cmd("SET").arg(*key).arg(*value).ignore();
+        }
+        if pipe.exec(&mut conn).is_ok() {
+            return;
+        }
+    }
+    panic!("no master took the transaction");
+}
+
+#[test]
+fn restore_at_a_time_has_the_writes_before_it_and_none_after() {
+    let s3 = S3Server::start();
+    let options = StoreOptions {
+        s3: Some(S3Access {
+            endpoint: Some(s3.endpoint()),
+            region: None,
+            access_key_id: s3.access_key.clone(),
+            secret_access_key: s3.secret_key.clone(),
+        }),
+        ..StoreOptions::default()
+    };
+    let store = Store::open(&s3.url("pitr"), options).unwrap();
+    let source = cluster(3, 1);
+    let mut writer = conn(&source);
+    redis::cmd("SET")
+        .arg("before-base")
+        .arg("1")
+        .exec(&mut writer)
+        .unwrap();
+
+    let stop = AtomicBool::new(false);
+    let request = ArchiveRequest::new(Endpoint::new(seed(&source)), "orders");
+    std::thread::scope(|scope| {
+        let (base_tx, base_rx) = mpsc::channel();
+        let (store, request, stop) = (&store, &request, &stop);
+        let archiver = scope.spawn(move || {
+            run(store, request, stop, &mut |manifest| {
+                let _ = base_tx.send(manifest.clone());
+            })
+        });
+        let base = base_rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("a base backup");
+        assert_eq!(base.shards.len(), 3);
+
+        // Writes before the chosen time, in every shard, a transaction among them.
+        for i in 0..300 {
+            redis::cmd("SET")
+                .arg(format!("early:{i}"))
+                .arg(i)
+                .exec(&mut writer)
+                .unwrap();
+        }
+        redis::cmd("SET")
+            .arg("flag")
+            .arg("early")
+            .exec(&mut writer)
+            .unwrap();
+        transaction(&source, &[("{tx}a", "1"), ("{tx}b", "2")]);
+        std::thread::sleep(Duration::from_millis(300));
+        let chosen = now_ms();
+        std::thread::sleep(Duration::from_millis(300));
+        // Writes after it.
+        redis::cmd("SET")
+            .arg("flag")
+            .arg("late")
+            .exec(&mut writer)
+            .unwrap();
+        redis::cmd("SET")
+            .arg("late-only")
+            .arg("1")
+            .exec(&mut writer)
+            .unwrap();
+        redis::cmd("DEL").arg("early:7").exec(&mut writer).unwrap();
+        let last_write = now_ms();
+
+        // RPO: a write is restorable about a second after it was acknowledged.
+        std::thread::sleep(Duration::from_millis(1300));
+        let latest = cluster(5, 0);
+        let report = restore(
+            store,
+            &Endpoint::new(seed(&latest)),
+            &RestoreRequest {
+                at_ms: Some(last_write),
+                ..RestoreRequest::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(report.backup, base.name);
+        let mut latest_conn = conn(&latest);
+        assert_eq!(get(&mut latest_conn, "flag").as_deref(), Some("late"));
+        assert_eq!(get(&mut latest_conn, "late-only").as_deref(), Some("1"));
+        assert_eq!(get(&mut latest_conn, "early:7"), None);
+
+        // A time the archive has not reached yet is refused with how far it reaches.
+        let error = restore(
+            store,
+            &Endpoint::new(seed(&cluster(1, 0))),
+            &RestoreRequest {
+                at_ms: Some(now_ms() + 60_000),
+                ..RestoreRequest::default()
+            },
+        )
+        .unwrap_err();
+        assert!(matches!(error, BackupError::Archive(_)), "{error}");
+        assert!(error.to_string().contains("reaches only"), "{error}");
+
+        stop.store(true, Ordering::SeqCst);
+        archiver.join().unwrap().unwrap();
+
+        let earlier = cluster(5, 0);
+        let started = Instant::now();
+        let report = restore(
+            store,
+            &Endpoint::new(seed(&earlier)),
+            &RestoreRequest {
+                at_ms: Some(chosen),
+                ..RestoreRequest::default()
+            },
+        )
+        .unwrap();
+        eprintln!("restore --at: {report:?} in {:?}", started.elapsed());
+        let mut earlier_conn = conn(&earlier);
+        assert_eq!(get(&mut earlier_conn, "flag").as_deref(), Some("early"));
+        assert_eq!(get(&mut earlier_conn, "late-only"), None);
+        assert_eq!(get(&mut earlier_conn, "before-base").as_deref(), Some("1"));
+        for i in 0..300 {
+            assert_eq!(
+                get(&mut earlier_conn, &format!("early:{i}")),
+                Some(i.to_string()),
+                "early:{i}"
+            );
+        }
+        assert_eq!(get(&mut earlier_conn, "{tx}b").as_deref(), Some("2"));
+        assert!(report.commands >= 301, "{report:?}");
+    });
+    // The archive's base is an ordinary, listed backup.
+    assert_eq!(catalog::list(&store).unwrap().len(), 1);
+}
