@@ -313,6 +313,9 @@ fn describe(doing: &str, error: &object_store::Error) -> String {
             "the store refused the credentials (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or CINNABAR_S3_CREDENTIALS_FILE)",
         ),
         _ if text.contains("NoSuchBucket") => Some("the bucket does not exist"),
+        _ if text.contains("InvalidBucketName") => {
+            Some("the bucket name is invalid (3 to 63 lowercase letters, digits, '.' and '-')")
+        }
         _ if text.contains("InvalidAccessKeyId")
             || text.contains("SignatureDoesNotMatch")
             || text.contains("AccessDenied") =>

@@ -206,8 +206,8 @@ fn node_timeout(dir: &Path) -> Result<Duration> {
     Ok(Duration::from_millis(state.spec.node_timeout_ms))
 }
 
-/// Parses `30s`, `2m`, `1500ms` or a bare number of seconds.
-fn parse_duration(text: &str) -> Result<Duration, String> {
+/// Parses `30s`, `2m`, `1h`, `1500ms` or a bare number of seconds.
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     let split = text
         .find(|c: char| !c.is_ascii_digit() && c != '.')
@@ -220,7 +220,8 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
         "" | "s" => value,
         "ms" => value / 1000.0,
         "m" | "min" => value * 60.0,
-        other => return Err(format!("unknown unit {other:?}: use ms, s or m")),
+        "h" => value * 3600.0,
+        other => return Err(format!("unknown unit {other:?}: use ms, s, m or h")),
     };
     if !seconds.is_finite() || seconds <= 0.0 || seconds > 24.0 * 3600.0 {
         return Err(format!("{text:?} must be more than zero and at most a day"));

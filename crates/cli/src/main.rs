@@ -2,6 +2,7 @@
 //! together; every behaviour lives in a library crate where it can be tested.
 
 mod autoscale;
+mod backup;
 mod detach;
 mod drill;
 mod kubernetes;
@@ -123,6 +124,35 @@ enum Command {
     ///   cinnabar migrate --dir old --to-dir new             # 127.0.0.1:6380 now serves new
     #[command(verbatim_doc_comment)]
     Migrate(migrate::MigrateArgs),
+    /// Back up a cluster to object storage: one RDB per shard, taken over replication from a
+    /// healthy replica (the master does not fork), streamed to the store and checksummed, with
+    /// a manifest written last (a failed backup is never listed). `--continuous` also archives
+    /// every shard's writes, in segments every second, for `restore --at`.
+    ///
+    /// The store is s3://BUCKET/PREFIX (AWS or any S3-compatible server: AWS_ENDPOINT_URL,
+    /// AWS_REGION, AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or CINNABAR_S3_CREDENTIALS_FILE) or
+    /// file:///PATH.
+    ///
+    /// Examples:
+    ///   cinnabar backup --dir .cinnabar --to s3://backups/redis
+    ///   cinnabar backup --from 10.0.0.5:6379 --from-password-file pw --to file:///var/backups/redis
+    ///   cinnabar backup --dir .cinnabar --to s3://backups/redis --every 1h --keep 24
+    ///   cinnabar backup --dir .cinnabar --to s3://backups/redis --continuous
+    ///   cinnabar backup list --from s3://backups/redis
+    ///   cinnabar backup prune --from s3://backups/redis --keep-days 7
+    #[command(verbatim_doc_comment)]
+    Backup(Box<backup::BackupArgs>),
+    /// Restore a backup into a cluster of any shape (keys routed by slot), optionally to a
+    /// point in time (a base backup plus its continuous archive). Checks first that the target
+    /// serves every slot, is empty (or --force), and has the memory; reports keys, bytes, time
+    /// and the exact point restored to.
+    ///
+    /// Examples:
+    ///   cinnabar restore --from s3://backups/redis --dir restored --port 7380 --masters 5
+    ///   cinnabar restore --from s3://backups/redis --backup orders-20261205T170405.123Z --to 10.0.0.9:6379
+    ///   cinnabar restore --from s3://backups/redis --at 2026-12-05T17:04:05Z --dir pitr --port 7390
+    #[command(verbatim_doc_comment)]
+    Restore(Box<backup::RestoreArgs>),
     /// Switch every proxy of an endpoint to another cluster at once, online, on any platform.
     ///
     /// Each proxy (its admin listener, with `admin_token_file` set) holds its clients, drains,
@@ -357,6 +387,10 @@ struct DownArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing();
+    // rustls refuses to guess when two crypto providers are linked (kube's ring, object_store's
+    // aws-lc-rs): without a process default, the first TLS client built with the default
+    // provider panics. The proxy names its provider itself.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let outcome = match cli.command {
         Command::Up(args) if args.detach => detach::up_detached(&args).map(|()| ExitCode::SUCCESS),
         Command::Up(args) => supervise(&args, true).map(|()| ExitCode::SUCCESS),
@@ -368,6 +402,8 @@ fn main() -> ExitCode {
         Command::Drill(args) => drill::run(&args),
         Command::Sync(args) => sync::run(&args),
         Command::Migrate(args) => migrate::run(&args),
+        Command::Backup(args) => backup::run(&args),
+        Command::Restore(args) => backup::run_restore(&args),
         Command::Switch(args) => switch::run(&args),
         Command::Autoscale(args) => autoscale::run(&args),
         Command::Crd => kubernetes::crd().map(|()| ExitCode::SUCCESS),

@@ -222,7 +222,7 @@ pub(crate) fn serve_admin(
 }
 
 /// Sets `stop` on SIGINT or SIGTERM (a thread with a small runtime waits for them).
-fn stop_on_signal(stop: Arc<AtomicBool>) -> Result<()> {
+pub(crate) fn stop_on_signal(stop: Arc<AtomicBool>) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -291,7 +291,7 @@ impl FullSyncRates {
 }
 
 /// The first line of a password file.
-fn read_password(file: &Option<PathBuf>) -> Result<Option<String>> {
+pub(crate) fn read_password(file: &Option<PathBuf>) -> Result<Option<String>> {
     let Some(file) = file else { return Ok(None) };
     let text = std::fs::read_to_string(file)
         .with_context(|| format!("cannot read the password file {}", file.display()))?;
