@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use cinnabar_replication::checkpoint::Checkpoint;
 use cinnabar_replication::client::{
-    Auth, ClientOptions, CommandSink, Flow, ItemKind, ReplicationClient, StreamItem,
+    Auth, CommandSink, Flow, ItemKind, ReplicationClient, StreamItem,
 };
 use cinnabar_replication::verify::Endpoint;
 use cinnabar_replication::{Event, SinkError};
@@ -37,7 +37,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::BackupError;
 use crate::manifest::{FORMAT, Manifest, ShardBackup, check_name, now_ms, rfc3339};
-use crate::snapshot::{ShardSource, default_name, find_shards};
+use crate::snapshot::{ShardSource, client_options, default_name, find_shards};
 use crate::store::Store;
 
 /// First line of every segment.
@@ -414,7 +414,7 @@ fn follow_shard(
     };
     let object = format!("shard-{index}.rdb");
     let mut writer = store.writer(&format!("backups/{base}/{object}"))?;
-    let connected = ReplicationClient::connect(&shard.read_from, auth, ClientOptions::default())
+    let connected = ReplicationClient::connect(&shard.read_from, auth, client_options())
         .map_err(|e| source_error(&shard.read_from, &e))?;
     let mut keys = 0u64;
     let mut count_keys = |event: Event| -> Result<(), SinkError> {
@@ -507,12 +507,11 @@ fn resume(
                 .ok_or_else(|| {
                     BackupError::Archive("the shard's slots are not served".to_owned())
                 })?;
-            let connected =
-                ReplicationClient::connect(&now.read_from, auth, ClientOptions::default())
-                    .map_err(|e| BackupError::Source {
-                        addr: now.read_from.clone(),
-                        message: e.to_string(),
-                    })?;
+            let connected = ReplicationClient::connect(&now.read_from, auth, client_options())
+                .map_err(|e| BackupError::Source {
+                    addr: now.read_from.clone(),
+                    message: e.to_string(),
+                })?;
             let mut ignore = |_: Event| -> Result<(), SinkError> { Ok(()) };
             let (client, start) = connected
                 .psync(Some(checkpoint), &mut ignore)

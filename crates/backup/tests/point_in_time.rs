@@ -201,3 +201,88 @@ fn restore_at_a_time_has_the_writes_before_it_and_none_after() {
     // The archive's base is an ordinary, listed backup.
     assert_eq!(catalog::list(&store).unwrap().len(), 1);
 }
+
+#[test]
+fn the_archive_resumes_when_the_node_it_reads_dies() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(
+        &format!("file://{}", dir.path().display()),
+        StoreOptions::default(),
+    )
+    .unwrap();
+    let mut source = cluster(3, 1);
+    let stop = AtomicBool::new(false);
+    let mut request = ArchiveRequest::new(Endpoint::new(seed(&source)), "orders");
+    request.segment_every = Duration::from_millis(200);
+    let (base_tx, base_rx) = mpsc::channel();
+    std::thread::scope(|scope| {
+        let (store_ref, request, stop) = (&store, &request, &stop);
+        let archiver = scope.spawn(move || {
+            run(store_ref, request, stop, &mut |manifest| {
+                let _ = base_tx.send(manifest.clone());
+            })
+        });
+        let base = base_rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("a base backup");
+        let mut writer = conn(&source);
+        for i in 0..200 {
+            redis::cmd("SET")
+                .arg(format!("before:{i}"))
+                .arg(i)
+                .exec(&mut writer)
+                .unwrap();
+        }
+        // Kill the replica the archive reads every shard from, one after another.
+        for shard in &base.shards {
+            let addr: cinnabar_cluster::NodeAddr = shard.read_from.parse().unwrap();
+            source.server_by_addr_mut(&addr).unwrap().kill();
+        }
+        for i in 0..200 {
+            redis::cmd("SET")
+                .arg(format!("after:{i}"))
+                .arg(i)
+                .exec(&mut writer)
+                .unwrap();
+        }
+        let last_write = now_ms();
+        // The archive catches up from the masters (PSYNC continues where it stopped).
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let target = cluster(3, 0);
+        loop {
+            let attempt = restore(
+                store_ref,
+                &Endpoint::new(seed(&target)),
+                &RestoreRequest {
+                    at_ms: Some(last_write),
+                    force: true,
+                    ..RestoreRequest::default()
+                },
+            );
+            match attempt {
+                Ok(report) => {
+                    assert_eq!(report.backup, base.name, "the same generation went on");
+                    break;
+                }
+                Err(BackupError::Archive(message)) if Instant::now() < deadline => {
+                    eprintln!("not yet: {message}");
+                    std::thread::sleep(Duration::from_millis(500));
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+        let mut restored = conn(&target);
+        for i in 0..200 {
+            assert_eq!(
+                get(&mut restored, &format!("before:{i}")),
+                Some(i.to_string())
+            );
+            assert_eq!(
+                get(&mut restored, &format!("after:{i}")),
+                Some(i.to_string())
+            );
+        }
+        stop.store(true, Ordering::SeqCst);
+        archiver.join().unwrap().unwrap();
+    });
+}
