@@ -72,7 +72,13 @@ pub struct Context {
     pub reporter: Reporter,
     /// Where sync pods' metrics are read ([`crate::sync::HttpSyncMetrics`] outside tests).
     pub sync_metrics: Arc<dyn SyncMetrics>,
+    /// The wait after a failed online switch before the next attempt (doubling each time);
+    /// [`SWITCH_FIRST_RETRY`] outside tests.
+    pub switch_retry: Duration,
 }
+
+/// The wait after a first failed online switch.
+pub const SWITCH_FIRST_RETRY: Duration = Duration::from_secs(10);
 
 impl std::fmt::Debug for Context {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -179,6 +185,8 @@ async fn reconcile_once(
                 .map_or(5, |f| f.max_lag_seconds);
             (sync, bound)
         }),
+        served_by: crate::objects::served_by(&cluster),
+        autoscaling: previous.as_ref().and_then(|s| s.autoscaling.clone()),
         ..StatusInput::default()
     };
     if cluster.spec.paused {
@@ -208,6 +216,7 @@ async fn reconcile_once(
     // The password first: the pods the StatefulSets start read it from the Secret; the
     // proxies' admin token likewise before their Deployment.
     let password = ensure_password(&ctx.client, &namespace, &cluster).await?;
+    let own_password = password.clone();
     if cluster.spec.proxy.enabled {
         ensure_admin_token(&ctx.client, &namespace, &cluster).await?;
     }
@@ -238,7 +247,7 @@ async fn reconcile_once(
         .and_then(|o| serde_json::from_str(&o.journal).ok());
     input.pods = &pods;
     input.observed = Some(&observed);
-    input.sync = reconcile_sync(
+    let (sync, sync_admin) = reconcile_sync(
         &ctx,
         &cluster,
         &namespace,
@@ -247,6 +256,32 @@ async fn reconcile_once(
         previous.as_ref().and_then(|s| s.sync.as_ref()),
     )
     .await?;
+    input.sync = sync;
+    if let Some((sync, max_lag)) = input.sync.as_mut()
+        && let Some(switch) = cluster
+            .spec
+            .sync_from
+            .as_ref()
+            .and_then(|f| f.switch.as_ref())
+    {
+        let masters: Vec<String> = observed
+            .shards()
+            .into_iter()
+            .filter(|s| s.slot_count() > 0)
+            .map(|s| s.master.to_string())
+            .collect();
+        let attempt = crate::switch::AttemptInput {
+            cluster: &name,
+            namespace: &namespace,
+            masters,
+            password: &own_password,
+            sync_admin,
+        };
+        drive_switch(
+            &ctx, &cluster, switch, sync, *max_lag, &attempt, &recorder, &reference,
+        )
+        .await;
+    }
 
     let next = match decide(
         &cluster.spec,
@@ -337,14 +372,31 @@ async fn reconcile_sync(
     objects: Option<SyncObjects>,
     all_slots_served: bool,
     previous: Option<&SyncState>,
-) -> Result<Option<(SyncState, u32)>, ReconcileError> {
+) -> Result<(Option<(SyncState, u32)>, Option<String>), ReconcileError> {
     let name = cluster.name_any();
     let (Some(from), Some(mut objects)) = (cluster.spec.sync_from.as_ref(), objects) else {
         if previous.is_some() {
             delete_sync(&ctx.client, namespace, &name).await?;
         }
-        return Ok(None);
+        return Ok((None, None));
     };
+    // After the online switch the sync stays stopped: the clients write here now, and a sync
+    // started again would copy the old cluster's stale data over theirs.
+    if let Some(previous) = previous.filter(|p| {
+        p.source == from.address
+            && p.switch
+                .as_ref()
+                .is_some_and(|s| s.phase == crate::crd::SwitchPhase::Switched)
+    }) {
+        if previous.phase != SyncPhase::Stopped {
+            delete_sync(&ctx.client, namespace, &name).await?;
+        }
+        let mut stopped = previous.clone();
+        stopped.phase = SyncPhase::Stopped;
+        stopped.lag_bytes = None;
+        stopped.lag_seconds = None;
+        return Ok((Some((stopped, from.max_lag_seconds)), None));
+    }
     // Once started, a sync keeps running whatever the cluster does: it retries on its own, and
     // stopping it would only make it copy more later.
     let started = all_slots_served
@@ -379,6 +431,7 @@ async fn reconcile_sync(
         now: Some(Time(jiff_now())),
         ..SyncReading::default()
     };
+    let mut admin = None;
     if started {
         let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
         let selector =
@@ -388,6 +441,14 @@ async fn reconcile_sync(
             .await
             .map_err(api(format!("listing the sync pods of {name}")))?;
         reading.pod = pod_facts(&listed.items);
+        admin = metrics_address(&listed.items).map(|ip| {
+            let port = cluster.spec.monitoring.metrics_port;
+            if ip.contains(':') {
+                format!("[{ip}]:{port}")
+            } else {
+                format!("{ip}:{port}")
+            }
+        });
         reading.metrics = Some(match metrics_address(&listed.items) {
             Some(ip) => ctx
                 .sync_metrics
@@ -399,7 +460,141 @@ async fn reconcile_sync(
             )),
         });
     }
-    Ok(Some((sync_state(&reading, previous), from.max_lag_seconds)))
+    Ok((
+        Some((sync_state(&reading, previous), from.max_lag_seconds)),
+        admin,
+    ))
+}
+
+/// The online switch of `syncFrom.switch` (see [`crate::switch`]): at most one attempt per
+/// reconcile, its result in `sync.switch`, an event for every attempt's outcome. Never fails
+/// the reconcile: what went wrong is the switch's state.
+#[allow(clippy::too_many_arguments)]
+async fn drive_switch(
+    ctx: &Context,
+    cluster: &RedisCluster,
+    spec: &crate::crd::SwitchSpec,
+    sync: &mut SyncState,
+    max_lag: u32,
+    input: &crate::switch::AttemptInput<'_>,
+    recorder: &Recorder,
+    reference: &k8s_openapi::api::core::v1::ObjectReference,
+) {
+    use crate::crd::SwitchPhase;
+    let now = jiff_now();
+    let generation = cluster.meta().generation;
+    let in_sync = crate::sync::synced(sync, max_lag).0;
+    let plan = crate::switch::plan(sync.switch.as_ref(), spec, generation, in_sync, now);
+    let mut state = plan.state;
+    let publish = |type_: EventType, reason: &str, note: String| {
+        log_event(input.namespace, input.cluster, &type_, reason, &note);
+        let event = Event {
+            type_,
+            reason: reason.to_owned(),
+            note: Some(note),
+            action: "Switch".to_owned(),
+            secondary: None,
+        };
+        async move {
+            let _ = recorder.publish(&event, reference).await;
+        }
+    };
+    if plan.attempt {
+        state.attempts += 1;
+        state.last_attempt = Some(Time(now));
+        let done = state.proxies.clone();
+        match crate::switch::attempt(&ctx.client, input, spec, &done).await {
+            crate::switch::Outcome::Switched {
+                proxies,
+                pause_ms,
+                catch_up_ms,
+            } => {
+                state.phase = SwitchPhase::Switched;
+                state.switched_at = Some(Time(jiff_now()));
+                state.next_attempt = None;
+                state.last_error = None;
+                state.proxies = proxies;
+                state.pause_ms = pause_ms.or(state.pause_ms);
+                state.catch_up_ms = catch_up_ms.or(state.catch_up_ms);
+                publish(
+                    EventType::Normal,
+                    "Switched",
+                    format!(
+                        "every proxy of {} serves this cluster (attempt {}, clients held {:.0} ms, \
+                         {:.0} ms of it waiting for the sync); the sync stops",
+                        spec.cluster,
+                        state.attempts,
+                        state.pause_ms.unwrap_or(0.0),
+                        state.catch_up_ms.unwrap_or(0.0)
+                    ),
+                )
+                .await;
+            }
+            crate::switch::Outcome::Failed { error, proxies } => {
+                if !proxies.is_empty() {
+                    state.proxies = proxies;
+                }
+                crate::switch::record_failure(
+                    &mut state,
+                    error.clone(),
+                    spec,
+                    generation,
+                    now,
+                    ctx.switch_retry,
+                );
+                let (reason, note) = if state.phase == SwitchPhase::Abandoned {
+                    (
+                        "SwitchAbandoned",
+                        format!(
+                            "attempt {} of {} failed, the switch is abandoned: {error}",
+                            state.attempts, spec.max_attempts
+                        ),
+                    )
+                } else {
+                    (
+                        "SwitchFailed",
+                        format!(
+                            "attempt {} of {} failed, retrying later: {error}",
+                            state.attempts, spec.max_attempts
+                        ),
+                    )
+                };
+                publish(EventType::Warning, reason, note).await;
+            }
+        }
+    }
+    if state.phase == SwitchPhase::Switched {
+        // The old cluster's proxies start on this cluster from now on (idempotent; retried on
+        // every reconcile until it holds).
+        if let Err(error) = crate::switch::ensure_served(
+            &ctx.client,
+            input.namespace,
+            input.cluster,
+            &spec.cluster,
+            input.password,
+            &ctx.build,
+        )
+        .await
+        {
+            publish(
+                EventType::Warning,
+                "ServedByNotRecorded",
+                format!(
+                    "{}'s proxies serve this cluster, but their configuration is not updated \
+                     yet (a proxy restarted now would come back on {}): {error}",
+                    spec.cluster, spec.cluster
+                ),
+            )
+            .await;
+        }
+        if sync.phase != SyncPhase::Stopped
+            && let Err(error) = delete_sync(&ctx.client, input.namespace, input.cluster).await
+        {
+            tracing::warn!(cluster = input.cluster, %error, "stopping the sync after the switch");
+        }
+    }
+    sync.switch = Some(state);
+    crate::switch::mark_switched(sync);
 }
 
 /// Deletes the sync's Deployment, Service and state volume; those already gone are fine.
