@@ -9,6 +9,7 @@
 //! - [`validate`]: spec checks beyond the schema (pure);
 //! - [`objects`]: the Kubernetes objects a cluster owns (pure);
 //! - [`reconcile`]: one reconcile: objects, at most one planner step, the status;
+//! - [`autoscale`]: shard autoscaling (`spec.autoscaling.shards`) from the masters' `INFO`;
 //! - [`controller`]: `cinnabar operator`: leader election, the controller, health and metrics;
 //! - [`platform`]: the planner's platform over the Kubernetes API (pods of a StatefulSet per shard);
 //! - [`sync`]: a sync's progress (`spec.syncFrom`) from its pod's metrics, for the status;
@@ -18,6 +19,7 @@
 //! specs into Kubernetes objects and pods into planner nodes. It never re-implements a Redis
 //! decision.
 
+pub mod autoscale;
 pub mod controller;
 pub mod crd;
 pub mod decide;

@@ -350,7 +350,23 @@ async fn reconcile_once(
         }
         Decision::Idle => {
             input.operation = None;
-            Duration::from_secs(30)
+            match cluster
+                .spec
+                .autoscaling
+                .as_ref()
+                .and_then(|a| a.shards.as_ref())
+            {
+                Some(policy) => {
+                    autoscale(
+                        &clusters, &cluster, policy, &observed, &execute, &mut input, &recorder,
+                        &reference,
+                    )
+                    .await?;
+                    // The masters' numbers are looked at more often than the health check's.
+                    Duration::from_secs(15)
+                }
+                None => Duration::from_secs(30),
+            }
         }
     };
     let next = if input.sync.is_some() {
@@ -464,6 +480,71 @@ async fn reconcile_sync(
         Some((sync_state(&reading, previous), from.max_lag_seconds)),
         admin,
     ))
+}
+
+/// Shard autoscaling (see [`crate::autoscale`]): the masters' `INFO`, the policy's decision, and
+/// for a scale the new `spec.shards` (the next reconcile scales through the planner), an event
+/// and `status.autoscaling`. A master that does not answer postpones the decision.
+#[allow(clippy::too_many_arguments)]
+async fn autoscale(
+    clusters: &Api<RedisCluster>,
+    cluster: &RedisCluster,
+    policy: &crate::crd::ShardAutoscaling,
+    observed: &Observed,
+    execute: &ExecuteOptions,
+    input: &mut StatusInput<'_>,
+    recorder: &Recorder,
+    reference: &k8s_openapi::api::core::v1::ObjectReference,
+) -> Result<(), ReconcileError> {
+    use cinnabar_cluster::autoscale::Decision as Autoscale;
+    let name = cluster.name_any();
+    let namespace = cluster.namespace().unwrap_or_default();
+    let mut state = input.autoscaling.clone().unwrap_or_default();
+    let loads =
+        match crate::autoscale::loads(observed, execute.timeouts, execute.credentials.as_ref())
+            .await
+        {
+            Ok(loads) => loads,
+            Err(e) => {
+                state.last_evaluation =
+                    format!("no decision: a master did not report its load: {e}");
+                input.autoscaling = Some(state);
+                return Ok(());
+            }
+        };
+    let now = jiff_now();
+    match crate::autoscale::evaluate(policy, &loads, input.autoscaling.as_ref(), now) {
+        Autoscale::Scale { to, because } => {
+            let from = loads.len();
+            let patch = json!({"spec": {"shards": to}});
+            clusters
+                .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+                .map_err(api(format!("setting the shards of {name} to {to}")))?;
+            let reason = if to > from {
+                "AutoscaleOut"
+            } else {
+                "AutoscaleIn"
+            };
+            let note = format!("{from} -> {to} shards: {because}");
+            log_event(&namespace, &name, &EventType::Normal, reason, &note);
+            let event = Event {
+                type_: EventType::Normal,
+                reason: reason.to_owned(),
+                note: Some(note),
+                action: "Autoscale".to_owned(),
+                secondary: None,
+            };
+            let _ = recorder.publish(&event, reference).await;
+            input.autoscaling = Some(crate::autoscale::scaled(from, to, &because, now));
+        }
+        Autoscale::Stay { because } => {
+            tracing::debug!(%namespace, cluster = %name, decision = "autoscale-stay", %because);
+            state.last_evaluation = because;
+            input.autoscaling = Some(state);
+        }
+    }
+    Ok(())
 }
 
 /// The online switch of `syncFrom.switch` (see [`crate::switch`]): at most one attempt per
@@ -731,17 +812,53 @@ async fn step<P: Platform + Send>(
             (Duration::from_secs(1), None)
         }
         Ok(Advance::Planned { .. }) | Ok(_) => (Duration::from_secs(1), None),
-        Err(OperateError::Refused(refusal)) => {
-            publish(EventType::Warning, "OperationRefused", refusal.to_string()).await;
-            input.degraded = Some(("OperationRefused".into(), refusal.to_string()));
-            (Duration::from_secs(30), None)
-        }
+        Err(OperateError::Refused(refusal)) => refused(refusal, input, publish).await,
         Err(e) => {
             publish(EventType::Warning, "OperationFailed", e.to_string()).await;
             input.degraded = Some(("OperationFailed".into(), e.to_string()));
             (Duration::from_secs(15), status(&entry, e.to_string()))
         }
     }
+}
+
+/// A refused operation. What a heal fixes (a node down, a ghost, unserved slots) is mostly a
+/// transient state on Kubernetes (a pod Ready before its Redis listens, a node meeting the
+/// cluster again): the operation is dropped, the next reconcile (2 s) waits for the node or
+/// heals, then plans the spec's operation again from what the cluster is. Only a request that
+/// cannot be met needs a person (`Degraded`), worded for the spec, never a local command.
+async fn refused<F, Fut>(
+    refusal: cinnabar_cluster::Refusal,
+    input: &mut StatusInput<'_>,
+    publish: F,
+) -> (Duration, Option<OperationStatus>)
+where
+    F: Fn(EventType, &'static str, String) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    use cinnabar_cluster::Remedy;
+    let what = match refusal.remedy {
+        Remedy::Heal | Remedy::HealAfterFailover => {
+            let message = format!(
+                "{refusal}; the operator waits for the node or heals the cluster, then goes on"
+            );
+            publish(EventType::Normal, "OperationPostponed", message.clone()).await;
+            input.progressing = Some(("Waiting".into(), message));
+            return (Duration::from_secs(2), None);
+        }
+        Remedy::AddReplica => {
+            "set replicasPerShard to at least 1 (a shard without a replica cannot fail over)"
+        }
+        Remedy::Delete => "delete the RedisCluster instead",
+        Remedy::None => "",
+    };
+    let message = if what.is_empty() {
+        refusal.to_string()
+    } else {
+        format!("{refusal}; {what}")
+    };
+    publish(EventType::Warning, "OperationRefused", message.clone()).await;
+    input.degraded = Some(("OperationRefused".into(), message));
+    (Duration::from_secs(30), None)
 }
 
 /// Applies every owned object; returns each shard's StatefulSet update revision.
@@ -976,4 +1093,57 @@ fn null_removed(before: &serde_json::Value, after: &mut serde_json::Value) {
 
 fn jiff_now() -> k8s_openapi::jiff::Timestamp {
     k8s_openapi::jiff::Timestamp::now()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cinnabar_cluster::{Refusal, Remedy};
+
+    fn refusal(remedy: Remedy) -> Refusal {
+        Refusal {
+            operation: "scale".into(),
+            reason: "10.0.0.7:6379 is down (connection refused); the cluster must be healed first"
+                .into(),
+            remedy,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_refusal_a_heal_fixes_is_waited_out_and_none_tells_a_person_to_run_a_command() {
+        let events = std::sync::Mutex::new(Vec::new());
+        let publish = |type_: EventType, reason: &'static str, note: String| {
+            events
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .push((matches!(type_, EventType::Warning), reason, note));
+            async {}
+        };
+        let mut input = StatusInput::default();
+        let (delay, operation) = refused(refusal(Remedy::Heal), &mut input, &publish).await;
+        assert_eq!(delay, Duration::from_secs(2), "looked at again soon");
+        assert_eq!(operation, None, "planned again from the cluster as it is");
+        assert_eq!(input.degraded, None, "no person is needed");
+        let (reason, message) = input.progressing.clone().unwrap_or_default();
+        assert_eq!(reason, "Waiting");
+        assert!(message.contains("the operator waits"), "{message}");
+
+        let mut input = StatusInput::default();
+        refused(refusal(Remedy::Delete), &mut input, &publish).await;
+        let (reason, message) = input.degraded.clone().unwrap_or_default();
+        assert_eq!(reason, "OperationRefused");
+        assert!(message.contains("delete the RedisCluster"), "{message}");
+        let events = events
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        assert_eq!(events.len(), 2);
+        assert!(
+            !events[0].0 && events[1].0,
+            "only the real refusal is a warning"
+        );
+        for (_, _, note) in &events {
+            assert!(!note.contains("cinnabar "), "a local command: {note}");
+        }
+    }
 }
