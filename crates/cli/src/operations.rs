@@ -260,7 +260,10 @@ async fn run_async(command: &OperationCommand) -> Result<ExitCode> {
             })
         }
         Err(OperateError::Refused(refusal)) => {
-            eprintln!("{refusal}");
+            match refusal.remedy.local_hint() {
+                Some(hint) => eprintln!("{refusal}; {hint}"),
+                None => eprintln!("{refusal}"),
+            }
             hint_resume(&file);
             Ok(ExitCode::from(REFUSED))
         }

@@ -57,8 +57,8 @@ pub use operate::{
 };
 pub use placement::{Layout, NewNode, ShardPlan, plan_layout};
 pub use plan::{
-    FailoverMode, MAX_FAILOVER_LAG, Next, Operation, PlanContext, Refusal, Step, check_step,
-    next_step,
+    FailoverMode, MAX_FAILOVER_LAG, Next, Operation, PlanContext, Refusal, Remedy, Step,
+    check_step, next_step,
 };
 pub use platform::{Platform, PlatformNode};
 pub use rebalance::{SlotMove, apply_moves, plan_rebalance};

@@ -329,19 +329,59 @@ pub enum Next {
 }
 
 /// Why an operation cannot start or continue. Nothing was changed because of it.
+///
+/// The reason is worded for any platform; what to do about it is [`Remedy`], which each
+/// platform words its own way (a local command to run, or what the operator does by itself).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{operation} refused: {reason}")]
 pub struct Refusal {
     /// The operation.
     pub operation: String,
-    /// Why, and what to do instead.
+    /// Why.
     pub reason: String,
+    /// What makes the operation possible.
+    pub remedy: Remedy,
+}
+
+/// What makes a refused operation possible.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Remedy {
+    /// Nothing the platform can do: the request itself is impossible.
+    #[default]
+    None,
+    /// Heal the cluster first (a dead node restarted, a ghost forgotten, unserved slots
+    /// covered). Often the state is transient (a node restarting) and passes by itself.
+    Heal,
+    /// Wait for Redis to fail a dead master over by itself, then heal.
+    HealAfterFailover,
+    /// Give the shard a replica first.
+    AddReplica,
+    /// Delete the cluster rather than scale it to nothing.
+    Delete,
+}
+
+impl Remedy {
+    /// The remedy as a local command line, for `cinnabar` on the local platform.
+    pub fn local_hint(self) -> Option<&'static str> {
+        match self {
+            Self::None => None,
+            Self::Heal => Some("run `cinnabar heal` first (it restarts dead nodes)"),
+            Self::HealAfterFailover => Some("run `cinnabar heal` once Redis has failed it over"),
+            Self::AddReplica => Some("add a replica with `cinnabar scale --replicas 1` first"),
+            Self::Delete => Some("to delete the cluster use `cinnabar down --purge`"),
+        }
+    }
 }
 
 fn refuse(op: &Operation, reason: impl Into<String>) -> Refusal {
+    refuse_with(op, Remedy::None, reason)
+}
+
+fn refuse_with(op: &Operation, remedy: Remedy, reason: impl Into<String>) -> Refusal {
     Refusal {
         operation: op.name().to_owned(),
         reason: reason.into(),
+        remedy,
     }
 }
 
@@ -418,22 +458,22 @@ impl Planner<'_> {
     fn require_clean(&self) -> Result<(), Refusal> {
         let unreachable = self.observed.unreachable();
         if let Some((addr, why)) = unreachable.first() {
-            return Err(refuse(
+            return Err(refuse_with(
                 self.op,
-                format!(
-                    "{addr} is down ({why}); run `cinnabar heal` first (it restarts dead nodes)"
-                ),
+                Remedy::Heal,
+                format!("{addr} is down ({why}); the cluster must be healed first"),
             ));
         }
         // Ghosts without slots are forgotten as a first step (see `tidy_step`); one that still
         // serves slots needs heal's judgement.
         let ghosts = self.observed.ghosts();
         if let Some(ghost) = ghosts.iter().find(|g| !g.slots.is_empty()) {
-            return Err(refuse(
+            return Err(refuse_with(
                 self.op,
+                Remedy::Heal,
                 format!(
-                    "the cluster lists node {} ({}) that no longer runs but serves slots {}; run \
-                     `cinnabar heal` first",
+                    "the cluster lists node {} ({}) that no longer runs but serves slots {}; the \
+                     cluster must be healed first",
                     short_id(&ghost.id),
                     ghost
                         .addr
@@ -445,10 +485,11 @@ impl Planner<'_> {
         }
         let covered = self.observed.covered_slots().len();
         if covered < SLOT_COUNT {
-            return Err(refuse(
+            return Err(refuse_with(
                 self.op,
+                Remedy::Heal,
                 format!(
-                    "{} slots are served by no master; run `cinnabar heal` first",
+                    "{} slots are served by no master; the cluster must be healed first",
                     SLOT_COUNT - covered
                 ),
             ));
@@ -575,11 +616,21 @@ impl Planner<'_> {
         out
     }
 
+    /// The refusal of a failover of `shard` without a target.
+    fn no_candidate(&self, shard: &ObservedShard) -> Refusal {
+        let remedy = if shard.replicas.is_empty() {
+            Remedy::AddReplica
+        } else {
+            Remedy::None
+        };
+        refuse_with(self.op, remedy, self.why_no_candidate(shard))
+    }
+
     /// Why each replica of `shard` is not a failover target, for refusals.
     fn why_no_candidate(&self, shard: &ObservedShard) -> String {
         if shard.replicas.is_empty() {
             return format!(
-                "shard of {} has no replica; add one with `cinnabar scale --replicas 1` first",
+                "shard of {} has no replica; it needs one first",
                 shard.master
             );
         }
@@ -741,9 +792,10 @@ impl Planner<'_> {
 
     fn scale(&self, masters: usize, replicas: usize) -> Result<Next, Refusal> {
         if masters == 0 {
-            return Err(refuse(
+            return Err(refuse_with(
                 self.op,
-                "a cluster needs at least one master; to delete it use `cinnabar down --purge`",
+                Remedy::Delete,
+                "a cluster needs at least one master; delete it instead",
             ));
         }
         if masters > SLOT_COUNT {
@@ -1008,18 +1060,19 @@ impl Planner<'_> {
             .is_some_and(|n| n.is_reachable());
         let candidates = self.failover_candidates(shard);
         let Some(replica) = self.best_candidate(&candidates) else {
-            return Err(refuse(self.op, self.why_no_candidate(shard)));
+            return Err(self.no_candidate(shard));
         };
         let mode = if !self.has_quorum() {
             FailoverMode::Takeover
         } else if master_up {
             FailoverMode::Planned
         } else {
-            return Err(refuse(
+            return Err(refuse_with(
                 self.op,
+                Remedy::HealAfterFailover,
                 format!(
                     "master {} is down: Redis promotes a replica by itself once the other \
-                     masters agree it failed; run `cinnabar heal` afterwards",
+                     masters agree it failed; heal afterwards",
                     shard.master
                 ),
             ));
@@ -1067,7 +1120,7 @@ impl Planner<'_> {
             }
             let candidates = self.failover_candidates(shard);
             let Some(replica) = self.best_candidate(&candidates) else {
-                return Err(refuse(self.op, self.why_no_candidate(shard)));
+                return Err(self.no_candidate(shard));
             };
             return Ok(Next::Step(Step::Failover {
                 replica,
@@ -1296,7 +1349,7 @@ impl Planner<'_> {
         for shard in self.shards.iter().filter(|s| s.slot_count() > 0) {
             if replicas.is_some_and(|r| shard.replicas.len() < r) {
                 unresolved.push(format!(
-                    "master {} has {} replica{}, expected {}; `cinnabar scale` adds nodes",
+                    "master {} has {} replica{}, expected {}; a scale adds nodes",
                     shard.master,
                     shard.replicas.len(),
                     plural(shard.replicas.len()),

@@ -141,6 +141,7 @@ pub async fn run(options: OperatorOptions) -> Result<(), OperatorError> {
             instance: Some(options.identity.clone()),
         },
         sync_metrics: Arc::new(crate::sync::HttpSyncMetrics::default()),
+        switch_retry: crate::reconcile::SWITCH_FIRST_RETRY,
     });
     let counting = Arc::clone(&metrics);
     // A RedisCluster's own changes trigger a reconcile only when its spec (generation, which

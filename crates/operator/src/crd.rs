@@ -106,6 +106,63 @@ pub struct RedisClusterSpec {
     /// this cluster and keep following its writes (`cinnabar sync` in a pod of its own).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sync_from: Option<SyncFrom>,
+    /// Let the operator change the cluster's size from what the masters report.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscaling: Option<ClusterAutoscaling>,
+}
+
+/// Autoscaling of the cluster itself (the proxy's is `proxy.autoscaling`).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterAutoscaling {
+    /// The number of shards, from the masters' memory use and load.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shards: Option<ShardAutoscaling>,
+}
+
+/// Shard autoscaling: the operator reads every master's `INFO` when the cluster is idle and,
+/// when the policy says so, changes `spec.shards` itself; the change is then an ordinary scale
+/// through the planner. The policy is `cinnabar_cluster::autoscale`, the same as `cinnabar
+/// autoscale` on the local platform.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.min <= self.max").message("autoscaling.shards.min must not exceed max"))]
+#[x_kube(validation = Rule::new("!has(self.memoryLowPercent) || self.memoryLowPercent < self.memoryHighPercent").message("autoscaling.shards.memoryLowPercent must be below memoryHighPercent"))]
+pub struct ShardAutoscaling {
+    /// Fewest shards.
+    #[schemars(range(min = 1, max = 1000))]
+    pub min: u16,
+    /// Most shards.
+    #[schemars(range(min = 1, max = 1000))]
+    pub max: u16,
+    /// Grow when any master uses at least this percentage of its `maxmemory` (default 80);
+    /// needs a `maxmemory` (a memory limit with `maxmemoryPercent` above 0).
+    #[serde(default = "default_memory_high")]
+    #[schemars(range(min = 1, max = 100))]
+    pub memory_high_percent: u8,
+    /// Grow when the masters together serve more than this many operations per second per
+    /// shard (`instantaneous_ops_per_sec`); not used when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub ops_per_shard: Option<u64>,
+    /// Shrink by one shard when every master uses less than this percentage of its
+    /// `maxmemory` (and the data still fits below the high-water mark); unset (the default)
+    /// never shrinks, since shrinking moves data for a saving.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 99))]
+    pub memory_low_percent: Option<u8>,
+    /// No decision within this many seconds of the last change (default 300).
+    #[serde(default = "default_cooldown")]
+    #[schemars(range(max = 86400))]
+    pub cooldown_seconds: u32,
+}
+
+fn default_memory_high() -> u8 {
+    80
+}
+
+fn default_cooldown() -> u32 {
+    300
 }
 
 /// A Secret key holding a password.
@@ -156,9 +213,46 @@ pub struct SyncFrom {
     /// CPU and memory for the sync container.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
+    /// Once in sync, move the clients of another `RedisCluster` (the one this sync reads from)
+    /// to this cluster online: its proxies switch their backend here, then the sync stops.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub switch: Option<SwitchSpec>,
 }
 
 fn default_max_lag() -> u32 {
+    5
+}
+
+/// The online switch at the end of a sync (`syncFrom.switch`): every proxy of `cluster` holds
+/// its clients, the sync catches up with what they acknowledged, and all flip to this cluster
+/// together; the sync then stops, since writes now come here.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SwitchSpec {
+    /// The `RedisCluster` in this namespace whose proxies move to this cluster: the one
+    /// `syncFrom.address` points at. It keeps its Service, so its clients stay connected;
+    /// its proxies are configured from this cluster from then on (`status.servedBy` on it).
+    #[x_kube(validation = Rule::new("self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$') && size(self) <= 63").message("syncFrom.switch.cluster must be the name of a RedisCluster in this namespace"))]
+    pub cluster: String,
+    /// The longest the proxies hold their clients while the sync catches up, in milliseconds
+    /// (default 2000); a switch that would take longer is abandoned and retried, with the
+    /// clients going on with the old cluster meanwhile.
+    #[serde(default = "default_max_pause_ms")]
+    #[schemars(range(min = 100, max = 30000))]
+    pub max_pause_ms: u32,
+    /// Attempts before the switch is abandoned (default 5). The first retry comes 10 s after a
+    /// failure, each next one twice as late (at most 5 minutes). An abandoned switch is the
+    /// `Failed` condition; any change to the spec starts the attempts again.
+    #[serde(default = "default_switch_attempts")]
+    #[schemars(range(min = 1, max = 100))]
+    pub max_attempts: u32,
+}
+
+fn default_max_pause_ms() -> u32 {
+    2000
+}
+
+fn default_switch_attempts() -> u32 {
     5
 }
 
@@ -441,6 +535,32 @@ pub struct RedisClusterStatus {
     /// The sync from `spec.syncFrom`, while one is configured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sync: Option<SyncState>,
+    /// The `RedisCluster` whose nodes this cluster's proxies serve since an online switch
+    /// (`syncFrom.switch` on that cluster); absent while they serve this cluster's own nodes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub served_by: Option<String>,
+    /// Shard autoscaling (`spec.autoscaling.shards`): the last decision, kept for the cool-down.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscaling: Option<AutoscalingState>,
+}
+
+/// What the shard autoscaler last did.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AutoscalingState {
+    /// When the last scale was decided: the cool-down counts from here, across operator
+    /// restarts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_scale_time: Option<Time>,
+    /// Shards before and after the last scale.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_scale: Option<String>,
+    /// The metric that caused it, with its value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// What the last evaluation found (why nothing changed, when nothing did).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub last_evaluation: String,
 }
 
 /// Where a sync is.
@@ -457,6 +577,9 @@ pub enum SyncPhase {
     /// The sync stopped on an error it will not retry (the pod keeps restarting); `lastError`
     /// says why.
     Failed,
+    /// Stopped by the operator after the online switch (`syncFrom.switch`): the clients write
+    /// to this cluster now, so nothing is left to copy.
+    Stopped,
 }
 
 /// A sync's progress, read from the sync pod's metrics by the operator.
@@ -488,6 +611,77 @@ pub struct SyncState {
     /// The last error the sync stopped on, or why its metrics could not be read.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
+    /// The online switch of `syncFrom.switch`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub switch: Option<SwitchState>,
+}
+
+/// Where an online switch is.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema, Default)]
+pub enum SwitchPhase {
+    /// Waiting for the sync to be in sync (`InSync`).
+    #[default]
+    Waiting,
+    /// An attempt failed (every proxy went on with the old cluster); `nextAttempt` says when
+    /// the next one comes.
+    Retrying,
+    /// Every proxy of the old cluster serves this cluster; the sync was stopped.
+    Switched,
+    /// `maxAttempts` attempts failed; nothing more is tried until the spec changes.
+    Abandoned,
+}
+
+/// The online switch: its attempts and, once done, its report.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SwitchState {
+    /// The `RedisCluster` whose proxies move (`syncFrom.switch.cluster`).
+    pub cluster: String,
+    /// Where the switch is.
+    pub phase: SwitchPhase,
+    /// Attempts made (failed ones and the one that succeeded).
+    #[serde(default)]
+    pub attempts: u32,
+    /// When the last attempt started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_attempt: Option<Time>,
+    /// When the next attempt may start (after a failure).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_attempt: Option<Time>,
+    /// When every proxy served this cluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub switched_at: Option<Time>,
+    /// The longest any client was held (first prepare to last commit), milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pause_ms: Option<f64>,
+    /// The part of the pause spent waiting for the sync to apply the proxies' last writes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub catch_up_ms: Option<f64>,
+    /// Per proxy pod, the result of the last attempt that reached it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub proxies: Vec<ProxySwitchResult>,
+    /// Why the last attempt failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    /// The `metadata.generation` whose attempts were used up (`Abandoned`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub abandoned_generation: Option<i64>,
+}
+
+/// One proxy pod in a switch.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProxySwitchResult {
+    /// The proxy pod.
+    pub pod: String,
+    /// Its admin listener, `host:port`.
+    pub address: String,
+    /// Whether it serves this cluster now.
+    pub switched: bool,
+    /// Its own report (held clients, drained requests, connections ended), or why it did not
+    /// switch.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub detail: String,
 }
 
 /// One source stream of a sync.

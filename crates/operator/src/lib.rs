@@ -9,14 +9,17 @@
 //! - [`validate`]: spec checks beyond the schema (pure);
 //! - [`objects`]: the Kubernetes objects a cluster owns (pure);
 //! - [`reconcile`]: one reconcile: objects, at most one planner step, the status;
+//! - [`autoscale`]: shard autoscaling (`spec.autoscaling.shards`) from the masters' `INFO`;
 //! - [`controller`]: `cinnabar operator`: leader election, the controller, health and metrics;
 //! - [`platform`]: the planner's platform over the Kubernetes API (pods of a StatefulSet per shard);
 //! - [`sync`]: a sync's progress (`spec.syncFrom`) from its pod's metrics, for the status;
+//! - [`switch`]: the online switch at the end of a sync (`spec.syncFrom.switch`);
 //!
 //! Every change to Redis goes through the planner in `cinnabar-cluster`; this crate only turns
 //! specs into Kubernetes objects and pods into planner nodes. It never re-implements a Redis
 //! decision.
 
+pub mod autoscale;
 pub mod controller;
 pub mod crd;
 pub mod decide;
@@ -26,6 +29,7 @@ pub mod platform;
 pub mod pods;
 pub mod reconcile;
 pub mod status;
+pub mod switch;
 pub mod sync;
 pub mod validate;
 

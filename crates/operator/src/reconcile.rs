@@ -72,7 +72,13 @@ pub struct Context {
     pub reporter: Reporter,
     /// Where sync pods' metrics are read ([`crate::sync::HttpSyncMetrics`] outside tests).
     pub sync_metrics: Arc<dyn SyncMetrics>,
+    /// The wait after a failed online switch before the next attempt (doubling each time);
+    /// [`SWITCH_FIRST_RETRY`] outside tests.
+    pub switch_retry: Duration,
 }
+
+/// The wait after a first failed online switch.
+pub const SWITCH_FIRST_RETRY: Duration = Duration::from_secs(10);
 
 impl std::fmt::Debug for Context {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -179,6 +185,8 @@ async fn reconcile_once(
                 .map_or(5, |f| f.max_lag_seconds);
             (sync, bound)
         }),
+        served_by: crate::objects::served_by(&cluster),
+        autoscaling: previous.as_ref().and_then(|s| s.autoscaling.clone()),
         ..StatusInput::default()
     };
     if cluster.spec.paused {
@@ -208,6 +216,7 @@ async fn reconcile_once(
     // The password first: the pods the StatefulSets start read it from the Secret; the
     // proxies' admin token likewise before their Deployment.
     let password = ensure_password(&ctx.client, &namespace, &cluster).await?;
+    let own_password = password.clone();
     if cluster.spec.proxy.enabled {
         ensure_admin_token(&ctx.client, &namespace, &cluster).await?;
     }
@@ -238,7 +247,7 @@ async fn reconcile_once(
         .and_then(|o| serde_json::from_str(&o.journal).ok());
     input.pods = &pods;
     input.observed = Some(&observed);
-    input.sync = reconcile_sync(
+    let (sync, sync_admin) = reconcile_sync(
         &ctx,
         &cluster,
         &namespace,
@@ -247,6 +256,32 @@ async fn reconcile_once(
         previous.as_ref().and_then(|s| s.sync.as_ref()),
     )
     .await?;
+    input.sync = sync;
+    if let Some((sync, max_lag)) = input.sync.as_mut()
+        && let Some(switch) = cluster
+            .spec
+            .sync_from
+            .as_ref()
+            .and_then(|f| f.switch.as_ref())
+    {
+        let masters: Vec<String> = observed
+            .shards()
+            .into_iter()
+            .filter(|s| s.slot_count() > 0)
+            .map(|s| s.master.to_string())
+            .collect();
+        let attempt = crate::switch::AttemptInput {
+            cluster: &name,
+            namespace: &namespace,
+            masters,
+            password: &own_password,
+            sync_admin,
+        };
+        drive_switch(
+            &ctx, &cluster, switch, sync, *max_lag, &attempt, &recorder, &reference,
+        )
+        .await;
+    }
 
     let next = match decide(
         &cluster.spec,
@@ -315,7 +350,23 @@ async fn reconcile_once(
         }
         Decision::Idle => {
             input.operation = None;
-            Duration::from_secs(30)
+            match cluster
+                .spec
+                .autoscaling
+                .as_ref()
+                .and_then(|a| a.shards.as_ref())
+            {
+                Some(policy) => {
+                    autoscale(
+                        &clusters, &cluster, policy, &observed, &execute, &mut input, &recorder,
+                        &reference,
+                    )
+                    .await?;
+                    // The masters' numbers are looked at more often than the health check's.
+                    Duration::from_secs(15)
+                }
+                None => Duration::from_secs(30),
+            }
         }
     };
     let next = if input.sync.is_some() {
@@ -337,14 +388,31 @@ async fn reconcile_sync(
     objects: Option<SyncObjects>,
     all_slots_served: bool,
     previous: Option<&SyncState>,
-) -> Result<Option<(SyncState, u32)>, ReconcileError> {
+) -> Result<(Option<(SyncState, u32)>, Option<String>), ReconcileError> {
     let name = cluster.name_any();
     let (Some(from), Some(mut objects)) = (cluster.spec.sync_from.as_ref(), objects) else {
         if previous.is_some() {
             delete_sync(&ctx.client, namespace, &name).await?;
         }
-        return Ok(None);
+        return Ok((None, None));
     };
+    // After the online switch the sync stays stopped: the clients write here now, and a sync
+    // started again would copy the old cluster's stale data over theirs.
+    if let Some(previous) = previous.filter(|p| {
+        p.source == from.address
+            && p.switch
+                .as_ref()
+                .is_some_and(|s| s.phase == crate::crd::SwitchPhase::Switched)
+    }) {
+        if previous.phase != SyncPhase::Stopped {
+            delete_sync(&ctx.client, namespace, &name).await?;
+        }
+        let mut stopped = previous.clone();
+        stopped.phase = SyncPhase::Stopped;
+        stopped.lag_bytes = None;
+        stopped.lag_seconds = None;
+        return Ok((Some((stopped, from.max_lag_seconds)), None));
+    }
     // Once started, a sync keeps running whatever the cluster does: it retries on its own, and
     // stopping it would only make it copy more later.
     let started = all_slots_served
@@ -379,6 +447,7 @@ async fn reconcile_sync(
         now: Some(Time(jiff_now())),
         ..SyncReading::default()
     };
+    let mut admin = None;
     if started {
         let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
         let selector =
@@ -388,6 +457,14 @@ async fn reconcile_sync(
             .await
             .map_err(api(format!("listing the sync pods of {name}")))?;
         reading.pod = pod_facts(&listed.items);
+        admin = metrics_address(&listed.items).map(|ip| {
+            let port = cluster.spec.monitoring.metrics_port;
+            if ip.contains(':') {
+                format!("[{ip}]:{port}")
+            } else {
+                format!("{ip}:{port}")
+            }
+        });
         reading.metrics = Some(match metrics_address(&listed.items) {
             Some(ip) => ctx
                 .sync_metrics
@@ -399,7 +476,206 @@ async fn reconcile_sync(
             )),
         });
     }
-    Ok(Some((sync_state(&reading, previous), from.max_lag_seconds)))
+    Ok((
+        Some((sync_state(&reading, previous), from.max_lag_seconds)),
+        admin,
+    ))
+}
+
+/// Shard autoscaling (see [`crate::autoscale`]): the masters' `INFO`, the policy's decision, and
+/// for a scale the new `spec.shards` (the next reconcile scales through the planner), an event
+/// and `status.autoscaling`. A master that does not answer postpones the decision.
+#[allow(clippy::too_many_arguments)]
+async fn autoscale(
+    clusters: &Api<RedisCluster>,
+    cluster: &RedisCluster,
+    policy: &crate::crd::ShardAutoscaling,
+    observed: &Observed,
+    execute: &ExecuteOptions,
+    input: &mut StatusInput<'_>,
+    recorder: &Recorder,
+    reference: &k8s_openapi::api::core::v1::ObjectReference,
+) -> Result<(), ReconcileError> {
+    use cinnabar_cluster::autoscale::Decision as Autoscale;
+    let name = cluster.name_any();
+    let namespace = cluster.namespace().unwrap_or_default();
+    let mut state = input.autoscaling.clone().unwrap_or_default();
+    let loads =
+        match crate::autoscale::loads(observed, execute.timeouts, execute.credentials.as_ref())
+            .await
+        {
+            Ok(loads) => loads,
+            Err(e) => {
+                state.last_evaluation =
+                    format!("no decision: a master did not report its load: {e}");
+                input.autoscaling = Some(state);
+                return Ok(());
+            }
+        };
+    let now = jiff_now();
+    match crate::autoscale::evaluate(policy, &loads, input.autoscaling.as_ref(), now) {
+        Autoscale::Scale { to, because } => {
+            let from = loads.len();
+            let patch = json!({"spec": {"shards": to}});
+            clusters
+                .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+                .map_err(api(format!("setting the shards of {name} to {to}")))?;
+            let reason = if to > from {
+                "AutoscaleOut"
+            } else {
+                "AutoscaleIn"
+            };
+            let note = format!("{from} -> {to} shards: {because}");
+            log_event(&namespace, &name, &EventType::Normal, reason, &note);
+            let event = Event {
+                type_: EventType::Normal,
+                reason: reason.to_owned(),
+                note: Some(note),
+                action: "Autoscale".to_owned(),
+                secondary: None,
+            };
+            let _ = recorder.publish(&event, reference).await;
+            input.autoscaling = Some(crate::autoscale::scaled(from, to, &because, now));
+        }
+        Autoscale::Stay { because } => {
+            tracing::debug!(%namespace, cluster = %name, decision = "autoscale-stay", %because);
+            state.last_evaluation = because;
+            input.autoscaling = Some(state);
+        }
+    }
+    Ok(())
+}
+
+/// The online switch of `syncFrom.switch` (see [`crate::switch`]): at most one attempt per
+/// reconcile, its result in `sync.switch`, an event for every attempt's outcome. Never fails
+/// the reconcile: what went wrong is the switch's state.
+#[allow(clippy::too_many_arguments)]
+async fn drive_switch(
+    ctx: &Context,
+    cluster: &RedisCluster,
+    spec: &crate::crd::SwitchSpec,
+    sync: &mut SyncState,
+    max_lag: u32,
+    input: &crate::switch::AttemptInput<'_>,
+    recorder: &Recorder,
+    reference: &k8s_openapi::api::core::v1::ObjectReference,
+) {
+    use crate::crd::SwitchPhase;
+    let now = jiff_now();
+    let generation = cluster.meta().generation;
+    let in_sync = crate::sync::synced(sync, max_lag).0;
+    let plan = crate::switch::plan(sync.switch.as_ref(), spec, generation, in_sync, now);
+    let mut state = plan.state;
+    let publish = |type_: EventType, reason: &str, note: String| {
+        log_event(input.namespace, input.cluster, &type_, reason, &note);
+        let event = Event {
+            type_,
+            reason: reason.to_owned(),
+            note: Some(note),
+            action: "Switch".to_owned(),
+            secondary: None,
+        };
+        async move {
+            let _ = recorder.publish(&event, reference).await;
+        }
+    };
+    if plan.attempt {
+        state.attempts += 1;
+        state.last_attempt = Some(Time(now));
+        let done = state.proxies.clone();
+        match crate::switch::attempt(&ctx.client, input, spec, &done).await {
+            crate::switch::Outcome::Switched {
+                proxies,
+                pause_ms,
+                catch_up_ms,
+            } => {
+                state.phase = SwitchPhase::Switched;
+                state.switched_at = Some(Time(jiff_now()));
+                state.next_attempt = None;
+                state.last_error = None;
+                state.proxies = proxies;
+                state.pause_ms = pause_ms.or(state.pause_ms);
+                state.catch_up_ms = catch_up_ms.or(state.catch_up_ms);
+                publish(
+                    EventType::Normal,
+                    "Switched",
+                    format!(
+                        "every proxy of {} serves this cluster (attempt {}, clients held {:.0} ms, \
+                         {:.0} ms of it waiting for the sync); the sync stops",
+                        spec.cluster,
+                        state.attempts,
+                        state.pause_ms.unwrap_or(0.0),
+                        state.catch_up_ms.unwrap_or(0.0)
+                    ),
+                )
+                .await;
+            }
+            crate::switch::Outcome::Failed { error, proxies } => {
+                if !proxies.is_empty() {
+                    state.proxies = proxies;
+                }
+                crate::switch::record_failure(
+                    &mut state,
+                    error.clone(),
+                    spec,
+                    generation,
+                    now,
+                    ctx.switch_retry,
+                );
+                let (reason, note) = if state.phase == SwitchPhase::Abandoned {
+                    (
+                        "SwitchAbandoned",
+                        format!(
+                            "attempt {} of {} failed, the switch is abandoned: {error}",
+                            state.attempts, spec.max_attempts
+                        ),
+                    )
+                } else {
+                    (
+                        "SwitchFailed",
+                        format!(
+                            "attempt {} of {} failed, retrying later: {error}",
+                            state.attempts, spec.max_attempts
+                        ),
+                    )
+                };
+                publish(EventType::Warning, reason, note).await;
+            }
+        }
+    }
+    if state.phase == SwitchPhase::Switched {
+        // The old cluster's proxies start on this cluster from now on (idempotent; retried on
+        // every reconcile until it holds).
+        if let Err(error) = crate::switch::ensure_served(
+            &ctx.client,
+            input.namespace,
+            input.cluster,
+            &spec.cluster,
+            input.password,
+            &ctx.build,
+        )
+        .await
+        {
+            publish(
+                EventType::Warning,
+                "ServedByNotRecorded",
+                format!(
+                    "{}'s proxies serve this cluster, but their configuration is not updated \
+                     yet (a proxy restarted now would come back on {}): {error}",
+                    spec.cluster, spec.cluster
+                ),
+            )
+            .await;
+        }
+        if sync.phase != SyncPhase::Stopped
+            && let Err(error) = delete_sync(&ctx.client, input.namespace, input.cluster).await
+        {
+            tracing::warn!(cluster = input.cluster, %error, "stopping the sync after the switch");
+        }
+    }
+    sync.switch = Some(state);
+    crate::switch::mark_switched(sync);
 }
 
 /// Deletes the sync's Deployment, Service and state volume; those already gone are fine.
@@ -536,17 +812,53 @@ async fn step<P: Platform + Send>(
             (Duration::from_secs(1), None)
         }
         Ok(Advance::Planned { .. }) | Ok(_) => (Duration::from_secs(1), None),
-        Err(OperateError::Refused(refusal)) => {
-            publish(EventType::Warning, "OperationRefused", refusal.to_string()).await;
-            input.degraded = Some(("OperationRefused".into(), refusal.to_string()));
-            (Duration::from_secs(30), None)
-        }
+        Err(OperateError::Refused(refusal)) => refused(refusal, input, publish).await,
         Err(e) => {
             publish(EventType::Warning, "OperationFailed", e.to_string()).await;
             input.degraded = Some(("OperationFailed".into(), e.to_string()));
             (Duration::from_secs(15), status(&entry, e.to_string()))
         }
     }
+}
+
+/// A refused operation. What a heal fixes (a node down, a ghost, unserved slots) is mostly a
+/// transient state on Kubernetes (a pod Ready before its Redis listens, a node meeting the
+/// cluster again): the operation is dropped, the next reconcile (2 s) waits for the node or
+/// heals, then plans the spec's operation again from what the cluster is. Only a request that
+/// cannot be met needs a person (`Degraded`), worded for the spec, never a local command.
+async fn refused<F, Fut>(
+    refusal: cinnabar_cluster::Refusal,
+    input: &mut StatusInput<'_>,
+    publish: F,
+) -> (Duration, Option<OperationStatus>)
+where
+    F: Fn(EventType, &'static str, String) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    use cinnabar_cluster::Remedy;
+    let what = match refusal.remedy {
+        Remedy::Heal | Remedy::HealAfterFailover => {
+            let message = format!(
+                "{refusal}; the operator waits for the node or heals the cluster, then goes on"
+            );
+            publish(EventType::Normal, "OperationPostponed", message.clone()).await;
+            input.progressing = Some(("Waiting".into(), message));
+            return (Duration::from_secs(2), None);
+        }
+        Remedy::AddReplica => {
+            "set replicasPerShard to at least 1 (a shard without a replica cannot fail over)"
+        }
+        Remedy::Delete => "delete the RedisCluster instead",
+        Remedy::None => "",
+    };
+    let message = if what.is_empty() {
+        refusal.to_string()
+    } else {
+        format!("{refusal}; {what}")
+    };
+    publish(EventType::Warning, "OperationRefused", message.clone()).await;
+    input.degraded = Some(("OperationRefused".into(), message));
+    (Duration::from_secs(30), None)
 }
 
 /// Applies every owned object; returns each shard's StatefulSet update revision.
@@ -781,4 +1093,57 @@ fn null_removed(before: &serde_json::Value, after: &mut serde_json::Value) {
 
 fn jiff_now() -> k8s_openapi::jiff::Timestamp {
     k8s_openapi::jiff::Timestamp::now()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cinnabar_cluster::{Refusal, Remedy};
+
+    fn refusal(remedy: Remedy) -> Refusal {
+        Refusal {
+            operation: "scale".into(),
+            reason: "10.0.0.7:6379 is down (connection refused); the cluster must be healed first"
+                .into(),
+            remedy,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_refusal_a_heal_fixes_is_waited_out_and_none_tells_a_person_to_run_a_command() {
+        let events = std::sync::Mutex::new(Vec::new());
+        let publish = |type_: EventType, reason: &'static str, note: String| {
+            events
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .push((matches!(type_, EventType::Warning), reason, note));
+            async {}
+        };
+        let mut input = StatusInput::default();
+        let (delay, operation) = refused(refusal(Remedy::Heal), &mut input, &publish).await;
+        assert_eq!(delay, Duration::from_secs(2), "looked at again soon");
+        assert_eq!(operation, None, "planned again from the cluster as it is");
+        assert_eq!(input.degraded, None, "no person is needed");
+        let (reason, message) = input.progressing.clone().unwrap_or_default();
+        assert_eq!(reason, "Waiting");
+        assert!(message.contains("the operator waits"), "{message}");
+
+        let mut input = StatusInput::default();
+        refused(refusal(Remedy::Delete), &mut input, &publish).await;
+        let (reason, message) = input.degraded.clone().unwrap_or_default();
+        assert_eq!(reason, "OperationRefused");
+        assert!(message.contains("delete the RedisCluster"), "{message}");
+        let events = events
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        assert_eq!(events.len(), 2);
+        assert!(
+            !events[0].0 && events[1].0,
+            "only the real refusal is a warning"
+        );
+        for (_, _, note) in &events {
+            assert!(!note.contains("cinnabar "), "a local command: {note}");
+        }
+    }
 }

@@ -10,7 +10,10 @@ use cinnabar_cluster::slots::format_ranges;
 use cinnabar_cluster::{NodeAddr, Observed, SLOT_COUNT};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
-use crate::crd::{OperationStatus, RedisClusterStatus, ShardStatus, SyncState};
+use crate::crd::{
+    AutoscalingState, OperationStatus, RedisClusterStatus, ShardStatus, SwitchPhase, SyncPhase,
+    SyncState,
+};
 use crate::pods::RedisPod;
 
 /// Condition types the operator sets.
@@ -28,6 +31,16 @@ pub mod types {
     /// With `spec.syncFrom`: every source stream applies the command stream, within the lag
     /// bound. Absent without a sync.
     pub const SYNCED: &str = "Synced";
+    /// With `spec.syncFrom.switch`: the sync runs (copying or streaming).
+    pub const SYNCING: &str = "Syncing";
+    /// With `spec.syncFrom.switch`: the sync is within its lag bound, so the switch may start
+    /// (the same test as `Synced`, under the migration's name).
+    pub const IN_SYNC: &str = "InSync";
+    /// With `spec.syncFrom.switch`: every proxy of the old cluster serves this one.
+    pub const SWITCHED: &str = "Switched";
+    /// With `spec.syncFrom.switch`: the migration needs a person (the switch was abandoned
+    /// after its attempts, or the sync stopped on an error).
+    pub const FAILED: &str = "Failed";
 }
 
 /// What one reconcile learnt, as input for the status.
@@ -49,6 +62,10 @@ pub struct StatusInput<'a> {
     pub operation: Option<OperationStatus>,
     /// The sync and `spec.syncFrom.maxLagSeconds`, with `spec.syncFrom`.
     pub sync: Option<(SyncState, u32)>,
+    /// The cluster whose nodes this cluster's proxies serve after a switch.
+    pub served_by: Option<String>,
+    /// The shard autoscaler's last decision.
+    pub autoscaling: Option<AutoscalingState>,
 }
 
 /// Builds the status, keeping transition times of unchanged conditions from `previous`.
@@ -152,7 +169,59 @@ pub fn build_status(
     );
     if let Some((sync, max_lag_seconds)) = &input.sync {
         let (status, reason, message) = crate::sync::synced(sync, *max_lag_seconds);
-        set(types::SYNCED, status, reason, message);
+        set(types::SYNCED, status, reason, message.clone());
+        if let Some(switch) = &sync.switch {
+            let (syncing, syncing_reason) = match sync.phase {
+                SyncPhase::Copying => (true, "Copying"),
+                SyncPhase::Streaming => (true, "Streaming"),
+                SyncPhase::Pending => (false, "SyncPending"),
+                SyncPhase::Failed => (false, "SyncFailed"),
+                SyncPhase::Stopped => (false, "SyncStopped"),
+            };
+            let syncing_message = if sync.phase == SyncPhase::Stopped {
+                format!(
+                    "the sync from {} was stopped after the switch: clients write here",
+                    sync.source
+                )
+            } else {
+                message.clone()
+            };
+            set(types::SYNCING, syncing, syncing_reason, syncing_message);
+            set(types::IN_SYNC, status, reason, message);
+            let (switched, switched_reason, switched_message) = switch_condition(switch);
+            set(types::SWITCHED, switched, switched_reason, switched_message);
+            let failed = if switch.phase == SwitchPhase::Abandoned {
+                Some((
+                    "SwitchAbandoned",
+                    format!(
+                        "the switch of {}'s proxies was abandoned after {} attempts: {}; \
+                         they serve {} as before; edit the spec to try again",
+                        switch.cluster,
+                        switch.attempts,
+                        switch.last_error.as_deref().unwrap_or("no reason recorded"),
+                        switch.cluster
+                    ),
+                ))
+            } else if sync.phase == SyncPhase::Failed {
+                Some((
+                    "SyncFailed",
+                    sync.last_error
+                        .clone()
+                        .unwrap_or_else(|| "the sync pod keeps failing".to_owned()),
+                ))
+            } else {
+                None
+            };
+            match failed {
+                Some((reason, message)) => set(types::FAILED, true, reason, message),
+                None => set(
+                    types::FAILED,
+                    false,
+                    "AsExpected",
+                    "the migration needs no person".to_owned(),
+                ),
+            }
+        }
     }
     if let Some(previous) = previous {
         for condition in &mut conditions {
@@ -174,6 +243,57 @@ pub fn build_status(
             .unwrap_or_else(|| previous.map(|p| p.shards.clone()).unwrap_or_default()),
         operation: input.operation.clone(),
         sync: input.sync.as_ref().map(|(sync, _)| sync.clone()),
+        served_by: input.served_by.clone(),
+        autoscaling: input.autoscaling.clone(),
+    }
+}
+
+/// The `Switched` condition: `(status, reason, message)`.
+fn switch_condition(switch: &crate::crd::SwitchState) -> (bool, &'static str, String) {
+    let when = |t: &Option<Time>| {
+        t.as_ref()
+            .map_or_else(|| "an unknown time".to_owned(), |t| t.0.to_string())
+    };
+    match switch.phase {
+        SwitchPhase::Waiting => (
+            false,
+            "WaitingForSync",
+            format!(
+                "{}'s proxies switch here once the sync is in sync",
+                switch.cluster
+            ),
+        ),
+        SwitchPhase::Retrying => (
+            false,
+            "Retrying",
+            format!(
+                "attempt {} failed: {}; every proxy goes on with {}; next attempt at {}",
+                switch.attempts,
+                switch.last_error.as_deref().unwrap_or("no reason recorded"),
+                switch.cluster,
+                when(&switch.next_attempt)
+            ),
+        ),
+        SwitchPhase::Switched => (
+            true,
+            "ProxiesSwitched",
+            format!(
+                "{} proxies of {} serve this cluster since {} (clients held at most {:.0} ms)",
+                switch.proxies.iter().filter(|p| p.switched).count(),
+                switch.cluster,
+                when(&switch.switched_at),
+                switch.pause_ms.unwrap_or(0.0)
+            ),
+        ),
+        SwitchPhase::Abandoned => (
+            false,
+            "Abandoned",
+            format!(
+                "abandoned after {} attempts: {}",
+                switch.attempts,
+                switch.last_error.as_deref().unwrap_or("no reason recorded")
+            ),
+        ),
     }
 }
 

@@ -341,6 +341,8 @@ pub fn sync_state(reading: &SyncReading, previous: Option<&SyncState>) -> SyncSt
             .last_error
             .clone()
             .or_else(|| kept.and_then(|p| p.last_error.clone())),
+        // The switch's record outlives every reading (the reconciler updates it).
+        switch: kept.and_then(|p| p.switch.clone()),
         ..SyncState::default()
     };
     if !reading.started {
@@ -381,6 +383,7 @@ pub fn sync_state(reading: &SyncReading, previous: Option<&SyncState>) -> SyncSt
             if let Some(previous) = kept {
                 state = SyncState {
                     last_error: state.last_error.clone(),
+                    switch: state.switch.clone(),
                     ..previous.clone()
                 };
             }
@@ -420,6 +423,14 @@ pub fn synced(state: &SyncState, max_lag_seconds: u32) -> (bool, &'static str, S
                 state.streams.iter().filter(|s| s.streaming).count(),
                 state.streams.len(),
                 state.keys_applied
+            ),
+        ),
+        SyncPhase::Stopped => (
+            false,
+            "SyncStopped",
+            format!(
+                "the sync from {} was stopped after the online switch",
+                state.source
             ),
         ),
         SyncPhase::Failed => (

@@ -105,6 +105,26 @@ pub fn validate(spec: &RedisClusterSpec) -> Result<(), SpecError> {
             ),
         ));
     }
+    if let Some(auto) = spec.autoscaling.as_ref().and_then(|a| a.shards.as_ref()) {
+        if auto.min == 0 || auto.min > auto.max {
+            return Err(invalid(
+                "BadAutoscaling",
+                format!(
+                    "autoscaling.shards: min ({}) must be at least 1 and at most max ({})",
+                    auto.min, auto.max
+                ),
+            ));
+        }
+        if auto
+            .memory_low_percent
+            .is_some_and(|low| low >= auto.memory_high_percent)
+        {
+            return Err(invalid(
+                "BadAutoscaling",
+                "autoscaling.shards.memoryLowPercent must be below memoryHighPercent".to_owned(),
+            ));
+        }
+    }
     if let Some(from) = &spec.sync_from {
         sync_address(&from.address)?;
         if let Some(db) = from.merge_dbs.iter().find(|db| from.skip_dbs.contains(db)) {

@@ -267,7 +267,7 @@ fn the_chart_values_follow_its_schema_and_its_rbac_grants_exactly_what_the_opera
         ("apps", "deployments", "create patch delete"),
         ("", "services", "list watch create patch delete"),
         ("", "configmaps", "create patch"),
-        ("", "secrets", "get create"),
+        ("", "secrets", "get create patch"),
         ("", "pods", "get list watch delete"),
         (
             "",

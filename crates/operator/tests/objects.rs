@@ -323,3 +323,34 @@ fn the_sync_keeps_its_secrets_in_files_and_its_state_on_the_clusters_storage() {
         "sync"
     );
 }
+
+#[test]
+fn a_cluster_switched_online_configures_new_proxies_for_the_cluster_it_now_serves() {
+    let mut switched = small();
+    switched.meta_mut().annotations = Some(
+        [(
+            cinnabar_operator::objects::SERVED_BY_ANNOTATION.to_owned(),
+            "cache-v2".to_owned(),
+        )]
+        .into(),
+    );
+    let before = build(&small(), &options()).unwrap().proxy.unwrap();
+    let objects = build(&switched, &options()).unwrap();
+    snapshot("switched", &objects);
+    let after = objects.proxy.unwrap();
+    let toml = after.config_map.data.as_ref().unwrap()["cinnabar.toml"].clone();
+    assert!(
+        toml.contains("seeds = [\"cache-v2-nodes.shop.svc:6379\"]"),
+        "{toml}"
+    );
+    assert!(
+        toml.contains("backend_password_file = \"/etc/cinnabar/auth/served-password\""),
+        "{toml}"
+    );
+    // The running proxies already serve the other cluster: no rollout (it would cut their
+    // clients), only the pods started from now on read the new configuration.
+    assert_eq!(
+        serde_json::to_value(&before.deployment).unwrap(),
+        serde_json::to_value(&after.deployment).unwrap()
+    );
+}

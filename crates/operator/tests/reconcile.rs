@@ -81,6 +81,7 @@ fn context_with(api: &FakeApi, metrics: Arc<FakeMetrics>) -> Arc<Context> {
             instance: Some("test".into()),
         },
         sync_metrics: metrics,
+        switch_retry: Duration::from_millis(100),
     })
 }
 
