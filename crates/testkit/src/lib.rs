@@ -6,12 +6,14 @@
 //! panics, and a panicking test prints the server logs it needs to be understood.
 
 pub mod cluster;
+pub mod group;
 pub mod platform;
 pub mod ports;
 pub mod server;
 pub mod workload;
 
 pub use cluster::TestCluster;
+pub use group::TestGroup;
 pub use platform::TestPlatform;
 pub use ports::{PortBlock, PortReservation, reserve_node_port, reserve_port, reserve_port_block};
 pub use server::{ServerOptions, TestServer, server_binary};
