@@ -279,6 +279,13 @@ struct ProxyArgs {
     /// unless the file has `seeds`; given here, it replaces the file's list
     #[arg(long = "seed", value_name = "HOST:PORT")]
     seeds: Vec<cinnabar_cluster::NodeAddr>,
+    /// Front a Sentinel-managed master/replicas group instead of a cluster: a Sentinel of it
+    /// (repeat for more; the master most of them name wins); needs --group
+    #[arg(long = "sentinel", value_name = "HOST:PORT", requires = "group")]
+    sentinels: Vec<cinnabar_cluster::NodeAddr>,
+    /// The group's name, as its Sentinels monitor it
+    #[arg(long, value_name = "NAME", requires = "sentinels")]
+    group: Option<String>,
     /// Worker threads, each with its own listener and backend connections [default: 1]
     #[arg(long, value_name = "N")]
     workers: Option<usize>,
@@ -312,6 +319,13 @@ impl ProxyArgs {
         if !self.seeds.is_empty() {
             config.seeds.clone_from(&self.seeds);
         }
+        if let Some(name) = &self.group {
+            config.group = Some(cinnabar_proxy::GroupConfig {
+                name: name.clone(),
+                sentinels: self.sentinels.clone(),
+                sentinel_credentials: None,
+            });
+        }
         if let Some(workers) = self.workers {
             config.workers = workers;
         }
@@ -333,7 +347,12 @@ impl ProxyArgs {
                  cluster's seeds there"
             );
         }
-        if config.seeds.is_empty() && config.clusters.is_empty() {
+        if config.group.is_some() && (!config.seeds.is_empty() || !config.clusters.is_empty()) {
+            bail!(
+                "a Sentinel group (--group/--sentinel or [group]) replaces seeds and [[clusters]]"
+            );
+        }
+        if config.seeds.is_empty() && config.clusters.is_empty() && config.group.is_none() {
             bail!(
                 "no seed: give --seed HOST:PORT (a node of the cluster), or `seeds` (or \
                  [[clusters]]) in a --config file"

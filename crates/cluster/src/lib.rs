@@ -10,6 +10,7 @@
 //! - plan: [`mod@plan`] (pure: the next step of an operation, and the safety rules), [`placement`]
 //!   (pure: who is master, who replicates whom, which slots), [`slots`], [`rebalance`] (pure:
 //!   which slots move where so masters hold even or weighted shares);
+//! - [`sentinel`]: Sentinel-managed groups (who the quorum names master, each node's role);
 //! - [`platform`]: what the planner needs from whatever runs the nodes;
 //! - execute: [`mod@execute`] (one planned step), [`create`], [`migrate`] (moving slots and their
 //!   keys, closing slots left open), over [`client`] connections;
@@ -33,6 +34,7 @@ pub mod placement;
 pub mod plan;
 pub mod platform;
 pub mod rebalance;
+pub mod sentinel;
 pub mod shards;
 pub mod slots;
 pub mod topology;
