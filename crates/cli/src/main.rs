@@ -152,12 +152,21 @@ enum Command {
 /// Flags of `cinnabar up`.
 #[derive(Debug, Clone, Args)]
 struct UpArgs {
-    /// Number of shards, each with one master [default: 3]
+    /// What the nodes form: `cluster` (Redis Cluster, slots over shards) or `sentinel` (one
+    /// master, its replicas and a Sentinel quorum that fails over; any database, transactions
+    /// across any keys). Fixed when created [default: cluster]
+    #[arg(long, value_name = "KIND")]
+    topology: Option<cinnabar_local::spec::Topology>,
+    /// Number of shards, each with one master [default: 3; a Sentinel group has 1]
     #[arg(long, value_name = "N")]
     masters: Option<u16>,
-    /// Replicas per master [default: 1]
+    /// Replicas per master [default: 1; 2 for a Sentinel group]
     #[arg(long, value_name = "N")]
     replicas: Option<u16>,
+    /// Sentinels of a Sentinel group (a majority is the quorum); their ports follow the
+    /// nodes' [default: 3]
+    #[arg(long, value_name = "N")]
+    sentinels: Option<u16>,
     /// The endpoint's port: the proxy listens here and the nodes take the following ports (with
     /// --no-proxy the first node listens here) [default: 6380]
     #[arg(long, value_name = "PORT")]
@@ -209,6 +218,8 @@ impl UpArgs {
                 args.push(value.into());
             }
         };
+        flag("--topology", self.topology.map(|v| v.to_string()));
+        flag("--sentinels", self.sentinels.map(|v| v.to_string()));
         flag("--masters", self.masters.map(|v| v.to_string()));
         flag("--replicas", self.replicas.map(|v| v.to_string()));
         flag("--port", self.port.map(|v| v.to_string()));
@@ -243,6 +254,8 @@ impl UpArgs {
                 proxy: self.no_proxy.then_some(false),
                 proxy_workers: self.proxy_workers,
                 hosts: self.hosts,
+                topology: self.topology,
+                sentinels: self.sentinels,
             },
             dir: self.dir.clone(),
             redis_server: self.redis_server.clone(),

@@ -168,6 +168,135 @@ pub async fn quorum_master(
         })
 }
 
+/// One Sentinel's view of the group (`SENTINEL MASTER name`), for status and readiness.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SentinelView {
+    /// The Sentinel.
+    pub sentinel: NodeAddr,
+    /// The master it names.
+    pub master: NodeAddr,
+    /// Its flags for the master (`master`, `s_down`, `o_down`, `failover_in_progress` …).
+    pub flags: Vec<String>,
+    /// Replicas it knows.
+    pub replicas: usize,
+    /// Other Sentinels it knows.
+    pub other_sentinels: usize,
+    /// The quorum it was configured with.
+    pub quorum: usize,
+}
+
+/// What `sentinel` says about group `name`.
+///
+/// # Errors
+/// As [`NodeClient::query`]; [`ClusterError::Command`] when its answer lacks the master.
+pub async fn sentinel_view(
+    sentinel: &NodeAddr,
+    name: &str,
+    timeouts: Timeouts,
+    credentials: Option<&Credentials>,
+) -> Result<SentinelView, ClusterError> {
+    let mut client = NodeClient::connect_as(sentinel, timeouts, credentials).await?;
+    let flat: Vec<String> = client.query(&["SENTINEL", "MASTER", name]).await?;
+    let field = |key: &str| {
+        flat.chunks(2)
+            .find(|kv| kv.first().is_some_and(|k| k == key))
+            .and_then(|kv| kv.get(1))
+            .map(String::as_str)
+    };
+    let number = |key: &str| field(key).and_then(|v| v.parse().ok()).unwrap_or(0);
+    let master = field("ip")
+        .zip(field("port").and_then(|p| p.parse().ok()))
+        .map(|(ip, port)| NodeAddr::new(ip, port))
+        .ok_or_else(|| ClusterError::Command {
+            addr: sentinel.clone(),
+            command: format!("SENTINEL MASTER {name}"),
+            message: "the reply names no master".into(),
+        })?;
+    Ok(SentinelView {
+        sentinel: sentinel.clone(),
+        master,
+        flags: field("flags")
+            .unwrap_or_default()
+            .split(',')
+            .filter(|f| !f.is_empty())
+            .map(str::to_owned)
+            .collect(),
+        replicas: number("num-slaves"),
+        other_sentinels: number("num-other-sentinels"),
+        quorum: number("quorum"),
+    })
+}
+
+/// Waits until every Sentinel of `group` knows `replicas` replicas and every other Sentinel,
+/// they all name one master, and that node says `role:master`.
+///
+/// # Errors
+/// A sentence with each Sentinel's last view after `timeout`.
+pub async fn wait_group_ready(
+    group: &GroupAccess,
+    replicas: usize,
+    timeout: Duration,
+) -> Result<NodeAddr, String> {
+    let deadline = std::time::Instant::now() + timeout;
+    let ask = Duration::from_secs(1);
+    let timeouts = Timeouts {
+        connect: ask,
+        response: ask,
+    };
+    let others = group.sentinels.len().saturating_sub(1);
+    loop {
+        let mut views = Vec::new();
+        for sentinel in &group.sentinels {
+            views.push(
+                sentinel_view(
+                    sentinel,
+                    &group.name,
+                    timeouts,
+                    group.sentinel_credentials.as_ref(),
+                )
+                .await,
+            );
+        }
+        let agreed = views.iter().all(|v| {
+            v.as_ref()
+                .is_ok_and(|v| v.replicas == replicas && v.other_sentinels == others)
+        });
+        let master = views
+            .first()
+            .and_then(|v| v.as_ref().ok())
+            .map(|v| v.master.clone());
+        if let Some(master) = master.filter(|_| agreed)
+            && views
+                .iter()
+                .all(|v| v.as_ref().is_ok_and(|v| v.master == master))
+            && node_info(&master, timeouts, group.credentials.as_ref())
+                .await
+                .is_ok_and(|i| i.is_master())
+        {
+            return Ok(master);
+        }
+        if std::time::Instant::now() >= deadline {
+            let seen: Vec<String> = views
+                .iter()
+                .zip(&group.sentinels)
+                .map(|(v, s)| match v {
+                    Ok(v) => format!(
+                        "{s}: master {}, {} replicas, {} other sentinels",
+                        v.master, v.replicas, v.other_sentinels
+                    ),
+                    Err(e) => format!("{s}: {e}"),
+                })
+                .collect();
+            return Err(format!(
+                "after {timeout:?} the Sentinels do not agree on the whole group ({replicas} \
+                 replicas, {others} other sentinels each): {}",
+                seen.join("; ")
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// A group as the control plane reaches it.
 #[derive(Debug, Clone)]
 pub struct GroupAccess {

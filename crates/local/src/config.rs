@@ -75,6 +75,11 @@ pub struct NodeConfig {
     /// Run as a Sentinel watching this group instead of as a data node (`--sentinel`); only
     /// `port`, `dir` and `extra` apply then.
     pub sentinel: Option<SentinelMonitor>,
+    /// The file is written only when missing: Redis keeps it current itself (`CONFIG
+    /// REWRITE`). A Sentinel records what it learnt there, and Sentinel rewrites a group
+    /// node's `replicaof` there when it fails over, so a restart keeps the role the group
+    /// gave the node rather than the one it was created with.
+    pub keep_file: bool,
 }
 
 impl NodeConfig {
@@ -89,6 +94,7 @@ impl NodeConfig {
             node_timeout_ms: DEFAULT_NODE_TIMEOUT_MS,
             extra: Vec::new(),
             sentinel: None,
+            keep_file: false,
         }
     }
 
@@ -96,6 +102,7 @@ impl NodeConfig {
     pub fn group_node(port: u16, dir: PathBuf) -> Self {
         Self {
             cluster: false,
+            keep_file: true,
             ..Self::cluster_node(port, dir)
         }
     }
@@ -106,6 +113,7 @@ impl NodeConfig {
             cluster: false,
             maxmemory: None,
             sentinel: Some(monitor),
+            keep_file: true,
             ..Self::cluster_node(port, dir)
         }
     }

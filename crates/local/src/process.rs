@@ -36,9 +36,9 @@ impl NodeProcess {
         std::fs::create_dir_all(&config.dir)
             .map_err(|e| LocalError::io(format!("creating {}", config.dir.display()), e))?;
         let conf_path = config.config_path();
-        // A Sentinel's file holds what it learnt (the current master above all): a restarted
-        // Sentinel must start from it, not from the master it was first given.
-        if config.sentinel.is_none() || !conf_path.exists() {
+        // A Sentinel's file holds what it learnt (the current master above all), a group
+        // node's its current `replicaof`: a restart must start from them (see `keep_file`).
+        if !(config.keep_file && conf_path.exists()) {
             std::fs::write(&conf_path, config.render())
                 .map_err(|e| LocalError::io(format!("writing {}", conf_path.display()), e))?;
         }
