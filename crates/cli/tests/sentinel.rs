@@ -159,3 +159,26 @@ fn a_killed_master_comes_back_under_the_supervisor_with_every_acknowledged_write
     assert!(log.failed <= 1, "{:?}", log.errors);
     log.assert_nothing_lost();
 }
+
+#[test]
+fn drill_failover_on_a_group_measures_sentinels_takeover_and_loses_nothing() {
+    let c = group();
+    let out = c.run(&["drill", "failover", "--kill", "--duration", "12s", "--json"]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{text}\n{}", stderr(&out));
+    let report: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(report["verdict"], "pass", "{report:#}");
+    assert_eq!(report["lost_writes"], 0, "{report:#}");
+    for field in [
+        "time_to_detect_ms",
+        "time_to_promote_ms",
+        "time_to_rejoin_ms",
+    ] {
+        assert!(report[field].is_u64(), "{field}: {report:#}");
+    }
+    let promoted = report["promoted"]["address"].as_str().unwrap();
+    assert_ne!(promoted, report["victim"]["address"].as_str().unwrap());
+    let (healthy, status) = c.status();
+    assert!(healthy, "{status:#}");
+    assert_eq!(master(&status), promoted);
+}
