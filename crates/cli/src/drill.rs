@@ -180,6 +180,17 @@ async fn drill_options(args: &FailoverArgs) -> Result<DrillOptions> {
         .map(|n| n.address.parse::<NodeAddr>())
         .collect::<Result<Vec<_>, _>>()
         .context("a node address in the state file")?;
+    let state = cinnabar_local::StateDir::open(&args.dir)?
+        .load()?
+        .with_context(|| format!("no cluster state in {}", args.dir.display()))?;
+    // A Sentinel group: the nodes are the data nodes, and the Sentinels are watched.
+    let group = state
+        .spec
+        .is_sentinel()
+        .then(|| cinnabar_local::group::access(&state));
+    if group.is_some() && args.shard != 0 {
+        bail!("a Sentinel group has one shard (0)");
+    }
     let node_timeout = node_timeout(&args.dir)?;
     let mut workload = WorkloadOptions::new(endpoint);
     workload.connections = args.connections.max(1);
@@ -195,6 +206,7 @@ async fn drill_options(args: &FailoverArgs) -> Result<DrillOptions> {
         failover_timeout: (node_timeout * 4).max(Duration::from_secs(30)),
         recovery_timeout: (node_timeout * 6).max(Duration::from_secs(60)),
         max_client_errors: args.max_client_errors,
+        group,
     })
 }
 

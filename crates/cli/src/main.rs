@@ -182,12 +182,21 @@ enum Command {
 /// Flags of `cinnabar up`.
 #[derive(Debug, Clone, Args)]
 struct UpArgs {
-    /// Number of shards, each with one master [default: 3]
+    /// What the nodes form: `cluster` (Redis Cluster, slots over shards) or `sentinel` (one
+    /// master, its replicas and a Sentinel quorum that fails over; any database, transactions
+    /// across any keys). Fixed when created [default: cluster]
+    #[arg(long, value_name = "KIND")]
+    topology: Option<cinnabar_local::spec::Topology>,
+    /// Number of shards, each with one master [default: 3; a Sentinel group has 1]
     #[arg(long, value_name = "N")]
     masters: Option<u16>,
-    /// Replicas per master [default: 1]
+    /// Replicas per master [default: 1; 2 for a Sentinel group]
     #[arg(long, value_name = "N")]
     replicas: Option<u16>,
+    /// Sentinels of a Sentinel group (a majority is the quorum); their ports follow the
+    /// nodes' [default: 3]
+    #[arg(long, value_name = "N")]
+    sentinels: Option<u16>,
     /// The endpoint's port: the proxy listens here and the nodes take the following ports (with
     /// --no-proxy the first node listens here) [default: 6380]
     #[arg(long, value_name = "PORT")]
@@ -239,6 +248,8 @@ impl UpArgs {
                 args.push(value.into());
             }
         };
+        flag("--topology", self.topology.map(|v| v.to_string()));
+        flag("--sentinels", self.sentinels.map(|v| v.to_string()));
         flag("--masters", self.masters.map(|v| v.to_string()));
         flag("--replicas", self.replicas.map(|v| v.to_string()));
         flag("--port", self.port.map(|v| v.to_string()));
@@ -273,6 +284,8 @@ impl UpArgs {
                 proxy: self.no_proxy.then_some(false),
                 proxy_workers: self.proxy_workers,
                 hosts: self.hosts,
+                topology: self.topology,
+                sentinels: self.sentinels,
             },
             dir: self.dir.clone(),
             redis_server: self.redis_server.clone(),
@@ -309,6 +322,13 @@ struct ProxyArgs {
     /// unless the file has `seeds`; given here, it replaces the file's list
     #[arg(long = "seed", value_name = "HOST:PORT")]
     seeds: Vec<cinnabar_cluster::NodeAddr>,
+    /// Front a Sentinel-managed master/replicas group instead of a cluster: a Sentinel of it
+    /// (repeat for more; the master most of them name wins); needs --group
+    #[arg(long = "sentinel", value_name = "HOST:PORT", requires = "group")]
+    sentinels: Vec<cinnabar_cluster::NodeAddr>,
+    /// The group's name, as its Sentinels monitor it
+    #[arg(long, value_name = "NAME", requires = "sentinels")]
+    group: Option<String>,
     /// Worker threads, each with its own listener and backend connections [default: 1]
     #[arg(long, value_name = "N")]
     workers: Option<usize>,
@@ -342,6 +362,13 @@ impl ProxyArgs {
         if !self.seeds.is_empty() {
             config.seeds.clone_from(&self.seeds);
         }
+        if let Some(name) = &self.group {
+            config.group = Some(cinnabar_proxy::GroupConfig {
+                name: name.clone(),
+                sentinels: self.sentinels.clone(),
+                sentinel_credentials: None,
+            });
+        }
         if let Some(workers) = self.workers {
             config.workers = workers;
         }
@@ -363,7 +390,12 @@ impl ProxyArgs {
                  cluster's seeds there"
             );
         }
-        if config.seeds.is_empty() && config.clusters.is_empty() {
+        if config.group.is_some() && (!config.seeds.is_empty() || !config.clusters.is_empty()) {
+            bail!(
+                "a Sentinel group (--group/--sentinel or [group]) replaces seeds and [[clusters]]"
+            );
+        }
+        if config.seeds.is_empty() && config.clusters.is_empty() && config.group.is_none() {
             bail!(
                 "no seed: give --seed HOST:PORT (a node of the cluster), or `seeds` (or \
                  [[clusters]]) in a --config file"

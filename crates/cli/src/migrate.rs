@@ -278,7 +278,7 @@ pub(crate) fn run(args: &MigrateArgs) -> Result<ExitCode> {
             let _ = finish_sync(sync);
             bail!("the switch was refused: {message}");
         }
-        ControlReply::Done { .. } => {
+        ControlReply::Done { .. } | ControlReply::GroupFailover { .. } => {
             let _ = finish_sync(sync);
             bail!(
                 "the supervisor of {} does not know switches (older version?)",

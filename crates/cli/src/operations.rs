@@ -188,6 +188,13 @@ async fn run_async(command: &OperationCommand) -> Result<ExitCode> {
             root.display()
         );
     }
+    let sentinel = platform
+        .dir()
+        .load()?
+        .is_some_and(|state| state.spec.is_sentinel());
+    if sentinel {
+        return run_group(command).await;
+    }
     let mut file = FileJournal::new(platform.dir().operation_journal());
     let mut memory = MemoryJournal::default();
     let pending = file.load()?;
@@ -302,6 +309,84 @@ async fn record_shape(platform: &LocalPlatform, masters: usize, replicas: usize)
         .set_shape(masters, replicas)
         .await
         .context("recording the new shape in the state file")
+}
+
+/// An operation on a Sentinel group: the planner's group path decides each step (see
+/// `cinnabar_local::group`); no journal, since a rolling restart observed again from the start
+/// only restarts what it must (known issue: it restarts the replicas again).
+async fn run_group(command: &OperationCommand) -> Result<ExitCode> {
+    use cinnabar_cluster::group_plan::GroupOperation;
+    let common = command.common();
+    let operation = match command {
+        OperationCommand::Failover(args) if args.shard != 0 => {
+            eprintln!("failover refused: a Sentinel group has one shard (0)");
+            return Ok(ExitCode::from(REFUSED));
+        }
+        OperationCommand::Failover(_) => GroupOperation::Failover,
+        OperationCommand::Restart(_) => GroupOperation::RollingRestart {
+            restarted: Vec::new(),
+        },
+        OperationCommand::Heal(_) => GroupOperation::Heal,
+        OperationCommand::Scale(_)
+        | OperationCommand::ReplaceNodes(_)
+        | OperationCommand::Rebalance(_)
+        | OperationCommand::Resume(_) => {
+            eprintln!(
+                "refused: a Sentinel group supports failover, restart --rolling and heal \
+                 (scale, replace-nodes, rebalance and resume are cluster operations)"
+            );
+            return Ok(ExitCode::from(REFUSED));
+        }
+    };
+    if common.dry_run {
+        let state = cinnabar_local::StateDir::open(&common.dir)?
+            .load()?
+            .context("the state file is gone")?;
+        let observed = cinnabar_local::group::observe(&state).await;
+        println!(
+            "{}",
+            match cinnabar_cluster::group_plan::next_group_step(&operation, &observed) {
+                cinnabar_cluster::group_plan::GroupNext::Step(step) => format!("would {step}"),
+                other => format!("{other:?}"),
+            }
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let outcome = cinnabar_local::group::run_operation(
+        &common.dir,
+        operation,
+        Duration::from_secs(common.timeout),
+        &mut |event| eprintln!("  {event}"),
+    )
+    .await;
+    match outcome {
+        Ok(report) => {
+            if !common.quiet {
+                print_report(&report, common.json)?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(cinnabar_local::group::GroupOperationError::Refused(why)) => {
+            eprintln!("{} refused: {why}", command_name(command));
+            Ok(ExitCode::from(REFUSED))
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+fn command_name(command: &OperationCommand) -> &'static str {
+    match command {
+        OperationCommand::Scale(_) => "scale",
+        OperationCommand::Failover(_) => "failover",
+        OperationCommand::Restart(_) => "restart",
+        OperationCommand::Heal(_) => "heal",
+        OperationCommand::ReplaceNodes(_) => "replace-nodes",
+        OperationCommand::Rebalance(_) => "rebalance",
+        OperationCommand::Resume(_) => "resume",
+    }
 }
 
 /// The operation a new command asks for, resolved against the cluster as it is now.

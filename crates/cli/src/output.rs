@@ -28,6 +28,10 @@ pub(crate) fn status_table(report: &StatusReport) -> String {
         report.server,
         supervisor
     );
+    if report.topology == "sentinel" {
+        group_tables(&mut out, report);
+        return out;
+    }
     let _ = writeln!(
         out,
         "\n{:<16} {:<8} {:<16} {:<12} {:<12} {:>8} {:>9} {:>8}",
@@ -58,6 +62,60 @@ pub(crate) fn status_table(report: &StatusReport) -> String {
     }
     let _ = writeln!(out, "{}", report.verdict);
     out
+}
+
+/// A Sentinel group's nodes (roles, offsets, lag) and its Sentinels (what each names).
+fn group_tables(out: &mut String, report: &StatusReport) {
+    let dash = || "-".to_owned();
+    let _ = writeln!(
+        out,
+        "\n{:<16} {:<8} {:<16} {:>12} {:>10} {:>8} {:<12} {:>8} {:>8}",
+        "ADDRESS", "ROLE", "FOLLOWS", "OFFSET", "LAG BYTES", "LAG S", "HEALTH", "PID", "RESTARTS"
+    );
+    for node in &report.nodes {
+        let _ = writeln!(
+            out,
+            "{:<16} {:<8} {:<16} {:>12} {:>10} {:>8} {:<12} {:>8} {:>8}",
+            node.address,
+            node.role,
+            node.master.as_deref().unwrap_or("-"),
+            node.offset.map_or_else(dash, |o| o.to_string()),
+            node.lag_bytes.map_or_else(dash, |o| o.to_string()),
+            node.lag_seconds.map_or_else(dash, |o| o.to_string()),
+            node.health,
+            node.pid.map_or_else(dash, |p| p.to_string()),
+            node.restarts
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\n{:<16} {:<16} {:<24} {:>8} {:>9} {:>8} {:>8}",
+        "SENTINEL", "NAMES MASTER", "FLAGS", "REPLICAS", "SENTINELS", "PID", "RESTARTS"
+    );
+    for sentinel in &report.sentinels {
+        let _ = writeln!(
+            out,
+            "{:<16} {:<16} {:<24} {:>8} {:>9} {:>8} {:>8}",
+            sentinel.address,
+            sentinel.master.as_deref().unwrap_or("DOWN"),
+            if sentinel.flags.is_empty() {
+                dash()
+            } else {
+                sentinel.flags.join(",")
+            },
+            sentinel.replicas.map_or_else(dash, |n| n.to_string()),
+            sentinel
+                .other_sentinels
+                .map_or_else(dash, |n| (n + 1).to_string()),
+            sentinel.pid.map_or_else(dash, |p| p.to_string()),
+            sentinel.restarts
+        );
+    }
+    out.push('\n');
+    for problem in &report.problems {
+        let _ = writeln!(out, "problem: {problem}");
+    }
+    let _ = writeln!(out, "{}", report.verdict);
 }
 
 /// `127.0.0.1:6380 up (in supervisor pid 42, 1 worker)`, or why there is none.

@@ -10,6 +10,8 @@
 //! - plan: [`mod@plan`] (pure: the next step of an operation, and the safety rules), [`placement`]
 //!   (pure: who is master, who replicates whom, which slots), [`slots`], [`rebalance`] (pure:
 //!   which slots move where so masters hold even or weighted shares);
+//! - [`group_plan`] (pure: the next step of an operation on a Sentinel group);
+//! - [`sentinel`]: Sentinel-managed groups (who the quorum names master, each node's role);
 //! - [`platform`]: what the planner needs from whatever runs the nodes;
 //! - execute: [`mod@execute`] (one planned step), [`create`], [`migrate`] (moving slots and their
 //!   keys, closing slots left open), over [`client`] connections;
@@ -24,6 +26,7 @@ pub mod create;
 pub mod credentials;
 pub mod error;
 pub mod execute;
+pub mod group_plan;
 pub mod info;
 pub mod migrate;
 mod migrate_steps;
@@ -33,6 +36,7 @@ pub mod placement;
 pub mod plan;
 pub mod platform;
 pub mod rebalance;
+pub mod sentinel;
 pub mod shards;
 pub mod slots;
 pub mod topology;

@@ -19,7 +19,7 @@
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use cinnabar_cluster::{CheckOptions, CheckReport, NodeAddr, check_with};
+use cinnabar_cluster::{CheckOptions, NodeAddr, check_with};
 
 use crate::error::DrillError;
 use crate::fault::{FaultKind, NodeFaults};
@@ -58,6 +58,9 @@ pub struct DrillOptions {
     pub recovery_timeout: Duration,
     /// Client errors that still pass; `None` reports them without judging.
     pub max_client_errors: Option<u64>,
+    /// A Sentinel group (its data nodes are `seeds`) instead of a cluster: the victim is its
+    /// master and the failover watched is Sentinel's (see `crate::group`).
+    pub group: Option<cinnabar_cluster::sentinel::GroupAccess>,
 }
 
 /// What [`prepare`] found: the victim and the healthy cluster around it.
@@ -67,8 +70,8 @@ pub struct DrillPlan {
     pub shard: usize,
     /// The master to fail, its slots and its replicas.
     pub victim: Victim,
-    /// The check before anything was touched.
-    pub before: CheckReport,
+    /// The check before anything was touched, as the report prints it.
+    pub before: String,
 }
 
 /// Progress of a drill, for the person watching.
@@ -123,6 +126,11 @@ impl std::fmt::Display for DrillEvent {
 /// [`DrillError::NotHealthy`], [`DrillError::NoSuchShard`], [`DrillError::NoReplica`],
 /// [`DrillError::NoQuorum`], [`DrillError::EndpointUnreachable`], or [`DrillError::Cluster`] when there are no seeds.
 pub async fn prepare(options: &DrillOptions) -> Result<DrillPlan, DrillError> {
+    if let Some(group) = &options.group {
+        let plan = crate::group::prepare(group, &options.seeds).await?;
+        ping_endpoint(&options.workload.endpoint).await?;
+        return Ok(plan);
+    }
     let before = check_with(&options.seeds, &CheckOptions::default()).await?;
     if !before.is_healthy() {
         let mut problems: Vec<String> = before.problems.iter().map(ToString::to_string).collect();
@@ -169,7 +177,7 @@ pub async fn prepare(options: &DrillOptions) -> Result<DrillPlan, DrillError> {
             slots: master.slots.clone(),
             replica_ids,
         },
-        before,
+        before: before.to_string(),
     })
 }
 
@@ -197,14 +205,15 @@ async fn ping_endpoint(endpoint: &NodeAddr) -> Result<(), DrillError> {
 }
 
 /// What the drill learnt while it ran.
-struct Progress<'e> {
+pub(crate) struct Progress<'e> {
     started: Instant,
     fault_at: Option<Duration>,
     milestones: Vec<MilestoneAt>,
     findings: Vec<String>,
-    promoted: Option<NodeRef>,
-    while_down: Option<String>,
-    after: Option<CheckReport>,
+    pub(crate) promoted: Option<NodeRef>,
+    pub(crate) while_down: Option<String>,
+    /// The last check: healthy or not, as the report prints it.
+    pub(crate) after: Option<(bool, String)>,
     restored: bool,
     on_event: &'e mut (dyn FnMut(DrillEvent) + Send),
 }
@@ -214,12 +223,12 @@ impl Progress<'_> {
         self.started.elapsed()
     }
 
-    fn reached(&self, milestone: Milestone) -> bool {
+    pub(crate) fn reached(&self, milestone: Milestone) -> bool {
         self.milestones.iter().any(|m| m.milestone == milestone)
     }
 
     /// Records `milestone` now, once.
-    fn mark(&mut self, milestone: Milestone, detail: String) {
+    pub(crate) fn mark(&mut self, milestone: Milestone, detail: String) {
         if self.reached(milestone) {
             return;
         }
@@ -245,7 +254,7 @@ impl Progress<'_> {
         });
     }
 
-    fn finding(&mut self, text: String) {
+    pub(crate) fn finding(&mut self, text: String) {
         (self.on_event)(DrillEvent::Note(format!("finding: {text}")));
         self.findings.push(text);
     }
@@ -358,11 +367,16 @@ async fn recover<F: NodeFaults>(
     progress: &mut Progress<'_>,
 ) -> Result<(), DrillError> {
     let victim = &plan.victim;
-    let mut survivors = Survivors::new(&options.seeds, &victim.addr);
     let failover_deadline = Instant::now() + options.failover_timeout;
-    watch_promotion(victim, &mut survivors, failover_deadline, progress).await;
-    if progress.reached(Milestone::Promoted) {
-        wait_serving(victim, &survivors.addrs(), failover_deadline, progress).await?;
+    if let Some(group) = &options.group {
+        crate::group::watch_promotion(group, &options.seeds, victim, failover_deadline, progress)
+            .await;
+    } else {
+        let mut survivors = Survivors::new(&options.seeds, &victim.addr);
+        watch_promotion(victim, &mut survivors, failover_deadline, progress).await;
+        if progress.reached(Milestone::Promoted) {
+            wait_serving(victim, &survivors.addrs(), failover_deadline, progress).await?;
+        }
     }
 
     faults.restore(&victim.addr)?;
@@ -374,13 +388,20 @@ async fn recover<F: NodeFaults>(
         .await
     {
         // Without a takeover the victim comes back as the master it was: nothing to rejoin.
-        Ok(()) if progress.reached(Milestone::Promoted) => {
-            wait_rejoined(victim, recovery_deadline, progress).await;
-        }
+        Ok(()) if progress.reached(Milestone::Promoted) => match &options.group {
+            Some(_) => crate::group::wait_rejoined(victim, recovery_deadline, progress).await,
+            None => wait_rejoined(victim, recovery_deadline, progress).await,
+        },
         Ok(()) => {}
         Err(e) => progress.finding(format!("the victim did not come back: {e}")),
     }
-    wait_healthy(&options.seeds, recovery_deadline, progress).await
+    match &options.group {
+        Some(group) => {
+            crate::group::wait_healthy(group, &options.seeds, recovery_deadline, progress).await;
+            Ok(())
+        }
+        None => wait_healthy(&options.seeds, recovery_deadline, progress).await,
+    }
 }
 
 async fn watch_promotion(
@@ -486,14 +507,14 @@ async fn wait_healthy(
         let report = check_with(seeds, &CheckOptions::default()).await?;
         if report.is_healthy() {
             progress.mark(Milestone::Healthy, String::new());
-            progress.after = Some(report);
+            progress.after = Some((true, report.to_string()));
             return Ok(());
         }
         if Instant::now() >= deadline {
             progress.finding(format!(
                 "the cluster was not healthy within the recovery timeout: {report}"
             ));
-            progress.after = Some(report);
+            progress.after = Some((false, report.to_string()));
             return Ok(());
         }
         tokio::time::sleep(CHECK_POLL).await;
@@ -545,7 +566,7 @@ fn build_report(
     let within = lost_keys.iter().filter(|l| l.within_window).count() as u64;
     let lost_count = lost_keys.len() as u64;
     let after = progress.after.as_ref();
-    let healthy_at_end = after.is_some_and(CheckReport::is_healthy);
+    let healthy_at_end = after.is_some_and(|(healthy, _)| *healthy);
     let (verdict, verdict_reasons) = judge(&Evidence {
         promoted: progress.reached(Milestone::Promoted),
         rejoined: progress.reached(Milestone::Rejoined),
@@ -598,9 +619,9 @@ fn build_report(
         lost_keys,
         healthy_at_end,
         checks: Checks {
-            before: plan.before.to_string(),
+            before: plan.before.clone(),
             while_down: progress.while_down.clone(),
-            after: after.map_or_else(|| "not checked".to_owned(), ToString::to_string),
+            after: after.map_or_else(|| "not checked".to_owned(), |(_, text)| text.clone()),
         },
         findings: progress.findings.clone(),
         seconds: log.timeline.summaries(),

@@ -8,6 +8,8 @@
 //!
 //! Layout:
 //! - [`failover`]: the drill's steps (`prepare`, then `run`), and what each milestone means;
+//! - [`group`]: the same drill on a Sentinel group (detection and promotion as the Sentinels
+//!   see them, rejoin as the old master's own `INFO replication` says);
 //! - [`watch`]: reading the survivors' views (detection, promotion, rejoin), pure predicates;
 //! - [`workload`]: the verifying client load, and reading every acknowledged write back;
 //! - [`timeline`], [`histogram`]: per-second counts and latency in bounded memory;
@@ -18,6 +20,7 @@
 pub mod error;
 pub mod failover;
 pub mod fault;
+pub mod group;
 pub mod histogram;
 pub mod report;
 pub mod svg;

@@ -98,6 +98,14 @@ pub enum ControlRequest {
         /// Replicas per shard.
         replicas: u16,
     },
+    /// A planned failover of the Sentinel group: the proxy holds its clients' requests and
+    /// drains, the replicas catch up, a Sentinel promotes one, the proxy learns the new
+    /// master, and requests go on (`cinnabar_cluster::sentinel::planned_failover`). Answered
+    /// with [`ControlReply::GroupFailover`].
+    GroupFailover {
+        /// The longest clients' requests may be held, in milliseconds.
+        max_pause_ms: u64,
+    },
     /// Switch the proxy online to another cluster (`cinnabar_proxy::switch`), and once
     /// switched, record that this endpoint serves it (also after a restart). Answered with
     /// [`ControlReply::Switch`].
@@ -143,6 +151,15 @@ pub enum ControlReply {
     Switch {
         /// The report.
         report: String,
+    },
+    /// A planned failover of the Sentinel group happened.
+    GroupFailover {
+        /// The master before.
+        from: String,
+        /// The master now.
+        to: String,
+        /// How long clients' requests were held.
+        held_ms: u64,
     },
     /// Not done; nothing was changed unless the message says so.
     Failed {

@@ -53,6 +53,33 @@ pub struct StatusReport {
     pub nodes: Vec<NodeStatus>,
     /// Problems found, one sentence each.
     pub problems: Vec<String>,
+    /// `cluster` or `sentinel`.
+    pub topology: String,
+    /// A Sentinel group's Sentinels and what each says (empty for a cluster).
+    pub sentinels: Vec<SentinelStatus>,
+}
+
+/// One Sentinel in [`StatusReport`].
+#[derive(Debug, Clone, Serialize)]
+pub struct SentinelStatus {
+    /// `127.0.0.1:port`.
+    pub address: String,
+    /// Process id of the running Sentinel.
+    pub pid: Option<u32>,
+    /// Whether it answered.
+    pub up: bool,
+    /// The master it names.
+    pub master: Option<String>,
+    /// Its flags for that master (`master`, `s_down`, `o_down`, `failover_in_progress`).
+    pub flags: Vec<String>,
+    /// Replicas it knows.
+    pub replicas: Option<usize>,
+    /// Other Sentinels it knows.
+    pub other_sentinels: Option<usize>,
+    /// Supervisor restarts since `up`.
+    pub restarts: u32,
+    /// Why it did not answer.
+    pub error: Option<String>,
 }
 
 /// The proxy in [`StatusReport`].
@@ -100,6 +127,13 @@ pub struct NodeStatus {
     pub flags: Vec<String>,
     /// The simulated host it runs on (`up --hosts`); `null` without hosts.
     pub host: Option<String>,
+    /// Replication offset (`master_repl_offset`; on a replica, how far it has applied);
+    /// reported for a Sentinel group's nodes.
+    pub offset: Option<u64>,
+    /// On a replica of a Sentinel group: bytes behind its master.
+    pub lag_bytes: Option<u64>,
+    /// On a replica of a Sentinel group: seconds since its master heard from it.
+    pub lag_seconds: Option<u64>,
 }
 
 /// Reads the state of `dir` and asks the nodes how they are.
@@ -109,6 +143,13 @@ pub struct NodeStatus {
 pub async fn status(dir: &Path) -> Result<StatusReport> {
     let (dir, state) = load_state(dir)?;
     let supervisor = dir.supervisor_pid();
+    if state.spec.is_sentinel() {
+        let proxy = match state.spec.proxy_port() {
+            Some(port) => Some(proxy_status(&state, port, supervisor).await),
+            None => None,
+        };
+        return Ok(crate::group::status(&dir, &state, supervisor, proxy).await);
+    }
 
     let seeds: Vec<NodeAddr> = state
         .nodes
@@ -134,7 +175,7 @@ pub async fn status(dir: &Path) -> Result<StatusReport> {
 }
 
 /// Asks the proxy for a PONG, unless the cluster is stopped (then it is down by definition).
-async fn proxy_status(state: &State, port: u16, supervisor: Option<u32>) -> ProxyStatus {
+pub(crate) async fn proxy_status(state: &State, port: u16, supervisor: Option<u32>) -> ProxyStatus {
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
     let outcome = if state.phase == Phase::Stopped {
         Err("the cluster is stopped".to_owned())
@@ -180,6 +221,9 @@ fn build_report(
                     restarts: node.restarts,
                     flags: Vec::new(),
                     host: None,
+                    offset: None,
+                    lag_bytes: None,
+                    lag_seconds: None,
                 },
             };
             status.host.clone_from(&node.host);
@@ -249,6 +293,8 @@ fn build_report(
         server: format!("{:?} {}", state.server_flavor, state.server_version).to_lowercase(),
         nodes,
         problems,
+        topology: "cluster".into(),
+        sentinels: Vec::new(),
     }
 }
 
@@ -282,6 +328,9 @@ fn node_status(
         restarts,
         flags: report.flags.clone(),
         host: None,
+        offset: None,
+        lag_bytes: None,
+        lag_seconds: None,
     }
 }
 

@@ -58,9 +58,11 @@ impl LocalPlatform {
             .map_err(|e| ClusterError::Platform(e.to_string()))?;
         match reply {
             ControlReply::Done { port, .. } => Ok(port),
-            ControlReply::Switch { .. } => Err(ClusterError::Platform(
-                "the supervisor answered with a switch report to another request".into(),
-            )),
+            ControlReply::Switch { .. } | ControlReply::GroupFailover { .. } => {
+                Err(ClusterError::Platform(
+                    "the supervisor answered with the report of another request".into(),
+                ))
+            }
             ControlReply::Failed { kind, message } => Err(match kind {
                 FailureKind::UnknownNode => ClusterError::InvalidTopology(message),
                 FailureKind::UnknownHost => ClusterError::Placement(message),
@@ -125,11 +127,11 @@ impl Platform for LocalPlatform {
                 port: Some(port),
                 host,
             } => Ok(PlatformNode::placed(local_addr(port), host)),
-            ControlReply::Done { port: None, .. } | ControlReply::Switch { .. } => {
-                Err(ClusterError::Platform(
-                    "the supervisor started a node but did not say on which port".into(),
-                ))
-            }
+            ControlReply::Done { port: None, .. }
+            | ControlReply::Switch { .. }
+            | ControlReply::GroupFailover { .. } => Err(ClusterError::Platform(
+                "the supervisor started a node but did not say on which port".into(),
+            )),
             ControlReply::Failed { kind, message } => Err(match kind {
                 FailureKind::UnknownHost => ClusterError::Placement(message),
                 _ => ClusterError::Platform(message),

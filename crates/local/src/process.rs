@@ -36,8 +36,12 @@ impl NodeProcess {
         std::fs::create_dir_all(&config.dir)
             .map_err(|e| LocalError::io(format!("creating {}", config.dir.display()), e))?;
         let conf_path = config.config_path();
-        std::fs::write(&conf_path, config.render())
-            .map_err(|e| LocalError::io(format!("writing {}", conf_path.display()), e))?;
+        // A Sentinel's file holds what it learnt (the current master above all), a group
+        // node's its current `replicaof`: a restart must start from them (see `keep_file`).
+        if !(config.keep_file && conf_path.exists()) {
+            std::fs::write(&conf_path, config.render())
+                .map_err(|e| LocalError::io(format!("writing {}", conf_path.display()), e))?;
+        }
         let log_path = config.log_path();
         let log = OpenOptions::new()
             .create(true)
@@ -47,8 +51,12 @@ impl NodeProcess {
         let log_err = log
             .try_clone()
             .map_err(|e| LocalError::io("duplicating log handle", e))?;
-        let child = Command::new(&binary.path)
-            .arg(&conf_path)
+        let mut command = Command::new(&binary.path);
+        command.arg(&conf_path);
+        if config.sentinel.is_some() {
+            command.arg("--sentinel");
+        }
+        let child = command
             .current_dir(&config.dir)
             .stdin(Stdio::null())
             .stdout(log)

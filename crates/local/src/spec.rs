@@ -20,6 +20,49 @@ pub const MAX_PROXY_WORKERS: u16 = 64;
 /// leaves the machine's other cores to the nodes.
 pub const DEFAULT_PROXY_WORKERS: u16 = 1;
 
+/// Upper bound on Sentinels: a quorum needs a majority, so more than a handful only adds
+/// gossip; this only catches a typo.
+pub const MAX_SENTINELS: u16 = 9;
+/// Sentinels when not given: the smallest quorum that survives one lost Sentinel.
+pub const DEFAULT_SENTINELS: u16 = 3;
+/// The name the Sentinels of a local group monitor it under.
+pub const GROUP_NAME: &str = "cinnabar";
+
+/// What kind of Redis deployment the nodes form.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Topology {
+    /// A Redis Cluster: slots over `masters` shards of `1 + replicas` nodes.
+    #[default]
+    Cluster,
+    /// One master, `replicas` replicas and `sentinels` Sentinels (`redis-server --sentinel`)
+    /// that fail over by quorum; no slots, every database.
+    Sentinel,
+}
+
+impl std::str::FromStr for Topology {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
+        match s {
+            "cluster" => Ok(Self::Cluster),
+            "sentinel" => Ok(Self::Sentinel),
+            other => Err(format!(
+                "unknown topology '{other}' (expected cluster or sentinel)"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for Topology {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Cluster => "cluster",
+            Self::Sentinel => "sentinel",
+        })
+    }
+}
+
 /// Upper bound on simulated hosts; only catches a typo.
 pub const MAX_HOSTS: u16 = 64;
 
@@ -71,10 +114,20 @@ pub struct LocalSpec {
     /// machine; 0 means no host labels. Fixed when the cluster is created.
     #[serde(default)]
     pub hosts: u16,
+    /// Cluster or Sentinel group; state files from before the Sentinel topology are clusters.
+    #[serde(default)]
+    pub topology: Topology,
+    /// Sentinels of a Sentinel group (their ports follow the data nodes'); unused by a cluster.
+    #[serde(default = "default_sentinels")]
+    pub sentinels: u16,
 }
 
 fn default_proxy_workers() -> u16 {
     DEFAULT_PROXY_WORKERS
+}
+
+fn default_sentinels() -> u16 {
+    DEFAULT_SENTINELS
 }
 
 impl Default for LocalSpec {
@@ -89,14 +142,38 @@ impl Default for LocalSpec {
             proxy: true,
             proxy_workers: DEFAULT_PROXY_WORKERS,
             hosts: 0,
+            topology: Topology::Cluster,
+            sentinels: DEFAULT_SENTINELS,
         }
     }
 }
 
 impl LocalSpec {
-    /// Total number of nodes.
+    /// Total number of data nodes (Sentinels not counted).
     pub fn node_count(&self) -> usize {
         usize::from(self.masters) * (usize::from(self.replicas) + 1)
+    }
+
+    /// Whether this is a Sentinel group.
+    pub fn is_sentinel(&self) -> bool {
+        self.topology == Topology::Sentinel
+    }
+
+    /// Client ports of a Sentinel group's Sentinels: right after the data nodes' (none for a
+    /// cluster).
+    pub fn sentinel_ports(&self) -> impl Iterator<Item = u16> + '_ {
+        let first = self.first_node_port() + self.node_count() as u16;
+        let count = if self.is_sentinel() {
+            self.sentinels
+        } else {
+            0
+        };
+        (0..count).map(move |i| first + i)
+    }
+
+    /// A majority of the Sentinels: how many must agree that the master is down.
+    pub fn quorum(&self) -> usize {
+        usize::from(self.sentinels) / 2 + 1
     }
 
     /// The simulated hosts' labels, `h0..h{hosts-1}` (empty without hosts).
@@ -178,8 +255,39 @@ impl LocalSpec {
         if self.port < 1024 {
             return bad(format!("--port {}: use a port of 1024 or above", self.port));
         }
+        if self.is_sentinel() {
+            if self.masters != 1 {
+                return bad(format!(
+                    "--masters {}: a Sentinel group has exactly one master (use --topology \
+                     cluster to shard)",
+                    self.masters
+                ));
+            }
+            if self.replicas == 0 {
+                return bad(
+                    "--replicas 0: a Sentinel group needs a replica to fail over to".into(),
+                );
+            }
+            if !(1..=MAX_SENTINELS).contains(&self.sentinels) {
+                return bad(format!(
+                    "--sentinels {}: use 1 to {MAX_SENTINELS} (3 or 5 survive the loss of 1 or 2)",
+                    self.sentinels
+                ));
+            }
+            if !self.proxy {
+                return bad(
+                    "--no-proxy: a Sentinel group's endpoint is the proxy (it follows the \
+                     master); plain clients would need Sentinel support"
+                        .into(),
+                );
+            }
+            if self.hosts > 0 {
+                return bad("--hosts: simulated hosts apply to clusters only".into());
+            }
+        }
+        let sentinels = self.sentinel_ports().count() as u32;
         let first = u32::from(self.port) + u32::from(self.proxy);
-        let last = first + self.node_count() as u32 - 1;
+        let last = first + self.node_count() as u32 + sentinels - 1;
         if last + u32::from(BUS_PORT_OFFSET) > 65_535 {
             let proxy = if self.proxy {
                 format!("the proxy port {} and ", self.port)
@@ -505,6 +613,10 @@ pub struct SpecOverrides {
     pub proxy_workers: Option<u16>,
     /// `--hosts`.
     pub hosts: Option<u16>,
+    /// `--topology`.
+    pub topology: Option<Topology>,
+    /// `--sentinels`.
+    pub sentinels: Option<u16>,
 }
 
 impl SpecOverrides {
@@ -534,6 +646,15 @@ impl SpecOverrides {
             if self.proxy.is_some_and(|p| p != stored.proxy) {
                 conflicts.push("--no-proxy (it has a proxy)".into());
             }
+            if let Some(topology) = self.topology.filter(|t| *t != stored.topology) {
+                conflicts.push(format!(
+                    "--topology {topology} (it is a {})",
+                    stored.topology
+                ));
+            }
+            if let Some(n) = self.sentinels.filter(|n| *n != stored.sentinels) {
+                conflicts.push(format!("--sentinels {n} (it has {})", stored.sentinels));
+            }
             if !conflicts.is_empty() {
                 let proxy = if stored.proxy {
                     "with a proxy"
@@ -549,6 +670,17 @@ impl SpecOverrides {
                     conflicts.join(", ")
                 )));
             }
+        }
+        if let Some(v) = self.topology {
+            spec.topology = v;
+            // One master is what a Sentinel group is; --masters can only confirm it.
+            if v == Topology::Sentinel && stored.is_none() {
+                spec.masters = 1;
+                spec.replicas = 2;
+            }
+        }
+        if let Some(v) = self.sentinels {
+            spec.sentinels = v;
         }
         if let Some(v) = self.masters {
             spec.masters = v;

@@ -57,6 +57,9 @@ pub struct NodeState {
     /// The simulated host it is placed on (`--hosts`); state files from before hosts lack it.
     #[serde(default)]
     pub host: Option<String>,
+    /// A Sentinel of a Sentinel group, not a data node.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub sentinel: bool,
 }
 
 /// Everything `status` and `down` need to know about a cluster started from a directory.
@@ -279,6 +282,7 @@ mod tests {
             server_flavor: Flavor::Redis,
             server_version: "7.0.15".into(),
             nodes: vec![NodeState {
+                sentinel: false,
                 port: 6380,
                 dir: dir.node_dir(6380),
                 pid: Some(1),

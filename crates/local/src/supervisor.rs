@@ -193,23 +193,24 @@ impl Supervisor {
         }
         let existing = StateDir::open(&options.dir).ok();
         let planned = planned_nodes(existing.as_ref(), spec)?;
-        for (port, _) in &planned {
+        for (port, _, _) in &planned {
             ports::ensure_node_ports_free(*port, 1)?;
         }
         let created_dir = !options.dir.exists();
         let dir = StateDir::create(&options.dir)?;
         let nodes: Vec<NodeState> = planned
             .into_iter()
-            .map(|(port, host)| NodeState {
+            .map(|(port, host, sentinel)| NodeState {
                 port,
                 dir: dir.node_dir(port),
                 pid: None,
                 restarts: 0,
                 host,
+                sentinel,
             })
             .collect();
         let lock = dir.lock()?;
-        let fresh = is_fresh(&dir, &nodes)?;
+        let fresh = is_fresh(&dir, &nodes, spec)?;
         // An endpoint switched to another cluster keeps serving it across restarts.
         let serving = if fresh {
             None
@@ -297,7 +298,23 @@ impl Supervisor {
         self.record_pids()?;
         on_event(UpEvent::NodesUp(self.children.len()));
 
-        if fresh {
+        if spec.is_sentinel() {
+            if !fresh {
+                on_event(UpEvent::Resuming);
+            }
+            // The replicas were told their master in their first configuration file; what
+            // remains is for every Sentinel to see the whole group (and, on a resume, to agree
+            // on a master that says so).
+            cinnabar_cluster::sentinel::wait_group_ready(
+                &self.group_access(),
+                usize::from(spec.replicas),
+                options.form_timeout,
+            )
+            .await
+            .map_err(|e| {
+                LocalError::InvalidTopology(format!("the Sentinel group did not form: {e}"))
+            })?;
+        } else if fresh {
             let create = CreateSpec {
                 nodes: self
                     .state
@@ -345,6 +362,14 @@ impl Supervisor {
             None => self.seeds(),
         };
         let mut config = ProxyConfig::new(addr, seeds);
+        if self.state.spec.is_sentinel() {
+            config.seeds.clear();
+            config.group = Some(cinnabar_proxy::GroupConfig {
+                name: crate::spec::GROUP_NAME.into(),
+                sentinels: self.sentinel_addrs(),
+                sentinel_credentials: None,
+            });
+        }
         config.workers = usize::from(self.state.spec.proxy_workers);
         config.admin_listen = self
             .state
@@ -429,13 +454,34 @@ impl Supervisor {
         &self.state.endpoint
     }
 
-    /// Addresses of all nodes, as recorded.
+    /// Addresses of all data nodes (Sentinels are not), as recorded.
     pub fn seeds(&self) -> Vec<NodeAddr> {
         self.state
             .nodes
             .iter()
+            .filter(|n| !n.sentinel)
             .map(|n| local_addr(n.port))
             .collect()
+    }
+
+    /// Addresses of a Sentinel group's Sentinels.
+    pub fn sentinel_addrs(&self) -> Vec<NodeAddr> {
+        self.state
+            .nodes
+            .iter()
+            .filter(|n| n.sentinel)
+            .map(|n| local_addr(n.port))
+            .collect()
+    }
+
+    /// How the control plane reaches this Sentinel group.
+    pub(crate) fn group_access(&self) -> cinnabar_cluster::sentinel::GroupAccess {
+        cinnabar_cluster::sentinel::GroupAccess {
+            name: crate::spec::GROUP_NAME.into(),
+            sentinels: self.sentinel_addrs(),
+            sentinel_credentials: None,
+            credentials: None,
+        }
     }
 
     /// Supervises until `shutdown` completes, then stops every node cleanly.
@@ -589,11 +635,50 @@ impl Supervisor {
 
     fn node_config(&self, port: u16) -> NodeConfig {
         let spec = &self.state.spec;
+        if spec.is_sentinel() {
+            return self.group_node_config(port);
+        }
         let mut config = NodeConfig::cluster_node(port, self.dir.node_dir(port));
         config.maxmemory =
             (spec.maxmemory_bytes().unwrap_or(0) > 0).then(|| spec.maxmemory.clone());
         config.maxmemory_policy = spec.maxmemory_policy.clone();
         config.node_timeout_ms = spec.node_timeout_ms;
+        config
+    }
+}
+
+impl Supervisor {
+    /// A Sentinel group's node or Sentinel. Their files are written once (`keep_file`): the
+    /// first data node starts as the master, the others as its replicas, and from then on
+    /// Sentinel keeps each file's `replicaof` (and its own state) current.
+    fn group_node_config(&self, port: u16) -> NodeConfig {
+        let spec = &self.state.spec;
+        let dir = self.dir.node_dir(port);
+        let first = self.seeds().first().map_or(port, |n| n.port);
+        if self
+            .state
+            .nodes
+            .iter()
+            .any(|n| n.port == port && n.sentinel)
+        {
+            let mut monitor = crate::config::SentinelMonitor::new(
+                crate::spec::GROUP_NAME,
+                "127.0.0.1",
+                first,
+                spec.quorum(),
+            );
+            monitor.down_after_ms = spec.node_timeout_ms;
+            return NodeConfig::sentinel(port, dir, monitor);
+        }
+        let mut config = NodeConfig::group_node(port, dir);
+        config.maxmemory =
+            (spec.maxmemory_bytes().unwrap_or(0) > 0).then(|| spec.maxmemory.clone());
+        config.maxmemory_policy = spec.maxmemory_policy.clone();
+        if port != first {
+            config
+                .extra
+                .push(("replicaof".into(), format!("127.0.0.1 {first}")));
+        }
         config
     }
 }
@@ -617,27 +702,38 @@ fn next_backoff(current: Duration) -> Duration {
 fn planned_nodes(
     existing: Option<&StateDir>,
     spec: &LocalSpec,
-) -> Result<Vec<(u16, Option<String>)>> {
+) -> Result<Vec<(u16, Option<String>, bool)>> {
     let recorded = match existing {
         Some(dir) => dir.load()?.map(|s| s.nodes).unwrap_or_default(),
         None => Vec::new(),
     };
     if !recorded.is_empty() {
-        return Ok(recorded.into_iter().map(|n| (n.port, n.host)).collect());
+        return Ok(recorded
+            .into_iter()
+            .map(|n| (n.port, n.host, n.sentinel))
+            .collect());
     }
     Ok(spec
         .ports()
         .enumerate()
-        .map(|(i, port)| (port, spec.host_of(i)))
+        .map(|(i, port)| (port, spec.host_of(i), false))
+        .chain(spec.sentinel_ports().map(|port| (port, None, true)))
         .collect())
 }
 
-/// True when no node directory holds cluster state yet; an error when only some do.
-fn is_fresh(dir: &StateDir, nodes: &[NodeState]) -> Result<bool> {
+/// True when no node directory holds cluster state yet; an error when only some do. A
+/// cluster node's state is its `nodes.conf`; a Sentinel group's nodes keep their first
+/// configuration file (see `NodeConfig::keep_file`).
+fn is_fresh(dir: &StateDir, nodes: &[NodeState], spec: &LocalSpec) -> Result<bool> {
+    let marker = if spec.is_sentinel() {
+        "redis.conf"
+    } else {
+        "nodes.conf"
+    };
     let initialised: Vec<u16> = nodes
         .iter()
         .map(|n| n.port)
-        .filter(|p| dir.node_dir(*p).join("nodes.conf").exists())
+        .filter(|p| dir.node_dir(*p).join(marker).exists())
         .collect();
     if initialised.is_empty() {
         return Ok(true);

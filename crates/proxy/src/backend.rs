@@ -32,18 +32,28 @@ const RETAINED: usize = 1024 * 1024;
 /// After a connection failure a replica is avoided by reads for this long.
 const DOWN_FOR: Duration = Duration::from_secs(1);
 
-/// What kind of connection: the client protocol it speaks and whether it reads from a replica.
-/// Replies are forwarded as they are, so a RESP3 client needs a RESP3 backend connection.
+/// What kind of connection: the client protocol it speaks, whether it reads from a replica,
+/// and its database. Replies are forwarded as they are, so a RESP3 client needs a RESP3
+/// backend connection; a client of a Sentinel group that selected database 3 shares the
+/// connections that selected it in their prelude, so its requests are never prefixed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub(crate) struct Flavor {
     pub(crate) resp3: bool,
     pub(crate) replica: bool,
+    /// Below [`DATABASES`]; always 0 for a cluster.
+    pub(crate) db: u8,
 }
 
+/// Databases a client of a group may select (Redis's default `databases 16`).
+pub(crate) const DATABASES: u8 = 16;
+
+/// Flavors in all: the size of a per-address array of connections (per lane).
+pub(crate) const FLAVORS: usize = 4 * DATABASES as usize;
+
 impl Flavor {
-    /// A dense index, for per-address arrays of connections.
+    /// A dense index below [`FLAVORS`], for per-address arrays of connections.
     pub(crate) const fn index(self) -> usize {
-        (self.resp3 as usize) | ((self.replica as usize) << 1)
+        (self.resp3 as usize) | ((self.replica as usize) << 1) | ((self.db as usize) << 2)
     }
 
     /// The commands that open every connection of this flavor, and how many replies they get.
@@ -75,7 +85,26 @@ impl Flavor {
             encode::command(&mut out, &[b"READONLY"]);
             replies += 1;
         }
+        if self.db != 0 {
+            let mut digits = [0u8; 3];
+            encode::command(&mut out, &[b"SELECT", db_digits(self.db, &mut digits)]);
+            replies += 1;
+        }
         (out, replies)
+    }
+}
+
+/// `db` in decimal, without allocating.
+fn db_digits(db: u8, buf: &mut [u8; 3]) -> &[u8] {
+    let mut n = db;
+    let mut at = buf.len();
+    loop {
+        at -= 1;
+        buf[at] = b'0' + n % 10;
+        n /= 10;
+        if n == 0 {
+            return &buf[at..];
+        }
     }
 }
 

@@ -109,6 +109,9 @@ pub struct ProxyConfig {
     /// Several clusters behind this one endpoint, each owning the keys with its prefixes (see
     /// [`ClusterConfig`]); empty: the one cluster of `seeds` and `backend_credentials`.
     pub clusters: Vec<ClusterConfig>,
+    /// A Sentinel-managed master/replicas group instead of a cluster (see [`GroupConfig`]);
+    /// `seeds` and `clusters` are then unused (and `clusters` must be empty).
+    pub group: Option<GroupConfig>,
     /// The bearer token the admin listener's state-changing endpoint `POST /backend/switch`
     /// requires (`Authorization: Bearer …`); `None` refuses every switch over HTTP.
     pub admin_token: Option<String>,
@@ -163,6 +166,7 @@ impl ProxyConfig {
             admin_listen: None,
             admin_token: None,
             clusters: Vec::new(),
+            group: None,
             wait_for_cluster: false,
             drain_timeout: Duration::from_secs(30),
             max_clients: 10_000,
@@ -197,4 +201,22 @@ pub struct ClusterConfig {
     pub credentials: Option<Credentials>,
     /// The key prefixes it owns; empty for the default cluster.
     pub prefixes: Vec<String>,
+}
+
+/// A master/replicas group managed by Sentinel, behind the endpoint instead of a cluster
+/// (backend kind "group", see the `group` module).
+///
+/// The master is the one the Sentinels name (`SENTINEL get-master-addr-by-name`), confirmed
+/// every second by the node itself (`INFO replication` says `role:master`); until both agree,
+/// requests wait within the retry window and no write goes anywhere. Every key lives in one
+/// place, so SELECT of any database, multi-key commands and MULTI/EXEC across any keys work.
+/// The nodes' password is `backend_credentials`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupConfig {
+    /// The group's name as the Sentinels monitor it.
+    pub name: String,
+    /// Sentinels to ask (several: the master most of them name wins).
+    pub sentinels: Vec<NodeAddr>,
+    /// How the proxy logs in to the Sentinels, when they require a password.
+    pub sentinel_credentials: Option<Credentials>,
 }

@@ -165,6 +165,38 @@ proxy_keys! {
     /// `prefixes` (the keys it owns; none for the one default cluster) and optionally
     /// `backend_user` and `backend_password_file`; replaces `seeds` (see `ClusterConfig`).
     clusters: Vec<ClusterSection> => |c, v| c.clusters = v.into_iter().map(ClusterSection::into_config).collect(),
+    /// `[group]`: a Sentinel-managed master/replicas group instead of a cluster, with `name`
+    /// (as the Sentinels monitor it), `sentinels` and optionally `sentinel_user` and
+    /// `sentinel_password_file`; the nodes' login is `backend_user`/`backend_password_file`
+    /// (see `GroupConfig`).
+    group: GroupSection => |c, v| c.group = Some(v.into_config()),
+}
+
+/// `[group]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GroupSection {
+    name: String,
+    sentinels: Seeds,
+    sentinel_user: Option<String>,
+    sentinel_password_file: Option<SecretFile>,
+}
+
+impl GroupSection {
+    fn into_config(self) -> crate::config::GroupConfig {
+        let sentinel_credentials = match (self.sentinel_user, self.sentinel_password_file) {
+            (None, None) => None,
+            (user, password) => Some(Credentials {
+                user,
+                password: password.map(|p| p.0).unwrap_or_default(),
+            }),
+        };
+        crate::config::GroupConfig {
+            name: self.name,
+            sentinels: self.sentinels.0,
+            sentinel_credentials,
+        }
+    }
 }
 
 /// One `[[clusters]]` entry.
@@ -404,6 +436,25 @@ mod tests {
                 "the example does not show `{key}`"
             );
         }
+    }
+
+    #[test]
+    fn a_group_is_read_with_its_sentinels() {
+        let dir = std::env::temp_dir().join(format!("cinnabar-group-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("proxy.toml");
+        std::fs::write(
+            &path,
+            "[group]\nname = \"orders\"\nsentinels = [\"127.0.0.1:26379\", \"127.0.0.1:26380\"]\n",
+        )
+        .unwrap();
+        let mut config = ProxyConfig::new(([127, 0, 0, 1], 0).into(), Vec::new());
+        ProxyFile::read(&path).unwrap().apply_to(&mut config);
+        let group = config.group.unwrap();
+        assert_eq!(group.name, "orders");
+        assert_eq!(group.sentinels[1], NodeAddr::new("127.0.0.1", 26380));
+        assert!(group.sentinel_credentials.is_none());
+        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]

@@ -14,6 +14,9 @@ pub(crate) struct KeyRouter {
     /// Longest prefix first.
     prefixes: Vec<(Box<[u8]>, usize)>,
     default: usize,
+    /// A Sentinel group is behind the endpoint: every key is in slot 0, so no request is
+    /// ever CROSSSLOT or split, and transactions span any keys (the group owns every slot).
+    single: bool,
 }
 
 impl KeyRouter {
@@ -24,6 +27,18 @@ impl KeyRouter {
     /// cluster or more than one, a prefix owned twice, a cluster without seeds.
     pub(crate) fn new(config: &ProxyConfig) -> Result<Self, String> {
         let clusters = &config.clusters;
+        if let Some(group) = &config.group {
+            if !clusters.is_empty() {
+                return Err("a group backend and [[clusters]] cannot be combined".into());
+            }
+            if group.sentinels.is_empty() {
+                return Err(format!("group {:?} has no sentinels", group.name));
+            }
+            return Ok(Self {
+                single: true,
+                ..Self::default()
+            });
+        }
         if clusters.is_empty() {
             return Ok(Self::default());
         }
@@ -78,7 +93,11 @@ impl KeyRouter {
             }
         };
         prefixes.sort_by_key(|p| std::cmp::Reverse(p.0.len()));
-        Ok(Self { prefixes, default })
+        Ok(Self {
+            prefixes,
+            default,
+            single: false,
+        })
     }
 
     /// The cluster `key` belongs to.
@@ -90,9 +109,17 @@ impl KeyRouter {
             .map_or(self.default, |(_, cluster)| *cluster)
     }
 
+    /// Whether every key is in one slot (a Sentinel group behind the endpoint).
+    pub(crate) fn is_single(&self) -> bool {
+        self.single
+    }
+
     /// `key`'s virtual slot.
     #[inline]
     pub(crate) fn slot(&self, key: &[u8]) -> u16 {
+        if self.single {
+            return 0;
+        }
         let slot = cinnabar_commands::key_slot(key);
         if self.prefixes.is_empty() {
             return virtual_slot(self.default, slot);

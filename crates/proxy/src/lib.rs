@@ -32,6 +32,7 @@ mod backend;
 pub mod cidr;
 pub mod config;
 pub mod file;
+mod group;
 mod info;
 mod keyroute;
 mod local;
@@ -53,8 +54,8 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 
 pub use cinnabar_audit::AuditOutput;
-pub use config::{ProxyConfig, ReadFrom, Transactions};
-pub use switch::{CatchUp, SwitchReport, SwitchRequest};
+pub use config::{GroupConfig, ProxyConfig, ReadFrom, Transactions};
+pub use switch::{CatchUp, RequestHold, SwitchReport, SwitchRequest};
 use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::{Notify, watch};
 
@@ -283,6 +284,21 @@ impl ProxyHandle {
             .await
     }
 
+    /// Holds every client's new requests (they wait in the proxy, nothing fails) and
+    /// resolves once everything sent before is answered: the quiet moment a planned failover
+    /// of a Sentinel group needs (see [`RequestHold`]). Release it after the failover, once
+    /// [`topology_changed`](Self::topology_changed) has published the new master.
+    ///
+    /// # Errors
+    /// A sentence when a switch runs, a hold is in force, or the drain takes longer than
+    /// `max_pause` (the requests are let go then).
+    pub async fn hold_requests(
+        &self,
+        max_pause: std::time::Duration,
+    ) -> Result<RequestHold, String> {
+        self.switcher.hold_requests(max_pause).await
+    }
+
     /// The masters of the backend served now.
     pub fn masters(&self) -> Vec<cinnabar_cluster::NodeAddr> {
         self.routes.borrow().masters().to_vec()
@@ -357,6 +373,7 @@ pub fn start(config: ProxyConfig) -> Result<ProxyHandle, ProxyError> {
             seeds: config.seeds.clone(),
             credentials: config.backend_credentials.clone().map(Arc::new),
             epoch: 0,
+            group: config.group.clone().map(Arc::new),
         }]
     } else {
         config
@@ -367,6 +384,7 @@ pub fn start(config: ProxyConfig) -> Result<ProxyHandle, ProxyError> {
                 seeds: c.seeds.clone(),
                 credentials: c.credentials.clone().map(Arc::new),
                 epoch: 0,
+                group: None,
             })
             .collect()
     };
@@ -410,8 +428,17 @@ pub fn start(config: ProxyConfig) -> Result<ProxyHandle, ProxyError> {
                             }
                             Err(e) => return drop(first_tx.send(Err(ProxyError::Topology(e)))),
                         };
+                        // A group's master is confirmed every second (the seed's HAProxy check),
+                        // and every Sentinel event triggers a check at once.
+                        let interval = match &config.group {
+                            Some(group) => {
+                                group::watch_sentinels(group, &freshness);
+                                config.refresh_interval.min(group::ROLE_CHECK_INTERVAL)
+                            }
+                            None => config.refresh_interval,
+                        };
                         tokio::select! {
-                            () = refresh::run(shared_upstream, routes_tx, freshness, config.refresh_interval, config.connect_timeout, control_stats) => {}
+                            () = refresh::run(shared_upstream, routes_tx, freshness, interval, config.connect_timeout, control_stats) => {}
                             _ = stop_rx.wait_for(|stop| *stop) => {}
                         }
                     });

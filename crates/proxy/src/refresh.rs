@@ -35,6 +35,9 @@ pub(crate) struct Upstream {
     pub(crate) credentials: Option<Arc<Credentials>>,
     /// 0 for the backend the proxy started with, one more per switch (`SlotMap::upstream`).
     pub(crate) epoch: u64,
+    /// A Sentinel group instead of a cluster: its table comes from the Sentinels and the
+    /// master's role check (`crate::group`), not from `CLUSTER NODES`.
+    pub(crate) group: Option<Arc<crate::config::GroupConfig>>,
 }
 
 /// Fetches a fresh map of `upstream` from the first node that answers: `candidates` first
@@ -48,6 +51,9 @@ pub(crate) async fn fetch(
     timeout: Duration,
     version: u64,
 ) -> Result<SlotMap, String> {
+    if let Some(group) = &upstream.group {
+        return crate::group::fetch(group, upstream, timeout, version).await;
+    }
     let timeouts = Timeouts {
         connect: timeout,
         response: timeout,

@@ -49,6 +49,9 @@ pub(crate) struct Part {
     credentials: Option<Arc<Credentials>>,
     /// 0 for the cluster it started with, one more after each online switch of this part.
     pub(crate) upstream: u64,
+    /// A Sentinel group, not a cluster: one master owning every slot, no `CLUSTER` commands
+    /// on its nodes, any database.
+    pub(crate) group: bool,
 }
 
 /// Masters and the slots they own.
@@ -83,6 +86,7 @@ impl SlotMap {
                 end: 0,
                 credentials: None,
                 upstream: 0,
+                group: false,
             }],
             version: 0,
             upstream: 0,
@@ -122,6 +126,27 @@ impl SlotMap {
         }
         map.parts[0].end = map.masters.len();
         map
+    }
+
+    /// The map of a Sentinel group: `master` (when confirmed) owns every slot, and `replicas`
+    /// serve reads. With no master every request waits for one within the retry window.
+    pub fn group(master: Option<NodeAddr>, replicas: Vec<NodeAddr>, version: u64) -> Self {
+        let mut map = Self::empty();
+        map.version = version;
+        map.parts[0].group = true;
+        if let Some(master) = master {
+            map.masters.push(master);
+            map.replicas.push(replicas);
+            map.representative.push(0);
+            map.owner.fill(0);
+        }
+        map.parts[0].end = map.masters.len();
+        map
+    }
+
+    /// Whether a Sentinel group (not a cluster) is behind the endpoint.
+    pub fn is_group(&self) -> bool {
+        self.parts.first().is_some_and(|p| p.group)
     }
 
     /// Names this one-cluster map's cluster, with its credentials and switch count.
@@ -177,6 +202,7 @@ impl SlotMap {
                 end: 0,
                 credentials: None,
                 upstream: 0,
+                group: false,
             });
             map.upstream += part.upstream;
             map.parts.push(Part {

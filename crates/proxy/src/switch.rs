@@ -259,6 +259,71 @@ impl Reopen {
     fn disarm(mut self) {
         self.armed = false;
     }
+
+    /// Opens the gate now, as planned (no warning).
+    fn open(self) {
+        self.gate.open(self.upstream);
+        self.disarm();
+    }
+}
+
+/// Requests held at every session, with everything sent before the hold answered: what a
+/// planned failover of a Sentinel group needs, so that no write reaches the old master once
+/// its replica may be promoted (Sentinel does not pause the old master itself; a write it
+/// took after the promotion would be dropped when it turns into a replica). Released by
+/// [`release`](Self::release) or on drop.
+#[derive(Debug)]
+pub struct RequestHold {
+    reopen: Reopen,
+    held: Instant,
+    /// How long the drain took.
+    pub drain: Duration,
+}
+
+impl RequestHold {
+    /// Lets the held requests go (to the routes in force now: refresh them first).
+    /// Returns how long requests were held.
+    pub fn release(self) -> Duration {
+        let held = self.held.elapsed();
+        self.reopen.open();
+        held
+    }
+}
+
+impl Switcher {
+    /// Holds every client's new requests and waits until everything sent before is
+    /// answered, within `max_pause` (else the hold ends and the error says so). Refused
+    /// while a switch runs or is prepared, or another hold is in force.
+    pub(crate) async fn hold_requests(&self, max_pause: Duration) -> Result<RequestHold, String> {
+        let Some(_one) = self.exclusive().await else {
+            return Err("a backend switch is running".into());
+        };
+        if self.gate.is_closed() {
+            return Err("requests are already held".into());
+        }
+        let held = Instant::now();
+        let generation = self.gate.close();
+        let reopen = Reopen {
+            gate: Arc::clone(&self.gate),
+            upstream: self.routes.borrow().upstream,
+            armed: true,
+        };
+        while !self.gate.all_drained(generation) {
+            if held.elapsed() >= max_pause {
+                reopen.open();
+                return Err(format!(
+                    "requests sent before the hold were not all answered within {} ms",
+                    max_pause.as_millis()
+                ));
+            }
+            tokio::time::sleep(POLL).await;
+        }
+        Ok(RequestHold {
+            reopen,
+            held,
+            drain: held.elapsed(),
+        })
+    }
 }
 
 impl Drop for Reopen {
@@ -469,11 +534,18 @@ impl Switcher {
                 return Err(refuse(report, why));
             }
         };
+        // The key router puts every key of a group in one slot; a cluster behind it would
+        // see every multi-key request as one slot's.
+        if upstreams[c].group.is_some() {
+            let why = "a Sentinel group backend cannot be switched online".to_owned();
+            return Err(refuse(report, why));
+        }
         let target = Upstream {
             name: upstreams[c].name.clone(),
             seeds: request.seeds.clone(),
             credentials: request.credentials.clone().map(Arc::new),
             epoch: upstreams[c].epoch + 1,
+            group: None,
         };
         report.from_masters = names(from.cluster_masters(c));
         let to = match refresh::fetch(&[], &target, self.connect_timeout, from.version + 1).await {

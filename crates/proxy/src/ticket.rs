@@ -36,6 +36,8 @@ pub(crate) struct Ticket {
     pub(crate) read_only: bool,
     /// Spreads a client's replica reads: the same client keeps reading from the same replica.
     pub(crate) affinity: u32,
+    /// The client's database (a Sentinel group's clients may SELECT; 0 for a cluster).
+    pub(crate) db: u8,
     /// Handed out and not yet released.
     live: bool,
     /// Answered by a task of the session's own (a blocking command, WAIT, a delayed refusal),
@@ -92,6 +94,7 @@ impl Tickets {
             t.resp3 = false;
             t.read_only = false;
             t.affinity = 0;
+            t.db = 0;
             t.live = false;
             t.own_task = false;
             // A huge request or reply went through: give its memory back.

@@ -238,7 +238,7 @@ impl Worker {
             let mut backends = self.backends.borrow_mut();
             let all = backends
                 .entry(addr.clone())
-                .or_insert_with(|| vec![None; 4 * self.lanes]);
+                .or_insert_with(|| vec![None; backend::FLAVORS * self.lanes]);
             all[index] = Some(Rc::clone(&backend));
         }
         tokio::task::spawn_local(backend::run(Rc::clone(&backend), Rc::clone(self)));
@@ -495,10 +495,10 @@ impl Worker {
     /// one of its replicas when the read policy allows it.
     pub(crate) fn dispatch(self: &Rc<Self>, id: usize) {
         self.sync_routes();
-        let (slot, resp3, read_only, affinity) = {
+        let (slot, resp3, read_only, affinity, db) = {
             let mut tickets = self.tickets.borrow_mut();
             let t = tickets.get(id);
-            (t.slot, t.resp3, t.read_only, t.affinity)
+            (t.slot, t.resp3, t.read_only, t.affinity, t.db)
         };
         // Borrowed, not cloned: no atomic reference count on the hot path. Nothing below
         // installs new routes.
@@ -522,7 +522,16 @@ impl Worker {
         };
         let policy = self.config.read_from;
         if read_only && slot.is_some() && policy != ReadFrom::Master {
-            match self.pick_replica(&routes, index, resp3, affinity) {
+            match self.pick_replica(
+                &routes,
+                index,
+                Flavor {
+                    resp3,
+                    replica: true,
+                    db,
+                },
+                affinity,
+            ) {
                 Some(replica) => return self.send(&replica, id, false),
                 None if policy == ReadFrom::ReplicaOnly => {
                     let msg = format!(
@@ -534,10 +543,11 @@ impl Worker {
                 None => {}
             }
         }
-        let backend = if resp3 {
+        let backend = if resp3 || db != 0 {
             let flavor = Flavor {
                 resp3,
                 replica: false,
+                db,
             };
             Some(self.backend_for(&routes.masters()[index], flavor, self.lane(affinity)))
         } else {
@@ -555,7 +565,7 @@ impl Worker {
         self: &Rc<Self>,
         routes: &SlotMap,
         index: usize,
-        resp3: bool,
+        flavor: Flavor,
         affinity: u32,
     ) -> Option<Rc<Backend>> {
         let replicas = routes.replicas(index);
@@ -563,10 +573,6 @@ impl Worker {
             return None;
         }
         let now = Instant::now();
-        let flavor = Flavor {
-            resp3,
-            replica: true,
-        };
         let first = affinity as usize % replicas.len();
         (0..replicas.len())
             .map(|i| {
@@ -578,12 +584,12 @@ impl Worker {
 
     /// Sends ticket `id` to the node at `addr` (a replica when `replica`), not by slot.
     pub(crate) fn send_to(self: &Rc<Self>, addr: &NodeAddr, id: usize, replica: bool) {
-        let (resp3, affinity) = {
+        let (resp3, affinity, db) = {
             let mut tickets = self.tickets.borrow_mut();
             let ticket = tickets.get(id);
-            (ticket.resp3, ticket.affinity)
+            (ticket.resp3, ticket.affinity, ticket.db)
         };
-        let flavor = Flavor { resp3, replica };
+        let flavor = Flavor { resp3, replica, db };
         let backend = self.backend_for(addr, flavor, self.lane(affinity));
         self.send(&backend, id, false);
     }
@@ -644,9 +650,11 @@ impl Worker {
                     let ticket = tickets.get(id);
                     (ticket.resp3, ticket.affinity)
                 };
+                // Redirects come from clusters only, where every client is in database 0.
                 let flavor = Flavor {
                     resp3,
                     replica: false,
+                    db: 0,
                 };
                 let lane = self.lane(affinity);
                 let backend = self.backend_for(&NodeAddr { host, port }, flavor, lane);
@@ -657,11 +665,14 @@ impl Worker {
                 self.send(&backend, id, asking);
                 true
             }
+            // READONLY: a write reached a master that was demoted since the last check (a
+            // Sentinel failover); it did not run, so it waits for the new master.
             Some(
                 ErrorClass::TryAgain
                 | ErrorClass::ClusterDown
                 | ErrorClass::MasterDown
-                | ErrorClass::Loading,
+                | ErrorClass::Loading
+                | ErrorClass::ReadOnly,
             ) => {
                 self.refresh.notify_one();
                 self.retry_later(id)

@@ -6,6 +6,7 @@
 //! panics, and a panicking test prints the server logs it needs to be understood.
 
 pub mod cluster;
+pub mod group;
 pub mod platform;
 pub mod ports;
 pub mod s3;
@@ -13,6 +14,7 @@ pub mod server;
 pub mod workload;
 
 pub use cluster::TestCluster;
+pub use group::TestGroup;
 pub use platform::TestPlatform;
 pub use ports::{PortBlock, PortReservation, reserve_node_port, reserve_port, reserve_port_block};
 pub use s3::S3Server;

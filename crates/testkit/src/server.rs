@@ -39,6 +39,8 @@ pub struct ServerOptions {
     pub extra: Vec<(String, String)>,
     /// Use this binary instead of [`server_binary`].
     pub binary: Option<ServerBinary>,
+    /// Start a Sentinel watching this group instead of a data node.
+    pub sentinel: Option<cinnabar_local::config::SentinelMonitor>,
 }
 
 /// A running test server. Stopped and cleaned up on drop.
@@ -78,7 +80,10 @@ impl TestServer {
             .prefix("cinnabar-test-")
             .tempdir()
             .expect("temp dir");
-        let mut config = NodeConfig::cluster_node(port.port(), dir.path().join("data"));
+        let mut config = match options.sentinel {
+            Some(monitor) => NodeConfig::sentinel(port.port(), dir.path().join("data"), monitor),
+            None => NodeConfig::cluster_node(port.port(), dir.path().join("data")),
+        };
         config.cluster = options.cluster;
         config.maxmemory = None;
         if let Some(ms) = options.node_timeout_ms {

@@ -58,6 +58,10 @@ impl Supervisor {
                 self.switch_backend(seeds, dir.as_deref(), sync.as_deref(), *max_pause_ms)
                     .await
             }
+            ControlRequest::GroupFailover { max_pause_ms } => {
+                self.group_failover(Duration::from_millis(*max_pause_ms))
+                    .await
+            }
             _ => self.carry_out(&request).await.map_or_else(
                 |Refused(kind, message)| {
                     tracing::warn!(?request, %message, "control request failed");
@@ -68,6 +72,43 @@ impl Supervisor {
         };
         if let Err(e) = control::write_line(&mut write, &reply).await {
             tracing::warn!(error = %e, "could not send the control reply");
+        }
+    }
+
+    /// A planned failover of the Sentinel group behind the proxy: hold the clients' requests
+    /// (so no write reaches the old master once a replica may be promoted), fail over with the
+    /// replicas caught up, publish the new master to the proxy, let the requests go.
+    async fn group_failover(&mut self, max_pause: Duration) -> ControlReply {
+        let failed = |message: String| {
+            tracing::warn!(%message, "group failover failed");
+            ControlReply::failed(FailureKind::Failed, message)
+        };
+        if !self.state.spec.is_sentinel() {
+            return failed("this is a cluster, not a Sentinel group".into());
+        }
+        let Some(proxy) = self.proxy.as_ref() else {
+            return failed("the proxy is not running".into());
+        };
+        let hold = match proxy.hold_requests(max_pause).await {
+            Ok(hold) => hold,
+            Err(e) => return failed(format!("cannot hold the clients' requests: {e}")),
+        };
+        let done =
+            cinnabar_cluster::sentinel::planned_failover(&self.group_access(), max_pause).await;
+        // Whatever happened, the proxy looks again before requests go on: it must not serve
+        // a table from before a promotion that did happen.
+        proxy.topology_changed(PROXY_REFRESH_WAIT).await;
+        let held = hold.release();
+        match done {
+            Ok(done) => {
+                tracing::info!(from = %done.from, to = %done.to, held_ms = held.as_millis(), "planned failover done");
+                ControlReply::GroupFailover {
+                    from: done.from.to_string(),
+                    to: done.to.to_string(),
+                    held_ms: u64::try_from(held.as_millis()).unwrap_or(u64::MAX),
+                }
+            }
+            Err(e) => failed(e.to_string()),
         }
     }
 
@@ -160,10 +201,12 @@ impl Supervisor {
                 self.dir.save(&mut self.state)?;
                 Ok((None, None))
             }
-            ControlRequest::SwitchBackend { .. } => Err(Refused(
-                FailureKind::Failed,
-                "a switch is answered with its report, not here".into(),
-            )),
+            ControlRequest::SwitchBackend { .. } | ControlRequest::GroupFailover { .. } => {
+                Err(Refused(
+                    FailureKind::Failed,
+                    "a switch is answered with its report, not here".into(),
+                ))
+            }
         }
     }
 
@@ -257,6 +300,7 @@ impl Supervisor {
         tracing::info!(node = %process.addr(), host = ?host, pid = process.pid(), "provisioned a new node");
         self.children.push(Child::new(process));
         self.state.nodes.push(NodeState {
+            sentinel: false,
             port,
             dir: config.dir,
             pid: None,

@@ -19,10 +19,7 @@ impl Session {
                 _ => self.local_error(b"ERR wrong number of arguments for 'ping' command"),
             },
             "echo" => self.local_bulk(args.get(1).unwrap_or_default()),
-            "select" => match args.get(1) {
-                Some(b"0") => self.local(b"+OK\r\n"),
-                _ => self.local(b"-ERR DB index is out of range\r\n"),
-            },
+            "select" => self.select(args.get(1).unwrap_or_default()),
             "hello" => self.hello(args),
             "auth" => match (args.len(), args.get(1), args.get(2)) {
                 (2, Some(password), _) => {
@@ -344,10 +341,53 @@ impl Session {
         self.principal = self.worker.access().0.default_principal();
         self.name.clear();
         self.resp3 = false;
+        // As Redis: back to database 0. Requests in flight on the other database's
+        // connections may still run after later ones: RESET is rare, and Redis itself makes
+        // no promise across a RESET beyond the order of replies, which holds.
+        self.db = 0;
         // RESET turns replies back on, its own included.
         self.reply_mode = ReplyMode::On;
         self.silent = false;
         self.local(b"+RESET\r\n");
+    }
+
+    /// `SELECT db`: database 0 only in front of a cluster (it has no other); any below
+    /// `DATABASES` in front of a Sentinel group. The client's later requests then use
+    /// connections opened in that database. Requests to two databases travel on two
+    /// connections, which keep no order between them, so a change waits for the replies to
+    /// everything sent before it (as a blocking command does).
+    fn select(&mut self, index: &[u8]) {
+        if !self.worker.routes_in_use().is_group() {
+            return match index {
+                b"0" => self.local(b"+OK\r\n"),
+                _ => self.local(b"-ERR DB index is out of range\r\n"),
+            };
+        }
+        let Some(db) = std::str::from_utf8(index)
+            .ok()
+            .and_then(|i| i.parse::<i64>().ok())
+        else {
+            return self.local_error(b"ERR value is not an integer or out of range");
+        };
+        let Some(db) = u8::try_from(db)
+            .ok()
+            .filter(|db| *db < crate::backend::DATABASES)
+        else {
+            return self.local_error(b"ERR DB index is out of range");
+        };
+        if db == self.db {
+            return self.local(b"+OK\r\n");
+        }
+        if self.watch.is_some() {
+            // The WATCH ran on a connection of the old database, where EXEC would run too.
+            return self.local_error(b"ERR cinnabar: SELECT after WATCH; UNWATCH first");
+        }
+        if !self.pending.is_empty() {
+            self.deferred = true;
+            return;
+        }
+        self.db = db;
+        self.local(b"+OK\r\n");
     }
 
     /// `CLIENT REPLY ON|OFF|SKIP`: only ON has a reply, even after OFF.

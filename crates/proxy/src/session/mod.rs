@@ -155,6 +155,9 @@ struct Session {
     /// The client said `HELLO 3`: replies come from RESP3 backend connections, and the proxy's
     /// own replies use RESP3 types.
     resp3: bool,
+    /// `SELECT`ed database: always 0 in front of a cluster; any below
+    /// [`DATABASES`](crate::backend::DATABASES) in front of a Sentinel group.
+    db: u8,
     peer: Option<std::net::SocketAddr>,
     out: Vec<u8>,
     pending: VecDeque<Queued>,
@@ -271,6 +274,7 @@ async fn serve_halves<R, W>(
         audit_next: None,
         audits: VecDeque::new(),
         resp3: false,
+        db: 0,
         peer,
         out: Vec::with_capacity(BUFFER),
         pending: VecDeque::new(),
@@ -360,6 +364,7 @@ impl Session {
         ticket.resp3 = self.resp3;
         ticket.read_only = read_only;
         ticket.affinity = self.id as u32;
+        ticket.db = self.db;
         id
     }
 
@@ -382,6 +387,7 @@ impl Session {
         Flavor {
             resp3: self.resp3,
             replica: false,
+            db: self.db,
         }
     }
 

@@ -49,6 +49,11 @@ impl Session {
                 run,
                 backend,
             } => (master, run, Some(backend)),
+            // A group's master owns everything and has no `CLUSTER NODES`: its own cursor
+            // came back 0, so the scan is complete.
+            ScanStep::Check { .. } if routes.is_group() => {
+                return self.local(b"*2\r\n$1\r\n0\r\n*0\r\n");
+            }
             ScanStep::Check { master, run } => (master, run, None),
         };
         let id = {
@@ -273,8 +278,14 @@ pub(super) fn rewrite_scan_reply(
         Value::Bulk(key) => (run.start..=run.end).contains(&router.slot(key)),
         _ => false,
     };
+    // A group's one master holds every key: when its own scan ends, the whole scan does.
+    let next = if backend == 0 && router.is_single() {
+        0
+    } else {
+        next.encode()
+    };
     out.extend_from_slice(b"*2\r\n");
-    encode::bulk(out, next.encode().to_string().as_bytes());
+    encode::bulk(out, next.to_string().as_bytes());
     encode::array_header(out, keys.iter().filter(in_run).count());
     for key in keys.iter().filter(in_run) {
         if let Value::Bulk(key) = key {

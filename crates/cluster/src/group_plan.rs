@@ -1,0 +1,366 @@
+//! The planner's path for a Sentinel group (one master, its replicas, a Sentinel quorum): a
+//! pure function from an operation and what the group looks like to the next step. The
+//! platform executes the step; Sentinel itself does the promotion.
+//!
+//! Rules it never breaks: no node is restarted while another data node is down or a replica
+//! is not in sync with the master (its link down); the master is never restarted while it is
+//! the master (it is failed over first); a failover is only asked for when a replica that
+//! follows the master with its link up is at most [`MAX_FAILOVER_LAG`] behind, and when a
+//! majority of the Sentinels answer (else their new configuration could not spread).
+
+use serde::{Deserialize, Serialize};
+
+use crate::addr::NodeAddr;
+use crate::plan::MAX_FAILOVER_LAG;
+
+/// One data node as observed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupMember {
+    /// Where it listens.
+    pub addr: NodeAddr,
+    /// It answered `INFO replication`.
+    pub reachable: bool,
+    /// It says `role:master`.
+    pub says_master: bool,
+    /// On a replica: the master it follows.
+    pub follows: Option<NodeAddr>,
+    /// On a replica: `master_link_status:up`.
+    pub link_up: bool,
+    /// Its replication offset.
+    pub offset: u64,
+}
+
+/// A group as observed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupObservation {
+    /// The master most Sentinels name, when it says `role:master`.
+    pub master: Option<NodeAddr>,
+    /// Every data node.
+    pub members: Vec<GroupMember>,
+    /// Sentinels that answered, and in all.
+    pub sentinels_answering: usize,
+    /// Sentinels in all.
+    pub sentinels: usize,
+}
+
+impl GroupObservation {
+    fn member(&self, addr: &NodeAddr) -> Option<&GroupMember> {
+        self.members.iter().find(|m| m.addr == *addr)
+    }
+
+    /// Replicas that follow `master` with their link up.
+    fn in_sync(&self, master: &NodeAddr) -> impl Iterator<Item = &GroupMember> {
+        self.members.iter().filter(move |m| {
+            m.reachable && !m.says_master && m.link_up && m.follows.as_ref() == Some(master)
+        })
+    }
+}
+
+/// An operation on a group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum GroupOperation {
+    /// Hand the master role to an in-sync replica, losing nothing.
+    Failover,
+    /// Restart every data node, replicas first, the master after a failover.
+    RollingRestart {
+        /// Nodes restarted so far (the runner adds each one it restarted).
+        restarted: Vec<NodeAddr>,
+    },
+    /// Point every node that is not where Sentinel wants it back at the master.
+    Heal,
+}
+
+impl std::fmt::Display for GroupOperation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Failover => "failover",
+            Self::RollingRestart { .. } => "rolling restart",
+            Self::Heal => "heal",
+        })
+    }
+}
+
+/// One step on a group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "step", rename_all = "kebab-case")]
+pub enum GroupStep {
+    /// `SENTINEL FAILOVER`, after the replicas have caught up with `from` (writes held).
+    Failover {
+        /// The master now.
+        from: NodeAddr,
+    },
+    /// Stop the node gracefully and start it again on its data.
+    Restart {
+        /// The node.
+        node: NodeAddr,
+    },
+    /// `REPLICAOF master`: a node that says master (an old master Sentinel has not demoted
+    /// yet) or follows another node.
+    Follow {
+        /// The node.
+        node: NodeAddr,
+        /// The master.
+        master: NodeAddr,
+    },
+}
+
+impl std::fmt::Display for GroupStep {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Failover { from } => {
+                write!(f, "fail over from master {from} (SENTINEL FAILOVER)")
+            }
+            Self::Restart { node } => write!(f, "restart {node}"),
+            Self::Follow { node, master } => write!(f, "make {node} a replica of {master}"),
+        }
+    }
+}
+
+/// What to do next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GroupNext {
+    /// This step.
+    Step(GroupStep),
+    /// Nothing safe to do yet; look again shortly.
+    Wait(String),
+    /// The operation is complete.
+    Done,
+    /// The operation cannot be done; nothing was changed by this answer.
+    Refused(String),
+}
+
+/// The next step of `operation` on the group as `observed`.
+pub fn next_group_step(operation: &GroupOperation, observed: &GroupObservation) -> GroupNext {
+    let Some(master) = &observed.master else {
+        return GroupNext::Wait("no confirmed master: the Sentinels are failing over".into());
+    };
+    match operation {
+        GroupOperation::Failover => failover(observed, master),
+        GroupOperation::RollingRestart { restarted } => rolling(observed, master, restarted),
+        GroupOperation::Heal => heal(observed, master),
+    }
+}
+
+fn failover(observed: &GroupObservation, master: &NodeAddr) -> GroupNext {
+    if observed.sentinels_answering <= observed.sentinels / 2 {
+        return GroupNext::Refused(format!(
+            "only {} of {} Sentinels answer; a failover needs a majority",
+            observed.sentinels_answering, observed.sentinels
+        ));
+    }
+    let Some(master_offset) = observed.member(master).map(|m| m.offset) else {
+        return GroupNext::Refused(format!(
+            "the master {master} is not one of the group's nodes"
+        ));
+    };
+    let ready = observed
+        .in_sync(master)
+        .any(|r| master_offset.saturating_sub(r.offset) <= MAX_FAILOVER_LAG);
+    if ready {
+        return GroupNext::Step(GroupStep::Failover {
+            from: master.clone(),
+        });
+    }
+    let why: Vec<String> = observed
+        .members
+        .iter()
+        .filter(|m| m.addr != *master)
+        .map(|m| {
+            let reason = if !m.reachable {
+                "down".to_owned()
+            } else if m.follows.as_ref() != Some(master) {
+                "does not follow the master".to_owned()
+            } else if !m.link_up {
+                "link down".to_owned()
+            } else {
+                format!("behind by {} bytes", master_offset.saturating_sub(m.offset))
+            };
+            format!("{}: {reason}", m.addr)
+        })
+        .collect();
+    GroupNext::Refused(format!(
+        "no replica can take over from {master} ({})",
+        if why.is_empty() {
+            "it has no replica".to_owned()
+        } else {
+            why.join("; ")
+        }
+    ))
+}
+
+fn rolling(observed: &GroupObservation, master: &NodeAddr, restarted: &[NodeAddr]) -> GroupNext {
+    if let Some(down) = observed.members.iter().find(|m| !m.reachable) {
+        return GroupNext::Wait(format!("{} is down", down.addr));
+    }
+    let replicas: Vec<&GroupMember> = observed
+        .members
+        .iter()
+        .filter(|m| m.addr != *master)
+        .collect();
+    if let Some(out) = replicas
+        .iter()
+        .find(|r| r.follows.as_ref() != Some(master) || !r.link_up)
+    {
+        return GroupNext::Wait(format!("{} is not in sync with {master} yet", out.addr));
+    }
+    if let Some(next) = replicas.iter().find(|r| !restarted.contains(&r.addr)) {
+        return GroupNext::Step(GroupStep::Restart {
+            node: next.addr.clone(),
+        });
+    }
+    if !restarted.contains(master) {
+        return failover(observed, master);
+    }
+    GroupNext::Done
+}
+
+fn heal(observed: &GroupObservation, master: &NodeAddr) -> GroupNext {
+    let astray = observed.members.iter().find(|m| {
+        m.reachable && m.addr != *master && (m.says_master || m.follows.as_ref() != Some(master))
+    });
+    match astray {
+        Some(node) => GroupNext::Step(GroupStep::Follow {
+            node: node.addr.clone(),
+            master: master.clone(),
+        }),
+        None => GroupNext::Done,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(port: u16) -> NodeAddr {
+        NodeAddr::new("127.0.0.1", port)
+    }
+
+    fn group() -> GroupObservation {
+        let master = GroupMember {
+            addr: addr(1),
+            reachable: true,
+            says_master: true,
+            follows: None,
+            link_up: false,
+            offset: 1000,
+        };
+        let replica = |port| GroupMember {
+            addr: addr(port),
+            says_master: false,
+            follows: Some(addr(1)),
+            link_up: true,
+            ..master.clone()
+        };
+        GroupObservation {
+            master: Some(addr(1)),
+            members: vec![master.clone(), replica(2), replica(3)],
+            sentinels_answering: 3,
+            sentinels: 3,
+        }
+    }
+
+    #[test]
+    fn a_rolling_restart_does_replicas_then_fails_over_then_the_old_master() {
+        let mut observed = group();
+        let mut restarted = Vec::new();
+        for expected in [2, 3] {
+            let op = GroupOperation::RollingRestart {
+                restarted: restarted.clone(),
+            };
+            assert_eq!(
+                next_group_step(&op, &observed),
+                GroupNext::Step(GroupStep::Restart {
+                    node: addr(expected)
+                })
+            );
+            restarted.push(addr(expected));
+        }
+        let op = GroupOperation::RollingRestart {
+            restarted: restarted.clone(),
+        };
+        assert_eq!(
+            next_group_step(&op, &observed),
+            GroupNext::Step(GroupStep::Failover { from: addr(1) })
+        );
+        // Sentinel promoted 2; 1 follows it now.
+        observed.master = Some(addr(2));
+        observed.members[1].says_master = true;
+        observed.members[1].follows = None;
+        for m in [0, 2] {
+            observed.members[m].says_master = false;
+            observed.members[m].follows = Some(addr(2));
+            observed.members[m].link_up = true;
+        }
+        assert_eq!(
+            next_group_step(&op, &observed),
+            GroupNext::Step(GroupStep::Restart { node: addr(1) })
+        );
+        restarted.push(addr(1));
+        let op = GroupOperation::RollingRestart { restarted };
+        assert_eq!(next_group_step(&op, &observed), GroupNext::Done);
+    }
+
+    #[test]
+    fn nothing_is_restarted_while_a_node_is_down_or_out_of_sync() {
+        let op = GroupOperation::RollingRestart { restarted: vec![] };
+        let mut observed = group();
+        observed.members[2].reachable = false;
+        assert!(matches!(
+            next_group_step(&op, &observed),
+            GroupNext::Wait(_)
+        ));
+        let mut observed = group();
+        observed.members[1].link_up = false;
+        assert!(matches!(
+            next_group_step(&op, &observed),
+            GroupNext::Wait(_)
+        ));
+        observed.master = None;
+        assert!(matches!(
+            next_group_step(&op, &observed),
+            GroupNext::Wait(_)
+        ));
+    }
+
+    #[test]
+    fn a_failover_needs_an_in_sync_replica_and_a_majority_of_sentinels() {
+        let mut observed = group();
+        for m in &mut observed.members[1..] {
+            m.offset = 0;
+            m.link_up = m.addr == addr(2);
+        }
+        observed.members[0].offset = 10 * MAX_FAILOVER_LAG;
+        let GroupNext::Refused(why) = next_group_step(&GroupOperation::Failover, &observed) else {
+            panic!("a failover to a replica far behind must be refused");
+        };
+        assert!(
+            why.contains("behind by") && why.contains("link down"),
+            "{why}"
+        );
+        let mut observed = group();
+        observed.sentinels_answering = 1;
+        assert!(matches!(
+            next_group_step(&GroupOperation::Failover, &observed),
+            GroupNext::Refused(_)
+        ));
+    }
+
+    #[test]
+    fn heal_points_a_stale_master_back_at_the_sentinels_master() {
+        let mut observed = group();
+        observed.members[2].says_master = true;
+        observed.members[2].follows = None;
+        assert_eq!(
+            next_group_step(&GroupOperation::Heal, &observed),
+            GroupNext::Step(GroupStep::Follow {
+                node: addr(3),
+                master: addr(1)
+            })
+        );
+        assert_eq!(
+            next_group_step(&GroupOperation::Heal, &group()),
+            GroupNext::Done
+        );
+    }
+}
