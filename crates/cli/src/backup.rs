@@ -66,9 +66,17 @@ struct TakeArgs {
     /// Take a backup this often until Ctrl-C (`1h`, `30m`)
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     every: Option<Duration>,
-    /// With --every: delete all but the newest N backups after each one
-    #[arg(long, value_name = "N", requires = "every")]
+    /// After each backup, delete all but the newest N backups of the cluster (and the archive
+    /// segments only they needed)
+    #[arg(long, value_name = "N")]
     keep: Option<usize>,
+    /// After each backup, delete backups older than D days (the newest is always kept)
+    #[arg(long, value_name = "D")]
+    keep_days: Option<u64>,
+    /// Also write a one-line JSON summary (name, cluster, time, keys, bytes) here; on
+    /// Kubernetes, /dev/termination-log, where the operator reads it
+    #[arg(long, value_name = "FILE")]
+    report_file: Option<PathBuf>,
     /// Archive every shard's command stream continuously (for `restore --at`) until Ctrl-C
     #[arg(long, conflicts_with = "every")]
     continuous: bool,
@@ -172,6 +180,9 @@ pub(crate) struct RestoreArgs {
     /// Write into a target that already holds keys
     #[arg(long)]
     force: bool,
+    /// Also write the JSON report here (on Kubernetes, /dev/termination-log)
+    #[arg(long, value_name = "FILE")]
+    report_file: Option<PathBuf>,
     /// JSON report
     #[arg(long)]
     json: bool,
@@ -336,15 +347,24 @@ fn take(args: &TakeArgs) -> Result<ExitCode> {
                 );
             }
         }
-        let Some(every) = args.every else {
-            return Ok(ExitCode::SUCCESS);
-        };
-        if let Some(keep) = args.keep {
+        if let Some(file) = &args.report_file {
+            let summary = serde_json::json!({
+                "name": manifest.name,
+                "cluster": manifest.cluster,
+                "taken_at": rfc3339(manifest.taken_ms()),
+                "keys": manifest.keys(),
+                "bytes": manifest.bytes(),
+                "shards": manifest.shards.len(),
+            });
+            std::fs::write(file, summary.to_string())
+                .with_context(|| format!("writing the report to {}", file.display()))?;
+        }
+        if args.keep.is_some() || args.keep_days.is_some() {
             let pruned = catalog::prune(
                 &store,
                 Retention {
-                    keep: Some(keep),
-                    keep_days: None,
+                    keep: args.keep,
+                    keep_days: args.keep_days,
                 },
                 false,
             )?;
@@ -352,6 +372,9 @@ fn take(args: &TakeArgs) -> Result<ExitCode> {
                 println!("pruned {:?}", pruned.deleted);
             }
         }
+        let Some(every) = args.every else {
+            return Ok(ExitCode::SUCCESS);
+        };
         let next = Instant::now() + every;
         while Instant::now() < next {
             if stop.load(Ordering::SeqCst) {
@@ -416,6 +439,13 @@ pub(crate) fn run_restore(args: &RestoreArgs) -> Result<ExitCode> {
     };
     let report = restore(&store, &target, &request)
         .with_context(|| format!("restore of {} into {}", chosen.name, target.addr))?;
+    if let Some(file) = &args.report_file {
+        let mut summary = serde_json::to_value(&report)?;
+        // The shard list can outgrow a termination message (4 KiB); the totals cannot.
+        summary.as_object_mut().map(|o| o.remove("shards"));
+        std::fs::write(file, summary.to_string())
+            .with_context(|| format!("writing the report to {}", file.display()))?;
+    }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
