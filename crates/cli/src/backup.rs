@@ -313,7 +313,7 @@ fn take(args: &TakeArgs) -> Result<ExitCode> {
     }
     loop {
         let started = Instant::now();
-        let manifest = backup(
+        let taken = backup(
             &store,
             &BackupRequest {
                 source: endpoint.clone(),
@@ -321,7 +321,20 @@ fn take(args: &TakeArgs) -> Result<ExitCode> {
                 name: args.name.clone(),
             },
         )
-        .with_context(|| format!("backup of {} to {url}", endpoint.addr))?;
+        .with_context(|| format!("backup of {} to {url}", endpoint.addr));
+        let manifest = match (taken, args.every) {
+            (Ok(manifest), _) => manifest,
+            (Err(error), None) => return Err(error),
+            // On a schedule, one failed backup (a node restarting, the store down for a
+            // while) must not end the schedule: say so and try at the next tick.
+            (Err(error), Some(every)) => {
+                eprintln!("error: {error:#}; next attempt in {every:?}");
+                if wait_or_stop(&stop, every) {
+                    return Ok(ExitCode::SUCCESS);
+                }
+                continue;
+            }
+        };
         if args.json {
             println!("{}", serde_json::to_string(&manifest)?);
         } else {
@@ -375,14 +388,22 @@ fn take(args: &TakeArgs) -> Result<ExitCode> {
         let Some(every) = args.every else {
             return Ok(ExitCode::SUCCESS);
         };
-        let next = Instant::now() + every;
-        while Instant::now() < next {
-            if stop.load(Ordering::SeqCst) {
-                return Ok(ExitCode::SUCCESS);
-            }
-            std::thread::sleep(Duration::from_millis(200));
+        if wait_or_stop(&stop, every) {
+            return Ok(ExitCode::SUCCESS);
         }
     }
+}
+
+/// Sleeps `every`; true when `stop` was set meanwhile.
+fn wait_or_stop(stop: &AtomicBool, every: Duration) -> bool {
+    let next = Instant::now() + every;
+    while Instant::now() < next {
+        if stop.load(Ordering::SeqCst) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    stop.load(Ordering::SeqCst)
 }
 
 fn continuous(
