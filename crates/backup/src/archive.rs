@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use cinnabar_replication::checkpoint::Checkpoint;
 use cinnabar_replication::client::{
-    Auth, CommandSink, Flow, ItemKind, ReplicationClient, StreamItem,
+    Auth, CommandSink, Flow, ItemKind, ReplicationClient, Start, StreamItem,
 };
 use cinnabar_replication::verify::Endpoint;
 use cinnabar_replication::{Event, SinkError};
@@ -37,7 +37,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::BackupError;
 use crate::manifest::{FORMAT, Manifest, ShardBackup, check_name, now_ms, rfc3339};
-use crate::snapshot::{ShardSource, client_options, default_name, find_shards};
+use crate::snapshot::{ShardSource, client_options, copy_shard, default_name, find_shards};
 use crate::store::Store;
 
 /// First line of every segment.
@@ -408,53 +408,17 @@ fn follow_shard(
     failed: &AtomicBool,
     base_sent: mpsc::Sender<(usize, ShardBackup)>,
 ) -> Result<(), BackupError> {
-    let source_error = |addr: &str, e: &dyn std::fmt::Display| BackupError::Source {
-        addr: addr.to_owned(),
-        message: e.to_string(),
-    };
-    let object = format!("shard-{index}.rdb");
-    let mut writer = store.writer(&format!("backups/{base}/{object}"))?;
-    let connected = ReplicationClient::connect(&shard.read_from, auth, client_options())
-        .map_err(|e| source_error(&shard.read_from, &e))?;
-    let mut keys = 0u64;
-    let mut count_keys = |event: Event| -> Result<(), SinkError> {
-        if matches!(event, Event::KeyEnd { .. }) {
-            keys += 1;
-        }
-        Ok(())
-    };
-    let taken_ms = now_ms();
-    let (mut client, start) = match connected.psync_copying(None, &mut count_keys, &mut writer) {
-        Ok(session) => session,
-        Err(e) => {
-            return Err(writer
-                .failure()
-                .unwrap_or_else(|| source_error(&shard.read_from, &e)));
-        }
-    };
-    let (sha256, bytes) = writer.finish()?;
-    let rdb_version = match &start {
-        cinnabar_replication::client::Start::Full { rdb, .. } => rdb.version,
-        cinnabar_replication::client::Start::Continue { .. } => 0,
-    };
-    let _ = base_sent.send((
-        index,
-        ShardBackup {
-            object,
-            slots: shard.slots.clone(),
-            master: shard.master.clone(),
-            read_from: shard.read_from.clone(),
-            read_role: shard.read_role.to_owned(),
-            replid: start.replid().to_owned(),
-            offset: start.offset(),
-            taken_ms,
-            rdb_version,
-            keys,
-            bytes,
-            sha256,
-            used_memory: shard.used_memory,
-        },
-    ));
+    let ((mut client, start), backup) =
+        copy_shard(store, base, index, shard, auth, |connected, sink, copy| {
+            let (client, start) = connected.psync_copying(None, sink, copy)?;
+            let rdb_version = match &start {
+                Start::Full { rdb, .. } => rdb.version,
+                Start::Continue { .. } => 0,
+            };
+            let (replid, offset) = (start.replid().to_owned(), start.offset());
+            Ok(((client, start), replid, offset, rdb_version))
+        })?;
+    let _ = base_sent.send((index, backup));
     drop(base_sent);
     let mut segmenter = Segmenter::new(store, request, base, index, &start, stop, failed);
     segmenter.applied = Some(client.applied_offset());
@@ -575,7 +539,7 @@ impl<'a> Segmenter<'a> {
         request: &'a ArchiveRequest,
         base: &str,
         index: usize,
-        start: &cinnabar_replication::client::Start,
+        start: &Start,
         stop: &'a AtomicBool,
         failed: &'a AtomicBool,
     ) -> Self {

@@ -16,9 +16,11 @@
 use std::thread;
 
 use cinnabar_cluster::topology::parse_cluster_nodes;
-use cinnabar_replication::client::{Auth, ClientOptions, ReplicationClient};
+use cinnabar_replication::client::{
+    Auth, ClientOptions, Connected, ReplicationClient, ReplicationError,
+};
 use cinnabar_replication::verify::Endpoint;
-use cinnabar_replication::{Event, SinkError, ValuePieces};
+use cinnabar_replication::{Event, EventSink, SinkError, ValuePieces};
 
 use crate::error::BackupError;
 use crate::manifest::{FORMAT, Manifest, ShardBackup, check_name, now_ms, rfc3339};
@@ -225,6 +227,29 @@ fn take_shard(
     shard: &ShardSource,
     auth: &Auth,
 ) -> Result<ShardBackup, BackupError> {
+    let ((), backup) = copy_shard(store, name, index, shard, auth, |connected, sink, copy| {
+        let (replid, offset, summary) = connected.take_rdb(sink, copy)?;
+        Ok(((), replid, offset, summary.version))
+    })?;
+    Ok(backup)
+}
+
+/// Streams one shard's RDB into `backups/<name>/shard-<index>.rdb`: connects to the node to
+/// read, and lets `take` run the transfer (a one-off RDB, or the start of a continuous stream,
+/// whose client it returns as `T`) with a key-counting sink and the upload as the copy.
+/// `take` returns its `T`, the replication id, offset and RDB version.
+pub(crate) fn copy_shard<T>(
+    store: &Store,
+    name: &str,
+    index: usize,
+    shard: &ShardSource,
+    auth: &Auth,
+    take: impl FnOnce(
+        Connected,
+        &mut dyn EventSink,
+        &mut dyn std::io::Write,
+    ) -> Result<(T, String, u64, u32), ReplicationError>,
+) -> Result<(T, ShardBackup), BackupError> {
     let object = format!("shard-{index}.rdb");
     let mut writer = store.writer(&format!("backups/{name}/{object}"))?;
     let source_error = |e: &dyn std::fmt::Display| BackupError::Source {
@@ -241,13 +266,13 @@ fn take_shard(
         Ok(())
     };
     let taken_ms = now_ms();
-    let taken = connected.take_rdb(&mut count_keys, &mut writer);
-    let (replid, offset, summary) = match taken {
+    let (session, replid, offset, rdb_version) = match take(connected, &mut count_keys, &mut writer)
+    {
         Ok(taken) => taken,
         Err(e) => return Err(writer.failure().unwrap_or_else(|| source_error(&e))),
     };
     let (sha256, bytes) = writer.finish()?;
-    Ok(ShardBackup {
+    let backup = ShardBackup {
         object,
         slots: shard.slots.clone(),
         master: shard.master.clone(),
@@ -256,12 +281,13 @@ fn take_shard(
         replid,
         offset,
         taken_ms,
-        rdb_version: summary.version,
+        rdb_version,
         keys,
         bytes,
         sha256,
         used_memory: shard.used_memory,
-    })
+    };
+    Ok((session, backup))
 }
 
 /// How backups read an RDB: checked whole (CRC-64, every structure), but a value the reader

@@ -7,51 +7,12 @@ use std::time::Duration;
 
 use cinnabar_backup::restore::{RestoreRequest, restore};
 use cinnabar_backup::snapshot::{BackupRequest, backup};
-use cinnabar_backup::{BackupError, S3Access, Store, StoreOptions, catalog};
+use cinnabar_backup::{BackupError, Store, StoreOptions, catalog};
 use cinnabar_replication::verify::{Difference, Endpoint, VerifyOptions, verify};
-use cinnabar_testkit::cluster::node_addr;
 use cinnabar_testkit::{S3Server, Target, TestCluster, Workload};
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-fn cluster(masters: usize, replicas: usize) -> TestCluster {
-    let cluster = runtime().block_on(TestCluster::start(masters, replicas));
-    for server in cluster.servers() {
-        // Backups take an RDB over replication: don't wait for more replicas to share the fork.
-        let mut conn = connection(&server.addr().to_string());
-        redis::cmd("CONFIG")
-            .arg("SET")
-            .arg("repl-diskless-sync-delay")
-            .arg("0")
-            .exec(&mut conn)
-            .unwrap();
-    }
-    cluster
-}
-
-fn connection(addr: &str) -> redis::Connection {
-    redis::Client::open(format!("redis://{addr}"))
-        .unwrap()
-        .get_connection()
-        .unwrap()
-}
-
-fn cluster_connection(cluster: &TestCluster) -> redis::cluster::ClusterConnection {
-    let urls: Vec<String> = cluster.seeds().iter().map(|a| a.redis_url()).collect();
-    redis::cluster::ClusterClient::new(urls)
-        .unwrap()
-        .get_connection()
-        .unwrap()
-}
-
-fn seed(cluster: &TestCluster) -> String {
-    node_addr(&cluster.servers()[0]).to_string()
-}
+mod common;
+use common::{cluster, cluster_connection, connection, s3_options, seed};
 
 /// Keys of every type, some with TTLs, one list too big to be restored in one piece.
 fn write_fixture(cluster: &TestCluster) -> Vec<String> {
@@ -148,20 +109,6 @@ fn fill(conn: &mut redis::Connection, count: usize, size: usize) {
 
 fn s3_store(server: &S3Server, prefix: &str) -> Store {
     Store::open(&server.url(prefix), s3_options(server)).unwrap()
-}
-
-fn s3_options(server: &S3Server) -> StoreOptions {
-    StoreOptions {
-        s3: Some(S3Access {
-            endpoint: Some(server.endpoint()),
-            region: None,
-            access_key_id: server.access_key.clone(),
-            secret_access_key: server.secret_key.clone(),
-        }),
-        max_retries: 2,
-        retry_timeout: Duration::from_secs(5),
-        ..StoreOptions::default()
-    }
 }
 
 /// Every key of `restored` equals the same key on `source`; every fixture key was restored;

@@ -10,43 +10,12 @@ use std::time::{Duration, Instant};
 use cinnabar_backup::archive::{ArchiveRequest, run};
 use cinnabar_backup::manifest::now_ms;
 use cinnabar_backup::restore::{RestoreRequest, restore};
-use cinnabar_backup::{BackupError, S3Access, Store, StoreOptions, catalog};
+use cinnabar_backup::{BackupError, Store, StoreOptions, catalog};
 use cinnabar_replication::verify::Endpoint;
-use cinnabar_testkit::cluster::node_addr;
 use cinnabar_testkit::{S3Server, TestCluster};
 
-fn cluster(masters: usize, replicas: usize) -> TestCluster {
-    let cluster = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(TestCluster::start(masters, replicas));
-    for server in cluster.servers() {
-        let mut conn = redis::Client::open(server.url())
-            .unwrap()
-            .get_connection()
-            .unwrap();
-        redis::cmd("CONFIG")
-            .arg("SET")
-            .arg("repl-diskless-sync-delay")
-            .arg("0")
-            .exec(&mut conn)
-            .unwrap();
-    }
-    cluster
-}
-
-fn seed(cluster: &TestCluster) -> String {
-    node_addr(&cluster.servers()[0]).to_string()
-}
-
-fn conn(cluster: &TestCluster) -> redis::cluster::ClusterConnection {
-    let urls: Vec<String> = cluster.seeds().iter().map(|a| a.redis_url()).collect();
-    redis::cluster::ClusterClient::new(urls)
-        .unwrap()
-        .get_connection()
-        .unwrap()
-}
+mod common;
+use common::{cluster, cluster_connection as conn, s3_options, seed};
 
 fn get(conn: &mut redis::cluster::ClusterConnection, key: &str) -> Option<String> {
     redis::cmd("GET").arg(key).query(conn).unwrap()
@@ -74,16 +43,7 @@ fn transaction(cluster: &TestCluster, pairs: &[(&str, &str)]) {
 #[test]
 fn restore_at_a_time_has_the_writes_before_it_and_none_after() {
     let s3 = S3Server::start();
-    let options = StoreOptions {
-        s3: Some(S3Access {
-            endpoint: Some(s3.endpoint()),
-            region: None,
-            access_key_id: s3.access_key.clone(),
-            secret_access_key: s3.secret_key.clone(),
-        }),
-        ..StoreOptions::default()
-    };
-    let store = Store::open(&s3.url("pitr"), options).unwrap();
+    let store = Store::open(&s3.url("pitr"), s3_options(&s3)).unwrap();
     let source = cluster(3, 1);
     let mut writer = conn(&source);
     redis::cmd("SET")
