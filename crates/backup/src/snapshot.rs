@@ -57,8 +57,9 @@ pub(crate) fn find_shards(source: &Endpoint) -> Result<(Vec<ShardSource>, bool),
         addr: addr.to_owned(),
         message,
     };
-    let server_info = info(source, &source.addr, "server")?;
-    let cluster_mode = field(&server_info, "redis_mode").as_deref() == Some("cluster");
+    // `cluster_enabled` rather than `redis_mode`: Valkey 8 calls that field `server_mode`.
+    let cluster_info = info(source, &source.addr, "cluster")?;
+    let cluster_mode = field(&cluster_info, "cluster_enabled").as_deref() == Some("1");
     if !cluster_mode {
         let (used_memory, redis_version) = memory_and_version(source, &source.addr)?;
         return Ok((

@@ -304,6 +304,11 @@ impl Side {
         commands: &[&str],
         keys: &[&Vec<u8>],
     ) -> redis::RedisResult<T> {
+        // SCAN may return an empty page (Valkey 8 walks a cluster node slot by slot), and an
+        // empty pipeline is a client error: nothing to send is no replies.
+        if keys.is_empty() || commands.is_empty() {
+            return T::from_redis_value(Value::Array(Vec::new())).map_err(Into::into);
+        }
         match self {
             Self::Node(c) => {
                 let mut pipe = redis::pipe();

@@ -183,7 +183,8 @@ fn every_type_and_encoding_saved_by_redis_reads_back_with_its_values_ttls_and_st
     assert!(
         events
             .iter()
-            .any(|e| matches!(e, Event::Aux { key, .. } if key == b"redis-ver"))
+            // Valkey names its version field `valkey-ver`.
+            .any(|e| matches!(e, Event::Aux { key, .. } if key == b"redis-ver" || key == b"valkey-ver"))
     );
     let dbsize: u64 = redis::cmd("DBSIZE").query(&mut conn).unwrap();
     assert_eq!(
