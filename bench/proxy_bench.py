@@ -109,7 +109,9 @@ def alive(pid):
 
 class Counter:
     """Commands processed by the cluster's masters (INFO stats total_commands_processed, summed),
-    read over one open connection per master."""
+    and the read events they handled (total_reads_processed: how many socket reads the
+    commands arrived in, so how well a proxy batches what it sends each master), read over one
+    open connection per master."""
 
     def __init__(self, seed):
         self.issued = 0
@@ -120,15 +122,18 @@ class Counter:
                 self.socks.append(connect(f[1].split("@")[0]))
 
     def read(self):
-        """(time, commands processed so far, not counting our own earlier INFO calls)."""
-        total = 0
+        """(time, commands processed so far, not counting our own earlier INFO calls, and
+        read events so far, ours included: one per INFO, which the caller subtracts)."""
+        total = reads = 0
         for s in self.socks:
             s.sendall(resp("INFO", "stats"))
             info = read_reply(s)[0].decode()
             total += int(re.search(r"total_commands_processed:(\d+)", info).group(1))
+            reads += int(re.search(r"total_reads_processed:(\d+)", info).group(1))
         total -= self.issued
+        reads -= self.issued
         self.issued += len(self.socks)
-        return time.monotonic(), total
+        return time.monotonic(), total, reads
 
     def close(self):
         for s in self.socks:
@@ -175,10 +180,12 @@ def redis_benchmark(args, n, counter=None):
     res = {"rb_rps": float(r[1]), "p50": float(r[4]) * 1000, "p99": float(r[6]) * 1000}
     res["rps"] = res["rb_rps"]
     if counter:
-        t0, c0 = samples[0]
+        t0, c0, r0 = samples[0]
         total = samples[-1][1] - c0
         res["fanout"] = total / n
-        window = [(t, c - c0) for t, c in samples if 0.1 * total <= c - c0 <= 0.9 * total]
+        # Our own INFO calls during the run are one read each per master, already subtracted.
+        res["reads_per_req"] = (samples[-1][2] - r0) / n
+        window = [(t, c - c0) for t, c, _ in samples if 0.1 * total <= c - c0 <= 0.9 * total]
         if len(window) >= 3 and window[-1][0] > window[0][0]:
             (ta, ca), (tb, cb) = window[0], window[-1]
             res["rps"] = (cb - ca) / (tb - ta) / res["fanout"]
@@ -708,6 +715,7 @@ def run(a):
                       f"{names or 'short-lived processes'}]")
         log(f"{label}  {c.name:<19} {side:<{w}} {res['rps']:>9,.0f} rps "
             f"(redis-benchmark {res['rb_rps']:>9,.0f}; {res['fanout']:5.2f} cmds/req, "
+            f"{res.get('reads_per_req', 0):5.2f} backend reads/req, "
             f"{res['window']:.1f} s window)  p50 {res['p50']:5.0f} us  "
             f"p99 {res['p99']:5.0f} us{extra}")
         return res, busy
