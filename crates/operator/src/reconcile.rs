@@ -247,6 +247,7 @@ async fn reconcile_once(
         .and_then(|o| serde_json::from_str(&o.journal).ok());
     input.pods = &pods;
     input.observed = Some(&observed);
+    let mut switch_soon = false;
     let (sync, sync_admin) = reconcile_sync(
         &ctx,
         &cluster,
@@ -277,7 +278,7 @@ async fn reconcile_once(
             password: &own_password,
             sync_admin,
         };
-        drive_switch(
+        switch_soon = drive_switch(
             &ctx, &cluster, switch, sync, *max_lag, &attempt, &recorder, &reference,
         )
         .await;
@@ -369,7 +370,9 @@ async fn reconcile_once(
             }
         }
     };
-    let next = if input.sync.is_some() {
+    let next = if switch_soon {
+        next.min(Duration::from_secs(1))
+    } else if input.sync.is_some() {
         next.min(Duration::from_secs(10))
     } else {
         next
@@ -549,7 +552,11 @@ async fn autoscale(
 
 /// The online switch of `syncFrom.switch` (see [`crate::switch`]): at most one attempt per
 /// reconcile, its result in `sync.switch`, an event for every attempt's outcome. Never fails
-/// the reconcile: what went wrong is the switch's state.
+/// the reconcile: what went wrong is the switch's state. The sync must have been in sync at
+/// the previous reconcile too (`InSync=True` in the stored status): two readings in a row, and
+/// a status that shows `InSync` before `Switched` (on a real control plane the switch came in
+/// the very reconcile that first saw the sync in sync, so `InSync=True` was never written).
+/// Returns whether to look again within a second (in sync now, the switch due next).
 #[allow(clippy::too_many_arguments)]
 async fn drive_switch(
     ctx: &Context,
@@ -560,12 +567,24 @@ async fn drive_switch(
     input: &crate::switch::AttemptInput<'_>,
     recorder: &Recorder,
     reference: &k8s_openapi::api::core::v1::ObjectReference,
-) {
+) -> bool {
     use crate::crd::SwitchPhase;
     let now = jiff_now();
     let generation = cluster.meta().generation;
-    let in_sync = crate::sync::synced(sync, max_lag).0;
-    let plan = crate::switch::plan(sync.switch.as_ref(), spec, generation, in_sync, now);
+    let in_sync_now = crate::sync::synced(sync, max_lag).0;
+    let was_in_sync = cluster.status.as_ref().is_some_and(|s| {
+        s.conditions
+            .iter()
+            .any(|c| c.type_ == crate::status::types::IN_SYNC && c.status == "True")
+    });
+    let plan = crate::switch::plan(
+        sync.switch.as_ref(),
+        spec,
+        generation,
+        in_sync_now && was_in_sync,
+        now,
+    );
+    let soon = in_sync_now && !was_in_sync && !plan.attempt;
     let mut state = plan.state;
     let publish = |type_: EventType, reason: &str, note: String| {
         log_event(input.namespace, input.cluster, &type_, reason, &note);
@@ -674,8 +693,10 @@ async fn drive_switch(
             tracing::warn!(cluster = input.cluster, %error, "stopping the sync after the switch");
         }
     }
+    let soon = soon && state.phase == SwitchPhase::Waiting;
     sync.switch = Some(state);
     crate::switch::mark_switched(sync);
+    soon
 }
 
 /// Deletes the sync's Deployment, Service and state volume; those already gone are fine.

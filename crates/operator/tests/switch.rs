@@ -272,7 +272,7 @@ async fn migration(switch: Value, token: &str) -> Migration {
 }
 
 /// Reconciles NEW until `done` holds (at most `rounds` times, 200 ms apart).
-async fn reconcile_until(m: &Migration, rounds: usize, done: impl Fn(&FakeApi) -> bool) {
+async fn reconcile_until(m: &Migration, rounds: usize, mut done: impl FnMut(&FakeApi) -> bool) {
     for _ in 0..rounds {
         reconcile(cluster(&m.api), Arc::clone(&m.ctx))
             .await
@@ -333,7 +333,22 @@ async fn in_sync_the_old_proxies_switch_together_with_no_client_error_and_stay_s
             Arc::clone(&stop),
         ),
     ];
-    reconcile_until(&m, 100, |api| condition(api, "Switched").0 == "True").await;
+    // Every reconcile's (InSync, Switched) until switched: the status shows the sync in sync
+    // before it shows the switch.
+    let mut seen: Vec<(String, String)> = Vec::new();
+    reconcile_until(&m, 100, |api| {
+        let state = (condition(api, "InSync").0, condition(api, "Switched").0);
+        let done = state.1 == "True";
+        if seen.last() != Some(&state) {
+            seen.push(state);
+        }
+        done
+    })
+    .await;
+    assert!(
+        seen.contains(&("True".into(), "False".into())),
+        "InSync=True was never reported before the switch: {seen:?}"
+    );
     tokio::time::sleep(Duration::from_millis(300)).await;
     stop.store(true, Ordering::Relaxed);
     let mut acked = Vec::new();
