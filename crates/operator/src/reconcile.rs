@@ -606,10 +606,12 @@ async fn drive_switch(
         match crate::switch::attempt(&ctx.client, input, spec, &done).await {
             crate::switch::Outcome::Switched {
                 proxies,
+                riders,
                 pause_ms,
                 catch_up_ms,
             } => {
                 state.phase = SwitchPhase::Switched;
+                state.also_moved = riders;
                 state.switched_at = Some(Time(jiff_now()));
                 state.next_attempt = None;
                 state.last_error = None;
@@ -664,28 +666,64 @@ async fn drive_switch(
         }
     }
     if state.phase == SwitchPhase::Switched {
-        // The old cluster's proxies start on this cluster from now on (idempotent; retried on
-        // every reconcile until it holds).
-        if let Err(error) = crate::switch::ensure_served(
-            &ctx.client,
-            input.namespace,
-            input.cluster,
-            &spec.cluster,
-            input.password,
-            &ctx.build,
-        )
-        .await
-        {
-            publish(
-                EventType::Warning,
-                "ServedByNotRecorded",
-                format!(
-                    "{}'s proxies serve this cluster, but their configuration is not updated \
-                     yet (a proxy restarted now would come back on {}): {error}",
-                    spec.cluster, spec.cluster
-                ),
+        // The old cluster's proxies (and those that moved with them) start on this cluster from
+        // now on (idempotent; retried on every reconcile until it holds).
+        let moved: Vec<String> = std::iter::once(spec.cluster.clone())
+            .chain(state.also_moved.iter().cloned())
+            .collect();
+        let mut served = true;
+        for old in &moved {
+            if let Err(error) = crate::switch::ensure_served(
+                &ctx.client,
+                input.namespace,
+                input.cluster,
+                old,
+                input.password,
+                &ctx.build,
             )
-            .await;
+            .await
+            {
+                served = false;
+                publish(
+                    EventType::Warning,
+                    "ServedByNotRecorded",
+                    format!(
+                        "{old}'s proxies serve this cluster, but their configuration is not \
+                         updated yet (a proxy restarted now would come back on {old}): {error}"
+                    ),
+                )
+                .await;
+            }
+        }
+        // A proxy container that restarted before its pod saw the new configuration is back on
+        // the old nodes: its pod is replaced (the new one reads the new configuration).
+        if served {
+            match crate::switch::replace_stale_proxies(
+                &ctx.client,
+                input.namespace,
+                &moved,
+                &input.masters,
+            )
+            .await
+            {
+                Ok(deleted) => {
+                    for pod in deleted {
+                        publish(
+                            EventType::Warning,
+                            "StaleProxyReplaced",
+                            format!(
+                                "proxy pod {pod} served the old cluster's nodes again after the \
+                                 switch (restarted before its configuration was refreshed): \
+                                 deleted, its replacement starts on this cluster"
+                            ),
+                        )
+                        .await;
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(cluster = input.cluster, %error, "checking the old proxies");
+                }
+            }
         }
         if sync.phase != SyncPhase::Stopped
             && let Err(error) = delete_sync(&ctx.client, input.namespace, input.cluster).await
