@@ -668,33 +668,49 @@ async fn drive_switch(
     if state.phase == SwitchPhase::Switched {
         // The old cluster's proxies (and those that moved with them) start on this cluster from
         // now on (idempotent; retried on every reconcile until it holds).
-        let moved: Vec<String> = std::iter::once(spec.cluster.clone())
-            .chain(state.also_moved.iter().cloned())
-            .collect();
+        let mut ours: Vec<String> = Vec::new();
         let mut served = true;
-        for old in &moved {
-            if let Err(error) = crate::switch::ensure_served(
+        let candidates = std::iter::once((spec.cluster.clone(), None))
+            .chain(
+                state
+                    .also_moved
+                    .iter()
+                    .map(|rider| (rider.clone(), Some(spec.cluster.as_str()))),
+            )
+            .collect::<Vec<_>>();
+        for (index, (old, replaces)) in candidates.iter().enumerate() {
+            match crate::switch::ensure_served(
                 &ctx.client,
                 input.namespace,
                 input.cluster,
                 old,
+                *replaces,
                 input.password,
                 &ctx.build,
             )
             .await
             {
-                served = false;
-                publish(
-                    EventType::Warning,
-                    "ServedByNotRecorded",
-                    format!(
-                        "{old}'s proxies serve this cluster, but their configuration is not \
-                         updated yet (a proxy restarted now would come back on {old}): {error}"
-                    ),
-                )
-                .await;
+                Ok(true) => ours.push(old.clone()),
+                // Moved on by a later switch (or deleted): not ours to look after any more, nor
+                // are those that moved with it.
+                Ok(false) if index == 0 => break,
+                Ok(false) => {}
+                Err(error) => {
+                    served = false;
+                    publish(
+                        EventType::Warning,
+                        "ServedByNotRecorded",
+                        format!(
+                            "{old}'s proxies serve this cluster, but their configuration is not \
+                             updated yet (a proxy restarted now would come back on {old}): \
+                             {error}"
+                        ),
+                    )
+                    .await;
+                }
             }
         }
+        let moved = ours;
         // A proxy container that restarted before its pod saw the new configuration is back on
         // the old nodes: its pod is replaced (the new one reads the new configuration).
         if served {

@@ -504,6 +504,11 @@ fn summary(report: &serde_json::Value) -> String {
 /// (in that order: the annotation last, so what it announces is in place). Idempotent; does
 /// nothing when the annotation is there already.
 ///
+/// The annotation is written only where it is absent or names `replaces` (a cluster moved
+/// with the old one names the old one): a cluster whose proxies a later switch moved on to
+/// another cluster is left alone, or two operators' reconciles would take them back and forth.
+/// Returns whether `old_name`'s proxies are this cluster's to look after (served by it now).
+///
 /// # Errors
 /// The API call that failed, as a sentence.
 pub async fn ensure_served(
@@ -511,9 +516,10 @@ pub async fn ensure_served(
     namespace: &str,
     cluster: &str,
     old_name: &str,
+    replaces: Option<&str>,
     password: &str,
     build_options: &BuildOptions,
-) -> Result<(), String> {
+) -> Result<bool, String> {
     let clusters: Api<RedisCluster> = Api::namespaced(client.clone(), namespace);
     let Some(mut old) = clusters
         .get_opt(old_name)
@@ -521,10 +527,12 @@ pub async fn ensure_served(
         .map_err(|e| format!("reading RedisCluster {old_name}: {e}"))?
     else {
         // Deleted since: nothing serves its clients any more, nothing to configure.
-        return Ok(());
+        return Ok(false);
     };
-    if served_by(&old).as_deref() == Some(cluster) {
-        return Ok(());
+    match served_by(&old) {
+        Some(by) if by == cluster => return Ok(true),
+        Some(by) if Some(by.as_str()) != replaces => return Ok(false),
+        _ => {}
     }
     let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
     let auth = format!("{old_name}-auth");
@@ -555,7 +563,7 @@ pub async fn ensure_served(
         .patch(old_name, &PatchParams::default(), &Patch::Merge(&patch))
         .await
         .map_err(|e| format!("annotating RedisCluster {old_name}: {e}"))?;
-    Ok(())
+    Ok(true)
 }
 
 /// The switch's state after the sync's reading: `sync.switch` set, and the phase the sync

@@ -494,7 +494,46 @@ async fn in_sync_the_old_proxies_switch_together_with_no_client_error_and_stay_s
         "a proxy on NEW is left alone"
     );
     restarted.shutdown();
+
+    // A later switch moves OLD's and the older cluster's proxies on to another cluster `next`:
+    // this cluster neither takes them back nor replaces their pods (they serve `next`, whose
+    // masters are not this cluster's; a proxy on OLD's nodes stands in for them here).
+    let older_admin = older.admin_addr().unwrap();
     older.shutdown();
+    for path in [
+        OLD,
+        "/apis/cinnabar.io/v1alpha1/namespaces/shop/redisclusters/older",
+    ] {
+        let mut object = m.api.get(path).unwrap();
+        object["metadata"]["annotations"]["cinnabar.io/served-by"] = json!("next");
+        m.api.put(path, object);
+    }
+    let mut config =
+        cinnabar_proxy::ProxyConfig::new("127.0.0.1:0".parse().unwrap(), m._old.seeds());
+    config.admin_listen = Some(older_admin);
+    config.admin_token = Some("older-token".into());
+    let elsewhere = cinnabar_proxy::start(config).unwrap();
+    for _ in 0..2 {
+        reconcile(cluster(&m.api), Arc::clone(&m.ctx))
+            .await
+            .unwrap();
+    }
+    for path in [
+        OLD,
+        "/apis/cinnabar.io/v1alpha1/namespaces/shop/redisclusters/older",
+    ] {
+        assert_eq!(
+            m.api.get(path).unwrap()["metadata"]["annotations"]["cinnabar.io/served-by"],
+            "next",
+            "{path}"
+        );
+    }
+    assert!(
+        m.api
+            .get("/api/v1/namespaces/shop/pods/older-proxy-0")
+            .is_some()
+    );
+    elsewhere.shutdown();
     let Migration { sync, .. } = m;
     let _ = tokio::task::spawn_blocking(move || sync.stop()).await;
 }
