@@ -914,7 +914,9 @@ where
     let what = match refusal.remedy {
         Remedy::Heal | Remedy::HealAfterFailover => {
             let message = format!(
-                "{refusal}; the operator waits for the node or heals the cluster, then goes on"
+                "{} refused for now: {}; the operator waits for the node or heals the cluster, \
+                 then goes on",
+                refusal.operation, refusal.reason
             );
             publish(EventType::Normal, "OperationPostponed", message.clone()).await;
             input.progressing = Some(("Waiting".into(), message));
@@ -929,7 +931,7 @@ where
     let message = if what.is_empty() {
         refusal.to_string()
     } else {
-        format!("{refusal}; {what}")
+        format!("{} refused: {}; {what}", refusal.operation, refusal.reason)
     };
     publish(EventType::Warning, "OperationRefused", message.clone()).await;
     input.degraded = Some(("OperationRefused".into(), message));
