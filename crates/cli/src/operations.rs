@@ -267,10 +267,7 @@ async fn run_async(command: &OperationCommand) -> Result<ExitCode> {
             })
         }
         Err(OperateError::Refused(refusal)) => {
-            match refusal.remedy.local_hint() {
-                Some(hint) => eprintln!("{refusal}; {hint}"),
-                None => eprintln!("{refusal}"),
-            }
+            eprintln!("{}", refusal.local_message());
             hint_resume(&file);
             Ok(ExitCode::from(REFUSED))
         }

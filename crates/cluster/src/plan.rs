@@ -331,9 +331,10 @@ pub enum Next {
 /// Why an operation cannot start or continue. Nothing was changed because of it.
 ///
 /// The reason is worded for any platform; what to do about it is [`Remedy`], which each
-/// platform words its own way (a local command to run, or what the operator does by itself).
+/// platform words its own way (a local command to run, or what the operator does by itself);
+/// the plain text names the remedy in general terms.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{operation} refused: {reason}")]
+#[error("{operation} refused: {reason}{}", remedy.general().map(|r| format!("; {r}")).unwrap_or_default())]
 pub struct Refusal {
     /// The operation.
     pub operation: String,
@@ -361,6 +362,17 @@ pub enum Remedy {
 }
 
 impl Remedy {
+    /// The remedy in general terms, for any platform.
+    pub fn general(self) -> Option<&'static str> {
+        match self {
+            Self::None => None,
+            Self::Heal => Some("heal the cluster first"),
+            Self::HealAfterFailover => Some("heal the cluster once Redis has failed it over"),
+            Self::AddReplica => Some("give the shard a replica first"),
+            Self::Delete => Some("delete the cluster instead"),
+        }
+    }
+
     /// The remedy as a local command line, for `cinnabar` on the local platform.
     pub fn local_hint(self) -> Option<&'static str> {
         match self {
@@ -369,6 +381,17 @@ impl Remedy {
             Self::HealAfterFailover => Some("run `cinnabar heal` once Redis has failed it over"),
             Self::AddReplica => Some("add a replica with `cinnabar scale --replicas 1` first"),
             Self::Delete => Some("to delete the cluster use `cinnabar down --purge`"),
+        }
+    }
+}
+
+impl Refusal {
+    /// The refusal with its remedy as a local command (`cinnabar heal`, …), for the local
+    /// platform's commands.
+    pub fn local_message(&self) -> String {
+        match self.remedy.local_hint() {
+            Some(hint) => format!("{} refused: {}; {hint}", self.operation, self.reason),
+            None => self.to_string(),
         }
     }
 }
@@ -461,7 +484,7 @@ impl Planner<'_> {
             return Err(refuse_with(
                 self.op,
                 Remedy::Heal,
-                format!("{addr} is down ({why}); the cluster must be healed first"),
+                format!("{addr} is down ({why})"),
             ));
         }
         // Ghosts without slots are forgotten as a first step (see `tidy_step`); one that still
@@ -472,8 +495,7 @@ impl Planner<'_> {
                 self.op,
                 Remedy::Heal,
                 format!(
-                    "the cluster lists node {} ({}) that no longer runs but serves slots {}; the \
-                     cluster must be healed first",
+                    "the cluster lists node {} ({}) that no longer runs but serves slots {}",
                     short_id(&ghost.id),
                     ghost
                         .addr
@@ -488,10 +510,7 @@ impl Planner<'_> {
             return Err(refuse_with(
                 self.op,
                 Remedy::Heal,
-                format!(
-                    "{} slots are served by no master; the cluster must be healed first",
-                    SLOT_COUNT - covered
-                ),
+                format!("{} slots are served by no master", SLOT_COUNT - covered),
             ));
         }
         Ok(())
@@ -629,10 +648,7 @@ impl Planner<'_> {
     /// Why each replica of `shard` is not a failover target, for refusals.
     fn why_no_candidate(&self, shard: &ObservedShard) -> String {
         if shard.replicas.is_empty() {
-            return format!(
-                "shard of {} has no replica; it needs one first",
-                shard.master
-            );
+            return format!("shard of {} has no replica", shard.master);
         }
         let reasons: Vec<String> = shard
             .replicas
@@ -795,7 +811,7 @@ impl Planner<'_> {
             return Err(refuse_with(
                 self.op,
                 Remedy::Delete,
-                "a cluster needs at least one master; delete it instead",
+                "a cluster needs at least one master",
             ));
         }
         if masters > SLOT_COUNT {
@@ -1072,7 +1088,7 @@ impl Planner<'_> {
                 Remedy::HealAfterFailover,
                 format!(
                     "master {} is down: Redis promotes a replica by itself once the other \
-                     masters agree it failed; heal afterwards",
+                     masters agree it failed",
                     shard.master
                 ),
             ));
@@ -1567,3 +1583,35 @@ pub fn check_step(step: &Step, observed: &Observed) -> Result<(), String> {
 
 #[cfg(test)]
 mod model;
+
+#[cfg(test)]
+mod refusal_tests {
+    use super::*;
+
+    #[test]
+    fn a_refusal_names_its_remedy_generally_and_as_a_local_command_only_when_asked() {
+        let refusal = Refusal {
+            operation: "scale".into(),
+            reason: "10.0.0.7:6379 is down (connection refused)".into(),
+            remedy: Remedy::Heal,
+        };
+        let plain = refusal.to_string();
+        assert_eq!(
+            plain,
+            "scale refused: 10.0.0.7:6379 is down (connection refused); heal the cluster first"
+        );
+        assert!(!plain.contains("cinnabar "), "{plain}");
+        assert!(
+            refusal
+                .local_message()
+                .ends_with("run `cinnabar heal` first (it restarts dead nodes)"),
+            "{}",
+            refusal.local_message()
+        );
+        let impossible = Refusal {
+            remedy: Remedy::None,
+            ..refusal
+        };
+        assert_eq!(impossible.local_message(), impossible.to_string());
+    }
+}

@@ -663,6 +663,10 @@ pub struct SwitchState {
     /// Why the last attempt failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
+    /// Other `RedisCluster`s whose proxies served the old cluster (an earlier move) and were
+    /// switched here with it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub also_moved: Vec<String>,
     /// The `metadata.generation` whose attempts were used up (`Abandoned`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub abandoned_generation: Option<i64>,

@@ -247,6 +247,7 @@ async fn reconcile_once(
         .and_then(|o| serde_json::from_str(&o.journal).ok());
     input.pods = &pods;
     input.observed = Some(&observed);
+    let mut switch_soon = false;
     let (sync, sync_admin) = reconcile_sync(
         &ctx,
         &cluster,
@@ -277,7 +278,7 @@ async fn reconcile_once(
             password: &own_password,
             sync_admin,
         };
-        drive_switch(
+        switch_soon = drive_switch(
             &ctx, &cluster, switch, sync, *max_lag, &attempt, &recorder, &reference,
         )
         .await;
@@ -369,7 +370,9 @@ async fn reconcile_once(
             }
         }
     };
-    let next = if input.sync.is_some() {
+    let next = if switch_soon {
+        next.min(Duration::from_secs(1))
+    } else if input.sync.is_some() {
         next.min(Duration::from_secs(10))
     } else {
         next
@@ -549,7 +552,11 @@ async fn autoscale(
 
 /// The online switch of `syncFrom.switch` (see [`crate::switch`]): at most one attempt per
 /// reconcile, its result in `sync.switch`, an event for every attempt's outcome. Never fails
-/// the reconcile: what went wrong is the switch's state.
+/// the reconcile: what went wrong is the switch's state. The sync must have been in sync at
+/// the previous reconcile too (`InSync=True` in the stored status): two readings in a row, and
+/// a status that shows `InSync` before `Switched` (on a real control plane the switch came in
+/// the very reconcile that first saw the sync in sync, so `InSync=True` was never written).
+/// Returns whether to look again within a second (in sync now, the switch due next).
 #[allow(clippy::too_many_arguments)]
 async fn drive_switch(
     ctx: &Context,
@@ -560,12 +567,24 @@ async fn drive_switch(
     input: &crate::switch::AttemptInput<'_>,
     recorder: &Recorder,
     reference: &k8s_openapi::api::core::v1::ObjectReference,
-) {
+) -> bool {
     use crate::crd::SwitchPhase;
     let now = jiff_now();
     let generation = cluster.meta().generation;
-    let in_sync = crate::sync::synced(sync, max_lag).0;
-    let plan = crate::switch::plan(sync.switch.as_ref(), spec, generation, in_sync, now);
+    let in_sync_now = crate::sync::synced(sync, max_lag).0;
+    let was_in_sync = cluster.status.as_ref().is_some_and(|s| {
+        s.conditions
+            .iter()
+            .any(|c| c.type_ == crate::status::types::IN_SYNC && c.status == "True")
+    });
+    let plan = crate::switch::plan(
+        sync.switch.as_ref(),
+        spec,
+        generation,
+        in_sync_now && was_in_sync,
+        now,
+    );
+    let soon = in_sync_now && !was_in_sync && !plan.attempt;
     let mut state = plan.state;
     let publish = |type_: EventType, reason: &str, note: String| {
         log_event(input.namespace, input.cluster, &type_, reason, &note);
@@ -587,10 +606,12 @@ async fn drive_switch(
         match crate::switch::attempt(&ctx.client, input, spec, &done).await {
             crate::switch::Outcome::Switched {
                 proxies,
+                riders,
                 pause_ms,
                 catch_up_ms,
             } => {
                 state.phase = SwitchPhase::Switched;
+                state.also_moved = riders;
                 state.switched_at = Some(Time(jiff_now()));
                 state.next_attempt = None;
                 state.last_error = None;
@@ -645,28 +666,80 @@ async fn drive_switch(
         }
     }
     if state.phase == SwitchPhase::Switched {
-        // The old cluster's proxies start on this cluster from now on (idempotent; retried on
-        // every reconcile until it holds).
-        if let Err(error) = crate::switch::ensure_served(
-            &ctx.client,
-            input.namespace,
-            input.cluster,
-            &spec.cluster,
-            input.password,
-            &ctx.build,
-        )
-        .await
-        {
-            publish(
-                EventType::Warning,
-                "ServedByNotRecorded",
-                format!(
-                    "{}'s proxies serve this cluster, but their configuration is not updated \
-                     yet (a proxy restarted now would come back on {}): {error}",
-                    spec.cluster, spec.cluster
-                ),
+        // The old cluster's proxies (and those that moved with them) start on this cluster from
+        // now on (idempotent; retried on every reconcile until it holds).
+        let mut ours: Vec<String> = Vec::new();
+        let mut served = true;
+        let candidates = std::iter::once((spec.cluster.clone(), None))
+            .chain(
+                state
+                    .also_moved
+                    .iter()
+                    .map(|rider| (rider.clone(), Some(spec.cluster.as_str()))),
             )
-            .await;
+            .collect::<Vec<_>>();
+        for (index, (old, replaces)) in candidates.iter().enumerate() {
+            match crate::switch::ensure_served(
+                &ctx.client,
+                input.namespace,
+                input.cluster,
+                old,
+                *replaces,
+                input.password,
+                &ctx.build,
+            )
+            .await
+            {
+                Ok(true) => ours.push(old.clone()),
+                // Moved on by a later switch (or deleted): not ours to look after any more, nor
+                // are those that moved with it.
+                Ok(false) if index == 0 => break,
+                Ok(false) => {}
+                Err(error) => {
+                    served = false;
+                    publish(
+                        EventType::Warning,
+                        "ServedByNotRecorded",
+                        format!(
+                            "{old}'s proxies serve this cluster, but their configuration is not \
+                             updated yet (a proxy restarted now would come back on {old}): \
+                             {error}"
+                        ),
+                    )
+                    .await;
+                }
+            }
+        }
+        let moved = ours;
+        // A proxy container that restarted before its pod saw the new configuration is back on
+        // the old nodes: its pod is replaced (the new one reads the new configuration).
+        if served {
+            match crate::switch::replace_stale_proxies(
+                &ctx.client,
+                input.namespace,
+                &moved,
+                &input.masters,
+            )
+            .await
+            {
+                Ok(deleted) => {
+                    for pod in deleted {
+                        publish(
+                            EventType::Warning,
+                            "StaleProxyReplaced",
+                            format!(
+                                "proxy pod {pod} served the old cluster's nodes again after the \
+                                 switch (restarted before its configuration was refreshed): \
+                                 deleted, its replacement starts on this cluster"
+                            ),
+                        )
+                        .await;
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(cluster = input.cluster, %error, "checking the old proxies");
+                }
+            }
         }
         if sync.phase != SyncPhase::Stopped
             && let Err(error) = delete_sync(&ctx.client, input.namespace, input.cluster).await
@@ -674,8 +747,10 @@ async fn drive_switch(
             tracing::warn!(cluster = input.cluster, %error, "stopping the sync after the switch");
         }
     }
+    let soon = soon && state.phase == SwitchPhase::Waiting;
     sync.switch = Some(state);
     crate::switch::mark_switched(sync);
+    soon
 }
 
 /// Deletes the sync's Deployment, Service and state volume; those already gone are fine.
@@ -839,7 +914,9 @@ where
     let what = match refusal.remedy {
         Remedy::Heal | Remedy::HealAfterFailover => {
             let message = format!(
-                "{refusal}; the operator waits for the node or heals the cluster, then goes on"
+                "{} refused for now: {}; the operator waits for the node or heals the cluster, \
+                 then goes on",
+                refusal.operation, refusal.reason
             );
             publish(EventType::Normal, "OperationPostponed", message.clone()).await;
             input.progressing = Some(("Waiting".into(), message));
@@ -854,7 +931,7 @@ where
     let message = if what.is_empty() {
         refusal.to_string()
     } else {
-        format!("{refusal}; {what}")
+        format!("{} refused: {}; {what}", refusal.operation, refusal.reason)
     };
     publish(EventType::Warning, "OperationRefused", message.clone()).await;
     input.degraded = Some(("OperationRefused".into(), message));

@@ -21,6 +21,12 @@
 //!   following one twice as late (at most 5 minutes). After `maxAttempts` the switch is
 //!   `Abandoned` (`Failed=True`) until the spec changes. A commit that reached only some
 //!   proxies is remembered per pod: the next attempt switches only the others.
+//! - **Stale proxies are replaced**: a proxy container that restarts before its pod sees the new
+//!   configuration (the kubelet refreshes mounted ConfigMaps lazily) is back on the old nodes;
+//!   after the switch every reconcile asks the old proxies for their `/topology` and deletes a
+//!   pod that routes to none of this cluster's masters, so its replacement starts here.
+//! - **Chains of moves**: proxies of a cluster moved to the old one earlier serve the old nodes
+//!   too; they are switched in the same coordinated switch and re-pointed the same way.
 //! - Never the proxy's code: the operator links the coordinator only (`cinnabar-switch`: HTTP to
 //!   the proxies' and the sync's admin listeners), as the CLI's `cinnabar switch` does.
 
@@ -148,6 +154,8 @@ pub enum Outcome {
     Switched {
         /// Per proxy pod.
         proxies: Vec<ProxySwitchResult>,
+        /// Clusters whose proxies served the old cluster and moved with it.
+        riders: Vec<String>,
         /// First prepare to last commit, milliseconds.
         pause_ms: Option<f64>,
         /// Waiting for the sync's offsets, milliseconds.
@@ -206,6 +214,7 @@ pub async fn attempt(
         Some(by) if by == input.cluster => {
             return Outcome::Switched {
                 proxies: done.to_vec(),
+                riders: Vec::new(),
                 pause_ms: None,
                 catch_up_ms: None,
             };
@@ -221,55 +230,27 @@ pub async fn attempt(
     if !old.spec.proxy.enabled {
         return failed(format!("RedisCluster {} runs no proxy", spec.cluster));
     }
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), input.namespace);
-    let secret_name = admin_secret_name(&spec.cluster);
-    let token = match secrets.get_opt(&secret_name).await {
-        Ok(Some(secret)) => secret
-            .data
-            .and_then(|d| d.get(ADMIN_TOKEN_KEY).cloned())
-            .map(|v| String::from_utf8_lossy(&v.0).trim().to_owned()),
-        Ok(None) => None,
-        Err(e) => return failed(format!("reading Secret {secret_name}: {e}")),
+    // Proxies of clusters moved to the old one earlier serve its nodes too: they move with it,
+    // or they would go on writing to nodes nobody reads any more.
+    let riders = match riders_of(client, input.namespace, &spec.cluster).await {
+        Ok(riders) => riders,
+        Err(e) => return failed(e),
     };
-    let Some(token) = token.filter(|t| !t.is_empty()) else {
-        return failed(format!(
-            "Secret {secret_name} has no `{ADMIN_TOKEN_KEY}` (the old cluster's operator makes it)"
-        ));
-    };
-    let pods: Api<Pod> = Api::namespaced(client.clone(), input.namespace);
-    let selector = format!(
-        "app.kubernetes.io/instance={},app.kubernetes.io/component=proxy",
-        spec.cluster
-    );
-    let listed = match pods.list(&ListParams::default().labels(&selector)).await {
-        Ok(listed) => listed.items,
-        Err(e) => return failed(format!("listing the proxy pods of {}: {e}", spec.cluster)),
-    };
-    let port = old.spec.monitoring.metrics_port;
-    let mut targets: Vec<(String, String)> = Vec::new();
-    for pod in &listed {
-        if pod.metadata.deletion_timestamp.is_some() {
-            continue;
-        }
-        let Some(ip) = pod
-            .status
-            .as_ref()
-            .and_then(|s| s.pod_ip.clone())
-            .filter(|ip| !ip.is_empty())
-        else {
-            // A proxy without an address has no clients yet; it starts from the old
-            // configuration, so it must not be left behind: wait for it.
-            return failed(format!("proxy pod {} has no address yet", pod.name_any()));
+    let mut targets: Vec<(String, String, String)> = Vec::new();
+    for cluster in std::iter::once(&old).chain(riders.iter()) {
+        let proxies = match proxies_of(client, input.namespace, cluster).await {
+            Ok(proxies) => proxies,
+            Err(e) => return failed(e),
         };
-        let address = join(&ip, port);
-        let name = pod.name_any();
-        if done
-            .iter()
-            .any(|d| d.switched && d.pod == name && d.address == address)
-        {
-            continue;
+        for (name, address, token) in proxies {
+            if done
+                .iter()
+                .any(|d| d.switched && d.pod == name && d.address == address)
+            {
+                continue;
+            }
+            targets.push((name, address, token));
         }
-        targets.push((name, address));
     }
     if targets.is_empty() && done.iter().all(|d| !d.switched) {
         return failed(format!("RedisCluster {} has no proxy pod", spec.cluster));
@@ -281,16 +262,18 @@ pub async fn attempt(
         return failed("this cluster has no master serving slots");
     }
     let already: Vec<ProxySwitchResult> = done.iter().filter(|d| d.switched).cloned().collect();
+    let rider_names: Vec<String> = riders.iter().map(ResourceExt::name_any).collect();
     if targets.is_empty() {
         return Outcome::Switched {
             proxies: already,
+            riders: rider_names,
             pause_ms: None,
             catch_up_ms: None,
         };
     }
     let admins: Vec<ProxyAdmin> = targets
         .iter()
-        .map(|(_, address)| ProxyAdmin {
+        .map(|(_, address, token)| ProxyAdmin {
             addr: address.clone(),
             token: token.clone(),
         })
@@ -304,7 +287,7 @@ pub async fn attempt(
     };
     let result = |switched: &dyn Fn(&str) -> bool, detail: &dyn Fn(&str) -> String| {
         let mut all = already.clone();
-        all.extend(targets.iter().map(|(pod, address)| ProxySwitchResult {
+        all.extend(targets.iter().map(|(pod, address, _)| ProxySwitchResult {
             pod: pod.clone(),
             address: address.clone(),
             switched: switched(address),
@@ -317,6 +300,7 @@ pub async fn attempt(
             proxies: result(&|_| true, &|address| {
                 report.proxies.get(address).map(summary).unwrap_or_default()
             }),
+            riders: rider_names,
             pause_ms: Some(report.hold_ms),
             catch_up_ms: Some(report.catch_up_ms),
         },
@@ -339,6 +323,167 @@ pub async fn attempt(
     }
 }
 
+/// The `RedisCluster`s whose proxies serve `cluster`'s nodes since an earlier move.
+///
+/// # Errors
+/// The listing failed, as a sentence.
+pub async fn riders_of(
+    client: &kube::Client,
+    namespace: &str,
+    cluster: &str,
+) -> Result<Vec<RedisCluster>, String> {
+    let clusters: Api<RedisCluster> = Api::namespaced(client.clone(), namespace);
+    let all = clusters
+        .list(&ListParams::default())
+        .await
+        .map_err(|e| format!("listing the RedisClusters of {namespace}: {e}"))?;
+    Ok(all
+        .items
+        .into_iter()
+        .filter(|c| served_by(c).as_deref() == Some(cluster))
+        .collect())
+}
+
+/// `cluster`'s proxy pods: `(pod, admin address, admin token)`, those being deleted left out.
+///
+/// # Errors
+/// No token, a listing that failed, or a pod without an address yet (it would start from the
+/// old configuration and be left behind), as a sentence.
+async fn proxies_of(
+    client: &kube::Client,
+    namespace: &str,
+    cluster: &RedisCluster,
+) -> Result<Vec<(String, String, String)>, String> {
+    let name = cluster.name_any();
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let secret_name = admin_secret_name(&name);
+    let token = secrets
+        .get_opt(&secret_name)
+        .await
+        .map_err(|e| format!("reading Secret {secret_name}: {e}"))?
+        .and_then(|secret| secret.data)
+        .and_then(|d| d.get(ADMIN_TOKEN_KEY).cloned())
+        .map(|v| String::from_utf8_lossy(&v.0).trim().to_owned())
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| {
+            format!("Secret {secret_name} has no `{ADMIN_TOKEN_KEY}` (the operator makes it)")
+        })?;
+    let port = cluster.spec.monitoring.metrics_port;
+    proxy_pods(client, namespace, &name)
+        .await?
+        .into_iter()
+        .map(|(pod, ip)| {
+            ip.map(|ip| (pod.clone(), join(&ip, port), token.clone()))
+                .ok_or_else(|| format!("proxy pod {pod} has no address yet"))
+        })
+        .collect()
+}
+
+/// `cluster`'s proxy pods not being deleted, with their IPs when they have one.
+async fn proxy_pods(
+    client: &kube::Client,
+    namespace: &str,
+    cluster: &str,
+) -> Result<Vec<(String, Option<String>)>, String> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let selector =
+        format!("app.kubernetes.io/instance={cluster},app.kubernetes.io/component=proxy");
+    let listed = pods
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .map_err(|e| format!("listing the proxy pods of {cluster}: {e}"))?;
+    Ok(listed
+        .items
+        .iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .map(|p| {
+            let ip = p
+                .status
+                .as_ref()
+                .and_then(|s| s.pod_ip.clone())
+                .filter(|ip| !ip.is_empty());
+            (p.name_any(), ip)
+        })
+        .collect())
+}
+
+/// After the switch: the proxy pods of `clusters` (the old cluster and those that moved with
+/// it) whose `/topology` names none of this cluster's `masters` — a proxy container that
+/// restarted before its pod's configuration was refreshed, back on the old nodes — are deleted,
+/// so their Deployment replaces them with pods configured for this cluster. A proxy that does
+/// not answer, or knows no master yet, is left alone. Returns the pods deleted.
+///
+/// # Errors
+/// A listing or a deletion that failed, as a sentence.
+pub async fn replace_stale_proxies(
+    client: &kube::Client,
+    namespace: &str,
+    clusters: &[String],
+    masters: &[String],
+) -> Result<Vec<String>, String> {
+    let mut deleted = Vec::new();
+    if masters.is_empty() {
+        return Ok(deleted);
+    }
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let objects: Api<RedisCluster> = Api::namespaced(client.clone(), namespace);
+    for cluster in clusters {
+        let Some(object) = objects
+            .get_opt(cluster)
+            .await
+            .map_err(|e| format!("reading RedisCluster {cluster}: {e}"))?
+        else {
+            continue;
+        };
+        let port = object.spec.monitoring.metrics_port;
+        for (pod, ip) in proxy_pods(client, namespace, cluster).await? {
+            let Some(ip) = ip else { continue };
+            let Some(serving) = topology_masters(&join(&ip, port)).await else {
+                continue;
+            };
+            if serving.is_empty() || serving.iter().any(|m| masters.contains(m)) {
+                continue;
+            }
+            pods.delete(&pod, &kube::api::DeleteParams::default())
+                .await
+                .map_err(|e| format!("deleting proxy pod {pod}: {e}"))?;
+            deleted.push(pod);
+        }
+    }
+    Ok(deleted)
+}
+
+/// The masters a proxy routes to (`GET /topology` on its admin listener); `None` when it does
+/// not answer within a second.
+async fn topology_masters(admin: &str) -> Option<Vec<String>> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let get = async {
+        let mut stream = tokio::net::TcpStream::connect(admin).await.ok()?;
+        let request =
+            format!("GET /topology HTTP/1.1\r\nHost: {admin}\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.ok()?;
+        let mut answer = Vec::new();
+        stream.take(1 << 20).read_to_end(&mut answer).await.ok()?;
+        let text = String::from_utf8_lossy(&answer);
+        let (head, body) = text.split_once("\r\n\r\n")?;
+        if head.split_whitespace().nth(1) != Some("200") {
+            return None;
+        }
+        let topology: serde_json::Value = serde_json::from_str(body.trim()).ok()?;
+        Some(
+            topology["masters"]
+                .as_array()?
+                .iter()
+                .filter_map(|m| m["address"].as_str().map(str::to_owned))
+                .collect(),
+        )
+    };
+    tokio::time::timeout(Duration::from_secs(1), get)
+        .await
+        .ok()
+        .flatten()
+}
+
 /// One proxy's switch report as one sentence: what its clients saw.
 fn summary(report: &serde_json::Value) -> String {
     let number = |key: &str| report[key].as_f64().unwrap_or(0.0);
@@ -359,6 +504,11 @@ fn summary(report: &serde_json::Value) -> String {
 /// (in that order: the annotation last, so what it announces is in place). Idempotent; does
 /// nothing when the annotation is there already.
 ///
+/// The annotation is written only where it is absent or names `replaces` (a cluster moved
+/// with the old one names the old one): a cluster whose proxies a later switch moved on to
+/// another cluster is left alone, or two operators' reconciles would take them back and forth.
+/// Returns whether `old_name`'s proxies are this cluster's to look after (served by it now).
+///
 /// # Errors
 /// The API call that failed, as a sentence.
 pub async fn ensure_served(
@@ -366,9 +516,10 @@ pub async fn ensure_served(
     namespace: &str,
     cluster: &str,
     old_name: &str,
+    replaces: Option<&str>,
     password: &str,
     build_options: &BuildOptions,
-) -> Result<(), String> {
+) -> Result<bool, String> {
     let clusters: Api<RedisCluster> = Api::namespaced(client.clone(), namespace);
     let Some(mut old) = clusters
         .get_opt(old_name)
@@ -376,10 +527,12 @@ pub async fn ensure_served(
         .map_err(|e| format!("reading RedisCluster {old_name}: {e}"))?
     else {
         // Deleted since: nothing serves its clients any more, nothing to configure.
-        return Ok(());
+        return Ok(false);
     };
-    if served_by(&old).as_deref() == Some(cluster) {
-        return Ok(());
+    match served_by(&old) {
+        Some(by) if by == cluster => return Ok(true),
+        Some(by) if Some(by.as_str()) != replaces => return Ok(false),
+        _ => {}
     }
     let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
     let auth = format!("{old_name}-auth");
@@ -410,7 +563,7 @@ pub async fn ensure_served(
         .patch(old_name, &PatchParams::default(), &Patch::Merge(&patch))
         .await
         .map_err(|e| format!("annotating RedisCluster {old_name}: {e}"))?;
-    Ok(())
+    Ok(true)
 }
 
 /// The switch's state after the sync's reading: `sync.switch` set, and the phase the sync

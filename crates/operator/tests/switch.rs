@@ -272,7 +272,7 @@ async fn migration(switch: Value, token: &str) -> Migration {
 }
 
 /// Reconciles NEW until `done` holds (at most `rounds` times, 200 ms apart).
-async fn reconcile_until(m: &Migration, rounds: usize, done: impl Fn(&FakeApi) -> bool) {
+async fn reconcile_until(m: &Migration, rounds: usize, mut done: impl FnMut(&FakeApi) -> bool) {
     for _ in 0..rounds {
         reconcile(cluster(&m.api), Arc::clone(&m.ctx))
             .await
@@ -319,7 +319,30 @@ fn assert_all_on_new(m: &Migration, keys: &[String]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_sync_the_old_proxies_switch_together_with_no_client_error_and_stay_switched() {
-    let m = migration(json!({"cluster": "old", "maxPauseMs": 2000}), TOKEN).await;
+    let mut m = migration(json!({"cluster": "old", "maxPauseMs": 2000}), TOKEN).await;
+    // An older cluster moved to OLD before: its proxy serves OLD's nodes and moves with them.
+    let older_port = reserve_port().port();
+    m.api.put(
+        "/apis/cinnabar.io/v1alpha1/namespaces/shop/redisclusters/older",
+        json!({"apiVersion": "cinnabar.io/v1alpha1", "kind": "RedisCluster",
+               "metadata": {"name": "older", "namespace": "shop", "uid": "older-uid", "generation": 1,
+                            "annotations": {"cinnabar.io/served-by": "old"}},
+               "spec": {"shards": 1, "monitoring": {"metricsPort": older_port}}}),
+    );
+    secret(&m.api, "older-admin", "token", "older-token");
+    secret(&m.api, "older-auth", "password", "unused");
+    let mut config =
+        cinnabar_proxy::ProxyConfig::new("127.0.0.1:0".parse().unwrap(), m._old.seeds());
+    config.admin_listen = Some(format!("127.0.0.4:{older_port}").parse().unwrap());
+    config.admin_token = Some("older-token".into());
+    let older = cinnabar_proxy::start(config).unwrap();
+    m.api.put(
+        "/api/v1/namespaces/shop/pods/older-proxy-0",
+        json!({"apiVersion": "v1", "kind": "Pod",
+               "metadata": {"name": "older-proxy-0", "namespace": "shop",
+                            "labels": {"app.kubernetes.io/instance": "older", "app.kubernetes.io/component": "proxy"}},
+               "status": {"podIP": "127.0.0.4"}}),
+    );
     let stop = Arc::new(AtomicBool::new(false));
     let writers = [
         writer(
@@ -332,8 +355,24 @@ async fn in_sync_the_old_proxies_switch_together_with_no_client_error_and_stay_s
             "b",
             Arc::clone(&stop),
         ),
+        writer(older.local_addr().to_string(), "c", Arc::clone(&stop)),
     ];
-    reconcile_until(&m, 100, |api| condition(api, "Switched").0 == "True").await;
+    // Every reconcile's (InSync, Switched) until switched: the status shows the sync in sync
+    // before it shows the switch.
+    let mut seen: Vec<(String, String)> = Vec::new();
+    reconcile_until(&m, 100, |api| {
+        let state = (condition(api, "InSync").0, condition(api, "Switched").0);
+        let done = state.1 == "True";
+        if seen.last() != Some(&state) {
+            seen.push(state);
+        }
+        done
+    })
+    .await;
+    assert!(
+        seen.contains(&("True".into(), "False".into())),
+        "InSync=True was never reported before the switch: {seen:?}"
+    );
     tokio::time::sleep(Duration::from_millis(300)).await;
     stop.store(true, Ordering::Relaxed);
     let mut acked = Vec::new();
@@ -346,10 +385,24 @@ async fn in_sync_the_old_proxies_switch_together_with_no_client_error_and_stay_s
         acked.extend(keys);
         slowest = slowest.max(slow);
     }
-    // Both proxies serve NEW's three masters.
-    for proxy in &m.proxies {
+    // Both proxies serve NEW's three masters, and the older cluster's too.
+    for proxy in m.proxies.iter().chain([&older]) {
         assert_eq!(proxy.masters().len(), 3, "{:?}", proxy.masters());
     }
+    let older_object = m
+        .api
+        .get("/apis/cinnabar.io/v1alpha1/namespaces/shop/redisclusters/older")
+        .unwrap();
+    assert_eq!(
+        older_object["metadata"]["annotations"]["cinnabar.io/served-by"],
+        "c"
+    );
+    assert_eq!(
+        m.api
+            .get("/api/v1/namespaces/shop/secrets/older-auth")
+            .unwrap()["data"]["served-password"],
+        b64(&m.password)
+    );
     assert_all_on_new(&m, &acked);
     let switch = switch_status(&m.api);
     eprintln!(
@@ -360,8 +413,9 @@ async fn in_sync_the_old_proxies_switch_together_with_no_client_error_and_stay_s
     assert_eq!(switch["attempts"], 1);
     assert!(switch["pauseMs"].as_f64().unwrap() < 2000.0, "{switch:#}");
     let proxies = switch["proxies"].as_array().unwrap();
-    assert_eq!(proxies.len(), 2);
+    assert_eq!(proxies.len(), 3);
     assert!(proxies.iter().all(|p| p["switched"] == true), "{switch:#}");
+    assert_eq!(switch["alsoMoved"], json!(["older"]));
     // The migration's conditions.
     assert_eq!(
         condition(&m.api, "Syncing"),
@@ -413,6 +467,73 @@ async fn in_sync_the_old_proxies_switch_together_with_no_client_error_and_stay_s
     }
     assert_eq!(switch_status(&m.api)["attempts"], 1);
     assert_eq!(conditions(&m.api), before);
+
+    // A proxy container restarts before its pod sees the new configuration and comes back on
+    // OLD's nodes: the operator replaces the pod (its Deployment makes one that starts on NEW).
+    let admin = m.proxies[0].admin_addr().unwrap();
+    m.proxies.remove(0).shutdown();
+    let mut config =
+        cinnabar_proxy::ProxyConfig::new("127.0.0.1:0".parse().unwrap(), m._old.seeds());
+    config.admin_listen = Some(admin);
+    config.admin_token = Some(TOKEN.into());
+    let restarted = cinnabar_proxy::start(config).unwrap();
+    assert_eq!(restarted.masters().len(), 2, "back on OLD");
+    reconcile(cluster(&m.api), Arc::clone(&m.ctx))
+        .await
+        .unwrap();
+    assert!(
+        m.api
+            .get("/api/v1/namespaces/shop/pods/old-proxy-0")
+            .is_none(),
+        "the stale proxy's pod is replaced"
+    );
+    assert!(
+        m.api
+            .get("/api/v1/namespaces/shop/pods/old-proxy-1")
+            .is_some(),
+        "a proxy on NEW is left alone"
+    );
+    restarted.shutdown();
+
+    // A later switch moves OLD's and the older cluster's proxies on to another cluster `next`:
+    // this cluster neither takes them back nor replaces their pods (they serve `next`, whose
+    // masters are not this cluster's; a proxy on OLD's nodes stands in for them here).
+    let older_admin = older.admin_addr().unwrap();
+    older.shutdown();
+    for path in [
+        OLD,
+        "/apis/cinnabar.io/v1alpha1/namespaces/shop/redisclusters/older",
+    ] {
+        let mut object = m.api.get(path).unwrap();
+        object["metadata"]["annotations"]["cinnabar.io/served-by"] = json!("next");
+        m.api.put(path, object);
+    }
+    let mut config =
+        cinnabar_proxy::ProxyConfig::new("127.0.0.1:0".parse().unwrap(), m._old.seeds());
+    config.admin_listen = Some(older_admin);
+    config.admin_token = Some("older-token".into());
+    let elsewhere = cinnabar_proxy::start(config).unwrap();
+    for _ in 0..2 {
+        reconcile(cluster(&m.api), Arc::clone(&m.ctx))
+            .await
+            .unwrap();
+    }
+    for path in [
+        OLD,
+        "/apis/cinnabar.io/v1alpha1/namespaces/shop/redisclusters/older",
+    ] {
+        assert_eq!(
+            m.api.get(path).unwrap()["metadata"]["annotations"]["cinnabar.io/served-by"],
+            "next",
+            "{path}"
+        );
+    }
+    assert!(
+        m.api
+            .get("/api/v1/namespaces/shop/pods/older-proxy-0")
+            .is_some()
+    );
+    elsewhere.shutdown();
     let Migration { sync, .. } = m;
     let _ = tokio::task::spawn_blocking(move || sync.stop()).await;
 }
