@@ -38,6 +38,11 @@ impl LzfPieces {
         }
     }
 
+    /// The compressed length, while nothing of it was read yet.
+    pub(crate) fn untouched_compressed(&self) -> Option<u64> {
+        (self.consumed == 0 && self.pieces == 0).then_some(self.compressed)
+    }
+
     /// The next piece of at most `piece_bytes` bytes, or `None` when all were handed over (there
     /// is at least one piece, even for an empty string).
     pub(crate) fn next_piece<R: BufRead>(

@@ -537,6 +537,15 @@ impl<R: BufRead, S: EventSink + ?Sized> Walk<'_, R, S> {
     /// A string value, as chunks of at most `batch_max_bytes`.
     fn string_value(&mut self) -> Result<(), RdbError> {
         let mut pieces = self.src.string_pieces()?;
+        // A string that the capture will hold whole is restored from its raw bytes, and its
+        // pieces would be held back and dropped: skip them (and LZF decompression, half of a
+        // restore's reading time on compressible strings).
+        if self.options.value_pieces == ValuePieces::OnlyUncaptured
+            && let (Some(room), Some(left)) = (self.src.capture_room(), pieces.encoded_left())
+            && left <= room
+        {
+            return self.src.skip(left);
+        }
         while let Some(piece) = pieces.next_piece(self.src, self.options.batch_max_bytes)? {
             self.emit(Event::StringChunk(piece))?;
         }

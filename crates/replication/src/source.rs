@@ -77,7 +77,10 @@ impl<R: BufRead> Source<R> {
     /// was read before the key).
     pub(crate) fn start_capture(&mut self, prefix: &[u8]) {
         self.capture = if prefix.len() <= self.capture_limit {
-            Capture::On(prefix.to_vec())
+            // Most values are small: room for one up front saves a string of reallocations.
+            let mut kept = Vec::with_capacity(CAPTURE_START.min(self.capture_limit));
+            kept.extend_from_slice(prefix);
+            Capture::On(kept)
         } else {
             Capture::Overflowed
         };
@@ -86,6 +89,49 @@ impl<R: BufRead> Source<R> {
     /// True while a capture is running and has not overflowed.
     pub(crate) fn capture_alive(&self) -> bool {
         matches!(self.capture, Capture::On(_))
+    }
+
+    /// How many more bytes a running capture can take; `None` when none runs.
+    pub(crate) fn capture_room(&self) -> Option<u64> {
+        match &self.capture {
+            Capture::On(kept) => Some(self.capture_limit.saturating_sub(kept.len()) as u64),
+            Capture::Off | Capture::Overflowed => None,
+        }
+    }
+
+    /// Consumes `n` bytes without handing them over (they still count for the offset, the
+    /// CRC and a running capture).
+    pub(crate) fn skip(&mut self, mut n: u64) -> Result<(), RdbError> {
+        while n > 0 {
+            let available = match self.inner.fill_buf() {
+                Ok(available) => available,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(source) => {
+                    return Err(RdbError::Io {
+                        offset: self.offset,
+                        source,
+                    });
+                }
+            };
+            if available.is_empty() {
+                return Err(RdbError::Truncated {
+                    offset: self.offset,
+                });
+            }
+            let take = available
+                .len()
+                .min(usize::try_from(n).unwrap_or(usize::MAX));
+            note(
+                &mut self.offset,
+                &mut self.crc,
+                &mut self.capture,
+                self.capture_limit,
+                &available[..take],
+            );
+            self.inner.consume(take);
+            n -= take as u64;
+        }
+        Ok(())
     }
 
     /// Stops capturing; the bytes kept, unless the value was too big.
@@ -98,15 +144,13 @@ impl<R: BufRead> Source<R> {
 
     /// Accounts for bytes just consumed.
     fn note(&mut self, bytes: &[u8]) {
-        self.offset += bytes.len() as u64;
-        self.crc.update(bytes);
-        if let Capture::On(kept) = &mut self.capture {
-            if kept.len() + bytes.len() > self.capture_limit {
-                self.capture = Capture::Overflowed;
-            } else {
-                kept.extend_from_slice(bytes);
-            }
-        }
+        note(
+            &mut self.offset,
+            &mut self.crc,
+            &mut self.capture,
+            self.capture_limit,
+            bytes,
+        );
     }
 
     /// Fills `buf` completely, or fails with the exact offset where the input ended.
@@ -249,6 +293,23 @@ impl<R: BufRead> Source<R> {
     }
 }
 
+/// First capacity of a capture buffer.
+const CAPTURE_START: usize = 256;
+
+/// Accounts for bytes just consumed (a free function, so [`Source::skip`] can call it while the
+/// input's buffer is borrowed).
+fn note(offset: &mut u64, crc: &mut Crc64, capture: &mut Capture, limit: usize, bytes: &[u8]) {
+    *offset += bytes.len() as u64;
+    crc.update(bytes);
+    if let Capture::On(kept) = capture {
+        if kept.len() + bytes.len() > limit {
+            *capture = Capture::Overflowed;
+        } else {
+            kept.extend_from_slice(bytes);
+        }
+    }
+}
+
 /// A string being read piece by piece (see [`Source::string_pieces`]).
 #[derive(Debug)]
 pub(crate) enum StringPieces {
@@ -263,6 +324,19 @@ pub(crate) enum StringPieces {
 }
 
 impl StringPieces {
+    /// The encoded bytes still to read, before any piece was taken (`None` for an integer
+    /// encoding, which is already read, or once reading started).
+    pub(crate) fn encoded_left(&self) -> Option<u64> {
+        match self {
+            Self::Plain {
+                left,
+                started: false,
+            } => Some(*left),
+            Self::Lzf(lzf) => lzf.untouched_compressed(),
+            Self::Plain { .. } | Self::Once(_) | Self::Done => None,
+        }
+    }
+
     /// The next piece of at most `piece_bytes` bytes, or `None` at the end. There is at least
     /// one piece, even for an empty string.
     pub(crate) fn next_piece<R: BufRead>(

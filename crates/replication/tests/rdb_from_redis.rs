@@ -438,6 +438,21 @@ fn a_captured_value_is_reported_by_its_key_end_alone_when_pieces_are_only_for_un
     let server = server();
     let mut conn = connect(&server);
     write_every_type(&mut conn);
+    // A string too big to capture, and incompressible (its encoded form outgrows the limit).
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let noise: Vec<u8> = (0..10_000)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 24) as u8
+        })
+        .collect();
+    redis::cmd("SET")
+        .arg("str:noise")
+        .arg(&noise)
+        .exec(&mut conn)
+        .unwrap();
     let rdb = save(&mut conn);
     let options = ReaderOptions {
         raw_capture_limit: 4096,
@@ -446,6 +461,14 @@ fn a_captured_value_is_reported_by_its_key_end_alone_when_pieces_are_only_for_un
     };
     let (events, _) = read_events(&rdb, options);
     let keys = fold_keys(&events);
+    // A captured string (LZF-compressed here) is skipped, not decompressed into pieces.
+    let lzf = key(&keys, "str:lzf");
+    assert!(lzf.raw.is_some());
+    assert_eq!(lzf.value, Value::String(Vec::new()));
+    assert!(key(&keys, "str:small").raw.is_some());
+    let big = key(&keys, "str:noise");
+    assert!(big.raw.is_none());
+    assert_eq!(big.value, Value::String(noise), "every piece of an uncaptured string");
     let small = key(&keys, "hash:small");
     assert!(small.raw.is_some());
     assert_eq!(
