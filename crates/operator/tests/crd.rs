@@ -274,6 +274,8 @@ fn the_chart_values_follow_its_schema_and_its_rbac_grants_exactly_what_the_opera
             "persistentvolumeclaims",
             "list create patch delete deletecollection",
         ),
+        ("batch", "cronjobs", "create patch delete"),
+        ("batch", "jobs", "get list create deletecollection"),
         ("policy", "poddisruptionbudgets", "create patch"),
         ("autoscaling", "horizontalpodautoscalers", "create patch"),
         ("events.k8s.io", "events", "create patch"),
