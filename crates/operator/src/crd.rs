@@ -23,6 +23,10 @@
 //! - `syncFrom.address` is checked twice: by a CEL rule (the API server refuses anything but
 //!   `HOST:PORT` or `[IPV6]:PORT`) and by [`crate::validate`] (the port's range too), which
 //!   guards objects written before the rule existed.
+//! - **Backups** are `spec.backup` and `spec.restoreFrom` on the cluster too, for the same
+//!   reasons: they read and fill this cluster only, with its password, and a scale-in must wait
+//!   for a backup of exactly this cluster. Their state is `status.backup` / `status.restore`
+//!   and the `BackedUp` / `Restored` conditions (see [`crate::backup`]).
 
 // The `KubeSchema` derive makes a private copy of each struct it validates, which the lint
 // mistakes for an unreachable `pub` item.

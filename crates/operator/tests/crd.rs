@@ -37,6 +37,8 @@ fn the_examples_are_valid_clusters_that_build() {
         "examples/redis-cluster-small.yaml",
         "examples/redis-cluster-production.yaml",
         "examples/redis-cluster-migration.yaml",
+        "examples/redis-cluster-backup.yaml",
+        "examples/redis-cluster-restore.yaml",
     ] {
         let cluster: RedisCluster =
             serde_saphyr::from_str(&repo(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
@@ -142,6 +144,8 @@ fn the_examples_pass_the_crd_schema_with_no_unknown_field() {
         "examples/redis-cluster-small.yaml",
         "examples/redis-cluster-production.yaml",
         "examples/redis-cluster-migration.yaml",
+        "examples/redis-cluster-backup.yaml",
+        "examples/redis-cluster-restore.yaml",
     ] {
         let document: Value = serde_saphyr::from_str(&repo(file)).unwrap();
         assert_eq!(document["apiVersion"], "cinnabar.io/v1alpha1", "{file}");
