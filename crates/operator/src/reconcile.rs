@@ -470,6 +470,17 @@ async fn reconcile_once(
             }
             next.min(Duration::from_secs(5))
         }
+        // Just restored: the proxy, held at 0 replicas until now, is applied right away (the
+        // status write alone may not trigger a reconcile).
+        Some(restore)
+            if restore.phase == RestorePhase::Succeeded
+                && previous
+                    .as_ref()
+                    .and_then(|s| s.restore.as_ref())
+                    .is_none_or(|p| p.phase != RestorePhase::Succeeded) =>
+        {
+            next.min(Duration::from_secs(1))
+        }
         _ => next,
     };
     write_status(&clusters, &name, &input, previous.as_ref()).await?;

@@ -391,9 +391,17 @@ async fn a_restore_runs_once_after_every_slot_is_served_and_holds_the_clients_un
         "2026-12-05T12:00:00Z",
         r#"{"backup":"c-20261205T100000Z","cluster":"c","keys":1500,"bytes":65536,"commands":42,"elapsed_ms":900,"restored_to":"2026-12-05T10:30:00Z"}"#,
     );
-    reconcile(cluster(&api), Arc::clone(&ctx)).await.unwrap();
+    let action = reconcile(cluster(&api), Arc::clone(&ctx)).await.unwrap();
     let restore = status(&api)["restore"].clone();
     assert_eq!(restore["phase"], "Succeeded", "{restore:#}");
+    // The proxy is applied again at once (a status write triggers no reconcile by itself).
+    assert_eq!(
+        format!("{action:?}"),
+        format!(
+            "{:?}",
+            kube::runtime::controller::Action::requeue(Duration::from_secs(1))
+        )
+    );
     assert_eq!(restore["backup"], "c-20261205T100000Z");
     assert_eq!(restore["keys"], 1500);
     assert_eq!(restore["restoredTo"], "2026-12-05T10:30:00Z");
