@@ -28,7 +28,8 @@
 //!   applied): a second attempt after a partial one would meet a non-empty cluster, and writing
 //!   over part of a dataset is a decision for a person. The phase in `status.restore` is the
 //!   memory: `Running` is written right after the create, and a create that meets an existing
-//!   Job (a status write lost) adopts it.
+//!   Job (a status write lost) adopts it. Once started, the restore is the cluster's only one:
+//!   a `restoreFrom` edited afterwards starts nothing.
 //! - **Clients wait for the restore**: the proxy runs 0 replicas from the start until the
 //!   restore succeeded, so no client reads a half-restored dataset or writes keys the restore
 //!   would then overwrite (or that would make the restore refuse a non-empty target). After a
@@ -670,9 +671,9 @@ pub fn restored(state: &RestoreState) -> (bool, &'static str, String) {
 
 /// Whether the proxy must not serve clients yet: a restore is configured and has not succeeded.
 pub fn holds_clients(restore_from: Option<&RestoreFrom>, state: Option<&RestoreState>) -> bool {
-    restore_from.is_some_and(|from| {
-        state.is_none_or(|s| s.url != from.url || s.phase != RestorePhase::Succeeded)
-    })
+    // The state, not the spec, says whether the cluster's one restore is done (a `restoreFrom`
+    // edited after the restore started changes nothing).
+    restore_from.is_some() && state.is_none_or(|s| s.phase != RestorePhase::Succeeded)
 }
 
 /// What a scale-in does about its backup Job.

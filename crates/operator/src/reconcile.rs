@@ -775,16 +775,17 @@ async fn reconcile_restore(
     };
     let name = cluster.name_any();
     let job_name = restore_name(&name);
-    // Another store is another restore (the Job's name is the same, so only once the first
-    // is gone); the same store resumes where the status says.
-    let mut state = previous
-        .filter(|p| p.url == from.url)
-        .cloned()
-        .unwrap_or_else(|| RestoreState {
+    // A cluster is restored once: `restoreFrom` is read until the restore starts; a change
+    // afterwards (another store, another time) starts nothing, since the cluster already holds
+    // what the first restore wrote. To restore again, make a new cluster.
+    let mut state = match previous {
+        Some(p) if p.phase != RestorePhase::Pending => p.clone(),
+        _ => RestoreState {
             url: from.url.clone(),
             job: job_name.clone(),
             ..RestoreState::default()
-        });
+        },
+    };
     let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), namespace);
     let publish = |type_: EventType, reason: &str, note: String| {
         log_event(namespace, &name, &type_, reason, &note);

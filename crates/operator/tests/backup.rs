@@ -417,13 +417,18 @@ async fn a_restore_runs_once_after_every_slot_is_served_and_holds_the_clients_un
         "clients are served once restored"
     );
 
-    // The Job is cleaned up by someone: never run again.
+    // The Job is cleaned up by someone, and the spec names another store: never run again.
     api.remove(RESTORE_JOB);
+    edit_spec(&api, |spec| {
+        spec["restoreFrom"]["url"] = json!("s3://other/redis");
+    });
     for _ in 0..3 {
         reconcile(cluster(&api), Arc::clone(&ctx)).await.unwrap();
     }
     assert!(api.get(RESTORE_JOB).is_none());
     assert_eq!(status(&api)["restore"]["phase"], "Succeeded");
+    assert_eq!(status(&api)["restore"]["url"], "s3://backups/redis");
+    assert_eq!(api.get(PROXY).unwrap()["spec"]["replicas"], 2);
     let creates = api
         .log()
         .iter()
