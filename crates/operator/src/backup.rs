@@ -583,6 +583,53 @@ pub fn backed_up(state: &BackupState, schedule: &str) -> (bool, &'static str, St
     }
 }
 
+/// The archive's pod state into `state`: running, or failing with the end of its log.
+pub fn archive_facts(state: &mut BackupState, pods: &[Pod]) {
+    let facts = crate::sync::pod_facts(pods);
+    state.archive_running = !facts.crash_looping
+        && pods.iter().any(|p| {
+            p.metadata.deletion_timestamp.is_none()
+                && p.status
+                    .as_ref()
+                    .and_then(|s| s.container_statuses.as_ref())
+                    .into_iter()
+                    .flatten()
+                    .any(|c| c.state.as_ref().is_some_and(|s| s.running.is_some()))
+        });
+    state.archive_error = facts.crash_looping.then(|| {
+        facts
+            .last_error
+            .unwrap_or_else(|| "the archive pod keeps failing".to_owned())
+    });
+}
+
+/// The `Archiving` condition (with `backup.continuous`): `(status, reason, message)`.
+pub fn archiving(state: &BackupState) -> (bool, &'static str, String) {
+    if let Some(error) = &state.archive_error {
+        return (
+            false,
+            "ArchiveFailed",
+            format!(
+                "the continuous archive keeps failing: {error}; restoreFrom.at cannot reach                  past its last uploaded segment"
+            ),
+        );
+    }
+    if state.archive_running {
+        (
+            true,
+            "Archiving",
+            "every shard's writes are archived continuously (restoreFrom.at can reach any              moment since the archive's base backup)"
+                .to_owned(),
+        )
+    } else {
+        (
+            false,
+            "ArchiveStarting",
+            "the continuous archive's pod is not running yet".to_owned(),
+        )
+    }
+}
+
 /// The restore report: the CLI's `RestoreReport` without its shard list.
 pub fn apply_restore_report(state: &mut RestoreState, message: &str) {
     let Ok(value) = serde_json::from_str::<Value>(message.trim()) else {

@@ -680,6 +680,12 @@ pub struct BackupState {
     /// Whether the continuous archive Deployment runs (so it is deleted once turned off).
     #[serde(default)]
     pub continuous: bool,
+    /// Whether the archive's pod runs (with `continuous`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub archive_running: bool,
+    /// Why the archive's pod keeps failing (the end of its log), while it does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archive_error: Option<String>,
 }
 
 /// Where a restore is.

@@ -679,7 +679,10 @@ async fn reconcile_backup(
     objects: Option<crate::backup::BackupObjects>,
     previous: Option<&BackupState>,
 ) -> Result<Option<(BackupState, String)>, ReconcileError> {
-    use crate::backup::{BACKUP_COMPONENT, backup_name, backup_state, continuous_name, selector};
+    use crate::backup::{
+        BACKUP_COMPONENT, CONTINUOUS_COMPONENT, backup_name, backup_state, continuous_name,
+        selector,
+    };
     let name = cluster.name_any();
     let params = PatchParams::apply(FIELD_MANAGER).force();
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), namespace);
@@ -749,12 +752,22 @@ async fn reconcile_backup(
         .list(&ListParams::default().labels(&selector(&name, BACKUP_COMPONENT)))
         .await
         .map_err(api(format!("listing the backup pods of {name}")))?;
-    let state = backup_state(
+    let mut state = backup_state(
         previous,
         objects.continuous.is_some(),
         &listed.items,
         &job_pods.items,
     );
+    if state.continuous {
+        let archive_pods = pods
+            .list(&ListParams::default().labels(&selector(&name, CONTINUOUS_COMPONENT)))
+            .await
+            .map_err(api(format!("listing the archive pods of {name}")))?;
+        crate::backup::archive_facts(&mut state, &archive_pods.items);
+    } else {
+        state.archive_running = false;
+        state.archive_error = None;
+    }
     Ok(Some((state, spec.schedule.clone())))
 }
 

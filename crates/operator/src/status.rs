@@ -43,6 +43,8 @@ pub mod types {
     pub const FAILED: &str = "Failed";
     /// With `spec.backup`: the newest finished backup Job succeeded. Absent without backups.
     pub const BACKED_UP: &str = "BackedUp";
+    /// With `spec.backup.continuous`: the archive's pod runs. Absent without it.
+    pub const ARCHIVING: &str = "Archiving";
     /// With `spec.restoreFrom`: the restore Job succeeded. Absent without a restore.
     pub const RESTORED: &str = "Restored";
 }
@@ -234,6 +236,10 @@ pub fn build_status(
     if let Some((backup, schedule)) = &input.backup {
         let (status, reason, message) = crate::backup::backed_up(backup, schedule);
         set(types::BACKED_UP, status, reason, message);
+        if backup.continuous {
+            let (status, reason, message) = crate::backup::archiving(backup);
+            set(types::ARCHIVING, status, reason, message);
+        }
     }
     if let Some(restore) = &input.restore {
         let (status, reason, message) = crate::backup::restored(restore);

@@ -246,12 +246,45 @@ async fn backup_objects_follow_the_spec_and_job_reports_fill_the_status() {
         condition(&api, "Restored").is_none(),
         "no restore configured"
     );
+    assert_eq!(condition(&api, "Archiving").unwrap().1, "ArchiveStarting");
+
+    // The archive's pod runs, then keeps failing: the Archiving condition follows it.
+    let archive_pod = "/api/v1/namespaces/shop/pods/c-backup-continuous-5d9f-abcde";
+    let put_archive_pod = |state: Value| {
+        api.put(
+            archive_pod,
+            json!({"apiVersion": "v1", "kind": "Pod",
+                   "metadata": {"name": "c-backup-continuous-5d9f-abcde", "namespace": "shop",
+                                "labels": {"app.kubernetes.io/instance": "c", "app.kubernetes.io/component": "backup-continuous"}},
+                   "status": {"containerStatuses": [{"name": "archive", "image": "cinnabar:test", "imageID": "",
+                              "ready": true, "restartCount": 0, "state": state}]}}),
+        );
+    };
+    put_archive_pod(json!({"running": {}}));
+    reconcile(cluster(&api), Arc::clone(&ctx)).await.unwrap();
+    assert_eq!(condition(&api, "Archiving").unwrap().0, "True");
+    put_archive_pod(json!({"terminated": {"exitCode": 1,
+        "message": "archiving\nerror: the bucket backups does not exist"}}));
+    reconcile(cluster(&api), Arc::clone(&ctx)).await.unwrap();
+    let (state, reason, message, _) = condition(&api, "Archiving").unwrap();
+    assert_eq!(
+        (state.as_str(), reason.as_str()),
+        ("False", "ArchiveFailed")
+    );
+    assert!(
+        message.contains("bucket backups does not exist"),
+        "{message}"
+    );
+    assert!(!status(&api)["backup"]["archiveError"].is_null());
+    api.remove(archive_pod);
 
     // Continuous off: its Deployment goes, the CronJob stays.
     edit_spec(&api, |spec| spec["backup"]["continuous"] = json!(false));
     reconcile(cluster(&api), Arc::clone(&ctx)).await.unwrap();
     assert!(api.get(CONTINUOUS).is_none());
     assert!(api.get(CRON_JOB).is_some());
+    assert!(condition(&api, "Archiving").is_none());
+    assert!(status(&api)["backup"]["archiveError"].is_null());
 
     // A scheduled backup succeeds: its report becomes status.backup.last.
     finish_job(
