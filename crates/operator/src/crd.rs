@@ -23,6 +23,10 @@
 //! - `syncFrom.address` is checked twice: by a CEL rule (the API server refuses anything but
 //!   `HOST:PORT` or `[IPV6]:PORT`) and by [`crate::validate`] (the port's range too), which
 //!   guards objects written before the rule existed.
+//! - **Backups** are `spec.backup` and `spec.restoreFrom` on the cluster too, for the same
+//!   reasons: they read and fill this cluster only, with its password, and a scale-in must wait
+//!   for a backup of exactly this cluster. Their state is `status.backup` / `status.restore`
+//!   and the `BackedUp` / `Restored` conditions (see [`crate::backup`]).
 
 // The `KubeSchema` derive makes a private copy of each struct it validates, which the lint
 // mistakes for an unreachable `pub` item.
@@ -54,6 +58,7 @@ use serde::{Deserialize, Serialize};
     printcolumn = r#"{"name":"Slots","type":"string","jsonPath":".status.conditions[?(@.type==\"SlotsCovered\")].status"}"#,
     printcolumn = r#"{"name":"Operation","type":"string","jsonPath":".status.operation.name"}"#,
     printcolumn = r#"{"name":"Sync","type":"string","priority":1,"jsonPath":".status.sync.phase"}"#,
+    printcolumn = r#"{"name":"Last Backup","type":"string","priority":1,"jsonPath":".status.backup.last.takenAt"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
@@ -109,6 +114,93 @@ pub struct RedisClusterSpec {
     /// Let the operator change the cluster's size from what the masters report.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub autoscaling: Option<ClusterAutoscaling>,
+    /// Backups to object storage on a schedule (`cinnabar backup` in a CronJob), optionally a
+    /// continuous archive for point-in-time restores, and a backup before every scale-in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<BackupSpec>,
+    /// Fill this new cluster from a backup once it serves every slot (`cinnabar restore` in a
+    /// Job, run once).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore_from: Option<RestoreFrom>,
+}
+
+/// Backups of the cluster (`spec.backup`).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.url.startsWith('s3://') || self.url.startsWith('file:///')").message("backup.url must be s3://BUCKET/PREFIX or file:///PATH"))]
+pub struct BackupSpec {
+    /// The store: `s3://BUCKET/PREFIX` (AWS or any S3-compatible server) or `file:///PATH`
+    /// (a path inside the backup pods; only useful with a volume mounted there by other means).
+    pub url: String,
+    /// When to back up, in cron syntax (default `0 * * * *`, hourly).
+    #[serde(default = "default_schedule")]
+    pub schedule: String,
+    /// A Secret whose keys become the backup pods' environment (`AWS_ACCESS_KEY_ID`,
+    /// `AWS_SECRET_ACCESS_KEY`, optionally `AWS_SESSION_TOKEN`, …): credentials never appear in
+    /// arguments or in the objects the operator writes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_secret: Option<String>,
+    /// The S3 endpoint (`AWS_ENDPOINT_URL`) of an S3-compatible server; AWS when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// The S3 region (`AWS_REGION`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// Backups kept after each backup (default 7); older ones are deleted.
+    #[serde(default = "default_keep")]
+    #[schemars(range(min = 1, max = 10000))]
+    pub keep: u32,
+    /// Also delete backups older than this many days (the newest is always kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 36500))]
+    pub keep_days: Option<u32>,
+    /// Archive every shard's command stream continuously (a `cinnabar backup --continuous`
+    /// Deployment), so a restore can reach any moment (`restoreFrom.at`).
+    #[serde(default)]
+    pub continuous: bool,
+    /// CPU and memory for the backup containers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+}
+
+fn default_schedule() -> String {
+    "0 * * * *".to_owned()
+}
+
+fn default_keep() -> u32 {
+    7
+}
+
+/// The backup a new cluster starts from (`spec.restoreFrom`).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.url.startsWith('s3://') || self.url.startsWith('file:///')").message("restoreFrom.url must be s3://BUCKET/PREFIX or file:///PATH"))]
+#[x_kube(validation = Rule::new("!has(self.backup) || !has(self.at)").message("restoreFrom: set backup or at, not both"))]
+pub struct RestoreFrom {
+    /// The store: `s3://BUCKET/PREFIX` or `file:///PATH`.
+    pub url: String,
+    /// A Secret whose keys become the restore pod's environment (as `backup.credentialsSecret`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_secret: Option<String>,
+    /// The S3 endpoint (`AWS_ENDPOINT_URL`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// The S3 region (`AWS_REGION`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// This backup (default: the newest in the store).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<String>,
+    /// The state at this time (RFC 3339, `2026-12-05T17:04:05Z`): a base backup plus its
+    /// continuous archive up to then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at: Option<String>,
+    /// Only backups of this cluster name in the store (for a store shared by clusters).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<String>,
+    /// CPU and memory for the restore container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
 }
 
 /// Autoscaling of the cluster itself (the proxy's is `proxy.autoscaling`).
@@ -542,6 +634,97 @@ pub struct RedisClusterStatus {
     /// Shard autoscaling (`spec.autoscaling.shards`): the last decision, kept for the cool-down.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub autoscaling: Option<AutoscalingState>,
+    /// Backups (`spec.backup`): the last successful one and the newest Job's outcome.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<BackupState>,
+    /// The restore of `spec.restoreFrom`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore: Option<RestoreState>,
+}
+
+/// One backup, as its pod reported it.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupRecord {
+    /// The backup's name in the store (what `restoreFrom.backup` takes).
+    pub name: String,
+    /// When its snapshot was taken (RFC 3339).
+    pub taken_at: String,
+    /// RDB bytes stored.
+    #[serde(default)]
+    pub bytes: u64,
+    /// Keys stored.
+    #[serde(default)]
+    pub keys: u64,
+    /// The Job that took it.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub job: String,
+}
+
+/// Backups as the operator last saw them.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupState {
+    /// The last backup that succeeded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last: Option<BackupRecord>,
+    /// The newest finished backup Job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_job: Option<String>,
+    /// Whether that Job failed.
+    #[serde(default)]
+    pub last_job_failed: bool,
+    /// Why it failed (the end of its pod's log).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    /// Whether the continuous archive Deployment runs (so it is deleted once turned off).
+    #[serde(default)]
+    pub continuous: bool,
+    /// Whether the archive's pod runs (with `continuous`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub archive_running: bool,
+    /// Why the archive's pod keeps failing (the end of its log), while it does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archive_error: Option<String>,
+}
+
+/// Where a restore is.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema, Default)]
+pub enum RestorePhase {
+    /// Waiting for the cluster to serve every slot.
+    #[default]
+    Pending,
+    /// The restore Job runs.
+    Running,
+    /// The data is in; the proxy serves clients.
+    Succeeded,
+    /// The Job failed; it is not run again (the cluster may hold part of the data).
+    Failed,
+}
+
+/// The restore of `spec.restoreFrom`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RestoreState {
+    /// Where it is.
+    pub phase: RestorePhase,
+    /// The store it restores from.
+    pub url: String,
+    /// The Job (`NAME-restore`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub job: String,
+    /// The backup restored (from the report).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<String>,
+    /// Keys written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keys: Option<u64>,
+    /// The point restored to (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restored_to: Option<String>,
+    /// Why it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
 }
 
 /// What the shard autoscaler last did.

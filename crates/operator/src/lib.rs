@@ -14,12 +14,15 @@
 //! - [`platform`]: the planner's platform over the Kubernetes API (pods of a StatefulSet per shard);
 //! - [`sync`]: a sync's progress (`spec.syncFrom`) from its pod's metrics, for the status;
 //! - [`switch`]: the online switch at the end of a sync (`spec.syncFrom.switch`);
+//! - [`backup`]: backups, the continuous archive and restores (`spec.backup`,
+//!   `spec.restoreFrom`) as Jobs running the CLI, and their reports read back for the status;
 //!
 //! Every change to Redis goes through the planner in `cinnabar-cluster`; this crate only turns
 //! specs into Kubernetes objects and pods into planner nodes. It never re-implements a Redis
 //! decision.
 
 pub mod autoscale;
+pub mod backup;
 pub mod controller;
 pub mod crd;
 pub mod decide;

@@ -6,7 +6,8 @@
 //! Secret `NAME-auth` (created once by the reconciler, never by apply, so it is never rotated
 //! behind anyone's back), proxy Deployment/Service/PDB/HPA/ConfigMap `NAME-proxy`, NodePort
 //! Services `NAME-shard-I-J`; with `spec.syncFrom`, the sync's Deployment and Service
-//! `NAME-sync` and its state PVC `NAME-sync-state`.
+//! `NAME-sync` and its state PVC `NAME-sync-state`; with `spec.backup`, the CronJob `NAME-backup`
+//! and, with `backup.continuous`, the Deployment `NAME-backup-continuous` (see [`crate::backup`]).
 //!
 //! Decisions:
 //! - **Identity**: `nodes.conf` lives on the data volume; each node announces its pod IP and its
@@ -251,6 +252,8 @@ pub struct Objects {
     pub service_monitor: Option<Value>,
     /// The sync, with `spec.syncFrom`.
     pub sync: Option<SyncObjects>,
+    /// The scheduled backup and the continuous archive, with `spec.backup`.
+    pub backup: Option<crate::backup::BackupObjects>,
 }
 
 /// Labels every object of `cluster` carries, plus the component.
@@ -543,6 +546,7 @@ pub fn build(cluster: &RedisCluster, options: &BuildOptions) -> Result<Objects, 
         .as_ref()
         .map(|_| sync_objects(&name, &namespace, spec, options, &meta))
         .transpose()?;
+    let backup = crate::backup::backup_objects(cluster, options)?;
     Ok(Objects {
         config_map,
         headless_service,
@@ -553,6 +557,7 @@ pub fn build(cluster: &RedisCluster, options: &BuildOptions) -> Result<Objects, 
         proxy,
         service_monitor,
         sync,
+        backup,
     })
 }
 

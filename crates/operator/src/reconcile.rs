@@ -32,6 +32,7 @@ use cinnabar_cluster::{
     observe,
 };
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Secret, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -42,7 +43,8 @@ use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::json;
 
 use crate::crd::{
-    OperationStatus, RedisCluster, RedisClusterStatus, Retention, SyncPhase, SyncState,
+    BackupState, OperationStatus, RedisCluster, RedisClusterStatus, RestorePhase, RestoreState,
+    Retention, SyncPhase, SyncState,
 };
 use crate::decide::{Decision, decide};
 use crate::objects::{
@@ -187,6 +189,18 @@ async fn reconcile_once(
         }),
         served_by: crate::objects::served_by(&cluster),
         autoscaling: previous.as_ref().and_then(|s| s.autoscaling.clone()),
+        // Kept while paused or invalid, like the sync: the objects of a backup the status
+        // forgot would never be deleted once `backup` goes.
+        backup: previous.as_ref().and_then(|s| s.backup.clone()).map(|b| {
+            let schedule = cluster
+                .spec
+                .backup
+                .as_ref()
+                .map(|b| b.schedule.clone())
+                .unwrap_or_default();
+            (b, schedule)
+        }),
+        restore: previous.as_ref().and_then(|s| s.restore.clone()),
         ..StatusInput::default()
     };
     if cluster.spec.paused {
@@ -221,6 +235,18 @@ async fn reconcile_once(
         ensure_admin_token(&ctx.client, &namespace, &cluster).await?;
     }
     let sync_objects = objects.sync.take();
+    let backup_objects = objects.backup.take();
+    if crate::backup::holds_clients(
+        cluster.spec.restore_from.as_ref(),
+        previous.as_ref().and_then(|s| s.restore.as_ref()),
+    ) && let Some(spec) = objects
+        .proxy
+        .as_mut()
+        .and_then(|p| p.deployment.spec.as_mut())
+    {
+        // No client before the restore is done (see `crate::backup`).
+        spec.replicas = Some(0);
+    }
     let revisions = apply(&ctx.client, &namespace, objects).await?;
 
     let mut execute = ctx.execute.clone();
@@ -258,6 +284,25 @@ async fn reconcile_once(
     )
     .await?;
     input.sync = sync;
+    let all_slots_served = observed.covered_slots().len() == cinnabar_cluster::SLOT_COUNT;
+    input.backup = reconcile_backup(
+        &ctx.client,
+        &cluster,
+        &namespace,
+        backup_objects,
+        previous.as_ref().and_then(|s| s.backup.as_ref()),
+    )
+    .await?;
+    input.restore = reconcile_restore(
+        ctx.as_ref(),
+        &cluster,
+        &namespace,
+        all_slots_served,
+        previous.as_ref().and_then(|s| s.restore.as_ref()),
+        &recorder,
+        &reference,
+    )
+    .await?;
     if let Some((sync, max_lag)) = input.sync.as_mut()
         && let Some(switch) = cluster
             .spec
@@ -329,6 +374,43 @@ async fn reconcile_once(
             }
             Duration::from_secs(2)
         }
+        Decision::Operate(operation)
+            if journal.is_none()
+                && is_scale_in(&operation, &observed)
+                && cluster.spec.backup.is_some() =>
+        {
+            match backup_before_scale_in(&ctx, &cluster, &namespace, &recorder, &reference).await? {
+                crate::backup::ScaleInGate::Go => {
+                    let (delay, status) = step(
+                        operation,
+                        journal,
+                        &mut platform,
+                        &execute,
+                        &recorder,
+                        &reference,
+                        &mut input,
+                    )
+                    .await;
+                    input.operation = status;
+                    delay
+                }
+                crate::backup::ScaleInGate::Start | crate::backup::ScaleInGate::Wait(_) => {
+                    let job = crate::backup::scale_in_backup_name(
+                        &name,
+                        cluster.meta().generation.unwrap_or(0),
+                    );
+                    input.progressing = Some((
+                        "WaitingForBackup".into(),
+                        format!("waiting for backup Job {job} to finish before shards are removed"),
+                    ));
+                    Duration::from_secs(5)
+                }
+                crate::backup::ScaleInGate::Refused(message) => {
+                    input.degraded = Some(("ScaleInBackupFailed".into(), message));
+                    Duration::from_secs(30)
+                }
+            }
+        }
         Decision::Operate(operation) => {
             let (delay, status) = step(
                 operation,
@@ -376,6 +458,33 @@ async fn reconcile_once(
         next.min(Duration::from_secs(10))
     } else {
         next
+    };
+    // Backup Jobs are not watched (a CronJob owns them): their outcome is looked at this often.
+    let next = if input.backup.is_some() {
+        next.min(Duration::from_secs(30))
+    } else {
+        next
+    };
+    let next = match &input.restore {
+        Some(restore) if matches!(restore.phase, RestorePhase::Pending | RestorePhase::Running) => {
+            if input.progressing.is_none() {
+                let (_, _, message) = crate::backup::restored(restore);
+                input.progressing = Some(("Restoring".into(), message));
+            }
+            next.min(Duration::from_secs(5))
+        }
+        // Just restored: the proxy, held at 0 replicas until now, is applied right away (the
+        // status write alone may not trigger a reconcile).
+        Some(restore)
+            if restore.phase == RestorePhase::Succeeded
+                && previous
+                    .as_ref()
+                    .and_then(|s| s.restore.as_ref())
+                    .is_none_or(|p| p.phase != RestorePhase::Succeeded) =>
+        {
+            next.min(Duration::from_secs(1))
+        }
+        _ => next,
     };
     write_status(&clusters, &name, &input, previous.as_ref()).await?;
     Ok(Action::requeue(next))
@@ -483,6 +592,292 @@ async fn reconcile_sync(
         Some((sync_state(&reading, previous), from.max_lag_seconds)),
         admin,
     ))
+}
+
+/// Whether `operation` removes shards: a scale to fewer masters than serve slots now.
+fn is_scale_in(operation: &Operation, observed: &Observed) -> bool {
+    let serving = observed
+        .shards()
+        .into_iter()
+        .filter(|s| s.slot_count() > 0)
+        .count();
+    matches!(operation, Operation::Scale { masters, .. } if *masters < serving)
+}
+
+/// The backup Job a scale-in waits for: created when missing, then read.
+async fn backup_before_scale_in(
+    ctx: &Context,
+    cluster: &RedisCluster,
+    namespace: &str,
+    recorder: &Recorder,
+    reference: &k8s_openapi::api::core::v1::ObjectReference,
+) -> Result<crate::backup::ScaleInGate, ReconcileError> {
+    use crate::backup::{ScaleInGate, scale_in_backup_name, scale_in_gate, scale_in_job};
+    let Some(spec) = &cluster.spec.backup else {
+        return Ok(ScaleInGate::Go);
+    };
+    let name = cluster.name_any();
+    let generation = cluster.meta().generation.unwrap_or(0);
+    let job_name = scale_in_backup_name(&name, generation);
+    let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), namespace);
+    let job = jobs
+        .get_opt(&job_name)
+        .await
+        .map_err(api(format!("reading Job {job_name}")))?;
+    let pods = match &job {
+        Some(_) => {
+            let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
+            pods.list(&ListParams::default().labels(&format!("job-name={job_name}")))
+                .await
+                .map_err(api(format!("listing the pods of Job {job_name}")))?
+                .items
+        }
+        None => Vec::new(),
+    };
+    let gate = scale_in_gate(&job_name, job.as_ref(), &pods);
+    let publish = |type_: EventType, reason: &str, note: String| {
+        log_event(namespace, &name, &type_, reason, &note);
+        let event = Event {
+            type_,
+            reason: reason.to_owned(),
+            note: Some(note),
+            action: "Backup".to_owned(),
+            secondary: None,
+        };
+        async move {
+            let _ = recorder.publish(&event, reference).await;
+        }
+    };
+    if gate == ScaleInGate::Start {
+        let job = match scale_in_job(cluster, spec, generation, &ctx.build) {
+            Ok(job) => job,
+            Err(invalid) => return Ok(ScaleInGate::Refused(invalid.message)),
+        };
+        match jobs.create(&PostParams::default(), &job).await {
+            Ok(_) => {}
+            // Created by a reconcile whose status write was lost: the same Job.
+            Err(kube::Error::Api(status)) if status.code == 409 => {}
+            Err(e) => return Err(api(format!("creating Job {job_name}"))(e)),
+        }
+        publish(
+            EventType::Normal,
+            "BackupBeforeScaleIn",
+            format!("Job {job_name} backs the cluster up before shards are removed"),
+        )
+        .await;
+    }
+    if let ScaleInGate::Refused(message) = &gate {
+        publish(EventType::Warning, "ScaleInRefused", message.clone()).await;
+    }
+    Ok(gate)
+}
+
+/// `spec.backup`: the CronJob and the continuous archive applied (the archive deleted once
+/// turned off), and the backup Jobs read into `status.backup`; without it, the objects of the
+/// backups the status still reports are deleted.
+async fn reconcile_backup(
+    client: &Client,
+    cluster: &RedisCluster,
+    namespace: &str,
+    objects: Option<crate::backup::BackupObjects>,
+    previous: Option<&BackupState>,
+) -> Result<Option<(BackupState, String)>, ReconcileError> {
+    use crate::backup::{
+        BACKUP_COMPONENT, CONTINUOUS_COMPONENT, backup_name, backup_state, continuous_name,
+        selector,
+    };
+    let name = cluster.name_any();
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), namespace);
+    let jobs: Api<Job> = Api::namespaced(client.clone(), namespace);
+    let (Some(spec), Some(objects)) = (cluster.spec.backup.as_ref(), objects) else {
+        if previous.is_some() {
+            let cron_jobs: Api<CronJob> = Api::namespaced(client.clone(), namespace);
+            let background = DeleteParams::background();
+            gone(
+                cron_jobs
+                    .delete(&backup_name(&name), &background)
+                    .await
+                    .map(drop),
+                format!("deleting CronJob {}", backup_name(&name)),
+            )?;
+            gone(
+                deployments
+                    .delete(&continuous_name(&name), &background)
+                    .await
+                    .map(drop),
+                format!("deleting Deployment {}", continuous_name(&name)),
+            )?;
+            // The Jobs taken before scale-ins; the CronJob's own go with it.
+            jobs.delete_collection(
+                &background,
+                &ListParams::default().labels(&selector(&name, BACKUP_COMPONENT)),
+            )
+            .await
+            .map_err(api(format!("deleting the backup Jobs of {name}")))?;
+        }
+        return Ok(None);
+    };
+    let cron_jobs: Api<CronJob> = Api::namespaced(client.clone(), namespace);
+    cron_jobs
+        .patch(
+            &backup_name(&name),
+            &params,
+            &Patch::Apply(&objects.cron_job),
+        )
+        .await
+        .map_err(api(format!("applying CronJob {}", backup_name(&name))))?;
+    match &objects.continuous {
+        Some(deployment) => {
+            deployments
+                .patch(&continuous_name(&name), &params, &Patch::Apply(deployment))
+                .await
+                .map_err(api(format!(
+                    "applying Deployment {}",
+                    continuous_name(&name)
+                )))?;
+        }
+        None if previous.is_some_and(|p| p.continuous) => gone(
+            deployments
+                .delete(&continuous_name(&name), &DeleteParams::background())
+                .await
+                .map(drop),
+            format!("deleting Deployment {}", continuous_name(&name)),
+        )?,
+        None => {}
+    }
+    let listed = jobs
+        .list(&ListParams::default().labels(&selector(&name, BACKUP_COMPONENT)))
+        .await
+        .map_err(api(format!("listing the backup Jobs of {name}")))?;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let job_pods = pods
+        .list(&ListParams::default().labels(&selector(&name, BACKUP_COMPONENT)))
+        .await
+        .map_err(api(format!("listing the backup pods of {name}")))?;
+    let mut state = backup_state(
+        previous,
+        objects.continuous.is_some(),
+        &listed.items,
+        &job_pods.items,
+    );
+    if state.continuous {
+        let archive_pods = pods
+            .list(&ListParams::default().labels(&selector(&name, CONTINUOUS_COMPONENT)))
+            .await
+            .map_err(api(format!("listing the archive pods of {name}")))?;
+        crate::backup::archive_facts(&mut state, &archive_pods.items);
+    } else {
+        state.archive_running = false;
+        state.archive_error = None;
+    }
+    Ok(Some((state, spec.schedule.clone())))
+}
+
+/// `spec.restoreFrom`: the restore Job created once the cluster serves every slot, exactly
+/// once, and followed into `status.restore`.
+async fn reconcile_restore(
+    ctx: &Context,
+    cluster: &RedisCluster,
+    namespace: &str,
+    all_slots_served: bool,
+    previous: Option<&RestoreState>,
+    recorder: &Recorder,
+    reference: &k8s_openapi::api::core::v1::ObjectReference,
+) -> Result<Option<RestoreState>, ReconcileError> {
+    use crate::backup::{RESTORE_COMPONENT, restore_job, restore_name, restore_progress, selector};
+    let Some(from) = &cluster.spec.restore_from else {
+        return Ok(None);
+    };
+    let name = cluster.name_any();
+    let job_name = restore_name(&name);
+    // A cluster is restored once: `restoreFrom` is read until the restore starts; a change
+    // afterwards (another store, another time) starts nothing, since the cluster already holds
+    // what the first restore wrote. To restore again, make a new cluster.
+    let mut state = match previous {
+        Some(p) if p.phase != RestorePhase::Pending => p.clone(),
+        _ => RestoreState {
+            url: from.url.clone(),
+            job: job_name.clone(),
+            ..RestoreState::default()
+        },
+    };
+    let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), namespace);
+    let publish = |type_: EventType, reason: &str, note: String| {
+        log_event(namespace, &name, &type_, reason, &note);
+        let event = Event {
+            type_,
+            reason: reason.to_owned(),
+            note: Some(note),
+            action: "Restore".to_owned(),
+            secondary: None,
+        };
+        async move {
+            let _ = recorder.publish(&event, reference).await;
+        }
+    };
+    match state.phase {
+        RestorePhase::Succeeded | RestorePhase::Failed => {}
+        RestorePhase::Pending if !all_slots_served => {}
+        RestorePhase::Pending => {
+            let job = match restore_job(cluster, from, &ctx.build) {
+                Ok(job) => job,
+                Err(invalid) => {
+                    state.phase = RestorePhase::Failed;
+                    state.last_error = Some(invalid.message);
+                    return Ok(Some(state));
+                }
+            };
+            match jobs.create(&PostParams::default(), &job).await {
+                Ok(_) => {
+                    publish(
+                        EventType::Normal,
+                        "RestoreStarted",
+                        format!("Job {job_name} restores from {}", from.url),
+                    )
+                    .await;
+                }
+                // Created by a reconcile whose status write was lost: adopted, never made twice.
+                Err(kube::Error::Api(status)) if status.code == 409 => {}
+                Err(e) => return Err(api(format!("creating Job {job_name}"))(e)),
+            }
+            state.phase = RestorePhase::Running;
+            state.job = job_name;
+        }
+        RestorePhase::Running => {
+            let job = jobs
+                .get_opt(&state.job)
+                .await
+                .map_err(api(format!("reading Job {}", state.job)))?;
+            let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
+            let listed = pods
+                .list(&ListParams::default().labels(&selector(&name, RESTORE_COMPONENT)))
+                .await
+                .map_err(api(format!("listing the restore pods of {name}")))?;
+            let next = restore_progress(&state, job.as_ref(), &listed.items);
+            match next.phase {
+                RestorePhase::Succeeded => {
+                    let (_, _, message) = crate::backup::restored(&next);
+                    publish(EventType::Normal, "Restored", message).await;
+                }
+                RestorePhase::Failed => {
+                    let (_, _, message) = crate::backup::restored(&next);
+                    publish(EventType::Warning, "RestoreFailed", message).await;
+                }
+                _ => {}
+            }
+            state = next;
+        }
+    }
+    Ok(Some(state))
+}
+
+/// A delete whose object is already gone is done.
+fn gone(result: Result<(), kube::Error>, what: String) -> Result<(), ReconcileError> {
+    match result {
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+        other => other.map_err(api(what)),
+    }
 }
 
 /// Shard autoscaling (see [`crate::autoscale`]): the masters' `INFO`, the policy's decision, and
@@ -1130,7 +1525,7 @@ async fn write_status(
         .and_then(|p| serde_json::to_value(p).ok())
         .unwrap_or_else(|| json!({}));
     null_removed(&before, &mut status);
-    for field in ["operation", "sync"] {
+    for field in ["operation", "sync", "backup", "restore"] {
         if status.get(field).is_none() {
             status[field] = serde_json::Value::Null;
         }

@@ -11,8 +11,8 @@ use cinnabar_cluster::{NodeAddr, Observed, SLOT_COUNT};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 use crate::crd::{
-    AutoscalingState, OperationStatus, RedisClusterStatus, ShardStatus, SwitchPhase, SyncPhase,
-    SyncState,
+    AutoscalingState, BackupState, OperationStatus, RedisClusterStatus, RestoreState, ShardStatus,
+    SwitchPhase, SyncPhase, SyncState,
 };
 use crate::pods::RedisPod;
 
@@ -41,6 +41,12 @@ pub mod types {
     /// With `spec.syncFrom.switch`: the migration needs a person (the switch was abandoned
     /// after its attempts, or the sync stopped on an error).
     pub const FAILED: &str = "Failed";
+    /// With `spec.backup`: the newest finished backup Job succeeded. Absent without backups.
+    pub const BACKED_UP: &str = "BackedUp";
+    /// With `spec.backup.continuous`: the archive's pod runs. Absent without it.
+    pub const ARCHIVING: &str = "Archiving";
+    /// With `spec.restoreFrom`: the restore Job succeeded. Absent without a restore.
+    pub const RESTORED: &str = "Restored";
 }
 
 /// What one reconcile learnt, as input for the status.
@@ -66,6 +72,10 @@ pub struct StatusInput<'a> {
     pub served_by: Option<String>,
     /// The shard autoscaler's last decision.
     pub autoscaling: Option<AutoscalingState>,
+    /// Backups and `spec.backup.schedule`, with `spec.backup`.
+    pub backup: Option<(BackupState, String)>,
+    /// The restore, with `spec.restoreFrom`.
+    pub restore: Option<RestoreState>,
 }
 
 /// Builds the status, keeping transition times of unchanged conditions from `previous`.
@@ -223,6 +233,18 @@ pub fn build_status(
             }
         }
     }
+    if let Some((backup, schedule)) = &input.backup {
+        let (status, reason, message) = crate::backup::backed_up(backup, schedule);
+        set(types::BACKED_UP, status, reason, message);
+        if backup.continuous {
+            let (status, reason, message) = crate::backup::archiving(backup);
+            set(types::ARCHIVING, status, reason, message);
+        }
+    }
+    if let Some(restore) = &input.restore {
+        let (status, reason, message) = crate::backup::restored(restore);
+        set(types::RESTORED, status, reason, message);
+    }
     if let Some(previous) = previous {
         for condition in &mut conditions {
             if let Some(old) = previous
@@ -245,6 +267,8 @@ pub fn build_status(
         sync: input.sync.as_ref().map(|(sync, _)| sync.clone()),
         served_by: input.served_by.clone(),
         autoscaling: input.autoscaling.clone(),
+        backup: input.backup.as_ref().map(|(backup, _)| backup.clone()),
+        restore: input.restore.clone(),
     }
 }
 

@@ -8,7 +8,7 @@ use crate::crd::RedisClusterSpec;
 #[error("{message}")]
 pub struct SpecError {
     /// `OwnedDirective`, `UnsupportedImage`, `NoMemoryLimit`, `BadQuantity`, `BadAutoscaling`,
-    /// `BadSyncSource`.
+    /// `BadSyncSource`, `BadBackup`, `BadRestore`.
     pub reason: String,
     /// What is wrong and how to fix it.
     pub message: String,
@@ -142,7 +142,96 @@ pub fn validate(spec: &RedisClusterSpec) -> Result<(), SpecError> {
             ));
         }
     }
+    if let Some(backup) = &spec.backup {
+        store_url(&backup.url, "backup", "BadBackup")?;
+        endpoint(backup.endpoint.as_deref(), "backup", "BadBackup")?;
+        cron_schedule(&backup.schedule)?;
+        if backup.keep == 0 {
+            return Err(invalid(
+                "BadBackup",
+                "backup.keep must be at least 1 (the newest backup is always kept)".to_owned(),
+            ));
+        }
+    }
+    if let Some(from) = &spec.restore_from {
+        store_url(&from.url, "restoreFrom", "BadRestore")?;
+        endpoint(from.endpoint.as_deref(), "restoreFrom", "BadRestore")?;
+        if from.backup.is_some() && from.at.is_some() {
+            return Err(invalid(
+                "BadRestore",
+                "restoreFrom: set backup (a backup by name) or at (a point in time), not both"
+                    .to_owned(),
+            ));
+        }
+        if let Some(at) = &from.at
+            && at.parse::<k8s_openapi::jiff::Timestamp>().is_err()
+        {
+            return Err(invalid(
+                "BadRestore",
+                format!(
+                    "restoreFrom.at `{at}` is not an RFC 3339 time such as 2026-12-05T17:04:05Z"
+                ),
+            ));
+        }
+    }
     Ok(())
+}
+
+/// A store URL: `s3://BUCKET[/PREFIX]` or `file:///PATH`.
+fn store_url(url: &str, field: &str, reason: &str) -> Result<(), SpecError> {
+    let ok = match url.split_once("://") {
+        Some(("s3", rest)) => rest.split('/').next().is_some_and(|b| !b.is_empty()),
+        Some(("file", rest)) => rest.starts_with('/') && rest.len() > 1,
+        _ => false,
+    };
+    if ok && !url.chars().any(char::is_whitespace) {
+        Ok(())
+    } else {
+        Err(invalid(
+            reason,
+            format!("{field}.url `{url}` must be s3://BUCKET/PREFIX or file:///PATH"),
+        ))
+    }
+}
+
+/// An S3 endpoint, when set: an `http://` or `https://` URL.
+fn endpoint(endpoint: Option<&str>, field: &str, reason: &str) -> Result<(), SpecError> {
+    match endpoint {
+        Some(e) if !(e.starts_with("http://") || e.starts_with("https://")) => Err(invalid(
+            reason,
+            format!("{field}.endpoint `{e}` must be an http:// or https:// URL"),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// A CronJob schedule: five fields, or a `@hourly`-style macro. The CronJob controller has the
+/// final word; this catches what would otherwise only show up as a CronJob that never runs.
+fn cron_schedule(schedule: &str) -> Result<(), SpecError> {
+    let macros = [
+        "@yearly",
+        "@annually",
+        "@monthly",
+        "@weekly",
+        "@daily",
+        "@midnight",
+        "@hourly",
+    ];
+    let fields: Vec<&str> = schedule.split_whitespace().collect();
+    let field_ok = |f: &&str| {
+        f.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '*' | ',' | '-' | '/' | '?'))
+    };
+    if macros.contains(&schedule.trim()) || (fields.len() == 5 && fields.iter().all(field_ok)) {
+        Ok(())
+    } else {
+        Err(invalid(
+            "BadBackup",
+            format!(
+                "backup.schedule `{schedule}` is not a cron schedule (five fields such as                  `0 * * * *`, or @hourly, @daily, …)"
+            ),
+        ))
+    }
 }
 
 /// `(host, port)` of a sync source address: `HOST:PORT` or `[IPV6]:PORT`, port 1–65535.
@@ -306,6 +395,62 @@ mod tests {
                 "{address:?}"
             );
         }
+    }
+
+    #[test]
+    fn backup_and_restore_settings_are_checked() {
+        let backup = |b: serde_json::Value| reason(&spec(serde_json::json!({"backup": b})));
+        assert_eq!(backup(serde_json::json!({"url": "s3://bucket/redis"})), "");
+        assert_eq!(backup(serde_json::json!({"url": "file:///backups"})), "");
+        assert_eq!(
+            backup(serde_json::json!({"url": "s3://b", "schedule": "@daily"})),
+            ""
+        );
+        for url in [
+            "",
+            "s3://",
+            "s3:///x",
+            "http://b/x",
+            "file://relative",
+            "s3://b/a b",
+        ] {
+            assert_eq!(
+                backup(serde_json::json!({"url": url})),
+                "BadBackup",
+                "{url:?}"
+            );
+        }
+        for schedule in ["hourly", "0 * * *", "0 * * * * *", "0 * * * ;"] {
+            assert_eq!(
+                backup(serde_json::json!({"url": "s3://b", "schedule": schedule})),
+                "BadBackup",
+                "{schedule:?}"
+            );
+        }
+        assert_eq!(
+            backup(serde_json::json!({"url": "s3://b", "endpoint": "minio:9000"})),
+            "BadBackup"
+        );
+        assert_eq!(
+            backup(serde_json::json!({"url": "s3://b", "keep": 0})),
+            "BadBackup"
+        );
+        let restore = |r: serde_json::Value| reason(&spec(serde_json::json!({"restoreFrom": r})));
+        assert_eq!(
+            restore(serde_json::json!({"url": "s3://b/p", "at": "2026-12-05T17:04:05Z"})),
+            ""
+        );
+        assert_eq!(
+            restore(serde_json::json!({"url": "s3://b/p", "at": "yesterday"})),
+            "BadRestore"
+        );
+        assert_eq!(
+            restore(
+                serde_json::json!({"url": "s3://b/p", "backup": "x", "at": "2026-12-05T17:04:05Z"})
+            ),
+            "BadRestore"
+        );
+        assert_eq!(restore(serde_json::json!({"url": "gs://b"})), "BadRestore");
     }
 
     #[test]

@@ -38,6 +38,8 @@ fn the_examples_are_valid_clusters_that_build() {
         "examples/redis-cluster-production.yaml",
         "examples/redis-cluster-migration.yaml",
         "examples/redis-cluster-online-move.yaml",
+        "examples/redis-cluster-backup.yaml",
+        "examples/redis-cluster-restore.yaml",
     ] {
         let cluster: RedisCluster =
             serde_saphyr::from_str(&repo(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
@@ -144,6 +146,8 @@ fn the_examples_pass_the_crd_schema_with_no_unknown_field() {
         "examples/redis-cluster-production.yaml",
         "examples/redis-cluster-migration.yaml",
         "examples/redis-cluster-online-move.yaml",
+        "examples/redis-cluster-backup.yaml",
+        "examples/redis-cluster-restore.yaml",
     ] {
         let document: Value = serde_saphyr::from_str(&repo(file)).unwrap();
         assert_eq!(document["apiVersion"], "cinnabar.io/v1alpha1", "{file}");
@@ -276,6 +280,8 @@ fn the_chart_values_follow_its_schema_and_its_rbac_grants_exactly_what_the_opera
             "persistentvolumeclaims",
             "list create patch delete deletecollection",
         ),
+        ("batch", "cronjobs", "create patch delete"),
+        ("batch", "jobs", "get list create deletecollection"),
         ("policy", "poddisruptionbudgets", "create patch"),
         ("autoscaling", "horizontalpodautoscalers", "create patch"),
         ("events.k8s.io", "events", "create patch"),

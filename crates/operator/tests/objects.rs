@@ -38,7 +38,11 @@ fn production() -> RedisCluster {
             "proxy": {"replicas": 3, "autoscaling": {"minReplicas": 3, "maxReplicas": 12, "targetCpuPercent": 70},
                       "usersSecret": "orders-users", "extraDeniedCommands": ["FLUSHDB"], "drainSeconds": 30,
                       "resources": {"requests": {"cpu": "500m", "memory": "256Mi"}}},
-            "monitoring": {"serviceMonitor": true}
+            "monitoring": {"serviceMonitor": true},
+            "backup": {"url": "s3://orders-backups/redis", "credentialsSecret": "orders-s3",
+                       "endpoint": "https://s3.eu-west-1.amazonaws.com", "region": "eu-west-1",
+                       "schedule": "15 */6 * * *", "keep": 14, "keepDays": 30, "continuous": true,
+                       "resources": {"requests": {"cpu": "500m", "memory": "512Mi"}}}
         }),
     )
 }
@@ -87,6 +91,15 @@ fn all(objects: &Objects) -> Vec<Value> {
         out.push(serde_json::to_value(&sync.service).unwrap());
         out.extend(
             sync.state_claim
+                .iter()
+                .map(|o| serde_json::to_value(o).unwrap()),
+        );
+    }
+    if let Some(backup) = &objects.backup {
+        out.push(serde_json::to_value(&backup.cron_job).unwrap());
+        out.extend(
+            backup
+                .continuous
                 .iter()
                 .map(|o| serde_json::to_value(o).unwrap()),
         );
