@@ -310,6 +310,9 @@ pub fn redis_conf(spec: &RedisClusterSpec) -> String {
         "cluster-replica-validity-factor 0".into(),
         "cluster-preferred-endpoint-type ip".into(),
         "cluster-allow-replica-migration yes".into(),
+        // Redis waits 5 s by default hoping more replicas join one fork; here every transfer
+        // is one replica (or one backup, which reads its RDB over replication) at a time.
+        "repl-diskless-sync-delay 0".into(),
         format!("maxmemory-policy {}", spec.maxmemory_policy),
     ];
     if let Some(bytes) = maxmemory_bytes(spec) {
