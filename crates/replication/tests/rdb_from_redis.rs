@@ -468,7 +468,11 @@ fn a_captured_value_is_reported_by_its_key_end_alone_when_pieces_are_only_for_un
     assert!(key(&keys, "str:small").raw.is_some());
     let big = key(&keys, "str:noise");
     assert!(big.raw.is_none());
-    assert_eq!(big.value, Value::String(noise), "every piece of an uncaptured string");
+    assert_eq!(
+        big.value,
+        Value::String(noise),
+        "every piece of an uncaptured string"
+    );
     let small = key(&keys, "hash:small");
     assert!(small.raw.is_some());
     assert_eq!(
