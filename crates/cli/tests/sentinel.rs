@@ -182,3 +182,39 @@ fn drill_failover_on_a_group_measures_sentinels_takeover_and_loses_nothing() {
     assert!(healthy, "{status:#}");
     assert_eq!(master(&status), promoted);
 }
+
+#[test]
+fn heal_points_a_stray_master_back_at_the_sentinels_master() {
+    let c = group();
+    let (_, status) = c.status();
+    let master = master(&status);
+    let stray = status["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["role"] == "replica")
+        .and_then(|n| n["address"].as_str())
+        .unwrap()
+        .to_owned();
+    // Out of band, as an operator's mistake would: a replica made a master of its own.
+    let mut conn = plain_connection(&stray);
+    let () = redis::cmd("REPLICAOF")
+        .arg("NO")
+        .arg("ONE")
+        .query(&mut conn)
+        .unwrap();
+    let (healthy, _) = c.status();
+    assert!(!healthy, "a second master must make the group degraded");
+    succeeded(&c.run(&["heal"]), "heal");
+    c.wait_healthy(Duration::from_secs(30));
+    let (_, after) = c.status();
+    let node = after["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["address"] == stray.as_str())
+        .unwrap()
+        .clone();
+    assert_eq!(node["role"], "replica", "{after:#}");
+    assert_eq!(node["master"].as_str(), Some(master.as_str()));
+}
