@@ -264,7 +264,8 @@ impl Worker {
         flavor: Flavor,
         cluster: usize,
     ) -> (Vec<u8>, usize) {
-        flavor.prelude(self.routes.borrow().credentials_of(node, cluster))
+        let routes = self.routes.borrow();
+        flavor.prelude(routes.credentials_of(node, cluster), !routes.is_group())
     }
 
     /// Whether a switch holds new requests now (one atomic load).

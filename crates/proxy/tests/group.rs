@@ -120,6 +120,17 @@ fn any_database_and_transactions_across_keys_reach_the_master() {
     let db0_size: i64 = redis::cmd("DBSIZE").query(&mut node(&master, 0)).unwrap();
     assert_eq!(db0_size, 0);
 
+    // MOVE between databases runs on the master (a cluster endpoint refuses it).
+    let moved: i64 = redis::cmd("MOVE").arg("x").arg(4).query(&mut conn).unwrap();
+    assert_eq!(moved, 1);
+    let gone: Option<String> = redis::cmd("GET").arg("x").query(&mut conn).unwrap();
+    assert_eq!(gone, None);
+    let x: String = redis::cmd("GET")
+        .arg("x")
+        .query(&mut node(&master, 4))
+        .unwrap();
+    assert_eq!(x, "1");
+
     // Another client is still in database 0; out-of-range databases are refused.
     let mut other = client(&proxy);
     let missing: Option<String> = redis::cmd("GET").arg("c").query(&mut other).unwrap();
@@ -129,6 +140,49 @@ fn any_database_and_transactions_across_keys_reach_the_master() {
         .query::<()>(&mut other)
         .unwrap_err();
     assert!(err.to_string().contains("out of range"), "{err}");
+}
+
+#[test]
+fn replica_reads_follow_the_read_policy_and_writes_stay_on_the_master() {
+    let group = TestGroup::start(1, 3);
+    let mut config = ProxyConfig::new("127.0.0.1:0".parse().unwrap(), Vec::new());
+    config.group = Some(GroupConfig {
+        name: GROUP_NAME.into(),
+        sentinels: group.sentinel_addrs(),
+        sentinel_credentials: None,
+    });
+    config.read_from = cinnabar_proxy::ReadFrom::ReplicaOnly;
+    let proxy = cinnabar_proxy::start(config).unwrap();
+    let mut conn = client(&proxy);
+    let () = redis::cmd("SET")
+        .arg("r")
+        .arg("v")
+        .query(&mut conn)
+        .unwrap();
+    let replica = group
+        .nodes
+        .iter()
+        .map(cinnabar_testkit::cluster::node_addr)
+        .find(|a| *a != group.master())
+        .unwrap();
+    // Replication is asynchronous: the read is retried until the replica has the write.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let got: Option<String> = redis::cmd("GET").arg("r").query(&mut conn).unwrap();
+        if got.as_deref() == Some("v") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the replica never served the write"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let stats: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query(&mut node(&replica, 0))
+        .unwrap();
+    assert!(stats.contains("cmdstat_get:"), "{stats}");
 }
 
 #[test]
