@@ -312,3 +312,46 @@ fn a_paused_old_master_gets_no_write_once_a_new_master_is_elected() {
     log.assert_nothing_lost();
     assert!(log.failed <= 1, "{} errors: {:?}", log.failed, log.errors);
 }
+
+#[test]
+fn the_guards_and_the_audit_trail_apply_in_front_of_a_group() {
+    let group = TestGroup::start(1, 3);
+    let tmp = tempfile::tempdir().unwrap();
+    let audit_file = tmp.path().join("audit.jsonl");
+    let mut config = ProxyConfig::new("127.0.0.1:0".parse().unwrap(), Vec::new());
+    config.group = Some(GroupConfig {
+        name: GROUP_NAME.into(),
+        sentinels: group.sentinel_addrs(),
+        sentinel_credentials: None,
+    });
+    config.audit.output = cinnabar_proxy::AuditOutput::File(audit_file.clone());
+    // No users: everyone is `readwrite`, and the guards refuse the dangerous commands.
+    let proxy = cinnabar_proxy::start(config).unwrap();
+    let mut conn = client(&proxy);
+    let () = redis::cmd("SET")
+        .arg("k")
+        .arg("v")
+        .query(&mut conn)
+        .unwrap();
+    for guarded in [&["FLUSHALL"][..], &["SWAPDB", "0", "1"], &["KEYS", "*"]] {
+        let mut cmd = redis::cmd(guarded[0]);
+        for arg in &guarded[1..] {
+            cmd.arg(*arg);
+        }
+        let err = cmd.query::<redis::Value>(&mut conn).unwrap_err();
+        assert!(
+            err.to_string().contains("no permissions"),
+            "{guarded:?}: {err}"
+        );
+    }
+    // The refusals are audited.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let text = std::fs::read_to_string(&audit_file).unwrap_or_default();
+        if text.contains("\"FLUSHALL\"") && text.contains("\"SWAPDB\"") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "audit trail: {text}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
