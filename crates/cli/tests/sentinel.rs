@@ -218,3 +218,44 @@ fn heal_points_a_stray_master_back_at_the_sentinels_master() {
     assert_eq!(node["role"], "replica", "{after:#}");
     assert_eq!(node["master"].as_str(), Some(master.as_str()));
 }
+
+#[test]
+fn an_interrupted_rolling_restart_is_finished_by_resume_and_blocks_other_operations() {
+    use cinnabar_cluster::NodeAddr;
+    use cinnabar_cluster::group_plan::GroupOperation;
+
+    let c = group();
+    let (_, status) = c.status();
+    let old = master(&status);
+    // As a run killed after restarting every replica would have left it.
+    let replicas: Vec<NodeAddr> = status["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|n| n["role"] == "replica")
+        .map(|n| n["address"].as_str().unwrap().parse().unwrap())
+        .collect();
+    let journal = c.dir().join("group-operation.json");
+    let pending = GroupOperation::RollingRestart {
+        restarted: replicas,
+    };
+    std::fs::write(&journal, serde_json::to_string(&pending).unwrap()).unwrap();
+
+    let refused = c.run(&["failover"]);
+    assert_eq!(refused.status.code(), Some(2), "{}", stderr(&refused));
+    assert!(
+        stderr(&refused).contains("cinnabar resume"),
+        "{}",
+        stderr(&refused)
+    );
+
+    succeeded(&c.run(&["resume"]), "resume");
+    assert!(!journal.exists(), "the journal outlived its operation");
+    c.wait_healthy(Duration::from_secs(30));
+    let (_, after) = c.status();
+    assert_ne!(
+        master(&after),
+        old,
+        "resume must fail over before restarting the master"
+    );
+}
