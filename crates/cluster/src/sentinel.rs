@@ -123,8 +123,8 @@ pub async fn sentinel_master(
 }
 
 /// The master most of the answering Sentinels name (ties: the first Sentinel's), with how
-/// many named it and how many answered. Sentinels are asked one after another, each within
-/// `timeout`, so a stopped one costs at most that.
+/// many named it and how many answered. Sentinels are asked all at once, each within
+/// `timeout`, so a stopped one delays the answer by at most that, however many are stopped.
 ///
 /// # Errors
 /// A sentence naming every Sentinel and why none named a master.
@@ -138,11 +138,29 @@ pub async fn quorum_master(
         connect: timeout,
         response: timeout,
     };
+    let mut asks = tokio::task::JoinSet::new();
+    for (i, sentinel) in sentinels.iter().enumerate() {
+        let (sentinel, name, credentials) =
+            (sentinel.clone(), name.to_owned(), credentials.cloned());
+        asks.spawn(async move {
+            let answer = sentinel_master(&sentinel, &name, timeouts, credentials.as_ref()).await;
+            (i, answer)
+        });
+    }
+    let mut answers: Vec<(usize, Result<Option<NodeAddr>, ClusterError>)> = Vec::new();
+    while let Some(joined) = asks.join_next().await {
+        if let Ok(answer) = joined {
+            answers.push(answer);
+        }
+    }
+    // In the Sentinels' order, so ties go to the first one.
+    answers.sort_by_key(|(i, _)| *i);
     let mut votes: Vec<(NodeAddr, usize)> = Vec::new();
     let mut answered = 0;
     let mut failures = Vec::new();
-    for sentinel in sentinels {
-        match sentinel_master(sentinel, name, timeouts, credentials).await {
+    for (i, answer) in answers {
+        let sentinel = &sentinels[i];
+        match answer {
             Ok(Some(master)) => {
                 answered += 1;
                 match votes.iter_mut().find(|(m, _)| *m == master) {

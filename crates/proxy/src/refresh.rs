@@ -111,7 +111,13 @@ pub(crate) async fn fetch_all(
 pub(crate) fn unknown(upstreams: &[Upstream]) -> SlotMap {
     let parts: Vec<Arc<SlotMap>> = upstreams
         .iter()
-        .map(|u| Arc::new(SlotMap::empty().named(&u.name, u.credentials.clone(), u.epoch)))
+        .map(|u| {
+            let empty = match u.group {
+                Some(_) => SlotMap::group(None, Vec::new(), 0),
+                None => SlotMap::empty(),
+            };
+            Arc::new(empty.named(&u.name, u.credentials.clone(), u.epoch))
+        })
         .collect();
     SlotMap::combine(&parts, 0)
 }
