@@ -1,5 +1,6 @@
 //! Cinnabar's data plane: one address that behaves like a standalone Redis, in front of a
-//! Redis Cluster. Clients send ordinary commands; the proxy routes each by hash slot, follows
+//! Redis Cluster, or of a Sentinel-managed master/replicas group (backend kind "group", see
+//! the `group` module: one shard owning every slot, any database). Clients send ordinary commands; the proxy routes each by hash slot, follows
 //! MOVED/ASK, retries TRYAGAIN/CLUSTERDOWN within a window so failovers stay invisible, splits
 //! multi-key commands per key and merges the replies, and multiplexes every client of a worker
 //! onto one pipelined connection per backend node.
