@@ -122,18 +122,38 @@ pub async fn sentinel_master(
     Ok(reply.map(|(host, port)| NodeAddr::new(host, port)))
 }
 
-/// The master most of the answering Sentinels name (ties: the first Sentinel's), with how
-/// many named it and how many answered. Sentinels are asked all at once, each within
-/// `timeout`, so a stopped one delays the answer by at most that, however many are stopped.
+/// What the Sentinels say the master is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuorumAnswer {
+    /// The master named with the newest configuration epoch.
+    pub master: NodeAddr,
+    /// That epoch: every failover a majority of Sentinels authorised raises it, so an answer
+    /// with a lower one is out of date.
+    pub epoch: u64,
+    /// Sentinels naming that master.
+    pub votes: usize,
+    /// Sentinels that answered.
+    pub answered: usize,
+    /// Some answering Sentinel flags that master `o_down` or has a failover of it in
+    /// progress: it is on its way out, whatever it says about itself.
+    pub failing_over: bool,
+}
+
+/// The master named by the Sentinels that know the newest configuration epoch (among them,
+/// the one most name; ties: the first Sentinel's). Not simply the majority: right after a
+/// failover only the leader may know it yet (the others learn within seconds), and a majority
+/// still naming the old master, which a resumed old master confirms, would send writes there.
+/// Sentinels are asked all at once, each within `timeout`, so a stopped one delays the answer
+/// by at most that, however many are stopped.
 ///
 /// # Errors
 /// A sentence naming every Sentinel and why none named a master.
-pub async fn quorum_master(
+pub async fn quorum_answer(
     sentinels: &[NodeAddr],
     name: &str,
     timeout: Duration,
     credentials: Option<&Credentials>,
-) -> Result<(NodeAddr, usize, usize), String> {
+) -> Result<QuorumAnswer, String> {
     let timeouts = Timeouts {
         connect: timeout,
         response: timeout,
@@ -143,11 +163,11 @@ pub async fn quorum_master(
         let (sentinel, name, credentials) =
             (sentinel.clone(), name.to_owned(), credentials.cloned());
         asks.spawn(async move {
-            let answer = sentinel_master(&sentinel, &name, timeouts, credentials.as_ref()).await;
+            let answer = sentinel_view(&sentinel, &name, timeouts, credentials.as_ref()).await;
             (i, answer)
         });
     }
-    let mut answers: Vec<(usize, Result<Option<NodeAddr>, ClusterError>)> = Vec::new();
+    let mut answers: Vec<(usize, Result<SentinelView, ClusterError>)> = Vec::new();
     while let Some(joined) = asks.join_next().await {
         if let Ok(answer) = joined {
             answers.push(answer);
@@ -155,35 +175,61 @@ pub async fn quorum_master(
     }
     // In the Sentinels' order, so ties go to the first one.
     answers.sort_by_key(|(i, _)| *i);
-    let mut votes: Vec<(NodeAddr, usize)> = Vec::new();
-    let mut answered = 0;
+    let mut views = Vec::new();
     let mut failures = Vec::new();
     for (i, answer) in answers {
-        let sentinel = &sentinels[i];
         match answer {
-            Ok(Some(master)) => {
-                answered += 1;
-                match votes.iter_mut().find(|(m, _)| *m == master) {
-                    Some((_, n)) => *n += 1,
-                    None => votes.push((master, 1)),
-                }
-            }
-            Ok(None) => failures.push(format!("{sentinel}: does not know group {name:?}")),
-            Err(e) => failures.push(format!("{sentinel}: {e}")),
+            Ok(view) => views.push(view),
+            Err(e) => failures.push(format!("{}: {e}", sentinels[i])),
+        }
+    }
+    let Some(epoch) = views.iter().map(|v| v.epoch).max() else {
+        return Err(format!(
+            "no Sentinel named the master of {name:?} ({})",
+            failures.join("; ")
+        ));
+    };
+    let mut tally: Vec<(NodeAddr, usize)> = Vec::new();
+    for view in views.iter().filter(|v| v.epoch == epoch) {
+        match tally.iter_mut().find(|(m, _)| *m == view.master) {
+            Some((_, n)) => *n += 1,
+            None => tally.push((view.master.clone(), 1)),
         }
     }
     // `max_by_key` keeps the last of equals: walk backwards so the first Sentinel's wins.
-    votes
+    let master = tally
         .into_iter()
         .rev()
         .max_by_key(|(_, n)| *n)
-        .map(|(master, n)| (master, n, answered))
-        .ok_or_else(|| {
-            format!(
-                "no Sentinel named the master of {name:?} ({})",
-                failures.join("; ")
-            )
-        })
+        .map(|(master, _)| master)
+        .unwrap_or_else(|| views[0].master.clone());
+    let failing_over = views.iter().any(|v| {
+        v.master == master
+            && v.flags
+                .iter()
+                .any(|f| f == "o_down" || f == "failover_in_progress")
+    });
+    Ok(QuorumAnswer {
+        failing_over,
+        votes: views.iter().filter(|v| v.master == master).count(),
+        answered: views.len(),
+        master,
+        epoch,
+    })
+}
+
+/// [`quorum_answer`] as (master, Sentinels naming it, Sentinels answering).
+///
+/// # Errors
+/// As [`quorum_answer`].
+pub async fn quorum_master(
+    sentinels: &[NodeAddr],
+    name: &str,
+    timeout: Duration,
+    credentials: Option<&Credentials>,
+) -> Result<(NodeAddr, usize, usize), String> {
+    let answer = quorum_answer(sentinels, name, timeout, credentials).await?;
+    Ok((answer.master, answer.votes, answer.answered))
 }
 
 /// One Sentinel's view of the group (`SENTINEL MASTER name`), for status and readiness.
@@ -201,6 +247,8 @@ pub struct SentinelView {
     pub other_sentinels: usize,
     /// The quorum it was configured with.
     pub quorum: usize,
+    /// Its configuration epoch for the group (raised by every failover).
+    pub epoch: u64,
 }
 
 /// What `sentinel` says about group `name`.
@@ -222,9 +270,19 @@ pub async fn sentinel_view(
             .map(String::as_str)
     };
     let number = |key: &str| field(key).and_then(|v| v.parse().ok()).unwrap_or(0);
-    let master = field("ip")
-        .zip(field("port").and_then(|p| p.parse().ok()))
-        .map(|(ip, port)| NodeAddr::new(ip, port))
+    // `SENTINEL MASTER` keeps the old master's address until the failover ends, while its
+    // epoch is already the new one; `get-master-addr-by-name` names the promoted replica as
+    // soon as it is promoted. The address comes from the latter so the pair agrees.
+    let current: Option<(String, u16)> = client
+        .query(&["SENTINEL", "get-master-addr-by-name", name])
+        .await?;
+    let master = current
+        .map(|(host, port)| NodeAddr::new(host, port))
+        .or_else(|| {
+            field("ip")
+                .zip(field("port").and_then(|p| p.parse().ok()))
+                .map(|(ip, port)| NodeAddr::new(ip, port))
+        })
         .ok_or_else(|| ClusterError::Command {
             addr: sentinel.clone(),
             command: format!("SENTINEL MASTER {name}"),
@@ -242,6 +300,9 @@ pub async fn sentinel_view(
         replicas: number("num-slaves"),
         other_sentinels: number("num-other-sentinels"),
         quorum: number("quorum"),
+        epoch: field("config-epoch")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0),
     })
 }
 
@@ -452,23 +513,36 @@ pub async fn planned_failover(
     }
     let promoted_by = started + timeout.max(Duration::from_secs(5));
     loop {
-        let named = quorum_master(&group.sentinels, &group.name, ask, sentinel_credentials).await;
-        if let Ok((to, votes, _)) = &named
-            && *to != from
-            && *votes > group.sentinels.len() / 2
-            && node_info(to, timeouts, credentials)
+        // Done when the failover has ended (no Sentinel is still reconfiguring the replicas):
+        // until then the proxy does not trust the new master either.
+        let named = quorum_answer(&group.sentinels, &group.name, ask, sentinel_credentials).await;
+        if let Ok(answer) = &named
+            && answer.master != from
+            && !answer.failing_over
+            && answer.votes > group.sentinels.len() / 2
+            && node_info(&answer.master, timeouts, credentials)
                 .await
                 .is_ok_and(|i| i.is_master())
         {
             return Ok(FailoverDone {
                 from,
-                to: to.clone(),
+                to: answer.master.clone(),
                 offset: needed,
             });
         }
         if std::time::Instant::now() >= promoted_by {
             let named = match named {
-                Ok((to, votes, answered)) => format!("{to} ({votes} of {answered})"),
+                Ok(answer) => format!(
+                    "{} ({} of {}{})",
+                    answer.master,
+                    answer.votes,
+                    answer.answered,
+                    if answer.failing_over {
+                        ", failover still in progress"
+                    } else {
+                        ""
+                    }
+                ),
                 Err(e) => e,
             };
             return Err(SentinelError::NotPromoted(started.elapsed(), named));

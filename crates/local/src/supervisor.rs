@@ -693,6 +693,18 @@ impl Supervisor {
                 .extra
                 .push(("replicaof".into(), format!("127.0.0.1 {first}")));
         }
+        // With two or more replicas, a master that no replica reaches refuses writes: an old
+        // master cut off by a partition then acknowledges none that its demotion would drop
+        // (the proxy retries the refusal on the new master). With one replica this would stop
+        // every write while that replica restarts or is down, so it is left out.
+        if spec.replicas >= 2 {
+            config
+                .extra
+                .push(("min-replicas-to-write".into(), "1".into()));
+            config
+                .extra
+                .push(("min-replicas-max-lag".into(), "10".into()));
+        }
         config
     }
 }

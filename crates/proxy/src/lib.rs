@@ -375,6 +375,7 @@ pub fn start(config: ProxyConfig) -> Result<ProxyHandle, ProxyError> {
             credentials: config.backend_credentials.clone().map(Arc::new),
             epoch: 0,
             group: config.group.clone().map(Arc::new),
+            group_epoch: Arc::default(),
         }]
     } else {
         config
@@ -386,6 +387,7 @@ pub fn start(config: ProxyConfig) -> Result<ProxyHandle, ProxyError> {
                 credentials: c.credentials.clone().map(Arc::new),
                 epoch: 0,
                 group: None,
+                group_epoch: Arc::default(),
             })
             .collect()
     };

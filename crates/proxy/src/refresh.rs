@@ -38,6 +38,9 @@ pub(crate) struct Upstream {
     /// A Sentinel group instead of a cluster: its table comes from the Sentinels and the
     /// master's role check (`crate::group`), not from `CLUSTER NODES`.
     pub(crate) group: Option<Arc<crate::config::GroupConfig>>,
+    /// For a group: the newest Sentinel configuration epoch whose master was confirmed; an
+    /// answer from Sentinels behind it is not trusted (see `crate::group`).
+    pub(crate) group_epoch: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// Fetches a fresh map of `upstream` from the first node that answers: `candidates` first

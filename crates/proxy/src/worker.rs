@@ -667,13 +667,15 @@ impl Worker {
                 true
             }
             // READONLY: a write reached a master that was demoted since the last check (a
-            // Sentinel failover); it did not run, so it waits for the new master.
+            // Sentinel failover); NOREPLICAS: an old master cut off from its replicas refuses
+            // writes (`min-replicas-to-write`). Neither ran, so each waits for the new master.
             Some(
                 ErrorClass::TryAgain
                 | ErrorClass::ClusterDown
                 | ErrorClass::MasterDown
                 | ErrorClass::Loading
-                | ErrorClass::ReadOnly,
+                | ErrorClass::ReadOnly
+                | ErrorClass::NoReplicas,
             ) => {
                 self.refresh.notify_one();
                 self.retry_later(id)
