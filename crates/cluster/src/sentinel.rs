@@ -134,8 +134,9 @@ pub struct QuorumAnswer {
     pub votes: usize,
     /// Sentinels that answered.
     pub answered: usize,
-    /// Some answering Sentinel flags that master `o_down` or has a failover of it in
-    /// progress: it is on its way out, whatever it says about itself.
+    /// Some answering Sentinel flags that very master `o_down` or is failing it over: it is
+    /// on its way out, whatever it says about itself. (Once the replica is promoted, the
+    /// Sentinels name the replica, which is not the one failing.)
     pub failing_over: bool,
 }
 
@@ -203,12 +204,7 @@ pub async fn quorum_answer(
         .max_by_key(|(_, n)| *n)
         .map(|(master, _)| master)
         .unwrap_or_else(|| views[0].master.clone());
-    let failing_over = views.iter().any(|v| {
-        v.master == master
-            && v.flags
-                .iter()
-                .any(|f| f == "o_down" || f == "failover_in_progress")
-    });
+    let failing_over = views.iter().any(|v| v.failing.as_ref() == Some(&master));
     Ok(QuorumAnswer {
         failing_over,
         votes: views.iter().filter(|v| v.master == master).count(),
@@ -249,6 +245,10 @@ pub struct SentinelView {
     pub quorum: usize,
     /// Its configuration epoch for the group (raised by every failover).
     pub epoch: u64,
+    /// The master it flags `o_down` or is failing over, if any (the address in its master
+    /// entry, which stays the old master's until the failover ends, while `master` is the
+    /// promoted replica from the promotion on).
+    pub failing: Option<NodeAddr>,
 }
 
 /// What `sentinel` says about group `name`.
@@ -276,13 +276,23 @@ pub async fn sentinel_view(
     let current: Option<(String, u16)> = client
         .query(&["SENTINEL", "get-master-addr-by-name", name])
         .await?;
+    let entry = field("ip")
+        .zip(field("port").and_then(|p| p.parse().ok()))
+        .map(|(ip, port)| NodeAddr::new(ip, port));
+    let flags: Vec<String> = field("flags")
+        .unwrap_or_default()
+        .split(',')
+        .filter(|f| !f.is_empty())
+        .map(str::to_owned)
+        .collect();
+    let failing = entry.clone().filter(|_| {
+        flags
+            .iter()
+            .any(|f| f == "o_down" || f == "failover_in_progress")
+    });
     let master = current
         .map(|(host, port)| NodeAddr::new(host, port))
-        .or_else(|| {
-            field("ip")
-                .zip(field("port").and_then(|p| p.parse().ok()))
-                .map(|(ip, port)| NodeAddr::new(ip, port))
-        })
+        .or(entry)
         .ok_or_else(|| ClusterError::Command {
             addr: sentinel.clone(),
             command: format!("SENTINEL MASTER {name}"),
@@ -291,12 +301,8 @@ pub async fn sentinel_view(
     Ok(SentinelView {
         sentinel: sentinel.clone(),
         master,
-        flags: field("flags")
-            .unwrap_or_default()
-            .split(',')
-            .filter(|f| !f.is_empty())
-            .map(str::to_owned)
-            .collect(),
+        flags,
+        failing,
         replicas: number("num-slaves"),
         other_sentinels: number("num-other-sentinels"),
         quorum: number("quorum"),
@@ -513,8 +519,8 @@ pub async fn planned_failover(
     }
     let promoted_by = started + timeout.max(Duration::from_secs(5));
     loop {
-        // Done when the failover has ended (no Sentinel is still reconfiguring the replicas):
-        // until then the proxy does not trust the new master either.
+        // Done when the promoted replica is named with the newest epoch and says so: what
+        // the proxy trusts too.
         let named = quorum_answer(&group.sentinels, &group.name, ask, sentinel_credentials).await;
         if let Ok(answer) = &named
             && answer.master != from

@@ -5,8 +5,8 @@
 //! - *suspected*: a Sentinel flags the master `s_down`; *detected*: one flags it `o_down` (the
 //!   quorum agreed);
 //! - *promoted*: a majority of the Sentinels name another node master, and it says
-//!   `role:master`; *serving*: besides, no Sentinel is still failing over (the endpoint trusts
-//!   the new master from then on);
+//!   `role:master`; *serving*: besides, no Sentinel is failing that node over (what the
+//!   endpoint needs to trust it);
 //! - *rejoined*: the restored victim says it is a replica of the new master with its link up;
 //! - *healthy*: a confirmed master, every node up and following it with its link up, every
 //!   Sentinel answering and naming it.
@@ -181,11 +181,11 @@ pub(crate) async fn watch_promotion(
                     ),
                 );
             }
-            // The endpoint trusts the new master once no Sentinel is still failing over.
+            // The endpoint trusts the new master once no Sentinel is failing it over.
             if !answer.failing_over {
                 let (_, summary, _) = look(group, nodes).await;
                 progress.while_down = Some(summary);
-                progress.mark(Milestone::Serving, "the failover ended".into());
+                progress.mark(Milestone::Serving, "the endpoint trusts it".into());
                 return;
             }
         }

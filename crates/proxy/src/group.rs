@@ -9,8 +9,10 @@
 //! the old master, and an old master that was paused (not dead) resumes saying `role:master`
 //! until Sentinel demotes it; the epoch of a confirmed master is remembered, and answers from
 //! Sentinels behind it are not trusted. Nor is a master any Sentinel flags `o_down` or is
-//! failing over: between the replica's promotion and the end of the failover the old master
-//! may be back and answering, and a write it took then would be dropped. A write that still reaches a node demoted between two
+//! failing over: until the replica is promoted the Sentinels still name the old master, which
+//! may be back and answering, and a write it took then would be dropped. From the promotion
+//! on, the failover's leader names the promoted replica with the new epoch, and it is trusted
+//! once it says `role:master`. A write that still reaches a node demoted between two
 //! checks gets `-READONLY` (it did not run), which the worker retries like `TRYAGAIN`. Runs on
 //! the control thread only.
 
