@@ -309,31 +309,52 @@ async fn record_shape(platform: &LocalPlatform, masters: usize, replicas: usize)
 }
 
 /// An operation on a Sentinel group: the planner's group path decides each step (see
-/// `cinnabar_local::group`); no journal, since a rolling restart observed again from the start
-/// only restarts what it must (known issue: it restarts the replicas again).
+/// `cinnabar_local::group`). Failovers and rolling restarts are journaled in
+/// `<dir>/group-operation.json`; while one is, only `heal` and `resume` run.
 async fn run_group(command: &OperationCommand) -> Result<ExitCode> {
     use cinnabar_cluster::group_plan::GroupOperation;
     let common = command.common();
-    let operation = match command {
+    match command {
         OperationCommand::Failover(args) if args.shard != 0 => {
             eprintln!("failover refused: a Sentinel group has one shard (0)");
             return Ok(ExitCode::from(REFUSED));
         }
-        OperationCommand::Failover(_) => GroupOperation::Failover,
-        OperationCommand::Restart(_) => GroupOperation::RollingRestart {
-            restarted: Vec::new(),
-        },
-        OperationCommand::Heal(_) => GroupOperation::Heal,
         OperationCommand::Scale(_)
         | OperationCommand::ReplaceNodes(_)
-        | OperationCommand::Rebalance(_)
-        | OperationCommand::Resume(_) => {
+        | OperationCommand::Rebalance(_) => {
             eprintln!(
-                "refused: a Sentinel group supports failover, restart --rolling and heal \
-                 (scale, replace-nodes, rebalance and resume are cluster operations)"
+                "refused: a Sentinel group supports failover, restart --rolling, heal and resume \
+                 (scale, replace-nodes and rebalance are cluster operations)"
             );
             return Ok(ExitCode::from(REFUSED));
         }
+        _ => {}
+    }
+    let root = cinnabar_local::StateDir::open(&common.dir)?
+        .root()
+        .to_path_buf();
+    let pending = cinnabar_local::group::pending(&root)?;
+    let operation = match (command, pending) {
+        (OperationCommand::Heal(_), _) => GroupOperation::Heal,
+        (OperationCommand::Resume(_), Some(pending)) => {
+            eprintln!("resuming {pending}");
+            pending
+        }
+        (OperationCommand::Resume(_), None) => {
+            println!(
+                "nothing to resume: no operation in progress in {}",
+                root.display()
+            );
+            return Ok(ExitCode::SUCCESS);
+        }
+        (_, Some(pending)) => {
+            eprintln!("this group is mid-operation: {pending}; run `cinnabar resume` to finish it");
+            return Ok(ExitCode::from(REFUSED));
+        }
+        (OperationCommand::Failover(_), None) => GroupOperation::Failover { from: None },
+        (_, None) => GroupOperation::RollingRestart {
+            restarted: Vec::new(),
+        },
     };
     if common.dry_run {
         let state = cinnabar_local::StateDir::open(&common.dir)?

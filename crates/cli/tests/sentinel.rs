@@ -182,3 +182,80 @@ fn drill_failover_on_a_group_measures_sentinels_takeover_and_loses_nothing() {
     assert!(healthy, "{status:#}");
     assert_eq!(master(&status), promoted);
 }
+
+#[test]
+fn heal_points_a_stray_master_back_at_the_sentinels_master() {
+    let c = group();
+    let (_, status) = c.status();
+    let master = master(&status);
+    let stray = status["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["role"] == "replica")
+        .and_then(|n| n["address"].as_str())
+        .unwrap()
+        .to_owned();
+    // Out of band, as an operator's mistake would: a replica made a master of its own.
+    let mut conn = plain_connection(&stray);
+    let () = redis::cmd("REPLICAOF")
+        .arg("NO")
+        .arg("ONE")
+        .query(&mut conn)
+        .unwrap();
+    let (healthy, _) = c.status();
+    assert!(!healthy, "a second master must make the group degraded");
+    succeeded(&c.run(&["heal"]), "heal");
+    c.wait_healthy(Duration::from_secs(30));
+    let (_, after) = c.status();
+    let node = after["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["address"] == stray.as_str())
+        .unwrap()
+        .clone();
+    assert_eq!(node["role"], "replica", "{after:#}");
+    assert_eq!(node["master"].as_str(), Some(master.as_str()));
+}
+
+#[test]
+fn an_interrupted_rolling_restart_is_finished_by_resume_and_blocks_other_operations() {
+    use cinnabar_cluster::NodeAddr;
+    use cinnabar_cluster::group_plan::GroupOperation;
+
+    let c = group();
+    let (_, status) = c.status();
+    let old = master(&status);
+    // As a run killed after restarting every replica would have left it.
+    let replicas: Vec<NodeAddr> = status["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|n| n["role"] == "replica")
+        .map(|n| n["address"].as_str().unwrap().parse().unwrap())
+        .collect();
+    let journal = c.dir().join("group-operation.json");
+    let pending = GroupOperation::RollingRestart {
+        restarted: replicas,
+    };
+    std::fs::write(&journal, serde_json::to_string(&pending).unwrap()).unwrap();
+
+    let refused = c.run(&["failover"]);
+    assert_eq!(refused.status.code(), Some(2), "{}", stderr(&refused));
+    assert!(
+        stderr(&refused).contains("cinnabar resume"),
+        "{}",
+        stderr(&refused)
+    );
+
+    succeeded(&c.run(&["resume"]), "resume");
+    assert!(!journal.exists(), "the journal outlived its operation");
+    c.wait_healthy(Duration::from_secs(30));
+    let (_, after) = c.status();
+    assert_ne!(
+        master(&after),
+        old,
+        "resume must fail over before restarting the master"
+    );
+}

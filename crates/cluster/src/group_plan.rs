@@ -60,8 +60,14 @@ impl GroupObservation {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum GroupOperation {
-    /// Hand the master role to an in-sync replica, losing nothing.
-    Failover,
+    /// Hand the master role to an in-sync replica, losing nothing. `from` is the master when
+    /// the operation started (filled in by the runner before the first step, and journaled):
+    /// once another node is master the operation is done, so a resumed run never fails over
+    /// twice.
+    Failover {
+        /// The master to move away from; `None` until the runner resolves it.
+        from: Option<NodeAddr>,
+    },
     /// Restart every data node, replicas first, the master after a failover.
     RollingRestart {
         /// Nodes restarted so far (the runner adds each one it restarted).
@@ -74,7 +80,7 @@ pub enum GroupOperation {
 impl std::fmt::Display for GroupOperation {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
-            Self::Failover => "failover",
+            Self::Failover { .. } => "failover",
             Self::RollingRestart { .. } => "rolling restart",
             Self::Heal => "heal",
         })
@@ -136,7 +142,8 @@ pub fn next_group_step(operation: &GroupOperation, observed: &GroupObservation) 
         return GroupNext::Wait("no confirmed master: the Sentinels are failing over".into());
     };
     match operation {
-        GroupOperation::Failover => failover(observed, master),
+        GroupOperation::Failover { from: Some(from) } if from != master => GroupNext::Done,
+        GroupOperation::Failover { .. } => failover(observed, master),
         GroupOperation::RollingRestart { restarted } => rolling(observed, master, restarted),
         GroupOperation::Heal => heal(observed, master),
     }
@@ -331,7 +338,8 @@ mod tests {
             m.link_up = m.addr == addr(2);
         }
         observed.members[0].offset = 10 * MAX_FAILOVER_LAG;
-        let GroupNext::Refused(why) = next_group_step(&GroupOperation::Failover, &observed) else {
+        let op = GroupOperation::Failover { from: None };
+        let GroupNext::Refused(why) = next_group_step(&op, &observed) else {
             panic!("a failover to a replica far behind must be refused");
         };
         assert!(
@@ -341,9 +349,23 @@ mod tests {
         let mut observed = group();
         observed.sentinels_answering = 1;
         assert!(matches!(
-            next_group_step(&GroupOperation::Failover, &observed),
+            next_group_step(&op, &observed),
             GroupNext::Refused(_)
         ));
+    }
+
+    #[test]
+    fn a_failover_is_done_once_another_node_is_master() {
+        let op = GroupOperation::Failover {
+            from: Some(addr(1)),
+        };
+        assert_eq!(
+            next_group_step(&op, &group()),
+            GroupNext::Step(GroupStep::Failover { from: addr(1) })
+        );
+        let mut moved = group();
+        moved.master = Some(addr(2));
+        assert_eq!(next_group_step(&op, &moved), GroupNext::Done);
     }
 
     #[test]

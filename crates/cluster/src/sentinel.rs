@@ -122,50 +122,110 @@ pub async fn sentinel_master(
     Ok(reply.map(|(host, port)| NodeAddr::new(host, port)))
 }
 
-/// The master most of the answering Sentinels name (ties: the first Sentinel's), with how
-/// many named it and how many answered. Sentinels are asked one after another, each within
-/// `timeout`, so a stopped one costs at most that.
+/// What the Sentinels say the master is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuorumAnswer {
+    /// The master named with the newest configuration epoch.
+    pub master: NodeAddr,
+    /// That epoch: every failover a majority of Sentinels authorised raises it, so an answer
+    /// with a lower one is out of date.
+    pub epoch: u64,
+    /// Sentinels naming that master.
+    pub votes: usize,
+    /// Sentinels that answered.
+    pub answered: usize,
+    /// Some answering Sentinel flags that very master `o_down` or is failing it over: it is
+    /// on its way out, whatever it says about itself. (Once the replica is promoted, the
+    /// Sentinels name the replica, which is not the one failing.)
+    pub failing_over: bool,
+}
+
+/// The master named by the Sentinels that know the newest configuration epoch (among them,
+/// the one most name; ties: the first Sentinel's). Not simply the majority: right after a
+/// failover only the leader may know it yet (the others learn within seconds), and a majority
+/// still naming the old master, which a resumed old master confirms, would send writes there.
+/// Sentinels are asked all at once, each within `timeout`, so a stopped one delays the answer
+/// by at most that, however many are stopped.
 ///
 /// # Errors
 /// A sentence naming every Sentinel and why none named a master.
+pub async fn quorum_answer(
+    sentinels: &[NodeAddr],
+    name: &str,
+    timeout: Duration,
+    credentials: Option<&Credentials>,
+) -> Result<QuorumAnswer, String> {
+    let timeouts = Timeouts {
+        connect: timeout,
+        response: timeout,
+    };
+    let mut asks = tokio::task::JoinSet::new();
+    for (i, sentinel) in sentinels.iter().enumerate() {
+        let (sentinel, name, credentials) =
+            (sentinel.clone(), name.to_owned(), credentials.cloned());
+        asks.spawn(async move {
+            let answer = sentinel_view(&sentinel, &name, timeouts, credentials.as_ref()).await;
+            (i, answer)
+        });
+    }
+    let mut answers: Vec<(usize, Result<SentinelView, ClusterError>)> = Vec::new();
+    while let Some(joined) = asks.join_next().await {
+        if let Ok(answer) = joined {
+            answers.push(answer);
+        }
+    }
+    // In the Sentinels' order, so ties go to the first one.
+    answers.sort_by_key(|(i, _)| *i);
+    let mut views = Vec::new();
+    let mut failures = Vec::new();
+    for (i, answer) in answers {
+        match answer {
+            Ok(view) => views.push(view),
+            Err(e) => failures.push(format!("{}: {e}", sentinels[i])),
+        }
+    }
+    let Some(epoch) = views.iter().map(|v| v.epoch).max() else {
+        return Err(format!(
+            "no Sentinel named the master of {name:?} ({})",
+            failures.join("; ")
+        ));
+    };
+    let mut tally: Vec<(NodeAddr, usize)> = Vec::new();
+    for view in views.iter().filter(|v| v.epoch == epoch) {
+        match tally.iter_mut().find(|(m, _)| *m == view.master) {
+            Some((_, n)) => *n += 1,
+            None => tally.push((view.master.clone(), 1)),
+        }
+    }
+    // `max_by_key` keeps the last of equals: walk backwards so the first Sentinel's wins.
+    let master = tally
+        .into_iter()
+        .rev()
+        .max_by_key(|(_, n)| *n)
+        .map(|(master, _)| master)
+        .unwrap_or_else(|| views[0].master.clone());
+    let failing_over = views.iter().any(|v| v.failing.as_ref() == Some(&master));
+    Ok(QuorumAnswer {
+        failing_over,
+        votes: views.iter().filter(|v| v.master == master).count(),
+        answered: views.len(),
+        master,
+        epoch,
+    })
+}
+
+/// [`quorum_answer`] as (master, Sentinels naming it, Sentinels answering).
+///
+/// # Errors
+/// As [`quorum_answer`].
 pub async fn quorum_master(
     sentinels: &[NodeAddr],
     name: &str,
     timeout: Duration,
     credentials: Option<&Credentials>,
 ) -> Result<(NodeAddr, usize, usize), String> {
-    let timeouts = Timeouts {
-        connect: timeout,
-        response: timeout,
-    };
-    let mut votes: Vec<(NodeAddr, usize)> = Vec::new();
-    let mut answered = 0;
-    let mut failures = Vec::new();
-    for sentinel in sentinels {
-        match sentinel_master(sentinel, name, timeouts, credentials).await {
-            Ok(Some(master)) => {
-                answered += 1;
-                match votes.iter_mut().find(|(m, _)| *m == master) {
-                    Some((_, n)) => *n += 1,
-                    None => votes.push((master, 1)),
-                }
-            }
-            Ok(None) => failures.push(format!("{sentinel}: does not know group {name:?}")),
-            Err(e) => failures.push(format!("{sentinel}: {e}")),
-        }
-    }
-    // `max_by_key` keeps the last of equals: walk backwards so the first Sentinel's wins.
-    votes
-        .into_iter()
-        .rev()
-        .max_by_key(|(_, n)| *n)
-        .map(|(master, n)| (master, n, answered))
-        .ok_or_else(|| {
-            format!(
-                "no Sentinel named the master of {name:?} ({})",
-                failures.join("; ")
-            )
-        })
+    let answer = quorum_answer(sentinels, name, timeout, credentials).await?;
+    Ok((answer.master, answer.votes, answer.answered))
 }
 
 /// One Sentinel's view of the group (`SENTINEL MASTER name`), for status and readiness.
@@ -183,6 +243,12 @@ pub struct SentinelView {
     pub other_sentinels: usize,
     /// The quorum it was configured with.
     pub quorum: usize,
+    /// Its configuration epoch for the group (raised by every failover).
+    pub epoch: u64,
+    /// The master it flags `o_down` or is failing over, if any (the address in its master
+    /// entry, which stays the old master's until the failover ends, while `master` is the
+    /// promoted replica from the promotion on).
+    pub failing: Option<NodeAddr>,
 }
 
 /// What `sentinel` says about group `name`.
@@ -204,9 +270,29 @@ pub async fn sentinel_view(
             .map(String::as_str)
     };
     let number = |key: &str| field(key).and_then(|v| v.parse().ok()).unwrap_or(0);
-    let master = field("ip")
+    // `SENTINEL MASTER` keeps the old master's address until the failover ends, while its
+    // epoch is already the new one; `get-master-addr-by-name` names the promoted replica as
+    // soon as it is promoted. The address comes from the latter so the pair agrees.
+    let current: Option<(String, u16)> = client
+        .query(&["SENTINEL", "get-master-addr-by-name", name])
+        .await?;
+    let entry = field("ip")
         .zip(field("port").and_then(|p| p.parse().ok()))
-        .map(|(ip, port)| NodeAddr::new(ip, port))
+        .map(|(ip, port)| NodeAddr::new(ip, port));
+    let flags: Vec<String> = field("flags")
+        .unwrap_or_default()
+        .split(',')
+        .filter(|f| !f.is_empty())
+        .map(str::to_owned)
+        .collect();
+    let failing = entry.clone().filter(|_| {
+        flags
+            .iter()
+            .any(|f| f == "o_down" || f == "failover_in_progress")
+    });
+    let master = current
+        .map(|(host, port)| NodeAddr::new(host, port))
+        .or(entry)
         .ok_or_else(|| ClusterError::Command {
             addr: sentinel.clone(),
             command: format!("SENTINEL MASTER {name}"),
@@ -215,15 +301,14 @@ pub async fn sentinel_view(
     Ok(SentinelView {
         sentinel: sentinel.clone(),
         master,
-        flags: field("flags")
-            .unwrap_or_default()
-            .split(',')
-            .filter(|f| !f.is_empty())
-            .map(str::to_owned)
-            .collect(),
+        flags,
+        failing,
         replicas: number("num-slaves"),
         other_sentinels: number("num-other-sentinels"),
         quorum: number("quorum"),
+        epoch: field("config-epoch")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0),
     })
 }
 
@@ -434,23 +519,36 @@ pub async fn planned_failover(
     }
     let promoted_by = started + timeout.max(Duration::from_secs(5));
     loop {
-        let named = quorum_master(&group.sentinels, &group.name, ask, sentinel_credentials).await;
-        if let Ok((to, votes, _)) = &named
-            && *to != from
-            && *votes > group.sentinels.len() / 2
-            && node_info(to, timeouts, credentials)
+        // Done when the promoted replica is named with the newest epoch and says so: what
+        // the proxy trusts too.
+        let named = quorum_answer(&group.sentinels, &group.name, ask, sentinel_credentials).await;
+        if let Ok(answer) = &named
+            && answer.master != from
+            && !answer.failing_over
+            && answer.votes > group.sentinels.len() / 2
+            && node_info(&answer.master, timeouts, credentials)
                 .await
                 .is_ok_and(|i| i.is_master())
         {
             return Ok(FailoverDone {
                 from,
-                to: to.clone(),
+                to: answer.master.clone(),
                 offset: needed,
             });
         }
         if std::time::Instant::now() >= promoted_by {
             let named = match named {
-                Ok((to, votes, answered)) => format!("{to} ({votes} of {answered})"),
+                Ok(answer) => format!(
+                    "{} ({} of {}{})",
+                    answer.master,
+                    answer.votes,
+                    answer.answered,
+                    if answer.failing_over {
+                        ", failover still in progress"
+                    } else {
+                        ""
+                    }
+                ),
                 Err(e) => e,
             };
             return Err(SentinelError::NotPromoted(started.elapsed(), named));

@@ -5,15 +5,17 @@
 //! - *suspected*: a Sentinel flags the master `s_down`; *detected*: one flags it `o_down` (the
 //!   quorum agreed);
 //! - *promoted*: a majority of the Sentinels name another node master, and it says
-//!   `role:master`; *serving* is the same moment (the endpoint follows the Sentinels, so the
-//!   group serves once its master is confirmed);
+//!   `role:master`; *serving*: besides, no Sentinel is failing that node over (what the
+//!   endpoint needs to trust it);
 //! - *rejoined*: the restored victim says it is a replica of the new master with its link up;
 //! - *healthy*: a confirmed master, every node up and following it with its link up, every
 //!   Sentinel answering and naming it.
 
 use std::time::{Duration, Instant};
 
-use cinnabar_cluster::sentinel::{GroupAccess, node_info, quorum_master, sentinel_view};
+use cinnabar_cluster::sentinel::{
+    GroupAccess, node_info, quorum_answer, quorum_master, sentinel_view,
+};
 use cinnabar_cluster::{NodeAddr, SlotRange, Timeouts};
 
 use crate::error::DrillError;
@@ -151,32 +153,41 @@ pub(crate) async fn watch_promotion(
                 }
             }
         }
-        let named = quorum_master(
+        let named = quorum_answer(
             &group.sentinels,
             &group.name,
             timeouts.connect,
             group.sentinel_credentials.as_ref(),
         )
         .await;
-        if let Ok((master, votes, _)) = named
-            && master != victim.addr
-            && votes > group.sentinels.len() / 2
-            && node_info(&master, timeouts, group.credentials.as_ref())
+        if let Ok(answer) = &named
+            && answer.master != victim.addr
+            && answer.votes > group.sentinels.len() / 2
+            && node_info(&answer.master, timeouts, group.credentials.as_ref())
                 .await
                 .is_ok_and(|i| i.is_master())
         {
-            progress.promoted = Some(NodeRef {
-                id: master.to_string(),
-                address: master.to_string(),
-            });
-            progress.mark(
-                Milestone::Promoted,
-                format!("{master} is named master by {votes} Sentinels and says so"),
-            );
-            let (_, summary, _) = look(group, nodes).await;
-            progress.while_down = Some(summary);
-            progress.mark(Milestone::Serving, String::new());
-            return;
+            let master = &answer.master;
+            if !progress.reached(Milestone::Promoted) {
+                progress.promoted = Some(NodeRef {
+                    id: master.to_string(),
+                    address: master.to_string(),
+                });
+                progress.mark(
+                    Milestone::Promoted,
+                    format!(
+                        "{master} is named master by {} Sentinels and says so",
+                        answer.votes
+                    ),
+                );
+            }
+            // The endpoint trusts the new master once no Sentinel is failing it over.
+            if !answer.failing_over {
+                let (_, summary, _) = look(group, nodes).await;
+                progress.while_down = Some(summary);
+                progress.mark(Milestone::Serving, "the endpoint trusts it".into());
+                return;
+            }
         }
         if Instant::now() >= deadline {
             progress.finding(format!(

@@ -342,7 +342,42 @@ pub enum GroupOperationError {
     Local(#[from] LocalError),
 }
 
+/// The operation in progress on a group, with what it cannot observe (which nodes a rolling
+/// restart already restarted, which master a failover started from), kept until it ends, so
+/// a killed run is finished by `cinnabar resume` and never repeats a failover.
+pub const GROUP_JOURNAL: &str = "group-operation.json";
+
+/// The journaled operation of the group in `dir`, if one is unfinished.
+///
+/// # Errors
+/// The file exists but cannot be read or parsed.
+pub fn pending(dir: &Path) -> std::result::Result<Option<GroupOperation>, LocalError> {
+    let path = dir.join(GROUP_JOURNAL);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => serde_json::from_str(&text).map(Some).map_err(|e| {
+            LocalError::io(
+                format!("reading {}", path.display()),
+                std::io::Error::other(e),
+            )
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(LocalError::io(format!("reading {}", path.display()), e)),
+    }
+}
+
+/// Writes the journal atomically (temporary file, then rename).
+fn journal(dir: &Path, operation: &GroupOperation) -> std::result::Result<(), LocalError> {
+    let path = dir.join(GROUP_JOURNAL);
+    let tmp = dir.join(format!("{GROUP_JOURNAL}.tmp"));
+    let text = serde_json::to_string_pretty(operation)
+        .map_err(|e| LocalError::io("encoding the journal", std::io::Error::other(e)))?;
+    std::fs::write(&tmp, text)
+        .and_then(|()| std::fs::rename(&tmp, &path))
+        .map_err(|e| LocalError::io(format!("writing {}", path.display()), e))
+}
+
 /// Runs `operation` on the group in `dir` to its end (or `timeout`): observe, plan, execute.
+/// Failovers and rolling restarts are journaled (see [`GROUP_JOURNAL`]); heal is not.
 ///
 /// # Errors
 /// [`GroupOperationError`]; a refusal before the first step changed nothing.
@@ -358,10 +393,17 @@ pub async fn run_operation(
         dir: dir.to_path_buf(),
     })?;
     let name = operation.to_string();
+    let journaled = !matches!(operation, GroupOperation::Heal);
     let mut steps = 0;
     let mut last_wait = String::new();
     loop {
         let observed = observe(&state).await;
+        if let GroupOperation::Failover { from: from @ None } = &mut operation {
+            *from = observed.master.clone();
+        }
+        if journaled {
+            journal(state_dir.root(), &operation)?;
+        }
         let step = match next_group_step(&operation, &observed) {
             GroupNext::Done => break,
             GroupNext::Refused(why) => return Err(GroupOperationError::Refused(why)),
@@ -388,15 +430,17 @@ pub async fn run_operation(
                 error,
             })?;
         on_event(GroupEvent::StepDone(steps, step_started.elapsed(), note));
-        match (&mut operation, &step) {
-            // A planned failover is one step.
-            (GroupOperation::Failover, GroupStep::Failover { .. }) => break,
-            (GroupOperation::RollingRestart { restarted }, GroupStep::Restart { node }) => {
-                restarted.push(node.clone());
-            }
-            _ => {}
+        if let (GroupOperation::RollingRestart { restarted }, GroupStep::Restart { node }) =
+            (&mut operation, &step)
+        {
+            restarted.push(node.clone());
         }
         last_wait.clear();
+    }
+    if journaled {
+        let path = state_dir.root().join(GROUP_JOURNAL);
+        std::fs::remove_file(&path)
+            .map_err(|e| LocalError::io(format!("removing {}", path.display()), e))?;
     }
     Ok(OperateReport {
         operation: name,

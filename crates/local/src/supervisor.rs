@@ -72,6 +72,8 @@ pub enum UpEvent<'a> {
         first_port: u16,
         /// Highest client port (the range has gaps after nodes were removed).
         last_port: u16,
+        /// How many of them are Sentinels (a Sentinel group's; 0 for a cluster).
+        sentinels: usize,
     },
     /// Every node answers PING.
     NodesUp(usize),
@@ -104,9 +106,20 @@ impl fmt::Display for UpEvent<'_> {
                 count,
                 first_port,
                 last_port,
+                sentinels: 0,
             } => write!(
                 f,
                 "starting {count} nodes on ports {first_port}-{last_port} (bus ports +10000)"
+            ),
+            Self::StartingNodes {
+                count,
+                first_port,
+                last_port,
+                sentinels,
+            } => write!(
+                f,
+                "starting {} nodes and {sentinels} Sentinels on ports {first_port}-{last_port}",
+                count - sentinels
             ),
             Self::NodesUp(n) => write!(f, "{n}/{n} nodes answer PING"),
             Self::Resuming => write!(
@@ -286,6 +299,7 @@ impl Supervisor {
             count: ports.len(),
             first_port: ports.iter().copied().min().unwrap_or(0),
             last_port: ports.iter().copied().max().unwrap_or(0),
+            sentinels: self.state.nodes.iter().filter(|n| n.sentinel).count(),
         });
         for &port in &ports {
             let config = self.node_config(port);
@@ -678,6 +692,18 @@ impl Supervisor {
             config
                 .extra
                 .push(("replicaof".into(), format!("127.0.0.1 {first}")));
+        }
+        // With two or more replicas, a master that no replica reaches refuses writes: an old
+        // master cut off by a partition then acknowledges none that its demotion would drop
+        // (the proxy retries the refusal on the new master). With one replica this would stop
+        // every write while that replica restarts or is down, so it is left out.
+        if spec.replicas >= 2 {
+            config
+                .extra
+                .push(("min-replicas-to-write".into(), "1".into()));
+            config
+                .extra
+                .push(("min-replicas-max-lag".into(), "10".into()));
         }
         config
     }

@@ -57,7 +57,13 @@ impl Flavor {
     }
 
     /// The commands that open every connection of this flavor, and how many replies they get.
-    pub(crate) fn prelude(self, credentials: Option<&Credentials>) -> (Vec<u8>, usize) {
+    /// `cluster`: the node is a cluster node, whose replicas serve reads only after `READONLY`
+    /// (a Sentinel group's replicas serve them as they are, and refuse the command).
+    pub(crate) fn prelude(
+        self,
+        credentials: Option<&Credentials>,
+        cluster: bool,
+    ) -> (Vec<u8>, usize) {
         let mut out = Vec::new();
         let mut replies = 0;
         match (self.resp3, credentials) {
@@ -81,7 +87,7 @@ impl Flavor {
             }
             (false, None) => {}
         }
-        if self.replica {
+        if self.replica && cluster {
             encode::command(&mut out, &[b"READONLY"]);
             replies += 1;
         }

@@ -3,15 +3,25 @@
 //! retries and the read policy are the cluster's own code paths.
 //!
 //! Must never route a write to a node that has not said `role:master` in the last check: the
-//! table names a master only when the Sentinels' majority names it and the node itself
-//! confirms; otherwise the table has no master and requests wait within the retry window. A
-//! write that still reaches a node demoted between two checks gets `-READONLY` (it did not
-//! run), which the worker retries like `TRYAGAIN`. Runs on the control thread only.
+//! table names a master only when the Sentinels that know the newest configuration epoch name
+//! it and the node itself confirms; otherwise the table has no master and requests wait within
+//! the retry window. The epoch matters: right after a failover most Sentinels may still name
+//! the old master, and an old master that was paused (not dead) resumes saying `role:master`
+//! until Sentinel demotes it; the epoch of a confirmed master is remembered, and answers from
+//! Sentinels behind it are not trusted. Nor is a master any Sentinel flags `o_down` or is
+//! failing over: until the replica is promoted the Sentinels still name the old master, which
+//! may be back and answering, and a write it took then would be dropped. From the promotion
+//! on, the failover's leader names the promoted replica with the new epoch, and it is trusted
+//! once it says `role:master`. A write that still reaches a node demoted between two
+//! checks gets `-READONLY` (it did not run), which the worker retries like `TRYAGAIN`. Runs on
+//! the control thread only.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use cinnabar_cluster::sentinel::{node_info, quorum_master};
+use std::sync::atomic::Ordering;
+
+use cinnabar_cluster::sentinel::{node_info, quorum_answer};
 use cinnabar_cluster::{Credentials, NodeAddr, Timeouts};
 use cinnabar_resp::encode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -46,13 +56,24 @@ pub(crate) async fn fetch(
     timeout: Duration,
     version: u64,
 ) -> Result<SlotMap, String> {
-    let (named, votes, answered) = quorum_master(
+    let answer = quorum_answer(
         &group.sentinels,
         &group.name,
         timeout,
         group.sentinel_credentials.as_ref(),
     )
     .await?;
+    let (named, votes, answered, epoch) =
+        (answer.master, answer.votes, answer.answered, answer.epoch);
+    if answer.failing_over {
+        tracing::warn!(node = %named, epoch, answered, "a Sentinel flags the master o_down or is failing it over; holding requests");
+        return Ok(unconfirmed(upstream, version));
+    }
+    let confirmed_epoch = upstream.group_epoch.load(Ordering::SeqCst);
+    if epoch < confirmed_epoch {
+        tracing::warn!(node = %named, epoch, confirmed_epoch, answered, "the answering Sentinels are behind a failover already seen; holding requests");
+        return Ok(unconfirmed(upstream, version));
+    }
     let timeouts = Timeouts {
         connect: timeout,
         response: timeout,
@@ -60,6 +81,7 @@ pub(crate) async fn fetch(
     let credentials = upstream.credentials.as_deref();
     let (master, replicas) = match node_info(&named, timeouts, credentials).await {
         Ok(info) if info.is_master() => {
+            upstream.group_epoch.fetch_max(epoch, Ordering::SeqCst);
             let replicas = info
                 .replicas
                 .into_iter()
@@ -82,6 +104,15 @@ pub(crate) async fn fetch(
         upstream.credentials.clone(),
         upstream.epoch,
     ))
+}
+
+/// A table with no master: requests wait.
+fn unconfirmed(upstream: &Upstream, version: u64) -> SlotMap {
+    SlotMap::group(None, Vec::new(), version).named(
+        &upstream.name,
+        upstream.credentials.clone(),
+        upstream.epoch,
+    )
 }
 
 /// Follows every Sentinel's events for as long as the control thread runs: each one asks for

@@ -1,5 +1,6 @@
 //! Cinnabar's data plane: one address that behaves like a standalone Redis, in front of a
-//! Redis Cluster. Clients send ordinary commands; the proxy routes each by hash slot, follows
+//! Redis Cluster, or of a Sentinel-managed master/replicas group (backend kind "group", see
+//! the `group` module: one shard owning every slot, any database). Clients send ordinary commands; the proxy routes each by hash slot, follows
 //! MOVED/ASK, retries TRYAGAIN/CLUSTERDOWN within a window so failovers stay invisible, splits
 //! multi-key commands per key and merges the replies, and multiplexes every client of a worker
 //! onto one pipelined connection per backend node.
@@ -374,6 +375,7 @@ pub fn start(config: ProxyConfig) -> Result<ProxyHandle, ProxyError> {
             credentials: config.backend_credentials.clone().map(Arc::new),
             epoch: 0,
             group: config.group.clone().map(Arc::new),
+            group_epoch: Arc::default(),
         }]
     } else {
         config
@@ -385,6 +387,7 @@ pub fn start(config: ProxyConfig) -> Result<ProxyHandle, ProxyError> {
                 credentials: c.credentials.clone().map(Arc::new),
                 epoch: 0,
                 group: None,
+                group_epoch: Arc::default(),
             })
             .collect()
     };

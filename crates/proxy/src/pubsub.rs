@@ -422,10 +422,10 @@ impl Relay<'_> {
             .get(master)
             .cloned()
             .ok_or_else(|| b"-CLUSTERDOWN cinnabar: no master is known\r\n".to_vec())?;
-        let prelude = self
-            .backends
-            .flavor
-            .prelude(self.backends.routes.credentials_of(&addr, 0));
+        let prelude = self.backends.flavor.prelude(
+            self.backends.routes.credentials_of(&addr, 0),
+            !self.backends.routes.is_group(),
+        );
         let stream =
             crate::backend::connect_private(&addr, &prelude, self.backends.connect_timeout)
                 .await

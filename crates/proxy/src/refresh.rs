@@ -38,6 +38,9 @@ pub(crate) struct Upstream {
     /// A Sentinel group instead of a cluster: its table comes from the Sentinels and the
     /// master's role check (`crate::group`), not from `CLUSTER NODES`.
     pub(crate) group: Option<Arc<crate::config::GroupConfig>>,
+    /// For a group: the newest Sentinel configuration epoch whose master was confirmed; an
+    /// answer from Sentinels behind it is not trusted (see `crate::group`).
+    pub(crate) group_epoch: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// Fetches a fresh map of `upstream` from the first node that answers: `candidates` first
@@ -111,7 +114,13 @@ pub(crate) async fn fetch_all(
 pub(crate) fn unknown(upstreams: &[Upstream]) -> SlotMap {
     let parts: Vec<Arc<SlotMap>> = upstreams
         .iter()
-        .map(|u| Arc::new(SlotMap::empty().named(&u.name, u.credentials.clone(), u.epoch)))
+        .map(|u| {
+            let empty = match u.group {
+                Some(_) => SlotMap::group(None, Vec::new(), 0),
+                None => SlotMap::empty(),
+            };
+            Arc::new(empty.named(&u.name, u.credentials.clone(), u.epoch))
+        })
         .collect();
     SlotMap::combine(&parts, 0)
 }

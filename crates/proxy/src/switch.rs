@@ -546,6 +546,7 @@ impl Switcher {
             credentials: request.credentials.clone().map(Arc::new),
             epoch: upstreams[c].epoch + 1,
             group: None,
+            group_epoch: Arc::default(),
         };
         report.from_masters = names(from.cluster_masters(c));
         let to = match refresh::fetch(&[], &target, self.connect_timeout, from.version + 1).await {

@@ -264,7 +264,8 @@ impl Worker {
         flavor: Flavor,
         cluster: usize,
     ) -> (Vec<u8>, usize) {
-        flavor.prelude(self.routes.borrow().credentials_of(node, cluster))
+        let routes = self.routes.borrow();
+        flavor.prelude(routes.credentials_of(node, cluster), !routes.is_group())
     }
 
     /// Whether a switch holds new requests now (one atomic load).
@@ -666,13 +667,15 @@ impl Worker {
                 true
             }
             // READONLY: a write reached a master that was demoted since the last check (a
-            // Sentinel failover); it did not run, so it waits for the new master.
+            // Sentinel failover); NOREPLICAS: an old master cut off from its replicas refuses
+            // writes (`min-replicas-to-write`). Neither ran, so each waits for the new master.
             Some(
                 ErrorClass::TryAgain
                 | ErrorClass::ClusterDown
                 | ErrorClass::MasterDown
                 | ErrorClass::Loading
-                | ErrorClass::ReadOnly,
+                | ErrorClass::ReadOnly
+                | ErrorClass::NoReplicas,
             ) => {
                 self.refresh.notify_one();
                 self.retry_later(id)

@@ -88,6 +88,9 @@ pub enum ErrorClass {
     ReadOnly,
     /// `BUSY`: a script or function is running.
     Busy,
+    /// `NOREPLICAS`: a master with `min-replicas-to-write` has too few replicas in reach; the
+    /// write did not run.
+    NoReplicas,
     /// Any other error (`ERR`, `WRONGTYPE`, `NOSCRIPT`, ...).
     Other,
 }
@@ -119,6 +122,7 @@ pub fn error_class(reply: &[u8]) -> Option<ErrorClass> {
         b"MASTERDOWN" => ErrorClass::MasterDown,
         b"READONLY" => ErrorClass::ReadOnly,
         b"BUSY" => ErrorClass::Busy,
+        b"NOREPLICAS" => ErrorClass::NoReplicas,
         _ => ErrorClass::Other,
     })
 }

@@ -35,9 +35,25 @@ impl TestGroup {
     /// # Panics
     /// When a server does not start or the Sentinels do not see the whole group in time.
     pub fn start(replicas: usize, sentinels: usize) -> Self {
-        let master = TestServer::start();
+        // As the local platform's groups of two or more replicas: a master that no replica
+        // reaches refuses writes, so an old master cut off by a partition acknowledges none
+        // that its demotion would drop.
+        let guarded = |mut extra: Vec<(String, String)>| {
+            if replicas >= 2 {
+                extra.push(("min-replicas-to-write".into(), "1".into()));
+                extra.push(("min-replicas-max-lag".into(), "10".into()));
+            }
+            extra
+        };
+        let master = TestServer::start_with(ServerOptions {
+            extra: guarded(Vec::new()),
+            ..ServerOptions::default()
+        });
         let replica_options = ServerOptions {
-            extra: vec![("replicaof".into(), format!("127.0.0.1 {}", master.port()))],
+            extra: guarded(vec![(
+                "replicaof".into(),
+                format!("127.0.0.1 {}", master.port()),
+            )]),
             ..ServerOptions::default()
         };
         let mut nodes = vec![master];
@@ -102,6 +118,30 @@ impl TestGroup {
                 "no new master after {timeout:?}: Sentinels name {named:?}"
             );
             std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Waits until some Sentinel (the failover's leader knows first) names a master other
+    /// than `old` that says `role:master`; returns it. The others may still name `old`.
+    ///
+    /// # Panics
+    /// After `timeout`.
+    pub fn wait_first_new_master(&self, old: &NodeAddr, timeout: Duration) -> NodeAddr {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let named = self
+                .sentinels
+                .iter()
+                .filter_map(|s| sentinel_master(s).ok())
+                .find(|m| m != old && role(m).as_deref() == Some("master"));
+            if let Some(new) = named {
+                return new;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no Sentinel named a new master after {timeout:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
 

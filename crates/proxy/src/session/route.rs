@@ -42,7 +42,16 @@ impl Session {
             }
             return;
         }
-        let route = route(command);
+        let route = match route(command) {
+            // A group keeps every database on its one master: MOVE and SWAPDB run there.
+            Route::Unsupported
+                if self.worker.router.is_single()
+                    && matches!(command.name(), "move" | "swapdb") =>
+            {
+                Route::Keyed
+            }
+            route => route,
+        };
         if let Some(record) = self.audit_next.take() {
             let targets = self.targets(command, route, args);
             self.audit_next = Some(Box::new((*record).with_targets(targets)));
