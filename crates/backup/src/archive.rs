@@ -23,7 +23,7 @@
 //!   coverage reaches.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc;
+use std::sync::{Arc, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -223,6 +223,26 @@ pub(crate) fn segments(
         .collect())
 }
 
+/// How far the archive of `base`'s generation reaches: the earliest, over its shards, of the
+/// last segment's cut time (`None` when a shard has no segment).
+///
+/// # Errors
+/// [`BackupError::Store`] or [`BackupError::Format`].
+pub fn coverage(store: &Store, base: &Manifest) -> Result<Option<u64>, BackupError> {
+    let mut reached: Option<u64> = None;
+    for index in 0..base.shards.len() {
+        let Some(last) = segments(store, &base.cluster, &base.name, index)?.pop() else {
+            return Ok(None);
+        };
+        let bytes = store
+            .get(&last)?
+            .ok_or_else(|| BackupError::NotFound(format!("segment {last} disappeared")))?;
+        let (header, _) = decode_segment(&last, &bytes)?;
+        reached = Some(reached.map_or(header.cut_ms, |r| r.min(header.cut_ms)));
+    }
+    Ok(reached)
+}
+
 /// Whether `base` has an archive generation.
 pub(crate) fn has_generation(
     store: &Store,
@@ -268,43 +288,101 @@ pub fn run(
 ) -> Result<(), BackupError> {
     check_name("cluster name", &request.cluster)?;
     let mut pause = Duration::from_millis(500);
-    while !stop.load(Ordering::SeqCst) {
-        let generation_stop = AtomicBool::new(false);
-        let result = thread::scope(|scope| {
-            let (base_tx, base_rx) = mpsc::channel();
-            let runner = scope.spawn(|| run_generation(store, request, &generation_stop, base_tx));
-            // Wait for the base, then until the schedule or a stop.
-            if let Ok(manifest) = base_rx.recv() {
-                on_base(&manifest);
-                pause = Duration::from_millis(500);
-                let started = Instant::now();
-                while !stop.load(Ordering::SeqCst)
-                    && !runner.is_finished()
-                    && request
-                        .base_every
-                        .is_none_or(|every| started.elapsed() < every)
-                {
-                    thread::sleep(Duration::from_millis(50));
-                }
+    thread::scope(|scope| {
+        // The generation that covers the present, kept streaming until its successor's base
+        // is complete: a schedule leaves no moment that no generation can restore.
+        let mut current: Option<Generation<'_>> = None;
+        let outcome = loop {
+            if stop.load(Ordering::SeqCst) {
+                break Ok(());
             }
-            generation_stop.store(true, Ordering::SeqCst);
-            runner.join().unwrap_or_else(|_| {
-                Err(BackupError::Invalid(
-                    "the archive thread panicked".to_owned(),
-                ))
-            })
-        });
-        match result {
-            Ok(()) => {}
-            Err(error @ (BackupError::Invalid(_) | BackupError::Url(_))) => return Err(error),
-            Err(error) => {
-                eprintln!("archive: {error}; starting a new generation in {pause:?}");
-                thread::sleep(pause);
+            let generation_stop = Arc::new(AtomicBool::new(false));
+            let (base_tx, base_rx) = mpsc::channel();
+            let runner = scope.spawn({
+                let generation_stop = Arc::clone(&generation_stop);
+                move || run_generation(store, request, &generation_stop, base_tx)
+            });
+            let next = Generation {
+                stop: generation_stop,
+                runner,
+            };
+            let Ok(manifest) = base_rx.recv() else {
+                // No base: the new generation failed before it covered anything; the current
+                // one (if it still runs) keeps covering.
+                match next.finish() {
+                    Err(error @ (BackupError::Invalid(_) | BackupError::Url(_))) => {
+                        break Err(error);
+                    }
+                    Err(error) => eprintln!("archive: {error}; next attempt in {pause:?}"),
+                    Ok(()) => {}
+                }
+                sleep_unless(stop, pause);
+                pause = (pause * 2).min(Duration::from_secs(10));
+                continue;
+            };
+            on_base(&manifest);
+            pause = Duration::from_millis(500);
+            if let Some(previous) = current.replace(next)
+                && let Err(error) = previous.finish()
+            {
+                eprintln!("archive: the previous generation ended with: {error}");
+            }
+            let started = Instant::now();
+            let running = current.as_ref().map(|g| &g.runner);
+            while !stop.load(Ordering::SeqCst)
+                && running.is_some_and(|r| !r.is_finished())
+                && request
+                    .base_every
+                    .is_none_or(|every| started.elapsed() < every)
+            {
+                thread::sleep(Duration::from_millis(50));
+            }
+            if current.as_ref().is_some_and(|g| g.runner.is_finished()) {
+                // It failed while streaming; keep it as the one to report, start another.
+                let failed = current.take();
+                if let Some(Err(error)) = failed.map(Generation::finish) {
+                    if matches!(error, BackupError::Invalid(_) | BackupError::Url(_)) {
+                        break Err(error);
+                    }
+                    eprintln!("archive: {error}; starting a new generation in {pause:?}");
+                }
+                sleep_unless(stop, pause);
                 pause = (pause * 2).min(Duration::from_secs(10));
             }
+        };
+        if let Some(last) = current
+            && let Err(error) = last.finish()
+        {
+            eprintln!("archive: the last generation ended with: {error}");
         }
+        outcome
+    })
+}
+
+/// A running generation: its stop flag and its thread.
+struct Generation<'scope> {
+    stop: Arc<AtomicBool>,
+    runner: thread::ScopedJoinHandle<'scope, Result<(), BackupError>>,
+}
+
+impl Generation<'_> {
+    /// Stops it (its last segments are uploaded) and returns how it ended.
+    fn finish(self) -> Result<(), BackupError> {
+        self.stop.store(true, Ordering::SeqCst);
+        self.runner.join().unwrap_or_else(|_| {
+            Err(BackupError::Invalid(
+                "the archive thread panicked".to_owned(),
+            ))
+        })
     }
-    Ok(())
+}
+
+/// Sleeps `pause` in short steps, returning early once `stop` is set.
+fn sleep_unless(stop: &AtomicBool, pause: Duration) {
+    let until = Instant::now() + pause;
+    while Instant::now() < until && !stop.load(Ordering::SeqCst) {
+        thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// One generation: a base per shard (a backup with its manifest, sent to `base_ready`), then
@@ -424,7 +502,8 @@ fn follow_shard(
     segmenter.applied = Some(client.applied_offset());
     loop {
         let streamed = client.stream(&mut segmenter);
-        segmenter.cut()?;
+        let stopping = streamed.is_ok() && segmenter.stopping();
+        segmenter.cut(stopping)?;
         if let Some(error) = segmenter.error.take() {
             return Err(error);
         }
@@ -584,9 +663,11 @@ impl<'a> Segmenter<'a> {
             || (self.safe_end > self.start && self.last_upload.elapsed() >= HEARTBEAT)
     }
 
-    /// Uploads everything up to the last safe point as one segment.
-    fn cut(&mut self) -> Result<(), BackupError> {
-        if self.safe_end == self.start {
+    /// Uploads everything up to the last safe point as one segment. A `last` cut is uploaded
+    /// even when empty: it records that nothing happened until now, so the coverage reaches
+    /// the moment the stream stopped (a scheduled successor's base is taken before that).
+    fn cut(&mut self, last: bool) -> Result<(), BackupError> {
+        if self.safe_end == self.start && !last {
             return Ok(());
         }
         let header = SegmentHeader {
@@ -635,7 +716,7 @@ impl<'a> Segmenter<'a> {
 
     fn after(&mut self) -> Result<Flow, SinkError> {
         if self.due()
-            && let Err(e) = self.cut()
+            && let Err(e) = self.cut(false)
         {
             let message = e.to_string();
             self.error = Some(e);
