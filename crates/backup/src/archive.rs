@@ -10,8 +10,11 @@
 //! Decisions:
 //! - A segment records each command with the wall-clock time the archiver received it (the
 //!   replication stream carries no times) and the offset after it. A restore `--at T` replays
-//!   the commands received at or before `T`; the lag between a write and its arrival here is
-//!   that of a replica, milliseconds.
+//!   the commands received at or before `T`. Since a master sends a write to its replicas only
+//!   after applying it, a receive time is never earlier than the write: a restore to `T` never
+//!   holds a write made after `T`, and may miss one acknowledged just before `T` that was still
+//!   on its way (a replica's lag, a millisecond or two here). To be sure of a write whose
+//!   acknowledgement time you know, restore to a moment a little later than it.
 //! - Segments chain by offsets: each starts where the previous ended (PINGs included), so a
 //!   missing segment is detected, never silently skipped. A segment ends only outside a
 //!   `MULTI`/`EXEC` block.
