@@ -150,7 +150,7 @@
       for (const [name, value] of series) {
         const max = Math.max(1, ...samples.map(value));
         const points = samples.map((s, i) => {
-          const x = (i * 600) / (keep - 1);
+          const x = (i * 600) / Math.max(samples.length - 1, 1);
           const y = 155 - (value(s) / max) * 145;
           return `${x.toFixed(1)},${y.toFixed(1)}`;
         });

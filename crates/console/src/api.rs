@@ -248,6 +248,14 @@ pub fn start(
         let app = Arc::clone(app);
         let client = call.client;
         Box::new(move |job: &Job| {
+            // `down --purge` removes what the platform made; the console's own files (drill
+            // reports) and the directory go with them, so the name can be used again.
+            if job.action == "delete" && job.state == "succeeded" {
+                let dir = app.config.root.join(&job.cluster);
+                if let Err(e) = std::fs::remove_dir_all(&dir) {
+                    tracing::warn!("removing {}: {e}", dir.display());
+                }
+            }
             let (outcome, error) = if job.state == "succeeded" {
                 (Outcome::Ok, None)
             } else {

@@ -371,7 +371,7 @@ fn cluster_body(
         out.push_str(&actions(s, session));
     }
     out.push_str(&job_panel(jobs.first(), false));
-    out.push_str("<section class=\"card\"><h2>Failover drills</h2>");
+    out.push_str("<section class=\"card\" data-live id=\"drill-list\"><h2>Failover drills</h2>");
     if drills.is_empty() {
         out.push_str("<p class=\"empty\">No drill yet.</p>");
     } else {
@@ -387,23 +387,22 @@ fn cluster_body(
         out.push_str("</ul>");
     }
     out.push_str("</section>");
-    if !jobs.is_empty() {
-        out.push_str(
-            "<section class=\"card\"><h2>Operations from this console</h2><table id=\"jobs\">\
-             <thead><tr><th>Job</th><th>Action</th><th>By</th><th>State</th></tr></thead><tbody>",
+    out.push_str(
+        "<section class=\"card\" data-live id=\"job-list\"><h2>Operations from this console</h2>\
+         <table id=\"jobs\"><thead><tr><th>Job</th><th>Action</th><th>By</th><th>State</th></tr>\
+         </thead><tbody>",
+    );
+    for job in jobs {
+        let _ = write!(
+            out,
+            "<tr><td><a href=\"/jobs/{id}\">{id}</a></td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            e(&job.action),
+            e(&job.user),
+            e(&job.state),
+            id = job.id,
         );
-        for job in jobs {
-            let _ = write!(
-                out,
-                "<tr><td><a href=\"/jobs/{id}\">{id}</a></td><td>{}</td><td>{}</td><td>{}</td></tr>",
-                e(&job.action),
-                e(&job.user),
-                e(&job.state),
-                id = job.id,
-            );
-        }
-        out.push_str("</tbody></table></section>");
     }
+    out.push_str("</tbody></table></section>");
     out
 }
 
