@@ -99,7 +99,12 @@ pub async fn handle(app: &Arc<App>, call: &Call) -> Result<Reply, ApiError> {
         Handler::ApiDrillStart => {
             let dir = clusters::dir_of(&app.config.root, param(0))?;
             let request: DrillRequest = json_body(&call.body)?;
-            let id = clusters::now_ms().to_string();
+            // `2026-12-05T19:59:28.639Z` as `20261205T195928639Z`: readable, sortable, and
+            // safe as a folder name and a URL segment.
+            let id: String = cinnabar_audit::rfc3339_millis(std::time::SystemTime::now())
+                .chars()
+                .filter(char::is_ascii_alphanumeric)
+                .collect();
             let report = clusters::drills_dir(&dir).join(&id);
             let args = actions::drill_args(&request, &dir, &report)?;
             start(app, call, param(0), "drill", args, Some(id))

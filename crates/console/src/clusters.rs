@@ -84,7 +84,8 @@ pub struct Summary {
     pub nodes: usize,
     /// Nodes whose health is `ok`.
     pub nodes_ok: usize,
-    /// `used_memory` summed over every node, bytes.
+    /// `used_memory` summed over the masters, bytes (over every node when the masters could not
+    /// be asked).
     pub used_memory: u64,
     /// `maxmemory` summed over the masters, bytes (0: unlimited or unknown).
     pub maxmemory_bytes: u64,
@@ -200,7 +201,11 @@ pub async fn detail(root: &Path, name: &str) -> Result<Detail, ApiError> {
         verdict: status.verdict.clone(),
         nodes: status.nodes.len(),
         nodes_ok,
-        used_memory: status.nodes.iter().filter_map(|n| n.memory_bytes).sum(),
+        // Over the masters when they answered, to compare with their maxmemory.
+        used_memory: load.as_ref().map_or_else(
+            || status.nodes.iter().filter_map(|n| n.memory_bytes).sum(),
+            |l| l.used_memory,
+        ),
         maxmemory_bytes: load.as_ref().map_or(0, |l| l.maxmemory),
         ops_per_sec: load.as_ref().map(|l| l.ops_per_sec),
         keys: load.as_ref().map(|l| l.keys),
@@ -236,7 +241,7 @@ pub async fn list(root: &Path) -> Vec<Summary> {
 /// One failover drill's report folder, named by when it started.
 #[derive(Debug, Clone, Serialize)]
 pub struct DrillEntry {
-    /// The folder's name, e.g. `20261205T193015Z`.
+    /// The folder's name: when it started, e.g. `20261205T193015123Z`.
     pub id: String,
     /// `passed`/`failed` from the report, when it is complete.
     pub verdict: Option<String>,
