@@ -1,6 +1,6 @@
 //! `cinnabar console` end to end, against real clusters it creates with `cinnabar up`: the JSON
-//! API (logins, roles, CSRF, create, read, delete, audit) driven over plain HTTP, and the whole
-//! console in a real browser (`crates/console/browser/console.test.mjs`: Debian's chromium
+//! API (logins, roles, CSRF, create, read, backup, restore, refusals, delete, audit) over HTTP,
+//! and the whole console in a real browser (`crates/console/browser/console.test.mjs`: Debian's chromium
 //! driven by playwright-core).
 //!
 //! The browser test needs `/usr/bin/chromium` (Debian's `chromium`) and `playwright-core` in
@@ -30,9 +30,9 @@ const USERS: &[(&str, &str, &str)] = &[
     ("vic", "viewer", "vic-password"),
 ];
 
-/// Ports a console may give its clusters: a 3x1 cluster (7 ports), scaled to 4 shards (2
-/// more), and the console's growth room (8).
-const CLUSTER_PORTS: u16 = 18;
+/// Ports a console may give its clusters: a 3x1 cluster (7 ports) and its growth room (8),
+/// then a restored 3x0 copy (4) with its own room (8).
+const CLUSTER_PORTS: u16 = 30;
 
 /// A console on a reserved loopback port over a temporary root; on drop it stops and every
 /// cluster under the root is purged.
@@ -223,7 +223,8 @@ fn sha256_hex(text: &str) -> String {
 }
 
 #[test]
-fn the_api_creates_reads_and_deletes_a_cluster_and_refuses_what_a_role_or_csrf_forbids() {
+fn the_api_creates_backs_up_restores_and_deletes_clusters_and_refuses_what_a_role_or_csrf_forbids()
+{
     let console = Console::start();
     assert_eq!(
         console.call("GET", "/api/v1/clusters", None, None).status,
@@ -240,7 +241,7 @@ fn the_api_creates_reads_and_deletes_a_cluster_and_refuses_what_a_role_or_csrf_f
 
     let viewer = console.login("vic");
     let admin = console.login("ann");
-    let create = json!({"name": "api", "masters": 3, "replicas": 0, "maxmemory": "32mb"});
+    let create = json!({"name": "api", "masters": 3, "replicas": 1, "maxmemory": "32mb"});
     let refused = console.call("POST", "/api/v1/clusters", Some(&viewer), Some(&create));
     assert_eq!(refused.status, 403, "{}", refused.json);
     let no_csrf = Session {
@@ -275,13 +276,71 @@ fn the_api_creates_reads_and_deletes_a_cluster_and_refuses_what_a_role_or_csrf_f
     let detail = console
         .call("GET", "/api/v1/clusters/api", Some(&viewer), None)
         .json;
-    assert_eq!(detail["status"]["nodes"].as_array().unwrap().len(), 3);
+    assert_eq!(detail["status"]["nodes"].as_array().unwrap().len(), 6);
     assert_eq!(detail["status"]["slots_covered"], 16384);
     let metrics = console
         .call("GET", "/api/v1/clusters/api/metrics", Some(&viewer), None)
         .json;
     assert_eq!(metrics["masters"].as_array().unwrap().len(), 3, "{metrics}");
     assert_eq!(metrics["maxmemory"], 3 * 32 * 1024 * 1024);
+
+    // The endpoint refuses FLUSHALL to its (readwrite) clients; the console shows the refusal.
+    let endpoint = detail["endpoint"].as_str().unwrap().to_owned();
+    let mut client = TcpStream::connect(&endpoint).unwrap();
+    client
+        .set_read_timeout(Some(support::TEST_TIMEOUT))
+        .unwrap();
+    client.write_all(b"*1\r\n$8\r\nFLUSHALL\r\n").unwrap();
+    let mut answer = [0u8; 256];
+    let n = client.read(&mut answer).unwrap();
+    assert!(answer[..n].starts_with(b"-"), "FLUSHALL is refused");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let refusals = console
+            .call("GET", "/api/v1/clusters/api/refusals", Some(&viewer), None)
+            .json;
+        if refusals[0]["command"] == "FLUSHALL" {
+            assert_eq!(refusals[0]["outcome"], "denied");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no FLUSHALL refusal shown: {refusals}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    // Back up now, list it, and restore it into a new cluster of another shape.
+    let backup = console.call("POST", "/api/v1/clusters/api/backups", Some(&admin), None);
+    assert_eq!(backup.status, 202, "{}", backup.json);
+    let job = console.wait_job(&admin, &backup.json["job"], Duration::from_secs(90));
+    assert_eq!(job["state"], "succeeded", "{job}");
+    let backups = console
+        .call("GET", "/api/v1/clusters/api/backups", Some(&viewer), None)
+        .json;
+    assert_eq!(backups.as_array().unwrap().len(), 1, "{backups}");
+    let restore = json!({"name": "copy", "masters": 3, "replicas": 0, "maxmemory": "32mb"});
+    let refused = console.call(
+        "POST",
+        "/api/v1/clusters/api/restore",
+        Some(&viewer),
+        Some(&restore),
+    );
+    assert_eq!(refused.status, 403);
+    let restored = console.call(
+        "POST",
+        "/api/v1/clusters/api/restore",
+        Some(&admin),
+        Some(&restore),
+    );
+    assert_eq!(restored.status, 202, "{}", restored.json);
+    let job = console.wait_job(&admin, &restored.json["job"], Duration::from_secs(120));
+    assert_eq!(job["state"], "succeeded", "{job}");
+    let copy = console
+        .call("GET", "/api/v1/clusters/copy", Some(&viewer), None)
+        .json;
+    assert_eq!(copy["healthy"], true, "{copy}");
+    assert_eq!(copy["masters"], 3);
 
     let page = console.call("DELETE", "/api/v1/clusters/api", Some(&viewer), None);
     assert_eq!(page.status, 403);
@@ -299,6 +358,8 @@ fn the_api_creates_reads_and_deletes_a_cluster_and_refuses_what_a_role_or_csrf_f
 
     let audit = console.audit();
     for needle in [
+        "\"subcommand\":\"BACKUP-END\"",
+        "\"subcommand\":\"RESTORE-END\"",
         "\"subcommand\":\"CREATE\"",
         "\"subcommand\":\"CREATE-END\"",
         "\"subcommand\":\"DELETE-END\"",

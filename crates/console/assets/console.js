@@ -39,7 +39,7 @@
   function refreshLive() {
     const live = document.querySelectorAll('[data-live]');
     if (!live.length) return;
-    fetch(location.href, { credentials: 'same-origin' })
+    fetch(`${location.pathname}?live=1`, { credentials: 'same-origin' })
       .then((response) => (response.ok ? response.text() : null))
       .then((html) => {
         if (!html) return;
@@ -115,7 +115,8 @@
       const body = fields(form);
       try {
         const reply = await api(form.dataset.method || 'POST', form.dataset.url, body);
-        if (form.id === 'create') {
+        // A create or restore makes a new cluster: follow it on its own page.
+        if (form.id === 'create' || form.dataset.goto) {
           location.href = `/clusters/${encodeURIComponent(body.name)}`;
           return;
         }

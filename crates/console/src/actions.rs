@@ -272,6 +272,11 @@ pub fn drill_args(
     ])
 }
 
+/// The store folder of cluster `name`'s backups.
+pub fn store_of(store: &str, name: &str) -> String {
+    format!("{}/{name}", store.trim_end_matches('/'))
+}
+
 /// `backup` of cluster `dir` into `store/name`.
 pub fn backup_args(dir: &Path, store: &str, name: &str) -> Vec<String> {
     vec![
@@ -279,8 +284,107 @@ pub fn backup_args(dir: &Path, store: &str, name: &str) -> Vec<String> {
         "--dir".to_owned(),
         path_arg(dir),
         "--to".to_owned(),
-        format!("{}/{name}", store.trim_end_matches('/')),
+        store_of(store, name),
+        "--json".to_owned(),
     ]
+}
+
+/// `backup list` of cluster `name`'s backups (a read, run as the CLI runs it).
+pub fn backup_list_args(store: &str, name: &str) -> Vec<String> {
+    vec![
+        "backup".to_owned(),
+        "list".to_owned(),
+        "--from".to_owned(),
+        store_of(store, name),
+        "--json".to_owned(),
+    ]
+}
+
+/// `restart --rolling` of cluster `dir`.
+pub fn restart_args(dir: &Path) -> Vec<String> {
+    let mut args = vec!["restart".to_owned(), "--rolling".to_owned()];
+    args.extend(common(dir));
+    args
+}
+
+/// `POST …/restore`: a backup of this cluster into a new cluster.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RestoreRequest {
+    /// The new cluster's name.
+    pub name: String,
+    /// The backup (default: the newest).
+    #[serde(default)]
+    pub backup: Option<String>,
+    /// Shards of the new cluster (default 3; any number: keys are routed by slot).
+    #[serde(default)]
+    pub masters: Option<u16>,
+    /// Replicas per shard (default 1).
+    #[serde(default)]
+    pub replicas: Option<u16>,
+    /// Memory per node (default: the CLI's).
+    #[serde(default)]
+    pub maxmemory: Option<String>,
+}
+
+/// `restore --from store/source --dir ROOT/NAME …`, checked like a create (the new cluster is
+/// made by `up --detach` inside the restore).
+///
+/// # Errors
+/// As [`create_args`].
+pub fn restore_args(
+    request: &RestoreRequest,
+    source: &str,
+    store: &str,
+    root: &Path,
+    ports: PortRange,
+    redis_server: Option<&Path>,
+) -> Result<Vec<String>, ApiError> {
+    let create = CreateRequest {
+        name: request.name.clone(),
+        topology: None,
+        masters: request.masters,
+        replicas: request.replicas,
+        maxmemory: request.maxmemory.clone(),
+        maxmemory_policy: None,
+    };
+    // The same checks and port choice as a create; the restore takes over from there.
+    let up = create_args(&create, root, ports, redis_server)?;
+    let value = |flag: &str| {
+        up.iter()
+            .position(|a| a == flag)
+            .and_then(|i| up.get(i + 1))
+            .cloned()
+            .unwrap_or_default()
+    };
+    let mut args = vec![
+        "restore".to_owned(),
+        "--from".to_owned(),
+        store_of(store, source),
+        "--dir".to_owned(),
+        value("--dir"),
+        "--port".to_owned(),
+        value("--port"),
+        "--masters".to_owned(),
+        value("--masters"),
+        "--replicas".to_owned(),
+        value("--replicas"),
+        "--maxmemory".to_owned(),
+        value("--maxmemory"),
+        "--json".to_owned(),
+    ];
+    if let Some(backup) = request.backup.as_deref().filter(|b| !b.is_empty()) {
+        if !backup
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+        {
+            return Err(ApiError::BadRequest(format!(
+                "invalid backup name {backup:?}"
+            )));
+        }
+        args.extend(["--backup".to_owned(), backup.to_owned()]);
+    }
+    Ok(args)
 }
 
 /// `down --purge` of cluster `dir`.

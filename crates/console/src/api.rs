@@ -11,7 +11,9 @@ use std::time::Duration;
 use cinnabar_audit::Outcome;
 use serde::{Deserialize, Serialize};
 
-use crate::actions::{self, CreateRequest, DrillRequest, FailoverRequest, ScaleRequest};
+use crate::actions::{
+    self, CreateRequest, DrillRequest, FailoverRequest, RestoreRequest, ScaleRequest,
+};
 use crate::auth::Session;
 use crate::clusters::{self, Summary};
 use crate::error::ApiError;
@@ -128,13 +130,41 @@ pub async fn handle(app: &Arc<App>, call: &Call) -> Result<Reply, ApiError> {
         }
         Handler::ApiBackup => {
             let dir = clusters::dir_of(&app.config.root, param(0))?;
-            let store = app
-                .config
-                .backup_to
-                .clone()
-                .unwrap_or_else(|| actions::default_store(&app.config.root));
-            let args = actions::backup_args(&dir, &store, param(0));
+            let args = actions::backup_args(&dir, &store(app), param(0));
             start(app, call, param(0), "backup", args, None)
+        }
+        Handler::ApiRestart => {
+            let dir = clusters::dir_of(&app.config.root, param(0))?;
+            start(
+                app,
+                call,
+                param(0),
+                "restart",
+                actions::restart_args(&dir),
+                None,
+            )
+        }
+        Handler::ApiBackups => {
+            clusters::dir_of(&app.config.root, param(0))?;
+            Ok(Reply::json(200, &backups(app, param(0)).await?))
+        }
+        Handler::ApiRestore => {
+            clusters::dir_of(&app.config.root, param(0))?;
+            let request: RestoreRequest = json_body(&call.body)?;
+            let args = actions::restore_args(
+                &request,
+                param(0),
+                &store(app),
+                &app.config.root,
+                app.config.ports,
+                app.config.redis_server.as_deref(),
+            )?;
+            // The job belongs to the new cluster: its page follows the restore.
+            start(app, call, &request.name, "restore", args, None)
+        }
+        Handler::ApiRefusals => {
+            let dir = clusters::dir_of(&app.config.root, param(0))?;
+            Ok(Reply::json(200, &clusters::refusals(&dir, REFUSALS_SHOWN)))
         }
         Handler::ApiDelete => {
             let dir = clusters::dir_of(&app.config.root, param(0))?;
@@ -156,6 +186,51 @@ pub async fn handle(app: &Arc<App>, call: &Call) -> Result<Reply, ApiError> {
         Handler::ApiOpenapi => Ok(Reply::asset("application/json", OPENAPI)),
         _ => Err(ApiError::NotFound("not an API route".to_owned())),
     }
+}
+
+/// Refusals shown per cluster.
+pub const REFUSALS_SHOWN: usize = 20;
+
+/// How long listing the backups may take (an object store can be slow to answer).
+const BACKUP_LIST_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Where backups go.
+pub fn store(app: &App) -> String {
+    app.config
+        .backup_to
+        .clone()
+        .unwrap_or_else(|| actions::default_store(&app.config.root))
+}
+
+/// Cluster `name`'s complete backups, oldest first, as `cinnabar backup list --json` prints
+/// them (an empty list when the store has none yet).
+///
+/// # Errors
+/// [`ApiError::Internal`] with the CLI's message when the store cannot be read.
+pub async fn backups(app: &App, name: &str) -> Result<serde_json::Value, ApiError> {
+    let output = tokio::time::timeout(
+        BACKUP_LIST_TIMEOUT,
+        tokio::process::Command::new(&app.config.cinnabar)
+            .args(actions::backup_list_args(&store(app), name))
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .map_err(|_| ApiError::Internal("listing the backups took too long".to_owned()))?
+    .map_err(|e| ApiError::Internal(format!("cannot run cinnabar: {e}")))?;
+    if !output.status.success() {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        return Err(ApiError::Internal(
+            stderr
+                .lines()
+                .last()
+                .unwrap_or("backup list failed")
+                .to_owned(),
+        ));
+    }
+    serde_json::from_slice(&output.stdout)
+        .map_err(|e| ApiError::Internal(format!("backup list printed no JSON: {e}")))
 }
 
 /// Every cluster with its running job.

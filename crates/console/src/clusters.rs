@@ -302,6 +302,64 @@ pub fn check_drill_id(id: &str) -> Result<(), ApiError> {
     }
 }
 
+/// One refusal from the cluster proxy's audit trail, without its keys (the page shows who was
+/// refused what, not which data they aimed at).
+#[derive(Debug, Clone, Serialize)]
+pub struct Refusal {
+    /// UTC, RFC 3339.
+    pub time: String,
+    /// The client's address.
+    pub client: String,
+    /// The proxy user.
+    pub user: String,
+    /// The command (and subcommand).
+    pub command: String,
+    /// `denied` or `auth_failed`.
+    pub outcome: String,
+    /// The error the client got.
+    pub error: Option<String>,
+}
+
+/// How much of the end of the proxy's audit file is read for recent refusals.
+const AUDIT_TAIL_BYTES: u64 = 256 * 1024;
+
+/// The last `limit` refusals (denied commands, failed logins) in the audit trail the proxy of
+/// `cinnabar up` writes to `DIR/audit.jsonl`, newest first.
+pub fn refusals(dir: &Path, limit: usize) -> Vec<Refusal> {
+    use std::io::{Read as _, Seek as _, SeekFrom};
+    let Ok(mut file) = std::fs::File::open(dir.join("audit.jsonl")) else {
+        return Vec::new();
+    };
+    let len = file.metadata().map_or(0, |m| m.len());
+    let start = len.saturating_sub(AUDIT_TAIL_BYTES);
+    let mut text = String::new();
+    if file.seek(SeekFrom::Start(start)).is_err() || file.read_to_string(&mut text).is_err() {
+        return Vec::new();
+    }
+    let field = |line: &serde_json::Value, name: &str| {
+        line.get(name)
+            .and_then(serde_json::Value::as_str)
+            .map(str::to_owned)
+    };
+    text.lines()
+        .rev()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|line| matches!(line["outcome"].as_str(), Some("denied" | "auth_failed")))
+        .take(limit)
+        .map(|line| Refusal {
+            time: field(&line, "time").unwrap_or_default(),
+            client: field(&line, "client").unwrap_or_default(),
+            user: field(&line, "user").unwrap_or_default(),
+            command: match field(&line, "subcommand") {
+                Some(sub) => format!("{} {sub}", field(&line, "command").unwrap_or_default()),
+                None => field(&line, "command").unwrap_or_default(),
+            },
+            outcome: field(&line, "outcome").unwrap_or_default(),
+            error: field(&line, "error"),
+        })
+        .collect()
+}
+
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> u64 {
     SystemTime::now()
@@ -312,6 +370,33 @@ pub fn now_ms() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn refusals_come_newest_first_without_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let line = |user: &str, outcome: &str| {
+            format!(
+                "{{\"time\":\"t\",\"client\":\"c\",\"user\":\"{user}\",\"command\":\"FLUSHALL\",\
+                 \"subcommand\":null,\"key_count\":1,\"keys\":[\"secret-key\"],\"targets\":[],\
+                 \"outcome\":\"{outcome}\",\"error\":\"NOPERM\",\"latency_us\":1}}\n"
+            )
+        };
+        let text = [
+            line("a", "denied"),
+            line("b", "ok"),
+            line("c", "auth_failed"),
+        ]
+        .concat();
+        std::fs::write(dir.path().join("audit.jsonl"), text).unwrap();
+        let found = refusals(dir.path(), 10);
+        let users: Vec<&str> = found.iter().map(|r| r.user.as_str()).collect();
+        assert_eq!(users, ["c", "a"]);
+        assert!(
+            !serde_json::to_string(&found)
+                .unwrap()
+                .contains("secret-key")
+        );
+    }
 
     #[test]
     fn names_are_path_and_url_safe() {

@@ -65,8 +65,17 @@ pub async fn handle(app: &Arc<App>, call: &Call) -> Result<Reply, ApiError> {
             let jobs = app.jobs.list(Some(name));
             match clusters::detail(&app.config.root, name).await {
                 Ok(detail) => {
-                    let drills = clusters::drills(&app.config.root.join(name));
-                    let body = cluster_body(session, &detail, &jobs, &drills);
+                    let dir = app.config.root.join(name);
+                    let drills = clusters::drills(&dir);
+                    let mut body = cluster_body(session, &detail, &jobs, &drills);
+                    // The script's refreshes (`?live`) swap only the live parts: skip the
+                    // backup listing, which may ask an object store.
+                    if !call.query.contains_key("live") {
+                        let backups = crate::api::backups(app, name).await;
+                        body.push_str(&backups_section(session, name, &backups));
+                        let refusals = clusters::refusals(&dir, crate::api::REFUSALS_SHOWN);
+                        body.push_str(&refusals_section(&refusals));
+                    }
                     Ok(Reply::html(layout(name, session, &body)))
                 }
                 // Being created: the state file is not written yet, but its job is running.
@@ -430,6 +439,9 @@ fn actions(s: &Summary, session: Option<&Session>) -> String {
          data-confirm=\"Hand the master role of this shard of {name} to its best replica?\">\
          <label>Shard <input name=\"shard\" type=\"number\" min=\"0\" max=\"{max}\" value=\"0\"></label>\
          <button type=\"submit\">Fail over</button></form>\
+         <form class=\"action\" id=\"restart\" data-url=\"{api}/restart\" \
+         data-confirm=\"Restart every node of {name}, one at a time (masters after a failover)?\">\
+         <button type=\"submit\">Rolling restart</button></form>\
          <form class=\"action\" id=\"drill\" data-url=\"{api}/drills\" \
          data-confirm=\"Kill a master of {name} under a test workload and measure the failover?\">\
          <label>Shard <input name=\"shard\" type=\"number\" min=\"0\" max=\"{max}\" value=\"0\"></label>\
@@ -446,6 +458,99 @@ fn actions(s: &Summary, session: Option<&Session>) -> String {
              data-confirm=\"Delete {name} and ALL its data? This cannot be undone.\">\
              <button type=\"submit\" class=\"danger\">Delete cluster</button></form>"
         );
+    }
+    out.push_str("</section>");
+    out
+}
+
+/// The cluster's backups, and (for operators) a form restoring one into a new cluster.
+fn backups_section(
+    session: Option<&Session>,
+    name: &str,
+    backups: &Result<serde_json::Value, ApiError>,
+) -> String {
+    let mut out = String::from("<section class=\"card\" id=\"backups\"><h2>Backups</h2>");
+    let list = match backups {
+        Ok(value) => value.as_array().cloned().unwrap_or_default(),
+        Err(err) => {
+            let _ = write!(out, "<p class=\"error\">{}</p>", e(&err.to_string()));
+            Vec::new()
+        }
+    };
+    let text = |b: &serde_json::Value, key: &str| {
+        b.get(key)
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or("")
+            .to_owned()
+    };
+    if list.is_empty() {
+        out.push_str("<p class=\"empty\">No backup yet.</p>");
+    } else {
+        out.push_str(
+            "<table><thead><tr><th>Backup</th><th>Finished</th><th>Shards</th></tr></thead><tbody>",
+        );
+        for backup in list.iter().rev() {
+            let shards = backup
+                .get("shards")
+                .and_then(serde_json::Value::as_array)
+                .map_or(0, Vec::len);
+            let _ = write!(
+                out,
+                "<tr><td>{}</td><td>{}</td><td>{shards}</td></tr>",
+                e(&text(backup, "name")),
+                e(&text(backup, "finished_at")),
+            );
+        }
+        out.push_str("</tbody></table>");
+        if may(session, Role::Operator) {
+            let mut options = String::new();
+            for backup in list.iter().rev() {
+                let backup = e(&text(backup, "name"));
+                let _ = write!(options, "<option value=\"{backup}\">{backup}</option>");
+            }
+            let _ = write!(
+                out,
+                "<form class=\"action\" id=\"restore\" data-url=\"/api/v1/clusters/{n}/restore\" \
+                 data-confirm=\"Restore this backup into a new cluster?\" data-goto=\"name\">\
+                 <label>Backup <select name=\"backup\">{options}</select></label>\
+                 <label>New cluster <input name=\"name\" required \
+                 pattern=\"[a-z0-9][a-z0-9\\-]{{0,39}}\" placeholder=\"{n}-restored\"></label>\
+                 <label>Shards <input name=\"masters\" type=\"number\" min=\"1\" max=\"64\" value=\"3\"></label>\
+                 <label>Replicas <input name=\"replicas\" type=\"number\" min=\"0\" max=\"5\" value=\"1\"></label>\
+                 <button type=\"submit\">Restore into a new cluster</button></form>",
+                n = e(name),
+            );
+        }
+    }
+    out.push_str("</section>");
+    out
+}
+
+/// What the cluster's proxy refused lately (from its audit trail).
+fn refusals_section(refusals: &[clusters::Refusal]) -> String {
+    let mut out = String::from(
+        "<section class=\"card\" id=\"refusals\"><h2>Recent refusals at the endpoint</h2>",
+    );
+    if refusals.is_empty() {
+        out.push_str("<p class=\"empty\">None.</p>");
+    } else {
+        out.push_str(
+            "<table><thead><tr><th>Time</th><th>Client</th><th>User</th><th>Command</th>\
+             <th>Outcome</th><th>Error</th></tr></thead><tbody>",
+        );
+        for r in refusals {
+            let _ = write!(
+                out,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                e(&r.time),
+                e(&r.client),
+                e(&r.user),
+                e(&r.command),
+                e(&r.outcome),
+                e(r.error.as_deref().unwrap_or("")),
+            );
+        }
+        out.push_str("</tbody></table>");
     }
     out.push_str("</section>");
     out

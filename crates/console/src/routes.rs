@@ -60,6 +60,14 @@ pub enum Handler {
     ApiTimeline,
     /// `POST /api/v1/clusters/{name}/backups`.
     ApiBackup,
+    /// `POST /api/v1/clusters/{name}/restart`.
+    ApiRestart,
+    /// `GET /api/v1/clusters/{name}/backups`.
+    ApiBackups,
+    /// `POST /api/v1/clusters/{name}/restore`.
+    ApiRestore,
+    /// `GET /api/v1/clusters/{name}/refusals`.
+    ApiRefusals,
     /// `GET /api/v1/jobs`.
     ApiJobs,
     /// `GET /api/v1/jobs/{id}`.
@@ -162,9 +170,33 @@ pub const ROUTES: &[Route] = &[
     ),
     route(
         "POST",
+        "/api/v1/clusters/{name}/restart",
+        O,
+        Handler::ApiRestart,
+    ),
+    route(
+        "GET",
+        "/api/v1/clusters/{name}/backups",
+        V,
+        Handler::ApiBackups,
+    ),
+    route(
+        "POST",
         "/api/v1/clusters/{name}/backups",
         O,
         Handler::ApiBackup,
+    ),
+    route(
+        "POST",
+        "/api/v1/clusters/{name}/restore",
+        O,
+        Handler::ApiRestore,
+    ),
+    route(
+        "GET",
+        "/api/v1/clusters/{name}/refusals",
+        V,
+        Handler::ApiRefusals,
     ),
     route("GET", "/api/v1/jobs", V, Handler::ApiJobs),
     route("GET", "/api/v1/jobs/{id}", V, Handler::ApiJob),
