@@ -21,7 +21,8 @@ pub(crate) struct ConsoleArgs {
     root: PathBuf,
     /// Users file, in the proxy's users_file format ([[users]] with name, password_sha256 and
     /// role viewer | operator | admin; the proxy's readonly and readwrite count as viewer and
-    /// operator) [default: ROOT/console-users.toml]
+    /// operator) [default: ROOT/console-users.toml, created on the first start with an admin
+    /// user whose password is printed once]
     #[arg(long, value_name = "FILE")]
     users: Option<PathBuf>,
     /// Audit trail (JSON lines, rotated by size) [default: ROOT/console-audit.jsonl]
@@ -64,12 +65,21 @@ pub(crate) fn run(args: &ConsoleArgs) -> Result<()> {
             root.display()
         );
     }
+    let default_users = root.join("console-users.toml");
+    // A first start with no users file at all: make one with an admin, so the console can be
+    // used at once; the password is shown here, once, and only its digest is stored.
+    if args.users.is_none() && !default_users.exists() {
+        let password = cinnabar_console::auth::create_first_users_file(&default_users)?;
+        eprintln!(
+            "first start: created {} with the user \"admin\" (role admin) and the password\n\n    \
+             {password}\n\nshown only now; add users or change it in that file (password_sha256 = \
+             the SHA-256 of the password)",
+            default_users.display()
+        );
+    }
     let config = cinnabar_console::ConsoleConfig {
         listen: args.listen,
-        users_file: args
-            .users
-            .clone()
-            .unwrap_or_else(|| root.join("console-users.toml")),
+        users_file: args.users.clone().unwrap_or(default_users),
         audit_file: args
             .audit
             .clone()

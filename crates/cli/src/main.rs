@@ -177,11 +177,12 @@ enum Command {
     /// viewer (read), operator (act) and admin (also delete). Every action is audited. The API
     /// is documented in docs/console.md.
     ///
+    /// On the first start without a users file it creates ROOT/console-users.toml with an
+    /// `admin` user and prints the password once.
+    ///
     /// Examples:
     ///   mkdir -p clusters
-    ///   printf '[[users]]\nname = "ann"\nrole = "admin"\npassword_sha256 = "%s"\n' \
-    ///     "$(printf %s 'a long password' | sha256sum | cut -d' ' -f1)" > clusters/console-users.toml
-    ///   cinnabar console --listen 127.0.0.1:8080 --root clusters
+    ///   cinnabar console --listen 127.0.0.1:8080 --root clusters   # then open the printed URL
     #[command(verbatim_doc_comment)]
     Console(console::ConsoleArgs),
     /// Print the RedisCluster CustomResourceDefinition (YAML) for `kubectl apply -f -`.

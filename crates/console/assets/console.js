@@ -129,6 +129,18 @@
     });
   }
 
+  // The create form: a Sentinel group has one shard (and two replicas by default).
+  const topology = document.querySelector('#create select[name=topology]');
+  if (topology) {
+    topology.addEventListener('change', () => {
+      const form = topology.form;
+      const sentinel = topology.value === 'sentinel';
+      form.elements.masters.value = sentinel ? '1' : '3';
+      form.elements.masters.readOnly = sentinel;
+      form.elements.replicas.value = sentinel ? '2' : '1';
+    });
+  }
+
   // The load chart: ops/s, memory and keys, each scaled to its own maximum, from samples
   // polled every 2 s and kept in the page (the last 4 minutes).
   const chart = document.getElementById('chart');

@@ -91,6 +91,43 @@ impl Users {
     }
 }
 
+/// Writes a users file with one `admin` user and a random password, for a first start with no
+/// users file: returns the password, to be shown once to the person who started the console.
+/// Only its SHA-256 is stored, and the file is readable by its owner only.
+///
+/// # Errors
+/// [`ConsoleError::Users`] when the file cannot be written (or already exists).
+pub fn create_first_users_file(path: &Path) -> Result<String, ConsoleError> {
+    use sha2::Digest as _;
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    // 18 random bytes, hex: 144 bits, typeable.
+    let password: String = rand::rng()
+        .random::<[u8; 18]>()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let digest: String = sha2::Sha256::digest(password.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let text = format!(
+        "# Console users, in the proxy's users-file format. Roles: viewer, operator, admin.\n\
+         # A password's SHA-256: printf %s 'password' | sha256sum\n\
+         [[users]]\nname = \"admin\"\nrole = \"admin\"\npassword_sha256 = \"{digest}\"\n"
+    );
+    let write = || -> std::io::Result<()> {
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)?;
+        file.write_all(text.as_bytes())
+    };
+    write().map_err(|e| ConsoleError::Users(format!("cannot create {}: {e}", path.display())))?;
+    Ok(password)
+}
+
 /// The console roles exist as custom roles so `Access::compile` accepts them; their Redis
 /// permissions are never used (the console speaks no Redis for a user).
 fn compile(path: &Path) -> Result<(Access, Vec<String>), ConsoleError> {
@@ -214,6 +251,20 @@ mod tests {
         );
         assert_eq!(users.login("ann", "passwore"), None);
         assert_eq!(users.login("bob", "password"), None);
+    }
+
+    #[test]
+    fn a_first_users_file_lets_admin_in_with_the_password_shown_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("users.toml");
+        let password = create_first_users_file(&path).unwrap();
+        assert!(!std::fs::read_to_string(&path).unwrap().contains(&password));
+        let (users, _) = Users::load(&path).unwrap();
+        assert_eq!(
+            users.login("admin", &password),
+            Some(("admin".to_owned(), Role::Admin))
+        );
+        assert!(create_first_users_file(&path).is_err(), "never overwritten");
     }
 
     #[test]

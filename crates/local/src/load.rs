@@ -6,7 +6,7 @@
 //! caller to show, not something to repair here.
 
 use cinnabar_cluster::autoscale::ShardLoad;
-use cinnabar_cluster::{ClusterError, NodeClient, Platform as _, Timeouts, observe};
+use cinnabar_cluster::{ClusterError, NodeAddr, NodeClient, Platform as _, Timeouts, observe};
 
 use crate::LocalPlatform;
 
@@ -19,22 +19,33 @@ pub struct MasterLoad {
     pub keys: u64,
 }
 
-/// Asks every master of the cluster for its load, in the planner's shard order.
+/// Asks every master for its load: a cluster's in the planner's shard order, a Sentinel
+/// group's one master.
 ///
 /// # Errors
 /// [`ClusterError`] when the state cannot be read or a master does not answer.
 pub async fn master_loads(platform: &LocalPlatform) -> Result<Vec<MasterLoad>, ClusterError> {
-    let nodes = platform.nodes().await?;
-    let observed = observe(&nodes, Timeouts::default(), None).await;
+    let state = platform
+        .dir()
+        .load()
+        .map_err(|e| ClusterError::Platform(e.to_string()))?;
+    let masters: Vec<NodeAddr> = match state {
+        Some(state) if state.spec.is_sentinel() => group_master(&state).await.into_iter().collect(),
+        _ => {
+            let nodes = platform.nodes().await?;
+            let observed = observe(&nodes, Timeouts::default(), None).await;
+            observed.shards().into_iter().map(|s| s.master).collect()
+        }
+    };
     let mut loads = Vec::new();
-    for shard in observed.shards() {
-        let mut client = NodeClient::connect(&shard.master, Timeouts::default()).await?;
+    for master in masters {
+        let mut client = NodeClient::connect(&master, Timeouts::default()).await?;
         let memory = client.info("memory").await?;
         let stats = client.info("stats").await?;
         let keyspace = client.info("keyspace").await?;
         loads.push(MasterLoad {
             load: ShardLoad {
-                master: shard.master.to_string(),
+                master: master.to_string(),
                 used_memory: memory.get_u64("used_memory").unwrap_or(0),
                 maxmemory: memory.get_u64("maxmemory").unwrap_or(0),
                 ops_per_sec: stats.get_u64("instantaneous_ops_per_sec").unwrap_or(0),
@@ -43,6 +54,23 @@ pub async fn master_loads(platform: &LocalPlatform) -> Result<Vec<MasterLoad>, C
         });
     }
     Ok(loads)
+}
+
+/// A Sentinel group's one master: the data node that says `role:master` (none while a
+/// failover is under way).
+async fn group_master(state: &crate::state::State) -> Option<NodeAddr> {
+    for node in state.nodes.iter().filter(|n| !n.sentinel) {
+        let addr = crate::supervisor::local_addr(node.port);
+        let Ok(mut client) = NodeClient::connect(&addr, Timeouts::default()).await else {
+            continue;
+        };
+        if let Ok(info) = client.info("replication").await
+            && info.get("role") == Some("master")
+        {
+            return Some(addr);
+        }
+    }
+    None
 }
 
 /// `keys=N` out of an `INFO keyspace` line such as `keys=12,expires=0,avg_ttl=0`.
