@@ -294,6 +294,15 @@ fn the_api_creates_backs_up_restores_and_deletes_clusters_and_refuses_what_a_rol
     let mut answer = [0u8; 256];
     let n = client.read(&mut answer).unwrap();
     assert!(answer[..n].starts_with(b"-"), "FLUSHALL is refused");
+    // The second metrics reading reports the proxy's latency since the first.
+    client.write_all(b"*1\r\n$4\r\nPING\r\n").unwrap();
+    let n = client.read(&mut answer).unwrap();
+    assert_eq!(&answer[..n], b"+PONG\r\n");
+    let metrics = console
+        .call("GET", "/api/v1/clusters/api/metrics", Some(&viewer), None)
+        .json;
+    assert!(metrics["requests"].as_u64().unwrap() >= 1, "{metrics}");
+    assert!(metrics["latency_p99_us"].as_u64().unwrap() > 0, "{metrics}");
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let refusals = console

@@ -141,7 +141,7 @@
     });
   }
 
-  // The load chart: ops/s, memory and keys, each scaled to its own maximum, from samples
+  // The load chart: ops/s, memory, keys and the proxy's p99 latency, each scaled to its own maximum, from samples
   // polled every 2 s and kept in the page (the last 4 minutes).
   const chart = document.getElementById('chart');
   if (chart) {
@@ -151,6 +151,7 @@
       ['ops', (s) => s.ops_per_sec],
       ['mem', (s) => s.used_memory],
       ['keys', (s) => s.keys],
+      ['lat', (s) => s.latency_p99_us || 0],
     ];
     const draw = () => {
       const ns = 'http://www.w3.org/2000/svg';
@@ -181,6 +182,7 @@
         setText('m-ops', String(m.ops_per_sec));
         setText('m-mem', m.maxmemory ? `${human(m.used_memory)} / ${human(m.maxmemory)}` : human(m.used_memory));
         setText('m-keys', String(m.keys));
+        setText('m-lat', m.latency_p99_us == null ? '–' : `${(m.latency_p99_us / 1000).toFixed(2)} ms`);
         chart.dataset.samples = String(samples.length);
         draw();
       } catch (_) { /* a stopped or busy cluster: try again */ }

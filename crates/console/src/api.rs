@@ -80,7 +80,20 @@ pub async fn handle(app: &Arc<App>, call: &Call) -> Result<Reply, ApiError> {
         }
         Handler::ApiMetrics => {
             let dir = clusters::dir_of(&app.config.root, param(0))?;
-            Ok(Reply::json(200, &clusters::metrics(&dir).await?))
+            let mut metrics = clusters::metrics(&dir).await?;
+            if let Some(now) = &metrics.latency {
+                let mut last = app
+                    .latency
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                if let Some(before) = last.insert(param(0).to_owned(), now.clone()) {
+                    let window = now.minus(&before);
+                    metrics.requests = Some(window.count());
+                    metrics.latency_p50_us = window.quantile(0.5);
+                    metrics.latency_p99_us = window.quantile(0.99);
+                }
+            }
+            Ok(Reply::json(200, &metrics))
         }
         Handler::ApiCreate => {
             let request: CreateRequest = json_body(&call.body)?;

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use cinnabar_cluster::Journal as _;
+use cinnabar_local::load::LatencyHistogram;
 use cinnabar_local::{LocalPlatform, StateDir, StatusReport};
 use serde::Serialize;
 
@@ -122,6 +123,16 @@ pub struct Metrics {
     pub keys: u64,
     /// Per master, in shard order.
     pub masters: Vec<MasterMetrics>,
+    /// Requests the proxy answered since the previous reading (by anyone) of this cluster's
+    /// metrics; `null` on the first reading or without a proxy.
+    pub requests: Option<u64>,
+    /// Their median latency at the proxy, µs (a histogram bucket's bound).
+    pub latency_p50_us: Option<u64>,
+    /// Their 99th-percentile latency at the proxy, µs.
+    pub latency_p99_us: Option<u64>,
+    /// The proxy's cumulative histogram now, kept to compute the next window.
+    #[serde(skip)]
+    pub latency: Option<LatencyHistogram>,
 }
 
 /// One master in [`Metrics`].
@@ -158,7 +169,24 @@ pub async fn metrics(dir: &Path) -> Result<Metrics, ApiError> {
             keys: m.keys,
         })
         .collect();
+    let admin = StateDir::open(dir)
+        .ok()
+        .and_then(|d| d.load().ok().flatten())
+        .and_then(|state| state.spec.admin_port())
+        .map(|port| std::net::SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, port)));
+    // A blocking read with short timeouts: keep it off the runtime's workers.
+    let latency = match admin {
+        Some(admin) => tokio::task::spawn_blocking(move || LatencyHistogram::read(admin))
+            .await
+            .ok()
+            .flatten(),
+        None => None,
+    };
     Ok(Metrics {
+        requests: None,
+        latency_p50_us: None,
+        latency_p99_us: None,
+        latency,
         at_ms: now_ms(),
         ops_per_sec: masters.iter().map(|m| m.ops_per_sec).sum(),
         used_memory: masters.iter().map(|m| m.used_memory).sum(),

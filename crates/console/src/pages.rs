@@ -371,10 +371,11 @@ fn cluster_body(
         "<section class=\"card\"><h2>Load</h2>\
          <p class=\"legend\"><span class=\"ops\">ops/s <b id=\"m-ops\">–</b></span>\
          <span class=\"mem\">memory <b id=\"m-mem\">–</b></span>\
-         <span class=\"keys\">keys <b id=\"m-keys\">–</b></span></p>\
+         <span class=\"keys\">keys <b id=\"m-keys\">–</b></span>\
+         <span class=\"lat\">p99 latency at the endpoint <b id=\"m-lat\">–</b></span></p>\
          <svg id=\"chart\" viewBox=\"0 0 600 160\" preserveAspectRatio=\"none\" \
          data-url=\"/api/v1/clusters/{name}/metrics\" role=\"img\" \
-         aria-label=\"ops per second, memory and keys over the last minutes\"></svg></section>"
+         aria-label=\"ops per second, memory, keys and p99 latency over the last minutes\"></svg></section>"
     );
     if may(session, Role::Operator) {
         out.push_str(&actions(s, session));

@@ -40,6 +40,10 @@ pub struct App {
     pub jobs: Jobs,
     /// The audit trail.
     pub auditor: Auditor,
+    /// Each cluster's last proxy latency histogram, so a metrics reading reports the window
+    /// since the one before.
+    pub latency:
+        std::sync::Mutex<std::collections::HashMap<String, cinnabar_local::load::LatencyHistogram>>,
 }
 
 impl App {
@@ -123,6 +127,7 @@ impl Console {
             sessions: Sessions::default(),
             jobs: Jobs::default(),
             auditor,
+            latency: std::sync::Mutex::default(),
         });
         let (stop, stopped) = watch::channel(false);
         let task = tokio::spawn(accept(listener, Arc::clone(&app), stopped));
