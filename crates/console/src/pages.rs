@@ -216,7 +216,12 @@ fn list_body(session: Option<&Session>, items: &[crate::api::ListItem]) -> Strin
     }
     out.push_str("</div><div data-live id=\"cluster-list\">");
     if items.is_empty() {
-        out.push_str("<p class=\"empty\">No clusters yet.</p>");
+        out.push_str(if may(session, Role::Operator) {
+            "<p class=\"empty\">No clusters yet: create one with <b>New cluster</b>; it is \
+             ready in seconds.</p>"
+        } else {
+            "<p class=\"empty\">No clusters yet.</p>"
+        });
     } else {
         out.push_str(
             "<table><thead><tr><th>Name</th><th>Topology</th><th>Shape</th><th>Health</th>\
@@ -320,13 +325,27 @@ fn cluster_body(
         "<div class=\"title\"><h1>{name}</h1></div>\
          <div data-live id=\"cluster-live\">\
          <p>{badge} <span id=\"verdict\">{verdict}</span></p>\
-         <dl class=\"facts\"><dt>Endpoint</dt><dd><code>{endpoint}</code></dd>\
+         <dl class=\"facts\"><dt>Endpoint</dt><dd><code>{endpoint}</code> — {how}: \
+         <code>redis-cli{c} -h {host} -p {port}</code></dd>\
          <dt>Topology</dt><dd>{topology}</dd><dt>Shape</dt><dd id=\"shape\">{m}×{r}</dd>\
          <dt>Memory</dt><dd>{memory}</dd><dt>Server</dt><dd>{server}</dd>\
          <dt>Slots covered</dt><dd>{slots}</dd><dt>In progress</dt><dd>{operation}</dd></dl>",
         badge = health_badge(s),
         verdict = e(&s.verdict),
         endpoint = e(&s.endpoint),
+        // Without a proxy (`up --no-proxy`) the endpoint is a node: cluster-mode clients only.
+        how = if detail.status.proxy.is_some() {
+            "any Redis client, no cluster mode needed"
+        } else {
+            "cluster-mode clients"
+        },
+        c = if detail.status.proxy.is_some() {
+            ""
+        } else {
+            " -c"
+        },
+        host = e(s.endpoint.rsplit_once(':').map_or("127.0.0.1", |(h, _)| h)),
+        port = e(s.endpoint.rsplit_once(':').map_or("", |(_, p)| p)),
         topology = e(&s.topology),
         m = s.masters,
         r = s.replicas,

@@ -12,7 +12,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full, Limited};
 use hyper::body::Incoming;
 use hyper::{Request, Response};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -27,6 +27,8 @@ use crate::{ConsoleConfig, api, pages, routes};
 
 /// Largest request body accepted (forms and JSON are small).
 const MAX_BODY: usize = 64 * 1024;
+/// How long a client may take to send a request's head.
+const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// What every request handler reads.
 pub struct App {
@@ -176,7 +178,10 @@ async fn accept(listener: TcpListener, app: Arc<App>, mut stopped: watch::Receiv
                 let app = Arc::clone(&app);
                 async move { Ok::<_, Infallible>(respond(&app, client, request).await) }
             });
+            // A client that dribbles its request head is cut off instead of holding a task.
             if let Err(e) = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT)
                 .serve_connection(TokioIo::new(stream), service)
                 .await
             {
