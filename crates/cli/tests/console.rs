@@ -1,5 +1,5 @@
 //! `cinnabar console` end to end, against real clusters it creates with `cinnabar up`: the JSON
-//! API (logins, roles, CSRF, create, read, backup, restore, refusals, delete, audit) over HTTP,
+//! API (logins, roles, CSRF, create, read, failover, backup, restore, refusals, delete, audit),
 //! and the whole console in a real browser (`crates/console/browser/console.test.mjs`: Debian's chromium
 //! driven by playwright-core).
 //!
@@ -223,8 +223,7 @@ fn sha256_hex(text: &str) -> String {
 }
 
 #[test]
-fn the_api_creates_backs_up_restores_and_deletes_clusters_and_refuses_what_a_role_or_csrf_forbids()
-{
+fn the_api_operates_real_clusters_and_refuses_what_a_role_or_csrf_forbids() {
     let console = Console::start();
     assert_eq!(
         console.call("GET", "/api/v1/clusters", None, None).status,
@@ -318,6 +317,33 @@ fn the_api_creates_backs_up_restores_and_deletes_clusters_and_refuses_what_a_rol
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+
+    // A planned failover of shard 1: its replica becomes the master, the cluster stays healthy.
+    let shard_master = |detail: &Value, slot: &str| {
+        detail["status"]["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| {
+                n["role"] == "master" && n["slots"][0].as_str().unwrap_or("").starts_with(slot)
+            })
+            .map(|n| n["address"].as_str().unwrap().to_owned())
+    };
+    let before = shard_master(&detail, "5461");
+    let failover = console.call(
+        "POST",
+        "/api/v1/clusters/api/failover",
+        Some(&admin),
+        Some(&json!({"shard": 1})),
+    );
+    assert_eq!(failover.status, 202, "{}", failover.json);
+    let job = console.wait_job(&admin, &failover.json["job"], Duration::from_secs(60));
+    assert_eq!(job["state"], "succeeded", "{job}");
+    let after = console
+        .call("GET", "/api/v1/clusters/api", Some(&viewer), None)
+        .json;
+    assert!(before.is_some());
+    assert_ne!(shard_master(&after, "5461"), before, "{after}");
 
     // Back up now, list it, and restore it into a new cluster of another shape.
     let backup = console.call("POST", "/api/v1/clusters/api/backups", Some(&admin), None);
