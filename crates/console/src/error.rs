@@ -23,6 +23,9 @@ pub enum ConsoleError {
     /// The users file is unreadable or invalid.
     #[error("users file: {0}")]
     Users(String),
+    /// No Kubernetes configuration (kubeconfig or in-cluster) for `--kubernetes`.
+    #[error("kubernetes: {0}")]
+    Kubernetes(String),
     /// The audit trail cannot be opened.
     #[error("audit trail: {0}")]
     Audit(#[from] cinnabar_audit::AuditError),

@@ -17,6 +17,7 @@ pub mod clusters;
 pub mod error;
 pub mod http;
 pub mod jobs;
+pub mod kubernetes;
 pub mod pages;
 pub mod routes;
 pub mod server;
