@@ -1,5 +1,5 @@
-//! `cinnabar console --listen HOST:PORT --root DIR --users FILE`: serves the web console and
-//! its JSON API (`cinnabar-console`) until Ctrl-C. Wiring only: the console's actions run this
+//! `cinnabar console --listen HOST:PORT --root DIR` (or `--kubernetes [--namespace NS]`):
+//! serves the web console and its JSON API (`cinnabar-console`) until Ctrl-C. Wiring only: the console's actions run this
 //! same binary's subcommands, so it needs to know where the binary is.
 
 use std::net::SocketAddr;
@@ -16,9 +16,17 @@ pub(crate) struct ConsoleArgs {
     #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
     /// The state root: each subdirectory is one cluster (`cinnabar up --dir ROOT/NAME`);
-    /// created clusters go there too
-    #[arg(long, value_name = "DIR")]
-    root: PathBuf,
+    /// created clusters go there too. With --kubernetes, only where the users file and the
+    /// audit trail are by default [default with --kubernetes: the current directory]
+    #[arg(long, value_name = "DIR", required_unless_present = "kubernetes")]
+    root: Option<PathBuf>,
+    /// Show the RedisCluster resources of a namespace instead (kubeconfig or in-cluster
+    /// credentials): read-only, but for scale, which edits the resource's spec
+    #[arg(long)]
+    kubernetes: bool,
+    /// With --kubernetes: the namespace [default: the kubeconfig context's, or the pod's]
+    #[arg(long, value_name = "NS", requires = "kubernetes")]
+    namespace: Option<String>,
     /// Users file, in the proxy's users_file format ([[users]] with name, password_sha256 and
     /// role viewer | operator | admin; the proxy's readonly and readwrite count as viewer and
     /// operator) [default: ROOT/console-users.toml, created on the first start with an admin
@@ -57,8 +65,9 @@ fn parse_ports(text: &str) -> Result<cinnabar_console::actions::PortRange, Strin
 
 /// Runs the console until Ctrl-C or SIGTERM.
 pub(crate) fn run(args: &ConsoleArgs) -> Result<()> {
-    let root = std::path::absolute(&args.root)
-        .with_context(|| format!("resolving {}", args.root.display()))?;
+    let root = args.root.clone().unwrap_or_else(|| PathBuf::from("."));
+    let root =
+        std::path::absolute(&root).with_context(|| format!("resolving {}", root.display()))?;
     if !root.is_dir() {
         bail!(
             "{} is not a directory: create it (the console puts new clusters there)",
@@ -88,6 +97,9 @@ pub(crate) fn run(args: &ConsoleArgs) -> Result<()> {
         ports: args.ports,
         backup_to: args.backup_to.clone(),
         redis_server: args.redis_server.clone(),
+        kubernetes: args.kubernetes.then(|| cinnabar_console::KubernetesConfig {
+            namespace: args.namespace.clone(),
+        }),
         root,
     };
     // A few threads: status reads block on node answers, and several browsers poll at once.

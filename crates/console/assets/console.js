@@ -120,7 +120,15 @@
           location.href = `/clusters/${encodeURIComponent(body.name)}`;
           return;
         }
-        watchJob(reply.job);
+        if (reply && reply.job) {
+          watchJob(reply.job);
+        } else if (panel) {
+          // Kubernetes mode: a spec edit, carried out by the operator; the page follows it.
+          panel.hidden = false;
+          setText('job-title', '');
+          setText('job-state', (reply && reply.message) || 'done');
+          refreshLive();
+        }
       } catch (failure) {
         if (error) { error.hidden = false; error.textContent = failure.message; }
         else if (panel) { panel.hidden = false; setText('job-state', failure.message); }

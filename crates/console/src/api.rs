@@ -53,6 +53,73 @@ pub struct ListItem {
 /// # Errors
 /// Whatever the route's read or action refuses, as [`ApiError`].
 pub async fn handle(app: &Arc<App>, call: &Call) -> Result<Reply, ApiError> {
+    match (&app.kube, call.route.handler) {
+        (
+            Some(_),
+            Handler::ApiSession
+            | Handler::ApiLogin
+            | Handler::ApiLogout
+            | Handler::ApiJobs
+            | Handler::ApiJob
+            | Handler::ApiOpenapi,
+        )
+        | (None, _) => handle_local(app, call).await,
+        (Some(kube), _) => handle_kubernetes(app, kube, call).await,
+    }
+}
+
+/// Kubernetes mode: the list, one resource, and scale; nothing else.
+async fn handle_kubernetes(
+    app: &Arc<App>,
+    kube: &crate::kubernetes::KubeClusters,
+    call: &Call,
+) -> Result<Reply, ApiError> {
+    let name = call.params.first().map_or("", String::as_str);
+    match call.route.handler {
+        Handler::ApiClusters => Ok(Reply::json(200, &kube.list().await?)),
+        Handler::ApiCluster => Ok(Reply::json(200, &kube.get(name).await?)),
+        Handler::ApiScale => {
+            let request: ScaleRequest = json_body(&call.body)?;
+            kube_scale(app, kube, call, name, &request).await?;
+            Ok(Reply::json(
+                200,
+                &serde_json::json!({
+                    "patched": name,
+                    "message": "spec updated: the operator scales the cluster (watch its Progressing condition)",
+                }),
+            ))
+        }
+        _ => Err(ApiError::BadRequest(
+            "not in Kubernetes mode: there the console lists RedisClusters and scales them; use \
+             kubectl and the operator for the rest"
+                .to_owned(),
+        )),
+    }
+}
+
+/// Scales a `RedisCluster` (a spec edit) and audits it.
+///
+/// # Errors
+/// As [`crate::kubernetes::KubeClusters::scale`].
+pub async fn kube_scale(
+    app: &App,
+    kube: &crate::kubernetes::KubeClusters,
+    call: &Call,
+    name: &str,
+    request: &ScaleRequest,
+) -> Result<(), ApiError> {
+    let session = call.session.as_ref().ok_or(ApiError::Unauthorized)?;
+    let outcome = kube.scale(name, request.masters, request.replicas).await;
+    let (result, error) = match &outcome {
+        Ok(()) => (Outcome::Ok, None),
+        Err(e) => (Outcome::Error, Some(e.to_string())),
+    };
+    app.audit(call.client, &session.user, "scale", name, result, error);
+    outcome
+}
+
+/// The local platform: the clusters under the root.
+async fn handle_local(app: &Arc<App>, call: &Call) -> Result<Reply, ApiError> {
     let param = |i: usize| call.params.get(i).map_or("", String::as_str);
     match call.route.handler {
         Handler::ApiSession => Ok(Reply::json(200, &call.session)),

@@ -2,6 +2,9 @@
 //! watches one, creates one and operates it (scale, failover, drill, backup) from a browser or
 //! a script, on the local platform (`--root DIR`, each subdirectory a `cinnabar up` directory).
 //!
+//! On Kubernetes (`--kubernetes`, see `kubernetes`) it lists the RedisCluster resources of a
+//! namespace and scales them by editing their spec; the operator does the rest.
+//!
 //! It has no Redis logic of its own and must never grow any: reads go through the same library
 //! calls as `cinnabar status --json` (`cinnabar-local`), and every action runs the very
 //! `cinnabar` subcommand a person would type (see `actions` and `jobs`), so the console cannot
@@ -49,4 +52,14 @@ pub struct ConsoleConfig {
     pub backup_to: Option<String>,
     /// The redis-server (or valkey-server) binary for new clusters; default: found on PATH.
     pub redis_server: Option<PathBuf>,
+    /// Kubernetes mode: RedisCluster resources instead of the clusters under `root` (which
+    /// then only holds the users file and the audit trail by default).
+    pub kubernetes: Option<KubernetesConfig>,
+}
+
+/// Kubernetes mode's settings.
+#[derive(Debug, Clone, Default)]
+pub struct KubernetesConfig {
+    /// The namespace shown; default: the client's (kubeconfig context or the pod's).
+    pub namespace: Option<String>,
 }

@@ -29,6 +29,27 @@ const JS: &str = include_str!("../assets/console.js");
 pub async fn handle(app: &Arc<App>, call: &Call) -> Result<Reply, ApiError> {
     let param = |i: usize| call.params.get(i).map_or("", String::as_str);
     let session = call.session.as_ref();
+    if let Some(kube) = &app.kube {
+        match call.route.handler {
+            Handler::ListPage => {
+                let body = kube_list_body(kube.namespace(), &kube.list().await?);
+                return Ok(Reply::html(layout("RedisClusters", session, &body)));
+            }
+            Handler::ClusterPage => {
+                let cluster = kube.get(param(0)).await?;
+                let body = kube_cluster_body(session, &cluster);
+                return Ok(Reply::html(layout(&cluster.name, session, &body)));
+            }
+            Handler::NewClusterPage | Handler::DrillPage => {
+                return Err(ApiError::BadRequest(
+                    "in Kubernetes mode the console lists RedisClusters and scales them; create \
+                     one with kubectl apply (examples/redis-cluster-small.yaml)"
+                        .to_owned(),
+                ));
+            }
+            _ => {}
+        }
+    }
     match call.route.handler {
         Handler::Css => Ok(Reply::asset("text/css; charset=utf-8", CSS)),
         Handler::Js => Ok(Reply::asset("text/javascript; charset=utf-8", JS)),
@@ -573,6 +594,122 @@ fn refusals_section(refusals: &[clusters::Refusal]) -> String {
         out.push_str("</tbody></table>");
     }
     out.push_str("</section>");
+    out
+}
+
+fn kube_list_body(namespace: &str, clusters: &[crate::kubernetes::KubeSummary]) -> String {
+    let mut out = format!(
+        "<div class=\"title\"><h1>RedisClusters in {}</h1></div><div data-live id=\"cluster-list\">",
+        e(namespace)
+    );
+    if clusters.is_empty() {
+        out.push_str("<p class=\"empty\">No RedisCluster in this namespace.</p>");
+    } else {
+        out.push_str(
+            "<table><thead><tr><th>Name</th><th>Shape</th><th>Ready</th><th>Spec seen</th>\
+             <th>In progress</th><th>Conditions</th></tr></thead><tbody>",
+        );
+        for c in clusters {
+            let conditions: Vec<String> = c
+                .conditions
+                .iter()
+                .map(|c| format!("{}={}", c.kind, c.status))
+                .collect();
+            let _ = write!(
+                out,
+                "<tr data-cluster=\"{name}\"><td><a href=\"/clusters/{name}\">{name}</a></td>\
+                 <td>{}×{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                c.shards,
+                c.replicas_per_shard,
+                kube_badge(c.ready),
+                if c.up_to_date { "yes" } else { "not yet" },
+                e(c.operation.as_deref().unwrap_or("")),
+                e(&conditions.join(" ")),
+                name = e(&c.name),
+            );
+        }
+        out.push_str("</tbody></table>");
+    }
+    out.push_str("</div>");
+    out
+}
+
+fn kube_badge(ready: bool) -> &'static str {
+    if ready {
+        "<span class=\"badge ok\" data-health=\"healthy\">ready</span>"
+    } else {
+        "<span class=\"badge bad\" data-health=\"unhealthy\">not ready</span>"
+    }
+}
+
+fn kube_cluster_body(session: Option<&Session>, c: &crate::kubernetes::KubeSummary) -> String {
+    let name = e(&c.name);
+    let mut out = format!(
+        "<div class=\"title\"><h1>{name}</h1></div><div data-live id=\"cluster-live\">\
+         <p>{}</p><dl class=\"facts\"><dt>Namespace</dt><dd>{}</dd>\
+         <dt>Shape</dt><dd id=\"shape\">{}×{}</dd><dt>Spec seen by the operator</dt><dd>{}</dd>\
+         <dt>In progress</dt><dd>{}</dd></dl>\
+         <table id=\"conditions\"><thead><tr><th>Condition</th><th>Status</th><th>Reason</th>\
+         <th>Message</th></tr></thead><tbody>",
+        kube_badge(c.ready),
+        e(&c.namespace),
+        c.shards,
+        c.replicas_per_shard,
+        if c.up_to_date { "yes" } else { "not yet" },
+        e(c.operation.as_deref().unwrap_or("–")),
+    );
+    for condition in &c.conditions {
+        let _ = write!(
+            out,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            e(&condition.kind),
+            e(&condition.status),
+            e(&condition.reason),
+            e(&condition.message)
+        );
+    }
+    out.push_str(
+        "</tbody></table><table id=\"nodes\"><thead><tr><th>Shard</th><th>Master pod</th>\
+         <th>Replica pods</th><th>Slots</th><th>Lag (bytes)</th></tr></thead><tbody>",
+    );
+    let text = |v: &serde_json::Value| match v {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Null => String::new(),
+        serde_json::Value::Array(items) => items
+            .iter()
+            .filter_map(serde_json::Value::as_str)
+            .collect::<Vec<_>>()
+            .join(" "),
+        other => other.to_string(),
+    };
+    for (i, shard) in c.shard_status.as_array().into_iter().flatten().enumerate() {
+        let _ = write!(
+            out,
+            "<tr><td>{i}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            e(&text(&shard["masterPod"])),
+            e(&text(&shard["replicaPods"])),
+            e(&text(&shard["slots"])),
+            e(&text(&shard["replicationLagBytes"])),
+        );
+    }
+    out.push_str("</tbody></table></div>");
+    if may(session, Role::Operator) {
+        let _ = write!(
+            out,
+            "<section class=\"card\" id=\"actions\"><h2>Actions</h2>\
+             <form class=\"action\" id=\"scale\" data-url=\"/api/v1/clusters/{name}/scale\" \
+             data-confirm=\"Change {name}'s spec? The operator then adds or removes shards, moving slots.\">\
+             <label>Shards <input name=\"masters\" type=\"number\" min=\"1\" max=\"1000\" value=\"{}\"></label>\
+             <label>Replicas <input name=\"replicas\" type=\"number\" min=\"0\" max=\"5\" value=\"{}\"></label>\
+             <button type=\"submit\">Scale</button></form>\
+             <p class=\"hint\">On Kubernetes the console edits the RedisCluster's spec; the \
+             operator carries the change out. Other operations: kubectl and the operator.</p>\
+             </section>{}",
+            c.shards,
+            c.replicas_per_shard,
+            job_panel(None, false),
+        );
+    }
     out
 }
 

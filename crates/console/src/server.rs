@@ -42,6 +42,8 @@ pub struct App {
     pub jobs: Jobs,
     /// The audit trail.
     pub auditor: Auditor,
+    /// Kubernetes mode's resources, when on.
+    pub kube: Option<crate::kubernetes::KubeClusters>,
     /// Each cluster's last proxy latency histogram, so a metrics reading reports the window
     /// since the one before.
     pub latency:
@@ -112,6 +114,10 @@ impl Console {
             output: AuditOutput::File(config.audit_file.clone()),
             ..AuditConfig::default()
         })?;
+        let kube = match &config.kubernetes {
+            Some(k) => Some(crate::kubernetes::KubeClusters::connect(k.namespace.clone()).await?),
+            None => None,
+        };
         let listener =
             TcpListener::bind(config.listen)
                 .await
@@ -129,6 +135,7 @@ impl Console {
             sessions: Sessions::default(),
             jobs: Jobs::default(),
             auditor,
+            kube,
             latency: std::sync::Mutex::default(),
         });
         let (stop, stopped) = watch::channel(false);
