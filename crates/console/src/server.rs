@@ -106,6 +106,21 @@ impl Console {
     /// [`ConsoleError`] when the root is missing, the users file invalid, the audit file
     /// unopenable or the address taken.
     pub async fn start(config: ConsoleConfig) -> Result<(Console, Vec<String>), ConsoleError> {
+        let kube = match &config.kubernetes {
+            Some(k) => Some(crate::kubernetes::KubeClusters::connect(k.namespace.clone()).await?),
+            None => None,
+        };
+        Console::start_with(config, kube).await
+    }
+
+    /// [`Console::start`] with the Kubernetes resources given (tests pass a mock API server's).
+    ///
+    /// # Errors
+    /// As [`Console::start`].
+    pub async fn start_with(
+        config: ConsoleConfig,
+        kube: Option<crate::kubernetes::KubeClusters>,
+    ) -> Result<(Console, Vec<String>), ConsoleError> {
         if !config.root.is_dir() {
             return Err(ConsoleError::Root(config.root.clone()));
         }
@@ -114,10 +129,6 @@ impl Console {
             output: AuditOutput::File(config.audit_file.clone()),
             ..AuditConfig::default()
         })?;
-        let kube = match &config.kubernetes {
-            Some(k) => Some(crate::kubernetes::KubeClusters::connect(k.namespace.clone()).await?),
-            None => None,
-        };
         let listener =
             TcpListener::bind(config.listen)
                 .await
