@@ -204,9 +204,7 @@ async fn handle_local(app: &Arc<App>, call: &Call) -> Result<Reply, ApiError> {
         }
         Handler::ApiTimeline => {
             let path = drill_file(app, param(0), param(1), "timeline.svg")?;
-            let mut reply = Reply::html(read(&path)?);
-            reply.content_type = "image/svg+xml";
-            Ok(reply)
+            Ok(Reply::svg(read(&path)?))
         }
         Handler::ApiBackup => {
             let dir = clusters::dir_of(&app.config.root, param(0))?;
@@ -477,6 +475,10 @@ fn drill_file(app: &App, name: &str, id: &str, file: &str) -> Result<std::path::
 }
 
 fn read(path: &std::path::Path) -> Result<String, ApiError> {
-    std::fs::read_to_string(path)
-        .map_err(|_| ApiError::NotFound(format!("{} is not there (yet)", path.display())))
+    std::fs::read_to_string(path).map_err(|_| {
+        let file = path
+            .file_name()
+            .map_or_else(String::new, |f| f.to_string_lossy().into_owned());
+        ApiError::NotFound(format!("{file} is not there (yet)"))
+    })
 }

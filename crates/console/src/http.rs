@@ -53,6 +53,16 @@ impl Reply {
         }
     }
 
+    /// 200 with an SVG picture (a drill's timeline, made by `cinnabar-drill`).
+    pub fn svg(body: String) -> Reply {
+        Reply {
+            status: 200,
+            content_type: "image/svg+xml",
+            headers: Vec::new(),
+            body: Bytes::from(body),
+        }
+    }
+
     /// 200 with static bytes of `content_type`.
     pub fn asset(content_type: &'static str, body: &'static str) -> Reply {
         Reply {
