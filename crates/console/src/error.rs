@@ -26,6 +26,14 @@ pub enum ConsoleError {
     /// No Kubernetes configuration (kubeconfig or in-cluster) for `--kubernetes`.
     #[error("kubernetes: {0}")]
     Kubernetes(String),
+    /// The jobs folder cannot be created.
+    #[error("jobs folder {path}: {source}")]
+    Jobs {
+        /// The folder.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
     /// The audit trail cannot be opened.
     #[error("audit trail: {0}")]
     Audit(#[from] cinnabar_audit::AuditError),

@@ -125,6 +125,11 @@ impl Console {
             return Err(ConsoleError::Root(config.root.clone()));
         }
         let (users, warnings) = Users::load(&config.users_file)?;
+        let jobs_dir = config.root.join(".console-jobs");
+        let jobs = Jobs::open(&jobs_dir).map_err(|source| ConsoleError::Jobs {
+            path: jobs_dir.clone(),
+            source,
+        })?;
         let auditor = Auditor::start(AuditConfig {
             output: AuditOutput::File(config.audit_file.clone()),
             ..AuditConfig::default()
@@ -144,7 +149,7 @@ impl Console {
             config,
             users,
             sessions: Sessions::default(),
-            jobs: Jobs::default(),
+            jobs,
             auditor,
             kube,
             latency: std::sync::Mutex::default(),
