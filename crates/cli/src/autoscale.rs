@@ -11,8 +11,8 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
+use cinnabar_cluster::Timeouts;
 use cinnabar_cluster::autoscale::{AutoscalePolicy, Decision, ShardLoad, decide};
-use cinnabar_cluster::{NodeClient, Timeouts};
 use cinnabar_local::LocalPlatform;
 use clap::Args;
 
@@ -142,21 +142,9 @@ fn last_scaled(path: &std::path::Path) -> Option<Instant> {
 /// What each master reports now.
 async fn loads(platform: &LocalPlatform) -> Result<Vec<ShardLoad>> {
     let observed = crate::operations::observation(platform).await?;
-    let mut loads = Vec::new();
-    for shard in observed.shards() {
-        let mut client = NodeClient::connect(&shard.master, Timeouts::default())
-            .await
-            .with_context(|| format!("asking master {} for its load", shard.master))?;
-        let memory = client.info("memory").await?;
-        let stats = client.info("stats").await?;
-        loads.push(ShardLoad {
-            master: shard.master.to_string(),
-            used_memory: memory.get_u64("used_memory").unwrap_or(0),
-            maxmemory: memory.get_u64("maxmemory").unwrap_or(0),
-            ops_per_sec: stats.get_u64("instantaneous_ops_per_sec").unwrap_or(0),
-        });
-    }
-    Ok(loads)
+    cinnabar_cluster::autoscale::read_loads(&observed, Timeouts::default(), None)
+        .await
+        .context("asking the masters for their load")
 }
 
 /// Prints one decision and appends it to the log.
