@@ -1,13 +1,13 @@
 //! The online backend switch: the proxy starts serving another cluster (a migration's target)
 //! while its clients stay connected, without losing an acknowledged write.
 //!
-//! The sequence, run by [`switch`] (from `ProxyHandle::switch_backend` or the admin listener's
+//! The sequence, run by `switch` (from `ProxyHandle::switch_backend` or the admin listener's
 //! `POST /backend/switch`):
 //!
 //! 1. **Pre-flight**, before any client waits: the target answers with a table covering every
 //!    slot, the catch-up source (a sync's `/offsets`) answers and follows every source master.
 //!    A failure here refuses the switch and nobody noticed anything.
-//! 2. **Hold**: the [`Gate`] closes. Sessions stop parsing (requests stay in their input
+//! 2. **Hold**: the `Gate` closes. Sessions stop parsing (requests stay in their input
 //!    buffers, read but not handled); each worker acknowledges once every request handed to a
 //!    backend before the hold is answered, and releases its clients blocked in BLPOP & co. with
 //!    `CLIENT UNBLOCK … TIMEOUT` (the node itself decides: a command that already took an
