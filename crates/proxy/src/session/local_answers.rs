@@ -387,6 +387,7 @@ impl Session {
             return;
         }
         self.db = db;
+        self.other_database = (db != 0).then(|| OtherDatabase::new(&self.worker.gate));
         self.local(b"+OK\r\n");
     }
 
@@ -439,5 +440,26 @@ impl Args for Skipped<'_, '_> {
 
     fn get(&self, index: usize) -> Option<&[u8]> {
         self.args.get(index + self.skip)
+    }
+}
+
+/// Counts, for a switch's report, the connections using a database other than 0: a cluster
+/// has none, so a switch from a Sentinel group to a cluster ends them (see `Session::handle`).
+#[derive(Debug)]
+pub(super) struct OtherDatabase(std::sync::Arc<crate::switch::Gate>);
+
+impl OtherDatabase {
+    fn new(gate: &std::sync::Arc<crate::switch::Gate>) -> Self {
+        gate.other_database
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Self(std::sync::Arc::clone(gate))
+    }
+}
+
+impl Drop for OtherDatabase {
+    fn drop(&mut self) {
+        self.0
+            .other_database
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
 }
