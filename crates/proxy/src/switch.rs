@@ -26,6 +26,11 @@
 //! closes; client libraries reconnect and subscribe again, now on the target), and a WATCH
 //! taken on the source makes the following EXEC return a null reply, exactly as if a watched
 //! key had changed, which every client library's optimistic-transaction loop retries.
+//!
+//! From a Sentinel group to a cluster, the key router stops putting every key in one slot at
+//! the flip. A connection in another database than 0 is closed with the reason at its next
+//! request (a cluster has no other database, and it was not copied), and a transaction queued
+//! across the flip is discarded with `EXECABORT` (its keys may span slots now).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
