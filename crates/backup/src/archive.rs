@@ -23,7 +23,8 @@
 //!   source can no longer continue (its backlog moved on), the generation ends and a new one
 //!   starts with a fresh base.
 //! - A quiet shard still uploads an empty segment every 10 s, so the archive shows how far its
-//!   coverage reaches.
+//!   coverage reaches; and every shard uploads one right after its base, so a generation is
+//!   an archive's (and chosen by a restore to a later time) from its start.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
@@ -509,7 +510,11 @@ fn follow_shard(
             scope.spawn(move || upload_segments(store, &segments, &failure))
         };
         let uploads = SegmentQueue { queue, failure };
-        let segmenter = Segmenter::new(uploads, request, base, index, &start, stop, failed);
+        let mut segmenter = Segmenter::new(uploads, request, base, index, &start, stop, failed);
+        // An empty first segment at once: the base is known as an archive's from now on (a
+        // restore to a later time picks this generation and waits for it, instead of choosing
+        // an older one that stops before this base), and its coverage starts at the base.
+        segmenter.cut(true)?;
         let streamed = stream_shard(request, index, shard, auth, stop, client, segmenter);
         // The segmenter (and with it the queue) is gone: the uploader finishes what is queued.
         let uploaded = uploader.join().unwrap_or_else(|_| {
@@ -600,8 +605,11 @@ fn stream_shard(
     segmenter.applied = Some(client.applied_offset());
     loop {
         let streamed = client.stream(&mut segmenter);
-        let stopping = streamed.is_ok() && segmenter.stopping();
-        segmenter.cut(stopping)?;
+        // A stop, and a broken stream too, upload what arrived even when it is nothing: the
+        // coverage then reaches the moment the stream ended (when the source died, that is
+        // the failure), and a resumed stream's next segment replaces an empty one.
+        let ended = streamed.is_err() || segmenter.stopping();
+        segmenter.cut(ended)?;
         if let Some(error) = segmenter.error.take() {
             return Err(error);
         }
