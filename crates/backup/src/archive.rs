@@ -23,16 +23,17 @@
 //!   source can no longer continue (its backlog moved on), the generation ends and a new one
 //!   starts with a fresh base.
 //! - A quiet shard still uploads an empty segment every 10 s, so the archive shows how far its
-//!   coverage reaches.
+//!   coverage reaches; and every shard uploads one right after its base, so a generation is
+//!   an archive's (and chosen by a restore to a later time) from its start.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, mpsc};
+use std::sync::{Arc, Mutex, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use cinnabar_replication::checkpoint::Checkpoint;
 use cinnabar_replication::client::{
-    Auth, CommandSink, Flow, ItemKind, ReplicationClient, Start, StreamItem,
+    AppliedOffset, Auth, CommandSink, Flow, ItemKind, ReplicationClient, Start, StreamItem,
 };
 use cinnabar_replication::verify::Endpoint;
 use cinnabar_replication::{Event, SinkError};
@@ -489,7 +490,7 @@ fn follow_shard(
     failed: &AtomicBool,
     base_sent: mpsc::Sender<(usize, ShardBackup)>,
 ) -> Result<(), BackupError> {
-    let ((mut client, start), backup) =
+    let ((client, start), backup) =
         copy_shard(store, base, index, shard, auth, |connected, sink, copy| {
             let (client, start) = connected.psync_copying(None, sink, copy)?;
             let rdb_version = match &start {
@@ -501,12 +502,114 @@ fn follow_shard(
         })?;
     let _ = base_sent.send((index, backup));
     drop(base_sent);
-    let mut segmenter = Segmenter::new(store, request, base, index, &start, stop, failed);
+    thread::scope(|scope| {
+        let (queue, segments) = mpsc::sync_channel(UPLOAD_QUEUE);
+        let failure = Arc::new(Mutex::new(None));
+        let uploader = {
+            let failure = Arc::clone(&failure);
+            scope.spawn(move || upload_segments(store, &segments, &failure))
+        };
+        let uploads = SegmentQueue { queue, failure };
+        let mut segmenter = Segmenter::new(uploads, request, base, index, &start, stop, failed);
+        // An empty first segment at once: the base is known as an archive's from now on (a
+        // restore to a later time picks this generation and waits for it, instead of choosing
+        // an older one that stops before this base), and its coverage starts at the base.
+        segmenter.cut(true)?;
+        let streamed = stream_shard(request, index, shard, auth, stop, client, segmenter);
+        // The segmenter (and with it the queue) is gone: the uploader finishes what is queued.
+        let uploaded = uploader.join().unwrap_or_else(|_| {
+            Err(BackupError::Invalid(
+                "a segment upload thread panicked".to_owned(),
+            ))
+        });
+        streamed.and(uploaded)
+    })
+}
+
+/// Segments waiting for the uploader; a short queue, so a store slower than the stream makes
+/// the stream wait instead of memory grow.
+const UPLOAD_QUEUE: usize = 4;
+
+/// One segment on its way to the store.
+struct SegmentUpload {
+    path: String,
+    bytes: Vec<u8>,
+    /// The stream offset the segment ends at: acknowledged to the source once it is stored.
+    end: u64,
+    applied: Option<AppliedOffset>,
+}
+
+/// The stream thread's end of a shard's uploads.
+struct SegmentQueue {
+    queue: mpsc::SyncSender<SegmentUpload>,
+    /// The first failed upload; later segments are not uploaded (they would leave a gap).
+    failure: Arc<Mutex<Option<BackupError>>>,
+}
+
+impl SegmentQueue {
+    fn failed(&self) -> Option<BackupError> {
+        self.failure
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+    }
+
+    fn send(&self, upload: SegmentUpload) -> Result<(), BackupError> {
+        if let Some(error) = self.failed() {
+            return Err(error);
+        }
+        self.queue.send(upload).map_err(|_| {
+            self.failed()
+                .unwrap_or_else(|| BackupError::Archive("the segment uploader stopped".to_owned()))
+        })
+    }
+}
+
+/// Uploads a shard's segments in order, on its own thread: reading (and stamping) the stream
+/// goes on while an upload runs, so a stamp trails its write by a replica's lag, not by an
+/// upload. A segment is acknowledged to the source only once stored.
+fn upload_segments(
+    store: &Store,
+    segments: &mpsc::Receiver<SegmentUpload>,
+    failure: &Mutex<Option<BackupError>>,
+) -> Result<(), BackupError> {
+    for segment in segments {
+        if let Err(error) = store.put(&segment.path, segment.bytes) {
+            let message = error.to_string();
+            *failure
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(error);
+            // Nothing after a missing segment may be stored: drop the rest of the queue.
+            return Err(BackupError::Archive(format!(
+                "uploading {}: {message}",
+                segment.path
+            )));
+        }
+        if let Some(applied) = &segment.applied {
+            applied.advance_to(segment.end);
+        }
+    }
+    Ok(())
+}
+
+/// Archives a shard's stream until a stop, resuming after broken connections.
+fn stream_shard(
+    request: &ArchiveRequest,
+    index: usize,
+    shard: &ShardSource,
+    auth: &Auth,
+    stop: &AtomicBool,
+    mut client: ReplicationClient,
+    mut segmenter: Segmenter<'_>,
+) -> Result<(), BackupError> {
     segmenter.applied = Some(client.applied_offset());
     loop {
         let streamed = client.stream(&mut segmenter);
-        let stopping = streamed.is_ok() && segmenter.stopping();
-        segmenter.cut(stopping)?;
+        // A stop, and a broken stream too, upload what arrived even when it is nothing: the
+        // coverage then reaches the moment the stream ended (when the source died, that is
+        // the failure), and a resumed stream's next segment replaces an empty one.
+        let ended = streamed.is_err() || segmenter.stopping();
+        segmenter.cut(ended)?;
         if let Some(error) = segmenter.error.take() {
             return Err(error);
         }
@@ -527,6 +630,14 @@ fn follow_shard(
     }
 }
 
+/// Why one reconnection attempt failed: worth another try, or the end of this generation.
+enum ResumeFailure {
+    /// The cluster is between owners or the node is down: try again shortly.
+    Transient(BackupError),
+    /// The source can no longer continue the stream.
+    Final(BackupError),
+}
+
 /// Reconnects to the shard that serves `shard`'s first slot and continues at `checkpoint`.
 fn resume(
     request: &ArchiveRequest,
@@ -542,44 +653,10 @@ fn resume(
                 "stopped while reconnecting".to_owned(),
             ));
         }
-        let attempt = find_shards(&request.source).and_then(|(shards, _)| {
-            let now = shards
-                .into_iter()
-                .find(|s| {
-                    s.slots
-                        .iter()
-                        .any(|r| r[0] <= shard.slots[0][0] && shard.slots[0][0] <= r[1])
-                })
-                .ok_or_else(|| {
-                    BackupError::Archive("the shard's slots are not served".to_owned())
-                })?;
-            let connected = ReplicationClient::connect(&now.read_from, auth, client_options())
-                .map_err(|e| BackupError::Source {
-                    addr: now.read_from.clone(),
-                    message: e.to_string(),
-                })?;
-            let mut ignore = |_: Event| -> Result<(), SinkError> { Ok(()) };
-            let (client, start) = connected
-                .psync(Some(checkpoint), &mut ignore)
-                .map_err(|e| BackupError::Source {
-                    addr: now.read_from.clone(),
-                    message: e.to_string(),
-                })?;
-            if start.is_full() {
-                // The source could not continue: this generation ends here.
-                return Err(BackupError::Archive(format!(
-                    "{} could not continue the stream at offset {}: a new base is needed",
-                    now.read_from, checkpoint.offset
-                )));
-            }
-            Ok(client)
-        });
-        match attempt {
+        match resume_once(request, shard, auth, checkpoint) {
             Ok(client) => return Ok(client),
-            Err(error @ BackupError::Archive(_)) if !error.to_string().contains("not served") => {
-                return Err(error);
-            }
-            Err(error) => {
+            Err(ResumeFailure::Final(error)) => return Err(error),
+            Err(ResumeFailure::Transient(error)) => {
                 eprintln!("archive: {error}; retrying in {pause:?}");
                 thread::sleep(pause);
                 pause = (pause * 2).min(Duration::from_secs(5));
@@ -588,9 +665,50 @@ fn resume(
     }
 }
 
+fn resume_once(
+    request: &ArchiveRequest,
+    shard: &ShardSource,
+    auth: &Auth,
+    checkpoint: &Checkpoint,
+) -> Result<ReplicationClient, ResumeFailure> {
+    let (shards, _) = find_shards(&request.source).map_err(ResumeFailure::Transient)?;
+    let first_slot = shard.slots[0][0];
+    let now = shards
+        .into_iter()
+        .find(|s| {
+            s.slots
+                .iter()
+                .any(|r| r[0] <= first_slot && first_slot <= r[1])
+        })
+        .ok_or_else(|| {
+            ResumeFailure::Transient(BackupError::Archive(format!(
+                "slot {first_slot} is not served by any node yet"
+            )))
+        })?;
+    let source_error = |e: &dyn std::fmt::Display| {
+        ResumeFailure::Transient(BackupError::Source {
+            addr: now.read_from.clone(),
+            message: e.to_string(),
+        })
+    };
+    let connected = ReplicationClient::connect(&now.read_from, auth, client_options())
+        .map_err(|e| source_error(&e))?;
+    let mut ignore = |_: Event| -> Result<(), SinkError> { Ok(()) };
+    let (client, start) = connected
+        .psync(Some(checkpoint), &mut ignore)
+        .map_err(|e| source_error(&e))?;
+    if start.is_full() {
+        return Err(ResumeFailure::Final(BackupError::Archive(format!(
+            "{} could not continue the stream at offset {}: a new base is needed",
+            now.read_from, checkpoint.offset
+        ))));
+    }
+    Ok(client)
+}
+
 /// Cuts a shard's stream into segments and uploads them.
 struct Segmenter<'a> {
-    store: &'a Store,
+    uploads: SegmentQueue,
     request: &'a ArchiveRequest,
     folder: String,
     stop: &'a AtomicBool,
@@ -617,7 +735,7 @@ struct Segmenter<'a> {
 
 impl<'a> Segmenter<'a> {
     fn new(
-        store: &'a Store,
+        uploads: SegmentQueue,
         request: &'a ArchiveRequest,
         base: &str,
         index: usize,
@@ -626,7 +744,7 @@ impl<'a> Segmenter<'a> {
         failed: &'a AtomicBool,
     ) -> Self {
         Self {
-            store,
+            uploads,
             request,
             folder: shard_folder(&request.cluster, base, index),
             stop,
@@ -682,8 +800,12 @@ impl<'a> Segmenter<'a> {
             records: self.safe_records,
         };
         let bytes = encode_segment(&header, &self.body[..self.safe_len]);
-        self.store
-            .put(&format!("{}/{:020}.seg", self.folder, self.start), bytes)?;
+        self.uploads.send(SegmentUpload {
+            path: format!("{}/{:020}.seg", self.folder, self.start),
+            bytes,
+            end: self.safe_end,
+            applied: self.applied.clone(),
+        })?;
         self.body.drain(..self.safe_len);
         self.records -= self.safe_records;
         self.start = self.safe_end;
@@ -692,9 +814,6 @@ impl<'a> Segmenter<'a> {
         self.safe_records = 0;
         self.opened = Instant::now();
         self.last_upload = Instant::now();
-        if let Some(applied) = &self.applied {
-            applied.advance_to(self.start);
-        }
         Ok(())
     }
 

@@ -151,7 +151,8 @@ pub fn restore(
             .iter()
             .enumerate()
             .map(|(i, shard)| archive_plan(store, &manifest, i, shard, at))
-            .collect::<Result<_, _>>()?,
+            .collect::<Result<_, _>>()
+            .map_err(|e| name_the_hole(store, &manifest, at, e))?,
         None => vec![Vec::new(); manifest.shards.len()],
     };
     drop(applier);
@@ -187,6 +188,32 @@ pub fn restore(
         restored_to: rfc3339(request.at_ms.unwrap_or_else(|| manifest.taken_ms())),
         shards,
     })
+}
+
+/// An archive that stops short of `at` while a later base exists ended there (its stream or
+/// store failed, and a new generation began with a fresh base): say so, with the times that can
+/// be restored on either side, rather than suggest waiting.
+fn name_the_hole(store: &Store, manifest: &Manifest, at: u64, error: BackupError) -> BackupError {
+    let BackupError::Archive(message) = &error else {
+        return error;
+    };
+    let next = catalog::list(store).ok().and_then(|all| {
+        all.into_iter()
+            .find(|m| m.cluster == manifest.cluster && m.taken_ms() > at)
+    });
+    match next {
+        Some(next) if message.contains("reaches only") => BackupError::Archive(format!(
+            "{}; the archive stopped there, and the next base, {}, holds data from {}: the time \
+             in between cannot be restored (restore to the earlier time, or to the later one or \
+             after)",
+            message
+                .split_once(": restore to")
+                .map_or(message.as_str(), |(head, _)| head),
+            next.name,
+            rfc3339(next.taken_ms())
+        )),
+        _ => error,
+    }
 }
 
 /// The segments to replay for shard `index` up to `at`, checked to chain from the base's offset

@@ -17,6 +17,12 @@ use cinnabar_testkit::{S3Server, TestCluster};
 mod common;
 use common::{cluster, cluster_connection as conn, s3_options, seed};
 
+/// How late the archiver may read a write it is sent: a restore to an acknowledgement's time
+/// plus this holds the write. A millisecond on a quiet machine; on a loaded CI machine the
+/// archiver's thread can wait for a core far longer, so the tests leave a second (and keep the
+/// writes that must stay out a second after the chosen time).
+const ARCHIVER_LAG_MS: u64 = 1000;
+
 fn get(conn: &mut redis::cluster::ClusterConnection, key: &str) -> Option<String> {
     redis::cmd("GET").arg(key).query(conn).unwrap()
 }
@@ -62,6 +68,7 @@ fn restore_at_a_time_has_the_writes_before_it_and_none_after() {
         .unwrap();
 
     let stop = AtomicBool::new(false);
+    let ticking = AtomicBool::new(true);
     let request = ArchiveRequest::new(Endpoint::new(seed(&source)), "orders");
     let latest = cluster(5, 0);
     std::thread::scope(|scope| {
@@ -78,6 +85,21 @@ fn restore_at_a_time_has_the_writes_before_it_and_none_after() {
             .recv_timeout(Duration::from_secs(30))
             .expect("a base backup");
         assert_eq!(base.shards.len(), 3);
+        // A write on every shard every 100 ms, as on a busy cluster: a quiet shard's coverage
+        // only moves with its 10-second heartbeat, and a restore waits for every shard.
+        let ticker = {
+            let (ticking, source) = (&ticking, &source);
+            scope.spawn(move || {
+                let mut conn = conn(source);
+                while ticking.load(Ordering::SeqCst) {
+                    // {b}, {c} and {a} hash to the first, second and third third of the slots.
+                    for key in ["tick:{b}", "tick:{c}", "tick:{a}"] {
+                        redis::cmd("INCR").arg(key).exec(&mut conn).unwrap();
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            })
+        };
 
         // Writes before the chosen time, in every shard, a transaction among them.
         for i in 0..300 {
@@ -93,9 +115,9 @@ fn restore_at_a_time_has_the_writes_before_it_and_none_after() {
             .exec(&mut writer)
             .unwrap();
         transaction(&source, &[("{tx}a", "1"), ("{tx}b", "2")]);
-        std::thread::sleep(Duration::from_millis(300));
+        std::thread::sleep(Duration::from_millis(1000));
         let chosen = now_ms();
-        std::thread::sleep(Duration::from_millis(300));
+        std::thread::sleep(Duration::from_millis(1000));
         // Writes after it.
         redis::cmd("SET")
             .arg("flag")
@@ -109,43 +131,41 @@ fn restore_at_a_time_has_the_writes_before_it_and_none_after() {
             .unwrap();
         redis::cmd("DEL").arg("early:7").exec(&mut writer).unwrap();
         let last_write = now_ms();
-        // A receive stamp trails the acknowledgement by the replication lag, so a restore to
-        // the very millisecond of the acknowledgement may miss it (archive.rs says why); a
-        // moment later must not.
-        let restore_to = last_write + 100;
+        // A receive stamp trails the acknowledgement by the archiver's lag, so a restore to
+        // the very millisecond of the acknowledgement may miss it (archive.rs says why).
+        let restore_to = last_write + ARCHIVER_LAG_MS;
 
-        // RPO: a write is restorable about a second after it was acknowledged (a segment is
-        // cut every second). Under a loaded CI machine the upload may take a little longer,
-        // so poll, and bound the delay generously.
-        let mut attempt_started;
-        let report = loop {
-            attempt_started = now_ms();
-            let attempt = restore(
-                store,
-                &Endpoint::new(seed(&latest)),
-                &RestoreRequest {
-                    at_ms: Some(restore_to),
-                    force: true,
-                    ..RestoreRequest::default()
-                },
-            );
-            match attempt {
-                Ok(report) => break report,
-                // Until the first segment is uploaded, the base has no archive at all.
-                Err(BackupError::Archive(message) | BackupError::NotFound(message))
-                    if now_ms() < restore_to + 5_000 =>
-                {
-                    eprintln!("not yet: {message}");
-                    std::thread::sleep(Duration::from_millis(100));
-                }
-                Err(error) => panic!("{error}"),
-            }
+        // RPO: how long until the archive covers the last write (a segment is cut every
+        // second; on a loaded CI machine an upload may take a little longer, so poll).
+        let covered_by = |t: u64| {
+            cinnabar_backup::archive::coverage(store, &base)
+                .unwrap()
+                .is_some_and(|c| c >= t)
         };
-        // The attempt that succeeded started this long after the write: by then the archive
-        // reached it.
-        let rpo_ms = attempt_started.saturating_sub(last_write);
+        while !covered_by(last_write) {
+            assert!(
+                now_ms() < last_write + 5_000,
+                "the archive never covered the write"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let rpo_ms = now_ms() - last_write;
         eprintln!("restorable {rpo_ms} ms after the last write");
         assert!(rpo_ms <= 3_000, "RPO {rpo_ms} ms");
+        while !covered_by(restore_to) {
+            assert!(now_ms() < restore_to + 5_000, "the archive stopped");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let report = restore(
+            store,
+            &Endpoint::new(seed(&latest)),
+            &RestoreRequest {
+                at_ms: Some(restore_to),
+                force: true,
+                ..RestoreRequest::default()
+            },
+        )
+        .unwrap();
         assert_eq!(report.backup, base.name);
         let mut latest_conn = conn(&latest);
         assert_eq!(get(&mut latest_conn, "flag").as_deref(), Some("late"));
@@ -165,6 +185,8 @@ fn restore_at_a_time_has_the_writes_before_it_and_none_after() {
         assert!(matches!(error, BackupError::Archive(_)), "{error}");
         assert!(error.to_string().contains("reaches only"), "{error}");
 
+        ticking.store(false, Ordering::SeqCst);
+        ticker.join().unwrap();
         stop.store(true, Ordering::SeqCst);
         archiver.join().unwrap().unwrap();
 
@@ -244,7 +266,7 @@ fn the_archive_resumes_when_the_node_it_reads_dies() {
                 .unwrap();
         }
         // A moment after the last acknowledgement, for the replication lag.
-        let restore_to = now_ms() + 100;
+        let restore_to = now_ms() + ARCHIVER_LAG_MS;
         // The archive catches up from the masters (PSYNC continues where it stopped).
         let deadline = Instant::now() + Duration::from_secs(30);
         let target = cluster(3, 0);
@@ -383,4 +405,97 @@ fn a_new_base_on_a_schedule_leaves_no_time_that_cannot_be_restored() {
         let next = format!("tick:{}", sample + 1);
         assert_eq!(get(&mut target_conn, &next), None, "{next} came after");
     }
+}
+
+#[test]
+fn an_archive_outlives_an_outage_of_its_store_and_the_outage_is_never_restored_silently() {
+    let mut s3 = S3Server::start();
+    let store = Store::open(&s3.url("outage"), s3_options(&s3)).unwrap();
+    let source = cluster(1, 0);
+    let mut writer = conn(&source);
+    let set = |writer: &mut redis::cluster::ClusterConnection, key: &str| {
+        redis::cmd("SET").arg(key).arg("1").exec(writer).unwrap();
+    };
+    let stop = AtomicBool::new(false);
+    let request = ArchiveRequest::new(Endpoint::new(seed(&source)), "outage");
+    std::thread::scope(|scope| {
+        let _stop_on_panic = StopOnDrop(&stop);
+        let (base_tx, base_rx) = mpsc::channel();
+        let (store, request, stop) = (&store, &request, &stop);
+        let archiver = scope.spawn(move || {
+            run(store, request, stop, &mut |manifest| {
+                let _ = base_tx.send(manifest.name.clone());
+            })
+        });
+        let first = base_rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("a base backup");
+        set(&mut writer, "before");
+        std::thread::sleep(Duration::from_millis(1500));
+
+        // The store goes away while writes go on: uploads fail, the archive keeps trying.
+        s3.stop();
+        set(&mut writer, "during");
+        std::thread::sleep(Duration::from_millis(300));
+        let during = now_ms();
+        std::thread::sleep(Duration::from_secs(3));
+        s3.restart();
+        set(&mut writer, "after");
+        // A new generation (a fresh base) covers what the outage could not upload.
+        let second = base_rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("a new base once the store is back");
+        assert_ne!(second, first);
+        set(&mut writer, "after-base");
+        // A moment after the last write (coverage reaches a write once its segment is cut).
+        let restore_to = now_ms() + ARCHIVER_LAG_MS;
+
+        let target = cluster(1, 0);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let attempt = restore(
+                store,
+                &Endpoint::new(seed(&target)),
+                &RestoreRequest {
+                    at_ms: Some(restore_to),
+                    force: true,
+                    ..RestoreRequest::default()
+                },
+            );
+            match attempt {
+                Ok(_) => break,
+                Err(BackupError::Archive(message) | BackupError::NotFound(message))
+                    if Instant::now() < deadline =>
+                {
+                    eprintln!("not yet: {message}");
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+        let mut restored = conn(&target);
+        for key in ["before", "during", "after", "after-base"] {
+            assert_eq!(get(&mut restored, key).as_deref(), Some("1"), "{key}");
+        }
+        // A moment inside the outage is refused, never restored without the writes it missed.
+        let refused = restore(
+            store,
+            &Endpoint::new(seed(&cluster(1, 0))),
+            &RestoreRequest {
+                at_ms: Some(during),
+                ..RestoreRequest::default()
+            },
+        )
+        .unwrap_err();
+        assert!(matches!(refused, BackupError::Archive(_)), "{refused}");
+        assert!(
+            refused
+                .to_string()
+                .contains(&format!("the next base, {second}")),
+            "{refused}"
+        );
+        eprintln!("inside the outage: {refused}");
+        stop.store(true, Ordering::SeqCst);
+        archiver.join().unwrap().unwrap();
+    });
 }

@@ -11,6 +11,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
+use cinnabar_cluster::Timeouts;
 use cinnabar_cluster::autoscale::{AutoscalePolicy, Decision, ShardLoad, decide};
 use cinnabar_local::LocalPlatform;
 use clap::Args;
@@ -138,12 +139,12 @@ fn last_scaled(path: &std::path::Path) -> Option<Instant> {
     Instant::now().checked_sub(ago)
 }
 
-/// What each master reports now (the same reading the console charts).
+/// What each master reports now.
 async fn loads(platform: &LocalPlatform) -> Result<Vec<ShardLoad>> {
-    let loads = cinnabar_local::load::master_loads(platform)
+    let observed = crate::operations::observation(platform).await?;
+    cinnabar_cluster::autoscale::read_loads(&observed, Timeouts::default(), None)
         .await
-        .context("asking the masters for their load")?;
-    Ok(loads.into_iter().map(|m| m.load).collect())
+        .context("asking the masters for their load")
 }
 
 /// Prints one decision and appends it to the log.

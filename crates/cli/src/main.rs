@@ -1,6 +1,10 @@
 //! `cinnabar`: Redis Cluster as a Service. This binary only parses flags and wires the crates
 //! together; every behaviour lives in a library crate where it can be tested.
 
+// The doc comments of flags are clap's help text, read by people in a terminal: `<dir>` and
+// `[[clusters]]` there are not HTML or links.
+#![allow(rustdoc::broken_intra_doc_links, rustdoc::invalid_html_tags)]
+
 mod autoscale;
 mod backup;
 mod console;

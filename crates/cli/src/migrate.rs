@@ -96,11 +96,23 @@ pub(crate) fn run(args: &MigrateArgs) -> Result<ExitCode> {
             args.dir.display()
         )
     })?;
-    let source = old
-        .serving
-        .first()
-        .cloned()
-        .with_context(|| format!("{} records no node to copy from", args.dir.display()))?;
+    if new.group_master.is_some() || new.is_group {
+        bail!(
+            "{} is a Sentinel group; migrate moves an endpoint onto a Redis Cluster (a group \
+             behind the endpoint can be the source)",
+            args.to_dir.display()
+        );
+    }
+    // A group is copied from its master (what the proxy's switch waits on); a cluster from any
+    // node (the sync finds the masters).
+    let source = match &old.group_master {
+        Some(master) => master.clone(),
+        None => old
+            .serving
+            .first()
+            .cloned()
+            .with_context(|| format!("{} records no node to copy from", args.dir.display()))?,
+    };
     if new.nodes.iter().any(|n| old.serving.contains(n)) {
         bail!(
             "{} already serves {}: there is nothing to migrate",
@@ -322,6 +334,10 @@ struct LocalCluster {
     nodes: Vec<String>,
     /// What its endpoint serves now: its own nodes, or those of a cluster it was switched to.
     serving: Vec<String>,
+    /// A Sentinel group.
+    is_group: bool,
+    /// A Sentinel group its endpoint still serves: the master the Sentinels name now.
+    group_master: Option<String>,
 }
 
 /// A node of the running local cluster in `dir`, `host:port` (what `sync --to-dir` targets:
@@ -357,8 +373,27 @@ fn local_cluster(dir: &Path) -> Result<LocalCluster> {
     let nodes: Vec<String> = state
         .nodes
         .iter()
+        .filter(|n| !n.sentinel)
         .map(|n| format!("127.0.0.1:{}", n.port))
         .collect();
+    let is_group = state.spec.is_sentinel();
+    let group_master = if is_group && state.serving.is_none() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("cannot start a runtime")?;
+        let observed = runtime.block_on(cinnabar_local::group::observe(&state));
+        let master = observed.master.with_context(|| {
+            format!(
+                "the Sentinels of {} name no master that confirms it (see `cinnabar status --dir \
+                 {0}`)",
+                dir.display()
+            )
+        })?;
+        Some(master.to_string())
+    } else {
+        None
+    };
     let serving = state
         .serving
         .as_ref()
@@ -372,6 +407,8 @@ fn local_cluster(dir: &Path) -> Result<LocalCluster> {
             .map(|port| std::net::SocketAddr::from(([127, 0, 0, 1], port))),
         nodes,
         serving,
+        is_group,
+        group_master,
     })
 }
 

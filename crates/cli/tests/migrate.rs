@@ -1,6 +1,6 @@
 //! Migrations end to end, under a workload whose every acknowledged write is recorded with its
 //! latency: `cinnabar migrate` moves a 3-master cluster's endpoint to a 5-master cluster with no
-//! client error, no lost write and a short pause; a switch whose target cannot catch up (one of
+//! client error, no lost write and a short pause, and a Sentinel group's endpoint to a cluster; a switch whose target cannot catch up (one of
 //! its masters stopped on purpose) is abandoned and the clients stay on the source, again
 //! without an error.
 
@@ -205,6 +205,92 @@ fn migrating_3_masters_to_5_under_load_loses_no_write_and_pauses_briefly() {
     assert!(
         during > 100,
         "the workload kept writing during the migration"
+    );
+}
+
+#[test]
+fn a_sentinel_group_migrates_to_a_cluster_under_load_without_an_error_or_a_lost_write() {
+    let old = Cinnabar::with_spare_ports(1, 1, true, 3);
+    let port = old.port().to_string();
+    let up = old.run(&[
+        "up",
+        "--detach",
+        "--topology",
+        "sentinel",
+        "--replicas",
+        "1",
+        "--sentinels",
+        "3",
+        "--port",
+        &port,
+    ]);
+    assert!(up.status.success(), "{}", support::stderr(&up));
+    let endpoint = old.endpoint();
+    let new = Cinnabar::new(3, 0);
+    new.up_detached(3, 0);
+    {
+        // Keys of many slots in one request: a group takes it whole.
+        let mut conn = plain_connection(&endpoint);
+        let _: () = redis::cmd("MSET")
+            .arg(&["a", "1", "b", "2", "c", "3"])
+            .query(&mut conn)
+            .unwrap();
+    }
+    let load = Load::start(&endpoint, 4);
+    std::thread::sleep(Duration::from_millis(300));
+    let out = cinnabar()
+        .args(["migrate", "--json", "--dir"])
+        .arg(old.dir())
+        .arg("--to-dir")
+        .arg(new.dir())
+        .output()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let written = load.stop();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "migrate --json printed no JSON ({e}): {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            support::stderr(&out)
+        )
+    });
+    assert!(
+        out.status.success(),
+        "{report:#}\n{}",
+        support::stderr(&out)
+    );
+    assert_eq!(report["outcome"], "switched", "{report:#}");
+    assert_eq!(report["source_masters"].as_array().unwrap().len(), 1);
+    assert_eq!(report["target_masters"].as_array().unwrap().len(), 3);
+    assert!(
+        written.errors.is_empty(),
+        "client errors: {:?}",
+        written.errors
+    );
+    let missing = written.missing_through(&endpoint);
+    assert!(
+        missing.is_empty(),
+        "{} of {} acknowledged writes missing: {:?}",
+        missing.len(),
+        written.keys.len(),
+        &missing[..missing.len().min(10)]
+    );
+    // The endpoint serves the cluster now: keys route by slot, multi-key requests are split.
+    let mut conn = plain_connection(&endpoint);
+    let values: Vec<String> = redis::cmd("MGET")
+        .arg(&["a", "b", "c"])
+        .query(&mut conn)
+        .unwrap();
+    assert_eq!(values, ["1", "2", "3"]);
+    let mut cluster = support::cluster_connection(&new.seeds());
+    let last = written.keys.last().unwrap();
+    let on_new: Option<String> = redis::cmd("GET").arg(last).query(&mut cluster).unwrap();
+    assert!(on_new.is_some(), "{last} is not on the cluster");
+    let state = std::fs::read_to_string(old.dir().join("cinnabar.json")).unwrap();
+    assert!(state.contains("\"serving\""), "the switch is recorded");
+    eprintln!(
+        "group -> 3-master cluster: {} acknowledged writes; report {report:#}",
+        written.keys.len()
     );
 }
 

@@ -17,6 +17,8 @@
 
 use std::time::Duration;
 
+use crate::{ClusterError, Credentials, NodeClient, Observed, Timeouts};
+
 /// What the autoscaler aims for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AutoscalePolicy {
@@ -58,6 +60,31 @@ pub struct ShardLoad {
     pub maxmemory: u64,
     /// `instantaneous_ops_per_sec`.
     pub ops_per_sec: u64,
+}
+
+/// What every master serving slots reports now (`INFO memory` and `INFO stats`); a master
+/// with no slots (a spare) is not a shard the policy counts.
+///
+/// # Errors
+/// A master that does not answer: no decision is made on part of the cluster.
+pub async fn read_loads(
+    observed: &Observed,
+    timeouts: Timeouts,
+    credentials: Option<&Credentials>,
+) -> Result<Vec<ShardLoad>, ClusterError> {
+    let mut loads = Vec::new();
+    for shard in observed.shards().into_iter().filter(|s| s.slot_count() > 0) {
+        let mut client = NodeClient::connect_as(&shard.master, timeouts, credentials).await?;
+        let memory = client.info("memory").await?;
+        let stats = client.info("stats").await?;
+        loads.push(ShardLoad {
+            master: shard.master.to_string(),
+            used_memory: memory.get_u64("used_memory").unwrap_or(0),
+            maxmemory: memory.get_u64("maxmemory").unwrap_or(0),
+            ops_per_sec: stats.get_u64("instantaneous_ops_per_sec").unwrap_or(0),
+        });
+    }
+    Ok(loads)
 }
 
 /// What to do now.

@@ -410,9 +410,9 @@ fn report_wait(
 ///
 /// A refusal on the very first plan changes nothing. Later, the journal keeps the operation so
 /// a new run can resume it (`operation` is then the journaled one). Once a step has run, a
-/// refusal (a node that did not answer, say) is observed again for [`REFUSAL_PATIENCE`] before
+/// refusal (a node that did not answer, say) is observed again for `REFUSAL_PATIENCE` before
 /// the run gives up, and a failed step is planned again after a growing pause, at most
-/// [`MAX_STEP_FAILURES`] times in a row.
+/// `MAX_STEP_FAILURES` times in a row.
 ///
 /// # Errors
 /// See [`OperateError`].

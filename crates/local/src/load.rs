@@ -8,7 +8,7 @@
 
 use std::net::SocketAddr;
 
-use cinnabar_cluster::autoscale::ShardLoad;
+use cinnabar_cluster::autoscale::{ShardLoad, read_loads};
 use cinnabar_cluster::{ClusterError, NodeAddr, NodeClient, Platform as _, Timeouts, observe};
 
 use crate::LocalPlatform;
@@ -22,8 +22,9 @@ pub struct MasterLoad {
     pub keys: u64,
 }
 
-/// Asks every master for its load: a cluster's in the planner's shard order, a Sentinel
-/// group's one master.
+/// Asks every master for its load: a cluster's masters that serve slots (through the
+/// autoscaler's own reading, `cinnabar_cluster::autoscale::read_loads`), or a Sentinel group's
+/// one master; then each for its key count.
 ///
 /// # Errors
 /// [`ClusterError`] when the state cannot be read or a master does not answer.
@@ -32,31 +33,45 @@ pub async fn master_loads(platform: &LocalPlatform) -> Result<Vec<MasterLoad>, C
         .dir()
         .load()
         .map_err(|e| ClusterError::Platform(e.to_string()))?;
-    let masters: Vec<NodeAddr> = match state {
-        Some(state) if state.spec.is_sentinel() => group_master(&state).await.into_iter().collect(),
+    let loads = match state {
+        Some(state) if state.spec.is_sentinel() => match group_master(&state).await {
+            Some(master) => vec![group_load(&master).await?],
+            None => Vec::new(),
+        },
         _ => {
             let nodes = platform.nodes().await?;
             let observed = observe(&nodes, Timeouts::default(), None).await;
-            observed.shards().into_iter().map(|s| s.master).collect()
+            read_loads(&observed, Timeouts::default(), None).await?
         }
     };
-    let mut loads = Vec::new();
-    for master in masters {
+    let mut out = Vec::new();
+    for load in loads {
+        let master: NodeAddr = load
+            .master
+            .parse()
+            .map_err(|e| ClusterError::Platform(format!("master {}: {e}", load.master)))?;
         let mut client = NodeClient::connect(&master, Timeouts::default()).await?;
-        let memory = client.info("memory").await?;
-        let stats = client.info("stats").await?;
         let keyspace = client.info("keyspace").await?;
-        loads.push(MasterLoad {
-            load: ShardLoad {
-                master: master.to_string(),
-                used_memory: memory.get_u64("used_memory").unwrap_or(0),
-                maxmemory: memory.get_u64("maxmemory").unwrap_or(0),
-                ops_per_sec: stats.get_u64("instantaneous_ops_per_sec").unwrap_or(0),
-            },
+        out.push(MasterLoad {
+            load,
             keys: keyspace.get("db0").map_or(0, db_keys),
         });
     }
-    Ok(loads)
+    Ok(out)
+}
+
+/// A Sentinel group master's memory and operations (it serves no slots, so the cluster
+/// reading skips it).
+async fn group_load(master: &NodeAddr) -> Result<ShardLoad, ClusterError> {
+    let mut client = NodeClient::connect(master, Timeouts::default()).await?;
+    let memory = client.info("memory").await?;
+    let stats = client.info("stats").await?;
+    Ok(ShardLoad {
+        master: master.to_string(),
+        used_memory: memory.get_u64("used_memory").unwrap_or(0),
+        maxmemory: memory.get_u64("maxmemory").unwrap_or(0),
+        ops_per_sec: stats.get_u64("instantaneous_ops_per_sec").unwrap_or(0),
+    })
 }
 
 /// A Sentinel group's one master: the data node that says `role:master` (none while a

@@ -376,7 +376,8 @@ impl Supervisor {
             None => self.seeds(),
         };
         let mut config = ProxyConfig::new(addr, seeds);
-        if self.state.spec.is_sentinel() {
+        // A group's endpoint switched to a cluster (`cinnabar migrate`) serves that cluster.
+        if self.state.spec.is_sentinel() && self.state.serving.is_none() {
             config.seeds.clear();
             config.group = Some(cinnabar_proxy::GroupConfig {
                 name: crate::spec::GROUP_NAME.into(),

@@ -14,12 +14,11 @@
 //! - **The cool-down counts from the last decision recorded in the status**
 //!   (`status.autoscaling.lastScaleTime`), so an operator restart or failover does not reset it.
 //! - The policy is never repeated here: this module maps the spec to an `AutoscalePolicy` and
-//!   the masters' `INFO` to `ShardLoad`s, nothing more.
+//!   reads the masters with `cinnabar_cluster::autoscale::read_loads`, nothing more.
 
 use std::time::Duration;
 
 use cinnabar_cluster::autoscale::{AutoscalePolicy, Decision, ShardLoad, decide};
-use cinnabar_cluster::{ClusterError, Credentials, NodeClient, Observed, Timeouts};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 
@@ -35,30 +34,6 @@ pub fn policy(spec: &ShardAutoscaling) -> AutoscalePolicy {
         ops_per_shard: spec.ops_per_shard,
         cooldown: Duration::from_secs(u64::from(spec.cooldown_seconds)),
     }
-}
-
-/// What every master serving slots reports now.
-///
-/// # Errors
-/// A master that does not answer: no decision is made on part of the cluster.
-pub async fn loads(
-    observed: &Observed,
-    timeouts: Timeouts,
-    credentials: Option<&Credentials>,
-) -> Result<Vec<ShardLoad>, ClusterError> {
-    let mut loads = Vec::new();
-    for shard in observed.shards().into_iter().filter(|s| s.slot_count() > 0) {
-        let mut client = NodeClient::connect_as(&shard.master, timeouts, credentials).await?;
-        let memory = client.info("memory").await?;
-        let stats = client.info("stats").await?;
-        loads.push(ShardLoad {
-            master: shard.master.to_string(),
-            used_memory: memory.get_u64("used_memory").unwrap_or(0),
-            maxmemory: memory.get_u64("maxmemory").unwrap_or(0),
-            ops_per_sec: stats.get_u64("instantaneous_ops_per_sec").unwrap_or(0),
-        });
-    }
-    Ok(loads)
 }
 
 /// The policy's decision for `loads`, with the cool-down counted from `previous`'s last scale.

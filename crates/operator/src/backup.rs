@@ -153,6 +153,26 @@ struct StoreAccess<'a> {
     region: Option<&'a str>,
 }
 
+impl<'a> From<&'a BackupSpec> for StoreAccess<'a> {
+    fn from(spec: &'a BackupSpec) -> Self {
+        Self {
+            credentials_secret: spec.credentials_secret.as_deref(),
+            endpoint: spec.endpoint.as_deref(),
+            region: spec.region.as_deref(),
+        }
+    }
+}
+
+impl<'a> From<&'a RestoreFrom> for StoreAccess<'a> {
+    fn from(from: &'a RestoreFrom) -> Self {
+        Self {
+            credentials_secret: from.credentials_secret.as_deref(),
+            endpoint: from.endpoint.as_deref(),
+            region: from.region.as_deref(),
+        }
+    }
+}
+
 /// The pod spec of every backup and restore pod: one container running the CLI with `args`.
 fn pod_spec(
     cluster: &str,
@@ -220,11 +240,7 @@ fn backup_job_spec(cluster: &RedisCluster, spec: &BackupSpec, options: &BuildOpt
                 &name,
                 "backup",
                 backup_args(&name, &namespace, spec),
-                &StoreAccess {
-                    credentials_secret: spec.credentials_secret.as_deref(),
-                    endpoint: spec.endpoint.as_deref(),
-                    region: spec.region.as_deref(),
-                },
+                &StoreAccess::from(spec),
                 spec.resources.as_ref(),
                 options,
                 "Never",
@@ -296,11 +312,7 @@ pub fn backup_objects(
                             &name,
                             "archive",
                             continuous_args(&name, &namespace, spec),
-                            &StoreAccess {
-                                credentials_secret: spec.credentials_secret.as_deref(),
-                                endpoint: spec.endpoint.as_deref(),
-                                region: spec.region.as_deref(),
-                            },
+                            &StoreAccess::from(spec),
                             spec.resources.as_ref(),
                             options,
                             "Always",
@@ -359,11 +371,7 @@ pub fn restore_job(
                     &name,
                     "restore",
                     restore_args(&name, &namespace, from),
-                    &StoreAccess {
-                        credentials_secret: from.credentials_secret.as_deref(),
-                        endpoint: from.endpoint.as_deref(),
-                        region: from.region.as_deref(),
-                    },
+                    &StoreAccess::from(from),
                     from.resources.as_ref(),
                     options,
                     "Never",

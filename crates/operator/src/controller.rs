@@ -12,12 +12,14 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Service;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::Reporter;
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{Predicate, PredicateConfig, WatchStreamExt, predicates, reflector, watcher};
-use kube::{Api, Client};
+use kube::{Api, Client, ResourceExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
@@ -118,16 +120,18 @@ pub async fn run(options: OperatorOptions) -> Result<(), OperatorError> {
     metrics.leader.store(true, Ordering::Relaxed);
     tracing::info!(identity = %options.identity, "leading");
 
-    let (clusters, statefulsets, services) = match &options.namespace {
+    let (clusters, statefulsets, services, jobs) = match &options.namespace {
         Some(ns) => (
             Api::<RedisCluster>::namespaced(client.clone(), ns),
             Api::<StatefulSet>::namespaced(client.clone(), ns),
             Api::<Service>::namespaced(client.clone(), ns),
+            Api::<Job>::namespaced(client.clone(), ns),
         ),
         None => (
             Api::<RedisCluster>::all(client.clone()),
             Api::<StatefulSet>::all(client.clone()),
             Api::<Service>::all(client.clone()),
+            Api::<Job>::all(client.clone()),
         ),
     };
     let context = Arc::new(Context {
@@ -161,6 +165,16 @@ pub async fn run(options: OperatorOptions) -> Result<(), OperatorError> {
     let controller = Controller::for_stream(triggers, reader)
         .owns(statefulsets, watcher::Config::default())
         .owns(services, watcher::Config::default())
+        // Backup and restore Jobs (the CronJob's own Jobs are not owned by the RedisCluster):
+        // their end reaches the status at once, not at the next idle requeue.
+        .watches(
+            jobs,
+            watcher::Config::default().labels("app.kubernetes.io/managed-by=cinnabar-operator"),
+            |job: Job| {
+                let cluster = job.labels().get("app.kubernetes.io/instance")?;
+                Some(ObjectRef::new(cluster).within(&job.namespace()?))
+            },
+        )
         .run(
             move |cluster, ctx| {
                 counting.reconciles.fetch_add(1, Ordering::Relaxed);

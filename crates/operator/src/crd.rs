@@ -127,10 +127,10 @@ pub struct RedisClusterSpec {
 /// Backups of the cluster (`spec.backup`).
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("self.url.startsWith('s3://') || self.url.startsWith('file:///')").message("backup.url must be s3://BUCKET/PREFIX or file:///PATH"))]
+#[x_kube(validation = Rule::new("self.url.startsWith('s3://')").message("backup.url must be s3://BUCKET/PREFIX (the backup pods have no other storage)"))]
 pub struct BackupSpec {
-    /// The store: `s3://BUCKET/PREFIX` (AWS or any S3-compatible server) or `file:///PATH`
-    /// (a path inside the backup pods; only useful with a volume mounted there by other means).
+    /// The store: `s3://BUCKET/PREFIX` (AWS or any S3-compatible server). `file://` is the
+    /// local platform's: a backup pod's filesystem is read-only and outlives no pod.
     pub url: String,
     /// When to back up, in cron syntax (default `0 * * * *`, hourly).
     #[serde(default = "default_schedule")]
@@ -174,10 +174,10 @@ fn default_keep() -> u32 {
 /// The backup a new cluster starts from (`spec.restoreFrom`).
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("self.url.startsWith('s3://') || self.url.startsWith('file:///')").message("restoreFrom.url must be s3://BUCKET/PREFIX or file:///PATH"))]
+#[x_kube(validation = Rule::new("self.url.startsWith('s3://')").message("restoreFrom.url must be s3://BUCKET/PREFIX (the restore pod has no other storage)"))]
 #[x_kube(validation = Rule::new("!has(self.backup) || !has(self.at)").message("restoreFrom: set backup or at, not both"))]
 pub struct RestoreFrom {
-    /// The store: `s3://BUCKET/PREFIX` or `file:///PATH`.
+    /// The store: `s3://BUCKET/PREFIX`.
     pub url: String,
     /// A Secret whose keys become the restore pod's environment (as `backup.credentialsSecret`).
     #[serde(default, skip_serializing_if = "Option::is_none")]

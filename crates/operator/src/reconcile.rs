@@ -374,12 +374,16 @@ async fn reconcile_once(
             }
             Duration::from_secs(2)
         }
-        Decision::Operate(operation)
-            if journal.is_none()
+        Decision::Operate(operation) => {
+            let gate = if journal.is_none()
                 && is_scale_in(&operation, &observed)
-                && cluster.spec.backup.is_some() =>
-        {
-            match backup_before_scale_in(&ctx, &cluster, &namespace, &recorder, &reference).await? {
+                && cluster.spec.backup.is_some()
+            {
+                backup_before_scale_in(&ctx, &cluster, &namespace, &recorder, &reference).await?
+            } else {
+                crate::backup::ScaleInGate::Go
+            };
+            match gate {
                 crate::backup::ScaleInGate::Go => {
                     let (delay, status) = step(
                         operation,
@@ -410,20 +414,6 @@ async fn reconcile_once(
                     Duration::from_secs(30)
                 }
             }
-        }
-        Decision::Operate(operation) => {
-            let (delay, status) = step(
-                operation,
-                journal,
-                &mut platform,
-                &execute,
-                &recorder,
-                &reference,
-                &mut input,
-            )
-            .await;
-            input.operation = status;
-            delay
         }
         Decision::Settle { reason } => {
             tracing::info!(%namespace, cluster = %name, decision = "settle", %reason);
@@ -898,18 +888,20 @@ async fn autoscale(
     let name = cluster.name_any();
     let namespace = cluster.namespace().unwrap_or_default();
     let mut state = input.autoscaling.clone().unwrap_or_default();
-    let loads =
-        match crate::autoscale::loads(observed, execute.timeouts, execute.credentials.as_ref())
-            .await
-        {
-            Ok(loads) => loads,
-            Err(e) => {
-                state.last_evaluation =
-                    format!("no decision: a master did not report its load: {e}");
-                input.autoscaling = Some(state);
-                return Ok(());
-            }
-        };
+    let loads = match cinnabar_cluster::autoscale::read_loads(
+        observed,
+        execute.timeouts,
+        execute.credentials.as_ref(),
+    )
+    .await
+    {
+        Ok(loads) => loads,
+        Err(e) => {
+            state.last_evaluation = format!("no decision: a master did not report its load: {e}");
+            input.autoscaling = Some(state);
+            return Ok(());
+        }
+    };
     let now = jiff_now();
     match crate::autoscale::evaluate(policy, &loads, input.autoscaling.as_ref(), now) {
         Autoscale::Scale { to, because } => {

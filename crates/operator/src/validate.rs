@@ -177,11 +177,21 @@ pub fn validate(spec: &RedisClusterSpec) -> Result<(), SpecError> {
     Ok(())
 }
 
-/// A store URL: `s3://BUCKET[/PREFIX]` or `file:///PATH`.
+/// A store URL: `s3://BUCKET[/PREFIX]`. Not `file://`: the pods that run backups and restores
+/// have a read-only root filesystem and no volume for them, so a file store would be refused
+/// only when the first Job failed.
 fn store_url(url: &str, field: &str, reason: &str) -> Result<(), SpecError> {
+    if url.starts_with("file://") {
+        return Err(invalid(
+            reason,
+            format!(
+                "{field}.url `{url}`: file:// stores are for the local platform; on Kubernetes \
+                 the backup and restore pods have no storage of their own, use s3://BUCKET/PREFIX"
+            ),
+        ));
+    }
     let ok = match url.split_once("://") {
         Some(("s3", rest)) => rest.split('/').next().is_some_and(|b| !b.is_empty()),
-        Some(("file", rest)) => rest.starts_with('/') && rest.len() > 1,
         _ => false,
     };
     if ok && !url.chars().any(char::is_whitespace) {
@@ -189,7 +199,7 @@ fn store_url(url: &str, field: &str, reason: &str) -> Result<(), SpecError> {
     } else {
         Err(invalid(
             reason,
-            format!("{field}.url `{url}` must be s3://BUCKET/PREFIX or file:///PATH"),
+            format!("{field}.url `{url}` must be s3://BUCKET/PREFIX"),
         ))
     }
 }
@@ -401,7 +411,6 @@ mod tests {
     fn backup_and_restore_settings_are_checked() {
         let backup = |b: serde_json::Value| reason(&spec(serde_json::json!({"backup": b})));
         assert_eq!(backup(serde_json::json!({"url": "s3://bucket/redis"})), "");
-        assert_eq!(backup(serde_json::json!({"url": "file:///backups"})), "");
         assert_eq!(
             backup(serde_json::json!({"url": "s3://b", "schedule": "@daily"})),
             ""
@@ -412,6 +421,7 @@ mod tests {
             "s3:///x",
             "http://b/x",
             "file://relative",
+            "file:///backups",
             "s3://b/a b",
         ] {
             assert_eq!(

@@ -5,18 +5,22 @@
 //! On the hot path for every key: with one cluster it is a length check and the hash slot,
 //! with several a few prefix comparisons (longest first, so the first match is the answer).
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use crate::config::{ClusterConfig, ProxyConfig};
 use crate::slotmap::{MAX_CLUSTERS, virtual_slot};
 
 /// Key prefix → cluster.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Default)]
 pub(crate) struct KeyRouter {
     /// Longest prefix first.
     prefixes: Vec<(Box<[u8]>, usize)>,
     default: usize,
     /// A Sentinel group is behind the endpoint: every key is in slot 0, so no request is
     /// ever CROSSSLOT or split, and transactions span any keys (the group owns every slot).
-    single: bool,
+    /// Cleared once, by an online switch to a cluster, while every request is held (so no
+    /// request sees both answers); never set again.
+    single: AtomicBool,
 }
 
 impl KeyRouter {
@@ -35,7 +39,7 @@ impl KeyRouter {
                 return Err(format!("group {:?} has no sentinels", group.name));
             }
             return Ok(Self {
-                single: true,
+                single: AtomicBool::new(true),
                 ..Self::default()
             });
         }
@@ -96,7 +100,7 @@ impl KeyRouter {
         Ok(Self {
             prefixes,
             default,
-            single: false,
+            single: AtomicBool::new(false),
         })
     }
 
@@ -111,13 +115,19 @@ impl KeyRouter {
 
     /// Whether every key is in one slot (a Sentinel group behind the endpoint).
     pub(crate) fn is_single(&self) -> bool {
-        self.single
+        self.single.load(Ordering::Relaxed)
+    }
+
+    /// From now on keys route by hash slot: the group behind the endpoint was switched to a
+    /// cluster. Called with every request held; the gate's opening publishes it to workers.
+    pub(crate) fn route_by_slot(&self) {
+        self.single.store(false, Ordering::Relaxed);
     }
 
     /// `key`'s virtual slot.
     #[inline]
     pub(crate) fn slot(&self, key: &[u8]) -> u16 {
-        if self.single {
+        if self.is_single() {
             return 0;
         }
         let slot = cinnabar_commands::key_slot(key);

@@ -456,6 +456,7 @@ pub fn start(config: ProxyConfig) -> Result<ProxyHandle, ProxyError> {
         Arc::clone(&gate),
         shared_upstream,
         routes_tx,
+        Arc::clone(&router),
         config.connect_timeout,
     ));
 

@@ -1,13 +1,13 @@
 //! The online backend switch: the proxy starts serving another cluster (a migration's target)
 //! while its clients stay connected, without losing an acknowledged write.
 //!
-//! The sequence, run by [`switch`] (from `ProxyHandle::switch_backend` or the admin listener's
+//! The sequence, run by `switch` (from `ProxyHandle::switch_backend` or the admin listener's
 //! `POST /backend/switch`):
 //!
 //! 1. **Pre-flight**, before any client waits: the target answers with a table covering every
 //!    slot, the catch-up source (a sync's `/offsets`) answers and follows every source master.
 //!    A failure here refuses the switch and nobody noticed anything.
-//! 2. **Hold**: the [`Gate`] closes. Sessions stop parsing (requests stay in their input
+//! 2. **Hold**: the `Gate` closes. Sessions stop parsing (requests stay in their input
 //!    buffers, read but not handled); each worker acknowledges once every request handed to a
 //!    backend before the hold is answered, and releases its clients blocked in BLPOP & co. with
 //!    `CLIENT UNBLOCK … TIMEOUT` (the node itself decides: a command that already took an
@@ -26,6 +26,11 @@
 //! closes; client libraries reconnect and subscribe again, now on the target), and a WATCH
 //! taken on the source makes the following EXEC return a null reply, exactly as if a watched
 //! key had changed, which every client library's optimistic-transaction loop retries.
+//!
+//! From a Sentinel group to a cluster, the key router stops putting every key in one slot at
+//! the flip. A connection in another database than 0 is closed with the reason at its next
+//! request (a cluster has no other database, and it was not copied), and a transaction queued
+//! across the flip is discarded with `EXECABORT` (its keys may span slots now).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
@@ -36,6 +41,7 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{Mutex, watch};
 
+use crate::keyroute::KeyRouter;
 use crate::refresh::{self, Upstream};
 use crate::slotmap::SlotMap;
 
@@ -68,6 +74,8 @@ pub(crate) struct Gate {
     /// Client connections in subscribed mode, and with a WATCH open, now (for the report).
     pub(crate) subscribed: AtomicI64,
     pub(crate) watching: AtomicI64,
+    /// Client connections that selected a database other than 0 (only a group has them).
+    pub(crate) other_database: AtomicI64,
 }
 
 impl Gate {
@@ -79,6 +87,7 @@ impl Gate {
             released: AtomicU64::new(0),
             subscribed: AtomicI64::new(0),
             watching: AtomicI64::new(0),
+            other_database: AtomicI64::new(0),
         }
     }
 
@@ -209,6 +218,9 @@ pub struct SwitchReport {
     pub subscribers_ended: i64,
     /// Client connections with a WATCH open: their next EXEC returns a null reply.
     pub watches_aborted: i64,
+    /// A Sentinel group was switched to a cluster: connections that had selected a database
+    /// other than 0 (a cluster has none), each ended with an error at its next request.
+    pub databases_ended: i64,
 }
 
 /// Everything a switch touches, shared by the handle and the admin listener.
@@ -217,6 +229,8 @@ pub(crate) struct Switcher {
     pub(crate) gate: Arc<Gate>,
     pub(crate) upstreams: Arc<Mutex<Vec<Upstream>>>,
     pub(crate) routes: Arc<watch::Sender<Arc<SlotMap>>>,
+    /// Told to route keys by slot when a Sentinel group is switched to a cluster.
+    router: Arc<KeyRouter>,
     pub(crate) connect_timeout: Duration,
     /// One switch at a time: taken for the length of a one-shot switch or a prepare.
     running: Mutex<()>,
@@ -244,6 +258,9 @@ struct Held {
     max_pause: Duration,
     watching: i64,
     subscribed: i64,
+    /// The source is a Sentinel group.
+    from_group: bool,
+    other_database: i64,
     report: SwitchReport,
 }
 
@@ -356,12 +373,14 @@ impl Switcher {
         gate: Arc<Gate>,
         upstreams: Arc<Mutex<Vec<Upstream>>>,
         routes: Arc<watch::Sender<Arc<SlotMap>>>,
+        router: Arc<KeyRouter>,
         connect_timeout: Duration,
     ) -> Self {
         Self {
             gate,
             upstreams,
             routes,
+            router,
             connect_timeout,
             running: Mutex::new(()),
             prepared: Mutex::new(None),
@@ -391,6 +410,7 @@ impl Switcher {
             blocked_released: 0,
             subscribers_ended: 0,
             watches_aborted: 0,
+            databases_ended: 0,
         }
     }
 
@@ -534,12 +554,9 @@ impl Switcher {
                 return Err(refuse(report, why));
             }
         };
-        // The key router puts every key of a group in one slot; a cluster behind it would
-        // see every multi-key request as one slot's.
-        if upstreams[c].group.is_some() {
-            let why = "a Sentinel group backend cannot be switched online".to_owned();
-            return Err(refuse(report, why));
-        }
+        // A Sentinel group's keys are all in one slot; from the flip on they route by hash
+        // slot (connections in another database than 0 end, see `Session::handle`).
+        let from_group = upstreams[c].group.is_some();
         let target = Upstream {
             name: upstreams[c].name.clone(),
             seeds: request.seeds.clone(),
@@ -594,7 +611,10 @@ impl Switcher {
         let generation = self.gate.close();
         let watching = self.gate.watching.load(Ordering::SeqCst).max(0);
         let subscribed = self.gate.subscribed.load(Ordering::SeqCst).max(0);
+        let other_database = self.gate.other_database.load(Ordering::SeqCst).max(0);
         let mut held = Held {
+            from_group,
+            other_database,
             reopen: Reopen {
                 gate: Arc::clone(&self.gate),
                 upstream: from.upstream,
@@ -741,6 +761,8 @@ impl Switcher {
             held: held_at,
             watching,
             subscribed,
+            from_group,
+            other_database,
             mut report,
             ..
         } = held;
@@ -758,6 +780,10 @@ impl Switcher {
         let flipped = SlotMap::combine(&parts, version);
         let epoch = flipped.upstream;
         upstreams[cluster] = target;
+        if from_group {
+            self.router.route_by_slot();
+            report.databases_ended = other_database;
+        }
         self.routes.send_replace(Arc::new(flipped));
         self.gate.open(epoch);
         reopen.disarm();

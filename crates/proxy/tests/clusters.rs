@@ -121,6 +121,16 @@ async fn keys_go_to_the_cluster_of_their_prefix_and_cross_cluster_requests_split
     assert_eq!(ask(&mut client, &["SET", "orders:{t}", "1"]), "+QUEUED\r\n");
     assert_eq!(ask(&mut client, &["INCR", "orders:{t}"]), "+QUEUED\r\n");
     assert_eq!(ask(&mut client, &["EXEC"]), "*2\r\n+OK\r\n:2\r\n");
+    // A hash slot exists in each cluster: asking about one counts and lists both.
+    assert_eq!(redis_cli(addr, &["SET", "user:{t}", "2"]), "OK");
+    let slot = redis_cli(addr, &["CLUSTER", "KEYSLOT", "{t}"]);
+    assert_eq!(redis_cli(addr, &["CLUSTER", "COUNTKEYSINSLOT", &slot]), "2");
+    let listed: BTreeSet<String> = redis_cli(addr, &["CLUSTER", "GETKEYSINSLOT", &slot, "10"])
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(listed, ["orders:{t}", "user:{t}"].map(str::to_owned).into());
+    assert_eq!(redis_cli(addr, &["DEL", "user:{t}"]), "1");
 
     // Metrics and /topology name the clusters.
     let metrics = http_get(proxy.admin_addr().unwrap(), "/metrics");

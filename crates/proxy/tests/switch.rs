@@ -397,3 +397,64 @@ async fn a_backend_user_without_client_id_still_gets_its_blocking_replies() {
         "the blocked client stayed on the cluster it waits on"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sentinel_group_switches_to_a_cluster_and_keys_route_by_slot_from_then_on() {
+    let group = tokio::task::block_in_place(|| cinnabar_testkit::TestGroup::start(1, 3));
+    let cluster = TestCluster::start(3, 0).await;
+    let mut config = ProxyConfig::new("127.0.0.1:0".parse().unwrap(), Vec::new());
+    config.group = Some(cinnabar_proxy::GroupConfig {
+        name: cinnabar_testkit::group::GROUP_NAME.into(),
+        sentinels: group.sentinel_addrs(),
+        sentinel_credentials: None,
+    });
+    let proxy = cinnabar_proxy::start(config).unwrap();
+    let addr = proxy.local_addr();
+
+    // In front of the group: keys in any slots go together, other databases exist.
+    let mut plain = connect(addr);
+    assert_eq!(ask(&mut plain, &["MSET", "a", "1", "b", "2"]), "+OK\r\n");
+    let mut other_db = connect(addr);
+    assert_eq!(ask(&mut other_db, &["SELECT", "2"]), "+OK\r\n");
+    assert_eq!(ask(&mut other_db, &["SET", "x", "1"]), "+OK\r\n");
+    let mut queued = connect(addr);
+    assert_eq!(ask(&mut queued, &["MULTI"]), "+OK\r\n");
+    assert_eq!(ask(&mut queued, &["SET", "a", "3"]), "+QUEUED\r\n");
+    assert_eq!(ask(&mut queued, &["SET", "b", "4"]), "+QUEUED\r\n");
+
+    let report = proxy.switch_backend(unchecked(&cluster)).await;
+    assert_eq!(report.outcome, Outcome::Switched, "{report:?}");
+    assert_eq!(report.from_masters, vec![group.master().to_string()]);
+    assert_eq!(report.to_masters.len(), 3);
+    assert_eq!(report.databases_ended, 1, "{report:?}");
+
+    // The same connection now writes to the cluster, its keys split by slot.
+    assert_eq!(
+        ask(&mut plain, &["MSET", "k1", "1", "k2", "2", "k3", "3"]),
+        "+OK\r\n"
+    );
+    assert!(["k1", "k2", "k3"].iter().all(|k| holds(&cluster, k)));
+    assert_eq!(
+        ask(&mut plain, &["MGET", "k1", "k2", "k3"]),
+        "*3\r\n$1\r\n1\r\n$1\r\n2\r\n$1\r\n3\r\n"
+    );
+    // A connection in database 2 is told why and closed: the cluster has no database 2.
+    let reply = ask(&mut other_db, &["GET", "x"]);
+    assert!(reply.contains("only database 0"), "{reply}");
+    let mut rest = Vec::new();
+    let _ = other_db.read_to_end(&mut rest);
+    assert!(rest.is_empty(), "the connection was closed");
+    // A transaction queued for the group did not run.
+    let reply = ask(&mut queued, &["EXEC"]);
+    assert!(reply.starts_with("-EXECABORT"), "{reply}");
+    assert!(!holds(&cluster, "a"));
+    // A new client asks for another database and is refused in so many words.
+    let mut again = connect(addr);
+    assert_eq!(
+        ask(&mut again, &["SELECT", "2"]),
+        "-ERR DB index is out of range\r\n"
+    );
+    // Cross-slot requests that cannot be split are refused like a cluster's.
+    let reply = ask(&mut again, &["RENAME", "k1", "k2"]);
+    assert!(reply.starts_with("-CROSSSLOT"), "{reply}");
+}

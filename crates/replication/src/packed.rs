@@ -76,38 +76,93 @@ fn le_uint(bytes: &[u8]) -> u64 {
         .fold(0u64, |acc, &b| (acc << 8) | u64::from(b))
 }
 
-/// The elements of a listpack.
+/// What tells listpacks and ziplists apart: both are a total size, a header, entries and an
+/// end byte 0xff; they differ in the header's length and in how an entry is encoded.
+pub(crate) trait PackedFormat {
+    /// Header bytes (total size first).
+    const HEADER: usize;
+    /// The header's length check and end-byte errors, in this format's name.
+    const SHORT_HEADER: &'static str;
+    const WRONG_SIZE: &'static str;
+    const NO_END: &'static str;
+    const BYTES_AFTER_END: &'static str;
+
+    /// The entry at `pos` (not the end byte) and where the next one starts.
+    fn entry(data: &[u8], pos: usize, first: u8) -> Result<(PackedItem<'_>, usize), &'static str>;
+}
+
+/// The elements of a listpack or a ziplist, checked as they are read.
 #[derive(Debug)]
-pub(crate) struct Listpack<'a> {
+pub(crate) struct Packed<'a, F> {
     data: &'a [u8],
     pos: usize,
     done: bool,
+    format: std::marker::PhantomData<F>,
 }
 
-impl<'a> Listpack<'a> {
-    /// Checks the header (total bytes, count) and positions on the first element.
+/// The elements of a listpack.
+pub(crate) type Listpack<'a> = Packed<'a, ListpackFormat>;
+/// The elements of a ziplist (the encoding before listpack, in RDBs from Redis 6 and older).
+pub(crate) type Ziplist<'a> = Packed<'a, ZiplistFormat>;
+
+impl<'a, F: PackedFormat> Packed<'a, F> {
+    /// Checks the header's total size and positions on the first element.
     pub(crate) fn new(data: &'a [u8]) -> Result<Self, &'static str> {
-        let header = slice(data, 0, 6, "listpack shorter than its header")?;
+        let header = slice(data, 0, F::HEADER, F::SHORT_HEADER)?;
         if le_uint(&header[..4]) != data.len() as u64 {
-            return Err("listpack total size differs from its string length");
+            return Err(F::WRONG_SIZE);
         }
         Ok(Self {
             data,
-            pos: 6,
+            pos: F::HEADER,
             done: false,
+            format: std::marker::PhantomData,
         })
     }
 
     fn step(&mut self) -> Result<Option<PackedItem<'a>>, &'static str> {
         let data = self.data;
-        let first = *data.get(self.pos).ok_or("listpack without an end byte")?;
+        let first = *data.get(self.pos).ok_or(F::NO_END)?;
         if first == 0xff {
             if self.pos + 1 != data.len() {
-                return Err("listpack has bytes after its end byte");
+                return Err(F::BYTES_AFTER_END);
             }
             return Ok(None);
         }
-        let at = self.pos;
+        let (item, next) = F::entry(data, self.pos, first)?;
+        self.pos = next;
+        Ok(Some(item))
+    }
+}
+
+impl<'a, F: PackedFormat> Iterator for Packed<'a, F> {
+    type Item = Result<PackedItem<'a>, &'static str>;
+
+    fn next(&mut self) -> Step<'a> {
+        if self.done {
+            return None;
+        }
+        let step = self.step().transpose();
+        if !matches!(step, Some(Ok(_))) {
+            self.done = true;
+        }
+        step
+    }
+}
+
+/// Listpack entries: encoding and data, then the entry's length backwards.
+#[derive(Debug)]
+pub(crate) struct ListpackFormat;
+
+impl PackedFormat for ListpackFormat {
+    const HEADER: usize = 6;
+    const SHORT_HEADER: &'static str = "listpack shorter than its header";
+    const WRONG_SIZE: &'static str = "listpack total size differs from its string length";
+    const NO_END: &'static str = "listpack without an end byte";
+    const BYTES_AFTER_END: &'static str = "listpack has bytes after its end byte";
+
+    fn entry(data: &[u8], pos: usize, first: u8) -> Result<(PackedItem<'_>, usize), &'static str> {
+        let at = pos;
         let (item, entry_len) = if first & 0x80 == 0 {
             (PackedItem::Int(i64::from(first & 0x7f)), 1)
         } else if first & 0xc0 == 0x80 {
@@ -164,62 +219,28 @@ impl<'a> Listpack<'a> {
             2_097_151..=268_435_454 => 4,
             _ => 5,
         };
-        self.pos = at
+        let next = at
             .checked_add(entry_len + back_len)
             .filter(|&next| next < data.len())
             .ok_or("listpack element runs past the end")?;
-        Ok(Some(item))
+        Ok((item, next))
     }
 }
 
-impl<'a> Iterator for Listpack<'a> {
-    type Item = Result<PackedItem<'a>, &'static str>;
-
-    fn next(&mut self) -> Step<'a> {
-        if self.done {
-            return None;
-        }
-        let step = self.step().transpose();
-        if !matches!(step, Some(Ok(_))) {
-            self.done = true;
-        }
-        step
-    }
-}
-
-/// The elements of a ziplist (the encoding before listpack, in RDBs from Redis 6 and older).
+/// Ziplist entries: the previous entry's length, then encoding and data.
 #[derive(Debug)]
-pub(crate) struct Ziplist<'a> {
-    data: &'a [u8],
-    pos: usize,
-    done: bool,
-}
+pub(crate) struct ZiplistFormat;
 
-impl<'a> Ziplist<'a> {
-    /// Checks the header (total bytes, tail offset, count) and positions on the first element.
-    pub(crate) fn new(data: &'a [u8]) -> Result<Self, &'static str> {
-        let header = slice(data, 0, 10, "ziplist shorter than its header")?;
-        if le_uint(&header[..4]) != data.len() as u64 {
-            return Err("ziplist total size differs from its string length");
-        }
-        Ok(Self {
-            data,
-            pos: 10,
-            done: false,
-        })
-    }
+impl PackedFormat for ZiplistFormat {
+    const HEADER: usize = 10;
+    const SHORT_HEADER: &'static str = "ziplist shorter than its header";
+    const WRONG_SIZE: &'static str = "ziplist total size differs from its string length";
+    const NO_END: &'static str = "ziplist without an end byte";
+    const BYTES_AFTER_END: &'static str = "ziplist has bytes after its end byte";
 
-    fn step(&mut self) -> Result<Option<PackedItem<'a>>, &'static str> {
-        let data = self.data;
-        let first = *data.get(self.pos).ok_or("ziplist without an end byte")?;
-        if first == 0xff {
-            if self.pos + 1 != data.len() {
-                return Err("ziplist has bytes after its end byte");
-            }
-            return Ok(None);
-        }
+    fn entry(data: &[u8], pos: usize, first: u8) -> Result<(PackedItem<'_>, usize), &'static str> {
         // The previous entry's length: one byte, or 0xfe and four more.
-        let at = self.pos + if first < 0xfe { 1 } else { 5 };
+        let at = pos + if first < 0xfe { 1 } else { 5 };
         let encoding = slice(data, at, 1, "ziplist entry past the end")?[0];
         let be_len = |n: usize| -> Result<usize, &'static str> {
             let bytes = slice(data, at + 1, n, "ziplist string length past the end")?;
@@ -227,7 +248,7 @@ impl<'a> Ziplist<'a> {
                 .iter()
                 .fold(0usize, |acc, &b| (acc << 8) | usize::from(b)))
         };
-        let int_at = |n: usize, bits: u32| -> Result<(PackedItem<'a>, usize), &'static str> {
+        let int_at = |n: usize, bits: u32| -> Result<(PackedItem<'_>, usize), &'static str> {
             let raw = le_uint(slice(data, at + 1, n, "ziplist integer past the end")?);
             Ok((PackedItem::Int(sign_extend(raw, bits)), 1 + n))
         };
@@ -263,26 +284,11 @@ impl<'a> Ziplist<'a> {
                 _ => return Err("ziplist entry with an unknown encoding"),
             },
         };
-        self.pos = at
+        let next = at
             .checked_add(entry_len)
             .filter(|&next| next < data.len())
             .ok_or("ziplist entry runs past the end")?;
-        Ok(Some(item))
-    }
-}
-
-impl<'a> Iterator for Ziplist<'a> {
-    type Item = Result<PackedItem<'a>, &'static str>;
-
-    fn next(&mut self) -> Step<'a> {
-        if self.done {
-            return None;
-        }
-        let step = self.step().transpose();
-        if !matches!(step, Some(Ok(_))) {
-            self.done = true;
-        }
-        step
+        Ok((item, next))
     }
 }
 

@@ -68,6 +68,34 @@ impl Session {
         });
     }
 
+    /// A request about hash slot `slot` to its master in every cluster behind the endpoint
+    /// (each has a slot of that number), the replies merged by `merge`; with one cluster, as
+    /// any keyed request.
+    pub(super) fn in_every_cluster(&mut self, slot: u16, args: &RequestArgs<'_>, merge: Merge) {
+        let clusters = self.worker.routes().clusters();
+        if clusters <= 1 {
+            return self.forward(Some(slot), true, args);
+        }
+        for cluster in 0..clusters {
+            let id = {
+                let mut tickets = self.worker.tickets.borrow_mut();
+                let id = self.new_ticket(
+                    &mut tickets,
+                    Some(crate::slotmap::virtual_slot(cluster, slot)),
+                    true,
+                );
+                write_request(args, &mut tickets.get(id).request);
+                id
+            };
+            self.worker.dispatch(id);
+            self.ids.push_back(id);
+        }
+        self.push_pending(Pending::Split {
+            merge,
+            parts: clusters,
+        });
+    }
+
     /// `SCRIPT KILL`/`FUNCTION KILL` to every master over a private connection each (the
     /// shared one may be queued behind the very script to kill), the replies merged by
     /// `any_killed`.

@@ -1,6 +1,7 @@
 //! Commands the proxy answers itself: PING, ECHO, SELECT 0, HELLO, AUTH, CLIENT …, the
 //! smart-client CLUSTER view, SLOWLOG, RESET. Never touches a backend (but for the slot counts
-//! of CLUSTER COUNTKEYSINSLOT/GETKEYSINSLOT, forwarded to the slot's master).
+//! of CLUSTER COUNTKEYSINSLOT/GETKEYSINSLOT, forwarded to the slot's master in every cluster
+//! behind the endpoint, counts added up and key lists joined).
 
 use super::{ReplyMode, RequestArgs, Session};
 use crate::local;
@@ -148,8 +149,14 @@ impl Session {
                     .ok()
                     .and_then(|s| s.parse::<u16>().ok())
                     .filter(|slot| *slot < 16384);
+                let merge = if subcommand_is(args, b"countkeysinslot") {
+                    super::fanout::Merge::Sum
+                } else {
+                    // Up to COUNT keys from each cluster.
+                    super::fanout::Merge::Concat
+                };
                 match slot {
-                    Some(slot) => self.forward(Some(slot), true, args),
+                    Some(slot) => self.in_every_cluster(slot, args, merge),
                     None => self.local_error(b"ERR Invalid or out of range slot"),
                 }
             }
@@ -387,6 +394,7 @@ impl Session {
             return;
         }
         self.db = db;
+        self.other_database = (db != 0).then(|| OtherDatabase::new(&self.worker.gate));
         self.local(b"+OK\r\n");
     }
 
@@ -440,4 +448,29 @@ impl Args for Skipped<'_, '_> {
     fn get(&self, index: usize) -> Option<&[u8]> {
         self.args.get(index + self.skip)
     }
+}
+
+/// Counts, for a switch's report, the connections using a database other than 0: a cluster
+/// has none, so a switch from a Sentinel group to a cluster ends them (see `Session::handle`).
+#[derive(Debug)]
+pub(super) struct OtherDatabase(std::sync::Arc<crate::switch::Gate>);
+
+impl OtherDatabase {
+    fn new(gate: &std::sync::Arc<crate::switch::Gate>) -> Self {
+        gate.other_database
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Self(std::sync::Arc::clone(gate))
+    }
+}
+
+impl Drop for OtherDatabase {
+    fn drop(&mut self) {
+        self.0
+            .other_database
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+fn subcommand_is(args: &RequestArgs<'_>, name: &[u8]) -> bool {
+    args.get(1).is_some_and(|a| a.eq_ignore_ascii_case(name))
 }

@@ -158,6 +158,8 @@ struct Session {
     /// `SELECT`ed database: always 0 in front of a cluster; any below
     /// [`DATABASES`](crate::backend::DATABASES) in front of a Sentinel group.
     db: u8,
+    /// Held while `db` is not 0.
+    other_database: Option<local_answers::OtherDatabase>,
     peer: Option<std::net::SocketAddr>,
     out: Vec<u8>,
     pending: VecDeque<Queued>,
@@ -275,6 +277,7 @@ async fn serve_halves<R, W>(
         audits: VecDeque::new(),
         resp3: false,
         db: 0,
+        other_database: None,
         peer,
         out: Vec::with_capacity(BUFFER),
         pending: VecDeque::new(),

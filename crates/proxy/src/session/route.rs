@@ -10,6 +10,18 @@ use cinnabar_commands::{Args, Command, RequestPolicy};
 impl Session {
     /// Decides what to do with one complete request.
     pub(super) fn handle(&mut self, args: &RequestArgs<'_>) {
+        if self.db != 0 && !self.worker.router.is_single() {
+            // The endpoint was switched from a Sentinel group to a cluster, which has only
+            // database 0: this client's requests cannot go on where it thinks they go. End the
+            // connection with the reason; a client library reconnects (and its SELECT is then
+            // refused in so many words).
+            self.local_error(
+                b"ERR cinnabar: this endpoint now serves a Redis Cluster, which has only \
+                  database 0; this connection selected another and is closed",
+            );
+            self.closing = true;
+            return;
+        }
         let command = match cinnabar_commands::resolve(args) {
             Ok(command) => command,
             Err(e) => {

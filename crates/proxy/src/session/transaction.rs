@@ -90,6 +90,7 @@ impl Session {
         }
         let mut tx = Transaction {
             slot: self.watch.as_ref().map(|w| w.slot),
+            in_group: self.worker.router.is_single(),
             ..Transaction::default()
         };
         encode::command(&mut tx.request, &[b"MULTI"]);
@@ -181,6 +182,16 @@ impl Session {
             }
             return self
                 .local_error(b"EXECABORT Transaction discarded because of previous errors.");
+        }
+        if tx.in_group && !self.worker.router.is_single() {
+            // Queued for a Sentinel group, where any keys go together; the endpoint serves a
+            // cluster now, where they may not (see `crate::switch`). Nothing ran.
+            if let Some(watch) = watch {
+                watch.backend.retire();
+            }
+            return self.local_error(
+                b"EXECABORT Transaction discarded because the endpoint moved from a Sentinel                   group to a Redis Cluster while it was queued; run it again",
+            );
         }
         if let Some(watch) = &watch
             && (watch.backend.is_closed()
@@ -321,4 +332,6 @@ pub(super) struct Transaction {
     pub(super) commands: Vec<(Option<u16>, std::ops::Range<usize>)>,
     /// Relaxed mode: the commands span several slots, so EXEC runs them one by one.
     pub(super) cross_slot: bool,
+    /// Queued in front of a Sentinel group (every key in one slot).
+    pub(super) in_group: bool,
 }
