@@ -129,3 +129,4 @@ pub use auditor::{AuditStats, Auditor};
 pub use config::{AuditConfig, AuditOutput, MAX_QUEUE_CAPACITY};
 pub use error::AuditError;
 pub use record::{AuditRecord, Outcome};
+pub use timestamp::rfc3339_millis;

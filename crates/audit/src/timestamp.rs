@@ -22,7 +22,7 @@ const SECONDS_PER_DAY: u64 = 86_400;
 /// millisecond: an audit line must always carry a well-formed time, and either case means the
 /// clock is wrong, which the reader sees at once. Milliseconds are truncated, not rounded, so a
 /// time never moves into the next second.
-pub(crate) fn rfc3339_millis(t: SystemTime) -> String {
+pub fn rfc3339_millis(t: SystemTime) -> String {
     let since_epoch = t.duration_since(UNIX_EPOCH).unwrap_or_default();
     let (secs, millis) = match since_epoch.as_secs() {
         s if s > LAST_SECOND => (LAST_SECOND, 999),

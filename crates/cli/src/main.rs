@@ -7,6 +7,7 @@
 
 mod autoscale;
 mod backup;
+mod console;
 mod detach;
 mod drill;
 mod kubernetes;
@@ -170,6 +171,24 @@ enum Command {
     ///     --token-file admin-token --to 10.0.1.1:6379 --sync 10.0.0.9:9100
     #[command(verbatim_doc_comment)]
     Switch(switch::SwitchArgs),
+    /// Serve the web console and its JSON API over the local clusters under --root.
+    ///
+    /// Each subdirectory of --root is one cluster (`cinnabar up --dir ROOT/NAME`). The console
+    /// lists them (topology, shape, health, memory, ops/s), shows one (nodes, roles, slots,
+    /// lag, a live load chart), creates new ones and runs scale, failover, failover drills and
+    /// backups, each as the same `cinnabar` subcommand a person would type, in the background
+    /// with its progress on the page. Users log in with the proxy's users file format; roles
+    /// viewer (read), operator (act) and admin (also delete). Every action is audited. The API
+    /// is documented in docs/console.md.
+    ///
+    /// On the first start without a users file it creates ROOT/console-users.toml with an
+    /// `admin` user and prints the password once.
+    ///
+    /// Examples:
+    ///   mkdir -p clusters
+    ///   cinnabar console --listen 127.0.0.1:8080 --root clusters   # then open the printed URL
+    #[command(verbatim_doc_comment)]
+    Console(console::ConsoleArgs),
     /// Print the RedisCluster CustomResourceDefinition (YAML) for `kubectl apply -f -`.
     Crd,
     /// Run the Kubernetes operator (in a pod; see deploy/helm/cinnabar).
@@ -442,6 +461,7 @@ fn main() -> ExitCode {
         Command::Restore(args) => backup::run_restore(&args),
         Command::Switch(args) => switch::run(&args),
         Command::Autoscale(args) => autoscale::run(&args),
+        Command::Console(args) => console::run(&args).map(|()| ExitCode::SUCCESS),
         Command::Crd => kubernetes::crd().map(|()| ExitCode::SUCCESS),
         Command::Operator(args) => kubernetes::operator(&args).map(|()| ExitCode::SUCCESS),
     };

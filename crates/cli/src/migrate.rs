@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use cinnabar_local::StateDir;
 use cinnabar_local::control::{self, ControlReply, ControlRequest};
+use cinnabar_local::load::LatencyHistogram;
 use cinnabar_replication::status::{Phase, SyncStatus};
 use cinnabar_replication::sync::{Background, SyncConfig};
 use cinnabar_replication::verify::Endpoint;
@@ -254,7 +255,7 @@ pub(crate) fn run(args: &MigrateArgs) -> Result<ExitCode> {
 
     // Switch.
     let switching = Instant::now();
-    let before = latency_histogram(&admin);
+    let before = LatencyHistogram::read(admin);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -268,7 +269,7 @@ pub(crate) fn run(args: &MigrateArgs) -> Result<ExitCode> {
             max_pause_ms: args.max_pause_ms,
         },
     ));
-    let after = latency_histogram(&admin);
+    let after = LatencyHistogram::read(admin);
     report.switch_ms = millis(switching.elapsed());
     if let (Some(before), Some(after)) = (&before, &after) {
         let window = after.minus(before);
@@ -424,70 +425,6 @@ fn strings(value: &serde_json::Value) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
-}
-
-/// The proxy's cumulative request-latency histogram: (upper bound in µs, count) per bucket.
-struct Histogram(Vec<(Option<u64>, u64)>);
-
-impl Histogram {
-    fn minus(&self, earlier: &Self) -> Self {
-        Self(
-            self.0
-                .iter()
-                .map(|(le, count)| {
-                    let before = earlier
-                        .0
-                        .iter()
-                        .find(|(l, _)| l == le)
-                        .map_or(0, |(_, c)| *c);
-                    (*le, count.saturating_sub(before))
-                })
-                .collect(),
-        )
-    }
-
-    fn count(&self) -> u64 {
-        self.0.last().map_or(0, |(_, c)| *c)
-    }
-
-    /// The bucket bound at quantile `q` (cumulative buckets); `None` without requests or when
-    /// it falls in the unbounded bucket.
-    fn quantile(&self, q: f64) -> Option<u64> {
-        let total = self.count();
-        if total == 0 {
-            return None;
-        }
-        let rank = ((total as f64) * q).ceil().max(1.0) as u64;
-        self.0
-            .iter()
-            .find(|(_, c)| *c >= rank)
-            .and_then(|(le, _)| *le)
-    }
-}
-
-/// Reads `cinnabar_request_duration_seconds_bucket` from the proxy's `/metrics`.
-fn latency_histogram(admin: &std::net::SocketAddr) -> Option<Histogram> {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect_timeout(admin, Duration::from_secs(2)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: proxy\r\nConnection: close\r\n\r\n")
-        .ok()?;
-    let mut text = String::new();
-    stream.read_to_string(&mut text).ok()?;
-    let buckets = text
-        .lines()
-        .filter_map(|line| line.strip_prefix("cinnabar_request_duration_seconds_bucket{le=\""))
-        .filter_map(|rest| {
-            let (le, count) = rest.split_once("\"} ")?;
-            let bound = match le {
-                "+Inf" => None,
-                seconds => Some((seconds.parse::<f64>().ok()? * 1e6).round() as u64),
-            };
-            Some((bound, count.trim().parse().ok()?))
-        })
-        .collect::<Vec<_>>();
-    (!buckets.is_empty()).then_some(Histogram(buckets))
 }
 
 fn print_report(report: &MigrationReport, json: bool) -> Result<()> {

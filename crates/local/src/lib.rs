@@ -24,6 +24,7 @@ pub mod control;
 pub mod error;
 pub mod faults;
 pub mod group;
+pub mod load;
 pub mod ops;
 pub mod platform;
 pub mod ports;
