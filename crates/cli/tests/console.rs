@@ -391,8 +391,9 @@ fn the_api_operates_real_clusters_and_refuses_what_a_role_or_csrf_forbids() {
         404
     );
 
-    let audit = console.audit();
-    for needle in [
+    // A job's end is audited as it is reaped, and the audit writer flushes on its own thread:
+    // the last records may land a moment after the job reads as done.
+    let needles = [
         "\"subcommand\":\"BACKUP-END\"",
         "\"subcommand\":\"RESTORE-END\"",
         "\"subcommand\":\"CREATE\"",
@@ -400,7 +401,14 @@ fn the_api_operates_real_clusters_and_refuses_what_a_role_or_csrf_forbids() {
         "\"subcommand\":\"DELETE-END\"",
         "\"outcome\":\"denied\"",
         "\"outcome\":\"auth_failed\"",
-    ] {
+    ];
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut audit = console.audit();
+    while needles.iter().any(|n| !audit.contains(n)) && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+        audit = console.audit();
+    }
+    for needle in needles {
         assert!(
             audit.contains(needle),
             "{needle} missing from the audit trail:\n{audit}"
