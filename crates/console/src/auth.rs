@@ -6,6 +6,7 @@
 //! token travels only in an HttpOnly cookie; scripts get the CSRF token, which is useless
 //! without the cookie.
 
+use crate::lock;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -212,13 +213,6 @@ pub fn csrf_matches(expected: &str, given: &str) -> bool {
             .zip(given.bytes())
             .fold(0u8, |acc, (a, b)| acc | (a ^ b))
             == 0
-}
-
-/// A poisoned lock only means another request panicked mid-update of a plain map: go on.
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@
 //!
 //! Never interprets Redis: it only runs the CLI and reports what the CLI said.
 
+use crate::lock;
 use std::collections::BTreeMap;
 use std::io::{Read as _, Seek as _, SeekFrom};
 use std::path::{Path, PathBuf};
@@ -283,13 +284,6 @@ fn save(path: &Path, job: &Job) {
     if let Err(e) = written {
         tracing::warn!("keeping job {} in {}: {e}", job.id, path.display());
     }
-}
-
-/// A poisoned lock only means a panic mid-update of a plain record: go on.
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 #[cfg(test)]

@@ -63,3 +63,11 @@ pub struct KubernetesConfig {
     /// The namespace shown; default: the client's (kubeconfig context or the pod's).
     pub namespace: Option<String>,
 }
+
+/// Locks a mutex of the console's shared state. A poisoned lock only means a request panicked
+/// while it updated a plain map or record: the data is still whole, so go on.
+pub(crate) fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
