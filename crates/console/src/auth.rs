@@ -6,7 +6,6 @@
 //! token travels only in an HttpOnly cookie; scripts get the CSRF token, which is useless
 //! without the cookie.
 
-use crate::lock;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -17,6 +16,7 @@ use rand::Rng as _;
 use serde::Serialize;
 
 use crate::error::ConsoleError;
+use crate::lock;
 
 /// What a console user may do. Ordered: each role may do everything the one before may.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]

@@ -9,7 +9,6 @@
 //!
 //! Never interprets Redis: it only runs the CLI and reports what the CLI said.
 
-use crate::lock;
 use std::collections::BTreeMap;
 use std::io::{Read as _, Seek as _, SeekFrom};
 use std::path::{Path, PathBuf};
@@ -21,6 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::clusters::now_ms;
 use crate::error::ApiError;
+use crate::lock;
 
 /// Progress lines kept per job; older ones are dropped (the `.err` file keeps them all).
 const MAX_LOG_LINES: usize = 400;
