@@ -40,7 +40,7 @@ pub struct GroupMember {
 }
 
 /// A group as observed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GroupObservation {
     /// The master most Sentinels name, when it says `role:master`.
     pub master: Option<NodeAddr>,
