@@ -71,11 +71,11 @@ use serde::{Deserialize, Serialize};
 )]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("!has(self.maxmemoryPercent) || self.maxmemoryPercent == 0 || (has(self.resources) && has(self.resources.limits) && 'memory' in self.resources.limits)").message("maxmemory is derived from the memory limit: set resources.limits.memory, or maxmemoryPercent: 0 for no maxmemory"))]
+#[x_kube(validation = Rule::new("(has(self.topology) ? self.topology : 'Cluster') == (has(oldSelf.topology) ? oldSelf.topology : 'Cluster')").message("topology cannot change once created: create another RedisCluster and move the data with syncFrom"))]
 pub struct RedisClusterSpec {
     /// `Cluster` (Redis Cluster, the default) or `Sentinel` (one master, `replicasPerShard`
     /// replicas and `sentinels` Sentinels; `shards` must be 1). Fixed at creation.
     #[serde(default, skip_serializing_if = "Topology::is_cluster")]
-    #[x_kube(validation = Rule::new("self == oldSelf").message("topology cannot change once created: create another RedisCluster and move the data with syncFrom"))]
     pub topology: Topology,
     /// With `topology: Sentinel`: how many Sentinels watch the group (odd, at least 3, so a
     /// majority survives the loss of one); their quorum is a majority.
@@ -1081,6 +1081,7 @@ mod tests {
         );
         assert!(crd.contains(r#""name":"Ready""#), "{crd}");
         assert!(crd.contains("syncFrom.address must be HOST:PORT"), "{crd}");
+        assert!(crd.contains("topology cannot change once created"), "{crd}");
     }
 
     #[test]
