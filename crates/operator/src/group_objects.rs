@@ -46,6 +46,9 @@ use crate::pods::{REDIS_PORT, SHARD_LABEL};
 use crate::validate::{SpecError, image_version, validate};
 use kube::{Resource, ResourceExt};
 
+/// Seconds the `preStop` hook of an old master waits after the handover, so proxies (which
+/// confirm the master every second) stop sending to it before it stops.
+pub const DRAIN_SECONDS: u32 = 2;
 /// The port Sentinels listen on.
 pub const SENTINEL_PORT: u16 = 26379;
 /// Milliseconds a master may be unreachable before a Sentinel flags it down: like the
@@ -138,7 +141,7 @@ exec {binary} /etc/cinnabar/redis.conf --replica-announce-ip "$POD_IP" --require
 /// ask a Sentinel for `SENTINEL FAILOVER`, and once the Sentinels name a new master that says
 /// `role:master`, become its replica at once (the writes that waited here then fail with
 /// `-READONLY`, which the proxy retries on the new master, instead of running on a master
-/// nobody reads); all within `budget_seconds`, then exit 1 with the pause lifted. Anything else
+/// nobody reads), wait [`DRAIN_SECONDS`] for the proxies to follow; all within `budget_seconds`, then exit 1 with the pause lifted. Anything else
 /// stops at once. As for a cluster node, it returns only once no AOF rewrite runs (Redis
 /// refuses SIGTERM while it writes its first AOF).
 ///
@@ -170,6 +173,10 @@ finish() {{
   fi
   exit "$1"
 }}
+# The writes that waited here were answered -READONLY (the proxy retries them on the new
+# master); until the proxies follow the Sentinels (they check every second) a write may still
+# arrive, and one in flight when Redis stops could not be retried: wait for them first.
+drain() {{ say "waiting {DRAIN_SECONDS} s for the proxies to follow the new master; stopping"; sleep {DRAIN_SECONDS}; finish 0; }}
 role() {{ {cli} -p {REDIS_PORT} role 2>/dev/null | head -n 1 | tr -d "$CR"; }}
 [ "$(role)" = master ] || {{ say "a replica: nothing to hand over"; finish 0; }}
 {ask}
@@ -199,13 +206,14 @@ fi
 say "SENTINEL FAILOVER accepted by $asked"
 while [ "$ticks" -gt 0 ]; do
   sleep 0.2; ticks=$((ticks - 1))
-  [ "$(role)" = slave ] && {{ say "now a replica; stopping"; finish 0; }}
+  if [ "$(role)" = slave ]; then {cli} -p {REDIS_PORT} client unpause >/dev/null; say "now a replica"; drain; fi
   reply=$({cli} -h "${{asked%:*}}" -p "${{asked##*:}}" --raw sentinel get-master-addr-by-name {group} 2>/dev/null)
   set -- $reply
   if [ $# -eq 2 ] && [ "$1" != "$POD_IP" ] && [ "$({cli} -h "$1" -p "$2" role 2>/dev/null | head -n 1 | tr -d "$CR")" = master ]; then
     {cli} -p {REDIS_PORT} replicaof "$1" "$2" >/dev/null
-    say "$1:$2 promoted; now its replica; stopping"
-    finish 0
+    {cli} -p {REDIS_PORT} client unpause >/dev/null
+    say "$1:$2 promoted; now its replica"
+    drain
   fi
 done
 {cli} -p {REDIS_PORT} client unpause >/dev/null
