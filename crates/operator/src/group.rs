@@ -56,8 +56,22 @@ pub struct SentinelPod {
     pub terminating: bool,
 }
 
-/// Reads one Sentinel pod.
+/// Reads one Sentinel pod: its IP and the container port named `sentinel` (26379 when
+/// unnamed).
 pub fn sentinel_pod(pod: &Pod) -> SentinelPod {
+    let port = pod
+        .spec
+        .as_ref()
+        .and_then(|spec| {
+            spec.containers.iter().find_map(|c| {
+                c.ports
+                    .as_ref()?
+                    .iter()
+                    .find(|p| p.name.as_deref() == Some("sentinel"))
+                    .and_then(|p| u16::try_from(p.container_port).ok())
+            })
+        })
+        .unwrap_or(SENTINEL_PORT);
     SentinelPod {
         name: pod.metadata.name.clone().unwrap_or_default(),
         addr: pod
@@ -65,7 +79,7 @@ pub fn sentinel_pod(pod: &Pod) -> SentinelPod {
             .as_ref()
             .and_then(|s| s.pod_ip.clone())
             .filter(|ip| !ip.is_empty())
-            .map(|ip| NodeAddr::new(ip, SENTINEL_PORT)),
+            .map(|ip| NodeAddr::new(ip, port)),
         terminating: pod.metadata.deletion_timestamp.is_some(),
     }
 }

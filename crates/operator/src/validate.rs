@@ -198,7 +198,7 @@ fn sentinel_shape(spec: &RedisClusterSpec) -> Result<(), SpecError> {
                 .to_owned(),
         );
     }
-    if spec.sentinels < 3 || spec.sentinels % 2 == 0 {
+    if spec.sentinels < 3 || spec.sentinels.is_multiple_of(2) {
         return shape(format!(
             "sentinels must be odd and at least 3, not {}: a majority of them must survive the \
              loss of one to authorise a failover, and an even count adds no tolerance",
