@@ -121,12 +121,12 @@ done"#,
 /// The data container's start: ask the Sentinels which master to follow (see the module docs).
 pub fn redis_start(binary: &str, cli: &str, group: &str, sentinels: &[String]) -> String {
     format!(
-        r#"export REDISCLI_AUTH="$REDIS_PASSWORD"
+        r#"[ -n "$REDIS_PASSWORD" ] && export REDISCLI_AUTH="$REDIS_PASSWORD"
 {ask}
 follow=
 if [ -n "$master" ]; then
   set -- $master
-  if [ "$1" != "$POD_IP" ]; then follow="--replicaof $1 $2"; echo "cinnabar: the Sentinels name $1:$2 master: starting as its replica"; fi
+  if [ "$1:$2" != "$POD_IP:{REDIS_PORT}" ]; then follow="--replicaof $1 $2"; echo "cinnabar: the Sentinels name $1:$2 master: starting as its replica"; fi
 else
   echo "cinnabar: no Sentinel names a master of {group} yet: starting on my own until the operator forms the group"
 fi
@@ -135,7 +135,8 @@ exec {binary} /etc/cinnabar/redis.conf --replica-announce-ip "$POD_IP" --require
     )
 }
 
-/// The `preStop` hook of a data container (`sh -c` this): when this node is the master the
+/// The `preStop` hook of a data container listening on `port` (`sh -c` this; `POD_IP` and
+/// `REDIS_PASSWORD` in its environment): when this node is the master the
 /// Sentinels name and has an online replica, pause writes (`CLIENT PAUSE WRITE`, so nothing
 /// is acknowledged that the replicas lack), `WAIT` for a replica to acknowledge everything,
 /// ask a Sentinel for `SENTINEL FAILOVER`, and once the Sentinels name a new master that says
@@ -148,16 +149,22 @@ exec {binary} /etc/cinnabar/redis.conf --replica-announce-ip "$POD_IP" --require
 /// Why: the Sentinels would notice a stopped master only after `down-after-milliseconds` and
 /// an election, seconds during which writes fail, and writes the master acknowledged but had
 /// not yet sent could be lost.
-pub fn prestop_script(cli: &str, group: &str, sentinels: &[String], budget_seconds: u32) -> String {
+pub fn prestop_script(
+    cli: &str,
+    port: u16,
+    group: &str,
+    sentinels: &[String],
+    budget_seconds: u32,
+) -> String {
     let ticks = budget_seconds * 5;
     let pause_ms = budget_seconds * 1000;
     format!(
         r#"say() {{ echo "cinnabar preStop: $*"; }}
-export REDISCLI_AUTH="$REDIS_PASSWORD"
+[ -n "$REDIS_PASSWORD" ] && export REDISCLI_AUTH="$REDIS_PASSWORD"
 CR=$(printf '\r')
 ticks={ticks}
 aof_busy() {{
-  info=$({cli} -p {REDIS_PORT} info persistence 2>/dev/null) || return 1
+  info=$({cli} -p {port} info persistence 2>/dev/null) || return 1
   while IFS=: read -r k v; do
     v=${{v%"$CR"}}
     case $k in aof_rewrite_in_progress|aof_rewrite_scheduled) [ "$v" = 1 ] && return 0;; esac
@@ -177,21 +184,21 @@ finish() {{
 # master); until the proxies follow the Sentinels (they check every second) a write may still
 # arrive, and one in flight when Redis stops could not be retried: wait for them first.
 drain() {{ say "waiting {DRAIN_SECONDS} s for the proxies to follow the new master; stopping"; sleep {DRAIN_SECONDS}; finish 0; }}
-role() {{ {cli} -p {REDIS_PORT} role 2>/dev/null | head -n 1 | tr -d "$CR"; }}
+role() {{ {cli} -p {port} role 2>/dev/null | head -n 1 | tr -d "$CR"; }}
 [ "$(role)" = master ] || {{ say "a replica: nothing to hand over"; finish 0; }}
 {ask}
 set -- $master
-[ "$1" = "$POD_IP" ] || {{ say "the Sentinels name ${{1:-no master}}, not this pod: nothing to hand over"; finish 0; }}
+[ "$1:$2" = "$POD_IP:{port}" ] || {{ say "the Sentinels name ${{1:-no master}}, not this pod: nothing to hand over"; finish 0; }}
 online=0
-info=$({cli} -p {REDIS_PORT} info replication 2>/dev/null)
+info=$({cli} -p {port} info replication 2>/dev/null)
 while IFS=: read -r k v; do
   case $k in slave[0-9]*) case $v in *state=online*) online=$((online + 1));; esac;; esac
 done <<EOF
 $info
 EOF
 [ "$online" -gt 0 ] || {{ say "no online replica: stopping as the master"; finish 0; }}
-{cli} -p {REDIS_PORT} client pause {pause_ms} write >/dev/null
-say "writes paused; replicas acknowledging everything: $({cli} -p {REDIS_PORT} wait 1 2000)"
+{cli} -p {port} client pause {pause_ms} write >/dev/null
+say "writes paused; replicas acknowledging everything: $({cli} -p {port} wait 1 2000)"
 asked=
 for a in {list}; do
   out=$({cli} -h "${{a%:*}}" -p "${{a##*:}}" sentinel failover {group} 2>&1)
@@ -199,24 +206,24 @@ for a in {list}; do
   say "Sentinel $a: $out"
 done
 if [ -z "$asked" ]; then
-  {cli} -p {REDIS_PORT} client unpause >/dev/null
+  {cli} -p {port} client unpause >/dev/null
   say "no Sentinel accepted SENTINEL FAILOVER: stopping as the master"
   finish 1
 fi
 say "SENTINEL FAILOVER accepted by $asked"
 while [ "$ticks" -gt 0 ]; do
   sleep 0.2; ticks=$((ticks - 1))
-  if [ "$(role)" = slave ]; then {cli} -p {REDIS_PORT} client unpause >/dev/null; say "now a replica"; drain; fi
+  if [ "$(role)" = slave ]; then {cli} -p {port} client unpause >/dev/null; say "now a replica"; drain; fi
   reply=$({cli} -h "${{asked%:*}}" -p "${{asked##*:}}" --raw sentinel get-master-addr-by-name {group} 2>/dev/null)
   set -- $reply
-  if [ $# -eq 2 ] && [ "$1" != "$POD_IP" ] && [ "$({cli} -h "$1" -p "$2" role 2>/dev/null | head -n 1 | tr -d "$CR")" = master ]; then
-    {cli} -p {REDIS_PORT} replicaof "$1" "$2" >/dev/null
-    {cli} -p {REDIS_PORT} client unpause >/dev/null
+  if [ $# -eq 2 ] && [ "$1:$2" != "$POD_IP:{port}" ] && [ "$({cli} -h "$1" -p "$2" role 2>/dev/null | head -n 1 | tr -d "$CR")" = master ]; then
+    {cli} -p {port} replicaof "$1" "$2" >/dev/null
+    {cli} -p {port} client unpause >/dev/null
     say "$1:$2 promoted; now its replica"
     drain
   fi
 done
-{cli} -p {REDIS_PORT} client unpause >/dev/null
+{cli} -p {port} client unpause >/dev/null
 say "still the master after {budget_seconds} s: stopping anyway (the Sentinels fail over on their own)"
 finish 1
 "#,
@@ -328,7 +335,7 @@ pub fn build_group(cluster: &RedisCluster, options: &BuildOptions) -> Result<Obj
     let container = &mut redis_set["spec"]["template"]["spec"]["containers"][0];
     container["command"] = json!(["sh", "-c", redis_start(binary, cli, &name, &sentinels)]);
     container["ports"] = json!([{"name": "redis", "containerPort": REDIS_PORT}]);
-    container["lifecycle"] = json!({"preStop": {"exec": {"command": ["sh", "-c", prestop_script(cli, &name, &sentinels, PRESTOP_FAILOVER_SECONDS)]}}});
+    container["lifecycle"] = json!({"preStop": {"exec": {"command": ["sh", "-c", prestop_script(cli, REDIS_PORT, &name, &sentinels, PRESTOP_FAILOVER_SECONDS)]}}});
     let redis_set = typed(redis_set)?;
     let sentinel_set = typed(sentinel_statefulset(
         &name,
