@@ -72,6 +72,7 @@ use serde::{Deserialize, Serialize};
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("!has(self.maxmemoryPercent) || self.maxmemoryPercent == 0 || (has(self.resources) && has(self.resources.limits) && 'memory' in self.resources.limits)").message("maxmemory is derived from the memory limit: set resources.limits.memory, or maxmemoryPercent: 0 for no maxmemory"))]
 #[x_kube(validation = Rule::new("(has(self.topology) ? self.topology : 'Cluster') == (has(oldSelf.topology) ? oldSelf.topology : 'Cluster')").message("topology cannot change once created: create another RedisCluster and move the data with syncFrom"))]
+#[x_kube(validation = Rule::new("!has(self.topology) || self.topology != 'Sentinel' || self.shards == 1").message("topology Sentinel is one master with its replicas: shards must be 1 (replicasPerShard counts the replicas)"))]
 pub struct RedisClusterSpec {
     /// `Cluster` (Redis Cluster, the default) or `Sentinel` (one master, `replicasPerShard`
     /// replicas and `sentinels` Sentinels; `shards` must be 1). Fixed at creation.
@@ -81,6 +82,7 @@ pub struct RedisClusterSpec {
     /// majority survives the loss of one); their quorum is a majority.
     #[serde(default = "default_sentinels")]
     #[schemars(range(min = 3, max = 9))]
+    #[x_kube(validation = Rule::new("self % 2 == 1").message("sentinels must be odd: an even count adds no tolerance to the loss of a Sentinel"))]
     pub sentinels: u16,
     /// Number of shards (masters); at least 1.
     #[x_kube(validation = Rule::new("self >= 1").message("a cluster needs at least one shard"))]
@@ -1082,6 +1084,8 @@ mod tests {
         assert!(crd.contains(r#""name":"Ready""#), "{crd}");
         assert!(crd.contains("syncFrom.address must be HOST:PORT"), "{crd}");
         assert!(crd.contains("topology cannot change once created"), "{crd}");
+        assert!(crd.contains("sentinels must be odd"), "{crd}");
+        assert!(crd.contains("shards must be 1"), "{crd}");
     }
 
     #[test]
