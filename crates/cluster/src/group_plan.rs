@@ -105,6 +105,13 @@ pub enum GroupOperation {
     /// Point every node that is not where Sentinel wants it back at the master; have every
     /// Sentinel monitor the group, and forget nodes and Sentinels that are gone.
     Heal,
+    /// Take these data nodes out of the group (a lowered replica count), in this order: a node
+    /// that is the master is failed over first (to an in-sync replica), then removed. Done once
+    /// none of them is a member any more.
+    Remove {
+        /// The nodes to take out.
+        nodes: Vec<NodeAddr>,
+    },
     /// Form a new group: `master` becomes the master of every other node, then every Sentinel
     /// monitors it. Done as soon as the Sentinels name a master other than `master` (the group
     /// was formed already and failed over since: Sentinel is never contradicted).
@@ -121,6 +128,7 @@ impl std::fmt::Display for GroupOperation {
             Self::RollingRestart { .. } => "rolling restart",
             Self::Heal => "heal",
             Self::Form { .. } => "form",
+            Self::Remove { .. } => "remove replicas",
         })
     }
 }
@@ -147,6 +155,12 @@ pub enum GroupStep {
         /// The master.
         master: NodeAddr,
     },
+    /// Take a data node that is not the master out of the group (the platform stops it for
+    /// good; the Sentinels forget it at the next reset).
+    Remove {
+        /// The node.
+        node: NodeAddr,
+    },
     /// `SENTINEL MONITOR` the group at `master` (with the platform's quorum and settings).
     Monitor {
         /// The Sentinel.
@@ -170,6 +184,7 @@ impl std::fmt::Display for GroupStep {
             }
             Self::Restart { node } => write!(f, "restart {node}"),
             Self::Follow { node, master } => write!(f, "make {node} a replica of {master}"),
+            Self::Remove { node } => write!(f, "remove {node} from the group"),
             Self::Monitor { sentinel, master } => {
                 write!(f, "have Sentinel {sentinel} monitor master {master}")
             }
@@ -208,6 +223,7 @@ pub fn next_group_step(operation: &GroupOperation, observed: &GroupObservation) 
         GroupOperation::RollingRestart { restarted } => rolling(observed, master, restarted),
         GroupOperation::Heal => heal(observed, master),
         GroupOperation::Form { master: chosen } => form(observed, chosen),
+        GroupOperation::Remove { nodes } => remove(observed, master, nodes),
     }
 }
 
@@ -322,6 +338,28 @@ fn heal(observed: &GroupObservation, master: &NodeAddr) -> GroupNext {
         });
     }
     GroupNext::Done
+}
+
+fn remove(observed: &GroupObservation, master: &NodeAddr, nodes: &[NodeAddr]) -> GroupNext {
+    let Some(next) = nodes.iter().find(|n| observed.member(n).is_some()) else {
+        return GroupNext::Done;
+    };
+    // Checked before anything moves: a group must keep a master and a replica.
+    let staying = observed
+        .members
+        .iter()
+        .filter(|m| !nodes.contains(&m.addr))
+        .count();
+    if staying < 2 {
+        return GroupNext::Refused(format!(
+            "removing {} node(s) would leave {staying}: a group keeps a master and a replica",
+            nodes.len()
+        ));
+    }
+    if next == master {
+        return failover(observed, master);
+    }
+    GroupNext::Step(GroupStep::Remove { node: next.clone() })
 }
 
 fn form(observed: &GroupObservation, master: &NodeAddr) -> GroupNext {
@@ -476,6 +514,46 @@ mod tests {
         let mut observed = group();
         observed.master = None;
         observed.sentinel_members[1].names = Some(addr(9));
+        assert!(matches!(
+            next_group_step(&op, &observed),
+            GroupNext::Refused(_)
+        ));
+    }
+
+    #[test]
+    fn removing_replicas_fails_the_master_over_first_when_it_is_one_of_them() {
+        let mut observed = group();
+        let mut fourth = observed.members[2].clone();
+        fourth.addr = addr(4);
+        observed.members.push(fourth);
+        let op = GroupOperation::Remove {
+            nodes: vec![addr(4), addr(1)],
+        };
+        assert_eq!(
+            next_group_step(&op, &observed),
+            GroupNext::Step(GroupStep::Remove { node: addr(4) })
+        );
+        observed.members.pop();
+        assert_eq!(
+            next_group_step(&op, &observed),
+            GroupNext::Step(GroupStep::Failover { from: addr(1) })
+        );
+        // Sentinel promoted 2; 1 follows it and is removed next.
+        observed.master = Some(addr(2));
+        observed.members[1].says_master = true;
+        observed.members[1].follows = None;
+        observed.members[0].says_master = false;
+        observed.members[0].follows = Some(addr(2));
+        assert_eq!(
+            next_group_step(&op, &observed),
+            GroupNext::Step(GroupStep::Remove { node: addr(1) })
+        );
+        observed.members.remove(0);
+        assert_eq!(next_group_step(&op, &observed), GroupNext::Done);
+        // Never down to a lone master.
+        let op = GroupOperation::Remove {
+            nodes: vec![addr(3)],
+        };
         assert!(matches!(
             next_group_step(&op, &observed),
             GroupNext::Refused(_)

@@ -502,9 +502,11 @@ async fn execute(
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
         }
-        GroupStep::Monitor { .. } | GroupStep::ResetSentinel { .. } => Err(format!(
-            "`{step}` is not a step of the local platform (its Sentinels are configured at start)"
-        )),
+        GroupStep::Monitor { .. } | GroupStep::ResetSentinel { .. } | GroupStep::Remove { .. } => {
+            Err(format!(
+                "`{step}` is not a step of the local platform (its Sentinels are configured at start)"
+            ))
+        }
         GroupStep::Follow { node, master } => {
             let mut client = NodeClient::connect(node, TIMEOUTS)
                 .await

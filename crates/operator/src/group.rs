@@ -14,9 +14,11 @@
 //! 4. no Sentinel monitors the group: form it, with the data node that says master and holds
 //!    the most (the highest offset; pod 0 of a new group) as the first master;
 //! 5. no confirmed master (the Sentinels fail over): look again shortly;
-//! 6. data pods from an older StatefulSet revision: rolling restart of exactly those;
-//! 7. anything the planner's heal would change: heal;
-//! 8. otherwise nothing.
+//! 6. data pods beyond `replicasPerShard` (it was lowered): remove them, highest ordinal
+//!    first (a StatefulSet only sheds its last pod), the master failed over first;
+//! 7. data pods from an older StatefulSet revision: rolling restart of exactly those;
+//! 8. anything the planner's heal would change: heal;
+//! 9. otherwise nothing.
 
 use std::time::Duration;
 
@@ -171,6 +173,22 @@ pub fn decide_group(
         return GroupDecision::Settle {
             reason: "no confirmed master: the Sentinels are failing over, or disagree".into(),
         };
+    }
+    let mut beyond: Vec<&RedisPod> = pods
+        .iter()
+        .filter(|p| {
+            !p.terminating
+                && p.ordinal
+                    .is_some_and(|o| usize::try_from(o).is_ok_and(|o| o >= wanted))
+        })
+        .collect();
+    if !beyond.is_empty() {
+        beyond.sort_by_key(|p| std::cmp::Reverse(p.ordinal));
+        let nodes = beyond
+            .iter()
+            .filter_map(|p| p.node.as_ref().map(|n| n.addr.clone()))
+            .collect();
+        return GroupDecision::Operate(GroupOperation::Remove { nodes });
     }
     if let Some(revision) = update_revision {
         let outdated = pods
@@ -603,6 +621,8 @@ async fn execute(
                 .map_err(|e| e.to_string())
         }
         GroupStep::Restart { node } => platform.restart(node).await.map(Some).map_err(fail),
+        // The StatefulSet sheds the pod (its preStop finds a replica and stops at once).
+        GroupStep::Remove { node } => platform.remove(node).await.map(|()| None).map_err(fail),
     }
 }
 
@@ -770,6 +790,21 @@ mod tests {
         assert_eq!(
             decide_group(&spec(), &pods, &sentinels(), &formed(), None, None),
             GroupDecision::Idle
+        );
+    }
+
+    #[test]
+    fn a_lowered_replica_count_removes_the_last_pods_first() {
+        let pods: Vec<RedisPod> = (0..4).map(|i| pod(i, "r1")).collect();
+        let mut observed = formed();
+        observed.members.push(member(3, Some(0)));
+        let mut spec = spec();
+        spec.replicas_per_shard = 1;
+        assert_eq!(
+            decide_group(&spec, &pods, &sentinels(), &observed, None, Some("r1")),
+            GroupDecision::Operate(GroupOperation::Remove {
+                nodes: vec![addr(3), addr(2)]
+            })
         );
     }
 

@@ -526,11 +526,10 @@ async fn reconcile_group(
         user: None,
         password,
     };
-    let mut platform = KubePlatform::new(
+    let mut platform = KubePlatform::group(
         ctx.client.clone(),
         namespace,
         &name,
-        1,
         cluster.spec.replicas_per_shard,
     );
     let pods = platform.pods().await?;
