@@ -241,7 +241,7 @@ pub struct GroupSight {
 
 /// The group's status by role, and whether it is healthy: a confirmed master, every replica
 /// following it with its link up, every Sentinel naming it with nothing flagged, and nothing
-/// for the planner's heal to do.
+/// for the planner's heal to do but the reset of a Sentinel that counts gone addresses.
 pub fn group_status(name: &str, pods: &[RedisPod], sight: &GroupSight) -> (bool, GroupStatus) {
     let observed = &sight.observed;
     let master = observed.master.as_ref();
@@ -342,7 +342,12 @@ pub fn group_status(name: &str, pods: &[RedisPod], sight: &GroupSight) -> (bool,
                     .iter()
                     .any(|f| f.contains("down") || f.contains("failover"))
         })
-        && next_group_step(&GroupOperation::Heal, observed) == GroupNext::Done;
+        // A Sentinel still counting gone addresses is cleaned up in the background: it does
+        // not stop the group from serving.
+        && matches!(
+            next_group_step(&GroupOperation::Heal, observed),
+            GroupNext::Done | GroupNext::Step(GroupStep::ResetSentinel { .. })
+        );
     (
         healthy,
         GroupStatus {
@@ -548,7 +553,11 @@ pub async fn run_step(
         format!("{operation}: {step}"),
     )
     .await;
-    input.progressing = Some(("Operating".into(), format!("{operation}: {step}")));
+    // Resetting a Sentinel that counts gone addresses is upkeep, not a change clients notice:
+    // the group stays Ready meanwhile.
+    if !matches!(step, GroupStep::ResetSentinel { .. }) {
+        input.progressing = Some(("Operating".into(), format!("{operation}: {step}")));
+    }
     match execute(ctx, &step, platform).await {
         Ok(restarted_as) => {
             if let (GroupOperation::RollingRestart { restarted }, Some(addr)) =
