@@ -512,11 +512,17 @@ pub async fn run_step(
     if let GroupOperation::Failover { from: from @ None } = &mut operation {
         from.clone_from(&sight.observed.master);
     }
-    let status = |operation: &GroupOperation, step: String| {
+    // `input.operation` still holds the status of the operation this continues, if any.
+    let done_before = input
+        .operation
+        .as_ref()
+        .filter(|o| o.name == operation.to_string())
+        .map_or(0, |o| o.steps_done);
+    let status = |operation: &GroupOperation, step: String, done: u32| {
         Some(OperationStatus {
             name: operation.to_string(),
             step,
-            steps_done: 0,
+            steps_done: done,
             journal: serde_json::to_string(operation).unwrap_or_default(),
         })
     };
@@ -533,7 +539,7 @@ pub async fn run_step(
         }
         GroupNext::Wait(why) => {
             input.progressing = Some(("Waiting".into(), format!("{operation}: {why}")));
-            let journal = status(&operation, format!("waiting: {why}"));
+            let journal = status(&operation, format!("waiting: {why}"), done_before);
             return (Duration::from_secs(2), journal);
         }
         GroupNext::Refused(why) => {
@@ -566,7 +572,10 @@ pub async fn run_step(
                 // A replaced pod has a new address: the planner knows it as restarted by that.
                 restarted.push(addr);
             }
-            (Duration::from_secs(1), status(&operation, step.to_string()))
+            (
+                Duration::from_secs(1),
+                status(&operation, step.to_string(), done_before + 1),
+            )
         }
         Err(e) => {
             publish(
@@ -579,7 +588,11 @@ pub async fn run_step(
             input.progressing = Some(("StepFailed".into(), format!("{step}: {e}")));
             (
                 Duration::from_secs(5),
-                status(&operation, format!("failed, will retry: {step}")),
+                status(
+                    &operation,
+                    format!("failed, will retry: {step}"),
+                    done_before,
+                ),
             )
         }
     }
