@@ -431,3 +431,57 @@ async fn a_cluster_edited_into_a_group_is_refused_and_left_alone() {
         "the built topology is remembered"
     );
 }
+
+/// The StatefulSet controller for a scale-in: data pods beyond `c-redis`'s replica count are
+/// stopped and their Pod objects removed.
+fn statefulset_controller(
+    api: FakeApi,
+    servers: Vec<TestServer>,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<Vec<String>> {
+    std::thread::spawn(move || {
+        let mut servers: BTreeMap<usize, TestServer> = servers.into_iter().enumerate().collect();
+        let mut removed = Vec::new();
+        while !stop.load(Ordering::Relaxed) {
+            let wanted = api
+                .get("/apis/apps/v1/namespaces/shop/statefulsets/c-redis")
+                .and_then(|s| s["spec"]["replicas"].as_u64())
+                .unwrap_or(0);
+            let beyond: Vec<usize> = servers
+                .keys()
+                .copied()
+                .filter(|o| *o as u64 >= wanted)
+                .collect();
+            for ordinal in beyond {
+                api.remove(&format!("/api/v1/namespaces/shop/pods/c-redis-{ordinal}"));
+                drop(servers.remove(&ordinal));
+                removed.push(format!("c-redis-{ordinal}"));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        removed
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fewer_replicas_remove_the_last_pod_through_the_planner() {
+    let (api, ctx, data, _voters) = ready_group().await;
+    let mut stored = api.get(CLUSTER).unwrap();
+    stored["spec"]["replicasPerShard"] = json!(1);
+    api.put(CLUSTER, stored);
+    let stop = Arc::new(AtomicBool::new(false));
+    let controller = statefulset_controller(api.clone(), data, Arc::clone(&stop));
+    let steps = reconcile_until_ready(&api, &ctx, 80).await;
+    stop.store(true, Ordering::Relaxed);
+    let removed = controller.join().unwrap();
+    assert_eq!(removed, ["c-redis-2"], "{steps:#?}");
+    assert!(steps.iter().any(|s| s.starts_with("remove")), "{steps:#?}");
+    assert_eq!(
+        api.get("/apis/apps/v1/namespaces/shop/statefulsets/c-redis")
+            .unwrap()["spec"]["replicas"],
+        2
+    );
+    let group = api.get(CLUSTER).unwrap()["status"]["group"].clone();
+    assert_eq!(group["masterPod"], "c-redis-0", "{group:#}");
+    assert_eq!(group["replicas"].as_array().unwrap().len(), 1, "{group:#}");
+}
