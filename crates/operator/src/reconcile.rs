@@ -1484,12 +1484,21 @@ async fn apply(
     let sets: Api<StatefulSet> = Api::namespaced(client.clone(), namespace);
     let mut revisions = BTreeMap::new();
     for (shard, mut set) in objects.statefulsets.into_iter().enumerate() {
+        // Sentinels hold no data: their StatefulSet takes the spec's size (the planner's heal
+        // resets the Sentinels that still count a removed one).
+        let holds_data = set
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get("app.kubernetes.io/component"))
+            .is_none_or(|c| c != "sentinel");
         // Only the planner shrinks a StatefulSet (after the pods hold nothing).
-        if let Some(current) = sets
-            .get_opt(&set.name_any())
-            .await
-            .map_err(api(format!("reading {}", set.name_any())))?
-            .and_then(|s| s.spec.and_then(|spec| spec.replicas))
+        if holds_data
+            && let Some(current) = sets
+                .get_opt(&set.name_any())
+                .await
+                .map_err(api(format!("reading {}", set.name_any())))?
+                .and_then(|s| s.spec.and_then(|spec| spec.replicas))
             && let Some(spec) = set.spec.as_mut()
             && spec.replicas.is_some_and(|wanted| wanted < current)
         {
