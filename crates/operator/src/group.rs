@@ -142,25 +142,26 @@ pub fn decide_group(
             reason: format!("{voters} of {} Sentinel pods exist", spec.sentinels),
         };
     }
-    let mut unready: Vec<&str> = pods
+    let unready: Vec<&str> = pods
         .iter()
         .filter(|p| !p.ready || p.node.is_none())
         .map(|p| p.name.as_str())
         .collect();
-    // A Sentinel is ready only once it monitors the group, which forming does: only its
-    // address is waited for.
-    unready.extend(
-        sentinels
-            .iter()
-            .filter(|s| s.addr.is_none())
-            .map(|s| s.name.as_str()),
-    );
     if !unready.is_empty() {
         return GroupDecision::WaitForPods {
             reason: format!("pods not ready: {}", unready.join(", ")),
         };
     }
     let monitored = observed.sentinel_members.iter().any(|s| s.names.is_some());
+    // A Sentinel is ready only once it monitors the group, which forming does: only its
+    // address is waited for, and only to form (a voter that cannot be scheduled must not
+    // keep the others from being healed).
+    let pending = pending_sentinels(sentinels);
+    if !monitored && observed.master.is_none() && !pending.is_empty() {
+        return GroupDecision::WaitForPods {
+            reason: format!("pods not ready: {}", pending.join(", ")),
+        };
+    }
     if !monitored && observed.master.is_none() {
         return match first_master(observed) {
             Some(master) => GroupDecision::Operate(GroupOperation::Form { master }),
@@ -208,6 +209,15 @@ pub fn decide_group(
         GroupNext::Step(_) => GroupDecision::Operate(GroupOperation::Heal),
         _ => GroupDecision::Idle,
     }
+}
+
+/// Sentinel pods without an address yet (pending, or being replaced).
+pub fn pending_sentinels(sentinels: &[SentinelPod]) -> Vec<&str> {
+    sentinels
+        .iter()
+        .filter(|s| !s.terminating && s.addr.is_none())
+        .map(|s| s.name.as_str())
+        .collect()
 }
 
 /// The node that starts as master when a group is formed: among those that say master, the
@@ -798,6 +808,23 @@ mod tests {
             decide_group(&spec(), &pods, &sentinels(), &observed, None, Some("r1")),
             GroupDecision::Settle { .. }
         ));
+    }
+
+    #[test]
+    fn a_sentinel_that_cannot_be_scheduled_keeps_no_other_from_being_healed() {
+        let pods: Vec<RedisPod> = (0..3).map(|i| pod(i, "r1")).collect();
+        let mut voters = sentinels();
+        voters.push(SentinelPod {
+            name: "g-sentinel-3".into(),
+            addr: None,
+            terminating: false,
+        });
+        let mut observed = formed();
+        observed.sentinel_members[2].names = None;
+        assert_eq!(
+            decide_group(&spec(), &pods, &voters, &observed, None, Some("r1")),
+            GroupDecision::Operate(GroupOperation::Heal)
+        );
     }
 
     #[test]

@@ -590,8 +590,15 @@ async fn reconcile_group(
             input.operation = None;
             // Not healthy with nothing to do: a replica resyncing, a Sentinel finding the
             // others again. Looked at again soon, so Ready follows within seconds.
+            let pending = crate::group::pending_sentinels(&sentinels);
             if healthy {
                 Duration::from_secs(30)
+            } else if !pending.is_empty() {
+                input.progressing = Some((
+                    "PodsStarting".into(),
+                    format!("pods not ready: {}", pending.join(", ")),
+                ));
+                Duration::from_secs(5)
             } else {
                 input.progressing = Some((
                     "Settling".into(),
