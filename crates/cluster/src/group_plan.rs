@@ -7,6 +7,15 @@
 //! the master (it is failed over first); a failover is only asked for when a replica that
 //! follows the master with its link up is at most [`MAX_FAILOVER_LAG`] behind, and when a
 //! majority of the Sentinels answer (else their new configuration could not spread).
+//!
+//! Forming a group and keeping its quorum are steps here too, so a platform whose addresses
+//! change (Kubernetes pods get a new IP when they are replaced) never decides them itself:
+//! `Form` makes the chosen node the master of the others and has every Sentinel monitor it;
+//! `Heal` also has a Sentinel that forgot the group (a replaced Sentinel pod) monitor the master
+//! the others name, and resets a Sentinel that still counts nodes or Sentinels that are gone
+//! (their old addresses), one at a time and only while every Sentinel knows at least the real
+//! ones: stale Sentinels raise the majority a failover needs, and enough of them make a
+//! failover impossible.
 
 use serde::{Deserialize, Serialize};
 
@@ -31,7 +40,7 @@ pub struct GroupMember {
 }
 
 /// A group as observed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GroupObservation {
     /// The master most Sentinels name, when it says `role:master`.
     pub master: Option<NodeAddr>,
@@ -41,6 +50,26 @@ pub struct GroupObservation {
     pub sentinels_answering: usize,
     /// Sentinels in all.
     pub sentinels: usize,
+    /// Each Sentinel, when the platform observes them one by one (empty: forming and the
+    /// quorum's upkeep are not planned, as on the local platform, whose Sentinels are
+    /// configured once at start and keep their addresses).
+    #[serde(default)]
+    pub sentinel_members: Vec<SentinelMember>,
+}
+
+/// One Sentinel as observed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SentinelMember {
+    /// Where it listens.
+    pub addr: NodeAddr,
+    /// It answered.
+    pub reachable: bool,
+    /// The master it names for the group; `None` when it does not monitor the group.
+    pub names: Option<NodeAddr>,
+    /// Replicas it knows (`num-slaves`: gone ones too).
+    pub replicas_known: usize,
+    /// Other Sentinels it knows (`num-other-sentinels`: gone ones too).
+    pub sentinels_known: usize,
 }
 
 impl GroupObservation {
@@ -73,8 +102,23 @@ pub enum GroupOperation {
         /// Nodes restarted so far (the runner adds each one it restarted).
         restarted: Vec<NodeAddr>,
     },
-    /// Point every node that is not where Sentinel wants it back at the master.
+    /// Point every node that is not where Sentinel wants it back at the master; have every
+    /// Sentinel monitor the group, and forget nodes and Sentinels that are gone.
     Heal,
+    /// Take these data nodes out of the group (a lowered replica count), in this order: a node
+    /// that is the master is failed over first (to an in-sync replica), then removed. Done once
+    /// none of them is a member any more.
+    Remove {
+        /// The nodes to take out.
+        nodes: Vec<NodeAddr>,
+    },
+    /// Form a new group: `master` becomes the master of every other node, then every Sentinel
+    /// monitors it. Done as soon as the Sentinels name a master other than `master` (the group
+    /// was formed already and failed over since: Sentinel is never contradicted).
+    Form {
+        /// The node that starts as master.
+        master: NodeAddr,
+    },
 }
 
 impl std::fmt::Display for GroupOperation {
@@ -83,6 +127,8 @@ impl std::fmt::Display for GroupOperation {
             Self::Failover { .. } => "failover",
             Self::RollingRestart { .. } => "rolling restart",
             Self::Heal => "heal",
+            Self::Form { .. } => "form",
+            Self::Remove { .. } => "remove replicas",
         })
     }
 }
@@ -109,6 +155,25 @@ pub enum GroupStep {
         /// The master.
         master: NodeAddr,
     },
+    /// Take a data node that is not the master out of the group (the platform stops it for
+    /// good; the Sentinels forget it at the next reset).
+    Remove {
+        /// The node.
+        node: NodeAddr,
+    },
+    /// `SENTINEL MONITOR` the group at `master` (with the platform's quorum and settings).
+    Monitor {
+        /// The Sentinel.
+        sentinel: NodeAddr,
+        /// The master.
+        master: NodeAddr,
+    },
+    /// `SENTINEL RESET` the group: the Sentinel forgets the replicas and Sentinels it knows
+    /// and finds the live ones again within seconds.
+    ResetSentinel {
+        /// The Sentinel.
+        sentinel: NodeAddr,
+    },
 }
 
 impl std::fmt::Display for GroupStep {
@@ -119,6 +184,14 @@ impl std::fmt::Display for GroupStep {
             }
             Self::Restart { node } => write!(f, "restart {node}"),
             Self::Follow { node, master } => write!(f, "make {node} a replica of {master}"),
+            Self::Remove { node } => write!(f, "remove {node} from the group"),
+            Self::Monitor { sentinel, master } => {
+                write!(f, "have Sentinel {sentinel} monitor master {master}")
+            }
+            Self::ResetSentinel { sentinel } => write!(
+                f,
+                "reset Sentinel {sentinel} (it counts nodes or Sentinels that are gone)"
+            ),
         }
     }
 }
@@ -138,6 +211,9 @@ pub enum GroupNext {
 
 /// The next step of `operation` on the group as `observed`.
 pub fn next_group_step(operation: &GroupOperation, observed: &GroupObservation) -> GroupNext {
+    if let GroupOperation::Form { master } = operation {
+        return form(observed, master);
+    }
     let Some(master) = &observed.master else {
         return GroupNext::Wait("no confirmed master: the Sentinels are failing over".into());
     };
@@ -146,6 +222,8 @@ pub fn next_group_step(operation: &GroupOperation, observed: &GroupObservation) 
         GroupOperation::Failover { .. } => failover(observed, master),
         GroupOperation::RollingRestart { restarted } => rolling(observed, master, restarted),
         GroupOperation::Heal => heal(observed, master),
+        GroupOperation::Form { master: chosen } => form(observed, chosen),
+        GroupOperation::Remove { nodes } => remove(observed, master, nodes),
     }
 }
 
@@ -226,13 +304,119 @@ fn heal(observed: &GroupObservation, master: &NodeAddr) -> GroupNext {
     let astray = observed.members.iter().find(|m| {
         m.reachable && m.addr != *master && (m.says_master || m.follows.as_ref() != Some(master))
     });
-    match astray {
-        Some(node) => GroupNext::Step(GroupStep::Follow {
+    if let Some(node) = astray {
+        return GroupNext::Step(GroupStep::Follow {
             node: node.addr.clone(),
             master: master.clone(),
-        }),
-        None => GroupNext::Done,
+        });
     }
+    let sentinels = &observed.sentinel_members;
+    if let Some(forgot) = sentinels.iter().find(|s| s.reachable && s.names.is_none()) {
+        return GroupNext::Step(GroupStep::Monitor {
+            sentinel: forgot.addr.clone(),
+            master: master.clone(),
+        });
+    }
+    let replicas = observed.members.len().saturating_sub(1);
+    let others = sentinels.len().saturating_sub(1);
+    // Only with every Sentinel answering, naming this master and knowing at least the real
+    // nodes and Sentinels: one that knows fewer is still finding them again (after a reset or
+    // a restart), and resetting another then could leave too few that know each other.
+    let settled = sentinels.iter().all(|s| {
+        s.reachable
+            && s.names.as_ref() == Some(master)
+            && s.replicas_known >= replicas
+            && s.sentinels_known >= others
+    });
+    if settled
+        && let Some(stale) = sentinels
+            .iter()
+            .find(|s| s.replicas_known > replicas || s.sentinels_known > others)
+    {
+        return GroupNext::Step(GroupStep::ResetSentinel {
+            sentinel: stale.addr.clone(),
+        });
+    }
+    GroupNext::Done
+}
+
+fn remove(observed: &GroupObservation, master: &NodeAddr, nodes: &[NodeAddr]) -> GroupNext {
+    let Some(next) = nodes.iter().find(|n| observed.member(n).is_some()) else {
+        return GroupNext::Done;
+    };
+    // Checked before anything moves: a group must keep a master and a replica.
+    let staying = observed
+        .members
+        .iter()
+        .filter(|m| !nodes.contains(&m.addr))
+        .count();
+    if staying < 2 {
+        return GroupNext::Refused(format!(
+            "removing {} node(s) would leave {staying}: a group keeps a master and a replica",
+            nodes.len()
+        ));
+    }
+    if next == master {
+        return failover(observed, master);
+    }
+    GroupNext::Step(GroupStep::Remove { node: next.clone() })
+}
+
+fn form(observed: &GroupObservation, master: &NodeAddr) -> GroupNext {
+    if observed
+        .master
+        .as_ref()
+        .is_some_and(|named| named != master)
+    {
+        return GroupNext::Done;
+    }
+    match observed.member(master) {
+        Some(m) if m.reachable && m.says_master => {}
+        Some(m) if m.reachable => {
+            return GroupNext::Refused(format!(
+                "{master} was chosen as the first master but is a replica of {}",
+                m.follows
+                    .as_ref()
+                    .map_or("nobody".to_owned(), ToString::to_string)
+            ));
+        }
+        _ => return GroupNext::Wait(format!("{master} (the first master) does not answer")),
+    }
+    if let Some(down) = observed.members.iter().find(|m| !m.reachable) {
+        return GroupNext::Wait(format!("{} does not answer", down.addr));
+    }
+    // Replicas first: a Sentinel that starts monitoring finds them in the master's INFO at once.
+    if let Some(node) = observed
+        .members
+        .iter()
+        .find(|m| m.addr != *master && (m.says_master || m.follows.as_ref() != Some(master)))
+    {
+        return GroupNext::Step(GroupStep::Follow {
+            node: node.addr.clone(),
+            master: master.clone(),
+        });
+    }
+    for sentinel in &observed.sentinel_members {
+        if !sentinel.reachable {
+            return GroupNext::Wait(format!("Sentinel {} does not answer", sentinel.addr));
+        }
+        match &sentinel.names {
+            None => {
+                return GroupNext::Step(GroupStep::Monitor {
+                    sentinel: sentinel.addr.clone(),
+                    master: master.clone(),
+                });
+            }
+            Some(named) if named != master => {
+                return GroupNext::Refused(format!(
+                    "Sentinel {} already monitors the group at {named}, not at {master}",
+                    sentinel.addr
+                ));
+            }
+            Some(_) => {}
+        }
+    }
+    GroupNext::Done
 }
 
 #[cfg(test)]
@@ -264,7 +448,142 @@ mod tests {
             members: vec![master.clone(), replica(2), replica(3)],
             sentinels_answering: 3,
             sentinels: 3,
+            sentinel_members: (11..14)
+                .map(|port| SentinelMember {
+                    addr: addr(port),
+                    reachable: true,
+                    names: Some(addr(1)),
+                    replicas_known: 2,
+                    sentinels_known: 2,
+                })
+                .collect(),
         }
+    }
+
+    #[test]
+    fn forming_makes_replicas_follow_then_has_each_sentinel_monitor() {
+        let mut observed = group();
+        observed.master = None;
+        for m in &mut observed.members {
+            m.says_master = true;
+            m.follows = None;
+            m.link_up = false;
+        }
+        for s in &mut observed.sentinel_members {
+            s.names = None;
+        }
+        let op = GroupOperation::Form { master: addr(1) };
+        for port in [2, 3] {
+            assert_eq!(
+                next_group_step(&op, &observed),
+                GroupNext::Step(GroupStep::Follow {
+                    node: addr(port),
+                    master: addr(1)
+                })
+            );
+            let m = &mut observed.members[usize::from(port) - 1];
+            m.says_master = false;
+            m.follows = Some(addr(1));
+        }
+        for port in 11..14 {
+            assert_eq!(
+                next_group_step(&op, &observed),
+                GroupNext::Step(GroupStep::Monitor {
+                    sentinel: addr(port),
+                    master: addr(1)
+                })
+            );
+            observed.sentinel_members[usize::from(port) - 11].names = Some(addr(1));
+        }
+        assert_eq!(next_group_step(&op, &observed), GroupNext::Done);
+        // Formed long ago and failed over since: forming again changes nothing.
+        observed.master = Some(addr(2));
+        assert_eq!(next_group_step(&op, &observed), GroupNext::Done);
+    }
+
+    #[test]
+    fn forming_waits_for_every_node_and_refuses_a_sentinel_watching_another_master() {
+        let mut observed = group();
+        observed.master = None;
+        observed.members[2].reachable = false;
+        let op = GroupOperation::Form { master: addr(1) };
+        assert!(matches!(
+            next_group_step(&op, &observed),
+            GroupNext::Wait(_)
+        ));
+        let mut observed = group();
+        observed.master = None;
+        observed.sentinel_members[1].names = Some(addr(9));
+        assert!(matches!(
+            next_group_step(&op, &observed),
+            GroupNext::Refused(_)
+        ));
+    }
+
+    #[test]
+    fn removing_replicas_fails_the_master_over_first_when_it_is_one_of_them() {
+        let mut observed = group();
+        let mut fourth = observed.members[2].clone();
+        fourth.addr = addr(4);
+        observed.members.push(fourth);
+        let op = GroupOperation::Remove {
+            nodes: vec![addr(4), addr(1)],
+        };
+        assert_eq!(
+            next_group_step(&op, &observed),
+            GroupNext::Step(GroupStep::Remove { node: addr(4) })
+        );
+        observed.members.pop();
+        assert_eq!(
+            next_group_step(&op, &observed),
+            GroupNext::Step(GroupStep::Failover { from: addr(1) })
+        );
+        // Sentinel promoted 2; 1 follows it and is removed next.
+        observed.master = Some(addr(2));
+        observed.members[1].says_master = true;
+        observed.members[1].follows = None;
+        observed.members[0].says_master = false;
+        observed.members[0].follows = Some(addr(2));
+        assert_eq!(
+            next_group_step(&op, &observed),
+            GroupNext::Step(GroupStep::Remove { node: addr(1) })
+        );
+        observed.members.remove(0);
+        assert_eq!(next_group_step(&op, &observed), GroupNext::Done);
+        // Never down to a lone master.
+        let op = GroupOperation::Remove {
+            nodes: vec![addr(3)],
+        };
+        assert!(matches!(
+            next_group_step(&op, &observed),
+            GroupNext::Refused(_)
+        ));
+    }
+
+    #[test]
+    fn heal_has_a_replaced_sentinel_monitor_and_resets_one_counting_gone_nodes() {
+        let mut observed = group();
+        observed.sentinel_members[2].names = None;
+        observed.sentinel_members[2].replicas_known = 0;
+        assert_eq!(
+            next_group_step(&GroupOperation::Heal, &observed),
+            GroupNext::Step(GroupStep::Monitor {
+                sentinel: addr(13),
+                master: addr(1)
+            })
+        );
+        // It monitors now, but has not found the others yet: nobody is reset meanwhile.
+        observed.sentinel_members[2].names = Some(addr(1));
+        observed.sentinel_members[0].sentinels_known = 3;
+        assert_eq!(
+            next_group_step(&GroupOperation::Heal, &observed),
+            GroupNext::Done
+        );
+        observed.sentinel_members[2].replicas_known = 2;
+        assert_eq!(
+            next_group_step(&GroupOperation::Heal, &observed),
+            GroupNext::Step(GroupStep::ResetSentinel { sentinel: addr(11) })
+        );
     }
 
     #[test]

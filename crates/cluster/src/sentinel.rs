@@ -557,6 +557,153 @@ pub async fn planned_failover(
     }
 }
 
+/// How Sentinels watch a group: what `SENTINEL MONITOR` and `SENTINEL SET` are given when a
+/// platform forms the group at run time (the local platform writes the same into each
+/// Sentinel's file instead).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MonitorSettings {
+    /// The group's name.
+    pub name: String,
+    /// Sentinels that must agree the master is down before a failover starts.
+    pub quorum: usize,
+    /// `down-after-milliseconds`.
+    pub down_after_ms: u64,
+    /// `failover-timeout`.
+    pub failover_timeout_ms: u64,
+    /// The data nodes' password (`auth-pass`), when they require one.
+    pub auth_pass: Option<String>,
+}
+
+/// Has `sentinel` monitor the group at `master`: `SENTINEL MONITOR`, then `SENTINEL SET` of
+/// the timeouts, `parallel-syncs 1` (one replica at a time resyncs with a new master, so the
+/// others keep serving reads) and the password. A Sentinel that monitors the group already at
+/// `master` is only given the settings again.
+///
+/// # Errors
+/// As [`NodeClient::query`]; [`ClusterError::Command`] when it monitors the group at another
+/// master.
+pub async fn monitor(
+    sentinel: &NodeAddr,
+    master: &NodeAddr,
+    settings: &MonitorSettings,
+    timeouts: Timeouts,
+    sentinel_credentials: Option<&Credentials>,
+) -> Result<(), ClusterError> {
+    let mut client = NodeClient::connect_as(sentinel, timeouts, sentinel_credentials).await?;
+    let name = settings.name.as_str();
+    let port = master.port.to_string();
+    let quorum = settings.quorum.to_string();
+    let added = client
+        .query::<String>(&["SENTINEL", "MONITOR", name, &master.host, &port, &quorum])
+        .await;
+    if let Err(e) = added {
+        let known: Option<(String, u16)> = client
+            .query(&["SENTINEL", "get-master-addr-by-name", name])
+            .await?;
+        match known {
+            Some((host, p)) if NodeAddr::new(host.as_str(), p) == *master => {}
+            _ => return Err(e),
+        }
+    }
+    let down_after = settings.down_after_ms.to_string();
+    let failover_timeout = settings.failover_timeout_ms.to_string();
+    let mut set = vec![
+        "SENTINEL",
+        "SET",
+        name,
+        "down-after-milliseconds",
+        &down_after,
+        "failover-timeout",
+        &failover_timeout,
+        "parallel-syncs",
+        "1",
+    ];
+    if let Some(password) = &settings.auth_pass {
+        set.extend(["auth-pass", password.as_str()]);
+    }
+    client.query::<String>(&set).await?;
+    Ok(())
+}
+
+/// `SENTINEL RESET name` on `sentinel`: it forgets the group's replicas and the other
+/// Sentinels (keeping the master) and finds the live ones again, from the master's `INFO` and
+/// the Sentinels' hello messages, within seconds.
+///
+/// # Errors
+/// As [`NodeClient::query`].
+pub async fn reset(
+    sentinel: &NodeAddr,
+    name: &str,
+    timeouts: Timeouts,
+    sentinel_credentials: Option<&Credentials>,
+) -> Result<(), ClusterError> {
+    let mut client = NodeClient::connect_as(sentinel, timeouts, sentinel_credentials).await?;
+    client.query::<i64>(&["SENTINEL", "RESET", name]).await?;
+    Ok(())
+}
+
+/// `REPLICAOF master` on `node` (not persisted: a platform whose configuration files are
+/// read-only relies on the Sentinels, or on asking them at start, after a restart).
+///
+/// # Errors
+/// As [`NodeClient::query`].
+pub async fn follow(
+    node: &NodeAddr,
+    master: &NodeAddr,
+    timeouts: Timeouts,
+    credentials: Option<&Credentials>,
+) -> Result<(), ClusterError> {
+    let mut client = NodeClient::connect_as(node, timeouts, credentials).await?;
+    let port = master.port.to_string();
+    client
+        .query::<String>(&["REPLICAOF", &master.host, &port])
+        .await?;
+    Ok(())
+}
+
+/// A planned failover for a platform that cannot hold its clients' requests in the proxy
+/// (Kubernetes, where the proxies run apart from the operator): the master's writes are
+/// paused (`CLIENT PAUSE WRITE`, at most `timeout`) so the replicas catch up and nothing is
+/// acknowledged that the promoted replica lacks, then [`planned_failover`], then the old
+/// master is made a replica of the new one at once (Sentinel would only demote it seconds
+/// later), so the writes that waited on it fail with `-READONLY` (not run, and retried by the
+/// proxy on the new master) instead of running on a master nobody reads any more. The pause
+/// is lifted in every case.
+///
+/// # Errors
+/// As [`planned_failover`].
+pub async fn paused_failover(
+    group: &GroupAccess,
+    timeout: Duration,
+) -> Result<FailoverDone, SentinelError> {
+    let ask = Duration::from_secs(1);
+    let timeouts = Timeouts {
+        connect: ask,
+        response: ask,
+    };
+    let credentials = group.credentials.as_ref();
+    let (from, _, _) = quorum_master(
+        &group.sentinels,
+        &group.name,
+        ask,
+        group.sentinel_credentials.as_ref(),
+    )
+    .await
+    .map_err(SentinelError::NoMaster)?;
+    let mut client = NodeClient::connect_as(&from, timeouts, credentials).await?;
+    let pause_ms = (timeout.as_millis() + 1000).to_string();
+    client
+        .query::<String>(&["CLIENT", "PAUSE", &pause_ms, "WRITE"])
+        .await?;
+    let result = planned_failover(group, timeout).await;
+    if let Ok(done) = &result {
+        // Best effort: Sentinel demotes it anyway once it looks again.
+        let _ = follow(&done.from, &done.to, timeouts, credentials).await;
+    }
+    let _ = client.query::<String>(&["CLIENT", "UNPAUSE"]).await;
+    result
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -94,6 +94,8 @@ pub async fn observe(state: &State) -> GroupObservation {
         members,
         sentinels_answering: answering,
         sentinels: group.sentinels.len(),
+        // Configured once at start with fixed addresses: nothing to form or reset here.
+        sentinel_members: Vec::new(),
     }
 }
 
@@ -499,6 +501,11 @@ async fn execute(
                 }
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
+        }
+        GroupStep::Monitor { .. } | GroupStep::ResetSentinel { .. } | GroupStep::Remove { .. } => {
+            Err(format!(
+                "`{step}` is not a step of the local platform (its Sentinels are configured at start)"
+            ))
         }
         GroupStep::Follow { node, master } => {
             let mut client = NodeClient::connect(node, TIMEOUTS)

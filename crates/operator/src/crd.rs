@@ -27,6 +27,13 @@
 //!   reasons: they read and fill this cluster only, with its password, and a scale-in must wait
 //!   for a backup of exactly this cluster. Their state is `status.backup` / `status.restore`
 //!   and the `BackedUp` / `Restored` conditions (see [`crate::backup`]).
+//! - **Sentinel groups** are `topology: Sentinel` on the same kind, not a sibling kind: the
+//!   image, resources, persistence, placement, proxy, monitoring and pause work the same, and
+//!   the proxy in front speaks the same protocol whatever the backend. The group is the one
+//!   "shard" of the spec (`shards: 1`, `replicasPerShard` its replicas) plus `sentinels`. The
+//!   topology is fixed at creation (a CEL transition rule, and the operator refuses a spec
+//!   whose topology differs from `status.topology`): the data would have to move, which is
+//!   `syncFrom` into a new resource.
 
 // The `KubeSchema` derive makes a private copy of each struct it validates, which the lint
 // mistakes for an unreachable `pub` item.
@@ -52,6 +59,7 @@ use serde::{Deserialize, Serialize};
     status = "RedisClusterStatus",
     shortname = "redisc",
     category = "cinnabar",
+    printcolumn = r#"{"name":"Topology","type":"string","priority":1,"jsonPath":".spec.topology"}"#,
     printcolumn = r#"{"name":"Shards","type":"integer","jsonPath":".spec.shards"}"#,
     printcolumn = r#"{"name":"Replicas","type":"integer","jsonPath":".spec.replicasPerShard"}"#,
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
@@ -63,7 +71,19 @@ use serde::{Deserialize, Serialize};
 )]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("!has(self.maxmemoryPercent) || self.maxmemoryPercent == 0 || (has(self.resources) && has(self.resources.limits) && 'memory' in self.resources.limits)").message("maxmemory is derived from the memory limit: set resources.limits.memory, or maxmemoryPercent: 0 for no maxmemory"))]
+#[x_kube(validation = Rule::new("(has(self.topology) ? self.topology : 'Cluster') == (has(oldSelf.topology) ? oldSelf.topology : 'Cluster')").message("topology cannot change once created: create another RedisCluster and move the data with syncFrom"))]
+#[x_kube(validation = Rule::new("!has(self.topology) || self.topology != 'Sentinel' || self.shards == 1").message("topology Sentinel is one master with its replicas: shards must be 1 (replicasPerShard counts the replicas)"))]
 pub struct RedisClusterSpec {
+    /// `Cluster` (Redis Cluster, the default) or `Sentinel` (one master, `replicasPerShard`
+    /// replicas and `sentinels` Sentinels; `shards` must be 1). Fixed at creation.
+    #[serde(default, skip_serializing_if = "Topology::is_cluster")]
+    pub topology: Topology,
+    /// With `topology: Sentinel`: how many Sentinels watch the group (odd, at least 3, so a
+    /// majority survives the loss of one); their quorum is a majority.
+    #[serde(default = "default_sentinels")]
+    #[schemars(range(min = 3, max = 9))]
+    #[x_kube(validation = Rule::new("self % 2 == 1").message("sentinels must be odd: an even count adds no tolerance to the loss of a Sentinel"))]
+    pub sentinels: u16,
     /// Number of shards (masters); at least 1.
     #[x_kube(validation = Rule::new("self >= 1").message("a cluster needs at least one shard"))]
     #[schemars(range(min = 1, max = 1000))]
@@ -346,6 +366,28 @@ fn default_max_pause_ms() -> u32 {
 
 fn default_switch_attempts() -> u32 {
     5
+}
+
+/// What kind of Redis deployment a `RedisCluster` is.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema, Default)]
+pub enum Topology {
+    /// Redis Cluster: `shards` masters with their replicas, slots spread over them.
+    #[default]
+    Cluster,
+    /// One master with its replicas, failed over by a Sentinel quorum (no slots: every
+    /// database and multi-key command works).
+    Sentinel,
+}
+
+impl Topology {
+    /// The default (so it is left out of serialized specs).
+    pub fn is_cluster(&self) -> bool {
+        *self == Self::Cluster
+    }
+}
+
+fn default_sentinels() -> u16 {
+    3
 }
 
 fn default_replicas() -> u16 {
@@ -640,6 +682,98 @@ pub struct RedisClusterStatus {
     /// The restore of `spec.restoreFrom`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restore: Option<RestoreState>,
+    /// The topology the objects were built for; a spec naming another one is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topology: Option<Topology>,
+    /// With `topology: Sentinel`: the group by role, as the nodes and Sentinels report it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<GroupStatus>,
+}
+
+/// A Sentinel group as observed.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GroupStatus {
+    /// The name the Sentinels monitor it under (the resource's name).
+    pub name: String,
+    /// The pod the Sentinels name master, when it says `role:master`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub master_pod: Option<String>,
+    /// Its address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub master: Option<String>,
+    /// Its replication offset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub master_offset: Option<u64>,
+    /// Every other data pod.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub replicas: Vec<GroupReplicaStatus>,
+    /// Every Sentinel pod and its view.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sentinels: Vec<GroupSentinelStatus>,
+    /// The quorum's view in one sentence (`3/3 Sentinels name 10.0.0.5:6379, quorum 2`).
+    #[serde(default)]
+    pub quorum: String,
+}
+
+/// A data pod that is not the master.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GroupReplicaStatus {
+    /// The pod.
+    pub pod: String,
+    /// Its address, when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    /// `replica`, `master` (one the Sentinels do not name: it is made a replica) or
+    /// `unreachable`.
+    pub role: String,
+    /// The master it follows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub follows: Option<String>,
+    /// Its link to the master is up.
+    #[serde(default)]
+    pub link_up: bool,
+    /// Its replication offset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offset: Option<u64>,
+    /// How far behind the master, in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lag_bytes: Option<u64>,
+    /// Seconds since its last acknowledgement, as the master sees it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lag_seconds: Option<u64>,
+}
+
+/// A Sentinel pod and what it says.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GroupSentinelStatus {
+    /// The pod.
+    pub pod: String,
+    /// Its address, when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    /// It answered and monitors the group.
+    pub up: bool,
+    /// The master it names.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub master: Option<String>,
+    /// Its flags for the master (`master`, `s_down`, `o_down`, …).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub flags: Vec<String>,
+    /// Its configuration epoch (raised by every failover).
+    #[serde(default)]
+    pub epoch: u64,
+    /// Replicas it knows.
+    #[serde(default)]
+    pub known_replicas: u32,
+    /// Other Sentinels it knows.
+    #[serde(default)]
+    pub known_sentinels: u32,
+    /// Why it does not count (unreachable, does not monitor the group).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// One backup, as its pod reported it.
@@ -949,6 +1083,9 @@ mod tests {
         );
         assert!(crd.contains(r#""name":"Ready""#), "{crd}");
         assert!(crd.contains("syncFrom.address must be HOST:PORT"), "{crd}");
+        assert!(crd.contains("topology cannot change once created"), "{crd}");
+        assert!(crd.contains("sentinels must be odd"), "{crd}");
+        assert!(crd.contains("shards must be 1"), "{crd}");
     }
 
     #[test]

@@ -8,6 +8,10 @@
 //! - [`leader`]: leader election with a Lease, so two operator replicas never act at once;
 //! - [`validate`]: spec checks beyond the schema (pure);
 //! - [`objects`]: the Kubernetes objects a cluster owns (pure);
+//! - [`group_objects`]: the objects of a `topology: Sentinel` group: data and Sentinel
+//!   StatefulSets, the proxy with the group backend, the preStop failover (pure);
+//! - [`group`]: a group's reconcile: observe the pods and Sentinels, the planner's group path,
+//!   the per-role status;
 //! - [`reconcile`]: one reconcile: objects, at most one planner step, the status;
 //! - [`autoscale`]: shard autoscaling (`spec.autoscaling.shards`) from the masters' `INFO`;
 //! - [`controller`]: `cinnabar operator`: leader election, the controller, health and metrics;
@@ -26,6 +30,8 @@ pub mod backup;
 pub mod controller;
 pub mod crd;
 pub mod decide;
+pub mod group;
+pub mod group_objects;
 pub mod leader;
 pub mod objects;
 pub mod platform;

@@ -33,6 +33,9 @@ pub struct KubePlatform {
     cluster: String,
     shards: u32,
     per_shard: u32,
+    /// The one StatefulSet of a Sentinel group's data pods (`NAME-redis`); `None` for a
+    /// cluster's StatefulSet per shard.
+    group_set: Option<String>,
     /// Longest wait for a replaced pod or a StatefulSet scale-down.
     pub wait: Duration,
 }
@@ -72,7 +75,17 @@ impl KubePlatform {
             cluster: cluster.to_owned(),
             shards: u32::from(shards),
             per_shard: 1 + u32::from(replicas_per_shard),
+            group_set: None,
             wait: Duration::from_secs(300),
+        }
+    }
+
+    /// The data pods of Sentinel group `cluster`: one StatefulSet, `NAME-redis`, of
+    /// 1 + `replicas` pods.
+    pub fn group(client: Client, namespace: &str, cluster: &str, replicas: u16) -> Self {
+        Self {
+            group_set: Some(format!("{cluster}-redis")),
+            ..Self::new(client, namespace, cluster, 1, replicas)
         }
     }
 
@@ -111,6 +124,9 @@ impl KubePlatform {
     }
 
     fn statefulset_of(&self, pod: &RedisPod) -> Option<String> {
+        if let Some(set) = &self.group_set {
+            return Some(set.clone());
+        }
         pod.shard.map(|s| format!("{}-shard-{s}", self.cluster))
     }
 }

@@ -18,6 +18,11 @@
 //!    fail and restart) and its progress read from the pod's metrics (at the pod's IP) into
 //!    `status.sync` and the `Synced` condition; without it, the objects of a sync the status
 //!    still reports are deleted (the state volume too: its checkpoints belong to that sync);
+//!
+//! With `topology: Sentinel`, steps 6 and 7 are the group's instead ([`crate::group`]): the
+//! data pods and Sentinels are observed and at most one step of the planner's group path is
+//! taken; a spec whose topology differs from the one built is refused at step 4.
+//!
 //! 8. the status is written and the next reconcile scheduled: soon while something is under
 //!    way, every 30 s when idle (a periodic health check), at least every 10 s while a sync is
 //!    configured, so its lag in the status stays fresh.
@@ -55,7 +60,7 @@ use crate::platform::{KubePlatform, redis_selector};
 use crate::pods::RedisPod;
 use crate::status::{StatusInput, build_status};
 use crate::sync::{SyncMetrics, SyncReading, metrics_address, pod_facts, sync_state};
-use crate::validate::validate;
+use crate::validate::{topology_change, validate};
 
 /// The finalizer that lets the operator clean up volumes before the object goes.
 pub const FINALIZER: &str = "cinnabar.io/cleanup";
@@ -201,13 +206,16 @@ async fn reconcile_once(
             (b, schedule)
         }),
         restore: previous.as_ref().and_then(|s| s.restore.clone()),
+        topology: previous.as_ref().and_then(|s| s.topology),
         ..StatusInput::default()
     };
     if cluster.spec.paused {
         write_status(&clusters, &name, &input, previous.as_ref()).await?;
         return Ok(Action::requeue(Duration::from_secs(60)));
     }
-    if let Err(invalid) = validate(&cluster.spec) {
+    if let Err(invalid) =
+        validate(&cluster.spec).and_then(|()| topology_change(&cluster.spec, previous.as_ref()))
+    {
         input.degraded = Some((invalid.reason.clone(), invalid.message.clone()));
         let _ = recorder
             .publish(
@@ -248,6 +256,15 @@ async fn reconcile_once(
         spec.replicas = Some(0);
     }
     let revisions = apply(&ctx.client, &namespace, objects).await?;
+    input.topology = Some(cluster.spec.topology);
+    if cluster.spec.topology == crate::crd::Topology::Sentinel {
+        let next = reconcile_group(
+            &ctx, &cluster, &namespace, password, &revisions, &recorder, &reference, &mut input,
+        )
+        .await?;
+        write_status(&clusters, &name, &input, previous.as_ref()).await?;
+        return Ok(Action::requeue(next));
+    }
 
     let mut execute = ctx.execute.clone();
     execute.credentials = Some(Credentials {
@@ -478,6 +495,111 @@ async fn reconcile_once(
     };
     write_status(&clusters, &name, &input, previous.as_ref()).await?;
     Ok(Action::requeue(next))
+}
+
+/// A Sentinel group's part of the reconcile (see [`crate::group`]): observe, decide, at most
+/// one planner step, the per-role status into `input`; returns when to look again.
+#[allow(clippy::too_many_arguments)]
+async fn reconcile_group(
+    ctx: &Context,
+    cluster: &RedisCluster,
+    namespace: &str,
+    password: String,
+    revisions: &BTreeMap<u32, String>,
+    recorder: &Recorder,
+    reference: &k8s_openapi::api::core::v1::ObjectReference,
+    input: &mut StatusInput<'_>,
+) -> Result<Duration, ReconcileError> {
+    use crate::group::{GroupContext, GroupDecision, decide_group, group_status};
+    let name = cluster.name_any();
+    let credentials = Credentials {
+        user: None,
+        password,
+    };
+    let mut platform = KubePlatform::group(
+        ctx.client.clone(),
+        namespace,
+        &name,
+        cluster.spec.replicas_per_shard,
+    );
+    let pods = platform.pods().await?;
+    let sentinels = crate::group::sentinel_pods(&ctx.client, namespace, &name).await?;
+    let sight = crate::group::observe_group(
+        &name,
+        &pods,
+        &sentinels,
+        ctx.execute.timeouts,
+        Some(&credentials),
+    )
+    .await;
+    let journal: Option<cinnabar_cluster::group_plan::GroupOperation> = input
+        .operation
+        .as_ref()
+        .filter(|o| !o.journal.is_empty())
+        .and_then(|o| serde_json::from_str(&o.journal).ok());
+    let decision = decide_group(
+        &cluster.spec,
+        &pods,
+        &sentinels,
+        &sight.observed,
+        journal.as_ref(),
+        revisions.get(&0).map(String::as_str),
+    );
+    let (healthy, view) = group_status(&name, &pods, &sight);
+    input.group = Some((healthy, view));
+    let next = match decision {
+        GroupDecision::WaitForPods { reason } => {
+            input.progressing = Some(("PodsStarting".into(), reason));
+            Duration::from_secs(5)
+        }
+        GroupDecision::Settle { reason } => {
+            input.progressing = Some(("Settling".into(), reason));
+            Duration::from_secs(2)
+        }
+        GroupDecision::Operate(operation) => {
+            let group = GroupContext {
+                name: &name,
+                sentinels: cluster.spec.sentinels,
+                sentinel_addrs: sight
+                    .observed
+                    .sentinel_members
+                    .iter()
+                    .map(|s| s.addr.clone())
+                    .collect(),
+                credentials,
+                timeouts: ctx.execute.timeouts,
+                recorder,
+                reference,
+            };
+            let (next, status) =
+                crate::group::run_step(&group, operation, &sight, &mut platform, input).await;
+            input.operation = status;
+            next
+        }
+        GroupDecision::Idle => {
+            input.operation = None;
+            // Not healthy with nothing to do: a replica resyncing, a Sentinel finding the
+            // others again. Looked at again soon, so Ready follows within seconds.
+            let pending = crate::group::pending_sentinels(&sentinels);
+            if healthy {
+                Duration::from_secs(30)
+            } else if !pending.is_empty() {
+                input.progressing = Some((
+                    "PodsStarting".into(),
+                    format!("pods not ready: {}", pending.join(", ")),
+                ));
+                Duration::from_secs(5)
+            } else {
+                input.progressing = Some((
+                    "Settling".into(),
+                    "the group is settling (a replica syncing, Sentinels finding each other)"
+                        .into(),
+                ));
+                Duration::from_secs(2)
+            }
+        }
+    };
+    Ok(next)
 }
 
 /// The sync of `spec.syncFrom`: its objects applied and its progress read, or, once `syncFrom`
@@ -1349,6 +1471,9 @@ async fn apply(
         objects.headless_service
     );
     apply_one!(k8s_openapi::api::core::v1::Service, objects.client_service);
+    if let Some(service) = objects.sentinel_service {
+        apply_one!(k8s_openapi::api::core::v1::Service, service);
+    }
     for service in objects.node_port_services {
         apply_one!(k8s_openapi::api::core::v1::Service, service);
     }
@@ -1358,12 +1483,21 @@ async fn apply(
     let sets: Api<StatefulSet> = Api::namespaced(client.clone(), namespace);
     let mut revisions = BTreeMap::new();
     for (shard, mut set) in objects.statefulsets.into_iter().enumerate() {
+        // Sentinels hold no data: their StatefulSet takes the spec's size (the planner's heal
+        // resets the Sentinels that still count a removed one).
+        let holds_data = set
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get("app.kubernetes.io/component"))
+            .is_none_or(|c| c != "sentinel");
         // Only the planner shrinks a StatefulSet (after the pods hold nothing).
-        if let Some(current) = sets
-            .get_opt(&set.name_any())
-            .await
-            .map_err(api(format!("reading {}", set.name_any())))?
-            .and_then(|s| s.spec.and_then(|spec| spec.replicas))
+        if holds_data
+            && let Some(current) = sets
+                .get_opt(&set.name_any())
+                .await
+                .map_err(api(format!("reading {}", set.name_any())))?
+                .and_then(|s| s.spec.and_then(|spec| spec.replicas))
             && let Some(spec) = set.spec.as_mut()
             && spec.replicas.is_some_and(|wanted| wanted < current)
         {
@@ -1517,7 +1651,7 @@ async fn write_status(
         .and_then(|p| serde_json::to_value(p).ok())
         .unwrap_or_else(|| json!({}));
     null_removed(&before, &mut status);
-    for field in ["operation", "sync", "backup", "restore"] {
+    for field in ["operation", "sync", "backup", "restore", "group"] {
         if status.get(field).is_none() {
             status[field] = serde_json::Value::Null;
         }
@@ -1531,7 +1665,13 @@ async fn write_status(
 }
 
 /// One log line per event (warnings at warn level).
-fn log_event(namespace: &str, cluster: &str, type_: &EventType, reason: &str, note: &str) {
+pub(crate) fn log_event(
+    namespace: &str,
+    cluster: &str,
+    type_: &EventType,
+    reason: &str,
+    note: &str,
+) {
     if matches!(type_, EventType::Warning) {
         tracing::warn!(%namespace, %cluster, %reason, %note, "event");
     } else {

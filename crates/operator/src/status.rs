@@ -11,8 +11,8 @@ use cinnabar_cluster::{NodeAddr, Observed, SLOT_COUNT};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 use crate::crd::{
-    AutoscalingState, BackupState, OperationStatus, RedisClusterStatus, RestoreState, ShardStatus,
-    SwitchPhase, SyncPhase, SyncState,
+    AutoscalingState, BackupState, GroupStatus, OperationStatus, RedisClusterStatus, RestoreState,
+    ShardStatus, SwitchPhase, SyncPhase, SyncState, Topology,
 };
 use crate::pods::RedisPod;
 
@@ -76,6 +76,10 @@ pub struct StatusInput<'a> {
     pub backup: Option<(BackupState, String)>,
     /// The restore, with `spec.restoreFrom`.
     pub restore: Option<RestoreState>,
+    /// The topology the objects were built for (kept from the previous status until built).
+    pub topology: Option<Topology>,
+    /// With `topology: Sentinel`: whether the group is healthy, and its view by role.
+    pub group: Option<(bool, GroupStatus)>,
 }
 
 /// Builds the status, keeping transition times of unchanged conditions from `previous`.
@@ -91,11 +95,12 @@ pub fn build_status(
             && o.open_slots().is_empty()
             && o.members().all(|(_, f)| f.cluster_ok && f.link_up)
     });
-    let ready = !input.paused
-        && input.progressing.is_none()
-        && input.degraded.is_none()
-        && covered == Some(SLOT_COUNT)
-        && healthy;
+    let serving = match &input.group {
+        // A group has no slots: it serves when it is healthy.
+        Some((group_healthy, _)) => *group_healthy,
+        None => covered == Some(SLOT_COUNT) && healthy,
+    };
+    let ready = !input.paused && input.progressing.is_none() && input.degraded.is_none() && serving;
     let mut conditions = Vec::new();
     let mut set = |type_: &str, status: bool, reason: &str, message: String| {
         conditions.push(Condition {
@@ -107,7 +112,12 @@ pub fn build_status(
             last_transition_time: now.clone(),
         });
     };
-    let (reason, message) = if ready {
+    let (reason, message) = if ready && input.group.is_some() {
+        (
+            "GroupHealthy",
+            "the Sentinels agree on a master that serves, and every replica follows it".to_owned(),
+        )
+    } else if ready {
         (
             "ClusterHealthy",
             "every shard serves and every node is healthy".to_owned(),
@@ -144,6 +154,8 @@ pub fn build_status(
         ),
     }
     match covered {
+        // A group has no slots: the condition is left out.
+        _ if input.group.is_some() || input.topology == Some(Topology::Sentinel) => {}
         Some(n) if n == SLOT_COUNT => set(
             types::SLOTS_COVERED,
             true,
@@ -269,6 +281,12 @@ pub fn build_status(
         autoscaling: input.autoscaling.clone(),
         backup: input.backup.as_ref().map(|(backup, _)| backup.clone()),
         restore: input.restore.clone(),
+        topology: input.topology,
+        group: match &input.group {
+            Some((_, group)) => Some(group.clone()),
+            // Kept while it was not observed (paused, invalid spec).
+            None => previous.and_then(|p| p.group.clone()),
+        },
     }
 }
 

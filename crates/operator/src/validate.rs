@@ -1,7 +1,7 @@
 //! Spec checks the API server's schema and CEL rules cannot make; a failure becomes a
 //! `Degraded` condition with [`SpecError::reason`], and nothing in the cluster changes.
 
-use crate::crd::RedisClusterSpec;
+use crate::crd::{ExposureMode, RedisClusterSpec, RedisClusterStatus, Topology};
 
 /// An invalid spec: a machine-readable reason (CamelCase) and a sentence for people.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -41,6 +41,7 @@ const OWNED: &[&str] = &[
     "replicaof",
     "slaveof",
     "include",
+    "replica-announce-ip",
 ];
 
 /// Checks `spec`.
@@ -61,6 +62,9 @@ pub fn validate(spec: &RedisClusterSpec) -> Result<(), SpecError> {
         }
     }
     image_version(&spec.image)?;
+    if spec.topology == Topology::Sentinel {
+        sentinel_shape(spec)?;
+    }
     let percent = spec.maxmemory_percent.unwrap_or(80);
     let limit = spec
         .resources
@@ -175,6 +179,72 @@ pub fn validate(spec: &RedisClusterSpec) -> Result<(), SpecError> {
         }
     }
     Ok(())
+}
+
+/// The shapes a Sentinel group can have, and what it does not support yet.
+fn sentinel_shape(spec: &RedisClusterSpec) -> Result<(), SpecError> {
+    let shape = |message: String| Err(invalid("BadTopology", message));
+    if spec.shards != 1 {
+        return shape(format!(
+            "topology Sentinel is one master with its replicas: shards must be 1, not {} \
+             (replicasPerShard counts the replicas; for more masters use topology Cluster)",
+            spec.shards
+        ));
+    }
+    if spec.replicas_per_shard == 0 {
+        return shape(
+            "topology Sentinel needs replicasPerShard of at least 1: Sentinel fails over to a \
+             replica, and a group without one has nothing to fail over to"
+                .to_owned(),
+        );
+    }
+    if spec.sentinels < 3 || spec.sentinels.is_multiple_of(2) {
+        return shape(format!(
+            "sentinels must be odd and at least 3, not {}: a majority of them must survive the \
+             loss of one to authorise a failover, and an even count adds no tolerance",
+            spec.sentinels
+        ));
+    }
+    let unsupported = [
+        (
+            spec.exposure.mode != ExposureMode::InCluster,
+            "exposure.mode other than InCluster",
+        ),
+        (spec.sync_from.is_some(), "syncFrom"),
+        (spec.backup.is_some(), "backup"),
+        (spec.restore_from.is_some(), "restoreFrom"),
+        (spec.autoscaling.is_some(), "autoscaling"),
+    ];
+    if let Some((_, what)) = unsupported.iter().find(|(set, _)| *set) {
+        return Err(invalid(
+            "UnsupportedForSentinel",
+            format!("{what} is not supported with topology Sentinel yet; remove it"),
+        ));
+    }
+    Ok(())
+}
+
+/// A spec whose topology differs from the one the objects were built for (the CEL rule
+/// refuses the change at the API server; this guards objects from before the rule).
+///
+/// # Errors
+/// `TopologyChange`, saying how to move instead.
+pub fn topology_change(
+    spec: &RedisClusterSpec,
+    status: Option<&RedisClusterStatus>,
+) -> Result<(), SpecError> {
+    match status.and_then(|s| s.topology) {
+        Some(built) if built != spec.topology => Err(invalid(
+            "TopologyChange",
+            format!(
+                "topology is {:?} but this resource was created as {built:?}, and a topology \
+                 cannot change in place (the data would have to move): set it back, and create \
+                 another RedisCluster with syncFrom to move the data",
+                spec.topology
+            ),
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// A store URL: `s3://BUCKET[/PREFIX]`. Not `file://`: the pods that run backups and restores
@@ -405,6 +475,54 @@ mod tests {
                 "{address:?}"
             );
         }
+    }
+
+    #[test]
+    fn impossible_sentinel_shapes_are_refused() {
+        let sentinel = |extra: serde_json::Value| {
+            let mut value = serde_json::json!({"topology": "Sentinel", "shards": 1});
+            if let (Some(v), Some(e)) = (value.as_object_mut(), extra.as_object()) {
+                v.extend(e.clone());
+            }
+            reason(&spec(value))
+        };
+        assert_eq!(sentinel(serde_json::json!({})), "");
+        assert_eq!(sentinel(serde_json::json!({"sentinels": 5})), "");
+        for bad in [
+            serde_json::json!({"shards": 3}),
+            serde_json::json!({"replicasPerShard": 0}),
+            serde_json::json!({"sentinels": 4}),
+            serde_json::json!({"sentinels": 1}),
+        ] {
+            assert_eq!(sentinel(bad.clone()), "BadTopology", "{bad}");
+        }
+        assert_eq!(
+            sentinel(serde_json::json!({"backup": {"url": "s3://b/p"}})),
+            "UnsupportedForSentinel"
+        );
+        assert_eq!(
+            sentinel(serde_json::json!({"exposure": {"mode": "NodePort"}})),
+            "UnsupportedForSentinel"
+        );
+        // A cluster does not care about `sentinels`.
+        assert_eq!(reason(&spec(serde_json::json!({"sentinels": 4}))), "");
+    }
+
+    #[test]
+    fn a_topology_change_is_refused_with_the_way_to_move() {
+        let group = spec(serde_json::json!({"topology": "Sentinel", "shards": 1}));
+        let built_as = |t: Topology| RedisClusterStatus {
+            topology: Some(t),
+            ..RedisClusterStatus::default()
+        };
+        assert!(topology_change(&group, None).is_ok());
+        assert!(topology_change(&group, Some(&built_as(Topology::Sentinel))).is_ok());
+        let refused = topology_change(&group, Some(&built_as(Topology::Cluster)))
+            .err()
+            .map(|e| (e.reason, e.message))
+            .unwrap_or_default();
+        assert_eq!(refused.0, "TopologyChange");
+        assert!(refused.1.contains("syncFrom"), "{}", refused.1);
     }
 
     #[test]

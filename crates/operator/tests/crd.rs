@@ -40,6 +40,7 @@ fn the_examples_are_valid_clusters_that_build() {
         "examples/redis-cluster-online-move.yaml",
         "examples/redis-cluster-backup.yaml",
         "examples/redis-cluster-restore.yaml",
+        "examples/redis-sentinel.yaml",
     ] {
         let cluster: RedisCluster =
             serde_saphyr::from_str(&repo(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
@@ -148,6 +149,7 @@ fn the_examples_pass_the_crd_schema_with_no_unknown_field() {
         "examples/redis-cluster-online-move.yaml",
         "examples/redis-cluster-backup.yaml",
         "examples/redis-cluster-restore.yaml",
+        "examples/redis-sentinel.yaml",
     ] {
         let document: Value = serde_saphyr::from_str(&repo(file)).unwrap();
         assert_eq!(document["apiVersion"], "cinnabar.io/v1alpha1", "{file}");
@@ -281,7 +283,7 @@ fn the_chart_values_follow_its_schema_and_its_rbac_grants_exactly_what_the_opera
             "list create patch delete deletecollection",
         ),
         ("batch", "cronjobs", "create patch delete"),
-        ("batch", "jobs", "get list create deletecollection"),
+        ("batch", "jobs", "get list watch create deletecollection"),
         ("policy", "poddisruptionbudgets", "create patch"),
         ("autoscaling", "horizontalpodautoscalers", "create patch"),
         ("events.k8s.io", "events", "create patch"),

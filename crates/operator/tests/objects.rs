@@ -86,6 +86,12 @@ fn all(objects: &Objects) -> Vec<Value> {
         out.extend(proxy.hpa.iter().map(|o| serde_json::to_value(o).unwrap()));
     }
     out.extend(objects.service_monitor.clone());
+    out.extend(
+        objects
+            .sentinel_service
+            .iter()
+            .map(|o| serde_json::to_value(o).unwrap()),
+    );
     if let Some(sync) = &objects.sync {
         out.push(serde_json::to_value(&sync.deployment).unwrap());
         out.push(serde_json::to_value(&sync.service).unwrap());
@@ -137,9 +143,98 @@ fn the_object_sets_match_their_snapshots() {
     snapshot("production", &build(&production(), &options()).unwrap());
 }
 
+fn group() -> RedisCluster {
+    cluster(
+        "orders",
+        json!({"topology": "Sentinel", "shards": 1, "replicasPerShard": 2, "image": "redis:7.2.5",
+               "persistence": {"size": "10Gi"}}),
+    )
+}
+
+#[test]
+fn a_sentinel_group_matches_its_snapshot() {
+    snapshot("sentinel", &build(&group(), &options()).unwrap());
+}
+
+#[test]
+fn a_group_has_a_data_and_a_sentinel_statefulset_each_kept_apart_with_a_budget() {
+    let objects = build(&group(), &options()).unwrap();
+    let sets: Vec<Value> = objects
+        .statefulsets
+        .iter()
+        .map(|s| serde_json::to_value(s).unwrap())
+        .collect();
+    assert_eq!(sets.len(), 2);
+    let (data, voters) = (&sets[0], &sets[1]);
+    assert_eq!(data["metadata"]["name"], "orders-redis");
+    assert_eq!(data["spec"]["replicas"], 3);
+    assert_eq!(data["spec"]["updateStrategy"]["type"], "OnDelete");
+    assert_eq!(voters["metadata"]["name"], "orders-sentinel");
+    assert_eq!(voters["spec"]["replicas"], 3);
+    assert_eq!(
+        voters["spec"]["updateStrategy"]["type"], "RollingUpdate",
+        "Kubernetes replaces one Sentinel at a time, each ready once it monitors again"
+    );
+    for set in [data, voters] {
+        let anti = &set["spec"]["template"]["spec"]["affinity"]["podAntiAffinity"];
+        let required = &anti["requiredDuringSchedulingIgnoredDuringExecution"][0];
+        assert_eq!(required["topologyKey"], "kubernetes.io/hostname");
+        assert_eq!(
+            required["labelSelector"]["matchLabels"],
+            set["spec"]["selector"]["matchLabels"]
+        );
+    }
+    let data_pod = &data["spec"]["template"]["spec"]["containers"][0];
+    let start = data_pod["command"][2].as_str().unwrap();
+    assert!(
+        start.contains("sentinel get-master-addr-by-name orders") && start.contains("--replicaof"),
+        "a data pod asks the Sentinels whom to follow: {start}"
+    );
+    assert!(!start.contains("cluster"), "{start}");
+    let prestop = data_pod["lifecycle"]["preStop"]["exec"]["command"][2]
+        .as_str()
+        .unwrap();
+    assert!(prestop.contains("sentinel failover orders"), "{prestop}");
+    assert!(prestop.contains("client pause"), "{prestop}");
+    let pdbs: Vec<Value> = objects
+        .pdbs
+        .iter()
+        .map(|p| serde_json::to_value(p).unwrap())
+        .collect();
+    assert_eq!(pdbs.len(), 2);
+    for (pdb, set) in pdbs.iter().zip(&sets) {
+        assert_eq!(pdb["spec"]["maxUnavailable"], 1);
+        assert_eq!(
+            pdb["spec"]["selector"]["matchLabels"],
+            set["spec"]["selector"]["matchLabels"]
+        );
+    }
+    let conf = objects.config_map.data.as_ref().unwrap();
+    assert!(!conf["redis.conf"].contains("cluster-enabled"));
+    assert!(conf["redis.conf"].contains("min-replicas-to-write 1"));
+    assert!(conf["sentinel.conf"].contains("port 26379"));
+    let sentinels = serde_json::to_value(objects.sentinel_service.as_ref().unwrap()).unwrap();
+    assert_eq!(sentinels["metadata"]["name"], "orders-sentinels");
+    assert_eq!(sentinels["spec"]["clusterIP"], "None");
+    let toml = &objects
+        .proxy
+        .as_ref()
+        .unwrap()
+        .config_map
+        .data
+        .as_ref()
+        .unwrap()["cinnabar.toml"];
+    assert!(!toml.contains("seeds"), "{toml}");
+    assert!(
+        toml.contains("[group]\nname = \"orders\"")
+            && toml.contains("\"orders-sentinel-2.orders-sentinels.shop.svc:26379\""),
+        "{toml}"
+    );
+}
+
 #[test]
 fn every_object_is_owned_by_its_cluster_and_labelled() {
-    for cluster in [small(), production(), migrating()] {
+    for cluster in [small(), production(), migrating(), group()] {
         for object in all(&build(&cluster, &options()).unwrap()) {
             let meta = &object["metadata"];
             let owner = &meta["ownerReferences"][0];
