@@ -11,42 +11,21 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use cinnabar_cluster::{ExecuteOptions, Timeouts};
 use cinnabar_operator::RedisCluster;
-use cinnabar_operator::objects::BuildOptions;
 use cinnabar_operator::reconcile::{Context, reconcile};
 use cinnabar_operator::sync::HttpSyncMetrics;
 use cinnabar_testkit::{ServerOptions, TestServer};
-use kube::runtime::events::Reporter;
 use serde_json::{Value, json};
 use support::{FakeApi, redis_pod};
 
 const CLUSTER: &str = "/apis/cinnabar.io/v1alpha1/namespaces/shop/redisclusters/c";
 
 fn context(api: &FakeApi) -> Arc<Context> {
-    Arc::new(Context {
-        client: api.client("shop"),
-        build: BuildOptions {
-            proxy_image: "cinnabar:test".into(),
-        },
-        execute: ExecuteOptions {
-            timeouts: Timeouts {
-                connect: Duration::from_millis(500),
-                response: Duration::from_secs(2),
-            },
-            ..ExecuteOptions::default()
-        },
-        reporter: Reporter {
-            controller: "cinnabar-operator".into(),
-            instance: Some("test".into()),
-        },
-        sync_metrics: Arc::new(HttpSyncMetrics::default()),
-        switch_retry: Duration::from_millis(100),
-    })
+    support::test_context(api, Arc::new(HttpSyncMetrics::default()))
 }
 
 fn cluster(api: &FakeApi) -> Arc<RedisCluster> {
-    Arc::new(serde_json::from_value(api.get(CLUSTER).unwrap()).unwrap())
+    support::resource(api, CLUSTER)
 }
 
 fn status(api: &FakeApi) -> Value {

@@ -11,13 +11,9 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cinnabar_cluster::{ExecuteOptions, Timeouts};
 use cinnabar_operator::RedisCluster;
-use cinnabar_operator::objects::BuildOptions;
 use cinnabar_operator::reconcile::{Context, reconcile};
-use cinnabar_operator::sync::{MetricsError, SyncMetrics};
 use cinnabar_testkit::{ServerOptions, TestServer};
-use kube::runtime::events::Reporter;
 use serde_json::{Value, json};
 use support::{FakeApi, redis_pod};
 
@@ -28,43 +24,8 @@ const PROXY: &str = "/apis/apps/v1/namespaces/shop/deployments/c-proxy";
 const JOBS: &str = "/apis/batch/v1/namespaces/shop/jobs";
 const RESTORE_JOB: &str = "/apis/batch/v1/namespaces/shop/jobs/c-restore";
 
-struct NoMetrics;
-
-impl SyncMetrics for NoMetrics {
-    fn fetch<'a>(
-        &'a self,
-        host: &'a str,
-        port: u16,
-    ) -> futures::future::BoxFuture<'a, Result<String, MetricsError>> {
-        Box::pin(async move {
-            Err(MetricsError::Status {
-                endpoint: format!("{host}:{port}"),
-                status_line: "no sync in these tests".into(),
-            })
-        })
-    }
-}
-
 fn context(api: &FakeApi) -> Arc<Context> {
-    Arc::new(Context {
-        client: api.client("shop"),
-        build: BuildOptions {
-            proxy_image: "cinnabar:test".into(),
-        },
-        execute: ExecuteOptions {
-            timeouts: Timeouts {
-                connect: Duration::from_millis(500),
-                response: Duration::from_secs(2),
-            },
-            ..ExecuteOptions::default()
-        },
-        reporter: Reporter {
-            controller: "cinnabar-operator".into(),
-            instance: Some("test".into()),
-        },
-        sync_metrics: Arc::new(NoMetrics),
-        switch_retry: Duration::from_millis(100),
-    })
+    support::test_context(api, Arc::new(support::NoMetrics))
 }
 
 fn store_cluster(api: &FakeApi, spec: Value) {
@@ -86,7 +47,7 @@ fn edit_spec(api: &FakeApi, edit: impl FnOnce(&mut Value)) {
 }
 
 fn cluster(api: &FakeApi) -> Arc<RedisCluster> {
-    Arc::new(serde_json::from_value(api.get(CLUSTER).unwrap()).unwrap())
+    support::resource(api, CLUSTER)
 }
 
 fn status(api: &FakeApi) -> Value {

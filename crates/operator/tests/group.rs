@@ -13,57 +13,17 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use cinnabar_cluster::{ExecuteOptions, Timeouts};
 use cinnabar_local::config::SentinelMonitor;
 use cinnabar_operator::RedisCluster;
-use cinnabar_operator::objects::BuildOptions;
 use cinnabar_operator::reconcile::{Context, reconcile};
-use cinnabar_operator::sync::{MetricsError, SyncMetrics};
 use cinnabar_testkit::{ServerOptions, TestServer};
-use kube::runtime::events::Reporter;
 use serde_json::{Value, json};
 use support::FakeApi;
 
 const CLUSTER: &str = "/apis/cinnabar.io/v1alpha1/namespaces/shop/redisclusters/c";
 
-/// No sync in these tests.
-struct NoMetrics;
-
-impl SyncMetrics for NoMetrics {
-    fn fetch<'a>(
-        &'a self,
-        host: &'a str,
-        port: u16,
-    ) -> futures::future::BoxFuture<'a, Result<String, MetricsError>> {
-        Box::pin(async move {
-            Err(MetricsError::Status {
-                endpoint: format!("{host}:{port}"),
-                status_line: "no sync pod in this test".into(),
-            })
-        })
-    }
-}
-
 fn context(api: &FakeApi) -> Arc<Context> {
-    Arc::new(Context {
-        client: api.client("shop"),
-        build: BuildOptions {
-            proxy_image: "cinnabar:test".into(),
-        },
-        execute: ExecuteOptions {
-            timeouts: Timeouts {
-                connect: Duration::from_millis(500),
-                response: Duration::from_secs(2),
-            },
-            ..ExecuteOptions::default()
-        },
-        reporter: Reporter {
-            controller: "cinnabar-operator".into(),
-            instance: Some("test".into()),
-        },
-        sync_metrics: Arc::new(NoMetrics),
-        switch_retry: Duration::from_millis(100),
-    })
+    support::test_context(api, Arc::new(support::NoMetrics))
 }
 
 fn store(api: &FakeApi, spec: Value) {
@@ -76,7 +36,7 @@ fn store(api: &FakeApi, spec: Value) {
 }
 
 fn cluster(api: &FakeApi) -> Arc<RedisCluster> {
-    Arc::new(serde_json::from_value(api.get(CLUSTER).unwrap()).unwrap())
+    support::resource(api, CLUSTER)
 }
 
 fn condition(api: &FakeApi, type_: &str) -> (String, String) {

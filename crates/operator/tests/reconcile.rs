@@ -8,13 +8,11 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cinnabar_cluster::{ExecuteOptions, Timeouts};
+use cinnabar_cluster::Timeouts;
 use cinnabar_operator::RedisCluster;
-use cinnabar_operator::objects::BuildOptions;
 use cinnabar_operator::reconcile::{Context, FINALIZER, reconcile};
 use cinnabar_operator::sync::{MetricsError, SyncMetrics};
 use cinnabar_testkit::{ServerOptions, TestServer};
-use kube::runtime::events::Reporter;
 use serde_json::{Value, json};
 use support::{FakeApi, redis_pod};
 
@@ -64,25 +62,7 @@ fn context(api: &FakeApi) -> Arc<Context> {
 }
 
 fn context_with(api: &FakeApi, metrics: Arc<FakeMetrics>) -> Arc<Context> {
-    Arc::new(Context {
-        client: api.client("shop"),
-        build: BuildOptions {
-            proxy_image: "cinnabar:test".into(),
-        },
-        execute: ExecuteOptions {
-            timeouts: Timeouts {
-                connect: Duration::from_millis(500),
-                response: Duration::from_secs(2),
-            },
-            ..ExecuteOptions::default()
-        },
-        reporter: Reporter {
-            controller: "cinnabar-operator".into(),
-            instance: Some("test".into()),
-        },
-        sync_metrics: metrics,
-        switch_retry: Duration::from_millis(100),
-    })
+    support::test_context(api, metrics)
 }
 
 fn store_cluster(api: &FakeApi, spec: Value) {
@@ -95,7 +75,7 @@ fn store_cluster(api: &FakeApi, spec: Value) {
 }
 
 fn cluster(api: &FakeApi) -> Arc<RedisCluster> {
-    Arc::new(serde_json::from_value(api.get(CLUSTER).unwrap()).unwrap())
+    support::resource(api, CLUSTER)
 }
 
 fn condition(api: &FakeApi, type_: &str) -> (String, String) {

@@ -11,15 +11,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use cinnabar_cluster::{ExecuteOptions, Timeouts};
 use cinnabar_operator::RedisCluster;
-use cinnabar_operator::objects::BuildOptions;
 use cinnabar_operator::reconcile::{Context, reconcile};
 use cinnabar_operator::sync::HttpSyncMetrics;
 use cinnabar_replication::sync::{Background, SyncConfig};
 use cinnabar_replication::verify::Endpoint;
 use cinnabar_testkit::{ServerOptions, TestCluster, TestServer, reserve_port};
-use kube::runtime::events::Reporter;
 use serde_json::{Value, json};
 use support::{FakeApi, redis_pod};
 
@@ -28,25 +25,7 @@ const OLD: &str = "/apis/cinnabar.io/v1alpha1/namespaces/shop/redisclusters/old"
 const TOKEN: &str = "t0ken-of-the-old-proxies";
 
 fn context(api: &FakeApi) -> Arc<Context> {
-    Arc::new(Context {
-        client: api.client("shop"),
-        build: BuildOptions {
-            proxy_image: "cinnabar:test".into(),
-        },
-        execute: ExecuteOptions {
-            timeouts: Timeouts {
-                connect: Duration::from_millis(500),
-                response: Duration::from_secs(2),
-            },
-            ..ExecuteOptions::default()
-        },
-        reporter: Reporter {
-            controller: "cinnabar-operator".into(),
-            instance: Some("test".into()),
-        },
-        sync_metrics: Arc::new(HttpSyncMetrics::default()),
-        switch_retry: Duration::from_millis(100),
-    })
+    support::test_context(api, Arc::new(HttpSyncMetrics::default()))
 }
 
 fn b64(text: &str) -> String {
@@ -88,7 +67,7 @@ fn generation(api: &FakeApi, path: &str) -> i64 {
 }
 
 fn cluster(api: &FakeApi) -> Arc<RedisCluster> {
-    Arc::new(serde_json::from_value(api.get(NEW).unwrap()).unwrap())
+    support::resource(api, NEW)
 }
 
 fn conditions(api: &FakeApi) -> Vec<(String, String, String, String)> {

@@ -309,3 +309,53 @@ pub fn redis_pod(
         "status": {"podIP": ip, "conditions": [{"type": "Ready", "status": "True"}]}
     })
 }
+
+/// The reconciler's context for a scenario test: the fake API's client in namespace `shop`,
+/// short timeouts towards the test's real nodes, and `sync_metrics` for the sync pods.
+pub fn test_context(
+    api: &FakeApi,
+    sync_metrics: Arc<dyn cinnabar_operator::sync::SyncMetrics>,
+) -> Arc<cinnabar_operator::reconcile::Context> {
+    Arc::new(cinnabar_operator::reconcile::Context {
+        client: api.client("shop"),
+        build: cinnabar_operator::objects::BuildOptions {
+            proxy_image: "cinnabar:test".into(),
+        },
+        execute: cinnabar_cluster::ExecuteOptions {
+            timeouts: cinnabar_cluster::Timeouts {
+                connect: std::time::Duration::from_millis(500),
+                response: std::time::Duration::from_secs(2),
+            },
+            ..cinnabar_cluster::ExecuteOptions::default()
+        },
+        reporter: kube::runtime::events::Reporter {
+            controller: "cinnabar-operator".into(),
+            instance: Some("test".into()),
+        },
+        sync_metrics,
+        switch_retry: std::time::Duration::from_millis(100),
+    })
+}
+
+/// Sync metrics for tests without a sync: every fetch fails.
+pub struct NoMetrics;
+
+impl cinnabar_operator::sync::SyncMetrics for NoMetrics {
+    fn fetch<'a>(
+        &'a self,
+        host: &'a str,
+        port: u16,
+    ) -> futures::future::BoxFuture<'a, Result<String, cinnabar_operator::sync::MetricsError>> {
+        Box::pin(async move {
+            Err(cinnabar_operator::sync::MetricsError::Status {
+                endpoint: format!("{host}:{port}"),
+                status_line: "no sync in this test".into(),
+            })
+        })
+    }
+}
+
+/// The RedisCluster stored at `path`, as the reconciler receives it.
+pub fn resource(api: &FakeApi, path: &str) -> Arc<cinnabar_operator::RedisCluster> {
+    Arc::new(serde_json::from_value(api.get(path).expect("the RedisCluster exists")).unwrap())
+}
