@@ -260,11 +260,24 @@ fn store_url(url: &str, field: &str, reason: &str) -> Result<(), SpecError> {
             ),
         ));
     }
-    let ok = match url.split_once("://") {
-        Some(("s3", rest)) => rest.split('/').next().is_some_and(|b| !b.is_empty()),
-        _ => false,
+    let bucket = match url.split_once("://") {
+        Some(("s3", rest)) => rest.split('/').next().filter(|b| !b.is_empty()),
+        _ => None,
     };
-    if ok && !url.chars().any(char::is_whitespace) {
+    if let Some(bucket) = bucket
+        && !valid_bucket(bucket)
+    {
+        // S3 refuses it only when the first Job runs (seen on a real control plane: three
+        // failed attempts before anyone learnt why).
+        return Err(invalid(
+            reason,
+            format!(
+                "{field}.url `{url}`: the bucket name `{bucket}` is not valid for S3 (3 to 63 \
+                 lowercase letters, digits, '.' and '-', starting and ending with a letter or digit)"
+            ),
+        ));
+    }
+    if bucket.is_some() && !url.chars().any(char::is_whitespace) {
         Ok(())
     } else {
         Err(invalid(
@@ -272,6 +285,16 @@ fn store_url(url: &str, field: &str, reason: &str) -> Result<(), SpecError> {
             format!("{field}.url `{url}` must be s3://BUCKET/PREFIX"),
         ))
     }
+}
+
+/// S3's rule for bucket names (the one every S3-compatible store follows).
+fn valid_bucket(bucket: &str) -> bool {
+    (3..=63).contains(&bucket.len())
+        && bucket
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-')
+        && bucket.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && bucket.ends_with(|c: char| c.is_ascii_alphanumeric())
 }
 
 /// An S3 endpoint, when set: an `http://` or `https://` URL.
@@ -497,7 +520,7 @@ mod tests {
             assert_eq!(sentinel(bad.clone()), "BadTopology", "{bad}");
         }
         assert_eq!(
-            sentinel(serde_json::json!({"backup": {"url": "s3://b/p"}})),
+            sentinel(serde_json::json!({"backup": {"url": "s3://bucket/p"}})),
             "UnsupportedForSentinel"
         );
         assert_eq!(
@@ -530,7 +553,7 @@ mod tests {
         let backup = |b: serde_json::Value| reason(&spec(serde_json::json!({"backup": b})));
         assert_eq!(backup(serde_json::json!({"url": "s3://bucket/redis"})), "");
         assert_eq!(
-            backup(serde_json::json!({"url": "s3://b", "schedule": "@daily"})),
+            backup(serde_json::json!({"url": "s3://bucket", "schedule": "@daily"})),
             ""
         );
         for url in [
@@ -541,6 +564,9 @@ mod tests {
             "file://relative",
             "file:///backups",
             "s3://b/a b",
+            "s3://bk/redis",
+            "s3://Backups/redis",
+            "s3://-backups/redis",
         ] {
             assert_eq!(
                 backup(serde_json::json!({"url": url})),
@@ -550,31 +576,31 @@ mod tests {
         }
         for schedule in ["hourly", "0 * * *", "0 * * * * *", "0 * * * ;"] {
             assert_eq!(
-                backup(serde_json::json!({"url": "s3://b", "schedule": schedule})),
+                backup(serde_json::json!({"url": "s3://bucket", "schedule": schedule})),
                 "BadBackup",
                 "{schedule:?}"
             );
         }
         assert_eq!(
-            backup(serde_json::json!({"url": "s3://b", "endpoint": "minio:9000"})),
+            backup(serde_json::json!({"url": "s3://bucket", "endpoint": "minio:9000"})),
             "BadBackup"
         );
         assert_eq!(
-            backup(serde_json::json!({"url": "s3://b", "keep": 0})),
+            backup(serde_json::json!({"url": "s3://bucket", "keep": 0})),
             "BadBackup"
         );
         let restore = |r: serde_json::Value| reason(&spec(serde_json::json!({"restoreFrom": r})));
         assert_eq!(
-            restore(serde_json::json!({"url": "s3://b/p", "at": "2026-12-05T17:04:05Z"})),
+            restore(serde_json::json!({"url": "s3://bucket/p", "at": "2026-12-05T17:04:05Z"})),
             ""
         );
         assert_eq!(
-            restore(serde_json::json!({"url": "s3://b/p", "at": "yesterday"})),
+            restore(serde_json::json!({"url": "s3://bucket/p", "at": "yesterday"})),
             "BadRestore"
         );
         assert_eq!(
             restore(
-                serde_json::json!({"url": "s3://b/p", "backup": "x", "at": "2026-12-05T17:04:05Z"})
+                serde_json::json!({"url": "s3://bucket/p", "backup": "x", "at": "2026-12-05T17:04:05Z"})
             ),
             "BadRestore"
         );
