@@ -156,31 +156,10 @@ pub fn prestop_script(
     sentinels: &[String],
     budget_seconds: u32,
 ) -> String {
-    let ticks = budget_seconds * 5;
+    let common = crate::objects::prestop_common(cli, port, budget_seconds);
     let pause_ms = budget_seconds * 1000;
     format!(
-        r#"say() {{ echo "cinnabar preStop: $*"; }}
-[ -n "$REDIS_PASSWORD" ] && export REDISCLI_AUTH="$REDIS_PASSWORD"
-CR=$(printf '\r')
-ticks={ticks}
-aof_busy() {{
-  info=$({cli} -p {port} info persistence 2>/dev/null) || return 1
-  while IFS=: read -r k v; do
-    v=${{v%"$CR"}}
-    case $k in aof_rewrite_in_progress|aof_rewrite_scheduled) [ "$v" = 1 ] && return 0;; esac
-  done <<EOF
-$info
-EOF
-  return 1
-}}
-finish() {{
-  if aof_busy; then
-    say "waiting for the AOF rewrite (Redis refuses SIGTERM while it writes its first AOF)"
-    while [ "$ticks" -gt 0 ] && aof_busy; do sleep 0.2; ticks=$((ticks - 1)); done
-  fi
-  exit "$1"
-}}
-# The writes that waited here were answered -READONLY (the proxy retries them on the new
+        r#"{common}# The writes that waited here were answered -READONLY (the proxy retries them on the new
 # master); until the proxies follow the Sentinels (they check every second) a write may still
 # arrive, and one in flight when Redis stops could not be retried: wait for them first.
 drain() {{ say "waiting {DRAIN_SECONDS} s for the proxies to follow the new master; stopping"; sleep {DRAIN_SECONDS}; finish 0; }}

@@ -109,6 +109,37 @@ pub const PRESTOP_FAILOVER_SECONDS: u32 = 20;
 /// Time left for Redis itself after the hook: the AOF flushed, `nodes.conf` saved.
 pub const SHUTDOWN_SECONDS: u32 = 60;
 
+/// The start of every preStop script: `say`, the password for `redis-cli`, and `finish`, which
+/// exits only once no AOF rewrite runs (Redis refuses SIGTERM while it writes its first AOF),
+/// within `budget_seconds` (the `ticks` the rest of the script counts down too).
+pub(crate) fn prestop_common(cli: &str, port: u16, budget_seconds: u32) -> String {
+    let ticks = budget_seconds * 5;
+    format!(
+        r#"say() {{ echo "cinnabar preStop: $*"; }}
+[ -n "$REDIS_PASSWORD" ] && export REDISCLI_AUTH="$REDIS_PASSWORD"
+CR=$(printf '\r')
+ticks={ticks}
+aof_busy() {{
+  info=$({cli} -p {port} info persistence 2>/dev/null) || return 1
+  while IFS=: read -r k v; do
+    v=${{v%"$CR"}}
+    case $k in aof_rewrite_in_progress|aof_rewrite_scheduled) [ "$v" = 1 ] && return 0;; esac
+  done <<EOF
+$info
+EOF
+  return 1
+}}
+finish() {{
+  if aof_busy; then
+    say "waiting for the AOF rewrite (Redis refuses SIGTERM while it writes its first AOF)"
+    while [ "$ticks" -gt 0 ] && aof_busy; do sleep 0.2; ticks=$((ticks - 1)); done
+  fi
+  exit "$1"
+}}
+"#
+    )
+}
+
 /// The `preStop` hook of a Redis container (`sh -c` this): when the node is a master that owns
 /// slots and has a healthy replica, `CLUSTER FAILOVER` on that replica, then wait until this
 /// node reports itself a replica, within `budget_seconds`; otherwise return at once. Uses only
@@ -133,30 +164,9 @@ pub const SHUTDOWN_SECONDS: u32 = 60;
 /// (seen on a real control plane: a replica deleted a few seconds after the rolling restart
 /// that resynchronised it logged `Writing initial AOF, can't exit`).
 pub fn prestop_script(cli: &str, port: u16, budget_seconds: u32) -> String {
-    let ticks = budget_seconds * 5;
+    let common = prestop_common(cli, port, budget_seconds);
     format!(
-        r#"say() {{ echo "cinnabar preStop: $*"; }}
-[ -n "$REDIS_PASSWORD" ] && export REDISCLI_AUTH="$REDIS_PASSWORD"
-CR=$(printf '\r')
-ticks={ticks}
-aof_busy() {{
-  info=$({cli} -p {port} info persistence 2>/dev/null) || return 1
-  while IFS=: read -r k v; do
-    v=${{v%"$CR"}}
-    case $k in aof_rewrite_in_progress|aof_rewrite_scheduled) [ "$v" = 1 ] && return 0;; esac
-  done <<EOF
-$info
-EOF
-  return 1
-}}
-finish() {{
-  if aof_busy; then
-    say "waiting for the AOF rewrite (Redis refuses SIGTERM while it writes its first AOF)"
-    while [ "$ticks" -gt 0 ] && aof_busy; do sleep 0.2; ticks=$((ticks - 1)); done
-  fi
-  exit "$1"
-}}
-nodes=$({cli} -p {port} cluster nodes) || {{ say "cannot read CLUSTER NODES; stopping"; exit 0; }}
+        r#"{common}nodes=$({cli} -p {port} cluster nodes) || {{ say "cannot read CLUSTER NODES; stopping"; exit 0; }}
 myid=; myflags=; myslots=
 while read -r id addr flags master ping pong epoch link rest; do
   case ",$flags," in *,myself,*) myid=$id; myflags=$flags; myslots=$rest;; esac
