@@ -33,7 +33,7 @@ use cinnabar_cluster::sentinel::{
 use cinnabar_cluster::{ClusterError, Credentials, NodeAddr, Platform, Timeouts};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::ListParams;
-use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::events::{EventType, Recorder};
 use kube::{Api, Client};
 
 use crate::crd::{
@@ -61,19 +61,7 @@ pub struct SentinelPod {
 /// Reads one Sentinel pod: its IP and the container port named `sentinel` (26379 when
 /// unnamed).
 pub fn sentinel_pod(pod: &Pod) -> SentinelPod {
-    let port = pod
-        .spec
-        .as_ref()
-        .and_then(|spec| {
-            spec.containers.iter().find_map(|c| {
-                c.ports
-                    .as_ref()?
-                    .iter()
-                    .find(|p| p.name.as_deref() == Some("sentinel"))
-                    .and_then(|p| u16::try_from(p.container_port).ok())
-            })
-        })
-        .unwrap_or(SENTINEL_PORT);
+    let port = crate::pods::named_port(pod, "sentinel").unwrap_or(SENTINEL_PORT);
     SentinelPod {
         name: pod.metadata.name.clone().unwrap_or_default(),
         addr: pod
@@ -659,21 +647,8 @@ async fn execute(
 }
 
 async fn publish(ctx: &GroupContext<'_>, type_: EventType, reason: &str, note: String) {
-    crate::reconcile::log_event(
-        ctx.reference.namespace.as_deref().unwrap_or_default(),
-        ctx.name,
-        &type_,
-        reason,
-        &note,
-    );
-    let event = Event {
-        type_,
-        reason: reason.to_owned(),
-        note: Some(note),
-        action: "Operate".to_owned(),
-        secondary: None,
-    };
-    let _ = ctx.recorder.publish(&event, ctx.reference).await;
+    crate::reconcile::publish_operation_event(ctx.recorder, ctx.reference, type_, reason, note)
+        .await;
 }
 
 #[cfg(test)]

@@ -51,19 +51,7 @@ pub fn redis_pod(pod: &Pod) -> RedisPod {
     let ip = status
         .and_then(|s| s.pod_ip.clone())
         .filter(|ip| !ip.is_empty());
-    let port = pod
-        .spec
-        .as_ref()
-        .and_then(|spec| {
-            spec.containers.iter().find_map(|c| {
-                c.ports
-                    .as_ref()?
-                    .iter()
-                    .find(|p| p.name.as_deref() == Some("redis"))
-                    .and_then(|p| u16::try_from(p.container_port).ok())
-            })
-        })
-        .unwrap_or(REDIS_PORT);
+    let port = named_port(pod, "redis").unwrap_or(REDIS_PORT);
     let host = pod.spec.as_ref().and_then(|s| s.node_name.clone());
     let ready = status
         .and_then(|s| s.conditions.as_ref())
@@ -104,6 +92,17 @@ pub fn platform_nodes(
             Some(node)
         })
         .collect()
+}
+
+/// The container port named `name` in any of the pod's containers.
+pub fn named_port(pod: &Pod, name: &str) -> Option<u16> {
+    pod.spec.as_ref()?.containers.iter().find_map(|c| {
+        c.ports
+            .as_ref()?
+            .iter()
+            .find(|p| p.name.as_deref() == Some(name))
+            .and_then(|p| u16::try_from(p.container_port).ok())
+    })
 }
 
 #[cfg(test)]

@@ -1331,24 +1331,8 @@ async fn step<P: Platform + Send>(
             journal: serde_json::to_string(entry).unwrap_or_default(),
         })
     };
-    let publish = |type_: EventType, reason: &str, note: String| {
-        log_event(
-            reference.namespace.as_deref().unwrap_or_default(),
-            reference.name.as_deref().unwrap_or_default(),
-            &type_,
-            reason,
-            &note,
-        );
-        let event = Event {
-            type_,
-            reason: reason.to_owned(),
-            note: Some(note),
-            action: "Operate".to_owned(),
-            secondary: None,
-        };
-        async move {
-            let _ = recorder.publish(&event, reference).await;
-        }
+    let publish = |type_: EventType, reason: &'static str, note: String| {
+        publish_operation_event(recorder, reference, type_, reason, note)
     };
     match result {
         Ok(Advance::Stepped { step }) => {
@@ -1662,6 +1646,32 @@ async fn write_status(
         .await
         .map_err(api(format!("writing the status of {name}")))?;
     Ok(())
+}
+
+/// An event about an operation's progress (`action: Operate`), logged too. A failure to
+/// publish is ignored: events are for people, the status and the journal are the record.
+pub(crate) async fn publish_operation_event(
+    recorder: &Recorder,
+    reference: &k8s_openapi::api::core::v1::ObjectReference,
+    type_: EventType,
+    reason: &str,
+    note: String,
+) {
+    log_event(
+        reference.namespace.as_deref().unwrap_or_default(),
+        reference.name.as_deref().unwrap_or_default(),
+        &type_,
+        reason,
+        &note,
+    );
+    let event = Event {
+        type_,
+        reason: reason.to_owned(),
+        note: Some(note),
+        action: "Operate".to_owned(),
+        secondary: None,
+    };
+    let _ = recorder.publish(&event, reference).await;
 }
 
 /// One log line per event (warnings at warn level).
