@@ -96,7 +96,7 @@ pub(crate) fn run(args: &MigrateArgs) -> Result<ExitCode> {
             args.dir.display()
         )
     })?;
-    if new.group_master.is_some() || new.is_group {
+    if new.is_group {
         bail!(
             "{} is a Sentinel group; migrate moves an endpoint onto a Redis Cluster (a group \
              behind the endpoint can be the source)",
