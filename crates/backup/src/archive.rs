@@ -23,10 +23,11 @@
 //!   source can no longer continue (its backlog moved on), the generation ends and a new one
 //!   starts with a fresh base.
 //! - A quiet shard still uploads an empty segment every 10 s, so the archive shows how far its
-//!   coverage reaches; and every shard uploads one right after its base, so a generation is
-//!   an archive's (and chosen by a restore to a later time) from its start.
+//!   coverage reaches, and every second while another shard is written (a restore needs every
+//!   shard to reach its time); every shard uploads one right after its base, so a generation
+//!   is an archive's (and chosen by a restore to a later time) from its start.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -405,6 +406,8 @@ fn run_generation(
         password: request.source.password.clone(),
     };
     let failed = AtomicBool::new(false);
+    // When any shard last received a command (Unix ms): quiet shards keep pace with it.
+    let activity = AtomicU64::new(0);
     let (shard_tx, shard_rx) = mpsc::channel::<(usize, ShardBackup)>();
     thread::scope(|scope| {
         let handles: Vec<_> = shards
@@ -412,10 +415,11 @@ fn run_generation(
             .enumerate()
             .map(|(i, shard)| {
                 let shard_tx = shard_tx.clone();
-                let (auth, name, failed) = (&auth, &name, &failed);
+                let (auth, name, failed, activity) = (&auth, &name, &failed, &activity);
                 scope.spawn(move || {
-                    let result =
-                        follow_shard(store, request, name, i, shard, auth, stop, failed, shard_tx);
+                    let result = follow_shard(
+                        store, request, name, i, shard, auth, stop, failed, activity, shard_tx,
+                    );
                     if result.is_err() {
                         failed.store(true, Ordering::SeqCst);
                     }
@@ -488,6 +492,7 @@ fn follow_shard(
     auth: &Auth,
     stop: &AtomicBool,
     failed: &AtomicBool,
+    activity: &AtomicU64,
     base_sent: mpsc::Sender<(usize, ShardBackup)>,
 ) -> Result<(), BackupError> {
     let ((client, start), backup) =
@@ -510,7 +515,9 @@ fn follow_shard(
             scope.spawn(move || upload_segments(store, &segments, &failure))
         };
         let uploads = SegmentQueue { queue, failure };
-        let mut segmenter = Segmenter::new(uploads, request, base, index, &start, stop, failed);
+        let mut segmenter = Segmenter::new(
+            uploads, request, base, index, &start, stop, failed, activity,
+        );
         // An empty first segment at once: the base is known as an archive's from now on (a
         // restore to a later time picks this generation and waits for it, instead of choosing
         // an older one that stops before this base), and its coverage starts at the base.
@@ -729,11 +736,16 @@ struct Segmenter<'a> {
     db: u64,
     opened: Instant,
     last_upload: Instant,
+    /// When this shard's last segment was cut (Unix ms).
+    last_cut_ms: u64,
+    /// When any shard of the generation last received a command (Unix ms).
+    activity: &'a AtomicU64,
     applied: Option<cinnabar_replication::client::AppliedOffset>,
     error: Option<BackupError>,
 }
 
 impl<'a> Segmenter<'a> {
+    #[allow(clippy::too_many_arguments)]
     fn new(
         uploads: SegmentQueue,
         request: &'a ArchiveRequest,
@@ -742,6 +754,7 @@ impl<'a> Segmenter<'a> {
         start: &Start,
         stop: &'a AtomicBool,
         failed: &'a AtomicBool,
+        activity: &'a AtomicU64,
     ) -> Self {
         Self {
             uploads,
@@ -761,6 +774,8 @@ impl<'a> Segmenter<'a> {
             db: 0,
             opened: Instant::now(),
             last_upload: Instant::now(),
+            last_cut_ms: now_ms(),
+            activity,
             applied: None,
             error: None,
         }
@@ -784,6 +799,18 @@ impl<'a> Segmenter<'a> {
             || (self.safe_end > self.start && self.last_upload.elapsed() >= HEARTBEAT)
     }
 
+    /// A quiet shard of a busy cluster: another shard received a command since this one last
+    /// cut, a segment interval ago or more. Its (usually empty) segment then moves its coverage
+    /// with the others', so a restore to a moment after the last write waits a segment
+    /// interval, not a heartbeat. It costs one upload a second per quiet shard while the
+    /// cluster is written, as a written shard costs; an idle cluster still uploads only its
+    /// heartbeats.
+    fn keeps_pace(&self) -> bool {
+        self.safe_records == 0
+            && self.last_upload.elapsed() >= self.request.segment_every
+            && self.activity.load(Ordering::Relaxed) > self.last_cut_ms
+    }
+
     /// Uploads everything up to the last safe point as one segment. A `last` cut is uploaded
     /// even when empty: it records that nothing happened until now, so the coverage reaches
     /// the moment the stream stopped (a scheduled successor's base is taken before that).
@@ -791,12 +818,13 @@ impl<'a> Segmenter<'a> {
         if self.safe_end == self.start && !last {
             return Ok(());
         }
+        let header_cut_ms = now_ms();
         let header = SegmentHeader {
             start: self.start,
             end: self.safe_end,
             replid: self.replid.clone(),
             db: self.start_db,
-            cut_ms: now_ms(),
+            cut_ms: header_cut_ms,
             records: self.safe_records,
         };
         let bytes = encode_segment(&header, &self.body[..self.safe_len]);
@@ -814,6 +842,7 @@ impl<'a> Segmenter<'a> {
         self.safe_records = 0;
         self.opened = Instant::now();
         self.last_upload = Instant::now();
+        self.last_cut_ms = header_cut_ms;
         Ok(())
     }
 
@@ -837,8 +866,9 @@ impl<'a> Segmenter<'a> {
     }
 
     fn after(&mut self) -> Result<Flow, SinkError> {
-        if self.due()
-            && let Err(e) = self.cut(false)
+        let keep_pace = !self.due() && self.keeps_pace();
+        if (keep_pace || self.due())
+            && let Err(e) = self.cut(keep_pace)
         {
             let message = e.to_string();
             self.error = Some(e);
@@ -855,6 +885,7 @@ impl<'a> Segmenter<'a> {
 impl CommandSink for Segmenter<'_> {
     fn item(&mut self, item: &StreamItem<'_>) -> Result<Flow, SinkError> {
         let ms = now_ms();
+        self.activity.fetch_max(ms, Ordering::Relaxed);
         match item.kind {
             ItemKind::Command(args) => push_record(&mut self.body, ms, item.offset, args.iter()),
             ItemKind::SelectDb { db } => {

@@ -499,3 +499,64 @@ fn an_archive_outlives_an_outage_of_its_store_and_the_outage_is_never_restored_s
         archiver.join().unwrap().unwrap();
     });
 }
+
+#[test]
+fn quiet_shards_keep_pace_with_a_written_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(
+        &format!("file://{}", dir.path().display()),
+        StoreOptions::default(),
+    )
+    .unwrap();
+    let source = cluster(3, 0);
+    let stop = AtomicBool::new(false);
+    let ticking = AtomicBool::new(true);
+    let request = ArchiveRequest::new(Endpoint::new(seed(&source)), "pace");
+    std::thread::scope(|scope| {
+        let _stop_on_panic = StopOnDrop(&stop);
+        let _tick_stop = StopOnDrop(&ticking);
+        let (base_tx, base_rx) = mpsc::channel();
+        let (store, request, stop) = (&store, &request, &stop);
+        let archiver = scope.spawn(move || {
+            run(store, request, stop, &mut |manifest| {
+                let _ = base_tx.send(manifest.clone());
+            })
+        });
+        let base = base_rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("a base backup");
+        // Writes on one shard only ({b} hashes to the first third of the slots).
+        let ticker = {
+            let (ticking, source) = (&ticking, &source);
+            scope.spawn(move || {
+                let mut conn = conn(source);
+                while ticking.load(Ordering::SeqCst) {
+                    redis::cmd("INCR").arg("tick:{b}").exec(&mut conn).unwrap();
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            })
+        };
+        // Every shard's coverage passes a moment a second from now within a few seconds: the
+        // two quiet shards upload with the written one, not only with their 10 s heartbeat.
+        let mark = now_ms() + 1000;
+        let started = Instant::now();
+        while cinnabar_backup::archive::coverage(store, &base)
+            .unwrap()
+            .is_none_or(|c| c < mark)
+        {
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "the quiet shards did not keep pace"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        eprintln!(
+            "every shard covered the mark {} ms after it was set",
+            started.elapsed().as_millis().saturating_sub(1000)
+        );
+        ticking.store(false, Ordering::SeqCst);
+        ticker.join().unwrap();
+        stop.store(true, Ordering::SeqCst);
+        archiver.join().unwrap().unwrap();
+    });
+}
