@@ -68,12 +68,14 @@ fn restore_at_a_time_has_the_writes_before_it_and_none_after() {
         .unwrap();
 
     let stop = AtomicBool::new(false);
-    let ticking = AtomicBool::new(true);
+    let ticks_stop = AtomicBool::new(false);
     let request = ArchiveRequest::new(Endpoint::new(seed(&source)), "orders");
     let latest = cluster(5, 0);
     std::thread::scope(|scope| {
-        // A failed assertion must end the archive too, or the scope would wait for it forever.
+        // A failed assertion must end the archive and the ticker too, or the scope would wait
+        // for them forever.
         let _stop_on_panic = StopOnDrop(&stop);
+        let _ticks_stop_on_panic = StopOnDrop(&ticks_stop);
         let (base_tx, base_rx) = mpsc::channel();
         let (store, request, stop) = (&store, &request, &stop);
         let archiver = scope.spawn(move || {
@@ -88,10 +90,10 @@ fn restore_at_a_time_has_the_writes_before_it_and_none_after() {
         // A write on every shard every 100 ms, as on a busy cluster: a quiet shard's coverage
         // only moves with its 10-second heartbeat, and a restore waits for every shard.
         let ticker = {
-            let (ticking, source) = (&ticking, &source);
+            let (ticks_stop, source) = (&ticks_stop, &source);
             scope.spawn(move || {
                 let mut conn = conn(source);
-                while ticking.load(Ordering::SeqCst) {
+                while !ticks_stop.load(Ordering::SeqCst) {
                     // {b}, {c} and {a} hash to the first, second and third third of the slots.
                     for key in ["tick:{b}", "tick:{c}", "tick:{a}"] {
                         redis::cmd("INCR").arg(key).exec(&mut conn).unwrap();
@@ -185,7 +187,7 @@ fn restore_at_a_time_has_the_writes_before_it_and_none_after() {
         assert!(matches!(error, BackupError::Archive(_)), "{error}");
         assert!(error.to_string().contains("reaches only"), "{error}");
 
-        ticking.store(false, Ordering::SeqCst);
+        ticks_stop.store(true, Ordering::SeqCst);
         ticker.join().unwrap();
         stop.store(true, Ordering::SeqCst);
         archiver.join().unwrap().unwrap();
@@ -510,11 +512,11 @@ fn quiet_shards_keep_pace_with_a_written_one() {
     .unwrap();
     let source = cluster(3, 0);
     let stop = AtomicBool::new(false);
-    let ticking = AtomicBool::new(true);
+    let ticks_stop = AtomicBool::new(false);
     let request = ArchiveRequest::new(Endpoint::new(seed(&source)), "pace");
     std::thread::scope(|scope| {
         let _stop_on_panic = StopOnDrop(&stop);
-        let _tick_stop = StopOnDrop(&ticking);
+        let _ticks_stop_on_panic = StopOnDrop(&ticks_stop);
         let (base_tx, base_rx) = mpsc::channel();
         let (store, request, stop) = (&store, &request, &stop);
         let archiver = scope.spawn(move || {
@@ -527,10 +529,10 @@ fn quiet_shards_keep_pace_with_a_written_one() {
             .expect("a base backup");
         // Writes on one shard only ({b} hashes to the first third of the slots).
         let ticker = {
-            let (ticking, source) = (&ticking, &source);
+            let (ticks_stop, source) = (&ticks_stop, &source);
             scope.spawn(move || {
                 let mut conn = conn(source);
-                while ticking.load(Ordering::SeqCst) {
+                while !ticks_stop.load(Ordering::SeqCst) {
                     redis::cmd("INCR").arg("tick:{b}").exec(&mut conn).unwrap();
                     std::thread::sleep(Duration::from_millis(100));
                 }
@@ -554,7 +556,7 @@ fn quiet_shards_keep_pace_with_a_written_one() {
             "every shard covered the mark {} ms after it was set",
             started.elapsed().as_millis().saturating_sub(1000)
         );
-        ticking.store(false, Ordering::SeqCst);
+        ticks_stop.store(true, Ordering::SeqCst);
         ticker.join().unwrap();
         stop.store(true, Ordering::SeqCst);
         archiver.join().unwrap().unwrap();
