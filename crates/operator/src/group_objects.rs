@@ -40,7 +40,7 @@ use serde_json::{Value, json};
 use crate::crd::{RedisCluster, RedisClusterSpec};
 use crate::objects::{
     BuildOptions, Objects, PASSWORD_KEY, PRESTOP_FAILOVER_SECONDS, fingerprint, labels,
-    proxy_objects, redis_conf, selector, served_by, spread_rule, statefulset, typed,
+    proxy_front, redis_conf, selector, spread_rule, statefulset, typed,
 };
 use crate::pods::{REDIS_PORT, SHARD_LABEL};
 use crate::validate::{SpecError, image_version, validate};
@@ -338,30 +338,7 @@ pub fn build_group(cluster: &RedisCluster, options: &BuildOptions) -> Result<Obj
             selector(&name, "sentinel"),
         )?,
     ];
-    let proxy = spec
-        .proxy
-        .enabled
-        .then(|| {
-            proxy_objects(
-                &name,
-                &namespace,
-                spec,
-                served_by(cluster).as_deref(),
-                options,
-                &meta,
-            )
-        })
-        .transpose()?;
-    let service_monitor = (spec.monitoring.service_monitor && spec.proxy.enabled).then(|| {
-        json!({
-            "apiVersion": "monitoring.coreos.com/v1", "kind": "ServiceMonitor",
-            "metadata": meta(&format!("{name}-proxy"), "proxy"),
-            "spec": {
-                "selector": {"matchLabels": selector(&name, "proxy")},
-                "endpoints": [{"port": "metrics", "path": "/metrics", "interval": "15s"}],
-            },
-        })
-    });
+    let (proxy, service_monitor) = proxy_front(cluster, &name, &namespace, spec, options, &meta)?;
     Ok(Objects {
         config_map,
         headless_service,

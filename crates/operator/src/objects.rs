@@ -568,30 +568,7 @@ pub fn build(cluster: &RedisCluster, options: &BuildOptions) -> Result<Objects, 
         }
     }
 
-    let proxy = spec
-        .proxy
-        .enabled
-        .then(|| {
-            proxy_objects(
-                &name,
-                &namespace,
-                spec,
-                served_by(cluster).as_deref(),
-                options,
-                &meta,
-            )
-        })
-        .transpose()?;
-    let service_monitor = (spec.monitoring.service_monitor && spec.proxy.enabled).then(|| {
-        json!({
-            "apiVersion": "monitoring.coreos.com/v1", "kind": "ServiceMonitor",
-            "metadata": meta(&format!("{name}-proxy"), "proxy"),
-            "spec": {
-                "selector": {"matchLabels": selector(&name, "proxy")},
-                "endpoints": [{"port": "metrics", "path": "/metrics", "interval": "15s"}],
-            },
-        })
-    });
+    let (proxy, service_monitor) = proxy_front(cluster, &name, &namespace, spec, options, &meta)?;
     let sync = spec
         .sync_from
         .as_ref()
@@ -951,6 +928,42 @@ pub(crate) fn statefulset(
             "volumeClaimTemplates": claim_templates,
         },
     })
+}
+
+/// The proxy in front of either topology, when enabled, and its ServiceMonitor when asked for.
+pub(crate) fn proxy_front(
+    cluster: &RedisCluster,
+    name: &str,
+    namespace: &str,
+    spec: &RedisClusterSpec,
+    options: &BuildOptions,
+    meta: &dyn Fn(&str, &str) -> Value,
+) -> Result<(Option<ProxyObjects>, Option<Value>), SpecError> {
+    let proxy = spec
+        .proxy
+        .enabled
+        .then(|| {
+            proxy_objects(
+                name,
+                namespace,
+                spec,
+                served_by(cluster).as_deref(),
+                options,
+                meta,
+            )
+        })
+        .transpose()?;
+    let service_monitor = (spec.monitoring.service_monitor && spec.proxy.enabled).then(|| {
+        json!({
+            "apiVersion": "monitoring.coreos.com/v1", "kind": "ServiceMonitor",
+            "metadata": meta(&format!("{name}-proxy"), "proxy"),
+            "spec": {
+                "selector": {"matchLabels": selector(name, "proxy")},
+                "endpoints": [{"port": "metrics", "path": "/metrics", "interval": "15s"}],
+            },
+        })
+    });
+    Ok((proxy, service_monitor))
 }
 
 pub(crate) fn proxy_objects(
