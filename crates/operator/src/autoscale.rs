@@ -43,9 +43,14 @@ pub fn evaluate(
     previous: Option<&AutoscalingState>,
     now: Timestamp,
 ) -> Decision {
+    // The status keeps the decision's time in whole seconds (a Kubernetes `Time`), so the
+    // decision may have come up to a second after what it says: count from a second later,
+    // or the cool-down could end early (seen in a test: 3.8 s of a 4 s cool-down).
     let since = previous.and_then(|p| p.last_scale_time.as_ref()).map(|t| {
         let elapsed = now.duration_since(t.0);
-        Duration::try_from(elapsed).unwrap_or(Duration::ZERO)
+        Duration::try_from(elapsed)
+            .unwrap_or(Duration::ZERO)
+            .saturating_sub(Duration::from_secs(1))
     });
     decide(&policy(spec), loads, since)
 }
@@ -103,8 +108,13 @@ mod tests {
             evaluate(&spec(), &hot4, Some(&state), at(299)),
             Decision::Stay { .. }
         ));
+        // The recorded time is whole seconds: the cool-down counts from a second after it.
         assert!(matches!(
             evaluate(&spec(), &hot4, Some(&state), at(300)),
+            Decision::Stay { .. }
+        ));
+        assert!(matches!(
+            evaluate(&spec(), &hot4, Some(&state), at(301)),
             Decision::Scale { to: 5, .. }
         ));
     }
