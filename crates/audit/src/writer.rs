@@ -108,11 +108,19 @@ impl Writer {
     /// asleep must wake it with a system call, and that sender is a proxy worker. Polling
     /// keeps `record` to a few atomic operations, at the price of a few dozen wake-ups per
     /// second while idle and at most [`MAX_IDLE`] before an idle writer sees a new record.
+    /// While auditing is disabled (no output) nobody sends records, only the rare control
+    /// message, so the writer blocks instead: a proxy without an audit trail (the default)
+    /// has no thread waking 60 times a second.
     pub(crate) fn run(mut self, queue: Receiver<Message>) {
         let mut stop = false;
         let mut idle = MIN_IDLE;
         loop {
-            match queue.try_recv() {
+            let next = if self.output.is_none() && self.batch.is_empty() && !stop {
+                queue.recv().map_err(|_| TryRecvError::Disconnected)
+            } else {
+                queue.try_recv()
+            };
+            match next {
                 Ok(message) => {
                     idle = MIN_IDLE;
                     stop |= self.handle(message);
