@@ -4,10 +4,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use cinnabar_backup::archive::{ArchiveRequest, run};
+use cinnabar_backup::archive::ArchiveRequest;
 use cinnabar_backup::manifest::now_ms;
 use cinnabar_backup::restore::{RestoreRequest, restore};
 use cinnabar_backup::{BackupError, Store, StoreOptions, catalog};
@@ -15,7 +14,7 @@ use cinnabar_replication::verify::Endpoint;
 use cinnabar_testkit::{S3Server, TestCluster};
 
 mod common;
-use common::{cluster, cluster_connection as conn, s3_options, seed};
+use common::{Archive, cluster, cluster_connection as conn, s3_options, seed};
 
 /// How late the archiver may read a write it is sent: a restore to an acknowledgement's time
 /// plus this holds the write. A millisecond on a quiet machine; on a loaded CI machine the
@@ -27,7 +26,8 @@ fn get(conn: &mut redis::cluster::ClusterConnection, key: &str) -> Option<String
     redis::cmd("GET").arg(key).query(conn).unwrap()
 }
 
-/// Sets the flag when dropped (at the end of a scope, or when a test panics inside it).
+/// Sets the flag when dropped (at the end of a scope, or when a test panics inside it): a
+/// failed assertion must end a test's own threads, or the scope would wait for them forever.
 struct StopOnDrop<'a>(&'a AtomicBool);
 
 impl Drop for StopOnDrop<'_> {
@@ -67,25 +67,13 @@ fn restore_at_a_time_has_the_writes_before_it_and_none_after() {
         .exec(&mut writer)
         .unwrap();
 
-    let stop = AtomicBool::new(false);
     let ticks_stop = AtomicBool::new(false);
     let request = ArchiveRequest::new(Endpoint::new(seed(&source)), "orders");
     let latest = cluster(5, 0);
     std::thread::scope(|scope| {
-        // A failed assertion must end the archive and the ticker too, or the scope would wait
-        // for them forever.
-        let _stop_on_panic = StopOnDrop(&stop);
         let _ticks_stop_on_panic = StopOnDrop(&ticks_stop);
-        let (base_tx, base_rx) = mpsc::channel();
-        let (store, request, stop) = (&store, &request, &stop);
-        let archiver = scope.spawn(move || {
-            run(store, request, stop, &mut |manifest| {
-                let _ = base_tx.send(manifest.clone());
-            })
-        });
-        let base = base_rx
-            .recv_timeout(Duration::from_secs(30))
-            .expect("a base backup");
+        let (archive, base) = Archive::start(scope, &store, &request);
+        let store = &store;
         assert_eq!(base.shards.len(), 3);
         // A write on every shard every 100 ms, as on a busy cluster: a quiet shard's coverage
         // only moves with its 10-second heartbeat, and a restore waits for every shard.
@@ -189,8 +177,7 @@ fn restore_at_a_time_has_the_writes_before_it_and_none_after() {
 
         ticks_stop.store(true, Ordering::SeqCst);
         ticker.join().unwrap();
-        stop.store(true, Ordering::SeqCst);
-        archiver.join().unwrap().unwrap();
+        archive.stop();
 
         let earlier = cluster(5, 0);
         let started = Instant::now();
@@ -231,22 +218,10 @@ fn the_archive_resumes_when_the_node_it_reads_dies() {
     )
     .unwrap();
     let mut source = cluster(3, 1);
-    let stop = AtomicBool::new(false);
     let mut request = ArchiveRequest::new(Endpoint::new(seed(&source)), "orders");
     request.segment_every = Duration::from_millis(200);
-    let (base_tx, base_rx) = mpsc::channel();
     std::thread::scope(|scope| {
-        // A failed assertion must end the archive too, or the scope would wait for it forever.
-        let _stop_on_panic = StopOnDrop(&stop);
-        let (store_ref, request, stop) = (&store, &request, &stop);
-        let archiver = scope.spawn(move || {
-            run(store_ref, request, stop, &mut |manifest| {
-                let _ = base_tx.send(manifest.clone());
-            })
-        });
-        let base = base_rx
-            .recv_timeout(Duration::from_secs(30))
-            .expect("a base backup");
+        let (archive, base) = Archive::start(scope, &store, &request);
         let mut writer = conn(&source);
         for i in 0..200 {
             redis::cmd("SET")
@@ -274,7 +249,7 @@ fn the_archive_resumes_when_the_node_it_reads_dies() {
         let target = cluster(3, 0);
         loop {
             let attempt = restore(
-                store_ref,
+                &store,
                 &Endpoint::new(seed(&target)),
                 &RestoreRequest {
                     at_ms: Some(restore_to),
@@ -305,8 +280,7 @@ fn the_archive_resumes_when_the_node_it_reads_dies() {
                 Some(i.to_string())
             );
         }
-        stop.store(true, Ordering::SeqCst);
-        archiver.join().unwrap().unwrap();
+        archive.stop();
     });
 }
 
@@ -319,24 +293,15 @@ fn a_new_base_on_a_schedule_leaves_no_time_that_cannot_be_restored() {
     )
     .unwrap();
     let source = cluster(3, 0);
-    let stop = AtomicBool::new(false);
     let mut request = ArchiveRequest::new(Endpoint::new(seed(&source)), "orders");
     request.segment_every = Duration::from_millis(100);
     request.base_every = Some(Duration::from_millis(1500));
-    let (base_tx, base_rx) = mpsc::channel();
     // (key, acknowledged at) of writes every 100 ms across two generation changes.
     let mut acknowledged: Vec<(String, u64)> = Vec::new();
     let mut bases = Vec::new();
     std::thread::scope(|scope| {
-        // A failed assertion must end the archive too, or the scope would wait for it forever.
-        let _stop_on_panic = StopOnDrop(&stop);
-        let (store_ref, request, stop) = (&store, &request, &stop);
-        let archiver = scope.spawn(move || {
-            run(store_ref, request, stop, &mut |manifest| {
-                let _ = base_tx.send(manifest.clone());
-            })
-        });
-        bases.push(base_rx.recv_timeout(Duration::from_secs(30)).unwrap());
+        let (archive, base) = Archive::start(scope, &store, &request);
+        bases.push(base);
         let mut writer = conn(&source);
         let mut i = 0;
         while bases.len() < 3 {
@@ -349,15 +314,14 @@ fn a_new_base_on_a_schedule_leaves_no_time_that_cannot_be_restored() {
             acknowledged.push((key, now_ms()));
             i += 1;
             std::thread::sleep(Duration::from_millis(300));
-            if let Ok(base) = base_rx.try_recv() {
+            if let Ok(base) = archive.bases.try_recv() {
                 bases.push(base);
             }
             assert!(i < 100, "the schedule did not start two more generations");
         }
         // Let the last segments reach the store.
         std::thread::sleep(Duration::from_millis(500));
-        stop.store(true, Ordering::SeqCst);
-        archiver.join().unwrap().unwrap();
+        archive.stop();
     });
     // A generation streams until its successor's base is complete.
     for pair in bases.windows(2) {
@@ -418,20 +382,10 @@ fn an_archive_outlives_an_outage_of_its_store_and_the_outage_is_never_restored_s
     let set = |writer: &mut redis::cluster::ClusterConnection, key: &str| {
         redis::cmd("SET").arg(key).arg("1").exec(writer).unwrap();
     };
-    let stop = AtomicBool::new(false);
     let request = ArchiveRequest::new(Endpoint::new(seed(&source)), "outage");
     std::thread::scope(|scope| {
-        let _stop_on_panic = StopOnDrop(&stop);
-        let (base_tx, base_rx) = mpsc::channel();
-        let (store, request, stop) = (&store, &request, &stop);
-        let archiver = scope.spawn(move || {
-            run(store, request, stop, &mut |manifest| {
-                let _ = base_tx.send(manifest.name.clone());
-            })
-        });
-        let first = base_rx
-            .recv_timeout(Duration::from_secs(30))
-            .expect("a base backup");
+        let (archive, first) = Archive::start(scope, &store, &request);
+        let store = &store;
         set(&mut writer, "before");
         std::thread::sleep(Duration::from_millis(1500));
 
@@ -444,10 +398,12 @@ fn an_archive_outlives_an_outage_of_its_store_and_the_outage_is_never_restored_s
         s3.restart();
         set(&mut writer, "after");
         // A new generation (a fresh base) covers what the outage could not upload.
-        let second = base_rx
+        let second = archive
+            .bases
             .recv_timeout(Duration::from_secs(60))
-            .expect("a new base once the store is back");
-        assert_ne!(second, first);
+            .expect("a new base once the store is back")
+            .name;
+        assert_ne!(second, first.name);
         set(&mut writer, "after-base");
         // A moment after the last write (coverage reaches a write once its segment is cut).
         let restore_to = now_ms() + ARCHIVER_LAG_MS;
@@ -497,8 +453,7 @@ fn an_archive_outlives_an_outage_of_its_store_and_the_outage_is_never_restored_s
             "{refused}"
         );
         eprintln!("inside the outage: {refused}");
-        stop.store(true, Ordering::SeqCst);
-        archiver.join().unwrap().unwrap();
+        archive.stop();
     });
 }
 
@@ -511,22 +466,11 @@ fn quiet_shards_keep_pace_with_a_written_one() {
     )
     .unwrap();
     let source = cluster(3, 0);
-    let stop = AtomicBool::new(false);
     let ticks_stop = AtomicBool::new(false);
     let request = ArchiveRequest::new(Endpoint::new(seed(&source)), "pace");
     std::thread::scope(|scope| {
-        let _stop_on_panic = StopOnDrop(&stop);
         let _ticks_stop_on_panic = StopOnDrop(&ticks_stop);
-        let (base_tx, base_rx) = mpsc::channel();
-        let (store, request, stop) = (&store, &request, &stop);
-        let archiver = scope.spawn(move || {
-            run(store, request, stop, &mut |manifest| {
-                let _ = base_tx.send(manifest.clone());
-            })
-        });
-        let base = base_rx
-            .recv_timeout(Duration::from_secs(30))
-            .expect("a base backup");
+        let (archive, base) = Archive::start(scope, &store, &request);
         // Writes on one shard only ({b} hashes to the first third of the slots).
         let ticker = {
             let (ticks_stop, source) = (&ticks_stop, &source);
@@ -542,7 +486,7 @@ fn quiet_shards_keep_pace_with_a_written_one() {
         // two quiet shards upload with the written one, not only with their 10 s heartbeat.
         let mark = now_ms() + 1000;
         let started = Instant::now();
-        while cinnabar_backup::archive::coverage(store, &base)
+        while cinnabar_backup::archive::coverage(&store, &base)
             .unwrap()
             .is_none_or(|c| c < mark)
         {
@@ -558,7 +502,6 @@ fn quiet_shards_keep_pace_with_a_written_one() {
         );
         ticks_stop.store(true, Ordering::SeqCst);
         ticker.join().unwrap();
-        stop.store(true, Ordering::SeqCst);
-        archiver.join().unwrap().unwrap();
+        archive.stop();
     });
 }

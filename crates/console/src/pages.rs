@@ -2,19 +2,21 @@
 //! buttons), the create form, a drill report, a job. Plain HTML; `assets/console.js` adds the
 //! polling and the confirmed actions (through the JSON API).
 //!
-//! Every value from a cluster, a user or a request goes through `escape`; no secret is ever
-//! rendered (the CSRF token is the one per-session value a page carries, for its scripts).
+//! Every value from a cluster, a user or a request goes through `escape` (the drill crate's,
+//! which its SVG timeline uses too); no secret is ever rendered (the CSRF token is the one
+//! per-session value a page carries, for its scripts).
 //! Action buttons are rendered only for roles that may use them.
 
 use std::fmt::Write as _;
 use std::sync::Arc;
 
+use cinnabar_drill::svg::escape as e;
 use cinnabar_local::spec::human_bytes;
 
 use crate::auth::{Role, Session};
 use crate::clusters::{self, Detail, Summary};
 use crate::error::ApiError;
-use crate::http::{Reply, cleared_cookie, escape as e, form, session_cookie};
+use crate::http::{Reply, cleared_cookie, form, session_cookie};
 use crate::jobs::Job;
 use crate::routes::Handler;
 use crate::server::{App, Call};

@@ -474,7 +474,9 @@ fn trim_number(value: f64) -> String {
     text.trim_end_matches('0').trim_end_matches('.').to_owned()
 }
 
-/// Escapes text for XML content and attribute values.
+/// Escapes text for XML or HTML content and quoted attribute values: this chart's labels, and
+/// every value the console's pages show. A quote is `&#39;`, which XML and every HTML version
+/// read (`&apos;` is not HTML 4).
 pub fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
@@ -483,7 +485,7 @@ pub fn escape(text: &str) -> String {
             '<' => out.push_str("&lt;"),
             '>' => out.push_str("&gt;"),
             '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&apos;"),
+            '\'' => out.push_str("&#39;"),
             c => out.push(c),
         }
     }
@@ -620,7 +622,7 @@ mod tests {
         for (i, _) in text.match_indices('&') {
             let entity = &text[i..];
             assert!(
-                ["&amp;", "&lt;", "&gt;", "&quot;", "&apos;"]
+                ["&amp;", "&lt;", "&gt;", "&quot;", "&apos;", "&#39;"]
                     .iter()
                     .any(|e| entity.starts_with(e)),
                 "raw '&' in {text:?}"
@@ -724,6 +726,14 @@ mod tests {
         let path = chart.path(&[Some(1.0), None, Some(2.0), Some(3.0)], |v| v);
         assert_eq!(path.matches('M').count(), 2, "{path}");
         assert_eq!(path.matches('L').count(), 1, "{path}");
+    }
+
+    #[test]
+    fn html_is_escaped() {
+        assert_eq!(
+            escape("<a href=\"x\">'&"),
+            "&lt;a href=&quot;x&quot;&gt;&#39;&amp;"
+        );
     }
 
     #[test]

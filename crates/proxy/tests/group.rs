@@ -12,7 +12,7 @@ use cinnabar_cluster::NodeAddr;
 use cinnabar_cluster::sentinel::{GroupAccess, planned_failover};
 use cinnabar_proxy::{GroupConfig, ProxyConfig, ProxyHandle};
 use cinnabar_testkit::group::GROUP_NAME;
-use cinnabar_testkit::{Target, TestGroup, Workload};
+use cinnabar_testkit::{Target, TestGroup, Workload, WorkloadLog};
 
 fn group_proxy(group: &TestGroup) -> ProxyHandle {
     let mut config = ProxyConfig::new("127.0.0.1:0".parse().unwrap(), Vec::new());
@@ -45,6 +45,34 @@ fn node(addr: &NodeAddr, db: u8) -> redis::Connection {
         .unwrap()
         .get_connection()
         .unwrap()
+}
+
+/// A workload writing through the proxy (a write every millisecond), once 300 of its writes are
+/// acknowledged: a failover then happens under load.
+fn running_workload(proxy: &ProxyHandle) -> Workload {
+    let workload = Workload::start(
+        Target::Standalone(endpoint(proxy)),
+        Duration::from_millis(1),
+    );
+    workload.wait_for_acknowledged(300, Duration::from_secs(20));
+    workload
+}
+
+/// Waits until 300 more writes are acknowledged than now: the proxy serves again.
+fn wait_for_more_writes(workload: &Workload, timeout: Duration) {
+    let before = workload.acknowledged();
+    workload.wait_for_acknowledged(before + 300, timeout);
+}
+
+/// The one request on the wire to a failed master may or may not have run: the proxy must not
+/// silently re-run it, so it is the only error a client may see.
+fn assert_at_most_one_error(log: &WorkloadLog) {
+    assert!(
+        log.failed <= 1,
+        "failover leaked {} errors: {:?}",
+        log.failed,
+        log.errors
+    );
 }
 
 #[test]
@@ -189,11 +217,7 @@ fn replica_reads_follow_the_read_policy_and_writes_stay_on_the_master() {
 fn a_killed_master_is_invisible_when_sentinel_promotes_within_the_retry_window() {
     let mut group = TestGroup::start(2, 3);
     let proxy = group_proxy(&group);
-    let workload = Workload::start(
-        Target::Standalone(endpoint(&proxy)),
-        Duration::from_millis(1),
-    );
-    workload.wait_for_acknowledged(300, Duration::from_secs(20));
+    let workload = running_workload(&proxy);
 
     let victim = group.master();
     let killed_at = Instant::now();
@@ -215,14 +239,7 @@ fn a_killed_master_is_invisible_when_sentinel_promotes_within_the_retry_window()
         log.acknowledged.len(),
         log.longest_write
     );
-    // The one request on the wire to the dead master may or may not have run: the proxy
-    // must not silently re-run it, so it is the only error a client may see.
-    assert!(
-        log.failed <= 1,
-        "failover leaked {} errors: {:?}",
-        log.failed,
-        log.errors
-    );
+    assert_at_most_one_error(&log);
     assert!(promotion < Duration::from_secs(10), "{promotion:?}");
     assert!(lost <= 2000, "{lost} acknowledged writes lost");
 }
@@ -231,11 +248,7 @@ fn a_killed_master_is_invisible_when_sentinel_promotes_within_the_retry_window()
 async fn a_planned_failover_behind_a_hold_loses_nothing_and_shows_no_error() {
     let group = tokio::task::block_in_place(|| TestGroup::start(2, 3));
     let proxy = group_proxy(&group);
-    let workload = Workload::start(
-        Target::Standalone(endpoint(&proxy)),
-        Duration::from_millis(1),
-    );
-    workload.wait_for_acknowledged(300, Duration::from_secs(20));
+    let workload = running_workload(&proxy);
 
     let access = GroupAccess {
         name: GROUP_NAME.into(),
@@ -255,8 +268,7 @@ async fn a_planned_failover_behind_a_hold_loses_nothing_and_shows_no_error() {
         done.from, done.to, done.offset
     );
 
-    let before = workload.acknowledged();
-    workload.wait_for_acknowledged(before + 300, Duration::from_secs(20));
+    wait_for_more_writes(&workload, Duration::from_secs(20));
     let log = workload.stop();
     assert_eq!(log.failed, 0, "errors: {:?}", log.errors);
     log.assert_nothing_lost();
@@ -276,19 +288,14 @@ async fn a_planned_failover_behind_a_hold_loses_nothing_and_shows_no_error() {
 fn a_paused_old_master_gets_no_write_once_a_new_master_is_elected() {
     let mut group = TestGroup::start(2, 3);
     let proxy = group_proxy(&group);
-    let workload = Workload::start(
-        Target::Standalone(endpoint(&proxy)),
-        Duration::from_millis(1),
-    );
-    workload.wait_for_acknowledged(300, Duration::from_secs(20));
+    let workload = running_workload(&proxy);
 
     // SIGSTOP: the old master keeps its sockets, answers nothing, and comes back later
     // still saying role:master until Sentinel demotes it.
     let old = group.master();
     group.node_mut(&old).unwrap().pause();
     let new = group.wait_new_master(&old, Duration::from_secs(30));
-    let before = workload.acknowledged();
-    workload.wait_for_acknowledged(before + 300, Duration::from_secs(30));
+    wait_for_more_writes(&workload, Duration::from_secs(30));
     group.node_mut(&old).unwrap().resume();
     let deadline = Instant::now() + Duration::from_secs(30);
     while cinnabar_testkit::group::role(&old).as_deref() != Some("slave") {
@@ -298,8 +305,7 @@ fn a_paused_old_master_gets_no_write_once_a_new_master_is_elected() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    let before = workload.acknowledged();
-    workload.wait_for_acknowledged(before + 300, Duration::from_secs(30));
+    wait_for_more_writes(&workload, Duration::from_secs(30));
     let log = workload.stop();
     eprintln!(
         "paused {old}, new master {new}; failures: {} ({:?}); acknowledged: {}",
@@ -310,7 +316,7 @@ fn a_paused_old_master_gets_no_write_once_a_new_master_is_elected() {
     // A write acknowledged by the old master after the election would be gone now that it
     // resynced from the new one.
     log.assert_nothing_lost();
-    assert!(log.failed <= 1, "{} errors: {:?}", log.failed, log.errors);
+    assert_at_most_one_error(&log);
 }
 
 #[test]
@@ -360,11 +366,7 @@ fn the_guards_and_the_audit_trail_apply_in_front_of_a_group() {
 fn an_old_master_resumed_while_most_sentinels_still_name_it_gets_no_write() {
     let mut group = TestGroup::start(2, 3);
     let proxy = group_proxy(&group);
-    let workload = Workload::start(
-        Target::Standalone(endpoint(&proxy)),
-        Duration::from_millis(1),
-    );
-    workload.wait_for_acknowledged(300, Duration::from_secs(20));
+    let workload = running_workload(&proxy);
     let old = group.master();
     group.node_mut(&old).unwrap().pause();
     // Resumed the moment the failover's leader names the new master: the other Sentinels
@@ -380,8 +382,7 @@ fn an_old_master_resumed_while_most_sentinels_still_name_it_gets_no_write() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    let before = workload.acknowledged();
-    workload.wait_for_acknowledged(before + 300, Duration::from_secs(30));
+    wait_for_more_writes(&workload, Duration::from_secs(30));
     let log = workload.stop();
     let lost = log.lost_writes().unwrap();
     eprintln!(
@@ -398,5 +399,5 @@ fn an_old_master_resumed_while_most_sentinels_still_name_it_gets_no_write() {
         "{} acknowledged writes lost: {lost:?}",
         lost.len()
     );
-    assert!(log.failed <= 1, "{} errors: {:?}", log.failed, log.errors);
+    assert_at_most_one_error(&log);
 }

@@ -1,11 +1,16 @@
-//! Shared by the backup tests: real clusters tuned for backups, connections, and the store
-//! options of a test S3 server.
+//! Shared by the backup tests: real clusters tuned for backups, connections, the store
+//! options of a test S3 server, and a continuous archive on a scoped thread.
 
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::thread::{Scope, ScopedJoinHandle};
 use std::time::Duration;
 
-use cinnabar_backup::{S3Access, StoreOptions};
+use cinnabar_backup::archive::{ArchiveRequest, run};
+use cinnabar_backup::{BackupError, Manifest, S3Access, Store, StoreOptions};
 use cinnabar_testkit::cluster::node_addr;
 use cinnabar_testkit::{S3Server, TestCluster};
 
@@ -63,5 +68,62 @@ pub fn s3_options(server: &S3Server) -> StoreOptions {
         max_retries: 2,
         retry_timeout: Duration::from_secs(5),
         ..StoreOptions::default()
+    }
+}
+
+/// A continuous archive running on a thread of a [`std::thread::scope`].
+///
+/// Dropping it (at the end of the scope, or when a test panics inside it) tells the archive to
+/// stop: otherwise a failed assertion would leave the scope waiting for the archive forever.
+pub struct Archive<'scope> {
+    stop: Arc<AtomicBool>,
+    thread: Option<ScopedJoinHandle<'scope, Result<(), BackupError>>>,
+    /// The base of every generation after the first, as the archive starts it.
+    pub bases: mpsc::Receiver<Manifest>,
+}
+
+impl<'scope> Archive<'scope> {
+    /// Starts archiving `request`'s cluster into `store`, and waits (30 s at most) for the base
+    /// backup of the first generation, which it returns.
+    pub fn start<'env>(
+        scope: &'scope Scope<'scope, 'env>,
+        store: &'scope Store,
+        request: &'scope ArchiveRequest,
+    ) -> (Self, Manifest) {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (base_tx, bases) = mpsc::channel();
+        let thread = {
+            let stop = Arc::clone(&stop);
+            scope.spawn(move || {
+                run(store, request, &stop, &mut |manifest| {
+                    let _ = base_tx.send(manifest.clone());
+                })
+            })
+        };
+        // Built before the wait, so a base that never comes stops the archive too.
+        let archive = Archive {
+            stop,
+            thread: Some(thread),
+            bases,
+        };
+        let base = archive
+            .bases
+            .recv_timeout(Duration::from_secs(30))
+            .expect("a base backup");
+        (archive, base)
+    }
+
+    /// Stops the archive and waits for it; fails if it ended with an error.
+    pub fn stop(mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(thread) = self.thread.take() {
+            thread.join().unwrap().unwrap();
+        }
+    }
+}
+
+impl Drop for Archive<'_> {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
     }
 }
