@@ -4,7 +4,9 @@
 //! Decisions:
 //! - Each shard's RDB is read from a replica whose link to its master is up when there is one,
 //!   so the master never forks; the manifest records which node and role were read. A lone
-//!   master is read directly (it forks, as for `BGSAVE`).
+//!   master is read directly (it forks, as for `BGSAVE`). The same holds for a server that is
+//!   not a cluster node (a Sentinel group's master or replica, a standalone master with
+//!   replicas): its online replicas come from `INFO replication`, whichever node was named.
 //! - `REPLCONF rdb-only` keeps the source from treating us as a replica afterwards; the RDB is
 //!   checked by the engine's reader while it uploads (a truncated or corrupted transfer fails
 //!   the backup instead of storing it).
@@ -61,13 +63,14 @@ pub(crate) fn find_shards(source: &Endpoint) -> Result<(Vec<ShardSource>, bool),
     let cluster_info = info(source, &source.addr, "cluster")?;
     let cluster_mode = field(&cluster_info, "cluster_enabled").as_deref() == Some("1");
     if !cluster_mode {
-        let (used_memory, redis_version) = memory_and_version(source, &source.addr)?;
+        let (master, read_from, read_role) = standalone_read_point(source)?;
+        let (used_memory, redis_version) = memory_and_version(source, &master)?;
         return Ok((
             vec![ShardSource {
                 slots: vec![[0, 16383]],
-                master: source.addr.clone(),
-                read_from: source.addr.clone(),
-                read_role: "master",
+                master,
+                read_from,
+                read_role,
                 used_memory,
                 redis_version,
             }],
@@ -134,6 +137,93 @@ pub(crate) fn find_shards(source: &Endpoint) -> Result<(Vec<ShardSource>, bool),
     }
     shards.sort_by_key(|s| s.slots[0][0]);
     Ok((shards, true))
+}
+
+/// Where to read a server that is not a cluster node (a standalone master, or a Sentinel
+/// group's master or replica): its master, the node to read and that node's role.
+///
+/// As for a cluster's shards, a replica whose link is up is read rather than the master, so
+/// the master never forks. A named replica whose link is down holds an old copy (right after
+/// a failover, or cut off), so the read point is then chosen among its master's replicas, as
+/// if the master had been named; the backup fails when that master does not answer.
+///
+/// # Errors
+/// [`BackupError::Source`] when the source, or the master a cut-off replica names, cannot
+/// be read.
+fn standalone_read_point(source: &Endpoint) -> Result<(String, String, &'static str), BackupError> {
+    let replication = info(source, &source.addr, "replication")?;
+    if field(&replication, "role").as_deref() != Some("slave") {
+        return Ok(master_read_point(source, &source.addr, &replication));
+    }
+    let master = match (
+        field(&replication, "master_host"),
+        field(&replication, "master_port"),
+    ) {
+        (Some(host), Some(port)) => join_host_port(&host, &port),
+        _ => {
+            return Err(BackupError::Source {
+                addr: source.addr.clone(),
+                message: "a replica that names no master in INFO replication".to_owned(),
+            });
+        }
+    };
+    if link_up(&replication) {
+        return Ok((master, source.addr.clone(), "replica"));
+    }
+    let master_replication = info(source, &master, "replication")?;
+    Ok(master_read_point(source, &master, &master_replication))
+}
+
+/// A master's read point: the first of its online replicas whose link is up, else itself.
+fn master_read_point(
+    source: &Endpoint,
+    master: &str,
+    replication: &str,
+) -> (String, String, &'static str) {
+    let replica = replicas_in(replication)
+        .into_iter()
+        .find(|addr| info(source, addr, "replication").is_ok_and(|i| link_up(&i)));
+    match replica {
+        Some(addr) => (master.to_owned(), addr, "replica"),
+        None => (master.to_owned(), master.to_owned(), "master"),
+    }
+}
+
+fn link_up(replication: &str) -> bool {
+    field(replication, "master_link_status").as_deref() == Some("up")
+}
+
+/// The online replicas a master lists in `INFO replication` (`slaveN:ip=…,port=…,state=online`).
+fn replicas_in(replication: &str) -> Vec<String> {
+    replication
+        .lines()
+        .filter(|line| {
+            line.strip_prefix("slave")
+                .and_then(|rest| rest.split_once(':'))
+                .is_some_and(|(n, _)| n.chars().all(|c| c.is_ascii_digit()))
+        })
+        .filter_map(|line| {
+            let (_, fields) = line.split_once(':')?;
+            let value = |name: &str| {
+                fields
+                    .split(',')
+                    .find_map(|f| f.strip_prefix(name)?.strip_prefix('='))
+            };
+            if value("state")? != "online" {
+                return None;
+            }
+            Some(join_host_port(value("ip")?, value("port")?))
+        })
+        .collect()
+}
+
+/// `host:port`, with an IPv6 host in brackets.
+fn join_host_port(host: &str, port: &str) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
 }
 
 /// Takes a backup of `request.source` into `store`; returns its manifest.
@@ -353,6 +443,19 @@ fn memory_and_version(endpoint: &Endpoint, addr: &str) -> Result<(u64, String), 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_masters_online_replicas_are_read_from_info_replication() {
+        let info = "# Replication\r\nrole:master\r\nconnected_slaves:3\r\n\
+                    slave0:ip=10.0.0.2,port=6379,state=online,offset=10,lag=0\r\n\
+                    slave1:ip=10.0.0.3,port=6380,state=wait_bgsave,offset=0,lag=0\r\n\
+                    slave2:ip=fd00::4,port=6379,state=online,offset=10,lag=1\r\n\
+                    slave_read_repl_offset:10\r\nmaster_repl_offset:10\r\n";
+        assert_eq!(
+            replicas_in(info),
+            vec!["10.0.0.2:6379".to_owned(), "[fd00::4]:6379".to_owned()]
+        );
+    }
 
     #[test]
     fn default_names_sort_by_time() {

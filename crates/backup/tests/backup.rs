@@ -9,7 +9,7 @@ use cinnabar_backup::restore::{RestoreRequest, restore};
 use cinnabar_backup::snapshot::{BackupRequest, backup};
 use cinnabar_backup::{BackupError, Store, StoreOptions, catalog};
 use cinnabar_replication::verify::{Difference, Endpoint, VerifyOptions, verify};
-use cinnabar_testkit::{S3Server, Target, TestCluster, Workload};
+use cinnabar_testkit::{S3Server, Target, TestCluster, TestGroup, Workload};
 
 mod common;
 use common::{cluster, cluster_connection, connection, s3_options, seed};
@@ -358,4 +358,74 @@ fn a_restore_target_too_small_is_refused_before_writing() {
     assert!(error.to_string().contains("maxmemory"), "{error}");
     let keys: u64 = redis::cmd("DBSIZE").query(&mut target_conn).unwrap();
     assert_eq!(keys, 0, "nothing was written");
+}
+
+/// A Sentinel group (or any master with replicas) is read from a replica whose link is up,
+/// whichever of its nodes the backup is pointed at, so the master never forks; the manifest
+/// says which node was read and names the master. The backup restores into a cluster.
+#[test]
+fn a_group_is_read_from_its_replica_whichever_node_is_named_and_restores_into_a_cluster() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(
+        &format!("file://{}", dir.path().display()),
+        StoreOptions::default(),
+    )
+    .unwrap();
+    let group = TestGroup::start(1, 1);
+    let master = group.master().to_string();
+    let replica = group
+        .nodes
+        .iter()
+        .map(|n| format!("127.0.0.1:{}", n.port()))
+        .find(|addr| *addr != master)
+        .unwrap();
+    let mut conn = connection(&master);
+    fill(&mut conn, 2_000, 16);
+    let acked: u64 = redis::cmd("WAIT")
+        .arg(1)
+        .arg(5_000)
+        .query(&mut conn)
+        .unwrap();
+    assert_eq!(acked, 1, "the replica did not catch up");
+
+    for (named, name) in [(&master, "from-master"), (&replica, "from-replica")] {
+        let manifest = backup(
+            &store,
+            &BackupRequest {
+                source: Endpoint::new(named.clone()),
+                cluster: "sessions".to_owned(),
+                name: Some(name.to_owned()),
+            },
+        )
+        .unwrap();
+        let shard = &manifest.shards[0];
+        assert_eq!(
+            (
+                shard.master.as_str(),
+                shard.read_from.as_str(),
+                shard.read_role.as_str()
+            ),
+            (master.as_str(), replica.as_str(), "replica"),
+            "named {named}: {manifest:?}"
+        );
+        assert_eq!(manifest.keys(), 2_000, "named {named}");
+    }
+
+    let target = cluster(3, 0);
+    let report = restore(
+        &store,
+        &Endpoint::new(seed(&target)),
+        &RestoreRequest {
+            backup: Some("from-replica".to_owned()),
+            ..RestoreRequest::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(report.keys, 2_000);
+    let mut target_conn = cluster_connection(&target);
+    let value: String = redis::cmd("GET")
+        .arg("k1:999")
+        .query(&mut target_conn)
+        .unwrap();
+    assert_eq!(value, "v".repeat(16));
 }

@@ -500,11 +500,12 @@ pub(crate) fn run_restore(args: &RestoreArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// A node of the local cluster in `dir`, creating the cluster (through `cinnabar up
-/// --detach`, the same path as a person's) when the directory holds none.
+/// A node of the local cluster in `dir` that takes writes (a group's master), creating the
+/// cluster (through `cinnabar up --detach`, the same path as a person's) when the directory
+/// holds none.
 fn local_target(dir: &Path, args: &RestoreArgs) -> Result<String> {
-    if let Ok(node) = crate::migrate::first_node(dir) {
-        return Ok(node);
+    if crate::migrate::first_node(dir).is_ok() {
+        return crate::migrate::writable_node(dir);
     }
     let exe = std::env::current_exe().context("cannot find the cinnabar binary")?;
     let mut up = std::process::Command::new(exe);

@@ -259,3 +259,50 @@ fn an_interrupted_rolling_restart_is_finished_by_resume_and_blocks_other_operati
         "resume must fail over before restarting the master"
     );
 }
+
+/// After a failover the first node of a group is a replica. A backup of the group is still
+/// read from a replica (never forking the master), and a restore into another group whose
+/// first node is a replica writes through the master its Sentinels name (the first node
+/// would refuse with READONLY).
+#[test]
+fn a_group_backs_up_from_a_replica_and_restores_through_its_master_after_failovers() {
+    let store = tempfile::tempdir().unwrap();
+    let url = format!("file://{}", store.path().display());
+    let source = group();
+    let mut conn = plain_connection(&source.endpoint());
+    for i in 0..500 {
+        redis::cmd("SET")
+            .arg(format!("key:{i}"))
+            .arg(i)
+            .exec(&mut conn)
+            .unwrap();
+    }
+    // The failover waits for the replicas to catch up, so every node holds the 500 keys.
+    succeeded(&source.run(&["failover"]), "failover of the source");
+    source.wait_healthy(Duration::from_secs(30));
+    let backup = source.run(&["backup", "--to", &url, "--cluster", "sessions", "--json"]);
+    succeeded(&backup, "backup");
+    let manifest: Value = serde_json::from_slice(&backup.stdout).unwrap();
+    let shards = manifest["shards"].as_array().unwrap();
+    assert_eq!(shards.len(), 1, "{manifest:#}");
+    assert_eq!(shards[0]["read_role"], "replica", "{manifest:#}");
+    assert_eq!(shards[0]["keys"], 500, "{manifest:#}");
+    let (_, status) = source.status();
+    assert_eq!(shards[0]["master"].as_str(), Some(master(&status).as_str()));
+
+    let target = group();
+    succeeded(&target.run(&["failover"]), "failover of the target");
+    let first = format!("127.0.0.1:{}", target.first_node_port());
+    let (_, status) = target.status();
+    assert_ne!(master(&status), first, "the first node is still the master");
+    let restore = target.run(&["restore", "--from", &url, "--json"]);
+    succeeded(&restore, "restore into the group");
+    let mut restored = plain_connection(&target.endpoint());
+    let size: u64 = redis::cmd("DBSIZE").query(&mut restored).unwrap();
+    assert_eq!(size, 500);
+    let value: String = redis::cmd("GET")
+        .arg("key:499")
+        .query(&mut restored)
+        .unwrap();
+    assert_eq!(value, "499");
+}
