@@ -41,7 +41,7 @@ impl Session {
             );
             return self.local_error(msg.as_bytes());
         }
-        if let Ok(slot) = self.slot_of(command, args) {
+        if let Some(slot) = self.shared_slot(command, args) {
             return self.forward(slot, read_only, args);
         }
         let name = args.get(0).unwrap_or_default();
