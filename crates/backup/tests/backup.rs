@@ -12,7 +12,7 @@ use cinnabar_replication::verify::{Difference, Endpoint, VerifyOptions, verify};
 use cinnabar_testkit::{S3Server, Target, TestCluster, TestGroup, Workload};
 
 mod common;
-use common::{cluster, cluster_connection, connection, s3_options, seed};
+use common::{cluster, cluster_connection, connection, file_store, s3_options, seed};
 
 /// Keys of every type, some with TTLs, one list too big to be restored in one piece.
 fn write_fixture(cluster: &TestCluster) -> Vec<String> {
@@ -323,12 +323,7 @@ fn store_faults_are_clear_and_leave_no_listed_backup() {
 
 #[test]
 fn a_restore_target_too_small_is_refused_before_writing() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(
-        &format!("file://{}", dir.path().display()),
-        StoreOptions::default(),
-    )
-    .unwrap();
+    let (_dir, store) = file_store();
     let source = cluster(1, 0);
     let mut conn = connection(&seed(&source));
     fill(&mut conn, 20_000, 4096);
@@ -365,12 +360,7 @@ fn a_restore_target_too_small_is_refused_before_writing() {
 /// says which node was read and names the master. The backup restores into a cluster.
 #[test]
 fn a_group_is_read_from_its_replica_whichever_node_is_named_and_restores_into_a_cluster() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(
-        &format!("file://{}", dir.path().display()),
-        StoreOptions::default(),
-    )
-    .unwrap();
+    let (_dir, store) = file_store();
     let group = TestGroup::start(1, 1);
     let master = group.master().to_string();
     let replica = group

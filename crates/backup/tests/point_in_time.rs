@@ -9,12 +9,12 @@ use std::time::{Duration, Instant};
 use cinnabar_backup::archive::ArchiveRequest;
 use cinnabar_backup::manifest::now_ms;
 use cinnabar_backup::restore::{RestoreRequest, restore};
-use cinnabar_backup::{BackupError, Store, StoreOptions, catalog};
+use cinnabar_backup::{BackupError, Store, catalog};
 use cinnabar_replication::verify::Endpoint;
 use cinnabar_testkit::{S3Server, TestCluster};
 
 mod common;
-use common::{Archive, cluster, cluster_connection as conn, s3_options, seed};
+use common::{Archive, cluster, cluster_connection as conn, file_store, s3_options, seed};
 
 /// How late the archiver may read a write it is sent: a restore to an acknowledgement's time
 /// plus this holds the write. A millisecond on a quiet machine; on a loaded CI machine the
@@ -211,12 +211,7 @@ fn restore_at_a_time_has_the_writes_before_it_and_none_after() {
 
 #[test]
 fn the_archive_resumes_when_the_node_it_reads_dies() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(
-        &format!("file://{}", dir.path().display()),
-        StoreOptions::default(),
-    )
-    .unwrap();
+    let (_dir, store) = file_store();
     let mut source = cluster(3, 1);
     let mut request = ArchiveRequest::new(Endpoint::new(seed(&source)), "orders");
     request.segment_every = Duration::from_millis(200);
@@ -286,12 +281,7 @@ fn the_archive_resumes_when_the_node_it_reads_dies() {
 
 #[test]
 fn a_new_base_on_a_schedule_leaves_no_time_that_cannot_be_restored() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(
-        &format!("file://{}", dir.path().display()),
-        StoreOptions::default(),
-    )
-    .unwrap();
+    let (_dir, store) = file_store();
     let source = cluster(3, 0);
     let mut request = ArchiveRequest::new(Endpoint::new(seed(&source)), "orders");
     request.segment_every = Duration::from_millis(100);
@@ -459,12 +449,7 @@ fn an_archive_outlives_an_outage_of_its_store_and_the_outage_is_never_restored_s
 
 #[test]
 fn quiet_shards_keep_pace_with_a_written_one() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(
-        &format!("file://{}", dir.path().display()),
-        StoreOptions::default(),
-    )
-    .unwrap();
+    let (_dir, store) = file_store();
     let source = cluster(3, 0);
     let ticks_stop = AtomicBool::new(false);
     let request = ArchiveRequest::new(Endpoint::new(seed(&source)), "pace");

@@ -14,6 +14,17 @@ use cinnabar_backup::{BackupError, Manifest, S3Access, Store, StoreOptions};
 use cinnabar_testkit::cluster::node_addr;
 use cinnabar_testkit::{S3Server, TestCluster};
 
+/// A `file://` store in a new temporary folder, deleted when the folder guard drops.
+pub fn file_store() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(
+        &format!("file://{}", dir.path().display()),
+        StoreOptions::default(),
+    )
+    .unwrap();
+    (dir, store)
+}
+
 /// A cluster whose nodes start an RDB transfer at once (no wait for more replicas to share
 /// the fork).
 pub fn cluster(masters: usize, replicas: usize) -> TestCluster {
