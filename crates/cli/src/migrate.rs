@@ -340,8 +340,6 @@ struct LocalCluster {
     group_master: Option<String>,
 }
 
-/// A node of the running local cluster in `dir`, `host:port` (what `sync --to-dir` targets:
-/// the engine finds the others through it).
 /// The node of the local cluster or group in `dir` to write to: a group's master as its
 /// Sentinels name it (after a failover the first node may be a replica, which refuses writes),
 /// else its first node (any node of a cluster routes by slot).
@@ -350,16 +348,14 @@ struct LocalCluster {
 /// As [`first_node`], and when a group's Sentinels name no confirmed master.
 pub(crate) fn writable_node(dir: &Path) -> Result<String> {
     let local = local_cluster(dir)?;
-    if let Some(master) = local.group_master {
-        return Ok(master);
-    }
     local
-        .nodes
-        .first()
-        .cloned()
+        .group_master
+        .or_else(|| local.nodes.first().cloned())
         .with_context(|| format!("{} records no node", dir.display()))
 }
 
+/// A node of the running local cluster in `dir`, `host:port` (for reading: the engine finds
+/// the others through it).
 pub(crate) fn first_node(dir: &Path) -> Result<String> {
     local_cluster(dir)?
         .nodes

@@ -155,7 +155,7 @@ pub(crate) fn run(args: &SyncArgs) -> Result<ExitCode> {
 fn run_sync(args: &RunArgs) -> Result<ExitCode> {
     let to = match (&args.to, &args.to_dir) {
         (Some(to), _) => Some(to.clone()),
-        (None, Some(dir)) => Some(crate::migrate::first_node(dir)?),
+        (None, Some(dir)) => Some(crate::migrate::writable_node(dir)?),
         (None, None) => None,
     };
     let (Some(from), Some(to), Some(state)) = (&args.from, &to, &args.state) else {
