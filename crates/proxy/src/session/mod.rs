@@ -182,6 +182,10 @@ struct Session {
     held_since: Option<Instant>,
     /// Between MULTI and EXEC/DISCARD.
     transaction: Option<Transaction>,
+    /// The buffers of this client's last transaction, emptied, for its next MULTI: a client
+    /// library that wraps every pipeline in MULTI/EXEC (redis-py's default) then allocates
+    /// nothing per transaction.
+    spare_transaction: Transaction,
     /// After WATCH: this client's own connection to the watched slot's master, where the
     /// WATCH ran and where EXEC must run.
     watch: Option<Watch>,
@@ -291,6 +295,7 @@ async fn serve_halves<R, W>(
         batch_started: Instant::now(),
         held_since: None,
         transaction: None,
+        spare_transaction: Transaction::default(),
         watch: None,
         subscribe: None,
         blocked: false,

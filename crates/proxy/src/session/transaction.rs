@@ -20,7 +20,8 @@ impl Session {
             "multi" => self.multi(),
             "exec" => self.exec(),
             "discard" => match self.transaction.take() {
-                Some(_) => {
+                Some(tx) => {
+                    self.recycle(tx);
                     self.unwatch();
                     self.local(b"+OK\r\n");
                 }
@@ -88,11 +89,9 @@ impl Session {
         if self.transaction.is_some() {
             return self.local_error(b"ERR MULTI calls can not be nested");
         }
-        let mut tx = Transaction {
-            slot: self.watch.as_ref().map(|w| w.slot),
-            in_group: self.worker.router.is_single(),
-            ..Transaction::default()
-        };
+        let mut tx = std::mem::take(&mut self.spare_transaction);
+        tx.slot = self.watch.as_ref().map(|w| w.slot);
+        tx.in_group = self.worker.router.is_single();
         encode::command(&mut tx.request, &[b"MULTI"]);
         self.transaction = Some(tx);
         self.local(b"+OK\r\n");
@@ -175,6 +174,30 @@ impl Session {
         let Some(mut tx) = self.transaction.take() else {
             return self.local_error(b"ERR EXEC without MULTI");
         };
+        self.run_exec(&mut tx);
+        self.recycle(tx);
+    }
+
+    /// Keeps an ended transaction's buffers, emptied, for the next MULTI; a transaction that
+    /// grew them past [`KEPT_TRANSACTION_BYTES`] gives its memory back instead, so an idle
+    /// client does not hold on to its largest transaction.
+    fn recycle(&mut self, mut tx: Transaction) {
+        if tx.request.capacity() > KEPT_TRANSACTION_BYTES
+            || tx.commands.capacity() * std::mem::size_of::<QueuedCommand>()
+                > KEPT_TRANSACTION_BYTES
+        {
+            return;
+        }
+        tx.request.clear();
+        tx.commands.clear();
+        self.spare_transaction = Transaction {
+            request: tx.request,
+            commands: tx.commands,
+            ..Transaction::default()
+        };
+    }
+
+    fn run_exec(&mut self, tx: &mut Transaction) {
         let watch = self.watch.take();
         if tx.aborted {
             if let Some(watch) = watch {
@@ -208,7 +231,7 @@ impl Session {
             return self.local_with(|out, _| encode::null_array(out, protocol));
         }
         if tx.cross_slot {
-            return self.exec_relaxed(&tx);
+            return self.exec_relaxed(tx);
         }
         encode::command(&mut tx.request, &[b"EXEC"]);
         let id = {
@@ -317,6 +340,12 @@ impl Drop for Watch {
     }
 }
 
+/// The most bytes each of a spare transaction's buffers may keep (see `Session::recycle`).
+const KEPT_TRANSACTION_BYTES: usize = 4096;
+
+/// One queued command of a transaction: its slot and its bytes in `Transaction::request`.
+type QueuedCommand = (Option<u16>, std::ops::Range<usize>);
+
 /// A transaction being queued by the proxy. At EXEC it goes to the slot's master as one
 /// contiguous `MULTI … EXEC` chunk, so it runs atomically there.
 #[derive(Debug, Default)]
@@ -329,7 +358,7 @@ pub(super) struct Transaction {
     /// A queued command was refused: EXEC answers EXECABORT, as Redis does.
     pub(super) aborted: bool,
     /// Each queued command's slot and its bytes in `request` (after `MULTI`).
-    pub(super) commands: Vec<(Option<u16>, std::ops::Range<usize>)>,
+    pub(super) commands: Vec<QueuedCommand>,
     /// Relaxed mode: the commands span several slots, so EXEC runs them one by one.
     pub(super) cross_slot: bool,
     /// Queued in front of a Sentinel group (every key in one slot).
