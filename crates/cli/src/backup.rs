@@ -504,8 +504,9 @@ pub(crate) fn run_restore(args: &RestoreArgs) -> Result<ExitCode> {
 /// cluster (through `cinnabar up --detach`, the same path as a person's) when the directory
 /// holds none.
 fn local_target(dir: &Path, args: &RestoreArgs) -> Result<String> {
-    if crate::migrate::first_node(dir).is_ok() {
-        return crate::migrate::writable_node(dir);
+    // Fails exactly when `first_node` would (no running cluster here), reading the state once.
+    if let Ok(node) = crate::migrate::writable_node(dir) {
+        return Ok(node);
     }
     let exe = std::env::current_exe().context("cannot find the cinnabar binary")?;
     let mut up = std::process::Command::new(exe);
