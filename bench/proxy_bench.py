@@ -76,6 +76,17 @@ def cpu_ticks(pid):
     return sum(cpu_split(pid))
 
 
+def user_us(runs):
+    """User CPU microseconds per request over `runs` (each with ticks, sys_ticks and n)."""
+    user = sum(r["ticks"] - r["sys_ticks"] for r in runs)
+    return user * 1e6 / CLK_TCK / max(sum(r["n"] for r in runs), 1)
+
+
+def sys_us(runs):
+    """System CPU microseconds per request over `runs`."""
+    return sum(r["sys_ticks"] for r in runs) * 1e6 / CLK_TCK / max(sum(r["n"] for r in runs), 1)
+
+
 def status_kib(pid, key):
     with open(f"/proc/{pid}/status") as f:
         for line in f:
@@ -795,6 +806,10 @@ def run(a):
                 "x50": med([r["p50"] for r in x]), "x99": med([r["p99"] for r in x]),
                 "xcpu": sum(r["ticks"] for r in x) * 1e6 / CLK_TCK / sum(r["n"] for r in x),
                 "xticks": sum(r["ticks"] for r in x), "pticks": sum(r["ticks"] for r in p),
+                # User and system CPU per request apart: both proxies make the same system
+                # calls per request, so the kernel's part is a floor they share, and the user
+                # part is where the proxies' own code differs.
+                "puser": user_us(p), "psys": sys_us(p), "xuser": user_us(x), "xsys": sys_us(x),
                 "vs": med(vs), "vsmin": min(vs), "vsmax": max(vs),
             })
     log()
@@ -839,7 +854,9 @@ def run(a):
             faster += row["vs"] > 1
             rng = f" ({row['vsmin']:.2f}-{row['vsmax']:.2f})" if rounds > 1 else ""
             log(f"  {row['case'].name:<20} CPU/req {row['cpu']:5.2f} / {row['xcpu']:5.2f} us = "
-                f"{cpu_vs:4.2f} ({row['pticks']} / {row['xticks']} ticks); throughput "
+                f"{cpu_vs:4.2f} ({row['pticks']} / {row['xticks']} ticks; user "
+                f"{row['puser']:.2f} / {row['xuser']:.2f}, system {row['psys']:.2f} / "
+                f"{row['xsys']:.2f}); throughput "
                 f"{row['vs']:4.2f}{rng}; p50/p99 {row['p50']:.0f}/{row['p99']:.0f} vs "
                 f"{row['x50']:.0f}/{row['x99']:.0f} us")
         log(f"  cinnabar used less CPU per request than Predixy in {less_cpu} of {len(rows)} "

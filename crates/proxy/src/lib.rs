@@ -57,7 +57,7 @@ use std::thread::JoinHandle;
 pub use cinnabar_audit::AuditOutput;
 pub use config::{GroupConfig, ProxyConfig, ReadFrom, Transactions};
 pub use switch::{CatchUp, RequestHold, SwitchReport, SwitchRequest};
-use tokio::net::{TcpListener, TcpSocket};
+use tokio::net::TcpSocket;
 use tokio::sync::{Notify, watch};
 
 use crate::slotmap::SlotMap;
@@ -476,18 +476,13 @@ pub fn start(config: ProxyConfig) -> Result<ProxyHandle, ProxyError> {
         }
     };
 
+    // Each worker listens on its own thread, in its own runtime (a `LocalRuntime`, which
+    // cannot move between threads), and says so before `start` returns: a client connecting
+    // right after `start` is accepted.
+    let (listening_tx, listening_rx) = std::sync::mpsc::channel();
+    let workers = sockets.len();
     for (i, socket) in sockets.into_iter().enumerate() {
-        // Listen before returning, so a client connecting right after `start` is accepted.
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(ProxyError::Runtime)?;
-        let listener = {
-            let _entered = runtime.enter();
-            socket
-                .listen(1024)
-                .map_err(|source| ProxyError::Bind { addr, source })?
-        };
+        let listening_tx = listening_tx.clone();
         let (config, routes_rx, refresh, freshness, stop_rx, drain_rx) = (
             Arc::clone(&config),
             routes_rx.clone(),
@@ -520,10 +515,25 @@ pub fn start(config: ProxyConfig) -> Result<ProxyHandle, ProxyError> {
                         index: i,
                         router,
                     };
-                    run_worker(setup, runtime, listener, stop_rx)
+                    run_worker(setup, socket, &listening_tx, stop_rx)
                 })
                 .map_err(ProxyError::Runtime)?,
         );
+    }
+    drop(listening_tx);
+    for _ in 0..workers {
+        // A worker that could not start says why; one that died without a word dropped its
+        // sender, and the channel ends.
+        let listening = listening_rx.recv().unwrap_or_else(|_| {
+            Err(ProxyError::Runtime(std::io::Error::other(
+                "a worker thread ended before listening",
+            )))
+        });
+        if let Err(e) = listening {
+            let _ = stop.send(true);
+            threads.into_iter().for_each(|t| drop(t.join()));
+            return Err(e);
+        }
     }
     let reloader = Arc::new(Reloader {
         access: access_tx,
@@ -648,14 +658,36 @@ struct WorkerSetup {
     router: Arc<keyroute::KeyRouter>,
 }
 
+/// Runs one worker on this thread until the proxy stops: listens on `socket`, reports on
+/// `listening`, then accepts and serves. Its runtime is a `LocalRuntime`: sessions and backend
+/// connections are `spawn_local` tasks the runtime schedules itself, with no `LocalSet` queue
+/// and no second wake-up in between (`bench/proxy-instructions.sh`: about 2 % fewer
+/// instructions per unpipelined request than with a `LocalSet`).
 fn run_worker(
     setup: WorkerSetup,
-    runtime: tokio::runtime::Runtime,
-    listener: TcpListener,
+    socket: TcpSocket,
+    listening: &std::sync::mpsc::Sender<Result<(), ProxyError>>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let local = tokio::task::LocalSet::new();
-    local.block_on(&runtime, async move {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build_local(tokio::runtime::LocalOptions::default())
+    {
+        Ok(runtime) => runtime,
+        Err(e) => return drop(listening.send(Err(ProxyError::Runtime(e)))),
+    };
+    let listener = {
+        let _entered = runtime.enter();
+        let addr = setup.announce;
+        match socket.listen(1024) {
+            Ok(listener) => listener,
+            Err(source) => return drop(listening.send(Err(ProxyError::Bind { addr, source }))),
+        }
+    };
+    if listening.send(Ok(())).is_err() {
+        return;
+    }
+    runtime.block_on(async move {
         let WorkerSetup {
             config,
             announce,

@@ -1,0 +1,171 @@
+#!/usr/bin/env bash
+# The proxy's own work per request, counted rather than timed: each proxy runs under valgrind's
+# callgrind (with its cache simulator) in front of a local Redis Cluster, redis-benchmark sends
+# the same load through it, and the script prints user-space instructions and simulated L1
+# data-cache misses per request, for Cinnabar and (with --predixy) for Predixy in the same run.
+#
+#   bash bench/proxy-instructions.sh [--cinnabar PATH] [--predixy PATH] [-n N]
+#
+#   --cinnabar PATH  use this cinnabar binary instead of building one (cargo build --release)
+#   --predixy PATH   also count this Predixy binary (or set PREDIXY=PATH; README.md says how to
+#                    build one)
+#   -n N             requests per case (default 20000; each case first sends 5000 to warm up)
+#
+# Why: on a small VM the CPU time `bench/proxy.sh` reads from /proc moves by about 12 % between
+# runs of the same binary, which hides most changes to the proxy's own code. Both proxies make
+# the same system calls per request, so the kernel's part is a floor they share; what differs
+# is the user-space part, and these counts are the same to within a fraction of a percent from
+# run to run. They are not a speed: under valgrind a proxy runs some 50 times slower, so more
+# requests arrive per wake-up than in a real run, and the counts leave out the kernel. Compare
+# the two proxies (and two builds) with each other, not with `bench/proxy.sh`.
+#
+# Needs valgrind, redis-server and redis-benchmark; a minute or two per proxy. A benchmark, not
+# a test: exits 0 unless something failed to run.
+set -euo pipefail
+
+repo=$(cd "$(dirname "$0")/.." && pwd)
+bin="" predixy=${PREDIXY:-} n=20000
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --cinnabar) bin=$2; shift ;;
+    --predixy) predixy=$2; shift ;;
+    -n) n=$2; shift ;;
+    -h|--help) sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
+  esac
+  shift
+done
+for tool in valgrind callgrind_control redis-server redis-benchmark redis-cli python3; do
+  command -v "$tool" >/dev/null || { echo "bench: $tool not found" >&2; exit 1; }
+done
+if [ -z "$bin" ]; then
+  (cd "$repo" && cargo build --release -p cinnabar)
+  target=$(cd "$repo" && cargo metadata --format-version 1 --no-deps |
+    python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
+  bin="$target/release/cinnabar"
+fi
+[ -x "$bin" ] || { echo "bench: no cinnabar binary at $bin" >&2; exit 1; }
+if [ -n "$predixy" ] && ! [ -x "$predixy" ]; then
+  echo "bench: no predixy binary at $predixy" >&2; exit 1
+fi
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/cinnabar-instr.XXXXXX")
+under=""
+cleanup() {
+  local rc=$?
+  [ -n "$under" ] && kill "$under" 2>/dev/null && wait "$under" 2>/dev/null
+  "$bin" down --dir "$work/cluster" --purge >/dev/null 2>&1 || true
+  rm -rf "$work"
+  exit $rc
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+read -r port proxy_port < <(python3 "$repo/bench/proxy_bench.py" free-ports 3 --extra 1)
+endpoint=$("$bin" up --detach --no-proxy --dir "$work/cluster" --port "$port" --masters 3 \
+  --replicas 0 2>"$work/up.err") || { cat "$work/up.err" >&2; exit 1; }
+echo "cluster: $endpoint (3 masters); $n requests per case, after 5000 to warm up"
+
+# The cases: a name, then redis-benchmark's arguments (keys spread over the three masters).
+cases=(
+  "GET -c 50|-c 50 GET key:__rand_int__"
+  "GET -c 50 -P 16|-c 50 -P 16 GET key:__rand_int__"
+  "MSET 10 keys -c 50|-c 50 MSET k0:__rand_int__ v k1:__rand_int__ v k2:__rand_int__ v k3:__rand_int__ v k4:__rand_int__ v k5:__rand_int__ v k6:__rand_int__ v k7:__rand_int__ v k8:__rand_int__ v k9:__rand_int__ v"
+  "GET -c 1|-c 1 GET key:__rand_int__"
+)
+
+# count NAME COMMAND...: runs COMMAND under callgrind, sends every case through it, and writes
+# "case instructions d1-misses" lines per request to $work/NAME.counts.
+count() {
+  local name=$1; shift
+  valgrind --tool=callgrind --cache-sim=yes --compress-strings=no \
+    --callgrind-out-file="$work/$name.%p.out" "$@" >"$work/$name.log" 2>&1 &
+  under=$!
+  for i in $(seq 300); do
+    redis-cli -p "$proxy_port" GET key:0 >/dev/null 2>&1 && break
+    kill -0 "$under" 2>/dev/null || { cat "$work/$name.log" >&2; exit 1; }
+    [ "$i" = 300 ] && { echo "bench: $name does not answer on $proxy_port" >&2; exit 1; }
+    sleep 0.2
+  done
+  local dump=0
+  : >"$work/$name.counts"
+  for case in "${cases[@]}"; do
+    local label=${case%%|*} args=${case#*|}
+    # shellcheck disable=SC2086  # the arguments are split on purpose
+    redis-benchmark -p "$proxy_port" -n 5000 -r 100000 $args >/dev/null 2>&1
+    callgrind_control -d "$under" >/dev/null 2>&1
+    dump=$((dump + 1))
+    # shellcheck disable=SC2086
+    redis-benchmark -p "$proxy_port" -n "$n" -r 100000 $args >/dev/null 2>&1
+    callgrind_control -d "$under" >/dev/null 2>&1
+    dump=$((dump + 1))
+    local file
+    for _ in $(seq 50); do
+      file=$(ls "$work/$name".*.out."$dump" 2>/dev/null || true)
+      [ -n "$file" ] && break
+      sleep 0.1
+    done
+    [ -n "$file" ] || { echo "bench: callgrind wrote no dump $dump for $name" >&2; exit 1; }
+    # `summary:` (or `totals:`) holds the counts in the order of `events:`.
+    python3 - "$file" "$n" "$label" >>"$work/$name.counts" <<'PY'
+import sys
+path, n, label = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+events = totals = None
+for line in open(path):
+    if line.startswith("events:"):
+        events = line.split()[1:]
+    elif line.startswith(("summary:", "totals:")) and totals is None:
+        totals = [int(x) for x in line.split()[1:]]
+count = dict(zip(events, totals))
+print(f"{label}|{count['Ir'] / n:.0f}|{(count['D1mr'] + count['D1mw']) / n:.1f}")
+PY
+  done
+  kill -INT "$under" 2>/dev/null || true
+  wait "$under" 2>/dev/null || true
+  under=""
+}
+
+count cinnabar "$bin" proxy --listen "127.0.0.1:$proxy_port" --seed "$endpoint" --workers 1
+if [ -n "$predixy" ]; then
+  cat >"$work/predixy.conf" <<CONF
+Name CinnabarInstructions
+Bind 127.0.0.1:$proxy_port
+WorkerThreads 1
+ClientTimeout 0
+Log $work/predixy.log
+LogVerbSample 0
+LogDebugSample 0
+LogInfoSample 0
+LogNoticeSample 0
+LogWarnSample 1
+LogErrorSample 1
+Authority {
+    Auth {
+        Mode write
+    }
+}
+ClusterServerPool {
+    MasterReadPriority 100
+    StaticSlaveReadPriority 0
+    DynamicSlaveReadPriority 0
+    Servers {
+        + $endpoint
+    }
+}
+CONF
+  count predixy "$predixy" "$work/predixy.conf"
+fi
+
+echo
+printf '%-20s %14s %12s' case "instructions" "D1 misses"
+[ -n "$predixy" ] && printf ' %14s %12s %8s %8s' "predixy instr" "D1 misses" "instr" "misses"
+echo "   (per request; the last two: cinnabar / predixy)"
+while IFS='|' read -r label ir d1; do
+  printf '%-20s %14s %12s' "$label" "$ir" "$d1"
+  if [ -n "$predixy" ]; then
+    IFS='|' read -r _ xir xd1 < <(grep -F "$label|" "$work/predixy.counts")
+    printf ' %14s %12s %8.2f %8.2f' "$xir" "$xd1" "$(python3 -c "print($ir / $xir)")" \
+      "$(python3 -c "print($d1 / $xd1)")"
+  fi
+  echo
+done <"$work/cinnabar.counts"
