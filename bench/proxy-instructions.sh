@@ -158,8 +158,12 @@ fi
 
 echo
 printf '%-20s %14s %12s' case "instructions" "D1 misses"
-[ -n "$predixy" ] && printf ' %14s %12s %8s %8s' "predixy instr" "D1 misses" "instr" "misses"
-echo "   (per request; the last two: cinnabar / predixy)"
+if [ -n "$predixy" ]; then
+  printf ' %14s %12s %8s %8s' "predixy instr" "D1 misses" "instr" "misses"
+  echo "   (per request; the last two: cinnabar / predixy)"
+else
+  echo "   (per request)"
+fi
 while IFS='|' read -r label ir d1; do
   printf '%-20s %14s %12s' "$label" "$ir" "$d1"
   if [ -n "$predixy" ]; then

@@ -17,9 +17,9 @@ use std::time::{Duration, Instant};
 
 use cinnabar_cluster::{Credentials, NodeAddr};
 use cinnabar_resp::{Limits, ReplyScanner, encode};
+use std::task::{Context, Poll, Waker};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::Notify;
 
 use crate::worker::Worker;
 
@@ -141,7 +141,14 @@ pub(crate) struct Backend {
     pub(crate) addr: NodeAddr,
     pub(crate) flavor: Flavor,
     state: RefCell<State>,
-    wake: Notify,
+    /// Wakes the connection loop: requests were queued, the connection retired, or the
+    /// watchdog found the node silent.
+    wake: Signal,
+    /// Reads on the current connection, counted for the watchdog (a counter, not a clock
+    /// reading, so the hot path never asks the time).
+    reads: Cell<u64>,
+    /// The watchdog found replies overdue: the connection loop gives the connection up.
+    stalled: Cell<bool>,
     /// Set when a connection fails; reads avoid a replica until then.
     down_until: Cell<Option<Instant>>,
     /// One client's own connection (WATCH … EXEC): replies skip redirect handling, nothing is
@@ -163,7 +170,9 @@ impl Backend {
             addr,
             flavor,
             state: RefCell::new(State::default()),
-            wake: Notify::new(),
+            wake: Signal::default(),
+            reads: Cell::new(0),
+            stalled: Cell::new(false),
             down_until: Cell::new(None),
             pinned: false,
             retired: Cell::new(false),
@@ -183,7 +192,7 @@ impl Backend {
     /// Closes a pinned connection once its requests in flight are answered.
     pub(crate) fn retire(&self) {
         self.retired.set(true);
-        self.wake.notify_one();
+        self.wake.notify();
     }
 
     /// Whether a pinned connection has ended (its WATCH, if any, is gone).
@@ -220,7 +229,7 @@ impl Backend {
         st.inflight.push_back(Inflight::Ticket(id));
         st.unsent += 1 + usize::from(discard);
         drop(st);
-        self.wake.notify_one();
+        self.wake.notify();
     }
 
     /// Hands every request in flight back to the worker after the connection failed: those
@@ -262,7 +271,7 @@ pub(crate) async fn run(backend: Rc<Backend>, worker: Rc<Worker>) {
                 backend.closed.set(true);
                 return;
             }
-            backend.wake.notified().await;
+            std::future::poll_fn(|cx| backend.wake.poll(cx, true)).await;
         }
         let addr = (backend.addr.host.as_str(), backend.addr.port);
         let connected =
@@ -334,10 +343,11 @@ async fn serve(
     let (mut rd, mut wr) = stream.split();
     let mut written = 0;
     let read_timeout = worker.config.backend_read_timeout;
-    let mut watchdog = tokio::time::interval((read_timeout / 4).max(Duration::from_millis(50)));
-    watchdog.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    // When the node last showed progress: a read, or the moment we started waiting on it.
-    let mut last_progress = Instant::now();
+    backend.stalled.set(false);
+    let _watchdog = Watchdog(tokio::task::spawn_local(watch_replies(
+        Rc::clone(backend),
+        read_timeout,
+    )));
     // Whether the requests now in `out` already waited one turn of the worker's loop.
     let mut waited_a_turn = false;
     loop {
@@ -367,18 +377,19 @@ async fn serve(
             if queued {
                 waited_a_turn = false;
                 let mut st = backend.state.borrow_mut();
-                if st.inflight.len() == st.unsent {
-                    last_progress = Instant::now();
-                }
                 std::mem::swap(&mut st.out, write_buf);
                 st.unsent = 0;
             }
         }
+        // Biased, replies first: no random start per turn (a thread-local generator read on
+        // every poll), and replies, which are only ever owed for requests already written,
+        // cannot starve the writes for long.
         tokio::select! {
+            biased;
             read = rd.read_buf(read_buf) => match read {
                 Ok(0) => return "closed by the node".into(),
                 Ok(_) => {
-                    last_progress = Instant::now();
+                    backend.reads.set(backend.reads.get().wrapping_add(1));
                     if let Err(why) = deliver(backend, worker, read_buf, scanner) {
                         return why;
                     }
@@ -390,15 +401,98 @@ async fn serve(
                 Ok(n) => written += n,
                 Err(e) => return format!("write failed: {e}"),
             },
-            () = backend.wake.notified(), if written == write_buf.len() => {}
-            _ = watchdog.tick() => {
-                let st = backend.state.borrow();
-                let awaiting = st.inflight.len() > st.unsent;
-                if awaiting && last_progress.elapsed() > read_timeout {
+            // Requests to write (taken only between writes), or the watchdog's verdict.
+            () = std::future::poll_fn(|cx| {
+                if backend.stalled.get() {
+                    return Poll::Ready(());
+                }
+                backend.wake.poll(cx, written == write_buf.len())
+            }) => {
+                if backend.stalled.get() {
                     return format!("no reply within {} ms", read_timeout.as_millis());
                 }
             }
         }
+    }
+}
+
+/// Ends a connection's watchdog with the connection.
+struct Watchdog(tokio::task::JoinHandle<()>);
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Watches one connection: when replies are awaited and no read came for `read_timeout`, marks
+/// the backend stalled and wakes its loop. A task of its own, ticking eight times per timeout,
+/// so the connection loop polls no timer and reads no clock per request: it only counts its
+/// reads. Silence is timed from the first tick that sees it, so a stall is declared after
+/// `read_timeout` at the earliest (never early) and a quarter more at the latest.
+async fn watch_replies(backend: Rc<Backend>, read_timeout: Duration) {
+    let period = (read_timeout / 8).max(Duration::from_millis(25));
+    let mut ticks = tokio::time::interval(period);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut seen = backend.reads.get();
+    let mut silent_since: Option<Instant> = None;
+    loop {
+        ticks.tick().await;
+        let awaiting = {
+            let st = backend.state.borrow();
+            st.inflight.len() > st.unsent
+        };
+        let reads = backend.reads.get();
+        if !awaiting || reads != seen {
+            seen = reads;
+            silent_since = None;
+            continue;
+        }
+        let since = *silent_since.get_or_insert_with(Instant::now);
+        if since.elapsed() >= read_timeout {
+            backend.stalled.set(true);
+            backend.wake.notify();
+            return;
+        }
+    }
+}
+
+/// A wake-up for the one task of this thread that waits on it (a backend's connection loop):
+/// `notify` wakes it, or makes its next wait return at once. What `tokio::sync::Notify` does
+/// for one waiter, without its lock and waiter list: it never leaves the worker's thread, and
+/// `enqueue` notifies once per request.
+#[derive(Debug, Default)]
+struct Signal {
+    notified: Cell<bool>,
+    /// The waiting task's waker, kept between waits (cloned again only if the task changes).
+    waker: RefCell<Option<Waker>>,
+    /// The task is parked on this signal: `notify` must wake it.
+    waiting: Cell<bool>,
+}
+
+impl Signal {
+    fn notify(&self) {
+        self.notified.set(true);
+        if self.waiting.replace(false)
+            && let Some(waker) = self.waker.borrow().as_ref()
+        {
+            waker.wake_by_ref();
+        }
+    }
+
+    /// Ready when notified and `take` (the notification is consumed); otherwise registers the
+    /// task, which a later `notify` wakes.
+    fn poll(&self, cx: &mut Context<'_>, take: bool) -> Poll<()> {
+        if take && self.notified.replace(false) {
+            self.waiting.set(false);
+            return Poll::Ready(());
+        }
+        let mut waker = self.waker.borrow_mut();
+        if !waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            *waker = Some(cx.waker().clone());
+        }
+        self.waiting.set(true);
+        Poll::Pending
     }
 }
 
