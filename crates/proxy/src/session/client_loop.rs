@@ -47,7 +47,8 @@ impl Session {
             if self.worker.draining() {
                 self.closing = true;
             }
-            let limited = self.parse_all(input, request);
+            // Woken by a reply, not by input: nothing to parse (and no parser call to make).
+            let limited = !input.is_empty() && self.parse_all(input, request);
             self.collect_ready();
             if !self.out.is_empty() {
                 wr.write_all(&self.out).await?;
@@ -89,7 +90,7 @@ impl Session {
                 match ended {
                     pubsub::Ended::Closed => return Ok(()),
                     pubsub::Ended::Reset => {
-                        self.name.clear();
+                        self.cold.name.clear();
                         self.resp3 = false;
                     }
                     pubsub::Ended::Unsubscribed => {}
@@ -307,12 +308,12 @@ impl Session {
                 self.worker.all_stats.slowlog.record(crate::slowlog::Entry {
                     took,
                     command: queued.command,
-                    client: self.peer,
-                    name: String::from_utf8_lossy(&self.name).into_owned(),
+                    client: self.cold.peer,
+                    name: String::from_utf8_lossy(&self.cold.name).into_owned(),
                 });
             }
             if queued.audited
-                && let Some(record) = self.audits.pop_front()
+                && let Some(record) = self.cold.audits.pop_front()
             {
                 let reply = &self.out[written_from..];
                 let record = (*record).with_latency(now.duration_since(queued.started));
@@ -385,7 +386,7 @@ impl Session {
     pub(super) fn abandon(&mut self) {
         // A cancelled task will never complete its ticket: release it here.
         let mut cancelled = Vec::new();
-        for (task, id) in self.blocking.drain(..) {
+        for (task, id) in self.cold.blocking.drain(..) {
             if !task.is_finished() {
                 task.abort();
                 cancelled.push(id);
@@ -395,7 +396,7 @@ impl Session {
         self.set_blocked(false);
         self.worker.forget_sleeper(self.id);
         self.flush_user_counts(Instant::now());
-        if let Some(user) = self.user_place.take() {
+        if let Some(user) = self.cold.user_place.take() {
             self.worker.all_stats.give_user_place(&user);
         }
         let mut tickets = self.worker.tickets.borrow_mut();

@@ -12,12 +12,16 @@ impl Session {
     /// audited) and `false` returned.
     pub(super) fn login(&mut self, user: Option<&[u8]>, password: &[u8]) -> bool {
         let result = self.worker.access().0.authenticate(user, password);
-        let ip = self.peer.map(|p| p.ip());
+        let ip = self.cold.peer.map(|p| p.ip());
         match result {
             Ok(principal) => {
                 if let Some(limit) = self.worker.config.max_connections_per_user {
                     let stats = &self.worker.all_stats;
-                    if !stats.take_user_place(principal.user(), limit, self.user_place.as_deref()) {
+                    if !stats.take_user_place(
+                        principal.user(),
+                        limit,
+                        self.cold.user_place.as_deref(),
+                    ) {
                         let msg = format!(
                             "ERR cinnabar: user '{}' already has its maximum of {limit} connections",
                             principal.user()
@@ -25,7 +29,7 @@ impl Session {
                         self.local_error(msg.as_bytes());
                         return false;
                     }
-                    self.user_place = Some(principal.user().to_owned());
+                    self.cold.user_place = Some(principal.user().to_owned());
                 }
                 if let Some(ip) = ip {
                     self.worker.login_succeeded(ip);
@@ -43,7 +47,7 @@ impl Session {
                     user.unwrap_or(cinnabar_access::DEFAULT_USER.as_bytes()),
                 )
                 .into_owned();
-                if let (Some(peer), true) = (self.peer, self.worker.auditor.is_enabled()) {
+                if let (Some(peer), true) = (self.cold.peer, self.worker.auditor.is_enabled()) {
                     self.worker
                         .auditor
                         .record(cinnabar_audit::AuditRecord::auth_failure(peer, name));
@@ -88,7 +92,7 @@ impl Session {
         let Err(denied) = principal.check(command, args) else {
             if command.acl_categories().intersects(self.worker.audited())
                 && self.worker.auditor.is_enabled()
-                && let Some(peer) = self.peer
+                && let Some(peer) = self.cold.peer
             {
                 let record = audit_record(peer, principal, command, args, &self.worker.auditor);
                 self.audit_next = Some(Box::new(record));
@@ -97,7 +101,7 @@ impl Session {
         };
         self.worker.stats.denied.inc();
         let line = denied.to_string();
-        if let (Some(peer), true) = (self.peer, self.worker.auditor.is_enabled()) {
+        if let (Some(peer), true) = (self.cold.peer, self.worker.auditor.is_enabled()) {
             let record = audit_record(peer, principal, command, args, &self.worker.auditor)
                 .with_outcome(cinnabar_audit::Outcome::Denied)
                 .with_error(line.clone());

@@ -113,8 +113,8 @@ impl Session {
             let reply = work.await;
             worker.tickets.borrow_mut().complete(id, &reply);
         });
-        self.blocking.retain(|(t, _)| !t.is_finished());
-        self.blocking.push((task.abort_handle(), id));
+        self.cold.blocking.retain(|(t, _)| !t.is_finished());
+        self.cold.blocking.push((task.abort_handle(), id));
         self.ids.push_back(id);
         self.push_pending(Pending::One);
     }

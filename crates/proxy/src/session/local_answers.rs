@@ -87,13 +87,13 @@ impl Session {
                 }
             }
             "client|getname" => {
-                if self.name.is_empty() {
+                if self.cold.name.is_empty() {
                     let protocol = self.protocol();
                     self.local_with(|out, _| encode::null(out, protocol));
                 } else {
-                    let name = std::mem::take(&mut self.name);
+                    let name = std::mem::take(&mut self.cold.name);
                     self.local_bulk(&name);
-                    self.name = name;
+                    self.cold.name = name;
                 }
             }
             "acl|whoami" => {
@@ -125,9 +125,9 @@ impl Session {
             "client|info" | "client|list" => {
                 let line = local::client_line(
                     self.id,
-                    self.peer,
+                    self.cold.peer,
                     self.worker.announce,
-                    &self.name,
+                    &self.cold.name,
                     self.protocol(),
                 );
                 self.local_bulk(line.as_bytes());
@@ -217,7 +217,7 @@ impl Session {
             return self.local_error(b"NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time");
         }
         if let Some(name) = name {
-            self.name = name.to_vec();
+            self.cold.name = name.to_vec();
         }
         self.resp3 = resp3;
         let (id, protocol) = (self.id, self.protocol());
@@ -329,9 +329,9 @@ impl Session {
         let line = if matches {
             local::client_line(
                 self.id,
-                self.peer,
+                self.cold.peer,
                 self.worker.announce,
-                &self.name,
+                &self.cold.name,
                 self.protocol(),
             )
         } else {
@@ -346,7 +346,7 @@ impl Session {
         self.unwatch();
         // As Redis: back to the default user (logged out when logins are required).
         self.principal = self.worker.access().0.default_principal();
-        self.name.clear();
+        self.cold.name.clear();
         self.resp3 = false;
         // As Redis: back to database 0. Requests in flight on the other database's
         // connections may still run after later ones: RESET is rare, and Redis itself makes
@@ -394,7 +394,7 @@ impl Session {
             return;
         }
         self.db = db;
-        self.other_database = (db != 0).then(|| OtherDatabase::new(&self.worker.gate));
+        self.cold.other_database = (db != 0).then(|| OtherDatabase::new(&self.worker.gate));
         self.local(b"+OK\r\n");
     }
 
@@ -420,7 +420,7 @@ impl Session {
         if !valid_client_name(name) {
             return self.local_error(BAD_NAME);
         }
-        self.name = name.to_vec();
+        self.cold.name = name.to_vec();
         self.local(b"+OK\r\n");
     }
 }

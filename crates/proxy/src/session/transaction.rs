@@ -89,7 +89,7 @@ impl Session {
         if self.transaction.is_some() {
             return self.local_error(b"ERR MULTI calls can not be nested");
         }
-        let mut tx = std::mem::take(&mut self.spare_transaction);
+        let mut tx = std::mem::take(&mut self.cold.spare_transaction);
         tx.slot = self.watch.as_ref().map(|w| w.slot);
         tx.in_group = self.worker.router.is_single();
         encode::command(&mut tx.request, &[b"MULTI"]);
@@ -190,7 +190,7 @@ impl Session {
         }
         tx.request.clear();
         tx.commands.clear();
-        self.spare_transaction = Transaction {
+        self.cold.spare_transaction = Transaction {
             request: tx.request,
             commands: tx.commands,
             ..Transaction::default()
@@ -264,7 +264,7 @@ impl Session {
     fn exec_relaxed(&mut self, tx: &Transaction) {
         self.worker.stats.relaxed_transactions.inc();
         if let (Some(peer), Some(principal), true) = (
-            self.peer,
+            self.cold.peer,
             self.principal.as_ref(),
             self.worker.auditor.is_enabled(),
         ) {
