@@ -127,32 +127,8 @@ PY
 
 count cinnabar "$bin" proxy --listen "127.0.0.1:$proxy_port" --seed "$endpoint" --workers 1
 if [ -n "$predixy" ]; then
-  cat >"$work/predixy.conf" <<CONF
-Name CinnabarInstructions
-Bind 127.0.0.1:$proxy_port
-WorkerThreads 1
-ClientTimeout 0
-Log $work/predixy.log
-LogVerbSample 0
-LogDebugSample 0
-LogInfoSample 0
-LogNoticeSample 0
-LogWarnSample 1
-LogErrorSample 1
-Authority {
-    Auth {
-        Mode write
-    }
-}
-ClusterServerPool {
-    MasterReadPriority 100
-    StaticSlaveReadPriority 0
-    DynamicSlaveReadPriority 0
-    Servers {
-        + $endpoint
-    }
-}
-CONF
+  python3 "$repo/bench/proxy_bench.py" predixy-config "$work/predixy.conf" --port "$proxy_port" \
+    --seed "$endpoint" --log "$work/predixy.log"
   count predixy "$predixy" "$work/predixy.conf"
 fi
 

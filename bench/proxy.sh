@@ -171,35 +171,10 @@ if [ "$access" = 1 ]; then
 fi
 
 if [ -n "$predixy" ]; then
-  # One worker thread (a one-thread against one-thread comparison with the default --workers 1),
-  # reads from masters only (as cinnabar by default), no client or server timeouts, only warnings
-  # and errors logged.
-  cat >"$work/predixy.conf" <<CONF
-Name CinnabarBench
-Bind 127.0.0.1:$predixy_port
-WorkerThreads 1
-ClientTimeout 0
-Log $work/predixy.log
-LogVerbSample 0
-LogDebugSample 0
-LogInfoSample 0
-LogNoticeSample 0
-LogWarnSample 1
-LogErrorSample 1
-Authority {
-    Auth {
-        Mode write
-    }
-}
-ClusterServerPool {
-    MasterReadPriority 100
-    StaticSlaveReadPriority 0
-    DynamicSlaveReadPriority 0
-    Servers {
-        + $endpoint
-    }
-}
-CONF
+  # Set up as the proxy it is compared with: one worker thread, reads from masters (see
+  # predixy_config in proxy_bench.py).
+  python3 "$repo/bench/proxy_bench.py" predixy-config "$work/predixy.conf" --port "$predixy_port" \
+    --seed "$endpoint" --log "$work/predixy.log"
   "$predixy" "$work/predixy.conf" >"$work/predixy.out" 2>&1 &
   predixy_pid=$!
   for i in $(seq 100); do

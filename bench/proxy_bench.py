@@ -15,6 +15,10 @@ Subcommands:
                          write the access proxy's settings file ([access] with user `bench` and
                          a role limited to the bench's keys, [audit] to PATH) and print the
                          user's random password
+  predixy-config FILE --port P --seed HOST:PORT --log PATH
+                         write a Predixy config: one worker thread, reads from masters, no
+                         timeouts, only warnings and errors logged (proxy.sh and
+                         proxy-instructions.sh both use it)
   run [options]          the benchmark (see --help)
 """
 
@@ -1006,6 +1010,38 @@ def access_report(a, all_cases, rounds, probes, med):
                 f"{within} of {len(ratios)} cases within) <= {ACCESS_TARGET:.2f}")
 
 
+def predixy_config(path, port, seed, log_path):
+    """Predixy against the cluster at `seed`, set up as the proxy it is compared with: one
+    worker thread (the proxy's default single worker), reads from masters only (as cinnabar
+    by default), no client or server timeouts, only warnings and errors logged."""
+    with open(path, "w") as f:
+        f.write(f"""Name CinnabarBench
+Bind 127.0.0.1:{port}
+WorkerThreads 1
+ClientTimeout 0
+Log {log_path}
+LogVerbSample 0
+LogDebugSample 0
+LogInfoSample 0
+LogNoticeSample 0
+LogWarnSample 1
+LogErrorSample 1
+Authority {{
+    Auth {{
+        Mode write
+    }}
+}}
+ClusterServerPool {{
+    MasterReadPriority 100
+    StaticSlaveReadPriority 0
+    DynamicSlaveReadPriority 0
+    Servers {{
+        + {seed}
+    }}
+}}
+""")
+
+
 def free_ports(n, extra=1):
     def free(port):
         with socket.socket() as s:
@@ -1037,6 +1073,11 @@ def main():
     acs = sub.add_parser("access-settings")
     acs.add_argument("file", help="the settings file to write")
     acs.add_argument("--audit", required=True, help="the audit trail's output file")
+    pc = sub.add_parser("predixy-config")
+    pc.add_argument("file", help="the config file to write")
+    pc.add_argument("--port", type=int, required=True, help="Predixy's port on 127.0.0.1")
+    pc.add_argument("--seed", required=True, help="a cluster node, host:port")
+    pc.add_argument("--log", required=True, help="Predixy's log file")
     r = sub.add_parser("run")
     r.add_argument("--direct", required=True, help="a cluster node, host:port")
     r.add_argument("--proxy", required=True, help="the proxy, host:port")
@@ -1057,6 +1098,9 @@ def main():
     a = ap.parse_args()
     if a.cmd == "free-ports":
         return free_ports(a.n, a.extra)
+    if a.cmd == "predixy-config":
+        predixy_config(a.file, a.port, a.seed, a.log)
+        return 0
     if a.cmd == "access-settings":
         print(access_settings(a.file, a.audit))
         return 0
