@@ -184,8 +184,17 @@ pub(crate) fn write(
             s,
             "total_connections_received:{}\r\ntotal_commands_processed:{}\r\n\
              rejected_connections:{}\r\ntotal_error_replies:{}\r\ncinnabar_redirects_moved:{}\r\n\
-             cinnabar_redirects_ask:{}\r\ncinnabar_retries:{}\r\ncinnabar_topology_refreshes:{}\r\n",
-            t.connections, t.commands, t.rejected, t.errors, t.moved, t.ask, t.retries, t.refreshes
+             cinnabar_redirects_ask:{}\r\ncinnabar_retries:{}\r\ncinnabar_topology_refreshes:{}\r\n\
+             cinnabar_direct_replies:{}\r\n",
+            t.connections,
+            t.commands,
+            t.rejected,
+            t.errors,
+            t.moved,
+            t.ask,
+            t.retries,
+            t.refreshes,
+            t.direct_replies
         );
     });
     section(REPLICATION, "Replication", &|s| {

@@ -149,6 +149,9 @@ pub struct WorkerStats {
     pub(crate) tryagain: Counter,
     pub(crate) clusterdown: Counter,
     pub(crate) retries: Counter,
+    /// Replies a backend connection wrote straight to an unpipelined client (see
+    /// `Ticket::direct`), in all or in part.
+    pub(crate) direct_replies: Counter,
     pub(crate) backend_connects: Counter,
     pub(crate) backend_connect_failures: Counter,
     pub(crate) backend_disconnects: Counter,
@@ -283,6 +286,7 @@ pub(crate) struct Totals {
     pub(crate) moved: u64,
     pub(crate) ask: u64,
     pub(crate) retries: u64,
+    pub(crate) direct_replies: u64,
     pub(crate) refreshes: u64,
     pub(crate) uptime: Duration,
     /// Request latency percentiles (p50, p99, p99.9) in µs: the upper bound of the histogram
@@ -350,6 +354,7 @@ impl Stats {
             moved: sum(&|w| w.moved.get()),
             ask: sum(&|w| w.ask.get()),
             retries: sum(&|w| w.retries.get()),
+            direct_replies: sum(&|w| w.direct_replies.get()),
             refreshes: self.control.refreshes.get(),
             uptime: self.started.elapsed(),
             latency_us: (count > 0).then(|| [quantile(0.5), quantile(0.99), quantile(0.999)]),

@@ -2,8 +2,12 @@
 //! warm-up, a request allocates nothing. A ticket carries the request bytes (for retries and
 //! redirects) and receives the reply bytes; the client session waits on it in request order.
 
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
 use std::task::Waker;
 use std::time::Instant;
+
+use tokio::net::tcp::OwnedWriteHalf;
 
 /// A ticket buffer that grew beyond this is freed on release rather than kept for reuse.
 const RETAINED: usize = 256 * 1024;
@@ -43,6 +47,74 @@ pub(crate) struct Ticket {
     /// Answered by a task of the session's own (a blocking command, WAIT, a delayed refusal),
     /// not by a backend connection: a switch's drain does not wait for it.
     pub(crate) own_task: bool,
+    /// The client's socket, while the reply may be written straight to it: set by the session
+    /// only while this is its one request in flight and it waits with nothing else to do
+    /// (nothing of its own to write, no input to parse), and taken back when it wakes. Saves
+    /// an unpipelined request a wake-up of its session and a copy of the reply.
+    pub(crate) direct: Option<Rc<ClientSocket>>,
+}
+
+impl Ticket {
+    /// [`Tickets::complete`] for a ticket whose reply may go straight to its client.
+    #[inline(never)]
+    fn complete_direct(&mut self, reply: &[u8]) {
+        let written = self
+            .direct
+            .take()
+            .map_or(0, |client| client.write_reply(reply));
+        self.reply.clear();
+        if written == reply.len() {
+            // The session has nothing to do for it until its client sends again.
+            self.waker = None;
+            return;
+        }
+        self.reply.extend_from_slice(&reply[written..]);
+        if let Some(waker) = self.waker.take() {
+            waker.wake();
+        }
+    }
+}
+
+/// A plain TCP client's socket, shared by its session (which reads and writes it) and, through
+/// [`Ticket::direct`], by whoever completes the one ticket the session allows to. Also where
+/// that completion leaves what the session needs to count the request: a session has at most
+/// one such ticket at a time, so these live here, not in every ticket.
+#[derive(Debug)]
+pub(crate) struct ClientSocket {
+    /// The client's writing half (the session reads through the other one).
+    pub(crate) writer: RefCell<OwnedWriteHalf>,
+    /// How much of the reply went straight out (0: none went, or nothing was completed so).
+    pub(crate) written: Cell<usize>,
+    /// Whether that reply was an error, and when it went out (its latency ends there, not
+    /// when the session next wakes).
+    pub(crate) error: Cell<bool>,
+    pub(crate) finished: Cell<Option<Instant>>,
+}
+
+impl ClientSocket {
+    pub(crate) fn new(writer: OwnedWriteHalf) -> Self {
+        Self {
+            writer: RefCell::new(writer),
+            written: Cell::new(0),
+            error: Cell::new(false),
+            finished: Cell::new(None),
+        }
+    }
+
+    /// Writes what of `reply` the socket takes now (nothing after an error) and records it;
+    /// returns how many bytes went.
+    fn write_reply(&self, reply: &[u8]) -> usize {
+        // The session holds the writer only inside a poll, and we run on its thread between
+        // polls: the borrow cannot fail (if it ever did, the session would write it all).
+        let written = self
+            .writer
+            .try_borrow()
+            .map_or(0, |writer| writer.try_write(reply).unwrap_or(0));
+        self.written.set(written);
+        self.error.set(reply.first() == Some(&b'-'));
+        self.finished.set(Some(Instant::now()));
+        written
+    }
 }
 
 /// Capacity a released ticket keeps per buffer. Buffers keep what they grew to, so steady
@@ -97,6 +169,7 @@ impl Tickets {
             t.db = 0;
             t.live = false;
             t.own_task = false;
+            t.direct = None;
             // A huge request or reply went through: give its memory back.
             if t.reply.capacity() > RETAINED {
                 t.reply = Vec::new();
@@ -122,15 +195,24 @@ impl Tickets {
     }
 
     /// Completes `id` with `reply` and wakes its session; releases it if the client is gone.
+    /// A reply the session allowed to go straight to its client (see [`Ticket::direct`]) is
+    /// written there, and then the session is not woken at all: it collects the ticket when it
+    /// next wakes for its client's input. What the socket does not take at once (a full send
+    /// buffer, an error) is left to the session, as any reply.
+    #[inline]
     pub(crate) fn complete(&mut self, id: usize, reply: &[u8]) {
         let ticket = self.get(id);
         if ticket.abandoned {
             self.release(id);
             return;
         }
+        ticket.done = true;
+        if ticket.direct.is_some() {
+            ticket.complete_direct(reply);
+            return;
+        }
         ticket.reply.clear();
         ticket.reply.extend_from_slice(reply);
-        ticket.done = true;
         if let Some(waker) = ticket.waker.take() {
             waker.wake();
         }

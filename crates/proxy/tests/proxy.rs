@@ -124,6 +124,111 @@ async fn pipelined_requests_are_answered_in_order() {
     );
 }
 
+/// A field of `INFO section` through `conn`, as a number.
+fn info_number(conn: &mut redis::Connection, section: &str, field: &str) -> f64 {
+    let info: String = redis::cmd("INFO").arg(section).query(conn).unwrap();
+    let prefix = format!("{field}:");
+    info.lines()
+        .find_map(|line| line.strip_prefix(&prefix))
+        .and_then(|value| value.split(',').next())
+        .unwrap_or_else(|| panic!("no {field} in INFO {section}: {info}"))
+        .parse()
+        .unwrap()
+}
+
+/// An unpipelined client's replies go from the backend connection straight to its socket, its
+/// session not woken for them. They must still be timed when they went out (not when the
+/// session next wakes), counted, kept in order with the replies the session writes, and whole
+/// when the socket takes only part of one at once.
+#[tokio::test(flavor = "multi_thread")]
+async fn replies_written_straight_to_unpipelined_clients_are_timed_counted_and_whole() {
+    let (_cluster, proxy) = cluster_and_proxy(3).await;
+    let mut conn = client(&proxy);
+    redis::cmd("SET")
+        .arg("slow:reader")
+        .arg("x")
+        .exec(&mut conn)
+        .unwrap();
+    // A client that pauses between requests: each GET's latency ends when its reply went
+    // out, not at the next request 200 ms later.
+    for _ in 0..4 {
+        let got: String = redis::cmd("GET")
+            .arg("slow:reader")
+            .query(&mut conn)
+            .unwrap();
+        assert_eq!(got, "x");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let per_call = {
+        let info: String = redis::cmd("INFO")
+            .arg("commandstats")
+            .query(&mut conn)
+            .unwrap();
+        let line = info
+            .lines()
+            .find(|l| l.starts_with("cmdstat_get:"))
+            .unwrap_or_else(|| panic!("no GET in {info}"))
+            .to_owned();
+        let calls = line.split("calls=").nth(1).unwrap().split(',').next();
+        assert_eq!(calls, Some("4"), "{line}");
+        line.split("usec_per_call=")
+            .nth(1)
+            .unwrap()
+            .split(',')
+            .next()
+            .unwrap()
+            .parse::<f64>()
+            .unwrap()
+    };
+    assert!(
+        per_call < 50_000.0,
+        "a GET took {per_call} µs: timed to the next request, not to its reply"
+    );
+
+    let before = info_number(&mut conn, "stats", "cinnabar_direct_replies");
+    for i in 0..200 {
+        redis::cmd("SET")
+            .arg(format!("d:{i}"))
+            .arg(i)
+            .exec(&mut conn)
+            .unwrap();
+        let got: i64 = redis::cmd("GET")
+            .arg(format!("d:{i}"))
+            .query(&mut conn)
+            .unwrap();
+        assert_eq!(got, i);
+    }
+    let direct = info_number(&mut conn, "stats", "cinnabar_direct_replies") - before;
+    assert!(
+        direct >= 400.0,
+        "{direct} of 400 unpipelined replies went straight to the client"
+    );
+
+    // 8 MiB: more than a loopback socket takes at once, so the session writes the rest, while
+    // the client is not reading yet. Then the proxy's own reply (PING) must follow it whole.
+    let big: Vec<u8> = (0..8 * 1024 * 1024).map(|i| (i % 251) as u8).collect();
+    redis::cmd("SET")
+        .arg("d:big")
+        .arg(&big)
+        .exec(&mut conn)
+        .unwrap();
+    let mut stream = connect(proxy.local_addr());
+    stream
+        .write_all(b"*2\r\n$3\r\nGET\r\n$5\r\nd:big\r\n")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    stream.write_all(b"*1\r\n$4\r\nPING\r\n").unwrap();
+    let mut expected = format!("${}\r\n", big.len()).into_bytes();
+    expected.extend_from_slice(&big);
+    expected.extend_from_slice(b"\r\n+PONG\r\n");
+    let mut got = vec![0u8; expected.len()];
+    stream.read_exact(&mut got).unwrap();
+    assert!(
+        got == expected,
+        "the 8 MiB reply and the PONG after it came back damaged"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn multi_key_commands_are_split_across_slots_and_merged_in_order() {
     let (_cluster, proxy) = cluster_and_proxy(3).await;

@@ -124,6 +124,11 @@ impl Session {
             // Out of `self` while the branches borrow it; put back below unless it ended.
             let mut topology_wait = self.topology_wait.take();
             let room = input.capacity() - input.len();
+            let armed = if can_read && !held && input.is_empty() && topology_wait.is_none() {
+                self.arm_direct_reply()
+            } else {
+                None
+            };
             tokio::select! {
                 biased;
                 () = self.head_ready(), if !self.pending.is_empty() => {}
@@ -172,8 +177,50 @@ impl Session {
                     }
                 }
             }
+            // Taken back; if it was used, the reply went out (or began to): collect it now, so
+            // the requests parsed next do not find it still pending.
+            if let Some(id) = armed
+                && self
+                    .worker
+                    .tickets
+                    .borrow_mut()
+                    .get(id)
+                    .direct
+                    .take()
+                    .is_none()
+            {
+                self.collect_ready();
+            }
             self.topology_wait = topology_wait;
         }
+    }
+
+    /// Lets the reply of this client's one request in flight be written straight to its socket
+    /// by whoever completes the ticket (see `Tickets::complete`), when the session is about to
+    /// wait with nothing else to do once that reply is in: no other request pending, no input
+    /// left to parse, reading allowed (not closing, subscribing, or over a limit), no blocking
+    /// command or request waiting its turn, nothing to drop (`CLIENT REPLY`) or audit. Then an
+    /// unpipelined request costs its session one wake-up (its input), not two, and its reply
+    /// one copy fewer; the session counts the request when it next wakes. The caller takes the
+    /// permission back when the session wakes (or `abandon` does), so a reply never goes
+    /// straight out while the session might write, or once the ticket is no longer its head.
+    fn arm_direct_reply(&self) -> Option<usize> {
+        let client = self.client.as_ref()?;
+        if self.pending.len() != 1 || self.awaiting_turn || self.blocked {
+            return None;
+        }
+        let queued = self.pending.front()?;
+        if !matches!(queued.reply, Pending::One) || queued.silent || queued.audited {
+            return None;
+        }
+        let id = *self.ids.front()?;
+        let mut tickets = self.worker.tickets.borrow_mut();
+        let ticket = tickets.get(id);
+        if ticket.done {
+            return None;
+        }
+        ticket.direct = Some(Rc::clone(client));
+        Some(id)
     }
 
     /// Parses and handles every complete request in `input` (up to the pending limit), then
@@ -249,7 +296,9 @@ impl Session {
     /// Moves every finished reply at the head of the queue to the output buffer.
     pub(super) fn collect_ready(&mut self) {
         let mut tickets = self.worker.tickets.borrow_mut();
-        let mut now = None;
+        // One clock reading per call, and only if a reply was not stamped when it went out.
+        let mut clock = None;
+        let mut last = None;
         let budget = self.worker.config.max_reply_bytes_per_client;
         while let Some(&queued) = self.pending.front() {
             let head = queued.reply;
@@ -258,10 +307,22 @@ impl Session {
                 break;
             }
             let written_from = self.out.len();
+            // What of the reply went straight to the client, whether it was an error, and when:
+            // only ever the reply of the one ticket armed, collected at once.
+            let mut direct = (0, false, None);
             match head {
                 Pending::One => {
                     if let Some(id) = self.ids.front() {
                         self.out.extend_from_slice(&tickets.peek(*id).reply);
+                    }
+                    if let Some(client) = &self.client
+                        && client.written.get() > 0
+                    {
+                        direct = (
+                            client.written.replace(0),
+                            client.error.get(),
+                            client.finished.get(),
+                        );
                     }
                 }
                 Pending::Split { merge, parts } => {
@@ -292,10 +353,20 @@ impl Session {
                 }
             }
             self.pending.pop_front();
-            let now = *now.get_or_insert_with(Instant::now);
-            let error = self.out.get(written_from) == Some(&b'-');
-            (self.reply_average, self.window) =
-                learn_reply_size(self.reply_average, self.out.len() - written_from, budget);
+            let (written, direct_error, finished) = direct;
+            // A reply that went straight out finished then, not now.
+            let now = finished.unwrap_or_else(|| *clock.get_or_insert_with(Instant::now));
+            last = Some(now);
+            let error = if written > 0 {
+                direct_error
+            } else {
+                self.out.get(written_from) == Some(&b'-')
+            };
+            if written > 0 {
+                self.worker.stats.direct_replies.inc();
+            }
+            let size = written + self.out.len() - written_from;
+            (self.reply_average, self.window) = learn_reply_size(self.reply_average, size, budget);
             let stats = &self.worker.stats;
             stats.request(queued.category, error);
             self.user_counts[0] += 1;
@@ -335,7 +406,7 @@ impl Session {
         if self.pending.is_empty() {
             self.set_blocked(false);
         }
-        if let Some(now) = now
+        if let Some(now) = last
             && now.duration_since(self.user_counts_since) >= USER_COUNTS_EVERY
         {
             self.flush_user_counts(now);
@@ -384,6 +455,9 @@ impl Session {
     /// The client is gone: finished tickets are released now, the others when their replies
     /// arrive.
     pub(super) fn abandon(&mut self) {
+        // A reply that went straight to the client is counted like any other.
+        self.collect_ready();
+        self.out.clear();
         // A cancelled task will never complete its ticket: release it here.
         let mut cancelled = Vec::new();
         for (task, id) in self.cold.blocking.drain(..) {
@@ -401,6 +475,8 @@ impl Session {
         }
         let mut tickets = self.worker.tickets.borrow_mut();
         for id in self.ids.drain(..) {
+            // Nothing goes to the socket once the session is gone.
+            tickets.get(id).direct = None;
             if tickets.get(id).done || cancelled.contains(&id) {
                 tickets.release(id);
             } else {

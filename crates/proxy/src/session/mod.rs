@@ -39,6 +39,7 @@ mod keyed;
 mod local_answers;
 mod route;
 mod scan;
+mod shared_socket;
 mod subscribe;
 mod transaction;
 
@@ -146,6 +147,9 @@ struct Session {
     /// cache lines: with many clients, each line costs a miss at every wake-up of the session
     /// (`bench/proxy-instructions.sh` counts them).
     cold: Box<Cold>,
+    /// The client's socket when replies may be written to it from outside the session (plain
+    /// TCP): see `Session::arm_direct_reply`.
+    client: Option<Rc<crate::ticket::ClientSocket>>,
     /// Who the client is: `None` until it logs in when authentication is required.
     principal: Option<cinnabar_access::Principal>,
     /// The worker's access generation `principal` was resolved against.
@@ -236,11 +240,13 @@ pub(crate) async fn refuse(mut stream: TcpStream, refusal: String) {
 }
 
 /// Serves one client until it disconnects, sends garbage, or says QUIT.
-pub(crate) async fn serve(worker: Rc<Worker>, mut stream: TcpStream) {
+pub(crate) async fn serve(worker: Rc<Worker>, stream: TcpStream) {
     let _ = stream.set_nodelay(true);
     let peer = stream.peer_addr().ok();
-    let (mut rd, mut wr) = stream.split();
-    serve_halves(worker, peer, &mut rd, &mut wr).await;
+    let (mut rd, writer) = stream.into_split();
+    let client = Rc::new(crate::ticket::ClientSocket::new(writer));
+    let mut wr = shared_socket::SharedWrite(Rc::clone(&client));
+    serve_halves(worker, peer, Some(client), &mut rd, &mut wr).await;
 }
 
 /// Serves one client over TLS: the handshake first (bounded), then as [`serve`].
@@ -255,7 +261,7 @@ pub(crate) async fn serve_tls(
     match handshake {
         Ok(Ok(tls)) => {
             let (mut rd, mut wr) = tokio::io::split(tls);
-            serve_halves(worker, peer, &mut rd, &mut wr).await;
+            serve_halves(worker, peer, None, &mut rd, &mut wr).await;
         }
         Ok(Err(e)) => {
             worker.stats.tls_failures.inc();
@@ -271,9 +277,12 @@ pub(crate) async fn serve_tls(
 /// A client that has not finished its TLS handshake by then is dropped.
 const TLS_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// `client`: the plain TCP socket under `rd` and `wr`, which backends may write replies to
+/// (see `Ticket::direct`); `None` over TLS, whose records only the session's stream can write.
 async fn serve_halves<R, W>(
     worker: Rc<Worker>,
     peer: Option<std::net::SocketAddr>,
+    client: Option<Rc<crate::ticket::ClientSocket>>,
     rd: &mut R,
     wr: &mut W,
 ) where
@@ -292,6 +301,7 @@ async fn serve_halves<R, W>(
             user_place: None,
             blocking: Vec::new(),
         }),
+        client,
         principal: None,
         access_generation: u64::MAX,
         audit_next: None,
