@@ -42,11 +42,8 @@ done
 helper="$repo/bench/sync_bench.py"
 target_dir=$(cd "$repo" && cargo metadata --format-version 1 --no-deps \
   | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
-if [ -z "$bin" ]; then
-  echo "building: cargo build --release --bin cinnabar"
-  (cd "$repo" && cargo build --quiet --release --bin cinnabar)
-  bin="$target_dir/release/cinnabar"
-fi
+. "$repo/bench/lib.sh"
+[ -n "$bin" ] || bin=$(build_cinnabar release)
 [ -x "$bin" ] || { echo "bench: no cinnabar binary at $bin" >&2; exit 1; }
 if [ -z "$s3s" ]; then
   s3s="$target_dir/tools/bin/s3s-fs"

@@ -6,7 +6,8 @@
 #
 #   bash bench/proxy-instructions.sh [--cinnabar PATH] [--predixy PATH] [-n N]
 #
-#   --cinnabar PATH  use this cinnabar binary instead of building one (cargo build --release)
+#   --cinnabar PATH  use this cinnabar binary instead of building one (cargo build --profile dist,
+#                    as the Dockerfile builds it)
 #   --predixy PATH   also count this Predixy binary (or set PREDIXY=PATH; README.md says how to
 #                    build one)
 #   -n N             requests per case (default 20000; each case first sends 5000 to warm up)
@@ -38,12 +39,8 @@ done
 for tool in valgrind callgrind_control redis-server redis-benchmark redis-cli python3; do
   command -v "$tool" >/dev/null || { echo "bench: $tool not found" >&2; exit 1; }
 done
-if [ -z "$bin" ]; then
-  (cd "$repo" && cargo build --release -p cinnabar)
-  target=$(cd "$repo" && cargo metadata --format-version 1 --no-deps |
-    python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
-  bin="$target/release/cinnabar"
-fi
+. "$repo/bench/lib.sh"
+[ -n "$bin" ] || bin=$(build_cinnabar dist)
 [ -x "$bin" ] || { echo "bench: no cinnabar binary at $bin" >&2; exit 1; }
 if [ -n "$predixy" ] && ! [ -x "$predixy" ]; then
   echo "bench: no predixy binary at $predixy" >&2; exit 1

@@ -17,7 +17,8 @@
 #   --replicas N     replicas per master (default 0; on a small machine they compete for CPU)
 #   --workers N      proxy worker threads (default 1, which is what the targets assume)
 #   --idle N         idle client connections to open against the proxy (default 10000)
-#   --cinnabar PATH  use this cinnabar binary instead of building one (cargo build --release)
+#   --cinnabar PATH  use this cinnabar binary instead of building one (cargo build --profile dist,
+#                    as the Dockerfile builds it)
 #   --predixy PATH   also benchmark this Predixy binary (or set PREDIXY=PATH); it is not part of
 #                    the repository, see README.md for building one
 #   --access         also benchmark a cinnabar proxy with access control and audit: user `bench`
@@ -43,7 +44,7 @@ while [ $# -gt 0 ]; do
     --cinnabar) bin=$2; shift ;;
     --predixy) predixy=$2; shift ;;
     --access) access=1 ;;
-    -h|--help) sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,31p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
@@ -64,13 +65,8 @@ fi
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 echo "open-file limit: $(ulimit -n); CLK_TCK: $(getconf CLK_TCK)"
 
-if [ -z "$bin" ]; then
-  echo "building: cargo build --release -p cinnabar"
-  (cd "$repo" && cargo build --release -p cinnabar)
-  target=$(cd "$repo" && cargo metadata --format-version 1 --no-deps \
-    | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
-  bin="$target/release/cinnabar"
-fi
+. "$repo/bench/lib.sh"
+[ -n "$bin" ] || bin=$(build_cinnabar dist)
 [ -x "$bin" ] || { echo "bench: no cinnabar binary at $bin" >&2; exit 1; }
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/cinnabar-bench.XXXXXX")

@@ -34,13 +34,8 @@ for tool in redis-server haproxy python3; do
   command -v "$tool" >/dev/null ||
     { echo "bench: $tool not found (bash .ci/setup installs redis-server and haproxy)" >&2; exit 1; }
 done
-if [ -z "$bin" ]; then
-  echo "building: cargo build --release -p cinnabar"
-  (cd "$repo" && cargo build --release -p cinnabar)
-  target=$(cd "$repo" && cargo metadata --format-version 1 --no-deps \
-    | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
-  bin="$target/release/cinnabar"
-fi
+. "$repo/bench/lib.sh"
+[ -n "$bin" ] || bin=$(build_cinnabar release)
 [ -x "$bin" ] || { echo "bench: no cinnabar binary at $bin" >&2; exit 1; }
 exec python3 "$repo/bench/sentinel_failover.py" --cinnabar "$bin" --rounds "$rounds" \
   --down-after "$down_after"

@@ -58,13 +58,8 @@ for tool in redis-server redis-cli python3; do
 done
 helper="$repo/bench/sync_bench.py"
 
-if [ -z "$bin" ]; then
-  echo "building: cargo build --release --bin cinnabar"
-  (cd "$repo" && cargo build --quiet --release --bin cinnabar)
-  target_dir=$(cd "$repo" && cargo metadata --format-version 1 --no-deps \
-    | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
-  bin="$target_dir/release/cinnabar"
-fi
+. "$repo/bench/lib.sh"
+[ -n "$bin" ] || bin=$(build_cinnabar release)
 [ -x "$bin" ] || { echo "bench: no cinnabar binary at $bin" >&2; exit 1; }
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/cinnabar-syncbench.XXXXXX")
