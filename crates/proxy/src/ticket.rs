@@ -1,6 +1,8 @@
 //! Tickets: one per request in flight, recycled through a per-worker slab so that, after
 //! warm-up, a request allocates nothing. A ticket carries the request bytes (for retries and
 //! redirects) and receives the reply bytes; the client session waits on it in request order.
+//! An unpipelined client's ticket may instead write its reply straight to the client's socket
+//! (`Ticket::direct`, `ClientSocket`).
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
