@@ -124,14 +124,22 @@ async fn pipelined_requests_are_answered_in_order() {
     );
 }
 
-/// A field of `INFO section` through `conn`, as a number.
-fn info_number(conn: &mut redis::Connection, section: &str, field: &str) -> f64 {
+/// The value of `field` in `INFO section` through `conn` (after `field:`).
+fn info_value(conn: &mut redis::Connection, section: &str, field: &str) -> String {
     let info: String = redis::cmd("INFO").arg(section).query(conn).unwrap();
     let prefix = format!("{field}:");
     info.lines()
         .find_map(|line| line.strip_prefix(&prefix))
-        .and_then(|value| value.split(',').next())
         .unwrap_or_else(|| panic!("no {field} in INFO {section}: {info}"))
+        .to_owned()
+}
+
+/// `key` of an INFO value made of `key=value` pairs (`calls=4,usec=…`), as a number.
+fn info_pair(value: &str, key: &str) -> f64 {
+    value
+        .split(',')
+        .find_map(|pair| pair.strip_prefix(key)?.strip_prefix('='))
+        .unwrap_or_else(|| panic!("no {key} in {value}"))
         .parse()
         .unwrap()
 }
@@ -159,33 +167,20 @@ async fn replies_written_straight_to_unpipelined_clients_are_timed_counted_and_w
         assert_eq!(got, "x");
         std::thread::sleep(Duration::from_millis(200));
     }
-    let per_call = {
-        let info: String = redis::cmd("INFO")
-            .arg("commandstats")
-            .query(&mut conn)
-            .unwrap();
-        let line = info
-            .lines()
-            .find(|l| l.starts_with("cmdstat_get:"))
-            .unwrap_or_else(|| panic!("no GET in {info}"))
-            .to_owned();
-        let calls = line.split("calls=").nth(1).unwrap().split(',').next();
-        assert_eq!(calls, Some("4"), "{line}");
-        line.split("usec_per_call=")
-            .nth(1)
-            .unwrap()
-            .split(',')
-            .next()
-            .unwrap()
-            .parse::<f64>()
-            .unwrap()
-    };
+    let get = info_value(&mut conn, "commandstats", "cmdstat_get");
+    assert_eq!(info_pair(&get, "calls"), 4.0, "{get}");
+    let per_call = info_pair(&get, "usec_per_call");
     assert!(
         per_call < 50_000.0,
         "a GET took {per_call} µs: timed to the next request, not to its reply"
     );
 
-    let before = info_number(&mut conn, "stats", "cinnabar_direct_replies");
+    let direct_replies = |conn: &mut redis::Connection| -> f64 {
+        info_value(conn, "stats", "cinnabar_direct_replies")
+            .parse()
+            .unwrap()
+    };
+    let before = direct_replies(&mut conn);
     for i in 0..200 {
         redis::cmd("SET")
             .arg(format!("d:{i}"))
@@ -198,7 +193,7 @@ async fn replies_written_straight_to_unpipelined_clients_are_timed_counted_and_w
             .unwrap();
         assert_eq!(got, i);
     }
-    let direct = info_number(&mut conn, "stats", "cinnabar_direct_replies") - before;
+    let direct = direct_replies(&mut conn) - before;
     assert!(
         direct >= 400.0,
         "{direct} of 400 unpipelined replies went straight to the client"

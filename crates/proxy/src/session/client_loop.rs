@@ -358,13 +358,11 @@ impl Session {
             let now = finished.unwrap_or_else(|| *clock.get_or_insert_with(Instant::now));
             last = Some(now);
             let error = if written > 0 {
+                self.worker.stats.direct_replies.inc();
                 direct_error
             } else {
                 self.out.get(written_from) == Some(&b'-')
             };
-            if written > 0 {
-                self.worker.stats.direct_replies.inc();
-            }
             let size = written + self.out.len() - written_from;
             (self.reply_average, self.window) = learn_reply_size(self.reply_average, size, budget);
             let stats = &self.worker.stats;
