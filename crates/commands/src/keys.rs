@@ -396,7 +396,7 @@ fn migrate_keys<A: Args + ?Sized>(args: &A, flags: KeySpecFlags) -> Run {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::lookup::{commands, resolve};
+    use crate::lookup::{commands, lookup, resolve};
     use proptest::prelude::*;
 
     /// Splits a request written like redis-cli input; `""` is an empty argument.
@@ -651,6 +651,57 @@ mod tests {
             for full in [&args[..], &args[..args.len().min(1)], &[]] {
                 prop_assert!(command.keys(full).all(|i| i < full.len()));
             }
+        }
+    }
+
+    /// The shortcut `slot_by` takes for single-key commands must find what the key-spec walk
+    /// finds, for every command it applies to and every argument count around its key.
+    #[test]
+    fn the_single_key_shortcut_agrees_with_the_key_spec_walk() {
+        let all = commands()
+            .iter()
+            .chain(commands().iter().flat_map(Command::subcommands));
+        let mut shortcuts = 0;
+        for command in all {
+            let Some(index) = command.single_key_index() else {
+                continue;
+            };
+            shortcuts += 1;
+            let args: Vec<Vec<u8>> = (0..index + 3)
+                .map(|i| format!("a{i}").into_bytes())
+                .collect();
+            for argc in 0..=args.len() {
+                let args: Vec<&[u8]> = args[..argc].iter().map(Vec::as_slice).collect();
+                let mut walk = Cursor::new(command, &args[..]);
+                let mut walked = Vec::new();
+                while let Some((i, _)) = walk.next_key() {
+                    walked.push(i);
+                }
+                let expected: Vec<usize> = (index < argc).then_some(index).into_iter().collect();
+                assert_eq!(walked, expected, "{} with {argc} arguments", command.name());
+                let slot = command.slot(&args[..]).unwrap_or_else(|e| panic!("{e}"));
+                let walked_slot = walked.first().map(|&i| crate::slot::key_slot(args[i]));
+                assert_eq!(
+                    slot,
+                    walked_slot,
+                    "{} with {argc} arguments",
+                    command.name()
+                );
+            }
+        }
+        assert!(
+            shortcuts > 100,
+            "only {shortcuts} commands take the shortcut"
+        );
+        for name in ["get", "set", "incr", "hget", "lpush", "expire"] {
+            let command = lookup(name.as_bytes()).unwrap_or_else(|| panic!("{name}"));
+            assert_eq!(command.single_key_index(), Some(1), "{name}");
+        }
+        for name in [
+            "del", "mset", "eval", "xread", "sort", "migrate", "rename", "ping",
+        ] {
+            let command = lookup(name.as_bytes()).unwrap_or_else(|| panic!("{name}"));
+            assert_eq!(command.single_key_index(), None, "{name}");
         }
     }
 }

@@ -432,7 +432,8 @@ impl Worker {
         self.sleepers.borrow_mut().remove(&id);
     }
 
-    /// The access set in force, after picking up a reload; and its generation.
+    /// The access set in force, after picking up a reload; and its generation, so that one
+    /// comparison tells a session whether its user's permissions may have changed.
     pub(crate) fn access(&self) -> (std::cell::Ref<'_, Arc<Policy>>, u64) {
         let changed = self.access_rx.borrow().has_changed().unwrap_or(false);
         if changed {
@@ -441,17 +442,6 @@ impl Worker {
             self.access_generation.set(self.access_generation.get() + 1);
         }
         (self.access.borrow(), self.access_generation.get())
-    }
-
-    /// The ACL categories audited now (picking up a reload).
-    pub(crate) fn audited(&self) -> cinnabar_commands::AclCategories {
-        self.access().0.audited
-    }
-
-    /// The generation of the access set in force (picking up a reload): one comparison tells
-    /// a session whether its user's permissions may have changed.
-    pub(crate) fn access_generation(&self) -> u64 {
-        self.access().1
     }
 
     /// Notes a failed login from `ip`; returns how long to hold back the refusal.

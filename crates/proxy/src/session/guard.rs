@@ -70,7 +70,11 @@ impl Session {
     /// Whether this client may run `command` with `args`: logged in (or logging in), and
     /// permitted by its role. A refusal is answered (and audited) here.
     pub(super) fn permitted(&mut self, command: &Command, args: &RequestArgs<'_>) -> bool {
-        let generation = self.worker.access_generation();
+        // One look at the access set for both its generation and what it audits.
+        let (generation, audited) = {
+            let (access, generation) = self.worker.access();
+            (generation, access.audited)
+        };
         if generation != self.access_generation {
             // Users or roles were reloaded: the same user, with its new permissions (gone or
             // disabled: logged out).
@@ -90,7 +94,7 @@ impl Session {
             return false;
         };
         let Err(denied) = principal.check(command, args) else {
-            if command.acl_categories().intersects(self.worker.audited())
+            if command.acl_categories().intersects(audited)
                 && self.worker.auditor.is_enabled()
                 && let Some(peer) = self.cold.peer
             {

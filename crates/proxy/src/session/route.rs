@@ -6,6 +6,7 @@ use super::{RequestArgs, Session};
 use crate::info;
 use crate::stats::Category;
 use cinnabar_commands::{Args, Command, RequestPolicy};
+use std::sync::LazyLock;
 
 impl Session {
     /// Decides what to do with one complete request.
@@ -42,9 +43,10 @@ impl Session {
                 return self.local_error(&line);
             }
         };
-        self.category = Category::of(command);
+        let profile = Profile::get(command);
+        self.category = profile.category;
         self.command = command.name();
-        self.command_index = crate::stats::CommandStats::index_of(command);
+        self.command_index = profile.index;
         // A record left by a request that queued no reply (deferred, or subscribed) must not
         // describe this one.
         self.audit_next = None;
@@ -54,7 +56,7 @@ impl Session {
             }
             return;
         }
-        let route = match route(command) {
+        let route = match profile.route {
             // A group keeps every database on its one master: MOVE and SWAPDB run there.
             Route::Unsupported
                 if self.worker.router.is_single()
@@ -146,6 +148,42 @@ impl Session {
                 self.local(msg.as_bytes());
             }
         }
+    }
+}
+
+/// What `handle` needs to know of a command on every request: its route, its metrics category
+/// and its row in the command statistics. All three depend on the command alone, and working
+/// them out (`route` is a match over a hundred names, the category a walk over ACL categories)
+/// cost some hundred instructions per request (`bench/proxy-instructions.sh`), so they are
+/// worked out once per top-level command, on first use. Subcommands (`CLIENT ID`, `CONFIG
+/// GET` …) are rare on the hot path and are worked out each time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Profile {
+    route: Route,
+    category: Category,
+    index: u16,
+}
+
+impl Profile {
+    fn of(command: &Command) -> Self {
+        Self {
+            route: route(command),
+            category: Category::of(command),
+            index: crate::stats::CommandStats::index_of(command),
+        }
+    }
+
+    fn get(command: &Command) -> Self {
+        static TOP_LEVEL: LazyLock<Vec<Profile>> = LazyLock::new(|| {
+            cinnabar_commands::commands()
+                .iter()
+                .map(Profile::of)
+                .collect()
+        });
+        cinnabar_commands::top_level_index(command)
+            .and_then(|row| TOP_LEVEL.get(row))
+            .copied()
+            .unwrap_or_else(|| Self::of(command))
     }
 }
 
@@ -276,5 +314,33 @@ pub(super) fn route(command: &Command) -> Route {
             Route::Unsupported
         }
         _ => Route::Keyed,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_profiles_worked_out_once_are_what_each_command_would_get() {
+        for command in cinnabar_commands::commands() {
+            assert_eq!(
+                Profile::get(command),
+                Profile::of(command),
+                "{}",
+                command.name()
+            );
+            for sub in command.subcommands() {
+                assert_eq!(Profile::get(sub), Profile::of(sub), "{}", sub.name());
+            }
+        }
+        let get = cinnabar_commands::lookup(b"get").unwrap_or_else(|| panic!("GET"));
+        assert_eq!(Profile::get(get).route, Route::Keyed);
+        assert_eq!(Profile::get(get).category, Category::Read);
+        let mset = cinnabar_commands::lookup(b"mset").unwrap_or_else(|| panic!("MSET"));
+        assert!(matches!(
+            Profile::get(mset).route,
+            Route::Split { step: 2, .. }
+        ));
     }
 }
