@@ -198,12 +198,14 @@ fn key_of(name: &[u8]) -> Option<Key> {
     if name.is_empty() || name.len() > MAX_KEY_LEN {
         return None;
     }
+    // One copy into a zeroed buffer and three word loads, not a shift per byte.
+    let mut bytes = [0u8; 8 * KEY_WORDS];
+    bytes[..name.len()].copy_from_slice(name);
     let mut key = [0u64; KEY_WORDS];
-    for (i, &byte) in name.iter().enumerate() {
-        key[i / 8] |= u64::from(byte) << (8 * (i % 8));
-    }
-    for word in &mut key {
-        *word = lowercase_word(*word);
+    for (word, chunk) in key.iter_mut().zip(bytes.chunks_exact(8)) {
+        let mut eight = [0u8; 8];
+        eight.copy_from_slice(chunk);
+        *word = lowercase_word(u64::from_le_bytes(eight));
     }
     key[KEY_WORDS - 1] |= (name.len() as u64) << 56;
     Some(key)

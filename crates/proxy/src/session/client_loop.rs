@@ -405,7 +405,7 @@ impl Session {
             self.set_blocked(false);
         }
         if let Some(now) = last
-            && now.duration_since(self.user_counts_since) >= USER_COUNTS_EVERY
+            && now >= self.user_counts_due
         {
             self.flush_user_counts(now);
         }
@@ -414,7 +414,7 @@ impl Session {
     /// Adds this connection's per-user counts to the worker's.
     pub(super) fn flush_user_counts(&mut self, now: Instant) {
         let [requests, errors] = std::mem::take(&mut self.user_counts);
-        self.user_counts_since = now;
+        self.user_counts_due = now + USER_COUNTS_EVERY;
         if requests > 0 {
             let user = self
                 .principal

@@ -203,7 +203,9 @@ struct Session {
     topology_waited: bool,
     /// Requests and error replies since the last flush to the worker's per-user counts.
     user_counts: [u64; 2],
-    user_counts_since: Instant,
+    /// When they are next added: a deadline, so that each reply costs a comparison of two
+    /// instants rather than a subtraction.
+    user_counts_due: Instant,
     /// Recent peak of this client's reply sizes, decaying (see `learn_reply_size`).
     reply_average: usize,
     /// Tickets this client may have in flight (see `learn_reply_size`).
@@ -328,7 +330,7 @@ async fn serve_halves<R, W>(
         topology_waited: false,
         reply_average: 0,
         user_counts: [0; 2],
-        user_counts_since: Instant::now(),
+        user_counts_due: Instant::now() + client_loop::USER_COUNTS_EVERY,
         window: FIRST_WINDOW,
     };
     session.worker.stats.clients_accepted.inc();
