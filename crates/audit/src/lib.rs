@@ -89,8 +89,10 @@
 //! batch reaches 64 KiB). It polls the queue, sleeping 1 ms after activity and up to 16 ms
 //! when idle, instead of blocking on it: a blocked receiver would make each `record` call pay
 //! a system call to wake it (about 2 µs measured), and the caller is a proxy worker. So a
-//! record reaches the output within about 16 ms, and an idle writer wakes ~60 times a second;
-//! a disabled one (no output, so no records) blocks on the queue and never wakes by itself. A
+//! record reaches the output within about 16 ms. A writer with nothing to write for a second
+//! blocks on the queue (audited commands are rare, and polling would wake it ~60 times a
+//! second for nothing); the record that ends the quiet pays the one wake-up. A disabled writer
+//! (no output, so no records) blocks on the queue at once and never wakes by itself. A
 //! file is rotated before a line would take it past `max_file_bytes` (`audit.jsonl` →
 //! `audit.jsonl.1` … `.keep_files`, the oldest deleted); a file moved or deleted from outside
 //! (logrotate) is noticed before the next batch and opened again at its path. An I/O error is

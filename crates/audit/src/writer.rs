@@ -29,6 +29,10 @@ const BATCH_BYTES: usize = 64 * 1024;
 const MIN_IDLE: Duration = Duration::from_millis(1);
 const MAX_IDLE: Duration = Duration::from_millis(16);
 
+/// After this long with nothing to write, the writer stops polling and blocks until a message
+/// comes (see [`Writer::run`]).
+const QUIET_BEFORE_BLOCKING: Duration = Duration::from_secs(1);
+
 /// What travels on the queue, in order: settings apply between the records around them.
 pub(crate) enum Message {
     /// One record (boxed: the channel reserves a slot per capacity, so slots stay small).
@@ -109,13 +113,20 @@ impl Writer {
     /// keeps `record` to a few atomic operations, at the price of a few dozen wake-ups per
     /// second while idle and at most [`MAX_IDLE`] before an idle writer sees a new record.
     /// While auditing is disabled (no output) nobody sends records, only the rare control
-    /// message, so the writer blocks instead: a proxy without an audit trail (the default)
-    /// has no thread waking 60 times a second.
+    /// message, so the writer blocks instead: a proxy without an audit trail has no thread
+    /// waking 60 times a second. Nor has one whose audit trail is quiet: audited commands
+    /// (administration, by default) are rare, so after [`QUIET_BEFORE_BLOCKING`] with nothing
+    /// to write the writer blocks too, and the one record that ends the quiet pays the wake-up
+    /// system call; records that follow it find the writer polling again.
     pub(crate) fn run(mut self, queue: Receiver<Message>) {
         let mut stop = false;
         let mut idle = MIN_IDLE;
+        let mut quiet = Duration::ZERO;
         loop {
-            let next = if self.output.is_none() && self.batch.is_empty() && !stop {
+            let block = (self.output.is_none() || quiet >= QUIET_BEFORE_BLOCKING)
+                && self.batch.is_empty()
+                && !stop;
+            let next = if block {
                 queue.recv().map_err(|_| TryRecvError::Disconnected)
             } else {
                 queue.try_recv()
@@ -123,6 +134,7 @@ impl Writer {
             match next {
                 Ok(message) => {
                     idle = MIN_IDLE;
+                    quiet = Duration::ZERO;
                     stop |= self.handle(message);
                 }
                 Err(TryRecvError::Empty) => {
@@ -132,6 +144,7 @@ impl Writer {
                         return;
                     }
                     thread::sleep(idle);
+                    quiet += idle;
                     idle = (idle * 2).min(MAX_IDLE);
                 }
                 Err(TryRecvError::Disconnected) => {
