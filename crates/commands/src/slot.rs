@@ -93,27 +93,36 @@ pub fn hash_tag(key: &[u8]) -> &[u8] {
 /// The position of the first `needle` in `haystack`, eight bytes at a time: most keys have no
 /// `{`, so the whole key is searched, and a byte loop cost four instructions a byte.
 fn find_byte(haystack: &[u8], needle: u8) -> Option<usize> {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGHS: u64 = 0x8080_8080_8080_8080;
-    let mut words = haystack.chunks_exact(8);
+    let len = haystack.len();
+    if len < 8 {
+        return haystack.iter().position(|&b| b == needle);
+    }
     let mut at = 0;
-    for word in words.by_ref() {
-        let mut bytes = [0u8; 8];
-        bytes.copy_from_slice(word);
-        let x = u64::from_le_bytes(bytes) ^ (ONES * u64::from(needle));
-        // The lowest set high bit marks the first zero byte of x exactly (a borrow can only
-        // mark bytes above a real zero).
-        let zero = x.wrapping_sub(ONES) & !x & HIGHS;
-        if zero != 0 {
-            return Some(at + (zero.trailing_zeros() / 8) as usize);
+    while at + 8 <= len {
+        if let Some(i) = first_in_word(&haystack[at..at + 8], needle, 0) {
+            return Some(at + i);
         }
         at += 8;
     }
-    words
-        .remainder()
-        .iter()
-        .position(|&b| b == needle)
-        .map(|i| at + i)
+    if at == len {
+        return None;
+    }
+    // The last one to seven bytes: the last eight of the key, skipping those already searched.
+    let tail = len - 8;
+    first_in_word(&haystack[tail..], needle, at - tail).map(|i| tail + i)
+}
+
+/// The first of the eight bytes of `word` from `skip` on that equals `needle`.
+fn first_in_word(word: &[u8], needle: u8, skip: usize) -> Option<usize> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    let mut bytes = [0u8; 8];
+    bytes.copy_from_slice(word);
+    let x = u64::from_le_bytes(bytes) ^ (ONES * u64::from(needle));
+    // The lowest set high bit marks the first zero byte of x exactly (a borrow can only mark
+    // bytes above a real zero). Bytes below `skip` are left out.
+    let zero = x.wrapping_sub(ONES) & !x & HIGHS & (u64::MAX << (8 * skip));
+    (zero != 0).then(|| (zero.trailing_zeros() / 8) as usize)
 }
 
 /// The hash slot of `key` (0..16384), honouring hash tags: `{user1}.name` and `{user1}.mail`
