@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TryRecvError};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::line::LineFormat;
 use crate::output::{Limits, Output};
@@ -121,9 +121,9 @@ impl Writer {
     pub(crate) fn run(mut self, queue: Receiver<Message>) {
         let mut stop = false;
         let mut idle = MIN_IDLE;
-        let mut quiet = Duration::ZERO;
+        let mut last_message = Instant::now();
         loop {
-            let block = (self.output.is_none() || quiet >= QUIET_BEFORE_BLOCKING)
+            let block = (self.output.is_none() || last_message.elapsed() >= QUIET_BEFORE_BLOCKING)
                 && self.batch.is_empty()
                 && !stop;
             let next = if block {
@@ -134,7 +134,7 @@ impl Writer {
             match next {
                 Ok(message) => {
                     idle = MIN_IDLE;
-                    quiet = Duration::ZERO;
+                    last_message = Instant::now();
                     stop |= self.handle(message);
                 }
                 Err(TryRecvError::Empty) => {
@@ -144,7 +144,6 @@ impl Writer {
                         return;
                     }
                     thread::sleep(idle);
-                    quiet += idle;
                     idle = (idle * 2).min(MAX_IDLE);
                 }
                 Err(TryRecvError::Disconnected) => {
