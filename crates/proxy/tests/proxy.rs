@@ -124,6 +124,22 @@ async fn pipelined_requests_are_answered_in_order() {
     );
 }
 
+/// A session tries the command it resolved last before the full lookup: a run of one command
+/// must still get its arity checked, any spelling of the name, and other commands their own.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_run_of_one_command_is_checked_like_any_other_request() {
+    let (_cluster, proxy) = cluster_and_proxy(3).await;
+    let request = b"SET k1 v\r\nGET k1\r\nget k1\r\nGET\r\nGeT k1\r\nGETX k1\r\n\
+        GET k1 extra\r\nCLIENT GETNAME\r\nCLIENT\r\nCLIENT GETNAME\r\nGET k1\r\n";
+    let expected = "+OK\r\n$1\r\nv\r\n$1\r\nv\r\n\
+        -ERR wrong number of arguments for 'get' command\r\n$1\r\nv\r\n\
+        -ERR unknown command 'GETX', with args beginning with: 'k1' \r\n\
+        -ERR wrong number of arguments for 'get' command\r\n$-1\r\n\
+        -ERR wrong number of arguments for 'client' command\r\n$-1\r\n$1\r\nv\r\n";
+    let got = raw(&proxy, request, expected.len());
+    assert_eq!(String::from_utf8_lossy(&got), expected);
+}
+
 /// The value of `field` in `INFO section` through `conn` (after `field:`).
 fn info_value(conn: &mut redis::Connection, section: &str, field: &str) -> String {
     let info: String = redis::cmd("INFO").arg(section).query(conn).unwrap();

@@ -299,6 +299,7 @@ impl Session {
         // One clock reading per call, and only if a reply was not stamped when it went out.
         let mut clock = None;
         let mut last = None;
+        let mut timed: Option<(Instant, Instant, std::time::Duration, u64)> = None;
         let budget = self.worker.config.max_reply_bytes_per_client;
         while let Some(&queued) = self.pending.front() {
             let head = queued.reply;
@@ -364,14 +365,30 @@ impl Session {
                 self.out.get(written_from) == Some(&b'-')
             };
             let size = written + self.out.len() - written_from;
-            (self.reply_average, self.window) = learn_reply_size(self.reply_average, size, budget);
+            // A reply the size of the estimate leaves it and the window as they are: no
+            // division for the common run of same-sized replies.
+            if size != self.reply_average || size == 0 {
+                (self.reply_average, self.window) =
+                    learn_reply_size(self.reply_average, size, budget);
+            }
             let stats = &self.worker.stats;
             stats.request(queued.category, error);
             self.user_counts[0] += 1;
             self.user_counts[1] += u64::from(error);
-            let took = now.duration_since(queued.started);
-            stats.latency.observe(took);
-            let us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+            // The requests of one read that are answered by one wake-up share both instants:
+            // one subtraction for a whole pipeline.
+            let (took, us) = match timed {
+                Some((started, end, took, us)) if started == queued.started && end == now => {
+                    (took, us)
+                }
+                _ => {
+                    let took = now.duration_since(queued.started);
+                    let us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+                    timed = Some((queued.started, now, took, us));
+                    (took, us)
+                }
+            };
+            stats.latency.observe_us(us);
             stats.commands.call(queued.command_index, us, error);
             if took >= self.worker.config.slowlog_slower_than && !queued.command.is_empty() {
                 self.worker.all_stats.slowlog.record(crate::slowlog::Entry {

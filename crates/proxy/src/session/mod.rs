@@ -176,6 +176,8 @@ struct Session {
     /// Its name, for the slow log, and where its calls are counted.
     command: &'static str,
     command_index: u16,
+    /// The last plain (not container) command resolved, tried first for the next request.
+    last_command: Option<&'static Command>,
     /// When the input being parsed was read (one clock reading per batch, not per request).
     batch_started: Instant,
     /// When a switch's hold found this client's requests waiting: their latency counts from
@@ -318,6 +320,7 @@ async fn serve_halves<R, W>(
         category: Category::Other,
         command: "",
         command_index: u16::MAX,
+        last_command: None,
         batch_started: Instant::now(),
         held_since: None,
         transaction: None,

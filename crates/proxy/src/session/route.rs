@@ -23,7 +23,7 @@ impl Session {
             self.closing = true;
             return;
         }
-        let command = match cinnabar_commands::resolve(args) {
+        let command = match self.resolve(args) {
             Ok(command) => command,
             Err(e) => {
                 let line = e.to_bytes();
@@ -148,6 +148,28 @@ impl Session {
                 self.local(msg.as_bytes());
             }
         }
+    }
+}
+
+impl Session {
+    /// `cinnabar_commands::resolve`, trying first the last command this session resolved:
+    /// clients mostly send runs of one command (a pipeline of GETs), and comparing a name of a
+    /// few bytes costs a fraction of hashing it and probing the table. Containers (`CLIENT`,
+    /// `CONFIG` …) always take the full lookup, which finds their subcommand.
+    fn resolve(
+        &mut self,
+        args: &RequestArgs<'_>,
+    ) -> Result<&'static Command, cinnabar_commands::CommandError> {
+        if let (Some(last), Some(name)) = (self.last_command, args.get(0))
+            && name.eq_ignore_ascii_case(last.name().as_bytes())
+        {
+            last.check_arity(args.len())?;
+            return Ok(last);
+        }
+        let command = cinnabar_commands::resolve(args)?;
+        self.last_command =
+            (!command.is_container() && command.subcommand_name().is_none()).then_some(command);
+        Ok(command)
     }
 }
 
