@@ -2,28 +2,12 @@
 //! next record still reaches the output at once. In a file of its own so that no other test's
 //! writer thread runs in this process.
 
+mod support;
+
 use cinnabar_audit::{AuditConfig, AuditOutput, AuditRecord, Auditor};
 use std::fs;
 use std::time::{Duration, Instant};
-
-/// The voluntary context switches of every thread named `audit-writer` in this process.
-fn writer_switches() -> u64 {
-    let mut total = 0;
-    for task in fs::read_dir("/proc/self/task").unwrap_or_else(|e| panic!("{e}")) {
-        let dir = task.unwrap_or_else(|e| panic!("{e}")).path();
-        let comm = fs::read_to_string(dir.join("comm")).unwrap_or_default();
-        if comm.trim() != "audit-writer" {
-            continue;
-        }
-        let status = fs::read_to_string(dir.join("status")).unwrap_or_default();
-        for line in status.lines() {
-            if let Some(n) = line.strip_prefix("voluntary_ctxt_switches:") {
-                total += n.trim().parse::<u64>().unwrap_or(0);
-            }
-        }
-    }
-    total
-}
+use support::writer_switches;
 
 #[test]
 fn a_quiet_writer_stops_waking_and_the_next_record_is_written_at_once() {
