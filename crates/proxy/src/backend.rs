@@ -131,7 +131,8 @@ struct State {
     out: Vec<u8>,
     /// One entry per request whose reply has not arrived, in send order.
     inflight: VecDeque<Inflight>,
-    /// How many entries at the back of `inflight` are still in `out` (never written).
+    /// How many entries at the back of `inflight` are still in `out` (never written); when the
+    /// connection has failed, also those of a batch taken for writing none of which left.
     unsent: usize,
 }
 
@@ -350,13 +351,17 @@ async fn serve(
     )));
     // Whether the requests now in `out` already waited one turn of the worker's loop.
     let mut waited_a_turn = false;
-    loop {
+    // Requests taken from `out` into `write_buf` (after the buffer was last emptied): until a
+    // byte of them reaches the socket, none of them was sent.
+    let mut batch = 0;
+    let why: String = 'serve: loop {
         if backend.retired.get() && written == write_buf.len() && backend.idle() {
-            return "closed after its last request".into();
+            break 'serve "closed after its last request".into();
         }
         if written == write_buf.len() {
             write_buf.clear();
             written = 0;
+            batch = 0;
             let queued = !backend.state.borrow().out.is_empty();
             // With one client on this worker there is nobody to wait for: the turn would only
             // add an I/O poll to its every request (measured +12 us p50, single client).
@@ -378,7 +383,7 @@ async fn serve(
                 waited_a_turn = false;
                 let mut st = backend.state.borrow_mut();
                 std::mem::swap(&mut st.out, write_buf);
-                st.unsent = 0;
+                batch = std::mem::take(&mut st.unsent);
             }
         }
         // Biased, replies first: no random start per turn (a thread-local generator read on
@@ -387,19 +392,19 @@ async fn serve(
         tokio::select! {
             biased;
             read = rd.read_buf(read_buf) => match read {
-                Ok(0) => return "closed by the node".into(),
+                Ok(0) => break 'serve "closed by the node".into(),
                 Ok(_) => {
                     backend.reads.set(backend.reads.get().wrapping_add(1));
                     if let Err(why) = deliver(backend, worker, read_buf, scanner) {
-                        return why;
+                        break 'serve why;
                     }
                 }
-                Err(e) => return format!("read failed: {e}"),
+                Err(e) => break 'serve format!("read failed: {e}"),
             },
             w = wr.write(&write_buf[written..]), if written < write_buf.len() => match w {
-                Ok(0) => return "closed by the node".into(),
+                Ok(0) => break 'serve "closed by the node".into(),
                 Ok(n) => written += n,
-                Err(e) => return format!("write failed: {e}"),
+                Err(e) => break 'serve format!("write failed: {e}"),
             },
             // Requests to write (taken only between writes), or the watchdog's verdict.
             () = std::future::poll_fn(|cx| {
@@ -409,11 +414,19 @@ async fn serve(
                 backend.wake.poll(cx, written == write_buf.len())
             }) => {
                 if backend.stalled.get() {
-                    return format!("no reply within {} ms", read_timeout.as_millis());
+                    break 'serve format!("no reply within {} ms", read_timeout.as_millis());
                 }
             }
         }
+    };
+    // The connection failed (replies are read first, so a closed connection is often noticed
+    // before a batch just taken is written): a batch none of whose bytes left was never sent,
+    // and its requests may be retried like those still queued. Once a byte left, all of the
+    // batch counts as sent, since some of it may have run.
+    if written == 0 {
+        backend.state.borrow_mut().unsent += batch;
     }
+    why
 }
 
 /// Ends a connection's watchdog with the connection.
