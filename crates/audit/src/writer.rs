@@ -123,9 +123,10 @@ impl Writer {
         let mut idle = MIN_IDLE;
         let mut last_message = Instant::now();
         loop {
-            let block = (self.output.is_none() || last_message.elapsed() >= QUIET_BEFORE_BLOCKING)
-                && self.batch.is_empty()
-                && !stop;
+            // The clock is read last: while records flow the batch is rarely empty.
+            let block = self.batch.is_empty()
+                && !stop
+                && (self.output.is_none() || last_message.elapsed() >= QUIET_BEFORE_BLOCKING);
             let next = if block {
                 queue.recv().map_err(|_| TryRecvError::Disconnected)
             } else {
