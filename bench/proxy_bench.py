@@ -91,6 +91,24 @@ def sys_us(runs):
     return sum(r["sys_ticks"] for r in runs) * 1e6 / CLK_TCK / max(sum(r["n"] for r in runs), 1)
 
 
+def tcp_segments():
+    """TCP segments the whole machine has sent and received (/proc/net/snmp, InSegs + OutSegs).
+
+    Over a run it counts the packets of the client-proxy and proxy-node connections: the
+    kernel's TCP work, which is most of a proxy's CPU. Two proxies with the same count per
+    request (and the same system calls) share that floor, and only their user time can differ.
+    """
+    with open("/proc/net/snmp") as f:
+        rows = [line.split() for line in f if line.startswith("Tcp:")]
+    names, values = rows[0], rows[1]
+    return int(values[names.index("InSegs")]) + int(values[names.index("OutSegs")])
+
+
+def segments_per_request(runs):
+    """TCP segments the machine sent and received per request over `runs`."""
+    return sum(r["segments"] for r in runs) / max(sum(r["n"] for r in runs), 1)
+
+
 def status_kib(pid, key):
     with open(f"/proc/{pid}/status") as f:
         for line in f:
@@ -339,7 +357,7 @@ class CpuMeter:
 
     def sample(self):
         """(time, {proxy pid: (utime, stime)}, machine busy, ours, kernel threads, {pid: (name,
-        ticks)} of other live user processes, steal)."""
+        ticks)} of other live user processes, steal, TCP segments)."""
         with open("/proc/stat") as f:
             v = [int(x) for x in f.readline().split()[1:9]]
         busy = v[0] + v[1] + v[2] + v[5] + v[6]  # user nice system irq softirq
@@ -367,12 +385,13 @@ class CpuMeter:
         ru = [resource.getrusage(w) for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
         ours += sum(r.ru_utime + r.ru_stime for r in ru) * CLK_TCK
         proxies = {p: cpu_split(p) for p in self.proxy_pids}
-        return time.monotonic(), proxies, busy, ours, kernel, others, v[7]
+        return time.monotonic(), proxies, busy, ours, kernel, others, v[7], tcp_segments()
 
     @staticmethod
     def delta(a, b):
         """seconds, {proxy pid: (ticks, system ticks)}, ticks taken by others (processes outside
-        the benchmark and the hypervisor), and the biggest of those by name."""
+        the benchmark and the hypervisor), the biggest of those by name, and the TCP segments
+        the machine sent and received."""
         proxies = {p: (sum(b[1][p]) - sum(a[1][p]), b[1][p][1] - a[1][p][1]) for p in b[1]}
         proxy = sum(t for t, _ in proxies.values())
         steal = b[6] - a[6]
@@ -385,7 +404,7 @@ class CpuMeter:
         if steal > 0:
             used["steal (hypervisor)"] = steal
         top = sorted(used.items(), key=lambda kv: -kv[1])[:3]
-        return b[0] - a[0], proxies, round(others), top
+        return b[0] - a[0], proxies, round(others), top, b[7] - a[7]
 
 
 PROBE_KEY = "lat:probe"
@@ -706,7 +725,7 @@ def run(a):
         n = int(c.n_full * scale)
         before = meter.sample()
         res = redis_benchmark(base(side, c), n, counter)
-        secs, proxies, others, top = meter.delta(before, meter.sample())
+        secs, proxies, others, top, segments = meter.delta(before, meter.sample())
         for x in proxy_sides:
             if not alive(pids[x]):
                 raise RuntimeError(f"the {x} exited during the benchmark")
@@ -715,7 +734,7 @@ def run(a):
         extra = ""
         if side != "direct":
             ticks, sys_ticks = proxies[pids[side]]
-            res.update(ticks=ticks, sys_ticks=sys_ticks, n=n)
+            res.update(ticks=ticks, sys_ticks=sys_ticks, n=n, segments=segments)
             extra = (f"  {side} CPU {ticks * 1e6 / CLK_TCK / n:6.2f} us/req ({ticks} ticks, "
                      f"{sys_ticks} system)")
         else:
@@ -760,7 +779,7 @@ def run(a):
             sock = conns[side]
             before = meter.sample()
             p50, p99 = probe(sock, probe_n)
-            secs, _, others, top = meter.delta(before, meter.sample())
+            secs, _, others, top, _ = meter.delta(before, meter.sample())
             probes[side].append((p50, p99))
             busy = others / CLK_TCK / secs
             extra = ""
@@ -814,6 +833,7 @@ def run(a):
                 # calls per request, so the kernel's part is a floor they share, and the user
                 # part is where the proxies' own code differs.
                 "puser": user_us(p), "psys": sys_us(p), "xuser": user_us(x), "xsys": sys_us(x),
+                "psegs": segments_per_request(p), "xsegs": segments_per_request(x),
                 "vs": med(vs), "vsmin": min(vs), "vsmax": max(vs),
             })
     log()
@@ -860,7 +880,8 @@ def run(a):
             log(f"  {row['case'].name:<20} CPU/req {row['cpu']:5.2f} / {row['xcpu']:5.2f} us = "
                 f"{cpu_vs:4.2f} ({row['pticks']} / {row['xticks']} ticks; user "
                 f"{row['puser']:.2f} / {row['xuser']:.2f}, system {row['psys']:.2f} / "
-                f"{row['xsys']:.2f}); throughput "
+                f"{row['xsys']:.2f}; TCP segments in+out {row['psegs']:.2f} / {row['xsegs']:.2f}); "
+                f"throughput "
                 f"{row['vs']:4.2f}{rng}; p50/p99 {row['p50']:.0f}/{row['p99']:.0f} vs "
                 f"{row['x50']:.0f}/{row['x99']:.0f} us")
         log(f"  cinnabar used less CPU per request than Predixy in {less_cpu} of {len(rows)} "
