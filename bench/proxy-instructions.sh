@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The proxy's own work per request, counted rather than timed: each proxy runs under valgrind's
 # callgrind (with its cache simulator) in front of a local Redis Cluster, redis-benchmark sends
-# the same load through it, and the script prints user-space instructions and simulated L1
-# data-cache misses per request, for Cinnabar and (with --predixy) for Predixy in the same run.
+# the same load through it, and the script prints user-space instructions, simulated L1
+# data-cache misses and simulated misses of a 512 KiB second-level cache per request, for
+# Cinnabar and (with --predixy) for Predixy in the same run.
 #
 #   bash bench/proxy-instructions.sh [--cinnabar PATH] [--predixy PATH] [-n N]
 #
@@ -20,6 +21,11 @@
 # requests arrive per wake-up than in a real run, and the counts leave out the kernel. Compare
 # the two proxies (and two builds) with each other, not with `bench/proxy.sh`.
 #
+# The second-level cache is simulated at 512 KiB (callgrind's last level, set with --LL), the
+# L2 of one core of this machine class. With 500 clients the state every connection touches per
+# request no longer fits in it, and a line missed there waits for L3 or memory. That, not the
+# instruction count, is where the user time goes as clients grow: see docs/architecture.md.
+#
 # Needs valgrind, redis-server and redis-benchmark; a minute or two per proxy. A benchmark, not
 # a test: exits 0 unless something failed to run.
 set -euo pipefail
@@ -31,7 +37,7 @@ while [ $# -gt 0 ]; do
     --cinnabar) bin=$2; shift ;;
     --predixy) predixy=$2; shift ;;
     -n) n=$2; shift ;;
-    -h|--help) sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
@@ -69,13 +75,14 @@ cases=(
   "GET -c 50 -P 16|-c 50 -P 16 GET key:__rand_int__"
   "MSET 10 keys -c 50|-c 50 MSET k0:__rand_int__ v k1:__rand_int__ v k2:__rand_int__ v k3:__rand_int__ v k4:__rand_int__ v k5:__rand_int__ v k6:__rand_int__ v k7:__rand_int__ v k8:__rand_int__ v k9:__rand_int__ v"
   "GET -c 1|-c 1 GET key:__rand_int__"
+  "GET -c 500|-c 500 GET key:__rand_int__"
 )
 
 # count NAME COMMAND...: runs COMMAND under callgrind, sends every case through it, and writes
-# "case instructions d1-misses" lines per request to $work/NAME.counts.
+# "case|instructions|d1-misses|l2-misses" lines per request to $work/NAME.counts.
 count() {
   local name=$1; shift
-  valgrind --tool=callgrind --cache-sim=yes --compress-strings=no \
+  valgrind --tool=callgrind --cache-sim=yes --LL=524288,8,64 --compress-strings=no \
     --callgrind-out-file="$work/$name.%p.out" "$@" >"$work/$name.log" 2>&1 &
   under=$!
   for i in $(seq 300); do
@@ -113,8 +120,11 @@ for line in open(path):
         events = line.split()[1:]
     elif line.startswith(("summary:", "totals:")) and totals is None:
         totals = [int(x) for x in line.split()[1:]]
-count = dict(zip(events, totals))
-print(f"{label}|{count['Ir'] / n:.0f}|{(count['D1mr'] + count['D1mw']) / n:.1f}")
+# Trailing zero counts are left out of the line.
+count = dict(zip(events, totals + [0] * (len(events) - len(totals))))
+d1 = (count["D1mr"] + count["D1mw"]) / n
+l2 = (count["DLmr"] + count["DLmw"]) / n
+print(f"{label}|{count['Ir'] / n:.0f}|{d1:.1f}|{l2:.1f}")
 PY
   done
   kill -INT "$under" 2>/dev/null || true
@@ -135,19 +145,20 @@ if [ -n "$predixy" ]; then
 fi
 
 echo
-printf '%-20s %14s %12s' case "instructions" "D1 misses"
+printf '%-20s %13s %10s %10s' case "instructions" "D1 misses" "L2 misses"
 if [ -n "$predixy" ]; then
-  printf ' %14s %12s %8s %8s' "predixy instr" "D1 misses" "instr" "misses"
-  echo "   (per request; the last two: cinnabar / predixy)"
+  printf ' %14s %10s %10s %7s %7s %7s' "predixy instr" "D1 misses" "L2 misses" "instr" "D1" "L2"
+  echo "   (per request; the last three: cinnabar / predixy)"
 else
   echo "   (per request)"
 fi
-while IFS='|' read -r label ir d1; do
-  printf '%-20s %14s %12s' "$label" "$ir" "$d1"
+ratio() { python3 -c "print(f'{$1 / $2:.2f}' if $2 else '-')"; }
+while IFS='|' read -r label ir d1 l2; do
+  printf '%-20s %13s %10s %10s' "$label" "$ir" "$d1" "$l2"
   if [ -n "$predixy" ]; then
-    IFS='|' read -r _ xir xd1 < <(grep -F "$label|" "$work/predixy.counts")
-    printf ' %14s %12s %8.2f %8.2f' "$xir" "$xd1" "$(python3 -c "print($ir / $xir)")" \
-      "$(python3 -c "print($d1 / $xd1)")"
+    IFS='|' read -r _ xir xd1 xl2 < <(grep -F "$label|" "$work/predixy.counts")
+    printf ' %14s %10s %10s %7s %7s %7s' "$xir" "$xd1" "$xl2" "$(ratio "$ir" "$xir")" \
+      "$(ratio "$d1" "$xd1")" "$(ratio "$l2" "$xl2")"
   fi
   echo
 done <"$work/cinnabar.counts"
