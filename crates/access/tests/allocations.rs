@@ -77,21 +77,57 @@ fn run(principal: &Principal, rounds: usize) {
     }
 }
 
-/// Runs the one test, honouring the libtest flags `cargo test` passes on: `--list` lists it,
-/// and `--ignored` (run only ignored tests) filters it out, as it is not ignored.
+/// Runs the one test, honouring what `cargo test` passes on to libtest: `--list` lists it;
+/// name filters (substrings, or the whole name with `--exact`) and `--skip` select it as
+/// libtest would; `--ignored` (only ignored tests) filters it out, as it is not ignored. Other
+/// flags are accepted and have nothing to change for one test.
 fn main() {
     const NAME: &str = "allowing_a_request_allocates_nothing";
+    // libtest's flags that take a value: the value is not a name filter.
+    const WITH_VALUE: &[&str] = &[
+        "--test-threads",
+        "--skip",
+        "--logfile",
+        "--format",
+        "--color",
+        "--shuffle-seed",
+        "-Z",
+    ];
     let args: Vec<String> = std::env::args().skip(1).collect();
+    let (mut filters, mut skips) = (Vec::new(), Vec::new());
+    let mut iter = args.iter();
+    while let Some(arg) = iter.next() {
+        if arg == "--skip" {
+            skips.extend(iter.next());
+        } else if WITH_VALUE.contains(&arg.as_str()) {
+            iter.next();
+        } else if !arg.starts_with('-') {
+            filters.push(arg.as_str());
+        }
+    }
+    let exact = args.iter().any(|arg| arg == "--exact");
+    let matches = |pattern: &str| {
+        if exact {
+            pattern == NAME
+        } else {
+            NAME.contains(pattern)
+        }
+    };
+    let selected = (filters.is_empty() || filters.iter().any(|f| matches(f)))
+        && !skips.iter().any(|s| matches(s))
+        && !args.iter().any(|arg| arg == "--ignored");
     if args.iter().any(|arg| arg == "--list") {
-        println!("{NAME}: test");
+        if selected {
+            println!("{NAME}: test");
+        }
         return;
     }
-    let (passed, filtered_out) = if args.iter().any(|arg| arg == "--ignored") {
-        (0, 1)
-    } else {
+    let (passed, filtered_out) = if selected {
         allowing_a_request_allocates_nothing();
         println!("test {NAME} ... ok");
         (1, 0)
+    } else {
+        (0, 1)
     };
     println!(
         "\ntest result: ok. {passed} passed; 0 failed; 0 ignored; {filtered_out} filtered out"
