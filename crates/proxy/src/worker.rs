@@ -34,6 +34,11 @@ const RETRY_PAUSE: Duration = Duration::from_millis(50);
 pub(crate) struct Worker {
     pub(crate) config: Arc<ProxyConfig>,
     pub(crate) parser: RequestParser,
+    /// The parse of the request being handled, shared by this worker's sessions (one parses
+    /// at a time): kept per connection, it was two more cache lines each request had to bring
+    /// in once many clients' state no longer fits in the cache. A session whose input ends
+    /// inside a request keeps that partial parse for itself (`Session::parked`).
+    pub(crate) request: RefCell<cinnabar_resp::Request>,
     pub(crate) tickets: RefCell<Tickets>,
     routes_rx: RefCell<watch::Receiver<Arc<SlotMap>>>,
     routes: RefCell<Arc<SlotMap>>,
@@ -166,6 +171,7 @@ impl Worker {
             lanes: config.backend_connections.max(1),
             config,
             parser: RequestParser::new(cinnabar_resp::Limits::default()),
+            request: RefCell::new(cinnabar_resp::Request::new()),
             tickets: RefCell::new(Tickets::default()),
             routes_rx: RefCell::new(routes_rx),
             routes: RefCell::new(Arc::new(SlotMap::empty())),

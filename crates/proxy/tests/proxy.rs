@@ -124,6 +124,44 @@ async fn pipelined_requests_are_answered_in_order() {
     );
 }
 
+/// A worker's sessions parse with one shared request; a request cut off by the end of a read
+/// keeps its partial parse in its own session. Two clients cut off at once (one inside a bulk
+/// header, one inside a value), with a third sending whole requests in between, must each get
+/// their own request finished from where it stopped.
+#[tokio::test(flavor = "multi_thread")]
+async fn requests_cut_off_by_several_clients_at_once_each_resume_where_they_stopped() {
+    let (_cluster, proxy) = cluster_and_proxy(3).await;
+    let mut first = connect(proxy.local_addr());
+    let mut second = connect(proxy.local_addr());
+    let mut third = connect(proxy.local_addr());
+    let value = "v".repeat(3000);
+    let whole =
+        "*3\r\n$3\r\nSET\r\n$5\r\ncut:1\r\n$4\r\none1\r\n*2\r\n$3\r\nGET\r\n$5\r\ncut:1\r\n";
+    let long = format!(
+        "*3\r\n$3\r\nSET\r\n$5\r\ncut:2\r\n${}\r\n{value}\r\n",
+        value.len()
+    );
+    let (first_head, first_tail) = whole.split_at(whole.find("$4").unwrap() + 1);
+    let (second_head, second_tail) = long.split_at(long.len() - 1000);
+    first.write_all(first_head.as_bytes()).unwrap();
+    second.write_all(second_head.as_bytes()).unwrap();
+    for round in 0..3 {
+        let round = round.to_string();
+        assert_eq!(
+            support::ask(&mut third, &["SET", "cut:3", &round]),
+            "+OK\r\n"
+        );
+        // Let the proxy read the cut-off halves before the rest arrives.
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    second.write_all(second_tail.as_bytes()).unwrap();
+    first.write_all(first_tail.as_bytes()).unwrap();
+    assert_eq!(read_replies(&mut first, 2), ["+OK\r\n", "$4\r\none1\r\n"]);
+    assert_eq!(read_replies(&mut second, 1), ["+OK\r\n"]);
+    assert_eq!(support::ask(&mut second, &["STRLEN", "cut:2"]), ":3000\r\n");
+    assert_eq!(support::ask(&mut third, &["GET", "cut:3"]), "$1\r\n2\r\n");
+}
+
 /// A session tries the command it resolved last before the full lookup: a run of one command
 /// must still get its arity checked, any spelling of the name, and other commands their own.
 #[tokio::test(flavor = "multi_thread")]

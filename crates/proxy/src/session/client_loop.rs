@@ -20,35 +20,36 @@ impl Session {
         rd: &mut R,
         wr: &mut W,
         input: &mut Vec<u8>,
-        request: &mut Request,
     ) -> std::io::Result<()>
     where
         R: tokio::io::AsyncRead + Unpin,
         W: tokio::io::AsyncWrite + Unpin,
     {
         // Woken by a drain even while idle; registered once, not per request.
-        let (id, worker) = (self.id, Rc::clone(&self.worker));
-        poll_fn(|cx| {
-            worker.register_sleeper(id, cx.waker().clone());
-            Poll::Ready(())
-        })
-        .await;
+        {
+            let (id, worker) = (self.id, Rc::clone(&self.worker));
+            poll_fn(|cx| {
+                worker.register_sleeper(id, cx.waker().clone());
+                Poll::Ready(())
+            })
+            .await;
+        }
         // One timer per client, moved only when it fires: reads just note the time, so
-        // requests never touch the timer wheel.
-        let idle_timeout = self.worker.config.idle_timeout;
-        // Boxed and only when configured: an idle connection costs a few hundred bytes, and a
-        // timer inline in every session's future would be a good part of them.
-        let mut idle = idle_timeout.map(|t| Box::pin(tokio::time::sleep(t)));
-        let mut last_read = Instant::now();
-        let max_pending = self.worker.config.max_pending_per_client;
-        let max_reply_bytes = self.worker.config.max_reply_bytes_per_client;
+        // requests never touch the timer wheel. Boxed and only when configured: an idle
+        // connection costs a few hundred bytes, and a timer inline in every session's future
+        // would be a good part of them.
+        let mut idle = self.worker.config.idle_timeout.map(|t| Idle {
+            sleep: Box::pin(tokio::time::sleep(t)),
+            timeout: t,
+            last_read: Instant::now(),
+        });
         loop {
             // Draining: answer what was accepted, read nothing more, then close.
             if self.worker.draining() {
                 self.closing = true;
             }
             // Woken by a reply, not by input: nothing to parse (and no parser call to make).
-            let limited = !input.is_empty() && self.parse_all(input, request);
+            let limited = !input.is_empty() && self.parse_all(input);
             self.collect_ready();
             if !self.out.is_empty() {
                 wr.write_all(&self.out).await?;
@@ -64,39 +65,14 @@ impl Session {
                 return Ok(());
             }
             // Subscribed mode starts once every earlier reply went out, keeping replies in order.
-            let subscribe = if self.pending.is_empty() {
-                self.subscribe.take()
-            } else {
-                None
-            };
-            if let Some(first) = subscribe {
-                // The relay takes the subscribing request as the first of the client's input.
-                input.splice(0..0, first);
-                let routes = self.worker.routes();
-                let backends = pubsub::Backends {
-                    routes: &routes,
-                    resp3: self.resp3,
-                    flavor: self.flavor(),
-                    router: &self.worker.router,
-                    gate: &self.worker.gate,
-                    connect_timeout: self.worker.config.connect_timeout,
-                };
-                let parser = &self.worker.parser;
-                let gauge = &self.worker.gate.subscribed;
-                gauge.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let ended = pubsub::relay(rd, wr, input, request, parser, &backends).await;
-                gauge.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-                let ended = ended?;
-                match ended {
-                    pubsub::Ended::Closed => return Ok(()),
-                    pubsub::Ended::Reset => {
-                        self.cold.name.clear();
-                        self.resp3 = false;
-                    }
-                    pubsub::Ended::Unsubscribed => {}
+            if self.subscribe.is_some() && self.pending.is_empty() {
+                self.relay(rd, wr, input).await?;
+                if self.closing {
+                    return Ok(());
                 }
                 continue;
             }
+            let max_pending = self.worker.config.max_pending_per_client;
             // Parsing stopped at the limit with requests still buffered, and the replies just
             // collected made room: parse them now. Waiting for the socket could wait forever,
             // since the client may be waiting for exactly those replies.
@@ -114,32 +90,32 @@ impl Session {
                 && self.subscribe.is_none()
                 && self.ids.len() < max_pending
                 && (input.len() < RETAINED || self.may_parse(max_pending))
-                && (self.pending.len() < 2 || self.held_reply_bytes() < max_reply_bytes);
+                && (self.pending.len() < 2
+                    || self.held_reply_bytes() < self.worker.config.max_reply_bytes_per_client);
             // Requests are held by a switch (see `crate::switch`): nothing is parsed until the
             // gate opens, and the input keeps them.
             let held = self.worker.holding() && !input.is_empty();
             if held && self.held_since.is_none() {
                 self.held_since = Some(Instant::now());
             }
-            // Out of `self` while the branches borrow it; put back below unless it ended.
-            let mut topology_wait = self.topology_wait.take();
             let room = input.capacity() - input.len();
-            let armed = if can_read && !held && input.is_empty() && topology_wait.is_none() {
+            let armed = if can_read && !held && input.is_empty() && self.topology_wait.is_none() {
                 self.arm_direct_reply()
             } else {
                 None
             };
-            tokio::select! {
-                biased;
-                () = self.head_ready(), if !self.pending.is_empty() => {}
-                () = poll_fn(|cx| match topology_wait.as_mut() {
-                    Some(wait) => wait.as_mut().poll(cx),
-                    None => Poll::Pending,
-                }), if topology_wait.is_some() => {
-                    topology_wait = None;
+            // One poll function for every reason to wake, rather than `select!` over a future
+            // per reason: with many clients each line of a session's state costs a cache miss
+            // per request, and the select's futures and its bookkeeping were two more lines.
+            let woke =
+                poll_fn(|cx| self.poll_wake(cx, rd, input, idle.as_mut(), can_read, held)).await;
+            match woke {
+                Wake::Reply | Wake::Released => {}
+                Wake::TopologyFresh => {
+                    self.topology_wait = None;
                     self.topology_waited = true;
                 }
-                read = rd.read_buf(input), if can_read => {
+                Wake::Read(read) => {
                     let read = read?;
                     if read == 0 {
                         return Ok(());
@@ -147,33 +123,24 @@ impl Session {
                     if let Some(more) = input_growth(input.capacity(), room, read) {
                         input.reserve(more);
                     }
-                    if idle_timeout.is_some() {
-                        last_read = Instant::now();
+                    if let Some(idle) = idle.as_mut() {
+                        idle.last_read = Instant::now();
                     }
                 }
-                // A switch held this client's requests and is over: handle them. Like the drain,
-                // polling registers nothing; the worker wakes every session when the gate opens.
-                () = poll_fn(|_| if held && !self.worker.holding() { Poll::Ready(()) } else { Poll::Pending }),
-                    if held => {}
-                // Draining: answer what was accepted, read nothing more, then close. Polling
-                // this registers nothing; the worker wakes the task (see `register_sleeper`).
-                () = poll_fn(|_| if self.worker.draining() { Poll::Ready(()) } else { Poll::Pending }),
-                    if !self.closing => {
-                    self.closing = true;
-                }
-                () = async {
+                Wake::Drain => self.closing = true,
+                Wake::Idle => {
                     if let Some(idle) = idle.as_mut() {
-                        idle.as_mut().await;
-                    }
-                }, if idle.is_some() => {
-                    let timeout = idle_timeout.unwrap_or_default();
-                    let quiet = last_read.elapsed();
-                    if quiet >= timeout && self.pending.is_empty() {
-                        return Ok(());
-                    }
-                    let rest = timeout.saturating_sub(quiet).max(std::time::Duration::from_millis(10));
-                    if let Some(idle) = idle.as_mut() {
-                        idle.as_mut().reset(tokio::time::Instant::now() + rest);
+                        let quiet = idle.last_read.elapsed();
+                        if quiet >= idle.timeout && self.pending.is_empty() {
+                            return Ok(());
+                        }
+                        let rest = idle
+                            .timeout
+                            .saturating_sub(quiet)
+                            .max(std::time::Duration::from_millis(10));
+                        idle.sleep
+                            .as_mut()
+                            .reset(tokio::time::Instant::now() + rest);
                     }
                 }
             }
@@ -191,8 +158,99 @@ impl Session {
             {
                 self.collect_ready();
             }
-            self.topology_wait = topology_wait;
         }
+    }
+
+    /// Why the session woke, in the order it looks: its oldest request's replies are all
+    /// in, a fan-out's wait for fresh routes ended, its client sent something (or closed, or
+    /// failed), a switch released its held requests, the proxy drains, the idle timer fired.
+    /// Like the drain, the release registers nothing: the worker wakes every session when the
+    /// gate opens (see `register_sleeper`).
+    fn poll_wake<R>(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+        rd: &mut R,
+        input: &mut Vec<u8>,
+        idle: Option<&mut Idle>,
+        can_read: bool,
+        held: bool,
+    ) -> Poll<Wake>
+    where
+        R: tokio::io::AsyncRead + Unpin,
+    {
+        if !self.pending.is_empty() && self.poll_head_ready(cx).is_ready() {
+            return Poll::Ready(Wake::Reply);
+        }
+        if let Some(wait) = self.topology_wait.as_mut()
+            && wait.as_mut().poll(cx).is_ready()
+        {
+            return Poll::Ready(Wake::TopologyFresh);
+        }
+        if can_read {
+            // A read future holds only its two references: made afresh at each poll, it keeps
+            // nothing between them (and a pending read has taken no bytes).
+            let read = std::pin::pin!(rd.read_buf(input));
+            if let Poll::Ready(read) = read.poll(cx) {
+                return Poll::Ready(Wake::Read(read));
+            }
+        }
+        if held && !self.worker.holding() {
+            return Poll::Ready(Wake::Released);
+        }
+        if !self.closing && self.worker.draining() {
+            return Poll::Ready(Wake::Drain);
+        }
+        if let Some(idle) = idle
+            && idle.sleep.as_mut().poll(cx).is_ready()
+        {
+            return Poll::Ready(Wake::Idle);
+        }
+        Poll::Pending
+    }
+
+    /// Enters subscribed mode: the relay takes the subscribing request as the first of the
+    /// client's input, and runs until the client leaves subscribed mode (or the connection).
+    async fn relay<R, W>(
+        &mut self,
+        rd: &mut R,
+        wr: &mut W,
+        input: &mut Vec<u8>,
+    ) -> std::io::Result<()>
+    where
+        R: tokio::io::AsyncRead + Unpin,
+        W: tokio::io::AsyncWrite + Unpin,
+    {
+        let Some(first) = self.subscribe.take() else {
+            return Ok(());
+        };
+        input.splice(0..0, first.into_vec());
+        let routes = self.worker.routes();
+        let backends = pubsub::Backends {
+            routes: &routes,
+            resp3: self.resp3,
+            flavor: self.flavor(),
+            router: &self.worker.router,
+            gate: &self.worker.gate,
+            connect_timeout: self.worker.config.connect_timeout,
+        };
+        let parser = &self.worker.parser;
+        // The relay parses with a request of its own: it awaits between requests, and the
+        // worker's is shared. The subscribing request was parsed whole, so nothing partial is
+        // left behind (`parked_parse` is false).
+        let mut request = Request::new();
+        let gauge = &self.worker.gate.subscribed;
+        gauge.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let ended = pubsub::relay(rd, wr, input, &mut request, parser, &backends).await;
+        gauge.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        match ended? {
+            pubsub::Ended::Closed => self.closing = true,
+            pubsub::Ended::Reset => {
+                self.cold.name.clear();
+                self.resp3 = false;
+            }
+            pubsub::Ended::Unsubscribed => {}
+        }
+        Ok(())
     }
 
     /// Lets the reply of this client's one request in flight be written straight to its socket
@@ -225,9 +283,30 @@ impl Session {
 
     /// Parses and handles every complete request in `input` (up to the pending limit), then
     /// drops the consumed bytes. True when the limit stopped it with bytes left in `input`.
-    pub(super) fn parse_all(&mut self, input: &mut Vec<u8>, request: &mut Request) -> bool {
+    ///
+    /// Parses with the worker's shared `Request` (hot in the cache whichever client sends);
+    /// a request cut off by the end of the input keeps its partial parse in this session,
+    /// swapped with the parked one, and resumes it next time without re-reading its bytes.
+    pub(super) fn parse_all(&mut self, input: &mut Vec<u8>) -> bool {
+        let mut request = std::mem::take(&mut *self.worker.request.borrow_mut());
+        if std::mem::take(&mut self.parked_parse) {
+            std::mem::swap(&mut request, &mut self.cold.parked);
+        }
+        let (limited, incomplete) = self.parse_with(input, &mut request);
+        if incomplete {
+            std::mem::swap(&mut request, &mut self.cold.parked);
+            self.parked_parse = true;
+        }
+        *self.worker.request.borrow_mut() = request;
+        limited
+    }
+
+    /// `parse_all` with the request to parse into; also says whether `input` ended inside a
+    /// request (its partial parse is then in `request`).
+    fn parse_with(&mut self, input: &mut Vec<u8>, request: &mut Request) -> (bool, bool) {
         let max_pending = self.worker.config.max_pending_per_client;
         let mut start = 0;
+        let mut incomplete = false;
         if !input.is_empty() {
             self.batch_started = match self.held_since {
                 Some(since) if !self.worker.holding() => since,
@@ -258,7 +337,11 @@ impl Session {
                     start += consumed;
                 }
                 Ok(Parsed::Skipped { consumed }) => start += consumed,
-                Ok(Parsed::Incomplete) => break,
+                Ok(Parsed::Incomplete) => {
+                    // Only a request actually begun needs its parse kept.
+                    incomplete = !buf.is_empty();
+                    break;
+                }
                 Err(e) => {
                     // Like Redis: answer the protocol error, then close this connection only.
                     let mut reply = Vec::with_capacity(64);
@@ -270,14 +353,15 @@ impl Session {
                     self.worker.stats.protocol_errors.inc();
                     self.closing = true;
                     input.clear();
-                    return false;
+                    return (false, false);
                 }
             }
         }
         input.drain(..start);
         // Stopped with requests left (the pending limit, or a blocking command in the way),
         // rather than on an incomplete one.
-        !self.may_parse(max_pending) && !input.is_empty()
+        let limited = !self.may_parse(max_pending) && !input.is_empty();
+        (limited, incomplete)
     }
 
     /// Whether the next request may be handled now: not closing or subscribed, under the
@@ -450,21 +534,19 @@ impl Session {
             .sum()
     }
 
-    /// Resolves when the oldest pending request has all its replies.
-    pub(super) async fn head_ready(&self) {
+    /// Ready when the oldest pending request has all its replies; otherwise the first ticket
+    /// still waiting wakes this task.
+    pub(super) fn poll_head_ready(&self, cx: &mut std::task::Context<'_>) -> Poll<()> {
         let parts = self.pending.front().map_or(0, |p| p.reply.parts());
-        poll_fn(|cx| {
-            let mut tickets = self.worker.tickets.borrow_mut();
-            for id in self.ids.iter().take(parts) {
-                let ticket = tickets.get(*id);
-                if !ticket.done {
-                    ticket.waker = Some(cx.waker().clone());
-                    return Poll::Pending;
-                }
+        let mut tickets = self.worker.tickets.borrow_mut();
+        for id in self.ids.iter().take(parts) {
+            let ticket = tickets.get(*id);
+            if !ticket.done {
+                ticket.waker = Some(cx.waker().clone());
+                return Poll::Pending;
             }
-            Poll::Ready(())
-        })
-        .await;
+        }
+        Poll::Ready(())
     }
 
     /// The client is gone: finished tickets are released now, the others when their replies
@@ -499,6 +581,24 @@ impl Session {
             }
         }
     }
+}
+
+/// The idle timeout of a client connection, when one is configured.
+pub(super) struct Idle {
+    sleep: std::pin::Pin<Box<tokio::time::Sleep>>,
+    timeout: std::time::Duration,
+    last_read: Instant,
+}
+
+/// What `poll_wake` found.
+enum Wake {
+    Reply,
+    TopologyFresh,
+    /// The result of a read into the input: bytes read, 0 at end of stream.
+    Read(std::io::Result<usize>),
+    Released,
+    Drain,
+    Idle,
 }
 
 /// A client's input buffer grows, up to this, while its reads keep filling it.

@@ -183,16 +183,21 @@ struct Session {
     /// When a switch's hold found this client's requests waiting: their latency counts from
     /// then, so the metrics show the pause clients saw.
     held_since: Option<Instant>,
-    /// Between MULTI and EXEC/DISCARD.
-    transaction: Option<Transaction>,
+    /// Between MULTI and EXEC/DISCARD. This and the next two are boxed: every request looks
+    /// at whether they are set, few ever set them, and inline they were two of the cache lines
+    /// each request of each client brings in (`bench/proxy-instructions.sh`, `-c 500`).
+    transaction: Option<Box<Transaction>>,
     /// After WATCH: this client's own connection to the watched slot's master, where the
     /// WATCH ran and where EXEC must run.
-    watch: Option<Watch>,
+    watch: Option<Box<Watch>>,
     /// A SUBSCRIBE-family request waiting for earlier replies to flush: then the connection
     /// enters subscribed mode, the relay starting with this request.
-    subscribe: Option<Vec<u8>>,
+    subscribe: Option<Box<[u8]>>,
     /// A blocking command (or WAIT) is in flight: later requests wait for its reply.
     blocked: bool,
+    /// The input ends inside a request whose partial parse waits in `Cold::parked` (the
+    /// worker's shared parse, `Worker::request`, serves the next session meanwhile).
+    parked_parse: bool,
     /// `handle` declined the request for now (it must wait for earlier replies); the parser
     /// leaves it in the input.
     deferred: bool,
@@ -227,11 +232,14 @@ struct Cold {
     /// The buffers of this client's last transaction, emptied, for its next MULTI: a client
     /// library that wraps every pipeline in MULTI/EXEC (redis-py's default) then allocates
     /// nothing per transaction.
-    spare_transaction: Transaction,
+    spare_transaction: Option<Box<Transaction>>,
     /// The user whose connection place this connection holds (`max_connections_per_user`).
     user_place: Option<String>,
     /// Blocking commands running on private connections; cancelled when the client leaves.
     blocking: Vec<(tokio::task::AbortHandle, usize)>,
+    /// The parse of a request whose bytes have not all arrived (see `Session::parked_parse`),
+    /// or, between such requests, buffers to swap for the worker's: swapping never allocates.
+    parked: Request,
 }
 
 /// Answers a client the proxy will not serve with `refusal` (an error reply) and closes it.
@@ -301,9 +309,10 @@ async fn serve_halves<R, W>(
             audits: VecDeque::new(),
             other_database: None,
             peer,
-            spare_transaction: Transaction::default(),
+            spare_transaction: None,
             user_place: None,
             blocking: Vec::new(),
+            parked: Request::new(),
         }),
         client,
         principal: None,
@@ -327,6 +336,7 @@ async fn serve_halves<R, W>(
         watch: None,
         subscribe: None,
         blocked: false,
+        parked_parse: false,
         deferred: false,
         awaiting_turn: false,
         topology_wait: None,
@@ -338,8 +348,7 @@ async fn serve_halves<R, W>(
     };
     session.worker.stats.clients_accepted.inc();
     let mut input = Vec::with_capacity(BUFFER);
-    let mut request = Request::new();
-    if let Err(e) = session.run(rd, wr, &mut input, &mut request).await {
+    if let Err(e) = session.run(rd, wr, &mut input).await {
         tracing::debug!(error = %e, "client connection ended");
     }
     session.abandon();

@@ -22,7 +22,7 @@ impl Session {
         }
         let mut first = Vec::new();
         write_request(args, &mut first);
-        self.subscribe = Some(first);
+        self.subscribe = Some(first.into_boxed_slice());
     }
 
     /// UNSUBSCRIBE & co. outside subscribed mode: Redis confirms with a count of 0 for each

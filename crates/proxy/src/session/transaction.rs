@@ -63,7 +63,12 @@ impl Session {
                 Rc::clone(&backend),
                 Rc::clone(&self.worker),
             ));
-            self.watch = Some(Watch::new(slot, backend, &routes, &self.worker.gate));
+            self.watch = Some(Box::new(Watch::new(
+                slot,
+                backend,
+                &routes,
+                &self.worker.gate,
+            )));
         }
         let Some(watch) = &self.watch else { return };
         let id = {
@@ -89,7 +94,7 @@ impl Session {
         if self.transaction.is_some() {
             return self.local_error(b"ERR MULTI calls can not be nested");
         }
-        let mut tx = std::mem::take(&mut self.cold.spare_transaction);
+        let mut tx = self.cold.spare_transaction.take().unwrap_or_default();
         tx.slot = self.watch.as_ref().map(|w| w.slot);
         tx.in_group = self.worker.router.is_single();
         encode::command(&mut tx.request, &[b"MULTI"]);
@@ -181,20 +186,23 @@ impl Session {
     /// Keeps an ended transaction's buffers, emptied, for the next MULTI; a transaction that
     /// grew them past [`KEPT_TRANSACTION_BYTES`] gives its memory back instead, so an idle
     /// client does not hold on to its largest transaction.
-    fn recycle(&mut self, mut tx: Transaction) {
+    fn recycle(&mut self, mut tx: Box<Transaction>) {
         if tx.request.capacity() > KEPT_TRANSACTION_BYTES
             || tx.commands.capacity() * std::mem::size_of::<QueuedCommand>()
                 > KEPT_TRANSACTION_BYTES
         {
             return;
         }
-        tx.request.clear();
-        tx.commands.clear();
-        self.cold.spare_transaction = Transaction {
-            request: tx.request,
-            commands: tx.commands,
+        let mut request = std::mem::take(&mut tx.request);
+        let mut commands = std::mem::take(&mut tx.commands);
+        request.clear();
+        commands.clear();
+        *tx = Transaction {
+            request,
+            commands,
             ..Transaction::default()
         };
+        self.cold.spare_transaction = Some(tx);
     }
 
     fn run_exec(&mut self, tx: &mut Transaction) {
