@@ -571,7 +571,7 @@ impl Session {
             self.worker.all_stats.give_user_place(&user);
         }
         let mut tickets = self.worker.tickets.borrow_mut();
-        for id in self.ids.drain(..) {
+        for id in self.ids.drain() {
             // Nothing goes to the socket once the session is gone.
             tickets.get(id).direct = None;
             if tickets.get(id).done || cancelled.contains(&id) {

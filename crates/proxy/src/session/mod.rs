@@ -16,6 +16,7 @@
 //! - `subscribe`: entering subscribed mode (the relay is `crate::pubsub`);
 //! - `local_answers`: what the proxy answers itself (PING, HELLO, CLIENT, CLUSTER, …);
 //! - `guard`: logins, role checks and audit records;
+//! - `fifo`: the queues of pending replies and ticket ids, their oldest entry inline;
 //! - this file: the per-connection state and the queue of replies every route feeds.
 
 use std::collections::VecDeque;
@@ -34,6 +35,7 @@ use crate::worker::Worker;
 
 mod client_loop;
 mod fanout;
+mod fifo;
 mod guard;
 mod keyed;
 mod local_answers;
@@ -163,9 +165,9 @@ struct Session {
     /// [`DATABASES`](crate::backend::DATABASES) in front of a Sentinel group.
     db: u8,
     out: Vec<u8>,
-    pending: VecDeque<Queued>,
+    pending: fifo::Fifo<Queued>,
     /// Ticket ids of all pending requests, in order (a split request owns `parts` of them).
-    ids: VecDeque<usize>,
+    ids: fifo::Fifo<usize>,
     closing: bool,
     /// `CLIENT REPLY`: whether replies go to the client.
     reply_mode: ReplyMode,
@@ -321,8 +323,8 @@ async fn serve_halves<R, W>(
         resp3: false,
         db: 0,
         out: Vec::with_capacity(BUFFER),
-        pending: VecDeque::new(),
-        ids: VecDeque::new(),
+        pending: fifo::Fifo::default(),
+        ids: fifo::Fifo::default(),
         closing: false,
         reply_mode: ReplyMode::On,
         silent: false,
