@@ -7,6 +7,8 @@ use super::scan::{end_scan_run, rewrite_scan_reply};
 use super::{BUFFER, Pending, RETAINED, RequestArgs, Session};
 use crate::pubsub;
 use crate::stats::Category;
+use crate::ticket::ClientSocket;
+use crate::worker::Worker;
 use cinnabar_resp::{Parsed, Request};
 use std::future::poll_fn;
 use std::rc::Rc;
@@ -14,153 +16,176 @@ use std::task::Poll;
 use std::time::Instant;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-impl Session {
-    pub(super) async fn run<R, W>(
-        &mut self,
-        rd: &mut R,
-        wr: &mut W,
-        input: &mut Vec<u8>,
-    ) -> std::io::Result<()>
-    where
-        R: tokio::io::AsyncRead + Unpin,
-        W: tokio::io::AsyncWrite + Unpin,
+/// Serves one client over `rd` and `wr` until it disconnects, sends garbage, or says QUIT.
+/// `client`: the plain TCP socket under them, which backends may write replies to (see
+/// `Ticket::direct`); `None` over TLS, whose records only the session's stream can write.
+///
+/// The whole loop is this one function, not a method the serving function awaits: each async
+/// function awaited inside another keeps its own state and copies of its arguments in the
+/// session's future, and with many clients every such line is a cache miss per request.
+pub(super) async fn serve_halves<R, W>(
+    worker: Rc<Worker>,
+    peer: Option<std::net::SocketAddr>,
+    client: Option<Rc<ClientSocket>>,
+    mut rd: R,
+    mut wr: W,
+) where
+    R: tokio::io::AsyncRead + Unpin,
+    W: tokio::io::AsyncWrite + Unpin,
+{
+    let mut session = Session::new(worker, peer, client);
+    session.worker.stats.clients_accepted.inc();
+    let mut input = Vec::with_capacity(BUFFER);
+    let (rd, wr, input) = (&mut rd, &mut wr, &mut input);
+    // Woken by a drain even while idle; registered once, not per request.
     {
-        // Woken by a drain even while idle; registered once, not per request.
-        {
-            let (id, worker) = (self.id, Rc::clone(&self.worker));
-            poll_fn(|cx| {
-                worker.register_sleeper(id, cx.waker().clone());
-                Poll::Ready(())
-            })
-            .await;
-        }
-        // One timer per client, moved only when it fires: reads just note the time, so
-        // requests never touch the timer wheel. Boxed and only when configured: an idle
-        // connection costs a few hundred bytes, and a timer inline in every session's future
-        // would be a good part of them.
-        let mut idle = self.worker.config.idle_timeout.map(|t| Idle {
-            sleep: Box::pin(tokio::time::sleep(t)),
-            timeout: t,
-            last_read: Instant::now(),
-        });
-        loop {
-            // Draining: answer what was accepted, read nothing more, then close.
-            if self.worker.draining() {
-                self.closing = true;
-            }
-            // Woken by a reply, not by input: nothing to parse (and no parser call to make).
-            let limited = !input.is_empty() && self.parse_all(input);
-            self.collect_ready();
-            if !self.out.is_empty() {
-                wr.write_all(&self.out).await?;
-                self.out.clear();
-                if self.out.capacity() > RETAINED {
-                    self.out = Vec::with_capacity(BUFFER);
-                }
-            }
-            if input.is_empty() && input.capacity() > RETAINED {
-                *input = Vec::with_capacity(BUFFER);
-            }
-            if self.closing && self.pending.is_empty() {
-                return Ok(());
-            }
-            // Subscribed mode starts once every earlier reply went out, keeping replies in order.
-            if self.subscribe.is_some() && self.pending.is_empty() {
-                self.relay(rd, wr, input).await?;
-                if self.closing {
-                    return Ok(());
-                }
-                continue;
-            }
-            let max_pending = self.worker.config.max_pending_per_client;
-            // Parsing stopped at the limit with requests still buffered, and the replies just
-            // collected made room: parse them now. Waiting for the socket could wait forever,
-            // since the client may be waiting for exactly those replies.
-            if limited && self.may_parse(max_pending) {
-                continue;
-            }
-            // A request waiting for earlier replies (a blocking command) can go now.
-            if self.awaiting_turn && self.pending.is_empty() && self.may_parse(max_pending) {
-                continue;
-            }
-            // Counted in tickets, not requests: a request split per key holds one per key. And
-            // requests that cannot be handled yet (window, limit, a blocking command) may not
-            // pile up in the input beyond `RETAINED` bytes.
-            let can_read = !self.closing
-                && self.subscribe.is_none()
-                && self.ids.len() < max_pending
-                && (input.len() < RETAINED || self.may_parse(max_pending))
-                && (self.pending.len() < 2
-                    || self.held_reply_bytes() < self.worker.config.max_reply_bytes_per_client);
-            // Requests are held by a switch (see `crate::switch`): nothing is parsed until the
-            // gate opens, and the input keeps them.
-            let held = self.worker.holding() && !input.is_empty();
-            if held && self.held_since.is_none() {
-                self.held_since = Some(Instant::now());
-            }
-            let room = input.capacity() - input.len();
-            let armed = if can_read && !held && input.is_empty() && self.topology_wait.is_none() {
-                self.arm_direct_reply()
-            } else {
-                None
-            };
-            // One poll function for every reason to wake, rather than `select!` over a future
-            // per reason: with many clients each line of a session's state costs a cache miss
-            // per request, and the select's futures and its bookkeeping were two more lines.
-            let woke =
-                poll_fn(|cx| self.poll_wake(cx, rd, input, idle.as_mut(), can_read, held)).await;
-            match woke {
-                Wake::Reply | Wake::Released => {}
-                Wake::TopologyFresh => {
-                    self.topology_wait = None;
-                    self.topology_waited = true;
-                }
-                Wake::Read(read) => {
-                    let read = read?;
-                    if read == 0 {
-                        return Ok(());
-                    }
-                    if let Some(more) = input_growth(input.capacity(), room, read) {
-                        input.reserve(more);
-                    }
-                    if let Some(idle) = idle.as_mut() {
-                        idle.last_read = Instant::now();
-                    }
-                }
-                Wake::Drain => self.closing = true,
-                Wake::Idle => {
-                    if let Some(idle) = idle.as_mut() {
-                        let quiet = idle.last_read.elapsed();
-                        if quiet >= idle.timeout && self.pending.is_empty() {
-                            return Ok(());
-                        }
-                        let rest = idle
-                            .timeout
-                            .saturating_sub(quiet)
-                            .max(std::time::Duration::from_millis(10));
-                        idle.sleep
-                            .as_mut()
-                            .reset(tokio::time::Instant::now() + rest);
-                    }
-                }
-            }
-            // Taken back; if it was used, the reply went out (or began to): collect it now, so
-            // the requests parsed next do not find it still pending.
-            if let Some(id) = armed
-                && self
-                    .worker
-                    .tickets
-                    .borrow_mut()
-                    .get(id)
-                    .direct
-                    .take()
-                    .is_none()
-            {
-                self.collect_ready();
-            }
-        }
+        let (id, worker) = (session.id, Rc::clone(&session.worker));
+        poll_fn(|cx| {
+            worker.register_sleeper(id, cx.waker().clone());
+            Poll::Ready(())
+        })
+        .await;
     }
+    // One timer per client, moved only when it fires: reads just note the time, so
+    // requests never touch the timer wheel. Boxed and only when configured: an idle
+    // connection costs a few hundred bytes, and a timer inline in every session's future
+    // would be a good part of them.
+    let mut idle = session.worker.config.idle_timeout.map(|t| Idle {
+        sleep: Box::pin(tokio::time::sleep(t)),
+        timeout: t,
+        last_read: Instant::now(),
+    });
+    let ended: std::io::Result<()> = loop {
+        // Draining: answer what was accepted, read nothing more, then close.
+        if session.worker.draining() {
+            session.closing = true;
+        }
+        // Woken by a reply, not by input: nothing to parse (and no parser call to make).
+        let limited = !input.is_empty() && session.parse_all(input);
+        session.collect_ready();
+        if !session.out.is_empty() {
+            if let Err(e) = wr.write_all(&session.out).await {
+                break Err(e);
+            }
+            session.out.clear();
+            if session.out.capacity() > RETAINED {
+                session.out = Vec::with_capacity(BUFFER);
+            }
+        }
+        if input.is_empty() && input.capacity() > RETAINED {
+            *input = Vec::with_capacity(BUFFER);
+        }
+        if session.closing && session.pending.is_empty() {
+            break Ok(());
+        }
+        // Subscribed mode starts once every earlier reply went out, keeping replies in order.
+        if session.subscribe.is_some() && session.pending.is_empty() {
+            if let Err(e) = session.relay(rd, wr, input).await {
+                break Err(e);
+            }
+            if session.closing {
+                break Ok(());
+            }
+            continue;
+        }
+        let max_pending = session.worker.config.max_pending_per_client;
+        // Parsing stopped at the limit with requests still buffered, and the replies just
+        // collected made room: parse them now. Waiting for the socket could wait forever,
+        // since the client may be waiting for exactly those replies.
+        if limited && session.may_parse(max_pending) {
+            continue;
+        }
+        // A request waiting for earlier replies (a blocking command) can go now.
+        if session.awaiting_turn && session.pending.is_empty() && session.may_parse(max_pending) {
+            continue;
+        }
+        // Counted in tickets, not requests: a request split per key holds one per key. And
+        // requests that cannot be handled yet (window, limit, a blocking command) may not
+        // pile up in the input beyond `RETAINED` bytes.
+        let can_read = !session.closing
+            && session.subscribe.is_none()
+            && session.ids.len() < max_pending
+            && (input.len() < RETAINED || session.may_parse(max_pending))
+            && (session.pending.len() < 2
+                || session.held_reply_bytes() < session.worker.config.max_reply_bytes_per_client);
+        // Requests are held by a switch (see `crate::switch`): nothing is parsed until the
+        // gate opens, and the input keeps them.
+        let held = session.worker.holding() && !input.is_empty();
+        if held && session.held_since.is_none() {
+            session.held_since = Some(Instant::now());
+        }
+        let room = input.capacity() - input.len();
+        let armed = if can_read && !held && input.is_empty() && session.topology_wait.is_none() {
+            session.arm_direct_reply()
+        } else {
+            None
+        };
+        // One poll function for every reason to wake, rather than `select!` over a future
+        // per reason: with many clients each line of a session's state costs a cache miss
+        // per request, and the select's futures and its bookkeeping were two more lines.
+        let woke =
+            poll_fn(|cx| session.poll_wake(cx, rd, input, idle.as_mut(), can_read, held)).await;
+        match woke {
+            Wake::Reply | Wake::Released => {}
+            Wake::TopologyFresh => {
+                session.topology_wait = None;
+                session.topology_waited = true;
+            }
+            Wake::Read(read) => {
+                let read = match read {
+                    Ok(read) => read,
+                    Err(e) => break Err(e),
+                };
+                if read == 0 {
+                    break Ok(());
+                }
+                if let Some(more) = input_growth(input.capacity(), room, read) {
+                    input.reserve(more);
+                }
+                if let Some(idle) = idle.as_mut() {
+                    idle.last_read = Instant::now();
+                }
+            }
+            Wake::Drain => session.closing = true,
+            Wake::Idle => {
+                if let Some(idle) = idle.as_mut() {
+                    let quiet = idle.last_read.elapsed();
+                    if quiet >= idle.timeout && session.pending.is_empty() {
+                        break Ok(());
+                    }
+                    let rest = idle
+                        .timeout
+                        .saturating_sub(quiet)
+                        .max(std::time::Duration::from_millis(10));
+                    idle.sleep
+                        .as_mut()
+                        .reset(tokio::time::Instant::now() + rest);
+                }
+            }
+        }
+        // Taken back; if it was used, the reply went out (or began to): collect it now, so
+        // the requests parsed next do not find it still pending.
+        if let Some(id) = armed
+            && session
+                .worker
+                .tickets
+                .borrow_mut()
+                .get(id)
+                .direct
+                .take()
+                .is_none()
+        {
+            session.collect_ready();
+        }
+    };
+    if let Err(e) = ended {
+        tracing::debug!(error = %e, "client connection ended");
+    }
+    session.abandon();
+    session.worker.stats.clients_closed.inc();
+}
 
+impl Session {
     /// Why the session woke, in the order it looks: its oldest request's replies are all
     /// in, a fan-out's wait for fresh routes ended, its client sent something (or closed, or
     /// failed), a switch released its held requests, the proxy drains, the idle timer fired.

@@ -253,14 +253,18 @@ pub(crate) async fn refuse(mut stream: TcpStream, refusal: String) {
     .await;
 }
 
-/// Serves one client until it disconnects, sends garbage, or says QUIT.
-pub(crate) async fn serve(worker: Rc<Worker>, stream: TcpStream) {
+/// Serves one client until it disconnects, sends garbage, or says QUIT. Not an `async fn`
+/// itself: the task runs `serve_halves`'s future directly, with no outer future's state around it.
+pub(crate) fn serve(
+    worker: Rc<Worker>,
+    stream: TcpStream,
+) -> impl std::future::Future<Output = ()> {
     let _ = stream.set_nodelay(true);
     let peer = stream.peer_addr().ok();
-    let (mut rd, writer) = stream.into_split();
+    let (rd, writer) = stream.into_split();
     let client = Rc::new(crate::ticket::ClientSocket::new(writer));
-    let mut wr = shared_socket::SharedWrite(Rc::clone(&client));
-    serve_halves(worker, peer, Some(client), &mut rd, &mut wr).await;
+    let wr = shared_socket::SharedWrite(Rc::clone(&client));
+    client_loop::serve_halves(worker, peer, Some(client), rd, wr)
 }
 
 /// Serves one client over TLS: the handshake first (bounded), then as [`serve`].
@@ -274,8 +278,8 @@ pub(crate) async fn serve_tls(
     let handshake = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await;
     match handshake {
         Ok(Ok(tls)) => {
-            let (mut rd, mut wr) = tokio::io::split(tls);
-            serve_halves(worker, peer, None, &mut rd, &mut wr).await;
+            let (rd, wr) = tokio::io::split(tls);
+            client_loop::serve_halves(worker, peer, None, rd, wr).await;
         }
         Ok(Err(e)) => {
             worker.stats.tls_failures.inc();
@@ -291,70 +295,59 @@ pub(crate) async fn serve_tls(
 /// A client that has not finished its TLS handshake by then is dropped.
 const TLS_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// `client`: the plain TCP socket under `rd` and `wr`, which backends may write replies to
-/// (see `Ticket::direct`); `None` over TLS, whose records only the session's stream can write.
-async fn serve_halves<R, W>(
-    worker: Rc<Worker>,
-    peer: Option<std::net::SocketAddr>,
-    client: Option<Rc<crate::ticket::ClientSocket>>,
-    rd: &mut R,
-    wr: &mut W,
-) where
-    R: tokio::io::AsyncRead + Unpin,
-    W: tokio::io::AsyncWrite + Unpin,
-{
-    let mut session = Session {
-        worker,
-        id: NEXT_CLIENT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
-        cold: Box::new(Cold {
-            name: Vec::new(),
-            audits: VecDeque::new(),
-            other_database: None,
-            peer,
-            spare_transaction: None,
-            user_place: None,
-            blocking: Vec::new(),
-            parked: Request::new(),
-        }),
-        client,
-        principal: None,
-        access_generation: u64::MAX,
-        audit_next: None,
-        resp3: false,
-        db: 0,
-        out: Vec::with_capacity(BUFFER),
-        pending: fifo::Fifo::default(),
-        ids: fifo::Fifo::default(),
-        closing: false,
-        reply_mode: ReplyMode::On,
-        silent: false,
-        category: Category::Other,
-        command: "",
-        command_index: u16::MAX,
-        last_command: None,
-        batch_started: Instant::now(),
-        held_since: None,
-        transaction: None,
-        watch: None,
-        subscribe: None,
-        blocked: false,
-        parked_parse: false,
-        deferred: false,
-        awaiting_turn: false,
-        topology_wait: None,
-        topology_waited: false,
-        reply_average: 0,
-        user_counts: [0; 2],
-        user_counts_due: Instant::now() + client_loop::USER_COUNTS_EVERY,
-        window: FIRST_WINDOW,
-    };
-    session.worker.stats.clients_accepted.inc();
-    let mut input = Vec::with_capacity(BUFFER);
-    if let Err(e) = session.run(rd, wr, &mut input).await {
-        tracing::debug!(error = %e, "client connection ended");
+impl Session {
+    /// A new client's state.
+    fn new(
+        worker: Rc<Worker>,
+        peer: Option<std::net::SocketAddr>,
+        client: Option<Rc<crate::ticket::ClientSocket>>,
+    ) -> Self {
+        Session {
+            worker,
+            id: NEXT_CLIENT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            cold: Box::new(Cold {
+                name: Vec::new(),
+                audits: VecDeque::new(),
+                other_database: None,
+                peer,
+                spare_transaction: None,
+                user_place: None,
+                blocking: Vec::new(),
+                parked: Request::new(),
+            }),
+            client,
+            principal: None,
+            access_generation: u64::MAX,
+            audit_next: None,
+            resp3: false,
+            db: 0,
+            out: Vec::with_capacity(BUFFER),
+            pending: fifo::Fifo::default(),
+            ids: fifo::Fifo::default(),
+            closing: false,
+            reply_mode: ReplyMode::On,
+            silent: false,
+            category: Category::Other,
+            command: "",
+            command_index: u16::MAX,
+            last_command: None,
+            batch_started: Instant::now(),
+            held_since: None,
+            transaction: None,
+            watch: None,
+            subscribe: None,
+            blocked: false,
+            parked_parse: false,
+            deferred: false,
+            awaiting_turn: false,
+            topology_wait: None,
+            topology_waited: false,
+            reply_average: 0,
+            user_counts: [0; 2],
+            user_counts_due: Instant::now() + client_loop::USER_COUNTS_EVERY,
+            window: FIRST_WINDOW,
+        }
     }
-    session.abandon();
-    session.worker.stats.clients_closed.inc();
 }
 
 /// Copies a request for a backend as multibulk (inline requests are re-encoded).
