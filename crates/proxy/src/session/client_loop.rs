@@ -36,7 +36,6 @@ pub(super) async fn serve_halves<R, W>(
     let mut session = Session::new(worker, peer, client);
     session.worker.stats.clients_accepted.inc();
     let mut input = Vec::with_capacity(BUFFER);
-    let (rd, wr, input) = (&mut rd, &mut wr, &mut input);
     // Woken by a drain even while idle; registered once, not per request.
     {
         let (id, worker) = (session.id, Rc::clone(&session.worker));
@@ -50,10 +49,12 @@ pub(super) async fn serve_halves<R, W>(
     // requests never touch the timer wheel. Boxed and only when configured: an idle
     // connection costs a few hundred bytes, and a timer inline in every session's future
     // would be a good part of them.
-    let mut idle = session.worker.config.idle_timeout.map(|t| Idle {
-        sleep: Box::pin(tokio::time::sleep(t)),
-        timeout: t,
-        last_read: Instant::now(),
+    let mut idle = session.worker.config.idle_timeout.map(|t| {
+        Box::new(Idle {
+            sleep: Box::pin(tokio::time::sleep(t)),
+            timeout: t,
+            last_read: Instant::now(),
+        })
     });
     let ended: std::io::Result<()> = loop {
         // Draining: answer what was accepted, read nothing more, then close.
@@ -61,7 +62,7 @@ pub(super) async fn serve_halves<R, W>(
             session.closing = true;
         }
         // Woken by a reply, not by input: nothing to parse (and no parser call to make).
-        let limited = !input.is_empty() && session.parse_all(input);
+        let limited = !input.is_empty() && session.parse_all(&mut input);
         session.collect_ready();
         if !session.out.is_empty() {
             if let Err(e) = wr.write_all(&session.out).await {
@@ -73,14 +74,16 @@ pub(super) async fn serve_halves<R, W>(
             }
         }
         if input.is_empty() && input.capacity() > RETAINED {
-            *input = Vec::with_capacity(BUFFER);
+            input = Vec::with_capacity(BUFFER);
         }
         if session.closing && session.pending.is_empty() {
             break Ok(());
         }
         // Subscribed mode starts once every earlier reply went out, keeping replies in order.
         if session.subscribe.is_some() && session.pending.is_empty() {
-            if let Err(e) = session.relay(rd, wr, input).await {
+            // Boxed: inline, the relay's state would make every session's future 1.5 KiB
+            // larger (see `serve_halves`), for the few connections that subscribe.
+            if let Err(e) = Box::pin(session.relay(&mut rd, &mut wr, &mut input)).await {
                 break Err(e);
             }
             if session.closing {
@@ -123,8 +126,13 @@ pub(super) async fn serve_halves<R, W>(
         // One poll function for every reason to wake, rather than `select!` over a future
         // per reason: with many clients each line of a session's state costs a cache miss
         // per request, and the select's futures and its bookkeeping were two more lines.
-        let woke =
-            poll_fn(|cx| session.poll_wake(cx, rd, input, idle.as_mut(), can_read, held)).await;
+        let woke = {
+            // What the poll function needs, by value: a closure capturing by reference would
+            // keep a pointer per variable, and bytes of state are cache lines here.
+            let (session, rd, input, idle) = (&mut session, &mut rd, &mut input, &mut idle);
+            poll_fn(move |cx| session.poll_wake(cx, rd, input, idle.as_deref_mut(), can_read, held))
+                .await
+        };
         match woke {
             Wake::Reply | Wake::Released => {}
             Wake::TopologyFresh => {
@@ -499,10 +507,12 @@ impl Session {
             };
             stats.latency.observe_us(us);
             stats.commands.call(queued.command_index, us, error);
-            if took >= self.worker.config.slowlog_slower_than && !queued.command.is_empty() {
+            if took >= self.worker.config.slowlog_slower_than
+                && let Some(command) = queued.command
+            {
                 self.worker.all_stats.slowlog.record(crate::slowlog::Entry {
                     took,
-                    command: queued.command,
+                    command: command.name(),
                     client: self.cold.peer,
                     name: String::from_utf8_lossy(&self.cold.name).into_owned(),
                 });

@@ -94,8 +94,8 @@ struct Queued {
     audited: bool,
     /// The client turned replies off (`CLIENT REPLY`): the reply is dropped when ready.
     silent: bool,
-    /// The command's name, for the slow log.
-    command: &'static str,
+    /// The command, whose name the slow log records.
+    command: Option<&'static Command>,
     /// Where its calls are counted (`CommandStats::index_of`).
     command_index: u16,
 }
@@ -175,8 +175,8 @@ struct Session {
     silent: bool,
     /// The command being handled, for the metrics of the replies it queues.
     category: Category,
-    /// Its name, for the slow log, and where its calls are counted.
-    command: &'static str,
+    /// The command itself, for the slow log, and where its calls are counted.
+    command: Option<&'static Command>,
     command_index: u16,
     /// The last plain (not container) command resolved, tried first for the next request.
     last_command: Option<&'static Command>,
@@ -328,7 +328,7 @@ impl Session {
             reply_mode: ReplyMode::On,
             silent: false,
             category: Category::Other,
-            command: "",
+            command: None,
             command_index: u16::MAX,
             last_command: None,
             batch_started: Instant::now(),

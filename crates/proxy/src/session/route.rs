@@ -38,14 +38,14 @@ impl Session {
                     tx.aborted = true;
                 }
                 self.category = Category::Other;
-                self.command = "";
+                self.command = None;
                 self.command_index = u16::MAX;
                 return self.local_error(&line);
             }
         };
         let profile = Profile::get(command);
         self.category = profile.category;
-        self.command = command.name();
+        self.command = Some(command);
         self.command_index = profile.index;
         // A record left by a request that queued no reply (deferred, or subscribed) must not
         // describe this one.
