@@ -16,7 +16,7 @@ use cinnabar_proxy::{CatchUp, ProxyConfig, SwitchRequest};
 use cinnabar_testkit::TestCluster;
 
 mod support;
-use support::{ask, connect, node_connection};
+use support::{ask, connect, node_connection, read_replies};
 
 fn unchecked(target: &TestCluster) -> SwitchRequest {
     SwitchRequest {
@@ -228,16 +228,34 @@ async fn a_target_that_does_not_catch_up_is_abandoned_and_clients_stay_on_the_so
     assert_eq!(ask(&mut client, &["SET", "k", "v"]), "+OK\r\n");
     let masters = proxy.masters().iter().map(ToString::to_string).collect();
     let sync = lagging_sync(masters);
+    // A request cut off before the hold, and more of it (still not all) during the hold, with
+    // other clients' whole requests held too: a session that may not parse must keep its
+    // partial parse, not leave it in the worker's shared one, where whichever held client
+    // parses first when the hold ends would resume it.
+    let mut cut = connect(proxy.local_addr());
+    cut.write_all(b"*3\r\n$3\r\nSET\r\n$4\r\ncut").unwrap();
+    let mut others: Vec<TcpStream> = (0..5).map(|_| connect(proxy.local_addr())).collect();
 
-    let report = proxy
-        .switch_backend(SwitchRequest {
+    let (report, ()) = tokio::join!(
+        proxy.switch_backend(SwitchRequest {
             cluster: None,
             seeds: new.seeds(),
             credentials: None,
             catch_up: CatchUp::Sync(sync.to_string()),
             max_pause: Duration::from_millis(300),
-        })
-        .await;
+        }),
+        async {
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            cut.write_all(b"1\r\n$").unwrap();
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            for (i, other) in others.iter_mut().enumerate() {
+                let key = format!("other{i}");
+                other
+                    .write_all(&support::command(&["SET", &key, "v"]))
+                    .unwrap();
+            }
+        }
+    );
     assert_eq!(report.outcome, Outcome::Abandoned, "{report:?}");
     let reason = report.reason.unwrap();
     assert!(
@@ -250,6 +268,12 @@ async fn a_target_that_does_not_catch_up_is_abandoned_and_clients_stay_on_the_so
     // Clients go on, on the source.
     assert_eq!(ask(&mut client, &["SET", "k2", "v"]), "+OK\r\n");
     assert!(holds(&old, "k2") && !holds(&new, "k2"));
+    for other in &mut others {
+        assert_eq!(read_replies(other, 1), ["+OK\r\n"]);
+    }
+    cut.write_all(b"1\r\nv\r\n").unwrap();
+    assert_eq!(read_replies(&mut cut, 1), ["+OK\r\n"]);
+    assert_eq!(ask(&mut cut, &["GET", "cut1"]), "$1\r\nv\r\n");
 }
 
 #[tokio::test(flavor = "multi_thread")]

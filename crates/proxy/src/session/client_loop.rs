@@ -322,11 +322,14 @@ impl Session {
     /// swapped with the parked one, and resumes it next time without re-reading its bytes.
     pub(super) fn parse_all(&mut self, input: &mut Vec<u8>) -> bool {
         let mut request = std::mem::take(&mut *self.worker.request.borrow_mut());
-        if std::mem::take(&mut self.parked_parse) {
+        let resumed = std::mem::take(&mut self.parked_parse);
+        if resumed {
             std::mem::swap(&mut request, &mut self.cold.parked);
         }
         let (limited, incomplete) = self.parse_with(input, &mut request);
-        if incomplete {
+        // Nothing parsed (a switch holds requests, the connection closes, a limit): a partial
+        // parse taken out must go back, or the next client's parse would resume it.
+        if incomplete.unwrap_or(resumed) {
             std::mem::swap(&mut request, &mut self.cold.parked);
             self.parked_parse = true;
         }
@@ -335,11 +338,11 @@ impl Session {
     }
 
     /// `parse_all` with the request to parse into; also says whether `input` ended inside a
-    /// request (its partial parse is then in `request`).
-    fn parse_with(&mut self, input: &mut Vec<u8>, request: &mut Request) -> (bool, bool) {
+    /// request (its partial parse is then in `request`), or `None` if nothing was parsed.
+    fn parse_with(&mut self, input: &mut Vec<u8>, request: &mut Request) -> (bool, Option<bool>) {
         let max_pending = self.worker.config.max_pending_per_client;
         let mut start = 0;
-        let mut incomplete = false;
+        let mut incomplete = None;
         if !input.is_empty() {
             self.batch_started = match self.held_since {
                 Some(since) if !self.worker.holding() => since,
@@ -351,6 +354,7 @@ impl Session {
         }
         while self.may_parse(max_pending) {
             let buf = &input[start..];
+            incomplete = Some(false);
             match self.worker.parser.parse(buf, request) {
                 Ok(Parsed::Complete { consumed }) => {
                     let reply_mode = self.reply_mode;
@@ -372,7 +376,7 @@ impl Session {
                 Ok(Parsed::Skipped { consumed }) => start += consumed,
                 Ok(Parsed::Incomplete) => {
                     // Only a request actually begun needs its parse kept.
-                    incomplete = !buf.is_empty();
+                    incomplete = Some(!buf.is_empty());
                     break;
                 }
                 Err(e) => {
@@ -386,7 +390,7 @@ impl Session {
                     self.worker.stats.protocol_errors.inc();
                     self.closing = true;
                     input.clear();
-                    return (false, false);
+                    return (false, Some(false));
                 }
             }
         }
