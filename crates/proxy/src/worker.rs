@@ -37,7 +37,7 @@ pub(crate) struct Worker {
     /// The parse of the request being handled, shared by this worker's sessions (one parses
     /// at a time): kept per connection, it was two more cache lines each request had to bring
     /// in once many clients' state no longer fits in the cache. A session whose input ends
-    /// inside a request keeps that partial parse for itself (`Session::parked`).
+    /// inside a request keeps that partial parse for itself (`Session::parked_parse`).
     pub(crate) request: RefCell<cinnabar_resp::Request>,
     pub(crate) tickets: RefCell<Tickets>,
     routes_rx: RefCell<watch::Receiver<Arc<SlotMap>>>,
