@@ -7,8 +7,8 @@
 #
 #   bash bench/proxy-instructions.sh [--cinnabar PATH] [--predixy PATH] [-n N]
 #
-#   --cinnabar PATH  use this cinnabar binary instead of building one (cargo build --profile dist,
-#                    as the Dockerfile builds it)
+#   --cinnabar PATH  use this cinnabar binary instead of building the one that ships
+#                    (bash deploy/pgo/build.sh, as the Dockerfile builds it: ~30 minutes)
 #   --predixy PATH   also count this Predixy binary (or set PREDIXY=PATH; README.md says how to
 #                    build one)
 #   -n N             requests per case (default 20000; each case first sends 5000 to warm up)
@@ -46,7 +46,7 @@ for tool in valgrind callgrind_control redis-server redis-benchmark redis-cli py
   command -v "$tool" >/dev/null || { echo "bench: $tool not found" >&2; exit 1; }
 done
 . "$repo/bench/lib.sh"
-[ -n "$bin" ] || bin=$(build_cinnabar dist)
+[ -n "$bin" ] || bin=$(build_cinnabar ships)
 [ -x "$bin" ] || { echo "bench: no cinnabar binary at $bin" >&2; exit 1; }
 if [ -n "$predixy" ] && ! [ -x "$predixy" ]; then
   echo "bench: no predixy binary at $predixy" >&2; exit 1

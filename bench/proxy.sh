@@ -17,8 +17,8 @@
 #   --replicas N     replicas per master (default 0; on a small machine they compete for CPU)
 #   --workers N      proxy worker threads (default 1, which is what the targets assume)
 #   --idle N         idle client connections to open against the proxy (default 10000)
-#   --cinnabar PATH  use this cinnabar binary instead of building one (cargo build --profile dist,
-#                    as the Dockerfile builds it)
+#   --cinnabar PATH  use this cinnabar binary instead of building the one that ships
+#                    (bash deploy/pgo/build.sh, as the Dockerfile builds it: ~30 minutes)
 #   --predixy PATH   also benchmark this Predixy binary (or set PREDIXY=PATH); it is not part of
 #                    the repository, see README.md for building one
 #   --access         also benchmark a cinnabar proxy with access control and audit: user `bench`
@@ -66,7 +66,7 @@ ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 echo "open-file limit: $(ulimit -n); CLK_TCK: $(getconf CLK_TCK)"
 
 . "$repo/bench/lib.sh"
-[ -n "$bin" ] || bin=$(build_cinnabar dist)
+[ -n "$bin" ] || bin=$(build_cinnabar ships)
 [ -x "$bin" ] || { echo "bench: no cinnabar binary at $bin" >&2; exit 1; }
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/cinnabar-bench.XXXXXX")
