@@ -40,9 +40,8 @@ for tool in redis-server redis-cli curl python3; do
   command -v "$tool" >/dev/null || { echo "bench: $tool not found" >&2; exit 1; }
 done
 helper="$repo/bench/sync_bench.py"
-target_dir=$(cd "$repo" && cargo metadata --format-version 1 --no-deps \
-  | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
 . "$repo/bench/lib.sh"
+target_dir=$(cargo_target_dir)
 [ -n "$bin" ] || bin=$(build_cinnabar release)
 [ -x "$bin" ] || { echo "bench: no cinnabar binary at $bin" >&2; exit 1; }
 if [ -z "$s3s" ]; then

@@ -25,8 +25,8 @@ set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$repo"
-target=$(cargo metadata --format-version 1 --no-deps |
-  python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
+. "$repo/bench/lib.sh"
+target=$(cargo_target_dir)
 case "$target" in
   *[[:space:]]*) echo "pgo build: the target directory's path has a space: $target" >&2; exit 1 ;;
 esac
